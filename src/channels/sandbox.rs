@@ -1,0 +1,221 @@
+//! The sandbox channel: a simulated provider, built in, with configurable latency, failure
+//! rates and delivery receipts.
+//!
+//! Every send it accepts is recorded on the provider's side (`sandbox_received`) before it
+//! answers, independently of Herald's own outcome write, exactly as a real provider would
+//! hold it. So a test can count what was really "sent" and find duplicates and losses even
+//! when Herald is killed between the provider's answer and its own commit. Recording is
+//! group-committed: concurrent sends share one transaction.
+
+use super::{BoxFuture, Channel, SendRequest, SendResult};
+use crate::domain::MessageStatus;
+use crate::store::{Receipt, SandboxEntry, Store};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxConfig {
+    /// Simulated provider round trip.
+    #[serde(default)]
+    pub latency_ms: u64,
+    /// Probability (0..=1) that a send fails transiently (like a provider 503).
+    #[serde(default)]
+    pub fail_rate: f64,
+    /// Probability (0..=1) that a send fails permanently (like an invalid number).
+    #[serde(default)]
+    pub permanent_fail_rate: f64,
+    /// When set, a `delivered` receipt follows each accepted send after this delay.
+    #[serde(default)]
+    pub delivery_delay_ms: Option<u64>,
+}
+
+impl SandboxConfig {
+    pub fn from_json(v: &serde_json::Value) -> Result<SandboxConfig, String> {
+        let c: SandboxConfig = serde_json::from_value(v.clone())
+            .map_err(|e| format!("invalid sandbox configuration: {e}"))?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, rate) in [
+            ("--fail-rate", self.fail_rate),
+            ("--permanent-fail-rate", self.permanent_fail_rate),
+        ] {
+            if !(0.0..=1.0).contains(&rate) {
+                return Err(format!(
+                    "{name} {rate} is not a probability: give a number from 0 to 1, e.g. 0.05"
+                ));
+            }
+        }
+        if self.fail_rate + self.permanent_fail_rate > 1.0 {
+            return Err(format!(
+                "--fail-rate {} plus --permanent-fail-rate {} exceed 1: together they must be at most 1",
+                self.fail_rate, self.permanent_fail_rate
+            ));
+        }
+        Ok(())
+    }
+}
+
+struct Pending {
+    entry: SandboxEntry,
+    done: oneshot::Sender<bool>,
+}
+
+pub struct SandboxChannel {
+    channel_id: i64,
+    config: SandboxConfig,
+    recorder: mpsc::Sender<Pending>,
+    receipts: Option<mpsc::Sender<Receipt>>,
+}
+
+impl SandboxChannel {
+    pub fn new(
+        channel_id: i64,
+        config: SandboxConfig,
+        store: Store,
+        receipts: Option<mpsc::Sender<Receipt>>,
+    ) -> SandboxChannel {
+        let (tx, rx) = mpsc::channel(4096);
+        tokio::spawn(record_loop(store, rx));
+        SandboxChannel {
+            channel_id,
+            config,
+            recorder: tx,
+            receipts,
+        }
+    }
+}
+
+/// The provider's own durable record, group-committed.
+async fn record_loop(store: Store, mut rx: mpsc::Receiver<Pending>) {
+    let mut batch: Vec<Pending> = Vec::new();
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < 1000 {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let entries: Vec<SandboxEntry> = batch.iter().map(|p| p.entry.clone()).collect();
+        let mut ok = false;
+        for attempt in 0..50u32 {
+            match store.sandbox_record(&entries).await {
+                Ok(()) => {
+                    ok = true;
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, attempt, "sandbox provider could not record sends; retrying");
+                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt + 1).min(10)))
+                        .await;
+                }
+            }
+        }
+        for p in batch.drain(..) {
+            let _ = p.done.send(ok);
+        }
+    }
+}
+
+impl Channel for SandboxChannel {
+    fn kind(&self) -> &'static str {
+        "sandbox"
+    }
+
+    fn send(&self, request: SendRequest) -> BoxFuture<'_, SendResult> {
+        Box::pin(async move {
+            if self.config.latency_ms > 0 {
+                tokio::time::sleep(Duration::from_millis(self.config.latency_ms)).await;
+            }
+            let roll: f64 = rand::rng().random();
+            if roll < self.config.permanent_fail_rate {
+                return SendResult::Permanent {
+                    error: format!(
+                        "sandbox: simulated permanent failure for {}",
+                        request.address
+                    ),
+                };
+            }
+            if roll < self.config.permanent_fail_rate + self.config.fail_rate {
+                return SendResult::Transient {
+                    error: "sandbox: simulated transient failure (503)".to_string(),
+                    retry_after: None,
+                };
+            }
+            let provider_id = format!(
+                "SB{}x{}{:08x}",
+                request.message_id,
+                request.attempt,
+                rand::rng().random::<u32>()
+            );
+            let (done, accepted) = oneshot::channel();
+            let entry = SandboxEntry {
+                channel_id: self.channel_id,
+                campaign_id: request.campaign_id,
+                message_id: request.message_id,
+                address: request.address,
+                provider_id: provider_id.clone(),
+                body: request.body,
+                received_at: crate::clock::now_ms(),
+            };
+            if self.recorder.send(Pending { entry, done }).await.is_err() {
+                return SendResult::Transient {
+                    error: "sandbox: provider unavailable".into(),
+                    retry_after: None,
+                };
+            }
+            match accepted.await {
+                Ok(true) => {}
+                _ => {
+                    return SendResult::Transient {
+                        error: "sandbox: provider could not store the message".into(),
+                        retry_after: None,
+                    };
+                }
+            }
+            if let (Some(delay), Some(receipts)) = (self.config.delivery_delay_ms, &self.receipts) {
+                let receipts = receipts.clone();
+                let provider_id = provider_id.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(delay)).await;
+                    let _ = receipts
+                        .send(Receipt {
+                            provider_id,
+                            status: MessageStatus::Delivered,
+                            error: None,
+                        })
+                        .await;
+                });
+            }
+            SendResult::Accepted { provider_id }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_rejects_bad_rates() {
+        let bad = SandboxConfig {
+            fail_rate: 1.5,
+            ..Default::default()
+        };
+        assert!(bad.validate().unwrap_err().contains("--fail-rate"));
+        let sum = SandboxConfig {
+            fail_rate: 0.6,
+            permanent_fail_rate: 0.6,
+            ..Default::default()
+        };
+        assert!(sum.validate().is_err());
+        assert!(SandboxConfig::from_json(&serde_json::json!({"latency_ms": 5})).is_ok());
+        assert!(SandboxConfig::from_json(&serde_json::json!({"latency": 5})).is_err());
+    }
+}

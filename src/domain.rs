@@ -1,0 +1,275 @@
+//! Campaign and message state machines: the statuses of DESIGN.md, which moves are legal,
+//! and the per-status counters every campaign carries.
+
+use serde::Serialize;
+use std::fmt;
+
+/// Every status a message can be in (DESIGN.md, "Message lifecycle").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageStatus {
+    Queued,
+    InFlight,
+    RetryWait,
+    Sent,
+    Delivered,
+    Read,
+    Undelivered,
+    Failed,
+    Skipped,
+    Cancelled,
+    InDoubt,
+}
+
+impl MessageStatus {
+    pub const ALL: [MessageStatus; 11] = [
+        MessageStatus::Queued,
+        MessageStatus::InFlight,
+        MessageStatus::RetryWait,
+        MessageStatus::Sent,
+        MessageStatus::Delivered,
+        MessageStatus::Read,
+        MessageStatus::Undelivered,
+        MessageStatus::Failed,
+        MessageStatus::Skipped,
+        MessageStatus::Cancelled,
+        MessageStatus::InDoubt,
+    ];
+
+    /// The column name used both for the status value and for the campaign's counter.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            MessageStatus::Queued => "queued",
+            MessageStatus::InFlight => "in_flight",
+            MessageStatus::RetryWait => "retry_wait",
+            MessageStatus::Sent => "sent",
+            MessageStatus::Delivered => "delivered",
+            MessageStatus::Read => "read",
+            MessageStatus::Undelivered => "undelivered",
+            MessageStatus::Failed => "failed",
+            MessageStatus::Skipped => "skipped",
+            MessageStatus::Cancelled => "cancelled",
+            MessageStatus::InDoubt => "in_doubt",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<MessageStatus> {
+        MessageStatus::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Pending work: the campaign cannot complete while any message is in one of these.
+    pub const fn is_pending(self) -> bool {
+        matches!(
+            self,
+            MessageStatus::Queued
+                | MessageStatus::InFlight
+                | MessageStatus::RetryWait
+                | MessageStatus::InDoubt
+        )
+    }
+
+    /// Rank for provider receipts: a receipt applies only if it moves a message to a
+    /// strictly higher rank, so duplicated, late or out-of-order receipts are harmless.
+    pub const fn receipt_rank(self) -> Option<u8> {
+        match self {
+            MessageStatus::Sent => Some(1),
+            MessageStatus::Delivered | MessageStatus::Undelivered | MessageStatus::Failed => {
+                Some(2)
+            }
+            MessageStatus::Read => Some(3),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for MessageStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Campaign lifecycle: `draft -> scheduled -> sending <-> paused -> completed`, and
+/// `cancelled` from any non-terminal state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CampaignStatus {
+    Draft,
+    Scheduled,
+    Sending,
+    Paused,
+    Completed,
+    Cancelled,
+}
+
+impl CampaignStatus {
+    pub const ALL: [CampaignStatus; 6] = [
+        CampaignStatus::Draft,
+        CampaignStatus::Scheduled,
+        CampaignStatus::Sending,
+        CampaignStatus::Paused,
+        CampaignStatus::Completed,
+        CampaignStatus::Cancelled,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CampaignStatus::Draft => "draft",
+            CampaignStatus::Scheduled => "scheduled",
+            CampaignStatus::Sending => "sending",
+            CampaignStatus::Paused => "paused",
+            CampaignStatus::Completed => "completed",
+            CampaignStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<CampaignStatus> {
+        CampaignStatus::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    pub const fn is_terminal(self) -> bool {
+        matches!(self, CampaignStatus::Completed | CampaignStatus::Cancelled)
+    }
+}
+
+impl fmt::Display for CampaignStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An operator's (or the scheduler's) request to move a campaign.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CampaignAction {
+    Start,
+    Pause,
+    Resume,
+    Cancel,
+    /// The guarded manual "mark complete".
+    Complete,
+}
+
+impl CampaignAction {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CampaignAction::Start => "start",
+            CampaignAction::Pause => "pause",
+            CampaignAction::Resume => "resume",
+            CampaignAction::Cancel => "cancel",
+            CampaignAction::Complete => "complete",
+        }
+    }
+
+    /// The statuses this action may be taken from.
+    pub const fn allowed_from(self) -> &'static [CampaignStatus] {
+        match self {
+            CampaignAction::Start => &[CampaignStatus::Draft, CampaignStatus::Scheduled],
+            CampaignAction::Pause => &[CampaignStatus::Sending],
+            CampaignAction::Resume => &[CampaignStatus::Paused],
+            CampaignAction::Cancel => &[
+                CampaignStatus::Draft,
+                CampaignStatus::Scheduled,
+                CampaignStatus::Sending,
+                CampaignStatus::Paused,
+            ],
+            CampaignAction::Complete => &[CampaignStatus::Sending, CampaignStatus::Paused],
+        }
+    }
+}
+
+/// One counter per message status, indexed by `MessageStatus::index`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts(pub [i64; 11]);
+
+impl Counts {
+    pub fn get(&self, status: MessageStatus) -> i64 {
+        self.0[status.index()]
+    }
+
+    pub fn add(&mut self, status: MessageStatus, n: i64) {
+        self.0[status.index()] += n;
+    }
+
+    /// Record one message moving from `from` to `to`.
+    pub fn moved(&mut self, from: MessageStatus, to: MessageStatus) {
+        if from != to {
+            self.add(from, -1);
+            self.add(to, 1);
+        }
+    }
+
+    pub fn is_zero(&self) -> bool {
+        self.0.iter().all(|n| *n == 0)
+    }
+
+    pub fn total(&self) -> i64 {
+        self.0.iter().sum()
+    }
+
+    pub fn pending(&self) -> i64 {
+        MessageStatus::ALL
+            .into_iter()
+            .filter(|s| s.is_pending())
+            .map(|s| self.get(s))
+            .sum()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (MessageStatus, i64)> + '_ {
+        MessageStatus::ALL.into_iter().map(|s| (s, self.get(s)))
+    }
+}
+
+impl std::ops::AddAssign for Counts {
+    fn add_assign(&mut self, rhs: Counts) {
+        for (a, b) in self.0.iter_mut().zip(rhs.0) {
+            *a += b;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_names_round_trip() {
+        for s in MessageStatus::ALL {
+            assert_eq!(MessageStatus::parse(s.as_str()), Some(s));
+        }
+        for s in CampaignStatus::ALL {
+            assert_eq!(CampaignStatus::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(MessageStatus::parse("bogus"), None);
+    }
+
+    #[test]
+    fn index_matches_position_in_all() {
+        for (i, s) in MessageStatus::ALL.into_iter().enumerate() {
+            assert_eq!(s.index(), i);
+        }
+    }
+
+    #[test]
+    fn moved_keeps_total_constant() {
+        let mut c = Counts::default();
+        c.add(MessageStatus::Queued, 3);
+        c.moved(MessageStatus::Queued, MessageStatus::InFlight);
+        c.moved(MessageStatus::InFlight, MessageStatus::Sent);
+        assert_eq!(c.total(), 3);
+        assert_eq!(c.pending(), 2);
+        assert_eq!(c.get(MessageStatus::Sent), 1);
+    }
+
+    #[test]
+    fn receipts_rank_above_sent_only() {
+        assert!(MessageStatus::Queued.receipt_rank().is_none());
+        assert!(MessageStatus::Read.receipt_rank() > MessageStatus::Delivered.receipt_rank());
+        assert_eq!(
+            MessageStatus::Undelivered.receipt_rank(),
+            MessageStatus::Delivered.receipt_rank()
+        );
+    }
+}

@@ -1,0 +1,299 @@
+//! The dispatcher: claims due messages in batches, sends them with bounded concurrency, and
+//! group-commits their outcomes. Claims are committed before any send starts and outcomes
+//! after it ends: no transaction is ever held open across a provider call.
+
+use super::EngineContext;
+use super::retry::RetryPolicy;
+use crate::channels::{Channel, SendRequest, SendResult};
+use crate::store::{ClaimedMessage, Outcome, OutcomeKind, SendableCampaign};
+use crate::template::{ContactFields, MessageTemplate};
+use rand::Rng;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+
+/// An outcome travelling to the committer, with the concurrency permit it holds: a permit
+/// is returned only once the outcome is durable, so the instance never has more than
+/// `concurrency` messages in flight, which bounds what a crash can leave in doubt.
+type Pending = (Outcome, OwnedSemaphorePermit, &'static str);
+
+pub async fn run(ctx: Arc<EngineContext>, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let settings = &ctx.settings;
+    let concurrency = settings.concurrency.max(1);
+    let permits = Arc::new(Semaphore::new(concurrency));
+    let (out_tx, out_rx) = mpsc::channel::<Pending>(concurrency * 2);
+    let committer = tokio::spawn(commit_loop(ctx.clone(), out_rx));
+    let batch = settings.batch_size.max(1);
+    // Claim only when a useful batch fits: tiny claims cost a transaction each.
+    let min_claim = (batch.min(concurrency) / 4).max(1);
+    let idle = Duration::from_millis(settings.idle_poll_ms.max(1));
+    let mut templates: HashMap<i64, Result<Arc<MessageTemplate>, String>> = HashMap::new();
+    let mut round = 0usize;
+    let owner = ctx.instance.id.clone();
+
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        // Wait until at least a minimal batch of permits is free.
+        tokio::select! {
+            p = permits.clone().acquire_many_owned(min_claim as u32) => { drop(p); }
+            _ = shutdown.changed() => continue,
+        }
+        let now = crate::clock::now_ms();
+        let campaigns = match ctx.store.sendable_campaigns(now).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list sendable campaigns; retrying");
+                sleep_or_shutdown(idle, &mut shutdown).await;
+                continue;
+            }
+        };
+        if campaigns.is_empty() {
+            sleep_or_shutdown(idle, &mut shutdown).await;
+            continue;
+        }
+        let n = campaigns.len();
+        let mut claimed_any = false;
+        // Round-robin over campaigns, each taking a fair share of the free permits, so one
+        // large campaign cannot starve the others.
+        for k in 0..n {
+            let campaign = &campaigns[(round + k) % n];
+            let available = permits.available_permits();
+            if available == 0 {
+                break;
+            }
+            let share = (available / n).max(min_claim).min(available).min(batch);
+            let started = Instant::now();
+            let lease_until = now + settings.instance_stale_after_ms as i64;
+            let claimed = match ctx
+                .store
+                .claim(campaign.id, &owner, crate::clock::now_ms(), lease_until, share as i64)
+                .await
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(campaign_id = campaign.id, error = %e, "claim failed; will retry");
+                    continue;
+                }
+            };
+            metrics::histogram!("herald_claim_seconds").record(started.elapsed().as_secs_f64());
+            if claimed.is_empty() {
+                continue;
+            }
+            claimed_any = true;
+            tracing::debug!(campaign_id = campaign.id, count = claimed.len(), "claimed");
+            let template = templates
+                .entry(campaign.id)
+                .or_insert_with(|| {
+                    MessageTemplate::compile(&campaign.body)
+                        .map(Arc::new)
+                        .map_err(|e| e.to_string())
+                })
+                .clone();
+            let channel = ctx.channels.get(campaign.channel_id).await.map_err(|e| e.to_string());
+            for message in claimed {
+                // Never waits: no more messages were claimed than there were free permits.
+                let permit = permits.clone().acquire_owned().await?;
+                spawn_send(&ctx, campaign, message, template.clone(), channel.clone(), permit, out_tx.clone(), shutdown.clone());
+            }
+        }
+        round = round.wrapping_add(1);
+        if !claimed_any {
+            sleep_or_shutdown(idle, &mut shutdown).await;
+        }
+    }
+
+    // Graceful stop: no more claims; wait for in-flight sends to finish and be recorded.
+    let deadline = Duration::from_millis(settings.shutdown_deadline_ms);
+    let drained = tokio::time::timeout(deadline, permits.acquire_many(concurrency as u32)).await;
+    if drained.is_err() {
+        tracing::warn!(
+            in_flight = concurrency - permits.available_permits(),
+            "shutdown deadline passed with sends still in flight; they will be found in doubt"
+        );
+    }
+    drop(out_tx);
+    let _ = tokio::time::timeout(deadline, committer).await;
+    Ok(())
+}
+
+async fn sleep_or_shutdown(d: Duration, shutdown: &mut watch::Receiver<bool>) {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => {}
+        _ = shutdown.changed() => {}
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn spawn_send(
+    ctx: &Arc<EngineContext>,
+    campaign: &SendableCampaign,
+    message: ClaimedMessage,
+    template: Result<Arc<MessageTemplate>, String>,
+    channel: Result<Arc<dyn Channel>, String>,
+    permit: OwnedSemaphorePermit,
+    out: mpsc::Sender<Pending>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let ctx = ctx.clone();
+    let campaign_id = campaign.id;
+    tokio::spawn(async move {
+        let (kind, label) = send_one(&ctx, &message, template, channel, &shutdown).await;
+        let outcome = Outcome {
+            message_id: message.id,
+            campaign_id,
+            kind,
+        };
+        // The committer outlives every sender; if it is gone the process is ending and the
+        // message stays in flight, to be found in doubt.
+        let _ = out.send((outcome, permit, label)).await;
+    });
+}
+
+/// Sends one message and classifies the result into the outcome to record.
+async fn send_one(
+    ctx: &EngineContext,
+    m: &ClaimedMessage,
+    template: Result<Arc<MessageTemplate>, String>,
+    channel: Result<Arc<dyn Channel>, String>,
+    shutdown: &watch::Receiver<bool>,
+) -> (OutcomeKind, &'static str) {
+    if *shutdown.borrow() {
+        return (OutcomeKind::Released, "released");
+    }
+    let template = match template {
+        Ok(t) => t,
+        Err(e) => return (OutcomeKind::Failed { error: format!("template: {e}") }, "failed"),
+    };
+    let channel = match channel {
+        Ok(c) => c,
+        Err(e) => return (OutcomeKind::Failed { error: format!("channel: {e}") }, "failed"),
+    };
+    let attributes: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&m.attributes).unwrap_or_default();
+    let body = match template.render(&ContactFields {
+        address: &m.address,
+        name: m.name.as_deref(),
+        attributes: &attributes,
+    }) {
+        Ok(b) => b,
+        Err(e) => return (OutcomeKind::Failed { error: format!("template: {e}") }, "failed"),
+    };
+    let request = SendRequest {
+        message_id: m.id,
+        campaign_id: m.campaign_id,
+        address: m.address.clone(),
+        body,
+        attempt: m.attempts,
+    };
+    let timeout = Duration::from_millis(ctx.settings.send_timeout_ms);
+    let result = match tokio::time::timeout(timeout, channel.send(request)).await {
+        Ok(r) => r,
+        Err(_) => {
+            return (
+                OutcomeKind::Unknown {
+                    error: format!(
+                        "no answer from the provider within {} ms; it may have the message",
+                        ctx.settings.send_timeout_ms
+                    ),
+                },
+                "in_doubt",
+            );
+        }
+    };
+    let policy = RetryPolicy {
+        max_attempts: ctx.settings.retry_max_attempts,
+        base: Duration::from_millis(ctx.settings.retry_base_ms),
+        max: Duration::from_millis(ctx.settings.retry_max_ms),
+    };
+    match result {
+        SendResult::Accepted { provider_id } => (OutcomeKind::Sent { provider_id }, "sent"),
+        SendResult::Permanent { error } => (OutcomeKind::Failed { error }, "failed"),
+        SendResult::Transient { error, retry_after } => {
+            if policy.may_retry(m.attempts) {
+                let jitter: f64 = rand::rng().random();
+                let wait = policy.backoff(m.attempts, jitter).max(retry_after.unwrap_or_default());
+                (
+                    OutcomeKind::Retry {
+                        error,
+                        next_attempt_at: crate::clock::now_ms() + wait.as_millis() as i64,
+                    },
+                    "retry",
+                )
+            } else {
+                (
+                    OutcomeKind::Failed {
+                        error: format!("gave up after {} attempts: {error}", m.attempts),
+                    },
+                    "failed",
+                )
+            }
+        }
+    }
+}
+
+/// Group commit: many outcomes, their counter deltas and any completion in one transaction.
+async fn commit_loop(ctx: Arc<EngineContext>, mut rx: mpsc::Receiver<Pending>) {
+    let max = ctx.settings.commit_max_batch.max(1);
+    let wait = Duration::from_millis(ctx.settings.commit_interval_ms);
+    let owner = ctx.instance.id.clone();
+    let mut batch: Vec<Pending> = Vec::with_capacity(max);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        let deadline = tokio::time::Instant::now() + wait;
+        while batch.len() < max {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    // A small batch waits briefly for company; a big one goes now.
+                    if batch.len() >= 64 {
+                        break;
+                    }
+                    match tokio::time::timeout_at(deadline, rx.recv()).await {
+                        Ok(Some(p)) => batch.push(p),
+                        _ => break,
+                    }
+                }
+            }
+        }
+        let outcomes: Vec<Outcome> = batch.iter().map(|p| p.0.clone()).collect();
+        let started = Instant::now();
+        let mut delay = Duration::from_millis(20);
+        let mut failures = 0u32;
+        loop {
+            match ctx.store.record_outcomes(&owner, crate::clock::now_ms(), &outcomes).await {
+                Ok(report) => {
+                    metrics::histogram!("herald_commit_seconds").record(started.elapsed().as_secs_f64());
+                    for (_, _, label) in &batch {
+                        metrics::counter!("herald_messages_total", "outcome" => *label).increment(1);
+                    }
+                    if report.stale > 0 {
+                        tracing::warn!(
+                            stale = report.stale,
+                            "outcomes arrived for messages already taken back as in doubt; they were not applied"
+                        );
+                    }
+                    for campaign_id in report.completed {
+                        tracing::info!(campaign_id, "campaign completed");
+                    }
+                    break;
+                }
+                Err(e) => {
+                    failures += 1;
+                    // Outcomes in hand are never dropped while the database may come back.
+                    if !e.is_transient() && failures >= 10 {
+                        tracing::error!(error = %e, count = outcomes.len(), "outcomes could not be recorded; their messages stay in flight and will be found in doubt");
+                        break;
+                    }
+                    tracing::warn!(error = %e, count = outcomes.len(), "recording outcomes failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+        batch.clear();
+    }
+}

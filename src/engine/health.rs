@@ -1,0 +1,122 @@
+//! What is wrong right now, in words: stuck campaigns with their reasons, live instances,
+//! counter drift, messages in doubt. Shared by the reconciler (logs, metrics) and
+//! `herald doctor`.
+
+use crate::config::Settings;
+use crate::domain::{CampaignStatus, MessageStatus};
+use crate::store::{Campaign, Drift, InstanceRow, Store, StoreError};
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StuckCampaign {
+    pub campaign_id: i64,
+    pub name: String,
+    pub pending: i64,
+    pub no_progress_for_ms: i64,
+    pub reason: String,
+}
+
+/// Instances whose heartbeat is fresh.
+pub fn live(instances: &[InstanceRow], now: i64, settings: &Settings) -> Vec<InstanceRow> {
+    let stale_before = now - settings.instance_stale_after_ms as i64;
+    instances
+        .iter()
+        .filter(|i| i.heartbeat_at >= stale_before)
+        .cloned()
+        .collect()
+}
+
+/// A sending campaign with pending work and no progress for `stuck_after_ms` is stuck; the
+/// reason says why when it can be known.
+pub async fn stuck_campaigns(
+    store: &Store,
+    now: i64,
+    settings: &Settings,
+) -> Result<Vec<StuckCampaign>, StoreError> {
+    let campaigns = store.campaigns_with_status(&[CampaignStatus::Sending]).await?;
+    let instances = store.instances().await?;
+    let alive = live(&instances, now, settings);
+    let mut out = Vec::new();
+    for c in campaigns {
+        let pending = c.counts.pending();
+        let last = c.last_progress_at.or(c.started_at).unwrap_or(c.created_at);
+        let idle_for = now - last;
+        if pending == 0 || idle_for < settings.stuck_after_ms as i64 {
+            continue;
+        }
+        let reason = stuck_reason(store, &c, &alive, &instances, now).await?;
+        out.push(StuckCampaign {
+            campaign_id: c.id,
+            name: c.name.clone(),
+            pending,
+            no_progress_for_ms: idle_for,
+            reason,
+        });
+    }
+    Ok(out)
+}
+
+async fn stuck_reason(
+    store: &Store,
+    c: &Campaign,
+    alive: &[InstanceRow],
+    all: &[InstanceRow],
+    now: i64,
+) -> Result<String, StoreError> {
+    if alive.is_empty() {
+        let last = all
+            .iter()
+            .map(|i| format!("{} on {} (last heartbeat {})", i.id, i.host, crate::clock::rfc3339(i.heartbeat_at)))
+            .next()
+            .unwrap_or_else(|| "none ever registered".to_string());
+        return Ok(format!(
+            "no live Herald instance is running to send it (last seen: {last}); start `herald serve` or `herald worker`"
+        ));
+    }
+    let facts = store.pending_facts(c.id).await?;
+    let waiting = c.counts.get(MessageStatus::RetryWait);
+    if waiting == c.counts.pending() {
+        let until = facts
+            .next_retry_at
+            .map(crate::clock::rfc3339)
+            .unwrap_or_else(|| "unknown".into());
+        let err = facts.last_error.unwrap_or_default();
+        return Ok(format!(
+            "all {waiting} pending messages wait for a retry, the next at {until}; channel `{}` is failing: {err}",
+            c.channel_name
+        ));
+    }
+    if let Some(err) = facts.last_error.filter(|_| waiting > 0) {
+        return Ok(format!(
+            "channel `{}` is failing ({waiting} messages waiting to retry): {err}",
+            c.channel_name
+        ));
+    }
+    if c.counts.get(MessageStatus::InDoubt) > 0 {
+        return Ok(format!(
+            "{} messages are in doubt and wait for the in-doubt policy",
+            c.counts.get(MessageStatus::InDoubt)
+        ));
+    }
+    let _ = now;
+    Ok(format!(
+        "{} queued and {} in flight but nothing recorded; {} live instance(s) are not making progress on it",
+        c.counts.get(MessageStatus::Queued),
+        c.counts.get(MessageStatus::InFlight),
+        alive.len()
+    ))
+}
+
+/// Counter drift over campaigns that are sending, paused, or finished recently.
+pub async fn drift(store: &Store, now: i64) -> Result<Vec<Drift>, StoreError> {
+    let campaigns = store
+        .campaigns_with_status(&CampaignStatus::ALL)
+        .await?
+        .into_iter()
+        .filter(|c| {
+            !c.status.is_terminal() || c.completed_at.is_some_and(|t| now - t < 24 * 3600 * 1000)
+        })
+        .map(|c| c.id)
+        .collect::<Vec<_>>();
+    store.drift(&campaigns).await
+}

@@ -1,0 +1,193 @@
+//! The engine every `herald serve` and `herald worker` runs: heartbeat, dispatcher,
+//! scheduler and reconciler. Each loop is idempotent and keeps no state that matters in
+//! memory (DESIGN.md invariant 5), so any number of instances can run side by side and any
+//! of them can die.
+
+pub mod dispatcher;
+pub mod health;
+pub mod reconciler;
+pub mod retry;
+
+use crate::channels::ChannelRegistry;
+use crate::config::Settings;
+use crate::store::{InstanceInfo, Receipt, Store};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// Who this process is, as recorded in `instances`.
+pub fn instance_identity(role: &str) -> InstanceInfo {
+    let pid = std::process::id();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "unknown-host".to_string());
+    InstanceInfo {
+        id: format!("{host}-{pid}-{:08x}", rand::random::<u32>()),
+        host,
+        pid: i64::from(pid),
+        proc_start: process_start_time(pid),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        role: role.to_string(),
+        started_at: crate::clock::now_ms(),
+    }
+}
+
+/// Field 22 of /proc/PID/stat: the process start time in clock ticks since boot. With the
+/// pid it identifies a process uniquely, so a reused pid is never mistaken for it.
+pub fn process_start_time(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces; fields resume after its ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19).map(str::to_string)
+}
+
+/// Shared by the engine's loops.
+pub struct EngineContext {
+    pub store: Store,
+    pub settings: Settings,
+    pub instance: InstanceInfo,
+    pub channels: ChannelRegistry,
+}
+
+pub struct Engine {
+    ctx: Arc<EngineContext>,
+    receipts_rx: mpsc::Receiver<Receipt>,
+}
+
+impl Engine {
+    pub fn new(store: Store, settings: Settings, role: &str) -> Engine {
+        let (receipts_tx, receipts_rx) = mpsc::channel(10_000);
+        let channels = ChannelRegistry::new(store.clone(), Some(receipts_tx));
+        Engine {
+            ctx: Arc::new(EngineContext {
+                store,
+                settings,
+                instance: instance_identity(role),
+                channels,
+            }),
+            receipts_rx,
+        }
+    }
+
+    pub fn instance_id(&self) -> &str {
+        &self.ctx.instance.id
+    }
+
+    pub fn context(&self) -> Arc<EngineContext> {
+        self.ctx.clone()
+    }
+
+    /// Runs until `shutdown` turns true, then stops claiming, lets in-flight sends finish
+    /// within the deadline, hands back unsent claims, and deregisters.
+    pub async fn run(self, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+        let ctx = self.ctx;
+        retry_forever("register instance", &shutdown, || {
+            ctx.store.register_instance(&ctx.instance)
+        })
+        .await?;
+        tracing::info!(instance = %ctx.instance.id, role = %ctx.instance.role, "engine started");
+
+        let heartbeat = tokio::spawn(heartbeat_loop(ctx.clone(), shutdown.clone()));
+        let scheduler = tokio::spawn(reconciler::scheduler_loop(ctx.clone(), shutdown.clone()));
+        let reconciler = tokio::spawn(reconciler::reconciler_loop(ctx.clone(), shutdown.clone()));
+        let receipts = tokio::spawn(receipt_loop(ctx.clone(), self.receipts_rx));
+        let dispatcher = dispatcher::run(ctx.clone(), shutdown.clone()).await;
+        if let Err(e) = dispatcher {
+            tracing::error!(error = %e, "dispatcher stopped with an error");
+        }
+        let _ = scheduler.await;
+        let _ = reconciler.await;
+        let _ = heartbeat.await;
+        receipts.abort();
+        // Deregistering tells the others at once that whatever this instance still has in
+        // flight (sends that outlived the deadline) is in doubt.
+        if let Err(e) = ctx
+            .store
+            .stop_instance(&ctx.instance.id, crate::clock::now_ms())
+            .await
+        {
+            tracing::warn!(error = %e, "could not deregister instance; its heartbeat will go stale instead");
+        }
+        tracing::info!(instance = %ctx.instance.id, "engine stopped");
+        Ok(())
+    }
+}
+
+async fn heartbeat_loop(ctx: Arc<EngineContext>, mut shutdown: watch::Receiver<bool>) {
+    let interval = Duration::from_millis(ctx.settings.heartbeat_interval_ms);
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => {}
+        }
+        if *shutdown.borrow() {
+            break;
+        }
+        let now = crate::clock::now_ms();
+        let lease_until = now + ctx.settings.instance_stale_after_ms as i64;
+        match ctx.store.heartbeat(&ctx.instance.id, now, lease_until).await {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(instance = %ctx.instance.id, "heartbeat found this instance deregistered"),
+            Err(e) => tracing::warn!(error = %e, "heartbeat failed; will retry"),
+        }
+    }
+}
+
+/// Applies provider receipts (the sandbox's simulated ones) in groups.
+async fn receipt_loop(ctx: Arc<EngineContext>, mut rx: mpsc::Receiver<Receipt>) {
+    let mut batch = Vec::new();
+    while let Some(r) = rx.recv().await {
+        batch.push(r);
+        while batch.len() < 500 {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        loop {
+            match ctx.store.apply_receipts(&batch, crate::clock::now_ms()).await {
+                Ok(report) => {
+                    tracing::debug!(applied = report.applied, kept = report.kept, ignored = report.ignored, "receipts applied");
+                    break;
+                }
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(error = %e, "receipts not applied yet; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, count = batch.len(), "receipts could not be applied");
+                    break;
+                }
+            }
+        }
+        batch.clear();
+    }
+}
+
+/// Retries a store operation while its errors are transient (database restarting, busy),
+/// until it succeeds or shutdown is requested.
+pub async fn retry_forever<T, F, Fut>(
+    what: &str,
+    shutdown: &watch::Receiver<bool>,
+    mut op: F,
+) -> Result<T, crate::store::StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, crate::store::StoreError>>,
+{
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) if e.is_transient() && !*shutdown.borrow() => {
+                tracing::warn!(error = %e, what, "database unavailable; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! The scheduler and the reconciler. Both run in every instance; both only make
+//! conditional writes, so running them in many places at once is harmless.
+
+use super::EngineContext;
+use super::health;
+use crate::config::InDoubtPolicy;
+use crate::store::StartOutcome;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// Starts scheduled campaigns when due. The start is conditional on the campaign still
+/// being `scheduled` and due, so with any number of instances it happens exactly once.
+pub async fn scheduler_loop(ctx: Arc<EngineContext>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(ctx.settings.scheduler_interval_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let actor = format!("scheduler@{}", ctx.instance.id);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => {}
+        }
+        if *shutdown.borrow() {
+            break;
+        }
+        let now = crate::clock::now_ms();
+        let due = match ctx.store.due_scheduled(now).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "scheduler cannot read due campaigns");
+                continue;
+            }
+        };
+        for id in due {
+            match ctx.store.start_campaign(id, now, &actor, Some(now)).await {
+                Ok(StartOutcome::Started { messages, .. }) => {
+                    tracing::info!(campaign_id = id, messages, "scheduled campaign started");
+                }
+                Ok(StartOutcome::NotDue) => {
+                    tracing::debug!(campaign_id = id, "scheduled campaign already started elsewhere");
+                }
+                Err(e) => tracing::warn!(campaign_id = id, error = %e, "scheduled start failed; will retry"),
+            }
+        }
+    }
+}
+
+pub async fn reconciler_loop(ctx: Arc<EngineContext>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(ctx.settings.reconcile_interval_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_drift_check: Option<Instant> = None;
+    let mut reported_stuck: BTreeSet<i64> = BTreeSet::new();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => {}
+        }
+        if *shutdown.borrow() {
+            break;
+        }
+        let drift_due = last_drift_check
+            .is_none_or(|t| t.elapsed() >= Duration::from_millis(ctx.settings.drift_check_interval_ms));
+        if drift_due {
+            last_drift_check = Some(Instant::now());
+        }
+        if let Err(e) = reconcile_once(&ctx, drift_due, &mut reported_stuck).await {
+            tracing::warn!(error = %e, "reconciler pass failed; will retry");
+        }
+    }
+}
+
+/// Instances on this host whose process is gone (or whose pid now belongs to another
+/// process): provably dead without waiting for their heartbeat to go stale.
+pub fn dead_on_this_host(instances: &[crate::store::InstanceRow], me: &crate::store::InstanceInfo) -> Vec<String> {
+    instances
+        .iter()
+        .filter(|i| i.host == me.host && i.id != me.id)
+        .filter(|i| {
+            let pid = u32::try_from(i.pid).unwrap_or(0);
+            match (super::process_start_time(pid), &i.proc_start) {
+                (None, _) => true,
+                (Some(now_start), Some(recorded)) => &now_start != recorded,
+                (Some(_), None) => false,
+            }
+        })
+        .map(|i| i.id.clone())
+        .collect()
+}
+
+/// One pass: take back dead instances' work as in doubt, apply the in-doubt policy,
+/// finalise drained campaigns, and report stuck campaigns and counter drift.
+pub async fn reconcile_once(
+    ctx: &EngineContext,
+    check_drift: bool,
+    reported_stuck: &mut BTreeSet<i64>,
+) -> Result<(), crate::store::StoreError> {
+    let store = &ctx.store;
+    let settings = &ctx.settings;
+    let now = crate::clock::now_ms();
+    let instances = store.instances().await?;
+    let dead = dead_on_this_host(&instances, &ctx.instance);
+    if !dead.is_empty() {
+        tracing::warn!(instances = ?dead, "instances on this host exited without deregistering");
+        store.forget_instances(&dead, now).await?;
+    }
+    let stale_before = now - settings.instance_stale_after_ms as i64;
+    for (campaign_id, n) in store.mark_in_doubt(now, stale_before, &dead).await? {
+        tracing::warn!(campaign_id, in_doubt = n, "messages of a dead instance are in doubt");
+        metrics::counter!("herald_in_doubt_found_total").increment(n as u64);
+    }
+    let resend = settings.in_doubt_policy == InDoubtPolicy::Resend;
+    let report = store
+        .resolve_in_doubt(resend, now, now - settings.in_doubt_grace_ms as i64)
+        .await?;
+    if report.resent + report.failed + report.cancelled > 0 {
+        tracing::info!(
+            resent = report.resent,
+            failed = report.failed,
+            cancelled = report.cancelled,
+            policy = settings.in_doubt_policy_name(),
+            "in-doubt messages resolved"
+        );
+    }
+    for id in store.finalize_drained(now).await? {
+        tracing::warn!(campaign_id = id, "reconciler finalised a sending campaign with nothing pending");
+    }
+    let stuck = health::stuck_campaigns(store, now, settings).await?;
+    metrics::gauge!("herald_stuck_campaigns").set(stuck.len() as f64);
+    let now_stuck: BTreeSet<i64> = stuck.iter().map(|s| s.campaign_id).collect();
+    for s in &stuck {
+        if !reported_stuck.contains(&s.campaign_id) {
+            tracing::warn!(campaign_id = s.campaign_id, pending = s.pending, reason = %s.reason, "campaign is stuck");
+        }
+    }
+    *reported_stuck = now_stuck;
+    if check_drift {
+        let drift = health::drift(store, now).await?;
+        metrics::gauge!("herald_counter_drift").set(drift.len() as f64);
+        for d in &drift {
+            tracing::error!(campaign_id = d.campaign_id, status = %d.status, counter = d.counter, actual = d.actual, "counter drift");
+        }
+    }
+    update_gauges(ctx).await
+}
+
+async fn update_gauges(ctx: &EngineContext) -> Result<(), crate::store::StoreError> {
+    let campaigns = ctx
+        .store
+        .campaigns_with_status(&crate::domain::CampaignStatus::ALL)
+        .await?;
+    let mut by_status = std::collections::BTreeMap::new();
+    let mut pending = 0;
+    let mut in_doubt = 0;
+    for c in &campaigns {
+        *by_status.entry(c.status.as_str()).or_insert(0i64) += 1;
+        if !c.status.is_terminal() {
+            pending += c.counts.pending();
+        }
+        in_doubt += c.counts.get(crate::domain::MessageStatus::InDoubt);
+    }
+    for s in crate::domain::CampaignStatus::ALL {
+        let n = by_status.get(s.as_str()).copied().unwrap_or(0);
+        metrics::gauge!("herald_campaigns", "status" => s.as_str()).set(n as f64);
+    }
+    metrics::gauge!("herald_pending_messages").set(pending as f64);
+    metrics::gauge!("herald_in_doubt_messages").set(in_doubt as f64);
+    Ok(())
+}

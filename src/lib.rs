@@ -1,0 +1,16 @@
+//! Herald: a durable bulk-messaging campaign engine. See DESIGN.md for the invariants this
+//! crate exists to keep; `store` keeps them on disk, `engine` keeps them in motion.
+#![forbid(unsafe_code)]
+
+pub mod address;
+pub mod channels;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod domain;
+pub mod engine;
+pub mod http;
+pub mod import;
+pub mod store;
+pub mod telemetry;
+pub mod template;

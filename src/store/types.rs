@@ -1,0 +1,321 @@
+//! Rows and requests that cross the storage interface.
+
+use crate::domain::{CampaignStatus, Counts, MessageStatus};
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    NotFound(String),
+    /// An illegal transition or a refused operation; the message says what would be right.
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the database holds something this herald cannot read: {0}")]
+    Corrupt(String),
+    #[error("cannot reach the database at {url}: {reason}")]
+    Connect { url: String, reason: String },
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+impl StoreError {
+    pub(super) fn connect(url: &str, e: sqlx::Error) -> StoreError {
+        StoreError::Connect {
+            url: super::redact_url(url),
+            reason: e.to_string(),
+        }
+    }
+
+    pub(super) fn from_unique(e: sqlx::Error, message: impl FnOnce() -> String) -> StoreError {
+        match &e {
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                StoreError::Conflict(message())
+            }
+            _ => StoreError::Database(e),
+        }
+    }
+
+    /// Worth retrying: the database is busy, restarting, unreachable for a moment, or chose
+    /// this transaction as a deadlock or serialization victim. The write was not applied.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Connect { .. } => true,
+            StoreError::Database(e) => match e {
+                sqlx::Error::Io(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::WorkerCrashed => true,
+                sqlx::Error::Database(db) => {
+                    let code = db.code().map(|c| c.to_string()).unwrap_or_default();
+                    // SQLite: 5 BUSY, 6 LOCKED (and their extended codes, low byte).
+                    // PostgreSQL: 40001 serialization, 40P01 deadlock, 57P0x shutdown,
+                    // 08xxx connection exceptions, 53300 too many connections.
+                    let sqlite_busy = code
+                        .parse::<i64>()
+                        .map(|c| matches!(c & 0xff, 5 | 6))
+                        .unwrap_or(false);
+                    sqlite_busy
+                        || code == "40001"
+                        || code == "40P01"
+                        || code.starts_with("57P")
+                        || code.starts_with("08")
+                        || code == "53300"
+                }
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Organisation {
+    pub id: i64,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ListInfo {
+    pub id: i64,
+    pub name: String,
+    pub members: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ContactInput {
+    /// Already normalised by `address::Address::parse`.
+    pub address: String,
+    pub name: Option<String>,
+    pub attributes: serde_json::Map<String, serde_json::Value>,
+    /// None leaves an existing contact's flag as it is.
+    pub unsubscribed: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UpsertReport {
+    pub inserted: u64,
+    pub updated: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ChannelInfo {
+    pub id: i64,
+    pub org_id: i64,
+    pub name: String,
+    pub kind: String,
+    pub config: serde_json::Value,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewCampaign {
+    pub org_id: i64,
+    pub name: String,
+    pub channel_id: i64,
+    pub list_id: i64,
+    pub body: String,
+    pub scheduled_at: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Campaign {
+    pub id: i64,
+    pub org_id: i64,
+    pub name: String,
+    pub channel_id: i64,
+    pub channel_name: String,
+    pub channel_kind: String,
+    pub list_id: i64,
+    pub list_name: String,
+    pub body: String,
+    pub status: CampaignStatus,
+    pub scheduled_at: Option<i64>,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub completed_at: Option<i64>,
+    pub last_progress_at: Option<i64>,
+    pub total: i64,
+    pub counts: Counts,
+    pub in_doubt_total: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CampaignEvent {
+    pub id: i64,
+    pub campaign_id: i64,
+    pub at: i64,
+    pub actor: String,
+    pub from_status: Option<String>,
+    pub to_status: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MessageInfo {
+    pub id: i64,
+    pub campaign_id: i64,
+    pub address: String,
+    pub status: MessageStatus,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    pub owner: Option<String>,
+    pub provider_id: Option<String>,
+    pub last_error: Option<String>,
+    pub was_in_doubt: bool,
+    pub updated_at: i64,
+    pub sent_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartOutcome {
+    Started {
+        messages: i64,
+        queued: i64,
+        skipped: i64,
+        /// Nothing was left to send, so the start also completed it.
+        completed: bool,
+    },
+    /// The scheduler's conditional start found the campaign no longer scheduled and due
+    /// (another instance started it, or it was cancelled or rescheduled).
+    NotDue,
+}
+
+#[derive(Debug, Clone)]
+pub struct InstanceInfo {
+    pub id: String,
+    pub host: String,
+    pub pid: i64,
+    /// The process start time from /proc, so a restarted pid is not mistaken for it.
+    pub proc_start: Option<String>,
+    pub version: String,
+    pub role: String,
+    pub started_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InstanceRow {
+    pub id: String,
+    pub host: String,
+    pub pid: i64,
+    pub proc_start: Option<String>,
+    pub version: String,
+    pub role: String,
+    pub started_at: i64,
+    pub heartbeat_at: i64,
+    pub in_flight: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct SendableCampaign {
+    pub id: i64,
+    pub org_id: i64,
+    pub channel_id: i64,
+    pub body: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClaimedMessage {
+    pub id: i64,
+    pub campaign_id: i64,
+    pub contact_id: Option<i64>,
+    pub address: String,
+    /// Attempts including this one.
+    pub attempts: i64,
+    pub name: Option<String>,
+    /// The contact's attributes as JSON text.
+    pub attributes: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutcomeKind {
+    Sent { provider_id: String },
+    /// Transient: try again at `next_attempt_at`.
+    Retry { error: String, next_attempt_at: i64 },
+    /// Permanent, or attempts exhausted.
+    Failed { error: String },
+    /// Claimed but never sent (graceful shutdown): back to `queued`, attempt refunded.
+    Released,
+    /// The provider may or may not have the message (timed out after the request left):
+    /// the message is in doubt and the in-doubt policy decides.
+    Unknown { error: String },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub message_id: i64,
+    pub campaign_id: i64,
+    pub kind: OutcomeKind,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RecordReport {
+    pub applied: usize,
+    /// Outcomes whose message was no longer in flight for this owner (taken back as in
+    /// doubt after this instance was presumed dead): nothing changed for them.
+    pub stale: usize,
+    pub completed: Vec<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Receipt {
+    pub provider_id: String,
+    pub status: MessageStatus,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReceiptReport {
+    pub applied: usize,
+    pub ignored: usize,
+    pub kept: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct InDoubtReport {
+    pub resent: i64,
+    pub failed: i64,
+    pub cancelled: i64,
+    pub completed: Vec<i64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Drift {
+    pub campaign_id: i64,
+    pub status: MessageStatus,
+    pub counter: i64,
+    pub actual: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct PendingFacts {
+    pub next_retry_at: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SandboxEntry {
+    pub channel_id: i64,
+    pub campaign_id: i64,
+    pub message_id: i64,
+    pub address: String,
+    pub provider_id: String,
+    pub body: String,
+    pub received_at: i64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct SandboxStats {
+    pub received: i64,
+    pub distinct_recipients: i64,
+    pub duplicates: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct MigrationStatus {
+    pub applied: Vec<i64>,
+    pub missing: Vec<i64>,
+    pub unknown: Vec<i64>,
+}

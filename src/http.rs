@@ -1,0 +1,86 @@
+//! The HTTP surface of `herald serve`: health, readiness and Prometheus metrics.
+
+use crate::store::Store;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub metrics: Option<PrometheusHandle>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// An RFC 9457 problem document.
+pub fn problem(status: StatusCode, kind: &str, title: &str, detail: &str) -> Response {
+    let body = serde_json::json!({
+        "type": format!("https://herald.dev/problems/{kind}"),
+        "title": title,
+        "status": status.as_u16(),
+        "detail": detail,
+    });
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/problem+json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// The process is up and serving.
+async fn healthz() -> Response {
+    (StatusCode::OK, axum::Json(serde_json::json!({"status": "ok"}))).into_response()
+}
+
+/// Ready to work: the database answers and its schema is this binary's.
+async fn readyz(State(state): State<AppState>) -> Response {
+    if let Err(e) = state.store.ping().await {
+        return problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database-unreachable",
+            "The database does not answer",
+            &e.to_string(),
+        );
+    }
+    if let Err(e) = state.store.require_migrated().await {
+        return problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database-not-migrated",
+            "The database schema is not current",
+            &e.to_string(),
+        );
+    }
+    (
+        StatusCode::OK,
+        axum::Json(serde_json::json!({"status": "ready", "store": state.store.dialect().name()})),
+    )
+        .into_response()
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    match &state.metrics {
+        Some(h) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            h.render(),
+        )
+            .into_response(),
+        None => problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrics-unavailable",
+            "Metrics are not installed",
+            "another metrics recorder was installed in this process",
+        ),
+    }
+}

@@ -276,9 +276,6 @@ async fn commit_loop(ctx: Arc<EngineContext>, mut rx: mpsc::Receiver<Pending>) {
                             "outcomes arrived for messages already taken back as in doubt; they were not applied"
                         );
                     }
-                    for campaign_id in report.completed {
-                        tracing::info!(campaign_id, "campaign completed");
-                    }
                     break;
                 }
                 Err(e) => {

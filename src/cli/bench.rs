@@ -1,0 +1,156 @@
+//! `herald bench`: a real campaign through the real engine into the sandbox channel.
+
+use super::{CliError, CliResult};
+use crate::config::Settings;
+use crate::domain::CampaignStatus;
+use crate::engine::Engine;
+use crate::store::{NewCampaign, Store};
+use clap::Args;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// How many recipients.
+    #[arg(long)]
+    pub messages: i64,
+    /// Concurrent sends (default: the `concurrency` setting).
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// Simulated provider latency.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+fn percentile(sorted: &[i64], p: f64) -> i64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+pub async fn run(settings: &Settings, args: &BenchArgs) -> CliResult {
+    if args.messages < 1 {
+        return Err(CliError::from("--messages must be at least 1, e.g. --messages 100000"));
+    }
+    let mut settings = settings.clone();
+    if let Some(c) = args.concurrency {
+        settings.concurrency = c.max(1);
+    }
+    // Without an explicit database the bench uses a fresh SQLite file of its own, so it
+    // never touches ./herald.db.
+    let explicit = std::env::var("HERALD_DATABASE_URL").is_ok()
+        || std::env::args().any(|a| a.starts_with("--database-url"));
+    let scratch = if explicit {
+        None
+    } else {
+        let dir = std::env::temp_dir().join(format!("herald-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        settings.database_url = format!("sqlite://{}/bench.db", dir.display());
+        Some(dir)
+    };
+    let result = bench(&settings, args).await;
+    if let Some(dir) = scratch {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    let out = result?;
+    if args.json {
+        println!("{out}");
+    } else {
+        println!(
+            "{} messages on {}: {:.0} msgs/s, start {} ms, p50 {} ms, p99 {} ms, completion lag {} ms, peak RSS {:.1} MB, duplicates {}, lost {}",
+            out["messages"], out["store"], out["msgs_per_s"].as_f64().unwrap_or(0.0), out["start_ms"], out["p50_ms"], out["p99_ms"],
+            out["completion_lag_ms"], out["peak_rss_mb"].as_f64().unwrap_or(0.0), out["duplicates"], out["lost"]
+        );
+    }
+    Ok(0)
+}
+
+async fn bench(settings: &Settings, args: &BenchArgs) -> Result<serde_json::Value, CliError> {
+    let store = Store::connect(&settings.database_url).await?;
+    store.migrate().await?;
+    let org = store.default_org().await?;
+    let tag = format!("bench-{}", crate::clock::now_ms());
+    let list = store.ensure_list(org, &tag).await?;
+    let seed_started = Instant::now();
+    store.seed_contacts(org, list, args.messages).await?;
+    let seed_ms = seed_started.elapsed().as_millis();
+    let channel = store
+        .create_channel(
+            org,
+            &tag,
+            "sandbox",
+            &serde_json::json!({"latency_ms": args.latency_ms}),
+        )
+        .await?;
+    let id = store
+        .create_campaign(
+            &NewCampaign {
+                org_id: org,
+                name: tag.clone(),
+                channel_id: channel,
+                list_id: list,
+                body: "Hello {{ name }}, this is a Herald benchmark.".into(),
+                scheduled_at: None,
+            },
+            "bench",
+        )
+        .await?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let engine = Engine::new(store.clone(), settings.clone(), "bench");
+    let engine_task = tokio::spawn(engine.run(stop_rx));
+    let start_started = Instant::now();
+    store
+        .start_campaign(id, crate::clock::now_ms(), "bench", None)
+        .await?;
+    let start_ms = start_started.elapsed().as_millis();
+    loop {
+        let c = store.campaign(id).await?;
+        if c.status == CampaignStatus::Completed {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = stop_tx.send(true);
+    let _ = engine_task.await;
+    let c = store.campaign(id).await?;
+    let started = c.started_at.unwrap_or(0);
+    let completed = c.completed_at.unwrap_or(started);
+    let latencies = store.send_latencies(id).await?;
+    let last_sent = latencies.last().copied().unwrap_or(0) + started;
+    let elapsed_s = ((completed - started) as f64 / 1000.0).max(0.001);
+    let stats = store.sandbox_stats(channel, Some(id)).await?;
+    let lost = store.sandbox_lost(id).await? + c.counts.pending();
+    store.close().await;
+    Ok(serde_json::json!({
+        "messages": args.messages,
+        "store": store.dialect().name(),
+        "concurrency": settings.concurrency,
+        "latency_ms": args.latency_ms,
+        "msgs_per_s": (args.messages as f64 / elapsed_s).round(),
+        "seed_ms": seed_ms,
+        "start_ms": start_ms,
+        "p50_ms": percentile(&latencies, 0.50),
+        "p99_ms": percentile(&latencies, 0.99),
+        "completion_lag_ms": (completed - last_sent).max(0),
+        "peak_rss_mb": (peak_rss_mb() * 10.0).round() / 10.0,
+        "duplicates": stats.duplicates,
+        "lost": lost,
+    }))
+}

@@ -1,0 +1,79 @@
+//! `herald serve` and `herald worker`.
+
+use super::{CliError, CliResult};
+use crate::config::Settings;
+use crate::engine::Engine;
+use crate::store::Store;
+use tokio::sync::watch;
+
+pub async fn serve(settings: Settings, with_http: bool) -> CliResult {
+    let store = Store::connect(&settings.database_url).await?;
+    if with_http {
+        store.migrate().await?;
+    } else {
+        store.require_migrated().await?;
+    }
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let metrics = crate::telemetry::metrics_handle();
+    let http = if with_http {
+        let listener = tokio::net::TcpListener::bind(&settings.listen)
+            .await
+            .map_err(|e| {
+                CliError::from(format!(
+                    "cannot listen on {}: {e}; pick another address with --listen, e.g. 127.0.0.1:8081",
+                    settings.listen
+                ))
+            })?;
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, store = store.dialect().name(), "listening");
+        let app = crate::http::router(crate::http::AppState {
+            store: store.clone(),
+            metrics,
+        });
+        let mut rx = shutdown_rx.clone();
+        Some(tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.wait_for(|stop| *stop).await;
+                })
+                .await
+        }))
+    } else {
+        None
+    };
+    let engine = Engine::new(store.clone(), settings.clone(), if with_http { "serve" } else { "worker" });
+    let engine_task = tokio::spawn(engine.run(shutdown_rx.clone()));
+    wait_for_signal().await;
+    tracing::info!("stopping: no new claims; finishing in-flight sends");
+    let _ = shutdown_tx.send(true);
+    if let Ok(Err(e)) = engine_task.await {
+        tracing::error!(error = %e, "engine stopped with an error");
+    }
+    if let Some(h) = http {
+        let _ = h.await;
+    }
+    store.close().await;
+    Ok(0)
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,6 @@
+//! The integration tests: one binary, one module per area.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+mod store_conformance;

@@ -1949,9 +1949,10 @@ impl Store {
     /// a lost message, which must always be zero.
     pub async fn sandbox_lost(&self, campaign_id: i64) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar(
-            "SELECT count(*) FROM messages m WHERE m.campaign_id = $1 AND m.status IN ('sent','delivered','read','undelivered') \
-             AND NOT EXISTS (SELECT 1 FROM sandbox_received s WHERE s.campaign_id = m.campaign_id AND s.address = m.address AND s.channel_id = \
-               (SELECT channel_id FROM campaigns WHERE id = $1))",
+            "SELECT count(*) FROM messages m JOIN campaigns c ON c.id = m.campaign_id \
+             WHERE m.campaign_id = $1 AND m.status IN ('sent','delivered','read','undelivered') \
+             AND NOT EXISTS (SELECT 1 FROM sandbox_received s WHERE s.channel_id = c.channel_id \
+               AND s.campaign_id = m.campaign_id AND s.address = m.address)",
         )
         .bind(campaign_id)
         .fetch_one(&self.read)

@@ -33,13 +33,22 @@ pub fn instance_identity(role: &str) -> InstanceInfo {
     }
 }
 
-/// Field 22 of /proc/PID/stat: the process start time in clock ticks since boot. With the
-/// pid it identifies a process uniquely, so a reused pid is never mistaken for it.
+/// Identifies a process for as long as it lives: its PID namespace plus field 22 of
+/// /proc/PID/stat (start time in clock ticks since boot). The namespace matters because two
+/// containers may share a host name while their pids mean different processes; the start
+/// time matters because pids are reused.
 pub fn process_start_time(pid: u32) -> Option<String> {
+    let ns = std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok()?;
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may contain spaces; fields resume after its ')'.
     let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19).map(str::to_string)
+    let start = rest.split_whitespace().nth(19)?;
+    Some(format!("{}/{start}", ns.display()))
+}
+
+/// The PID-namespace part of a `process_start_time` value.
+pub fn pid_namespace(proc_start: &str) -> &str {
+    proc_start.rsplit_once('/').map(|(ns, _)| ns).unwrap_or("")
 }
 
 /// Shared by the engine's loops.

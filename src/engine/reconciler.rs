@@ -70,19 +70,28 @@ pub async fn reconciler_loop(ctx: Arc<EngineContext>, mut shutdown: watch::Recei
     }
 }
 
-/// Instances on this host whose process is gone (or whose pid now belongs to another
-/// process): provably dead without waiting for their heartbeat to go stale.
-pub fn dead_on_this_host(instances: &[crate::store::InstanceRow], me: &crate::store::InstanceInfo) -> Vec<String> {
+/// Instances on this host, in this PID namespace, whose process is gone (or whose pid now
+/// belongs to another process): provably dead without waiting for their heartbeat to go
+/// stale. Anything that cannot be proven dead this way waits for the heartbeat rule.
+pub fn dead_on_this_host(
+    instances: &[crate::store::InstanceRow],
+    me: &crate::store::InstanceInfo,
+) -> Vec<String> {
+    let Some(my_ns) = me.proc_start.as_deref().map(super::pid_namespace) else {
+        return Vec::new();
+    };
     instances
         .iter()
         .filter(|i| i.host == me.host && i.id != me.id)
         .filter(|i| {
-            let pid = u32::try_from(i.pid).unwrap_or(0);
-            match (super::process_start_time(pid), &i.proc_start) {
-                (None, _) => true,
-                (Some(now_start), Some(recorded)) => &now_start != recorded,
-                (Some(_), None) => false,
+            let Some(recorded) = i.proc_start.as_deref() else {
+                return false;
+            };
+            if super::pid_namespace(recorded) != my_ns {
+                return false;
             }
+            let pid = u32::try_from(i.pid).unwrap_or(0);
+            super::process_start_time(pid).as_deref() != Some(recorded)
         })
         .map(|i| i.id.clone())
         .collect()

@@ -136,8 +136,7 @@ async fn heartbeat_loop(ctx: Arc<EngineContext>, mut shutdown: watch::Receiver<b
             break;
         }
         let now = crate::clock::now_ms();
-        let lease_until = now + ctx.settings.instance_stale_after_ms as i64;
-        match ctx.store.heartbeat(&ctx.instance.id, now, lease_until).await {
+        match ctx.store.heartbeat(&ctx.instance.id, now).await {
             Ok(true) => {}
             Ok(false) => tracing::warn!(instance = %ctx.instance.id, "heartbeat found this instance deregistered"),
             Err(e) => tracing::warn!(error = %e, "heartbeat failed; will retry"),

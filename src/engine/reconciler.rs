@@ -176,3 +176,58 @@ async fn update_gauges(ctx: &EngineContext) -> Result<(), crate::store::StoreErr
     metrics::gauge!("herald_in_doubt_messages").set(in_doubt as f64);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::dead_on_this_host;
+    use crate::engine::instance_identity;
+    use crate::store::InstanceRow;
+
+    fn row(id: &str, host: &str, pid: i64, proc_start: Option<String>) -> InstanceRow {
+        InstanceRow {
+            id: id.into(),
+            host: host.into(),
+            pid,
+            proc_start,
+            version: "0".into(),
+            role: "serve".into(),
+            started_at: 0,
+            heartbeat_at: 0,
+            in_flight: 0,
+        }
+    }
+
+    #[test]
+    fn only_provably_gone_processes_in_our_namespace_are_dead() {
+        let me = instance_identity("test");
+        let mine = me.proc_start.clone().expect("linux /proc");
+        let ns = crate::engine::pid_namespace(&mine).to_string();
+        let rows = vec![
+            // Same live process under another instance id: alive.
+            row("alive", &me.host, me.pid, Some(mine.clone())),
+            // A pid that cannot exist: dead.
+            row("gone", &me.host, 4_000_000_000, Some(format!("{ns}/1"))),
+            // Our pid but another start time (pid reused): dead.
+            row("reused", &me.host, me.pid, Some(format!("{ns}/1"))),
+            // Another PID namespace (a container with the same host name): not provable.
+            row(
+                "other-ns",
+                &me.host,
+                4_000_000_000,
+                Some("pid:[1]/1".into()),
+            ),
+            // Another host: not provable.
+            row(
+                "elsewhere",
+                "other-host",
+                4_000_000_000,
+                Some(format!("{ns}/1")),
+            ),
+            // Nothing recorded: not provable.
+            row("unknown", &me.host, 4_000_000_000, None),
+        ];
+        let mut dead = dead_on_this_host(&rows, &me);
+        dead.sort();
+        assert_eq!(dead, vec!["gone".to_string(), "reused".to_string()]);
+    }
+}

@@ -1154,26 +1154,20 @@ impl Store {
         Ok(())
     }
 
-    /// Renews the instance's heartbeat and the leases of the messages it has in flight.
-    pub async fn heartbeat(&self, id: &str, now: i64, lease_until: i64) -> Result<bool, StoreError> {
-        let mut tx = self.begin().await?;
+    /// Renews the instance's heartbeat. The heartbeat is what keeps this instance's claims
+    /// its own: past a message's `lease_until`, only a stale heartbeat lets anyone take it
+    /// back. (Renewing every message's lease here would lock message rows in an order that
+    /// can deadlock with group commits on PostgreSQL.)
+    pub async fn heartbeat(&self, id: &str, now: i64) -> Result<bool, StoreError> {
         let alive = sqlx::query(
             "UPDATE instances SET heartbeat_at = $1 WHERE id = $2 AND stopped_at IS NULL",
         )
         .bind(now)
         .bind(id)
-        .execute(&mut *tx)
+        .execute(&self.write)
         .await?
         .rows_affected()
             == 1;
-        sqlx::query(
-            "UPDATE messages SET lease_until = $1 WHERE status = 'in_flight' AND owner = $2",
-        )
-        .bind(lease_until)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
         Ok(alive)
     }
 

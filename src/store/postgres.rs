@@ -6,7 +6,7 @@
 //! (`synchronous_commit` is left at the server's default, `on`).
 
 use super::StoreError;
-use sqlx::AnyPool;
+use sqlx::{AnyConnection, AnyPool, Connection};
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use std::time::Duration;
 
@@ -18,6 +18,20 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[(
 
 pub(super) async fn connect(url: &str) -> Result<(AnyPool, AnyPool), StoreError> {
     install_default_drivers();
+    // One direct attempt first: a pool would retry until its timeout and then report only
+    // "pool timed out", hiding the real reason (refused, bad password, no such database).
+    match tokio::time::timeout(Duration::from_secs(10), AnyConnection::connect(url)).await {
+        Ok(Ok(conn)) => {
+            let _ = conn.close().await;
+        }
+        Ok(Err(e)) => return Err(StoreError::connect(url, e)),
+        Err(_) => {
+            return Err(StoreError::Connect {
+                url: super::redact_url(url),
+                reason: "no answer within 10 s".into(),
+            });
+        }
+    }
     let pool = AnyPoolOptions::new()
         .max_connections(16)
         .min_connections(1)

@@ -30,6 +30,7 @@ pub(super) fn normalise_url(url: &str) -> String {
 
 pub(super) async fn connect(url: &str) -> Result<(AnyPool, AnyPool), StoreError> {
     install_default_drivers();
+    let shown = url;
     let url = normalise_url(url);
     let options = || {
         AnyPoolOptions::new()
@@ -49,12 +50,12 @@ pub(super) async fn connect(url: &str) -> Result<(AnyPool, AnyPool), StoreError>
         .max_connections(1)
         .connect(&url)
         .await
-        .map_err(|e| StoreError::connect(&url, e))?;
+        .map_err(|e| StoreError::connect(shown, e))?;
     let read = options()
         .max_connections(4)
         .connect(&url)
         .await
-        .map_err(|e| StoreError::connect(&url, e))?;
+        .map_err(|e| StoreError::connect(shown, e))?;
     Ok((write, read))
 }
 

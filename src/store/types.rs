@@ -14,7 +14,7 @@ pub enum StoreError {
     Invalid(String),
     #[error("the database holds something this herald cannot read: {0}")]
     Corrupt(String),
-    #[error("cannot reach the database at {url}: {reason}")]
+    #[error("cannot reach the database at {url}: {reason}; check that it is running and that the URL is right")]
     Connect { url: String, reason: String },
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),

@@ -38,6 +38,8 @@ pub enum SendResult {
 
 pub trait Channel: Send + Sync {
     fn kind(&self) -> &'static str;
+    /// The channel's name, for logs and metric labels.
+    fn name(&self) -> &str;
     fn send(&self, request: SendRequest) -> BoxFuture<'_, SendResult>;
 }
 
@@ -99,6 +101,7 @@ impl ChannelRegistry {
                     .map_err(|e| StoreError::Invalid(format!("channel `{}`: {e}", info.name)))?;
                 Ok(Arc::new(sandbox::SandboxChannel::new(
                     info.id,
+                    info.name.clone(),
                     config,
                     self.store.clone(),
                     self.receipts.clone(),

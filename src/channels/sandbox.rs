@@ -68,6 +68,7 @@ struct Pending {
 
 pub struct SandboxChannel {
     channel_id: i64,
+    name: String,
     config: SandboxConfig,
     recorder: mpsc::Sender<Pending>,
     receipts: Option<mpsc::Sender<Receipt>>,
@@ -76,6 +77,7 @@ pub struct SandboxChannel {
 impl SandboxChannel {
     pub fn new(
         channel_id: i64,
+        name: String,
         config: SandboxConfig,
         store: Store,
         receipts: Option<mpsc::Sender<Receipt>>,
@@ -84,6 +86,7 @@ impl SandboxChannel {
         tokio::spawn(record_loop(store, rx));
         SandboxChannel {
             channel_id,
+            name,
             config,
             recorder: tx,
             receipts,
@@ -126,6 +129,10 @@ async fn record_loop(store: Store, mut rx: mpsc::Receiver<Pending>) {
 impl Channel for SandboxChannel {
     fn kind(&self) -> &'static str {
         "sandbox"
+    }
+
+    fn name(&self) -> &str {
+        &self.name
     }
 
     fn send(&self, request: SendRequest) -> BoxFuture<'_, SendResult> {

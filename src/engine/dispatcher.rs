@@ -16,7 +16,13 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 /// An outcome travelling to the committer, with the concurrency permit it holds: a permit
 /// is returned only once the outcome is durable, so the instance never has more than
 /// `concurrency` messages in flight, which bounds what a crash can leave in doubt.
-type Pending = (Outcome, OwnedSemaphorePermit, &'static str);
+type Pending = (Outcome, OwnedSemaphorePermit, Label);
+
+/// Metric labels of one outcome.
+struct Label {
+    outcome: &'static str,
+    channel: Arc<str>,
+}
 
 pub async fn run(ctx: Arc<EngineContext>, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
     let settings = &ctx.settings;
@@ -140,7 +146,15 @@ fn spawn_send(
     let ctx = ctx.clone();
     let campaign_id = campaign.id;
     tokio::spawn(async move {
-        let (kind, label) = send_one(&ctx, &message, template, channel, &shutdown).await;
+        let channel_name: Arc<str> = match &channel {
+            Ok(c) => Arc::from(c.name()),
+            Err(_) => Arc::from("unknown"),
+        };
+        let (kind, outcome) = send_one(&ctx, &message, template, channel, &shutdown).await;
+        let label = Label {
+            outcome,
+            channel: channel_name,
+        };
         let outcome = Outcome {
             message_id: message.id,
             campaign_id,
@@ -268,7 +282,12 @@ async fn commit_loop(ctx: Arc<EngineContext>, mut rx: mpsc::Receiver<Pending>) {
                 Ok(report) => {
                     metrics::histogram!("herald_commit_seconds").record(started.elapsed().as_secs_f64());
                     for (_, _, label) in &batch {
-                        metrics::counter!("herald_messages_total", "outcome" => *label).increment(1);
+                        metrics::counter!(
+                            "herald_messages_total",
+                            "outcome" => label.outcome,
+                            "channel" => label.channel.to_string()
+                        )
+                        .increment(1);
                     }
                     if report.stale > 0 {
                         tracing::warn!(

@@ -113,7 +113,16 @@ pub struct Store {
     url: String,
 }
 
-const PENDING_SQL: &str = "('queued','in_flight','retry_wait','in_doubt')";
+/// The pending messages of campaign `$1`, as one query per partial index (a single
+/// `status IN (…4 statuses…)` matches none of them and scans the whole table).
+const PENDING_ROWS: &str = "SELECT status FROM messages WHERE campaign_id = $1 AND status IN ('queued','retry_wait') \
+     UNION ALL SELECT status FROM messages WHERE campaign_id = $1 AND status = 'in_flight' \
+     UNION ALL SELECT status FROM messages WHERE campaign_id = $1 AND status = 'in_doubt'";
+
+/// True for a campaign `c` with no pending message, index by index.
+const NOTHING_PENDING: &str = "NOT EXISTS (SELECT 1 FROM messages m WHERE m.campaign_id = c.id AND m.status IN ('queued','retry_wait')) \
+     AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.campaign_id = c.id AND m.status = 'in_flight') \
+     AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.campaign_id = c.id AND m.status = 'in_doubt')";
 
 fn ids_json(ids: impl IntoIterator<Item = i64>) -> String {
     let v: Vec<i64> = ids.into_iter().collect();
@@ -1060,7 +1069,7 @@ impl Store {
         if action == CampaignAction::Complete {
             // The guard reads the messages themselves, not the counters.
             let pending = sqlx::query(AssertSqlSafe(format!(
-                "SELECT status, count(*) AS n FROM messages WHERE campaign_id = $1 AND status IN {PENDING_SQL} GROUP BY status"
+                "SELECT status, count(*) AS n FROM ({PENDING_ROWS}) p GROUP BY status"
             )))
             .bind(id)
             .fetch_all(&mut *tx)
@@ -1239,16 +1248,6 @@ impl Store {
                 })
             })
             .collect()
-    }
-
-    /// The earliest time any retry of a sending campaign falls due, if any.
-    pub async fn next_due_at(&self) -> Result<Option<i64>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT min(m.next_attempt_at) FROM messages m JOIN campaigns c ON c.id = m.campaign_id \
-             WHERE c.status = 'sending' AND m.status = 'retry_wait'",
-        )
-        .fetch_one(&self.read)
-        .await?)
     }
 
     /// Claims up to `limit` due messages of one sending campaign for `owner`, in one
@@ -1779,7 +1778,7 @@ impl Store {
     pub async fn finalize_drained(&self, now: i64) -> Result<Vec<i64>, StoreError> {
         let candidates: Vec<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
             "SELECT c.id FROM campaigns c WHERE c.status = 'sending' \
-             AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.campaign_id = c.id AND m.status IN {PENDING_SQL})"
+             AND {NOTHING_PENDING}"
         )))
         .fetch_all(&self.read)
         .await?;
@@ -1788,7 +1787,7 @@ impl Store {
             let mut tx = self.begin().await?;
             let status = self.lock_campaign(&mut tx, id).await?;
             let pending: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
-                "SELECT count(*) FROM messages WHERE campaign_id = $1 AND status IN {PENDING_SQL}"
+                "SELECT count(*) FROM ({PENDING_ROWS}) p"
             )))
             .bind(id)
             .fetch_one(&mut *tx)

@@ -114,7 +114,7 @@ pub async fn drift(store: &Store, now: i64) -> Result<Vec<Drift>, StoreError> {
         .await?
         .into_iter()
         .filter(|c| {
-            !c.status.is_terminal() || c.completed_at.is_some_and(|t| now - t < 24 * 3600 * 1000)
+            !c.status.is_terminal() || c.completed_at.is_some_and(|t| now - t < 3600 * 1000)
         })
         .map(|c| c.id)
         .collect::<Vec<_>>();

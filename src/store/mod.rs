@@ -1656,7 +1656,7 @@ impl Store {
             "m.status = 'in_flight' AND (m.owner IN {dead_sql} OR ((m.lease_until IS NULL OR m.lease_until < $1) \
              AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.id = m.owner AND i.stopped_at IS NULL AND i.heartbeat_at >= $2)))"
         );
-        let select = format!("SELECT m.id, m.campaign_id FROM messages m WHERE {orphan} ORDER BY m.id LIMIT 10000");
+        let select = format!("SELECT m.id, m.campaign_id FROM messages m WHERE {orphan} LIMIT 10000");
         let mut tx = self.begin().await?;
         let rows = sqlx::query(AssertSqlSafe(select))
             .bind(now)
@@ -1713,7 +1713,7 @@ impl Store {
         let mut report = InDoubtReport::default();
         let mut tx = self.begin().await?;
         let rows = sqlx::query(
-            "SELECT id, campaign_id FROM messages WHERE status = 'in_doubt' AND in_doubt_at <= $1 ORDER BY id LIMIT 10000",
+            "SELECT id, campaign_id FROM messages WHERE status = 'in_doubt' AND in_doubt_at <= $1 LIMIT 10000",
         )
         .bind(older_than)
         .fetch_all(&mut *tx)

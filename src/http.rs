@@ -40,7 +40,11 @@ pub fn problem(status: StatusCode, kind: &str, title: &str, detail: &str) -> Res
 
 /// The process is up and serving.
 async fn healthz() -> Response {
-    (StatusCode::OK, axum::Json(serde_json::json!({"status": "ok"}))).into_response()
+    (
+        StatusCode::OK,
+        axum::Json(serde_json::json!({"status": "ok"})),
+    )
+        .into_response()
 }
 
 /// Ready to work: the database answers and its schema is this binary's.

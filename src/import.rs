@@ -18,7 +18,9 @@ pub struct ImportReport {
 pub enum ImportError {
     #[error("cannot read {path}: {reason}")]
     Unreadable { path: String, reason: String },
-    #[error("{path} has no `address` column in its header row (found: {found}): add a column named address holding phone numbers (E.164) or emails")]
+    #[error(
+        "{path} has no `address` column in its header row (found: {found}): add a column named address holding phone numbers (E.164) or emails"
+    )]
     NoAddressColumn { path: String, found: String },
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -26,14 +26,18 @@ pub struct SendRequest {
 /// What the provider said, classified the way the engine acts on it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SendResult {
-    Accepted { provider_id: String },
+    Accepted {
+        provider_id: String,
+    },
     /// Worth retrying later (timeouts before the request left, 5xx, rate limits).
     Transient {
         error: String,
         retry_after: Option<Duration>,
     },
     /// Retrying cannot help (invalid number, rejected content).
-    Permanent { error: String },
+    Permanent {
+        error: String,
+    },
 }
 
 pub trait Channel: Send + Sync {

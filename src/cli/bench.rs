@@ -47,7 +47,9 @@ fn percentile(sorted: &[i64], p: f64) -> i64 {
 
 pub async fn run(settings: &Settings, args: &BenchArgs) -> CliResult {
     if args.messages < 1 {
-        return Err(CliError::from("--messages must be at least 1, e.g. --messages 100000"));
+        return Err(CliError::from(
+            "--messages must be at least 1, e.g. --messages 100000",
+        ));
     }
     let mut settings = settings.clone();
     if let Some(c) = args.concurrency {
@@ -75,8 +77,16 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> CliResult {
     } else {
         println!(
             "{} messages on {}: {:.0} msgs/s, start {} ms, p50 {} ms, p99 {} ms, completion lag {} ms, peak RSS {:.1} MB, duplicates {}, lost {}",
-            out["messages"], out["store"], out["msgs_per_s"].as_f64().unwrap_or(0.0), out["start_ms"], out["p50_ms"], out["p99_ms"],
-            out["completion_lag_ms"], out["peak_rss_mb"].as_f64().unwrap_or(0.0), out["duplicates"], out["lost"]
+            out["messages"],
+            out["store"],
+            out["msgs_per_s"].as_f64().unwrap_or(0.0),
+            out["start_ms"],
+            out["p50_ms"],
+            out["p99_ms"],
+            out["completion_lag_ms"],
+            out["peak_rss_mb"].as_f64().unwrap_or(0.0),
+            out["duplicates"],
+            out["lost"]
         );
     }
     Ok(0)

@@ -235,7 +235,10 @@ pub fn status_json(c: &Campaign) -> serde_json::Value {
     o.insert("list".into(), c.list_name.clone().into());
     o.insert("total".into(), c.total.into());
     o.insert("pending".into(), c.counts.pending().into());
-    o.insert("created_at".into(), crate::clock::rfc3339(c.created_at).into());
+    o.insert(
+        "created_at".into(),
+        crate::clock::rfc3339(c.created_at).into(),
+    );
     o.insert(
         "scheduled_at".into(),
         c.scheduled_at.map(crate::clock::rfc3339).into(),

@@ -13,7 +13,11 @@ pub async fn run(settings: &Settings, as_json: bool) -> CliResult {
     let store = match Store::connect(&settings.database_url).await {
         Ok(s) => s,
         Err(e) => {
-            return report(as_json, json!({"healthy": false, "database": {"reachable": false, "error": e.to_string()}}), &[e.to_string()]);
+            return report(
+                as_json,
+                json!({"healthy": false, "database": {"reachable": false, "error": e.to_string()}}),
+                &[e.to_string()],
+            );
         }
     };
     let migrations = store.migration_status().await?;
@@ -87,14 +91,24 @@ pub async fn run(settings: &Settings, as_json: bool) -> CliResult {
         "findings": findings,
     });
     if !as_json {
-        println!("database: {} ({}), migrations current", store.url(), store.dialect().name());
+        println!(
+            "database: {} ({}), migrations current",
+            store.url(),
+            store.dialect().name()
+        );
         if live.is_empty() {
             println!("instances: none alive");
         }
         for i in &live {
             println!(
                 "instance {} on {} pid {} v{} ({}): last heartbeat {} ms ago, {} in flight",
-                i.id, i.host, i.pid, i.version, i.role, now - i.heartbeat_at, i.in_flight
+                i.id,
+                i.host,
+                i.pid,
+                i.version,
+                i.role,
+                now - i.heartbeat_at,
+                i.in_flight
             );
         }
         println!("campaigns: {} sending of {}", sending, campaigns.len());

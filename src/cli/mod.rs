@@ -12,7 +12,11 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(name = "herald", version, about = "Bulk messaging campaigns that never lose track")]
+#[command(
+    name = "herald",
+    version,
+    about = "Bulk messaging campaigns that never lose track"
+)]
 pub struct Cli {
     /// Database: sqlite://herald.db (default) or postgres://user@host/db.
     /// Also HERALD_DATABASE_URL or database_url in herald.toml.
@@ -140,10 +144,16 @@ impl<E: std::fmt::Display> From<E> for CliError {
 pub type CliResult = Result<i32, CliError>;
 
 /// Settings with the command's flags on top.
-pub fn load_settings(cli: &Cli, extra: serde_json::Map<String, serde_json::Value>) -> Result<LoadedSettings, CliError> {
+pub fn load_settings(
+    cli: &Cli,
+    extra: serde_json::Map<String, serde_json::Value>,
+) -> Result<LoadedSettings, CliError> {
     let mut flags = extra;
     if let Some(url) = &cli.database_url {
-        flags.insert("database_url".into(), serde_json::Value::String(url.clone()));
+        flags.insert(
+            "database_url".into(),
+            serde_json::Value::String(url.clone()),
+        );
     }
     Settings::load(LoadOptions {
         config_file: cli.config.clone(),
@@ -185,7 +195,10 @@ pub fn actor() -> String {
 pub async fn run(cli: Cli) -> CliResult {
     let mut extra = serde_json::Map::new();
     match &cli.command {
-        Command::Serve { listen, concurrency } => {
+        Command::Serve {
+            listen,
+            concurrency,
+        } => {
             if let Some(l) = listen {
                 extra.insert("listen".into(), l.clone().into());
             }
@@ -193,7 +206,9 @@ pub async fn run(cli: Cli) -> CliResult {
                 extra.insert("concurrency".into(), (*c).into());
             }
         }
-        Command::Worker { concurrency: Some(c) } => {
+        Command::Worker {
+            concurrency: Some(c),
+        } => {
             extra.insert("concurrency".into(), (*c).into());
         }
         _ => {}
@@ -205,7 +220,10 @@ pub async fn run(cli: Cli) -> CliResult {
         cli.command,
         Command::Serve { .. } | Command::Worker { .. } | Command::Bench(_)
     );
-    crate::telemetry::init_logging(loaded.settings.log_format, if long_running { "info" } else { "warn" });
+    crate::telemetry::init_logging(
+        loaded.settings.log_format,
+        if long_running { "info" } else { "warn" },
+    );
     let settings = loaded.settings.clone();
     match &cli.command {
         Command::Serve { .. } => run::serve(settings, true).await,
@@ -289,7 +307,11 @@ async fn channel(cli: &Cli, settings: &Settings, command: &ChannelCommand) -> Cl
             }
             Ok(0)
         }
-        ChannelCommand::Stats { name, campaign, json } => {
+        ChannelCommand::Stats {
+            name,
+            campaign,
+            json,
+        } => {
             let channel = store.channel_by_name(org, name).await?;
             if channel.kind != "sandbox" {
                 return Err(CliError::from(format!(

@@ -41,7 +41,11 @@ pub async fn serve(settings: Settings, with_http: bool) -> CliResult {
     } else {
         None
     };
-    let engine = Engine::new(store.clone(), settings.clone(), if with_http { "serve" } else { "worker" });
+    let engine = Engine::new(
+        store.clone(),
+        settings.clone(),
+        if with_http { "serve" } else { "worker" },
+    );
     let engine_task = tokio::spawn(engine.run(shutdown_rx.clone()));
     wait_for_signal().await;
     tracing::info!("stopping: no new claims; finishing in-flight sends");
@@ -60,7 +64,10 @@ async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
             (Ok(mut term), Ok(mut int)) => {
                 tokio::select! {
                     _ = term.recv() => {}

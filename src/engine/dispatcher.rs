@@ -24,7 +24,10 @@ struct Label {
     channel: Arc<str>,
 }
 
-pub async fn run(ctx: Arc<EngineContext>, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+pub async fn run(
+    ctx: Arc<EngineContext>,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     let settings = &ctx.settings;
     let concurrency = settings.concurrency.max(1);
     let permits = Arc::new(Semaphore::new(concurrency));
@@ -75,7 +78,13 @@ pub async fn run(ctx: Arc<EngineContext>, mut shutdown: watch::Receiver<bool>) -
             let lease_until = now + settings.instance_stale_after_ms as i64;
             let claimed = match ctx
                 .store
-                .claim(campaign.id, &owner, crate::clock::now_ms(), lease_until, share as i64)
+                .claim(
+                    campaign.id,
+                    &owner,
+                    crate::clock::now_ms(),
+                    lease_until,
+                    share as i64,
+                )
                 .await
             {
                 Ok(c) => c,
@@ -98,11 +107,24 @@ pub async fn run(ctx: Arc<EngineContext>, mut shutdown: watch::Receiver<bool>) -
                         .map_err(|e| e.to_string())
                 })
                 .clone();
-            let channel = ctx.channels.get(campaign.channel_id).await.map_err(|e| e.to_string());
+            let channel = ctx
+                .channels
+                .get(campaign.channel_id)
+                .await
+                .map_err(|e| e.to_string());
             for message in claimed {
                 // Never waits: no more messages were claimed than there were free permits.
                 let permit = permits.clone().acquire_owned().await?;
-                spawn_send(&ctx, campaign, message, template.clone(), channel.clone(), permit, out_tx.clone(), shutdown.clone());
+                spawn_send(
+                    &ctx,
+                    campaign,
+                    message,
+                    template.clone(),
+                    channel.clone(),
+                    permit,
+                    out_tx.clone(),
+                    shutdown.clone(),
+                );
             }
         }
         round = round.wrapping_add(1);
@@ -179,11 +201,25 @@ async fn send_one(
     }
     let template = match template {
         Ok(t) => t,
-        Err(e) => return (OutcomeKind::Failed { error: format!("template: {e}") }, "failed"),
+        Err(e) => {
+            return (
+                OutcomeKind::Failed {
+                    error: format!("template: {e}"),
+                },
+                "failed",
+            );
+        }
     };
     let channel = match channel {
         Ok(c) => c,
-        Err(e) => return (OutcomeKind::Failed { error: format!("channel: {e}") }, "failed"),
+        Err(e) => {
+            return (
+                OutcomeKind::Failed {
+                    error: format!("channel: {e}"),
+                },
+                "failed",
+            );
+        }
     };
     let attributes: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(&m.attributes).unwrap_or_default();
@@ -193,7 +229,14 @@ async fn send_one(
         attributes: &attributes,
     }) {
         Ok(b) => b,
-        Err(e) => return (OutcomeKind::Failed { error: format!("template: {e}") }, "failed"),
+        Err(e) => {
+            return (
+                OutcomeKind::Failed {
+                    error: format!("template: {e}"),
+                },
+                "failed",
+            );
+        }
     };
     let request = SendRequest {
         message_id: m.id,
@@ -228,7 +271,9 @@ async fn send_one(
         SendResult::Transient { error, retry_after } => {
             if policy.may_retry(m.attempts) {
                 let jitter: f64 = rand::rng().random();
-                let wait = policy.backoff(m.attempts, jitter).max(retry_after.unwrap_or_default());
+                let wait = policy
+                    .backoff(m.attempts, jitter)
+                    .max(retry_after.unwrap_or_default());
                 (
                     OutcomeKind::Retry {
                         error,
@@ -278,9 +323,14 @@ async fn commit_loop(ctx: Arc<EngineContext>, mut rx: mpsc::Receiver<Pending>) {
         let mut delay = Duration::from_millis(20);
         let mut failures = 0u32;
         loop {
-            match ctx.store.record_outcomes(&owner, crate::clock::now_ms(), &outcomes).await {
+            match ctx
+                .store
+                .record_outcomes(&owner, crate::clock::now_ms(), &outcomes)
+                .await
+            {
                 Ok(report) => {
-                    metrics::histogram!("herald_commit_seconds").record(started.elapsed().as_secs_f64());
+                    metrics::histogram!("herald_commit_seconds")
+                        .record(started.elapsed().as_secs_f64());
                     for (_, _, label) in &batch {
                         metrics::counter!(
                             "herald_messages_total",

@@ -33,7 +33,9 @@ pub async fn stuck_campaigns(
     now: i64,
     settings: &Settings,
 ) -> Result<Vec<StuckCampaign>, StoreError> {
-    let campaigns = store.campaigns_with_status(&[CampaignStatus::Sending]).await?;
+    let campaigns = store
+        .campaigns_with_status(&[CampaignStatus::Sending])
+        .await?;
     let instances = store.instances().await?;
     let alive = live(&instances, now, settings);
     let mut out = Vec::new();
@@ -66,7 +68,14 @@ async fn stuck_reason(
     if alive.is_empty() {
         let last = all
             .iter()
-            .map(|i| format!("{} on {} (last heartbeat {})", i.id, i.host, crate::clock::rfc3339(i.heartbeat_at)))
+            .map(|i| {
+                format!(
+                    "{} on {} (last heartbeat {})",
+                    i.id,
+                    i.host,
+                    crate::clock::rfc3339(i.heartbeat_at)
+                )
+            })
             .next()
             .unwrap_or_else(|| "none ever registered".to_string());
         return Ok(format!(

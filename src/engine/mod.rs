@@ -138,7 +138,9 @@ async fn heartbeat_loop(ctx: Arc<EngineContext>, mut shutdown: watch::Receiver<b
         let now = crate::clock::now_ms();
         match ctx.store.heartbeat(&ctx.instance.id, now).await {
             Ok(true) => {}
-            Ok(false) => tracing::warn!(instance = %ctx.instance.id, "heartbeat found this instance deregistered"),
+            Ok(false) => {
+                tracing::warn!(instance = %ctx.instance.id, "heartbeat found this instance deregistered")
+            }
             Err(e) => tracing::warn!(error = %e, "heartbeat failed; will retry"),
         }
     }
@@ -156,9 +158,18 @@ async fn receipt_loop(ctx: Arc<EngineContext>, mut rx: mpsc::Receiver<Receipt>) 
             }
         }
         loop {
-            match ctx.store.apply_receipts(&batch, crate::clock::now_ms()).await {
+            match ctx
+                .store
+                .apply_receipts(&batch, crate::clock::now_ms())
+                .await
+            {
                 Ok(report) => {
-                    tracing::debug!(applied = report.applied, kept = report.kept, ignored = report.ignored, "receipts applied");
+                    tracing::debug!(
+                        applied = report.applied,
+                        kept = report.kept,
+                        ignored = report.ignored,
+                        "receipts applied"
+                    );
                     break;
                 }
                 Err(e) if e.is_transient() => {

@@ -38,9 +38,14 @@ pub async fn scheduler_loop(ctx: Arc<EngineContext>, mut shutdown: watch::Receiv
                     tracing::info!(campaign_id = id, messages, "scheduled campaign started");
                 }
                 Ok(StartOutcome::NotDue) => {
-                    tracing::debug!(campaign_id = id, "scheduled campaign already started elsewhere");
+                    tracing::debug!(
+                        campaign_id = id,
+                        "scheduled campaign already started elsewhere"
+                    );
                 }
-                Err(e) => tracing::warn!(campaign_id = id, error = %e, "scheduled start failed; will retry"),
+                Err(e) => {
+                    tracing::warn!(campaign_id = id, error = %e, "scheduled start failed; will retry")
+                }
             }
         }
     }
@@ -59,8 +64,9 @@ pub async fn reconciler_loop(ctx: Arc<EngineContext>, mut shutdown: watch::Recei
         if *shutdown.borrow() {
             break;
         }
-        let drift_due = last_drift_check
-            .is_none_or(|t| t.elapsed() >= Duration::from_millis(ctx.settings.drift_check_interval_ms));
+        let drift_due = last_drift_check.is_none_or(|t| {
+            t.elapsed() >= Duration::from_millis(ctx.settings.drift_check_interval_ms)
+        });
         if drift_due {
             last_drift_check = Some(Instant::now());
         }
@@ -115,7 +121,11 @@ pub async fn reconcile_once(
     }
     let stale_before = now - settings.instance_stale_after_ms as i64;
     for (campaign_id, n) in store.mark_in_doubt(now, stale_before, &dead).await? {
-        tracing::warn!(campaign_id, in_doubt = n, "messages of a dead instance are in doubt");
+        tracing::warn!(
+            campaign_id,
+            in_doubt = n,
+            "messages of a dead instance are in doubt"
+        );
         metrics::counter!("herald_in_doubt_found_total").increment(n as u64);
     }
     let resend = settings.in_doubt_policy == InDoubtPolicy::Resend;
@@ -131,8 +141,18 @@ pub async fn reconcile_once(
             "in-doubt messages resolved"
         );
     }
+    let kept = store.apply_kept_receipts(now).await?;
+    if kept > 0 {
+        tracing::info!(
+            receipts = kept,
+            "kept receipts applied once their provider ids were recorded"
+        );
+    }
     for id in store.finalize_drained(now).await? {
-        tracing::warn!(campaign_id = id, "reconciler finalised a sending campaign with nothing pending");
+        tracing::warn!(
+            campaign_id = id,
+            "reconciler finalised a sending campaign with nothing pending"
+        );
     }
     let stuck = health::stuck_campaigns(store, now, settings).await?;
     metrics::gauge!("herald_stuck_campaigns").set(stuck.len() as f64);

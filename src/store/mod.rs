@@ -131,7 +131,8 @@ fn ids_json(ids: impl IntoIterator<Item = i64>) -> String {
 
 fn status_of(row: &AnyRow, col: &str) -> Result<MessageStatus, StoreError> {
     let s: String = row.try_get(col)?;
-    MessageStatus::parse(&s).ok_or_else(|| StoreError::Corrupt(format!("unknown message status `{s}`")))
+    MessageStatus::parse(&s)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown message status `{s}`")))
 }
 
 fn campaign_status_of(row: &AnyRow, col: &str) -> Result<CampaignStatus, StoreError> {
@@ -361,7 +362,9 @@ impl Store {
         .fetch_one(&self.write)
         .await
         .map_err(|e| {
-            StoreError::from_unique(e, || format!("an organisation named `{name}` already exists"))
+            StoreError::from_unique(e, || {
+                format!("an organisation named `{name}` already exists")
+            })
         })?;
         Ok(id)
     }
@@ -469,32 +472,8 @@ impl Store {
                 report.updated += 1;
             }
         }
-        let records = serde_json::Value::from(
-            contacts
-                .iter()
-                .map(|c| {
-                    serde_json::json!({
-                        "address": c.address,
-                        "name": c.name,
-                        "attributes": serde_json::Value::Object(c.attributes.clone()).to_string(),
-                        "unsubscribed": c.unsubscribed.map(i64::from),
-                    })
-                })
-                .collect::<Vec<_>>(),
-        )
-        .to_string();
-        let recs = self.dialect.json_records(
-            "$2",
-            &[
-                ("address", "text"),
-                ("name", "text"),
-                ("attributes", "text"),
-                ("unsubscribed", "int"),
-            ],
-        );
         // Later duplicates in one batch win; ON CONFLICT cannot touch a row twice in one
         // statement on PostgreSQL, so each contact is its own statement.
-        let _ = recs;
         for c in contacts {
             sqlx::query(
                 "INSERT INTO contacts (org_id, address, name, attributes, unsubscribed, created_at, updated_at) \
@@ -513,7 +492,6 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        let _ = records;
         let members_sql = format!(
             "INSERT INTO list_members (list_id, contact_id, added_at) \
              SELECT $1, c.id, $3 FROM contacts c WHERE c.org_id = $4 AND c.address IN (SELECT value FROM {}) \
@@ -547,7 +525,12 @@ impl Store {
         Ok(keys.into_iter().collect())
     }
 
-    pub async fn suppress(&self, org_id: i64, address: &str, reason: &str) -> Result<bool, StoreError> {
+    pub async fn suppress(
+        &self,
+        org_id: i64,
+        address: &str,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
         let r = sqlx::query(
             "INSERT INTO suppressions (org_id, address, reason, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (org_id, address) DO NOTHING",
         )
@@ -647,7 +630,11 @@ impl Store {
         Self::channel_from_row(&row)
     }
 
-    pub async fn channel_by_name(&self, org_id: i64, name: &str) -> Result<ChannelInfo, StoreError> {
+    pub async fn channel_by_name(
+        &self,
+        org_id: i64,
+        name: &str,
+    ) -> Result<ChannelInfo, StoreError> {
         let row = sqlx::query(
             "SELECT id, org_id, name, kind, config, created_at FROM channels WHERE org_id = $1 AND name = $2",
         )
@@ -713,7 +700,8 @@ impl Store {
     }
 
     pub async fn campaigns(&self, org_id: i64) -> Result<Vec<Campaign>, StoreError> {
-        let sql = format!("SELECT {CAMPAIGN_COLUMNS} {CAMPAIGN_FROM} WHERE c.org_id = $1 ORDER BY c.id");
+        let sql =
+            format!("SELECT {CAMPAIGN_COLUMNS} {CAMPAIGN_FROM} WHERE c.org_id = $1 ORDER BY c.id");
         let rows = sqlx::query(AssertSqlSafe(sql))
             .bind(org_id)
             .fetch_all(&self.read)
@@ -721,13 +709,21 @@ impl Store {
         rows.iter().map(campaign_from_row).collect()
     }
 
-    pub async fn campaigns_with_status(&self, statuses: &[CampaignStatus]) -> Result<Vec<Campaign>, StoreError> {
-        let list: Vec<String> = statuses.iter().map(|s| format!("'{}'", s.as_str())).collect();
+    pub async fn campaigns_with_status(
+        &self,
+        statuses: &[CampaignStatus],
+    ) -> Result<Vec<Campaign>, StoreError> {
+        let list: Vec<String> = statuses
+            .iter()
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect();
         let sql = format!(
             "SELECT {CAMPAIGN_COLUMNS} {CAMPAIGN_FROM} WHERE c.status IN ({}) ORDER BY c.id",
             list.join(",")
         );
-        let rows = sqlx::query(AssertSqlSafe(sql)).fetch_all(&self.read).await?;
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .fetch_all(&self.read)
+            .await?;
         rows.iter().map(campaign_from_row).collect()
     }
 
@@ -1017,9 +1013,24 @@ impl Store {
             counts.get(MessageStatus::Queued),
             counts.get(MessageStatus::Skipped)
         );
-        insert_event(&mut tx, id, now, actor, Some(from), CampaignStatus::Sending, &reason).await?;
+        insert_event(
+            &mut tx,
+            id,
+            now,
+            actor,
+            Some(from),
+            CampaignStatus::Sending,
+            &reason,
+        )
+        .await?;
         let completed = self
-            .complete_if_drained(&mut tx, id, now, actor, "nothing to send: every recipient was skipped or the list is empty")
+            .complete_if_drained(
+                &mut tx,
+                id,
+                now,
+                actor,
+                "nothing to send: every recipient was skipped or the list is empty",
+            )
             .await?;
         tx.commit().await?;
         Ok(StartOutcome::Started {
@@ -1102,7 +1113,9 @@ impl Store {
         let default_reason = match action {
             CampaignAction::Pause => "paused by operator".to_string(),
             CampaignAction::Resume => "resumed by operator".to_string(),
-            CampaignAction::Complete => "marked complete by operator: nothing was pending".to_string(),
+            CampaignAction::Complete => {
+                "marked complete by operator: nothing was pending".to_string()
+            }
             CampaignAction::Cancel | CampaignAction::Start => "cancelled by operator".to_string(),
         };
         let mut reason = reason.map(str::to_string).unwrap_or(default_reason);
@@ -1130,7 +1143,10 @@ impl Store {
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
-                reason = format!("{reason}; {} unsent messages cancelled", delta.get(MessageStatus::Cancelled));
+                reason = format!(
+                    "{reason}; {} unsent messages cancelled",
+                    delta.get(MessageStatus::Cancelled)
+                );
                 self.apply_counts(&mut tx, id, &delta, 0, Some(now)).await?;
             }
         }
@@ -1319,7 +1335,8 @@ impl Store {
             .bind(&ids_param)
             .fetch_all(&mut *tx)
             .await?;
-        self.apply_counts(&mut tx, campaign_id, &delta, 0, None).await?;
+        self.apply_counts(&mut tx, campaign_id, &delta, 0, None)
+            .await?;
         tx.commit().await?;
         rows.iter()
             .map(|r| {
@@ -1359,9 +1376,13 @@ impl Store {
         for o in outcomes {
             let cancelled = statuses.get(&o.campaign_id) == Some(&CampaignStatus::Cancelled);
             let (status, provider_id, error, next_at, refund) = match &o.kind {
-                OutcomeKind::Sent { provider_id } => {
-                    (MessageStatus::Sent, Some(provider_id.as_str()), None, None, 0)
-                }
+                OutcomeKind::Sent { provider_id } => (
+                    MessageStatus::Sent,
+                    Some(provider_id.as_str()),
+                    None,
+                    None,
+                    0,
+                ),
                 OutcomeKind::Failed { error } => {
                     (MessageStatus::Failed, None, Some(error.clone()), None, 0)
                 }
@@ -1443,7 +1464,9 @@ impl Store {
             .await?;
         let mut deltas: BTreeMap<i64, Counts> = BTreeMap::new();
         let mut doubts: BTreeMap<i64, i64> = BTreeMap::new();
+        let mut applied_ids = BTreeSet::new();
         for r in &rows {
+            applied_ids.insert(r.try_get::<i64, _>("id")?);
             let campaign: i64 = r.try_get("campaign_id")?;
             let status = status_of(r, "status")?;
             deltas
@@ -1459,13 +1482,22 @@ impl Store {
         // Receipts that arrived before their provider id was recorded apply now.
         let provider_ids: Vec<&str> = outcomes
             .iter()
+            .filter(|o| applied_ids.contains(&o.message_id))
             .filter_map(|o| match &o.kind {
                 OutcomeKind::Sent { provider_id } => Some(provider_id.as_str()),
                 _ => None,
             })
             .collect();
         if !provider_ids.is_empty() {
-            self.apply_pending_receipts(&mut tx, &provider_ids, now, &mut deltas)
+            let param = serde_json::Value::from(provider_ids).to_string();
+            let sql = format!(
+                "SELECT id, provider_id, status, error FROM pending_receipts WHERE provider_id IN (SELECT value FROM {}) ORDER BY id",
+                match self.dialect {
+                    Dialect::Sqlite => "json_each($1)",
+                    Dialect::Postgres => "jsonb_array_elements_text(CAST($1 AS jsonb))",
+                }
+            );
+            self.apply_pending_receipts(&mut tx, sql, Some(param), now, &mut deltas)
                 .await?;
         }
         for (campaign, delta) in &deltas {
@@ -1473,7 +1505,13 @@ impl Store {
             self.apply_counts(&mut tx, *campaign, delta, doubt, Some(now))
                 .await?;
             if self
-                .complete_if_drained(&mut tx, *campaign, now, &format!("instance {owner}"), "last pending message recorded")
+                .complete_if_drained(
+                    &mut tx,
+                    *campaign,
+                    now,
+                    &format!("instance {owner}"),
+                    "last pending message recorded",
+                )
                 .await?
             {
                 report.completed.push(*campaign);
@@ -1483,27 +1521,23 @@ impl Store {
         Ok(report)
     }
 
+    /// Applies kept receipts selected by `select_sql` (columns id, provider_id, status,
+    /// error; optional `$1`) and deletes them.
     async fn apply_pending_receipts(
         &self,
         tx: &mut Tx,
-        provider_ids: &[&str],
+        select_sql: String,
+        param: Option<String>,
         now: i64,
         deltas: &mut BTreeMap<i64, Counts>,
-    ) -> Result<(), StoreError> {
-        let param = serde_json::Value::from(provider_ids.to_vec()).to_string();
-        let sql = format!(
-            "SELECT id, provider_id, status, error FROM pending_receipts WHERE provider_id IN (SELECT value FROM {}) ORDER BY id",
-            match self.dialect {
-                Dialect::Sqlite => "json_each($1)",
-                Dialect::Postgres => "jsonb_array_elements_text(CAST($1 AS jsonb))",
-            }
-        );
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(&param)
-            .fetch_all(&mut **tx)
-            .await?;
+    ) -> Result<usize, StoreError> {
+        let mut query = sqlx::query(AssertSqlSafe(select_sql));
+        if let Some(p) = param {
+            query = query.bind(p);
+        }
+        let rows = query.fetch_all(&mut **tx).await?;
         if rows.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let mut receipts = Vec::new();
         let mut ids = Vec::new();
@@ -1521,24 +1555,55 @@ impl Store {
             "DELETE FROM pending_receipts WHERE id IN {}",
             self.dialect.json_ids("$1")
         );
+        let n = ids.len();
         sqlx::query(AssertSqlSafe(del))
             .bind(ids_json(ids))
             .execute(&mut **tx)
             .await?;
-        Ok(())
+        Ok(n)
+    }
+
+    /// The reconciler's sweep of kept receipts whose provider id is recorded by now: on
+    /// PostgreSQL a receipt can be kept in the same instant its outcome commits, each
+    /// transaction missing the other's row; this applies it on the next pass.
+    pub async fn apply_kept_receipts(&self, now: i64) -> Result<usize, StoreError> {
+        let mut deltas = BTreeMap::new();
+        let mut tx = self.begin().await?;
+        let n = self
+            .apply_pending_receipts(
+                &mut tx,
+                "SELECT pr.id, pr.provider_id, pr.status, pr.error FROM pending_receipts pr \
+                 WHERE EXISTS (SELECT 1 FROM messages m WHERE m.provider_id = pr.provider_id) ORDER BY pr.id LIMIT 1000"
+                    .to_string(),
+                None,
+                now,
+                &mut deltas,
+            )
+            .await?;
+        for (campaign, delta) in &deltas {
+            self.apply_counts(&mut tx, *campaign, delta, 0, None)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(n)
     }
 
     /// Applies provider receipts (delivered, read, undelivered, failed). A receipt moves a
     /// message only to a strictly higher rank (DESIGN.md invariant 7); one whose provider id
     /// is not recorded yet is kept in `pending_receipts` and applied when it is.
-    pub async fn apply_receipts(&self, receipts: &[Receipt], now: i64) -> Result<ReceiptReport, StoreError> {
+    pub async fn apply_receipts(
+        &self,
+        receipts: &[Receipt],
+        now: i64,
+    ) -> Result<ReceiptReport, StoreError> {
         let mut deltas = BTreeMap::new();
         let mut tx = self.begin().await?;
         let report = self
             .apply_receipts_in(&mut tx, receipts, now, &mut deltas, true)
             .await?;
         for (campaign, delta) in &deltas {
-            self.apply_counts(&mut tx, *campaign, delta, 0, None).await?;
+            self.apply_counts(&mut tx, *campaign, delta, 0, None)
+                .await?;
         }
         tx.commit().await?;
         Ok(report)
@@ -1557,7 +1622,10 @@ impl Store {
             return Ok(report);
         }
         let param = serde_json::Value::from(
-            receipts.iter().map(|r| r.provider_id.clone()).collect::<Vec<_>>(),
+            receipts
+                .iter()
+                .map(|r| r.provider_id.clone())
+                .collect::<Vec<_>>(),
         )
         .to_string();
         let sql = format!(
@@ -1611,10 +1679,11 @@ impl Store {
                 lower.join(",")
             );
             // The previous status is needed for the counters: read it under the same lock.
-            let prev: Option<String> = sqlx::query_scalar("SELECT status FROM messages WHERE id = $1")
-                .bind(*message_id)
-                .fetch_optional(&mut **tx)
-                .await?;
+            let prev: Option<String> =
+                sqlx::query_scalar("SELECT status FROM messages WHERE id = $1")
+                    .bind(*message_id)
+                    .fetch_optional(&mut **tx)
+                    .await?;
             let moved = sqlx::query(AssertSqlSafe(sql))
                 .bind(receipt.status.as_str())
                 .bind(receipt.error.as_deref())
@@ -1625,7 +1694,10 @@ impl Store {
                 .is_some();
             match (moved, prev.as_deref().and_then(MessageStatus::parse)) {
                 (true, Some(prev)) => {
-                    deltas.entry(*campaign_id).or_default().moved(prev, receipt.status);
+                    deltas
+                        .entry(*campaign_id)
+                        .or_default()
+                        .moved(prev, receipt.status);
                     report.applied += 1;
                 }
                 _ => report.ignored += 1,
@@ -1656,7 +1728,8 @@ impl Store {
             "m.status = 'in_flight' AND (m.owner IN {dead_sql} OR ((m.lease_until IS NULL OR m.lease_until < $1) \
              AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.id = m.owner AND i.stopped_at IS NULL AND i.heartbeat_at >= $2)))"
         );
-        let select = format!("SELECT m.id, m.campaign_id FROM messages m WHERE {orphan} LIMIT 10000");
+        let select =
+            format!("SELECT m.id, m.campaign_id FROM messages m WHERE {orphan} LIMIT 10000");
         let mut tx = self.begin().await?;
         let rows = sqlx::query(AssertSqlSafe(select))
             .bind(now)
@@ -1696,7 +1769,8 @@ impl Store {
             let mut delta = Counts::default();
             delta.add(MessageStatus::InFlight, -n);
             delta.add(MessageStatus::InDoubt, *n);
-            self.apply_counts(&mut tx, *campaign, &delta, *n, None).await?;
+            self.apply_counts(&mut tx, *campaign, &delta, *n, None)
+                .await?;
         }
         tx.commit().await?;
         Ok(per_campaign.into_iter().collect())
@@ -1734,11 +1808,20 @@ impl Store {
             .await?;
         for (campaign, ids) in &by_campaign {
             let (to, error) = if statuses.get(campaign) == Some(&CampaignStatus::Cancelled) {
-                (MessageStatus::Cancelled, "campaign cancelled while the message was in doubt")
+                (
+                    MessageStatus::Cancelled,
+                    "campaign cancelled while the message was in doubt",
+                )
             } else if resend {
-                (MessageStatus::Queued, "in doubt: owner died mid-send; resent by policy")
+                (
+                    MessageStatus::Queued,
+                    "in doubt: owner died mid-send; resent by policy",
+                )
             } else {
-                (MessageStatus::Failed, "in doubt: owner died mid-send; failed by policy (in_doubt_policy = fail)")
+                (
+                    MessageStatus::Failed,
+                    "in doubt: owner died mid-send; failed by policy (in_doubt_policy = fail)",
+                )
             };
             let sql = format!(
                 "UPDATE messages SET status = $1, last_error = $2, next_attempt_at = $3, owner = NULL, updated_at = $3 \
@@ -1756,14 +1839,21 @@ impl Store {
             let mut delta = Counts::default();
             delta.add(MessageStatus::InDoubt, -n);
             delta.add(to, n);
-            self.apply_counts(&mut tx, *campaign, &delta, 0, Some(now)).await?;
+            self.apply_counts(&mut tx, *campaign, &delta, 0, Some(now))
+                .await?;
             match to {
                 MessageStatus::Queued => report.resent += n,
                 MessageStatus::Failed => report.failed += n,
                 _ => report.cancelled += n,
             }
             if self
-                .complete_if_drained(&mut tx, *campaign, now, "reconciler", "last in-doubt message resolved")
+                .complete_if_drained(
+                    &mut tx,
+                    *campaign,
+                    now,
+                    "reconciler",
+                    "last in-doubt message resolved",
+                )
                 .await?
             {
                 report.completed.push(*campaign);
@@ -1915,7 +2005,11 @@ impl Store {
     }
 
     /// What the sandbox provider holds for a channel (optionally one campaign).
-    pub async fn sandbox_stats(&self, channel_id: i64, campaign_id: Option<i64>) -> Result<SandboxStats, StoreError> {
+    pub async fn sandbox_stats(
+        &self,
+        channel_id: i64,
+        campaign_id: Option<i64>,
+    ) -> Result<SandboxStats, StoreError> {
         let campaign = campaign_id.unwrap_or(0);
         let received: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM sandbox_received WHERE channel_id = $1 AND ($2 = 0 OR campaign_id = $2)",
@@ -1993,6 +2087,13 @@ async fn insert_event(
     .bind(reason)
     .execute(&mut **tx)
     .await?;
-    tracing::info!(campaign_id, actor, from = from.map(|s| s.as_str()), to = to.as_str(), reason, "campaign event");
+    tracing::info!(
+        campaign_id,
+        actor,
+        from = from.map(|s| s.as_str()),
+        to = to.as_str(),
+        reason,
+        "campaign event"
+    );
     Ok(())
 }

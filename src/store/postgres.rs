@@ -6,8 +6,8 @@
 //! (`synchronous_commit` is left at the server's default, `on`).
 
 use super::StoreError;
-use sqlx::{AnyConnection, AnyPool, Connection};
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyConnection, AnyPool, Connection};
 use std::time::Duration;
 
 pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[(

@@ -14,7 +14,9 @@ pub enum StoreError {
     Invalid(String),
     #[error("the database holds something this herald cannot read: {0}")]
     Corrupt(String),
-    #[error("cannot reach the database at {url}: {reason}; check that it is running and that the URL is right")]
+    #[error(
+        "cannot reach the database at {url}: {reason}; check that it is running and that the URL is right"
+    )]
     Connect { url: String, reason: String },
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
@@ -231,16 +233,25 @@ pub struct ClaimedMessage {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum OutcomeKind {
-    Sent { provider_id: String },
+    Sent {
+        provider_id: String,
+    },
     /// Transient: try again at `next_attempt_at`.
-    Retry { error: String, next_attempt_at: i64 },
+    Retry {
+        error: String,
+        next_attempt_at: i64,
+    },
     /// Permanent, or attempts exhausted.
-    Failed { error: String },
+    Failed {
+        error: String,
+    },
     /// Claimed but never sent (graceful shutdown): back to `queued`, attempt refunded.
     Released,
     /// The provider may or may not have the message (timed out after the request left):
     /// the message is in doubt and the in-doubt policy decides.
-    Unknown { error: String },
+    Unknown {
+        error: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]

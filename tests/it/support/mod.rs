@@ -66,20 +66,38 @@ fn with_database(admin_url: &str, db: &str) -> String {
 
 async fn admin_pool(admin_url: &str) -> AnyPool {
     sqlx::any::install_default_drivers();
-    match AnyPoolOptions::new()
-        .max_connections(1)
-        .acquire_timeout(Duration::from_secs(10))
-        .connect(admin_url)
-        .await
-    {
-        Ok(pool) => pool,
-        Err(e) => panic!(
+    // One direct connection first: its error says why (refused, auth), where a pool's
+    // would only say that it timed out.
+    let probe = tokio::time::timeout(
+        Duration::from_secs(10),
+        <sqlx::AnyConnection as sqlx::Connection>::connect(admin_url),
+    )
+    .await;
+    let reason = match probe {
+        Ok(Ok(conn)) => {
+            let _ = sqlx::Connection::close(conn).await;
+            None
+        }
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => Some("no answer within 10 s".to_string()),
+    };
+    let pool = match reason {
+        None => AnyPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(admin_url)
+            .await
+            .map_err(|e| e.to_string()),
+        Some(reason) => Err(reason),
+    };
+    pool.unwrap_or_else(|e| {
+        panic!(
             "the PostgreSQL store tests need a PostgreSQL server, and none answered at {}: {e}. \
-             Start one (trust auth for user postgres on 127.0.0.1:5432) or point \
-             HERALD_TEST_POSTGRES_URL at an admin URL of one that runs.",
+             Start one (trust auth for user postgres on 127.0.0.1:5432), or point \
+             HERALD_TEST_POSTGRES_URL at the admin URL of one that runs; scripts/test does both.",
             herald::store::redact_url(admin_url)
-        ),
-    }
+        )
+    })
 }
 
 fn drop_postgres_database(admin_url: &str, name: &str) {
@@ -113,8 +131,19 @@ fn drop_postgres_database(admin_url: &str, name: &str) {
 }
 
 impl TestDb {
+    /// A fresh database with the schema applied.
     pub async fn new(backend: Backend) -> TestDb {
-        let db = match backend {
+        let db = TestDb::new_unmigrated(backend).await;
+        db.store
+            .migrate()
+            .await
+            .unwrap_or_else(|e| panic!("migrating the {} test store failed: {e}", backend.name()));
+        db
+    }
+
+    /// A fresh, empty database: no schema at all.
+    pub async fn new_unmigrated(backend: Backend) -> TestDb {
+        match backend {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("a temporary directory");
                 let url = format!("sqlite://{}/herald.db", dir.path().display());
@@ -167,12 +196,7 @@ impl TestDb {
                     postgres: Some((admin_url, name)),
                 }
             }
-        };
-        db.store
-            .migrate()
-            .await
-            .unwrap_or_else(|e| panic!("migrating the {} test store failed: {e}", backend.name()));
-        db
+        }
     }
 
     /// A separate connection pool to the same database, for raw SQL that simulates
@@ -195,6 +219,19 @@ impl TestDb {
             .await
             .unwrap_or_else(|e| panic!("raw SQL `{sql}` failed: {e}"))
             .rows_affected();
+        pool.close().await;
+        n
+    }
+}
+
+impl TestDb {
+    /// Runs one raw query returning one integer on a separate connection.
+    pub async fn raw_scalar(&self, sql: &'static str) -> i64 {
+        let pool = self.raw().await;
+        let n: i64 = sqlx::query_scalar(sql)
+            .fetch_one(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("raw SQL `{sql}` failed: {e}"));
         pool.close().await;
         n
     }
@@ -243,7 +280,10 @@ pub async fn seed_list(store: &Store, n: i64) -> (i64, i64) {
     let name = format!("list-{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff);
     let list = store.ensure_list(org, &name).await.expect("ensure_list");
     if n > 0 {
-        store.seed_contacts(org, list, n).await.expect("seed_contacts");
+        store
+            .seed_contacts(org, list, n)
+            .await
+            .expect("seed_contacts");
     }
     (org, list)
 }

@@ -1,0 +1,460 @@
+//! The engine in-process on both stores: dispatch to completion, fairness, graceful
+//! shutdown, two engines sharing one database, takeover of a dead instance's work, and the
+//! stuck-campaign detector's reasons.
+
+use crate::both_stores;
+use crate::support::{assert_counters_match, new_campaign, sandbox_channel, seed_list};
+use herald::config::Settings;
+use herald::domain::{CampaignStatus, MessageStatus};
+use herald::engine::{Engine, health, instance_identity};
+use herald::store::{InstanceInfo, Store};
+use std::time::Duration;
+use tokio::sync::watch;
+
+fn fast_settings() -> Settings {
+    Settings {
+        heartbeat_interval_ms: 100,
+        instance_stale_after_ms: 1000,
+        reconcile_interval_ms: 150,
+        scheduler_interval_ms: 100,
+        idle_poll_ms: 20,
+        retry_base_ms: 10,
+        retry_max_ms: 50,
+        ..Settings::default()
+    }
+}
+
+struct Running {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    id: String,
+}
+
+fn spawn_engine(store: &Store, settings: Settings) -> Running {
+    let (stop, rx) = watch::channel(false);
+    let engine = Engine::new(store.clone(), settings, "test");
+    let id = engine.instance_id().to_string();
+    let task = tokio::spawn(engine.run(rx));
+    Running { stop, task, id }
+}
+
+impl Running {
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        self.task
+            .await
+            .expect("engine task")
+            .expect("engine result");
+    }
+}
+
+async fn sandbox_with(store: &Store, name: &str, config: serde_json::Value) -> i64 {
+    let org = store.default_org().await.unwrap();
+    store
+        .create_channel(org, name, "sandbox", &config)
+        .await
+        .unwrap()
+}
+
+async fn wait_status(store: &Store, id: i64, want: CampaignStatus, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let c = store.campaign(id).await.unwrap();
+        if c.status == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "campaign {id} is {} with {:?}, not {want} within {within:?}",
+            c.status,
+            c.counts
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+both_stores!(engine_sends_everything_exactly_once, |db| async move {
+    let store = &db.store;
+    let (org, list) = seed_list(store, 1500).await;
+    let channel = sandbox_channel(store, "fast").await;
+    let id = new_campaign(store, org, list, channel, "Hi {{ name }}").await;
+    let engine = spawn_engine(store, fast_settings());
+    store
+        .start_campaign(id, herald::clock::now_ms(), "test", None)
+        .await
+        .unwrap();
+    wait_status(
+        store,
+        id,
+        CampaignStatus::Completed,
+        Duration::from_secs(60),
+    )
+    .await;
+    engine.stop().await;
+    let c = assert_counters_match(store, id).await;
+    assert_eq!(c.counts.get(MessageStatus::Sent), 1500);
+    let stats = store.sandbox_stats(channel, Some(id)).await.unwrap();
+    assert_eq!((stats.received, stats.duplicates), (1500, 0));
+    assert_eq!(store.sandbox_lost(id).await.unwrap(), 0);
+    // Completion is written once, by the transaction of the last outcome.
+    let completions = store
+        .events(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.to_status == "completed")
+        .count();
+    assert_eq!(completions, 1);
+});
+
+both_stores!(receipts_follow_sends, |db| async move {
+    let store = &db.store;
+    let (org, list) = seed_list(store, 200).await;
+    let channel = sandbox_with(
+        store,
+        "receipts",
+        serde_json::json!({"delivery_delay_ms": 5}),
+    )
+    .await;
+    let id = new_campaign(store, org, list, channel, "Hi").await;
+    let engine = spawn_engine(store, fast_settings());
+    store
+        .start_campaign(id, herald::clock::now_ms(), "test", None)
+        .await
+        .unwrap();
+    wait_status(
+        store,
+        id,
+        CampaignStatus::Completed,
+        Duration::from_secs(60),
+    )
+    .await;
+    // Receipts may land after completion and still move the counters.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let c = store.campaign(id).await.unwrap();
+        if c.counts.get(MessageStatus::Delivered) == 200 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "receipts not applied: {:?}",
+            c.counts
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    engine.stop().await;
+    assert_counters_match(store, id).await;
+});
+
+both_stores!(
+    transient_failures_retry_and_permanent_ones_fail,
+    |db| async move {
+        let store = &db.store;
+        let (org, list) = seed_list(store, 300).await;
+        let channel = sandbox_with(
+            store,
+            "flaky",
+            serde_json::json!({"fail_rate": 0.3, "permanent_fail_rate": 0.1}),
+        )
+        .await;
+        let id = new_campaign(store, org, list, channel, "Hi").await;
+        let settings = Settings {
+            retry_max_attempts: 3,
+            ..fast_settings()
+        };
+        let engine = spawn_engine(store, settings);
+        store
+            .start_campaign(id, herald::clock::now_ms(), "test", None)
+            .await
+            .unwrap();
+        wait_status(
+            store,
+            id,
+            CampaignStatus::Completed,
+            Duration::from_secs(60),
+        )
+        .await;
+        engine.stop().await;
+        let c = assert_counters_match(store, id).await;
+        let failed = c.counts.get(MessageStatus::Failed);
+        assert!(
+            failed > 0 && c.counts.get(MessageStatus::Sent) > 0,
+            "{:?}",
+            c.counts
+        );
+        assert_eq!(failed + c.counts.get(MessageStatus::Sent), 300);
+        let failures = crate::support::all_messages(store, id, Some(MessageStatus::Failed)).await;
+        assert!(
+            failures
+                .iter()
+                .all(|m| m.last_error.as_deref().is_some_and(|e| !e.is_empty()))
+        );
+        assert!(failures.iter().all(|m| m.attempts <= 3));
+        // Some message needed more than one attempt and was eventually sent.
+        let sent = crate::support::all_messages(store, id, Some(MessageStatus::Sent)).await;
+        assert!(sent.iter().any(|m| m.attempts > 1));
+    }
+);
+
+both_stores!(
+    campaigns_sending_together_share_the_engine,
+    |db| async move {
+        let store = &db.store;
+        let (org, big_list) = seed_list(store, 4000).await;
+        let small_list = store.ensure_list(org, "small").await.unwrap();
+        store
+            .upsert_contacts(
+                org,
+                small_list,
+                &(0..100)
+                    .map(|i| herald::store::ContactInput {
+                        address: format!("+1311555{i:04}"),
+                        name: None,
+                        attributes: Default::default(),
+                        unsubscribed: None,
+                    })
+                    .collect::<Vec<_>>(),
+            )
+            .await
+            .unwrap();
+        let channel = sandbox_with(store, "slowish", serde_json::json!({"latency_ms": 5})).await;
+        let big = new_campaign(store, org, big_list, channel, "Big").await;
+        let small = new_campaign(store, org, small_list, channel, "Small").await;
+        let now = herald::clock::now_ms();
+        store.start_campaign(big, now, "test", None).await.unwrap();
+        store
+            .start_campaign(small, now, "test", None)
+            .await
+            .unwrap();
+        let engine = spawn_engine(
+            store,
+            Settings {
+                concurrency: 50,
+                ..fast_settings()
+            },
+        );
+        wait_status(
+            store,
+            small,
+            CampaignStatus::Completed,
+            Duration::from_secs(60),
+        )
+        .await;
+        // The small campaign did not wait behind the big one.
+        let big_now = store.campaign(big).await.unwrap();
+        assert_eq!(
+            big_now.status,
+            CampaignStatus::Sending,
+            "{:?}",
+            big_now.counts
+        );
+        wait_status(
+            store,
+            big,
+            CampaignStatus::Completed,
+            Duration::from_secs(120),
+        )
+        .await;
+        engine.stop().await;
+        assert_counters_match(store, big).await;
+        assert_counters_match(store, small).await;
+    }
+);
+
+both_stores!(graceful_stop_leaves_nothing_in_doubt, |db| async move {
+    let store = &db.store;
+    let (org, list) = seed_list(store, 600).await;
+    let channel = sandbox_with(store, "slow", serde_json::json!({"latency_ms": 30})).await;
+    let id = new_campaign(store, org, list, channel, "Hi").await;
+    let settings = Settings {
+        concurrency: 40,
+        ..fast_settings()
+    };
+    let engine = spawn_engine(store, settings.clone());
+    store
+        .start_campaign(id, herald::clock::now_ms(), "test", None)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    engine.stop().await;
+    let c = assert_counters_match(store, id).await;
+    assert_eq!(
+        c.counts.get(MessageStatus::InFlight),
+        0,
+        "a clean stop hands everything back"
+    );
+    assert!(
+        c.counts.pending() > 0,
+        "the stop came mid-campaign: {:?}",
+        c.counts
+    );
+    let engine = spawn_engine(store, settings);
+    wait_status(
+        store,
+        id,
+        CampaignStatus::Completed,
+        Duration::from_secs(60),
+    )
+    .await;
+    engine.stop().await;
+    let c = assert_counters_match(store, id).await;
+    assert_eq!(c.in_doubt_total, 0);
+    let stats = store.sandbox_stats(channel, Some(id)).await.unwrap();
+    assert_eq!((stats.received, stats.duplicates), (600, 0));
+});
+
+both_stores!(two_engines_share_one_database, |db| async move {
+    let store = &db.store;
+    let (org, list) = seed_list(store, 3000).await;
+    let channel = sandbox_with(store, "shared", serde_json::json!({"latency_ms": 2})).await;
+    let id = new_campaign(store, org, list, channel, "Hi").await;
+    let settings = Settings {
+        concurrency: 50,
+        batch_size: 50,
+        ..fast_settings()
+    };
+    let a = spawn_engine(store, settings.clone());
+    let b = spawn_engine(store, settings);
+    let (a_id, b_id) = (a.id.clone(), b.id.clone());
+    store
+        .start_campaign(id, herald::clock::now_ms(), "test", None)
+        .await
+        .unwrap();
+    wait_status(
+        store,
+        id,
+        CampaignStatus::Completed,
+        Duration::from_secs(90),
+    )
+    .await;
+    a.stop().await;
+    b.stop().await;
+    assert_counters_match(store, id).await;
+    let stats = store.sandbox_stats(channel, Some(id)).await.unwrap();
+    assert_eq!((stats.received, stats.duplicates), (3000, 0));
+    let sent = crate::support::all_messages(store, id, Some(MessageStatus::Sent)).await;
+    let by_a = sent
+        .iter()
+        .filter(|m| m.owner.as_deref() == Some(a_id.as_str()))
+        .count();
+    let by_b = sent
+        .iter()
+        .filter(|m| m.owner.as_deref() == Some(b_id.as_str()))
+        .count();
+    assert_eq!(by_a + by_b, 3000);
+    assert!(
+        by_a > 0 && by_b > 0,
+        "work was not shared: a {by_a}, b {by_b}"
+    );
+});
+
+// A dead instance's claimed messages are found in doubt and resent by the live engine;
+// the campaign completes and says how many duplicates there could be.
+both_stores!(dead_instance_work_is_taken_back_in_doubt, |db| async move {
+    let store = &db.store;
+    let (org, list) = seed_list(store, 500).await;
+    let channel = sandbox_channel(store, "takeover").await;
+    let id = new_campaign(store, org, list, channel, "Hi").await;
+    let now = herald::clock::now_ms();
+    store.start_campaign(id, now, "test", None).await.unwrap();
+    // A "remote" instance claims 120 messages and then dies without a word.
+    let ghost = InstanceInfo {
+        id: "ghost-instance".into(),
+        host: "another-host".into(),
+        pid: 1,
+        proc_start: None,
+        version: "0".into(),
+        role: "serve".into(),
+        started_at: now,
+    };
+    store.register_instance(&ghost).await.unwrap();
+    let claimed = store
+        .claim(id, &ghost.id, now, now + 500, 120)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 120);
+    let engine = spawn_engine(store, fast_settings());
+    wait_status(
+        store,
+        id,
+        CampaignStatus::Completed,
+        Duration::from_secs(60),
+    )
+    .await;
+    engine.stop().await;
+    let c = assert_counters_match(store, id).await;
+    assert_eq!(c.counts.get(MessageStatus::Sent), 500);
+    assert_eq!(c.in_doubt_total, 120);
+    let in_doubt = crate::support::all_messages(store, id, None)
+        .await
+        .into_iter()
+        .filter(|m| m.was_in_doubt)
+        .count();
+    assert_eq!(in_doubt, 120);
+});
+
+both_stores!(stuck_campaigns_say_why, |db| async move {
+    let store = &db.store;
+    let (org, list) = seed_list(store, 20).await;
+    let channel = sandbox_channel(store, "idle").await;
+    let id = new_campaign(store, org, list, channel, "Hi").await;
+    let now = herald::clock::now_ms();
+    store.start_campaign(id, now, "test", None).await.unwrap();
+    let settings = Settings {
+        stuck_after_ms: 0,
+        ..fast_settings()
+    };
+    // No instance at all.
+    let stuck = health::stuck_campaigns(store, now + 10, &settings)
+        .await
+        .unwrap();
+    assert_eq!(stuck.len(), 1);
+    assert!(
+        stuck[0].reason.contains("no live Herald instance"),
+        "{}",
+        stuck[0].reason
+    );
+    // A live instance, but every pending message waits for a retry.
+    let me = instance_identity("test");
+    store.register_instance(&me).await.unwrap();
+    let claimed = store
+        .claim(id, &me.id, now, now + 10_000, 100)
+        .await
+        .unwrap();
+    let retry_at = now + 3_600_000;
+    let outcomes: Vec<_> = claimed
+        .iter()
+        .map(|m| herald::store::Outcome {
+            message_id: m.id,
+            campaign_id: id,
+            kind: herald::store::OutcomeKind::Retry {
+                error: "provider said 503".into(),
+                next_attempt_at: retry_at,
+            },
+        })
+        .collect();
+    store.record_outcomes(&me.id, now, &outcomes).await.unwrap();
+    let later = herald::clock::now_ms() + 10;
+    let stuck = health::stuck_campaigns(store, later, &settings)
+        .await
+        .unwrap();
+    assert_eq!(stuck.len(), 1);
+    assert!(
+        stuck[0].reason.contains("wait for a retry"),
+        "{}",
+        stuck[0].reason
+    );
+    assert!(stuck[0].reason.contains("503"), "{}", stuck[0].reason);
+    // Not stuck while progress is recent.
+    let patient = Settings {
+        stuck_after_ms: 3_600_000,
+        ..settings
+    };
+    assert!(
+        health::stuck_campaigns(store, later, &patient)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+});

@@ -1,0 +1,8 @@
+//! Process-level tests: the real `herald` binary, run as child processes against a fresh
+//! SQLite file and a fresh PostgreSQL database, including SIGKILL and SIGTERM mid-campaign.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+mod cli;
+mod crash;

@@ -17,7 +17,46 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, AssertSqlSafe, Row, Transaction};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-type Tx = Transaction<'static, Any>;
+/// A write transaction that remembers the campaign events it recorded and logs them only
+/// once the commit succeeded, so the log never tells of a change that was rolled back.
+struct Tx {
+    inner: Transaction<'static, Any>,
+    events: Vec<(i64, String, Option<CampaignStatus>, CampaignStatus, String)>,
+}
+
+impl std::ops::Deref for Tx {
+    type Target = sqlx::AnyConnection;
+    fn deref(&self) -> &Self::Target {
+        &self.inner
+    }
+}
+
+impl std::ops::DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.inner
+    }
+}
+
+impl Tx {
+    async fn commit(self) -> Result<(), sqlx::Error> {
+        self.inner.commit().await?;
+        for (campaign_id, actor, from, to, reason) in self.events {
+            tracing::info!(
+                campaign_id,
+                actor,
+                from = from.map(|s| s.as_str()),
+                to = to.as_str(),
+                reason,
+                "campaign event"
+            );
+        }
+        Ok(())
+    }
+
+    async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.inner.rollback().await
+    }
+}
 
 pub(crate) fn sql_str(s: &str) -> AssertSqlSafe<String> {
     AssertSqlSafe(s.to_string())
@@ -216,11 +255,14 @@ impl Store {
     }
 
     async fn begin(&self) -> Result<Tx, StoreError> {
-        let tx = match self.dialect {
+        let inner = match self.dialect {
             Dialect::Sqlite => self.write.begin_with(sqlite::BEGIN_WRITE).await?,
             Dialect::Postgres => self.write.begin_with(postgres::BEGIN_WRITE).await?,
         };
-        Ok(tx)
+        Ok(Tx {
+            inner,
+            events: Vec::new(),
+        })
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {
@@ -2087,13 +2129,7 @@ async fn insert_event(
     .bind(reason)
     .execute(&mut **tx)
     .await?;
-    tracing::info!(
-        campaign_id,
-        actor,
-        from = from.map(|s| s.as_str()),
-        to = to.as_str(),
-        reason,
-        "campaign event"
-    );
+    tx.events
+        .push((campaign_id, actor.to_string(), from, to, reason.to_string()));
     Ok(())
 }

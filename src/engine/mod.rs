@@ -57,6 +57,10 @@ pub struct EngineContext {
     pub settings: Settings,
     pub instance: InstanceInfo,
     pub channels: ChannelRegistry,
+    /// Since when this instance's heartbeats have succeeded without a gap (0: not yet).
+    /// Another instance's silence proves nothing while this one could not reach the
+    /// database either: after an outage every heartbeat is old.
+    pub db_healthy_since: std::sync::atomic::AtomicI64,
 }
 
 pub struct Engine {
@@ -74,6 +78,7 @@ impl Engine {
                 settings,
                 instance: instance_identity(role),
                 channels,
+                db_healthy_since: std::sync::atomic::AtomicI64::new(0),
             }),
             receipts_rx,
         }
@@ -136,12 +141,23 @@ async fn heartbeat_loop(ctx: Arc<EngineContext>, mut shutdown: watch::Receiver<b
             break;
         }
         let now = crate::clock::now_ms();
+        use std::sync::atomic::Ordering;
         match ctx.store.heartbeat(&ctx.instance.id, now).await {
-            Ok(true) => {}
-            Ok(false) => {
-                tracing::warn!(instance = %ctx.instance.id, "heartbeat found this instance deregistered")
+            Ok(alive) => {
+                let _ = ctx.db_healthy_since.compare_exchange(
+                    0,
+                    now,
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                );
+                if !alive {
+                    tracing::warn!(instance = %ctx.instance.id, "heartbeat found this instance deregistered");
+                }
             }
-            Err(e) => tracing::warn!(error = %e, "heartbeat failed; will retry"),
+            Err(e) => {
+                ctx.db_healthy_since.store(0, Ordering::SeqCst);
+                tracing::warn!(error = %e, "heartbeat failed; will retry");
+            }
         }
     }
 }

@@ -119,7 +119,17 @@ pub async fn reconcile_once(
         tracing::warn!(instances = ?dead, "instances on this host exited without deregistering");
         store.forget_instances(&dead, now).await?;
     }
-    let stale_before = now - settings.instance_stale_after_ms as i64;
+    // Judge other instances by their heartbeats only after this one has itself reached the
+    // database for a whole staleness window; until then only provably dead processes count.
+    let healthy_since = ctx
+        .db_healthy_since
+        .load(std::sync::atomic::Ordering::SeqCst);
+    let window = settings.instance_stale_after_ms as i64;
+    let stale_before = if healthy_since > 0 && now - healthy_since >= window {
+        now - window
+    } else {
+        i64::MIN
+    };
     for (campaign_id, n) in store.mark_in_doubt(now, stale_before, &dead).await? {
         tracing::warn!(
             campaign_id,

@@ -59,6 +59,9 @@ pub async fn run(
                 continue;
             }
         };
+        // Forget templates of campaigns that stopped sending, so a long-running instance
+        // does not accumulate them.
+        templates.retain(|id, _| campaigns.iter().any(|c| c.id == *id));
         if campaigns.is_empty() {
             sleep_or_shutdown(idle, &mut shutdown).await;
             continue;

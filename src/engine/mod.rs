@@ -128,18 +128,32 @@ impl Engine {
     }
 }
 
-async fn heartbeat_loop(ctx: Arc<EngineContext>, mut shutdown: watch::Receiver<bool>) {
-    let interval = Duration::from_millis(ctx.settings.heartbeat_interval_ms);
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
+/// The clock of a periodic loop that ends when shutdown is requested.
+pub(crate) struct Ticker {
+    interval: tokio::time::Interval,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Ticker {
+    pub(crate) fn new(period_ms: u64, shutdown: watch::Receiver<bool>) -> Ticker {
+        let mut interval = tokio::time::interval(Duration::from_millis(period_ms.max(1)));
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Ticker { interval, shutdown }
+    }
+
+    /// Waits for the next tick; false once shutdown is requested.
+    pub(crate) async fn next(&mut self) -> bool {
         tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.changed() => {}
+            _ = self.interval.tick() => {}
+            _ = self.shutdown.changed() => {}
         }
-        if *shutdown.borrow() {
-            break;
-        }
+        !*self.shutdown.borrow()
+    }
+}
+
+async fn heartbeat_loop(ctx: Arc<EngineContext>, shutdown: watch::Receiver<bool>) {
+    let mut ticker = Ticker::new(ctx.settings.heartbeat_interval_ms, shutdown);
+    while ticker.next().await {
         let now = crate::clock::now_ms();
         use std::sync::atomic::Ordering;
         match ctx.store.heartbeat(&ctx.instance.id, now).await {

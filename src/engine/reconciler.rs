@@ -12,18 +12,10 @@ use tokio::sync::watch;
 
 /// Starts scheduled campaigns when due. The start is conditional on the campaign still
 /// being `scheduled` and due, so with any number of instances it happens exactly once.
-pub async fn scheduler_loop(ctx: Arc<EngineContext>, mut shutdown: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(ctx.settings.scheduler_interval_ms));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+pub async fn scheduler_loop(ctx: Arc<EngineContext>, shutdown: watch::Receiver<bool>) {
+    let mut ticker = super::Ticker::new(ctx.settings.scheduler_interval_ms, shutdown);
     let actor = format!("scheduler@{}", ctx.instance.id);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.changed() => {}
-        }
-        if *shutdown.borrow() {
-            break;
-        }
+    while ticker.next().await {
         let now = crate::clock::now_ms();
         let due = match ctx.store.due_scheduled(now).await {
             Ok(d) => d,
@@ -51,19 +43,11 @@ pub async fn scheduler_loop(ctx: Arc<EngineContext>, mut shutdown: watch::Receiv
     }
 }
 
-pub async fn reconciler_loop(ctx: Arc<EngineContext>, mut shutdown: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(ctx.settings.reconcile_interval_ms));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+pub async fn reconciler_loop(ctx: Arc<EngineContext>, shutdown: watch::Receiver<bool>) {
+    let mut ticker = super::Ticker::new(ctx.settings.reconcile_interval_ms, shutdown);
     let mut last_drift_check: Option<Instant> = None;
     let mut reported_stuck: BTreeSet<i64> = BTreeSet::new();
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.changed() => {}
-        }
-        if *shutdown.borrow() {
-            break;
-        }
+    while ticker.next().await {
         let drift_due = last_drift_check.is_none_or(|t| {
             t.elapsed() >= Duration::from_millis(ctx.settings.drift_check_interval_ms)
         });

@@ -187,6 +187,14 @@ const CAMPAIGN_COLUMNS: &str = "c.id, c.org_id, c.name, c.channel_id, ch.name AS
 const CAMPAIGN_FROM: &str =
     "FROM campaigns c JOIN channels ch ON ch.id = c.channel_id JOIN lists l ON l.id = c.list_id";
 
+fn list_from_row(row: &AnyRow) -> Result<ListInfo, StoreError> {
+    Ok(ListInfo {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        members: row.try_get("members")?,
+    })
+}
+
 fn campaign_from_row(row: &AnyRow) -> Result<Campaign, StoreError> {
     let mut counts = Counts::default();
     for s in MessageStatus::ALL {
@@ -445,11 +453,7 @@ impl Store {
                 "list `{name}` does not exist: import contacts into it first with `herald contacts import FILE.csv --list {name}`"
             ))
         })?;
-        Ok(ListInfo {
-            id: row.try_get("id")?,
-            name: row.try_get("name")?,
-            members: row.try_get("members")?,
-        })
+        list_from_row(&row)
     }
 
     pub async fn lists(&self, org_id: i64) -> Result<Vec<ListInfo>, StoreError> {
@@ -460,15 +464,7 @@ impl Store {
         .bind(org_id)
         .fetch_all(&self.read)
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(ListInfo {
-                    id: row.try_get("id")?,
-                    name: row.try_get("name")?,
-                    members: row.try_get("members")?,
-                })
-            })
-            .collect()
+        rows.iter().map(list_from_row).collect()
     }
 
     /// Inserts or updates a batch of contacts (by address) and adds them to the list, in one

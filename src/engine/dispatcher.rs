@@ -102,6 +102,9 @@ pub async fn run(
             }
             claimed_any = true;
             tracing::debug!(campaign_id = campaign.id, count = claimed.len(), "claimed");
+            if let Ok(mut known) = ctx.in_flight.lock() {
+                known.extend(claimed.iter().map(|m| m.id));
+            }
             let template = templates
                 .entry(campaign.id)
                 .or_insert_with(|| {
@@ -332,6 +335,11 @@ async fn commit_loop(ctx: Arc<EngineContext>, mut rx: mpsc::Receiver<Pending>) {
                 .await
             {
                 Ok(report) => {
+                    if let Ok(mut known) = ctx.in_flight.lock() {
+                        for o in &outcomes {
+                            known.remove(&o.message_id);
+                        }
+                    }
                     metrics::histogram!("herald_commit_seconds")
                         .record(started.elapsed().as_secs_f64());
                     for (_, _, label) in &batch {

@@ -61,6 +61,11 @@ pub struct EngineContext {
     /// Another instance's silence proves nothing while this one could not reach the
     /// database either: after an outage every heartbeat is old.
     pub db_healthy_since: std::sync::atomic::AtomicI64,
+    /// Messages this process knows it has in flight (claimed, outcome not yet durable).
+    /// A claim whose commit succeeded but whose answer was lost (the database restarted at
+    /// that moment) leaves rows owned by this instance that no sender knows about; the
+    /// reconciler finds them by comparing with this set and hands them back.
+    pub in_flight: std::sync::Mutex<std::collections::HashSet<i64>>,
 }
 
 pub struct Engine {
@@ -79,6 +84,7 @@ impl Engine {
                 instance: instance_identity(role),
                 channels,
                 db_healthy_since: std::sync::atomic::AtomicI64::new(0),
+                in_flight: std::sync::Mutex::new(std::collections::HashSet::new()),
             }),
             receipts_rx,
         }

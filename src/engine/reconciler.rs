@@ -122,6 +122,7 @@ pub async fn reconcile_once(
         );
         metrics::counter!("herald_in_doubt_found_total").increment(n as u64);
     }
+    release_unknown_claims(ctx, now).await?;
     let resend = settings.in_doubt_policy == InDoubtPolicy::Resend;
     let report = store
         .resolve_in_doubt(resend, now, now - settings.in_doubt_grace_ms as i64)
@@ -165,6 +166,46 @@ pub async fn reconcile_once(
         }
     }
     update_gauges(ctx).await
+}
+
+/// Hands back rows this instance owns in flight but no sender of this process knows about:
+/// claims whose commit succeeded while its answer was lost. They were never sent, so they go
+/// back to `queued` (not in doubt).
+async fn release_unknown_claims(
+    ctx: &EngineContext,
+    now: i64,
+) -> Result<(), crate::store::StoreError> {
+    // Older than any claim whose answer could still be on its way to the dispatcher.
+    let claimed_before = now - 5_000;
+    let owned = ctx
+        .store
+        .owned_in_flight(&ctx.instance.id, claimed_before)
+        .await?;
+    let unknown: Vec<crate::store::Outcome> = {
+        let Ok(known) = ctx.in_flight.lock() else {
+            return Ok(());
+        };
+        owned
+            .into_iter()
+            .filter(|(id, _)| !known.contains(id))
+            .map(|(message_id, campaign_id)| crate::store::Outcome {
+                message_id,
+                campaign_id,
+                kind: crate::store::OutcomeKind::Released,
+            })
+            .collect()
+    };
+    if !unknown.is_empty() {
+        let report = ctx
+            .store
+            .record_outcomes(&ctx.instance.id, now, &unknown)
+            .await?;
+        tracing::warn!(
+            released = report.applied,
+            "claims whose answer was lost were handed back unsent"
+        );
+    }
+    Ok(())
 }
 
 async fn update_gauges(ctx: &EngineContext) -> Result<(), crate::store::StoreError> {

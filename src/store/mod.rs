@@ -1814,6 +1814,24 @@ impl Store {
         Ok(per_campaign.into_iter().collect())
     }
 
+    /// Messages in flight for `owner` whose claim is older than `claimed_before`.
+    pub async fn owned_in_flight(
+        &self,
+        owner: &str,
+        claimed_before: i64,
+    ) -> Result<Vec<(i64, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, campaign_id FROM messages WHERE status = 'in_flight' AND owner = $1 AND updated_at < $2",
+        )
+        .bind(owner)
+        .bind(claimed_before)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("id")?, r.try_get("campaign_id")?)))
+            .collect()
+    }
+
     /// Applies the in-doubt policy to messages in doubt since before `older_than`: resend
     /// (back to `queued`) or fail. Messages of a cancelled campaign are cancelled.
     pub async fn resolve_in_doubt(
@@ -2030,7 +2048,8 @@ impl Store {
         );
         let sql = format!(
             "INSERT INTO sandbox_received (channel_id, campaign_id, message_id, address, provider_id, body, received_at) \
-             SELECT x.channel_id, x.campaign_id, x.message_id, x.address, x.provider_id, x.body, x.received_at FROM {recs}"
+             SELECT x.channel_id, x.campaign_id, x.message_id, x.address, x.provider_id, x.body, x.received_at FROM {recs} \
+             WHERE true ON CONFLICT (provider_id) DO NOTHING"
         );
         // Its own transaction: the provider holds what it accepted whatever Herald does next.
         let mut tx = self.begin().await?;

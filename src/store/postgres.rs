@@ -10,11 +10,18 @@ use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyConnection, AnyPool, Connection};
 use std::time::Duration;
 
-pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../../migrations/postgres/0001_init.sql"),
-)];
+pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        "sandbox_idempotent",
+        include_str!("../../migrations/postgres/0002_sandbox_idempotent.sql"),
+    ),
+];
 
 pub(super) async fn connect(url: &str) -> Result<(AnyPool, AnyPool), StoreError> {
     install_default_drivers();

@@ -11,11 +11,18 @@ use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};
 use std::time::Duration;
 
-pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../../migrations/sqlite/0001_init.sql"),
-)];
+pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../../migrations/sqlite/0001_init.sql"),
+    ),
+    (
+        2,
+        "sandbox_idempotent",
+        include_str!("../../migrations/sqlite/0002_sandbox_idempotent.sql"),
+    ),
+];
 
 /// Accepts `sqlite://path`, `sqlite:path` and `sqlite::memory:`; creates the file if needed.
 pub(super) fn normalise_url(url: &str) -> String {

@@ -458,3 +458,37 @@ both_stores!(stuck_campaigns_say_why, |db| async move {
             .is_empty()
     );
 });
+
+// A claim that committed while its answer was lost (the database restarted at that
+// instant) leaves rows owned by a live engine that none of its senders knows about. The
+// engine's reconciler hands them back unsent: the campaign completes, nothing in doubt.
+both_stores!(
+    claims_whose_answer_was_lost_are_handed_back,
+    |db| async move {
+        let store = &db.store;
+        let (org, list) = seed_list(store, 300).await;
+        let channel = sandbox_channel(store, "lost-answer").await;
+        let id = new_campaign(store, org, list, channel, "Hi").await;
+        let engine = spawn_engine(store, fast_settings());
+        let then = herald::clock::now_ms() - 10_000;
+        store.start_campaign(id, then, "test", None).await.unwrap();
+        let orphaned = store
+            .claim(id, &engine.id, then, then + 1, 40)
+            .await
+            .unwrap();
+        assert_eq!(orphaned.len(), 40);
+        wait_status(
+            store,
+            id,
+            CampaignStatus::Completed,
+            Duration::from_secs(60),
+        )
+        .await;
+        engine.stop().await;
+        let c = assert_counters_match(store, id).await;
+        assert_eq!(c.counts.get(MessageStatus::Sent), 300);
+        assert_eq!(c.in_doubt_total, 0);
+        let stats = store.sandbox_stats(channel, Some(id)).await.unwrap();
+        assert_eq!((stats.received, stats.duplicates), (300, 0));
+    }
+);

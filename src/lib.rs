@@ -11,6 +11,8 @@ pub mod domain;
 pub mod engine;
 pub mod http;
 pub mod import;
+pub mod optout;
 pub mod store;
 pub mod telemetry;
 pub mod template;
+pub mod webhooks;

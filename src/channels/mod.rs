@@ -1,7 +1,9 @@
 //! Channels: how a message leaves Herald. Each kind lives in its own file; the engine sees
 //! only the `Channel` trait and the classification of a send's result.
 
+pub mod classify;
 pub mod sandbox;
+pub mod segments;
 
 use crate::address::AddressKind;
 use crate::store::{ChannelInfo, Store, StoreError};

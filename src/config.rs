@@ -44,6 +44,11 @@ pub struct Settings {
     pub send_timeout_ms: u64,
     pub shutdown_deadline_ms: u64,
     pub log_format: LogFormat,
+    /// The address the world reaches this Herald at (for provider callback URLs and
+    /// Twilio signature checks), e.g. https://herald.example.com.
+    pub public_url: Option<String>,
+    /// 32 bytes, base64: encrypts channel secrets at rest (`herald keygen` makes one).
+    pub secret_key: Option<String>,
 }
 
 /// What to do with a message whose send outcome is unknown.
@@ -85,6 +90,8 @@ impl Default for Settings {
             send_timeout_ms: 30_000,
             shutdown_deadline_ms: 10_000,
             log_format: LogFormat::Text,
+            public_url: None,
+            secret_key: None,
         }
     }
 }
@@ -120,6 +127,8 @@ const FIELDS: &[(&str, Kind)] = &[
     ("send_timeout_ms", Kind::Number),
     ("shutdown_deadline_ms", Kind::Number),
     ("log_format", Kind::Choice(&["text", "json"])),
+    ("public_url", Kind::Text),
+    ("secret_key", Kind::Text),
 ];
 
 const ENV_PREFIX: &str = "HERALD_";
@@ -290,6 +299,9 @@ impl Settings {
                 if *key == "database_url" {
                     value = serde_json::Value::String(redact_url(&settings.database_url));
                 }
+                if *key == "secret_key" && !value.is_null() {
+                    value = serde_json::Value::String("*** (set)".into());
+                }
                 SettingEntry {
                     key: (*key).to_string(),
                     value,
@@ -384,6 +396,9 @@ impl Settings {
     fn display_value(&self, key: &str) -> String {
         if key == "database_url" {
             return json_str(&redact_url(&self.database_url));
+        }
+        if key == "secret_key" {
+            return json_str("***");
         }
         serde_json::to_value(self)
             .ok()

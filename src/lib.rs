@@ -12,6 +12,7 @@ pub mod engine;
 pub mod http;
 pub mod import;
 pub mod optout;
+pub mod secrets;
 pub mod store;
 pub mod telemetry;
 pub mod template;

@@ -23,6 +23,9 @@ pub struct SendRequest {
     pub address: String,
     pub body: String,
     pub attempt: i64,
+    /// One-click unsubscribe URL for this recipient (email `List-Unsubscribe`), when
+    /// Herald has a public URL.
+    pub unsubscribe_url: Option<String>,
 }
 
 /// What the provider said, classified the way the engine acts on it.
@@ -38,6 +41,21 @@ pub enum SendResult {
     },
     /// Retrying cannot help (invalid number, rejected content).
     Permanent {
+        error: String,
+    },
+    /// The recipient opted out at the provider (Twilio 21610): the message fails and the
+    /// address joins the organisation's suppression list.
+    OptOut {
+        error: String,
+    },
+    /// The channel cannot send at all (bad credentials, account suspended): the campaign
+    /// is paused with this reason and the message waits to be retried after a resume.
+    StopCampaign {
+        error: String,
+    },
+    /// The request may have reached the provider (timeout, 5xx with no idempotency): the
+    /// message is in doubt.
+    Unknown {
         error: String,
     },
 }
@@ -62,10 +80,34 @@ pub fn address_requirement(kind: &str) -> Option<AddressKind> {
 }
 
 /// Builds each channel once per process from its stored configuration.
+/// What building a channel may need besides its stored row.
+#[derive(Clone, Default)]
+pub struct BuildContext {
+    /// Herald's public base URL (callback URLs, unsubscribe links); None when not set.
+    pub public_url: Option<String>,
+    /// `secret_key` from settings, unparsed (a bad key is reported when a channel with
+    /// secrets is built, naming the fix).
+    pub secret_key: Option<String>,
+}
+
+impl BuildContext {
+    /// Opens the channel's sealed secrets.
+    pub fn open_secrets(&self, info: &ChannelInfo) -> Result<serde_json::Value, String> {
+        let Some(sealed) = &info.secrets else {
+            return Ok(serde_json::Value::Object(Default::default()));
+        };
+        let key = crate::secrets::SecretKey::from_settings(self.secret_key.as_deref())
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| crate::secrets::SecretError::NoKey.to_string())?;
+        crate::secrets::open(&key, info.id, sealed).map_err(|e| e.to_string())
+    }
+}
+
 #[derive(Clone)]
 pub struct ChannelRegistry {
     store: Store,
     receipts: Option<tokio::sync::mpsc::Sender<crate::store::Receipt>>,
+    context: BuildContext,
     built: Arc<Mutex<HashMap<i64, Arc<dyn Channel>>>>,
 }
 
@@ -74,12 +116,18 @@ impl ChannelRegistry {
     pub fn new(
         store: Store,
         receipts: Option<tokio::sync::mpsc::Sender<crate::store::Receipt>>,
+        context: BuildContext,
     ) -> ChannelRegistry {
         ChannelRegistry {
             store,
             receipts,
+            context,
             built: Arc::new(Mutex::new(HashMap::new())),
         }
+    }
+
+    pub fn context(&self) -> &BuildContext {
+        &self.context
     }
 
     pub async fn get(&self, channel_id: i64) -> Result<Arc<dyn Channel>, StoreError> {

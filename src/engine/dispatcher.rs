@@ -173,12 +173,13 @@ fn spawn_send(
 ) {
     let ctx = ctx.clone();
     let campaign_id = campaign.id;
+    let org_id = campaign.org_id;
     tokio::spawn(async move {
         let channel_name: Arc<str> = match &channel {
             Ok(c) => Arc::from(c.name()),
             Err(_) => Arc::from("unknown"),
         };
-        let (kind, outcome) = send_one(&ctx, &message, template, channel, &shutdown).await;
+        let (kind, outcome) = send_one(&ctx, org_id, &message, template, channel, &shutdown).await;
         let label = Label {
             outcome,
             channel: channel_name,
@@ -197,6 +198,7 @@ fn spawn_send(
 /// Sends one message and classifies the result into the outcome to record.
 async fn send_one(
     ctx: &EngineContext,
+    org_id: i64,
     m: &ClaimedMessage,
     template: Result<Arc<MessageTemplate>, String>,
     channel: Result<Arc<dyn Channel>, String>,
@@ -250,6 +252,7 @@ async fn send_one(
         address: m.address.clone(),
         body,
         attempt: m.attempts,
+        unsubscribe_url: None,
     };
     let timeout = Duration::from_millis(ctx.settings.send_timeout_ms);
     let result = match tokio::time::timeout(timeout, channel.send(request)).await {
@@ -274,6 +277,42 @@ async fn send_one(
     match result {
         SendResult::Accepted { provider_id } => (OutcomeKind::Sent { provider_id }, "sent"),
         SendResult::Permanent { error } => (OutcomeKind::Failed { error }, "failed"),
+        SendResult::Unknown { error } => (OutcomeKind::Unknown { error }, "in_doubt"),
+        SendResult::OptOut { error } => {
+            let reason = format!("opted out at the provider: {error}");
+            if let Err(e) = ctx.store.suppress(org_id, &m.address, &reason).await {
+                tracing::warn!(message_id = m.id, error = %e, "could not record an opt-out; the next send will report it again");
+            }
+            (OutcomeKind::Failed { error: reason }, "failed")
+        }
+        SendResult::StopCampaign { error } => {
+            let actor = format!("instance {}", ctx.instance.id);
+            let reason = format!("paused: the channel cannot send: {error}");
+            match ctx
+                .store
+                .transition(
+                    m.campaign_id,
+                    crate::domain::CampaignAction::Pause,
+                    crate::clock::now_ms(),
+                    &actor,
+                    Some(&reason),
+                )
+                .await
+            {
+                Ok(_) | Err(crate::store::StoreError::Conflict(_)) => {}
+                Err(e) => {
+                    tracing::warn!(campaign_id = m.campaign_id, error = %e, "could not pause the campaign")
+                }
+            }
+            // Not the message's fault: it waits for the resume, with its attempt counted.
+            (
+                OutcomeKind::Retry {
+                    error,
+                    next_attempt_at: crate::clock::now_ms(),
+                },
+                "retry",
+            )
+        }
         SendResult::Transient { error, retry_after } => {
             if policy.may_retry(m.attempts) {
                 let jitter: f64 = rand::rng().random();

@@ -76,7 +76,14 @@ pub struct Engine {
 impl Engine {
     pub fn new(store: Store, settings: Settings, role: &str) -> Engine {
         let (receipts_tx, receipts_rx) = mpsc::channel(10_000);
-        let channels = ChannelRegistry::new(store.clone(), Some(receipts_tx));
+        let channels = ChannelRegistry::new(
+            store.clone(),
+            Some(receipts_tx),
+            crate::channels::BuildContext {
+                public_url: settings.public_url.clone(),
+                secret_key: settings.secret_key.clone(),
+            },
+        );
         Engine {
             ctx: Arc::new(EngineContext {
                 store,

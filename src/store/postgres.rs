@@ -21,6 +21,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "sandbox_idempotent",
         include_str!("../../migrations/postgres/0002_sandbox_idempotent.sql"),
     ),
+    (
+        3,
+        "channel_secrets",
+        include_str!("../../migrations/postgres/0003_channel_secrets.sql"),
+    ),
 ];
 
 pub(super) async fn connect(url: &str) -> Result<(AnyPool, AnyPool), StoreError> {

@@ -22,6 +22,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "sandbox_idempotent",
         include_str!("../../migrations/sqlite/0002_sandbox_idempotent.sql"),
     ),
+    (
+        3,
+        "channel_secrets",
+        include_str!("../../migrations/sqlite/0003_channel_secrets.sql"),
+    ),
 ];
 
 /// Accepts `sqlite://path`, `sqlite:path` and `sqlite::memory:`; creates the file if needed.

@@ -109,6 +109,10 @@ pub struct ChannelInfo {
     pub name: String,
     pub kind: String,
     pub config: serde_json::Value,
+    /// Sealed credentials (`secrets::seal`); never serialised.
+    #[serde(skip)]
+    pub secrets: Option<String>,
+    pub rate_per_sec: Option<f64>,
     pub created_at: i64,
 }
 

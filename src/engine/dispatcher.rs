@@ -207,6 +207,14 @@ async fn send_one(
     if *shutdown.borrow() {
         return (OutcomeKind::Released, "released");
     }
+    if let Some(reason) = &m.suppressed {
+        return (
+            OutcomeKind::Skipped {
+                reason: format!("suppressed before sending: {reason}"),
+            },
+            "skipped",
+        );
+    }
     let template = match template {
         Ok(t) => t,
         Err(e) => {

@@ -581,6 +581,49 @@ impl Store {
         Ok(r.rows_affected() > 0)
     }
 
+    /// Removes an address from the suppression list (an inbound START).
+    pub async fn unsuppress(&self, org_id: i64, address: &str) -> Result<bool, StoreError> {
+        let r = sqlx::query("DELETE FROM suppressions WHERE org_id = $1 AND address = $2")
+            .bind(org_id)
+            .bind(address)
+            .execute(&self.write)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    pub async fn is_suppressed(&self, org_id: i64, address: &str) -> Result<bool, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM suppressions WHERE org_id = $1 AND address = $2",
+        )
+        .bind(org_id)
+        .bind(address)
+        .fetch_one(&self.read)
+        .await?;
+        Ok(n > 0)
+    }
+
+    /// Keeps a provider webhook as it arrived.
+    pub async fn record_webhook_event(
+        &self,
+        channel_id: i64,
+        kind: &str,
+        verified: bool,
+        outcome: &str,
+        body: &str,
+    ) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO webhook_events (channel_id, kind, verified, outcome, body, received_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        )
+        .bind(channel_id)
+        .bind(kind)
+        .bind(i64::from(verified))
+        .bind(outcome)
+        .bind(body)
+        .bind(crate::clock::now_ms())
+        .fetch_one(&self.write)
+        .await?)
+    }
+
     /// Synthetic contacts `+12000000001…` for `herald bench`, added to the list in bulk.
     pub async fn seed_contacts(&self, org_id: i64, list_id: i64, n: i64) -> Result<(), StoreError> {
         let now = crate::clock::now_ms();
@@ -1395,8 +1438,10 @@ impl Store {
             )));
         }
         let details = format!(
-            "SELECT m.id, m.contact_id, m.address, m.attempts, c.name, c.attributes FROM messages m \
-             LEFT JOIN contacts c ON c.id = m.contact_id WHERE m.id IN {} ORDER BY m.id",
+            "SELECT m.id, m.contact_id, m.address, m.attempts, c.name, c.attributes, \
+             (SELECT s.reason FROM suppressions s JOIN campaigns k ON k.id = m.campaign_id \
+               WHERE s.org_id = k.org_id AND s.address = m.address) AS suppressed \
+             FROM messages m LEFT JOIN contacts c ON c.id = m.contact_id WHERE m.id IN {} ORDER BY m.id",
             self.dialect.json_ids("$1")
         );
         let rows = sqlx::query(AssertSqlSafe(details))
@@ -1418,6 +1463,7 @@ impl Store {
                     attributes: r
                         .try_get::<Option<String>, _>("attributes")?
                         .unwrap_or_else(|| "{}".to_string()),
+                    suppressed: r.try_get("suppressed")?,
                 })
             })
             .collect()
@@ -1480,6 +1526,9 @@ impl Store {
                 ),
                 // Handed back unsent: the attempt did not happen.
                 OutcomeKind::Released => (MessageStatus::Queued, None, None, Some(now), 1),
+                OutcomeKind::Skipped { reason } => {
+                    (MessageStatus::Skipped, None, Some(reason.clone()), None, 0)
+                }
                 OutcomeKind::Unknown { error } => (
                     MessageStatus::InDoubt,
                     None,

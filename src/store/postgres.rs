@@ -26,6 +26,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "channel_secrets",
         include_str!("../../migrations/postgres/0003_channel_secrets.sql"),
     ),
+    (
+        4,
+        "webhook_events",
+        include_str!("../../migrations/postgres/0004_webhook_events.sql"),
+    ),
 ];
 
 pub(super) async fn connect(url: &str) -> Result<(AnyPool, AnyPool), StoreError> {

@@ -27,6 +27,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "channel_secrets",
         include_str!("../../migrations/sqlite/0003_channel_secrets.sql"),
     ),
+    (
+        4,
+        "webhook_events",
+        include_str!("../../migrations/sqlite/0004_webhook_events.sql"),
+    ),
 ];
 
 /// Accepts `sqlite://path`, `sqlite:path` and `sqlite::memory:`; creates the file if needed.

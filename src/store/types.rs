@@ -233,6 +233,9 @@ pub struct ClaimedMessage {
     pub name: Option<String>,
     /// The contact's attributes as JSON text.
     pub attributes: String,
+    /// Why the address is suppressed, if it was suppressed after the campaign started:
+    /// suppression is checked again at send time.
+    pub suppressed: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -255,6 +258,10 @@ pub enum OutcomeKind {
     /// the message is in doubt and the in-doubt policy decides.
     Unknown {
         error: String,
+    },
+    /// Not sent: the address was suppressed after the campaign started.
+    Skipped {
+        reason: String,
     },
 }
 

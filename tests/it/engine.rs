@@ -492,3 +492,46 @@ both_stores!(
         assert_eq!((stats.received, stats.duplicates), (300, 0));
     }
 );
+
+// Suppression is checked again at send time: an address suppressed after the campaign
+// started is skipped, not sent.
+both_stores!(
+    suppressed_after_start_is_skipped_at_send_time,
+    |db| async move {
+        let store = &db.store;
+        let (org, list) = seed_list(store, 50).await;
+        let channel = sandbox_channel(store, "late-stop").await;
+        let id = new_campaign(store, org, list, channel, "Hi").await;
+        store
+            .start_campaign(id, herald::clock::now_ms(), "test", None)
+            .await
+            .unwrap();
+        let victim = crate::support::seeded_address(7);
+        assert!(store.suppress(org, &victim, "STOP keyword").await.unwrap());
+        let engine = spawn_engine(store, fast_settings());
+        wait_status(
+            store,
+            id,
+            CampaignStatus::Completed,
+            Duration::from_secs(60),
+        )
+        .await;
+        engine.stop().await;
+        let c = assert_counters_match(store, id).await;
+        assert_eq!(c.counts.get(MessageStatus::Skipped), 1);
+        assert_eq!(c.counts.get(MessageStatus::Sent), 49);
+        let skipped = crate::support::all_messages(store, id, Some(MessageStatus::Skipped)).await;
+        assert_eq!(skipped[0].address, victim);
+        assert!(
+            skipped[0]
+                .last_error
+                .as_deref()
+                .unwrap_or("")
+                .contains("STOP keyword")
+        );
+        let stats = store.sandbox_stats(channel, Some(id)).await.unwrap();
+        assert_eq!(stats.received, 49);
+        assert!(store.unsuppress(org, &victim).await.unwrap());
+        assert!(!store.is_suppressed(org, &victim).await.unwrap());
+    }
+);

@@ -12,6 +12,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 pub struct AppState {
     pub store: Store,
     pub metrics: Option<PrometheusHandle>,
+    /// Public URL and secret key, to check provider webhooks.
+    pub context: crate::channels::BuildContext,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -19,6 +21,9 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(crate::webhooks::inbound::routes())
+        // Provider webhooks are small; anything larger is not one.
+        .layer(axum::extract::DefaultBodyLimit::max(256 * 1024))
         .with_state(state)
 }
 

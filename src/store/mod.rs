@@ -1790,6 +1790,12 @@ impl Store {
                 .filter(|s| s.receipt_rank().is_some_and(|r| r < rank))
                 .map(|s| format!("'{}'", s.as_str()))
                 .collect();
+            if lower.is_empty() {
+                // A `sent` receipt: a recorded provider id means the message is sent
+                // already, so there is nothing below it to move from.
+                report.ignored += 1;
+                continue;
+            }
             let sql = format!(
                 "UPDATE messages SET status = $1, last_error = COALESCE($2, last_error), updated_at = $3 \
                  WHERE id = $4 AND status IN ({}) RETURNING (SELECT 1) AS one",

@@ -839,3 +839,9 @@ mod tests {
         );
     }
 }
+
+/// Compares two byte strings in time independent of where they differ (the length is not
+/// secret). For shared tokens such as WhatsApp's verify token.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

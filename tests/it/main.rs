@@ -4,4 +4,6 @@
 mod support;
 
 mod engine;
+mod simulation;
 mod store_conformance;
+mod webhooks;

@@ -1,0 +1,344 @@
+//! The HTTP client the provider channels share, and the parts of a send's outcome that do
+//! not depend on the provider: what a transport failure means and how long `Retry-After`
+//! asks us to wait.
+//!
+//! reqwest and lettre are built on rustls without a default crypto provider, so the ring
+//! provider is installed once per process before the first client is built.
+
+use super::SendResult;
+use std::sync::{Once, OnceLock};
+use std::time::Duration;
+
+/// Time allowed to open a connection (DNS, TCP and TLS).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time allowed for a whole request, response body included.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// The longest `Retry-After` honoured; a longer one is clamped to this.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// Installs rustls' ring provider as the process default, once. Another provider being
+/// installed already (by a test or another library) is fine.
+pub fn install_crypto_provider() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// The shared client with the default timeouts ([`CONNECT_TIMEOUT`], [`REQUEST_TIMEOUT`]).
+/// Cloning a `reqwest::Client` shares its connection pool.
+///
+/// # Panics
+/// When the TLS backend cannot be initialised at all, which no configuration can cause;
+/// use [`try_client`] to get that as an error instead.
+pub fn client() -> reqwest::Client {
+    match try_client() {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// The shared client, or why it cannot be built.
+pub fn try_client() -> Result<reqwest::Client, String> {
+    static CLIENT: OnceLock<Result<reqwest::Client, String>> = OnceLock::new();
+    CLIENT
+        .get_or_init(|| build_client(CONNECT_TIMEOUT, REQUEST_TIMEOUT))
+        .clone()
+}
+
+/// A client with its own timeouts (tests use short ones). Redirects are not followed: a
+/// provider API never redirects a create, and following one would turn a POST into a GET.
+pub fn build_client(connect: Duration, request: Duration) -> Result<reqwest::Client, String> {
+    install_crypto_provider();
+    reqwest::Client::builder()
+        .connect_timeout(connect)
+        .timeout(request)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+}
+
+/// What a request that got no HTTP response means. A failure to connect (refused, DNS,
+/// connect timeout, TLS handshake) means the request never left: `Transient`. Anything
+/// later (a timeout after the request was sent, a reset while waiting for the answer) may
+/// have created a message at the provider: `Unknown`.
+pub fn transport_failure(provider: &str, error: &reqwest::Error) -> SendResult {
+    let detail = describe(error);
+    if error.is_connect() {
+        SendResult::Transient {
+            error: format!("{provider}: could not connect: {detail}"),
+            retry_after: None,
+        }
+    } else if error.is_builder() {
+        // The request could not even be built (a bad URL): nothing was sent, and every
+        // other send would fail the same way.
+        SendResult::StopCampaign {
+            error: format!("{provider}: invalid request: {detail}"),
+        }
+    } else if error.is_timeout() {
+        SendResult::Unknown {
+            error: format!("{provider}: no answer in time after the request was sent: {detail}"),
+        }
+    } else {
+        SendResult::Unknown {
+            error: format!("{provider}: the answer was lost: {detail}"),
+        }
+    }
+}
+
+/// The error and its causes on one line. reqwest's own message omits the cause (e.g.
+/// "connection refused"), which is the useful part.
+pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let s = e.to_string();
+        if !out.contains(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        source = e.source();
+    }
+    out
+}
+
+/// `Retry-After` in delta-seconds (the form rate-limiting APIs send), clamped to
+/// [`MAX_RETRY_AFTER`]. The HTTP-date form is ignored.
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    let secs: u64 = value.trim().parse().ok()?;
+    Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
+}
+
+/// The start of a response body for an error message, on one line.
+pub fn snippet(body: &str) -> String {
+    let one_line: String = body
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(200)
+        .collect();
+    one_line.trim().to_string()
+}
+
+/// Checks a `--base-url` flag: an absolute http(s) URL without query or fragment.
+pub fn validate_base_url(flag: &str, url: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| format!("{flag} `{url}` is not a URL ({e}): give one like https://api.example.com"))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(format!(
+            "{flag} `{url}` must be an http:// or https:// URL with a host"
+        ));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(format!(
+            "{flag} `{url}` must not have a query or fragment: give the API's base only"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_takes_seconds_only() {
+        let mut h = reqwest::header::HeaderMap::new();
+        assert_eq!(retry_after(&h), None);
+        h.insert(reqwest::header::RETRY_AFTER, "7".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        h.insert(
+            reqwest::header::RETRY_AFTER,
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&h), None);
+        h.insert(reqwest::header::RETRY_AFTER, "999999999".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(MAX_RETRY_AFTER));
+    }
+
+    #[test]
+    fn base_urls() {
+        assert!(validate_base_url("--base-url", "https://api.twilio.com").is_ok());
+        assert!(validate_base_url("--base-url", "http://127.0.0.1:4010/").is_ok());
+        assert!(
+            validate_base_url("--base-url", "ftp://x")
+                .unwrap_err()
+                .contains("--base-url")
+        );
+        assert!(validate_base_url("--base-url", "not a url").is_err());
+        assert!(validate_base_url("--base-url", "https://x/?a=1").is_err());
+    }
+
+    #[test]
+    fn clients_build_more_than_once() {
+        install_crypto_provider();
+        install_crypto_provider();
+        assert!(try_client().is_ok());
+        assert!(build_client(Duration::from_millis(10), Duration::from_millis(10)).is_ok());
+    }
+}
+
+/// A tiny HTTP server for channel tests: records every request and answers from a queue
+/// of canned replies (500 when the queue is empty).
+#[cfg(test)]
+pub(crate) mod fake {
+    use axum::body::Body;
+    use axum::extract::{Request, State};
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::response::Response;
+    use std::collections::VecDeque;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Debug, Clone)]
+    pub struct Recorded {
+        pub method: String,
+        pub path: String,
+        pub query: Option<String>,
+        pub headers: HeaderMap,
+        pub body: Vec<u8>,
+    }
+
+    impl Recorded {
+        pub fn header(&self, name: &str) -> Option<&str> {
+            self.headers.get(name).and_then(|v| v.to_str().ok())
+        }
+
+        /// The body as decoded form pairs, in order.
+        pub fn form(&self) -> Vec<(String, String)> {
+            reqwest::Url::parse(&format!(
+                "http://x/?{}",
+                String::from_utf8_lossy(&self.body)
+            ))
+            .map(|u| u.query_pairs().into_owned().collect())
+            .unwrap_or_default()
+        }
+
+        pub fn form_value(&self, name: &str) -> Option<String> {
+            self.form()
+                .into_iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v)
+        }
+
+        pub fn query_pairs(&self) -> Vec<(String, String)> {
+            reqwest::Url::parse(&format!("http://x/?{}", self.query.clone().unwrap_or_default()))
+                .map(|u| u.query_pairs().into_owned().collect())
+                .unwrap_or_default()
+        }
+
+        pub fn json(&self) -> serde_json::Value {
+            serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    pub enum Reply {
+        Respond {
+            status: u16,
+            headers: Vec<(&'static str, String)>,
+            body: String,
+        },
+        /// Accept the request and never answer.
+        Hang,
+    }
+
+    impl Reply {
+        pub fn json(status: u16, body: serde_json::Value) -> Reply {
+            Reply::Respond {
+                status,
+                headers: vec![("content-type", "application/json".to_string())],
+                body: body.to_string(),
+            }
+        }
+    }
+
+    #[derive(Default)]
+    struct Shared {
+        requests: Mutex<Vec<Recorded>>,
+        replies: Mutex<VecDeque<Reply>>,
+    }
+
+    pub struct FakeServer {
+        pub base: String,
+        shared: Arc<Shared>,
+    }
+
+    impl FakeServer {
+        pub async fn start() -> FakeServer {
+            let shared = Arc::new(Shared::default());
+            let app = axum::Router::new()
+                .fallback(handle)
+                .with_state(shared.clone());
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            tokio::spawn(async move {
+                let _ = axum::serve(listener, app).await;
+            });
+            FakeServer {
+                base: format!("http://{addr}"),
+                shared,
+            }
+        }
+
+        pub fn reply(&self, reply: Reply) {
+            self.shared
+                .replies
+                .lock()
+                .expect("lock")
+                .push_back(reply);
+        }
+
+        pub fn requests(&self) -> Vec<Recorded> {
+            self.shared.requests.lock().expect("lock").clone()
+        }
+    }
+
+    async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+        let (parts, body) = request.into_parts();
+        let body = axum::body::to_bytes(body, 1 << 20)
+            .await
+            .map(|b| b.to_vec())
+            .unwrap_or_default();
+        shared.requests.lock().expect("lock").push(Recorded {
+            method: parts.method.to_string(),
+            path: parts.uri.path().to_string(),
+            query: parts.uri.query().map(str::to_string),
+            headers: parts.headers,
+            body,
+        });
+        let reply = shared.replies.lock().expect("lock").pop_front();
+        match reply {
+            Some(Reply::Respond {
+                status,
+                headers,
+                body,
+            }) => {
+                let mut builder = Response::builder().status(status);
+                for (name, value) in headers {
+                    builder = builder.header(name, value);
+                }
+                builder
+                    .body(Body::from(body))
+                    .expect("response")
+            }
+            Some(Reply::Hang) => std::future::pending().await,
+            None => Response::builder()
+                .status(StatusCode::INTERNAL_SERVER_ERROR)
+                .body(Body::from("no canned reply"))
+                .expect("response"),
+        }
+    }
+
+    /// A local port nothing listens on.
+    pub async fn closed_port_url() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        drop(listener);
+        format!("http://{addr}")
+    }
+}

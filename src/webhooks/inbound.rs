@@ -1,0 +1,494 @@
+//! Provider webhooks served by `herald serve`: Twilio status callbacks and inbound
+//! messages, WhatsApp verification and events.
+//!
+//! Every request is kept as it arrived (`webhook_events`). A missing or bad signature
+//! gets 403 and changes nothing; a malformed body gets 400 and changes nothing. Receipts go
+//! through `Store::apply_receipts`, which only ever moves a message forwards and keeps a
+//! receipt whose provider id is not recorded yet. Inbound STOP-family keywords suppress the
+//! sender across the organisation's channels; START-family lifts it.
+
+use crate::channels::classify::{twilio_status, whatsapp_status};
+use crate::http::{AppState, problem};
+use crate::optout::{Keyword, keyword};
+use crate::store::{ChannelInfo, Receipt};
+use crate::webhooks::signature::{verify_meta, verify_twilio};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{OriginalUri, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use std::collections::HashMap;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/webhooks/twilio/{channel_id}/status",
+            post(twilio_status_callback),
+        )
+        .route(
+            "/webhooks/twilio/{channel_id}/inbound",
+            post(twilio_inbound),
+        )
+        .route(
+            "/webhooks/whatsapp/{channel_id}",
+            get(whatsapp_verify).post(whatsapp_event),
+        )
+}
+
+fn internal(e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "webhook could not be processed");
+    problem(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "webhook-unavailable",
+        "The webhook could not be processed now",
+        "the database is unavailable; the provider will retry",
+    )
+}
+
+fn forbidden(detail: &str) -> Response {
+    problem(
+        StatusCode::FORBIDDEN,
+        "bad-signature",
+        "Signature check failed",
+        detail,
+    )
+}
+
+fn malformed(detail: &str) -> Response {
+    problem(
+        StatusCode::BAD_REQUEST,
+        "malformed-webhook",
+        "Malformed webhook body",
+        detail,
+    )
+}
+
+/// The channel, if it exists and is of the expected kind, with its opened secrets.
+async fn channel_with_secrets(
+    state: &AppState,
+    channel_id: i64,
+    kind: &str,
+) -> Result<(ChannelInfo, serde_json::Value), Response> {
+    let not_found = || {
+        problem(
+            StatusCode::NOT_FOUND,
+            "unknown-channel",
+            "No such channel",
+            &format!("no {kind} channel has id {channel_id}"),
+        )
+    };
+    let info = match state.store.channel(channel_id).await {
+        Ok(info) if info.kind == kind => info,
+        Ok(_) | Err(crate::store::StoreError::NotFound(_)) => return Err(not_found()),
+        Err(e) => return Err(internal(e)),
+    };
+    let secrets = state.context.open_secrets(&info).map_err(|e| {
+        tracing::error!(channel_id, error = %e, "channel secrets cannot be opened; webhooks for it are refused");
+        forbidden("the channel's secrets cannot be opened on this server")
+    })?;
+    Ok((info, secrets))
+}
+
+fn secret<'a>(secrets: &'a serde_json::Value, name: &str) -> Option<&'a str> {
+    secrets
+        .get(name)
+        .and_then(|v| v.as_str())
+        .filter(|s| !s.is_empty())
+}
+
+async fn keep(
+    state: &AppState,
+    channel_id: i64,
+    kind: &str,
+    verified: bool,
+    outcome: &str,
+    body: &[u8],
+) {
+    let text = String::from_utf8_lossy(body);
+    if let Err(e) = state
+        .store
+        .record_webhook_event(channel_id, kind, verified, outcome, &text)
+        .await
+    {
+        tracing::warn!(channel_id, error = %e, "could not keep a raw webhook event");
+    }
+}
+
+/// Checks `X-Twilio-Signature` over the public URL Twilio called and the form parameters.
+async fn twilio_verified_form(
+    state: &AppState,
+    channel_id: i64,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+    kind: &str,
+) -> Result<(ChannelInfo, Vec<(String, String)>), Response> {
+    let (info, secrets) = channel_with_secrets(state, channel_id, "twilio").await?;
+    let Some(public) = state.context.public_url.as_deref() else {
+        keep(
+            state,
+            channel_id,
+            kind,
+            false,
+            "rejected: public_url not configured",
+            body,
+        )
+        .await;
+        return Err(forbidden(
+            "Twilio signs the public URL it called; set public_url (HERALD_PUBLIC_URL) so Herald can check it",
+        ));
+    };
+    let params: Vec<(String, String)> = match serde_urlencoded::from_bytes(body) {
+        Ok(p) => p,
+        Err(e) => {
+            keep(
+                state,
+                channel_id,
+                kind,
+                false,
+                "rejected: not a form body",
+                body,
+            )
+            .await;
+            return Err(malformed(&format!("the body is not form-encoded: {e}")));
+        }
+    };
+    let url = format!(
+        "{}{}",
+        public.trim_end_matches('/'),
+        uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
+    );
+    let signature = headers
+        .get("x-twilio-signature")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let token = secret(&secrets, "auth_token").unwrap_or("");
+    if signature.is_empty() || token.is_empty() || !verify_twilio(token, &url, &params, signature) {
+        keep(
+            state,
+            channel_id,
+            kind,
+            false,
+            "rejected: bad or missing X-Twilio-Signature",
+            body,
+        )
+        .await;
+        return Err(forbidden("X-Twilio-Signature is missing or does not match"));
+    }
+    Ok((info, params))
+}
+
+fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+        .filter(|v| !v.is_empty())
+}
+
+async fn twilio_status_callback(
+    State(state): State<AppState>,
+    Path(channel_id): Path<i64>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let kind = "twilio-status";
+    let params = match twilio_verified_form(&state, channel_id, &uri, &headers, &body, kind).await {
+        Ok((_, p)) => p,
+        Err(r) => return r,
+    };
+    let (Some(sid), Some(status)) = (
+        param(&params, "MessageSid").or(param(&params, "SmsSid")),
+        param(&params, "MessageStatus").or(param(&params, "SmsStatus")),
+    ) else {
+        keep(
+            &state,
+            channel_id,
+            kind,
+            true,
+            "rejected: no MessageSid or MessageStatus",
+            &body,
+        )
+        .await;
+        return malformed("a status callback needs MessageSid and MessageStatus");
+    };
+    let Some(mapped) = twilio_status(status) else {
+        keep(
+            &state,
+            channel_id,
+            kind,
+            true,
+            &format!("ignored: status {status}"),
+            &body,
+        )
+        .await;
+        return StatusCode::OK.into_response();
+    };
+    let receipt = Receipt {
+        provider_id: sid.to_string(),
+        status: mapped,
+        error: param(&params, "ErrorCode").map(|c| format!("twilio {c}")),
+    };
+    apply(&state, channel_id, kind, receipt, &body).await
+}
+
+async fn apply(
+    state: &AppState,
+    channel_id: i64,
+    kind: &str,
+    receipt: Receipt,
+    body: &[u8],
+) -> Response {
+    match state
+        .store
+        .apply_receipts(std::slice::from_ref(&receipt), crate::clock::now_ms())
+        .await
+    {
+        Ok(report) => {
+            let outcome = if report.applied > 0 {
+                "applied"
+            } else if report.kept > 0 {
+                "kept: provider id not recorded yet"
+            } else {
+                "ignored: not newer than the message's status"
+            };
+            tracing::debug!(channel_id, provider_id = %receipt.provider_id, status = %receipt.status, outcome, "receipt");
+            keep(state, channel_id, kind, true, outcome, body).await;
+            StatusCode::OK.into_response()
+        }
+        Err(e) => internal(e),
+    }
+}
+
+/// Applies an inbound message's keyword to the organisation's suppression list.
+async fn opt_out(
+    state: &AppState,
+    info: &ChannelInfo,
+    from: &str,
+    text: &str,
+) -> Result<&'static str, Response> {
+    let address = from.trim_start_matches("whatsapp:");
+    let address = crate::address::Address::parse(address)
+        .map(|a| a.as_str().to_string())
+        .unwrap_or_else(|_| address.to_string());
+    match keyword(text) {
+        Some(Keyword::Stop) => {
+            let reason = format!(
+                "inbound {} on channel `{}`",
+                text.trim().to_uppercase(),
+                info.name
+            );
+            state
+                .store
+                .suppress(info.org_id, &address, &reason)
+                .await
+                .map_err(internal)?;
+            tracing::info!(channel_id = info.id, "inbound opt-out: address suppressed");
+            Ok("opt-out: suppressed")
+        }
+        Some(Keyword::Start) => {
+            state
+                .store
+                .unsuppress(info.org_id, &address)
+                .await
+                .map_err(internal)?;
+            tracing::info!(channel_id = info.id, "inbound opt-in: suppression lifted");
+            Ok("opt-in: suppression lifted")
+        }
+        Some(Keyword::Help) | None => Ok("inbound message: no keyword"),
+    }
+}
+
+async fn twilio_inbound(
+    State(state): State<AppState>,
+    Path(channel_id): Path<i64>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let kind = "twilio-inbound";
+    let (info, params) =
+        match twilio_verified_form(&state, channel_id, &uri, &headers, &body, kind).await {
+            Ok(v) => v,
+            Err(r) => return r,
+        };
+    let Some(from) = param(&params, "From") else {
+        keep(&state, channel_id, kind, true, "rejected: no From", &body).await;
+        return malformed("an inbound message needs From");
+    };
+    let text = param(&params, "Body").unwrap_or("");
+    let outcome = match opt_out(&state, &info, from, text).await {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    keep(&state, channel_id, kind, true, outcome, &body).await;
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/xml")],
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response></Response>",
+    )
+        .into_response()
+}
+
+/// Meta's subscription handshake: echo `hub.challenge` when the verify token matches.
+async fn whatsapp_verify(
+    State(state): State<AppState>,
+    Path(channel_id): Path<i64>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let (_, secrets) = match channel_with_secrets(&state, channel_id, "whatsapp").await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let expected = secret(&secrets, "verify_token");
+    let given = query.get("hub.verify_token").map(String::as_str);
+    match (query.get("hub.mode").map(String::as_str), expected, given) {
+        (Some("subscribe"), Some(expected), Some(given))
+            if crate::webhooks::signature::constant_time_eq(
+                expected.as_bytes(),
+                given.as_bytes(),
+            ) =>
+        {
+            query
+                .get("hub.challenge")
+                .cloned()
+                .unwrap_or_default()
+                .into_response()
+        }
+        _ => forbidden(
+            "hub.mode must be subscribe and hub.verify_token must match the channel's verify token",
+        ),
+    }
+}
+
+async fn whatsapp_event(
+    State(state): State<AppState>,
+    Path(channel_id): Path<i64>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let kind = "whatsapp";
+    let (info, secrets) = match channel_with_secrets(&state, channel_id, "whatsapp").await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let signature = headers
+        .get("x-hub-signature-256")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let app_secret = secret(&secrets, "app_secret").unwrap_or("");
+    if signature.is_empty() || app_secret.is_empty() || !verify_meta(app_secret, &body, signature) {
+        keep(
+            &state,
+            channel_id,
+            kind,
+            false,
+            "rejected: bad or missing X-Hub-Signature-256",
+            &body,
+        )
+        .await;
+        return forbidden("X-Hub-Signature-256 is missing or does not match");
+    }
+    let event: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            keep(&state, channel_id, kind, true, "rejected: not JSON", &body).await;
+            return malformed(&format!("the body is not JSON: {e}"));
+        }
+    };
+    let Some(entries) = event.get("entry").and_then(|e| e.as_array()) else {
+        keep(
+            &state,
+            channel_id,
+            kind,
+            true,
+            "rejected: no entry array",
+            &body,
+        )
+        .await;
+        return malformed("a WhatsApp event needs an `entry` array");
+    };
+    // Collected first, so no borrow of the parsed event lives across an await.
+    let mut receipts = Vec::new();
+    let mut inbound: Vec<(String, String)> = Vec::new();
+    let values: Vec<&serde_json::Value> = entries
+        .iter()
+        .filter_map(|e| e.get("changes").and_then(|c| c.as_array()))
+        .flatten()
+        .filter_map(|c| c.get("value"))
+        .collect();
+    for value in values {
+        let statuses = value.get("statuses").and_then(|s| s.as_array());
+        for st in statuses.map(|v| v.as_slice()).unwrap_or_default() {
+            let (Some(id), Some(status)) = (
+                st.get("id").and_then(|v| v.as_str()),
+                st.get("status").and_then(|v| v.as_str()),
+            ) else {
+                continue;
+            };
+            if let Some(mapped) = whatsapp_status(status) {
+                let error = st.get("errors").and_then(|e| e.get(0)).map(|e| {
+                    format!(
+                        "whatsapp {}: {}",
+                        e.get("code").unwrap_or(&serde_json::Value::Null),
+                        e.get("title").and_then(|t| t.as_str()).unwrap_or("")
+                    )
+                });
+                receipts.push(Receipt {
+                    provider_id: id.to_string(),
+                    status: mapped,
+                    error,
+                });
+            }
+        }
+        let messages = value.get("messages").and_then(|m| m.as_array());
+        for msg in messages.map(|v| v.as_slice()).unwrap_or_default() {
+            let from = msg.get("from").and_then(|v| v.as_str()).unwrap_or("");
+            let text = msg
+                .get("text")
+                .and_then(|t| t.get("body"))
+                .and_then(|b| b.as_str())
+                .or_else(|| {
+                    msg.get("button")
+                        .and_then(|b| b.get("text"))
+                        .and_then(|t| t.as_str())
+                })
+                .unwrap_or("");
+            if !from.is_empty() {
+                inbound.push((
+                    format!("+{}", from.trim_start_matches('+')),
+                    text.to_string(),
+                ));
+            }
+        }
+    }
+    let mut outcomes = Vec::new();
+    for (from, text) in &inbound {
+        match opt_out(&state, &info, from, text).await {
+            Ok(o) => outcomes.push(o.to_string()),
+            Err(r) => return r,
+        }
+    }
+    if !receipts.is_empty() {
+        match state
+            .store
+            .apply_receipts(&receipts, crate::clock::now_ms())
+            .await
+        {
+            Ok(r) => outcomes.push(format!(
+                "receipts: {} applied, {} kept, {} ignored",
+                r.applied, r.kept, r.ignored
+            )),
+            Err(e) => return internal(e),
+        }
+    }
+    let outcome = if outcomes.is_empty() {
+        "nothing to apply".to_string()
+    } else {
+        outcomes.join("; ")
+    };
+    keep(&state, channel_id, kind, true, &outcome, &body).await;
+    StatusCode::OK.into_response()
+}

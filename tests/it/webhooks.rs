@@ -1,0 +1,396 @@
+//! Provider webhooks through the real router, on both stores: Twilio status callbacks and
+//! inbound messages, WhatsApp verification and events. Signatures are made with the
+//! contract's algorithms; bad ones change nothing.
+
+use crate::both_stores;
+use crate::support::{TestDb, assert_counters_match, new_campaign, seed_list, seeded_address};
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use herald::channels::BuildContext;
+use herald::domain::{CampaignStatus, MessageStatus};
+use herald::http::{AppState, router};
+use herald::secrets::SecretKey;
+use herald::store::{Outcome, OutcomeKind, Store};
+use herald::webhooks::signature::{meta_signature, twilio_signature};
+use tower::ServiceExt;
+
+const PUBLIC: &str = "https://herald.example.test";
+const TOKEN: &str = "twilio-auth-token-0123456789";
+const APP_SECRET: &str = "meta-app-secret-0123456789";
+const VERIFY: &str = "verify-me-please";
+
+struct Fixture {
+    state: AppState,
+    twilio: i64,
+    whatsapp: i64,
+    org: i64,
+}
+
+async fn fixture(db: &TestDb) -> Fixture {
+    let store = &db.store;
+    let key_text = SecretKey::generate();
+    let key = SecretKey::parse(&key_text).unwrap();
+    let org = store.default_org().await.unwrap();
+    let twilio = store
+        .create_channel_with(
+            org,
+            "sms",
+            "twilio",
+            &serde_json::json!({"account_sid": "AC00000000000000000000000000000000", "from": "+15005550006"}),
+            Some((&key, &serde_json::json!({"auth_token": TOKEN}))),
+            None,
+        )
+        .await
+        .unwrap();
+    let whatsapp = store
+        .create_channel_with(
+            org,
+            "wa",
+            "whatsapp",
+            &serde_json::json!({"phone_number_id": "1234567890"}),
+            Some((
+                &key,
+                &serde_json::json!({"access_token": "t", "app_secret": APP_SECRET, "verify_token": VERIFY}),
+            )),
+            None,
+        )
+        .await
+        .unwrap();
+    Fixture {
+        state: AppState {
+            store: store.clone(),
+            metrics: None,
+            context: BuildContext {
+                public_url: Some(PUBLIC.into()),
+                secret_key: Some(key_text),
+            },
+        },
+        twilio,
+        whatsapp,
+        org,
+    }
+}
+
+/// A started campaign whose first `sent` messages were accepted with provider ids
+/// `SM0`, `SM1`, …; returns (campaign, message ids in order).
+async fn sent_campaign(store: &Store, channel: i64, n: i64, sent: usize) -> (i64, Vec<i64>) {
+    let (org, list) = seed_list(store, n).await;
+    let id = new_campaign(store, org, list, channel, "Hi").await;
+    let now = herald::clock::now_ms();
+    store.start_campaign(id, now, "test", None).await.unwrap();
+    let claimed = store.claim(id, "A", now, now + 60_000, n).await.unwrap();
+    let outcomes: Vec<Outcome> = claimed
+        .iter()
+        .take(sent)
+        .enumerate()
+        .map(|(i, m)| Outcome {
+            message_id: m.id,
+            campaign_id: id,
+            kind: OutcomeKind::Sent {
+                provider_id: format!("SM{i}"),
+            },
+        })
+        .collect();
+    store.record_outcomes("A", now, &outcomes).await.unwrap();
+    (id, claimed.iter().map(|m| m.id).collect())
+}
+
+fn form(params: &[(&str, &str)]) -> (Vec<(String, String)>, String) {
+    let owned: Vec<(String, String)> = params
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let body = serde_urlencoded::to_string(&owned).unwrap();
+    (owned, body)
+}
+
+async fn post_twilio(
+    f: &Fixture,
+    path: &str,
+    params: &[(&str, &str)],
+    signature: Option<&str>,
+) -> (StatusCode, String) {
+    let (owned, body) = form(params);
+    let good = twilio_signature(TOKEN, &format!("{PUBLIC}{path}"), &owned);
+    let mut req = Request::post(path).header("content-type", "application/x-www-form-urlencoded");
+    match signature {
+        Some("good") => req = req.header("x-twilio-signature", good),
+        Some(other) => req = req.header("x-twilio-signature", other),
+        None => {}
+    }
+    let resp = router(f.state.clone())
+        .oneshot(req.body(Body::from(body)).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+async fn status_of(store: &Store, campaign: i64, message: i64) -> MessageStatus {
+    crate::support::message(store, campaign, message)
+        .await
+        .status
+}
+
+both_stores!(
+    twilio_status_callbacks_move_messages_forward_only,
+    |db| async move {
+        let f = fixture(&db).await;
+        let store = &db.store;
+        let (id, msgs) = sent_campaign(store, f.twilio, 4, 3).await;
+        let path = format!("/webhooks/twilio/{}/status", f.twilio);
+        let cb = |sid: &'static str, status: &'static str| {
+            vec![
+                ("MessageSid", sid),
+                ("SmsSid", sid),
+                ("MessageStatus", status),
+                ("AccountSid", "AC00000000000000000000000000000000"),
+            ]
+        };
+
+        // Missing and bad signatures: 403, nothing changes.
+        let (code, body) = post_twilio(&f, &path, &cb("SM0", "delivered"), None).await;
+        assert_eq!(code, StatusCode::FORBIDDEN, "{body}");
+        assert!(body.contains("bad-signature"), "{body}");
+        let (code, _) = post_twilio(&f, &path, &cb("SM0", "delivered"), Some("bm90IGl0")).await;
+        assert_eq!(code, StatusCode::FORBIDDEN);
+        assert_eq!(status_of(store, id, msgs[0]).await, MessageStatus::Sent);
+
+        // Malformed: 400, nothing changes.
+        let (code, body) =
+            post_twilio(&f, &path, &[("MessageStatus", "delivered")], Some("good")).await;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
+
+        // Good: applied; duplicated and out of order: harmless.
+        assert_eq!(
+            post_twilio(&f, &path, &cb("SM0", "read"), Some("good"))
+                .await
+                .0,
+            StatusCode::OK
+        );
+        assert_eq!(
+            post_twilio(&f, &path, &cb("SM0", "delivered"), Some("good"))
+                .await
+                .0,
+            StatusCode::OK
+        );
+        assert_eq!(
+            post_twilio(&f, &path, &cb("SM0", "sent"), Some("good"))
+                .await
+                .0,
+            StatusCode::OK
+        );
+        assert_eq!(status_of(store, id, msgs[0]).await, MessageStatus::Read);
+        assert_eq!(
+            post_twilio(&f, &path, &cb("SM1", "undelivered"), Some("good"))
+                .await
+                .0,
+            StatusCode::OK
+        );
+        assert_eq!(
+            post_twilio(&f, &path, &cb("SM1", "undelivered"), Some("good"))
+                .await
+                .0,
+            StatusCode::OK
+        );
+        assert_eq!(
+            status_of(store, id, msgs[1]).await,
+            MessageStatus::Undelivered
+        );
+        // A status Herald does not track (queued, sending) is accepted and ignored.
+        assert_eq!(
+            post_twilio(&f, &path, &cb("SM2", "sending"), Some("good"))
+                .await
+                .0,
+            StatusCode::OK
+        );
+        assert_eq!(status_of(store, id, msgs[2]).await, MessageStatus::Sent);
+
+        // A receipt for a provider id not recorded yet is kept, then applied when it is.
+        assert_eq!(
+            post_twilio(&f, &path, &cb("SM3", "delivered"), Some("good"))
+                .await
+                .0,
+            StatusCode::OK
+        );
+        assert_eq!(status_of(store, id, msgs[3]).await, MessageStatus::InFlight);
+        let now = herald::clock::now_ms();
+        store
+            .record_outcomes(
+                "A",
+                now,
+                &[Outcome {
+                    message_id: msgs[3],
+                    campaign_id: id,
+                    kind: OutcomeKind::Sent {
+                        provider_id: "SM3".into(),
+                    },
+                }],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            status_of(store, id, msgs[3]).await,
+            MessageStatus::Delivered
+        );
+        let c = assert_counters_match(store, id).await;
+        assert_eq!(c.status, CampaignStatus::Completed);
+        // Unknown channel: 404 problem.
+        let (code, _) = post_twilio(
+            &f,
+            "/webhooks/twilio/999999/status",
+            &cb("SM0", "read"),
+            Some("good"),
+        )
+        .await;
+        assert_eq!(code, StatusCode::NOT_FOUND);
+    }
+);
+
+both_stores!(twilio_inbound_stop_and_start_keywords, |db| async move {
+    let f = fixture(&db).await;
+    let store = &db.store;
+    let path = format!("/webhooks/twilio/{}/inbound", f.twilio);
+    let who = seeded_address(42);
+    let (code, body) = post_twilio(
+        &f,
+        &path,
+        &[("From", &who), ("Body", " stop ")],
+        Some("good"),
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(body.contains("<Response>"), "{body}");
+    assert!(store.is_suppressed(f.org, &who).await.unwrap());
+    // Not a keyword: nothing changes.
+    post_twilio(
+        &f,
+        &path,
+        &[("From", &who), ("Body", "stop sending me stuff please")],
+        Some("good"),
+    )
+    .await;
+    assert!(store.is_suppressed(f.org, &who).await.unwrap());
+    // A forged STOP changes nothing.
+    let other = seeded_address(43);
+    let (code, _) = post_twilio(
+        &f,
+        &path,
+        &[("From", &other), ("Body", "STOP")],
+        Some("AAAA"),
+    )
+    .await;
+    assert_eq!(code, StatusCode::FORBIDDEN);
+    assert!(!store.is_suppressed(f.org, &other).await.unwrap());
+    post_twilio(
+        &f,
+        &path,
+        &[("From", &who), ("Body", "START")],
+        Some("good"),
+    )
+    .await;
+    assert!(!store.is_suppressed(f.org, &who).await.unwrap());
+    // A suppressed address is skipped when a campaign starts.
+    post_twilio(
+        &f,
+        &path,
+        &[("From", &seeded_address(1)), ("Body", "UNSUBSCRIBE")],
+        Some("good"),
+    )
+    .await;
+    let (org, list) = seed_list(store, 3).await;
+    let id = new_campaign(store, org, list, f.twilio, "Hi").await;
+    store
+        .start_campaign(id, herald::clock::now_ms(), "test", None)
+        .await
+        .unwrap();
+    let c = assert_counters_match(store, id).await;
+    assert_eq!(c.counts.get(MessageStatus::Skipped), 1);
+});
+
+async fn whatsapp_post(f: &Fixture, body: &str, signature: Option<String>) -> StatusCode {
+    let mut req = Request::post(format!("/webhooks/whatsapp/{}", f.whatsapp))
+        .header("content-type", "application/json");
+    if let Some(sig) = signature {
+        req = req.header("x-hub-signature-256", sig);
+    }
+    router(f.state.clone())
+        .oneshot(req.body(Body::from(body.to_string())).unwrap())
+        .await
+        .unwrap()
+        .status()
+}
+
+both_stores!(whatsapp_verification_and_events, |db| async move {
+    let f = fixture(&db).await;
+    let store = &db.store;
+    // Verification handshake.
+    let uri = format!(
+        "/webhooks/whatsapp/{}?hub.mode=subscribe&hub.verify_token={VERIFY}&hub.challenge=1158201444",
+        f.whatsapp
+    );
+    let resp = router(f.state.clone())
+        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let bytes = axum::body::to_bytes(resp.into_body(), 1024).await.unwrap();
+    assert_eq!(&bytes[..], b"1158201444");
+    let wrong = format!(
+        "/webhooks/whatsapp/{}?hub.mode=subscribe&hub.verify_token=nope&hub.challenge=1",
+        f.whatsapp
+    );
+    let resp = router(f.state.clone())
+        .oneshot(Request::get(wrong).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+
+    // Status events, signed over the raw body.
+    let (id, msgs) = sent_campaign(store, f.whatsapp, 2, 2).await;
+    let event = serde_json::json!({
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550000000", "phone_number_id": "1234567890"},
+            "statuses": [
+                {"id": "SM0", "status": "read", "timestamp": "1700000000", "recipient_id": "12000000001"},
+                {"id": "SM0", "status": "delivered", "timestamp": "1700000001", "recipient_id": "12000000001"},
+                {"id": "SM1", "status": "failed", "timestamp": "1700000000", "recipient_id": "12000000002",
+                 "errors": [{"code": 131026, "title": "Message undeliverable"}]}
+            ],
+            "messages": [{"from": "12000000099", "id": "wamid.x", "timestamp": "1700000000", "type": "text", "text": {"body": "STOP"}}]
+        }}]}]
+    })
+    .to_string();
+    assert_eq!(whatsapp_post(&f, &event, None).await, StatusCode::FORBIDDEN);
+    assert_eq!(
+        whatsapp_post(&f, &event, Some("sha256=00".into())).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(status_of(store, id, msgs[0]).await, MessageStatus::Sent);
+    assert_eq!(
+        whatsapp_post(
+            &f,
+            &event,
+            Some(meta_signature(APP_SECRET, event.as_bytes()))
+        )
+        .await,
+        StatusCode::OK
+    );
+    assert_eq!(status_of(store, id, msgs[0]).await, MessageStatus::Read);
+    let failed = crate::support::message(store, id, msgs[1]).await;
+    assert_eq!(failed.status, MessageStatus::Failed);
+    assert!(failed.last_error.unwrap_or_default().contains("131026"));
+    assert!(store.is_suppressed(f.org, "+12000000099").await.unwrap());
+    assert_counters_match(store, id).await;
+    // Malformed JSON with a valid signature: 400.
+    let junk = "{not json";
+    assert_eq!(
+        whatsapp_post(&f, junk, Some(meta_signature(APP_SECRET, junk.as_bytes()))).await,
+        StatusCode::BAD_REQUEST
+    );
+});

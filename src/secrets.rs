@@ -163,7 +163,7 @@ mod tests {
     #[test]
     fn bad_keys_are_refused_and_masks_hide_all_but_the_tail() {
         assert_eq!(SecretKey::parse("short").unwrap_err(), SecretError::BadKey);
-        assert_eq!(SecretKey::from_settings(None).unwrap().is_none(), true);
+        assert!(SecretKey::from_settings(None).unwrap().is_none());
         assert_eq!(mask("abcdefghijkl"), "****ijkl");
         assert_eq!(mask("abc"), "****");
         assert!(!format!("{:?}", SecretKey::parse(&SecretKey::generate()).unwrap()).contains('='));

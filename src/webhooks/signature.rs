@@ -371,6 +371,12 @@ pub fn verify_standard(
     }
 }
 
+/// Compares two byte strings in time independent of where they differ (the length is not
+/// secret). For shared tokens such as WhatsApp's verify token.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -838,10 +844,4 @@ mod tests {
             Err(SignatureError::InvalidId)
         );
     }
-}
-
-/// Compares two byte strings in time independent of where they differ (the length is not
-/// secret). For shared tokens such as WhatsApp's verify token.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -64,6 +64,11 @@ pub trait Channel: Send + Sync {
     fn kind(&self) -> &'static str;
     /// The channel's name, for logs and metric labels.
     fn name(&self) -> &str;
+    /// What one message costs against the channel's rate limit: SMS count segments,
+    /// everything else one per message.
+    fn cost(&self, _body: &str) -> f64 {
+        1.0
+    }
     fn send(&self, request: SendRequest) -> BoxFuture<'_, SendResult>;
 }
 
@@ -108,7 +113,7 @@ pub struct ChannelRegistry {
     store: Store,
     receipts: Option<tokio::sync::mpsc::Sender<crate::store::Receipt>>,
     context: BuildContext,
-    built: Arc<Mutex<HashMap<i64, Arc<dyn Channel>>>>,
+    built: Arc<Mutex<HashMap<i64, (Arc<dyn Channel>, Option<f64>)>>>,
 }
 
 impl ChannelRegistry {
@@ -131,6 +136,14 @@ impl ChannelRegistry {
     }
 
     pub async fn get(&self, channel_id: i64) -> Result<Arc<dyn Channel>, StoreError> {
+        Ok(self.get_with_rate(channel_id).await?.0)
+    }
+
+    /// The channel and its rate limit (messages or SMS segments per second), if any.
+    pub async fn get_with_rate(
+        &self,
+        channel_id: i64,
+    ) -> Result<(Arc<dyn Channel>, Option<f64>), StoreError> {
         if let Some(c) = self
             .built
             .lock()
@@ -140,12 +153,12 @@ impl ChannelRegistry {
             return Ok(c.clone());
         }
         let info = self.store.channel(channel_id).await?;
-        let channel = self.build(&info)?;
+        let built = (self.build(&info)?, info.rate_per_sec);
         self.built
             .lock()
             .map_err(|_| StoreError::Invalid("channel registry poisoned".into()))?
-            .insert(channel_id, channel.clone());
-        Ok(channel)
+            .insert(channel_id, built.clone());
+        Ok(built)
     }
 
     fn build(&self, info: &ChannelInfo) -> Result<Arc<dyn Channel>, StoreError> {

@@ -76,7 +76,17 @@ pub async fn run(
             if available == 0 {
                 break;
             }
-            let share = (available / n).max(min_claim).min(available).min(batch);
+            let channel = ctx
+                .channels
+                .get_with_rate(campaign.channel_id)
+                .await
+                .map_err(|e| e.to_string());
+            let mut share = (available / n).max(min_claim).min(available).min(batch);
+            if let Ok((_, Some(rate))) = &channel {
+                // A rate-limited channel gets about two seconds of its rate in flight, so
+                // claimed messages do not sit waiting for tokens.
+                share = share.min(((rate * 2.0) as usize).max(1));
+            }
             let started = Instant::now();
             let lease_until = now + settings.instance_stale_after_ms as i64;
             let claimed = match ctx
@@ -113,11 +123,6 @@ pub async fn run(
                         .map_err(|e| e.to_string())
                 })
                 .clone();
-            let channel = ctx
-                .channels
-                .get(campaign.channel_id)
-                .await
-                .map_err(|e| e.to_string());
             for message in claimed {
                 // Never waits: no more messages were claimed than there were free permits.
                 let permit = permits.clone().acquire_owned().await?;
@@ -166,7 +171,7 @@ fn spawn_send(
     campaign: &SendableCampaign,
     message: ClaimedMessage,
     template: Result<Arc<MessageTemplate>, String>,
-    channel: Result<Arc<dyn Channel>, String>,
+    channel: Result<(Arc<dyn Channel>, Option<f64>), String>,
     permit: OwnedSemaphorePermit,
     out: mpsc::Sender<Pending>,
     shutdown: watch::Receiver<bool>,
@@ -174,12 +179,16 @@ fn spawn_send(
     let ctx = ctx.clone();
     let campaign_id = campaign.id;
     let org_id = campaign.org_id;
+    let channel_id = campaign.channel_id;
     tokio::spawn(async move {
         let channel_name: Arc<str> = match &channel {
-            Ok(c) => Arc::from(c.name()),
+            Ok((c, _)) => Arc::from(c.name()),
             Err(_) => Arc::from("unknown"),
         };
-        let (kind, outcome) = send_one(&ctx, org_id, &message, template, channel, &shutdown).await;
+        let (kind, outcome) = send_one(
+            &ctx, org_id, channel_id, &message, template, channel, &shutdown,
+        )
+        .await;
         let label = Label {
             outcome,
             channel: channel_name,
@@ -196,12 +205,14 @@ fn spawn_send(
 }
 
 /// Sends one message and classifies the result into the outcome to record.
+#[allow(clippy::too_many_arguments)]
 async fn send_one(
     ctx: &EngineContext,
     org_id: i64,
+    channel_id: i64,
     m: &ClaimedMessage,
     template: Result<Arc<MessageTemplate>, String>,
-    channel: Result<Arc<dyn Channel>, String>,
+    channel: Result<(Arc<dyn Channel>, Option<f64>), String>,
     shutdown: &watch::Receiver<bool>,
 ) -> (OutcomeKind, &'static str) {
     if *shutdown.borrow() {
@@ -226,7 +237,7 @@ async fn send_one(
             );
         }
     };
-    let channel = match channel {
+    let (channel, rate) = match channel {
         Ok(c) => c,
         Err(e) => {
             return (
@@ -254,6 +265,16 @@ async fn send_one(
             );
         }
     };
+    // The channel's rate, shared with every other instance; a stop while waiting hands the
+    // message back unsent.
+    if ctx
+        .throttle
+        .acquire(channel_id, rate, channel.cost(&body), shutdown)
+        .await
+        .is_err()
+    {
+        return (OutcomeKind::Released, "released");
+    }
     let request = SendRequest {
         message_id: m.id,
         campaign_id: m.campaign_id,
@@ -322,6 +343,9 @@ async fn send_one(
             )
         }
         SendResult::Transient { error, retry_after } => {
+            if let Some(wait) = retry_after.filter(|_| rate.is_some()) {
+                ctx.throttle.penalize(channel_id, wait).await;
+            }
             if policy.may_retry(m.attempts) {
                 let jitter: f64 = rand::rng().random();
                 let wait = policy

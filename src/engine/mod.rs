@@ -7,6 +7,7 @@ pub mod dispatcher;
 pub mod health;
 pub mod reconciler;
 pub mod retry;
+pub mod throttle;
 
 use crate::channels::ChannelRegistry;
 use crate::config::Settings;
@@ -66,6 +67,7 @@ pub struct EngineContext {
     /// that moment) leaves rows owned by this instance that no sender knows about; the
     /// reconciler finds them by comparing with this set and hands them back.
     pub in_flight: std::sync::Mutex<std::collections::HashSet<i64>>,
+    pub throttle: throttle::Throttle,
 }
 
 pub struct Engine {
@@ -86,12 +88,13 @@ impl Engine {
         );
         Engine {
             ctx: Arc::new(EngineContext {
-                store,
                 settings,
                 instance: instance_identity(role),
                 channels,
                 db_healthy_since: std::sync::atomic::AtomicI64::new(0),
                 in_flight: std::sync::Mutex::new(std::collections::HashSet::new()),
+                throttle: throttle::Throttle::new(store.clone()),
+                store,
             }),
             receipts_rx,
         }

@@ -31,6 +31,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "webhook_events",
         include_str!("../../migrations/postgres/0004_webhook_events.sql"),
     ),
+    (
+        5,
+        "channel_rate",
+        include_str!("../../migrations/postgres/0005_channel_rate.sql"),
+    ),
 ];
 
 pub(super) async fn connect(url: &str) -> Result<(AnyPool, AnyPool), StoreError> {

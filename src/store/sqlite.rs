@@ -32,6 +32,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "webhook_events",
         include_str!("../../migrations/sqlite/0004_webhook_events.sql"),
     ),
+    (
+        5,
+        "channel_rate",
+        include_str!("../../migrations/sqlite/0005_channel_rate.sql"),
+    ),
 ];
 
 /// Accepts `sqlite://path`, `sqlite:path` and `sqlite::memory:`; creates the file if needed.

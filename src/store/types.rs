@@ -341,3 +341,12 @@ pub struct MigrationStatus {
     pub missing: Vec<i64>,
     pub unknown: Vec<i64>,
 }
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TokenGrant {
+    pub granted: f64,
+    /// When short: how long until the missing tokens would have accrued.
+    pub wait_ms: i64,
+    /// The channel's current adaptive factor (1 = full configured rate).
+    pub factor: f64,
+}

@@ -535,3 +535,120 @@ both_stores!(
         assert!(!store.is_suppressed(org, &victim).await.unwrap());
     }
 );
+
+// A channel's rate holds across instances: two engines share one bucket in the database.
+// Checked on the provider's own timestamps: no one-second window holds more than the rate
+// plus one burst (10 % of a second's worth).
+both_stores!(channel_rate_holds_across_instances, |db| async move {
+    let store = &db.store;
+    let (org, list) = seed_list(store, 400).await;
+    let rate = 100.0;
+    let channel = store
+        .create_channel_with(
+            org,
+            "limited",
+            "sandbox",
+            &serde_json::json!({}),
+            None,
+            Some(rate),
+        )
+        .await
+        .unwrap();
+    let id = new_campaign(store, org, list, channel, "Hi").await;
+    let a = spawn_engine(store, fast_settings());
+    let b = spawn_engine(store, fast_settings());
+    store
+        .start_campaign(id, herald::clock::now_ms(), "test", None)
+        .await
+        .unwrap();
+    wait_status(
+        store,
+        id,
+        CampaignStatus::Completed,
+        Duration::from_secs(60),
+    )
+    .await;
+    a.stop().await;
+    b.stop().await;
+    assert_counters_match(store, id).await;
+    let pool = db.raw().await;
+    let mut times: Vec<i64> = sqlx::query_scalar(
+        "SELECT received_at FROM sandbox_received WHERE campaign_id = $1 ORDER BY received_at",
+    )
+    .bind(id)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    times.sort_unstable();
+    assert_eq!(times.len(), 400);
+    let burst = herald::engine::throttle::burst(rate);
+    let limit = (rate * 1.1 + burst).ceil() as usize;
+    let mut worst = 0;
+    let mut start = 0;
+    for end in 0..times.len() {
+        while times[end] - times[start] >= 1000 {
+            start += 1;
+        }
+        worst = worst.max(end - start + 1);
+    }
+    assert!(
+        worst <= limit,
+        "{worst} sends in one second on a {rate}/s channel (limit {limit})"
+    );
+    // And the limiter does not starve it: most windows are near the rate.
+    assert!(
+        worst as f64 >= rate * 0.5,
+        "only {worst} sends in the busiest second"
+    );
+});
+
+both_stores!(
+    rate_limit_answers_slow_the_channel_for_everyone,
+    |db| async move {
+        let store = &db.store;
+        let org = store.default_org().await.unwrap();
+        let channel = store
+            .create_channel_with(
+                org,
+                "slowed",
+                "sandbox",
+                &serde_json::json!({}),
+                None,
+                Some(50.0),
+            )
+            .await
+            .unwrap();
+        let t = 1_000_000;
+        let first = store.take_tokens(channel, 50.0, 5.0, 5.0, t).await.unwrap();
+        assert_eq!(first.granted, 5.0);
+        let empty = store.take_tokens(channel, 50.0, 5.0, 5.0, t).await.unwrap();
+        assert_eq!(empty.granted, 0.0);
+        assert_eq!(empty.wait_ms, 100);
+        // 100 ms later the bucket has refilled 5 tokens (50/s), never more than the burst.
+        let later = store
+            .take_tokens(channel, 50.0, 5.0, 50.0, t + 10_000)
+            .await
+            .unwrap();
+        assert_eq!(later.granted, 5.0);
+        store
+            .penalize_rate(channel, 2_000, t + 10_000)
+            .await
+            .unwrap();
+        let blocked = store
+            .take_tokens(channel, 50.0, 5.0, 1.0, t + 11_000)
+            .await
+            .unwrap();
+        assert_eq!((blocked.granted, blocked.wait_ms), (0.0, 1_000));
+        let halved = store
+            .take_tokens(channel, 50.0, 5.0, 5.0, t + 12_000)
+            .await
+            .unwrap();
+        assert_eq!(halved.factor, 0.5);
+        // The rate recovers once no new rate-limit answer came for a while.
+        let recovered = store
+            .take_tokens(channel, 50.0, 5.0, 1.0, t + 60_000)
+            .await
+            .unwrap();
+        assert_eq!(recovered.factor, 1.0);
+    }
+);

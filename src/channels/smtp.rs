@@ -1,0 +1,1001 @@
+//! Email over SMTP.
+//!
+//! Each channel keeps a small pool of lettre `AsyncSmtpConnection`s (at most
+//! `max_connections`, idle ones reused for up to [`IDLE_MAX`]). Herald drives the SMTP
+//! transaction itself (MAIL, RCPT, DATA, content) instead of going through
+//! `AsyncSmtpTransport`, because what a failure means depends on *when* it happens, and the
+//! transport hides that:
+//!
+//! | when | reply 4xx | reply 5xx | connection lost, timeout |
+//! | --- | --- | --- | --- |
+//! | connect, TLS, EHLO, AUTH | Transient | StopCampaign (greeting refused, bad credentials) | Transient |
+//! | MAIL FROM | Transient | StopCampaign (the sender is the same for every message), 552 Permanent | Transient (a stale pooled connection is replaced once, silently) |
+//! | RCPT TO, DATA | Transient | Permanent (550/551/553 style rejects) | Transient |
+//! | after the content was sent | Transient | Permanent | **Unknown**: the server may have taken the message |
+//!
+//! Message conventions (see [`build_message`]): when the rendered body's first line starts
+//! with `Subject:` (any case), that line gives the subject and the body starts on the next
+//! line, skipping one blank line if there is one; otherwise the subject is the channel's
+//! `default_subject`, or `(no subject)`. Each attempt gets a unique
+//! `Message-ID: <herald.{message_id}.{attempt}.{16 hex random}@{from domain}>`, which is
+//! also the provider id. With an unsubscribe URL the message carries `List-Unsubscribe:
+//! <url>` and `List-Unsubscribe-Post: List-Unsubscribe=One-Click` (RFC 8058).
+
+use super::{BoxFuture, BuildContext, Channel, SendRequest, SendResult};
+use crate::store::ChannelInfo;
+use lettre::message::header::{ContentType, HeaderName, HeaderValue};
+use lettre::message::{Mailbox, Message};
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
+use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
+use serde::{Deserialize, Serialize};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+/// Connections kept per channel when `max_connections` is not set.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 4;
+/// An idle pooled connection older than this is closed instead of reused.
+pub const IDLE_MAX: Duration = Duration::from_secs(30);
+/// Connecting: TCP, TLS, greeting, EHLO, STARTTLS and AUTH together.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Each command of the transaction (MAIL, RCPT, DATA).
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+/// Sending the content and waiting for the server's verdict on it.
+pub const CONTENT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How the connection is secured (`--tls`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// Plain text (local relays and test servers only).
+    None,
+    /// Plain connection upgraded with STARTTLS, which the server must offer.
+    #[default]
+    Starttls,
+    /// Implicit TLS from the first byte (SMTPS, usually port 465).
+    Tls,
+}
+
+impl FromStr for TlsMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<TlsMode, String> {
+        match s {
+            "none" => Ok(TlsMode::None),
+            "starttls" => Ok(TlsMode::Starttls),
+            "tls" => Ok(TlsMode::Tls),
+            other => Err(format!(
+                "--tls `{other}` is not a TLS mode: use none, starttls or tls"
+            )),
+        }
+    }
+}
+
+/// The channel's public configuration (stored as the channel's `config` JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `--host`.
+    pub host: String,
+    /// `--port`.
+    pub port: u16,
+    /// `--tls none|starttls|tls`.
+    pub tls: TlsMode,
+    /// `--from`: the sender, `address@domain` or `Name <address@domain>`.
+    pub from: String,
+    /// `--username`; the password is a secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Subject when the body does not start with a `Subject:` line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_subject: Option<String>,
+    /// Connections kept open to the server ([`DEFAULT_MAX_CONNECTIONS`] when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+}
+
+/// The channel's credentials (stored sealed).
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Secrets {
+    /// `--password`, with `--username`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Secrets")
+            .field("password", &self.password.as_ref().map(|_| "****"))
+            .finish()
+    }
+}
+
+impl Config {
+    pub fn from_json(v: &serde_json::Value) -> Result<Config, String> {
+        let c: Config = serde_json::from_value(v.clone())
+            .map_err(|e| format!("invalid smtp configuration: {e}"))?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        let host = self.host.trim();
+        if host.is_empty() || host != self.host || host.contains(char::is_whitespace) {
+            return Err(format!(
+                "--host `{}` must be the SMTP server's host name or IP address, like smtp.example.com",
+                self.host
+            ));
+        }
+        if self.port == 0 {
+            return Err("--port must be from 1 to 65535 (usually 587 for starttls, 465 for tls, 25 for none)".into());
+        }
+        self.mailbox()?;
+        if let Some(u) = &self.username
+            && (u.is_empty() || u.chars().any(char::is_control))
+        {
+            return Err("--username must not be empty or contain control characters".into());
+        }
+        if let Some(s) = &self.default_subject
+            && s.chars().any(char::is_control)
+        {
+            return Err("the default subject must be a single line".into());
+        }
+        if let Some(n) = self.max_connections
+            && !(1..=100).contains(&n)
+        {
+            return Err(format!("max_connections {n} must be from 1 to 100"));
+        }
+        Ok(())
+    }
+
+    /// The parsed `--from`.
+    pub fn mailbox(&self) -> Result<Mailbox, String> {
+        Mailbox::from_str(self.from.trim()).map_err(|e| {
+            format!(
+                "--from `{}` is not an email address ({e}): give one like news@example.com or \"Example News <news@example.com>\"",
+                self.from
+            )
+        })
+    }
+}
+
+impl Secrets {
+    pub fn from_json(v: &serde_json::Value) -> Result<Secrets, String> {
+        let s: Secrets = serde_json::from_value(v.clone())
+            .map_err(|e| format!("the smtp channel's secrets are damaged: {e}"))?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(p) = &self.password
+            && p.is_empty()
+        {
+            return Err("--password must not be empty".into());
+        }
+        Ok(())
+    }
+}
+
+/// Checks that `--username` and `--password` come together.
+pub fn validate_credentials(config: &Config, secrets: &Secrets) -> Result<(), String> {
+    match (&config.username, &secrets.password) {
+        (Some(_), None) => Err("--username needs --password".into()),
+        (None, Some(_)) => Err("--password needs --username".into()),
+        _ => Ok(()),
+    }
+}
+
+/// Splits the rendered body into its subject line, if it has one, and the rest (module docs).
+pub fn split_subject(body: &str) -> (Option<String>, &str) {
+    let (first, rest) = match body.split_once('\n') {
+        Some((first, rest)) => (first, rest),
+        None => (body, ""),
+    };
+    let first = first.strip_suffix('\r').unwrap_or(first);
+    let is_subject = first
+        .get(..8)
+        .is_some_and(|p| p.eq_ignore_ascii_case("subject:"));
+    if !is_subject {
+        return (None, body);
+    }
+    let subject = first[8..].trim().to_string();
+    let rest = rest
+        .strip_prefix("\r\n")
+        .or_else(|| rest.strip_prefix('\n'))
+        .unwrap_or(rest);
+    (Some(subject), rest)
+}
+
+/// A fresh Message-ID for this attempt, angle brackets included.
+pub fn new_message_id(from: &Mailbox, request: &SendRequest) -> String {
+    format!(
+        "<herald.{}.{}.{:016x}@{}>",
+        request.message_id,
+        request.attempt,
+        rand::random::<u64>(),
+        from.email.domain()
+    )
+}
+
+/// The message for one attempt (module docs for the conventions).
+pub fn build_message(
+    from: &Mailbox,
+    default_subject: Option<&str>,
+    request: &SendRequest,
+    message_id: &str,
+) -> Result<Message, String> {
+    let to: Mailbox = request
+        .address
+        .parse()
+        .map_err(|e| format!("`{}` is not an email address: {e}", request.address))?;
+    let (subject, body) = split_subject(&request.body);
+    let subject = subject
+        .filter(|s| !s.is_empty())
+        .or_else(|| default_subject.map(str::to_string))
+        .unwrap_or_else(|| "(no subject)".to_string());
+    let mut builder = Message::builder()
+        .from(from.clone())
+        .to(to)
+        .subject(subject)
+        .message_id(Some(message_id.to_string()))
+        .header(ContentType::TEXT_PLAIN);
+    if let Some(url) = &request.unsubscribe_url {
+        if url.is_empty() || url.contains(|c: char| c.is_control() || c == '<' || c == '>') {
+            return Err(format!("the unsubscribe URL `{url}` cannot go in a header"));
+        }
+        builder = builder
+            .raw_header(HeaderValue::new(
+                HeaderName::new_from_ascii_str("List-Unsubscribe"),
+                format!("<{url}>"),
+            ))
+            .raw_header(HeaderValue::new(
+                HeaderName::new_from_ascii_str("List-Unsubscribe-Post"),
+                "List-Unsubscribe=One-Click".to_string(),
+            ));
+    }
+    builder
+        .body(body.to_string())
+        .map_err(|e| format!("cannot build the email: {e}"))
+}
+
+/// The timeouts a channel applies (tests shorten them).
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub command: Duration,
+    pub content: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts {
+            connect: CONNECT_TIMEOUT,
+            command: COMMAND_TIMEOUT,
+            content: CONTENT_TIMEOUT,
+        }
+    }
+}
+
+/// A connection-level failure, before any message was handed over.
+fn connect_failure(host: &str, port: u16, step: &str, e: &lettre::transport::smtp::Error) -> SendResult {
+    let error = format!("smtp {host}:{port} {step}: {e}");
+    if e.is_permanent() || (e.is_client() && step != "connect") {
+        // Greeting refused, bad credentials, STARTTLS or AUTH not offered: every message
+        // would fail the same way.
+        SendResult::StopCampaign { error }
+    } else {
+        SendResult::Transient {
+            error,
+            retry_after: None,
+        }
+    }
+}
+
+struct Idle {
+    conn: AsyncSmtpConnection,
+    since: Instant,
+}
+
+pub struct SmtpChannel {
+    name: String,
+    config: Config,
+    from: Mailbox,
+    tls: Option<TlsParameters>,
+    credentials: Option<Credentials>,
+    hello: ClientId,
+    idle: Mutex<Vec<Idle>>,
+    permits: Semaphore,
+    timeouts: Timeouts,
+}
+
+impl SmtpChannel {
+    /// The channel for the registry.
+    pub fn build(info: &ChannelInfo, ctx: &BuildContext) -> Result<Arc<dyn Channel>, String> {
+        let config = Config::from_json(&info.config)?;
+        let secrets = Secrets::from_json(&ctx.open_secrets(info)?)?;
+        Ok(Arc::new(SmtpChannel::new(
+            info.name.clone(),
+            config,
+            secrets,
+            Timeouts::default(),
+        )?))
+    }
+
+    pub fn new(
+        name: String,
+        config: Config,
+        secrets: Secrets,
+        timeouts: Timeouts,
+    ) -> Result<SmtpChannel, String> {
+        config.validate()?;
+        secrets.validate()?;
+        validate_credentials(&config, &secrets)?;
+        super::http::install_crypto_provider();
+        let tls = match config.tls {
+            TlsMode::None => None,
+            TlsMode::Starttls | TlsMode::Tls => Some(
+                TlsParameters::new(config.host.clone())
+                    .map_err(|e| format!("cannot set up TLS for --host {}: {e}", config.host))?,
+            ),
+        };
+        let credentials = match (&config.username, &secrets.password) {
+            (Some(u), Some(p)) => Some(Credentials::new(u.clone(), p.clone())),
+            _ => None,
+        };
+        let permits = config.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS) as usize;
+        Ok(SmtpChannel {
+            name,
+            from: config.mailbox()?,
+            config,
+            tls,
+            credentials,
+            hello: ClientId::default(),
+            idle: Mutex::new(Vec::new()),
+            permits: Semaphore::new(permits),
+            timeouts,
+        })
+    }
+
+    fn checkout(&self) -> Option<AsyncSmtpConnection> {
+        let mut idle = self.idle.lock().ok()?;
+        idle.retain(|i| i.since.elapsed() < IDLE_MAX && !i.conn.has_broken());
+        idle.pop().map(|i| i.conn)
+    }
+
+    fn recycle(&self, conn: AsyncSmtpConnection) {
+        if conn.has_broken() {
+            return;
+        }
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.push(Idle {
+                conn,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    async fn connect(&self) -> Result<AsyncSmtpConnection, SendResult> {
+        let (host, port) = (self.config.host.as_str(), self.config.port);
+        let implicit = match self.config.tls {
+            TlsMode::Tls => self.tls.clone(),
+            _ => None,
+        };
+        let attempt = async {
+            let mut conn = AsyncSmtpConnection::connect_tokio1(
+                (host, port),
+                Some(self.timeouts.connect),
+                &self.hello,
+                implicit,
+                None,
+            )
+            .await
+            .map_err(|e| connect_failure(host, port, "connect", &e))?;
+            if self.config.tls == TlsMode::Starttls
+                && let Some(params) = self.tls.clone()
+            {
+                conn.starttls(params, &self.hello)
+                    .await
+                    .map_err(|e| connect_failure(host, port, "STARTTLS", &e))?;
+            }
+            if let Some(credentials) = &self.credentials {
+                conn.auth(&[Mechanism::Plain, Mechanism::Login], credentials)
+                    .await
+                    .map_err(|e| connect_failure(host, port, "AUTH", &e))?;
+            }
+            Ok(conn)
+        };
+        match tokio::time::timeout(self.timeouts.connect, attempt).await {
+            Ok(result) => result,
+            Err(_) => Err(SendResult::Transient {
+                error: format!("smtp {host}:{port}: connecting timed out"),
+                retry_after: None,
+            }),
+        }
+    }
+
+    /// Sends one SMTP command with the command timeout.
+    async fn command<C: std::fmt::Display>(
+        &self,
+        conn: &mut AsyncSmtpConnection,
+        command: C,
+    ) -> Result<(), CommandError> {
+        match tokio::time::timeout(self.timeouts.command, conn.command(command)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(CommandError::Smtp(e)),
+            Err(_) => Err(CommandError::Timeout),
+        }
+    }
+
+    /// Leaves the transaction after a negative reply and keeps the connection if it
+    /// still works.
+    async fn reset_and_recycle(&self, mut conn: AsyncSmtpConnection) {
+        if self.command(&mut conn, Rset).await.is_ok() {
+            self.recycle(conn);
+        }
+    }
+
+    async fn send_inner(&self, request: SendRequest) -> SendResult {
+        let message_id = new_message_id(&self.from, &request);
+        let message = match build_message(
+            &self.from,
+            self.config.default_subject.as_deref(),
+            &request,
+            &message_id,
+        ) {
+            Ok(m) => m,
+            Err(error) => return SendResult::Permanent { error },
+        };
+        let envelope = message.envelope().clone();
+        let bytes = message.formatted();
+
+        let Ok(_permit) = self.permits.acquire().await else {
+            return SendResult::Transient {
+                error: "smtp: the channel is shutting down".into(),
+                retry_after: None,
+            };
+        };
+
+        // MAIL FROM, on a pooled connection when one is idle. A pooled connection the
+        // server has dropped fails here without a reply; nothing was handed over yet, so
+        // it is replaced once without a word.
+        let mut pooled = self.checkout();
+        let mut conn = loop {
+            let reused = pooled.is_some();
+            let mut conn = match pooled.take() {
+                Some(c) => c,
+                None => match self.connect().await {
+                    Ok(c) => c,
+                    Err(result) => return result,
+                },
+            };
+            let mut params = Vec::new();
+            if envelope
+                .to()
+                .iter()
+                .chain(envelope.from())
+                .any(|a| !a.as_ref().is_ascii())
+            {
+                if !conn.server_info().supports_feature(Extension::SmtpUtfEight) {
+                    self.recycle(conn);
+                    return SendResult::Permanent {
+                        error: format!(
+                            "smtp: `{}` has non-ASCII characters and the server does not support SMTPUTF8",
+                            request.address
+                        ),
+                    };
+                }
+                params.push(MailParameter::SmtpUtfEight);
+            }
+            if !bytes.is_ascii() {
+                params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+            }
+            match self
+                .command(&mut conn, Mail::new(envelope.from().cloned(), params))
+                .await
+            {
+                Ok(()) => break conn,
+                Err(CommandError::Smtp(e)) if e.is_transient() => {
+                    self.reset_and_recycle(conn).await;
+                    return transient("MAIL FROM", &e);
+                }
+                Err(CommandError::Smtp(e)) if e.is_permanent() => {
+                    let error = format!("smtp MAIL FROM: {e}");
+                    self.reset_and_recycle(conn).await;
+                    return if e.status().is_some_and(|c| c.to_string() == "552") {
+                        SendResult::Permanent { error }
+                    } else {
+                        SendResult::StopCampaign { error }
+                    };
+                }
+                Err(_) if reused => continue,
+                Err(e) => {
+                    return SendResult::Transient {
+                        error: format!("smtp MAIL FROM: {e}"),
+                        retry_after: None,
+                    };
+                }
+            }
+        };
+
+        // RCPT TO and DATA: a reply refuses this message; a lost connection has not
+        // handed anything over.
+        let mut steps: Vec<(&str, Step)> = envelope
+            .to()
+            .iter()
+            .map(|to| ("RCPT TO", Step::Rcpt(to.clone())))
+            .collect();
+        steps.push(("DATA", Step::Data));
+        for (name, step) in steps {
+            let result = match step {
+                Step::Rcpt(to) => self.command(&mut conn, Rcpt::new(to, vec![])).await,
+                Step::Data => self.command(&mut conn, Data).await,
+            };
+            match result {
+                Ok(()) => {}
+                Err(CommandError::Smtp(e)) if e.is_transient() => {
+                    self.reset_and_recycle(conn).await;
+                    return transient(name, &e);
+                }
+                Err(CommandError::Smtp(e)) if e.is_permanent() => {
+                    self.reset_and_recycle(conn).await;
+                    return SendResult::Permanent {
+                        error: format!("smtp {name}: {e}"),
+                    };
+                }
+                Err(e) => {
+                    return SendResult::Transient {
+                        error: format!("smtp {name}: {e}"),
+                        retry_after: None,
+                    };
+                }
+            }
+        }
+
+        // The content. From here on a missing answer means the server may have it.
+        match tokio::time::timeout(self.timeouts.content, conn.message(&bytes)).await {
+            Ok(Ok(_)) => {
+                self.recycle(conn);
+                SendResult::Accepted {
+                    provider_id: message_id,
+                }
+            }
+            Ok(Err(e)) if e.is_transient() => {
+                self.recycle(conn);
+                transient("content", &e)
+            }
+            Ok(Err(e)) if e.is_permanent() => {
+                self.recycle(conn);
+                SendResult::Permanent {
+                    error: format!("smtp content: {e}"),
+                }
+            }
+            Ok(Err(e)) => SendResult::Unknown {
+                error: format!(
+                    "smtp: the server's answer to the message was lost ({e}); it may have been accepted"
+                ),
+            },
+            Err(_) => SendResult::Unknown {
+                error: format!(
+                    "smtp: no answer to the message within {:?}; it may have been accepted",
+                    self.timeouts.content
+                ),
+            },
+        }
+    }
+}
+
+enum Step {
+    Rcpt(lettre::Address),
+    Data,
+}
+
+enum CommandError {
+    Smtp(lettre::transport::smtp::Error),
+    Timeout,
+}
+
+impl std::fmt::Display for CommandError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CommandError::Smtp(e) => write!(f, "{}", super::http::describe(e)),
+            CommandError::Timeout => f.write_str("no answer in time"),
+        }
+    }
+}
+
+fn transient(step: &str, e: &lettre::transport::smtp::Error) -> SendResult {
+    SendResult::Transient {
+        error: format!("smtp {step}: {e}"),
+        retry_after: None,
+    }
+}
+
+impl Channel for SmtpChannel {
+    fn kind(&self) -> &'static str {
+        "smtp"
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn send(&self, request: SendRequest) -> BoxFuture<'_, SendResult> {
+        Box::pin(self.send_inner(request))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    fn config(port: u16) -> Config {
+        Config {
+            host: "127.0.0.1".into(),
+            port,
+            tls: TlsMode::None,
+            from: "Herald News <news@example.com>".into(),
+            username: None,
+            default_subject: None,
+            max_connections: None,
+        }
+    }
+
+    fn request(to: &str, body: &str, unsubscribe: Option<&str>) -> SendRequest {
+        SendRequest {
+            message_id: 123,
+            campaign_id: 4,
+            address: to.into(),
+            body: body.into(),
+            attempt: 2,
+            unsubscribe_url: unsubscribe.map(str::to_string),
+        }
+    }
+
+    fn formatted(m: &Message) -> String {
+        String::from_utf8(m.formatted()).unwrap()
+    }
+
+    #[test]
+    fn subject_line_convention() {
+        assert_eq!(
+            split_subject("Subject: Hello Ann\n\nBody\nmore"),
+            (Some("Hello Ann".into()), "Body\nmore")
+        );
+        assert_eq!(
+            split_subject("subject:Hi\r\n\r\nBody"),
+            (Some("Hi".into()), "Body")
+        );
+        // Only one blank line is skipped; without one the body starts right after.
+        assert_eq!(split_subject("Subject: A\n\n\nB"), (Some("A".into()), "\nB"));
+        assert_eq!(split_subject("Subject: A\nB"), (Some("A".into()), "B"));
+        assert_eq!(split_subject("Subject: only"), (Some("only".into()), ""));
+        assert_eq!(split_subject("Hello\nSubject: no"), (None, "Hello\nSubject: no"));
+        assert_eq!(split_subject(" Subject: x"), (None, " Subject: x"));
+        assert_eq!(split_subject("Subj"), (None, "Subj"));
+    }
+
+    #[test]
+    fn builds_the_message_with_the_conventions() {
+        let from: Mailbox = "Herald News <news@example.com>".parse().unwrap();
+        let req = request(
+            "ann@example.org",
+            "Subject: Grüße, Ann\n\nHello Ann,\nsee you.",
+            Some("https://herald.example.test/u/abc123"),
+        );
+        let id = new_message_id(&from, &req);
+        let (prefix, rest) = id.split_at("<herald.123.2.".len());
+        assert_eq!(prefix, "<herald.123.2.");
+        let (random, domain) = rest.split_once('@').unwrap();
+        assert_eq!(random.len(), 16);
+        assert!(random.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(domain, "example.com>");
+        assert_ne!(id, new_message_id(&from, &req), "each attempt gets a fresh id");
+
+        let m = build_message(&from, Some("Default"), &req, &id).unwrap();
+        let text = formatted(&m);
+        assert!(text.contains(&format!("Message-ID: {id}\r\n")), "{text}");
+        assert!(text.contains("From: \"Herald News\" <news@example.com>\r\n") || text.contains("From: Herald News <news@example.com>\r\n"), "{text}");
+        assert!(text.contains("To: ann@example.org\r\n"), "{text}");
+        assert!(text.contains("Subject: =?utf-8?"), "non-ASCII subjects are encoded: {text}");
+        assert!(text.contains("List-Unsubscribe: <https://herald.example.test/u/abc123>\r\n"), "{text}");
+        assert!(text.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"), "{text}");
+        assert!(text.contains("Content-Type: text/plain; charset=utf-8\r\n"), "{text}");
+        assert!(text.contains("Date: "), "{text}");
+        assert!(text.ends_with("\r\n\r\nHello Ann,\r\nsee you."), "{text}");
+        assert_eq!(m.envelope().to().len(), 1);
+        assert_eq!(m.envelope().from().unwrap().to_string(), "news@example.com");
+
+        // No subject line: the default subject, no unsubscribe headers without a URL.
+        let plain = request("bob@example.org", "Just text", None);
+        let text = formatted(&build_message(&from, Some("Weekly news"), &plain, "<x@example.com>").unwrap());
+        assert!(text.contains("Subject: Weekly news\r\n"), "{text}");
+        assert!(!text.contains("List-Unsubscribe"), "{text}");
+        assert!(text.ends_with("\r\n\r\nJust text"), "{text}");
+        let text = formatted(&build_message(&from, None, &plain, "<x@example.com>").unwrap());
+        assert!(text.contains("Subject: (no subject)\r\n"), "{text}");
+
+        assert!(build_message(&from, None, &request("not-an-email", "x", None), "<x@e.com>").is_err());
+        assert!(build_message(&from, None, &request("a@b.co", "x", Some("https://x/>\r\nBcc: y")), "<x@e.com>").is_err());
+    }
+
+    #[test]
+    fn config_and_secrets_validation() {
+        let ok = config(25);
+        assert!(ok.validate().is_ok());
+        let json = serde_json::to_value(&ok).unwrap();
+        assert_eq!(json["tls"], "none");
+        assert_eq!(Config::from_json(&json).unwrap(), ok);
+        assert!(Config::from_json(&serde_json::json!({"host": "h", "port": 25, "tls": "ssl", "from": "a@b.co"})).is_err());
+        assert!(Config::from_json(&serde_json::json!({"host": "h", "port": 25, "tls": "tls", "from": "a@b.co", "password": "x"})).is_err());
+        assert_eq!("starttls".parse::<TlsMode>(), Ok(TlsMode::Starttls));
+        assert!("ssl".parse::<TlsMode>().unwrap_err().contains("--tls"));
+
+        let err = |c: Config| c.validate().unwrap_err();
+        assert!(err(Config { host: "".into(), ..ok.clone() }).contains("--host"));
+        assert!(err(Config { host: "a b".into(), ..ok.clone() }).contains("--host"));
+        assert!(err(Config { port: 0, ..ok.clone() }).contains("--port"));
+        assert!(err(Config { from: "nobody".into(), ..ok.clone() }).contains("--from"));
+        assert!(err(Config { username: Some("".into()), ..ok.clone() }).contains("--username"));
+        assert!(err(Config { default_subject: Some("a\nb".into()), ..ok.clone() }).contains("subject"));
+        assert!(err(Config { max_connections: Some(0), ..ok.clone() }).contains("max_connections"));
+
+        let with_user = Config { username: Some("u".into()), ..ok.clone() };
+        let pw = Secrets { password: Some("p".into()) };
+        assert!(validate_credentials(&with_user, &pw).is_ok());
+        assert!(validate_credentials(&ok, &Secrets::default()).is_ok());
+        assert!(validate_credentials(&with_user, &Secrets::default()).unwrap_err().contains("--password"));
+        assert!(validate_credentials(&ok, &pw).unwrap_err().contains("--username"));
+        assert!(Secrets { password: Some("".into()) }.validate().unwrap_err().contains("--password"));
+        assert_eq!(Secrets::from_json(&serde_json::json!({})).unwrap(), Secrets::default());
+        assert!(!format!("{:?}", Secrets { password: Some("hunter2".into()) }).contains("hunter2"));
+        assert!(SmtpChannel::new("m".into(), with_user, Secrets::default(), Timeouts::default()).is_err());
+    }
+
+    /// A scripted SMTP server. Recipients choose the outcome by local part: `reject…` 550
+    /// at RCPT, `tempfail…` 451 at RCPT, `bounce…` 554 after the content, `lost…` closes
+    /// the connection after the content, `slow…` never answers the content.
+    struct FakeSmtp {
+        port: u16,
+        connections: Arc<AtomicUsize>,
+        messages: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl FakeSmtp {
+        async fn start(auth: Option<(&'static str, &'static str)>) -> FakeSmtp {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let connections = Arc::new(AtomicUsize::new(0));
+            let messages = Arc::new(Mutex::new(Vec::new()));
+            let (c, m) = (connections.clone(), messages.clone());
+            tokio::spawn(async move {
+                while let Ok((stream, _)) = listener.accept().await {
+                    c.fetch_add(1, Ordering::SeqCst);
+                    tokio::spawn(session(stream, auth, m.clone()));
+                }
+            });
+            FakeSmtp {
+                port,
+                connections,
+                messages,
+            }
+        }
+    }
+
+    async fn session(
+        stream: tokio::net::TcpStream,
+        auth: Option<(&'static str, &'static str)>,
+        messages: Arc<Mutex<Vec<String>>>,
+    ) {
+        let (read, mut write) = stream.into_split();
+        let mut lines = BufReader::new(read).lines();
+        let _ = write.write_all(b"220 fake ESMTP\r\n").await;
+        let mut authed = auth.is_none();
+        let mut rcpt = String::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let upper = line.to_ascii_uppercase();
+            let reply: String = if upper.starts_with("EHLO") {
+                let auth_line = if auth.is_some() { "250-AUTH PLAIN LOGIN\r\n" } else { "" };
+                format!("250-fake\r\n{auth_line}250-8BITMIME\r\n250 SMTPUTF8\r\n")
+            } else if let Some(b64) = line.strip_prefix("AUTH PLAIN ") {
+                let (user, pass) = auth.unwrap_or(("", ""));
+                let expected = base64::engine::general_purpose::STANDARD
+                    .encode(format!("\0{user}\0{pass}"));
+                if b64 == expected {
+                    authed = true;
+                    "235 2.7.0 ok\r\n".into()
+                } else {
+                    "535 5.7.8 bad credentials\r\n".into()
+                }
+            } else if upper.starts_with("MAIL FROM") {
+                if authed { "250 ok\r\n".into() } else { "530 5.7.0 authentication required\r\n".into() }
+            } else if upper.starts_with("RCPT TO:<") {
+                rcpt = line[9..].trim_end_matches('>').to_string();
+                if rcpt.starts_with("reject") {
+                    "550 5.1.1 no such user\r\n".into()
+                } else if rcpt.starts_with("tempfail") {
+                    "451 4.3.0 try later\r\n".into()
+                } else {
+                    "250 ok\r\n".into()
+                }
+            } else if upper == "DATA" {
+                let _ = write.write_all(b"354 go ahead\r\n").await;
+                let mut data = String::new();
+                while let Ok(Some(l)) = lines.next_line().await {
+                    if l == "." {
+                        break;
+                    }
+                    data.push_str(&l);
+                    data.push('\n');
+                }
+                if rcpt.starts_with("lost") {
+                    return;
+                }
+                if rcpt.starts_with("slow") {
+                    std::future::pending::<()>().await;
+                }
+                if rcpt.starts_with("bounce") {
+                    "554 5.7.1 rejected as spam\r\n".into()
+                } else {
+                    messages.lock().unwrap().push(data);
+                    "250 2.0.0 queued\r\n".into()
+                }
+            } else if upper == "QUIT" {
+                let _ = write.write_all(b"221 bye\r\n").await;
+                return;
+            } else {
+                // NOOP, RSET
+                "250 ok\r\n".into()
+            };
+            if write.write_all(reply.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn fast() -> Timeouts {
+        Timeouts {
+            connect: Duration::from_secs(2),
+            command: Duration::from_secs(2),
+            content: Duration::from_millis(500),
+        }
+    }
+
+    #[tokio::test]
+    async fn sends_over_a_reused_connection_and_classifies_replies() {
+        let server = FakeSmtp::start(None).await;
+        let ch = SmtpChannel::new("mail".into(), config(server.port), Secrets::default(), fast()).unwrap();
+
+        let SendResult::Accepted { provider_id } = ch
+            .send(request("ann@example.org", "Subject: Hi\n\nHello", Some("https://h.test/u/1")))
+            .await
+        else {
+            panic!("not accepted");
+        };
+        assert!(provider_id.starts_with("<herald.123.2."), "{provider_id}");
+        assert!(provider_id.ends_with("@example.com>"), "{provider_id}");
+        {
+            let messages = server.messages.lock().unwrap();
+            assert_eq!(messages.len(), 1);
+            assert!(messages[0].contains(&format!("Message-ID: {provider_id}")));
+            assert!(messages[0].contains("List-Unsubscribe: <https://h.test/u/1>"));
+            assert!(messages[0].contains("Subject: Hi"));
+        }
+
+        assert!(matches!(
+            ch.send(request("reject@example.org", "x", None)).await,
+            SendResult::Permanent { error } if error.contains("550")
+        ));
+        assert!(matches!(
+            ch.send(request("tempfail@example.org", "x", None)).await,
+            SendResult::Transient { error, .. } if error.contains("451")
+        ));
+        assert!(matches!(
+            ch.send(request("bounce@example.org", "x", None)).await,
+            SendResult::Permanent { error } if error.contains("554")
+        ));
+        assert!(matches!(ch.send(request("bob@example.org", "x", None)).await, SendResult::Accepted { .. }));
+        assert_eq!(
+            server.connections.load(Ordering::SeqCst),
+            1,
+            "refusals are reset and the connection is reused"
+        );
+
+        // The connection drops after the content: the outcome is unknown.
+        assert!(matches!(
+            ch.send(request("lost@example.org", "x", None)).await,
+            SendResult::Unknown { .. }
+        ));
+        assert!(matches!(
+            ch.send(request("slow@example.org", "x", None)).await,
+            SendResult::Unknown { .. }
+        ));
+        // A fresh connection after the broken ones.
+        assert!(matches!(ch.send(request("carol@example.org", "x", None)).await, SendResult::Accepted { .. }));
+        assert_eq!(server.messages.lock().unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_pooled_connection_is_replaced_silently() {
+        let server = FakeSmtp::start(None).await;
+        let ch = SmtpChannel::new("mail".into(), config(server.port), Secrets::default(), fast()).unwrap();
+        assert!(matches!(ch.send(request("a@example.org", "x", None)).await, SendResult::Accepted { .. }));
+        // Break the idle connection behind the pool's back: the server side is gone.
+        {
+            let mut idle = ch.idle.lock().unwrap();
+            assert_eq!(idle.len(), 1);
+            let Idle { conn, .. } = idle.pop().unwrap();
+            drop(conn);
+        }
+        // Replace it with one to a server that has closed.
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = closed.local_addr().unwrap();
+        let accept = tokio::spawn(async move {
+            let (mut s, _) = closed.accept().await.unwrap();
+            s.write_all(b"220 x\r\n").await.unwrap();
+            let mut buf = [0u8; 256];
+            let _ = tokio::io::AsyncReadExt::read(&mut s, &mut buf).await;
+            s.write_all(b"250 x\r\n").await.unwrap();
+            // Close after EHLO.
+        });
+        let stale = AsyncSmtpConnection::connect_tokio1(addr, None, &ClientId::default(), None, None)
+            .await
+            .unwrap();
+        accept.await.unwrap();
+        ch.recycle(stale);
+        assert!(matches!(ch.send(request("b@example.org", "x", None)).await, SendResult::Accepted { .. }));
+        assert_eq!(server.connections.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn connection_and_auth_failures() {
+        // Nothing listening: transient.
+        let port = {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let ch = SmtpChannel::new("mail".into(), config(port), Secrets::default(), fast()).unwrap();
+        assert!(matches!(ch.send(request("a@example.org", "x", None)).await, SendResult::Transient { .. }));
+
+        let server = FakeSmtp::start(Some(("user", "secret"))).await;
+        // No credentials where the server wants them: MAIL FROM refused, every message
+        // would be.
+        let ch = SmtpChannel::new("mail".into(), config(server.port), Secrets::default(), fast()).unwrap();
+        assert!(matches!(
+            ch.send(request("a@example.org", "x", None)).await,
+            SendResult::StopCampaign { error } if error.contains("530")
+        ));
+        let with_user = Config { username: Some("user".into()), ..config(server.port) };
+        let ch = SmtpChannel::new(
+            "mail".into(),
+            with_user.clone(),
+            Secrets { password: Some("wrong".into()) },
+            fast(),
+        )
+        .unwrap();
+        let result = ch.send(request("a@example.org", "x", None)).await;
+        assert!(matches!(&result, SendResult::StopCampaign { error } if error.contains("535") && !error.contains("wrong")), "{result:?}");
+        let ch = SmtpChannel::new("mail".into(), with_user, Secrets { password: Some("secret".into()) }, fast()).unwrap();
+        assert!(matches!(ch.send(request("a@example.org", "x", None)).await, SendResult::Accepted { .. }));
+
+        // STARTTLS required but not offered: configuration.
+        let ch = SmtpChannel::new(
+            "mail".into(),
+            Config { tls: TlsMode::Starttls, ..config(server.port) },
+            Secrets::default(),
+            fast(),
+        )
+        .unwrap();
+        assert!(matches!(
+            ch.send(request("a@example.org", "x", None)).await,
+            SendResult::StopCampaign { error } if error.contains("STARTTLS")
+        ));
+    }
+}

@@ -1,0 +1,636 @@
+//! WhatsApp Cloud API (Meta Graph API), README §2.
+//!
+//! A send is one `POST {base}/{api_version}/{phone_number_id}/messages` with a Bearer token
+//! and a JSON body. `biz_opaque_callback_data` carries Herald's message id (as a decimal
+//! string) so every status webhook names the message without a lookup by wamid.
+//!
+//! Without a template the rendered body is sent as a `text` message (allowed only inside
+//! the 24 h customer-service window; outside it Meta answers 131047). With `--template`,
+//! the message is that approved template and the rendered body gives its body parameters:
+//! **one text parameter per line**, in order (`{{1}}` is the first line; a `\r\n` line end
+//! counts as `\n`; trailing blank lines are ignored; a blank body sends no parameters).
+
+use super::classify::{self, ErrorClass};
+use super::http::{self, retry_after, snippet, transport_failure};
+use super::{BoxFuture, BuildContext, Channel, SendRequest, SendResult};
+use crate::store::ChannelInfo;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+pub const DEFAULT_BASE_URL: &str = "https://graph.facebook.com";
+pub const DEFAULT_API_VERSION: &str = "v23.0";
+pub const DEFAULT_TEMPLATE_LANGUAGE: &str = "en_US";
+
+/// The channel's public configuration (stored as the channel's `config` JSON).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `--phone-number-id`: the business phone number's Graph id (digits).
+    pub phone_number_id: String,
+    /// `--base-url`; [`DEFAULT_BASE_URL`] when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// `--api-version`; [`DEFAULT_API_VERSION`] when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    /// `--template`: an approved template's name; every message is that template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// `--template-language`; [`DEFAULT_TEMPLATE_LANGUAGE`] when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_language: Option<String>,
+}
+
+/// The channel's credentials (stored sealed). `app_secret` and `verify_token` are used by
+/// the webhook receiver, not by sends.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Secrets {
+    /// `--access-token`: a system-user access token.
+    pub access_token: String,
+    /// `--app-secret`: signs webhooks (`X-Hub-Signature-256`).
+    pub app_secret: String,
+    /// `--verify-token`: answers the webhook verification handshake.
+    pub verify_token: String,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::secrets::mask;
+        f.debug_struct("Secrets")
+            .field("access_token", &mask(&self.access_token))
+            .field("app_secret", &mask(&self.app_secret))
+            .field("verify_token", &mask(&self.verify_token))
+            .finish()
+    }
+}
+
+impl Config {
+    pub fn from_json(v: &serde_json::Value) -> Result<Config, String> {
+        let c: Config = serde_json::from_value(v.clone())
+            .map_err(|e| format!("invalid whatsapp configuration: {e}"))?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        let id = &self.phone_number_id;
+        if id.is_empty() || id.len() > 32 || !id.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!(
+                "--phone-number-id `{id}` must be the phone number's id from the WhatsApp Manager: digits only, like 106540352242922"
+            ));
+        }
+        if let Some(url) = &self.base_url {
+            http::validate_base_url("--base-url", url)?;
+        }
+        if let Some(v) = &self.api_version {
+            let ok = v
+                .strip_prefix('v')
+                .and_then(|rest| rest.split_once('.'))
+                .is_some_and(|(major, minor)| {
+                    !major.is_empty()
+                        && !minor.is_empty()
+                        && major.bytes().all(|b| b.is_ascii_digit())
+                        && minor.bytes().all(|b| b.is_ascii_digit())
+                });
+            if !ok {
+                return Err(format!(
+                    "--api-version `{v}` must look like v23.0 (a Graph API version)"
+                ));
+            }
+        }
+        if let Some(name) = &self.template
+            && (name.is_empty()
+                || name.len() > 512
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'))
+        {
+            return Err(format!(
+                "--template `{name}` must be a template name of lowercase letters, digits and underscores, like order_update"
+            ));
+        }
+        if let Some(lang) = &self.template_language {
+            if self.template.is_none() {
+                return Err(
+                    "--template-language only applies with --template NAME: give both or neither"
+                        .into(),
+                );
+            }
+            let (base, region) = lang.split_once('_').unwrap_or((lang, ""));
+            let ok = (2..=3).contains(&base.len())
+                && base.bytes().all(|b| b.is_ascii_lowercase())
+                && (region.is_empty()
+                    || ((2..=4).contains(&region.len())
+                        && region.bytes().all(|b| b.is_ascii_alphanumeric())));
+            if !ok {
+                return Err(format!(
+                    "--template-language `{lang}` must be a language code like en, en_US or pt_BR"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn base_url(&self) -> &str {
+        self.base_url
+            .as_deref()
+            .unwrap_or(DEFAULT_BASE_URL)
+            .trim_end_matches('/')
+    }
+
+    pub fn api_version(&self) -> &str {
+        self.api_version.as_deref().unwrap_or(DEFAULT_API_VERSION)
+    }
+
+    pub fn template_language(&self) -> &str {
+        self.template_language
+            .as_deref()
+            .unwrap_or(DEFAULT_TEMPLATE_LANGUAGE)
+    }
+
+    /// The send endpoint.
+    pub fn messages_url(&self) -> String {
+        format!(
+            "{}/{}/{}/messages",
+            self.base_url(),
+            self.api_version(),
+            self.phone_number_id
+        )
+    }
+}
+
+impl Secrets {
+    pub fn from_json(v: &serde_json::Value) -> Result<Secrets, String> {
+        let s: Secrets = serde_json::from_value(v.clone()).map_err(|_| {
+            "the whatsapp channel's secrets are incomplete: set --access-token, --app-secret and --verify-token".to_string()
+        })?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        for (flag, value) in [
+            ("--access-token", &self.access_token),
+            ("--app-secret", &self.app_secret),
+            ("--verify-token", &self.verify_token),
+        ] {
+            if value.trim().is_empty() {
+                return Err(format!("{flag} must not be empty"));
+            }
+            if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(format!(
+                    "{flag} must not contain spaces or control characters"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Template body parameters from the rendered body: one per line (module docs).
+pub fn template_parameters(body: &str) -> Vec<String> {
+    let mut lines: Vec<&str> = body
+        .split('\n')
+        .map(|l| l.strip_suffix('\r').unwrap_or(l))
+        .collect();
+    while lines.last().is_some_and(|l| l.trim().is_empty()) {
+        lines.pop();
+    }
+    lines.into_iter().map(str::to_string).collect()
+}
+
+/// The recipient as the Cloud API wants it: digits only.
+fn recipient(address: &str) -> String {
+    address.chars().filter(char::is_ascii_digit).collect()
+}
+
+/// A Graph API error body.
+#[derive(Debug, Default, Deserialize)]
+struct GraphError {
+    #[serde(default)]
+    error: Option<GraphErrorInner>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct GraphErrorInner {
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    code: Option<i64>,
+    #[serde(default)]
+    error_subcode: Option<i64>,
+    #[serde(default)]
+    error_data: Option<serde_json::Value>,
+}
+
+fn error_result(status: u16, headers: &reqwest::header::HeaderMap, body: &str) -> SendResult {
+    let inner = serde_json::from_str::<GraphError>(body)
+        .ok()
+        .and_then(|e| e.error)
+        .unwrap_or_default();
+    let details = inner
+        .error_data
+        .as_ref()
+        .and_then(|d| d.get("details"))
+        .and_then(|d| d.as_str())
+        .filter(|d| !d.is_empty());
+    let error = match inner.code {
+        Some(code) => {
+            let mut e = format!("whatsapp {code}");
+            if let Some(sub) = inner.error_subcode {
+                e.push_str(&format!("/{sub}"));
+            }
+            e.push_str(": ");
+            e.push_str(inner.message.as_deref().unwrap_or("(no message)"));
+            if let Some(d) = details
+                && !inner.message.as_deref().unwrap_or("").contains(d)
+            {
+                e.push_str(&format!(" ({d})"));
+            }
+            e
+        }
+        None => format!("whatsapp HTTP {status}: {}", snippet(body)),
+    };
+    match classify::classify_whatsapp(status, inner.code, inner.error_subcode) {
+        ErrorClass::Retry => SendResult::Transient {
+            error,
+            retry_after: retry_after(headers),
+        },
+        ErrorClass::Permanent => SendResult::Permanent { error },
+        ErrorClass::OptOut => SendResult::OptOut { error },
+        ErrorClass::StopCampaign => SendResult::StopCampaign { error },
+        ErrorClass::Unknown => SendResult::Unknown { error },
+    }
+}
+
+pub struct WhatsAppChannel {
+    name: String,
+    config: Config,
+    secrets: Secrets,
+    messages_url: String,
+    client: reqwest::Client,
+}
+
+impl WhatsAppChannel {
+    /// The channel for the registry.
+    pub fn build(info: &ChannelInfo, ctx: &BuildContext) -> Result<Arc<dyn Channel>, String> {
+        let config = Config::from_json(&info.config)?;
+        let secrets = Secrets::from_json(&ctx.open_secrets(info)?)?;
+        Ok(Arc::new(WhatsAppChannel::new(
+            info.name.clone(),
+            config,
+            secrets,
+            http::try_client()?,
+        )?))
+    }
+
+    pub fn new(
+        name: String,
+        config: Config,
+        secrets: Secrets,
+        client: reqwest::Client,
+    ) -> Result<WhatsAppChannel, String> {
+        config.validate()?;
+        secrets.validate()?;
+        Ok(WhatsAppChannel {
+            name,
+            messages_url: config.messages_url(),
+            config,
+            secrets,
+            client,
+        })
+    }
+
+    /// The JSON body for a send (README §2.1).
+    pub fn payload(&self, request: &SendRequest) -> serde_json::Value {
+        let mut body = serde_json::json!({
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": recipient(&request.address),
+            "biz_opaque_callback_data": request.message_id.to_string(),
+        });
+        match &self.config.template {
+            Some(name) => {
+                let parameters: Vec<serde_json::Value> = template_parameters(&request.body)
+                    .into_iter()
+                    .map(|text| serde_json::json!({"type": "text", "text": text}))
+                    .collect();
+                let mut template = serde_json::json!({
+                    "name": name,
+                    "language": {"policy": "deterministic", "code": self.config.template_language()},
+                });
+                if !parameters.is_empty() {
+                    template["components"] =
+                        serde_json::json!([{"type": "body", "parameters": parameters}]);
+                }
+                body["type"] = "template".into();
+                body["template"] = template;
+            }
+            None => {
+                body["type"] = "text".into();
+                body["text"] = serde_json::json!({"body": request.body, "preview_url": false});
+            }
+        }
+        body
+    }
+
+    async fn send_inner(&self, request: SendRequest) -> SendResult {
+        let response = self
+            .client
+            .post(&self.messages_url)
+            .bearer_auth(&self.secrets.access_token)
+            .json(&self.payload(&request))
+            .send()
+            .await;
+        let response = match response {
+            Ok(r) => r,
+            Err(e) => return transport_failure("whatsapp", &e),
+        };
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.text().await;
+        if (200..300).contains(&status) {
+            let body = match body {
+                Ok(b) => b,
+                Err(e) => {
+                    return SendResult::Unknown {
+                        error: format!(
+                            "whatsapp: HTTP {status} but its body was lost: {}",
+                            http::describe(&e)
+                        ),
+                    };
+                }
+            };
+            let wamid = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| {
+                    v.get("messages")?
+                        .get(0)?
+                        .get("id")?
+                        .as_str()
+                        .map(str::to_string)
+                })
+                .filter(|s| !s.is_empty());
+            return match wamid {
+                Some(provider_id) => SendResult::Accepted { provider_id },
+                None => SendResult::Unknown {
+                    error: format!(
+                        "whatsapp: HTTP {status} without a message id: {}",
+                        snippet(&body)
+                    ),
+                },
+            };
+        }
+        error_result(status, &headers, &body.unwrap_or_default())
+    }
+}
+
+impl Channel for WhatsAppChannel {
+    fn kind(&self) -> &'static str {
+        "whatsapp"
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn send(&self, request: SendRequest) -> BoxFuture<'_, SendResult> {
+        Box::pin(self.send_inner(request))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channels::http::fake::{FakeServer, Reply, closed_port_url};
+    use std::time::Duration;
+
+    const TOKEN: &str = "EAAtest0123456789";
+
+    fn secrets() -> Secrets {
+        Secrets {
+            access_token: TOKEN.into(),
+            app_secret: "6f1c2e3d4b5a69788796a5b4c3d2e1f0".into(),
+            verify_token: "verify-me".into(),
+        }
+    }
+
+    fn config(base: &str) -> Config {
+        Config {
+            phone_number_id: "106540352242922".into(),
+            base_url: Some(format!("{base}/")),
+            ..Default::default()
+        }
+    }
+
+    fn channel_with(config: Config, timeout_ms: u64) -> WhatsAppChannel {
+        let client = http::build_client(
+            Duration::from_millis(1000),
+            Duration::from_millis(timeout_ms),
+        )
+        .unwrap();
+        WhatsAppChannel::new("wa".into(), config, secrets(), client).unwrap()
+    }
+
+    fn request(body: &str) -> SendRequest {
+        SendRequest {
+            message_id: 9001,
+            campaign_id: 3,
+            address: "+16505551234".into(),
+            body: body.into(),
+            attempt: 1,
+            unsubscribe_url: None,
+        }
+    }
+
+    fn accepted(id: &str) -> Reply {
+        Reply::json(
+            200,
+            serde_json::json!({
+                "messaging_product": "whatsapp",
+                "contacts": [{"input": "16505551234", "wa_id": "16505551234"}],
+                "messages": [{"id": id, "message_status": "accepted"}],
+            }),
+        )
+    }
+
+    #[tokio::test]
+    async fn sends_text_with_the_contract_shape() {
+        let fake = FakeServer::start().await;
+        fake.reply(accepted("wamid.HBgLMTY1MDU1NTEyMzQVAgARGBI"));
+        let ch = channel_with(config(&fake.base), 5000);
+        assert_eq!(
+            ch.send(request("hello \"you\"")).await,
+            SendResult::Accepted {
+                provider_id: "wamid.HBgLMTY1MDU1NTEyMzQVAgARGBI".into()
+            }
+        );
+        let reqs = fake.requests();
+        assert_eq!(reqs.len(), 1);
+        let r = &reqs[0];
+        assert_eq!(r.method, "POST");
+        assert_eq!(r.path, "/v23.0/106540352242922/messages");
+        assert_eq!(r.header("authorization"), Some(format!("Bearer {TOKEN}").as_str()));
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        assert_eq!(
+            r.json(),
+            serde_json::json!({
+                "messaging_product": "whatsapp",
+                "recipient_type": "individual",
+                "to": "16505551234",
+                "type": "text",
+                "text": {"body": "hello \"you\"", "preview_url": false},
+                "biz_opaque_callback_data": "9001",
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn sends_templates_with_one_parameter_per_line() {
+        let fake = FakeServer::start().await;
+        fake.reply(accepted("wamid.A"));
+        fake.reply(accepted("wamid.B"));
+        let cfg = Config {
+            api_version: Some("v24.0".into()),
+            template: Some("order_update".into()),
+            template_language: Some("pt_BR".into()),
+            ..config(&fake.base)
+        };
+        let ch = channel_with(cfg, 5000);
+        assert!(matches!(ch.send(request("Ann\r\nFriday\n\n")).await, SendResult::Accepted { .. }));
+        assert!(matches!(ch.send(request("")).await, SendResult::Accepted { .. }));
+        let reqs = fake.requests();
+        assert_eq!(reqs[0].path, "/v24.0/106540352242922/messages");
+        assert_eq!(
+            reqs[0].json(),
+            serde_json::json!({
+                "messaging_product": "whatsapp",
+                "recipient_type": "individual",
+                "to": "16505551234",
+                "type": "template",
+                "template": {
+                    "name": "order_update",
+                    "language": {"policy": "deterministic", "code": "pt_BR"},
+                    "components": [{"type": "body", "parameters": [
+                        {"type": "text", "text": "Ann"},
+                        {"type": "text", "text": "Friday"},
+                    ]}],
+                },
+                "biz_opaque_callback_data": "9001",
+            })
+        );
+        let t = &reqs[1].json()["template"];
+        assert!(t.get("components").is_none());
+        assert_eq!(t["language"]["code"], "pt_BR");
+    }
+
+    async fn outcome(reply: Reply) -> SendResult {
+        let fake = FakeServer::start().await;
+        fake.reply(reply);
+        channel_with(config(&fake.base), 5000).send(request("x")).await
+    }
+
+    fn graph_error(status: u16, code: i64, message: &str) -> Reply {
+        Reply::json(
+            status,
+            serde_json::json!({"error": {
+                "message": message, "type": "OAuthException", "code": code,
+                "error_subcode": 2494010,
+                "error_data": {"messaging_product": "whatsapp", "details": "More detail."},
+                "fbtrace_id": "Atrace", "is_transient": false,
+            }}),
+        )
+    }
+
+    #[tokio::test]
+    async fn classifies_graph_errors() {
+        assert_eq!(
+            outcome(graph_error(400, 131026, "Message undeliverable")).await,
+            SendResult::Permanent {
+                error: "whatsapp 131026/2494010: Message undeliverable (More detail.)".into()
+            }
+        );
+        assert!(matches!(
+            outcome(graph_error(400, 131047, "(#131047) Re-engagement message")).await,
+            SendResult::Permanent { .. }
+        ));
+        assert!(matches!(
+            outcome(graph_error(400, 131050, "User stopped marketing")).await,
+            SendResult::OptOut { .. }
+        ));
+        assert!(matches!(
+            outcome(graph_error(401, 190, "Access token expired")).await,
+            SendResult::StopCampaign { error } if error.contains("190")
+        ));
+        assert!(matches!(
+            outcome(graph_error(404, 132001, "Template does not exist")).await,
+            SendResult::StopCampaign { .. }
+        ));
+        let mut rate = graph_error(400, 130429, "Rate limit hit");
+        if let Reply::Respond { headers, .. } = &mut rate {
+            headers.push(("retry-after", "7".into()));
+        }
+        assert_eq!(
+            outcome(rate).await,
+            SendResult::Transient {
+                error: "whatsapp 130429/2494010: Rate limit hit (More detail.)".into(),
+                retry_after: Some(Duration::from_secs(7)),
+            }
+        );
+        assert!(matches!(
+            outcome(graph_error(500, 131000, "Something went wrong")).await,
+            SendResult::Transient { retry_after: None, .. }
+        ));
+        // No Graph error body: the HTTP status decides.
+        assert!(matches!(
+            outcome(Reply::Respond { status: 500, headers: vec![], body: "upstream".into() }).await,
+            SendResult::Unknown { error } if error == "whatsapp HTTP 500: upstream"
+        ));
+        assert!(matches!(
+            outcome(Reply::Respond { status: 429, headers: vec![("retry-after", "3".into())], body: String::new() }).await,
+            SendResult::Transient { retry_after: Some(d), .. } if d == Duration::from_secs(3)
+        ));
+        assert!(matches!(
+            outcome(Reply::json(200, serde_json::json!({"messages": []}))).await,
+            SendResult::Unknown { .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn no_answer_is_unknown_and_no_connection_is_transient() {
+        let fake = FakeServer::start().await;
+        fake.reply(Reply::Hang);
+        let ch = channel_with(config(&fake.base), 300);
+        assert!(matches!(ch.send(request("x")).await, SendResult::Unknown { .. }));
+        assert_eq!(fake.requests().len(), 1);
+        let ch = channel_with(config(&closed_port_url().await), 300);
+        assert!(matches!(ch.send(request("x")).await, SendResult::Transient { .. }));
+    }
+
+    #[test]
+    fn config_and_secrets_validation() {
+        let ok = config("http://127.0.0.1:1");
+        assert!(ok.validate().is_ok());
+        assert_eq!(Config::from_json(&serde_json::to_value(&ok).unwrap()).unwrap(), ok);
+        assert!(Config::from_json(&serde_json::json!({"phone_number_id": "1", "token": "x"})).is_err());
+        let err = |c: Config| c.validate().unwrap_err();
+        assert!(err(Config { phone_number_id: "+1 650".into(), ..ok.clone() }).contains("--phone-number-id"));
+        assert!(err(Config { api_version: Some("23".into()), ..ok.clone() }).contains("--api-version"));
+        assert!(err(Config { template: Some("Order Update".into()), ..ok.clone() }).contains("--template"));
+        assert!(err(Config { template_language: Some("en_US".into()), ..ok.clone() }).contains("--template-language"));
+        assert!(err(Config { template: Some("t".into()), template_language: Some("english".into()), ..ok.clone() }).contains("--template-language"));
+        assert!(err(Config { base_url: Some("graph.facebook.com".into()), ..ok.clone() }).contains("--base-url"));
+        let defaults = Config { phone_number_id: "1".into(), ..Default::default() };
+        assert_eq!(defaults.messages_url(), "https://graph.facebook.com/v23.0/1/messages");
+        assert_eq!(defaults.template_language(), "en_US");
+
+        assert!(secrets().validate().is_ok());
+        assert!(Secrets { access_token: "".into(), ..secrets() }.validate().unwrap_err().contains("--access-token"));
+        assert!(Secrets { app_secret: " ".into(), ..secrets() }.validate().unwrap_err().contains("--app-secret"));
+        assert!(Secrets { verify_token: "a b".into(), ..secrets() }.validate().unwrap_err().contains("--verify-token"));
+        assert!(Secrets::from_json(&serde_json::json!({"access_token": "x"})).unwrap_err().contains("--verify-token"));
+        assert!(!format!("{:?}", secrets()).contains(TOKEN));
+        assert_eq!(recipient("+16505551234"), "16505551234");
+    }
+}

@@ -123,8 +123,9 @@ pub fn snippet(body: &str) -> String {
 
 /// Checks a `--base-url` flag: an absolute http(s) URL without query or fragment.
 pub fn validate_base_url(flag: &str, url: &str) -> Result<(), String> {
-    let parsed = reqwest::Url::parse(url)
-        .map_err(|e| format!("{flag} `{url}` is not a URL ({e}): give one like https://api.example.com"))?;
+    let parsed = reqwest::Url::parse(url).map_err(|e| {
+        format!("{flag} `{url}` is not a URL ({e}): give one like https://api.example.com")
+    })?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
         return Err(format!(
             "{flag} `{url}` must be an http:// or https:// URL with a host"
@@ -222,9 +223,12 @@ pub(crate) mod fake {
         }
 
         pub fn query_pairs(&self) -> Vec<(String, String)> {
-            reqwest::Url::parse(&format!("http://x/?{}", self.query.clone().unwrap_or_default()))
-                .map(|u| u.query_pairs().into_owned().collect())
-                .unwrap_or_default()
+            reqwest::Url::parse(&format!(
+                "http://x/?{}",
+                self.query.clone().unwrap_or_default()
+            ))
+            .map(|u| u.query_pairs().into_owned().collect())
+            .unwrap_or_default()
         }
 
         pub fn json(&self) -> serde_json::Value {
@@ -284,11 +288,7 @@ pub(crate) mod fake {
         }
 
         pub fn reply(&self, reply: Reply) {
-            self.shared
-                .replies
-                .lock()
-                .expect("lock")
-                .push_back(reply);
+            self.shared.replies.lock().expect("lock").push_back(reply);
         }
 
         pub fn requests(&self) -> Vec<Recorded> {
@@ -320,9 +320,7 @@ pub(crate) mod fake {
                 for (name, value) in headers {
                     builder = builder.header(name, value);
                 }
-                builder
-                    .body(Body::from(body))
-                    .expect("response")
+                builder.body(Body::from(body)).expect("response")
             }
             Some(Reply::Hang) => std::future::pending().await,
             None => Response::builder()

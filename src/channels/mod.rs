@@ -2,8 +2,12 @@
 //! only the `Channel` trait and the classification of a send's result.
 
 pub mod classify;
+pub mod http;
 pub mod sandbox;
 pub mod segments;
+pub mod smtp;
+pub mod twilio;
+pub mod whatsapp;
 
 use crate::address::AddressKind;
 use crate::store::{ChannelInfo, Store, StoreError};
@@ -73,7 +77,7 @@ pub trait Channel: Send + Sync {
 }
 
 /// The kinds Herald knows, and which addresses each can deliver to.
-pub const KINDS: &[&str] = &["sandbox"];
+pub const KINDS: &[&str] = &["sandbox", "twilio", "whatsapp", "smtp"];
 
 /// The address kind a channel kind requires; None when it takes any.
 pub fn address_requirement(kind: &str) -> Option<AddressKind> {
@@ -174,6 +178,12 @@ impl ChannelRegistry {
                     self.receipts.clone(),
                 )))
             }
+            "twilio" => twilio::TwilioChannel::build(info, &self.context)
+                .map_err(|e| StoreError::Invalid(format!("channel `{}`: {e}", info.name))),
+            "whatsapp" => whatsapp::WhatsAppChannel::build(info, &self.context)
+                .map_err(|e| StoreError::Invalid(format!("channel `{}`: {e}", info.name))),
+            "smtp" => smtp::SmtpChannel::build(info, &self.context)
+                .map_err(|e| StoreError::Invalid(format!("channel `{}`: {e}", info.name))),
             other => Err(StoreError::Invalid(format!(
                 "channel `{}` has kind `{other}`, which this herald cannot send through (known: {})",
                 info.name,

@@ -282,7 +282,12 @@ impl Default for Timeouts {
 }
 
 /// A connection-level failure, before any message was handed over.
-fn connect_failure(host: &str, port: u16, step: &str, e: &lettre::transport::smtp::Error) -> SendResult {
+fn connect_failure(
+    host: &str,
+    port: u16,
+    step: &str,
+    e: &lettre::transport::smtp::Error,
+) -> SendResult {
     let error = format!("smtp {host}:{port} {step}: {e}");
     if e.is_permanent() || (e.is_client() && step != "connect") {
         // Greeting refused, bad credentials, STARTTLS or AUTH not offered: every message
@@ -478,7 +483,7 @@ impl SmtpChannel {
                 .to()
                 .iter()
                 .chain(envelope.from())
-                .any(|a| !a.as_ref().is_ascii())
+                .any(|a| !AsRef::<str>::as_ref(a).is_ascii())
             {
                 if !conn.server_info().supports_feature(Extension::SmtpUtfEight) {
                     self.recycle(conn);
@@ -674,10 +679,16 @@ mod tests {
             (Some("Hi".into()), "Body")
         );
         // Only one blank line is skipped; without one the body starts right after.
-        assert_eq!(split_subject("Subject: A\n\n\nB"), (Some("A".into()), "\nB"));
+        assert_eq!(
+            split_subject("Subject: A\n\n\nB"),
+            (Some("A".into()), "\nB")
+        );
         assert_eq!(split_subject("Subject: A\nB"), (Some("A".into()), "B"));
         assert_eq!(split_subject("Subject: only"), (Some("only".into()), ""));
-        assert_eq!(split_subject("Hello\nSubject: no"), (None, "Hello\nSubject: no"));
+        assert_eq!(
+            split_subject("Hello\nSubject: no"),
+            (None, "Hello\nSubject: no")
+        );
         assert_eq!(split_subject(" Subject: x"), (None, " Subject: x"));
         assert_eq!(split_subject("Subj"), (None, "Subj"));
     }
@@ -697,17 +708,37 @@ mod tests {
         assert_eq!(random.len(), 16);
         assert!(random.bytes().all(|b| b.is_ascii_hexdigit()));
         assert_eq!(domain, "example.com>");
-        assert_ne!(id, new_message_id(&from, &req), "each attempt gets a fresh id");
+        assert_ne!(
+            id,
+            new_message_id(&from, &req),
+            "each attempt gets a fresh id"
+        );
 
         let m = build_message(&from, Some("Default"), &req, &id).unwrap();
         let text = formatted(&m);
         assert!(text.contains(&format!("Message-ID: {id}\r\n")), "{text}");
-        assert!(text.contains("From: \"Herald News\" <news@example.com>\r\n") || text.contains("From: Herald News <news@example.com>\r\n"), "{text}");
+        assert!(
+            text.contains("From: \"Herald News\" <news@example.com>\r\n")
+                || text.contains("From: Herald News <news@example.com>\r\n"),
+            "{text}"
+        );
         assert!(text.contains("To: ann@example.org\r\n"), "{text}");
-        assert!(text.contains("Subject: =?utf-8?"), "non-ASCII subjects are encoded: {text}");
-        assert!(text.contains("List-Unsubscribe: <https://herald.example.test/u/abc123>\r\n"), "{text}");
-        assert!(text.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"), "{text}");
-        assert!(text.contains("Content-Type: text/plain; charset=utf-8\r\n"), "{text}");
+        assert!(
+            text.contains("Subject: =?utf-8?"),
+            "non-ASCII subjects are encoded: {text}"
+        );
+        assert!(
+            text.contains("List-Unsubscribe: <https://herald.example.test/u/abc123>\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Content-Type: text/plain; charset=utf-8\r\n"),
+            "{text}"
+        );
         assert!(text.contains("Date: "), "{text}");
         assert!(text.ends_with("\r\n\r\nHello Ann,\r\nsee you."), "{text}");
         assert_eq!(m.envelope().to().len(), 1);
@@ -715,15 +746,33 @@ mod tests {
 
         // No subject line: the default subject, no unsubscribe headers without a URL.
         let plain = request("bob@example.org", "Just text", None);
-        let text = formatted(&build_message(&from, Some("Weekly news"), &plain, "<x@example.com>").unwrap());
+        let text = formatted(
+            &build_message(&from, Some("Weekly news"), &plain, "<x@example.com>").unwrap(),
+        );
         assert!(text.contains("Subject: Weekly news\r\n"), "{text}");
         assert!(!text.contains("List-Unsubscribe"), "{text}");
         assert!(text.ends_with("\r\n\r\nJust text"), "{text}");
         let text = formatted(&build_message(&from, None, &plain, "<x@example.com>").unwrap());
         assert!(text.contains("Subject: (no subject)\r\n"), "{text}");
 
-        assert!(build_message(&from, None, &request("not-an-email", "x", None), "<x@e.com>").is_err());
-        assert!(build_message(&from, None, &request("a@b.co", "x", Some("https://x/>\r\nBcc: y")), "<x@e.com>").is_err());
+        assert!(
+            build_message(
+                &from,
+                None,
+                &request("not-an-email", "x", None),
+                "<x@e.com>"
+            )
+            .is_err()
+        );
+        assert!(
+            build_message(
+                &from,
+                None,
+                &request("a@b.co", "x", Some("https://x/>\r\nBcc: y")),
+                "<x@e.com>"
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -733,30 +782,116 @@ mod tests {
         let json = serde_json::to_value(&ok).unwrap();
         assert_eq!(json["tls"], "none");
         assert_eq!(Config::from_json(&json).unwrap(), ok);
-        assert!(Config::from_json(&serde_json::json!({"host": "h", "port": 25, "tls": "ssl", "from": "a@b.co"})).is_err());
+        assert!(
+            Config::from_json(
+                &serde_json::json!({"host": "h", "port": 25, "tls": "ssl", "from": "a@b.co"})
+            )
+            .is_err()
+        );
         assert!(Config::from_json(&serde_json::json!({"host": "h", "port": 25, "tls": "tls", "from": "a@b.co", "password": "x"})).is_err());
         assert_eq!("starttls".parse::<TlsMode>(), Ok(TlsMode::Starttls));
         assert!("ssl".parse::<TlsMode>().unwrap_err().contains("--tls"));
 
         let err = |c: Config| c.validate().unwrap_err();
-        assert!(err(Config { host: "".into(), ..ok.clone() }).contains("--host"));
-        assert!(err(Config { host: "a b".into(), ..ok.clone() }).contains("--host"));
-        assert!(err(Config { port: 0, ..ok.clone() }).contains("--port"));
-        assert!(err(Config { from: "nobody".into(), ..ok.clone() }).contains("--from"));
-        assert!(err(Config { username: Some("".into()), ..ok.clone() }).contains("--username"));
-        assert!(err(Config { default_subject: Some("a\nb".into()), ..ok.clone() }).contains("subject"));
-        assert!(err(Config { max_connections: Some(0), ..ok.clone() }).contains("max_connections"));
+        assert!(
+            err(Config {
+                host: "".into(),
+                ..ok.clone()
+            })
+            .contains("--host")
+        );
+        assert!(
+            err(Config {
+                host: "a b".into(),
+                ..ok.clone()
+            })
+            .contains("--host")
+        );
+        assert!(
+            err(Config {
+                port: 0,
+                ..ok.clone()
+            })
+            .contains("--port")
+        );
+        assert!(
+            err(Config {
+                from: "nobody".into(),
+                ..ok.clone()
+            })
+            .contains("--from")
+        );
+        assert!(
+            err(Config {
+                username: Some("".into()),
+                ..ok.clone()
+            })
+            .contains("--username")
+        );
+        assert!(
+            err(Config {
+                default_subject: Some("a\nb".into()),
+                ..ok.clone()
+            })
+            .contains("subject")
+        );
+        assert!(
+            err(Config {
+                max_connections: Some(0),
+                ..ok.clone()
+            })
+            .contains("max_connections")
+        );
 
-        let with_user = Config { username: Some("u".into()), ..ok.clone() };
-        let pw = Secrets { password: Some("p".into()) };
+        let with_user = Config {
+            username: Some("u".into()),
+            ..ok.clone()
+        };
+        let pw = Secrets {
+            password: Some("p".into()),
+        };
         assert!(validate_credentials(&with_user, &pw).is_ok());
         assert!(validate_credentials(&ok, &Secrets::default()).is_ok());
-        assert!(validate_credentials(&with_user, &Secrets::default()).unwrap_err().contains("--password"));
-        assert!(validate_credentials(&ok, &pw).unwrap_err().contains("--username"));
-        assert!(Secrets { password: Some("".into()) }.validate().unwrap_err().contains("--password"));
-        assert_eq!(Secrets::from_json(&serde_json::json!({})).unwrap(), Secrets::default());
-        assert!(!format!("{:?}", Secrets { password: Some("hunter2".into()) }).contains("hunter2"));
-        assert!(SmtpChannel::new("m".into(), with_user, Secrets::default(), Timeouts::default()).is_err());
+        assert!(
+            validate_credentials(&with_user, &Secrets::default())
+                .unwrap_err()
+                .contains("--password")
+        );
+        assert!(
+            validate_credentials(&ok, &pw)
+                .unwrap_err()
+                .contains("--username")
+        );
+        assert!(
+            Secrets {
+                password: Some("".into())
+            }
+            .validate()
+            .unwrap_err()
+            .contains("--password")
+        );
+        assert_eq!(
+            Secrets::from_json(&serde_json::json!({})).unwrap(),
+            Secrets::default()
+        );
+        assert!(
+            !format!(
+                "{:?}",
+                Secrets {
+                    password: Some("hunter2".into())
+                }
+            )
+            .contains("hunter2")
+        );
+        assert!(
+            SmtpChannel::new(
+                "m".into(),
+                with_user,
+                Secrets::default(),
+                Timeouts::default()
+            )
+            .is_err()
+        );
     }
 
     /// A scripted SMTP server. Recipients choose the outcome by local part: `reject…` 550
@@ -802,12 +937,16 @@ mod tests {
         while let Ok(Some(line)) = lines.next_line().await {
             let upper = line.to_ascii_uppercase();
             let reply: String = if upper.starts_with("EHLO") {
-                let auth_line = if auth.is_some() { "250-AUTH PLAIN LOGIN\r\n" } else { "" };
+                let auth_line = if auth.is_some() {
+                    "250-AUTH PLAIN LOGIN\r\n"
+                } else {
+                    ""
+                };
                 format!("250-fake\r\n{auth_line}250-8BITMIME\r\n250 SMTPUTF8\r\n")
             } else if let Some(b64) = line.strip_prefix("AUTH PLAIN ") {
                 let (user, pass) = auth.unwrap_or(("", ""));
-                let expected = base64::engine::general_purpose::STANDARD
-                    .encode(format!("\0{user}\0{pass}"));
+                let expected =
+                    base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{pass}"));
                 if b64 == expected {
                     authed = true;
                     "235 2.7.0 ok\r\n".into()
@@ -815,7 +954,11 @@ mod tests {
                     "535 5.7.8 bad credentials\r\n".into()
                 }
             } else if upper.starts_with("MAIL FROM") {
-                if authed { "250 ok\r\n".into() } else { "530 5.7.0 authentication required\r\n".into() }
+                if authed {
+                    "250 ok\r\n".into()
+                } else {
+                    "530 5.7.0 authentication required\r\n".into()
+                }
             } else if upper.starts_with("RCPT TO:<") {
                 rcpt = line[9..].trim_end_matches('>').to_string();
                 if rcpt.starts_with("reject") {
@@ -871,10 +1014,20 @@ mod tests {
     #[tokio::test]
     async fn sends_over_a_reused_connection_and_classifies_replies() {
         let server = FakeSmtp::start(None).await;
-        let ch = SmtpChannel::new("mail".into(), config(server.port), Secrets::default(), fast()).unwrap();
+        let ch = SmtpChannel::new(
+            "mail".into(),
+            config(server.port),
+            Secrets::default(),
+            fast(),
+        )
+        .unwrap();
 
         let SendResult::Accepted { provider_id } = ch
-            .send(request("ann@example.org", "Subject: Hi\n\nHello", Some("https://h.test/u/1")))
+            .send(request(
+                "ann@example.org",
+                "Subject: Hi\n\nHello",
+                Some("https://h.test/u/1"),
+            ))
             .await
         else {
             panic!("not accepted");
@@ -901,7 +1054,10 @@ mod tests {
             ch.send(request("bounce@example.org", "x", None)).await,
             SendResult::Permanent { error } if error.contains("554")
         ));
-        assert!(matches!(ch.send(request("bob@example.org", "x", None)).await, SendResult::Accepted { .. }));
+        assert!(matches!(
+            ch.send(request("bob@example.org", "x", None)).await,
+            SendResult::Accepted { .. }
+        ));
         assert_eq!(
             server.connections.load(Ordering::SeqCst),
             1,
@@ -918,15 +1074,27 @@ mod tests {
             SendResult::Unknown { .. }
         ));
         // A fresh connection after the broken ones.
-        assert!(matches!(ch.send(request("carol@example.org", "x", None)).await, SendResult::Accepted { .. }));
+        assert!(matches!(
+            ch.send(request("carol@example.org", "x", None)).await,
+            SendResult::Accepted { .. }
+        ));
         assert_eq!(server.messages.lock().unwrap().len(), 3);
     }
 
     #[tokio::test]
     async fn a_dropped_pooled_connection_is_replaced_silently() {
         let server = FakeSmtp::start(None).await;
-        let ch = SmtpChannel::new("mail".into(), config(server.port), Secrets::default(), fast()).unwrap();
-        assert!(matches!(ch.send(request("a@example.org", "x", None)).await, SendResult::Accepted { .. }));
+        let ch = SmtpChannel::new(
+            "mail".into(),
+            config(server.port),
+            Secrets::default(),
+            fast(),
+        )
+        .unwrap();
+        assert!(matches!(
+            ch.send(request("a@example.org", "x", None)).await,
+            SendResult::Accepted { .. }
+        ));
         // Break the idle connection behind the pool's back: the server side is gone.
         {
             let mut idle = ch.idle.lock().unwrap();
@@ -945,12 +1113,16 @@ mod tests {
             s.write_all(b"250 x\r\n").await.unwrap();
             // Close after EHLO.
         });
-        let stale = AsyncSmtpConnection::connect_tokio1(addr, None, &ClientId::default(), None, None)
-            .await
-            .unwrap();
+        let stale =
+            AsyncSmtpConnection::connect_tokio1(addr, None, &ClientId::default(), None, None)
+                .await
+                .unwrap();
         accept.await.unwrap();
         ch.recycle(stale);
-        assert!(matches!(ch.send(request("b@example.org", "x", None)).await, SendResult::Accepted { .. }));
+        assert!(matches!(
+            ch.send(request("b@example.org", "x", None)).await,
+            SendResult::Accepted { .. }
+        ));
         assert_eq!(server.connections.load(Ordering::SeqCst), 2);
     }
 
@@ -962,33 +1134,64 @@ mod tests {
             l.local_addr().unwrap().port()
         };
         let ch = SmtpChannel::new("mail".into(), config(port), Secrets::default(), fast()).unwrap();
-        assert!(matches!(ch.send(request("a@example.org", "x", None)).await, SendResult::Transient { .. }));
+        assert!(matches!(
+            ch.send(request("a@example.org", "x", None)).await,
+            SendResult::Transient { .. }
+        ));
 
         let server = FakeSmtp::start(Some(("user", "secret"))).await;
         // No credentials where the server wants them: MAIL FROM refused, every message
         // would be.
-        let ch = SmtpChannel::new("mail".into(), config(server.port), Secrets::default(), fast()).unwrap();
+        let ch = SmtpChannel::new(
+            "mail".into(),
+            config(server.port),
+            Secrets::default(),
+            fast(),
+        )
+        .unwrap();
         assert!(matches!(
             ch.send(request("a@example.org", "x", None)).await,
             SendResult::StopCampaign { error } if error.contains("530")
         ));
-        let with_user = Config { username: Some("user".into()), ..config(server.port) };
+        let with_user = Config {
+            username: Some("user".into()),
+            ..config(server.port)
+        };
         let ch = SmtpChannel::new(
             "mail".into(),
             with_user.clone(),
-            Secrets { password: Some("wrong".into()) },
+            Secrets {
+                password: Some("wrong".into()),
+            },
             fast(),
         )
         .unwrap();
         let result = ch.send(request("a@example.org", "x", None)).await;
-        assert!(matches!(&result, SendResult::StopCampaign { error } if error.contains("535") && !error.contains("wrong")), "{result:?}");
-        let ch = SmtpChannel::new("mail".into(), with_user, Secrets { password: Some("secret".into()) }, fast()).unwrap();
-        assert!(matches!(ch.send(request("a@example.org", "x", None)).await, SendResult::Accepted { .. }));
+        assert!(
+            matches!(&result, SendResult::StopCampaign { error } if error.contains("535") && !error.contains("wrong")),
+            "{result:?}"
+        );
+        let ch = SmtpChannel::new(
+            "mail".into(),
+            with_user,
+            Secrets {
+                password: Some("secret".into()),
+            },
+            fast(),
+        )
+        .unwrap();
+        assert!(matches!(
+            ch.send(request("a@example.org", "x", None)).await,
+            SendResult::Accepted { .. }
+        ));
 
         // STARTTLS required but not offered: configuration.
         let ch = SmtpChannel::new(
             "mail".into(),
-            Config { tls: TlsMode::Starttls, ..config(server.port) },
+            Config {
+                tls: TlsMode::Starttls,
+                ..config(server.port)
+            },
             Secrets::default(),
             fast(),
         )

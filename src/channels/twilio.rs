@@ -134,8 +134,7 @@ impl Config {
                             "--from `{from}` must be a WhatsApp-enabled number in E.164, like +15017122661"
                         ));
                     }
-                } else if !(is_e164(from) || is_short_code(from) || is_alphanumeric_sender(from))
-                {
+                } else if !(is_e164(from) || is_short_code(from) || is_alphanumeric_sender(from)) {
                     return Err(format!(
                         "--from `{from}` must be a number in E.164 (+15017122661), a short code, or an alphanumeric sender ID of up to 11 letters, digits and spaces"
                     ));
@@ -190,8 +189,9 @@ impl Config {
 
 impl Secrets {
     pub fn from_json(v: &serde_json::Value) -> Result<Secrets, String> {
-        let s: Secrets = serde_json::from_value(v.clone())
-            .map_err(|_| "the twilio channel's secrets are incomplete: set --auth-token".to_string())?;
+        let s: Secrets = serde_json::from_value(v.clone()).map_err(|_| {
+            "the twilio channel's secrets are incomplete: set --auth-token".to_string()
+        })?;
         s.validate()?;
         Ok(s)
     }
@@ -493,7 +493,10 @@ impl TwilioChannel {
                 let parsed: ErrorBody = serde_json::from_str(&text).unwrap_or_default();
                 return Err(match (parsed.code(), parsed.text()) {
                     (Some(code), Some(t)) => format!("twilio: listing messages: {code}: {t}"),
-                    _ => format!("twilio: listing messages: HTTP {status}: {}", snippet(&text)),
+                    _ => format!(
+                        "twilio: listing messages: HTTP {status}: {}",
+                        snippet(&text)
+                    ),
                 });
             }
             let page: serde_json::Value = serde_json::from_str(&text)
@@ -506,7 +509,10 @@ impl TwilioChannel {
             {
                 let field = |k: &str| m.get(k).and_then(|v| v.as_str());
                 let Some(sid) = field("sid") else { continue };
-                if !field("direction").unwrap_or("outbound-api").starts_with("outbound") {
+                if !field("direction")
+                    .unwrap_or("outbound-api")
+                    .starts_with("outbound")
+                {
                     continue;
                 }
                 let Some(created) = field("date_created")
@@ -552,6 +558,16 @@ impl Channel for TwilioChannel {
 
     fn name(&self) -> &str {
         &self.name
+    }
+
+    /// SMS count segments against the rate limit (README §1.6); WhatsApp messages and
+    /// content templates count one each.
+    fn cost(&self, body: &str) -> f64 {
+        if self.config.whatsapp || self.config.content_sid.is_some() {
+            1.0
+        } else {
+            f64::from(super::segments::sms_segments(body).segments)
+        }
     }
 
     fn send(&self, request: SendRequest) -> BoxFuture<'_, SendResult> {
@@ -621,7 +637,11 @@ mod tests {
     async fn sends_the_contract_request_and_takes_the_sid() {
         let fake = FakeServer::start().await;
         fake.reply(created("SM00000000000000000000000000000001"));
-        let ch = channel_with(config(&fake.base), Some("https://herald.example.test/"), 5000);
+        let ch = channel_with(
+            config(&fake.base),
+            Some("https://herald.example.test/"),
+            5000,
+        );
         let result = ch.send(request("Hello & welcome")).await;
         assert_eq!(
             result,
@@ -635,7 +655,10 @@ mod tests {
         assert_eq!(r.method, "POST");
         assert_eq!(r.path, format!("/2010-04-01/Accounts/{AC}/Messages.json"));
         let basic = base64::engine::general_purpose::STANDARD.encode(format!("{AC}:{TOKEN}"));
-        assert_eq!(r.header("authorization"), Some(format!("Basic {basic}").as_str()));
+        assert_eq!(
+            r.header("authorization"),
+            Some(format!("Basic {basic}").as_str())
+        );
         assert_eq!(
             r.header("content-type"),
             Some("application/x-www-form-urlencoded")
@@ -665,7 +688,10 @@ mod tests {
         };
         // No public URL: no StatusCallback.
         let ch = channel_with(cfg, None, 5000);
-        assert!(matches!(ch.send(request("hi")).await, SendResult::Accepted { .. }));
+        assert!(matches!(
+            ch.send(request("hi")).await,
+            SendResult::Accepted { .. }
+        ));
 
         let cfg = Config {
             whatsapp: true,
@@ -674,16 +700,25 @@ mod tests {
             ..config(&fake.base)
         };
         let ch = channel_with(cfg, Some("https://h.test"), 5000);
-        assert!(matches!(ch.send(request("Ann\nFriday\n")).await, SendResult::Accepted { .. }));
+        assert!(matches!(
+            ch.send(request("Ann\nFriday\n")).await,
+            SendResult::Accepted { .. }
+        ));
 
         let reqs = fake.requests();
         let names: Vec<String> = reqs[0].form().into_iter().map(|(k, _)| k).collect();
         assert_eq!(names, ["To", "MessagingServiceSid", "Body"]);
-        assert_eq!(reqs[0].form_value("MessagingServiceSid").as_deref(), Some(MG));
+        assert_eq!(
+            reqs[0].form_value("MessagingServiceSid").as_deref(),
+            Some(MG)
+        );
 
         let r = &reqs[1];
         assert_eq!(r.form_value("To").as_deref(), Some("whatsapp:+15558675310"));
-        assert_eq!(r.form_value("From").as_deref(), Some("whatsapp:+15017122661"));
+        assert_eq!(
+            r.form_value("From").as_deref(),
+            Some("whatsapp:+15017122661")
+        );
         assert_eq!(r.form_value("ContentSid").as_deref(), Some(HX));
         assert_eq!(r.form_value("Body"), None);
         let vars: serde_json::Value =
@@ -693,6 +728,23 @@ mod tests {
             r.form_value("StatusCallback").as_deref(),
             Some("https://h.test/webhooks/twilio/42/status")
         );
+    }
+
+    #[test]
+    fn sms_cost_counts_segments() {
+        let sms = channel_with(config("http://127.0.0.1:1"), None, 1000);
+        assert_eq!(sms.cost("hi"), 1.0);
+        assert_eq!(sms.cost(&"a".repeat(161)), 2.0);
+        assert_eq!(sms.cost(&"é😀".repeat(40)), 2.0);
+        let wa = channel_with(
+            Config {
+                whatsapp: true,
+                ..config("http://127.0.0.1:1")
+            },
+            None,
+            1000,
+        );
+        assert_eq!(wa.cost(&"a".repeat(500)), 1.0);
     }
 
     #[test]
@@ -709,7 +761,11 @@ mod tests {
             v("Ann\r\n\r\nx\n\n"),
             serde_json::json!({"1": "Ann", "2": "", "3": "x"})
         );
-        assert!(content_variables("{not json").unwrap_err().contains("JSON object"));
+        assert!(
+            content_variables("{not json")
+                .unwrap_err()
+                .contains("JSON object")
+        );
         assert!(content_variables(r#"{"1": [1]}"#).is_err());
     }
 
@@ -730,7 +786,12 @@ mod tests {
             )
         };
         assert_eq!(
-            outcome(legacy(21211, 400, "The 'To' number is not a valid phone number.")).await,
+            outcome(legacy(
+                21211,
+                400,
+                "The 'To' number is not a valid phone number."
+            ))
+            .await,
             SendResult::Permanent {
                 error: "twilio 21211: The 'To' number is not a valid phone number.".into()
             }
@@ -784,16 +845,17 @@ mod tests {
         let ch = channel_with(config(&closed_port_url().await), None, 300);
         assert!(matches!(
             ch.send(request("x")).await,
-            SendResult::Transient { retry_after: None, .. }
+            SendResult::Transient {
+                retry_after: None,
+                ..
+            }
         ));
     }
 
     #[tokio::test]
     async fn find_sent_lists_by_to_from_and_day_and_matches_the_body() {
         let fake = FakeServer::start().await;
-        let msg = |sid: &str, date: &str, body: &str, dir: &str| {
-            serde_json::json!({"sid": sid, "date_created": date, "body": body, "direction": dir, "to": "+15558675310"})
-        };
+        let msg = |sid: &str, date: &str, body: &str, dir: &str| serde_json::json!({"sid": sid, "date_created": date, "body": body, "direction": dir, "to": "+15558675310"});
         // 2026-11-28T10:00:00Z is the attempt time.
         let t = crate::clock::parse_rfc3339("2026-11-28T10:00:00Z").unwrap();
         fake.reply(Reply::json(
@@ -823,20 +885,39 @@ mod tests {
         let reqs = fake.requests();
         assert_eq!(reqs.len(), 2);
         assert_eq!(reqs[0].method, "GET");
-        assert_eq!(reqs[0].path, format!("/2010-04-01/Accounts/{AC}/Messages.json"));
+        assert_eq!(
+            reqs[0].path,
+            format!("/2010-04-01/Accounts/{AC}/Messages.json")
+        );
         let q = reqs[0].query_pairs();
         let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         assert_eq!(get("To"), Some("+15558675310"));
         assert_eq!(get("From"), Some("+15005550006"));
         assert_eq!(get("DateSent>"), Some("2026-11-28"));
-        assert!(reqs[0].header("authorization").unwrap().starts_with("Basic "));
+        assert!(
+            reqs[0]
+                .header("authorization")
+                .unwrap()
+                .starts_with("Basic ")
+        );
         assert!(reqs[1].query.as_deref().unwrap().contains("PageToken=PA1"));
 
         // Nothing matching: None; an error answer: Err.
         fake.reply(Reply::json(200, serde_json::json!({"messages": []})));
-        assert_eq!(ch.find_sent("+15558675310", t, "hello").await.unwrap(), None);
-        fake.reply(Reply::json(401, serde_json::json!({"code": 20003, "message": "Authenticate"})));
-        assert!(ch.find_sent("+15558675310", t, "hello").await.unwrap_err().contains("20003"));
+        assert_eq!(
+            ch.find_sent("+15558675310", t, "hello").await.unwrap(),
+            None
+        );
+        fake.reply(Reply::json(
+            401,
+            serde_json::json!({"code": 20003, "message": "Authenticate"}),
+        ));
+        assert!(
+            ch.find_sent("+15558675310", t, "hello")
+                .await
+                .unwrap_err()
+                .contains("20003")
+        );
     }
 
     #[test]
@@ -845,28 +926,126 @@ mod tests {
         assert!(ok.validate().is_ok());
         let from_json = Config::from_json(&serde_json::to_value(&ok).unwrap()).unwrap();
         assert_eq!(from_json, ok);
-        assert!(Config::from_json(&serde_json::json!({"account_sid": AC, "from": "+15005550006", "rate": 3})).is_err());
+        assert!(
+            Config::from_json(
+                &serde_json::json!({"account_sid": AC, "from": "+15005550006", "rate": 3})
+            )
+            .is_err()
+        );
 
         let err = |c: Config| c.validate().unwrap_err();
-        assert!(err(Config { account_sid: "AC123".into(), ..ok.clone() }).contains("--account-sid"));
-        assert!(err(Config { from: None, ..ok.clone() }).contains("--from"));
-        assert!(err(Config { messaging_service_sid: Some(MG.into()), ..ok.clone() }).contains("not both"));
-        assert!(err(Config { from: None, messaging_service_sid: Some("MG1".into()), ..ok.clone() }).contains("--messaging-service-sid"));
-        assert!(err(Config { from: Some("not a sender!".into()), ..ok.clone() }).contains("--from"));
-        assert!(err(Config { from: Some("Herald".into()), whatsapp: true, ..ok.clone() }).contains("--from"));
-        assert!(err(Config { content_sid: Some("HX1".into()), ..ok.clone() }).contains("--content-sid"));
-        assert!(err(Config { base_url: Some("ftp://x".into()), ..ok.clone() }).contains("--base-url"));
+        assert!(
+            err(Config {
+                account_sid: "AC123".into(),
+                ..ok.clone()
+            })
+            .contains("--account-sid")
+        );
+        assert!(
+            err(Config {
+                from: None,
+                ..ok.clone()
+            })
+            .contains("--from")
+        );
+        assert!(
+            err(Config {
+                messaging_service_sid: Some(MG.into()),
+                ..ok.clone()
+            })
+            .contains("not both")
+        );
+        assert!(
+            err(Config {
+                from: None,
+                messaging_service_sid: Some("MG1".into()),
+                ..ok.clone()
+            })
+            .contains("--messaging-service-sid")
+        );
+        assert!(
+            err(Config {
+                from: Some("not a sender!".into()),
+                ..ok.clone()
+            })
+            .contains("--from")
+        );
+        assert!(
+            err(Config {
+                from: Some("Herald".into()),
+                whatsapp: true,
+                ..ok.clone()
+            })
+            .contains("--from")
+        );
+        assert!(
+            err(Config {
+                content_sid: Some("HX1".into()),
+                ..ok.clone()
+            })
+            .contains("--content-sid")
+        );
+        assert!(
+            err(Config {
+                base_url: Some("ftp://x".into()),
+                ..ok.clone()
+            })
+            .contains("--base-url")
+        );
         for from in ["+15005550006", "12345", "Herald", "My Shop 1"] {
-            assert!(Config { from: Some(from.into()), ..ok.clone() }.validate().is_ok(), "{from}");
+            assert!(
+                Config {
+                    from: Some(from.into()),
+                    ..ok.clone()
+                }
+                .validate()
+                .is_ok(),
+                "{from}"
+            );
         }
-        assert!(Config { from: Some("whatsapp:+15017122661".into()), whatsapp: true, ..ok.clone() }.validate().is_ok());
+        assert!(
+            Config {
+                from: Some("whatsapp:+15017122661".into()),
+                whatsapp: true,
+                ..ok.clone()
+            }
+            .validate()
+            .is_ok()
+        );
         assert_eq!(ok.base_url.as_deref(), Some("http://127.0.0.1:1"));
-        assert_eq!(Config { base_url: None, ..ok.clone() }.base_url(), DEFAULT_BASE_URL);
+        assert_eq!(
+            Config {
+                base_url: None,
+                ..ok.clone()
+            }
+            .base_url(),
+            DEFAULT_BASE_URL
+        );
 
-        assert!(Secrets { auth_token: "".into() }.validate().unwrap_err().contains("--auth-token"));
-        assert!(Secrets { auth_token: "a b".into() }.validate().unwrap_err().contains("--auth-token"));
-        assert!(Secrets::from_json(&serde_json::json!({})).unwrap_err().contains("--auth-token"));
-        let s = Secrets { auth_token: TOKEN.into() };
+        assert!(
+            Secrets {
+                auth_token: "".into()
+            }
+            .validate()
+            .unwrap_err()
+            .contains("--auth-token")
+        );
+        assert!(
+            Secrets {
+                auth_token: "a b".into()
+            }
+            .validate()
+            .unwrap_err()
+            .contains("--auth-token")
+        );
+        assert!(
+            Secrets::from_json(&serde_json::json!({}))
+                .unwrap_err()
+                .contains("--auth-token")
+        );
+        let s = Secrets {
+            auth_token: TOKEN.into(),
+        };
         assert!(!format!("{s:?}").contains(TOKEN));
     }
 }

@@ -471,7 +471,10 @@ mod tests {
         let r = &reqs[0];
         assert_eq!(r.method, "POST");
         assert_eq!(r.path, "/v23.0/106540352242922/messages");
-        assert_eq!(r.header("authorization"), Some(format!("Bearer {TOKEN}").as_str()));
+        assert_eq!(
+            r.header("authorization"),
+            Some(format!("Bearer {TOKEN}").as_str())
+        );
         assert_eq!(r.header("content-type"), Some("application/json"));
         assert_eq!(
             r.json(),
@@ -498,8 +501,14 @@ mod tests {
             ..config(&fake.base)
         };
         let ch = channel_with(cfg, 5000);
-        assert!(matches!(ch.send(request("Ann\r\nFriday\n\n")).await, SendResult::Accepted { .. }));
-        assert!(matches!(ch.send(request("")).await, SendResult::Accepted { .. }));
+        assert!(matches!(
+            ch.send(request("Ann\r\nFriday\n\n")).await,
+            SendResult::Accepted { .. }
+        ));
+        assert!(matches!(
+            ch.send(request("")).await,
+            SendResult::Accepted { .. }
+        ));
         let reqs = fake.requests();
         assert_eq!(reqs[0].path, "/v24.0/106540352242922/messages");
         assert_eq!(
@@ -528,7 +537,9 @@ mod tests {
     async fn outcome(reply: Reply) -> SendResult {
         let fake = FakeServer::start().await;
         fake.reply(reply);
-        channel_with(config(&fake.base), 5000).send(request("x")).await
+        channel_with(config(&fake.base), 5000)
+            .send(request("x"))
+            .await
     }
 
     fn graph_error(status: u16, code: i64, message: &str) -> Reply {
@@ -580,7 +591,10 @@ mod tests {
         );
         assert!(matches!(
             outcome(graph_error(500, 131000, "Something went wrong")).await,
-            SendResult::Transient { retry_after: None, .. }
+            SendResult::Transient {
+                retry_after: None,
+                ..
+            }
         ));
         // No Graph error body: the HTTP status decides.
         assert!(matches!(
@@ -602,34 +616,116 @@ mod tests {
         let fake = FakeServer::start().await;
         fake.reply(Reply::Hang);
         let ch = channel_with(config(&fake.base), 300);
-        assert!(matches!(ch.send(request("x")).await, SendResult::Unknown { .. }));
+        assert!(matches!(
+            ch.send(request("x")).await,
+            SendResult::Unknown { .. }
+        ));
         assert_eq!(fake.requests().len(), 1);
         let ch = channel_with(config(&closed_port_url().await), 300);
-        assert!(matches!(ch.send(request("x")).await, SendResult::Transient { .. }));
+        assert!(matches!(
+            ch.send(request("x")).await,
+            SendResult::Transient { .. }
+        ));
     }
 
     #[test]
     fn config_and_secrets_validation() {
         let ok = config("http://127.0.0.1:1");
         assert!(ok.validate().is_ok());
-        assert_eq!(Config::from_json(&serde_json::to_value(&ok).unwrap()).unwrap(), ok);
-        assert!(Config::from_json(&serde_json::json!({"phone_number_id": "1", "token": "x"})).is_err());
+        assert_eq!(
+            Config::from_json(&serde_json::to_value(&ok).unwrap()).unwrap(),
+            ok
+        );
+        assert!(
+            Config::from_json(&serde_json::json!({"phone_number_id": "1", "token": "x"})).is_err()
+        );
         let err = |c: Config| c.validate().unwrap_err();
-        assert!(err(Config { phone_number_id: "+1 650".into(), ..ok.clone() }).contains("--phone-number-id"));
-        assert!(err(Config { api_version: Some("23".into()), ..ok.clone() }).contains("--api-version"));
-        assert!(err(Config { template: Some("Order Update".into()), ..ok.clone() }).contains("--template"));
-        assert!(err(Config { template_language: Some("en_US".into()), ..ok.clone() }).contains("--template-language"));
-        assert!(err(Config { template: Some("t".into()), template_language: Some("english".into()), ..ok.clone() }).contains("--template-language"));
-        assert!(err(Config { base_url: Some("graph.facebook.com".into()), ..ok.clone() }).contains("--base-url"));
-        let defaults = Config { phone_number_id: "1".into(), ..Default::default() };
-        assert_eq!(defaults.messages_url(), "https://graph.facebook.com/v23.0/1/messages");
+        assert!(
+            err(Config {
+                phone_number_id: "+1 650".into(),
+                ..ok.clone()
+            })
+            .contains("--phone-number-id")
+        );
+        assert!(
+            err(Config {
+                api_version: Some("23".into()),
+                ..ok.clone()
+            })
+            .contains("--api-version")
+        );
+        assert!(
+            err(Config {
+                template: Some("Order Update".into()),
+                ..ok.clone()
+            })
+            .contains("--template")
+        );
+        assert!(
+            err(Config {
+                template_language: Some("en_US".into()),
+                ..ok.clone()
+            })
+            .contains("--template-language")
+        );
+        assert!(
+            err(Config {
+                template: Some("t".into()),
+                template_language: Some("english".into()),
+                ..ok.clone()
+            })
+            .contains("--template-language")
+        );
+        assert!(
+            err(Config {
+                base_url: Some("graph.facebook.com".into()),
+                ..ok.clone()
+            })
+            .contains("--base-url")
+        );
+        let defaults = Config {
+            phone_number_id: "1".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            defaults.messages_url(),
+            "https://graph.facebook.com/v23.0/1/messages"
+        );
         assert_eq!(defaults.template_language(), "en_US");
 
         assert!(secrets().validate().is_ok());
-        assert!(Secrets { access_token: "".into(), ..secrets() }.validate().unwrap_err().contains("--access-token"));
-        assert!(Secrets { app_secret: " ".into(), ..secrets() }.validate().unwrap_err().contains("--app-secret"));
-        assert!(Secrets { verify_token: "a b".into(), ..secrets() }.validate().unwrap_err().contains("--verify-token"));
-        assert!(Secrets::from_json(&serde_json::json!({"access_token": "x"})).unwrap_err().contains("--verify-token"));
+        assert!(
+            Secrets {
+                access_token: "".into(),
+                ..secrets()
+            }
+            .validate()
+            .unwrap_err()
+            .contains("--access-token")
+        );
+        assert!(
+            Secrets {
+                app_secret: " ".into(),
+                ..secrets()
+            }
+            .validate()
+            .unwrap_err()
+            .contains("--app-secret")
+        );
+        assert!(
+            Secrets {
+                verify_token: "a b".into(),
+                ..secrets()
+            }
+            .validate()
+            .unwrap_err()
+            .contains("--verify-token")
+        );
+        assert!(
+            Secrets::from_json(&serde_json::json!({"access_token": "x"}))
+                .unwrap_err()
+                .contains("--verify-token")
+        );
         assert!(!format!("{:?}", secrets()).contains(TOKEN));
         assert_eq!(recipient("+16505551234"), "16505551234");
     }

@@ -39,6 +39,9 @@ pub enum Command {
         /// Address to listen on.
         #[arg(long)]
         listen: Option<String>,
+        /// The URL providers reach this Herald at (callback URLs, webhook signatures).
+        #[arg(long)]
+        public_url: Option<String>,
         /// Maximum concurrent sends of this instance.
         #[arg(long)]
         concurrency: Option<usize>,
@@ -50,6 +53,8 @@ pub enum Command {
     },
     /// Apply the embedded database migrations.
     Migrate,
+    /// Print a new random secret_key (for HERALD_SECRET_KEY), which seals channel secrets.
+    Keygen,
     /// Show the effective settings and where each came from.
     Config {
         #[arg(long)]
@@ -198,9 +203,13 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Serve {
             listen,
             concurrency,
+            public_url,
         } => {
             if let Some(l) = listen {
                 extra.insert("listen".into(), l.clone().into());
+            }
+            if let Some(u) = public_url {
+                extra.insert("public_url".into(), u.clone().into());
             }
             if let Some(c) = concurrency {
                 extra.insert("concurrency".into(), (*c).into());
@@ -236,6 +245,10 @@ pub async fn run(cli: Cli) -> CliResult {
             } else {
                 println!("database {} migrated: applied {:?}", store.url(), applied);
             }
+            Ok(0)
+        }
+        Command::Keygen => {
+            println!("{}", crate::secrets::SecretKey::generate());
             Ok(0)
         }
         Command::Config { json } => {

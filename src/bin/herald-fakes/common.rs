@@ -265,15 +265,13 @@ fn percent_decode(s: &str) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push(h << 4 | l);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 2;
                 }
-            }
+                _ => out.push(b'%'),
+            },
             b => out.push(b),
         }
         i += 1;
@@ -317,9 +315,7 @@ pub fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
 /// `+` followed by 2 to 15 digits, the first not zero.
 pub fn is_e164(s: &str) -> bool {
     s.strip_prefix('+').is_some_and(|d| {
-        (2..=15).contains(&d.len())
-            && d.bytes().all(|b| b.is_ascii_digit())
-            && !d.starts_with('0')
+        (2..=15).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit()) && !d.starts_with('0')
     })
 }
 
@@ -346,10 +342,13 @@ mod tests {
         ];
         let enc = form_encode(&pairs);
         assert_eq!(parse_form(&enc), pairs);
-        assert_eq!(parse_form("a=%zz&b=%4"), vec![
-            ("a".to_owned(), "%zz".to_owned()),
-            ("b".to_owned(), "%4".to_owned())
-        ]);
+        assert_eq!(
+            parse_form("a=%zz&b=%4"),
+            vec![
+                ("a".to_owned(), "%zz".to_owned()),
+                ("b".to_owned(), "%4".to_owned())
+            ]
+        );
         assert_eq!(parse_form("DateSent>=2024-01-01")[0].0, "DateSent>");
     }
 

@@ -245,9 +245,7 @@ async fn not_found(uri: axum::http::Uri) -> Response {
 // ---------------------------------------------------------------------------------------
 
 fn is_sid(s: &str, prefix: &str) -> bool {
-    s.len() == 34
-        && s.starts_with(prefix)
-        && s[2..].bytes().all(|b| b.is_ascii_hexdigit())
+    s.len() == 34 && s.starts_with(prefix) && s[2..].bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 fn basic_auth_ok(headers: &HeaderMap, account: &str, token: &str) -> bool {
@@ -480,7 +478,10 @@ impl Fake {
                 params.push(("ChannelToAddress".into(), address.to_owned()));
             }
             None if matches!(status, "delivered" | "undelivered") => {
-                params.push(("RawDlrDoneDate".into(), now.format("%y%m%d%H%M").to_string()));
+                params.push((
+                    "RawDlrDoneDate".into(),
+                    now.format("%y%m%d%H%M").to_string(),
+                ));
             }
             None => {}
         }
@@ -602,7 +603,10 @@ fn validate(params: &[(String, String)]) -> Result<(), Response> {
     if let Some(mss) = mss
         && !is_sid(mss, "MG")
     {
-        return bad(21701, format!("The Messaging Service Sid {mss} is invalid."));
+        return bad(
+            21701,
+            format!("The Messaging Service Sid {mss} is invalid."),
+        );
     }
     let body = param(params, "Body");
     let content = param(params, "ContentSid");
@@ -664,7 +668,12 @@ async fn create(
     response
 }
 
-async fn create_inner(fake: &Arc<Fake>, account: &str, headers: &HeaderMap, body: &[u8]) -> Response {
+async fn create_inner(
+    fake: &Arc<Fake>,
+    account: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
     fake.shared.latency().await;
     if !is_sid(account, "AC") {
         return resource_not_found(&format!("/2010-04-01/Accounts/{account}/Messages.json"));
@@ -743,7 +752,10 @@ async fn create_inner(fake: &Arc<Fake>, account: &str, headers: &HeaderMap, body
             return bad(21610, "Attempt to send to unsubscribed recipient".into());
         }
         Some("0009") => {
-            return bad(21614, format!("'To' number {to} is not a valid mobile number"));
+            return bad(
+                21614,
+                format!("'To' number {to} is not a valid mobile number"),
+            );
         }
         Some("0429") => {
             return with_retry_after(
@@ -768,7 +780,11 @@ async fn create_inner(fake: &Arc<Fake>, account: &str, headers: &HeaderMap, body
         }
         Some("0503") => {
             return with_retry_after(
-                error(StatusCode::SERVICE_UNAVAILABLE, 20503, "Service Unavailable"),
+                error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    20503,
+                    "Service Unavailable",
+                ),
                 retry_after,
             );
         }
@@ -783,10 +799,8 @@ async fn create_inner(fake: &Arc<Fake>, account: &str, headers: &HeaderMap, body
     }
     let json = fake.create_message(account, &params);
     let mut r = respond(StatusCode::CREATED, json);
-    r.headers_mut().insert(
-        "twilio-concurrent-requests",
-        HeaderValue::from(concurrent),
-    );
+    r.headers_mut()
+        .insert("twilio-concurrent-requests", HeaderValue::from(concurrent));
     r
 }
 
@@ -880,7 +894,12 @@ async fn list(
         .collect();
     matching.sort_by(|a, b| b.seq.cmp(&a.seq));
     let start = page.saturating_mul(page_size);
-    let items: Vec<&Message> = matching.iter().skip(start).take(page_size).copied().collect();
+    let items: Vec<&Message> = matching
+        .iter()
+        .skip(start)
+        .take(page_size)
+        .copied()
+        .collect();
     let uri_for = |p: usize, token: Option<String>| {
         let mut q = filters.clone();
         q.push(("PageSize".into(), page_size.to_string()));
@@ -891,14 +910,14 @@ async fn list(
         format!("{path}?{}", form_encode(&q))
     };
     let next = (start + items.len() < matching.len())
-        .then(|| items.last().map(|m| uri_for(page + 1, Some(format!("PA{}", m.sid)))))
+        .then(|| {
+            items
+                .last()
+                .map(|m| uri_for(page + 1, Some(format!("PA{}", m.sid))))
+        })
         .flatten();
-    let previous = (page > 0).then(|| {
-        uri_for(
-            page - 1,
-            items.first().map(|m| format!("PB{}", m.sid)),
-        )
-    });
+    let previous =
+        (page > 0).then(|| uri_for(page - 1, items.first().map(|m| format!("PB{}", m.sid))));
     let body = json!({
         "end": (start + items.len()).saturating_sub(1).max(start),
         "first_page_uri": uri_for(0, None),

@@ -204,7 +204,10 @@ fn fbtrace_id() -> String {
     let raw = STANDARD.encode(random_bytes(16));
     format!(
         "A{}",
-        raw.replace(['+', '/', '='], "").chars().take(22).collect::<String>()
+        raw.replace(['+', '/', '='], "")
+            .chars()
+            .take(22)
+            .collect::<String>()
     )
 }
 
@@ -577,7 +580,10 @@ struct SendReq {
 
 fn validate(body: &[u8]) -> Result<SendReq, Response> {
     let Ok(Value::Object(v)) = serde_json::from_slice::<Value>(body) else {
-        return Err(param_error(100, "Invalid parameter: the body must be a JSON object"));
+        return Err(param_error(
+            100,
+            "Invalid parameter: the body must be a JSON object",
+        ));
     };
     match v.get("messaging_product").and_then(Value::as_str) {
         Some("whatsapp") => {}
@@ -602,7 +608,11 @@ fn validate(body: &[u8]) -> Result<SendReq, Response> {
             "Param recipient_type must be one of {INDIVIDUAL, GROUP}.",
         ));
     }
-    let Some(to) = v.get("to").and_then(Value::as_str).filter(|s| !s.is_empty()) else {
+    let Some(to) = v
+        .get("to")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+    else {
         return Err(param_error(100, "The parameter to is required."));
     };
     let digits = to.strip_prefix('+').unwrap_or(to);
@@ -616,13 +626,19 @@ fn validate(body: &[u8]) -> Result<SendReq, Response> {
             _ => {
                 return Err(param_error(
                     100,
-                    format!("Param type must be one of {{{}}}.", TYPES.join(", ").to_uppercase()),
+                    format!(
+                        "Param type must be one of {{{}}}.",
+                        TYPES.join(", ").to_uppercase()
+                    ),
                 ));
             }
         },
     };
     let Some(payload) = v.get(kind).filter(|p| p.is_object()) else {
-        return Err(param_error(100, format!("The parameter {kind} is required.")));
+        return Err(param_error(
+            100,
+            format!("The parameter {kind} is required."),
+        ));
     };
     match kind {
         "text" => {
@@ -638,7 +654,11 @@ fn validate(body: &[u8]) -> Result<SendReq, Response> {
             }
         }
         "template" => {
-            if payload.get("name").and_then(Value::as_str).is_none_or(str::is_empty) {
+            if payload
+                .get("name")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+            {
                 return Err(param_error(
                     100,
                     "The parameter template['name'] is required.",

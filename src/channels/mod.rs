@@ -112,12 +112,15 @@ impl BuildContext {
     }
 }
 
+/// A built channel and its rate limit (messages or SMS segments per second).
+type BuiltChannel = (Arc<dyn Channel>, Option<f64>);
+
 #[derive(Clone)]
 pub struct ChannelRegistry {
     store: Store,
     receipts: Option<tokio::sync::mpsc::Sender<crate::store::Receipt>>,
     context: BuildContext,
-    built: Arc<Mutex<HashMap<i64, (Arc<dyn Channel>, Option<f64>)>>>,
+    built: Arc<Mutex<HashMap<i64, BuiltChannel>>>,
 }
 
 impl ChannelRegistry {
@@ -147,7 +150,7 @@ impl ChannelRegistry {
     pub async fn get_with_rate(
         &self,
         channel_id: i64,
-    ) -> Result<(Arc<dyn Channel>, Option<f64>), StoreError> {
+    ) -> Result<BuiltChannel, StoreError> {
         if let Some(c) = self
             .built
             .lock()

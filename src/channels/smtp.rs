@@ -23,7 +23,7 @@
 
 use super::{BoxFuture, BuildContext, Channel, SendRequest, SendResult};
 use crate::store::ChannelInfo;
-use lettre::message::header::{ContentType, HeaderName, HeaderValue};
+use lettre::message::header::{ContentType, HeaderName, HeaderValue, MIME_VERSION_1_0};
 use lettre::message::{Mailbox, Message};
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
@@ -243,6 +243,7 @@ pub fn build_message(
         .to(to)
         .subject(subject)
         .message_id(Some(message_id.to_string()))
+        .header(MIME_VERSION_1_0)
         .header(ContentType::TEXT_PLAIN);
     if let Some(url) = &request.unsubscribe_url {
         if url.is_empty() || url.contains(|c: char| c.is_control() || c == '<' || c == '>') {
@@ -718,8 +719,7 @@ mod tests {
         let text = formatted(&m);
         assert!(text.contains(&format!("Message-ID: {id}\r\n")), "{text}");
         assert!(
-            text.contains("From: \"Herald News\" <news@example.com>\r\n")
-                || text.contains("From: Herald News <news@example.com>\r\n"),
+            text.contains("From: \"Herald News\" <news@example.com>\r\n"),
             "{text}"
         );
         assert!(text.contains("To: ann@example.org\r\n"), "{text}");
@@ -740,6 +740,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("Date: "), "{text}");
+        assert!(text.contains("MIME-Version: 1.0\r\n"), "{text}");
         assert!(text.ends_with("\r\n\r\nHello Ann,\r\nsee you."), "{text}");
         assert_eq!(m.envelope().to().len(), 1);
         assert_eq!(m.envelope().from().unwrap().to_string(), "news@example.com");
@@ -754,6 +755,12 @@ mod tests {
         assert!(text.ends_with("\r\n\r\nJust text"), "{text}");
         let text = formatted(&build_message(&from, None, &plain, "<x@example.com>").unwrap());
         assert!(text.contains("Subject: (no subject)\r\n"), "{text}");
+        // A non-ASCII body is transfer-encoded, so the message itself stays ASCII.
+        let accented = request("bob@example.org", "Grüße aus Köln 😀", None);
+        let bytes = build_message(&from, None, &accented, "<x@example.com>")
+            .unwrap()
+            .formatted();
+        assert!(bytes.is_ascii());
 
         assert!(
             build_message(

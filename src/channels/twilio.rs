@@ -168,7 +168,7 @@ impl Config {
     }
 
     /// The `From` form value, prefixed for WhatsApp; None with a Messaging Service.
-    fn from_field(&self) -> Option<String> {
+    fn sender_field(&self) -> Option<String> {
         self.from.as_ref().map(|f| {
             if self.whatsapp {
                 with_whatsapp_prefix(f)
@@ -178,7 +178,7 @@ impl Config {
         })
     }
 
-    fn to_field(&self, address: &str) -> String {
+    fn recipient_field(&self, address: &str) -> String {
         if self.whatsapp {
             with_whatsapp_prefix(address)
         } else {
@@ -377,8 +377,11 @@ impl TwilioChannel {
 
     /// The create request's form fields, in order.
     pub fn form(&self, request: &SendRequest) -> Result<Vec<(&'static str, String)>, String> {
-        let mut form = vec![("To", self.config.to_field(&request.address))];
-        match (self.config.from_field(), &self.config.messaging_service_sid) {
+        let mut form = vec![("To", self.config.recipient_field(&request.address))];
+        match (
+            self.config.sender_field(),
+            &self.config.messaging_service_sid,
+        ) {
             (Some(from), _) => form.push(("From", from)),
             (None, Some(mg)) => form.push(("MessagingServiceSid", mg.clone())),
             (None, None) => {}
@@ -465,8 +468,8 @@ impl TwilioChannel {
             .ok_or_else(|| format!("{sent_after_ms} is not a valid time"))?
             .format("%Y-%m-%d")
             .to_string();
-        let mut query = vec![("To", self.config.to_field(to))];
-        if let Some(from) = self.config.from_field() {
+        let mut query = vec![("To", self.config.recipient_field(to))];
+        if let Some(from) = self.config.sender_field() {
             query.push(("From", from));
         }
         query.push(("DateSent>", day));

@@ -147,10 +147,7 @@ impl ChannelRegistry {
     }
 
     /// The channel and its rate limit (messages or SMS segments per second), if any.
-    pub async fn get_with_rate(
-        &self,
-        channel_id: i64,
-    ) -> Result<BuiltChannel, StoreError> {
+    pub async fn get_with_rate(&self, channel_id: i64) -> Result<BuiltChannel, StoreError> {
         if let Some(c) = self
             .built
             .lock()

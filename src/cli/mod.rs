@@ -3,12 +3,13 @@
 
 mod bench;
 mod campaign;
+mod channel;
 mod doctor;
 mod run;
 
 use crate::config::{LoadOptions, LoadedSettings, Settings};
 use crate::store::Store;
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
@@ -69,54 +70,13 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Manage channels.
     #[command(subcommand)]
-    Channel(ChannelCommand),
+    Channel(channel::ChannelCommand),
     /// Manage contacts.
     #[command(subcommand)]
     Contacts(ContactsCommand),
     /// Create, run and inspect campaigns.
     #[command(subcommand)]
     Campaign(campaign::CampaignCommand),
-}
-
-#[derive(Debug, Subcommand)]
-pub enum ChannelCommand {
-    /// Create a channel.
-    Create(ChannelCreate),
-    /// List channels.
-    List {
-        #[arg(long)]
-        json: bool,
-    },
-    /// What a sandbox channel's simulated provider holds.
-    Stats {
-        name: String,
-        /// Only this campaign's messages.
-        #[arg(long)]
-        campaign: Option<i64>,
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-#[derive(Debug, Args)]
-pub struct ChannelCreate {
-    #[arg(long)]
-    pub name: String,
-    /// Channel kind: sandbox.
-    #[arg(long)]
-    pub kind: String,
-    /// Sandbox: simulated provider latency.
-    #[arg(long, default_value_t = 0)]
-    pub latency_ms: u64,
-    /// Sandbox: probability of a transient failure (0..1).
-    #[arg(long, default_value_t = 0.0)]
-    pub fail_rate: f64,
-    /// Sandbox: probability of a permanent failure (0..1).
-    #[arg(long, default_value_t = 0.0)]
-    pub permanent_fail_rate: f64,
-    /// Sandbox: send a `delivered` receipt this long after each accepted send.
-    #[arg(long)]
-    pub delivery_delay_ms: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -261,7 +221,7 @@ pub async fn run(cli: Cli) -> CliResult {
         }
         Command::Doctor { json } => doctor::run(&settings, *json).await,
         Command::Bench(args) => bench::run(&settings, args).await,
-        Command::Channel(c) => channel(&cli, &settings, c).await,
+        Command::Channel(c) => channel::run(&cli, &settings, c).await,
         Command::Contacts(ContactsCommand::Import { file, list }) => {
             let store = open_store(&settings, false).await?;
             let org = resolve_org(&store, &cli.org).await?;
@@ -276,72 +236,5 @@ pub async fn run(cli: Cli) -> CliResult {
             Ok(0)
         }
         Command::Campaign(c) => campaign::run(&cli, &settings, c).await,
-    }
-}
-
-async fn channel(cli: &Cli, settings: &Settings, command: &ChannelCommand) -> CliResult {
-    let store = open_store(settings, false).await?;
-    let org = resolve_org(&store, &cli.org).await?;
-    match command {
-        ChannelCommand::Create(c) => {
-            if !crate::channels::KINDS.contains(&c.kind.as_str()) {
-                return Err(CliError::from(format!(
-                    "--kind `{}` is not a channel kind this herald knows: use one of {}",
-                    c.kind,
-                    crate::channels::KINDS.join(", ")
-                )));
-            }
-            let config = crate::channels::sandbox::SandboxConfig {
-                latency_ms: c.latency_ms,
-                fail_rate: c.fail_rate,
-                permanent_fail_rate: c.permanent_fail_rate,
-                delivery_delay_ms: c.delivery_delay_ms,
-            };
-            config.validate()?;
-            let id = store
-                .create_channel(org, &c.name, &c.kind, &serde_json::to_value(&config)?)
-                .await?;
-            println!("{id}");
-            Ok(0)
-        }
-        ChannelCommand::List { json } => {
-            let channels = store.channels(org).await?;
-            if *json {
-                let rows: Vec<_> = channels
-                    .iter()
-                    .map(|c| serde_json::json!({"id": c.id, "name": c.name, "kind": c.kind, "config": c.config}))
-                    .collect();
-                println!("{}", serde_json::to_string(&rows)?);
-            } else {
-                println!("{:<6} {:<24} {:<10} CONFIG", "ID", "NAME", "KIND");
-                for c in channels {
-                    println!("{:<6} {:<24} {:<10} {}", c.id, c.name, c.kind, c.config);
-                }
-            }
-            Ok(0)
-        }
-        ChannelCommand::Stats {
-            name,
-            campaign,
-            json,
-        } => {
-            let channel = store.channel_by_name(org, name).await?;
-            if channel.kind != "sandbox" {
-                return Err(CliError::from(format!(
-                    "channel `{name}` is a {} channel: stats show what a sandbox channel's simulated provider holds",
-                    channel.kind
-                )));
-            }
-            let stats = store.sandbox_stats(channel.id, *campaign).await?;
-            if *json {
-                println!("{}", serde_json::to_string(&stats)?);
-            } else {
-                println!(
-                    "received {}, distinct recipients {}, duplicates {}",
-                    stats.received, stats.distinct_recipients, stats.duplicates
-                );
-            }
-            Ok(0)
-        }
     }
 }

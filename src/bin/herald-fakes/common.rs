@@ -49,7 +49,8 @@ pub struct Knobs {
     /// Timeout of one callback delivery attempt.
     #[arg(long, default_value_t = 5000)]
     pub callback_timeout_ms: u64,
-    /// Added latency before answering every provider API request.
+    /// Added latency on every provider API request (for sends, inside the
+    /// `--max-concurrency` slot, so the two together model a concurrency limit).
     #[arg(long, default_value_t = 0)]
     pub latency_ms: u64,
     /// Probability (0..=1) that a valid send gets a 5xx without creating a message.

@@ -573,9 +573,9 @@ impl Fake {
     }
 }
 
-/// Request validation; `Err` is the response to send.
-fn validate(params: &[(String, String)]) -> Result<(), Response> {
-    let bad = |code: u32, msg: String| Err(error(StatusCode::BAD_REQUEST, code, msg));
+/// Request validation; `Err` is the 400's `(code, message)`.
+fn validate(params: &[(String, String)]) -> Result<(), (u32, String)> {
+    let bad = |code: u32, msg: String| Err((code, msg));
     let Some(to) = param(params, "To") else {
         return bad(21604, "A 'To' phone number is required.".into());
     };
@@ -674,19 +674,21 @@ async fn create_inner(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Response {
-    fake.shared.latency().await;
     if !is_sid(account, "AC") {
         return resource_not_found(&format!("/2010-04-01/Accounts/{account}/Messages.json"));
     }
     if !basic_auth_ok(headers, account, &fake.auth_token) {
         return unauthorized();
     }
+    // The slot is held through the added latency, so `--latency-ms` with
+    // `--max-concurrency` models Twilio's per-account concurrency limit.
     let Some(_slot) = fake.shared.enter() else {
         return error(StatusCode::TOO_MANY_REQUESTS, 20429, "Too Many Requests");
     };
+    fake.shared.latency().await;
     let params = parse_form(&String::from_utf8_lossy(body));
-    if let Err(r) = validate(&params) {
-        return r;
+    if let Err((code, message)) = validate(&params) {
+        return error(StatusCode::BAD_REQUEST, code, message);
     }
     let concurrent = fake.shared.in_flight();
     if fake.shared.roll_failure() {
@@ -892,7 +894,7 @@ async fn list(
                 && before.is_none_or(|b| t <= b)
         })
         .collect();
-    matching.sort_by(|a, b| b.seq.cmp(&a.seq));
+    matching.sort_by_key(|m| std::cmp::Reverse(m.seq));
     let start = page.saturating_mul(page_size);
     let items: Vec<&Message> = matching
         .iter()

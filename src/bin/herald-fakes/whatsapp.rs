@@ -578,9 +578,13 @@ struct SendReq {
     biz_opaque: Option<String>,
 }
 
-fn validate(body: &[u8]) -> Result<SendReq, Response> {
+/// Body validation; `Err` is the 400's `(code, message)`.
+fn validate(body: &[u8]) -> Result<SendReq, (u32, String)> {
+    fn bad(code: u32, message: impl Into<String>) -> (u32, String) {
+        (code, message.into())
+    }
     let Ok(Value::Object(v)) = serde_json::from_slice::<Value>(body) else {
-        return Err(param_error(
+        return Err(bad(
             100,
             "Invalid parameter: the body must be a JSON object",
         ));
@@ -588,22 +592,19 @@ fn validate(body: &[u8]) -> Result<SendReq, Response> {
     match v.get("messaging_product").and_then(Value::as_str) {
         Some("whatsapp") => {}
         Some(other) => {
-            return Err(param_error(
+            return Err(bad(
                 100,
                 format!("Param messaging_product must be one of {{WHATSAPP}} - got \"{other}\"."),
             ));
         }
         None => {
-            return Err(param_error(
-                100,
-                "The parameter messaging_product is required.",
-            ));
+            return Err(bad(100, "The parameter messaging_product is required."));
         }
     }
     if let Some(rt) = v.get("recipient_type")
         && !matches!(rt.as_str(), Some("individual" | "group"))
     {
-        return Err(param_error(
+        return Err(bad(
             100,
             "Param recipient_type must be one of {INDIVIDUAL, GROUP}.",
         ));
@@ -613,18 +614,18 @@ fn validate(body: &[u8]) -> Result<SendReq, Response> {
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
     else {
-        return Err(param_error(100, "The parameter to is required."));
+        return Err(bad(100, "The parameter to is required."));
     };
     let digits = to.strip_prefix('+').unwrap_or(to);
     if !(6..=15).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(param_error(131_009, "Parameter value is not valid"));
+        return Err(bad(131_009, "Parameter value is not valid"));
     }
     let kind = match v.get("type") {
         None => "text",
         Some(t) => match t.as_str() {
             Some(t) if TYPES.contains(&t) => t,
             _ => {
-                return Err(param_error(
+                return Err(bad(
                     100,
                     format!(
                         "Param type must be one of {{{}}}.",
@@ -635,19 +636,16 @@ fn validate(body: &[u8]) -> Result<SendReq, Response> {
         },
     };
     let Some(payload) = v.get(kind).filter(|p| p.is_object()) else {
-        return Err(param_error(
-            100,
-            format!("The parameter {kind} is required."),
-        ));
+        return Err(bad(100, format!("The parameter {kind} is required.")));
     };
     match kind {
         "text" => {
             let body = payload.get("body").and_then(Value::as_str).unwrap_or("");
             if body.is_empty() {
-                return Err(param_error(100, "The parameter text['body'] is required."));
+                return Err(bad(100, "The parameter text['body'] is required."));
             }
             if body.chars().count() > 4096 {
-                return Err(param_error(
+                return Err(bad(
                     100,
                     "Param text['body'] must be at most 4096 characters long.",
                 ));
@@ -659,17 +657,14 @@ fn validate(body: &[u8]) -> Result<SendReq, Response> {
                 .and_then(Value::as_str)
                 .is_none_or(str::is_empty)
             {
-                return Err(param_error(
-                    100,
-                    "The parameter template['name'] is required.",
-                ));
+                return Err(bad(100, "The parameter template['name'] is required."));
             }
             let code = payload
                 .get("language")
                 .and_then(|l| l.get("code"))
                 .and_then(Value::as_str);
             if code.is_none_or(str::is_empty) {
-                return Err(param_error(
+                return Err(bad(
                     100,
                     "The parameter template['language']['code'] is required.",
                 ));
@@ -681,7 +676,7 @@ fn validate(body: &[u8]) -> Result<SendReq, Response> {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if s.len() <= 512 => Some(s.clone()),
         Some(_) => {
-            return Err(param_error(
+            return Err(bad(
                 100,
                 "Param biz_opaque_callback_data must be a string of at most 512 characters.",
             ));
@@ -743,7 +738,6 @@ async fn send_inner(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Response {
-    fake.shared.latency().await;
     if !bearer_ok(headers, fake.access_token.as_deref()) {
         return unauthorized();
     }
@@ -778,9 +772,10 @@ async fn send_inner(
     let Some(_slot) = fake.shared.enter() else {
         return graph_error(StatusCode::TOO_MANY_REQUESTS, 130_429);
     };
+    fake.shared.latency().await;
     let req = match validate(body) {
         Ok(r) => r,
-        Err(r) => return r,
+        Err((code, message)) => return param_error(code, message),
     };
     if fake.shared.roll_failure() {
         return graph_error(StatusCode::INTERNAL_SERVER_ERROR, 131_000);

@@ -1,0 +1,378 @@
+//! `herald channel …`: create channels of every kind (secrets sealed at rest), list them
+//! with secrets masked, test-send, and read the sandbox provider's record.
+
+use super::{Cli, CliError, CliResult, open_store, resolve_org};
+use crate::channels::{
+    self, BuildContext, ChannelRegistry, SendRequest, sandbox, smtp, twilio, whatsapp,
+};
+use crate::config::Settings;
+use crate::secrets::SecretKey;
+use clap::{Args, Subcommand};
+use serde_json::Value;
+
+#[derive(Debug, Subcommand)]
+pub enum ChannelCommand {
+    /// Create a channel; prints its id.
+    Create(Box<ChannelCreate>),
+    /// List channels (secrets masked).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// What a sandbox channel's simulated provider holds.
+    Stats {
+        name: String,
+        /// Only this campaign's messages.
+        #[arg(long)]
+        campaign: Option<i64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send one real message through the channel and print the provider's answer.
+    Test {
+        name: String,
+        /// Recipient: E.164 phone number or email address.
+        #[arg(long)]
+        to: String,
+        #[arg(long, default_value = "Test message from Herald")]
+        body: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ChannelCreate {
+    #[arg(long)]
+    pub name: String,
+    /// sandbox, twilio, whatsapp or smtp.
+    #[arg(long)]
+    pub kind: String,
+    /// Messages per second (SMS: segments per second), held across all instances.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Provider API base URL (tests point it at a local fake).
+    #[arg(long)]
+    pub base_url: Option<String>,
+
+    /// sandbox: simulated provider latency.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    /// sandbox: probability of a transient failure (0..1).
+    #[arg(long, default_value_t = 0.0)]
+    pub fail_rate: f64,
+    /// sandbox: probability of a permanent failure (0..1).
+    #[arg(long, default_value_t = 0.0)]
+    pub permanent_fail_rate: f64,
+    /// sandbox: send a `delivered` receipt this long after each accepted send.
+    #[arg(long)]
+    pub delivery_delay_ms: Option<u64>,
+
+    /// twilio: account SID (AC…).
+    #[arg(long)]
+    pub account_sid: Option<String>,
+    /// twilio: auth token (sealed at rest).
+    #[arg(long)]
+    pub auth_token: Option<String>,
+    /// twilio: sender number.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// twilio: Messaging Service SID (MG…), instead of --from.
+    #[arg(long)]
+    pub messaging_service_sid: Option<String>,
+    /// twilio: Content API template (HX…), e.g. for WhatsApp templates through Twilio.
+    #[arg(long)]
+    pub content_sid: Option<String>,
+    /// twilio: send over WhatsApp (whatsapp: addresses).
+    #[arg(long)]
+    pub whatsapp: bool,
+
+    /// whatsapp: phone number id.
+    #[arg(long)]
+    pub phone_number_id: Option<String>,
+    /// whatsapp: access token (sealed at rest).
+    #[arg(long)]
+    pub access_token: Option<String>,
+    /// whatsapp: app secret, checks webhook signatures (sealed at rest).
+    #[arg(long)]
+    pub app_secret: Option<String>,
+    /// whatsapp: webhook verify token (sealed at rest).
+    #[arg(long)]
+    pub verify_token: Option<String>,
+    /// whatsapp: Graph API version.
+    #[arg(long)]
+    pub api_version: Option<String>,
+    /// whatsapp: send this approved template (one body parameter per line of the message).
+    #[arg(long)]
+    pub template: Option<String>,
+    /// whatsapp: the template's language.
+    #[arg(long)]
+    pub template_language: Option<String>,
+
+    /// smtp: server host.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// smtp: server port.
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// smtp: none, starttls or tls.
+    #[arg(long)]
+    pub tls: Option<String>,
+    /// smtp: user name.
+    #[arg(long)]
+    pub username: Option<String>,
+    /// smtp: password (sealed at rest).
+    #[arg(long)]
+    pub password: Option<String>,
+    /// smtp: subject when the message has no `Subject:` first line.
+    #[arg(long)]
+    pub default_subject: Option<String>,
+}
+
+fn need<'a>(value: &'a Option<String>, flag: &str, kind: &str) -> Result<&'a str, CliError> {
+    value
+        .as_deref()
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| CliError::from(format!("--kind {kind} needs {flag}")))
+}
+
+/// The public configuration and the secrets of the channel described by the flags.
+fn describe(c: &ChannelCreate) -> Result<(Value, Option<Value>), CliError> {
+    match c.kind.as_str() {
+        "sandbox" => {
+            let config = sandbox::SandboxConfig {
+                latency_ms: c.latency_ms,
+                fail_rate: c.fail_rate,
+                permanent_fail_rate: c.permanent_fail_rate,
+                delivery_delay_ms: c.delivery_delay_ms,
+            };
+            config.validate()?;
+            Ok((serde_json::to_value(config)?, None))
+        }
+        "twilio" => {
+            let config = twilio::Config {
+                account_sid: need(&c.account_sid, "--account-sid", "twilio")?.to_string(),
+                from: c.from.clone(),
+                messaging_service_sid: c.messaging_service_sid.clone(),
+                base_url: c.base_url.clone(),
+                content_sid: c.content_sid.clone(),
+                whatsapp: c.whatsapp,
+            };
+            let secrets = twilio::Secrets {
+                auth_token: need(&c.auth_token, "--auth-token", "twilio")?.to_string(),
+            };
+            config.validate()?;
+            secrets.validate()?;
+            Ok((
+                serde_json::to_value(config)?,
+                Some(serde_json::to_value(secrets)?),
+            ))
+        }
+        "whatsapp" => {
+            let config = whatsapp::Config {
+                phone_number_id: need(&c.phone_number_id, "--phone-number-id", "whatsapp")?
+                    .to_string(),
+                base_url: c.base_url.clone(),
+                api_version: c.api_version.clone(),
+                template: c.template.clone(),
+                template_language: c.template_language.clone(),
+            };
+            let secrets = whatsapp::Secrets {
+                access_token: need(&c.access_token, "--access-token", "whatsapp")?.to_string(),
+                app_secret: need(&c.app_secret, "--app-secret", "whatsapp")?.to_string(),
+                verify_token: need(&c.verify_token, "--verify-token", "whatsapp")?.to_string(),
+            };
+            config.validate()?;
+            secrets.validate()?;
+            Ok((
+                serde_json::to_value(config)?,
+                Some(serde_json::to_value(secrets)?),
+            ))
+        }
+        "smtp" => {
+            let tls: smtp::TlsMode = need(&c.tls, "--tls none|starttls|tls", "smtp")?
+                .parse()
+                .map_err(|e: String| CliError::from(e))?;
+            let config = smtp::Config {
+                host: need(&c.host, "--host", "smtp")?.to_string(),
+                port: c
+                    .port
+                    .ok_or_else(|| CliError::from("--kind smtp needs --port, e.g. 587"))?,
+                tls,
+                from: need(&c.from, "--from ADDRESS", "smtp")?.to_string(),
+                username: c.username.clone(),
+                default_subject: c.default_subject.clone(),
+                max_connections: None,
+            };
+            let secrets = smtp::Secrets {
+                password: c.password.clone(),
+            };
+            config.validate()?;
+            secrets.validate()?;
+            smtp::validate_credentials(&config, &secrets)?;
+            Ok((
+                serde_json::to_value(config)?,
+                Some(serde_json::to_value(secrets)?),
+            ))
+        }
+        other => Err(CliError::from(format!(
+            "--kind `{other}` is not a channel kind this herald knows: use one of {}",
+            channels::KINDS.join(", ")
+        ))),
+    }
+}
+
+/// Secrets as they may be shown: each value masked to its last four characters.
+fn masked(secrets: &Value) -> Value {
+    match secrets {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    let shown = v.as_str().map(crate::secrets::mask).unwrap_or_default();
+                    (k.clone(), Value::String(shown))
+                })
+                .collect(),
+        ),
+        _ => Value::Null,
+    }
+}
+
+pub async fn run(cli: &Cli, settings: &Settings, command: &ChannelCommand) -> CliResult {
+    let store = open_store(settings, false).await?;
+    let org = resolve_org(&store, &cli.org).await?;
+    let context = BuildContext {
+        public_url: settings.public_url.clone(),
+        secret_key: settings.secret_key.clone(),
+    };
+    match command {
+        ChannelCommand::Create(c) => {
+            if let Some(rate) = c.rate
+                && !(rate > 0.0 && rate.is_finite())
+            {
+                return Err(CliError::from(format!(
+                    "--rate {rate} is not a rate: give messages per second above 0, e.g. --rate 10"
+                )));
+            }
+            let (config, secrets) = describe(c)?;
+            let key = match &secrets {
+                Some(_) => Some(
+                    SecretKey::from_settings(settings.secret_key.as_deref())?
+                        .ok_or(crate::secrets::SecretError::NoKey)?,
+                ),
+                None => None,
+            };
+            let sealed = match (&key, &secrets) {
+                (Some(k), Some(s)) => Some((k, s)),
+                _ => None,
+            };
+            let id = store
+                .create_channel_with(org, &c.name, &c.kind, &config, sealed, c.rate)
+                .await?;
+            println!("{id}");
+            Ok(0)
+        }
+        ChannelCommand::List { json } => {
+            let channels = store.channels(org).await?;
+            let rows: Vec<Value> = channels
+                .iter()
+                .map(|c| {
+                    let secrets = match &c.secrets {
+                        None => Value::Null,
+                        Some(_) => context
+                            .open_secrets(c)
+                            .map(|s| masked(&s))
+                            .unwrap_or_else(|_| Value::String("sealed (no key to open)".into())),
+                    };
+                    serde_json::json!({"id": c.id, "name": c.name, "kind": c.kind, "config": c.config,
+                        "rate_per_sec": c.rate_per_sec, "secrets": secrets})
+                })
+                .collect();
+            if *json {
+                println!("{}", serde_json::to_string(&rows)?);
+            } else {
+                println!(
+                    "{:<6} {:<24} {:<10} {:<8} CONFIG",
+                    "ID", "NAME", "KIND", "RATE"
+                );
+                for (c, row) in channels.iter().zip(&rows) {
+                    let rate = c
+                        .rate_per_sec
+                        .map(|r| format!("{r}/s"))
+                        .unwrap_or_else(|| "-".into());
+                    let secrets = if row["secrets"].is_null() {
+                        String::new()
+                    } else {
+                        format!(" secrets {}", row["secrets"])
+                    };
+                    println!(
+                        "{:<6} {:<24} {:<10} {:<8} {}{secrets}",
+                        c.id, c.name, c.kind, rate, c.config
+                    );
+                }
+            }
+            Ok(0)
+        }
+        ChannelCommand::Stats {
+            name,
+            campaign,
+            json,
+        } => {
+            let channel = store.channel_by_name(org, name).await?;
+            if channel.kind != "sandbox" {
+                return Err(CliError::from(format!(
+                    "channel `{name}` is a {} channel: stats show what a sandbox channel's simulated provider holds",
+                    channel.kind
+                )));
+            }
+            let stats = store.sandbox_stats(channel.id, *campaign).await?;
+            if *json {
+                println!("{}", serde_json::to_string(&stats)?);
+            } else {
+                println!(
+                    "received {}, distinct recipients {}, duplicates {}",
+                    stats.received, stats.distinct_recipients, stats.duplicates
+                );
+            }
+            Ok(0)
+        }
+        ChannelCommand::Test { name, to, body } => {
+            let info = store.channel_by_name(org, name).await?;
+            let address = crate::address::Address::parse(to)?;
+            let registry = ChannelRegistry::new(store.clone(), None, context);
+            let channel = registry.get(info.id).await?;
+            let result = channel
+                .send(SendRequest {
+                    message_id: 0,
+                    campaign_id: 0,
+                    address: address.as_str().to_string(),
+                    body: body.clone(),
+                    attempt: 1,
+                    unsubscribe_url: None,
+                })
+                .await;
+            println!("{}", serde_json::to_string(&result_json(&result))?);
+            Ok(if matches!(result, channels::SendResult::Accepted { .. }) {
+                0
+            } else {
+                1
+            })
+        }
+    }
+}
+
+fn result_json(r: &channels::SendResult) -> Value {
+    use channels::SendResult::*;
+    match r {
+        Accepted { provider_id } => {
+            serde_json::json!({"result": "accepted", "provider_id": provider_id})
+        }
+        Transient { error, retry_after } => {
+            serde_json::json!({"result": "transient", "error": error,
+            "retry_after_ms": retry_after.map(|d| d.as_millis() as u64)})
+        }
+        Permanent { error } => serde_json::json!({"result": "permanent", "error": error}),
+        OptOut { error } => serde_json::json!({"result": "opted_out", "error": error}),
+        StopCampaign { error } => {
+            serde_json::json!({"result": "channel_cannot_send", "error": error})
+        }
+        Unknown { error } => serde_json::json!({"result": "unknown", "error": error}),
+    }
+}

@@ -13,10 +13,10 @@
 //! * `--duplicate-callbacks`: each delivery is made twice with identical bytes (the second
 //!   copy right after the first in-order, at its own random time when shuffled).
 //!
-//! A delivery attempt fails on a connection error, a timeout or any non-2xx (redirects are
-//! not followed). It is retried `--callback-retries` times with doubling backoff, then
-//! dropped and counted in `callbacks_failed`. Work scheduled before `/_fake/reset` is
-//! abandoned silently.
+//! At most `--callback-concurrency` deliveries are in flight at once. A delivery attempt
+//! fails on a connection error, a timeout or any non-2xx (redirects are not followed). It
+//! is retried `--callback-retries` times with doubling backoff, then dropped and counted
+//! in `callbacks_failed`. Work scheduled before `/_fake/reset` is abandoned silently.
 
 use crate::common::{Order, Shared};
 use axum::http::header::CONTENT_TYPE;
@@ -115,6 +115,8 @@ async fn deliver(shared: &Shared, generation: u64, out: &Outbound) {
         if shared.generation() != generation {
             return;
         }
+        // Never closed, so `acquire` only fails if it were; then deliver unthrottled.
+        let permit = shared.callback_slots.acquire().await.ok();
         let mut req = shared
             .client
             .post(&out.url)
@@ -137,6 +139,8 @@ async fn deliver(shared: &Shared, generation: u64, out: &Outbound) {
                 tracing::debug!(url = %out.url, error = %e, attempt, "callback failed");
             }
         }
+        // Release the slot before any backoff sleep.
+        drop(permit);
         if attempt + 1 < attempts {
             shared.count_in(generation, |c| c.callbacks_retried += 1);
             let backoff = shared

@@ -46,6 +46,9 @@ pub struct Knobs {
     /// First retry backoff; doubles on each further retry.
     #[arg(long, default_value_t = 100)]
     pub callback_retry_ms: u64,
+    /// Maximum callback deliveries in flight at once (the rest wait their turn, FIFO).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub callback_concurrency: u32,
     /// Timeout of one callback delivery attempt.
     #[arg(long, default_value_t = 5000)]
     pub callback_timeout_ms: u64,
@@ -107,6 +110,8 @@ pub struct Shared {
     counters: Mutex<Counters>,
     in_flight: AtomicUsize,
     pub client: reqwest::Client,
+    /// `--callback-concurrency` permits.
+    pub callback_slots: tokio::sync::Semaphore,
 }
 
 /// Holds one slot of `--max-concurrency` while a send request is being answered.
@@ -126,7 +131,9 @@ impl Shared {
             .connect_timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
+        let slots = usize::try_from(knobs.callback_concurrency).unwrap_or(64);
         Ok(Self {
+            callback_slots: tokio::sync::Semaphore::new(slots),
             knobs,
             counters: Mutex::new(Counters::default()),
             in_flight: AtomicUsize::new(0),

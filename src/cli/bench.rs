@@ -1,4 +1,6 @@
-//! `herald bench`: a real campaign through the real engine into the sandbox channel.
+//! `herald bench`: a real campaign through the real engine, into the sandbox channel or,
+//! with `--channel twilio --provider-url URL`, over real HTTP into a Twilio-compatible
+//! server (the `herald-fakes twilio` fake).
 
 use super::{CliError, CliResult};
 use crate::config::Settings;
@@ -17,12 +19,24 @@ pub struct BenchArgs {
     /// Concurrent sends (default: the `concurrency` setting).
     #[arg(long)]
     pub concurrency: Option<usize>,
-    /// Simulated provider latency.
+    /// Simulated provider latency (sandbox channel).
     #[arg(long, default_value_t = 0)]
     pub latency_ms: u64,
+    /// `sandbox` (in-process simulated provider) or `twilio` (HTTP to --provider-url).
+    #[arg(long, default_value = "sandbox")]
+    pub channel: String,
+    /// Base URL of a Twilio-compatible server, e.g. one started with
+    /// `herald-fakes twilio --auth-token herald-bench`.
+    #[arg(long)]
+    pub provider_url: Option<String>,
+    /// The auth token the provider at --provider-url expects.
+    #[arg(long, default_value = "herald-bench")]
+    pub provider_token: String,
     #[arg(long)]
     pub json: bool,
 }
+
+const BENCH_ACCOUNT: &str = "AC00000000000000000000000000000000";
 
 fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -54,6 +68,10 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> CliResult {
     let mut settings = settings.clone();
     if let Some(c) = args.concurrency {
         settings.concurrency = c.max(1);
+    }
+    if settings.secret_key.is_none() {
+        // The bench's own channel secrets need a key; a throwaway one will do.
+        settings.secret_key = Some(crate::secrets::SecretKey::generate());
     }
     // Without an explicit database the bench uses a fresh SQLite file of its own, so it
     // never touches ./herald.db.
@@ -101,14 +119,41 @@ async fn bench(settings: &Settings, args: &BenchArgs) -> Result<serde_json::Valu
     let seed_started = Instant::now();
     store.seed_contacts(org, list, args.messages).await?;
     let seed_ms = seed_started.elapsed().as_millis();
-    let channel = store
-        .create_channel(
-            org,
-            &tag,
-            "sandbox",
-            &serde_json::json!({"latency_ms": args.latency_ms}),
-        )
-        .await?;
+    let channel = match args.channel.as_str() {
+        "sandbox" => {
+            store
+                .create_channel(
+                    org,
+                    &tag,
+                    "sandbox",
+                    &serde_json::json!({"latency_ms": args.latency_ms}),
+                )
+                .await?
+        }
+        "twilio" => {
+            let url = args.provider_url.as_deref().ok_or_else(|| {
+                CliError::from("--channel twilio needs --provider-url, e.g. the address `herald-fakes twilio --auth-token herald-bench` prints")
+            })?;
+            let key = crate::secrets::SecretKey::parse(
+                settings.secret_key.as_deref().unwrap_or_default(),
+            )?;
+            store
+                .create_channel_with(
+                    org,
+                    &tag,
+                    "twilio",
+                    &serde_json::json!({"account_sid": BENCH_ACCOUNT, "from": "+15005550006", "base_url": url}),
+                    Some((&key, &serde_json::json!({"auth_token": args.provider_token}))),
+                    None,
+                )
+                .await?
+        }
+        other => {
+            return Err(CliError::from(format!(
+                "--channel {other} cannot be benchmarked: use sandbox or twilio"
+            )));
+        }
+    };
     let id = store
         .create_campaign(
             &NewCampaign {
@@ -145,12 +190,31 @@ async fn bench(settings: &Settings, args: &BenchArgs) -> Result<serde_json::Valu
     let latencies = store.send_latencies(id).await?;
     let last_sent = latencies.last().copied().unwrap_or(0) + started;
     let elapsed_s = ((completed - started) as f64 / 1000.0).max(0.001);
-    let stats = store.sandbox_stats(channel, Some(id)).await?;
-    let lost = store.sandbox_lost(id).await? + c.counts.pending();
+    let (duplicates, lost) = match args.channel.as_str() {
+        "twilio" => {
+            let stats = provider_stats(args.provider_url.as_deref().unwrap_or_default()).await?;
+            let sent_or_later = c.counts.get(crate::domain::MessageStatus::Sent)
+                + c.counts.get(crate::domain::MessageStatus::Delivered)
+                + c.counts.get(crate::domain::MessageStatus::Read)
+                + c.counts.get(crate::domain::MessageStatus::Undelivered);
+            (
+                stats.0 - stats.1,
+                (sent_or_later - stats.1).max(0) + c.counts.pending(),
+            )
+        }
+        _ => {
+            let stats = store.sandbox_stats(channel, Some(id)).await?;
+            (
+                stats.duplicates,
+                store.sandbox_lost(id).await? + c.counts.pending(),
+            )
+        }
+    };
     store.close().await;
     Ok(serde_json::json!({
         "messages": args.messages,
         "store": store.dialect().name(),
+        "channel": args.channel,
         "concurrency": settings.concurrency,
         "latency_ms": args.latency_ms,
         "msgs_per_s": (args.messages as f64 / elapsed_s).round(),
@@ -160,7 +224,23 @@ async fn bench(settings: &Settings, args: &BenchArgs) -> Result<serde_json::Valu
         "p99_ms": percentile(&latencies, 0.99),
         "completion_lag_ms": (completed - last_sent).max(0),
         "peak_rss_mb": (peak_rss_mb() * 10.0).round() / 10.0,
-        "duplicates": stats.duplicates,
+        "duplicates": duplicates,
         "lost": lost,
     }))
+}
+
+/// (received, distinct recipients) as the fake provider counts them.
+async fn provider_stats(url: &str) -> Result<(i64, i64), CliError> {
+    let stats: serde_json::Value = crate::channels::http::try_client()
+        .map_err(CliError::from)?
+        .get(format!(
+            "{}/_fake/stats?per_recipient=0",
+            url.trim_end_matches('/')
+        ))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let field = |name: &str| stats.get(name).and_then(|v| v.as_i64()).unwrap_or(0);
+    Ok((field("received"), field("distinct_recipients")))
 }

@@ -32,6 +32,15 @@ pub struct SendRequest {
     pub unsubscribe_url: Option<String>,
 }
 
+/// A message in doubt, as a provider would know it.
+#[derive(Debug, Clone)]
+pub struct LookupQuery {
+    pub address: String,
+    pub body: String,
+    /// No copy of the message can be older than this (epoch ms).
+    pub sent_after_ms: i64,
+}
+
 /// What the provider said, classified the way the engine acts on it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SendResult {
@@ -72,6 +81,15 @@ pub trait Channel: Send + Sync {
     /// everything else one per message.
     fn cost(&self, _body: &str) -> f64 {
         1.0
+    }
+    /// Asks the provider whether it has a message whose outcome Herald does not know:
+    /// `Some(Ok(Some(provider_id)))` it has it, `Some(Ok(None))` it does not, `Some(Err)`
+    /// it could not answer now. None: this provider cannot be asked.
+    fn lookup<'a>(
+        &'a self,
+        _query: &'a LookupQuery,
+    ) -> Option<BoxFuture<'a, Result<Option<String>, String>>> {
+        None
     }
     fn send(&self, request: SendRequest) -> BoxFuture<'_, SendResult>;
 }

@@ -576,6 +576,18 @@ impl Channel for TwilioChannel {
     fn send(&self, request: SendRequest) -> BoxFuture<'_, SendResult> {
         Box::pin(self.send_inner(request))
     }
+
+    /// Twilio can be asked (README §1.7): list messages by To, From and date sent.
+    fn lookup<'a>(
+        &'a self,
+        query: &'a super::LookupQuery,
+    ) -> Option<BoxFuture<'a, Result<Option<String>, String>>> {
+        Some(Box::pin(self.find_sent(
+            &query.address,
+            query.sent_after_ms,
+            &query.body,
+        )))
+    }
 }
 
 #[cfg(test)]

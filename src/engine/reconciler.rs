@@ -123,12 +123,22 @@ pub async fn reconcile_once(
         metrics::counter!("herald_in_doubt_found_total").increment(n as u64);
     }
     release_unknown_claims(ctx, now).await?;
+    let found = ask_providers(ctx, now).await?;
     let resend = settings.in_doubt_policy == InDoubtPolicy::Resend;
     let report = store
         .resolve_in_doubt(resend, now, now - settings.in_doubt_grace_ms as i64)
         .await?;
-    if report.resent + report.failed + report.cancelled > 0 {
+    metrics::counter!("herald_in_doubt_resolved_total", "how" => "provider_had_it")
+        .increment(found);
+    metrics::counter!("herald_in_doubt_resolved_total", "how" => "resent")
+        .increment(report.resent as u64);
+    metrics::counter!("herald_in_doubt_resolved_total", "how" => "failed")
+        .increment(report.failed as u64);
+    metrics::counter!("herald_in_doubt_resolved_total", "how" => "cancelled")
+        .increment(report.cancelled as u64);
+    if found as i64 + report.resent + report.failed + report.cancelled > 0 {
         tracing::info!(
+            found_at_provider = found,
             resent = report.resent,
             failed = report.failed,
             cancelled = report.cancelled,
@@ -166,6 +176,85 @@ pub async fn reconcile_once(
         }
     }
     update_gauges(ctx).await
+}
+
+/// How long a WhatsApp message in doubt waits for a status webhook carrying its id
+/// (`biz_opaque_callback_data`) before the in-doubt policy decides: WhatsApp cannot be
+/// asked, but it tells.
+pub const WHATSAPP_IN_DOUBT_GRACE_MS: i64 = 60_000;
+/// How long to wait before asking a provider again when it could not answer.
+const LOOKUP_RETRY_MS: i64 = 30_000;
+
+/// Resolves in-doubt messages by asking their provider where it can tell, before the
+/// in-doubt policy resends or fails them: a message the provider has becomes `sent` and
+/// is not resent. Returns how many the providers had.
+async fn ask_providers(ctx: &EngineContext, now: i64) -> Result<u64, crate::store::StoreError> {
+    let settings = &ctx.settings;
+    let candidates = ctx
+        .store
+        .in_doubt_candidates(now - settings.in_doubt_grace_ms as i64, 500)
+        .await?;
+    let mut found = 0u64;
+    let mut templates: std::collections::HashMap<i64, Option<crate::template::MessageTemplate>> =
+        std::collections::HashMap::new();
+    for c in candidates {
+        if c.channel_kind == "whatsapp" && now - c.marked_at < WHATSAPP_IN_DOUBT_GRACE_MS {
+            ctx.store
+                .defer_in_doubt(&[c.id], c.marked_at + WHATSAPP_IN_DOUBT_GRACE_MS)
+                .await?;
+            continue;
+        }
+        let Ok(channel) = ctx.channels.get(c.channel_id).await else {
+            continue;
+        };
+        let template = templates
+            .entry(c.campaign_id)
+            .or_insert_with(|| crate::template::MessageTemplate::compile(&c.template).ok());
+        let Some(template) = template.as_ref() else {
+            continue;
+        };
+        let attributes: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&c.attributes).unwrap_or_default();
+        let Ok(body) = template.render(&crate::template::ContactFields {
+            address: &c.address,
+            name: c.name.as_deref(),
+            attributes: &attributes,
+        }) else {
+            continue;
+        };
+        // No copy can predate the claim, which came at most a staleness window and a send
+        // timeout before the message was found in doubt; a minute of slack for clocks.
+        let query = crate::channels::LookupQuery {
+            address: c.address.clone(),
+            body,
+            sent_after_ms: c.marked_at
+                - settings.instance_stale_after_ms as i64
+                - settings.send_timeout_ms as i64
+                - 60_000,
+        };
+        let Some(asked) = channel.lookup(&query) else {
+            continue;
+        };
+        match asked.await {
+            Ok(Some(provider_id)) => {
+                if ctx
+                    .store
+                    .resolve_in_doubt_sent(c.id, &provider_id, now)
+                    .await?
+                {
+                    found += 1;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(message_id = c.id, campaign_id = c.campaign_id, error = %e, "provider could not say whether it has an in-doubt message; asking again later");
+                ctx.store
+                    .defer_in_doubt(&[c.id], now + LOOKUP_RETRY_MS)
+                    .await?;
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// Hands back rows this instance owns in flight but no sender of this process knows about:

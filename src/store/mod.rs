@@ -1917,6 +1917,125 @@ impl Store {
             .collect()
     }
 
+    /// Messages in doubt since before `decided_before`, with what is needed to ask their
+    /// provider about them (channel, address, and the body as rendered from the campaign's
+    /// template and the contact).
+    pub async fn in_doubt_candidates(
+        &self,
+        decided_before: i64,
+        limit: i64,
+    ) -> Result<Vec<InDoubtCandidate>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT m.id, m.campaign_id, m.address, m.in_doubt_at, m.updated_at, k.channel_id, ch.kind AS channel_kind, \
+             k.body, c.name, c.attributes FROM messages m JOIN campaigns k ON k.id = m.campaign_id \
+             JOIN channels ch ON ch.id = k.channel_id LEFT JOIN contacts c ON c.id = m.contact_id \
+             WHERE m.status = 'in_doubt' AND m.in_doubt_at <= $1 LIMIT $2",
+        )
+        .bind(decided_before)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(InDoubtCandidate {
+                    id: r.try_get("id")?,
+                    campaign_id: r.try_get("campaign_id")?,
+                    channel_id: r.try_get("channel_id")?,
+                    channel_kind: r.try_get("channel_kind")?,
+                    address: r.try_get("address")?,
+                    in_doubt_at: r.try_get::<Option<i64>, _>("in_doubt_at")?.unwrap_or(0),
+                    marked_at: r.try_get("updated_at")?,
+                    template: r.try_get("body")?,
+                    name: r.try_get("name")?,
+                    attributes: r
+                        .try_get::<Option<String>, _>("attributes")?
+                        .unwrap_or_else(|| "{}".into()),
+                })
+            })
+            .collect()
+    }
+
+    /// Postpones the in-doubt decision for these messages until `until`.
+    pub async fn defer_in_doubt(&self, ids: &[i64], until: i64) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "UPDATE messages SET in_doubt_at = $1 WHERE id IN {} AND status = 'in_doubt'",
+            self.dialect.json_ids("$2")
+        );
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(until)
+            .bind(ids_json(ids.iter().copied()))
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    /// The provider has an in-doubt message after all: it is `sent`, with the provider's
+    /// id (so its receipts apply), and nothing is resent. Conditional on it still being in
+    /// doubt.
+    pub async fn resolve_in_doubt_sent(
+        &self,
+        message_id: i64,
+        provider_id: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        let campaign: Option<i64> = sqlx::query_scalar(
+            "SELECT campaign_id FROM messages WHERE id = $1 AND status = 'in_doubt'",
+        )
+        .bind(message_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(campaign) = campaign else {
+            tx.rollback().await?;
+            return Ok(false);
+        };
+        self.lock_campaign(&mut tx, campaign).await?;
+        let moved = sqlx::query(
+            "UPDATE messages SET status = 'sent', provider_id = $1, sent_at = $2, updated_at = $2, \
+             last_error = 'was in doubt; the provider has it' WHERE id = $3 AND status = 'in_doubt'",
+        )
+        .bind(provider_id)
+        .bind(now)
+        .bind(message_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if moved != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        let mut delta = Counts::default();
+        delta.moved(MessageStatus::InDoubt, MessageStatus::Sent);
+        let mut deltas = BTreeMap::from([(campaign, delta)]);
+        let pending =
+            "SELECT id, provider_id, status, error FROM pending_receipts WHERE provider_id = $1 ORDER BY id"
+                .to_string();
+        self.apply_pending_receipts(
+            &mut tx,
+            pending,
+            Some(provider_id.to_string()),
+            now,
+            &mut deltas,
+        )
+        .await?;
+        for (c, d) in &deltas {
+            self.apply_counts(&mut tx, *c, d, 0, Some(now)).await?;
+        }
+        self.complete_if_drained(
+            &mut tx,
+            campaign,
+            now,
+            "reconciler",
+            "last in-doubt message found at the provider",
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
     /// Applies the in-doubt policy to messages in doubt since before `older_than`: resend
     /// (back to `queued`) or fail. Messages of a cancelled campaign are cancelled.
     pub async fn resolve_in_doubt(

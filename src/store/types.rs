@@ -350,3 +350,20 @@ pub struct TokenGrant {
     /// The channel's current adaptive factor (1 = full configured rate).
     pub factor: f64,
 }
+
+/// A message in doubt, with what its provider would need to find it.
+#[derive(Debug, Clone)]
+pub struct InDoubtCandidate {
+    pub id: i64,
+    pub campaign_id: i64,
+    pub channel_id: i64,
+    pub channel_kind: String,
+    pub address: String,
+    /// When the decision is due (set when it was found in doubt; deferrals move it).
+    pub in_doubt_at: i64,
+    /// When it was found in doubt.
+    pub marked_at: i64,
+    pub template: String,
+    pub name: Option<String>,
+    pub attributes: String,
+}

@@ -412,6 +412,7 @@ async fn whatsapp_event(
     };
     // Collected first, so no borrow of the parsed event lives across an await.
     let mut receipts = Vec::new();
+    let mut proven: Vec<(i64, String)> = Vec::new();
     let mut inbound: Vec<(String, String)> = Vec::new();
     let values: Vec<&serde_json::Value> = entries
         .iter()
@@ -428,6 +429,15 @@ async fn whatsapp_event(
             ) else {
                 continue;
             };
+            // Our message id comes back with every status: a message Herald found in doubt
+            // (its instance died mid-send) is proven sent by it, and is not resent.
+            if let Some(ours) = st
+                .get("biz_opaque_callback_data")
+                .and_then(|v| v.as_str())
+                .and_then(|v| v.parse::<i64>().ok())
+            {
+                proven.push((ours, id.to_string()));
+            }
             if let Some(mapped) = whatsapp_status(status) {
                 let error = st.get("errors").and_then(|e| e.get(0)).map(|e| {
                     format!(
@@ -469,6 +479,19 @@ async fn whatsapp_event(
         match opt_out(&state, &info, from, text).await {
             Ok(o) => outcomes.push(o.to_string()),
             Err(r) => return r,
+        }
+    }
+    for (message_id, wamid) in &proven {
+        match state
+            .store
+            .resolve_in_doubt_sent(*message_id, wamid, crate::clock::now_ms())
+            .await
+        {
+            Ok(true) => outcomes.push(format!(
+                "message {message_id} was in doubt: the provider has it"
+            )),
+            Ok(false) => {}
+            Err(e) => return internal(e),
         }
     }
     if !receipts.is_empty() {

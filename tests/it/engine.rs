@@ -652,3 +652,150 @@ both_stores!(
         assert_eq!(recovered.factor, 1.0);
     }
 );
+
+/// A fake Twilio server (the repository's `herald-fakes twilio`), killed on drop.
+struct FakeTwilio {
+    child: std::process::Child,
+    url: String,
+}
+
+impl FakeTwilio {
+    fn start(token: &str) -> FakeTwilio {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_herald-fakes"))
+            .args(["twilio", "--auth-token", token, "--listen", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("herald-fakes starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("listening line");
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .expect("listening on URL")
+            .to_string();
+        FakeTwilio { child, url }
+    }
+
+    async fn stats(&self) -> serde_json::Value {
+        herald::channels::http::try_client()
+            .unwrap()
+            .get(format!("{}/_fake/stats?per_recipient=0", self.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for FakeTwilio {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// An instance dies after Twilio accepted some of its messages but before it recorded
+// them. The survivor finds them in doubt, asks Twilio (list by To, From, date sent), marks
+// the ones Twilio has as sent and resends only the others: no duplicate at the provider.
+both_stores!(
+    in_doubt_messages_the_provider_has_are_not_resent,
+    |db| async move {
+        let store = &db.store;
+        let fake = FakeTwilio::start("tok-in-doubt");
+        let key = herald::secrets::SecretKey::generate();
+        let settings = Settings {
+            secret_key: Some(key.clone()),
+            ..fast_settings()
+        };
+        let org = store.default_org().await.unwrap();
+        let channel = store
+        .create_channel_with(
+            org,
+            "tw",
+            "twilio",
+            &serde_json::json!({"account_sid": "AC00000000000000000000000000000000", "from": "+15005550006", "base_url": fake.url}),
+            Some((
+                &herald::secrets::SecretKey::parse(&key).unwrap(),
+                &serde_json::json!({"auth_token": "tok-in-doubt"}),
+            )),
+            None,
+        )
+        .await
+        .unwrap();
+        let (_, list) = seed_list(store, 60).await;
+        let id = new_campaign(store, org, list, channel, "Your code is {{ address }}").await;
+        let now = herald::clock::now_ms();
+        store.start_campaign(id, now, "test", None).await.unwrap();
+        // The ghost claims 20 and gets 12 of them to Twilio before dying.
+        let ghost = InstanceInfo {
+            id: "ghost-twilio".into(),
+            host: "elsewhere".into(),
+            pid: 1,
+            proc_start: None,
+            version: "0".into(),
+            role: "serve".into(),
+            started_at: now,
+        };
+        store.register_instance(&ghost).await.unwrap();
+        let claimed = store
+            .claim(id, &ghost.id, now, now + 500, 20)
+            .await
+            .unwrap();
+        let registry = herald::channels::ChannelRegistry::new(
+            store.clone(),
+            None,
+            herald::channels::BuildContext {
+                public_url: None,
+                secret_key: Some(key.clone()),
+            },
+        );
+        let twilio = registry.get(channel).await.unwrap();
+        for m in claimed.iter().take(12) {
+            let r = twilio
+                .send(herald::channels::SendRequest {
+                    message_id: m.id,
+                    campaign_id: id,
+                    address: m.address.clone(),
+                    body: format!("Your code is {}", m.address),
+                    attempt: m.attempts,
+                    unsubscribe_url: None,
+                })
+                .await;
+            assert!(
+                matches!(r, herald::channels::SendResult::Accepted { .. }),
+                "{r:?}"
+            );
+        }
+        let engine = spawn_engine(store, settings);
+        wait_status(
+            store,
+            id,
+            CampaignStatus::Completed,
+            Duration::from_secs(60),
+        )
+        .await;
+        engine.stop().await;
+        let c = assert_counters_match(store, id).await;
+        assert_eq!(c.counts.get(MessageStatus::Sent), 60);
+        assert_eq!(c.in_doubt_total, 20);
+        let stats = fake.stats().await;
+        assert_eq!(stats["received"], 60, "{stats}");
+        assert_eq!(
+            stats["duplicates"], 0,
+            "Twilio was asked before resending: {stats}"
+        );
+        let found = crate::support::all_messages(store, id, Some(MessageStatus::Sent))
+            .await
+            .into_iter()
+            .filter(|m| m.last_error.as_deref() == Some("was in doubt; the provider has it"))
+            .count();
+        assert_eq!(found, 12);
+    }
+);

@@ -394,3 +394,48 @@ both_stores!(whatsapp_verification_and_events, |db| async move {
         StatusCode::BAD_REQUEST
     );
 });
+
+// WhatsApp cannot be asked, but it tells: a status webhook carrying Herald's message id
+// (biz_opaque_callback_data) proves an in-doubt message was sent, so it is not resent.
+both_stores!(
+    whatsapp_status_resolves_a_message_in_doubt,
+    |db| async move {
+        let f = fixture(&db).await;
+        let store = &db.store;
+        let (org, list) = seed_list(store, 2).await;
+        let id = new_campaign(store, org, list, f.whatsapp, "Hi").await;
+        let now = herald::clock::now_ms();
+        store.start_campaign(id, now, "test", None).await.unwrap();
+        let claimed = store.claim(id, "dead-one", now, now + 1, 2).await.unwrap();
+        let marked = store
+            .mark_in_doubt(now + 10, now, &["dead-one".to_string()])
+            .await
+            .unwrap();
+        assert_eq!(marked, vec![(id, 2)]);
+        let event = serde_json::json!({
+            "object": "whatsapp_business_account",
+            "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
+                "messaging_product": "whatsapp",
+                "statuses": [{"id": "wamid.HBgL", "status": "delivered", "timestamp": "1700000000",
+                              "recipient_id": "12000000001",
+                              "biz_opaque_callback_data": claimed[0].id.to_string()}]
+            }}]}]
+        })
+        .to_string();
+        assert_eq!(
+            whatsapp_post(
+                &f,
+                &event,
+                Some(meta_signature(APP_SECRET, event.as_bytes()))
+            )
+            .await,
+            StatusCode::OK
+        );
+        let m = crate::support::message(store, id, claimed[0].id).await;
+        assert_eq!(m.status, MessageStatus::Delivered);
+        assert_eq!(m.provider_id.as_deref(), Some("wamid.HBgL"));
+        let c = assert_counters_match(store, id).await;
+        assert_eq!(c.counts.get(MessageStatus::InDoubt), 1);
+        assert_eq!(c.in_doubt_total, 2);
+    }
+);

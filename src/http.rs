@@ -22,6 +22,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(crate::webhooks::inbound::routes())
+        .merge(crate::webhooks::unsubscribe::routes())
         // Provider webhooks are small; anything larger is not one.
         .layer(axum::extract::DefaultBodyLimit::max(256 * 1024))
         .with_state(state)

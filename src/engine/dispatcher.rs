@@ -281,7 +281,11 @@ async fn send_one(
         address: m.address.clone(),
         body,
         attempt: m.attempts,
-        unsubscribe_url: None,
+        unsubscribe_url: crate::webhooks::unsubscribe::url(
+            ctx.settings.public_url.as_deref(),
+            ctx.settings.secret_key.as_deref(),
+            m.id,
+        ),
     };
     let timeout = Duration::from_millis(ctx.settings.send_timeout_ms);
     let result = match tokio::time::timeout(timeout, channel.send(request)).await {

@@ -602,6 +602,21 @@ impl Store {
         Ok(n > 0)
     }
 
+    /// The organisation and address a message went to.
+    pub async fn message_recipient(
+        &self,
+        message_id: i64,
+    ) -> Result<Option<(i64, String)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT c.org_id, m.address FROM messages m JOIN campaigns c ON c.id = m.campaign_id WHERE m.id = $1",
+        )
+        .bind(message_id)
+        .fetch_optional(&self.read)
+        .await?;
+        row.map(|r| Ok((r.try_get("org_id")?, r.try_get("address")?)))
+            .transpose()
+    }
+
     /// Keeps a provider webhook as it arrived.
     pub async fn record_webhook_event(
         &self,

@@ -4,3 +4,4 @@
 
 pub mod inbound;
 pub mod signature;
+pub mod unsubscribe;

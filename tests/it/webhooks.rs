@@ -439,3 +439,39 @@ both_stores!(
         assert_eq!(c.in_doubt_total, 2);
     }
 );
+
+// One-click unsubscribe (RFC 8058): GET shows a form and changes nothing (mail scanners
+// follow links); POST suppresses the recipient; an altered token is refused.
+both_stores!(one_click_unsubscribe, |db| async move {
+    let f = fixture(&db).await;
+    let store = &db.store;
+    let (_, msgs) = sent_campaign(store, f.twilio, 1, 1).await;
+    let key = f.state.context.secret_key.clone().unwrap();
+    let url = herald::webhooks::unsubscribe::url(Some(PUBLIC), Some(&key), msgs[0]).unwrap();
+    let path = url.strip_prefix(PUBLIC).unwrap().to_string();
+    let address = seeded_address(1);
+    let get = router(f.state.clone())
+        .oneshot(Request::get(&path).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(get.status(), StatusCode::OK);
+    assert!(!store.is_suppressed(f.org, &address).await.unwrap());
+    let forged = path.replacen(&format!("/{}.", msgs[0]), &format!("/{}.", msgs[0] + 1), 1);
+    let bad = router(f.state.clone())
+        .oneshot(Request::post(&forged).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), StatusCode::NOT_FOUND);
+    assert!(!store.is_suppressed(f.org, &address).await.unwrap());
+    let post = router(f.state.clone())
+        .oneshot(
+            Request::post(&path)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(Body::from("List-Unsubscribe=One-Click"))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(post.status(), StatusCode::OK);
+    assert!(store.is_suppressed(f.org, &address).await.unwrap());
+});

@@ -1,0 +1,153 @@
+//! One-click unsubscribe for email (RFC 8058): every message carries
+//! `List-Unsubscribe: <{public_url}/unsubscribe/{token}>` and
+//! `List-Unsubscribe-Post: List-Unsubscribe=One-Click`. A POST to that URL suppresses the
+//! recipient for the organisation; a GET only shows a confirmation form, because mail
+//! scanners follow links.
+//!
+//! The token is the message id and an HMAC-SHA256 of it under the configured secret_key,
+//! so it cannot be guessed or altered, and needs no table.
+
+use crate::http::{AppState, problem};
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+
+fn mac(key: &str, message_id: i64) -> Option<Hmac<Sha256>> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).ok()?;
+    mac.update(format!("herald-unsubscribe:{message_id}").as_bytes());
+    Some(mac)
+}
+
+/// The token for a message; None without a secret key.
+pub fn token(secret_key: &str, message_id: i64) -> Option<String> {
+    let tag = mac(secret_key, message_id)?.finalize().into_bytes();
+    Some(format!(
+        "{message_id}.{}",
+        URL_SAFE_NO_PAD.encode(&tag[..16])
+    ))
+}
+
+/// The message id a token stands for, if the token is genuine.
+pub fn verify(secret_key: &str, token: &str) -> Option<i64> {
+    let (id, tag) = token.split_once('.')?;
+    let id: i64 = id.parse().ok()?;
+    let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
+    mac(secret_key, id)?.verify_truncated_left(&tag).ok()?;
+    Some(id)
+}
+
+/// The unsubscribe URL for a message, when Herald has a public URL and a secret key.
+pub fn url(public_url: Option<&str>, secret_key: Option<&str>, message_id: i64) -> Option<String> {
+    let base = public_url?.trim_end_matches('/');
+    Some(format!(
+        "{base}/unsubscribe/{}",
+        token(secret_key?, message_id)?
+    ))
+}
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/unsubscribe/{token}", get(confirm).post(unsubscribe))
+}
+
+fn invalid() -> Response {
+    problem(
+        StatusCode::NOT_FOUND,
+        "unknown-unsubscribe-link",
+        "This unsubscribe link is not valid",
+        "the link was altered or this server uses another secret key",
+    )
+}
+
+async fn confirm(State(state): State<AppState>, Path(token): Path<String>) -> Response {
+    let Some(key) = state.context.secret_key.as_deref() else {
+        return invalid();
+    };
+    if verify(key, &token).is_none() {
+        return invalid();
+    }
+    // Only a POST unsubscribes: link scanners issue GETs.
+    let page = format!(
+        "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>Unsubscribe</title>\
+         <body><form method=\"post\" action=\"/unsubscribe/{token}\">\
+         <p>Stop receiving these messages?</p><button type=\"submit\">Unsubscribe</button></form></body></html>"
+    );
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        page,
+    )
+        .into_response()
+}
+
+async fn unsubscribe(State(state): State<AppState>, Path(token): Path<String>) -> Response {
+    let Some(key) = state.context.secret_key.as_deref() else {
+        return invalid();
+    };
+    let Some(message_id) = verify(key, &token) else {
+        return invalid();
+    };
+    let (org_id, address) = match state.store.message_recipient(message_id).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return invalid(),
+        Err(e) => {
+            tracing::error!(error = %e, "unsubscribe could not be recorded");
+            return problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unsubscribe-unavailable",
+                "The unsubscribe could not be recorded now",
+                "try again in a moment",
+            );
+        }
+    };
+    match state
+        .store
+        .suppress(org_id, &address, "one-click unsubscribe (List-Unsubscribe)")
+        .await
+    {
+        Ok(_) => {
+            tracing::info!(message_id, "recipient unsubscribed with one click");
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                "You are unsubscribed.",
+            )
+                .into_response()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "unsubscribe could not be recorded");
+            problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unsubscribe-unavailable",
+                "The unsubscribe could not be recorded now",
+                "try again in a moment",
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_verify_only_unaltered_and_under_their_key() {
+        let t = token("key-one", 42).unwrap();
+        assert_eq!(verify("key-one", &t), Some(42));
+        assert_eq!(verify("key-two", &t), None);
+        let forged = t.replacen("42.", "43.", 1);
+        assert_eq!(verify("key-one", &forged), None);
+        assert_eq!(verify("key-one", "42"), None);
+        assert_eq!(
+            url(Some("https://h.example/"), Some("key-one"), 42).unwrap(),
+            format!("https://h.example/unsubscribe/{t}")
+        );
+        assert!(url(None, Some("k"), 1).is_none());
+        assert!(url(Some("https://h"), None, 1).is_none());
+    }
+}

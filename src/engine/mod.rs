@@ -128,6 +128,13 @@ impl Engine {
         }
         let _ = scheduler.await;
         let _ = reconciler.await;
+        // The dispatcher has stopped: a row this instance owns that no sender knows about
+        // (a claim whose answer was lost) was never sent; hand it back now rather than
+        // leave it to be found in doubt.
+        let now = crate::clock::now_ms();
+        if let Err(e) = reconciler::release_claims_unknown_before(&ctx, now, i64::MAX).await {
+            tracing::warn!(error = %e, "could not hand back unknown claims at shutdown; they will be found in doubt");
+        }
         let _ = heartbeat.await;
         receipts.abort();
         // Deregistering tells the others at once that whatever this instance still has in

@@ -265,7 +265,16 @@ async fn release_unknown_claims(
     now: i64,
 ) -> Result<(), crate::store::StoreError> {
     // Older than any claim whose answer could still be on its way to the dispatcher.
-    let claimed_before = now - 5_000;
+    release_claims_unknown_before(ctx, now, now - 5_000).await
+}
+
+/// Releases this instance's in-flight rows claimed before `claimed_before` that no sender
+/// of this process knows about. At shutdown (dispatcher stopped) every such row qualifies.
+pub async fn release_claims_unknown_before(
+    ctx: &EngineContext,
+    now: i64,
+    claimed_before: i64,
+) -> Result<(), crate::store::StoreError> {
     let owned = ctx
         .store
         .owned_in_flight(&ctx.instance.id, claimed_before)

@@ -195,10 +195,11 @@ async fn twilio_status_callback(
     body: Bytes,
 ) -> Response {
     let kind = "twilio-status";
-    let params = match twilio_verified_form(&state, channel_id, &uri, &headers, &body, kind).await {
-        Ok((_, p)) => p,
-        Err(r) => return r,
-    };
+    let (info, params) =
+        match twilio_verified_form(&state, channel_id, &uri, &headers, &body, kind).await {
+            Ok(v) => v,
+            Err(r) => return r,
+        };
     let (Some(sid), Some(status)) = (
         param(&params, "MessageSid").or(param(&params, "SmsSid")),
         param(&params, "MessageStatus").or(param(&params, "SmsStatus")),
@@ -226,6 +227,25 @@ async fn twilio_status_callback(
         .await;
         return StatusCode::OK.into_response();
     };
+    let code = param(&params, "ErrorCode").and_then(|c| c.parse::<i64>().ok());
+    if crate::channels::classify::classify_twilio(crate::channels::classify::NO_RESPONSE, code)
+        == crate::channels::classify::ErrorClass::OptOut
+        && let Some(to) = param(&params, "To")
+    {
+        // Some opt-outs arrive only in a status callback.
+        let address = to.trim_start_matches("whatsapp:");
+        if let Err(e) = state
+            .store
+            .suppress(
+                info.org_id,
+                address,
+                "opted out at the provider (Twilio status callback)",
+            )
+            .await
+        {
+            return internal(e);
+        }
+    }
     let receipt = Receipt {
         provider_id: sid.to_string(),
         status: mapped,
@@ -413,6 +433,7 @@ async fn whatsapp_event(
     // Collected first, so no borrow of the parsed event lives across an await.
     let mut receipts = Vec::new();
     let mut proven: Vec<(i64, String)> = Vec::new();
+    let mut opted_out: Vec<String> = Vec::new();
     let mut inbound: Vec<(String, String)> = Vec::new();
     let values: Vec<&serde_json::Value> = entries
         .iter()
@@ -437,6 +458,21 @@ async fn whatsapp_event(
                 .and_then(|v| v.parse::<i64>().ok())
             {
                 proven.push((ours, id.to_string()));
+            }
+            // Some opt-outs arrive only by webhook (131050 on a failed status).
+            let code = st
+                .get("errors")
+                .and_then(|e| e.get(0))
+                .and_then(|e| e.get("code"))
+                .and_then(|c| c.as_i64());
+            if crate::channels::classify::classify_whatsapp(
+                crate::channels::classify::NO_RESPONSE,
+                code,
+                None,
+            ) == crate::channels::classify::ErrorClass::OptOut
+                && let Some(recipient) = st.get("recipient_id").and_then(|v| v.as_str())
+            {
+                opted_out.push(format!("+{}", recipient.trim_start_matches('+')));
             }
             if let Some(mapped) = whatsapp_status(status) {
                 let error = st.get("errors").and_then(|e| e.get(0)).map(|e| {
@@ -480,6 +516,16 @@ async fn whatsapp_event(
             Ok(o) => outcomes.push(o.to_string()),
             Err(r) => return r,
         }
+    }
+    for address in &opted_out {
+        let reason = format!(
+            "opted out at the provider (WhatsApp status webhook on channel `{}`)",
+            info.name
+        );
+        if let Err(e) = state.store.suppress(info.org_id, address, &reason).await {
+            return internal(e);
+        }
+        outcomes.push("opt-out reported by the provider: suppressed".to_string());
     }
     for (message_id, wamid) in &proven {
         match state

@@ -401,51 +401,73 @@ async fn commit_loop(ctx: Arc<EngineContext>, mut rx: mpsc::Receiver<Pending>) {
         }
         let outcomes: Vec<Outcome> = batch.iter().map(|p| p.0.clone()).collect();
         let started = Instant::now();
-        let mut delay = Duration::from_millis(20);
-        let mut failures = 0u32;
-        loop {
-            match ctx
-                .store
-                .record_outcomes(&owner, crate::clock::now_ms(), &outcomes)
-                .await
-            {
-                Ok(report) => {
-                    if let Ok(mut known) = ctx.in_flight.lock() {
-                        for o in &outcomes {
-                            known.remove(&o.message_id);
-                        }
-                    }
-                    metrics::histogram!("herald_commit_seconds")
-                        .record(started.elapsed().as_secs_f64());
-                    for (_, _, label) in &batch {
-                        metrics::counter!(
-                            "herald_messages_total",
-                            "outcome" => label.outcome,
-                            "channel" => label.channel.to_string()
-                        )
-                        .increment(1);
-                    }
-                    if report.stale > 0 {
-                        tracing::warn!(
-                            stale = report.stale,
-                            "outcomes arrived for messages already taken back as in doubt; they were not applied"
-                        );
-                    }
-                    break;
+        record_durably(&ctx, &owner, outcomes.clone()).await;
+        if let Ok(mut known) = ctx.in_flight.lock() {
+            for o in &outcomes {
+                known.remove(&o.message_id);
+            }
+        }
+        metrics::histogram!("herald_commit_seconds").record(started.elapsed().as_secs_f64());
+        for (_, _, label) in &batch {
+            metrics::counter!(
+                "herald_messages_total",
+                "outcome" => label.outcome,
+                "channel" => label.channel.to_string()
+            )
+            .increment(1);
+        }
+        batch.clear();
+    }
+}
+
+/// Records outcomes, never giving up on them while this process lives: transient errors
+/// (database restarting) are retried with backoff; a batch that keeps failing otherwise is
+/// split so one bad outcome cannot hold back the others; an outcome that still cannot be
+/// written is recorded as in doubt instead (the provider may have the message), so the
+/// in-doubt policy and the provider check decide rather than a stuck row.
+async fn record_durably(ctx: &EngineContext, owner: &str, outcomes: Vec<Outcome>) {
+    let mut delay = Duration::from_millis(20);
+    let mut failures = 0u32;
+    let mut outcomes = outcomes;
+    loop {
+        match ctx
+            .store
+            .record_outcomes(owner, crate::clock::now_ms(), &outcomes)
+            .await
+        {
+            Ok(report) => {
+                if report.stale > 0 {
+                    tracing::warn!(
+                        stale = report.stale,
+                        "outcomes arrived for messages already taken back as in doubt; they were not applied"
+                    );
                 }
-                Err(e) => {
-                    failures += 1;
-                    // Outcomes in hand are never dropped while the database may come back.
-                    if !e.is_transient() && failures >= 10 {
-                        tracing::error!(error = %e, count = outcomes.len(), "outcomes could not be recorded; their messages stay in flight and will be found in doubt");
-                        break;
+                return;
+            }
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, count = outcomes.len(), "database unavailable; retrying the outcomes in hand");
+            }
+            Err(e) => {
+                failures += 1;
+                tracing::error!(error = %e, count = outcomes.len(), failures, "recording outcomes failed");
+                if failures >= 3 && outcomes.len() > 1 {
+                    for one in outcomes {
+                        Box::pin(record_durably(ctx, owner, vec![one])).await;
                     }
-                    tracing::warn!(error = %e, count = outcomes.len(), "recording outcomes failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(2));
+                    return;
+                }
+                if failures >= 3
+                    && let Some(o) = outcomes.first_mut()
+                    && !matches!(o.kind, OutcomeKind::Unknown { .. })
+                {
+                    o.kind = OutcomeKind::Unknown {
+                        error: format!("the send's outcome could not be recorded ({e})"),
+                    };
+                    failures = 0;
                 }
             }
         }
-        batch.clear();
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }

@@ -34,20 +34,22 @@ pub fn instance_identity(role: &str) -> InstanceInfo {
     }
 }
 
-/// Identifies a process for as long as it lives: its PID namespace plus field 22 of
-/// /proc/PID/stat (start time in clock ticks since boot). The namespace matters because two
-/// containers may share a host name while their pids mean different processes; the start
-/// time matters because pids are reused.
+/// Identifies a process for as long as it lives: the machine's boot id, its PID namespace
+/// and field 22 of /proc/PID/stat (start time in clock ticks since boot). The boot id tells
+/// machines apart even when they share a host name (cloned VMs); the namespace tells
+/// containers apart; the start time tells a reused pid from the process that had it.
 pub fn process_start_time(pid: u32) -> Option<String> {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
     let ns = std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok()?;
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may contain spaces; fields resume after its ')'.
     let rest = &stat[stat.rfind(')')? + 1..];
     let start = rest.split_whitespace().nth(19)?;
-    Some(format!("{}/{start}", ns.display()))
+    Some(format!("{}/{}/{start}", boot.trim(), ns.display()))
 }
 
-/// The PID-namespace part of a `process_start_time` value.
+/// The machine-and-namespace part of a `process_start_time` value: two processes can be
+/// compared by pid only when this part is equal.
 pub fn pid_namespace(proc_start: &str) -> &str {
     proc_start.rsplit_once('/').map(|(ns, _)| ns).unwrap_or("")
 }
@@ -188,7 +190,13 @@ async fn heartbeat_loop(ctx: Arc<EngineContext>, shutdown: watch::Receiver<bool>
                     Ordering::SeqCst,
                 );
                 if !alive {
-                    tracing::warn!(instance = %ctx.instance.id, "heartbeat found this instance deregistered");
+                    // Another instance took this one for dead (its work was handed on as in
+                    // doubt; late outcomes for it are refused). Register again, so this
+                    // instance's new claims are protected by its heartbeat.
+                    tracing::warn!(instance = %ctx.instance.id, "heartbeat found this instance deregistered; registering again");
+                    if let Err(e) = ctx.store.revive_instance(&ctx.instance.id, now).await {
+                        tracing::warn!(error = %e, "could not register again");
+                    }
                 }
             }
             Err(e) => {

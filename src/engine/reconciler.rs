@@ -265,7 +265,8 @@ async fn release_unknown_claims(
     now: i64,
 ) -> Result<(), crate::store::StoreError> {
     // Older than any claim whose answer could still be on its way to the dispatcher.
-    release_claims_unknown_before(ctx, now, now - 5_000).await
+    // A minute: far longer than any claim waits for its transaction and answer.
+    release_claims_unknown_before(ctx, now, now - 60_000).await
 }
 
 /// Releases this instance's in-flight rows claimed before `claimed_before` that no sender

@@ -127,7 +127,7 @@ impl Dialect {
 
 /// Hides the password of a database URL before it is shown or logged.
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    let hidden = match (url.find("://"), url.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
             let userinfo = &url[scheme_end + 3..at];
             match userinfo.find(':') {
@@ -141,6 +141,20 @@ pub fn redact_url(url: &str) -> String {
             }
         }
         _ => url.to_string(),
+    };
+    // A password may also come as a query parameter (`?password=…`).
+    match hidden.split_once('?') {
+        Some((base, query)) => {
+            let params: Vec<String> = query
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                    _ => kv.to_string(),
+                })
+                .collect();
+            format!("{base}?{}", params.join("&"))
+        }
+        None => hidden,
     }
 }
 
@@ -162,6 +176,14 @@ const PENDING_ROWS: &str = "SELECT status FROM messages WHERE campaign_id = $1 A
 const NOTHING_PENDING: &str = "NOT EXISTS (SELECT 1 FROM messages m WHERE m.campaign_id = c.id AND m.status IN ('queued','retry_wait')) \
      AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.campaign_id = c.id AND m.status = 'in_flight') \
      AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.campaign_id = c.id AND m.status = 'in_doubt')";
+
+/// Text from outside (provider errors, ids) without control characters: PostgreSQL refuses
+/// NUL in text and JSON, and a log line should stay one line.
+fn clean(text: &str) -> String {
+    text.chars()
+        .filter(|c| !c.is_control() || *c == '\n' || *c == '\t')
+        .collect()
+}
 
 fn ids_json(ids: impl IntoIterator<Item = i64>) -> String {
     let v: Vec<i64> = ids.into_iter().collect();
@@ -1248,7 +1270,7 @@ impl Store {
         if action == CampaignAction::Cancel {
             // Unsent work is cancelled now; sends already in flight finish and are recorded.
             let rows = sqlx::query(
-                "SELECT status, count(*) AS n FROM messages WHERE campaign_id = $1 AND status IN ('queued','retry_wait','in_doubt') GROUP BY status",
+                "SELECT status, count(*) AS n FROM messages WHERE campaign_id = $1 AND status IN ('queued','retry_wait') GROUP BY status",
             )
             .bind(id)
             .fetch_all(&mut *tx)
@@ -1263,7 +1285,7 @@ impl Store {
             if !delta.is_zero() {
                 sqlx::query(
                     "UPDATE messages SET status = 'cancelled', last_error = 'campaign cancelled', owner = NULL, lease_until = NULL, updated_at = $1 \
-                     WHERE campaign_id = $2 AND status IN ('queued','retry_wait','in_doubt')",
+                     WHERE campaign_id = $2 AND status IN ('queued','retry_wait')",
                 )
                 .bind(now)
                 .bind(id)
@@ -1320,6 +1342,16 @@ impl Store {
         .rows_affected()
             == 1;
         Ok(alive)
+    }
+
+    /// Registers a deregistered instance again (it was taken for dead but is alive).
+    pub async fn revive_instance(&self, id: &str, now: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE instances SET stopped_at = NULL, heartbeat_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(id)
+            .execute(&self.write)
+            .await?;
+        Ok(())
     }
 
     pub async fn stop_instance(&self, id: &str, now: i64) -> Result<(), StoreError> {
@@ -1555,8 +1587,8 @@ impl Store {
             records.push(serde_json::json!({
                 "id": o.message_id,
                 "status": status.as_str(),
-                "provider_id": provider_id,
-                "error": error,
+                "provider_id": provider_id.map(clean),
+                "error": error.as_deref().map(clean),
                 "next_attempt_at": next_at,
                 "refund": refund,
                 "sent_at": if status == MessageStatus::Sent { Some(now) } else { None },
@@ -1785,9 +1817,9 @@ impl Store {
                     sqlx::query(
                         "INSERT INTO pending_receipts (provider_id, status, error, received_at) VALUES ($1, $2, $3, $4)",
                     )
-                    .bind(&receipt.provider_id)
+                    .bind(clean(&receipt.provider_id))
                     .bind(receipt.status.as_str())
-                    .bind(receipt.error.as_deref())
+                    .bind(receipt.error.as_deref().map(clean))
                     .bind(now)
                     .execute(&mut **tx)
                     .await?;
@@ -1824,7 +1856,7 @@ impl Store {
                     .await?;
             let moved = sqlx::query(AssertSqlSafe(sql))
                 .bind(receipt.status.as_str())
-                .bind(receipt.error.as_deref())
+                .bind(receipt.error.as_deref().map(clean))
                 .bind(now)
                 .bind(*message_id)
                 .fetch_optional(&mut **tx)

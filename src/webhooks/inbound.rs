@@ -105,7 +105,13 @@ async fn keep(
     outcome: &str,
     body: &[u8],
 ) {
-    let text = String::from_utf8_lossy(body);
+    // An unverified request is anyone's: keep that it came, not what it carried, so
+    // forged traffic cannot fill the disk.
+    let text = if verified {
+        String::from_utf8_lossy(body).into_owned()
+    } else {
+        format!("<{} bytes, not kept: unverified>", body.len())
+    };
     if let Err(e) = state
         .store
         .record_webhook_event(channel_id, kind, verified, outcome, &text)

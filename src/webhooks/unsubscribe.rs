@@ -38,6 +38,10 @@ pub fn verify(secret_key: &str, token: &str) -> Option<i64> {
     let (id, tag) = token.split_once('.')?;
     let id: i64 = id.parse().ok()?;
     let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
+    // Exactly the 16 bytes we issue: a shorter tag would be guessable.
+    if tag.len() != 16 {
+        return None;
+    }
     mac(secret_key, id)?.verify_truncated_left(&tag).ok()?;
     Some(id)
 }
@@ -143,6 +147,9 @@ mod tests {
         let forged = t.replacen("42.", "43.", 1);
         assert_eq!(verify("key-one", &forged), None);
         assert_eq!(verify("key-one", "42"), None);
+        // A truncated tag must not verify (it would be guessable in 256 tries).
+        let (id, tag) = t.split_once('.').unwrap();
+        assert_eq!(verify("key-one", &format!("{id}.{}", &tag[..2])), None);
         assert_eq!(
             url(Some("https://h.example/"), Some("key-one"), 42).unwrap(),
             format!("https://h.example/unsubscribe/{t}")

@@ -1561,7 +1561,10 @@ impl<'a> Sim<'a> {
                     let left: Vec<i64> = self
                         .msgs
                         .values()
-                        .filter(|m| matches!(m.status, Queued | RetryWait | InDoubt))
+                        // In-doubt messages stay in doubt: the provider may have them, so the
+                        // reconciler asks before they are cancelled (DESIGN.md: queued and
+                        // retry_wait are what a cancel cancels).
+                        .filter(|m| matches!(m.status, Queued | RetryWait))
                         .map(|m| m.id)
                         .collect();
                     ensure!(left.is_empty(), "cancel left unsent messages {left:?}");

@@ -126,7 +126,12 @@ pub async fn reconcile_once(
     let found = ask_providers(ctx, now).await?;
     let resend = settings.in_doubt_policy == InDoubtPolicy::Resend;
     let report = store
-        .resolve_in_doubt(resend, now, now - settings.in_doubt_grace_ms as i64)
+        .resolve_in_doubt_limited(
+            resend,
+            now,
+            now - settings.in_doubt_grace_ms as i64,
+            i64::from(settings.retry_max_attempts),
+        )
         .await?;
     metrics::counter!("herald_in_doubt_resolved_total", "how" => "provider_had_it")
         .increment(found);

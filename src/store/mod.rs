@@ -2091,10 +2091,23 @@ impl Store {
         now: i64,
         older_than: i64,
     ) -> Result<InDoubtReport, StoreError> {
+        self.resolve_in_doubt_limited(resend, now, older_than, i64::MAX)
+            .await
+    }
+
+    /// As `resolve_in_doubt`, but a message that has used `max_attempts` attempts is failed
+    /// rather than resent, so a message that always ends in doubt cannot loop.
+    pub async fn resolve_in_doubt_limited(
+        &self,
+        resend: bool,
+        now: i64,
+        older_than: i64,
+        max_attempts: i64,
+    ) -> Result<InDoubtReport, StoreError> {
         let mut report = InDoubtReport::default();
         let mut tx = self.begin().await?;
         let rows = sqlx::query(
-            "SELECT id, campaign_id FROM messages WHERE status = 'in_doubt' AND in_doubt_at <= $1 LIMIT 10000",
+            "SELECT id, campaign_id, attempts FROM messages WHERE status = 'in_doubt' AND in_doubt_at <= $1 LIMIT 10000",
         )
         .bind(older_than)
         .fetch_all(&mut *tx)
@@ -2103,21 +2116,28 @@ impl Store {
             tx.rollback().await?;
             return Ok(report);
         }
-        let mut by_campaign: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+        // Keyed by campaign and whether the message has used all its attempts.
+        let mut by_campaign: BTreeMap<(i64, bool), Vec<i64>> = BTreeMap::new();
         for r in &rows {
+            let attempts: i64 = r.try_get("attempts")?;
             by_campaign
-                .entry(r.try_get("campaign_id")?)
+                .entry((r.try_get("campaign_id")?, attempts >= max_attempts))
                 .or_default()
                 .push(r.try_get("id")?);
         }
         let statuses = self
-            .lock_campaigns(&mut tx, &by_campaign.keys().copied().collect())
+            .lock_campaigns(&mut tx, &by_campaign.keys().map(|k| k.0).collect())
             .await?;
-        for (campaign, ids) in &by_campaign {
+        for ((campaign, exhausted), ids) in &by_campaign {
             let (to, error) = if statuses.get(campaign) == Some(&CampaignStatus::Cancelled) {
                 (
                     MessageStatus::Cancelled,
                     "campaign cancelled while the message was in doubt",
+                )
+            } else if resend && *exhausted {
+                (
+                    MessageStatus::Failed,
+                    "in doubt after its last allowed attempt (retry_max_attempts); not resent",
                 )
             } else if resend {
                 (

@@ -76,11 +76,36 @@ pub async fn run(
             if available == 0 {
                 break;
             }
-            let channel = ctx
-                .channels
-                .get_with_rate(campaign.channel_id)
-                .await
-                .map_err(|e| e.to_string());
+            // A channel that cannot be built claims nothing: a transient database error
+            // waits for the next turn; a configuration error (no secret key on this
+            // instance, unknown kind) pauses the campaign with the reason instead of
+            // failing its messages one by one.
+            let channel = match ctx.channels.get_with_rate(campaign.channel_id).await {
+                Ok(c) => Ok(c),
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(campaign_id = campaign.id, error = %e, "channel not available; will retry");
+                    continue;
+                }
+                Err(e) => {
+                    let reason = format!("paused: its channel cannot send from this instance: {e}");
+                    tracing::error!(campaign_id = campaign.id, %reason);
+                    let actor = format!("instance {}", ctx.instance.id);
+                    if let Err(pause_error) = ctx
+                        .store
+                        .transition(
+                            campaign.id,
+                            crate::domain::CampaignAction::Pause,
+                            crate::clock::now_ms(),
+                            &actor,
+                            Some(&reason),
+                        )
+                        .await
+                    {
+                        tracing::warn!(campaign_id = campaign.id, error = %pause_error, "could not pause the campaign");
+                    }
+                    continue;
+                }
+            };
             let mut share = (available / n).max(min_claim).min(available).min(batch);
             if let Ok((_, Some(rate))) = &channel {
                 // A rate-limited channel gets about two seconds of its rate in flight, so

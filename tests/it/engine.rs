@@ -799,3 +799,44 @@ both_stores!(
         assert_eq!(found, 12);
     }
 );
+
+// An instance that cannot build a campaign's channel (here: no secret_key to open its
+// credentials) pauses the campaign with the reason; it fails no message.
+both_stores!(
+    unbuildable_channel_pauses_instead_of_failing,
+    |db| async move {
+        let store = &db.store;
+        let org = store.default_org().await.unwrap();
+        let key =
+            herald::secrets::SecretKey::parse(&herald::secrets::SecretKey::generate()).unwrap();
+        let channel = store
+        .create_channel_with(
+            org,
+            "locked",
+            "twilio",
+            &serde_json::json!({"account_sid": "AC00000000000000000000000000000000", "from": "+15005550006", "base_url": "http://127.0.0.1:9"}),
+            Some((&key, &serde_json::json!({"auth_token": "secret-token"}))),
+            None,
+        )
+        .await
+        .unwrap();
+        let (_, list) = seed_list(store, 30).await;
+        let id = new_campaign(store, org, list, channel, "Hi").await;
+        store
+            .start_campaign(id, herald::clock::now_ms(), "test", None)
+            .await
+            .unwrap();
+        let engine = spawn_engine(store, fast_settings());
+        wait_status(store, id, CampaignStatus::Paused, Duration::from_secs(30)).await;
+        engine.stop().await;
+        let c = assert_counters_match(store, id).await;
+        assert_eq!(c.counts.get(MessageStatus::Queued), 30, "{:?}", c.counts);
+        let events = store.events(id).await.unwrap();
+        let pause = events
+            .iter()
+            .rev()
+            .find(|e| e.to_status == "paused")
+            .unwrap();
+        assert!(pause.reason.contains("secret_key"), "{}", pause.reason);
+    }
+);

@@ -38,6 +38,9 @@ pub struct Settings {
     pub drift_check_interval_ms: u64,
     pub in_doubt_policy: InDoubtPolicy,
     pub in_doubt_grace_ms: u64,
+    /// How long after a message is found in doubt its provider is asked about it (Twilio
+    /// lists a message only once it has left its queue).
+    pub provider_lookup_delay_ms: u64,
     pub retry_max_attempts: u32,
     pub retry_base_ms: u64,
     pub retry_max_ms: u64,
@@ -84,6 +87,7 @@ impl Default for Settings {
             drift_check_interval_ms: 60_000,
             in_doubt_policy: InDoubtPolicy::Resend,
             in_doubt_grace_ms: 0,
+            provider_lookup_delay_ms: 120_000,
             retry_max_attempts: 5,
             retry_base_ms: 1000,
             retry_max_ms: 300_000,
@@ -121,6 +125,7 @@ const FIELDS: &[(&str, Kind)] = &[
     ("drift_check_interval_ms", Kind::Number),
     ("in_doubt_policy", Kind::Choice(&["resend", "fail"])),
     ("in_doubt_grace_ms", Kind::Number),
+    ("provider_lookup_delay_ms", Kind::Number),
     ("retry_max_attempts", Kind::Number),
     ("retry_base_ms", Kind::Number),
     ("retry_max_ms", Kind::Number),

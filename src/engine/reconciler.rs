@@ -187,6 +187,8 @@ pub async fn reconcile_once(
 /// (`biz_opaque_callback_data`) before the in-doubt policy decides: WhatsApp cannot be
 /// asked, but it tells.
 pub const WHATSAPP_IN_DOUBT_GRACE_MS: i64 = 60_000;
+/// The most time one reconciler pass spends asking providers.
+const LOOKUP_BUDGET: std::time::Duration = std::time::Duration::from_secs(10);
 /// How long to wait before asking a provider again when it could not answer.
 const LOOKUP_RETRY_MS: i64 = 30_000;
 
@@ -197,8 +199,9 @@ async fn ask_providers(ctx: &EngineContext, now: i64) -> Result<u64, crate::stor
     let settings = &ctx.settings;
     let candidates = ctx
         .store
-        .in_doubt_candidates(now - settings.in_doubt_grace_ms as i64, 500)
+        .in_doubt_candidates(now - settings.in_doubt_grace_ms as i64, 10_000)
         .await?;
+    let started = std::time::Instant::now();
     let mut found = 0u64;
     let mut templates: std::collections::HashMap<i64, Option<crate::template::MessageTemplate>> =
         std::collections::HashMap::new();
@@ -206,6 +209,23 @@ async fn ask_providers(ctx: &EngineContext, now: i64) -> Result<u64, crate::stor
         if c.channel_kind == "whatsapp" && now - c.marked_at < WHATSAPP_IN_DOUBT_GRACE_MS {
             ctx.store
                 .defer_in_doubt(&[c.id], c.marked_at + WHATSAPP_IN_DOUBT_GRACE_MS)
+                .await?;
+            continue;
+        }
+        // Twilio's list query filters on the date a message was sent: one still queued at
+        // Twilio is not found yet, so it is asked only after `provider_lookup_delay_ms`.
+        let lookup_delay = settings.provider_lookup_delay_ms as i64;
+        if c.channel_kind == "twilio" && now - c.marked_at < lookup_delay {
+            ctx.store
+                .defer_in_doubt(&[c.id], c.marked_at + lookup_delay)
+                .await?;
+            continue;
+        }
+        if started.elapsed() > LOOKUP_BUDGET {
+            // Out of time this pass: the rest wait for the next one rather than be
+            // resent without asking.
+            ctx.store
+                .defer_in_doubt(&[c.id], now + settings.reconcile_interval_ms as i64)
                 .await?;
             continue;
         }
@@ -244,7 +264,7 @@ async fn ask_providers(ctx: &EngineContext, now: i64) -> Result<u64, crate::stor
             Ok(Some(provider_id)) => {
                 if ctx
                     .store
-                    .resolve_in_doubt_sent(c.id, &provider_id, now)
+                    .resolve_in_doubt_sent(c.channel_id, c.id, &provider_id, now)
                     .await?
                 {
                     found += 1;

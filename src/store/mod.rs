@@ -2022,17 +2022,25 @@ impl Store {
     /// The provider has an in-doubt message after all: it is `sent`, with the provider's
     /// id (so its receipts apply), and nothing is resent. Conditional on it still being in
     /// doubt.
+    /// Only for a message sent through `channel_id` (a provider speaks for its own
+    /// channel), and never with a provider id another message already has (an ambiguous
+    /// match at the provider resends rather than risk calling an unsent message sent).
     pub async fn resolve_in_doubt_sent(
         &self,
+        channel_id: i64,
         message_id: i64,
         provider_id: &str,
         now: i64,
     ) -> Result<bool, StoreError> {
         let mut tx = self.begin().await?;
         let campaign: Option<i64> = sqlx::query_scalar(
-            "SELECT campaign_id FROM messages WHERE id = $1 AND status = 'in_doubt'",
+            "SELECT m.campaign_id FROM messages m JOIN campaigns c ON c.id = m.campaign_id \
+             WHERE m.id = $1 AND m.status = 'in_doubt' AND c.channel_id = $2 \
+             AND NOT EXISTS (SELECT 1 FROM messages o WHERE o.provider_id = $3 AND o.id <> m.id)",
         )
         .bind(message_id)
+        .bind(channel_id)
+        .bind(provider_id)
         .fetch_optional(&mut *tx)
         .await?;
         let Some(campaign) = campaign else {

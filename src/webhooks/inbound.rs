@@ -536,7 +536,7 @@ async fn whatsapp_event(
     for (message_id, wamid) in &proven {
         match state
             .store
-            .resolve_in_doubt_sent(*message_id, wamid, crate::clock::now_ms())
+            .resolve_in_doubt_sent(channel_id, *message_id, wamid, crate::clock::now_ms())
             .await
         {
             Ok(true) => outcomes.push(format!(

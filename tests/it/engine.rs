@@ -712,6 +712,7 @@ both_stores!(
         let key = herald::secrets::SecretKey::generate();
         let settings = Settings {
             secret_key: Some(key.clone()),
+            provider_lookup_delay_ms: 200,
             ..fast_settings()
         };
         let org = store.default_org().await.unwrap();

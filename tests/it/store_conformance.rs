@@ -2411,26 +2411,44 @@ mod random_sequences {
 
 // A message that keeps ending in doubt is not resent forever: once it has used its
 // attempts, the resend policy fails it with the reason.
-both_stores!(in_doubt_resend_respects_the_attempt_limit, |db| async move {
-    let store = &db.store;
-    let t = now_ms();
-    let id = started(store, 2, t).await;
-    let m = store.claim(id, "A", t, t + 1, 2).await.unwrap();
-    store
-        .record_outcomes(
-            "A",
-            t,
-            &m.iter()
-                .map(|x| outcome(x, OutcomeKind::Unknown { error: "timeout".into() }))
-                .collect::<Vec<_>>(),
-        )
-        .await
-        .unwrap();
-    // Attempts are 1 each; a limit of 1 means no resend.
-    let report = store.resolve_in_doubt_limited(true, t + 1, t + 1, 1).await.unwrap();
-    assert_eq!((report.resent, report.failed), (0, 2));
-    let c = assert_counters_match(store, id).await;
-    assert_eq!(c.status, CampaignStatus::Completed);
-    let failed = message(store, id, m[0].id).await;
-    assert!(failed.last_error.unwrap_or_default().contains("retry_max_attempts"));
-});
+both_stores!(
+    in_doubt_resend_respects_the_attempt_limit,
+    |db| async move {
+        let store = &db.store;
+        let t = now_ms();
+        let id = started(store, 2, t).await;
+        let m = store.claim(id, "A", t, t + 1, 2).await.unwrap();
+        store
+            .record_outcomes(
+                "A",
+                t,
+                &m.iter()
+                    .map(|x| {
+                        outcome(
+                            x,
+                            OutcomeKind::Unknown {
+                                error: "timeout".into(),
+                            },
+                        )
+                    })
+                    .collect::<Vec<_>>(),
+            )
+            .await
+            .unwrap();
+        // Attempts are 1 each; a limit of 1 means no resend.
+        let report = store
+            .resolve_in_doubt_limited(true, t + 1, t + 1, 1)
+            .await
+            .unwrap();
+        assert_eq!((report.resent, report.failed), (0, 2));
+        let c = assert_counters_match(store, id).await;
+        assert_eq!(c.status, CampaignStatus::Completed);
+        let failed = message(store, id, m[0].id).await;
+        assert!(
+            failed
+                .last_error
+                .unwrap_or_default()
+                .contains("retry_max_attempts")
+        );
+    }
+);

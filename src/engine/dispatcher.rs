@@ -221,6 +221,7 @@ fn spawn_send(
         let outcome = Outcome {
             message_id: message.id,
             campaign_id,
+            attempt: Some(message.attempts),
             kind,
         };
         // The committer outlives every sender; if it is gone the process is ending and the

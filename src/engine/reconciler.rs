@@ -313,6 +313,7 @@ pub async fn release_claims_unknown_before(
             .into_iter()
             .filter(|(id, _)| !known.contains(id))
             .map(|(message_id, campaign_id)| crate::store::Outcome {
+                attempt: None,
                 message_id,
                 campaign_id,
                 kind: crate::store::OutcomeKind::Released,

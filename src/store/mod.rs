@@ -1593,6 +1593,7 @@ impl Store {
                 "refund": refund,
                 "sent_at": if status == MessageStatus::Sent { Some(now) } else { None },
                 "release": i64::from(matches!(o.kind, OutcomeKind::Released)),
+                "attempt": o.attempt,
                 "doubt": i64::from(status == MessageStatus::InDoubt),
             }));
         }
@@ -1608,6 +1609,7 @@ impl Store {
                 ("sent_at", "int"),
                 ("release", "int"),
                 ("doubt", "int"),
+                ("attempt", "int"),
             ],
         );
         let sql = format!(
@@ -1618,6 +1620,7 @@ impl Store {
              was_in_doubt = CASE WHEN x.doubt = 1 THEN 1 ELSE messages.was_in_doubt END, \
              in_doubt_at = CASE WHEN x.doubt = 1 THEN $2 ELSE messages.in_doubt_at END \
              FROM {recs} WHERE messages.id = x.id AND messages.status = 'in_flight' AND messages.owner = $3 \
+             AND (x.attempt IS NULL OR messages.attempts = x.attempt) \
              RETURNING messages.id, messages.campaign_id, messages.status"
         );
         let rows = sqlx::query(AssertSqlSafe(sql))

@@ -269,6 +269,10 @@ pub enum OutcomeKind {
 pub struct Outcome {
     pub message_id: i64,
     pub campaign_id: i64,
+    /// The attempt number of the claim this outcome belongs to. When given, the outcome
+    /// applies only if the message is still on that claim: a late outcome of an earlier
+    /// claim (its owner was cut off, the message re-claimed) changes nothing.
+    pub attempt: Option<i64>,
     pub kind: OutcomeKind,
 }
 

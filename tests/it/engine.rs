@@ -426,6 +426,7 @@ both_stores!(stuck_campaigns_say_why, |db| async move {
     let outcomes: Vec<_> = claimed
         .iter()
         .map(|m| herald::store::Outcome {
+            attempt: None,
             message_id: m.id,
             campaign_id: id,
             kind: herald::store::OutcomeKind::Retry {

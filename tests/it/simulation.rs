@@ -1095,6 +1095,7 @@ impl<'a> Sim<'a> {
         let outcomes: Vec<Outcome> = unknown
             .iter()
             .map(|id| Outcome {
+                attempt: None,
                 message_id: *id,
                 campaign_id: self.id,
                 kind: OutcomeKind::Released,
@@ -1201,6 +1202,7 @@ impl<'a> Sim<'a> {
             parts.push(format!("{}:{label}", h.msg.id));
             self.insts[i].pending.push(Done {
                 outcome: Outcome {
+                    attempt: None,
                     message_id: h.msg.id,
                     campaign_id: self.id,
                     kind,
@@ -1310,6 +1312,7 @@ impl<'a> Sim<'a> {
         for h in claimed {
             self.insts[i].pending.push(Done {
                 outcome: Outcome {
+                    attempt: None,
                     message_id: h.msg.id,
                     campaign_id: self.id,
                     kind: OutcomeKind::Released,

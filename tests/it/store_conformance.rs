@@ -65,6 +65,7 @@ fn contact(address: &str, unsubscribed: Option<bool>) -> ContactInput {
 
 fn outcome(m: &ClaimedMessage, kind: OutcomeKind) -> Outcome {
     Outcome {
+        attempt: None,
         message_id: m.id,
         campaign_id: m.campaign_id,
         kind,
@@ -677,6 +678,7 @@ both_stores!(record_outcomes_moves_the_right_counters, |db| async move {
                 outcome(&m[0], failed("late")),
                 outcome(&m[3], sent("p-3")),
                 Outcome {
+                    attempt: None,
                     message_id: 987_654_321,
                     campaign_id: id,
                     kind: sent("p-x"),
@@ -2178,6 +2180,7 @@ mod random_sequences {
                                 _ => unknown("timeout"),
                             };
                             outcomes.push(Outcome {
+                                attempt: None,
                                 message_id: mid,
                                 campaign_id: id,
                                 kind,
@@ -2193,6 +2196,7 @@ mod random_sequences {
                             distinct.insert(mid);
                         }
                         outcomes.push(Outcome {
+                            attempt: None,
                             message_id: mid,
                             campaign_id: id,
                             kind: sent(&format!("stale-{id}-{mid}-{step}")),
@@ -2212,6 +2216,7 @@ mod random_sequences {
                         .await
                         .into_iter()
                         .map(|mid| Outcome {
+                            attempt: None,
                             message_id: mid,
                             campaign_id: id,
                             kind: sent(&format!("pv-{id}-{mid}")),
@@ -2450,5 +2455,48 @@ both_stores!(
                 .unwrap_or_default()
                 .contains("retry_max_attempts")
         );
+    }
+);
+
+// An outcome belongs to one claim: the late outcome of an earlier claim of the same owner
+// (cut off, its message taken back and re-claimed) changes nothing.
+both_stores!(
+    late_outcome_of_an_earlier_claim_is_refused,
+    |db| async move {
+        let store = &db.store;
+        let t = now_ms();
+        let id = started(store, 1, t).await;
+        let first = store.claim(id, "A", t, t + 1, 1).await.unwrap();
+        assert_eq!(first[0].attempts, 1);
+        store
+            .mark_in_doubt(t + 10, t + 5, &["A".to_string()])
+            .await
+            .unwrap();
+        store.resolve_in_doubt(true, t + 10, t + 10).await.unwrap();
+        let second = store.claim(id, "A", t + 20, t + 60_000, 1).await.unwrap();
+        assert_eq!(second[0].attempts, 2);
+        let late = Outcome {
+            attempt: Some(1),
+            ..outcome(
+                &first[0],
+                OutcomeKind::Failed {
+                    error: "late".into(),
+                },
+            )
+        };
+        let report = store.record_outcomes("A", t + 21, &[late]).await.unwrap();
+        assert_eq!((report.applied, report.stale), (0, 1));
+        let current = Outcome {
+            attempt: Some(2),
+            ..outcome(&second[0], sent("p-2"))
+        };
+        let report = store
+            .record_outcomes("A", t + 22, &[current])
+            .await
+            .unwrap();
+        assert_eq!(report.applied, 1);
+        let c = assert_counters_match(store, id).await;
+        assert_eq!(c.status, CampaignStatus::Completed);
+        assert_eq!(c.counts.get(Sent), 1);
     }
 );

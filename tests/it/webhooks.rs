@@ -84,6 +84,7 @@ async fn sent_campaign(store: &Store, channel: i64, n: i64, sent: usize) -> (i64
         .take(sent)
         .enumerate()
         .map(|(i, m)| Outcome {
+            attempt: None,
             message_id: m.id,
             campaign_id: id,
             kind: OutcomeKind::Sent {
@@ -223,6 +224,7 @@ both_stores!(
                 "A",
                 now,
                 &[Outcome {
+                    attempt: None,
                     message_id: msgs[3],
                     campaign_id: id,
                     kind: OutcomeKind::Sent {

@@ -22,6 +22,8 @@ type Pending = (Outcome, OwnedSemaphorePermit, Label);
 struct Label {
     outcome: &'static str,
     channel: Arc<str>,
+    /// The rate-limited channel's in-flight slot, returned with the outcome.
+    _slot: Option<OwnedSemaphorePermit>,
 }
 
 pub async fn run(
@@ -38,6 +40,9 @@ pub async fn run(
     let min_claim = (batch.min(concurrency) / 4).max(1);
     let idle = Duration::from_millis(settings.idle_poll_ms.max(1));
     let mut templates: HashMap<i64, Result<Arc<MessageTemplate>, String>> = HashMap::new();
+    // In-flight slots per rate-limited channel (about two seconds of its rate), shared by
+    // all its campaigns: a slow or rate-limited channel cannot take every send permit.
+    let mut channel_slots: HashMap<i64, Arc<Semaphore>> = HashMap::new();
     let mut round = 0usize;
     let owner = ctx.instance.id.clone();
 
@@ -107,11 +112,20 @@ pub async fn run(
                 }
             };
             let mut share = (available / n).max(min_claim).min(available).min(batch);
-            if let Ok((_, Some(rate))) = &channel {
-                // A rate-limited channel gets about two seconds of its rate in flight, so
-                // claimed messages do not sit waiting for tokens.
-                share = share.min(((rate * 2.0) as usize).max(1));
-            }
+            let slots = match &channel {
+                Ok((_, Some(rate))) => {
+                    let slots = channel_slots
+                        .entry(campaign.channel_id)
+                        .or_insert_with(|| Arc::new(Semaphore::new(((rate * 2.0) as usize).max(1))))
+                        .clone();
+                    share = share.min(slots.available_permits());
+                    if share == 0 {
+                        continue;
+                    }
+                    Some(slots)
+                }
+                _ => None,
+            };
             let started = Instant::now();
             let lease_until = now + settings.instance_stale_after_ms as i64;
             let claimed = match ctx
@@ -149,15 +163,20 @@ pub async fn run(
                 })
                 .clone();
             for message in claimed {
-                // Never waits: no more messages were claimed than there were free permits.
+                // Never waits: no more messages were claimed than there were free permits
+                // (and channel slots).
                 let permit = permits.clone().acquire_owned().await?;
+                let slot = match &slots {
+                    Some(slots) => Some(slots.clone().acquire_owned().await?),
+                    None => None,
+                };
                 spawn_send(
                     &ctx,
                     campaign,
                     message,
                     template.clone(),
                     channel.clone(),
-                    permit,
+                    (permit, slot),
                     out_tx.clone(),
                     shutdown.clone(),
                 );
@@ -197,7 +216,7 @@ fn spawn_send(
     message: ClaimedMessage,
     template: Result<Arc<MessageTemplate>, String>,
     channel: Result<(Arc<dyn Channel>, Option<f64>), String>,
-    permit: OwnedSemaphorePermit,
+    (permit, slot): (OwnedSemaphorePermit, Option<OwnedSemaphorePermit>),
     out: mpsc::Sender<Pending>,
     shutdown: watch::Receiver<bool>,
 ) {
@@ -217,6 +236,7 @@ fn spawn_send(
         let label = Label {
             outcome,
             channel: channel_name,
+            _slot: slot,
         };
         let outcome = Outcome {
             message_id: message.id,

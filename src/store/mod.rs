@@ -166,6 +166,9 @@ pub struct Store {
     url: String,
 }
 
+/// How long a receipt for an unknown provider id is kept waiting for its message.
+const KEPT_RECEIPT_MS: i64 = 7 * 24 * 3600 * 1000;
+
 /// The pending messages of campaign `$1`, as one query per partial index (a single
 /// `status IN (…4 statuses…)` matches none of them and scans the whole table).
 const PENDING_ROWS: &str = "SELECT status FROM messages WHERE campaign_id = $1 AND status IN ('queued','retry_wait') \
@@ -1736,6 +1739,12 @@ impl Store {
     pub async fn apply_kept_receipts(&self, now: i64) -> Result<usize, StoreError> {
         let mut deltas = BTreeMap::new();
         let mut tx = self.begin().await?;
+        // A receipt whose provider id was never recorded in a week is for a message Herald
+        // did not send (another tool on the same number): not worth keeping forever.
+        sqlx::query("DELETE FROM pending_receipts WHERE received_at < $1")
+            .bind(now - KEPT_RECEIPT_MS)
+            .execute(&mut *tx)
+            .await?;
         let n = self
             .apply_pending_receipts(
                 &mut tx,

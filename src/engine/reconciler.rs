@@ -206,6 +206,16 @@ async fn ask_providers(ctx: &EngineContext, now: i64) -> Result<u64, crate::stor
     let mut templates: std::collections::HashMap<i64, Option<crate::template::MessageTemplate>> =
         std::collections::HashMap::new();
     for c in candidates {
+        // A status naming the message may have come while it was still in flight.
+        if let Some(provider_id) = ctx.store.proof_for(c.id).await?
+            && ctx
+                .store
+                .resolve_in_doubt_sent(c.channel_id, c.id, &provider_id, now)
+                .await?
+        {
+            found += 1;
+            continue;
+        }
         if c.channel_kind == "whatsapp" && now - c.marked_at < WHATSAPP_IN_DOUBT_GRACE_MS {
             ctx.store
                 .defer_in_doubt(&[c.id], c.marked_at + WHATSAPP_IN_DOUBT_GRACE_MS)

@@ -1536,6 +1536,45 @@ impl Store {
         let campaign_ids: BTreeSet<i64> = outcomes.iter().map(|o| o.campaign_id).collect();
         let mut tx = self.begin().await?;
         let statuses = self.lock_campaigns(&mut tx, &campaign_ids).await?;
+        // An outcome Herald does not know (timeout) for a message the provider has already
+        // named in a status is a send after all.
+        let unknown: Vec<i64> = outcomes
+            .iter()
+            .filter(|o| matches!(o.kind, OutcomeKind::Unknown { .. }))
+            .map(|o| o.message_id)
+            .collect();
+        let mut proofs: HashMap<i64, String> = HashMap::new();
+        if !unknown.is_empty() {
+            let sql = format!(
+                "SELECT message_id, provider_id FROM pending_receipts WHERE message_id IN {}",
+                self.dialect.json_ids("$1")
+            );
+            for r in sqlx::query(AssertSqlSafe(sql))
+                .bind(ids_json(unknown))
+                .fetch_all(&mut *tx)
+                .await?
+            {
+                proofs.insert(r.try_get("message_id")?, r.try_get("provider_id")?);
+            }
+        }
+        let proven: Vec<Outcome>;
+        let outcomes: &[Outcome] = if proofs.is_empty() {
+            outcomes
+        } else {
+            proven = outcomes
+                .iter()
+                .map(|o| match proofs.get(&o.message_id) {
+                    Some(pid) if matches!(o.kind, OutcomeKind::Unknown { .. }) => Outcome {
+                        kind: OutcomeKind::Sent {
+                            provider_id: pid.clone(),
+                        },
+                        ..o.clone()
+                    },
+                    _ => o.clone(),
+                })
+                .collect();
+            &proven
+        };
         let mut records = Vec::with_capacity(outcomes.len());
         for o in outcomes {
             let cancelled = statuses.get(&o.campaign_id) == Some(&CampaignStatus::Cancelled);
@@ -2012,6 +2051,41 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// Keeps a provider's proof that it has Herald's message `message_id` (a status naming
+    /// it), for a message whose own outcome is not recorded yet.
+    /// Only while the message is in flight on `channel_id`: afterwards its outcome or the
+    /// in-doubt check has the last word.
+    pub async fn keep_proof(
+        &self,
+        channel_id: i64,
+        message_id: i64,
+        provider_id: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "INSERT INTO pending_receipts (provider_id, status, error, received_at, message_id) \
+             SELECT $1, 'sent', NULL, $2, m.id FROM messages m JOIN campaigns c ON c.id = m.campaign_id \
+             WHERE m.id = $3 AND m.status = 'in_flight' AND c.channel_id = $4",
+        )
+        .bind(clean(provider_id))
+        .bind(now)
+        .bind(message_id)
+        .bind(channel_id)
+        .execute(&self.write)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// The provider id a kept proof gives for a message, if any.
+    pub async fn proof_for(&self, message_id: i64) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT provider_id FROM pending_receipts WHERE message_id = $1 ORDER BY id LIMIT 1",
+        )
+        .bind(message_id)
+        .fetch_optional(&self.read)
+        .await?)
     }
 
     /// Postpones the in-doubt decision for these messages until `until`.

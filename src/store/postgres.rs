@@ -36,6 +36,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "channel_rate",
         include_str!("../../migrations/postgres/0005_channel_rate.sql"),
     ),
+    (
+        6,
+        "receipt_message",
+        include_str!("../../migrations/postgres/0006_receipt_message.sql"),
+    ),
 ];
 
 pub(super) async fn connect(url: &str) -> Result<(AnyPool, AnyPool), StoreError> {

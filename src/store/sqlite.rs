@@ -37,6 +37,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "channel_rate",
         include_str!("../../migrations/sqlite/0005_channel_rate.sql"),
     ),
+    (
+        6,
+        "receipt_message",
+        include_str!("../../migrations/sqlite/0006_receipt_message.sql"),
+    ),
 ];
 
 /// Accepts `sqlite://path`, `sqlite:path` and `sqlite::memory:`; creates the file if needed.

@@ -542,7 +542,16 @@ async fn whatsapp_event(
             Ok(true) => outcomes.push(format!(
                 "message {message_id} was in doubt: the provider has it"
             )),
-            Ok(false) => {}
+            // Still in flight (its send's answer may yet be lost): keep the proof.
+            Ok(false) => match state
+                .store
+                .keep_proof(channel_id, *message_id, wamid, crate::clock::now_ms())
+                .await
+            {
+                Ok(true) => outcomes.push(format!("proof kept for message {message_id}")),
+                Ok(false) => {}
+                Err(e) => return internal(e),
+            },
             Err(e) => return internal(e),
         }
     }

@@ -477,3 +477,68 @@ both_stores!(one_click_unsubscribe, |db| async move {
     assert_eq!(post.status(), StatusCode::OK);
     assert!(store.is_suppressed(f.org, &address).await.unwrap());
 });
+
+// WhatsApp names the message in a status before Herald knows the send's outcome (the
+// answer is lost or late): the proof is kept, and an outcome that comes back unknown is
+// recorded as sent with the provider's id instead of going in doubt.
+both_stores!(
+    whatsapp_proof_before_the_outcome_prevents_doubt,
+    |db| async move {
+        let f = fixture(&db).await;
+        let store = &db.store;
+        let (org, list) = seed_list(store, 2).await;
+        let id = new_campaign(store, org, list, f.whatsapp, "Hi").await;
+        let now = herald::clock::now_ms();
+        store.start_campaign(id, now, "test", None).await.unwrap();
+        let claimed = store.claim(id, "A", now, now + 60_000, 2).await.unwrap();
+        let status = |mid: i64, wamid: &str| {
+            serde_json::json!({
+            "object": "whatsapp_business_account",
+            "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
+                "messaging_product": "whatsapp",
+                "statuses": [{"id": wamid, "status": "sent", "timestamp": "1700000000",
+                              "recipient_id": "12000000001", "biz_opaque_callback_data": mid.to_string()}]
+            }}]}]
+        })
+        .to_string()
+        };
+        for (m, wamid) in claimed.iter().zip(["wamid.ONE", "wamid.TWO"]) {
+            let event = status(m.id, wamid);
+            assert_eq!(
+                whatsapp_post(
+                    &f,
+                    &event,
+                    Some(meta_signature(APP_SECRET, event.as_bytes()))
+                )
+                .await,
+                StatusCode::OK
+            );
+        }
+        assert_eq!(
+            store.proof_for(claimed[1].id).await.unwrap().as_deref(),
+            Some("wamid.TWO")
+        );
+        // The first send's answer is lost: its outcome is unknown, but the proof makes it sent.
+        let report = store
+            .record_outcomes(
+                "A",
+                now + 1,
+                &[Outcome {
+                    attempt: None,
+                    message_id: claimed[0].id,
+                    campaign_id: id,
+                    kind: OutcomeKind::Unknown {
+                        error: "timeout".into(),
+                    },
+                }],
+            )
+            .await
+            .unwrap();
+        assert_eq!(report.applied, 1);
+        let m = crate::support::message(store, id, claimed[0].id).await;
+        assert_eq!(m.status, MessageStatus::Sent);
+        assert_eq!(m.provider_id.as_deref(), Some("wamid.ONE"));
+        let c = assert_counters_match(store, id).await;
+        assert_eq!(c.in_doubt_total, 0);
+    }
+);

@@ -63,6 +63,50 @@ pub fn build_client(connect: Duration, request: Duration) -> Result<reqwest::Cli
 /// connect timeout, TLS handshake) means the request never left: `Transient`. Anything
 /// later (a timeout after the request was sent, a reset while waiting for the answer) may
 /// have created a message at the provider: `Unknown`.
+/// A provider's answer to a send, read to the end.
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+}
+
+impl Answer {
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
+
+/// Reads a send's answer, or says what the failure means: a request that never got an
+/// answer per `transport_failure`, and a success whose body was lost is in doubt (the
+/// provider has the message, Herald lacks its id). An error body that cannot be read is
+/// taken as empty, classified by status alone.
+pub async fn read_answer(
+    provider: &str,
+    response: Result<reqwest::Response, reqwest::Error>,
+) -> Result<Answer, SendResult> {
+    let response = response.map_err(|e| transport_failure(provider, &e))?;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    match response.text().await {
+        Ok(body) => Ok(Answer {
+            status,
+            headers,
+            body,
+        }),
+        Err(e) if (200..300).contains(&status) => Err(SendResult::Unknown {
+            error: format!(
+                "{provider}: HTTP {status} but its body was lost: {}",
+                describe(&e)
+            ),
+        }),
+        Err(_) => Ok(Answer {
+            status,
+            headers,
+            body: String::new(),
+        }),
+    }
+}
+
 pub fn transport_failure(provider: &str, error: &reqwest::Error) -> SendResult {
     let detail = describe(error);
     if error.is_connect() {

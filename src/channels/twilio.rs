@@ -13,7 +13,7 @@
 //! variables.
 
 use super::classify::{self, ErrorClass};
-use super::http::{self, retry_after, snippet, transport_failure};
+use super::http::{self, retry_after, snippet};
 use super::{BoxFuture, BuildContext, Channel, SendRequest, SendResult};
 use crate::store::ChannelInfo;
 use serde::{Deserialize, Serialize};
@@ -414,26 +414,13 @@ impl TwilioChannel {
             .form(&form)
             .send()
             .await;
-        let response = match response {
-            Ok(r) => r,
-            Err(e) => return transport_failure("twilio", &e),
+        let answer = match http::read_answer("twilio", response).await {
+            Ok(a) => a,
+            Err(result) => return result,
         };
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let body = response.text().await;
-        if (200..300).contains(&status) {
-            let body = match body {
-                Ok(b) => b,
-                Err(e) => {
-                    return SendResult::Unknown {
-                        error: format!(
-                            "twilio: HTTP {status} but its body was lost: {}",
-                            http::describe(&e)
-                        ),
-                    };
-                }
-            };
-            let sid = serde_json::from_str::<serde_json::Value>(&body)
+        let (status, headers, body) = (answer.status, &answer.headers, &answer.body);
+        if answer.is_success() {
+            let sid = serde_json::from_str::<serde_json::Value>(body)
                 .ok()
                 .and_then(|v| v.get("sid").and_then(|s| s.as_str()).map(str::to_string))
                 .filter(|s| !s.is_empty());
@@ -442,12 +429,12 @@ impl TwilioChannel {
                 None => SendResult::Unknown {
                     error: format!(
                         "twilio: HTTP {status} without a message sid: {}",
-                        snippet(&body)
+                        snippet(body)
                     ),
                 },
             };
         }
-        error_result(status, &headers, &body.unwrap_or_default())
+        error_result(status, headers, body)
     }
 
     /// Looks for a message this channel created for `to` at or after `sent_after_ms`

@@ -11,7 +11,7 @@
 //! counts as `\n`; trailing blank lines are ignored; a blank body sends no parameters).
 
 use super::classify::{self, ErrorClass};
-use super::http::{self, retry_after, snippet, transport_failure};
+use super::http::{self, retry_after, snippet};
 use super::{BoxFuture, BuildContext, Channel, SendRequest, SendResult};
 use crate::store::ChannelInfo;
 use serde::{Deserialize, Serialize};
@@ -343,26 +343,13 @@ impl WhatsAppChannel {
             .json(&self.payload(&request))
             .send()
             .await;
-        let response = match response {
-            Ok(r) => r,
-            Err(e) => return transport_failure("whatsapp", &e),
+        let answer = match http::read_answer("whatsapp", response).await {
+            Ok(a) => a,
+            Err(result) => return result,
         };
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let body = response.text().await;
-        if (200..300).contains(&status) {
-            let body = match body {
-                Ok(b) => b,
-                Err(e) => {
-                    return SendResult::Unknown {
-                        error: format!(
-                            "whatsapp: HTTP {status} but its body was lost: {}",
-                            http::describe(&e)
-                        ),
-                    };
-                }
-            };
-            let wamid = serde_json::from_str::<serde_json::Value>(&body)
+        let (status, headers, body) = (answer.status, &answer.headers, &answer.body);
+        if answer.is_success() {
+            let wamid = serde_json::from_str::<serde_json::Value>(body)
                 .ok()
                 .and_then(|v| {
                     v.get("messages")?
@@ -377,12 +364,12 @@ impl WhatsAppChannel {
                 None => SendResult::Unknown {
                     error: format!(
                         "whatsapp: HTTP {status} without a message id: {}",
-                        snippet(&body)
+                        snippet(body)
                     ),
                 },
             };
         }
-        error_result(status, &headers, &body.unwrap_or_default())
+        error_result(status, headers, body)
     }
 }
 

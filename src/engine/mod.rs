@@ -177,18 +177,32 @@ impl Ticker {
 }
 
 async fn heartbeat_loop(ctx: Arc<EngineContext>, shutdown: watch::Receiver<bool>) {
+    use std::sync::atomic::Ordering;
     let mut ticker = Ticker::new(ctx.settings.heartbeat_interval_ms, shutdown);
+    // Heartbeats count as continuous only while they complete this often; a longer gap
+    // (the call blocked through an outage) starts the healthy window again.
+    let max_gap = (ctx.settings.heartbeat_interval_ms as i64 * 2).max(1_000);
+    let mut last_ok = 0i64;
     while ticker.next().await {
-        let now = crate::clock::now_ms();
-        use std::sync::atomic::Ordering;
-        match ctx.store.heartbeat(&ctx.instance.id, now).await {
-            Ok(alive) => {
-                let _ = ctx.db_healthy_since.compare_exchange(
-                    0,
-                    now,
-                    Ordering::SeqCst,
-                    Ordering::SeqCst,
-                );
+        // Reach the database first, then read the clock: a call that waited through an
+        // outage must not write a time from inside it.
+        let result = match ctx.store.ping().await {
+            Ok(()) => {
+                let now = crate::clock::now_ms();
+                ctx.store
+                    .heartbeat(&ctx.instance.id, now)
+                    .await
+                    .map(|a| (a, now))
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok((alive, now)) => {
+                let done = crate::clock::now_ms();
+                if last_ok == 0 || done - last_ok > max_gap {
+                    ctx.db_healthy_since.store(done, Ordering::SeqCst);
+                }
+                last_ok = done;
                 if !alive {
                     // Another instance took this one for dead (its work was handed on as in
                     // doubt; late outcomes for it are refused). Register again, so this
@@ -201,6 +215,7 @@ async fn heartbeat_loop(ctx: Arc<EngineContext>, shutdown: watch::Receiver<bool>
             }
             Err(e) => {
                 ctx.db_healthy_since.store(0, Ordering::SeqCst);
+                last_ok = 0;
                 tracing::warn!(error = %e, "heartbeat failed; will retry");
             }
         }

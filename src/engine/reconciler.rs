@@ -109,7 +109,10 @@ pub async fn reconcile_once(
         .db_healthy_since
         .load(std::sync::atomic::Ordering::SeqCst);
     let window = settings.instance_stale_after_ms as i64;
-    let stale_before = if healthy_since > 0 && now - healthy_since >= window {
+    // After an outage the others need time to reconnect too (up to the pool's acquire
+    // timeout): silence is evidence only once this instance has been reachable for a
+    // whole window plus that allowance.
+    let stale_before = if healthy_since > 0 && now - healthy_since >= window + PEER_RECONNECT_MS {
         now - window
     } else {
         i64::MIN
@@ -189,6 +192,10 @@ pub async fn reconcile_once(
 pub const WHATSAPP_IN_DOUBT_GRACE_MS: i64 = 60_000;
 /// The most time one reconciler pass spends asking providers.
 const LOOKUP_BUDGET: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long other instances may take to reach the database again after an outage (the
+/// PostgreSQL pool gives up acquiring a connection after 3 s and the next heartbeat tries
+/// afresh).
+pub const PEER_RECONNECT_MS: i64 = 5_000;
 /// How long to wait before asking a provider again when it could not answer.
 const LOOKUP_RETRY_MS: i64 = 30_000;
 

@@ -62,7 +62,10 @@ pub(super) async fn connect(url: &str) -> Result<(AnyPool, AnyPool), StoreError>
     let pool = AnyPoolOptions::new()
         .max_connections(16)
         .min_connections(1)
-        .acquire_timeout(Duration::from_secs(30))
+        // Short: during a database outage every caller (heartbeat, claims, commits) fails
+        // fast and retries on its own schedule, instead of blocking through it and
+        // resuming on the pool's slower reconnect backoff.
+        .acquire_timeout(Duration::from_secs(3))
         .connect(url)
         .await
         .map_err(|e| StoreError::connect(url, e))?;

@@ -7,6 +7,9 @@ use crate::store::Store;
 use tokio::sync::watch;
 
 pub async fn serve(settings: Settings, with_http: bool) -> CliResult {
+    // Listen for SIGTERM/SIGINT before anything else: a stop requested while starting up
+    // is then a graceful stop right after start, not the default kill.
+    let stop = stop_signal();
     let store = Store::connect(&settings.database_url).await?;
     if with_http {
         store.migrate().await?;
@@ -51,7 +54,7 @@ pub async fn serve(settings: Settings, with_http: bool) -> CliResult {
         if with_http { "serve" } else { "worker" },
     );
     let engine_task = tokio::spawn(engine.run(shutdown_rx.clone()));
-    wait_for_signal().await;
+    stop.await;
     tracing::info!("stopping: no new claims; finishing in-flight sends");
     let _ = shutdown_tx.send(true);
     if let Ok(Err(e)) = engine_task.await {
@@ -64,27 +67,34 @@ pub async fn serve(settings: Settings, with_http: bool) -> CliResult {
     Ok(0)
 }
 
-async fn wait_for_signal() {
+/// Registers for SIGTERM and SIGINT now (so a signal that arrives during startup is not
+/// the default kill) and returns a future that completes on the first of them.
+fn stop_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match (
+        let registered = (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
-        ) {
-            (Ok(mut term), Ok(mut int)) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = int.recv() => {}
+        );
+        async move {
+            match registered {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
                 }
-            }
-            _ => {
-                let _ = tokio::signal::ctrl_c().await;
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

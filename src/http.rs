@@ -55,12 +55,20 @@ async fn healthz() -> Response {
 
 /// Ready to work: the database answers and its schema is this binary's.
 async fn readyz(State(state): State<AppState>) -> Response {
-    if let Err(e) = state.store.ping().await {
+    // A probe wants a prompt answer: a database that does not answer within a second is
+    // not ready, whatever the pool would wait.
+    let ping = tokio::time::timeout(std::time::Duration::from_secs(1), state.store.ping()).await;
+    let failure = match ping {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => Some("no answer within 1 s".to_string()),
+    };
+    if let Some(detail) = failure {
         return problem(
             StatusCode::SERVICE_UNAVAILABLE,
             "database-unreachable",
             "The database does not answer",
-            &e.to_string(),
+            &detail,
         );
     }
     if let Err(e) = state.store.require_migrated().await {

@@ -118,14 +118,6 @@ async fn stuck_reason(
 
 /// Counter drift over campaigns that are sending, paused, or finished recently.
 pub async fn drift(store: &Store, now: i64) -> Result<Vec<Drift>, StoreError> {
-    let campaigns = store
-        .campaigns_with_status(&CampaignStatus::ALL)
-        .await?
-        .into_iter()
-        .filter(|c| {
-            !c.status.is_terminal() || c.completed_at.is_some_and(|t| now - t < 3600 * 1000)
-        })
-        .map(|c| c.id)
-        .collect::<Vec<_>>();
+    let campaigns = store.campaigns_to_check(now - 3600 * 1000).await?;
     store.drift(&campaigns).await
 }

@@ -351,23 +351,17 @@ pub async fn release_claims_unknown_before(
 }
 
 async fn update_gauges(ctx: &EngineContext) -> Result<(), crate::store::StoreError> {
-    let campaigns = ctx
-        .store
-        .campaigns_with_status(&crate::domain::CampaignStatus::ALL)
-        .await?;
-    let mut by_status = std::collections::BTreeMap::new();
+    let gauges = ctx.store.campaign_gauges().await?;
     let mut pending = 0;
     let mut in_doubt = 0;
-    for c in &campaigns {
-        *by_status.entry(c.status.as_str()).or_insert(0i64) += 1;
-        if !c.status.is_terminal() {
-            pending += c.counts.pending();
-        }
-        in_doubt += c.counts.get(crate::domain::MessageStatus::InDoubt);
-    }
     for s in crate::domain::CampaignStatus::ALL {
-        let n = by_status.get(s.as_str()).copied().unwrap_or(0);
+        let row = gauges.iter().find(|g| g.0 == s);
+        let n = row.map(|g| g.1).unwrap_or(0);
         metrics::gauge!("herald_campaigns", "status" => s.as_str()).set(n as f64);
+        if !s.is_terminal() {
+            pending += row.map(|g| g.2).unwrap_or(0);
+        }
+        in_doubt += row.map(|g| g.3).unwrap_or(0);
     }
     metrics::gauge!("herald_pending_messages").set(pending as f64);
     metrics::gauge!("herald_in_doubt_messages").set(in_doubt as f64);

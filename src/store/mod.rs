@@ -878,6 +878,40 @@ impl Store {
         rows.iter().map(campaign_from_row).collect()
     }
 
+    /// Per campaign status: how many campaigns, their pending and in-doubt messages (one
+    /// aggregate query, for the metrics gauges).
+    pub async fn campaign_gauges(
+        &self,
+    ) -> Result<Vec<(CampaignStatus, i64, i64, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT status, count(*) AS campaigns, \
+             CAST(COALESCE(sum(queued + in_flight + retry_wait + in_doubt), 0) AS BIGINT) AS pending, \
+             CAST(COALESCE(sum(in_doubt), 0) AS BIGINT) AS in_doubt FROM campaigns GROUP BY status",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    campaign_status_of(r, "status")?,
+                    r.try_get("campaigns")?,
+                    r.try_get("pending")?,
+                    r.try_get("in_doubt")?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Campaigns still running, or that ended after `ended_since`: the ones worth recounting.
+    pub async fn campaigns_to_check(&self, ended_since: i64) -> Result<Vec<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM campaigns WHERE status NOT IN ('completed', 'cancelled') OR completed_at >= $1 ORDER BY id",
+        )
+        .bind(ended_since)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
     pub async fn events(&self, campaign_id: i64) -> Result<Vec<CampaignEvent>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, campaign_id, at, actor, from_status, to_status, reason FROM campaign_events WHERE campaign_id = $1 ORDER BY id",

@@ -199,6 +199,15 @@ fn status_of(row: &AnyRow, col: &str) -> Result<MessageStatus, StoreError> {
         .ok_or_else(|| StoreError::Corrupt(format!("unknown message status `{s}`")))
 }
 
+/// Counts from `SELECT status, count(*) AS n … GROUP BY status` rows.
+fn counts_from_rows(rows: &[AnyRow]) -> Result<Counts, StoreError> {
+    let mut counts = Counts::default();
+    for r in rows {
+        counts.add(status_of(r, "status")?, r.try_get("n")?);
+    }
+    Ok(counts)
+}
+
 fn campaign_status_of(row: &AnyRow, col: &str) -> Result<CampaignStatus, StoreError> {
     let s: String = row.try_get(col)?;
     CampaignStatus::parse(&s)
@@ -942,11 +951,7 @@ impl Store {
         .bind(campaign_id)
         .fetch_all(&self.read)
         .await?;
-        let mut counts = Counts::default();
-        for r in &rows {
-            counts.add(status_of(r, "status")?, r.try_get("n")?);
-        }
-        Ok(counts)
+        counts_from_rows(&rows)
     }
 
     /// Messages of a campaign found in doubt at any time (so the bound on duplicates).
@@ -1162,10 +1167,7 @@ impl Store {
         .bind(id)
         .fetch_all(&mut *tx)
         .await?;
-        let mut counts = Counts::default();
-        for r in &rows {
-            counts.add(status_of(r, "status")?, r.try_get("n")?);
-        }
+        let counts = counts_from_rows(&rows)?;
         let sql = format!(
             "UPDATE campaigns SET status = 'sending', started_at = $12, last_progress_at = $12, total = $13, {} \
              WHERE id = $14 AND status = $15",

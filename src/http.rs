@@ -25,6 +25,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::webhooks::unsubscribe::routes())
         // Provider webhooks are small; anything larger is not one.
         .layer(axum::extract::DefaultBodyLimit::max(256 * 1024))
+        .merge(crate::api::router(state.clone()))
         .with_state(state)
 }
 

@@ -6,11 +6,13 @@
 //! functions, bulk seeding) live in `sqlite.rs` and `postgres.rs`. The engine above never
 //! knows which one it talks to. Timestamps are integer milliseconds since the epoch.
 
+mod accounts;
 mod postgres;
 mod sqlite;
 mod types;
 
 pub use types::*;
+pub use accounts::{ApiKeyInfo, IdempotencyState, SessionInfo, StoredResponse, UserCredentials, UserInfo};
 
 use crate::domain::{CampaignAction, CampaignStatus, Counts, MessageStatus};
 use sqlx::any::AnyRow;

@@ -41,6 +41,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "receipt_message",
         include_str!("../../migrations/postgres/0006_receipt_message.sql"),
     ),
+    (
+        7,
+        "accounts",
+        include_str!("../../migrations/postgres/0007_accounts.sql"),
+    ),
 ];
 
 pub(super) async fn connect(url: &str) -> Result<(AnyPool, AnyPool), StoreError> {

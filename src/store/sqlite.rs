@@ -42,6 +42,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "receipt_message",
         include_str!("../../migrations/sqlite/0006_receipt_message.sql"),
     ),
+    (
+        7,
+        "accounts",
+        include_str!("../../migrations/sqlite/0007_accounts.sql"),
+    ),
 ];
 
 /// Accepts `sqlite://path`, `sqlite:path` and `sqlite::memory:`; creates the file if needed.

@@ -1,0 +1,156 @@
+//! Secrets that authenticate callers: passwords (argon2id), API keys and session tokens
+//! (random, stored as SHA-256 digests: they carry 256 bits of entropy, so a slow hash adds
+//! nothing), CSRF tokens, and the comparison that does not leak timing.
+
+use argon2::Argon2;
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+/// Every API key starts with this, so a leaked key is easy to recognise (and to scan for).
+pub const API_KEY_PREFIX: &str = "hk_";
+
+/// Passwords shorter than this are refused.
+pub const MIN_PASSWORD_LEN: usize = 12;
+
+/// 32 random bytes, URL-safe base64 without padding (43 characters).
+pub fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Lower-case hex SHA-256: how keys and session tokens are stored and looked up.
+pub fn digest(secret: &str) -> String {
+    let hash = Sha256::digest(secret.as_bytes());
+    hash.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A new API key: (the key, shown once; the prefix kept for listings; the digest stored).
+pub fn new_api_key() -> (String, String, String) {
+    let key = format!("{API_KEY_PREFIX}{}", random_token());
+    let prefix = key.chars().take(API_KEY_PREFIX.len() + 6).collect();
+    let hash = digest(&key);
+    (key, prefix, hash)
+}
+
+/// A readable random password for first-time accounts: 20 URL-safe characters.
+pub fn generate_password() -> String {
+    random_token().chars().take(20).collect()
+}
+
+/// Why a password is not acceptable, or None.
+pub fn password_problem(password: &str) -> Option<String> {
+    if password.chars().count() < MIN_PASSWORD_LEN {
+        return Some(format!(
+            "the password must be at least {MIN_PASSWORD_LEN} characters long"
+        ));
+    }
+    if password.len() > 1024 {
+        return Some("the password must be at most 1024 bytes long".into());
+    }
+    None
+}
+
+/// An argon2id PHC string (default parameters: 19 MiB, 2 passes). CPU-heavy: call it from
+/// `spawn_blocking` in async code.
+pub fn hash_password(password: &str) -> Result<String, String> {
+    Argon2::default()
+        .hash_password(password.as_bytes())
+        .map(|h| h.to_string())
+        .map_err(|e| format!("cannot hash the password: {e}"))
+}
+
+/// True when `password` matches the PHC string. CPU-heavy, like `hash_password`.
+pub fn verify_password(password: &str, phc: &str) -> bool {
+    match PasswordHash::new(phc) {
+        Ok(parsed) => Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// A valid hash of a password nobody knows, verified when the account does not exist so
+/// that a failed sign-in takes as long whether or not the email is known.
+pub fn decoy_hash() -> &'static str {
+    static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DECOY.get_or_init(|| hash_password(&random_token()).unwrap_or_default())
+}
+
+/// Compares two secrets in time that depends only on their lengths.
+pub fn constant_time_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Normalises an email address for storage and lookup, or says what is wrong with it.
+pub fn normalise_email(input: &str) -> Result<String, String> {
+    let email = input.trim().to_lowercase();
+    let valid = email.len() <= 254
+        && email
+            .split_once('@')
+            .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty())
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+    if valid {
+        Ok(email)
+    } else {
+        Err(format!(
+            "`{input}` is not an email address: write it like ada@example.org"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_hash_with_argon2id_and_verify() {
+        let hash = hash_password("correct horse battery").unwrap();
+        assert!(hash.starts_with("$argon2id$"), "{hash}");
+        assert!(verify_password("correct horse battery", &hash));
+        assert!(!verify_password("correct horse batterx", &hash));
+        assert!(!verify_password("anything", "not a phc string"));
+        assert!(!verify_password("anything", decoy_hash()));
+    }
+
+    #[test]
+    fn api_keys_are_random_prefixed_and_stored_as_digests() {
+        let (key, prefix, hash) = new_api_key();
+        let (other, _, other_hash) = new_api_key();
+        assert_ne!(key, other);
+        assert_ne!(hash, other_hash);
+        assert!(key.starts_with(API_KEY_PREFIX) && key.starts_with(&prefix));
+        assert_eq!(hash, digest(&key));
+        assert_eq!(hash.len(), 64);
+        assert!(!hash.contains(&key));
+    }
+
+    #[test]
+    fn short_passwords_are_refused() {
+        assert!(password_problem("short").is_some());
+        assert!(password_problem("long enough password").is_none());
+    }
+
+    #[test]
+    fn emails_are_normalised_or_refused() {
+        assert_eq!(normalise_email(" Ada@Example.ORG ").unwrap(), "ada@example.org");
+        assert!(normalise_email("ada").is_err());
+        assert!(normalise_email("@example.org").is_err());
+        assert!(normalise_email("a b@example.org").is_err());
+    }
+
+    #[test]
+    fn constant_time_eq_compares() {
+        assert!(constant_time_eq("abc", "abc"));
+        assert!(!constant_time_eq("abc", "abd"));
+        assert!(!constant_time_eq("abc", "abcd"));
+    }
+}

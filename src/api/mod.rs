@@ -1,0 +1,336 @@
+//! The public HTTP API under `/api/v1`: what a customer's system and the dashboard use.
+//!
+//! Conventions, enforced here once for every route:
+//! - callers authenticate with an API key (`Authorization: Bearer`) or a session cookie
+//!   (writes then need the `X-CSRF-Token` header); each handler names the lowest role it
+//!   accepts through its extractor (`AsViewer`, `AsEditor`, `AsAdmin`, `AsOwner`) and the
+//!   same role as the OpenAPI security scope;
+//! - every query is scoped to the caller's organisation: another organisation's resource
+//!   is "not found" (404), never "forbidden";
+//! - errors are `application/problem+json` with a stable `type` (`problem.rs`);
+//! - `Idempotency-Key` is honoured on every POST (`idempotency.rs`);
+//! - lists are paginated with opaque cursors; ids are opaque strings; times are RFC 3339 UTC.
+//!
+//! The router and the OpenAPI document are built together (`utoipa_axum`), so a route
+//! cannot exist without its documentation, and `docs/openapi.json` is checked against the
+//! generated document by the test suite.
+
+pub mod auth;
+pub mod credentials;
+pub mod idempotency;
+pub mod problem;
+
+mod accounts;
+mod campaigns;
+mod channels;
+mod contacts;
+mod lists;
+mod system;
+
+pub use crate::http::AppState as ApiState;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use problem::{ApiError, ApiResult};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+
+/// The largest JSON body accepted (CSV uploads stream and have their own limit).
+pub const JSON_BODY_LIMIT: usize = 1024 * 1024;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Herald API",
+        description = "Bulk messaging campaigns that never lose track. Every route is scoped to the caller's organisation. Errors are RFC 9457 problem documents; POSTs honour Idempotency-Key; lists use cursor pagination.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0"),
+    ),
+    servers((url = "/api/v1")),
+    modifiers(&SecuritySchemes),
+    components(schemas(problem::Problem, problem::FieldError)),
+    tags(
+        (name = "auth", description = "Sign in and out, and who is calling"),
+        (name = "contacts", description = "Contacts and CSV import"),
+        (name = "lists", description = "Lists and their members"),
+        (name = "suppressions", description = "Addresses never to send to"),
+        (name = "channels", description = "Providers to send through"),
+        (name = "campaigns", description = "Campaigns, their messages, audit trail and live events"),
+        (name = "system", description = "Instances and health"),
+        (name = "accounts", description = "Users and API keys"),
+    )
+)]
+struct ApiDoc;
+
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An API key (`hk_…`); the scope is the lowest role the route accepts",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                auth::SESSION_COOKIE,
+                "The session cookie from POST /auth/login; writes also need the X-CSRF-Token header",
+            ))),
+        );
+    }
+}
+
+/// Every route of the API with its documentation, before the shared layers.
+fn documented_routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi()).nest(
+        "/api/v1",
+        OpenApiRouter::new()
+            .merge(auth::routes())
+            .merge(contacts::routes())
+            .merge(lists::routes())
+            .merge(channels::routes())
+            .merge(campaigns::routes())
+            .merge(system::routes())
+            .merge(accounts::routes()),
+    )
+}
+
+/// The OpenAPI 3.1 document of the API, generated from the handlers.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, doc) = documented_routes().split_for_parts();
+    doc
+}
+
+/// The document as `herald openapi` prints it and `docs/openapi.json` holds it.
+pub fn openapi_json() -> String {
+    openapi().to_pretty_json().unwrap_or_default() + "\n"
+}
+
+/// The API's router, with authentication, idempotency and the body limit.
+pub fn router(state: ApiState) -> Router<ApiState> {
+    let (routes, doc) = documented_routes().split_for_parts();
+    let document = Arc::new(doc.to_pretty_json().unwrap_or_default());
+    let api = routes
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::idempotency,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            auth::authenticate,
+        ))
+        .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
+        .route(
+            "/api/v1/openapi.json",
+            axum::routing::get(move || {
+                let document = document.clone();
+                async move {
+                    (
+                        [(header::CONTENT_TYPE, "application/json")],
+                        document.as_ref().clone(),
+                    )
+                }
+            }),
+        );
+    Router::new()
+        .nest("/api/v1", Router::new().fallback(api_not_found))
+        .merge(api)
+}
+
+async fn api_not_found() -> Response {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no-such-route",
+        "No such route",
+        "this path is not part of the API; GET /api/v1/openapi.json lists the routes",
+    )
+    .into_response()
+}
+
+// --------------------------------------------------------------------------------------
+// Shared conventions: ids, times, pagination
+// --------------------------------------------------------------------------------------
+
+/// Ids are opaque strings to clients: a type prefix and the row id (`cmp_42`).
+pub fn encode_id(prefix: &str, id: i64) -> String {
+    format!("{prefix}_{id}")
+}
+
+/// The row id of an opaque id, or "not found" (an id that cannot exist names nothing).
+pub fn decode_id(prefix: &str, what: &str, id: &str) -> ApiResult<i64> {
+    id.strip_prefix(prefix)
+        .and_then(|rest| rest.strip_prefix('_'))
+        .and_then(|n| n.parse::<i64>().ok())
+        .filter(|n| *n > 0)
+        .ok_or_else(|| ApiError::not_found(format!("there is no {what} `{id}`")))
+}
+
+pub fn org_id_string(id: i64) -> String {
+    encode_id("org", id)
+}
+
+/// RFC 3339 UTC with milliseconds.
+pub fn timestamp(ms: i64) -> String {
+    crate::clock::rfc3339(ms)
+}
+
+pub fn timestamp_opt(ms: Option<i64>) -> Option<String> {
+    ms.map(timestamp)
+}
+
+/// `?cursor=…&limit=…` on every list.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageParams {
+    /// The `next_cursor` of the previous page; omit for the first page.
+    pub cursor: Option<String>,
+    /// Items per page, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<i64>,
+}
+
+pub const DEFAULT_PAGE: i64 = 50;
+pub const MAX_PAGE: i64 = 500;
+
+impl PageParams {
+    pub fn limit(&self) -> ApiResult<i64> {
+        let limit = self.limit.unwrap_or(DEFAULT_PAGE);
+        if !(1..=MAX_PAGE).contains(&limit) {
+            return Err(ApiError {
+                status: StatusCode::BAD_REQUEST,
+                kind: "invalid-query",
+                title: "A query parameter is not valid",
+                ..ApiError::invalid(
+                    "limit",
+                    "range",
+                    format!("limit must be between 1 and {MAX_PAGE}, not {limit}"),
+                )
+            });
+        }
+        Ok(limit)
+    }
+
+    /// The last id of the previous page (0 for the first page).
+    pub fn after(&self) -> ApiResult<i64> {
+        let Some(cursor) = &self.cursor else {
+            return Ok(0);
+        };
+        URL_SAFE_NO_PAD
+            .decode(cursor)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|s| s.strip_prefix("after:").and_then(|n| n.parse::<i64>().ok()))
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| ApiError {
+                status: StatusCode::BAD_REQUEST,
+                kind: "invalid-cursor",
+                title: "The cursor is not valid",
+                ..ApiError::invalid(
+                    "cursor",
+                    "format",
+                    "pass back the `next_cursor` of a previous page unchanged",
+                )
+            })
+    }
+}
+
+pub fn cursor_after(id: i64) -> String {
+    URL_SAFE_NO_PAD.encode(format!("after:{id}"))
+}
+
+/// One page of a list, and the cursor of the next page when there is one.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Pass as `cursor` to get the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+impl<T> Page<T> {
+    /// `rows` fetched with `LIMIT limit + 1`, in id order: the extra row only says that
+    /// there is a next page.
+    pub fn from_rows<R>(
+        mut rows: Vec<R>,
+        limit: i64,
+        id_of: impl Fn(&R) -> i64,
+        view: impl Fn(R) -> T,
+    ) -> Page<T> {
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        let next_cursor = if more {
+            rows.last().map(|r| cursor_after(id_of(r)))
+        } else {
+            None
+        };
+        Page {
+            items: rows.into_iter().map(view).collect(),
+            next_cursor,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip_and_refuse_others() {
+        assert_eq!(decode_id("cmp", "campaign", &encode_id("cmp", 42)).unwrap(), 42);
+        for bad in ["42", "cmp_", "cmp_x", "lst_42", "cmp_-1", "cmp_0", "cmp42"] {
+            let e = decode_id("cmp", "campaign", bad).unwrap_err();
+            assert_eq!(e.status, StatusCode::NOT_FOUND, "{bad}");
+        }
+    }
+
+    #[test]
+    fn cursors_round_trip_and_bad_ones_are_400() {
+        let p = PageParams {
+            cursor: Some(cursor_after(17)),
+            limit: None,
+        };
+        assert_eq!(p.after().unwrap(), 17);
+        assert_eq!(p.limit().unwrap(), DEFAULT_PAGE);
+        let bad = PageParams {
+            cursor: Some("nonsense!".into()),
+            limit: Some(0),
+        };
+        assert_eq!(bad.after().unwrap_err().status, StatusCode::BAD_REQUEST);
+        assert_eq!(bad.limit().unwrap_err().status, StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn pages_say_when_there_is_more() {
+        let page = Page::from_rows(vec![1, 2, 3], 2, |r| *r, |r| r * 10);
+        assert_eq!(page.items, vec![10, 20]);
+        assert_eq!(page.next_cursor, Some(cursor_after(2)));
+        let last = Page::from_rows(vec![1, 2], 2, |r| *r, |r| r);
+        assert_eq!(last.next_cursor, None);
+    }
+}
+
+#[cfg(test)]
+mod document_tests {
+    #[test]
+    fn the_document_is_openapi_3_1_with_every_route_under_api_v1() {
+        let doc = super::openapi();
+        let json = serde_json::to_value(&doc).unwrap();
+        assert!(json["openapi"].as_str().unwrap().starts_with("3.1"));
+        let paths = json["paths"].as_object().unwrap();
+        assert!(paths.contains_key("/api/v1/auth/login"), "{:?}", paths.keys());
+        assert!(paths.keys().all(|p| p.starts_with("/api/v1/")));
+    }
+}

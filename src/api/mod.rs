@@ -25,6 +25,7 @@ mod campaigns;
 mod channels;
 mod contacts;
 mod lists;
+mod suppressions;
 mod system;
 
 pub use crate::http::AppState as ApiState;
@@ -101,6 +102,7 @@ fn documented_routes() -> OpenApiRouter<ApiState> {
             .merge(auth::routes())
             .merge(contacts::routes())
             .merge(lists::routes())
+            .merge(suppressions::routes())
             .merge(channels::routes())
             .merge(campaigns::routes())
             .merge(system::routes())

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod api;
 mod engine;
 mod simulation;
 mod store_conformance;

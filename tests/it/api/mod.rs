@@ -1,0 +1,224 @@
+//! The HTTP API, in process: the real router over a real store on both backends, called
+//! with `tower::ServiceExt::oneshot` as a client would call it.
+
+mod accounts;
+mod authz;
+mod campaigns;
+mod channels;
+mod contacts;
+mod conventions;
+
+use crate::support::TestDb;
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use herald::api::credentials;
+use herald::channels::BuildContext;
+use herald::domain::Role;
+use herald::http::AppState;
+use serde_json::Value;
+use tower::ServiceExt;
+
+/// A 32-byte key (base64) so channel secrets can be sealed in tests.
+pub const SECRET_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+/// A router over a fresh database with two organisations: `default` (the caller's, in
+/// most tests) and `other` (whose resources must stay invisible).
+pub struct TestApp {
+    pub db: TestDb,
+    pub router: Router,
+    pub org: i64,
+    pub other_org: i64,
+}
+
+/// What a request returned.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Reply {
+    pub fn content_type(&self) -> &str {
+        self.headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// Asserts the status, showing the body when it differs.
+    #[track_caller]
+    pub fn expect(&self, status: StatusCode) -> &Reply {
+        assert_eq!(self.status, status, "unexpected reply: {}", self.text);
+        self
+    }
+
+    /// Asserts a problem document of the given type suffix.
+    #[track_caller]
+    pub fn expect_problem(&self, status: StatusCode, kind: &str) -> &Reply {
+        self.expect(status);
+        assert_eq!(self.content_type(), "application/problem+json", "{}", self.text);
+        assert_eq!(
+            self.body["type"],
+            format!("https://herald.dev/problems/{kind}"),
+            "{}",
+            self.text
+        );
+        assert_eq!(self.body["status"], status.as_u16());
+        self
+    }
+}
+
+/// How a request authenticates.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    None,
+    Key(String),
+    /// Session cookie and the CSRF token to send (None: send no token).
+    Session { cookie: String, csrf: Option<String> },
+}
+
+impl TestApp {
+    pub async fn new(backend: crate::support::Backend) -> TestApp {
+        let db = TestDb::new(backend).await;
+        let org = db.store.default_org().await.unwrap();
+        let other_org = db.store.create_organisation("other").await.unwrap();
+        let router = herald::http::router(AppState {
+            store: db.store.clone(),
+            metrics: None,
+            context: BuildContext {
+                public_url: Some("http://herald.test".into()),
+                secret_key: Some(SECRET_KEY.into()),
+            },
+        });
+        TestApp {
+            db,
+            router,
+            org,
+            other_org,
+        }
+    }
+
+    /// A new API key of `org` with `role`.
+    pub async fn key(&self, org: i64, role: Role) -> String {
+        let (key, prefix, digest) = credentials::new_api_key();
+        self.db
+            .store
+            .create_api_key(org, &format!("test-{role}"), role, &prefix, &digest, "test")
+            .await
+            .unwrap();
+        key
+    }
+
+    /// A user of `org` with `role` and password `password`.
+    pub async fn user(&self, org: i64, email: &str, role: Role, password: &str) {
+        let hash = credentials::hash_password(password).unwrap();
+        self.db
+            .store
+            .create_user(org, email, &hash, role)
+            .await
+            .unwrap();
+    }
+
+    /// Signs in and returns the session cookie (`herald_session=…`) and CSRF token.
+    pub async fn sign_in(&self, email: &str, password: &str) -> (String, String) {
+        let reply = self
+            .call(
+                Method::POST,
+                "/api/v1/auth/login",
+                &Auth::None,
+                Some(serde_json::json!({"email": email, "password": password})),
+            )
+            .await;
+        reply.expect(StatusCode::OK);
+        let cookie = reply
+            .headers
+            .get(header::SET_COOKIE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .unwrap()
+            .to_string();
+        let csrf = reply.body["csrf_token"].as_str().unwrap().to_string();
+        (cookie, csrf)
+    }
+
+    pub async fn call(&self, method: Method, path: &str, auth: &Auth, body: Option<Value>) -> Reply {
+        self.send(method, path, auth, &[], body.map(|b| ("application/json", b.to_string())))
+            .await
+    }
+
+    /// A request with extra headers and an optional (content type, body).
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        auth: &Auth,
+        headers: &[(&str, &str)],
+        body: Option<(&str, String)>,
+    ) -> Reply {
+        let mut req = Request::builder().method(method).uri(path);
+        match auth {
+            Auth::None => {}
+            Auth::Key(k) => req = req.header(header::AUTHORIZATION, format!("Bearer {k}")),
+            Auth::Session { cookie, csrf } => {
+                req = req.header(header::COOKIE, cookie);
+                if let Some(t) = csrf {
+                    req = req.header("x-csrf-token", t);
+                }
+            }
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = match body {
+            Some((ct, b)) => req.header(header::CONTENT_TYPE, ct).body(Body::from(b)),
+            None => req.body(Body::empty()),
+        }
+        .unwrap();
+        let resp = self.router.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
+    pub async fn get(&self, path: &str, auth: &Auth) -> Reply {
+        self.call(Method::GET, path, auth, None).await
+    }
+
+    pub async fn post(&self, path: &str, auth: &Auth, body: Value) -> Reply {
+        self.call(Method::POST, path, auth, Some(body)).await
+    }
+}
+
+/// Runs an async test body against a fresh `TestApp` on each store.
+macro_rules! api_test {
+    ($name:ident, |$app:ident| $body:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let $app = $crate::api::TestApp::new($crate::support::Backend::Sqlite).await;
+                $body.await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let $app = $crate::api::TestApp::new($crate::support::Backend::Postgres).await;
+                $body.await;
+            }
+        }
+    };
+}
+pub(crate) use api_test;

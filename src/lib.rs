@@ -16,5 +16,6 @@ pub mod optout;
 pub mod secrets;
 pub mod store;
 pub mod telemetry;
+pub mod web;
 pub mod template;
 pub mod webhooks;

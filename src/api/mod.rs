@@ -52,7 +52,6 @@ pub const JSON_BODY_LIMIT: usize = 1024 * 1024;
         description = "Bulk messaging campaigns that never lose track. Every route is scoped to the caller's organisation. Errors are RFC 9457 problem documents; POSTs honour Idempotency-Key; lists use cursor pagination.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
-    servers((url = "/api/v1")),
     modifiers(&SecuritySchemes),
     components(schemas(problem::Problem, problem::FieldError)),
     tags(

@@ -1,6 +1,7 @@
 //! The `herald` command line. Every command that fails prints one sentence naming what was
 //! wrong and what would be right, and exits non-zero.
 
+mod accounts;
 mod bench;
 mod campaign;
 mod channel;
@@ -77,6 +78,17 @@ pub enum Command {
     /// Create, run and inspect campaigns.
     #[command(subcommand)]
     Campaign(campaign::CampaignCommand),
+    /// Manage organisations (tenants).
+    #[command(subcommand)]
+    Org(accounts::OrgCommand),
+    /// Manage the users of --org.
+    #[command(subcommand)]
+    User(accounts::UserCommand),
+    /// Manage the API keys of --org.
+    #[command(subcommand)]
+    Apikey(accounts::ApiKeyCommand),
+    /// Print the HTTP API's OpenAPI 3.1 document (what /api/v1/openapi.json serves).
+    Openapi,
 }
 
 #[derive(Debug, Subcommand)]
@@ -139,11 +151,29 @@ pub async fn open_store(settings: &Settings, migrate: bool) -> Result<Store, Cli
     Ok(store)
 }
 
+/// `--org` takes a name or an id (`org_2`, or `2`).
 pub async fn resolve_org(store: &Store, org: &str) -> Result<i64, CliError> {
-    if let Ok(id) = org.parse::<i64>() {
-        return Ok(id);
+    let id = org
+        .strip_prefix("org_")
+        .unwrap_or(org)
+        .parse::<i64>()
+        .ok();
+    match id {
+        Some(id) => match store.organisation(id).await {
+            Ok(o) => Ok(o.id),
+            Err(crate::store::StoreError::NotFound(_)) => Err(CliError::from(format!(
+                "organisation `{org}` does not exist: `herald org list` shows them"
+            ))),
+            Err(e) => Err(e.into()),
+        },
+        None => match store.organisation_by_name(org).await {
+            Ok(o) => Ok(o.id),
+            Err(crate::store::StoreError::NotFound(_)) => Err(CliError::from(format!(
+                "organisation `{org}` does not exist: `herald org list` shows them, `herald org create NAME` makes one"
+            ))),
+            Err(e) => Err(e.into()),
+        },
     }
-    Ok(store.organisation_by_name(org).await?.id)
 }
 
 /// Who did it, for the audit trail.
@@ -236,5 +266,12 @@ pub async fn run(cli: Cli) -> CliResult {
             Ok(0)
         }
         Command::Campaign(c) => campaign::run(&cli, &settings, c).await,
+        Command::Org(c) => accounts::org(&settings, c).await,
+        Command::User(c) => accounts::user(&cli, &settings, c).await,
+        Command::Apikey(c) => accounts::apikey(&cli, &settings, c).await,
+        Command::Openapi => {
+            print!("{}", crate::api::openapi_json());
+            Ok(0)
+        }
     }
 }

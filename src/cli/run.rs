@@ -6,6 +6,10 @@ use crate::engine::Engine;
 use crate::store::Store;
 use tokio::sync::watch;
 
+/// The first owner's email, on a database without users (`herald user create` before the
+/// first `serve` makes whatever owner you like instead).
+pub const FIRST_OWNER_EMAIL: &str = "admin@localhost";
+
 pub async fn serve(settings: Settings, with_http: bool) -> CliResult {
     // Listen for SIGTERM/SIGINT before anything else: a stop requested while starting up
     // is then a graceful stop right after start, not the default kill.
@@ -13,6 +17,15 @@ pub async fn serve(settings: Settings, with_http: bool) -> CliResult {
     let store = Store::connect(&settings.database_url).await?;
     if with_http {
         store.migrate().await?;
+        if let Some((email, password)) =
+            super::accounts::bootstrap_owner(&store, FIRST_OWNER_EMAIL).await?
+        {
+            tracing::info!(email, "created the first owner");
+            println!(
+                "Herald created the first owner of organisation `default` (shown only this once):\n  email:    {email}\n  password: {password}\nSign in at http://{}/ and add users under Users.",
+                settings.listen
+            );
+        }
     } else {
         store.require_migrated().await?;
     }
@@ -39,8 +52,12 @@ pub async fn serve(settings: Settings, with_http: bool) -> CliResult {
         });
         let mut rx = shutdown_rx.clone();
         Some(tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
+            // The peer address feeds the per-address sign-in limits.
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
                     let _ = rx.wait_for(|stop| *stop).await;
                 })
                 .await

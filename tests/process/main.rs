@@ -4,5 +4,6 @@
 
 mod support;
 
+mod accounts;
 mod cli;
 mod crash;

@@ -1,0 +1,204 @@
+//! `herald org`, `herald user` and `herald apikey`: accounts from the command line, for the
+//! first setup and for scripts. Secrets are printed once and stored hashed.
+
+use super::{Cli, CliError, CliResult, open_store, resolve_org};
+use crate::api::credentials;
+use crate::api::encode_id;
+use crate::config::Settings;
+use crate::domain::Role;
+use clap::Subcommand;
+use std::io::BufRead;
+
+#[derive(Debug, Subcommand)]
+pub enum OrgCommand {
+    /// Create an organisation and print its id.
+    Create { name: String },
+    /// List the organisations.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user in --org. Prints a one-time password, or reads it from stdin with
+    /// --password-stdin.
+    Create {
+        #[arg(long)]
+        email: String,
+        /// owner, admin, editor or viewer.
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        /// Read the password from the first line of stdin instead of generating one.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List the users of --org.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCommand {
+    /// Create an API key in --org and print it (only this once).
+    Create {
+        #[arg(long)]
+        name: String,
+        /// owner, admin, editor or viewer.
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+    },
+    /// List the API keys of --org (never the keys themselves).
+    List,
+    /// Revoke an API key by id (key_N) so it stops working at once.
+    Revoke { id: String },
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    Role::parse(&s.to_lowercase())
+        .ok_or_else(|| format!("`{s}` is not a role: use owner, admin, editor or viewer"))
+}
+
+pub async fn org(settings: &Settings, command: &OrgCommand) -> CliResult {
+    let store = open_store(settings, false).await?;
+    match command {
+        OrgCommand::Create { name } => {
+            let name = name.trim();
+            if name.is_empty() || name.chars().count() > 200 {
+                return Err(CliError::from(
+                    "an organisation name must be 1 to 200 characters",
+                ));
+            }
+            if name.parse::<i64>().is_ok() || name.starts_with("org_") {
+                return Err(CliError::from(format!(
+                    "`{name}` looks like an organisation id; --org would confuse the two: pick a name with letters"
+                )));
+            }
+            let id = store.create_organisation(name).await?;
+            println!("{}", encode_id("org", id));
+        }
+        OrgCommand::List => {
+            for org in store.organisations().await? {
+                println!("{}\t{}", encode_id("org", org.id), org.name);
+            }
+        }
+    }
+    Ok(0)
+}
+
+pub async fn user(cli: &Cli, settings: &Settings, command: &UserCommand) -> CliResult {
+    let store = open_store(settings, false).await?;
+    let org = resolve_org(&store, &cli.org).await?;
+    match command {
+        UserCommand::Create {
+            email,
+            role,
+            password_stdin,
+        } => {
+            let email = credentials::normalise_email(email).map_err(CliError::from)?;
+            let (password, generated) = if *password_stdin {
+                let mut line = String::new();
+                std::io::stdin().lock().read_line(&mut line)?;
+                let pw = line.trim_end_matches(['\n', '\r']).to_string();
+                (pw, false)
+            } else {
+                (credentials::generate_password(), true)
+            };
+            if let Some(problem) = credentials::password_problem(&password) {
+                return Err(CliError::from(format!(
+                    "{problem}; pass a longer one on stdin, or omit --password-stdin to get a generated one"
+                )));
+            }
+            let pw = password.clone();
+            let hash = tokio::task::spawn_blocking(move || credentials::hash_password(&pw))
+                .await?
+                .map_err(CliError::from)?;
+            let user = store.create_user(org, &email, &hash, *role).await?;
+            println!("{}", encode_id("usr", user.id));
+            if generated {
+                println!("password (shown only now): {password}");
+            }
+        }
+        UserCommand::List => {
+            for u in store.users(org).await? {
+                println!("{}\t{}\t{}", encode_id("usr", u.id), u.email, u.role);
+            }
+        }
+    }
+    Ok(0)
+}
+
+pub async fn apikey(cli: &Cli, settings: &Settings, command: &ApiKeyCommand) -> CliResult {
+    let store = open_store(settings, false).await?;
+    let org = resolve_org(&store, &cli.org).await?;
+    match command {
+        ApiKeyCommand::Create { name, role } => {
+            let name = name.trim();
+            if name.is_empty() || name.chars().count() > 200 {
+                return Err(CliError::from("an API key name must be 1 to 200 characters"));
+            }
+            let (key, prefix, digest) = credentials::new_api_key();
+            let info = store
+                .create_api_key(org, name, *role, &prefix, &digest, &super::actor())
+                .await?;
+            eprintln!(
+                "created {} ({}, {}); the key is shown only now:",
+                encode_id("key", info.id),
+                info.name,
+                info.role
+            );
+            println!("{key}");
+        }
+        ApiKeyCommand::List => {
+            for k in store.api_keys(org).await? {
+                let state = match k.revoked_at {
+                    Some(at) => format!("revoked {}", crate::clock::rfc3339(at)),
+                    None => "active".into(),
+                };
+                println!(
+                    "{}\t{}\t{}\t{}…\t{}",
+                    encode_id("key", k.id),
+                    k.name,
+                    k.role,
+                    k.prefix,
+                    state
+                );
+            }
+        }
+        ApiKeyCommand::Revoke { id } => {
+            let n = crate::api::decode_id("key", "API key", id)
+                .ok()
+                .or_else(|| id.parse::<i64>().ok())
+                .ok_or_else(|| {
+                    CliError::from(format!(
+                        "`{id}` is not an API key id: `herald apikey list` shows them (key_N)"
+                    ))
+                })?;
+            let k = store.revoke_api_key(org, n).await?;
+            println!("revoked {} ({})", encode_id("key", k.id), k.name);
+        }
+    }
+    Ok(0)
+}
+
+/// On the first `herald serve` of a database without users: creates an owner in the
+/// `default` organisation and returns its credentials to print once. Several instances
+/// starting together create one owner between them.
+pub async fn bootstrap_owner(
+    store: &crate::store::Store,
+    email: &str,
+) -> Result<Option<(String, String)>, CliError> {
+    if store.user_count().await? > 0 {
+        return Ok(None);
+    }
+    let email = credentials::normalise_email(email).map_err(|e| {
+        CliError::from(format!("admin_email: {e}"))
+    })?;
+    let password = credentials::generate_password();
+    let pw = password.clone();
+    let hash = tokio::task::spawn_blocking(move || credentials::hash_password(&pw))
+        .await?
+        .map_err(CliError::from)?;
+    if store.bootstrap_owner(&email, &hash).await? {
+        Ok(Some((email, password)))
+    } else {
+        Ok(None)
+    }
+}

@@ -26,7 +26,7 @@ pub fn router(state: AppState) -> Router {
         // Provider webhooks are small; anything larger is not one.
         .layer(axum::extract::DefaultBodyLimit::max(256 * 1024))
         .merge(crate::api::router(state.clone()))
-        .merge(crate::web::router())
+        .merge(crate::web::router(state.clone()))
         .with_state(state)
 }
 

@@ -1,14 +1,23 @@
 //! Streaming CSV import of contacts into a list. Memory stays flat in the file's size:
 //! rows are read and written in batches, and rejected rows are reported as they are met.
+//!
+//! The CSV parser is synchronous, so it runs on a blocking thread over any `Read` (a file
+//! for the CLI, an HTTP body fed chunk by chunk for the API) and hands batches of parsed
+//! rows to the async side, which writes them. Bounded channels keep at most a couple of
+//! batches in memory.
 
 use crate::address::Address;
 use crate::store::{ContactInput, Store, StoreError};
+use std::io::Read;
 use std::path::Path;
+use tokio::sync::mpsc;
 
 const BATCH: usize = 1000;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ImportReport {
+    /// The list the contacts were added to (0 when the import stopped before it existed).
+    pub list_id: i64,
     pub imported: u64,
     pub updated: u64,
     pub rejected: u64,
@@ -33,38 +42,110 @@ pub async fn import_csv(
     org_id: i64,
     list_name: &str,
     path: &Path,
-    mut on_reject: impl FnMut(u64, &str),
+    on_reject: impl FnMut(u64, &str),
 ) -> Result<ImportReport, ImportError> {
     let shown = path.display().to_string();
     let file = std::fs::File::open(path).map_err(|e| ImportError::Unreadable {
         path: shown.clone(),
         reason: e.to_string(),
     })?;
+    import_reader(store, org_id, list_name, &shown, file, on_reject).await
+}
+
+/// What the parsing thread hands to the writer.
+enum Parsed {
+    /// The header row has an `address` column: rows follow.
+    Header,
+    Rows {
+        contacts: Vec<ContactInput>,
+        rejects: Vec<(u64, String)>,
+    },
+    /// The whole input was read.
+    Done,
+}
+
+/// Imports the CSV read from `reader` (named `source` in errors) into the list `list_name`,
+/// created once the header row is known to be right. `on_reject` receives each bad row's
+/// line number and reason, in order; bad rows never stop the import, an unreadable input
+/// does (the batches before it stay imported).
+pub async fn import_reader<R>(
+    store: &Store,
+    org_id: i64,
+    list_name: &str,
+    source: &str,
+    reader: R,
+    mut on_reject: impl FnMut(u64, &str),
+) -> Result<ImportReport, ImportError>
+where
+    R: Read + Send + 'static,
+{
+    let (tx, mut rx) = mpsc::channel(2);
+    let shown = source.to_string();
+    // Detached: if the writer stops early, dropping `rx` makes the parser's next send fail
+    // and it returns.
+    let _parser = tokio::task::spawn_blocking(move || parse(reader, &shown, &tx));
+    let mut report = ImportReport::default();
+    while let Some(parsed) = rx.recv().await {
+        match parsed? {
+            Parsed::Header => report.list_id = store.ensure_list(org_id, list_name).await?,
+            Parsed::Rows { contacts, rejects } => {
+                for (line, reason) in &rejects {
+                    report.rejected += 1;
+                    on_reject(*line, reason);
+                }
+                if !contacts.is_empty() {
+                    let r = store
+                        .upsert_contacts(org_id, report.list_id, &contacts)
+                        .await?;
+                    report.imported += r.inserted;
+                    report.updated += r.updated;
+                }
+            }
+            Parsed::Done => return Ok(report),
+        }
+    }
+    Err(ImportError::Unreadable {
+        path: source.to_string(),
+        reason: "the import stopped before the end of the input".into(),
+    })
+}
+
+type ParsedTx = mpsc::Sender<Result<Parsed, ImportError>>;
+
+/// Runs on a blocking thread. Returns when the input ends, on an unreadable input, or when
+/// the writer is gone.
+fn parse<R: Read>(reader: R, shown: &str, tx: &ParsedTx) {
+    let send = |m: Result<Parsed, ImportError>| tx.blocking_send(m).is_ok();
+    let unreadable = |e: &dyn std::fmt::Display| ImportError::Unreadable {
+        path: shown.to_string(),
+        reason: e.to_string(),
+    };
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
         .trim(csv::Trim::All)
-        .from_reader(std::io::BufReader::new(file));
-    let headers: Vec<String> = reader
-        .headers()
-        .map_err(|e| ImportError::Unreadable {
-            path: shown.clone(),
-            reason: e.to_string(),
-        })?
-        .iter()
-        .map(|h| h.trim().to_string())
-        .collect();
+        .from_reader(std::io::BufReader::new(reader));
+    let headers: Vec<String> = match reader.headers() {
+        Ok(h) => h.iter().map(|h| h.trim().to_string()).collect(),
+        Err(e) => {
+            send(Err(unreadable(&e)));
+            return;
+        }
+    };
     let lower: Vec<String> = headers.iter().map(|h| h.to_ascii_lowercase()).collect();
     let Some(address_col) = lower.iter().position(|h| h == "address") else {
-        return Err(ImportError::NoAddressColumn {
-            path: shown,
+        send(Err(ImportError::NoAddressColumn {
+            path: shown.to_string(),
             found: headers.join(", "),
-        });
+        }));
+        return;
     };
     let name_col = lower.iter().position(|h| h == "name");
     let unsub_col = lower.iter().position(|h| h == "unsubscribed");
-    let list_id = store.ensure_list(org_id, list_name).await?;
-    let mut report = ImportReport::default();
-    let mut batch: Vec<ContactInput> = Vec::with_capacity(BATCH);
+    if !send(Ok(Parsed::Header)) {
+        return;
+    }
+    let mut contacts: Vec<ContactInput> = Vec::with_capacity(BATCH);
+    let mut rejects: Vec<(u64, String)> = Vec::new();
     let mut record = csv::StringRecord::new();
     loop {
         let line = reader.position().line() + 1;
@@ -72,8 +153,11 @@ pub async fn import_csv(
             Ok(false) => break,
             Ok(true) => {}
             Err(e) => {
-                report.rejected += 1;
-                on_reject(line, &format!("unreadable row: {e}"));
+                if matches!(e.kind(), csv::ErrorKind::Io(_)) {
+                    send(Err(unreadable(&e)));
+                    return;
+                }
+                rejects.push((line, format!("unreadable row: {e}")));
                 continue;
             }
         }
@@ -82,48 +166,33 @@ pub async fn import_csv(
             continue;
         }
         if record.len() != headers.len() {
-            report.rejected += 1;
-            on_reject(
+            rejects.push((
                 line,
-                &format!(
+                format!(
                     "has {} fields but the header has {}",
                     record.len(),
                     headers.len()
                 ),
-            );
-            continue;
-        }
-        match parse_row(&record, &headers, address_col, name_col, unsub_col) {
-            Ok(contact) => batch.push(contact),
-            Err(reason) => {
-                report.rejected += 1;
-                on_reject(line, &reason);
-                continue;
+            ));
+        } else {
+            match parse_row(&record, &headers, address_col, name_col, unsub_col) {
+                Ok(contact) => contacts.push(contact),
+                Err(reason) => rejects.push((line, reason)),
             }
         }
-        if batch.len() >= BATCH {
-            flush(store, org_id, list_id, &mut batch, &mut report).await?;
+        if contacts.len() >= BATCH || rejects.len() >= BATCH {
+            let rows = Parsed::Rows {
+                contacts: std::mem::replace(&mut contacts, Vec::with_capacity(BATCH)),
+                rejects: std::mem::take(&mut rejects),
+            };
+            if !send(Ok(rows)) {
+                return;
+            }
         }
     }
-    flush(store, org_id, list_id, &mut batch, &mut report).await?;
-    Ok(report)
-}
-
-async fn flush(
-    store: &Store,
-    org_id: i64,
-    list_id: i64,
-    batch: &mut Vec<ContactInput>,
-    report: &mut ImportReport,
-) -> Result<(), ImportError> {
-    if batch.is_empty() {
-        return Ok(());
+    if send(Ok(Parsed::Rows { contacts, rejects })) {
+        send(Ok(Parsed::Done));
     }
-    let r = store.upsert_contacts(org_id, list_id, batch).await?;
-    report.imported += r.inserted;
-    report.updated += r.updated;
-    batch.clear();
-    Ok(())
 }
 
 fn parse_row(

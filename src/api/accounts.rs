@@ -271,7 +271,12 @@ async fn update_user(
         .store
         .update_user(p.org_id, id, body.role, hashed.as_deref())
         .await?;
-    tracing::info!(org_id = p.org_id, user_id = id, actor = p.actor, "user changed");
+    tracing::info!(
+        org_id = p.org_id,
+        user_id = id,
+        actor = p.actor,
+        "user changed"
+    );
     Ok(axum::Json(user.into()))
 }
 
@@ -295,7 +300,12 @@ async fn delete_user(
     let target = state.store.user(p.org_id, id).await?;
     guard_peer(&p, target.role)?;
     state.store.delete_user(p.org_id, id).await?;
-    tracing::info!(org_id = p.org_id, user_id = id, actor = p.actor, "user removed");
+    tracing::info!(
+        org_id = p.org_id,
+        user_id = id,
+        actor = p.actor,
+        "user removed"
+    );
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -402,6 +412,11 @@ async fn revoke_api_key(
     let target = state.store.api_key(p.org_id, id).await?;
     guard_peer(&p, target.role)?;
     let key = state.store.revoke_api_key(p.org_id, id).await?;
-    tracing::info!(org_id = p.org_id, api_key_id = id, actor = p.actor, "API key revoked");
+    tracing::info!(
+        org_id = p.org_id,
+        api_key_id = id,
+        actor = p.actor,
+        "API key revoked"
+    );
     Ok(axum::Json(key.into()))
 }

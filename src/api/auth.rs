@@ -31,8 +31,14 @@ pub const FAILURE_WINDOW_MS: i64 = 15 * 60 * 1000;
 /// How the caller proved who it is.
 #[derive(Debug, Clone)]
 pub enum Credential {
-    ApiKey { id: i64 },
-    Session { id: i64, user_id: i64, csrf_token: String },
+    ApiKey {
+        id: i64,
+    },
+    Session {
+        id: i64,
+        user_id: i64,
+        csrf_token: String,
+    },
 }
 
 /// The authenticated caller of a request: its organisation and role. Every handler's data
@@ -156,19 +162,19 @@ pub async fn principal_for(state: &ApiState, headers: &HeaderMap) -> ApiResult<O
             )),
         };
     }
-    if let Some(token) = cookie_value(headers, SESSION_COOKIE) {
-        if let Some(s) = state.store.session_by_hash(&digest(token)).await? {
-            return Ok(Some(Principal {
-                org_id: s.user.org_id,
-                role: s.user.role,
-                actor: format!("user:{}", s.user.email),
-                credential: Credential::Session {
-                    id: s.id,
-                    user_id: s.user.id,
-                    csrf_token: s.csrf_token,
-                },
-            }));
-        }
+    if let Some(token) = cookie_value(headers, SESSION_COOKIE)
+        && let Some(s) = state.store.session_by_hash(&digest(token)).await?
+    {
+        return Ok(Some(Principal {
+            org_id: s.user.org_id,
+            role: s.user.role,
+            actor: format!("user:{}", s.user.email),
+            credential: Credential::Session {
+                id: s.id,
+                user_id: s.user.id,
+                csrf_token: s.csrf_token,
+            },
+        }));
     }
     Ok(None)
 }
@@ -299,14 +305,18 @@ pub async fn sign_in(
         .map(|c| c.password_hash.clone())
         .unwrap_or_else(|| credentials::decoy_hash().to_string());
     let attempt = password.to_string();
-    let matches = tokio::task::spawn_blocking(move || credentials::verify_password(&attempt, &hash))
-        .await
-        .map_err(ApiError::internal)?;
+    let matches =
+        tokio::task::spawn_blocking(move || credentials::verify_password(&attempt, &hash))
+            .await
+            .map_err(ApiError::internal)?;
     let user = match found {
         Some(c) if matches => c.user,
         _ => {
             for (scope, _) in &scopes {
-                state.store.record_login_failure(scope, FAILURE_WINDOW_MS).await?;
+                state
+                    .store
+                    .record_login_failure(scope, FAILURE_WINDOW_MS)
+                    .await?;
             }
             tracing::info!(email, address, "sign-in refused");
             return Err(ApiError::new(

@@ -1,8 +1,1426 @@
-//! (being written)
+//! Campaigns: create and edit drafts, start, schedule, pause, resume, cancel and mark
+//! complete (the store's state machine, every move in the audit trail with the caller as
+//! actor), counters and stats, messages, the audit trail, and template previews. The live
+//! event stream is in `campaign_events.rs`.
 
-use super::ApiState;
+use super::auth::{AsEditor, AsViewer, Principal};
+use super::problem::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, Problem};
+use super::{ApiState, Page, PageParams, decode_id, encode_id, timestamp, timestamp_opt};
+use crate::channels::segments::{Encoding, sms_segments};
+use crate::domain::{CampaignAction, CampaignStatus, Counts, MessageStatus};
+use crate::store::{
+    Campaign as CampaignRow, CampaignEvent, ChannelInfo, ContactInput, ListInfo, MessageInfo,
+    NewCampaign as NewCampaignRow, StartOutcome,
+};
+use crate::template::{ContactFields, MessageTemplate, TemplateError};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// Names and reasons are at most this many characters.
+pub const MAX_NAME: usize = 200;
+/// Message templates are at most this many characters.
+pub const MAX_BODY: usize = 10_000;
+/// Reasons given for a pause, resume, cancel or completion.
+pub const MAX_REASON: usize = 500;
 
 pub fn routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new()
+        .routes(routes!(list_campaigns, create_campaign))
+        .routes(routes!(get_campaign, update_campaign, delete_campaign))
+        .routes(routes!(start_campaign))
+        .routes(routes!(schedule_campaign))
+        .routes(routes!(pause_campaign))
+        .routes(routes!(resume_campaign))
+        .routes(routes!(cancel_campaign))
+        .routes(routes!(complete_campaign))
+        .routes(routes!(campaign_stats))
+        .routes(routes!(campaign_messages))
+        .routes(routes!(campaign_audit))
+        .routes(routes!(preview_campaign))
+        .routes(routes!(preview_template))
+}
+
+// --------------------------------------------------------------------------------------
+// Views
+// --------------------------------------------------------------------------------------
+
+/// Where a campaign is in its life: `draft -> scheduled -> sending <-> paused -> completed`,
+/// and `cancelled` from any status that has not ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CampaignState {
+    Draft,
+    Scheduled,
+    Sending,
+    Paused,
+    Completed,
+    Cancelled,
+}
+
+impl From<CampaignStatus> for CampaignState {
+    fn from(s: CampaignStatus) -> CampaignState {
+        match s {
+            CampaignStatus::Draft => CampaignState::Draft,
+            CampaignStatus::Scheduled => CampaignState::Scheduled,
+            CampaignStatus::Sending => CampaignState::Sending,
+            CampaignStatus::Paused => CampaignState::Paused,
+            CampaignStatus::Completed => CampaignState::Completed,
+            CampaignStatus::Cancelled => CampaignState::Cancelled,
+        }
+    }
+}
+
+/// Where a message is: `queued`, `in_flight`, `retry_wait` and `in_doubt` are pending; the
+/// others are final (receipts may still move `sent` on to `delivered`, `read`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageState {
+    Queued,
+    InFlight,
+    RetryWait,
+    Sent,
+    Delivered,
+    Read,
+    Undelivered,
+    Failed,
+    Skipped,
+    Cancelled,
+    InDoubt,
+}
+
+impl From<MessageStatus> for MessageState {
+    fn from(s: MessageStatus) -> MessageState {
+        match s {
+            MessageStatus::Queued => MessageState::Queued,
+            MessageStatus::InFlight => MessageState::InFlight,
+            MessageStatus::RetryWait => MessageState::RetryWait,
+            MessageStatus::Sent => MessageState::Sent,
+            MessageStatus::Delivered => MessageState::Delivered,
+            MessageStatus::Read => MessageState::Read,
+            MessageStatus::Undelivered => MessageState::Undelivered,
+            MessageStatus::Failed => MessageState::Failed,
+            MessageStatus::Skipped => MessageState::Skipped,
+            MessageStatus::Cancelled => MessageState::Cancelled,
+            MessageStatus::InDoubt => MessageState::InDoubt,
+        }
+    }
+}
+
+/// How many of the campaign's messages are in each status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct CampaignCounters {
+    pub queued: i64,
+    pub in_flight: i64,
+    pub retry_wait: i64,
+    pub sent: i64,
+    pub delivered: i64,
+    pub read: i64,
+    pub undelivered: i64,
+    pub failed: i64,
+    pub skipped: i64,
+    pub cancelled: i64,
+    pub in_doubt: i64,
+    /// Queued, in flight, waiting to retry or in doubt: work not yet done.
+    pub pending: i64,
+}
+
+impl From<&Counts> for CampaignCounters {
+    fn from(c: &Counts) -> CampaignCounters {
+        CampaignCounters {
+            queued: c.get(MessageStatus::Queued),
+            in_flight: c.get(MessageStatus::InFlight),
+            retry_wait: c.get(MessageStatus::RetryWait),
+            sent: c.get(MessageStatus::Sent),
+            delivered: c.get(MessageStatus::Delivered),
+            read: c.get(MessageStatus::Read),
+            undelivered: c.get(MessageStatus::Undelivered),
+            failed: c.get(MessageStatus::Failed),
+            skipped: c.get(MessageStatus::Skipped),
+            cancelled: c.get(MessageStatus::Cancelled),
+            in_doubt: c.get(MessageStatus::InDoubt),
+            pending: c.pending(),
+        }
+    }
+}
+
+/// Why a sending campaign makes no progress, as the engine's stuck detector sees it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CampaignStuck {
+    #[schema(
+        example = "all 40 pending messages wait for a retry, the next at 2026-12-01T09:00:05.000Z; channel `sms` is failing: 503 Service Unavailable"
+    )]
+    pub reason: String,
+    /// When the campaign last made progress.
+    pub no_progress_since: String,
+    pub pending: i64,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Campaign {
+    #[schema(example = "cmp_1")]
+    pub id: String,
+    pub name: String,
+    pub status: CampaignState,
+    /// The message template (minijinja: `Hi {{ name }}`).
+    pub body: String,
+    #[schema(example = "chn_1")]
+    pub channel_id: String,
+    pub channel_name: String,
+    /// The channel's provider: `twilio`, `whatsapp`, `smtp`, `sandbox`, ...
+    pub channel_kind: String,
+    #[schema(example = "lst_1")]
+    pub list_id: String,
+    pub list_name: String,
+    /// Messages created when the campaign started (one per distinct address of the list).
+    pub total: i64,
+    pub counters: CampaignCounters,
+    /// The share of messages no longer pending, from 0 to 1.
+    pub progress: f64,
+    /// Messages ever found in doubt (at most that many recipients may get a duplicate).
+    pub in_doubt_total: i64,
+    pub created_at: String,
+    pub scheduled_at: Option<String>,
+    pub started_at: Option<String>,
+    /// When it completed or was cancelled.
+    pub completed_at: Option<String>,
+    pub last_progress_at: Option<String>,
+    /// Null unless the campaign is sending and has made no progress for a while.
+    pub stuck: Option<CampaignStuck>,
+}
+
+/// A page of campaigns.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Campaigns {
+    pub items: Vec<Campaign>,
+    /// Pass as `cursor` to get the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// The share of messages no longer pending, rounded to 4 decimals.
+pub(super) fn progress(c: &CampaignRow) -> f64 {
+    if c.total <= 0 {
+        return if c.status == CampaignStatus::Completed {
+            1.0
+        } else {
+            0.0
+        };
+    }
+    let done = (c.total - c.counts.pending()).max(0) as f64 / c.total as f64;
+    (done.clamp(0.0, 1.0) * 10_000.0).round() / 10_000.0
+}
+
+/// The full view of a campaign, with the stuck detector's verdict.
+pub(super) async fn view(state: &ApiState, c: CampaignRow) -> ApiResult<Campaign> {
+    let stuck = stuck(state, &c).await?;
+    Ok(Campaign {
+        id: encode_id("cmp", c.id),
+        progress: progress(&c),
+        counters: CampaignCounters::from(&c.counts),
+        status: c.status.into(),
+        channel_id: encode_id("chn", c.channel_id),
+        channel_name: c.channel_name,
+        channel_kind: c.channel_kind,
+        list_id: encode_id("lst", c.list_id),
+        list_name: c.list_name,
+        name: c.name,
+        body: c.body,
+        total: c.total,
+        in_doubt_total: c.in_doubt_total,
+        created_at: timestamp(c.created_at),
+        scheduled_at: timestamp_opt(c.scheduled_at),
+        started_at: timestamp_opt(c.started_at),
+        completed_at: timestamp_opt(c.completed_at),
+        last_progress_at: timestamp_opt(c.last_progress_at),
+        stuck,
+    })
+}
+
+/// The engine's stuck rule for one campaign (`engine::health::stuck_campaigns`, with its
+/// reasons, but reading only this campaign): sending, with pending work, and no progress
+/// for `stuck_after_ms`.
+async fn stuck(state: &ApiState, c: &CampaignRow) -> ApiResult<Option<CampaignStuck>> {
+    // The API's state carries no settings: the defaults are what a stock instance uses.
+    let settings = crate::config::Settings::default();
+    let pending = c.counts.pending();
+    if c.status != CampaignStatus::Sending || pending == 0 {
+        return Ok(None);
+    }
+    let now = crate::clock::now_ms();
+    let last = c.last_progress_at.or(c.started_at).unwrap_or(c.created_at);
+    if now - last < i64::try_from(settings.stuck_after_ms).unwrap_or(i64::MAX) {
+        return Ok(None);
+    }
+    let instances = state.store.instances().await?;
+    let alive = crate::engine::health::live(&instances, now, &settings);
+    let reason = if alive.is_empty() {
+        let last_seen = instances
+            .iter()
+            .map(|i| {
+                format!(
+                    "{} on {} (last heartbeat {})",
+                    i.id,
+                    i.host,
+                    timestamp(i.heartbeat_at)
+                )
+            })
+            .next()
+            .unwrap_or_else(|| "none ever registered".to_string());
+        format!(
+            "no live Herald instance is running to send it (last seen: {last_seen}); start `herald serve` or `herald worker`"
+        )
+    } else {
+        let facts = state.store.pending_facts(c.id).await?;
+        let waiting = c.counts.get(MessageStatus::RetryWait);
+        let in_doubt = c.counts.get(MessageStatus::InDoubt);
+        if waiting == pending {
+            let until = facts
+                .next_retry_at
+                .map(timestamp)
+                .unwrap_or_else(|| "unknown".into());
+            format!(
+                "all {waiting} pending messages wait for a retry, the next at {until}; channel `{}` is failing: {}",
+                c.channel_name,
+                facts.last_error.unwrap_or_default()
+            )
+        } else if let Some(err) = facts.last_error.filter(|_| waiting > 0) {
+            format!(
+                "channel `{}` is failing ({waiting} messages waiting to retry): {err}",
+                c.channel_name
+            )
+        } else if in_doubt > 0 {
+            format!("{in_doubt} messages are in doubt and wait for the in-doubt policy")
+        } else {
+            format!(
+                "{} queued and {} in flight but nothing recorded; {} live instance(s) are not making progress on it",
+                c.counts.get(MessageStatus::Queued),
+                c.counts.get(MessageStatus::InFlight),
+                alive.len()
+            )
+        }
+    };
+    Ok(Some(CampaignStuck {
+        reason,
+        no_progress_since: timestamp(last),
+        pending,
+    }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CampaignStats {
+    #[schema(example = "cmp_1")]
+    pub id: String,
+    pub status: CampaignState,
+    pub total: i64,
+    pub counters: CampaignCounters,
+    /// The share of messages no longer pending, from 0 to 1.
+    pub progress: f64,
+    /// Messages handed to the provider (sent, delivered, read, undelivered) or failed, per
+    /// second, averaged from the start to now (to the last progress once paused, to the end
+    /// once ended).
+    pub throughput_per_sec: f64,
+    /// Messages in doubt right now.
+    pub in_doubt: i64,
+    /// Messages ever found in doubt.
+    pub in_doubt_total: i64,
+    pub started_at: Option<String>,
+    pub last_progress_at: Option<String>,
+    pub completed_at: Option<String>,
+    /// Milliseconds from the start to now (or to the end).
+    pub elapsed_ms: Option<i64>,
+    pub stuck: Option<CampaignStuck>,
+}
+
+fn attempted(c: &Counts) -> i64 {
+    [
+        MessageStatus::Sent,
+        MessageStatus::Delivered,
+        MessageStatus::Read,
+        MessageStatus::Undelivered,
+        MessageStatus::Failed,
+    ]
+    .into_iter()
+    .map(|s| c.get(s))
+    .sum()
+}
+
+/// Run time and average rate: cheap, from the campaign row alone.
+fn throughput(c: &CampaignRow, now: i64) -> (Option<i64>, f64) {
+    let Some(started) = c.started_at else {
+        return (None, 0.0);
+    };
+    let end = match c.status {
+        CampaignStatus::Sending => now,
+        CampaignStatus::Paused => c.last_progress_at.unwrap_or(now),
+        _ => c.completed_at.or(c.last_progress_at).unwrap_or(now),
+    };
+    let elapsed = (end - started).max(0);
+    let rate = attempted(&c.counts) as f64 * 1000.0 / elapsed.max(1) as f64;
+    (Some(elapsed), (rate * 100.0).round() / 100.0)
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CampaignMessage {
+    #[schema(example = "msg_1")]
+    pub id: String,
+    pub address: String,
+    pub status: MessageState,
+    /// Send attempts so far.
+    pub attempts: i64,
+    /// The provider's id for the message, once sent.
+    pub provider_id: Option<String>,
+    /// Why the last attempt failed, or why it was skipped or cancelled.
+    pub last_error: Option<String>,
+    /// The message was in doubt at some time (its recipient may have it twice).
+    pub was_in_doubt: bool,
+    /// For `retry_wait`: when the next attempt is due.
+    pub next_attempt_at: Option<String>,
+    pub updated_at: String,
+    pub sent_at: Option<String>,
+}
+
+impl From<MessageInfo> for CampaignMessage {
+    fn from(m: MessageInfo) -> CampaignMessage {
+        CampaignMessage {
+            id: encode_id("msg", m.id),
+            next_attempt_at: (m.status == MessageStatus::RetryWait)
+                .then(|| timestamp(m.next_attempt_at)),
+            status: m.status.into(),
+            address: m.address,
+            attempts: m.attempts,
+            provider_id: m.provider_id,
+            last_error: m.last_error,
+            was_in_doubt: m.was_in_doubt,
+            updated_at: timestamp(m.updated_at),
+            sent_at: timestamp_opt(m.sent_at),
+        }
+    }
+}
+
+/// A page of a campaign's messages.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CampaignMessages {
+    pub items: Vec<CampaignMessage>,
+    /// Pass as `cursor` to get the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// One entry of a campaign's audit trail: who moved it from which status to which, and why.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CampaignAuditEvent {
+    #[schema(example = "evt_1")]
+    pub id: String,
+    pub at: String,
+    /// `user:EMAIL`, `api_key:NAME`, `scheduler@INSTANCE`, `reconciler`, ...
+    #[schema(example = "api_key:deploy")]
+    pub actor: String,
+    /// Null for the creation.
+    #[schema(value_type = Option<CampaignState>)]
+    pub from: Option<String>,
+    #[schema(value_type = CampaignState)]
+    pub to: String,
+    pub reason: String,
+}
+
+impl From<CampaignEvent> for CampaignAuditEvent {
+    fn from(e: CampaignEvent) -> CampaignAuditEvent {
+        CampaignAuditEvent {
+            id: encode_id("evt", e.id),
+            at: timestamp(e.at),
+            actor: e.actor,
+            from: e.from_status,
+            to: e.to_status,
+            reason: e.reason,
+        }
+    }
+}
+
+/// A page of a campaign's audit trail, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CampaignAudit {
+    pub items: Vec<CampaignAuditEvent>,
+    /// Pass as `cursor` to get the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+// --------------------------------------------------------------------------------------
+// Requests and validation
+// --------------------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewCampaign {
+    #[schema(example = "December newsletter")]
+    pub name: String,
+    #[schema(example = "chn_1")]
+    pub channel_id: String,
+    #[schema(example = "lst_1")]
+    pub list_id: String,
+    /// The message template, e.g. `Hi {{ name }}`: every variable must be one the list's
+    /// contacts have.
+    #[schema(example = "Hi {{ name }}, our December sale starts today")]
+    pub body: String,
+    /// Start automatically at this time (RFC 3339, in the future); the campaign is then
+    /// `scheduled` rather than `draft`.
+    #[schema(example = "2026-12-01T09:00:00Z")]
+    pub scheduled_at: Option<String>,
+}
+
+/// Changes to a draft; fields left out stay as they are.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CampaignChange {
+    pub name: Option<String>,
+    pub body: Option<String>,
+    pub channel_id: Option<String>,
+    pub list_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CampaignSchedule {
+    /// When to start (RFC 3339, in the future).
+    #[schema(example = "2026-12-01T09:00:00Z")]
+    pub at: String,
+}
+
+/// Why, for the audit trail (optional).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CampaignActionReason {
+    #[schema(example = "copy needs a fix")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CampaignListQuery {
+    /// The `next_cursor` of the previous page; omit for the first page.
+    pub cursor: Option<String>,
+    /// Items per page, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<i64>,
+    /// Only campaigns in this status.
+    #[param(value_type = Option<CampaignState>)]
+    pub status: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct MessageListQuery {
+    /// The `next_cursor` of the previous page; omit for the first page.
+    pub cursor: Option<String>,
+    /// Items per page, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<i64>,
+    /// Only messages in this status.
+    #[param(value_type = Option<MessageState>)]
+    pub status: Option<String>,
+}
+
+fn page(cursor: Option<String>, limit: Option<i64>) -> PageParams {
+    PageParams { cursor, limit }
+}
+
+/// A query parameter that is not one of its values: 400, naming it.
+fn bad_query(field: &str, detail: String) -> ApiError {
+    ApiError {
+        status: StatusCode::BAD_REQUEST,
+        kind: "invalid-query",
+        title: "A query parameter is not valid",
+        ..ApiError::invalid(field, "one_of", detail)
+    }
+}
+
+fn campaign_status_param(s: Option<&str>) -> ApiResult<Option<CampaignStatus>> {
+    s.map(|s| {
+        CampaignStatus::parse(s).ok_or_else(|| {
+            let all: Vec<&str> = CampaignStatus::ALL.iter().map(|s| s.as_str()).collect();
+            bad_query(
+                "status",
+                format!(
+                    "`{s}` is not a campaign status: use one of {}",
+                    all.join(", ")
+                ),
+            )
+        })
+    })
+    .transpose()
+}
+
+fn message_status_param(s: Option<&str>) -> ApiResult<Option<MessageStatus>> {
+    s.map(|s| {
+        MessageStatus::parse(s).ok_or_else(|| {
+            let all: Vec<&str> = MessageStatus::ALL.iter().map(|s| s.as_str()).collect();
+            bad_query(
+                "status",
+                format!(
+                    "`{s}` is not a message status: use one of {}",
+                    all.join(", ")
+                ),
+            )
+        })
+    })
+    .transpose()
+}
+
+fn check_text(field: &str, value: &str, max: usize) -> ApiResult<String> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(ApiError::invalid(field, "required", "must not be empty"));
+    }
+    if value.chars().count() > max {
+        return Err(ApiError::invalid(
+            field,
+            "max_length",
+            format!("must be at most {max} characters"),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            field,
+            "format",
+            "must not contain control characters",
+        ));
+    }
+    Ok(value.to_string())
+}
+
+fn check_name(name: &str) -> ApiResult<String> {
+    check_text("name", name, MAX_NAME)
+}
+
+/// A template's length and syntax. Line breaks are allowed; other control characters are
+/// not (they would go out in every message).
+fn check_body(body: &str) -> ApiResult<MessageTemplate> {
+    if body.trim().is_empty() {
+        return Err(ApiError::invalid("body", "required", "must not be empty"));
+    }
+    if body.chars().count() > MAX_BODY {
+        return Err(ApiError::invalid(
+            "body",
+            "max_length",
+            format!("must be at most {MAX_BODY} characters"),
+        ));
+    }
+    if body
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\r' && c != '\t')
+    {
+        return Err(ApiError::invalid(
+            "body",
+            "format",
+            "must not contain control characters other than line breaks and tabs",
+        ));
+    }
+    MessageTemplate::compile(body).map_err(|e| ApiError::invalid("body", "template", e.to_string()))
+}
+
+/// An id in a request body that must name something of the caller's organisation: 422
+/// naming the field otherwise (malformed, missing, or another organisation's).
+fn not_there(field: &str, what: &str, value: &str) -> ApiError {
+    ApiError::invalid(
+        field,
+        "exists",
+        format!("there is no {what} `{value}` in your organisation"),
+    )
+}
+
+async fn channel_ref(state: &ApiState, p: &Principal, value: &str) -> ApiResult<ChannelInfo> {
+    let id = decode_id("chn", "channel", value)
+        .map_err(|_| not_there("channel_id", "channel", value))?;
+    state
+        .store
+        .api_campaign_channel(p.org_id, id)
+        .await?
+        .ok_or_else(|| not_there("channel_id", "channel", value))
+}
+
+async fn list_ref(state: &ApiState, p: &Principal, value: &str) -> ApiResult<ListInfo> {
+    let id = decode_id("lst", "list", value).map_err(|_| not_there("list_id", "list", value))?;
+    state
+        .store
+        .api_campaign_list(p.org_id, id)
+        .await?
+        .ok_or_else(|| not_there("list_id", "list", value))
+}
+
+async fn contact_ref(state: &ApiState, p: &Principal, value: &str) -> ApiResult<ContactInput> {
+    let id = decode_id("con", "contact", value)
+        .map_err(|_| not_there("contact_id", "contact", value))?;
+    state
+        .store
+        .api_campaign_contact(p.org_id, id)
+        .await?
+        .ok_or_else(|| not_there("contact_id", "contact", value))
+}
+
+/// Every variable of the template must be one the list's contacts have (as the CLI checks).
+async fn check_variables(
+    state: &ApiState,
+    template: &MessageTemplate,
+    list_id: i64,
+    list_name: &str,
+    field: &str,
+) -> ApiResult<()> {
+    let known = state.store.list_attribute_keys(list_id).await?;
+    template
+        .check_variables(&known, list_name)
+        .map_err(|e| ApiError::invalid(field, "unknown_variable", e.to_string()))
+}
+
+/// An RFC 3339 time in the future.
+fn future_time(field: &str, value: &str) -> ApiResult<i64> {
+    let at =
+        crate::clock::parse_rfc3339(value).map_err(|e| ApiError::invalid(field, "format", e))?;
+    if at <= crate::clock::now_ms() {
+        return Err(ApiError::invalid(
+            field,
+            "future",
+            format!("`{value}` is not in the future: to start now, POST …/start"),
+        ));
+    }
+    Ok(at)
+}
+
+/// The optional `{"reason": …}` body of an action.
+fn action_reason(body: &Bytes) -> ApiResult<Option<String>> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let parsed: CampaignActionReason = serde_json::from_slice(body).map_err(|e| {
+        if e.is_data() {
+            let detail = e.to_string();
+            let field = detail.split('`').nth(1).unwrap_or("reason").to_string();
+            ApiError::invalid(&field, "type", detail)
+        } else {
+            ApiError::bad_request("malformed-json", format!("the body is not valid JSON: {e}"))
+        }
+    })?;
+    parsed
+        .reason
+        .map(|r| check_text("reason", &r, MAX_REASON))
+        .transpose()
+}
+
+async fn owned_status(
+    state: &ApiState,
+    p: &Principal,
+    id: &str,
+) -> ApiResult<(i64, CampaignStatus)> {
+    let id = decode_id("cmp", "campaign", id)?;
+    let status = state.store.api_campaign_status(p.org_id, id).await?;
+    Ok((id, status))
+}
+
+/// 409 when the action does not apply to the campaign's status, saying what it applies to
+/// (the store checks again under its lock: this only words the common case).
+fn allowed(id: i64, status: CampaignStatus, action: CampaignAction) -> ApiResult<()> {
+    if action.allowed_from().contains(&status) {
+        return Ok(());
+    }
+    let from: Vec<&str> = action.allowed_from().iter().map(|s| s.as_str()).collect();
+    Err(ApiError::conflict(format!(
+        "campaign {} is {status}: `{}` applies only to a campaign that is {}",
+        encode_id("cmp", id),
+        action.as_str(),
+        from.join(" or ")
+    )))
+}
+
+// --------------------------------------------------------------------------------------
+// Handlers
+// --------------------------------------------------------------------------------------
+
+/// Campaigns of the organisation, oldest first.
+#[utoipa::path(get, path = "/campaigns", tag = "campaigns",
+    security(("api_key" = ["viewer"]), ("session" = ["viewer"])),
+    params(CampaignListQuery),
+    responses(
+        (status = 200, body = Campaigns),
+        (status = 400, description = "A bad cursor, limit or status", body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn list_campaigns(
+    State(state): State<ApiState>,
+    AsViewer(p): AsViewer,
+    ApiQuery(q): ApiQuery<CampaignListQuery>,
+) -> ApiResult<axum::Json<Campaigns>> {
+    let status = campaign_status_param(q.status.as_deref())?;
+    let params = page(q.cursor, q.limit);
+    let limit = params.limit()?;
+    let rows = state
+        .store
+        .api_campaigns(p.org_id, status, params.after()?, limit + 1)
+        .await?;
+    let page = Page::from_rows(rows, limit, |c| c.id, |c| c);
+    let mut items = Vec::with_capacity(page.items.len());
+    for c in page.items {
+        items.push(view(&state, c).await?);
+    }
+    Ok(axum::Json(Campaigns {
+        items,
+        next_cursor: page.next_cursor,
+    }))
+}
+
+/// Create a campaign: a draft, or scheduled when `scheduled_at` is given. The channel and
+/// list must be the organisation's, and the template must compile and use only variables
+/// the list's contacts have.
+#[utoipa::path(post, path = "/campaigns", tag = "campaigns",
+    security(("api_key" = ["editor"]), ("session" = ["editor"])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Same key, same response, no second effect")),
+    request_body = NewCampaign,
+    responses(
+        (status = 201, body = Campaign, headers(("Location" = String, description = "The new campaign"))),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field breaks a rule, the channel or list is not the organisation's, or the template does not compile", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn create_campaign(
+    State(state): State<ApiState>,
+    AsEditor(p): AsEditor,
+    ApiJson(body): ApiJson<NewCampaign>,
+) -> ApiResult<Response> {
+    let name = check_name(&body.name)?;
+    let template = check_body(&body.body)?;
+    let scheduled_at = body
+        .scheduled_at
+        .as_deref()
+        .map(|at| future_time("scheduled_at", at))
+        .transpose()?;
+    let channel = channel_ref(&state, &p, &body.channel_id).await?;
+    let list = list_ref(&state, &p, &body.list_id).await?;
+    check_variables(&state, &template, list.id, &list.name, "body").await?;
+    let id = state
+        .store
+        .create_campaign(
+            &NewCampaignRow {
+                org_id: p.org_id,
+                name,
+                channel_id: channel.id,
+                list_id: list.id,
+                body: body.body,
+                scheduled_at,
+            },
+            &p.actor,
+        )
+        .await?;
+    tracing::info!(
+        org_id = p.org_id,
+        campaign_id = id,
+        actor = p.actor,
+        scheduled = scheduled_at.is_some(),
+        "campaign created"
+    );
+    let c = state.store.api_campaign(p.org_id, id).await?;
+    let location = format!("/api/v1/campaigns/{}", encode_id("cmp", id));
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        axum::Json(view(&state, c).await?),
+    )
+        .into_response())
+}
+
+/// One campaign: status, counters, progress, and whether it is stuck (and why).
+#[utoipa::path(get, path = "/campaigns/{id}", tag = "campaigns",
+    security(("api_key" = ["viewer"]), ("session" = ["viewer"])),
+    params(("id" = String, Path, description = "Campaign id")),
+    responses(
+        (status = 200, body = Campaign),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn get_campaign(
+    State(state): State<ApiState>,
+    AsViewer(p): AsViewer,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<axum::Json<Campaign>> {
+    let id = decode_id("cmp", "campaign", &id)?;
+    let c = state.store.api_campaign(p.org_id, id).await?;
+    Ok(axum::Json(view(&state, c).await?))
+}
+
+/// Edit a draft's name, template, channel or list. Once a campaign is scheduled or has
+/// started it cannot be edited (409).
+#[utoipa::path(patch, path = "/campaigns/{id}", tag = "campaigns",
+    security(("api_key" = ["editor"]), ("session" = ["editor"])),
+    params(("id" = String, Path, description = "Campaign id")),
+    request_body = CampaignChange,
+    responses(
+        (status = 200, body = Campaign),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The campaign is not a draft", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn update_campaign(
+    State(state): State<ApiState>,
+    AsEditor(p): AsEditor,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(change): ApiJson<CampaignChange>,
+) -> ApiResult<axum::Json<Campaign>> {
+    let id = decode_id("cmp", "campaign", &id)?;
+    let current = state.store.api_campaign(p.org_id, id).await?;
+    if current.status != CampaignStatus::Draft {
+        return Err(ApiError::conflict(format!(
+            "campaign {} is {}: only a draft can be edited",
+            encode_id("cmp", id),
+            current.status
+        )));
+    }
+    let name = change.name.as_deref().map(check_name).transpose()?;
+    let template = change.body.as_deref().map(check_body).transpose()?;
+    let channel = match change.channel_id.as_deref() {
+        Some(v) => Some(channel_ref(&state, &p, v).await?),
+        None => None,
+    };
+    let list = match change.list_id.as_deref() {
+        Some(v) => Some(list_ref(&state, &p, v).await?),
+        None => None,
+    };
+    if template.is_some() || list.is_some() {
+        let template = match template {
+            Some(t) => t,
+            None => check_body(&current.body)?,
+        };
+        let (list_id, list_name) = match &list {
+            Some(l) => (l.id, l.name.as_str()),
+            None => (current.list_id, current.list_name.as_str()),
+        };
+        let field = if change.body.is_some() {
+            "body"
+        } else {
+            "list_id"
+        };
+        check_variables(&state, &template, list_id, list_name, field).await?;
+    }
+    if name.is_none() && change.body.is_none() && channel.is_none() && list.is_none() {
+        return Ok(axum::Json(view(&state, current).await?));
+    }
+    let c = state
+        .store
+        .api_campaign_update_draft(
+            p.org_id,
+            id,
+            name.as_deref(),
+            change.body.as_deref(),
+            channel.map(|c| c.id),
+            list.map(|l| l.id),
+            &p.actor,
+        )
+        .await?;
+    tracing::info!(
+        org_id = p.org_id,
+        campaign_id = id,
+        actor = p.actor,
+        "campaign edited"
+    );
+    Ok(axum::Json(view(&state, c).await?))
+}
+
+/// Delete a draft. A campaign that was scheduled or started stays (cancel it instead).
+#[utoipa::path(delete, path = "/campaigns/{id}", tag = "campaigns",
+    security(("api_key" = ["editor"]), ("session" = ["editor"])),
+    params(("id" = String, Path, description = "Campaign id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The campaign is not a draft", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn delete_campaign(
+    State(state): State<ApiState>,
+    AsEditor(p): AsEditor,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<StatusCode> {
+    let id = decode_id("cmp", "campaign", &id)?;
+    state.store.api_campaign_delete_draft(p.org_id, id).await?;
+    tracing::info!(
+        org_id = p.org_id,
+        campaign_id = id,
+        actor = p.actor,
+        "campaign deleted"
+    );
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Pause, resume, cancel or mark complete, through the store's state machine.
+async fn act(
+    state: &ApiState,
+    p: &Principal,
+    id: &str,
+    action: CampaignAction,
+    body: &Bytes,
+) -> ApiResult<axum::Json<Campaign>> {
+    let (id, status) = owned_status(state, p, id).await?;
+    allowed(id, status, action)?;
+    let reason = action_reason(body)?;
+    state
+        .store
+        .transition(
+            id,
+            action,
+            crate::clock::now_ms(),
+            &p.actor,
+            reason.as_deref(),
+        )
+        .await?;
+    tracing::info!(
+        org_id = p.org_id,
+        campaign_id = id,
+        actor = p.actor,
+        action = action.as_str(),
+        "campaign action"
+    );
+    let c = state.store.api_campaign(p.org_id, id).await?;
+    Ok(axum::Json(view(state, c).await?))
+}
+
+/// Start sending now (a draft or scheduled campaign): one message per distinct address of
+/// the list is created; unsubscribed, suppressed and unusable addresses are skipped.
+#[utoipa::path(post, path = "/campaigns/{id}/start", tag = "campaigns",
+    security(("api_key" = ["editor"]), ("session" = ["editor"])),
+    params(
+        ("id" = String, Path, description = "Campaign id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Same key, same response, no second effect"),
+    ),
+    responses(
+        (status = 200, body = Campaign),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The campaign is not a draft or scheduled", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn start_campaign(
+    State(state): State<ApiState>,
+    AsEditor(p): AsEditor,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<axum::Json<Campaign>> {
+    let (id, status) = owned_status(&state, &p, &id).await?;
+    allowed(id, status, CampaignAction::Start)?;
+    match state
+        .store
+        .start_campaign(id, crate::clock::now_ms(), &p.actor, None)
+        .await?
+    {
+        StartOutcome::Started { messages, .. } => {
+            tracing::info!(
+                org_id = p.org_id,
+                campaign_id = id,
+                actor = p.actor,
+                messages,
+                "campaign started"
+            );
+        }
+        StartOutcome::NotDue => {
+            return Err(ApiError::conflict(format!(
+                "campaign {} changed while it was being started (another request started or cancelled it): GET it to see its status",
+                encode_id("cmp", id)
+            )));
+        }
+    }
+    let c = state.store.api_campaign(p.org_id, id).await?;
+    Ok(axum::Json(view(&state, c).await?))
+}
+
+/// Schedule a draft (or move a scheduled campaign) to start at `at`.
+#[utoipa::path(post, path = "/campaigns/{id}/schedule", tag = "campaigns",
+    security(("api_key" = ["editor"]), ("session" = ["editor"])),
+    params(
+        ("id" = String, Path, description = "Campaign id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Same key, same response, no second effect"),
+    ),
+    request_body = CampaignSchedule,
+    responses(
+        (status = 200, body = Campaign),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The campaign is not a draft or scheduled", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn schedule_campaign(
+    State(state): State<ApiState>,
+    AsEditor(p): AsEditor,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<CampaignSchedule>,
+) -> ApiResult<axum::Json<Campaign>> {
+    let (id, _) = owned_status(&state, &p, &id).await?;
+    let at = future_time("at", &body.at)?;
+    let c = state
+        .store
+        .api_campaign_schedule(p.org_id, id, at, &p.actor)
+        .await?;
+    tracing::info!(
+        org_id = p.org_id,
+        campaign_id = id,
+        actor = p.actor,
+        at = body.at,
+        "campaign scheduled"
+    );
+    Ok(axum::Json(view(&state, c).await?))
+}
+
+/// Pause a sending campaign: no new messages are claimed; sends in flight finish.
+#[utoipa::path(post, path = "/campaigns/{id}/pause", tag = "campaigns",
+    security(("api_key" = ["editor"]), ("session" = ["editor"])),
+    params(("id" = String, Path, description = "Campaign id")),
+    request_body = Option<CampaignActionReason>,
+    responses(
+        (status = 200, body = Campaign),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The campaign is not sending", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn pause_campaign(
+    State(state): State<ApiState>,
+    AsEditor(p): AsEditor,
+    ApiPath(id): ApiPath<String>,
+    body: Bytes,
+) -> ApiResult<axum::Json<Campaign>> {
+    act(&state, &p, &id, CampaignAction::Pause, &body).await
+}
+
+/// Resume a paused campaign.
+#[utoipa::path(post, path = "/campaigns/{id}/resume", tag = "campaigns",
+    security(("api_key" = ["editor"]), ("session" = ["editor"])),
+    params(("id" = String, Path, description = "Campaign id")),
+    request_body = Option<CampaignActionReason>,
+    responses(
+        (status = 200, body = Campaign),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The campaign is not paused", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn resume_campaign(
+    State(state): State<ApiState>,
+    AsEditor(p): AsEditor,
+    ApiPath(id): ApiPath<String>,
+    body: Bytes,
+) -> ApiResult<axum::Json<Campaign>> {
+    act(&state, &p, &id, CampaignAction::Resume, &body).await
+}
+
+/// Cancel a campaign that has not ended: unsent messages are cancelled; sends in flight
+/// finish and are recorded.
+#[utoipa::path(post, path = "/campaigns/{id}/cancel", tag = "campaigns",
+    security(("api_key" = ["editor"]), ("session" = ["editor"])),
+    params(("id" = String, Path, description = "Campaign id")),
+    request_body = Option<CampaignActionReason>,
+    responses(
+        (status = 200, body = Campaign),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The campaign has already ended", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn cancel_campaign(
+    State(state): State<ApiState>,
+    AsEditor(p): AsEditor,
+    ApiPath(id): ApiPath<String>,
+    body: Bytes,
+) -> ApiResult<axum::Json<Campaign>> {
+    act(&state, &p, &id, CampaignAction::Cancel, &body).await
+}
+
+/// Mark a sending or paused campaign complete by hand; refused while any message is
+/// pending.
+#[utoipa::path(post, path = "/campaigns/{id}/complete", tag = "campaigns",
+    security(("api_key" = ["editor"]), ("session" = ["editor"])),
+    params(("id" = String, Path, description = "Campaign id")),
+    request_body = Option<CampaignActionReason>,
+    responses(
+        (status = 200, body = Campaign),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The campaign is not sending or paused, or messages are pending", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn complete_campaign(
+    State(state): State<ApiState>,
+    AsEditor(p): AsEditor,
+    ApiPath(id): ApiPath<String>,
+    body: Bytes,
+) -> ApiResult<axum::Json<Campaign>> {
+    act(&state, &p, &id, CampaignAction::Complete, &body).await
+}
+
+/// Counters, progress, throughput, messages in doubt and whether the campaign is stuck.
+#[utoipa::path(get, path = "/campaigns/{id}/stats", tag = "campaigns",
+    security(("api_key" = ["viewer"]), ("session" = ["viewer"])),
+    params(("id" = String, Path, description = "Campaign id")),
+    responses(
+        (status = 200, body = CampaignStats),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn campaign_stats(
+    State(state): State<ApiState>,
+    AsViewer(p): AsViewer,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<axum::Json<CampaignStats>> {
+    let id = decode_id("cmp", "campaign", &id)?;
+    let c = state.store.api_campaign(p.org_id, id).await?;
+    let (elapsed_ms, throughput_per_sec) = throughput(&c, crate::clock::now_ms());
+    let stuck = stuck(&state, &c).await?;
+    Ok(axum::Json(CampaignStats {
+        id: encode_id("cmp", c.id),
+        status: c.status.into(),
+        total: c.total,
+        counters: CampaignCounters::from(&c.counts),
+        progress: progress(&c),
+        throughput_per_sec,
+        in_doubt: c.counts.get(MessageStatus::InDoubt),
+        in_doubt_total: c.in_doubt_total,
+        started_at: timestamp_opt(c.started_at),
+        last_progress_at: timestamp_opt(c.last_progress_at),
+        completed_at: timestamp_opt(c.completed_at),
+        elapsed_ms,
+        stuck,
+    }))
+}
+
+/// The campaign's messages in creation order, optionally of one status.
+#[utoipa::path(get, path = "/campaigns/{id}/messages", tag = "campaigns",
+    security(("api_key" = ["viewer"]), ("session" = ["viewer"])),
+    params(("id" = String, Path, description = "Campaign id"), MessageListQuery),
+    responses(
+        (status = 200, body = CampaignMessages),
+        (status = 400, description = "A bad cursor, limit or status", body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn campaign_messages(
+    State(state): State<ApiState>,
+    AsViewer(p): AsViewer,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<MessageListQuery>,
+) -> ApiResult<axum::Json<CampaignMessages>> {
+    let (id, _) = owned_status(&state, &p, &id).await?;
+    let status = message_status_param(q.status.as_deref())?;
+    let params = page(q.cursor, q.limit);
+    let limit = params.limit()?;
+    let rows = state
+        .store
+        .api_campaign_messages(p.org_id, id, status, params.after()?, limit + 1)
+        .await?;
+    let page = Page::from_rows(rows, limit, |m| m.id, CampaignMessage::from);
+    Ok(axum::Json(CampaignMessages {
+        items: page.items,
+        next_cursor: page.next_cursor,
+    }))
+}
+
+/// The campaign's audit trail, oldest first: every change of status (and every edit of a
+/// draft), who made it and why.
+#[utoipa::path(get, path = "/campaigns/{id}/audit", tag = "campaigns",
+    security(("api_key" = ["viewer"]), ("session" = ["viewer"])),
+    params(("id" = String, Path, description = "Campaign id"), PageParams),
+    responses(
+        (status = 200, body = CampaignAudit),
+        (status = 400, description = "A bad cursor or limit", body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn campaign_audit(
+    State(state): State<ApiState>,
+    AsViewer(p): AsViewer,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(params): ApiQuery<PageParams>,
+) -> ApiResult<axum::Json<CampaignAudit>> {
+    let (id, _) = owned_status(&state, &p, &id).await?;
+    let limit = params.limit()?;
+    let rows = state
+        .store
+        .api_campaign_events(p.org_id, id, params.after()?, limit + 1)
+        .await?;
+    let page = Page::from_rows(rows, limit, |e| e.id, CampaignAuditEvent::from);
+    Ok(axum::Json(CampaignAudit {
+        items: page.items,
+        next_cursor: page.next_cursor,
+    }))
+}
+
+// --------------------------------------------------------------------------------------
+// Previews
+// --------------------------------------------------------------------------------------
+
+/// How an SMS body goes over the air.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SmsEncoding {
+    /// The GSM 03.38 alphabet: 160 characters in one segment, 153 per segment once split.
+    Gsm7,
+    /// Anything else: 70 characters in one segment, 67 per segment once split.
+    Ucs2,
+}
+
+/// A template rendered for one contact (or with placeholders).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TemplatePreview {
+    #[schema(example = "Hi Ada, see you in Paris")]
+    pub rendered: String,
+    /// Unicode characters in the rendered message.
+    pub characters: i64,
+    /// SMS segments the message takes (what SMS providers bill); null for channels that
+    /// do not send SMS.
+    pub segments: Option<u32>,
+    /// The SMS encoding; null for channels that do not send SMS.
+    pub encoding: Option<SmsEncoding>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TemplatePreviewRequest {
+    #[schema(example = "Hi {{ name }}, see you in {{ city }}")]
+    pub body: String,
+    /// Render for this contact; without one, every variable shows as its name in capitals.
+    #[schema(example = "con_1")]
+    pub contact_id: Option<String>,
+    /// Count SMS segments as this channel would send the message; without one, they are
+    /// counted as for SMS.
+    #[schema(example = "chn_1")]
+    pub channel_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PreviewQuery {
+    /// The contact to render the message for.
+    #[param(required = true, example = "con_1")]
+    pub contact_id: Option<String>,
+}
+
+/// Channel kinds that send SMS, billed by segment.
+fn sends_sms(kind: &str) -> bool {
+    matches!(kind, "twilio" | "sms")
+}
+
+fn preview_of(rendered: String, sms: bool) -> TemplatePreview {
+    let (segments, encoding) = if sms {
+        let s = sms_segments(&rendered);
+        let encoding = match s.encoding {
+            Encoding::Gsm7 => SmsEncoding::Gsm7,
+            Encoding::Ucs2 => SmsEncoding::Ucs2,
+        };
+        (Some(s.segments), Some(encoding))
+    } else {
+        (None, None)
+    };
+    TemplatePreview {
+        characters: i64::try_from(rendered.chars().count()).unwrap_or(i64::MAX),
+        rendered,
+        segments,
+        encoding,
+    }
+}
+
+fn render_for(template: &MessageTemplate, contact: &ContactInput) -> Result<String, TemplateError> {
+    template.render(&ContactFields {
+        address: &contact.address,
+        name: contact.name.as_deref(),
+        attributes: &contact.attributes,
+    })
+}
+
+/// A stand-in contact whose every variable is its own name in capitals.
+fn placeholder_contact(template: &MessageTemplate) -> ContactInput {
+    let mut attributes = serde_json::Map::new();
+    for v in template.variables() {
+        if !crate::template::BUILTIN_VARIABLES.contains(&v.as_str()) {
+            attributes.insert(v.clone(), serde_json::Value::String(v.to_uppercase()));
+        }
+    }
+    ContactInput {
+        address: "ADDRESS".into(),
+        name: Some("NAME".into()),
+        attributes,
+        unsubscribed: None,
+    }
+}
+
+/// The campaign's message as one contact of the organisation would get it, with its
+/// length and (for SMS channels) segments and encoding.
+#[utoipa::path(get, path = "/campaigns/{id}/preview", tag = "campaigns",
+    security(("api_key" = ["viewer"]), ("session" = ["viewer"])),
+    params(("id" = String, Path, description = "Campaign id"), PreviewQuery),
+    responses(
+        (status = 200, body = TemplatePreview),
+        (status = 400, description = "`contact_id` is missing", body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "No such contact in the organisation, or the message cannot be rendered for it", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn preview_campaign(
+    State(state): State<ApiState>,
+    AsViewer(p): AsViewer,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<PreviewQuery>,
+) -> ApiResult<axum::Json<TemplatePreview>> {
+    let id = decode_id("cmp", "campaign", &id)?;
+    let c = state.store.api_campaign(p.org_id, id).await?;
+    let contact_id = q.contact_id.ok_or_else(|| ApiError {
+        status: StatusCode::BAD_REQUEST,
+        kind: "invalid-query",
+        title: "A query parameter is not valid",
+        ..ApiError::invalid(
+            "contact_id",
+            "required",
+            "name the contact to render the message for: `?contact_id=con_…`",
+        )
+    })?;
+    let contact = contact_ref(&state, &p, &contact_id).await?;
+    let template = MessageTemplate::compile(&c.body).map_err(|e| {
+        ApiError::conflict(format!("the campaign's template does not compile: {e}"))
+    })?;
+    let rendered = render_for(&template, &contact)
+        .map_err(|e| ApiError::invalid("contact_id", "render", e.to_string()))?;
+    Ok(axum::Json(preview_of(rendered, sends_sms(&c.channel_kind))))
+}
+
+/// Render a template before any campaign exists (the editor's live preview): for a
+/// contact, or with placeholders. Changes nothing.
+#[utoipa::path(post, path = "/templates/preview", tag = "campaigns",
+    security(("api_key" = ["viewer"]), ("session" = ["viewer"])),
+    request_body = TemplatePreviewRequest,
+    responses(
+        (status = 200, body = TemplatePreview),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The template does not compile or render, or the contact or channel is not the organisation's", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn preview_template(
+    State(state): State<ApiState>,
+    AsViewer(p): AsViewer,
+    ApiJson(req): ApiJson<TemplatePreviewRequest>,
+) -> ApiResult<axum::Json<TemplatePreview>> {
+    let template = check_body(&req.body)?;
+    let sms = match req.channel_id.as_deref() {
+        Some(v) => sends_sms(&channel_ref(&state, &p, v).await?.kind),
+        None => true,
+    };
+    let rendered = match req.contact_id.as_deref() {
+        Some(v) => {
+            let contact = contact_ref(&state, &p, v).await?;
+            render_for(&template, &contact)
+                .map_err(|e| ApiError::invalid("contact_id", "render", e.to_string()))?
+        }
+        None => render_for(&template, &placeholder_contact(&template))
+            .map_err(|e| ApiError::invalid("body", "render", e.to_string()))?,
+    };
+    Ok(axum::Json(preview_of(rendered, sms)))
 }

@@ -1,8 +1,1092 @@
-//! (being written)
+//! Channels of the caller's organisation: the providers campaigns send through. Admins
+//! create, change, delete and test them; anyone may read them. Each kind's configuration
+//! is checked by the kind's own rules (the same ones `herald channel create` applies), and
+//! secrets (auth tokens, access tokens, passwords) are write-only: sealed at rest under the
+//! server's `secret_key`, never returned, never logged. Responses name the secrets that
+//! are set, nothing more.
 
-use super::ApiState;
+use super::auth::{AsAdmin, AsViewer};
+use super::problem::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, FieldError, Problem};
+use super::{ApiState, Page, PageParams, decode_id, encode_id, timestamp};
+use crate::channels::{
+    self, BuildContext, ChannelRegistry, SendRequest, SendResult, sandbox, smtp, twilio, whatsapp,
+};
+use crate::secrets::{SecretError, SecretKey};
+use crate::store::ChannelInfo;
+use crate::store::channels_admin::{ChannelDeletion, ChannelUpdate};
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value};
+use std::time::Duration;
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub fn routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new()
+        .routes(routes!(list_channels, create_channel))
+        .routes(routes!(get_channel, update_channel, delete_channel))
+        .routes(routes!(test_channel))
+}
+
+/// The longest string accepted as a configuration value, and as a secret.
+const MAX_CONFIG_STRING: usize = 2000;
+const MAX_SECRET_STRING: usize = 4096;
+/// The largest rate limit accepted (messages, or SMS segments, per second).
+const MAX_RATE: f64 = 100_000.0;
+const MAX_TEST_BODY: usize = 10_000;
+const DEFAULT_TEST_BODY: &str = "Test message from Herald";
+/// How long a test send may take before its outcome is reported unknown.
+const TEST_SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Channel {
+    #[schema(example = "chn_1")]
+    pub id: String,
+    pub name: String,
+    /// sandbox, twilio, whatsapp or smtp.
+    #[schema(example = "twilio")]
+    pub kind: String,
+    /// The kind's public configuration (never a secret).
+    #[schema(value_type = Object, example = json!({"account_sid": "AC0123456789abcdef0123456789abcdef", "from": "+15017122661"}))]
+    pub config: Value,
+    /// The names of the secrets that are set; their values are never returned.
+    #[schema(example = json!(["auth_token"]))]
+    pub secrets_set: Vec<String>,
+    /// Messages (SMS: segments) per second across all instances; null for no limit.
+    pub rate_per_sec: Option<f64>,
+    pub created_at: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewChannel {
+    #[schema(example = "twilio-us")]
+    pub name: String,
+    /// sandbox, twilio, whatsapp or smtp.
+    #[schema(example = "twilio")]
+    pub kind: String,
+    /// Kind-specific, the keys of `herald channel create`'s flags:
+    /// sandbox `latency_ms`, `fail_rate`, `permanent_fail_rate`, `delivery_delay_ms`;
+    /// twilio `account_sid`, `from` or `messaging_service_sid`, `content_sid`, `whatsapp`,
+    /// `base_url`; whatsapp `phone_number_id`, `api_version`, `template`,
+    /// `template_language`, `base_url`; smtp `host`, `port`, `tls` (none, starttls, tls),
+    /// `from`, `username`, `default_subject`, `max_connections`.
+    #[serde(default)]
+    #[schema(value_type = Object, example = json!({"account_sid": "AC0123456789abcdef0123456789abcdef", "from": "+15017122661"}))]
+    pub config: Option<Value>,
+    /// Write-only: twilio `auth_token`; whatsapp `access_token`, `app_secret`,
+    /// `verify_token`; smtp `password` (with `config.username`). Sealed at rest.
+    #[serde(default)]
+    #[schema(value_type = Object, example = json!({"auth_token": "your-auth-token"}))]
+    pub secrets: Option<Value>,
+    /// Messages (SMS: segments) per second across all instances; omit for no limit.
+    pub rate_per_sec: Option<f64>,
+}
+
+/// A change: only the fields given change.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelChange {
+    pub name: Option<String>,
+    /// Merged into the configuration (RFC 7396): a key given replaces its value, a key set
+    /// to null is removed. The result is checked like a new channel's.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub config: Option<Value>,
+    /// Secrets to replace (a secret set to null is removed); those not named stay.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub secrets: Option<Value>,
+    /// A new rate limit; null removes the limit.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<f64>)]
+    pub rate_per_sec: Option<Option<f64>>,
+}
+
+/// A field that is present (even as null) is `Some`.
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<f64>>, D::Error> {
+    Option::<f64>::deserialize(d).map(Some)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelTest {
+    /// The recipient: an E.164 phone number or an email address, as the kind sends to.
+    #[schema(example = "+15550001234")]
+    pub to: String,
+    /// At most 10000 characters; "Test message from Herald" when omitted.
+    pub body: Option<String>,
+}
+
+/// What the provider answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TestOutcome {
+    /// The provider took the message.
+    Accepted,
+    /// A temporary refusal (rate limit, provider busy); a campaign would retry.
+    Transient,
+    /// The provider refused the message for this recipient or content.
+    Permanent,
+    /// The recipient has opted out at the provider.
+    OptedOut,
+    /// The channel cannot send at all (bad credentials, suspended account, bad sender).
+    ChannelCannotSend,
+    /// Whether the provider took it is not known (no answer in time).
+    Unknown,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TestResult {
+    pub outcome: TestOutcome,
+    /// The provider's id for the message, when accepted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider_id: Option<String>,
+    /// What the provider said, when not accepted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// When transient: how long the provider asked to wait.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+}
+
+// --------------------------------------------------------------------------------------
+// The kinds' rules
+// --------------------------------------------------------------------------------------
+
+/// The names of a kind's secrets.
+fn secret_fields(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "twilio" => &["auth_token"],
+        "whatsapp" => &["access_token", "app_secret", "verify_token"],
+        "smtp" => &["password"],
+        _ => &[],
+    }
+}
+
+/// The keys of a kind's configuration, longest first (to find one named in a message).
+fn config_fields(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "sandbox" => &[
+            "permanent_fail_rate",
+            "delivery_delay_ms",
+            "latency_ms",
+            "fail_rate",
+        ],
+        "twilio" => &[
+            "messaging_service_sid",
+            "account_sid",
+            "content_sid",
+            "whatsapp",
+            "base_url",
+            "from",
+        ],
+        "whatsapp" => &[
+            "template_language",
+            "phone_number_id",
+            "api_version",
+            "template",
+            "base_url",
+        ],
+        "smtp" => &[
+            "max_connections",
+            "default_subject",
+            "username",
+            "host",
+            "port",
+            "from",
+            "tls",
+        ],
+        _ => &[],
+    }
+}
+
+fn field_error(field: String, rule: &str, detail: impl Into<String>) -> FieldError {
+    FieldError {
+        field,
+        rule: rule.to_string(),
+        detail: detail.into(),
+    }
+}
+
+/// A 422 naming every field that broke a rule.
+fn invalid_all(mut errors: Vec<FieldError>) -> ApiError {
+    if errors.is_empty() {
+        return ApiError::invalid("body", "format", "the request is not valid");
+    }
+    let first = errors.remove(0);
+    let mut e = ApiError::invalid(&first.field, &first.rule, first.detail);
+    e.errors.extend(errors);
+    e
+}
+
+/// The `section.key` a kind's flag (`--auth-token`) stands for.
+fn field_of_flag(kind: &str, flag: &str) -> String {
+    let key = flag.trim_start_matches('-').replace('-', "_");
+    if key == "kind" {
+        return key;
+    }
+    let section = if secret_fields(kind).contains(&key.as_str()) {
+        "secrets"
+    } else {
+        "config"
+    };
+    format!("{section}.{key}")
+}
+
+/// The `--flags` a message names, in order, with their positions.
+fn flags_in(message: &str) -> Vec<(usize, usize)> {
+    let bytes = message.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i + 2 < bytes.len() {
+        if bytes[i] == b'-'
+            && bytes[i + 1] == b'-'
+            && bytes[i + 2].is_ascii_lowercase()
+            && (i == 0 || !bytes[i - 1].is_ascii_alphanumeric() && bytes[i - 1] != b'-')
+        {
+            let mut end = i + 2;
+            while end < bytes.len() && (bytes[end].is_ascii_lowercase() || bytes[end] == b'-') {
+                end += 1;
+            }
+            out.push((i, end));
+            i = end;
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+/// A kind's rule broken, as the kind words it (naming CLI flags), turned into the field it
+/// is about, the rule, and the message with the flags named as API fields.
+fn rule_error(kind: &str, message: &str) -> FieldError {
+    let flags = flags_in(message);
+    // "--username needs --password": the missing one is the field.
+    let chosen = flags
+        .iter()
+        .find(|(start, _)| message[..*start].ends_with(" needs "))
+        .or(flags.first())
+        .map(|(s, e)| field_of_flag(kind, &message[*s..*e]));
+    let field = chosen.unwrap_or_else(|| {
+        config_fields(kind)
+            .iter()
+            .find(|k| message.contains(**k) || message.contains(&k.replace('_', " ")))
+            .map(|k| format!("config.{k}"))
+            .unwrap_or_else(|| "config".to_string())
+    });
+    let rule = if message.contains(" needs ") || message.contains("must not be empty") {
+        "required"
+    } else if message.contains("not both") {
+        "exclusive"
+    } else if message.contains("only applies with") {
+        "requires"
+    } else if message.contains("probability")
+        || message.contains("exceed")
+        || message.contains("must be from")
+    {
+        "range"
+    } else {
+        "format"
+    };
+    let mut detail = String::with_capacity(message.len());
+    let mut last = 0;
+    for (s, e) in &flags {
+        detail.push_str(&message[last..*s]);
+        detail.push_str(&field_of_flag(kind, &message[*s..*e]));
+        last = *e;
+    }
+    detail.push_str(&message[last..]);
+    field_error(field, rule, detail)
+}
+
+/// Reads `section` (config or secrets) as the kind's type `T`, naming the key that is
+/// missing, unknown or of the wrong type.
+fn parse_section<T: DeserializeOwned>(
+    section: &str,
+    value: &Map<String, Value>,
+) -> Result<T, FieldError> {
+    let error = match serde_json::from_value::<T>(Value::Object(value.clone())) {
+        Ok(t) => return Ok(t),
+        Err(e) => e.to_string(),
+    };
+    let named = |prefix: &str| {
+        error
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.split('`').next())
+            .map(str::to_string)
+    };
+    if let Some(key) = named("missing field `") {
+        return Err(field_error(
+            format!("{section}.{key}"),
+            "required",
+            format!("`{section}.{key}` is required"),
+        ));
+    }
+    if let Some(key) = named("unknown field `") {
+        let known = error
+            .split_once(", expected ")
+            .map(|(_, k)| k)
+            .unwrap_or("");
+        return Err(field_error(
+            format!("{section}.{key}"),
+            "known_field",
+            format!("`{section}.{key}` is not a setting of this kind (expected {known})"),
+        ));
+    }
+    // A value of the wrong type: the key whose removal changes the error is the one.
+    let culprit = value.keys().find(|k| {
+        let mut rest = value.clone();
+        rest.remove(*k);
+        match serde_json::from_value::<T>(Value::Object(rest)) {
+            Ok(_) => true,
+            Err(e) => e.to_string() != error,
+        }
+    });
+    let rule = if error.starts_with("unknown variant") {
+        "one_of"
+    } else {
+        "type"
+    };
+    Err(match culprit {
+        Some(k) => field_error(
+            format!("{section}.{k}"),
+            rule,
+            format!("`{section}.{k}`: {error}"),
+        ),
+        None => field_error(section.to_string(), rule, error),
+    })
+}
+
+/// Checks strings against the length limits.
+fn check_lengths(section: &str, values: &Map<String, Value>, max: usize) -> Vec<FieldError> {
+    values
+        .iter()
+        .filter_map(|(k, v)| match v {
+            Value::String(s) if s.chars().count() > max => Some(field_error(
+                format!("{section}.{k}"),
+                "max_length",
+                format!("must be at most {max} characters"),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A channel of `kind` with this configuration and these secrets, checked by the kind's
+/// own rules: the configuration and the secrets as stored (None: no secrets to seal).
+fn check_channel(
+    kind: &str,
+    config: &Map<String, Value>,
+    secrets: &Map<String, Value>,
+) -> ApiResult<(Value, Option<Value>)> {
+    let mut errors = check_lengths("config", config, MAX_CONFIG_STRING);
+    errors.extend(check_lengths("secrets", secrets, MAX_SECRET_STRING));
+    if !errors.is_empty() {
+        return Err(invalid_all(errors));
+    }
+    fn both<C, S>(
+        kind: &str,
+        config: &Map<String, Value>,
+        secrets: &Map<String, Value>,
+        check_config: impl Fn(&C) -> Result<(), String>,
+        check_secrets: impl Fn(&S) -> Result<(), String>,
+        check_pair: impl Fn(&C, &S) -> Result<(), String>,
+    ) -> ApiResult<(C, S)>
+    where
+        C: DeserializeOwned,
+        S: DeserializeOwned,
+    {
+        let mut errors = Vec::new();
+        let c = parse_section::<C>("config", config)
+            .map_err(|e| errors.push(e))
+            .ok();
+        let s = parse_section::<S>("secrets", secrets)
+            .map_err(|e| errors.push(e))
+            .ok();
+        if let Some(c) = &c
+            && let Err(m) = check_config(c)
+        {
+            errors.push(rule_error(kind, &m));
+        }
+        if let Some(s) = &s
+            && let Err(m) = check_secrets(s)
+        {
+            errors.push(rule_error(kind, &m));
+        }
+        match (c, s) {
+            (Some(c), Some(s)) if errors.is_empty() => match check_pair(&c, &s) {
+                Ok(()) => Ok((c, s)),
+                Err(m) => Err(invalid_all(vec![rule_error(kind, &m)])),
+            },
+            _ => Err(invalid_all(errors)),
+        }
+    }
+    let as_json = |v: Result<Value, serde_json::Error>| v.map_err(ApiError::internal);
+    let secrets_value = |v: Value| match &v {
+        Value::Object(m) if m.is_empty() => None,
+        _ => Some(v),
+    };
+    match kind {
+        "sandbox" => {
+            if let Some(k) = secrets.keys().next() {
+                return Err(ApiError::invalid(
+                    &format!("secrets.{k}"),
+                    "known_field",
+                    "sandbox channels have no secrets",
+                ));
+            }
+            let config = parse_section::<sandbox::SandboxConfig>("config", config)
+                .map_err(|e| invalid_all(vec![e]))?;
+            config
+                .validate()
+                .map_err(|m| invalid_all(vec![rule_error(kind, &m)]))?;
+            Ok((as_json(serde_json::to_value(config))?, None))
+        }
+        "twilio" => {
+            let (c, s) = both::<twilio::Config, twilio::Secrets>(
+                kind,
+                config,
+                secrets,
+                twilio::Config::validate,
+                twilio::Secrets::validate,
+                |_, _| Ok(()),
+            )?;
+            Ok((
+                as_json(serde_json::to_value(c))?,
+                secrets_value(as_json(serde_json::to_value(s))?),
+            ))
+        }
+        "whatsapp" => {
+            let (c, s) = both::<whatsapp::Config, whatsapp::Secrets>(
+                kind,
+                config,
+                secrets,
+                whatsapp::Config::validate,
+                whatsapp::Secrets::validate,
+                |_, _| Ok(()),
+            )?;
+            Ok((
+                as_json(serde_json::to_value(c))?,
+                secrets_value(as_json(serde_json::to_value(s))?),
+            ))
+        }
+        "smtp" => {
+            let (c, s) = both::<smtp::Config, smtp::Secrets>(
+                kind,
+                config,
+                secrets,
+                smtp::Config::validate,
+                smtp::Secrets::validate,
+                smtp::validate_credentials,
+            )?;
+            Ok((
+                as_json(serde_json::to_value(c))?,
+                secrets_value(as_json(serde_json::to_value(s))?),
+            ))
+        }
+        other => Err(ApiError::invalid(
+            "kind",
+            "one_of",
+            format!(
+                "`{other}` is not a channel kind: use one of {}",
+                channels::KINDS.join(", ")
+            ),
+        )),
+    }
+}
+
+fn check_name(name: &str) -> ApiResult<String> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(ApiError::invalid("name", "required", "must not be empty"));
+    }
+    if name.chars().count() > 200 {
+        return Err(ApiError::invalid(
+            "name",
+            "max_length",
+            "must be at most 200 characters",
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            "name",
+            "format",
+            "must not contain control characters",
+        ));
+    }
+    Ok(name.to_string())
+}
+
+fn check_rate(rate: Option<f64>) -> ApiResult<Option<f64>> {
+    match rate {
+        Some(r) if !(r > 0.0 && r <= MAX_RATE) => Err(ApiError::invalid(
+            "rate_per_sec",
+            "range",
+            format!("must be above 0 and at most {MAX_RATE} messages per second, not {r}"),
+        )),
+        other => Ok(other),
+    }
+}
+
+/// A JSON object, or (absent or null) an empty one.
+fn object(field: &str, value: Option<Value>) -> ApiResult<Map<String, Value>> {
+    match value {
+        None | Some(Value::Null) => Ok(Map::new()),
+        Some(Value::Object(m)) => Ok(m),
+        Some(_) => Err(ApiError::invalid(field, "type", "must be a JSON object")),
+    }
+}
+
+/// RFC 7396 merge: keys of `patch` replace, nulls remove.
+fn merge(target: &mut Map<String, Value>, patch: Map<String, Value>) {
+    for (k, v) in patch {
+        if v.is_null() {
+            target.remove(&k);
+        } else {
+            target.insert(k, v);
+        }
+    }
+}
+
+/// The configured secret key; 422 when there is none (or it is not a key).
+fn secret_key(ctx: &BuildContext) -> ApiResult<SecretKey> {
+    match SecretKey::from_settings(ctx.secret_key.as_deref()) {
+        Ok(Some(key)) => Ok(key),
+        Ok(None) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "secret-key-missing",
+            "Herald has no key to seal secrets with",
+            "channel secrets are sealed at rest under the server's secret key, and none is configured: generate one with `herald keygen`, set HERALD_SECRET_KEY and restart Herald",
+        )),
+        Err(e) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "secret-key-invalid",
+            "Herald's secret key is not usable",
+            e.to_string(),
+        )),
+    }
+}
+
+/// The channel's secrets, opened (empty when it has none).
+fn open_secrets(ctx: &BuildContext, info: &ChannelInfo) -> ApiResult<Map<String, Value>> {
+    let Some(sealed) = &info.secrets else {
+        return Ok(Map::new());
+    };
+    let key = secret_key(ctx)?;
+    match crate::secrets::open(&key, info.id, sealed) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(unreadable(&SecretError::Damaged("not an object".into()))),
+        Err(e) => Err(unreadable(&e)),
+    }
+}
+
+fn unreadable(e: &SecretError) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "secrets-unreadable",
+        "The channel's secrets cannot be opened",
+        format!("{e}; give all of the channel's secrets again to replace them"),
+    )
+}
+
+/// The names of the channel's secrets that are set (never their values). Without a key
+/// to open them, the names the kind requires given the configuration.
+fn secret_names(ctx: &BuildContext, info: &ChannelInfo) -> Vec<String> {
+    if info.secrets.is_none() {
+        return Vec::new();
+    }
+    let mut names: Vec<String> = match open_secrets(ctx, info) {
+        Ok(m) => m
+            .into_iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, _)| k)
+            .collect(),
+        Err(_) => secret_fields(&info.kind)
+            .iter()
+            .filter(|k| {
+                info.kind != "smtp" || info.config.get("username").is_some() || **k != "password"
+            })
+            .map(|k| k.to_string())
+            .collect(),
+    };
+    names.sort();
+    names
+}
+
+fn view(ctx: &BuildContext, info: ChannelInfo) -> Channel {
+    Channel {
+        id: encode_id("chn", info.id),
+        secrets_set: secret_names(ctx, &info),
+        name: info.name,
+        kind: info.kind,
+        config: info.config,
+        rate_per_sec: info.rate_per_sec,
+        created_at: timestamp(info.created_at),
+    }
+}
+
+fn name_taken(name: &str) -> ApiError {
+    ApiError {
+        errors: vec![field_error(
+            "name".into(),
+            "unique",
+            "another channel of the organisation has this name",
+        )],
+        ..ApiError::conflict(format!(
+            "a channel named `{name}` already exists in this organisation: pick another name"
+        ))
+    }
+}
+
+// --------------------------------------------------------------------------------------
+// Handlers
+// --------------------------------------------------------------------------------------
+
+/// Channels of the organisation, in creation order.
+#[utoipa::path(get, path = "/channels", tag = "channels",
+    security(("api_key" = ["viewer"]), ("session" = ["viewer"])),
+    params(PageParams),
+    responses(
+        (status = 200, body = Page<Channel>),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn list_channels(
+    State(state): State<ApiState>,
+    AsViewer(p): AsViewer,
+    ApiQuery(page): ApiQuery<PageParams>,
+) -> ApiResult<axum::Json<Page<Channel>>> {
+    let limit = page.limit()?;
+    let rows = state
+        .store
+        .org_channels_page(p.org_id, page.after()?, limit + 1)
+        .await?;
+    let ctx = &state.context;
+    Ok(axum::Json(Page::from_rows(
+        rows,
+        limit,
+        |c| c.id,
+        |c| view(ctx, c),
+    )))
+}
+
+/// Create a channel. Secrets are sealed at rest under the server's `secret_key` and are
+/// never returned: the channel lists their names in `secrets_set`.
+#[utoipa::path(post, path = "/channels", tag = "channels",
+    security(("api_key" = ["admin"]), ("session" = ["admin"])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Same key, same response, no second effect")),
+    request_body = NewChannel,
+    responses(
+        (status = 201, body = Channel, headers(("Location" = String, description = "The new channel"))),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The name is taken", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field breaks the kind's rules, or secrets were given and the server has no secret key", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn create_channel(
+    State(state): State<ApiState>,
+    AsAdmin(p): AsAdmin,
+    ApiJson(body): ApiJson<NewChannel>,
+) -> ApiResult<Response> {
+    let name = check_name(&body.name)?;
+    if !channels::KINDS.contains(&body.kind.as_str()) {
+        return Err(ApiError::invalid(
+            "kind",
+            "one_of",
+            format!(
+                "`{}` is not a channel kind: use one of {}",
+                body.kind,
+                channels::KINDS.join(", ")
+            ),
+        ));
+    }
+    let rate = check_rate(body.rate_per_sec)?;
+    let config = object("config", body.config)?;
+    let mut secrets = object("secrets", body.secrets)?;
+    secrets.retain(|_, v| !v.is_null());
+    let (config, secrets) = check_channel(&body.kind, &config, &secrets)?;
+    let key = match &secrets {
+        Some(_) => Some(secret_key(&state.context)?),
+        None => None,
+    };
+    let sealed = key.as_ref().zip(secrets.as_ref());
+    let id = state
+        .store
+        .create_channel_with(p.org_id, &name, &body.kind, &config, sealed, rate)
+        .await
+        .map_err(|e| match e {
+            crate::store::StoreError::Conflict(_) => name_taken(&name),
+            e => e.into(),
+        })?;
+    tracing::info!(
+        org_id = p.org_id,
+        channel_id = id,
+        actor = p.actor,
+        kind = body.kind,
+        "channel created"
+    );
+    let info = state.store.org_channel(p.org_id, id).await?;
+    let location = format!("/api/v1/channels/{}", encode_id("chn", id));
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        axum::Json(view(&state.context, info)),
+    )
+        .into_response())
+}
+
+/// One channel: its configuration and the names of the secrets that are set.
+#[utoipa::path(get, path = "/channels/{id}", tag = "channels",
+    security(("api_key" = ["viewer"]), ("session" = ["viewer"])),
+    params(("id" = String, Path, description = "Channel id")),
+    responses(
+        (status = 200, body = Channel),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn get_channel(
+    State(state): State<ApiState>,
+    AsViewer(p): AsViewer,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<axum::Json<Channel>> {
+    let id = decode_id("chn", "channel", &id)?;
+    let info = state.store.org_channel(p.org_id, id).await?;
+    Ok(axum::Json(view(&state.context, info)))
+}
+
+/// Change a channel's name, configuration (merged), secrets (those given are replaced)
+/// or rate limit. The changed channel is checked like a new one. Campaigns sending
+/// through it pick the change up when their instances next build the channel.
+#[utoipa::path(patch, path = "/channels/{id}", tag = "channels",
+    security(("api_key" = ["admin"]), ("session" = ["admin"])),
+    params(("id" = String, Path, description = "Channel id")),
+    request_body = ChannelChange,
+    responses(
+        (status = 200, body = Channel),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The name is taken, or the stored secrets cannot be opened", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn update_channel(
+    State(state): State<ApiState>,
+    AsAdmin(p): AsAdmin,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<ChannelChange>,
+) -> ApiResult<axum::Json<Channel>> {
+    let id = decode_id("chn", "channel", &id)?;
+    let name = body.name.as_deref().map(check_name).transpose()?;
+    let rate = match body.rate_per_sec {
+        Some(r) => Some(check_rate(r)?),
+        None => None,
+    };
+    let config_patch = match body.config {
+        None => None,
+        Some(v) => Some(object("config", Some(v))?),
+    };
+    let secrets_patch = match body.secrets {
+        None => None,
+        Some(v) => Some(object("secrets", Some(v))?),
+    };
+    let ctx = state.context.clone();
+    let new_name = name.clone();
+    let mut changed_secrets: Vec<String> = Vec::new();
+    let result = state
+        .store
+        .update_org_channel(p.org_id, id, |current: &ChannelInfo| {
+            let mut update = ChannelUpdate {
+                name: new_name,
+                rate_per_sec: rate,
+                ..ChannelUpdate::default()
+            };
+            if config_patch.is_none() && secrets_patch.is_none() {
+                return Ok(update);
+            }
+            let mut config = match &current.config {
+                Value::Object(m) => m.clone(),
+                _ => Map::new(),
+            };
+            if let Some(patch) = config_patch {
+                merge(&mut config, patch);
+            }
+            let mut secrets = open_secrets(&ctx, current)?;
+            if let Some(patch) = &secrets_patch {
+                changed_secrets = patch.keys().cloned().collect();
+                merge(&mut secrets, patch.clone());
+            }
+            let (config, secrets) = check_channel(&current.kind, &config, &secrets)?;
+            update.config = Some(config);
+            if secrets_patch.is_some() {
+                update.secrets = Some(match secrets {
+                    Some(s) => Some((secret_key(&ctx)?, s)),
+                    None => None,
+                });
+            }
+            Ok::<_, ApiError>(update)
+        })
+        .await;
+    let info = match result {
+        // The only plain conflict an update meets in the store is a taken name.
+        Err(ApiError {
+            kind: "conflict", ..
+        }) if name.is_some() => {
+            return Err(name_taken(name.as_deref().unwrap_or_default()));
+        }
+        other => other?,
+    };
+    tracing::info!(
+        org_id = p.org_id,
+        channel_id = id,
+        actor = p.actor,
+        secrets_changed = ?changed_secrets,
+        "channel changed"
+    );
+    Ok(axum::Json(view(&state.context, info)))
+}
+
+/// Delete a channel no campaign uses.
+#[utoipa::path(delete, path = "/channels/{id}", tag = "channels",
+    security(("api_key" = ["admin"]), ("session" = ["admin"])),
+    params(("id" = String, Path, description = "Channel id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Campaigns use the channel; the problem names them", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn delete_channel(
+    State(state): State<ApiState>,
+    AsAdmin(p): AsAdmin,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<StatusCode> {
+    let id = decode_id("chn", "channel", &id)?;
+    match state.store.delete_org_channel(p.org_id, id).await? {
+        ChannelDeletion::Deleted => {
+            tracing::info!(
+                org_id = p.org_id,
+                channel_id = id,
+                actor = p.actor,
+                "channel deleted"
+            );
+            Ok(StatusCode::NO_CONTENT)
+        }
+        ChannelDeletion::InUse { campaigns, others } => {
+            const SHOWN: usize = 20;
+            let mut named: Vec<String> = campaigns
+                .iter()
+                .take(SHOWN)
+                .map(|c| format!("{} `{}`", encode_id("cmp", c.id), c.name))
+                .collect();
+            let more = (campaigns.len().saturating_sub(SHOWN)) as i64 + others;
+            if more > 0 {
+                named.push(format!("{more} more"));
+            }
+            Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "channel-in-use",
+                "Campaigns use the channel",
+                format!(
+                    "channel {} is used by {} campaign(s): {}; a channel campaigns use cannot be deleted",
+                    encode_id("chn", id),
+                    campaigns.len() as i64 + others,
+                    named.join(", ")
+                ),
+            ))
+        }
+    }
+}
+
+/// Send one real message through the channel, as `herald channel test` does, and report
+/// what the provider answered. A refusal by the provider is a 200 with its outcome; a
+/// provider that cannot be reached is a 502.
+#[utoipa::path(post, path = "/channels/{id}/test", tag = "channels",
+    security(("api_key" = ["admin"]), ("session" = ["admin"])),
+    params(
+        ("id" = String, Path, description = "Channel id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Same key, same response, no second effect"),
+    ),
+    request_body = ChannelTest,
+    responses(
+        (status = 200, description = "The provider's answer", body = TestResult),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The channel cannot be built (its secrets do not open, its configuration is damaged)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "The provider could not be reached", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn test_channel(
+    State(state): State<ApiState>,
+    AsAdmin(p): AsAdmin,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<ChannelTest>,
+) -> ApiResult<axum::Json<TestResult>> {
+    let id = decode_id("chn", "channel", &id)?;
+    let info = state.store.org_channel(p.org_id, id).await?;
+    let text = body.body.unwrap_or_else(|| DEFAULT_TEST_BODY.to_string());
+    if text.trim().is_empty() {
+        return Err(ApiError::invalid("body", "required", "must not be empty"));
+    }
+    if text.chars().count() > MAX_TEST_BODY {
+        return Err(ApiError::invalid(
+            "body",
+            "max_length",
+            format!("must be at most {MAX_TEST_BODY} characters"),
+        ));
+    }
+    let address = crate::address::Address::parse(&body.to)
+        .map_err(|e| ApiError::invalid("to", "format", e.to_string()))?;
+    if let Some(needed) = channels::address_requirement(&info.kind)
+        && needed != address.kind()
+    {
+        return Err(ApiError::invalid(
+            "to",
+            "kind",
+            format!(
+                "a {} channel sends to {} addresses, and `{}` is not one",
+                info.kind,
+                needed.as_str(),
+                address.as_str()
+            ),
+        ));
+    }
+    let registry = ChannelRegistry::new(state.store.clone(), None, state.context.clone());
+    let channel = registry.get(info.id).await.map_err(|e| match e {
+        crate::store::StoreError::Invalid(m) => ApiError::new(
+            StatusCode::CONFLICT,
+            "channel-unusable",
+            "The channel cannot send",
+            m,
+        ),
+        e => e.into(),
+    })?;
+    let request = SendRequest {
+        message_id: 0,
+        campaign_id: 0,
+        address: address.as_str().to_string(),
+        body: text,
+        attempt: 1,
+        unsubscribe_url: None,
+    };
+    let result = match tokio::time::timeout(TEST_SEND_TIMEOUT, channel.send(request)).await {
+        Ok(r) => r,
+        Err(_) => SendResult::Unknown {
+            error: format!(
+                "no answer within {} s: the provider may or may not have taken the message",
+                TEST_SEND_TIMEOUT.as_secs()
+            ),
+        },
+    };
+    let reply = match result {
+        SendResult::Accepted { provider_id } => TestResult {
+            outcome: TestOutcome::Accepted,
+            provider_id: Some(provider_id),
+            error: None,
+            retry_after_ms: None,
+        },
+        SendResult::Transient { error, .. } if unreachable(&error) => {
+            tracing::info!(
+                org_id = p.org_id,
+                channel_id = id,
+                actor = p.actor,
+                outcome = "unreachable",
+                "channel test message"
+            );
+            return Err(ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "provider-unreachable",
+                "The provider could not be reached",
+                error,
+            ));
+        }
+        SendResult::Transient { error, retry_after } => TestResult {
+            outcome: TestOutcome::Transient,
+            provider_id: None,
+            error: Some(error),
+            retry_after_ms: retry_after.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        },
+        SendResult::Permanent { error } => refused(TestOutcome::Permanent, error),
+        SendResult::OptOut { error } => refused(TestOutcome::OptedOut, error),
+        SendResult::StopCampaign { error } => refused(TestOutcome::ChannelCannotSend, error),
+        SendResult::Unknown { error } => refused(TestOutcome::Unknown, error),
+    };
+    tracing::info!(org_id = p.org_id, channel_id = id, actor = p.actor, outcome = ?reply.outcome, "channel test message");
+    Ok(axum::Json(reply))
+}
+
+fn refused(outcome: TestOutcome, error: String) -> TestResult {
+    TestResult {
+        outcome,
+        provider_id: None,
+        error: Some(error),
+        retry_after_ms: None,
+    }
+}
+
+/// A transient failure that never reached the provider: no connection could be made.
+fn unreachable(error: &str) -> bool {
+    error.contains("could not connect")
+        || error.contains("connecting timed out")
+        || error.contains(" connect: ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_rules_name_api_fields() {
+        let e = rule_error("smtp", "--username needs --password");
+        assert_eq!(
+            (e.field.as_str(), e.rule.as_str()),
+            ("secrets.password", "required")
+        );
+        assert_eq!(e.detail, "config.username needs secrets.password");
+        let e = rule_error(
+            "twilio",
+            "--from `x` must be a number in E.164 (+15017122661)",
+        );
+        assert_eq!(
+            (e.field.as_str(), e.rule.as_str()),
+            ("config.from", "format")
+        );
+        let e = rule_error(
+            "sandbox",
+            "--fail-rate 2 is not a probability: give a number from 0 to 1",
+        );
+        assert_eq!(
+            (e.field.as_str(), e.rule.as_str()),
+            ("config.fail_rate", "range")
+        );
+        let e = rule_error("smtp", "the default subject must be a single line");
+        assert_eq!(e.field, "config.default_subject");
+    }
+
+    #[test]
+    fn sections_name_the_key_of_the_wrong_type() {
+        let mut m = Map::new();
+        m.insert("latency_ms".into(), Value::from("slow"));
+        m.insert("fail_rate".into(), Value::from(0.1));
+        let e = parse_section::<sandbox::SandboxConfig>("config", &m).unwrap_err();
+        assert_eq!(
+            (e.field.as_str(), e.rule.as_str()),
+            ("config.latency_ms", "type")
+        );
+        let mut m = Map::new();
+        m.insert("host".into(), Value::from("h"));
+        m.insert("tls".into(), Value::from("ssl"));
+        let e = parse_section::<smtp::Config>("config", &m).unwrap_err();
+        assert_eq!(
+            (e.field.as_str(), e.rule.as_str()),
+            ("config.tls", "one_of"),
+            "{e:?}"
+        );
+    }
 }

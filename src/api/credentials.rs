@@ -141,7 +141,10 @@ mod tests {
 
     #[test]
     fn emails_are_normalised_or_refused() {
-        assert_eq!(normalise_email(" Ada@Example.ORG ").unwrap(), "ada@example.org");
+        assert_eq!(
+            normalise_email(" Ada@Example.ORG ").unwrap(),
+            "ada@example.org"
+        );
         assert!(normalise_email("ada").is_err());
         assert!(normalise_email("@example.org").is_err());
         assert!(normalise_email("a b@example.org").is_err());

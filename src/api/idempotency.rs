@@ -151,7 +151,10 @@ fn replay(stored: StoredResponse) -> Response {
     let mut response = (status, stored.body).into_response();
     let headers = response.headers_mut();
     headers.remove(header::CONTENT_TYPE);
-    if let Some(ct) = stored.content_type.and_then(|v| HeaderValue::from_str(&v).ok()) {
+    if let Some(ct) = stored
+        .content_type
+        .and_then(|v| HeaderValue::from_str(&v).ok())
+    {
         headers.insert(header::CONTENT_TYPE, ct);
     }
     if let Some(loc) = stored.location.and_then(|v| HeaderValue::from_str(&v).ok()) {

@@ -1,8 +1,371 @@
-//! (being written)
+//! Lists of the caller's organisation and their members. Deleting a list removes its
+//! memberships, never the contacts; a list a campaign uses cannot be deleted.
 
-use super::ApiState;
+use super::auth::{AsEditor, AsViewer};
+use super::contacts::{Contacts, check_ids, check_name, contacts_page};
+use super::problem::ApiQuery;
+use super::problem::{ApiError, ApiJson, ApiPath, ApiResult, Problem};
+use super::{ApiState, Page, PageParams, decode_id, encode_id, timestamp};
+use crate::store::directory::{ContactFilter, ListDeletion, ListRow};
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub fn routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new()
+        .routes(routes!(list_lists, create_list))
+        .routes(routes!(get_list, update_list, delete_list))
+        .routes(routes!(list_members, add_members))
+        .routes(routes!(remove_member))
+}
+
+/// Contact ids accepted by one request to add members.
+const MAX_MEMBERS_PER_REQUEST: usize = 1000;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct List {
+    #[schema(example = "lst_1")]
+    pub id: String,
+    #[schema(example = "customers")]
+    pub name: String,
+    /// How many contacts belong to the list.
+    pub members: i64,
+    pub created_at: String,
+}
+
+impl From<ListRow> for List {
+    fn from(l: ListRow) -> List {
+        List {
+            id: encode_id("lst", l.id),
+            name: l.name,
+            members: l.members,
+            created_at: timestamp(l.created_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Lists {
+    pub items: Vec<List>,
+    /// Pass as `cursor` to get the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewList {
+    /// 1 to 200 characters, unique in the organisation.
+    #[schema(example = "customers")]
+    pub name: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListChange {
+    /// The new name, unique in the organisation.
+    #[schema(example = "newsletter")]
+    pub name: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewMembers {
+    /// Contacts to add (1 to 1000); contacts already in the list stay.
+    #[schema(example = json!(["con_1", "con_2"]))]
+    pub contact_ids: Vec<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MembersAdded {
+    /// Contacts that were not members before.
+    pub added: u64,
+    pub list: List,
+}
+
+/// Lists of the organisation with their member counts, in creation order.
+#[utoipa::path(get, path = "/lists", tag = "lists",
+    security(("api_key" = ["viewer"]), ("session" = ["viewer"])),
+    params(PageParams),
+    responses(
+        (status = 200, body = Lists),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn list_lists(
+    State(state): State<ApiState>,
+    AsViewer(p): AsViewer,
+    ApiQuery(page): ApiQuery<PageParams>,
+) -> ApiResult<axum::Json<Lists>> {
+    let limit = page.limit()?;
+    let rows = state
+        .store
+        .org_lists(p.org_id, page.after()?, limit + 1)
+        .await?;
+    let page = Page::from_rows(rows, limit, |l| l.id, List::from);
+    Ok(axum::Json(Lists {
+        items: page.items,
+        next_cursor: page.next_cursor,
+    }))
+}
+
+/// Create an empty list.
+#[utoipa::path(post, path = "/lists", tag = "lists",
+    security(("api_key" = ["editor"]), ("session" = ["editor"])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Same key, same response, no second effect")),
+    request_body = NewList,
+    responses(
+        (status = 201, body = List, headers(("Location" = String, description = "The new list"))),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The name is taken", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn create_list(
+    State(state): State<ApiState>,
+    AsEditor(p): AsEditor,
+    ApiJson(body): ApiJson<NewList>,
+) -> ApiResult<Response> {
+    let name = check_name("name", &body.name)?;
+    let list = state.store.create_org_list(p.org_id, &name).await?;
+    tracing::info!(
+        org_id = p.org_id,
+        list_id = list.id,
+        actor = p.actor,
+        "list created"
+    );
+    let location = format!("/api/v1/lists/{}", encode_id("lst", list.id));
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        axum::Json(List::from(list)),
+    )
+        .into_response())
+}
+
+/// One list.
+#[utoipa::path(get, path = "/lists/{id}", tag = "lists",
+    security(("api_key" = ["viewer"]), ("session" = ["viewer"])),
+    params(("id" = String, Path, description = "List id")),
+    responses(
+        (status = 200, body = List),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn get_list(
+    State(state): State<ApiState>,
+    AsViewer(p): AsViewer,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<axum::Json<List>> {
+    let id = decode_id("lst", "list", &id)?;
+    Ok(axum::Json(state.store.org_list(p.org_id, id).await?.into()))
+}
+
+/// Rename a list.
+#[utoipa::path(patch, path = "/lists/{id}", tag = "lists",
+    security(("api_key" = ["editor"]), ("session" = ["editor"])),
+    params(("id" = String, Path, description = "List id")),
+    request_body = ListChange,
+    responses(
+        (status = 200, body = List),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The name is taken", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn update_list(
+    State(state): State<ApiState>,
+    AsEditor(p): AsEditor,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<ListChange>,
+) -> ApiResult<axum::Json<List>> {
+    let id = decode_id("lst", "list", &id)?;
+    let name = check_name("name", &body.name)?;
+    let list = state.store.rename_org_list(p.org_id, id, &name).await?;
+    tracing::info!(
+        org_id = p.org_id,
+        list_id = id,
+        actor = p.actor,
+        "list renamed"
+    );
+    Ok(axum::Json(list.into()))
+}
+
+/// Delete a list: its members leave it, the contacts stay. A list a campaign uses cannot
+/// be deleted (409 names the campaigns).
+#[utoipa::path(delete, path = "/lists/{id}", tag = "lists",
+    security(("api_key" = ["editor"]), ("session" = ["editor"])),
+    params(("id" = String, Path, description = "List id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Campaigns use the list", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn delete_list(
+    State(state): State<ApiState>,
+    AsEditor(p): AsEditor,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<StatusCode> {
+    let id = decode_id("lst", "list", &id)?;
+    match state.store.delete_org_list(p.org_id, id).await? {
+        ListDeletion::Deleted => {
+            tracing::info!(
+                org_id = p.org_id,
+                list_id = id,
+                actor = p.actor,
+                "list deleted"
+            );
+            Ok(StatusCode::NO_CONTENT)
+        }
+        ListDeletion::InUse(campaigns) => {
+            let names: Vec<String> = campaigns
+                .iter()
+                .map(|(cid, name)| format!("{} ({name:?})", encode_id("cmp", *cid)))
+                .collect();
+            Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "list-in-use",
+                "A campaign uses the list",
+                format!(
+                    "list `{}` is used by {} {}: a campaign keeps its list, so it cannot be deleted",
+                    encode_id("lst", id),
+                    if names.len() == 1 {
+                        "campaign"
+                    } else {
+                        "campaigns"
+                    },
+                    names.join(", ")
+                ),
+            ))
+        }
+    }
+}
+
+/// Members of a list, in contact creation order.
+#[utoipa::path(get, path = "/lists/{id}/members", tag = "lists",
+    security(("api_key" = ["viewer"]), ("session" = ["viewer"])),
+    params(("id" = String, Path, description = "List id"), PageParams),
+    responses(
+        (status = 200, body = Contacts),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn list_members(
+    State(state): State<ApiState>,
+    AsViewer(p): AsViewer,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(page): ApiQuery<PageParams>,
+) -> ApiResult<axum::Json<Contacts>> {
+    let id = decode_id("lst", "list", &id)?;
+    state.store.org_list(p.org_id, id).await?;
+    let filter = ContactFilter {
+        list_id: Some(id),
+        ..ContactFilter::default()
+    };
+    Ok(axum::Json(
+        contacts_page(&state, p.org_id, &filter, &page).await?,
+    ))
+}
+
+/// Add contacts to a list. Adding a member again is not an error.
+#[utoipa::path(post, path = "/lists/{id}/members", tag = "lists",
+    security(("api_key" = ["editor"]), ("session" = ["editor"])),
+    params(("id" = String, Path, description = "List id")),
+    request_body = NewMembers,
+    responses(
+        (status = 200, body = MembersAdded),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "An id names no contact of the organisation", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn add_members(
+    State(state): State<ApiState>,
+    AsEditor(p): AsEditor,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<NewMembers>,
+) -> ApiResult<axum::Json<MembersAdded>> {
+    let id = decode_id("lst", "list", &id)?;
+    state.store.org_list(p.org_id, id).await?;
+    if body.contact_ids.is_empty() {
+        return Err(ApiError::invalid(
+            "contact_ids",
+            "min_items",
+            "give at least one contact id",
+        ));
+    }
+    if body.contact_ids.len() > MAX_MEMBERS_PER_REQUEST {
+        return Err(ApiError::invalid(
+            "contact_ids",
+            "max_items",
+            format!("at most {MAX_MEMBERS_PER_REQUEST} contact ids per request"),
+        ));
+    }
+    let contact_ids = check_ids(
+        &state,
+        p.org_id,
+        "contact_ids",
+        "con",
+        "contact",
+        &body.contact_ids,
+    )
+    .await?;
+    let added = state
+        .store
+        .add_org_list_members(p.org_id, id, &contact_ids)
+        .await?;
+    tracing::info!(
+        org_id = p.org_id,
+        list_id = id,
+        actor = p.actor,
+        added,
+        "list members added"
+    );
+    let list = state.store.org_list(p.org_id, id).await?;
+    Ok(axum::Json(MembersAdded {
+        added,
+        list: list.into(),
+    }))
+}
+
+/// Remove a contact from a list (the contact stays).
+#[utoipa::path(delete, path = "/lists/{id}/members/{contact_id}", tag = "lists",
+    security(("api_key" = ["editor"]), ("session" = ["editor"])),
+    params(
+        ("id" = String, Path, description = "List id"),
+        ("contact_id" = String, Path, description = "Contact id"),
+    ),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such list, or the contact is not a member", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn remove_member(
+    State(state): State<ApiState>,
+    AsEditor(p): AsEditor,
+    ApiPath((id, contact_id)): ApiPath<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let id = decode_id("lst", "list", &id)?;
+    let contact_id = decode_id("con", "contact", &contact_id)?;
+    state.store.org_list(p.org_id, id).await?;
+    state
+        .store
+        .remove_org_list_member(p.org_id, id, contact_id)
+        .await?;
+    tracing::info!(
+        org_id = p.org_id,
+        list_id = id,
+        contact_id,
+        actor = p.actor,
+        "list member removed"
+    );
+    Ok(StatusCode::NO_CONTENT)
 }

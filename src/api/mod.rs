@@ -21,6 +21,7 @@ pub mod idempotency;
 pub mod problem;
 
 mod accounts;
+mod campaign_events;
 mod campaigns;
 mod channels;
 mod contacts;
@@ -104,26 +105,104 @@ fn documented_routes() -> OpenApiRouter<ApiState> {
             .merge(suppressions::routes())
             .merge(channels::routes())
             .merge(campaigns::routes())
+            .merge(campaign_events::routes())
             .merge(system::routes())
             .merge(accounts::routes()),
     )
 }
 
 /// The OpenAPI 3.1 document of the API, generated from the handlers.
-pub fn openapi() -> utoipa::openapi::OpenApi {
+pub fn openapi() -> serde_json::Value {
     let (_, doc) = documented_routes().split_for_parts();
-    doc
+    with_shared_responses(serde_json::to_value(doc).unwrap_or_default())
 }
 
 /// The document as `herald openapi` prints it and `docs/openapi.json` holds it.
 pub fn openapi_json() -> String {
-    openapi().to_pretty_json().unwrap_or_default() + "\n"
+    serde_json::to_string_pretty(&openapi()).unwrap_or_default() + "\n"
+}
+
+/// Adds to every operation the problem responses the shared layers can give, so that each
+/// handler documents only its own: 400/413/415/422 where there is a body, 400 where there
+/// are query parameters, 404 where there is a path parameter, 401/403 where credentials
+/// are needed (403 also for a missing CSRF token on writes), 409/422 for idempotency keys
+/// on POST, and 503 when the database does not answer.
+fn with_shared_responses(mut doc: serde_json::Value) -> serde_json::Value {
+    let problem = |description: &str| {
+        serde_json::json!({
+            "description": description,
+            "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+        })
+    };
+    let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) else {
+        return doc;
+    };
+    for item in paths.values_mut() {
+        let Some(item) = item.as_object_mut() else { continue };
+        for (method, op) in item.iter_mut() {
+            let Some(op) = op.as_object_mut() else { continue };
+            let has_body = op.contains_key("requestBody");
+            let params: Vec<String> = op
+                .get("parameters")
+                .and_then(|p| p.as_array())
+                .map(|ps| {
+                    ps.iter()
+                        .filter_map(|p| p.get("in").and_then(|i| i.as_str()).map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let secured = op.contains_key("security");
+            let above_viewer = op
+                .get("security")
+                .map(|s| s.to_string())
+                .is_some_and(|s| !s.contains("\"viewer\""));
+            let mut add: Vec<(&str, &str)> = vec![("503", "The database did not answer; nothing changed")];
+            if has_body {
+                add.extend([
+                    ("400", "The body cannot be read"),
+                    ("413", "The body is too large"),
+                    ("415", "The body's media type is not accepted"),
+                    ("422", "A field breaks a validation rule"),
+                ]);
+            }
+            if params.iter().any(|p| p == "query" || p == "header") {
+                add.push(("400", "A parameter is not valid"));
+                add.push(("422", "A parameter breaks a validation rule"));
+            }
+            if params.iter().any(|p| p == "path") {
+                add.push(("404", "No such resource in your organisation"));
+            }
+            if secured {
+                add.push(("401", "Credentials are missing or not valid"));
+                if method != "get" || above_viewer {
+                    add.push(("403", "The role is too low, or the CSRF token is missing"));
+                }
+            }
+            if method == "post" {
+                add.push(("409", "A request with this Idempotency-Key is still running"));
+                add.push(("422", "The Idempotency-Key was used for another request"));
+            }
+            let Some(responses) = op
+                .entry("responses")
+                .or_insert_with(|| serde_json::json!({}))
+                .as_object_mut()
+            else {
+                continue;
+            };
+            for (status, description) in add {
+                responses
+                    .entry(status.to_string())
+                    .or_insert_with(|| problem(description));
+            }
+        }
+    }
+    doc
 }
 
 /// The API's router, with authentication, idempotency and the body limit.
 pub fn router(state: ApiState) -> Router<ApiState> {
-    let (routes, doc) = documented_routes().split_for_parts();
-    let document = Arc::new(doc.to_pretty_json().unwrap_or_default());
+    let (routes, _) = documented_routes().split_for_parts();
+    let document = Arc::new(openapi_json());
     let api = routes
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -290,7 +369,10 @@ mod tests {
 
     #[test]
     fn ids_round_trip_and_refuse_others() {
-        assert_eq!(decode_id("cmp", "campaign", &encode_id("cmp", 42)).unwrap(), 42);
+        assert_eq!(
+            decode_id("cmp", "campaign", &encode_id("cmp", 42)).unwrap(),
+            42
+        );
         for bad in ["42", "cmp_", "cmp_x", "lst_42", "cmp_-1", "cmp_0", "cmp42"] {
             let e = decode_id("cmp", "campaign", bad).unwrap_err();
             assert_eq!(e.status, StatusCode::NOT_FOUND, "{bad}");
@@ -327,11 +409,14 @@ mod tests {
 mod document_tests {
     #[test]
     fn the_document_is_openapi_3_1_with_every_route_under_api_v1() {
-        let doc = super::openapi();
-        let json = serde_json::to_value(&doc).unwrap();
+        let json = super::openapi();
         assert!(json["openapi"].as_str().unwrap().starts_with("3.1"));
         let paths = json["paths"].as_object().unwrap();
-        assert!(paths.contains_key("/api/v1/auth/login"), "{:?}", paths.keys());
+        assert!(
+            paths.contains_key("/api/v1/auth/login"),
+            "{:?}",
+            paths.keys()
+        );
         assert!(paths.keys().all(|p| p.starts_with("/api/v1/")));
     }
 }

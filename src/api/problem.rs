@@ -233,14 +233,10 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
                 .split_once(": ")
                 .map(|(_, d)| d.to_string())
                 .unwrap_or(text);
-            let field = detail
-                .split('`')
-                .nth(1)
-                .unwrap_or("body")
-                .to_string();
-            let rule = if detail.starts_with("missing field") {
+            let field = detail.split('`').nth(1).unwrap_or("body").to_string();
+            let rule = if detail.contains("missing field") {
                 "required"
-            } else if detail.starts_with("unknown field") {
+            } else if detail.contains("unknown field") {
                 "known_field"
             } else {
                 "type"

@@ -7,6 +7,9 @@
 //! knows which one it talks to. Timestamps are integer milliseconds since the epoch.
 
 mod accounts;
+mod campaigns_admin;
+pub mod channels_admin;
+pub mod directory;
 mod postgres;
 mod sqlite;
 mod types;

@@ -1,8 +1,134 @@
-//! The dashboard (being written).
+//! The dashboard: server-rendered HTML pages on top of the JSON API.
+//!
+//! Every page handler calls the API router in process (`client.rs`), forwarding the
+//! user's session cookie and, for writes, the session's CSRF token, then renders the JSON it
+//! gets back. So every tenancy rule, role check and validation is the API's own: a page can
+//! show only what the signed-in user's organisation may see, and a form error is the API's
+//! problem document put next to the field it names.
+//!
+//! Rules every page follows:
+//! - works without JavaScript (plain forms, POST-redirect-GET); `assets/app.js` only adds
+//!   live progress over server-sent events, the template preview while typing, and
+//!   confirmation dialogs in place of the confirmation pages;
+//! - each form carries the session's CSRF token in a hidden `_csrf` field, checked before
+//!   the API is called;
+//! - every response carries a strict Content-Security-Policy (no inline script or style: the
+//!   CSS and JS are files served from the binary under `/assets/`), `nosniff`, a referrer
+//!   policy and `frame-ancestors 'none'`.
+
+mod assets;
+mod client;
+mod forms;
+mod pages;
+mod render;
+mod session;
 
 use crate::http::AppState;
 use axum::Router;
+use axum::http::{HeaderValue, header};
+use axum::response::Response;
+use axum::routing::{get, post};
 
-pub fn router() -> Router<AppState> {
+pub use client::{ApiReply, Payload};
+pub use forms::{FormErrors, PostForm};
+pub use session::{Ctx, Session};
+
+/// What every dashboard handler gets: the application state and the API router, built once.
+#[derive(Clone)]
+pub struct Web {
+    pub state: AppState,
+    api: Router,
+}
+
+/// The Content-Security-Policy of every dashboard response: nothing but this origin's own
+/// files, no inline script or style, no framing, forms post only here.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+pub fn router(state: AppState) -> Router<AppState> {
+    let web = Web {
+        api: crate::api::router(state.clone()).with_state(state.clone()),
+        state,
+    };
     Router::new()
+        .route("/", get(pages::home))
+        .route(
+            "/login",
+            get(pages::auth::login_form).post(pages::auth::login),
+        )
+        .route("/logout", post(pages::auth::logout))
+        .route(
+            "/campaigns",
+            get(pages::campaigns::list).post(pages::campaigns::create),
+        )
+        .route("/campaigns/new", get(pages::campaigns::new_form))
+        .route("/campaigns/new/preview", post(pages::campaigns::preview))
+        .route("/campaigns/{id}", get(pages::campaigns::detail))
+        .route(
+            "/campaigns/{id}/{action}",
+            get(pages::campaigns::confirm).post(pages::campaigns::act),
+        )
+        .route("/contacts", get(pages::contacts::list))
+        .route("/contacts/import", post(pages::contacts::import))
+        .route(
+            "/contacts/{id}/unsubscribe",
+            post(pages::contacts::unsubscribe),
+        )
+        .route(
+            "/lists",
+            get(pages::contacts::lists).post(pages::contacts::create_list),
+        )
+        .route("/lists/{id}", get(pages::contacts::list_detail))
+        .route(
+            "/suppressions",
+            get(pages::contacts::suppressions).post(pages::contacts::suppress),
+        )
+        .route(
+            "/suppressions/{id}/delete",
+            post(pages::contacts::unsuppress),
+        )
+        .route(
+            "/channels",
+            get(pages::channels::list).post(pages::channels::create),
+        )
+        .route("/channels/{id}/test", post(pages::channels::test_send))
+        .route(
+            "/api-keys",
+            get(pages::accounts::api_keys).post(pages::accounts::create_api_key),
+        )
+        .route(
+            "/api-keys/{id}/revoke",
+            post(pages::accounts::revoke_api_key),
+        )
+        .route(
+            "/users",
+            get(pages::accounts::users).post(pages::accounts::create_user),
+        )
+        .route("/users/{id}/role", post(pages::accounts::change_role))
+        .route("/users/{id}/delete", post(pages::accounts::delete_user))
+        .route("/system", get(pages::system::page))
+        .route("/assets/{file}", get(assets::serve))
+        .fallback(pages::not_found)
+        .layer(axum::middleware::map_response(security_headers))
+        .with_state(web)
+}
+
+/// The headers every dashboard response carries.
+async fn security_headers(mut response: Response) -> Response {
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    response
 }

@@ -3,7 +3,8 @@
 //! - without credentials: 401, a problem document;
 //! - with an API key one role below the route's declared scope: 403;
 //! - for another organisation's resource, with an owner key: 404, never 403, never data;
-//! and every list answers without any of the other organisation's ids.
+//!
+//! Every list answers without any of the other organisation's ids.
 //!
 //! A route that needs a body gets a valid one from `sample_body`; a new route without a
 //! sample still gets walked (with `{}`), and fails here if it answers anything but the

@@ -1,1 +1,1062 @@
-//! (being written)
+//! Contacts, lists, list members, CSV import and suppressions over the HTTP API: what a
+//! customer's system relies on, and that nothing of another organisation is ever visible.
+
+use super::{Auth, Reply, TestApp, api_test};
+use axum::http::{Method, StatusCode, header};
+use herald::domain::Role;
+use herald::store::NewCampaign;
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+
+async fn editor(app: &TestApp) -> Auth {
+    Auth::Key(app.key(app.org, Role::Editor).await)
+}
+
+#[track_caller]
+fn field_error(reply: &Reply, field: &str, rule: &str) {
+    reply.expect_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation-failed");
+    assert_eq!(reply.body["errors"][0]["field"], field, "{}", reply.text);
+    assert_eq!(reply.body["errors"][0]["rule"], rule, "{}", reply.text);
+}
+
+fn id_of(reply: &Reply) -> String {
+    reply.body["id"].as_str().unwrap().to_string()
+}
+
+async fn create_contact(app: &TestApp, auth: &Auth, body: Value) -> String {
+    let r = app.post("/api/v1/contacts", auth, body).await;
+    r.expect(StatusCode::CREATED);
+    id_of(&r)
+}
+
+async fn create_list(app: &TestApp, auth: &Auth, name: &str) -> String {
+    let r = app.post("/api/v1/lists", auth, json!({"name": name})).await;
+    r.expect(StatusCode::CREATED);
+    id_of(&r)
+}
+
+/// Every item of a paginated collection, following `next_cursor`; asserts page sizes.
+async fn walk(app: &TestApp, auth: &Auth, path: &str, limit: usize) -> Vec<Value> {
+    let mut items = Vec::new();
+    let mut cursor: Option<String> = None;
+    let sep = if path.contains('?') { '&' } else { '?' };
+    for _ in 0..100 {
+        let url = match &cursor {
+            Some(c) => format!("{path}{sep}limit={limit}&cursor={c}"),
+            None => format!("{path}{sep}limit={limit}"),
+        };
+        let r = app.get(&url, auth).await;
+        r.expect(StatusCode::OK);
+        let page = r.body["items"].as_array().unwrap().clone();
+        assert!(page.len() <= limit, "{}", r.text);
+        items.extend(page.clone());
+        match r.body["next_cursor"].as_str() {
+            Some(c) => {
+                assert_eq!(
+                    page.len(),
+                    limit,
+                    "a page before the last is full: {}",
+                    r.text
+                );
+                cursor = Some(c.to_string());
+            }
+            None => return items,
+        }
+    }
+    panic!("pagination of {path} did not end");
+}
+
+fn ids(items: &[Value]) -> Vec<String> {
+    items
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn csv(body: &str) -> Option<(&'static str, String)> {
+    Some(("text/csv", body.to_string()))
+}
+
+async fn import(app: &TestApp, auth: &Auth, list: &str, body: &str) -> Reply {
+    app.send(
+        Method::POST,
+        &format!("/api/v1/contacts/import?list={list}"),
+        auth,
+        &[],
+        csv(body),
+    )
+    .await
+}
+
+api_test!(
+    contacts_are_created_read_changed_and_deleted,
+    |app| async move {
+        let auth = editor(&app).await;
+        let list = create_list(&app, &auth, "customers").await;
+        let created = app
+            .post(
+                "/api/v1/contacts",
+                &auth,
+                json!({
+                    "address": " +1 (415) 555-0100 ",
+                    "name": "Ada Lovelace",
+                    "attributes": {"city": "London", "orders": 3, "vip": true},
+                    "list_ids": [list],
+                }),
+            )
+            .await;
+        created.expect(StatusCode::CREATED);
+        let id = id_of(&created);
+        assert!(id.starts_with("con_"), "{id}");
+        assert_eq!(created.body["address"], "+14155550100");
+        assert_eq!(created.body["name"], "Ada Lovelace");
+        assert_eq!(
+            created.body["attributes"],
+            json!({"city": "London", "orders": 3, "vip": true})
+        );
+        assert_eq!(created.body["unsubscribed"], false);
+        assert_eq!(created.body["list_ids"], json!([list]));
+        assert!(created.body["created_at"].as_str().unwrap().ends_with('Z'));
+        let location = created.headers[header::LOCATION]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(location, format!("/api/v1/contacts/{id}"));
+
+        let viewer = Auth::Key(app.key(app.org, Role::Viewer).await);
+        let got = app.get(&location, &viewer).await;
+        got.expect(StatusCode::OK);
+        assert_eq!(got.body, created.body);
+
+        // The same recipient spelled differently is the same contact.
+        let dup = app
+            .post(
+                "/api/v1/contacts",
+                &auth,
+                json!({"address": "0014155550100"}),
+            )
+            .await;
+        dup.expect_problem(StatusCode::CONFLICT, "conflict");
+        assert!(
+            dup.body["detail"]
+                .as_str()
+                .unwrap()
+                .contains("+14155550100"),
+            "{}",
+            dup.text
+        );
+
+        // PATCH: attributes are replaced as a whole; absent fields stay.
+        let changed = app
+            .call(
+                Method::PATCH,
+                &location,
+                &auth,
+                Some(json!({"attributes": {"city": "Paris"}, "unsubscribed": true})),
+            )
+            .await;
+        changed.expect(StatusCode::OK);
+        assert_eq!(changed.body["attributes"], json!({"city": "Paris"}));
+        assert_eq!(changed.body["unsubscribed"], true);
+        assert_eq!(changed.body["name"], "Ada Lovelace");
+        let cleared = app
+            .call(Method::PATCH, &location, &auth, Some(json!({"name": null})))
+            .await;
+        cleared.expect(StatusCode::OK);
+        assert_eq!(cleared.body["name"], Value::Null);
+        assert_eq!(cleared.body["attributes"], json!({"city": "Paris"}));
+        // The address is not changeable.
+        let readdress = app
+            .call(
+                Method::PATCH,
+                &location,
+                &auth,
+                Some(json!({"address": "+14155550199"})),
+            )
+            .await;
+        readdress.expect_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation-failed");
+        assert_eq!(readdress.body["errors"][0]["field"], "address");
+
+        // A viewer reads but does not write.
+        app.call(Method::DELETE, &location, &viewer, None)
+            .await
+            .expect_problem(StatusCode::FORBIDDEN, "forbidden");
+        app.call(Method::DELETE, &location, &auth, None)
+            .await
+            .expect(StatusCode::NO_CONTENT);
+        app.get(&location, &auth)
+            .await
+            .expect_problem(StatusCode::NOT_FOUND, "not-found");
+        app.call(Method::DELETE, &location, &auth, None)
+            .await
+            .expect_problem(StatusCode::NOT_FOUND, "not-found");
+        // Deleting it removed it from the list.
+        let l = app.get(&format!("/api/v1/lists/{list}"), &auth).await;
+        l.expect(StatusCode::OK);
+        assert_eq!(l.body["members"], 0);
+        // The address is free again.
+        create_contact(&app, &auth, json!({"address": "+14155550100"})).await;
+    }
+);
+
+api_test!(
+    contact_validation_names_the_field_and_the_rule,
+    |app| async move {
+        let auth = editor(&app).await;
+        let post = |body: Value| {
+            let app = &app;
+            let auth = &auth;
+            async move { app.post("/api/v1/contacts", auth, body).await }
+        };
+        field_error(
+            &post(json!({"address": "not an address"})).await,
+            "address",
+            "format",
+        );
+        field_error(
+            &post(json!({"address": "+1415"})).await,
+            "address",
+            "format",
+        );
+        field_error(
+            &post(json!({"address": "ada@example"})).await,
+            "address",
+            "format",
+        );
+        field_error(&post(json!({"name": "Ada"})).await, "address", "required");
+        let unknown = post(json!({"address": "+14155550100", "colour": "red"})).await;
+        unknown.expect_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation-failed");
+        assert_eq!(unknown.body["errors"][0]["field"], "colour");
+        field_error(
+            &post(json!({"address": "+14155550100", "name": "x".repeat(201)})).await,
+            "name",
+            "max_length",
+        );
+        field_error(
+            &post(json!({"address": "+14155550100", "attributes": ["a"]})).await,
+            "attributes",
+            "type",
+        );
+        field_error(
+            &post(json!({"address": "+14155550100", "attributes": {"pet": {"kind": "cat"}}})).await,
+            "attributes.pet",
+            "type",
+        );
+        field_error(
+            &post(json!({"address": "+14155550100", "attributes": {"bio": "x".repeat(1001)}}))
+                .await,
+            "attributes.bio",
+            "max_length",
+        );
+        let unknown_list =
+            post(json!({"address": "+14155550100", "list_ids": ["lst_999999"]})).await;
+        field_error(&unknown_list, "list_ids", "exists");
+        assert!(
+            unknown_list.text.contains("lst_999999"),
+            "{}",
+            unknown_list.text
+        );
+        field_error(
+            &post(json!({"address": "+14155550100", "list_ids": ["nonsense"]})).await,
+            "list_ids",
+            "exists",
+        );
+        // Nothing was created by the refused requests.
+        let all = app.get("/api/v1/contacts", &auth).await;
+        all.expect(StatusCode::OK);
+        assert_eq!(all.body["items"], json!([]));
+        // PATCH validates the same way.
+        let id = create_contact(&app, &auth, json!({"address": "ada@Example.ORG"})).await;
+        let got = app.get(&format!("/api/v1/contacts/{id}"), &auth).await;
+        assert_eq!(got.body["address"], "ada@example.org");
+        let bad = app
+            .call(
+                Method::PATCH,
+                &format!("/api/v1/contacts/{id}"),
+                &auth,
+                Some(json!({"attributes": {"n": null}})),
+            )
+            .await;
+        field_error(&bad, "attributes.n", "type");
+        let bad = app
+            .call(
+                Method::PATCH,
+                &format!("/api/v1/contacts/{id}"),
+                &auth,
+                Some(json!({"name": "a\u{7}b"})),
+            )
+            .await;
+        field_error(&bad, "name", "format");
+        // Malformed ids name nothing.
+        app.get("/api/v1/contacts/lst_1", &auth)
+            .await
+            .expect_problem(StatusCode::NOT_FOUND, "not-found");
+        app.get("/api/v1/contacts/con_999999", &auth)
+            .await
+            .expect_problem(StatusCode::NOT_FOUND, "not-found");
+    }
+);
+
+api_test!(
+    contacts_are_searched_filtered_and_paginated,
+    |app| async move {
+        let auth = editor(&app).await;
+        let vip = create_list(&app, &auth, "vip").await;
+        let people = [
+            ("+14155550101", Some("Ada Lovelace"), false, true),
+            ("+14155550102", Some("Grace Hopper"), true, false),
+            ("ada@example.org", None, false, false),
+            ("+14155550104", Some("Alan Turing"), false, true),
+            ("+4930123456", Some("Émile 100%"), true, false),
+            ("linus@example.org", Some("Linus"), false, false),
+            ("+14155550107", None, false, true),
+        ];
+        let mut created = Vec::new();
+        for (address, name, unsubscribed, in_vip) in people {
+            let mut body = json!({"address": address, "unsubscribed": unsubscribed});
+            if let Some(n) = name {
+                body["name"] = json!(n);
+            }
+            if in_vip {
+                body["list_ids"] = json!([vip]);
+            }
+            created.push(create_contact(&app, &auth, body).await);
+        }
+        // Seven contacts, three per page: every one exactly once, in creation order.
+        let all = walk(&app, &auth, "/api/v1/contacts", 3).await;
+        assert_eq!(ids(&all), created);
+        let all = walk(&app, &auth, "/api/v1/contacts", 7).await;
+        assert_eq!(ids(&all), created);
+
+        // Search: case-insensitive, in the address or the name; `%` is literal.
+        let search = |q: &str| format!("/api/v1/contacts?q={q}");
+        let ada = walk(&app, &auth, &search("ADA"), 10).await;
+        assert_eq!(ids(&ada), vec![created[0].clone(), created[2].clone()]);
+        let by_address = walk(&app, &auth, &search("555010"), 2).await;
+        assert_eq!(
+            ids(&by_address),
+            vec![
+                created[0].clone(),
+                created[1].clone(),
+                created[3].clone(),
+                created[6].clone()
+            ]
+        );
+        let percent = walk(&app, &auth, &search("100%25"), 10).await;
+        assert_eq!(ids(&percent), vec![created[4].clone()]);
+        let nothing = walk(&app, &auth, &search("zzz"), 10).await;
+        assert!(nothing.is_empty());
+
+        // Filters, alone and combined, paginated.
+        let unsub = walk(&app, &auth, "/api/v1/contacts?unsubscribed=true", 1).await;
+        assert_eq!(ids(&unsub), vec![created[1].clone(), created[4].clone()]);
+        let subscribed = walk(&app, &auth, "/api/v1/contacts?unsubscribed=false", 2).await;
+        assert_eq!(subscribed.len(), 5);
+        let in_vip = walk(&app, &auth, &format!("/api/v1/contacts?list_id={vip}"), 2).await;
+        assert_eq!(
+            ids(&in_vip),
+            vec![created[0].clone(), created[3].clone(), created[6].clone()]
+        );
+        let combined = walk(
+            &app,
+            &auth,
+            &format!("/api/v1/contacts?list_id={vip}&q=a"),
+            5,
+        )
+        .await;
+        assert_eq!(ids(&combined), vec![created[0].clone(), created[3].clone()]);
+
+        // A list of another organisation (or none) is not found; bad parameters are 400.
+        let other = Auth::Key(app.key(app.other_org, Role::Editor).await);
+        let theirs = create_list(&app, &other, "vip").await;
+        app.get(&format!("/api/v1/contacts?list_id={theirs}"), &auth)
+            .await
+            .expect_problem(StatusCode::NOT_FOUND, "not-found");
+        app.get("/api/v1/contacts?cursor=bogus", &auth)
+            .await
+            .expect_problem(StatusCode::BAD_REQUEST, "invalid-cursor");
+        let r = app.get("/api/v1/contacts?limit=0", &auth).await;
+        r.expect_problem(StatusCode::BAD_REQUEST, "invalid-query");
+        assert_eq!(r.body["errors"][0]["field"], "limit");
+        app.get("/api/v1/contacts?unsubscribed=maybe", &auth)
+            .await
+            .expect_problem(StatusCode::BAD_REQUEST, "invalid-query");
+    }
+);
+
+api_test!(
+    csv_import_reports_bad_rows_and_updates_on_a_second_upload,
+    |app| async move {
+        let auth = editor(&app).await;
+        let file = "address,name,city,unsubscribed\n\
+                +1 415 555 0101,Ada,London,\n\
+                not-a-number,Bob,Paris,\n\
+                +14155550103,Cy\n\
+                +14155550104,Di,Rome,perhaps\n\
+                \n\
+                eve@Example.org,Eve,Oslo,yes\n\
+                +14155550101,Ada Again,Leeds,\n";
+        let r = import(&app, &auth, "customers", file).await;
+        r.expect(StatusCode::OK);
+        let list = r.body["list_id"].as_str().unwrap().to_string();
+        assert!(list.starts_with("lst_"), "{}", r.text);
+        // A later row for the same address counts as an update.
+        assert_eq!(r.body["inserted"], 2, "{}", r.text);
+        assert_eq!(r.body["updated"], 1, "{}", r.text);
+        assert_eq!(r.body["rejected"], 3, "{}", r.text);
+        assert_eq!(r.body["truncated"], false);
+        let errors = r.body["errors"].as_array().unwrap();
+        let lines: Vec<u64> = errors.iter().map(|e| e["line"].as_u64().unwrap()).collect();
+        assert_eq!(lines, vec![3, 4, 5], "{}", r.text);
+        assert!(
+            errors[0]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("not-a-number"),
+            "{}",
+            r.text
+        );
+        assert!(
+            errors[1]["reason"].as_str().unwrap().contains("fields"),
+            "{}",
+            r.text
+        );
+        assert!(
+            errors[2]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("unsubscribed"),
+            "{}",
+            r.text
+        );
+
+        let members = walk(&app, &auth, &format!("/api/v1/lists/{list}/members"), 10).await;
+        assert_eq!(members.len(), 2);
+        assert_eq!(members[0]["address"], "+14155550101");
+        assert_eq!(members[0]["name"], "Ada Again");
+        assert_eq!(members[0]["attributes"], json!({"city": "Leeds"}));
+        assert_eq!(members[1]["address"], "eve@example.org");
+        assert_eq!(members[1]["unsubscribed"], true);
+
+        // The same people again, fixed: updated, not duplicated, into the same list.
+        let again = "address,name,city\n+14155550101,Ada,York\neve@example.org,Eve,Oslo\n+14155550104,Di,Rome\n";
+        let r = import(&app, &auth, "customers", again).await;
+        r.expect(StatusCode::OK);
+        assert_eq!(r.body["list_id"], list.as_str());
+        assert_eq!(r.body["inserted"], 1, "{}", r.text);
+        assert_eq!(r.body["updated"], 2, "{}", r.text);
+        assert_eq!(r.body["rejected"], 0);
+        assert_eq!(r.body["errors"], json!([]));
+        let all = walk(&app, &auth, "/api/v1/contacts", 50).await;
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[0]["attributes"], json!({"city": "York"}));
+        // The flag stays as it was when the file has no unsubscribed column.
+        assert_eq!(all[1]["unsubscribed"], true);
+        let l = app.get(&format!("/api/v1/lists/{list}"), &auth).await;
+        assert_eq!(l.body["members"], 3);
+        assert_eq!(l.body["name"], "customers");
+
+        // Refusals: the media type, the header, the list name, the role, the size.
+        let r = app
+            .send(
+                Method::POST,
+                "/api/v1/contacts/import?list=x",
+                &auth,
+                &[],
+                Some(("application/json", "{}".into())),
+            )
+            .await;
+        r.expect_problem(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type");
+        let r = app
+            .send(
+                Method::POST,
+                "/api/v1/contacts/import?list=x",
+                &auth,
+                &[],
+                None,
+            )
+            .await;
+        r.expect_problem(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type");
+        let r = import(&app, &auth, "nocolumn", "phone,name\n+14155550101,Ada\n").await;
+        field_error(&r, "address", "required");
+        assert!(r.text.contains("phone"), "{}", r.text);
+        let r = import(&app, &auth, "%20", "address\n+14155550101\n").await;
+        field_error(&r, "list", "required");
+        app.send(
+            Method::POST,
+            "/api/v1/contacts/import",
+            &auth,
+            &[],
+            csv("address\n"),
+        )
+        .await
+        .expect_problem(StatusCode::BAD_REQUEST, "invalid-query");
+        let viewer = Auth::Key(app.key(app.org, Role::Viewer).await);
+        import(&app, &viewer, "customers", again)
+            .await
+            .expect_problem(StatusCode::FORBIDDEN, "forbidden");
+        // Neither refused list was created.
+        let lists = walk(&app, &auth, "/api/v1/lists", 10).await;
+        assert_eq!(lists.len(), 1, "{lists:?}");
+        // A declared length over the limit is refused before reading; so is a body that
+        // turns out larger while streaming.
+        let big = (100u64 * 1024 * 1024 + 1).to_string();
+        let r = app
+            .send(
+                Method::POST,
+                "/api/v1/contacts/import?list=big",
+                &auth,
+                &[(header::CONTENT_LENGTH.as_str(), big.as_str())],
+                csv("address\n"),
+            )
+            .await;
+        r.expect_problem(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large");
+        assert!(r.text.contains("100 MiB"), "{}", r.text);
+        let mut huge = String::from("address\n");
+        huge.push_str(&"\n".repeat(100 * 1024 * 1024 + 1));
+        let r = app
+            .send(
+                Method::POST,
+                "/api/v1/contacts/import?list=big",
+                &auth,
+                &[],
+                Some(("text/csv", huge)),
+            )
+            .await;
+        r.expect_problem(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large");
+        assert!(r.text.contains("CSV uploads are limited"), "{}", r.text);
+        // Files larger than the JSON body limit are fine.
+        let note = "n".repeat(700 * 1024);
+        let file = format!(
+            "address,note\n+14155550301,{note}\n+14155550302,{note}\n+14155550303,{note}\n"
+        );
+        let r = import(&app, &auth, "large", &file).await;
+        r.expect(StatusCode::OK);
+        assert_eq!(r.body["inserted"], 3, "{}", r.text);
+    }
+);
+
+api_test!(
+    csv_import_lists_the_first_thousand_errors,
+    |app| async move {
+        let auth = editor(&app).await;
+        let mut file = String::from("address\n");
+        for _ in 0..1005 {
+            file.push_str("nope\n");
+        }
+        file.push_str("+14155550101\n");
+        let r = import(&app, &auth, "many", &file).await;
+        r.expect(StatusCode::OK);
+        assert_eq!(r.body["inserted"], 1);
+        assert_eq!(r.body["rejected"], 1005);
+        assert_eq!(r.body["errors"].as_array().unwrap().len(), 1000);
+        assert_eq!(r.body["errors"][999]["line"], 1001);
+        assert_eq!(r.body["truncated"], true);
+    }
+);
+
+api_test!(lists_and_their_members, |app| async move {
+    let auth = editor(&app).await;
+    let created = app
+        .post("/api/v1/lists", &auth, json!({"name": " customers "}))
+        .await;
+    created.expect(StatusCode::CREATED);
+    let list = id_of(&created);
+    assert_eq!(created.body["name"], "customers");
+    assert_eq!(created.body["members"], 0);
+    assert_eq!(
+        created.headers[header::LOCATION].to_str().unwrap(),
+        format!("/api/v1/lists/{list}")
+    );
+    app.post("/api/v1/lists", &auth, json!({"name": "customers"}))
+        .await
+        .expect_problem(StatusCode::CONFLICT, "conflict");
+    field_error(
+        &app.post("/api/v1/lists", &auth, json!({"name": "  "}))
+            .await,
+        "name",
+        "required",
+    );
+    field_error(
+        &app.post("/api/v1/lists", &auth, json!({"name": "x".repeat(201)}))
+            .await,
+        "name",
+        "max_length",
+    );
+    field_error(
+        &app.post("/api/v1/lists", &auth, json!({})).await,
+        "name",
+        "required",
+    );
+
+    // Rename; a taken name is a conflict.
+    let other_list = create_list(&app, &auth, "newsletter").await;
+    let renamed = app
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/lists/{list}"),
+            &auth,
+            Some(json!({"name": "clients"})),
+        )
+        .await;
+    renamed.expect(StatusCode::OK);
+    assert_eq!(renamed.body["name"], "clients");
+    app.call(
+        Method::PATCH,
+        &format!("/api/v1/lists/{list}"),
+        &auth,
+        Some(json!({"name": "newsletter"})),
+    )
+    .await
+    .expect_problem(StatusCode::CONFLICT, "conflict");
+
+    // Members: adding twice is fine; unknown ids are named.
+    let mut contacts = Vec::new();
+    for i in 0..5 {
+        contacts
+            .push(create_contact(&app, &auth, json!({"address": format!("+1415555020{i}")})).await);
+    }
+    let members_url = format!("/api/v1/lists/{list}/members");
+    let added = app
+        .post(
+            &members_url,
+            &auth,
+            json!({"contact_ids": [contacts[0], contacts[1], contacts[2], contacts[0]]}),
+        )
+        .await;
+    added.expect(StatusCode::OK);
+    assert_eq!(added.body["added"], 3, "{}", added.text);
+    assert_eq!(added.body["list"]["members"], 3);
+    let again = app
+        .post(
+            &members_url,
+            &auth,
+            json!({"contact_ids": [contacts[2], contacts[3], contacts[4]]}),
+        )
+        .await;
+    again.expect(StatusCode::OK);
+    assert_eq!(again.body["added"], 2);
+    assert_eq!(again.body["list"]["members"], 5);
+    let bad = app
+        .post(
+            &members_url,
+            &auth,
+            json!({"contact_ids": [contacts[0], "con_999999"]}),
+        )
+        .await;
+    field_error(&bad, "contact_ids", "exists");
+    assert!(bad.text.contains("con_999999"), "{}", bad.text);
+    field_error(
+        &app.post(&members_url, &auth, json!({"contact_ids": []}))
+            .await,
+        "contact_ids",
+        "min_items",
+    );
+    field_error(
+        &app.post(&members_url, &auth, json!({"contact_ids": ["lst_1"]}))
+            .await,
+        "contact_ids",
+        "exists",
+    );
+    app.post(
+        "/api/v1/lists/lst_999999/members",
+        &auth,
+        json!({"contact_ids": [contacts[0]]}),
+    )
+    .await
+    .expect_problem(StatusCode::NOT_FOUND, "not-found");
+
+    let members = walk(&app, &auth, &members_url, 2).await;
+    assert_eq!(ids(&members), contacts);
+    let contact = app
+        .get(&format!("/api/v1/contacts/{}", contacts[0]), &auth)
+        .await;
+    assert_eq!(contact.body["list_ids"], json!([list]));
+
+    // Remove a member: the contact stays.
+    let member_url = format!("{members_url}/{}", contacts[0]);
+    app.call(Method::DELETE, &member_url, &auth, None)
+        .await
+        .expect(StatusCode::NO_CONTENT);
+    app.call(Method::DELETE, &member_url, &auth, None)
+        .await
+        .expect_problem(StatusCode::NOT_FOUND, "not-found");
+    app.get(&format!("/api/v1/contacts/{}", contacts[0]), &auth)
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(walk(&app, &auth, &members_url, 10).await.len(), 4);
+
+    // Lists paginate with member counts.
+    for name in ["a", "b", "c"] {
+        create_list(&app, &auth, name).await;
+    }
+    let lists = walk(&app, &auth, "/api/v1/lists", 2).await;
+    let names: Vec<&str> = lists.iter().map(|l| l["name"].as_str().unwrap()).collect();
+    assert_eq!(names, vec!["clients", "newsletter", "a", "b", "c"]);
+    assert_eq!(lists[0]["members"], 4);
+
+    // A list a campaign uses stays, and the refusal names the campaign.
+    let channel = app
+        .db
+        .store
+        .channel_by_name(app.org, "sandbox")
+        .await
+        .unwrap();
+    let campaign = app
+        .db
+        .store
+        .create_campaign(
+            &NewCampaign {
+                org_id: app.org,
+                name: "Spring sale".into(),
+                channel_id: channel.id,
+                list_id: list.trim_start_matches("lst_").parse().unwrap(),
+                body: "Hi".into(),
+                scheduled_at: None,
+            },
+            "test",
+        )
+        .await
+        .unwrap();
+    let refused = app
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/lists/{list}"),
+            &auth,
+            None,
+        )
+        .await;
+    refused.expect_problem(StatusCode::CONFLICT, "list-in-use");
+    assert!(
+        refused.text.contains(&format!("cmp_{campaign}")),
+        "{}",
+        refused.text
+    );
+    assert!(refused.text.contains("Spring sale"), "{}", refused.text);
+
+    // Another list is deleted with its memberships; its contacts stay.
+    app.post(
+        &format!("/api/v1/lists/{other_list}/members"),
+        &auth,
+        json!({"contact_ids": [contacts[1]]}),
+    )
+    .await
+    .expect(StatusCode::OK);
+    app.call(
+        Method::DELETE,
+        &format!("/api/v1/lists/{other_list}"),
+        &auth,
+        None,
+    )
+    .await
+    .expect(StatusCode::NO_CONTENT);
+    app.get(&format!("/api/v1/lists/{other_list}"), &auth)
+        .await
+        .expect_problem(StatusCode::NOT_FOUND, "not-found");
+    app.get(&format!("/api/v1/lists/{other_list}/members"), &auth)
+        .await
+        .expect_problem(StatusCode::NOT_FOUND, "not-found");
+    let c = app
+        .get(&format!("/api/v1/contacts/{}", contacts[1]), &auth)
+        .await;
+    c.expect(StatusCode::OK);
+    assert_eq!(c.body["list_ids"], json!([list]));
+    // The name can be used again.
+    create_list(&app, &auth, "newsletter").await;
+});
+
+api_test!(suppressions_are_added_listed_and_lifted, |app| async move {
+    let auth = editor(&app).await;
+    let r = app
+        .post(
+            "/api/v1/suppressions",
+            &auth,
+            json!({"address": "+1 (415) 555-0100", "reason": "asked by phone"}),
+        )
+        .await;
+    r.expect(StatusCode::CREATED);
+    assert_eq!(r.body["address"], "+14155550100");
+    assert_eq!(r.body["reason"], "asked by phone");
+    assert_eq!(
+        r.headers[header::LOCATION].to_str().unwrap(),
+        "/api/v1/suppressions/+14155550100"
+    );
+    assert!(
+        app.db
+            .store
+            .is_suppressed(app.org, "+14155550100")
+            .await
+            .unwrap()
+    );
+    // Again: not an error; no reason keeps the old one, a reason replaces it.
+    let again = app
+        .post(
+            "/api/v1/suppressions",
+            &auth,
+            json!({"address": "+14155550100"}),
+        )
+        .await;
+    again.expect(StatusCode::OK);
+    assert_eq!(again.body["reason"], "asked by phone");
+    assert_eq!(again.body["created_at"], r.body["created_at"]);
+    let again = app
+        .post(
+            "/api/v1/suppressions",
+            &auth,
+            json!({"address": "+14155550100", "reason": "complaint"}),
+        )
+        .await;
+    again.expect(StatusCode::OK);
+    assert_eq!(again.body["reason"], "complaint");
+
+    field_error(
+        &app.post("/api/v1/suppressions", &auth, json!({"address": "12"}))
+            .await,
+        "address",
+        "format",
+    );
+    field_error(
+        &app.post("/api/v1/suppressions", &auth, json!({})).await,
+        "address",
+        "required",
+    );
+    field_error(
+        &app.post(
+            "/api/v1/suppressions",
+            &auth,
+            json!({"address": "+14155550100", "reason": "x".repeat(501)}),
+        )
+        .await,
+        "reason",
+        "max_length",
+    );
+
+    // Pages in address order, each address once.
+    let mut expected = vec!["+14155550100".to_string()];
+    for a in [
+        "zed@example.org",
+        "+4930123456",
+        "a/b@example.org",
+        "+14155550150",
+        "bob@example.org",
+    ] {
+        let r = app
+            .post("/api/v1/suppressions", &auth, json!({"address": a}))
+            .await;
+        r.expect(StatusCode::CREATED);
+        assert!(!r.body["reason"].as_str().unwrap().is_empty());
+        expected.push(r.body["address"].as_str().unwrap().to_string());
+    }
+    expected.sort();
+    let walked = walk(&app, &auth, "/api/v1/suppressions", 2).await;
+    let addresses: Vec<String> = walked
+        .iter()
+        .map(|s| s["address"].as_str().unwrap().to_string())
+        .collect();
+    let mut sorted = addresses.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted, expected);
+    assert_eq!(addresses.len(), expected.len());
+    app.get("/api/v1/suppressions?cursor=%%%", &auth)
+        .await
+        .expect_problem(StatusCode::BAD_REQUEST, "invalid-cursor");
+
+    // Lift: by the address as stored, URL-encoded; a second time it is gone.
+    app.call(
+        Method::DELETE,
+        "/api/v1/suppressions/%2B14155550100",
+        &auth,
+        None,
+    )
+    .await
+    .expect(StatusCode::NO_CONTENT);
+    assert!(
+        !app.db
+            .store
+            .is_suppressed(app.org, "+14155550100")
+            .await
+            .unwrap()
+    );
+    app.call(
+        Method::DELETE,
+        "/api/v1/suppressions/+14155550100",
+        &auth,
+        None,
+    )
+    .await
+    .expect_problem(StatusCode::NOT_FOUND, "not-found");
+    let created = app
+        .post(
+            "/api/v1/suppressions",
+            &auth,
+            json!({"address": "a/b@example.org"}),
+        )
+        .await;
+    let location = created.headers[header::LOCATION]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(location, "/api/v1/suppressions/a%2Fb@example.org");
+    app.call(Method::DELETE, &location, &auth, None)
+        .await
+        .expect(StatusCode::NO_CONTENT);
+    let viewer = Auth::Key(app.key(app.org, Role::Viewer).await);
+    app.call(
+        Method::DELETE,
+        "/api/v1/suppressions/bob@example.org",
+        &viewer,
+        None,
+    )
+    .await
+    .expect_problem(StatusCode::FORBIDDEN, "forbidden");
+    app.get("/api/v1/suppressions", &viewer)
+        .await
+        .expect(StatusCode::OK);
+});
+
+api_test!(
+    nothing_of_another_organisation_is_visible_or_reachable,
+    |app| async move {
+        let auth = editor(&app).await;
+        let other = Auth::Key(app.key(app.other_org, Role::Owner).await);
+        // The other organisation's data, created through the API.
+        let their_list = create_list(&app, &other, "customers").await;
+        let their_contact = create_contact(
+            &app,
+            &other,
+            json!({"address": "+14155550100", "name": "Theirs", "list_ids": [their_list]}),
+        )
+        .await;
+        let r = import(
+            &app,
+            &other,
+            "customers",
+            "address,name\n+14155550101,Theirs too\n",
+        )
+        .await;
+        r.expect(StatusCode::OK);
+        app.post(
+            "/api/v1/suppressions",
+            &other,
+            json!({"address": "+14155550100"}),
+        )
+        .await
+        .expect(StatusCode::CREATED);
+
+        // Ours: the same address and list name are ours to use.
+        let mine = create_contact(&app, &auth, json!({"address": "+14155550100"})).await;
+        let my_list = create_list(&app, &auth, "customers").await;
+        assert_ne!(mine, their_contact);
+        assert_ne!(my_list, their_list);
+        let r = import(&app, &auth, "customers", "address\n+14155550101\n").await;
+        r.expect(StatusCode::OK);
+        assert_eq!(r.body["list_id"], my_list.as_str());
+        assert_eq!(r.body["inserted"], 1, "{}", r.text);
+
+        // Nothing of theirs is listed...
+        let contacts = walk(&app, &auth, "/api/v1/contacts", 10).await;
+        assert!(
+            contacts
+                .iter()
+                .all(|c| c["name"] != "Theirs" && c["name"] != "Theirs too")
+        );
+        assert_eq!(contacts.len(), 2);
+        let found = walk(&app, &auth, "/api/v1/contacts?q=theirs", 10).await;
+        assert!(found.is_empty());
+        let lists = walk(&app, &auth, "/api/v1/lists", 10).await;
+        assert_eq!(ids(&lists), vec![my_list.clone()]);
+        assert_eq!(lists[0]["members"], 1);
+        let suppressions = walk(&app, &auth, "/api/v1/suppressions", 10).await;
+        assert!(suppressions.is_empty());
+        let all_ids: BTreeSet<String> = ids(&contacts).into_iter().collect();
+        assert!(!all_ids.contains(&their_contact));
+
+        // ...and nothing of theirs is reachable.
+        let contact_url = format!("/api/v1/contacts/{their_contact}");
+        let list_url = format!("/api/v1/lists/{their_list}");
+        for reply in [
+            app.get(&contact_url, &auth).await,
+            app.call(
+                Method::PATCH,
+                &contact_url,
+                &auth,
+                Some(json!({"name": "Mine"})),
+            )
+            .await,
+            app.call(Method::DELETE, &contact_url, &auth, None).await,
+            app.get(&list_url, &auth).await,
+            app.call(
+                Method::PATCH,
+                &list_url,
+                &auth,
+                Some(json!({"name": "mine"})),
+            )
+            .await,
+            app.call(Method::DELETE, &list_url, &auth, None).await,
+            app.get(&format!("{list_url}/members"), &auth).await,
+            app.post(
+                &format!("{list_url}/members"),
+                &auth,
+                json!({"contact_ids": [mine]}),
+            )
+            .await,
+            app.call(
+                Method::DELETE,
+                &format!("{list_url}/members/{their_contact}"),
+                &auth,
+                None,
+            )
+            .await,
+            app.call(
+                Method::DELETE,
+                "/api/v1/suppressions/+14155550100",
+                &auth,
+                None,
+            )
+            .await,
+        ] {
+            reply.expect_problem(StatusCode::NOT_FOUND, "not-found");
+            assert!(!reply.text.contains("Theirs"), "{}", reply.text);
+        }
+        // Their contacts cannot be put into our lists, nor ours into theirs.
+        let r = app
+            .post(
+                &format!("/api/v1/lists/{my_list}/members"),
+                &auth,
+                json!({"contact_ids": [their_contact]}),
+            )
+            .await;
+        field_error(&r, "contact_ids", "exists");
+        let r = app
+            .post(
+                "/api/v1/contacts",
+                &auth,
+                json!({"address": "+14155550199", "list_ids": [their_list]}),
+            )
+            .await;
+        field_error(&r, "list_ids", "exists");
+
+        // Theirs is untouched.
+        let theirs = app.get(&contact_url, &other).await;
+        theirs.expect(StatusCode::OK);
+        assert_eq!(theirs.body["name"], "Theirs");
+        assert_eq!(theirs.body["list_ids"], json!([their_list]));
+        let their_lists = walk(&app, &other, "/api/v1/lists", 10).await;
+        assert_eq!(their_lists[0]["members"], 2);
+        assert!(
+            app.db
+                .store
+                .is_suppressed(app.other_org, "+14155550100")
+                .await
+                .unwrap()
+        );
+        assert!(
+            !app.db
+                .store
+                .is_suppressed(app.org, "+14155550100")
+                .await
+                .unwrap()
+        );
+    }
+);

@@ -1,0 +1,432 @@
+//! Campaigns as the HTTP API manages them: every query here is scoped to one organisation
+//! (another organisation's campaign, channel, list or contact is "not found"), lists are
+//! pages in id order, and every change is a conditional write whose `WHERE` clause states
+//! its precondition (`status = 'draft'`), recorded in the campaign's audit trail.
+
+use super::{
+    CAMPAIGN_COLUMNS, CAMPAIGN_FROM, Campaign, CampaignEvent, ChannelInfo, ContactInput, ListInfo,
+    MessageInfo, Store, StoreError, campaign_from_row, campaign_status_of, insert_event,
+    list_from_row, status_of,
+};
+use crate::domain::{CampaignStatus, MessageStatus};
+use sqlx::any::AnyRow;
+use sqlx::{AssertSqlSafe, Row};
+
+fn no_campaign(id: i64) -> StoreError {
+    StoreError::NotFound(format!(
+        "there is no campaign `cmp_{id}`: GET /api/v1/campaigns lists the campaigns there are"
+    ))
+}
+
+fn refused(id: i64, status: CampaignStatus, what: &str, allowed: &str) -> StoreError {
+    StoreError::Conflict(format!(
+        "campaign cmp_{id} is {status}: {what} applies only to a campaign that is {allowed}"
+    ))
+}
+
+fn event_from_row(r: &AnyRow) -> Result<CampaignEvent, StoreError> {
+    Ok(CampaignEvent {
+        id: r.try_get("id")?,
+        campaign_id: r.try_get("campaign_id")?,
+        at: r.try_get("at")?,
+        actor: r.try_get("actor")?,
+        from_status: r.try_get("from_status")?,
+        to_status: r.try_get("to_status")?,
+        reason: r.try_get("reason")?,
+    })
+}
+
+fn message_from_row(r: &AnyRow) -> Result<MessageInfo, StoreError> {
+    Ok(MessageInfo {
+        id: r.try_get("id")?,
+        campaign_id: r.try_get("campaign_id")?,
+        address: r.try_get("address")?,
+        status: status_of(r, "status")?,
+        attempts: r.try_get("attempts")?,
+        next_attempt_at: r.try_get("next_attempt_at")?,
+        owner: r.try_get("owner")?,
+        provider_id: r.try_get("provider_id")?,
+        last_error: r.try_get("last_error")?,
+        was_in_doubt: r.try_get::<i64, _>("was_in_doubt")? != 0,
+        updated_at: r.try_get("updated_at")?,
+        sent_at: r.try_get("sent_at")?,
+    })
+}
+
+impl Store {
+    /// One campaign of the organisation.
+    pub async fn api_campaign(&self, org_id: i64, id: i64) -> Result<Campaign, StoreError> {
+        let sql =
+            format!("SELECT {CAMPAIGN_COLUMNS} {CAMPAIGN_FROM} WHERE c.org_id = $1 AND c.id = $2");
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(org_id)
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?
+            .ok_or_else(|| no_campaign(id))?;
+        campaign_from_row(&row)
+    }
+
+    /// The campaign and the id of its latest audit event (0 when it has none): one cheap
+    /// read per tick of a live event stream.
+    pub async fn api_campaign_poll(
+        &self,
+        org_id: i64,
+        id: i64,
+    ) -> Result<(Campaign, i64), StoreError> {
+        let sql = format!(
+            "SELECT {CAMPAIGN_COLUMNS}, \
+             (SELECT COALESCE(max(e.id), 0) FROM campaign_events e WHERE e.campaign_id = c.id) AS last_event_id \
+             {CAMPAIGN_FROM} WHERE c.org_id = $1 AND c.id = $2"
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(org_id)
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?
+            .ok_or_else(|| no_campaign(id))?;
+        Ok((campaign_from_row(&row)?, row.try_get("last_event_id")?))
+    }
+
+    /// A page of the organisation's campaigns in id order, optionally of one status.
+    pub async fn api_campaigns(
+        &self,
+        org_id: i64,
+        status: Option<CampaignStatus>,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<Campaign>, StoreError> {
+        let filter = if status.is_some() {
+            "AND c.status = $4"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "SELECT {CAMPAIGN_COLUMNS} {CAMPAIGN_FROM} WHERE c.org_id = $1 AND c.id > $2 {filter} \
+             ORDER BY c.id LIMIT $3"
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql))
+            .bind(org_id)
+            .bind(after_id)
+            .bind(limit);
+        if let Some(s) = status {
+            q = q.bind(s.as_str());
+        }
+        let rows = q.fetch_all(&self.read).await?;
+        rows.iter().map(campaign_from_row).collect()
+    }
+
+    /// A channel of the organisation, or None.
+    pub async fn api_campaign_channel(
+        &self,
+        org_id: i64,
+        channel_id: i64,
+    ) -> Result<Option<ChannelInfo>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, org_id, name, kind, config, secrets, rate_per_sec, created_at FROM channels WHERE org_id = $1 AND id = $2",
+        )
+        .bind(org_id)
+        .bind(channel_id)
+        .fetch_optional(&self.read)
+        .await?;
+        row.as_ref().map(Self::channel_from_row).transpose()
+    }
+
+    /// A list of the organisation, or None.
+    pub async fn api_campaign_list(
+        &self,
+        org_id: i64,
+        list_id: i64,
+    ) -> Result<Option<ListInfo>, StoreError> {
+        let row = sqlx::query(
+            "SELECT l.id, l.name, (SELECT count(*) FROM list_members m WHERE m.list_id = l.id) AS members \
+             FROM lists l WHERE l.org_id = $1 AND l.id = $2",
+        )
+        .bind(org_id)
+        .bind(list_id)
+        .fetch_optional(&self.read)
+        .await?;
+        row.as_ref().map(list_from_row).transpose()
+    }
+
+    /// A contact of the organisation, as a template sees it, or None.
+    pub async fn api_campaign_contact(
+        &self,
+        org_id: i64,
+        contact_id: i64,
+    ) -> Result<Option<ContactInput>, StoreError> {
+        let row = sqlx::query(
+            "SELECT address, name, attributes, unsubscribed FROM contacts WHERE org_id = $1 AND id = $2",
+        )
+        .bind(org_id)
+        .bind(contact_id)
+        .fetch_optional(&self.read)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let attributes: String = row.try_get("attributes")?;
+        let attributes = match serde_json::from_str::<serde_json::Value>(&attributes) {
+            Ok(serde_json::Value::Object(map)) => map,
+            Ok(_) => serde_json::Map::new(),
+            Err(e) => {
+                return Err(StoreError::Corrupt(format!(
+                    "contact {contact_id} has attributes that are not JSON: {e}"
+                )));
+            }
+        };
+        Ok(Some(ContactInput {
+            address: row.try_get("address")?,
+            name: row.try_get("name")?,
+            attributes,
+            unsubscribed: Some(row.try_get::<i64, _>("unsubscribed")? != 0),
+        }))
+    }
+
+    /// Why a conditional write on the campaign matched nothing: it is not there (for this
+    /// organisation), or it is in another status.
+    async fn api_campaign_refusal(
+        &self,
+        org_id: i64,
+        id: i64,
+        what: &str,
+        allowed: &str,
+    ) -> StoreError {
+        match self.api_campaign_status(org_id, id).await {
+            Ok(status) => refused(id, status, what, allowed),
+            Err(e) => e,
+        }
+    }
+
+    /// Edits a draft: one conditional `UPDATE … WHERE status = 'draft'`, so an edit can
+    /// never change a campaign that has started. Only the given fields change; the caller
+    /// has checked that the channel and list belong to the organisation.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn api_campaign_update_draft(
+        &self,
+        org_id: i64,
+        id: i64,
+        name: Option<&str>,
+        body: Option<&str>,
+        channel_id: Option<i64>,
+        list_id: Option<i64>,
+        actor: &str,
+    ) -> Result<Campaign, StoreError> {
+        let now = crate::clock::now_ms();
+        let mut tx = self.begin().await?;
+        let changed = sqlx::query(
+            "UPDATE campaigns SET name = COALESCE($1, name), body = COALESCE($2, body), \
+             channel_id = COALESCE($3, channel_id), list_id = COALESCE($4, list_id) \
+             WHERE org_id = $5 AND id = $6 AND status = 'draft'",
+        )
+        .bind(name)
+        .bind(body)
+        .bind(channel_id)
+        .bind(list_id)
+        .bind(org_id)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed != 1 {
+            tx.rollback().await?;
+            return Err(self
+                .api_campaign_refusal(org_id, id, "editing", "draft")
+                .await);
+        }
+        let fields: Vec<&str> = [
+            name.map(|_| "name"),
+            body.map(|_| "body"),
+            channel_id.map(|_| "channel"),
+            list_id.map(|_| "list"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let reason = format!("edited: {}", fields.join(", "));
+        insert_event(
+            &mut tx,
+            id,
+            now,
+            actor,
+            Some(CampaignStatus::Draft),
+            CampaignStatus::Draft,
+            &reason,
+        )
+        .await?;
+        tx.commit().await?;
+        self.api_campaign(org_id, id).await
+    }
+
+    /// Locks the organisation's campaign for the rest of the transaction and returns its
+    /// status.
+    async fn api_campaign_lock(
+        &self,
+        tx: &mut super::Tx,
+        org_id: i64,
+        id: i64,
+    ) -> Result<CampaignStatus, StoreError> {
+        let sql = format!(
+            "SELECT status FROM campaigns WHERE org_id = $1 AND id = $2{}",
+            self.dialect.lock_suffix()
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(org_id)
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await?;
+        match row {
+            Some(r) => campaign_status_of(&r, "status"),
+            None => Err(no_campaign(id)),
+        }
+    }
+
+    /// Deletes a draft and its audit trail (it never sent anything); anything else is
+    /// refused.
+    pub async fn api_campaign_delete_draft(&self, org_id: i64, id: i64) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        let status = match self.api_campaign_lock(&mut tx, org_id, id).await {
+            Ok(s) => s,
+            Err(e) => {
+                tx.rollback().await?;
+                return Err(e);
+            }
+        };
+        if status != CampaignStatus::Draft {
+            tx.rollback().await?;
+            return Err(refused(id, status, "deleting", "draft (cancel it instead)"));
+        }
+        sqlx::query("DELETE FROM campaign_events WHERE campaign_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM campaigns WHERE org_id = $1 AND id = $2 AND status = 'draft'")
+            .bind(org_id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Schedules a draft (or reschedules a scheduled campaign) to start at `at`; the
+    /// scheduler's conditional start does the rest.
+    pub async fn api_campaign_schedule(
+        &self,
+        org_id: i64,
+        id: i64,
+        at: i64,
+        actor: &str,
+    ) -> Result<Campaign, StoreError> {
+        let now = crate::clock::now_ms();
+        let mut tx = self.begin().await?;
+        let from = match self.api_campaign_lock(&mut tx, org_id, id).await {
+            Ok(s) => s,
+            Err(e) => {
+                tx.rollback().await?;
+                return Err(e);
+            }
+        };
+        if !matches!(from, CampaignStatus::Draft | CampaignStatus::Scheduled) {
+            tx.rollback().await?;
+            return Err(refused(id, from, "`schedule`", "draft or scheduled"));
+        }
+        sqlx::query(
+            "UPDATE campaigns SET status = 'scheduled', scheduled_at = $1 \
+             WHERE org_id = $2 AND id = $3 AND status = $4",
+        )
+        .bind(at)
+        .bind(org_id)
+        .bind(id)
+        .bind(from.as_str())
+        .execute(&mut *tx)
+        .await?;
+        let verb = if from == CampaignStatus::Scheduled {
+            "rescheduled"
+        } else {
+            "scheduled"
+        };
+        let reason = format!("{verb} for {}", crate::clock::rfc3339(at));
+        insert_event(
+            &mut tx,
+            id,
+            now,
+            actor,
+            Some(from),
+            CampaignStatus::Scheduled,
+            &reason,
+        )
+        .await?;
+        tx.commit().await?;
+        self.api_campaign(org_id, id).await
+    }
+
+    /// A page of the campaign's audit trail in id order.
+    pub async fn api_campaign_events(
+        &self,
+        org_id: i64,
+        id: i64,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<CampaignEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT e.id, e.campaign_id, e.at, e.actor, e.from_status, e.to_status, e.reason \
+             FROM campaign_events e JOIN campaigns c ON c.id = e.campaign_id \
+             WHERE c.org_id = $1 AND e.campaign_id = $2 AND e.id > $3 ORDER BY e.id LIMIT $4",
+        )
+        .bind(org_id)
+        .bind(id)
+        .bind(after_id)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    /// A page of the campaign's messages in id order, optionally of one status.
+    pub async fn api_campaign_messages(
+        &self,
+        org_id: i64,
+        id: i64,
+        status: Option<MessageStatus>,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<MessageInfo>, StoreError> {
+        let filter = if status.is_some() {
+            "AND m.status = $5"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "SELECT m.id, m.campaign_id, m.address, m.status, m.attempts, m.next_attempt_at, m.owner, \
+             m.provider_id, m.last_error, m.was_in_doubt, m.updated_at, m.sent_at \
+             FROM messages m JOIN campaigns c ON c.id = m.campaign_id \
+             WHERE c.org_id = $1 AND m.campaign_id = $2 AND m.id > $3 {filter} ORDER BY m.id LIMIT $4"
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql))
+            .bind(org_id)
+            .bind(id)
+            .bind(after_id)
+            .bind(limit);
+        if let Some(s) = status {
+            q = q.bind(s.as_str());
+        }
+        let rows = q.fetch_all(&self.read).await?;
+        rows.iter().map(message_from_row).collect()
+    }
+
+    /// The campaign's status only (for callers that need nothing else).
+    pub async fn api_campaign_status(
+        &self,
+        org_id: i64,
+        id: i64,
+    ) -> Result<CampaignStatus, StoreError> {
+        let row = sqlx::query("SELECT status FROM campaigns WHERE org_id = $1 AND id = $2")
+            .bind(org_id)
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?
+            .ok_or_else(|| no_campaign(id))?;
+        campaign_status_of(&row, "status")
+    }
+}

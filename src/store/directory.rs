@@ -1,0 +1,650 @@
+//! Contacts, lists, list members and suppressions as the HTTP API sees them: every
+//! function here takes the caller's organisation and never reads or changes a row of
+//! another one (another organisation's row is simply "not found").
+
+use super::{Dialect, Store, StoreError, postgres, sqlite};
+use serde::Serialize;
+use sqlx::any::AnyRow;
+use sqlx::{AssertSqlSafe, Row};
+use std::collections::BTreeMap;
+
+pub type Attributes = serde_json::Map<String, serde_json::Value>;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ContactRow {
+    pub id: i64,
+    pub address: String,
+    pub name: Option<String>,
+    pub attributes: Attributes,
+    pub unsubscribed: bool,
+    /// The lists the contact belongs to, in id order.
+    pub list_ids: Vec<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A new contact; `address` is already normalised by `address::Address::parse`.
+#[derive(Debug, Clone, Default)]
+pub struct NewContact {
+    pub address: String,
+    pub name: Option<String>,
+    pub attributes: Attributes,
+    pub unsubscribed: bool,
+    pub list_ids: Vec<i64>,
+}
+
+/// What a PATCH changes; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct ContactChange {
+    /// `Some(None)` clears the name.
+    pub name: Option<Option<String>>,
+    /// Replaces every attribute.
+    pub attributes: Option<Attributes>,
+    pub unsubscribed: Option<bool>,
+}
+
+/// Which contacts a page holds.
+#[derive(Debug, Clone, Default)]
+pub struct ContactFilter {
+    /// Case-insensitive substring of the address or the name.
+    pub q: Option<String>,
+    pub list_id: Option<i64>,
+    pub unsubscribed: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ListRow {
+    pub id: i64,
+    pub name: String,
+    pub members: i64,
+    pub created_at: i64,
+}
+
+/// The outcome of deleting a list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListDeletion {
+    Deleted,
+    /// Campaigns (id, name) use the list, which therefore stays.
+    InUse(Vec<(i64, String)>),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SuppressionRow {
+    pub address: String,
+    pub reason: String,
+    pub created_at: i64,
+}
+
+/// A value bound to a dynamically built statement.
+enum Bind {
+    Int(i64),
+    Text(String),
+}
+
+fn query_with(
+    sql: String,
+    binds: Vec<Bind>,
+) -> sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments> {
+    let mut q = sqlx::query(AssertSqlSafe(sql));
+    for b in binds {
+        q = match b {
+            Bind::Int(i) => q.bind(i),
+            Bind::Text(s) => q.bind(s),
+        };
+    }
+    q
+}
+
+const CONTACT_COLUMNS: &str =
+    "c.id, c.address, c.name, c.attributes, c.unsubscribed, c.created_at, c.updated_at";
+const LIST_COLUMNS: &str = "l.id, l.name, l.created_at, \
+     (SELECT count(*) FROM list_members m WHERE m.list_id = l.id) AS members";
+
+fn contact_from_row(row: &AnyRow) -> Result<ContactRow, StoreError> {
+    let id: i64 = row.try_get("id")?;
+    let raw: String = row.try_get("attributes")?;
+    let attributes = match serde_json::from_str::<serde_json::Value>(&raw) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => {
+            return Err(StoreError::Corrupt(format!(
+                "contact {id} has attributes that are not a JSON object"
+            )));
+        }
+    };
+    Ok(ContactRow {
+        id,
+        address: row.try_get("address")?,
+        name: row.try_get("name")?,
+        attributes,
+        unsubscribed: row.try_get::<i64, _>("unsubscribed")? != 0,
+        list_ids: Vec::new(),
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn list_row(row: &AnyRow) -> Result<ListRow, StoreError> {
+    Ok(ListRow {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        members: row.try_get("members")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn suppression_row(row: &AnyRow) -> Result<SuppressionRow, StoreError> {
+    Ok(SuppressionRow {
+        address: row.try_get("address")?,
+        reason: row.try_get("reason")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+/// `%`, `_` and `\` taken literally in a `LIKE … ESCAPE '\'` pattern.
+fn like_pattern(q: &str) -> String {
+    let mut p = String::with_capacity(q.len() + 2);
+    p.push('%');
+    for ch in q.to_lowercase().chars() {
+        if matches!(ch, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(ch);
+    }
+    p.push('%');
+    p
+}
+
+fn contact_conflict(e: sqlx::Error, address: &str) -> StoreError {
+    StoreError::from_unique(e, || {
+        format!("a contact with the address `{address}` already exists")
+    })
+}
+
+fn list_conflict(e: sqlx::Error, name: &str) -> StoreError {
+    StoreError::from_unique(e, || format!("a list named `{name}` already exists"))
+}
+
+fn contact_missing(id: i64) -> StoreError {
+    StoreError::NotFound(format!("there is no contact `con_{id}`"))
+}
+
+fn list_missing(id: i64) -> StoreError {
+    StoreError::NotFound(format!("there is no list `lst_{id}`"))
+}
+
+impl Store {
+    fn json_ids(&self, param: &str) -> String {
+        match self.dialect {
+            Dialect::Sqlite => sqlite::json_ids(param),
+            Dialect::Postgres => postgres::json_ids(param),
+        }
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Contacts
+    // ----------------------------------------------------------------------------------
+
+    /// Contacts of the organisation with an id above `after`, in id order, at most `limit`.
+    pub async fn org_contacts(
+        &self,
+        org_id: i64,
+        filter: &ContactFilter,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<ContactRow>, StoreError> {
+        let mut sql =
+            format!("SELECT {CONTACT_COLUMNS} FROM contacts c WHERE c.org_id = $1 AND c.id > $2");
+        let mut binds = vec![Bind::Int(org_id), Bind::Int(after)];
+        if let Some(q) = filter.q.as_deref().filter(|q| !q.is_empty()) {
+            binds.push(Bind::Text(like_pattern(q)));
+            let n = binds.len();
+            sql.push_str(&format!(
+                " AND (lower(c.address) LIKE ${n} ESCAPE '\\' OR lower(COALESCE(c.name, '')) LIKE ${n} ESCAPE '\\')"
+            ));
+        }
+        if let Some(u) = filter.unsubscribed {
+            binds.push(Bind::Int(i64::from(u)));
+            sql.push_str(&format!(" AND c.unsubscribed = ${}", binds.len()));
+        }
+        if let Some(list_id) = filter.list_id {
+            binds.push(Bind::Int(list_id));
+            sql.push_str(&format!(
+                " AND EXISTS (SELECT 1 FROM list_members m WHERE m.list_id = ${} AND m.contact_id = c.id)",
+                binds.len()
+            ));
+        }
+        binds.push(Bind::Int(limit));
+        sql.push_str(&format!(" ORDER BY c.id LIMIT ${}", binds.len()));
+        let rows = query_with(sql, binds).fetch_all(&self.read).await?;
+        let mut contacts = rows
+            .iter()
+            .map(contact_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.fill_list_ids(org_id, &mut contacts).await?;
+        Ok(contacts)
+    }
+
+    async fn fill_list_ids(
+        &self,
+        org_id: i64,
+        contacts: &mut [ContactRow],
+    ) -> Result<(), StoreError> {
+        if contacts.is_empty() {
+            return Ok(());
+        }
+        let ids = super::ids_json(contacts.iter().map(|c| c.id));
+        let sql = format!(
+            "SELECT m.contact_id, m.list_id FROM list_members m JOIN lists l ON l.id = m.list_id \
+             WHERE l.org_id = $1 AND m.contact_id IN {} ORDER BY m.contact_id, m.list_id",
+            self.json_ids("$2")
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(org_id)
+            .bind(ids)
+            .fetch_all(&self.read)
+            .await?;
+        let mut by_contact: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+        for r in &rows {
+            by_contact
+                .entry(r.try_get("contact_id")?)
+                .or_default()
+                .push(r.try_get("list_id")?);
+        }
+        for c in contacts {
+            c.list_ids = by_contact.remove(&c.id).unwrap_or_default();
+        }
+        Ok(())
+    }
+
+    pub async fn org_contact(&self, org_id: i64, id: i64) -> Result<ContactRow, StoreError> {
+        let sql =
+            format!("SELECT {CONTACT_COLUMNS} FROM contacts c WHERE c.org_id = $1 AND c.id = $2");
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(org_id)
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?
+            .ok_or_else(|| contact_missing(id))?;
+        let mut contacts = vec![contact_from_row(&row)?];
+        self.fill_list_ids(org_id, &mut contacts).await?;
+        contacts.pop().ok_or_else(|| contact_missing(id))
+    }
+
+    /// Creates a contact and adds it to those of `list_ids` that belong to the organisation
+    /// (check them first with [`Store::unknown_lists`]). An existing address is a conflict.
+    pub async fn create_org_contact(
+        &self,
+        org_id: i64,
+        new: &NewContact,
+    ) -> Result<ContactRow, StoreError> {
+        let now = crate::clock::now_ms();
+        let mut tx = self.begin().await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO contacts (org_id, address, name, attributes, unsubscribed, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING id",
+        )
+        .bind(org_id)
+        .bind(&new.address)
+        .bind(new.name.as_deref())
+        .bind(serde_json::Value::Object(new.attributes.clone()).to_string())
+        .bind(i64::from(new.unsubscribed))
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| contact_conflict(e, &new.address))?;
+        if !new.list_ids.is_empty() {
+            let sql = format!(
+                "INSERT INTO list_members (list_id, contact_id, added_at) \
+                 SELECT l.id, $2, $3 FROM lists l WHERE l.org_id = $1 AND l.id IN {} \
+                 ON CONFLICT (list_id, contact_id) DO NOTHING",
+                self.json_ids("$4")
+            );
+            sqlx::query(AssertSqlSafe(sql))
+                .bind(org_id)
+                .bind(id)
+                .bind(now)
+                .bind(super::ids_json(new.list_ids.iter().copied()))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        self.org_contact(org_id, id).await
+    }
+
+    pub async fn update_org_contact(
+        &self,
+        org_id: i64,
+        id: i64,
+        change: &ContactChange,
+    ) -> Result<ContactRow, StoreError> {
+        let mut binds = vec![Bind::Int(org_id), Bind::Int(id)];
+        let mut sets: Vec<String> = Vec::new();
+        if let Some(name) = &change.name {
+            match name {
+                Some(n) => {
+                    binds.push(Bind::Text(n.clone()));
+                    sets.push(format!("name = ${}", binds.len()));
+                }
+                None => sets.push("name = NULL".into()),
+            }
+        }
+        if let Some(attributes) = &change.attributes {
+            binds.push(Bind::Text(
+                serde_json::Value::Object(attributes.clone()).to_string(),
+            ));
+            sets.push(format!("attributes = ${}", binds.len()));
+        }
+        if let Some(u) = change.unsubscribed {
+            binds.push(Bind::Int(i64::from(u)));
+            sets.push(format!("unsubscribed = ${}", binds.len()));
+        }
+        binds.push(Bind::Int(crate::clock::now_ms()));
+        sets.push(format!("updated_at = ${}", binds.len()));
+        let sql = format!(
+            "UPDATE contacts SET {} WHERE org_id = $1 AND id = $2",
+            sets.join(", ")
+        );
+        let r = query_with(sql, binds).execute(&self.write).await?;
+        if r.rows_affected() == 0 {
+            return Err(contact_missing(id));
+        }
+        self.org_contact(org_id, id).await
+    }
+
+    /// Deletes a contact and its list memberships. Messages already sent keep their
+    /// address (they hold it themselves).
+    pub async fn delete_org_contact(&self, org_id: i64, id: i64) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "DELETE FROM list_members WHERE contact_id IN (SELECT id FROM contacts WHERE org_id = $1 AND id = $2)",
+        )
+        .bind(org_id)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        let r = sqlx::query("DELETE FROM contacts WHERE org_id = $1 AND id = $2")
+            .bind(org_id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        if r.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Err(contact_missing(id));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Those of `ids` that are not contacts of the organisation, in the order given.
+    pub async fn unknown_contacts(&self, org_id: i64, ids: &[i64]) -> Result<Vec<i64>, StoreError> {
+        self.unknown_ids("contacts", org_id, ids).await
+    }
+
+    /// Those of `ids` that are not lists of the organisation, in the order given.
+    pub async fn unknown_lists(&self, org_id: i64, ids: &[i64]) -> Result<Vec<i64>, StoreError> {
+        self.unknown_ids("lists", org_id, ids).await
+    }
+
+    async fn unknown_ids(
+        &self,
+        table: &'static str,
+        org_id: i64,
+        ids: &[i64],
+    ) -> Result<Vec<i64>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT id FROM {table} WHERE org_id = $1 AND id IN {}",
+            self.json_ids("$2")
+        );
+        let found: Vec<i64> = sqlx::query_scalar(AssertSqlSafe(sql))
+            .bind(org_id)
+            .bind(super::ids_json(ids.iter().copied()))
+            .fetch_all(&self.read)
+            .await?;
+        Ok(ids
+            .iter()
+            .copied()
+            .filter(|id| !found.contains(id))
+            .collect())
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Lists
+    // ----------------------------------------------------------------------------------
+
+    /// Lists of the organisation with an id above `after`, in id order, at most `limit`.
+    pub async fn org_lists(
+        &self,
+        org_id: i64,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<ListRow>, StoreError> {
+        let sql = format!(
+            "SELECT {LIST_COLUMNS} FROM lists l WHERE l.org_id = $1 AND l.id > $2 ORDER BY l.id LIMIT $3"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(org_id)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter().map(list_row).collect()
+    }
+
+    pub async fn org_list(&self, org_id: i64, id: i64) -> Result<ListRow, StoreError> {
+        let sql = format!("SELECT {LIST_COLUMNS} FROM lists l WHERE l.org_id = $1 AND l.id = $2");
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(org_id)
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?
+            .ok_or_else(|| list_missing(id))?;
+        list_row(&row)
+    }
+
+    /// Creates a list; a name the organisation already uses is a conflict.
+    pub async fn create_org_list(&self, org_id: i64, name: &str) -> Result<ListRow, StoreError> {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO lists (org_id, name, created_at) VALUES ($1, $2, $3) RETURNING id",
+        )
+        .bind(org_id)
+        .bind(name)
+        .bind(crate::clock::now_ms())
+        .fetch_one(&self.write)
+        .await
+        .map_err(|e| list_conflict(e, name))?;
+        self.org_list(org_id, id).await
+    }
+
+    pub async fn rename_org_list(
+        &self,
+        org_id: i64,
+        id: i64,
+        name: &str,
+    ) -> Result<ListRow, StoreError> {
+        let r = sqlx::query("UPDATE lists SET name = $3 WHERE org_id = $1 AND id = $2")
+            .bind(org_id)
+            .bind(id)
+            .bind(name)
+            .execute(&self.write)
+            .await
+            .map_err(|e| list_conflict(e, name))?;
+        if r.rows_affected() == 0 {
+            return Err(list_missing(id));
+        }
+        self.org_list(org_id, id).await
+    }
+
+    /// Deletes a list and its memberships (the contacts stay), unless a campaign uses it.
+    pub async fn delete_org_list(&self, org_id: i64, id: i64) -> Result<ListDeletion, StoreError> {
+        let lock = match self.dialect {
+            Dialect::Sqlite => sqlite::LOCK_SUFFIX,
+            Dialect::Postgres => postgres::LOCK_SUFFIX,
+        };
+        let mut tx = self.begin().await?;
+        let exists: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT id FROM lists WHERE org_id = $1 AND id = $2{lock}"
+        )))
+        .bind(org_id)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if exists.is_none() {
+            tx.rollback().await?;
+            return Err(list_missing(id));
+        }
+        let rows = sqlx::query(
+            "SELECT id, name FROM campaigns WHERE org_id = $1 AND list_id = $2 ORDER BY id",
+        )
+        .bind(org_id)
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await?;
+        if !rows.is_empty() {
+            let campaigns = rows
+                .iter()
+                .map(|r| Ok((r.try_get("id")?, r.try_get("name")?)))
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            tx.rollback().await?;
+            return Ok(ListDeletion::InUse(campaigns));
+        }
+        sqlx::query("DELETE FROM list_members WHERE list_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let deleted = sqlx::query("DELETE FROM lists WHERE org_id = $1 AND id = $2")
+            .bind(org_id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await;
+        match deleted {
+            Ok(_) => {}
+            // A campaign created meanwhile refers to it.
+            Err(sqlx::Error::Database(db)) if db.is_foreign_key_violation() => {
+                return Err(StoreError::Conflict(format!(
+                    "list `lst_{id}` is used by a campaign and cannot be deleted"
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        tx.commit().await?;
+        Ok(ListDeletion::Deleted)
+    }
+
+    /// Adds contacts of the organisation to one of its lists; ids that are not its
+    /// contacts are ignored (check them first with [`Store::unknown_contacts`]), and members
+    /// stay members. Returns how many became members.
+    pub async fn add_org_list_members(
+        &self,
+        org_id: i64,
+        list_id: i64,
+        contact_ids: &[i64],
+    ) -> Result<u64, StoreError> {
+        let sql = format!(
+            "INSERT INTO list_members (list_id, contact_id, added_at) \
+             SELECT l.id, c.id, $3 FROM lists l JOIN contacts c ON c.org_id = l.org_id \
+             WHERE l.org_id = $1 AND l.id = $2 AND c.id IN {} \
+             ON CONFLICT (list_id, contact_id) DO NOTHING",
+            self.json_ids("$4")
+        );
+        let r = sqlx::query(AssertSqlSafe(sql))
+            .bind(org_id)
+            .bind(list_id)
+            .bind(crate::clock::now_ms())
+            .bind(super::ids_json(contact_ids.iter().copied()))
+            .execute(&self.write)
+            .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// Removes a contact from a list; NotFound when it was not a member.
+    pub async fn remove_org_list_member(
+        &self,
+        org_id: i64,
+        list_id: i64,
+        contact_id: i64,
+    ) -> Result<(), StoreError> {
+        let r = sqlx::query(
+            "DELETE FROM list_members WHERE list_id = $2 AND contact_id = $3 \
+             AND list_id IN (SELECT id FROM lists WHERE org_id = $1 AND id = $2)",
+        )
+        .bind(org_id)
+        .bind(list_id)
+        .bind(contact_id)
+        .execute(&self.write)
+        .await?;
+        if r.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!(
+                "contact `con_{contact_id}` is not a member of list `lst_{list_id}`"
+            )));
+        }
+        Ok(())
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Suppressions
+    // ----------------------------------------------------------------------------------
+
+    /// Suppressed addresses above `after`, in address order, at most `limit`.
+    pub async fn org_suppressions(
+        &self,
+        org_id: i64,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<SuppressionRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT address, reason, created_at FROM suppressions \
+             WHERE org_id = $1 AND address > $2 ORDER BY address LIMIT $3",
+        )
+        .bind(org_id)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(suppression_row).collect()
+    }
+
+    /// Suppresses an address; for one already suppressed, a given reason replaces the old
+    /// one. Returns the row and whether it is new.
+    pub async fn upsert_org_suppression(
+        &self,
+        org_id: i64,
+        address: &str,
+        reason: Option<&str>,
+        default_reason: &str,
+    ) -> Result<(SuppressionRow, bool), StoreError> {
+        let mut tx = self.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO suppressions (org_id, address, reason, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (org_id, address) DO NOTHING",
+        )
+        .bind(org_id)
+        .bind(address)
+        .bind(reason.unwrap_or(default_reason))
+        .bind(crate::clock::now_ms())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            > 0;
+        if let (false, Some(reason)) = (inserted, reason) {
+            sqlx::query("UPDATE suppressions SET reason = $3 WHERE org_id = $1 AND address = $2")
+                .bind(org_id)
+                .bind(address)
+                .bind(reason)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let row = sqlx::query(
+            "SELECT address, reason, created_at FROM suppressions WHERE org_id = $1 AND address = $2",
+        )
+        .bind(org_id)
+        .bind(address)
+        .fetch_one(&mut *tx)
+        .await?;
+        let row = suppression_row(&row)?;
+        tx.commit().await?;
+        Ok((row, inserted))
+    }
+}

@@ -1,0 +1,691 @@
+//! Campaigns: the list (status filter, progress), the editor (template with a preview for
+//! a chosen contact, SMS segments and encoding; send now, schedule, or keep as a draft),
+//! and the detail page (progress per status, live over server-sent events in the browser,
+//! throughput, the audit trail in plain language, messages, and the actions, each behind a
+//! confirmation).
+
+use super::super::client::{query, segment};
+use super::super::forms::idempotency_token;
+use super::super::render::{PageMeta, page};
+use super::super::session::redirect_with;
+use super::super::{Ctx, FormErrors, Payload, PostForm, Web};
+use super::{api_failed, error_page, items};
+use axum::extract::{Path, Query, State};
+use axum::http::{Method, StatusCode};
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+pub const CAMPAIGN_STATUSES: [&str; 6] = [
+    "draft",
+    "scheduled",
+    "sending",
+    "paused",
+    "completed",
+    "cancelled",
+];
+
+pub const MESSAGE_STATUSES: [&str; 11] = [
+    "queued",
+    "in_flight",
+    "retry_wait",
+    "in_doubt",
+    "sent",
+    "delivered",
+    "read",
+    "undelivered",
+    "failed",
+    "skipped",
+    "cancelled",
+];
+
+/// An action on a campaign: (path segment, button text, from which statuses, what the
+/// confirmation says, the flash after it).
+struct Action {
+    name: &'static str,
+    verb: &'static str,
+    from: &'static [&'static str],
+    explain: &'static str,
+    done: &'static str,
+    danger: bool,
+}
+
+const ACTIONS: [Action; 5] = [
+    Action {
+        name: "start",
+        verb: "Start sending",
+        from: &["draft", "scheduled"],
+        explain: "Herald creates one message per distinct address of the list and starts sending through the channel. Unsubscribed, suppressed and unusable addresses are skipped.",
+        done: "Campaign started.",
+        danger: false,
+    },
+    Action {
+        name: "pause",
+        verb: "Pause",
+        from: &["sending"],
+        explain: "No new messages are sent. Messages already handed to the provider finish and are recorded. You can resume at any time.",
+        done: "Campaign paused.",
+        danger: false,
+    },
+    Action {
+        name: "resume",
+        verb: "Resume",
+        from: &["paused"],
+        explain: "Sending continues where it stopped.",
+        done: "Campaign resumed.",
+        danger: false,
+    },
+    Action {
+        name: "cancel",
+        verb: "Cancel campaign",
+        from: &["draft", "scheduled", "sending", "paused"],
+        explain: "Messages not yet sent are cancelled; this cannot be undone. Messages already handed to the provider finish.",
+        done: "Campaign cancelled.",
+        danger: true,
+    },
+    Action {
+        name: "complete",
+        verb: "Mark complete",
+        from: &["sending", "paused"],
+        explain: "Marks the campaign completed by hand, for when you know its work is done. Herald refuses while any message is still pending, and records it in the audit trail.",
+        done: "Campaign marked complete.",
+        danger: false,
+    },
+];
+
+fn actions_view() -> Value {
+    Value::Array(
+        ACTIONS
+            .iter()
+            .map(|a| {
+                json!({
+                    "name": a.name,
+                    "verb": a.verb,
+                    "from": a.from,
+                    "when": a.from.join(" "),
+                    "explain": a.explain,
+                    "danger": a.danger,
+                })
+            })
+            .collect(),
+    )
+}
+
+/// `user:ada@example.org` as a person reads it.
+pub fn describe_actor(actor: &str) -> String {
+    if let Some(email) = actor.strip_prefix("user:") {
+        return email.to_string();
+    }
+    if let Some(name) = actor.strip_prefix("api_key:") {
+        return format!("API key “{name}”");
+    }
+    if let Some(who) = actor.strip_prefix("cli:") {
+        return format!("the command line ({who})");
+    }
+    if actor.starts_with("scheduler") {
+        return "the scheduler".into();
+    }
+    if actor.starts_with("reconciler") {
+        return "Herald's reconciler".into();
+    }
+    if let Some(instance) = actor.strip_prefix("instance ") {
+        return format!("Herald instance {instance}");
+    }
+    if actor.starts_with("dispatcher") || actor.starts_with("engine") {
+        return "Herald".into();
+    }
+    actor.to_string()
+}
+
+/// One audit-trail entry as a sentence: "Paused by ada@example.org".
+pub fn describe_event(from: Option<&str>, to: &str, actor: &str) -> String {
+    let who = describe_actor(actor);
+    match (from, to) {
+        (None, "scheduled") => format!("Created and scheduled by {who}"),
+        (None, _) => format!("Created by {who}"),
+        (Some("draft"), "draft") | (Some("scheduled"), "scheduled") => format!("Edited by {who}"),
+        (Some(_), "scheduled") => format!("Scheduled by {who}"),
+        (Some("paused"), "sending") => format!("Resumed by {who}"),
+        (Some(_), "sending") => format!("Started by {who}"),
+        (Some(_), "paused") => format!("Paused by {who}"),
+        (Some(_), "cancelled") => format!("Cancelled by {who}"),
+        (Some(_), "completed")
+            if actor.starts_with("user:")
+                || actor.starts_with("api_key:")
+                || actor.starts_with("cli:") =>
+        {
+            format!("Marked complete by {who}")
+        }
+        (Some(_), "completed") => format!("Completed ({who})"),
+        (Some(from), to) => format!("Moved from {from} to {to} by {who}"),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ListQuery {
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    cursor: String,
+}
+
+pub async fn list(State(web): State<Web>, ctx: Ctx, Query(q): Query<ListQuery>) -> Response {
+    let status = if CAMPAIGN_STATUSES.contains(&q.status.as_str()) {
+        q.status.as_str()
+    } else {
+        ""
+    };
+    let path = format!(
+        "/api/v1/campaigns{}",
+        query(&[("status", status), ("cursor", &q.cursor), ("limit", "100")])
+    );
+    let reply = web.get(&ctx.session, &path).await;
+    if !reply.ok() {
+        return api_failed(&ctx, "Campaigns", &reply);
+    }
+    let next = reply.body["next_cursor"]
+        .as_str()
+        .map(|c| format!("/campaigns{}", query(&[("status", status), ("cursor", c)])));
+    page(
+        &ctx,
+        PageMeta {
+            status: StatusCode::OK,
+            section: "campaigns",
+            title: "Campaigns",
+        },
+        "campaigns.html",
+        json!({
+            "campaigns": items(&reply),
+            "statuses": CAMPAIGN_STATUSES,
+            "status": status,
+            "next": next,
+            "paged": !q.cursor.is_empty(),
+        }),
+    )
+}
+
+// --------------------------------------------------------------------------------------
+// The editor
+// --------------------------------------------------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+pub struct NewQuery {
+    #[serde(default)]
+    list_id: String,
+    #[serde(default)]
+    channel_id: String,
+}
+
+/// What the editor shows besides the form's values: the lists, channels, contacts of the
+/// chosen list to preview for, and (after a preview request) the preview.
+struct Editor {
+    values: Value,
+    errors: FormErrors,
+    preview: Value,
+    preview_error: Option<String>,
+    status: StatusCode,
+}
+
+async fn render_editor(web: &Web, ctx: &Ctx, editor: Editor) -> Response {
+    let (lists, channels) = tokio::join!(
+        web.get(&ctx.session, "/api/v1/lists?limit=500"),
+        web.get(&ctx.session, "/api/v1/channels?limit=500"),
+    );
+    if !lists.ok() {
+        return api_failed(ctx, "Lists", &lists);
+    }
+    if !channels.ok() {
+        return api_failed(ctx, "Channels", &channels);
+    }
+    let lists = items(&lists);
+    let channels = items(&channels);
+    let mut values = editor.values;
+    // The list whose contacts the preview can use: the chosen one, else the first.
+    let list_id = values["list_id"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .or_else(|| lists[0]["id"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    if values["list_id"].as_str().unwrap_or_default().is_empty() {
+        values["list_id"] = json!(list_id);
+    }
+    let contacts = if list_id.is_empty() {
+        json!([])
+    } else {
+        let r = web
+            .get(
+                &ctx.session,
+                &format!("/api/v1/lists/{}/members?limit=50", segment(&list_id)),
+            )
+            .await;
+        if r.ok() { items(&r) } else { json!([]) }
+    };
+    page(
+        ctx,
+        PageMeta {
+            status: editor.status,
+            section: "campaigns",
+            title: "New campaign",
+        },
+        "campaign_new.html",
+        json!({
+            "lists": lists,
+            "channels": channels,
+            "contacts": contacts,
+            "values": values,
+            "errors": editor.errors,
+            "preview": editor.preview,
+            "preview_error": editor.preview_error,
+            "idem": idempotency_token(),
+        }),
+    )
+}
+
+pub async fn new_form(State(web): State<Web>, ctx: Ctx, Query(q): Query<NewQuery>) -> Response {
+    render_editor(
+        &web,
+        &ctx,
+        Editor {
+            values: json!({
+                "list_id": segment(&q.list_id),
+                "channel_id": segment(&q.channel_id),
+                "when": "now",
+                "body": "Hi {{ name }}, ",
+            }),
+            errors: FormErrors::none(),
+            preview: Value::Null,
+            preview_error: None,
+            status: StatusCode::OK,
+        },
+    )
+    .await
+}
+
+/// The editor's values as the form sent them, the body exactly as typed.
+fn editor_values(form: &PostForm) -> Value {
+    let mut values = json!(form.values());
+    values["body"] = json!(form.raw("body"));
+    if let Value::Object(m) = &mut values {
+        m.remove("_idem");
+    }
+    values
+}
+
+/// The preview without JavaScript: the editor again, with the message rendered for the
+/// chosen contact.
+pub async fn preview(State(web): State<Web>, form: PostForm) -> Response {
+    let ctx = &form.ctx;
+    let mut request = json!({"body": form.raw("body")});
+    for (field, key) in [
+        ("contact_id", "preview_contact"),
+        ("channel_id", "channel_id"),
+    ] {
+        let v = form.get(key);
+        if !v.is_empty() {
+            request[field] = json!(v);
+        }
+    }
+    let reply = web
+        .post(&ctx.session, "/api/v1/templates/preview", request)
+        .await;
+    let (preview, preview_error) = if reply.ok() {
+        (reply.body.clone(), None)
+    } else {
+        (Value::Null, Some(reply.message()))
+    };
+    render_editor(
+        &web,
+        ctx,
+        Editor {
+            values: editor_values(&form),
+            errors: FormErrors::none(),
+            preview,
+            preview_error,
+            status: StatusCode::OK,
+        },
+    )
+    .await
+}
+
+/// `2026-12-01T09:00` (a datetime-local field, read as UTC) as RFC 3339.
+fn schedule_time(value: &str) -> String {
+    let v = value.trim();
+    if v.is_empty() {
+        return String::new();
+    }
+    if v.ends_with('Z') || v.contains('+') {
+        return v.to_string();
+    }
+    match v.len() {
+        16 => format!("{v}:00Z"),
+        _ => format!("{v}Z"),
+    }
+}
+
+/// Creates the campaign, then starts it when "send now" was chosen.
+pub async fn create(State(web): State<Web>, form: PostForm) -> Response {
+    let ctx = &form.ctx;
+    let when = form.get("when");
+    let mut body = json!({
+        "name": form.get("name"),
+        "list_id": form.get("list_id"),
+        "channel_id": form.get("channel_id"),
+        "body": form.raw("body"),
+    });
+    let mut errors = FormErrors::none();
+    if when == "later" {
+        let at = schedule_time(form.get("scheduled_at"));
+        if at.is_empty() {
+            errors = errors.field("scheduled_at", "Choose when to start (UTC)");
+        } else {
+            body["scheduled_at"] = json!(at);
+        }
+    }
+    if errors.is_empty() {
+        let idem = form.get("_idem").to_string();
+        let reply = web
+            .api(
+                &ctx.session,
+                Method::POST,
+                "/api/v1/campaigns",
+                Payload::Json(body),
+                (!idem.is_empty()).then_some(idem.as_str()),
+            )
+            .await;
+        if reply.ok() {
+            let id = segment(reply.body["id"].as_str().unwrap_or_default());
+            let name = reply.body["name"].as_str().unwrap_or_default().to_string();
+            let to = format!("/campaigns/{id}");
+            if when != "now" {
+                let message = if when == "later" {
+                    format!("Campaign “{name}” is scheduled.")
+                } else {
+                    format!("Campaign “{name}” is saved as a draft.")
+                };
+                return redirect_with(&to, &message, ctx.secure);
+            }
+            let start_key = format!("{idem}-start");
+            let started = web
+                .api(
+                    &ctx.session,
+                    Method::POST,
+                    &format!("/api/v1/campaigns/{id}/start"),
+                    Payload::None,
+                    (!idem.is_empty()).then_some(start_key.as_str()),
+                )
+                .await;
+            let message = if started.ok() {
+                format!("Campaign “{name}” started.")
+            } else {
+                format!(
+                    "!Campaign “{name}” was created but did not start: {}",
+                    started.message()
+                )
+            };
+            return redirect_with(&to, &message, ctx.secure);
+        }
+        errors = FormErrors::from_reply(&reply);
+        return render_editor(
+            &web,
+            ctx,
+            Editor {
+                values: editor_values(&form),
+                errors,
+                preview: Value::Null,
+                preview_error: None,
+                status: reply.status,
+            },
+        )
+        .await;
+    }
+    errors.summary = Some("Please correct the form.".into());
+    render_editor(
+        &web,
+        ctx,
+        Editor {
+            values: editor_values(&form),
+            errors,
+            preview: Value::Null,
+            preview_error: None,
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+        },
+    )
+    .await
+}
+
+// --------------------------------------------------------------------------------------
+// The detail page
+// --------------------------------------------------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+pub struct DetailQuery {
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    cursor: String,
+}
+
+pub async fn detail(
+    State(web): State<Web>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    Query(q): Query<DetailQuery>,
+) -> Response {
+    let id = segment(&id);
+    let status = if MESSAGE_STATUSES.contains(&q.status.as_str()) {
+        q.status.as_str()
+    } else {
+        ""
+    };
+    let base = format!("/api/v1/campaigns/{id}");
+    let messages_path = format!(
+        "{base}/messages{}",
+        query(&[("status", status), ("cursor", &q.cursor), ("limit", "50")])
+    );
+    let stats_path = format!("{base}/stats");
+    let audit_path = format!("{base}/audit?limit=500");
+    let (campaign, stats, audit, messages) = tokio::join!(
+        web.get(&ctx.session, &base),
+        web.get(&ctx.session, &stats_path),
+        web.get(&ctx.session, &audit_path),
+        web.get(&ctx.session, &messages_path),
+    );
+    if !campaign.ok() {
+        return api_failed(&ctx, "The campaign", &campaign);
+    }
+    let audit_items: Vec<Value> = items(&audit)
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|mut e| {
+            let sentence = describe_event(
+                e["from"].as_str(),
+                e["to"].as_str().unwrap_or_default(),
+                e["actor"].as_str().unwrap_or_default(),
+            );
+            e["sentence"] = json!(sentence);
+            e
+        })
+        .collect();
+    let next = messages.body["next_cursor"].as_str().map(|c| {
+        format!(
+            "/campaigns/{id}{}#messages",
+            query(&[("status", status), ("cursor", c)])
+        )
+    });
+    let name = campaign.body["name"]
+        .as_str()
+        .unwrap_or("Campaign")
+        .to_string();
+    let bars: Vec<Value> = MESSAGE_STATUSES
+        .iter()
+        .map(|s| json!({"status": s, "count": campaign.body["counters"][*s]}))
+        .collect();
+    page(
+        &ctx,
+        PageMeta {
+            status: StatusCode::OK,
+            section: "campaigns",
+            title: &name,
+        },
+        "campaign.html",
+        json!({
+            "c": campaign.body,
+            "stats": if stats.ok() { stats.body.clone() } else { Value::Null },
+            "audit": audit_items,
+            "audit_error": (!audit.ok()).then(|| audit.message()),
+            "messages": items(&messages),
+            "messages_error": (!messages.ok()).then(|| messages.message()),
+            "message_statuses": MESSAGE_STATUSES,
+            "message_status": status,
+            "next": next,
+            "paged": !q.cursor.is_empty(),
+            "bars": bars,
+            "actions": actions_view(),
+        }),
+    )
+}
+
+fn action(name: &str) -> Option<&'static Action> {
+    ACTIONS.iter().find(|a| a.name == name)
+}
+
+/// The confirmation page an action's button leads to (JavaScript opens a dialog instead).
+pub async fn confirm(
+    State(web): State<Web>,
+    ctx: Ctx,
+    Path((id, name)): Path<(String, String)>,
+) -> Response {
+    let Some(act) = action(&name) else {
+        return super::not_found().await;
+    };
+    let id = segment(&id);
+    let campaign = web
+        .get(&ctx.session, &format!("/api/v1/campaigns/{id}"))
+        .await;
+    if !campaign.ok() {
+        return api_failed(&ctx, "The campaign", &campaign);
+    }
+    let title = format!(
+        "{}: {}",
+        act.verb,
+        campaign.body["name"].as_str().unwrap_or_default()
+    );
+    page(
+        &ctx,
+        PageMeta {
+            status: StatusCode::OK,
+            section: "campaigns",
+            title: &title,
+        },
+        "confirm.html",
+        json!({
+            "c": campaign.body,
+            "action": {
+                "name": act.name,
+                "verb": act.verb,
+                "explain": act.explain,
+                "danger": act.danger,
+                "allowed": act.from.contains(&campaign.body["status"].as_str().unwrap_or_default()),
+                "from": act.from,
+            },
+        }),
+    )
+}
+
+/// Carries out a confirmed action, then back to the campaign with what happened.
+pub async fn act(
+    State(web): State<Web>,
+    Path((id, name)): Path<(String, String)>,
+    form: PostForm,
+) -> Response {
+    let ctx = &form.ctx;
+    let Some(act) = action(&name) else {
+        return super::not_found().await;
+    };
+    let id = segment(&id);
+    let reason = form.get("reason");
+    let payload = if reason.is_empty() || act.name == "start" {
+        Payload::None
+    } else {
+        Payload::Json(json!({"reason": reason}))
+    };
+    let idem = form.get("_idem");
+    let reply = web
+        .api(
+            &ctx.session,
+            Method::POST,
+            &format!("/api/v1/campaigns/{id}/{}", act.name),
+            payload,
+            (!idem.is_empty()).then_some(idem),
+        )
+        .await;
+    let to = format!("/campaigns/{id}");
+    if reply.ok() {
+        tracing::info!(
+            actor = ctx.session.actor,
+            campaign = id,
+            action = act.name,
+            "dashboard: campaign action"
+        );
+        return redirect_with(&to, act.done, ctx.secure);
+    }
+    if reply.status == StatusCode::NOT_FOUND {
+        return api_failed(ctx, "The campaign", &reply);
+    }
+    if reply.status == StatusCode::UNPROCESSABLE_ENTITY {
+        return error_page(
+            ctx,
+            reply.status,
+            &format!("{}: the reason was refused", act.verb),
+            &reply.message(),
+        );
+    }
+    redirect_with(
+        &to,
+        &format!("!{} refused: {}", act.verb, reply.message()),
+        ctx.secure,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audit_entries_read_as_sentences() {
+        assert_eq!(
+            describe_event(Some("sending"), "paused", "user:ada@example.org"),
+            "Paused by ada@example.org"
+        );
+        assert_eq!(
+            describe_event(Some("paused"), "sending", "api_key:deploy"),
+            "Resumed by API key “deploy”"
+        );
+        assert_eq!(
+            describe_event(None, "draft", "user:a@b.c"),
+            "Created by a@b.c"
+        );
+        assert_eq!(
+            describe_event(Some("sending"), "completed", "reconciler@host-1"),
+            "Completed (Herald's reconciler)"
+        );
+        assert_eq!(
+            describe_event(Some("paused"), "completed", "user:a@b.c"),
+            "Marked complete by a@b.c"
+        );
+    }
+
+    #[test]
+    fn schedule_times_are_utc() {
+        assert_eq!(schedule_time("2026-12-01T09:00"), "2026-12-01T09:00:00Z");
+        assert_eq!(schedule_time("2026-12-01T09:00:30"), "2026-12-01T09:00:30Z");
+        assert_eq!(
+            schedule_time("2026-12-01T09:00:00Z"),
+            "2026-12-01T09:00:00Z"
+        );
+        assert_eq!(schedule_time(" "), "");
+    }
+}

@@ -1,0 +1,381 @@
+// The dashboard in headless Chromium, as a person would use it. Started by
+// tests/browser/main.rs, which runs `herald serve` and passes, in the environment:
+// HERALD_URL, HERALD_EMAIL, HERALD_PASSWORD, PLAYWRIGHT_CORE (the module's folder),
+// CHROMIUM (the browser), SCREENSHOTS (folder), FIXTURES (the CSV files), USER_DATA_DIR.
+// Every wait is bounded; the first failure ends the script with a message and exit code 1.
+
+import { createRequire } from "node:module";
+import assert from "node:assert/strict";
+import path from "node:path";
+import fs from "node:fs";
+
+const require = createRequire(import.meta.url);
+const env = (name) => {
+  const v = process.env[name];
+  if (!v) { throw new Error(`${name} is not set: run this through cargo test --test browser`); }
+  return v;
+};
+const BASE = env("HERALD_URL");
+const EMAIL = env("HERALD_EMAIL");
+const PASSWORD = env("HERALD_PASSWORD");
+const SHOTS = env("SCREENSHOTS");
+const FIXTURES = env("FIXTURES");
+const { chromium } = require(env("PLAYWRIGHT_CORE"));
+
+const problems = [];
+// The answer to each campaign page's event stream request, by campaign id.
+const streams = {};
+let current = "start";
+function step(name) {
+  current = name;
+  console.log(`- ${name}`);
+}
+
+async function shot(page, name, fullPage = false) {
+  await page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage });
+}
+
+/// Runs `action` (a click that submits a form) and waits for the page it leads to, even
+/// when that page has the same URL (POST-redirect-GET back to where the form was).
+async function submit(page, action) {
+  const navigated = page.waitForEvent("framenavigated", {
+    predicate: (frame) => frame === page.mainFrame(),
+    timeout: 20000,
+  });
+  await action();
+  await navigated;
+  await page.waitForLoadState("load");
+}
+
+/// Chooses the option of a select whose text starts with `prefix`.
+async function choose(page, select, prefix) {
+  const value = await page.locator(`${select} option`).evaluateAll(
+    (options, p) => (options.find((o) => o.textContent.trim().startsWith(p)) || {}).value,
+    prefix,
+  );
+  assert.ok(value, `no option of ${select} starts with ${prefix}`);
+  await page.selectOption(select, value);
+}
+
+async function flash(page) {
+  return (await page.locator("main .flash, main .alert").first().textContent({ timeout: 10000 })).trim();
+}
+
+/// Creates a channel through the Channels page's form.
+async function createChannel(page, name, settings, rate) {
+  await page.goto(`${BASE}/channels`);
+  const details = page.locator("details", { has: page.locator("#channel-form") });
+  if (!(await details.getAttribute("open") !== null)) {
+    await details.locator("summary").click();
+  }
+  await page.fill("#ch-name", name);
+  await page.check('input[name="kind"][value="sandbox"]');
+  for (const [key, value] of Object.entries(settings)) {
+    await page.fill(`#ch-sandbox-${key}`, String(value));
+  }
+  if (rate) { await page.fill("#ch-rate", String(rate)); }
+  await submit(page, () => page.click("#channel-form button[type=submit]"));
+  assert.match(await flash(page), new RegExp(`Channel “${name}” created`));
+}
+
+/// Uploads a CSV file through the Contacts page and returns the report's text.
+async function importCsv(page, file, list) {
+  await page.goto(`${BASE}/contacts`);
+  await page.locator("details summary", { hasText: "Import contacts" }).click();
+  await page.setInputFiles("#import-file", path.join(FIXTURES, file));
+  await page.fill("#import-list", list);
+  await submit(page, () => page.click('form[action="/contacts/import"] button[type=submit]'));
+  return (await page.locator("#report-title").locator("xpath=..").textContent()).replace(/\s+/g, " ");
+}
+
+/// Fills the new-campaign form; returns the campaign's page URL after submitting.
+async function createCampaign(page, { name, list, channel, body, when }) {
+  await page.goto(`${BASE}/campaigns/new`);
+  await page.fill("#name", name);
+  await choose(page, "#list_id", `${list} `);
+  await choose(page, "#channel_id", `${channel} `);
+  if (body) { await page.fill("#body", body); }
+  await page.check(`input[name="when"][value="${when}"]`);
+  await submit(page, () => page.click("#create-button"));
+  return page.url();
+}
+
+async function statusText(page) {
+  return (await page.locator("#status-badge").textContent()).trim();
+}
+
+/// Opens an action's confirmation dialog, gives a reason, confirms; the page reloads.
+async function act(page, action, reason) {
+  await page.click(`#action-${action}`);
+  const dialog = page.locator(`#dialog-${action}`);
+  await dialog.waitFor({ state: "visible", timeout: 5000 });
+  if (reason) { await page.fill(`#dialog-${action}-reason`, reason); }
+  await submit(page, () => page.click(`#confirm-${action}`));
+}
+
+async function main() {
+  fs.mkdirSync(SHOTS, { recursive: true });
+  const context = await chromium.launchPersistentContext(env("USER_DATA_DIR"), {
+    executablePath: env("CHROMIUM"),
+    headless: true,
+    args: [
+      "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    ],
+    viewport: { width: 1280, height: 900 },
+    timeout: 60000,
+  });
+  const page = context.pages()[0] || await context.newPage();
+  page.setDefaultTimeout(15000);
+  page.setDefaultNavigationTimeout(20000);
+  page.on("console", (msg) => {
+    if (msg.type() === "error") { problems.push(`[${current}] console error: ${msg.text()}`); }
+  });
+  page.on("pageerror", (e) => problems.push(`[${current}] script error: ${e.message}`));
+  page.on("response", (r) => {
+    if (r.status() >= 400) { console.log(`  (${r.status()} for ${r.request().method()} ${r.url()})`); }
+    const m = /\/api\/v1\/campaigns\/(cmp_\d+)\/events$/.exec(new URL(r.url()).pathname);
+    if (m) { streams[m[1]] = `${r.status()} ${r.headers()["content-type"] || ""}`; }
+  });
+
+  try {
+    step("/ sends a visitor to sign-in; the page carries the security headers");
+    const first = await page.goto(`${BASE}/`);
+    assert.equal(new URL(page.url()).pathname, "/login");
+    const headers = first.headers();
+    assert.match(headers["content-security-policy"] || "", /default-src 'self'/);
+    assert.match(headers["content-security-policy"] || "", /frame-ancestors 'none'/);
+    assert.doesNotMatch(headers["content-security-policy"] || "", /unsafe-inline/);
+    assert.equal(headers["x-content-type-options"], "nosniff");
+    assert.ok(headers["referrer-policy"], "a Referrer-Policy header");
+    await shot(page, "sign-in");
+
+    step("a wrong password is refused on the form");
+    await page.fill("#email", EMAIL);
+    await page.fill("#password", "not the password at all");
+    await page.click("form button[type=submit]");
+    await page.locator("#login-error").waitFor();
+    assert.match(await page.locator("#login-error").textContent(), /email or password is wrong/i);
+
+    step("sign in");
+    await page.fill("#email", EMAIL);
+    await page.fill("#password", PASSWORD);
+    await submit(page, () => page.click("form button[type=submit]"));
+    assert.equal((await page.locator("h1").textContent()).trim(), "Campaigns");
+
+    step("create sandbox channels: quick, slow, and one that always fails");
+    await createChannel(page, "quick", { latency_ms: 20 }, 15);
+    await createChannel(page, "slow", { latency_ms: 50 }, 8);
+    await createChannel(page, "flaky", { latency_ms: 10, fail_rate: 1 });
+    await page.fill("#test-to", "+15550109999");
+    await submit(page, () => page.locator("button", { hasText: "Send test through quick" }).click());
+    assert.match(await flash(page), /accepted by the provider/);
+    await shot(page, "channels");
+
+    step("a channel form with a bad value shows the error next to the field");
+    await page.locator("details summary", { hasText: "New channel" }).click();
+    await page.fill("#ch-name", "broken");
+    await page.fill("#ch-sandbox-fail_rate", "7");
+    await page.click("#channel-form button[type=submit]");
+    await page.locator("#ch-sandbox-fail_rate-error").waitFor();
+    assert.equal(await page.locator("#ch-sandbox-fail_rate").getAttribute("aria-invalid"), "true");
+
+    step("import a CSV: its row errors are reported with their lines");
+    const report = await importCsv(page, "customers.csv", "customers");
+    assert.match(report, /60 new contacts/);
+    assert.match(report, /2 rows rejected/);
+    const lines = await page.locator("table:has(caption:text('Rejected rows')) tbody tr td.num").allTextContents();
+    assert.deepEqual(lines.map((l) => l.trim()), ["62", "63"]);
+    await shot(page, "contacts-import", true);
+    assert.match(await importCsv(page, "everyone.csv", "everyone"), /400 new contacts/);
+
+    step("search contacts and unsubscribe one");
+    await page.goto(`${BASE}/contacts?q=Customer+59`);
+    await page.locator("td", { hasText: "+15550100059" }).waitFor();
+    await submit(page, () => page.locator("button", { hasText: "Unsubscribe" }).first().click());
+    assert.match(await flash(page), /unsubscribed/);
+    await shot(page, "contacts");
+
+    step("start a campaign on the failing channel (it will be reported stuck later)");
+    const stuckUrl = await createCampaign(page, {
+      name: "Stuck demo", list: "customers", channel: "flaky", when: "now",
+    });
+
+    step("the editor previews the message for a contact while typing");
+    await page.goto(`${BASE}/campaigns/new`);
+    await page.fill("#name", "Welcome");
+    await choose(page, "#list_id", "customers ");
+    await choose(page, "#channel_id", "quick ");
+    await choose(page, "#preview_contact", "Ada Lovelace");
+    await page.fill("#body", "Hi {{ name }}, welcome to {{ city }}!");
+    await page.locator("#preview-output .rendered", { hasText: "Hi Ada Lovelace, welcome to London!" }).waitFor();
+    assert.match(await page.locator("#preview-meta").textContent(), /35 characters/);
+    await page.fill("#body", "Hi {{ name }, broken");
+    await page.locator("#preview-output .field-error").waitFor();
+    await page.fill("#body", "Hi {{ name }}, welcome to {{ city }}!");
+    await page.locator("#preview-output .rendered", { hasText: "welcome to London" }).waitFor();
+    await page.check('input[name="when"][value="draft"]');
+    await shot(page, "campaign-new");
+    await submit(page, () => page.click("#create-button"));
+    assert.equal(await statusText(page), "Draft");
+
+    step("start it and watch it reach Completed without reloading (live over SSE)");
+    await act(page, "start");
+    assert.match(await flash(page), /Campaign started/);
+    const atLoad = await statusText(page);
+    assert.equal(atLoad, "Sending", `the campaign should still be sending when its page loads, so that completion is seen live (it was ${atLoad})`);
+    await page.evaluate(() => { window.__sameDocument = "yes"; });
+    let navigations = 0;
+    const onNav = (frame) => { if (frame === page.mainFrame()) { navigations += 1; } };
+    page.on("framenavigated", onNav);
+    const welcomeId = /cmp_\d+/.exec(page.url())[0];
+    await page.locator("#status-badge", { hasText: "Completed" }).waitFor({ timeout: 60000 });
+    assert.match(streams[welcomeId] || "never requested", /^200 text\/event-stream/,
+      `the campaign page must follow the campaign over server-sent events (GET /api/v1/campaigns/${welcomeId}/events answered: ${streams[welcomeId] || "never requested"})`);
+    page.off("framenavigated", onNav);
+    assert.equal(navigations, 0, "the page must not reload");
+    assert.equal(await page.evaluate(() => window.__sameDocument), "yes", "the page must not reload");
+    await page.locator("#progress-summary", { hasText: "60 of 60" }).waitFor();
+    assert.equal(await page.locator("#count-sent").textContent(), "59");
+    assert.equal(await page.locator("#action-pause").isHidden(), true, "no Pause once completed");
+    await page.locator("#audit-list li", { hasText: /^Completed/ }).waitFor();
+    assert.ok(await page.locator("#throughput-chart polyline").count() > 0, "the throughput chart is drawn");
+    await shot(page, "campaign-completed");
+    const completedUrl = page.url();
+
+    step("the messages table filters by status");
+    await page.selectOption("#message-status", "skipped");
+    await submit(page, () => page.locator("#messages button[type=submit]").click());
+    await page.locator("#messages tbody tr", { hasText: "+15550100059" }).waitFor();
+    assert.equal(await page.locator("#messages tbody tr").count(), 1);
+
+    step("pause and resume a larger, slower campaign");
+    const bigUrl = await createCampaign(page, {
+      name: "Big send", list: "everyone", channel: "slow", body: "Hello {{ name }}", when: "now",
+    });
+    assert.match(await flash(page), /started/);
+    await page.locator("#status-badge", { hasText: "Sending" }).waitFor();
+    await act(page, "pause", "checking the copy");
+    assert.equal(await statusText(page), "Paused");
+    assert.match(await flash(page), /Campaign paused/);
+    await page.locator("#audit-list li", { hasText: "Paused by owner@example.org: checking the copy" }).waitFor();
+    assert.equal(await page.locator("#action-resume").isVisible(), true);
+    const pausedPending = Number((await page.locator("#stat-pending").textContent()).replace(/,/g, ""));
+    assert.ok(pausedPending > 0, "paused with messages still to send");
+    await shot(page, "campaign-paused");
+    await act(page, "resume");
+    assert.match(await flash(page), /Campaign resumed/);
+    await page.locator("#status-badge", { hasText: "Sending" }).waitFor();
+    await page.locator("#audit-list li", { hasText: "Resumed by owner@example.org" }).waitFor();
+
+    step("cancel it through the confirmation page (the path without JavaScript)");
+    await page.goto(`${bigUrl}/cancel`);
+    assert.match(await page.locator("h1").textContent(), /Cancel campaign\?/);
+    await submit(page, () => page.locator("main form button[type=submit]").click());
+    assert.equal(await statusText(page), "Cancelled");
+
+    step("the campaigns list filters by status");
+    await page.goto(`${BASE}/campaigns`);
+    assert.equal(await page.locator("tbody tr").count(), 3);
+    await shot(page, "campaigns");
+    await page.selectOption("#status-filter", "completed");
+    await submit(page, () => page.locator("form.filters button").click());
+    assert.deepEqual((await page.locator("tbody tr td:first-child").allTextContents()).map((t) => t.trim()), ["Welcome"]);
+
+    step("a stuck campaign shows a banner saying why (the engine reports it after 60 s without progress)");
+    await page.goto(stuckUrl);
+    const banner = page.locator("#stuck-banner");
+    await banner.waitFor({ state: "visible", timeout: 150000 });
+    assert.match(await banner.textContent(), /wait for a retry/);
+    assert.match(await banner.textContent(), /flaky/);
+    await shot(page, "campaign-stuck");
+
+    step("the system page shows the instance and the stuck campaign");
+    await page.goto(`${BASE}/system`);
+    await page.locator("td .badge", { hasText: "Alive" }).first().waitFor();
+    assert.match(await page.locator("main").textContent(), /Stuck demo/);
+    await shot(page, "system");
+
+    step("suppress an address");
+    await page.goto(`${BASE}/suppressions`);
+    await page.fill("#sup-address", "+1 555 010 0001");
+    await page.fill("#sup-reason", "asked by phone");
+    await submit(page, () => page.locator("form[action='/suppressions'] button").click());
+    assert.match(await flash(page), /\+15550100001 is suppressed/);
+    await shot(page, "suppressions");
+
+    step("lists");
+    await page.goto(`${BASE}/lists`);
+    assert.match(await page.locator("tbody").textContent(), /everyone/);
+    await shot(page, "lists");
+
+    step("create an API key (shown once) and revoke it after a confirmation");
+    await page.goto(`${BASE}/api-keys`);
+    await page.fill("#key-name", "crm-sync");
+    await page.selectOption("#key-role", "editor");
+    await page.locator("form[action='/api-keys'] button").click();
+    await page.locator("#secret-value").waitFor();
+    assert.match(await page.locator("#secret-value").textContent(), /^hk_/);
+    await page.goto(`${BASE}/api-keys`);
+    await page.locator("button", { hasText: "Revoke" }).first().click();
+    await page.locator("#confirm-dialog-yes").waitFor({ state: "visible" });
+    await submit(page, () => page.click("#confirm-dialog-yes"));
+    assert.match(await flash(page), /revoked/);
+    await shot(page, "api-keys");
+
+    step("add a user with a role");
+    await page.goto(`${BASE}/users`);
+    await page.fill("#user-email", "viewer@example.org");
+    await page.selectOption("#user-role", "viewer");
+    await page.fill("#user-password", "a long enough password");
+    await submit(page, () => page.locator("form[action='/users'] button[type=submit]").click());
+    assert.match(await flash(page), /viewer@example.org can now sign in/);
+    await shot(page, "users");
+
+    step("at a phone's width the pages fit the screen");
+    await page.setViewportSize({ width: 390, height: 844 });
+    for (const url of [`${BASE}/campaigns`, completedUrl, `${BASE}/contacts`, `${BASE}/system`]) {
+      await page.goto(url);
+      const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+      assert.ok(overflow <= 1, `${url} is ${overflow}px wider than a phone's screen`);
+    }
+    await page.goto(completedUrl);
+    await shot(page, "campaign-phone");
+    await page.setViewportSize({ width: 1280, height: 900 });
+
+    step("a form without the session's token is refused");
+    const forged = await page.evaluate(async (url) => {
+      const r = await fetch(url, { method: "POST", headers: { "Content-Type": "application/x-www-form-urlencoded" }, body: "name=forged" });
+      return r.status;
+    }, `${BASE}/lists`);
+    assert.equal(forged, 403);
+
+    step("sign out");
+    await page.goto(`${BASE}/campaigns`);
+    await submit(page, () => page.locator("button", { hasText: "Sign out" }).click());
+    assert.match(await page.locator("main").textContent(), /You are signed out/);
+    await page.goto(`${BASE}/campaigns`);
+    assert.equal(new URL(page.url()).pathname, "/login");
+
+    step("no page broke the Content-Security-Policy or raised a script error");
+    // Answers with an error status (a refused form) are logged too; they are expected.
+    const relevant = problems.filter((p) => !/Failed to load resource/.test(p));
+    assert.deepEqual(relevant, []);
+  } catch (e) {
+    try {
+      await page.screenshot({ path: path.join(FIXTURES, "failure.png"), fullPage: true });
+      console.error(`a screenshot of the failure: ${path.join(FIXTURES, "failure.png")}`);
+    } catch (_) { /* nothing more to show */ }
+    console.error(`FAILED at step "${current}" (page ${page.url()}): ${e.stack || e}`);
+    if (problems.length) { console.error(`console problems:\n${problems.join("\n")}`); }
+    await context.close();
+    process.exit(1);
+  }
+  await context.close();
+  console.log("dashboard: every step passed");
+}
+
+main().catch((e) => {
+  console.error(`FAILED before the steps could run: ${e.stack || e}`);
+  process.exit(1);
+});

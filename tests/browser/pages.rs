@@ -1,0 +1,578 @@
+//! The dashboard without a browser: the real application router over a fresh SQLite store,
+//! called in process as a browser with JavaScript off would call it (forms, redirects,
+//! cookies). These need no Chromium and run in every `cargo test`.
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use herald::api::credentials;
+use herald::channels::BuildContext;
+use herald::domain::Role;
+use herald::http::AppState;
+use herald::store::Store;
+use std::collections::BTreeMap;
+use tower::ServiceExt;
+
+const SECRET_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+const PASSWORD: &str = "a password long enough";
+
+struct App {
+    router: Router,
+    store: Store,
+    org: i64,
+    other_org: i64,
+    _dir: tempfile::TempDir,
+}
+
+/// What the router answered.
+struct Page {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Page {
+    fn location(&self) -> &str {
+        self.headers
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// The value of `name="field" value="…"` in the page (the first such input).
+    fn input_value(&self, field: &str) -> String {
+        let marker = format!("name=\"{field}\" value=\"");
+        let start = self.body.find(&marker).map(|i| i + marker.len());
+        start
+            .and_then(|s| {
+                self.body[s..]
+                    .find('"')
+                    .map(|e| self.body[s..s + e].to_string())
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// A browser's cookies, by name.
+#[derive(Default)]
+struct Jar(BTreeMap<String, String>);
+
+impl Jar {
+    fn header(&self) -> String {
+        self.0
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    fn take(&mut self, headers: &HeaderMap) {
+        for v in headers.get_all(header::SET_COOKIE) {
+            let Some((pair, attrs)) = v
+                .to_str()
+                .ok()
+                .map(|s| s.split_once(';').unwrap_or((s, "")))
+            else {
+                continue;
+            };
+            let Some((name, value)) = pair.split_once('=') else {
+                continue;
+            };
+            if attrs.contains("Max-Age=0") || value.is_empty() {
+                self.0.remove(name);
+            } else {
+                self.0.insert(name.to_string(), value.to_string());
+            }
+        }
+    }
+}
+
+impl App {
+    async fn new() -> App {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::connect(&format!("sqlite://{}/herald.db", dir.path().display()))
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        let org = store.default_org().await.unwrap();
+        let other_org = store.create_organisation("other").await.unwrap();
+        let router = herald::http::router(AppState {
+            store: store.clone(),
+            metrics: None,
+            context: BuildContext {
+                public_url: None,
+                secret_key: Some(SECRET_KEY.into()),
+            },
+        });
+        App {
+            router,
+            store,
+            org,
+            other_org,
+            _dir: dir,
+        }
+    }
+
+    async fn user(&self, org: i64, email: &str, role: Role) {
+        let hash = credentials::hash_password(PASSWORD).unwrap();
+        self.store
+            .create_user(org, email, &hash, role)
+            .await
+            .unwrap();
+    }
+
+    async fn send(&self, jar: &mut Jar, method: Method, path: &str, form: &[(&str, &str)]) -> Page {
+        let mut req = Request::builder().method(method.clone()).uri(path);
+        if !jar.0.is_empty() {
+            req = req.header(header::COOKIE, jar.header());
+        }
+        let req = if method == Method::POST {
+            req.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(Body::from(serde_urlencoded::to_string(form).unwrap()))
+        } else {
+            req.body(Body::empty())
+        }
+        .unwrap();
+        let resp = self.router.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        jar.take(&headers);
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        Page {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+        }
+    }
+
+    async fn get(&self, jar: &mut Jar, path: &str) -> Page {
+        self.send(jar, Method::GET, path, &[]).await
+    }
+
+    async fn post(&self, jar: &mut Jar, path: &str, form: &[(&str, &str)]) -> Page {
+        self.send(jar, Method::POST, path, form).await
+    }
+
+    /// Signs in through the sign-in form; returns the jar and the session's CSRF token.
+    async fn sign_in(&self, email: &str) -> (Jar, String) {
+        let mut jar = Jar::default();
+        let form = self.get(&mut jar, "/login").await;
+        let token = form.input_value("_csrf");
+        let done = self
+            .post(
+                &mut jar,
+                "/login",
+                &[
+                    ("_csrf", &token),
+                    ("email", email),
+                    ("password", PASSWORD),
+                    ("next", "/campaigns"),
+                ],
+            )
+            .await;
+        assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+        assert_eq!(done.location(), "/campaigns");
+        let page = self.get(&mut jar, "/campaigns").await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        let csrf = page.input_value("_csrf");
+        assert!(!csrf.is_empty());
+        (jar, csrf)
+    }
+
+    /// A JSON API call with an API key of `org` (to set up another organisation's data).
+    async fn api_as(
+        &self,
+        org: i64,
+        method: Method,
+        path: &str,
+        body: serde_json::Value,
+    ) -> serde_json::Value {
+        let (key, prefix, digest) = credentials::new_api_key();
+        self.store
+            .create_api_key(org, "setup", Role::Owner, &prefix, &digest, "test")
+            .await
+            .unwrap();
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::AUTHORIZATION, format!("Bearer {key}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        let resp = self.router.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        assert!(
+            status.is_success(),
+            "{path}: {status} {}",
+            String::from_utf8_lossy(&bytes)
+        );
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+fn assert_security_headers(page: &Page, what: &str) {
+    let csp = page.header("content-security-policy");
+    assert!(csp.contains("default-src 'self'"), "{what}: {csp}");
+    assert!(csp.contains("frame-ancestors 'none'"), "{what}: {csp}");
+    assert!(!csp.contains("unsafe-inline"), "{what}: {csp}");
+    assert_eq!(page.header("x-content-type-options"), "nosniff", "{what}");
+    assert!(!page.header("referrer-policy").is_empty(), "{what}");
+}
+
+#[tokio::test]
+async fn without_a_session_every_page_leads_to_sign_in_and_carries_the_headers() {
+    let app = App::new().await;
+    let mut jar = Jar::default();
+    let home = app.get(&mut jar, "/").await;
+    assert_eq!(home.status, StatusCode::SEE_OTHER);
+    assert_eq!(home.location(), "/login");
+    assert_security_headers(&home, "/");
+    let page = app.get(&mut jar, "/campaigns/cmp_1?status=sending").await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        page.location(),
+        "/login?next=%2Fcampaigns%2Fcmp_1%3Fstatus%3Dsending"
+    );
+    let login = app.get(&mut jar, "/login").await;
+    assert_eq!(login.status, StatusCode::OK);
+    assert_security_headers(&login, "/login");
+    assert!(login.body.contains("<main id=\"main\""), "a main landmark");
+    assert!(!login.body.contains("<script>"), "no inline script");
+    assert!(!login.body.contains("style="), "no inline style");
+    let css = app.get(&mut jar, "/assets/app.css").await;
+    assert_eq!(css.status, StatusCode::OK);
+    assert!(css.header("content-type").starts_with("text/css"));
+    let missing = app.get(&mut jar, "/no/such/page").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_security_headers(&missing, "a missing page");
+}
+
+#[tokio::test]
+async fn sign_in_then_every_page_renders_and_sign_out_ends_the_session() {
+    let app = App::new().await;
+    app.user(app.org, "ada@example.org", Role::Owner).await;
+    let mut jar = Jar::default();
+    let form = app.get(&mut jar, "/login").await;
+    let token = form.input_value("_csrf");
+    let wrong = app
+        .post(
+            &mut jar,
+            "/login",
+            &[
+                ("_csrf", &token),
+                ("email", "ada@example.org"),
+                ("password", "wrong password!"),
+            ],
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        wrong.body.contains("email or password is wrong"),
+        "{}",
+        wrong.body
+    );
+
+    let (mut jar, csrf) = app.sign_in("ada@example.org").await;
+    for (path, heading) in [
+        ("/campaigns", "Campaigns"),
+        ("/campaigns/new", "New campaign"),
+        ("/contacts", "Contacts"),
+        ("/lists", "Lists"),
+        ("/suppressions", "Suppression list"),
+        ("/channels", "Channels"),
+        ("/api-keys", "API keys"),
+        ("/users", "Users and roles"),
+        ("/system", "System"),
+    ] {
+        let page = app.get(&mut jar, path).await;
+        assert_eq!(page.status, StatusCode::OK, "{path}: {}", page.body);
+        assert!(page.body.contains(&format!("<h1>{heading}</h1>")), "{path}");
+        assert_security_headers(&page, path);
+        assert_eq!(page.header("cache-control"), "no-store", "{path}");
+    }
+    let home = app.get(&mut jar, "/").await;
+    assert_eq!(home.location(), "/campaigns");
+
+    let out = app.post(&mut jar, "/logout", &[("_csrf", &csrf)]).await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER);
+    assert_eq!(out.location(), "/login");
+    let after = app.get(&mut jar, "/campaigns").await;
+    assert_eq!(after.status, StatusCode::SEE_OTHER, "the session is gone");
+}
+
+#[tokio::test]
+async fn forms_post_redirect_get_and_refuse_a_missing_csrf_token() {
+    let app = App::new().await;
+    app.user(app.org, "ada@example.org", Role::Editor).await;
+    let (mut jar, csrf) = app.sign_in("ada@example.org").await;
+
+    let forged = app.post(&mut jar, "/lists", &[("name", "forged")]).await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    let wrong = app
+        .post(&mut jar, "/lists", &[("_csrf", "nope"), ("name", "forged")])
+        .await;
+    assert_eq!(wrong.status, StatusCode::FORBIDDEN);
+    assert!(!app.get(&mut jar, "/lists").await.body.contains("forged"));
+
+    let created = app
+        .post(
+            &mut jar,
+            "/lists",
+            &[("_csrf", &csrf), ("name", "customers")],
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::SEE_OTHER, "{}", created.body);
+    assert!(
+        created.location().starts_with("/lists/lst_"),
+        "{}",
+        created.location()
+    );
+    let page = app.get(&mut jar, created.location()).await;
+    assert!(
+        page.body.contains("List “customers” created."),
+        "the flash message"
+    );
+    let again = app.get(&mut jar, created.location()).await;
+    assert!(
+        !again.body.contains("created."),
+        "a flash message shows once"
+    );
+
+    // A field the API refuses is named next to its input.
+    let empty = app
+        .post(&mut jar, "/lists", &[("_csrf", &csrf), ("name", "  ")])
+        .await;
+    assert_eq!(empty.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        empty.body.contains("id=\"list-name-error\""),
+        "{}",
+        empty.body
+    );
+    assert!(empty.body.contains("aria-invalid=\"true\""));
+
+    // An editor may not manage channels: the API's 403 is the page's answer.
+    let channel = app
+        .post(
+            &mut jar,
+            "/channels",
+            &[("_csrf", &csrf), ("name", "x"), ("kind", "sandbox")],
+        )
+        .await;
+    assert_eq!(channel.status, StatusCode::FORBIDDEN, "{}", channel.body);
+}
+
+#[tokio::test]
+async fn a_campaign_is_created_confirmed_and_acted_on_without_javascript() {
+    let app = App::new().await;
+    app.user(app.org, "ada@example.org", Role::Editor).await;
+    let (mut jar, csrf) = app.sign_in("ada@example.org").await;
+    let list = app
+        .post(
+            &mut jar,
+            "/lists",
+            &[("_csrf", &csrf), ("name", "customers")],
+        )
+        .await;
+    let list_id = list.location().trim_start_matches("/lists/").to_string();
+    let editor = app.get(&mut jar, "/campaigns/new").await;
+    let channel_id = {
+        let marker = "<option value=\"chn_";
+        let at = editor
+            .body
+            .find(marker)
+            .expect("the default sandbox channel")
+            + "<option value=\"".len();
+        editor.body[at..].split('"').next().unwrap().to_string()
+    };
+
+    let bad = app
+        .post(
+            &mut jar,
+            "/campaigns",
+            &[
+                ("_csrf", &csrf),
+                ("name", "Hello"),
+                ("list_id", &list_id),
+                ("channel_id", &channel_id),
+                ("body", "Hi {{ name }"),
+                ("when", "draft"),
+            ],
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.body);
+    assert!(bad.body.contains("id=\"body-error\""), "{}", bad.body);
+    assert!(
+        bad.body.contains("Hi {{ name }"),
+        "the form keeps what was typed"
+    );
+
+    let preview = app
+        .post(
+            &mut jar,
+            "/campaigns/new/preview",
+            &[
+                ("_csrf", &csrf),
+                ("list_id", &list_id),
+                ("channel_id", &channel_id),
+                ("body", "Hi {{ name }}!"),
+            ],
+        )
+        .await;
+    assert_eq!(preview.status, StatusCode::OK);
+    assert!(
+        preview.body.contains("Hi NAME!"),
+        "the preview with placeholders"
+    );
+
+    let created = app
+        .post(
+            &mut jar,
+            "/campaigns",
+            &[
+                ("_csrf", &csrf),
+                ("_idem", "form-1"),
+                ("name", "Hello"),
+                ("list_id", &list_id),
+                ("channel_id", &channel_id),
+                ("body", "Hi {{ name }}!"),
+                ("when", "draft"),
+            ],
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::SEE_OTHER, "{}", created.body);
+    let url = created.location().to_string();
+    assert!(url.starts_with("/campaigns/cmp_"), "{url}");
+    let page = app.get(&mut jar, &url).await;
+    assert!(page.body.contains("is saved as a draft"), "{}", page.body);
+    assert!(
+        page.body.contains("Created by ada@example.org"),
+        "the audit trail in words"
+    );
+
+    let confirm = app.get(&mut jar, &format!("{url}/cancel")).await;
+    assert_eq!(confirm.status, StatusCode::OK);
+    assert!(
+        confirm.body.contains(&format!("action=\"{url}/cancel\"")),
+        "{}",
+        confirm.body
+    );
+    let cancelled = app
+        .post(
+            &mut jar,
+            &format!("{url}/cancel"),
+            &[("_csrf", &csrf), ("reason", "wrong list")],
+        )
+        .await;
+    assert_eq!(cancelled.status, StatusCode::SEE_OTHER);
+    let page = app.get(&mut jar, &url).await;
+    assert!(page.body.contains("Campaign cancelled."));
+    assert!(
+        page.body
+            .contains("Cancelled by ada@example.org</strong>: wrong list"),
+        "{}",
+        page.body
+    );
+    let refused = app
+        .post(&mut jar, &format!("{url}/pause"), &[("_csrf", &csrf)])
+        .await;
+    assert_eq!(refused.status, StatusCode::SEE_OTHER);
+    assert!(app.get(&mut jar, &url).await.body.contains("Pause refused"));
+}
+
+#[tokio::test]
+async fn another_organisations_data_never_shows() {
+    let app = App::new().await;
+    app.user(app.org, "ada@example.org", Role::Owner).await;
+    let list = app
+        .api_as(
+            app.other_org,
+            Method::POST,
+            "/api/v1/lists",
+            serde_json::json!({"name": "their-list"}),
+        )
+        .await;
+    let channel = app
+        .api_as(
+            app.other_org,
+            Method::POST,
+            "/api/v1/channels",
+            serde_json::json!({"name": "their-channel", "kind": "sandbox"}),
+        )
+        .await;
+    let campaign = app
+        .api_as(
+            app.other_org,
+            Method::POST,
+            "/api/v1/campaigns",
+            serde_json::json!({
+                "name": "their-campaign",
+                "list_id": list["id"],
+                "channel_id": channel["id"],
+                "body": "Hi",
+            }),
+        )
+        .await;
+    let theirs = campaign["id"].as_str().unwrap().to_string();
+
+    let (mut jar, csrf) = app.sign_in("ada@example.org").await;
+    for path in [
+        "/campaigns",
+        "/campaigns/new",
+        "/lists",
+        "/channels",
+        "/contacts",
+    ] {
+        let page = app.get(&mut jar, path).await;
+        assert!(
+            !page.body.contains("their-"),
+            "{path} shows the other organisation's data"
+        );
+    }
+    let detail = app.get(&mut jar, &format!("/campaigns/{theirs}")).await;
+    assert_eq!(detail.status, StatusCode::NOT_FOUND);
+    assert!(!detail.body.contains("their-campaign"));
+    let act = app
+        .post(
+            &mut jar,
+            &format!("/campaigns/{theirs}/cancel"),
+            &[("_csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(act.status, StatusCode::NOT_FOUND);
+    let list_page = app
+        .get(
+            &mut jar,
+            &format!("/lists/{}", list["id"].as_str().unwrap()),
+        )
+        .await;
+    assert_eq!(list_page.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_database_that_does_not_answer_gives_a_clear_page() {
+    let app = App::new().await;
+    app.user(app.org, "ada@example.org", Role::Owner).await;
+    let (mut jar, _) = app.sign_in("ada@example.org").await;
+    app.store.close().await;
+    let page = app.get(&mut jar, "/campaigns").await;
+    assert!(page.status.is_server_error(), "{}", page.status);
+    assert!(
+        page.body
+            .contains("Herald cannot tell who you are right now"),
+        "{}",
+        page.body
+    );
+    assert_security_headers(&page, "an error page");
+}

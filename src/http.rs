@@ -14,6 +14,8 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// Public URL and secret key, to check provider webhooks.
     pub context: crate::channels::BuildContext,
+    /// The instance's settings: health and stuck judgements use its thresholds.
+    pub settings: std::sync::Arc<crate::config::Settings>,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -245,8 +245,7 @@ pub(super) async fn view(state: &ApiState, c: CampaignRow) -> ApiResult<Campaign
 /// reasons, but reading only this campaign): sending, with pending work, and no progress
 /// for `stuck_after_ms`.
 async fn stuck(state: &ApiState, c: &CampaignRow) -> ApiResult<Option<CampaignStuck>> {
-    // The API's state carries no settings: the defaults are what a stock instance uses.
-    let settings = crate::config::Settings::default();
+    let settings = state.settings.as_ref();
     let pending = c.counts.pending();
     if c.status != CampaignStatus::Sending || pending == 0 {
         return Ok(None);
@@ -257,53 +256,16 @@ async fn stuck(state: &ApiState, c: &CampaignRow) -> ApiResult<Option<CampaignSt
         return Ok(None);
     }
     let instances = state.store.instances().await?;
-    let alive = crate::engine::health::live(&instances, now, &settings);
-    let reason = if alive.is_empty() {
-        let last_seen = instances
-            .iter()
-            .map(|i| {
-                format!(
-                    "{} on {} (last heartbeat {})",
-                    i.id,
-                    i.host,
-                    timestamp(i.heartbeat_at)
-                )
-            })
-            .next()
-            .unwrap_or_else(|| "none ever registered".to_string());
-        format!(
-            "no live Herald instance is running to send it (last seen: {last_seen}); start `herald serve` or `herald worker`"
-        )
-    } else {
-        let facts = state.store.pending_facts(c.id).await?;
-        let waiting = c.counts.get(MessageStatus::RetryWait);
-        let in_doubt = c.counts.get(MessageStatus::InDoubt);
-        if waiting == pending {
-            let until = facts
-                .next_retry_at
-                .map(timestamp)
-                .unwrap_or_else(|| "unknown".into());
-            format!(
-                "all {waiting} pending messages wait for a retry, the next at {until}; channel `{}` is failing: {}",
-                c.channel_name,
-                facts.last_error.unwrap_or_default()
-            )
-        } else if let Some(err) = facts.last_error.filter(|_| waiting > 0) {
-            format!(
-                "channel `{}` is failing ({waiting} messages waiting to retry): {err}",
-                c.channel_name
-            )
-        } else if in_doubt > 0 {
-            format!("{in_doubt} messages are in doubt and wait for the in-doubt policy")
-        } else {
-            format!(
-                "{} queued and {} in flight but nothing recorded; {} live instance(s) are not making progress on it",
-                c.counts.get(MessageStatus::Queued),
-                c.counts.get(MessageStatus::InFlight),
-                alive.len()
-            )
-        }
-    };
+    let alive = crate::engine::health::live(&instances, now, settings);
+    let reason = crate::engine::health::stuck_reason(
+        &state.store,
+        c.id,
+        &c.channel_name,
+        &c.counts,
+        &alive,
+        &instances,
+    )
+    .await?;
     Ok(Some(CampaignStuck {
         reason,
         no_progress_since: timestamp(last),

@@ -138,9 +138,13 @@ fn with_shared_responses(mut doc: serde_json::Value) -> serde_json::Value {
         return doc;
     };
     for item in paths.values_mut() {
-        let Some(item) = item.as_object_mut() else { continue };
+        let Some(item) = item.as_object_mut() else {
+            continue;
+        };
         for (method, op) in item.iter_mut() {
-            let Some(op) = op.as_object_mut() else { continue };
+            let Some(op) = op.as_object_mut() else {
+                continue;
+            };
             let has_body = op.contains_key("requestBody");
             let params: Vec<String> = op
                 .get("parameters")
@@ -156,7 +160,8 @@ fn with_shared_responses(mut doc: serde_json::Value) -> serde_json::Value {
                 .get("security")
                 .map(|s| s.to_string())
                 .is_some_and(|s| !s.contains("\"viewer\""));
-            let mut add: Vec<(&str, &str)> = vec![("503", "The database did not answer; nothing changed")];
+            let mut add: Vec<(&str, &str)> =
+                vec![("503", "The database did not answer; nothing changed")];
             if has_body {
                 add.extend([
                     ("400", "The body cannot be read"),
@@ -179,7 +184,10 @@ fn with_shared_responses(mut doc: serde_json::Value) -> serde_json::Value {
                 }
             }
             if method == "post" {
-                add.push(("409", "A request with this Idempotency-Key is still running"));
+                add.push((
+                    "409",
+                    "A request with this Idempotency-Key is still running",
+                ));
                 add.push(("422", "The Idempotency-Key was used for another request"));
             }
             let Some(responses) = op

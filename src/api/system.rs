@@ -23,15 +23,10 @@ pub fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(get_health))
 }
 
-/// The settings the checks judge by. The API's state carries the public URL and the
-/// secret key only, so the thresholds (`instance_stale_after_ms`, `stuck_after_ms`,
-/// `in_doubt_policy`) are the defaults.
+/// The settings the checks judge by: the serving instance's own (thresholds such as
+/// `instance_stale_after_ms`, `stuck_after_ms`, `in_doubt_policy`).
 fn settings(state: &ApiState) -> Settings {
-    Settings {
-        public_url: state.context.public_url.clone(),
-        secret_key: state.context.secret_key.clone(),
-        ..Settings::default()
-    }
+    state.settings.as_ref().clone()
 }
 
 /// An engine instance (`herald serve` or `herald worker` process).

@@ -132,7 +132,9 @@ pub async fn apikey(cli: &Cli, settings: &Settings, command: &ApiKeyCommand) -> 
         ApiKeyCommand::Create { name, role } => {
             let name = name.trim();
             if name.is_empty() || name.chars().count() > 200 {
-                return Err(CliError::from("an API key name must be 1 to 200 characters"));
+                return Err(CliError::from(
+                    "an API key name must be 1 to 200 characters",
+                ));
             }
             let (key, prefix, digest) = credentials::new_api_key();
             let info = store
@@ -188,9 +190,8 @@ pub async fn bootstrap_owner(
     if store.user_count().await? > 0 {
         return Ok(None);
     }
-    let email = credentials::normalise_email(email).map_err(|e| {
-        CliError::from(format!("admin_email: {e}"))
-    })?;
+    let email = credentials::normalise_email(email)
+        .map_err(|e| CliError::from(format!("admin_email: {e}")))?;
     let password = credentials::generate_password();
     let pw = password.clone();
     let hash = tokio::task::spawn_blocking(move || credentials::hash_password(&pw))

@@ -153,11 +153,7 @@ pub async fn open_store(settings: &Settings, migrate: bool) -> Result<Store, Cli
 
 /// `--org` takes a name or an id (`org_2`, or `2`).
 pub async fn resolve_org(store: &Store, org: &str) -> Result<i64, CliError> {
-    let id = org
-        .strip_prefix("org_")
-        .unwrap_or(org)
-        .parse::<i64>()
-        .ok();
+    let id = org.strip_prefix("org_").unwrap_or(org).parse::<i64>().ok();
     match id {
         Some(id) => match store.organisation(id).await {
             Ok(o) => Ok(o.id),

@@ -49,6 +49,7 @@ pub async fn serve(settings: Settings, with_http: bool) -> CliResult {
                 public_url: settings.public_url.clone(),
                 secret_key: settings.secret_key.clone(),
             },
+            settings: std::sync::Arc::new(settings.clone()),
         });
         let mut rx = shutdown_rx.clone();
         Some(tokio::spawn(async move {
@@ -58,9 +59,9 @@ pub async fn serve(settings: Settings, with_http: bool) -> CliResult {
                 app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
             )
             .with_graceful_shutdown(async move {
-                    let _ = rx.wait_for(|stop| *stop).await;
-                })
-                .await
+                let _ = rx.wait_for(|stop| *stop).await;
+            })
+            .await
         }))
     } else {
         None

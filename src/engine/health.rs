@@ -4,7 +4,7 @@
 
 use crate::config::Settings;
 use crate::domain::{CampaignStatus, MessageStatus};
-use crate::store::{Campaign, Drift, InstanceRow, Store, StoreError};
+use crate::store::{Drift, InstanceRow, Store, StoreError};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Serialize)]
@@ -46,7 +46,8 @@ pub async fn stuck_campaigns(
         if pending == 0 || idle_for < settings.stuck_after_ms as i64 {
             continue;
         }
-        let reason = stuck_reason(store, &c, &alive, &instances, now).await?;
+        let reason =
+            stuck_reason(store, c.id, &c.channel_name, &c.counts, &alive, &instances).await?;
         out.push(StuckCampaign {
             campaign_id: c.id,
             name: c.name.clone(),
@@ -58,12 +59,15 @@ pub async fn stuck_campaigns(
     Ok(out)
 }
 
-async fn stuck_reason(
+/// Why a campaign with pending work makes no progress, from what the engine knows: no live
+/// instance, a failing channel, messages in doubt, or instances that do not get to it.
+pub async fn stuck_reason(
     store: &Store,
-    c: &Campaign,
+    campaign_id: i64,
+    channel_name: &str,
+    counts: &crate::domain::Counts,
     alive: &[InstanceRow],
     all: &[InstanceRow],
-    now: i64,
 ) -> Result<String, StoreError> {
     if alive.is_empty() {
         let last = all
@@ -82,9 +86,9 @@ async fn stuck_reason(
             "no live Herald instance is running to send it (last seen: {last}); start `herald serve` or `herald worker`"
         ));
     }
-    let facts = store.pending_facts(c.id).await?;
-    let waiting = c.counts.get(MessageStatus::RetryWait);
-    if waiting == c.counts.pending() {
+    let facts = store.pending_facts(campaign_id).await?;
+    let waiting = counts.get(MessageStatus::RetryWait);
+    if waiting == counts.pending() {
         let until = facts
             .next_retry_at
             .map(crate::clock::rfc3339)
@@ -92,26 +96,25 @@ async fn stuck_reason(
         let err = facts.last_error.unwrap_or_default();
         return Ok(format!(
             "all {waiting} pending messages wait for a retry, the next at {until}; channel `{}` is failing: {err}",
-            c.channel_name
+            channel_name
         ));
     }
     if let Some(err) = facts.last_error.filter(|_| waiting > 0) {
         return Ok(format!(
             "channel `{}` is failing ({waiting} messages waiting to retry): {err}",
-            c.channel_name
+            channel_name
         ));
     }
-    if c.counts.get(MessageStatus::InDoubt) > 0 {
+    if counts.get(MessageStatus::InDoubt) > 0 {
         return Ok(format!(
             "{} messages are in doubt and wait for the in-doubt policy",
-            c.counts.get(MessageStatus::InDoubt)
+            counts.get(MessageStatus::InDoubt)
         ));
     }
-    let _ = now;
     Ok(format!(
         "{} queued and {} in flight but nothing recorded; {} live instance(s) are not making progress on it",
-        c.counts.get(MessageStatus::Queued),
-        c.counts.get(MessageStatus::InFlight),
+        counts.get(MessageStatus::Queued),
+        counts.get(MessageStatus::InFlight),
         alive.len()
     ))
 }

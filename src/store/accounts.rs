@@ -117,9 +117,7 @@ impl Store {
             .bind(id)
             .fetch_optional(&self.read)
             .await?
-            .ok_or_else(|| {
-                StoreError::NotFound(format!("organisation {id} does not exist"))
-            })?;
+            .ok_or_else(|| StoreError::NotFound(format!("organisation {id} does not exist")))?;
         Ok(super::Organisation {
             id: row.try_get("id")?,
             name: row.try_get("name")?,
@@ -173,7 +171,11 @@ impl Store {
 
     /// Creates the first owner in the `default` organisation, once per database: true when
     /// this call created it (no user existed and no other instance did it first).
-    pub async fn bootstrap_owner(&self, email: &str, password_hash: &str) -> Result<bool, StoreError> {
+    pub async fn bootstrap_owner(
+        &self,
+        email: &str,
+        password_hash: &str,
+    ) -> Result<bool, StoreError> {
         let now = crate::clock::now_ms();
         let mut tx = self.begin().await?;
         let claimed = sqlx::query(
@@ -217,7 +219,10 @@ impl Store {
             .await?)
     }
 
-    pub async fn user_credentials(&self, email: &str) -> Result<Option<UserCredentials>, StoreError> {
+    pub async fn user_credentials(
+        &self,
+        email: &str,
+    ) -> Result<Option<UserCredentials>, StoreError> {
         let sql = format!("SELECT {USER_COLUMNS}, password_hash FROM users WHERE email = $1");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(email)
@@ -290,11 +295,13 @@ impl Store {
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
-                .bind(now)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL",
+            )
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         self.user(org_id, id).await
@@ -452,7 +459,10 @@ impl Store {
     }
 
     /// The live session with this token digest, if not expired or revoked.
-    pub async fn session_by_hash(&self, token_hash: &str) -> Result<Option<SessionInfo>, StoreError> {
+    pub async fn session_by_hash(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<SessionInfo>, StoreError> {
         let row = sqlx::query(
             "SELECT s.id AS session_id, s.csrf_token, s.expires_at, u.id, u.org_id, u.email, u.role, u.created_at, u.updated_at \
              FROM sessions s JOIN users u ON u.id = s.user_id \
@@ -510,7 +520,11 @@ impl Store {
     }
 
     /// Counts a failed sign-in against `scope`; a window older than `window_ms` starts over.
-    pub async fn record_login_failure(&self, scope: &str, window_ms: i64) -> Result<(), StoreError> {
+    pub async fn record_login_failure(
+        &self,
+        scope: &str,
+        window_ms: i64,
+    ) -> Result<(), StoreError> {
         let now = crate::clock::now_ms();
         sqlx::query(
             "INSERT INTO login_failures (scope, window_start, failures) VALUES ($1, $2, 1) \
@@ -588,7 +602,9 @@ impl Store {
                     .map_err(|_| StoreError::Corrupt(format!("status code {status}")))?,
                 content_type: row.try_get("content_type")?,
                 location: row.try_get("location")?,
-                body: row.try_get::<Option<String>, _>("body")?.unwrap_or_default(),
+                body: row
+                    .try_get::<Option<String>, _>("body")?
+                    .unwrap_or_default(),
             })
         } else if created_at < now - ABANDONED_KEY_MS {
             // Its request died with its process: this one takes the key over.

@@ -14,8 +14,10 @@ mod postgres;
 mod sqlite;
 mod types;
 
+pub use accounts::{
+    ApiKeyInfo, IdempotencyState, SessionInfo, StoredResponse, UserCredentials, UserInfo,
+};
 pub use types::*;
-pub use accounts::{ApiKeyInfo, IdempotencyState, SessionInfo, StoredResponse, UserCredentials, UserInfo};
 
 use crate::domain::{CampaignAction, CampaignStatus, Counts, MessageStatus};
 use sqlx::any::AnyRow;

@@ -64,6 +64,7 @@ async fn fixture(db: &TestDb) -> Fixture {
                 public_url: Some(PUBLIC.into()),
                 secret_key: Some(key_text),
             },
+            settings: Default::default(),
         },
         twilio,
         whatsapp,

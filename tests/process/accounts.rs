@@ -7,18 +7,34 @@ use std::io::Write;
 use std::process::Stdio;
 use std::time::Instant;
 
-both_stores!(accounts_from_the_command_line, first_serve_creates_one_owner, schema_fuzz);
+both_stores!(
+    accounts_from_the_command_line,
+    first_serve_creates_one_owner,
+    schema_fuzz
+);
 
 fn accounts_from_the_command_line(backend: Backend) {
     let h = Herald::migrated(backend);
     let org = h.ok(&["org", "create", "acme"]).trim().to_string();
     assert!(org.starts_with("org_"), "org create prints the id: {org}");
     let listed = h.ok(&["org", "list"]);
-    assert!(listed.contains("default") && listed.contains(&format!("{org}\tacme")), "{listed}");
+    assert!(
+        listed.contains("default") && listed.contains(&format!("{org}\tacme")),
+        "{listed}"
+    );
     h.fails(&["org", "create", "acme"]);
 
     // A generated one-time password, by name or by id.
-    let out = h.ok(&["user", "create", "--org", "acme", "--email", "Ada@Example.org", "--role", "admin"]);
+    let out = h.ok(&[
+        "user",
+        "create",
+        "--org",
+        "acme",
+        "--email",
+        "Ada@Example.org",
+        "--role",
+        "admin",
+    ]);
     let password = out
         .lines()
         .find_map(|l| l.strip_prefix("password (shown only now): "))
@@ -29,32 +45,102 @@ fn accounts_from_the_command_line(backend: Backend) {
 
     // A password from stdin.
     let mut cmd = h.command(
-        &["user", "create", "--org", "acme", "--email", "bob@example.org", "--role", "viewer", "--password-stdin"],
+        &[
+            "user",
+            "create",
+            "--org",
+            "acme",
+            "--email",
+            "bob@example.org",
+            "--role",
+            "viewer",
+            "--password-stdin",
+        ],
         &[],
     );
-    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    child.stdin.take().unwrap().write_all(b"a long enough password\n").unwrap();
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"a long enough password\n")
+        .unwrap();
     let done = child.wait_with_output().unwrap();
-    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
-    assert!(!String::from_utf8_lossy(&done.stdout).contains("password"), "nothing to show");
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert!(
+        !String::from_utf8_lossy(&done.stdout).contains("password"),
+        "nothing to show"
+    );
 
     // Bad input: a clear sentence and a non-zero exit.
-    let r = h.fails(&["user", "create", "--org", "acme", "--email", "x@example.org", "--role", "god"]);
-    assert!(r.stderr.contains("owner, admin, editor or viewer"), "{}", r.stderr);
-    let r = h.fails(&["user", "create", "--org", "nowhere", "--email", "x@example.org", "--role", "viewer"]);
-    assert!(r.stderr.contains("organisation `nowhere` does not exist"), "{}", r.stderr);
-    let r = h.fails(&["user", "create", "--org", "acme", "--email", "not-an-email", "--role", "viewer"]);
+    let r = h.fails(&[
+        "user",
+        "create",
+        "--org",
+        "acme",
+        "--email",
+        "x@example.org",
+        "--role",
+        "god",
+    ]);
+    assert!(
+        r.stderr.contains("owner, admin, editor or viewer"),
+        "{}",
+        r.stderr
+    );
+    let r = h.fails(&[
+        "user",
+        "create",
+        "--org",
+        "nowhere",
+        "--email",
+        "x@example.org",
+        "--role",
+        "viewer",
+    ]);
+    assert!(
+        r.stderr.contains("organisation `nowhere` does not exist"),
+        "{}",
+        r.stderr
+    );
+    let r = h.fails(&[
+        "user",
+        "create",
+        "--org",
+        "acme",
+        "--email",
+        "not-an-email",
+        "--role",
+        "viewer",
+    ]);
     assert!(r.stderr.contains("not an email address"), "{}", r.stderr);
 
     // API keys: printed once, listed by prefix, revoked by id.
-    let key = h.ok(&["apikey", "create", "--org", "acme", "--name", "deploy", "--role", "editor"]);
+    let key = h.ok(&[
+        "apikey", "create", "--org", "acme", "--name", "deploy", "--role", "editor",
+    ]);
     let key = key.trim();
     assert!(key.starts_with("hk_"), "{key}");
     let keys = h.ok(&["apikey", "list", "--org", "acme"]);
-    assert!(keys.contains("deploy\teditor") && keys.contains("active") && !keys.contains(key), "{keys}");
+    assert!(
+        keys.contains("deploy\teditor") && keys.contains("active") && !keys.contains(key),
+        "{keys}"
+    );
     let id = keys.split('\t').next().unwrap().to_string();
     h.ok(&["apikey", "revoke", "--org", "acme", &id]);
-    assert!(h.ok(&["apikey", "list", "--org", "acme"]).contains("revoked"));
+    assert!(
+        h.ok(&["apikey", "list", "--org", "acme"])
+            .contains("revoked")
+    );
     // Another organisation cannot revoke it.
     h.fails(&["apikey", "revoke", "--org", "default", &id]);
 }
@@ -80,7 +166,10 @@ fn first_serve_creates_one_owner(backend: Backend) {
         .lines()
         .find_map(|l| l.trim().strip_prefix("password: "))
         .unwrap_or_else(|| panic!("no password printed: {out}"));
-    assert!(!first.log_text().contains(password), "the password is never logged");
+    assert!(
+        !first.log_text().contains(password),
+        "the password is never logged"
+    );
     let (status, _) = http_get(&addr, "/healthz");
     assert_eq!(status, 200);
     first.terminate(DEADLINE);
@@ -150,6 +239,8 @@ fn schema_fuzz(backend: Backend) {
             "--no-color",
         ])
         .env("SCHEMATHESIS_HOOKS", "")
+        // Its cache of crashes goes to the working directory: keep it out of the clone.
+        .current_dir(h.dir.path())
         .stdin(Stdio::null())
         .output()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", st.display()));
@@ -159,7 +250,11 @@ fn schema_fuzz(backend: Backend) {
         String::from_utf8_lossy(&out.stderr)
     );
     std::fs::write(&report, &text).unwrap();
-    eprintln!("schemathesis on {} took {:.1?}", backend.name(), started.elapsed());
+    eprintln!(
+        "schemathesis on {} took {:.1?}",
+        backend.name(),
+        started.elapsed()
+    );
     assert!(
         out.status.success(),
         "schemathesis found problems on {}:\n{text}\n{}",

@@ -47,7 +47,11 @@ impl Fixture {
             .await;
         ids.insert("contact_id", created(&contact, "contact"));
         let list = app
-            .post("/api/v1/lists", &owner, json!({"name": format!("list-{tag}")}))
+            .post(
+                "/api/v1/lists",
+                &owner,
+                json!({"name": format!("list-{tag}")}),
+            )
             .await;
         ids.insert("list_id", created(&list, "list"));
         app.post(
@@ -147,7 +151,9 @@ fn param_kind(name: &str, previous: Option<&str>) -> &'static str {
 /// A valid body for routes that need one (for the caller's own fixture).
 fn sample_body(method: &Method, template: &str, own: &Fixture) -> Option<Value> {
     let body = match (method.as_str(), template) {
-        ("POST", "/api/v1/auth/login") => json!({"email": "nobody@example.org", "password": "wrong password!"}),
+        ("POST", "/api/v1/auth/login") => {
+            json!({"email": "nobody@example.org", "password": "wrong password!"})
+        }
         ("POST", "/api/v1/contacts") => json!({"address": "+15550009999"}),
         ("PATCH", "/api/v1/contacts/{id}") => json!({"name": "renamed"}),
         ("POST", "/api/v1/lists") => json!({"name": "another"}),
@@ -157,7 +163,9 @@ fn sample_body(method: &Method, template: &str, own: &Fixture) -> Option<Value> 
         ("POST", "/api/v1/channels") => json!({"name": "another", "kind": "sandbox", "config": {}}),
         ("PATCH", "/api/v1/channels/{id}") => json!({"rate_per_sec": 10.0}),
         ("POST", "/api/v1/channels/{id}/test") => json!({"to": "+15550001234"}),
-        ("POST", "/api/v1/campaigns") => json!({"name": "c", "channel_id": own.ids["channel_id"], "list_id": own.ids["list_id"], "body": "hi"}),
+        ("POST", "/api/v1/campaigns") => {
+            json!({"name": "c", "channel_id": own.ids["channel_id"], "list_id": own.ids["list_id"], "body": "hi"})
+        }
         ("PATCH", "/api/v1/campaigns/{id}") => json!({"name": "renamed"}),
         ("POST", "/api/v1/campaigns/{id}/schedule") => json!({"at": "2099-01-01T00:00:00Z"}),
         ("POST", "/api/v1/templates/preview") => json!({"body": "hi {{ name }}"}),
@@ -239,62 +247,92 @@ fn strings(v: &Value, out: &mut Vec<String>) {
     }
 }
 
-api_test!(every_route_refuses_the_unauthenticated_the_underprivileged_and_other_tenants, |app| async move {
-    let own = Fixture::create(&app, app.org, "a").await;
-    let other = Fixture::create(&app, app.other_org, "b").await;
-    let routes = routes_of_document();
-    assert!(routes.len() >= 30, "only {} routes in the document", routes.len());
-    let public: Vec<String> = routes
-        .iter()
-        .filter(|r| r.role.is_none())
-        .map(|r| format!("{} {}", r.method, r.template))
-        .collect();
-    assert_eq!(public, vec!["POST /api/v1/auth/login".to_string()], "only sign-in is public");
+api_test!(
+    every_route_refuses_the_unauthenticated_the_underprivileged_and_other_tenants,
+    |app| async move {
+        let own = Fixture::create(&app, app.org, "a").await;
+        let other = Fixture::create(&app, app.other_org, "b").await;
+        let routes = routes_of_document();
+        assert!(
+            routes.len() >= 30,
+            "only {} routes in the document",
+            routes.len()
+        );
+        let public: Vec<String> = routes
+            .iter()
+            .filter(|r| r.role.is_none())
+            .map(|r| format!("{} {}", r.method, r.template))
+            .collect();
+        assert_eq!(
+            public,
+            vec!["POST /api/v1/auth/login".to_string()],
+            "only sign-in is public"
+        );
 
-    let owner = Auth::Key(app.key(app.org, Role::Owner).await);
-    let mut keys = BTreeMap::new();
-    for role in Role::ALL {
-        keys.insert(role, Auth::Key(app.key(app.org, role).await));
-    }
-    let other_ids: Vec<&String> = other.ids.values().collect();
-    for route in routes.iter().filter(|r| r.role.is_some()) {
-        let role = route.role.unwrap_or(Role::Viewer);
-        let what = format!("{} {}", route.method, route.template);
-        let own_path = own.path(&route.template);
-        let body = sample_body(&route.method, &route.template, &own);
-
-        let reply = app.call(route.method.clone(), &own_path, &Auth::None, body.clone()).await;
-        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{what} without credentials: {}", reply.text);
-        assert_eq!(reply.content_type(), "application/problem+json", "{what}");
-
-        if let Some(below) = role_below(role) {
-            let reply = app.call(route.method.clone(), &own_path, &keys[&below], body.clone()).await;
-            assert_eq!(reply.status, StatusCode::FORBIDDEN, "{what} as {below}: {}", reply.text);
-            assert_eq!(reply.content_type(), "application/problem+json", "{what}");
+        let owner = Auth::Key(app.key(app.org, Role::Owner).await);
+        let mut keys = BTreeMap::new();
+        for role in Role::ALL {
+            keys.insert(role, Auth::Key(app.key(app.org, role).await));
         }
+        let other_ids: Vec<&String> = other.ids.values().collect();
+        for route in routes.iter().filter(|r| r.role.is_some()) {
+            let role = route.role.unwrap_or(Role::Viewer);
+            let what = format!("{} {}", route.method, route.template);
+            let own_path = own.path(&route.template);
+            let body = sample_body(&route.method, &route.template, &own);
 
-        if route.template.contains('{') {
-            let other_path = other.path(&route.template);
-            let reply = app.call(route.method.clone(), &other_path, &owner, body.clone()).await;
+            let reply = app
+                .call(route.method.clone(), &own_path, &Auth::None, body.clone())
+                .await;
             assert_eq!(
                 reply.status,
-                StatusCode::NOT_FOUND,
-                "{what} for another organisation's resource ({other_path}): {}",
+                StatusCode::UNAUTHORIZED,
+                "{what} without credentials: {}",
                 reply.text
             );
-            let mut seen = Vec::new();
-            strings(&reply.body, &mut seen);
-            for id in &other_ids {
-                assert!(!seen.contains(id), "{what} revealed {id}: {}", reply.text);
+            assert_eq!(reply.content_type(), "application/problem+json", "{what}");
+
+            if let Some(below) = role_below(role) {
+                let reply = app
+                    .call(route.method.clone(), &own_path, &keys[&below], body.clone())
+                    .await;
+                assert_eq!(
+                    reply.status,
+                    StatusCode::FORBIDDEN,
+                    "{what} as {below}: {}",
+                    reply.text
+                );
+                assert_eq!(reply.content_type(), "application/problem+json", "{what}");
             }
-        } else if route.method == Method::GET {
-            let reply = app.get(&own_path, &owner).await;
-            assert_eq!(reply.status, StatusCode::OK, "{what}: {}", reply.text);
-            let mut seen = Vec::new();
-            strings(&reply.body, &mut seen);
-            for id in &other_ids {
-                assert!(!seen.contains(id), "{what} listed the other organisation's {id}");
+
+            if route.template.contains('{') {
+                let other_path = other.path(&route.template);
+                let reply = app
+                    .call(route.method.clone(), &other_path, &owner, body.clone())
+                    .await;
+                assert_eq!(
+                    reply.status,
+                    StatusCode::NOT_FOUND,
+                    "{what} for another organisation's resource ({other_path}): {}",
+                    reply.text
+                );
+                let mut seen = Vec::new();
+                strings(&reply.body, &mut seen);
+                for id in &other_ids {
+                    assert!(!seen.contains(id), "{what} revealed {id}: {}", reply.text);
+                }
+            } else if route.method == Method::GET {
+                let reply = app.get(&own_path, &owner).await;
+                assert_eq!(reply.status, StatusCode::OK, "{what}: {}", reply.text);
+                let mut seen = Vec::new();
+                strings(&reply.body, &mut seen);
+                for id in &other_ids {
+                    assert!(
+                        !seen.contains(id),
+                        "{what} listed the other organisation's {id}"
+                    );
+                }
             }
         }
     }
-});
+);

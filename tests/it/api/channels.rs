@@ -302,6 +302,7 @@ api_test!(secrets_need_a_secret_key, |app| async move {
             public_url: None,
             secret_key: None,
         },
+        settings: Default::default(),
     });
     let app = TestApp { router, ..app };
     let admin = admin(&app).await;

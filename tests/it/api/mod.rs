@@ -59,7 +59,12 @@ impl Reply {
     #[track_caller]
     pub fn expect_problem(&self, status: StatusCode, kind: &str) -> &Reply {
         self.expect(status);
-        assert_eq!(self.content_type(), "application/problem+json", "{}", self.text);
+        assert_eq!(
+            self.content_type(),
+            "application/problem+json",
+            "{}",
+            self.text
+        );
         assert_eq!(
             self.body["type"],
             format!("https://herald.dev/problems/{kind}"),
@@ -77,7 +82,10 @@ pub enum Auth {
     None,
     Key(String),
     /// Session cookie and the CSRF token to send (None: send no token).
-    Session { cookie: String, csrf: Option<String> },
+    Session {
+        cookie: String,
+        csrf: Option<String>,
+    },
 }
 
 impl TestApp {
@@ -92,6 +100,7 @@ impl TestApp {
                 public_url: Some("http://herald.test".into()),
                 secret_key: Some(SECRET_KEY.into()),
             },
+            settings: Default::default(),
         });
         TestApp {
             db,
@@ -144,9 +153,21 @@ impl TestApp {
         (cookie, csrf)
     }
 
-    pub async fn call(&self, method: Method, path: &str, auth: &Auth, body: Option<Value>) -> Reply {
-        self.send(method, path, auth, &[], body.map(|b| ("application/json", b.to_string())))
-            .await
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        auth: &Auth,
+        body: Option<Value>,
+    ) -> Reply {
+        self.send(
+            method,
+            path,
+            auth,
+            &[],
+            body.map(|b| ("application/json", b.to_string())),
+        )
+        .await
     }
 
     /// A request with extra headers and an optional (content type, body).
@@ -180,7 +201,9 @@ impl TestApp {
         let resp = self.router.clone().oneshot(req).await.unwrap();
         let status = resp.status();
         let headers = resp.headers().clone();
-        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
         let text = String::from_utf8_lossy(&bytes).into_owned();
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
         Reply {

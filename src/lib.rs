@@ -17,6 +17,6 @@ pub mod optout;
 pub mod secrets;
 pub mod store;
 pub mod telemetry;
-pub mod web;
 pub mod template;
+pub mod web;
 pub mod webhooks;

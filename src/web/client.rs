@@ -46,14 +46,6 @@ impl ApiReply {
         }
     }
 
-    /// The problem's type suffix (`validation-failed`), if the answer is a problem.
-    pub fn kind(&self) -> &str {
-        self.body["type"]
-            .as_str()
-            .and_then(|t| t.rsplit('/').next())
-            .unwrap_or_default()
-    }
-
     /// A failure that is not the API's answer at all (it could not be asked).
     pub fn unavailable(detail: impl Into<String>) -> ApiReply {
         ApiReply {

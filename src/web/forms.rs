@@ -141,13 +141,6 @@ impl FormErrors {
         FormErrors::default()
     }
 
-    pub fn summary(message: impl Into<String>) -> FormErrors {
-        FormErrors {
-            summary: Some(message.into()),
-            fields: BTreeMap::new(),
-        }
-    }
-
     pub fn field(mut self, field: &str, message: impl Into<String>) -> FormErrors {
         self.fields.insert(field.to_string(), message.into());
         self

@@ -185,10 +185,12 @@ fn dashboard_in_a_real_browser() {
         .env("HERALD_SCHEDULER_INTERVAL_MS", "200")
         .env("HERALD_IDLE_POLL_MS", "50")
         // A transient failure waits ten minutes for its retry: a channel that always fails
-        // leaves its campaign waiting with no progress, which the engine reports as stuck.
+        // leaves its campaign waiting with no progress, which the engine reports as stuck ...
         .env("HERALD_RETRY_BASE_MS", "600000")
         .env("HERALD_RETRY_MAX_MS", "600000")
         .env("HERALD_RETRY_MAX_ATTEMPTS", "50")
+        // ... and after five seconds without progress (instead of a minute).
+        .env("HERALD_STUCK_AFTER_MS", "5000")
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log)

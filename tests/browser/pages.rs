@@ -110,6 +110,7 @@ impl App {
                 public_url: None,
                 secret_key: Some(SECRET_KEY.into()),
             },
+            settings: Default::default(),
         });
         App {
             router,

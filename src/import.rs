@@ -165,7 +165,16 @@ fn parse<R: Read>(reader: R, shown: &str, tx: &ParsedTx) {
         if record.iter().all(|f| f.is_empty()) {
             continue;
         }
-        if record.len() != headers.len() {
+        if let Some(column) = record.iter().position(|f| f.contains('\0')) {
+            // PostgreSQL cannot store a NUL character, and no address book needs one.
+            rejects.push((
+                line,
+                format!(
+                    "column `{}` holds a NUL character; remove it",
+                    headers.get(column).map(String::as_str).unwrap_or("?")
+                ),
+            ));
+        } else if record.len() != headers.len() {
             rejects.push((
                 line,
                 format!(

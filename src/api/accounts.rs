@@ -23,7 +23,7 @@ pub fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(get_api_key, revoke_api_key))
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct User {
     #[schema(example = "usr_1")]
     pub id: String,
@@ -58,7 +58,8 @@ pub struct NewUser {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CreatedUser {
     pub user: User,
-    /// The generated password, shown only in this response (absent when one was given).
+    /// The generated password, shown only in this response (absent when one was given, and
+    /// from a replay of the request with the same Idempotency-Key).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
 }
@@ -71,7 +72,7 @@ pub struct UserChange {
     pub password: Option<String>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ApiKey {
     #[schema(example = "key_1")]
     pub id: String,
@@ -113,7 +114,9 @@ pub struct NewApiKey {
 pub struct CreatedApiKey {
     pub api_key: ApiKey,
     /// The key itself, shown only in this response: send it as `Authorization: Bearer KEY`.
-    pub key: String,
+    /// Absent from a replay of the request (same Idempotency-Key): keys are never kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -209,15 +212,25 @@ async fn create_user(
         .await?;
     tracing::info!(org_id = p.org_id, user_id = user.id, actor = p.actor, role = %user.role, "user created");
     let location = format!("/api/v1/users/{}", encode_id("usr", user.id));
-    Ok((
+    let created = CreatedUser {
+        user: user.into(),
+        password: generated,
+    };
+    let replay = serde_json::to_string(&CreatedUser {
+        password: None,
+        user: created.user.clone(),
+    })
+    .unwrap_or_default();
+    let mut response = (
         StatusCode::CREATED,
         [(header::LOCATION, location)],
-        axum::Json(CreatedUser {
-            user: user.into(),
-            password: generated,
-        }),
+        axum::Json(created),
     )
-        .into_response())
+        .into_response();
+    response
+        .extensions_mut()
+        .insert(super::idempotency::ReplayWithout(replay));
+    Ok(response)
 }
 
 /// One user.
@@ -363,15 +376,26 @@ async fn create_api_key(
         .await?;
     tracing::info!(org_id = p.org_id, api_key_id = info.id, actor = p.actor, role = %info.role, "API key created");
     let location = format!("/api/v1/api-keys/{}", encode_id("key", info.id));
-    Ok((
+    let api_key: ApiKey = info.into();
+    // A replay (same Idempotency-Key) shows the key's record, not the key: it is never kept.
+    let replay = serde_json::to_string(&CreatedApiKey {
+        api_key: api_key.clone(),
+        key: None,
+    })
+    .unwrap_or_default();
+    let mut response = (
         StatusCode::CREATED,
         [(header::LOCATION, location)],
         axum::Json(CreatedApiKey {
-            api_key: info.into(),
-            key,
+            api_key,
+            key: Some(key),
         }),
     )
-        .into_response())
+        .into_response();
+    response
+        .extensions_mut()
+        .insert(super::idempotency::ReplayWithout(replay));
+    Ok(response)
 }
 
 /// One API key.

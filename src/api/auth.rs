@@ -281,22 +281,36 @@ pub async fn sign_in(
         (format!("account:{email}"), ACCOUNT_FAILURE_LIMIT),
         (format!("address:{address}"), ADDRESS_FAILURE_LIMIT),
     ];
+    let paused = |wait_ms: i64| {
+        let secs = u64::try_from(wait_ms / 1000 + 1).unwrap_or(1);
+        ApiError {
+            retry_after_secs: Some(secs),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too-many-sign-in-attempts",
+                "Too many failed sign-in attempts",
+                format!("sign-in is paused for this account or address; try again in {secs} s"),
+            )
+        }
+    };
     for (scope, limit) in &scopes {
         if let Some(wait_ms) = state
             .store
             .login_blocked(scope, FAILURE_WINDOW_MS, *limit)
             .await?
         {
-            let secs = u64::try_from(wait_ms / 1000 + 1).unwrap_or(1);
-            return Err(ApiError {
-                retry_after_secs: Some(secs),
-                ..ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "too-many-sign-in-attempts",
-                    "Too many failed sign-in attempts",
-                    format!("sign-in is paused for this account or address; try again in {secs} s"),
-                )
-            });
+            return Err(paused(wait_ms));
+        }
+    }
+    // Count this attempt before checking the password, so that concurrent attempts cannot
+    // all pass the check above; a successful one is forgiven below.
+    for (scope, limit) in &scopes {
+        let attempts = state
+            .store
+            .count_login_attempt(scope, FAILURE_WINDOW_MS)
+            .await?;
+        if attempts > *limit {
+            return Err(paused(FAILURE_WINDOW_MS));
         }
     }
     let found = state.store.user_credentials(&email).await?;
@@ -312,12 +326,6 @@ pub async fn sign_in(
     let user = match found {
         Some(c) if matches => c.user,
         _ => {
-            for (scope, _) in &scopes {
-                state
-                    .store
-                    .record_login_failure(scope, FAILURE_WINDOW_MS)
-                    .await?;
-            }
             tracing::info!(email, address, "sign-in refused");
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
@@ -328,6 +336,7 @@ pub async fn sign_in(
         }
     };
     state.store.clear_login_failures(&scopes[0].0).await?;
+    state.store.forgive_login_attempt(&scopes[1].0).await?;
     let token = credentials::random_token();
     let csrf = credentials::random_token();
     let expires_at = crate::clock::now_ms() + SESSION_TTL_MS;

@@ -34,6 +34,8 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How often an idle stream sends a keep-alive comment.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// The longest one stream lasts before the client must reconnect.
+pub const MAX_STREAM: Duration = Duration::from_secs(300);
 /// Audit entries read per query.
 const AUDIT_BATCH: i64 = 100;
 
@@ -121,6 +123,9 @@ struct Feed {
     audit_after: i64,
     done: bool,
     wait: Duration,
+    /// When this stream ends even if the campaign has not: clients (EventSource) reconnect
+    /// with Last-Event-ID, which re-checks their credentials and frees idle streams.
+    until: std::time::Instant,
 }
 
 impl Feed {
@@ -130,7 +135,7 @@ impl Feed {
             if let Some(event) = self.queue.pop_front() {
                 return Some(event);
             }
-            if self.done {
+            if self.done || std::time::Instant::now() >= self.until {
                 return None;
             }
             tokio::time::sleep(self.wait).await;
@@ -256,6 +261,7 @@ async fn campaign_events(
         audit_after: resume_after.unwrap_or(last_event),
         done: false,
         wait: POLL_INTERVAL,
+        until: std::time::Instant::now() + MAX_STREAM,
     };
     if resume_after.is_some() {
         feed.read_audit().await?;

@@ -158,6 +158,10 @@ pub struct TestResult {
 // The kinds' rules
 // --------------------------------------------------------------------------------------
 
+/// Configuration keys that say where the provider is: secrets given for one endpoint are
+/// never sent to another.
+const ENDPOINT_KEYS: [&str; 3] = ["base_url", "host", "port"];
+
 /// The names of a kind's secrets.
 fn secret_fields(kind: &str) -> &'static [&'static str] {
     match kind {
@@ -812,10 +816,33 @@ async fn update_channel(
                 Value::Object(m) => m.clone(),
                 _ => Map::new(),
             };
+            // Secrets are bound to the endpoint they were given for: moving the channel to
+            // another endpoint (base_url, host, port) without giving them again would send
+            // them wherever the new endpoint points.
+            let endpoint_moved = config_patch.as_ref().is_some_and(|patch| {
+                ENDPOINT_KEYS
+                    .iter()
+                    .any(|k| patch.contains_key(*k) && patch.get(*k) != config.get(*k))
+            });
             if let Some(patch) = config_patch {
                 merge(&mut config, patch);
             }
-            let mut secrets = open_secrets(&ctx, current)?;
+            let mut secrets = if endpoint_moved {
+                Map::new()
+            } else {
+                open_secrets(&ctx, current)?
+            };
+            let secrets_patch = if endpoint_moved && current.secrets.is_some() {
+                Some(secrets_patch.clone().ok_or_else(|| {
+                    ApiError::invalid(
+                        "secrets",
+                        "required",
+                        "the channel's endpoint changes: give its secrets again for the new endpoint (they are never sent to an endpoint they were not given for)",
+                    )
+                })?)
+            } else {
+                secrets_patch.clone()
+            };
             if let Some(patch) = &secrets_patch {
                 changed_secrets = patch.keys().cloned().collect();
                 merge(&mut secrets, patch.clone());

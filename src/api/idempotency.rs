@@ -4,6 +4,8 @@
 //!
 //! A retry with the same key but another request is refused (422); a retry while the first
 //! request still runs gets 409. A server error (5xx) frees the key: it had no effect.
+//! Keys are kept per caller (API key or user). A response that shows a secret once is
+//! replayed without the secret (`ReplayWithout`): secrets are never kept.
 
 use super::ApiState;
 use super::auth::Principal;
@@ -28,7 +30,22 @@ fn is_streamed_upload(req: &Request) -> bool {
     req.headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("text/csv"))
+        .is_some_and(|ct| ct.to_ascii_lowercase().starts_with("text/csv"))
+}
+
+/// Set by a handler on a response that shows a secret once (a new API key, a generated
+/// password): the replay gets this body instead, with the secret left out, so no secret is
+/// kept in the database.
+#[derive(Debug, Clone)]
+pub struct ReplayWithout(pub String);
+
+/// Who sent the request: keys are kept per caller, so another user or key of the same
+/// organisation can neither replay nor block someone else's request.
+fn caller(principal: &Principal) -> String {
+    match &principal.credential {
+        super::auth::Credential::ApiKey { id } => format!("key:{id}"),
+        super::auth::Credential::Session { user_id, .. } => format!("user:{user_id}"),
+    }
 }
 
 pub async fn idempotency(State(state): State<ApiState>, req: Request, next: Next) -> Response {
@@ -56,6 +73,8 @@ pub async fn idempotency(State(state): State<ApiState>, req: Request, next: Next
             .into_response();
         }
     };
+    // The stored key is the caller's: the same key from another caller is another key.
+    let key = format!("{}:{key}", caller(&principal));
     let (parts, body) = req.into_parts();
     let mut hasher = Sha256::new();
     hasher.update(parts.method.as_str());
@@ -120,16 +139,20 @@ pub async fn idempotency(State(state): State<ApiState>, req: Request, next: Next
         }
         return response;
     }
-    let (resp_parts, resp_body) = response.into_parts();
+    let (mut resp_parts, resp_body) = response.into_parts();
     let bytes = match axum::body::to_bytes(resp_body, usize::MAX).await {
         Ok(b) => b,
         Err(e) => return ApiError::internal(e).into_response(),
+    };
+    let kept_body = match resp_parts.extensions.remove::<ReplayWithout>() {
+        Some(ReplayWithout(redacted)) => redacted,
+        None => String::from_utf8_lossy(&bytes).into_owned(),
     };
     let stored = StoredResponse {
         status: resp_parts.status.as_u16(),
         content_type: header_text(&resp_parts.headers, header::CONTENT_TYPE),
         location: header_text(&resp_parts.headers, header::LOCATION),
-        body: String::from_utf8_lossy(&bytes).into_owned(),
+        body: kept_body,
     };
     if let Err(e) = state.store.idempotency_finish(org, &key, &stored).await {
         // The effect happened; the key stays "in progress" until it is taken over after a

@@ -211,6 +211,19 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        // PostgreSQL text cannot hold NUL, and no field needs one: refuse it here, once.
+        let (parts, body) = req.into_parts();
+        let bytes = axum::body::to_bytes(body, super::JSON_BODY_LIMIT)
+            .await
+            .map_err(|_| too_large())?;
+        if bytes.windows(6).any(|w| w == b"\\u0000") {
+            return Err(ApiError::invalid(
+                "body",
+                "no_nul",
+                "text fields must not contain the NUL character (\\u0000)",
+            ));
+        }
+        let req = Request::from_parts(parts, axum::body::Body::from(bytes));
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(ApiJson(v)),
             Err(rejection) => Err(json_rejection(rejection)),
@@ -288,6 +301,14 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if parts.uri.query().is_some_and(|q| q.contains("%00")) {
+            return Err(ApiError {
+                status: StatusCode::BAD_REQUEST,
+                kind: "invalid-query",
+                title: "A query parameter is not valid",
+                ..ApiError::invalid("query", "no_nul", "parameters must not contain NUL (%00)")
+            });
+        }
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(v)) => Ok(ApiQuery(v)),
             Err(rejection) => Err(query_rejection(rejection)),
@@ -322,6 +343,9 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if parts.uri.path().contains("%00") {
+            return Err(ApiError::not_found("no resource has NUL (%00) in its id"));
+        }
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(v)) => Ok(ApiPath(v)),
             Err(rejection) => Err(path_rejection(rejection)),

@@ -77,6 +77,7 @@ fn after_address(page: &PageParams) -> ApiResult<String> {
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
         .and_then(|s| s.strip_prefix("after:").map(str::to_string))
+        .filter(|s| !s.contains('\0'))
         .ok_or_else(|| ApiError {
             status: StatusCode::BAD_REQUEST,
             kind: "invalid-cursor",

@@ -79,7 +79,15 @@ pub async fn serve(settings: Settings, with_http: bool) -> CliResult {
         tracing::error!(error = %e, "engine stopped with an error");
     }
     if let Some(h) = http {
-        let _ = h.await;
+        // Open event streams (SSE) would hold a graceful HTTP shutdown forever: the engine
+        // has stopped and nothing is left to report, so they get a moment, then are cut.
+        let abort = h.abort_handle();
+        if tokio::time::timeout(std::time::Duration::from_secs(3), h)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
     }
     store.close().await;
     Ok(0)

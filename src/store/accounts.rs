@@ -519,25 +519,49 @@ impl Store {
         }
     }
 
-    /// Counts a failed sign-in against `scope`; a window older than `window_ms` starts over.
+    /// Counts a sign-in attempt against `scope` before its password is checked, and returns
+    /// the count in the window: concurrent attempts each see their own count, so a burst
+    /// cannot slip past the limit. A window older than `window_ms` starts over. A successful
+    /// attempt is forgiven afterwards (`forgive_login_attempt`).
+    pub async fn count_login_attempt(
+        &self,
+        scope: &str,
+        window_ms: i64,
+    ) -> Result<i64, StoreError> {
+        let now = crate::clock::now_ms();
+        Ok(sqlx::query_scalar(
+            "INSERT INTO login_failures (scope, window_start, failures) VALUES ($1, $2, 1) \
+             ON CONFLICT (scope) DO UPDATE SET \
+             failures = CASE WHEN login_failures.window_start <= $3 THEN 1 ELSE login_failures.failures + 1 END, \
+             window_start = CASE WHEN login_failures.window_start <= $3 THEN $2 ELSE login_failures.window_start END \
+             RETURNING failures",
+        )
+        .bind(scope)
+        .bind(now)
+        .bind(now - window_ms)
+        .fetch_one(&self.write)
+        .await?)
+    }
+
+    /// Takes back one counted attempt (it succeeded).
+    pub async fn forgive_login_attempt(&self, scope: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE login_failures SET failures = failures - 1 WHERE scope = $1 AND failures > 0",
+        )
+        .bind(scope)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// Counts a failed sign-in against `scope` (tests and tools; sign-in itself counts
+    /// attempts up front with `count_login_attempt`).
     pub async fn record_login_failure(
         &self,
         scope: &str,
         window_ms: i64,
     ) -> Result<(), StoreError> {
-        let now = crate::clock::now_ms();
-        sqlx::query(
-            "INSERT INTO login_failures (scope, window_start, failures) VALUES ($1, $2, 1) \
-             ON CONFLICT (scope) DO UPDATE SET \
-             failures = CASE WHEN login_failures.window_start <= $3 THEN 1 ELSE login_failures.failures + 1 END, \
-             window_start = CASE WHEN login_failures.window_start <= $3 THEN $2 ELSE login_failures.window_start END",
-        )
-        .bind(scope)
-        .bind(now)
-        .bind(now - window_ms)
-        .execute(&self.write)
-        .await?;
-        Ok(())
+        self.count_login_attempt(scope, window_ms).await.map(|_| ())
     }
 
     pub async fn clear_login_failures(&self, scope: &str) -> Result<(), StoreError> {
@@ -659,6 +683,13 @@ impl Store {
 }
 
 async fn last_owner_check(tx: &mut super::Tx, org_id: i64, user_id: i64) -> Result<(), StoreError> {
+    // Lock the organisation's owners first (a no-op write takes row locks on PostgreSQL;
+    // SQLite's writer lock already serialises), so two owners demoting each other at once
+    // cannot both see "another owner remains".
+    sqlx::query("UPDATE users SET updated_at = updated_at WHERE org_id = $1 AND role = 'owner'")
+        .bind(org_id)
+        .execute(&mut **tx)
+        .await?;
     let others: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM users WHERE org_id = $1 AND role = 'owner' AND id <> $2",
     )

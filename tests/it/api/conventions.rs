@@ -145,7 +145,36 @@ api_test!(
             .await;
         again.expect(StatusCode::CREATED);
         assert_eq!(again.headers.get("idempotent-replayed").unwrap(), "true");
-        assert_eq!(again.text, first.text, "the same response, key included");
+        assert_eq!(
+            again.body["api_key"], first.body["api_key"],
+            "the same key record"
+        );
+        // The key itself was shown once and is not kept, not even for replays.
+        let secret = first.body["key"].as_str().unwrap();
+        assert!(again.body.get("key").is_none() && !again.text.contains(secret));
+        let raw = app.db.raw().await;
+        let kept: Vec<String> = sqlx::query_scalar("SELECT body FROM idempotency_keys")
+            .fetch_all(&raw)
+            .await
+            .unwrap();
+        assert!(kept.iter().all(|b| !b.contains(secret)), "{kept:?}");
+        // Keys are per caller: another admin of the organisation with the same key makes
+        // its own request.
+        let colleague = Auth::Key(app.key(app.org, Role::Admin).await);
+        let theirs = app
+            .send(
+                Method::POST,
+                "/api/v1/api-keys",
+                &colleague,
+                &[("idempotency-key", "k-1")],
+                Some((
+                    "application/json",
+                    json!({"name": "colleague", "role": "viewer"}).to_string(),
+                )),
+            )
+            .await;
+        theirs.expect(StatusCode::CREATED);
+        assert!(theirs.headers.get("idempotent-replayed").is_none());
         assert_eq!(
             again.headers.get(header::LOCATION),
             first.headers.get(header::LOCATION)
@@ -395,3 +424,65 @@ api_test!(the_first_owner_is_created_once, |app| async move {
     assert_eq!(users.len(), 1);
     assert_eq!(users[0].role, Role::Owner);
 });
+
+api_test!(
+    concurrent_sign_in_attempts_cannot_slip_past_the_limit,
+    |app| async move {
+        app.user(app.org, "mallory@example.org", Role::Viewer, PASSWORD)
+            .await;
+        let wrong = json!({"email": "mallory@example.org", "password": "guess guess guess"});
+        let attempts = (0..12).map(|_| app.post("/api/v1/auth/login", &Auth::None, wrong.clone()));
+        let replies = futures_util::future::join_all(attempts).await;
+        let checked = replies
+            .iter()
+            .filter(|r| r.status == StatusCode::UNAUTHORIZED)
+            .count();
+        let paused = replies
+            .iter()
+            .filter(|r| r.status == StatusCode::TOO_MANY_REQUESTS)
+            .count();
+        assert!(
+            checked <= 5,
+            "{checked} passwords were checked, the limit is 5"
+        );
+        assert_eq!(checked + paused, 12);
+    }
+);
+
+api_test!(
+    nul_characters_are_refused_not_a_server_error,
+    |app| async move {
+        let key = Auth::Key(app.key(app.org, Role::Owner).await);
+        let body = r#"{"address": "+15550001234", "name": "a\u0000b"}"#.to_string();
+        let r = app
+            .send(
+                Method::POST,
+                "/api/v1/contacts",
+                &key,
+                &[],
+                Some(("application/json", body)),
+            )
+            .await;
+        r.expect_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation-failed");
+        app.get("/api/v1/contacts?q=%00", &key)
+            .await
+            .expect_problem(StatusCode::BAD_REQUEST, "invalid-query");
+        let r = app
+            .call(Method::DELETE, "/api/v1/suppressions/a%00b", &key, None)
+            .await;
+        r.expect_problem(StatusCode::NOT_FOUND, "not-found");
+        let csv = "address,name,city\n+15550001111,ok,x\n+15550002222,bad\0name,y\n".to_string();
+        let r = app
+            .send(
+                Method::POST,
+                "/api/v1/contacts/import?list=nul",
+                &key,
+                &[],
+                Some(("text/csv", csv)),
+            )
+            .await;
+        r.expect(StatusCode::OK);
+        assert_eq!(r.body["inserted"], 1, "{}", r.text);
+        assert_eq!(r.body["rejected"], 1, "{}", r.text);
+    }
+);

@@ -166,7 +166,6 @@ async fn hash(password: String) -> ApiResult<String> {
     security(("api_key" = ["viewer"]), ("session" = ["viewer"])),
     responses(
         (status = 200, body = Users),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
     ))]
 async fn list_users(
     State(state): State<ApiState>,
@@ -185,10 +184,7 @@ async fn list_users(
     request_body = NewUser,
     responses(
         (status = 201, body = CreatedUser),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The email is taken", body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
 async fn create_user(
     State(state): State<ApiState>,
@@ -239,8 +235,6 @@ async fn create_user(
     params(("id" = String, Path, description = "User id")),
     responses(
         (status = 200, body = User),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
     ))]
 async fn get_user(
     State(state): State<ApiState>,
@@ -258,11 +252,7 @@ async fn get_user(
     request_body = UserChange,
     responses(
         (status = 200, body = User),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
 async fn update_user(
     State(state): State<ApiState>,
@@ -299,9 +289,6 @@ async fn update_user(
     params(("id" = String, Path, description = "User id")),
     responses(
         (status = 204, description = "Removed"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, body = Problem, content_type = "application/problem+json"),
     ))]
 async fn delete_user(
@@ -338,8 +325,6 @@ fn guard_peer(p: &Principal, target: Role) -> ApiResult<()> {
     security(("api_key" = ["admin"]), ("session" = ["admin"])),
     responses(
         (status = 200, body = ApiKeys),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
     ))]
 async fn list_api_keys(
     State(state): State<ApiState>,
@@ -358,9 +343,6 @@ async fn list_api_keys(
     request_body = NewApiKey,
     responses(
         (status = 201, body = CreatedApiKey),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
 async fn create_api_key(
     State(state): State<ApiState>,
@@ -404,9 +386,6 @@ async fn create_api_key(
     params(("id" = String, Path, description = "API key id")),
     responses(
         (status = 200, body = ApiKey),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
     ))]
 async fn get_api_key(
     State(state): State<ApiState>,
@@ -423,9 +402,6 @@ async fn get_api_key(
     params(("id" = String, Path, description = "API key id")),
     responses(
         (status = 200, description = "Revoked", body = ApiKey),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
     ))]
 async fn revoke_api_key(
     State(state): State<ApiState>,

@@ -12,7 +12,7 @@
 
 use super::auth::AsViewer;
 use super::campaigns::{self, CampaignAuditEvent, CampaignCounters, CampaignState};
-use super::problem::{ApiPath, ApiResult, Problem};
+use super::problem::{ApiPath, ApiResult};
 use super::{ApiState, decode_id, encode_id, timestamp_opt};
 use crate::domain::{CampaignStatus, Counts};
 use crate::store::{Campaign as CampaignRow, StoreError};
@@ -235,8 +235,6 @@ impl Feed {
     ),
     responses(
         (status = 200, description = "A stream of `snapshot`, `progress`, `audit` and `end` events", content_type = "text/event-stream", body = String),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
     ))]
 async fn campaign_events(
     State(state): State<ApiState>,

@@ -706,7 +706,6 @@ fn allowed(id: i64, status: CampaignStatus, action: CampaignAction) -> ApiResult
     responses(
         (status = 200, body = Campaigns),
         (status = 400, description = "A bad cursor, limit or status", body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
     ))]
 async fn list_campaigns(
     State(state): State<ApiState>,
@@ -740,8 +739,6 @@ async fn list_campaigns(
     request_body = NewCampaign,
     responses(
         (status = 201, body = Campaign, headers(("Location" = String, description = "The new campaign"))),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A field breaks a rule, the channel or list is not the organisation's, or the template does not compile", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn create_campaign(
@@ -796,8 +793,6 @@ async fn create_campaign(
     params(("id" = String, Path, description = "Campaign id")),
     responses(
         (status = 200, body = Campaign),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
     ))]
 async fn get_campaign(
     State(state): State<ApiState>,
@@ -817,11 +812,7 @@ async fn get_campaign(
     request_body = CampaignChange,
     responses(
         (status = 200, body = Campaign),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The campaign is not a draft", body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
 async fn update_campaign(
     State(state): State<ApiState>,
@@ -894,9 +885,6 @@ async fn update_campaign(
     params(("id" = String, Path, description = "Campaign id")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The campaign is not a draft", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn delete_campaign(
@@ -957,9 +945,6 @@ async fn act(
     ),
     responses(
         (status = 200, body = Campaign),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The campaign is not a draft or scheduled", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn start_campaign(
@@ -1004,11 +989,7 @@ async fn start_campaign(
     request_body = CampaignSchedule,
     responses(
         (status = 200, body = Campaign),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The campaign is not a draft or scheduled", body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
 async fn schedule_campaign(
     State(state): State<ApiState>,
@@ -1039,11 +1020,7 @@ async fn schedule_campaign(
     request_body = Option<CampaignActionReason>,
     responses(
         (status = 200, body = Campaign),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The campaign is not sending", body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
 async fn pause_campaign(
     State(state): State<ApiState>,
@@ -1061,11 +1038,7 @@ async fn pause_campaign(
     request_body = Option<CampaignActionReason>,
     responses(
         (status = 200, body = Campaign),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The campaign is not paused", body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
 async fn resume_campaign(
     State(state): State<ApiState>,
@@ -1084,11 +1057,7 @@ async fn resume_campaign(
     request_body = Option<CampaignActionReason>,
     responses(
         (status = 200, body = Campaign),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The campaign has already ended", body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
 async fn cancel_campaign(
     State(state): State<ApiState>,
@@ -1107,11 +1076,7 @@ async fn cancel_campaign(
     request_body = Option<CampaignActionReason>,
     responses(
         (status = 200, body = Campaign),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The campaign is not sending or paused, or messages are pending", body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
 async fn complete_campaign(
     State(state): State<ApiState>,
@@ -1128,8 +1093,6 @@ async fn complete_campaign(
     params(("id" = String, Path, description = "Campaign id")),
     responses(
         (status = 200, body = CampaignStats),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
     ))]
 async fn campaign_stats(
     State(state): State<ApiState>,
@@ -1164,8 +1127,6 @@ async fn campaign_stats(
     responses(
         (status = 200, body = CampaignMessages),
         (status = 400, description = "A bad cursor, limit or status", body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
     ))]
 async fn campaign_messages(
     State(state): State<ApiState>,
@@ -1196,8 +1157,6 @@ async fn campaign_messages(
     responses(
         (status = 200, body = CampaignAudit),
         (status = 400, description = "A bad cursor or limit", body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
     ))]
 async fn campaign_audit(
     State(state): State<ApiState>,
@@ -1324,8 +1283,6 @@ fn placeholder_contact(template: &MessageTemplate) -> ContactInput {
     responses(
         (status = 200, body = TemplatePreview),
         (status = 400, description = "`contact_id` is missing", body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "No such contact in the organisation, or the message cannot be rendered for it", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn preview_campaign(
@@ -1362,7 +1319,6 @@ async fn preview_campaign(
     request_body = TemplatePreviewRequest,
     responses(
         (status = 200, body = TemplatePreview),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The template does not compile or render, or the contact or channel is not the organisation's", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn preview_template(

@@ -657,8 +657,6 @@ fn name_taken(name: &str) -> ApiError {
     params(PageParams),
     responses(
         (status = 200, body = Page<Channel>),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
     ))]
 async fn list_channels(
     State(state): State<ApiState>,
@@ -687,8 +685,6 @@ async fn list_channels(
     request_body = NewChannel,
     responses(
         (status = 201, body = Channel, headers(("Location" = String, description = "The new channel"))),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The name is taken", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A field breaks the kind's rules, or secrets were given and the server has no secret key", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -750,8 +746,6 @@ async fn create_channel(
     params(("id" = String, Path, description = "Channel id")),
     responses(
         (status = 200, body = Channel),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
     ))]
 async fn get_channel(
     State(state): State<ApiState>,
@@ -772,11 +766,7 @@ async fn get_channel(
     request_body = ChannelChange,
     responses(
         (status = 200, body = Channel),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The name is taken, or the stored secrets cannot be opened", body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
 async fn update_channel(
     State(state): State<ApiState>,
@@ -883,9 +873,6 @@ async fn update_channel(
     params(("id" = String, Path, description = "Channel id")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Campaigns use the channel; the problem names them", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn delete_channel(
@@ -942,11 +929,7 @@ async fn delete_channel(
     request_body = ChannelTest,
     responses(
         (status = 200, description = "The provider's answer", body = TestResult),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The channel cannot be built (its secrets do not open, its configuration is damaged)", body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "The provider could not be reached", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn test_channel(

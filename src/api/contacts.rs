@@ -346,8 +346,6 @@ pub(super) async fn contacts_page(
     params(PageParams, ContactQuery),
     responses(
         (status = 200, body = Contacts),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "The `list_id` names no list", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn list_contacts(
@@ -392,10 +390,7 @@ async fn list_contacts(
     request_body = NewContactBody,
     responses(
         (status = 201, body = Contact, headers(("Location" = String, description = "The new contact"))),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "A contact with this address exists", body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
 async fn create_contact(
     State(state): State<ApiState>,
@@ -448,8 +443,6 @@ async fn create_contact(
     params(("id" = String, Path, description = "Contact id")),
     responses(
         (status = 200, body = Contact),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
     ))]
 async fn get_contact(
     State(state): State<ApiState>,
@@ -469,10 +462,6 @@ async fn get_contact(
     request_body = ContactChangeBody,
     responses(
         (status = 200, body = Contact),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
 async fn update_contact(
     State(state): State<ApiState>,
@@ -511,9 +500,6 @@ async fn update_contact(
     params(("id" = String, Path, description = "Contact id")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
     ))]
 async fn delete_contact(
     State(state): State<ApiState>,
@@ -547,9 +533,6 @@ async fn delete_contact(
     request_body(content = String, content_type = "text/csv", description = "A CSV file with a header row"),
     responses(
         (status = 200, body = ImportResult),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The file is larger than 100 MiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not `text/csv`", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "No `address` column, or a bad list name", body = Problem, content_type = "application/problem+json"),

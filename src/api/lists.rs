@@ -92,8 +92,6 @@ pub struct MembersAdded {
     params(PageParams),
     responses(
         (status = 200, body = Lists),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
     ))]
 async fn list_lists(
     State(state): State<ApiState>,
@@ -119,10 +117,7 @@ async fn list_lists(
     request_body = NewList,
     responses(
         (status = 201, body = List, headers(("Location" = String, description = "The new list"))),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The name is taken", body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
 async fn create_list(
     State(state): State<ApiState>,
@@ -152,8 +147,6 @@ async fn create_list(
     params(("id" = String, Path, description = "List id")),
     responses(
         (status = 200, body = List),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
     ))]
 async fn get_list(
     State(state): State<ApiState>,
@@ -171,11 +164,7 @@ async fn get_list(
     request_body = ListChange,
     responses(
         (status = 200, body = List),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The name is taken", body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
 async fn update_list(
     State(state): State<ApiState>,
@@ -202,9 +191,6 @@ async fn update_list(
     params(("id" = String, Path, description = "List id")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Campaigns use the list", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn delete_list(
@@ -253,9 +239,6 @@ async fn delete_list(
     params(("id" = String, Path, description = "List id"), PageParams),
     responses(
         (status = 200, body = Contacts),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
     ))]
 async fn list_members(
     State(state): State<ApiState>,
@@ -281,9 +264,6 @@ async fn list_members(
     request_body = NewMembers,
     responses(
         (status = 200, body = MembersAdded),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "An id names no contact of the organisation", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn add_members(
@@ -344,8 +324,6 @@ async fn add_members(
     ),
     responses(
         (status = 204, description = "Removed"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such list, or the contact is not a member", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn remove_member(

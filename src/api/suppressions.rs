@@ -109,8 +109,6 @@ fn path_segment(address: &str) -> String {
     params(PageParams),
     responses(
         (status = 200, body = Suppressions),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
     ))]
 async fn list_suppressions(
     State(state): State<ApiState>,
@@ -145,9 +143,6 @@ async fn list_suppressions(
     responses(
         (status = 201, description = "Suppressed", body = Suppression, headers(("Location" = String, description = "The suppression"))),
         (status = 200, description = "Already suppressed", body = Suppression),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
 async fn create_suppression(
     State(state): State<ApiState>,
@@ -209,8 +204,6 @@ async fn create_suppression(
     params(("address" = String, Path, description = "The address, URL-encoded (normalised like on creation)")),
     responses(
         (status = 204, description = "No longer suppressed"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "The address is not suppressed", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn delete_suppression(

@@ -147,7 +147,6 @@ fn live_instance(i: &InstanceRow) -> Instance {
     security(("api_key" = ["viewer"]), ("session" = ["viewer"])),
     responses(
         (status = 200, body = Instances),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
     ))]
 async fn list_instances(
     State(state): State<ApiState>,
@@ -199,7 +198,6 @@ async fn list_instances(
     security(("api_key" = ["viewer"]), ("session" = ["viewer"])),
     responses(
         (status = 200, body = Health),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The database does not answer", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn get_health(

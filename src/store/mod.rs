@@ -842,7 +842,14 @@ impl Store {
         .bind(new.scheduled_at)
         .bind(now)
         .fetch_one(&mut *tx)
-        .await?;
+        .await
+        .map_err(|e| match &e {
+            // The list or channel was deleted between the caller's check and this insert.
+            sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::Invalid(
+                "the campaign's list or channel no longer exists: pick another".into(),
+            ),
+            _ => StoreError::Database(e),
+        })?;
         let reason = match new.scheduled_at {
             Some(at) => format!("created, scheduled for {}", crate::clock::rfc3339(at)),
             None => "created".to_string(),

@@ -5,11 +5,10 @@
 
 use super::{
     CAMPAIGN_COLUMNS, CAMPAIGN_FROM, Campaign, CampaignEvent, ChannelInfo, ContactInput, ListInfo,
-    MessageInfo, Store, StoreError, campaign_from_row, campaign_status_of, insert_event,
-    list_from_row, status_of,
+    MessageInfo, Store, StoreError, campaign_from_row, campaign_status_of, event_from_row,
+    insert_event, list_from_row, message_from_row,
 };
 use crate::domain::{CampaignStatus, MessageStatus};
-use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Row};
 
 fn no_campaign(id: i64) -> StoreError {
@@ -22,35 +21,6 @@ fn refused(id: i64, status: CampaignStatus, what: &str, allowed: &str) -> StoreE
     StoreError::Conflict(format!(
         "campaign cmp_{id} is {status}: {what} applies only to a campaign that is {allowed}"
     ))
-}
-
-fn event_from_row(r: &AnyRow) -> Result<CampaignEvent, StoreError> {
-    Ok(CampaignEvent {
-        id: r.try_get("id")?,
-        campaign_id: r.try_get("campaign_id")?,
-        at: r.try_get("at")?,
-        actor: r.try_get("actor")?,
-        from_status: r.try_get("from_status")?,
-        to_status: r.try_get("to_status")?,
-        reason: r.try_get("reason")?,
-    })
-}
-
-fn message_from_row(r: &AnyRow) -> Result<MessageInfo, StoreError> {
-    Ok(MessageInfo {
-        id: r.try_get("id")?,
-        campaign_id: r.try_get("campaign_id")?,
-        address: r.try_get("address")?,
-        status: status_of(r, "status")?,
-        attempts: r.try_get("attempts")?,
-        next_attempt_at: r.try_get("next_attempt_at")?,
-        owner: r.try_get("owner")?,
-        provider_id: r.try_get("provider_id")?,
-        last_error: r.try_get("last_error")?,
-        was_in_doubt: r.try_get::<i64, _>("was_in_doubt")? != 0,
-        updated_at: r.try_get("updated_at")?,
-        sent_at: r.try_get("sent_at")?,
-    })
 }
 
 impl Store {

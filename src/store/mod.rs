@@ -236,6 +236,35 @@ fn list_from_row(row: &AnyRow) -> Result<ListInfo, StoreError> {
     })
 }
 
+pub(super) fn event_from_row(r: &AnyRow) -> Result<CampaignEvent, StoreError> {
+    Ok(CampaignEvent {
+        id: r.try_get("id")?,
+        campaign_id: r.try_get("campaign_id")?,
+        at: r.try_get("at")?,
+        actor: r.try_get("actor")?,
+        from_status: r.try_get("from_status")?,
+        to_status: r.try_get("to_status")?,
+        reason: r.try_get("reason")?,
+    })
+}
+
+pub(super) fn message_from_row(r: &AnyRow) -> Result<MessageInfo, StoreError> {
+    Ok(MessageInfo {
+        id: r.try_get("id")?,
+        campaign_id: r.try_get("campaign_id")?,
+        address: r.try_get("address")?,
+        status: status_of(r, "status")?,
+        attempts: r.try_get("attempts")?,
+        next_attempt_at: r.try_get("next_attempt_at")?,
+        owner: r.try_get("owner")?,
+        provider_id: r.try_get("provider_id")?,
+        last_error: r.try_get("last_error")?,
+        was_in_doubt: r.try_get::<i64, _>("was_in_doubt")? != 0,
+        updated_at: r.try_get("updated_at")?,
+        sent_at: r.try_get("sent_at")?,
+    })
+}
+
 fn campaign_from_row(row: &AnyRow) -> Result<Campaign, StoreError> {
     let mut counts = Counts::default();
     for s in MessageStatus::ALL {
@@ -942,19 +971,7 @@ impl Store {
         .bind(campaign_id)
         .fetch_all(&self.read)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(CampaignEvent {
-                    id: r.try_get("id")?,
-                    campaign_id: r.try_get("campaign_id")?,
-                    at: r.try_get("at")?,
-                    actor: r.try_get("actor")?,
-                    from_status: r.try_get("from_status")?,
-                    to_status: r.try_get("to_status")?,
-                    reason: r.try_get("reason")?,
-                })
-            })
-            .collect()
+        rows.iter().map(event_from_row).collect()
     }
 
     /// A `GROUP BY status` over the campaign's messages: the truth the counters must equal.
@@ -986,24 +1003,7 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.read)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(MessageInfo {
-                    id: r.try_get("id")?,
-                    campaign_id: r.try_get("campaign_id")?,
-                    address: r.try_get("address")?,
-                    status: status_of(r, "status")?,
-                    attempts: r.try_get("attempts")?,
-                    next_attempt_at: r.try_get("next_attempt_at")?,
-                    owner: r.try_get("owner")?,
-                    provider_id: r.try_get("provider_id")?,
-                    last_error: r.try_get("last_error")?,
-                    was_in_doubt: r.try_get::<i64, _>("was_in_doubt")? != 0,
-                    updated_at: r.try_get("updated_at")?,
-                    sent_at: r.try_get("sent_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(message_from_row).collect()
     }
 
     /// Locks the given campaigns (in id order, so lock order is the same everywhere) and

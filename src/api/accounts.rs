@@ -4,7 +4,7 @@
 use super::auth::{AsAdmin, AsViewer, Principal};
 use super::credentials;
 use super::problem::{ApiError, ApiJson, ApiPath, ApiResult, Problem};
-use super::{ApiState, decode_id, encode_id, timestamp, timestamp_opt};
+use super::{ApiState, check_name, decode_id, encode_id, timestamp, timestamp_opt};
 use crate::domain::Role;
 use crate::store::{ApiKeyInfo, UserInfo};
 use axum::extract::State;
@@ -127,28 +127,6 @@ pub struct Users {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ApiKeys {
     pub items: Vec<ApiKey>,
-}
-
-fn check_name(field: &str, name: &str) -> ApiResult<String> {
-    let name = name.trim();
-    if name.is_empty() {
-        return Err(ApiError::invalid(field, "required", "must not be empty"));
-    }
-    if name.chars().count() > 200 {
-        return Err(ApiError::invalid(
-            field,
-            "max_length",
-            "must be at most 200 characters",
-        ));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(ApiError::invalid(
-            field,
-            "format",
-            "must not contain control characters",
-        ));
-    }
-    Ok(name.to_string())
 }
 
 async fn hash(password: String) -> ApiResult<String> {

@@ -6,6 +6,7 @@
 use super::auth::{AsEditor, AsViewer, Principal};
 use super::problem::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, Problem};
 use super::{ApiState, Page, PageParams, decode_id, encode_id, timestamp, timestamp_opt};
+use super::{check_name, check_text};
 use crate::channels::segments::{Encoding, sms_segments};
 use crate::domain::{CampaignAction, CampaignStatus, Counts, MessageStatus};
 use crate::store::{
@@ -22,8 +23,6 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-/// Names and reasons are at most this many characters.
-pub const MAX_NAME: usize = 200;
 /// Message templates are at most this many characters.
 pub const MAX_BODY: usize = 10_000;
 /// Reasons given for a pause, resume, cancel or completion.
@@ -531,32 +530,6 @@ fn message_status_param(s: Option<&str>) -> ApiResult<Option<MessageStatus>> {
     .transpose()
 }
 
-fn check_text(field: &str, value: &str, max: usize) -> ApiResult<String> {
-    let value = value.trim();
-    if value.is_empty() {
-        return Err(ApiError::invalid(field, "required", "must not be empty"));
-    }
-    if value.chars().count() > max {
-        return Err(ApiError::invalid(
-            field,
-            "max_length",
-            format!("must be at most {max} characters"),
-        ));
-    }
-    if value.chars().any(char::is_control) {
-        return Err(ApiError::invalid(
-            field,
-            "format",
-            "must not contain control characters",
-        ));
-    }
-    Ok(value.to_string())
-}
-
-fn check_name(name: &str) -> ApiResult<String> {
-    check_text("name", name, MAX_NAME)
-}
-
 /// A template's length and syntax. Line breaks are allowed; other control characters are
 /// not (they would go out in every message).
 fn check_body(body: &str) -> ApiResult<MessageTemplate> {
@@ -746,7 +719,7 @@ async fn create_campaign(
     AsEditor(p): AsEditor,
     ApiJson(body): ApiJson<NewCampaign>,
 ) -> ApiResult<Response> {
-    let name = check_name(&body.name)?;
+    let name = check_name("name", &body.name)?;
     let template = check_body(&body.body)?;
     let scheduled_at = body
         .scheduled_at
@@ -829,7 +802,11 @@ async fn update_campaign(
             current.status
         )));
     }
-    let name = change.name.as_deref().map(check_name).transpose()?;
+    let name = change
+        .name
+        .as_deref()
+        .map(|n| check_name("name", n))
+        .transpose()?;
     let template = change.body.as_deref().map(check_body).transpose()?;
     let channel = match change.channel_id.as_deref() {
         Some(v) => Some(channel_ref(&state, &p, v).await?),

@@ -6,6 +6,7 @@
 //! are set, nothing more.
 
 use super::auth::{AsAdmin, AsViewer};
+use super::check_name;
 use super::problem::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, FieldError, Problem};
 use super::{ApiState, Page, PageParams, decode_id, encode_id, timestamp};
 use crate::channels::{
@@ -504,28 +505,6 @@ fn check_channel(
     }
 }
 
-fn check_name(name: &str) -> ApiResult<String> {
-    let name = name.trim();
-    if name.is_empty() {
-        return Err(ApiError::invalid("name", "required", "must not be empty"));
-    }
-    if name.chars().count() > 200 {
-        return Err(ApiError::invalid(
-            "name",
-            "max_length",
-            "must be at most 200 characters",
-        ));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(ApiError::invalid(
-            "name",
-            "format",
-            "must not contain control characters",
-        ));
-    }
-    Ok(name.to_string())
-}
-
 fn check_rate(rate: Option<f64>) -> ApiResult<Option<f64>> {
     match rate {
         Some(r) if !(r > 0.0 && r <= MAX_RATE) => Err(ApiError::invalid(
@@ -693,7 +672,7 @@ async fn create_channel(
     AsAdmin(p): AsAdmin,
     ApiJson(body): ApiJson<NewChannel>,
 ) -> ApiResult<Response> {
-    let name = check_name(&body.name)?;
+    let name = check_name("name", &body.name)?;
     if !channels::KINDS.contains(&body.kind.as_str()) {
         return Err(ApiError::invalid(
             "kind",
@@ -775,7 +754,11 @@ async fn update_channel(
     ApiJson(body): ApiJson<ChannelChange>,
 ) -> ApiResult<axum::Json<Channel>> {
     let id = decode_id("chn", "channel", &id)?;
-    let name = body.name.as_deref().map(check_name).transpose()?;
+    let name = body
+        .name
+        .as_deref()
+        .map(|n| check_name("name", n))
+        .transpose()?;
     let rate = match body.rate_per_sec {
         Some(r) => Some(check_rate(r)?),
         None => None,

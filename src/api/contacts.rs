@@ -2,6 +2,7 @@
 //! streamed straight from the request body into the store in batches.
 
 use super::auth::{AsEditor, AsViewer};
+use super::check_name;
 use super::problem::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, Problem};
 use super::{ApiState, Page, PageParams, decode_id, encode_id, timestamp};
 use crate::address::Address;
@@ -175,29 +176,6 @@ pub struct ImportResult {
 // --------------------------------------------------------------------------------------
 // Validation shared by contacts and lists
 // --------------------------------------------------------------------------------------
-
-/// A trimmed name of 1 to 200 characters without control characters.
-pub(super) fn check_name(field: &str, name: &str) -> ApiResult<String> {
-    let name = name.trim();
-    if name.is_empty() {
-        return Err(ApiError::invalid(field, "required", "must not be empty"));
-    }
-    if name.chars().count() > 200 {
-        return Err(ApiError::invalid(
-            field,
-            "max_length",
-            "must be at most 200 characters",
-        ));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(ApiError::invalid(
-            field,
-            "format",
-            "must not contain control characters",
-        ));
-    }
-    Ok(name.to_string())
-}
 
 /// A contact's optional name: blank means none.
 fn check_contact_name(name: Option<&str>) -> ApiResult<Option<String>> {

@@ -2,7 +2,8 @@
 //! memberships, never the contacts; a list a campaign uses cannot be deleted.
 
 use super::auth::{AsEditor, AsViewer};
-use super::contacts::{Contacts, check_ids, check_name, contacts_page};
+use super::check_name;
+use super::contacts::{Contacts, check_ids, contacts_page};
 use super::problem::ApiQuery;
 use super::problem::{ApiError, ApiJson, ApiPath, ApiResult, Problem};
 use super::{ApiState, Page, PageParams, decode_id, encode_id, timestamp};

@@ -52,6 +52,26 @@ pub struct Settings {
     pub public_url: Option<String>,
     /// 32 bytes, base64: encrypts channel secrets at rest (`herald keygen` makes one).
     pub secret_key: Option<String>,
+    /// Allow outbound connections (providers, SMTP, customer webhooks) to loopback, private,
+    /// link-local, unique-local, multicast and unspecified addresses. Off by default: an
+    /// admin could otherwise point a channel at the machine's own services (SSRF).
+    pub outbound_allow_private: bool,
+    /// Comma-separated CIDRs allowed even when `outbound_allow_private` is off, e.g.
+    /// `10.0.5.0/24,fd00::/64` for a self-hosted provider on the private network.
+    pub outbound_allow_cidrs: String,
+    /// Days accepted provider webhook records are kept before the engine deletes them.
+    pub webhook_retention_days: u64,
+    /// Provider webhook requests accepted per minute from one source address for one
+    /// channel; more answer 429 with Retry-After.
+    pub webhook_rate_per_minute: u64,
+    /// Time a client has to send a request's headers before its connection is closed.
+    pub http_header_timeout_ms: u64,
+    /// Time a client has to send a request's body before the request fails with 408.
+    pub http_body_timeout_ms: u64,
+    /// Open HTTP connections allowed from one client address; more are refused.
+    pub http_max_connections_per_ip: u64,
+    /// When set, `/metrics` requires `Authorization: Bearer <token>`.
+    pub metrics_token: Option<String>,
 }
 
 /// What to do with a message whose send outcome is unknown.
@@ -96,6 +116,14 @@ impl Default for Settings {
             log_format: LogFormat::Text,
             public_url: None,
             secret_key: None,
+            outbound_allow_private: false,
+            outbound_allow_cidrs: String::new(),
+            webhook_retention_days: 30,
+            webhook_rate_per_minute: 600,
+            http_header_timeout_ms: 10_000,
+            http_body_timeout_ms: 60_000,
+            http_max_connections_per_ip: 64,
+            metrics_token: None,
         }
     }
 }
@@ -105,6 +133,7 @@ impl Default for Settings {
 enum Kind {
     Text,
     Number,
+    Bool,
     Choice(&'static [&'static str]),
 }
 
@@ -134,6 +163,14 @@ const FIELDS: &[(&str, Kind)] = &[
     ("log_format", Kind::Choice(&["text", "json"])),
     ("public_url", Kind::Text),
     ("secret_key", Kind::Text),
+    ("outbound_allow_private", Kind::Bool),
+    ("outbound_allow_cidrs", Kind::Text),
+    ("webhook_retention_days", Kind::Number),
+    ("webhook_rate_per_minute", Kind::Number),
+    ("http_header_timeout_ms", Kind::Number),
+    ("http_body_timeout_ms", Kind::Number),
+    ("http_max_connections_per_ip", Kind::Number),
+    ("metrics_token", Kind::Text),
 ];
 
 const ENV_PREFIX: &str = "HERALD_";
@@ -304,7 +341,7 @@ impl Settings {
                 if *key == "database_url" {
                     value = serde_json::Value::String(redact_url(&settings.database_url));
                 }
-                if *key == "secret_key" && !value.is_null() {
+                if (*key == "secret_key" || *key == "metrics_token") && !value.is_null() {
                     value = serde_json::Value::String("*** (set)".into());
                 }
                 SettingEntry {
@@ -367,6 +404,22 @@ impl Settings {
         // A zero timeout would fail every send before it starts.
         at_least_one(self.send_timeout_ms, &["send_timeout_ms"])?;
         at_least_one(u64::from(self.retry_max_attempts), &["retry_max_attempts"])?;
+        at_least_one(self.webhook_retention_days, &["webhook_retention_days"])?;
+        at_least_one(self.webhook_rate_per_minute, &["webhook_rate_per_minute"])?;
+        at_least_one(self.http_header_timeout_ms, &["http_header_timeout_ms"])?;
+        at_least_one(self.http_body_timeout_ms, &["http_body_timeout_ms"])?;
+        at_least_one(
+            self.http_max_connections_per_ip,
+            &["http_max_connections_per_ip"],
+        )?;
+        if let Err(e) = crate::outbound::parse_cidrs(&self.outbound_allow_cidrs) {
+            return Err(Violation {
+                rule: format!(
+                    "outbound_allow_cidrs must be comma-separated CIDRs such as 10.0.5.0/24,fd00::/64: {e}"
+                ),
+                keys: &["outbound_allow_cidrs"],
+            });
+        }
 
         if self.instance_stale_after_ms <= self.heartbeat_interval_ms {
             return Err(Violation {
@@ -402,7 +455,7 @@ impl Settings {
         if key == "database_url" {
             return json_str(&redact_url(&self.database_url));
         }
-        if key == "secret_key" {
+        if key == "secret_key" || key == "metrics_token" {
             return json_str("***");
         }
         serde_json::to_value(self)
@@ -490,6 +543,11 @@ fn env_layer(env: &[(String, String)]) -> (Dict, Map<String, String>) {
             Kind::Number => match value.trim().parse::<u64>() {
                 Ok(n) => Value::from(n),
                 Err(_) => Value::from(value.clone()),
+            },
+            Kind::Bool => match value.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "on" => Value::from(true),
+                "false" | "0" | "no" | "off" => Value::from(false),
+                _ => Value::from(value.clone()),
             },
             Kind::Text | Kind::Choice(_) => Value::from(value.clone()),
         };
@@ -597,6 +655,7 @@ fn expected_for(key: &str) -> String {
     let example = Settings::default().display_value(key);
     match kind_of(key) {
         Some(Kind::Number) => format!("a whole number such as {example}"),
+        Some(Kind::Bool) => "true or false".into(),
         Some(Kind::Text) => format!("text such as {example}"),
         Some(Kind::Choice(options)) => {
             let quoted: Vec<String> = options.iter().map(|o| json_str(o)).collect();

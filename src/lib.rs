@@ -14,6 +14,7 @@ pub mod engine;
 pub mod http;
 pub mod import;
 pub mod optout;
+pub mod outbound;
 pub mod secrets;
 pub mod store;
 pub mod telemetry;

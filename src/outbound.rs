@@ -8,7 +8,8 @@
 //! `outbound_allow_private = true` lifts the rule (self-hosted providers, tests);
 //! `outbound_allow_cidrs` lifts it for listed networks only.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, OnceLock};
 
 use ipnet::IpNet;
 
@@ -71,6 +72,246 @@ pub fn restricted_range(ip: IpAddr) -> Option<&'static str> {
                 None
             }
         }
+    }
+}
+
+/// The start of every refusal's message: stable, so logs, the API and tests can tell a
+/// refused destination from a provider's own error.
+pub const REFUSED: &str = "outbound destination refused";
+
+/// Whether an error message is the guard's refusal.
+pub fn is_refusal(message: &str) -> bool {
+    message.contains(REFUSED)
+}
+
+/// A destination the guard will not connect to. The message names the configured host
+/// and the kind of range, never an address a name resolved to (that would map the
+/// internal network) nor anything about the port: nothing was connected to, so whether
+/// something listens there is never revealed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// The host as configured (an IP literal or a name).
+    pub host: String,
+    /// The range of the (first) refused address, from [`restricted_range`].
+    pub range: &'static str,
+    /// Whether `host` is a name that resolved only to refused addresses.
+    pub resolved: bool,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = if self.resolved {
+            format!("`{}` resolves only to {} addresses", self.host, self.range)
+        } else {
+            format!("`{}` is a {} address", self.host, self.range)
+        };
+        write!(
+            f,
+            "{REFUSED}: {what}; Herald does not connect to loopback, private, link-local, \
+             unique-local, multicast or unspecified addresses unless the operator sets \
+             outbound_allow_private = true or lists the network in outbound_allow_cidrs"
+        )
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// The outbound policy, built once from settings and shared by every channel a process
+/// builds. Cloning is cheap and shares the HTTP client built for it.
+#[derive(Clone, Default)]
+pub struct OutboundGuard {
+    allow_private: bool,
+    allow_cidrs: Arc<[IpNet]>,
+    /// The provider HTTP client that resolves through this guard, built on first use.
+    client: Arc<OnceLock<Result<crate::channels::http::ProviderClient, String>>>,
+}
+
+impl std::fmt::Debug for OutboundGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutboundGuard")
+            .field("allow_private", &self.allow_private)
+            .field("allow_cidrs", &self.allow_cidrs)
+            .finish()
+    }
+}
+
+impl OutboundGuard {
+    /// A guard refusing restricted ranges except `allow_cidrs` (everything with
+    /// `allow_private`).
+    pub fn new(allow_private: bool, allow_cidrs: Vec<IpNet>) -> OutboundGuard {
+        OutboundGuard {
+            allow_private,
+            allow_cidrs: allow_cidrs.into(),
+            client: Arc::default(),
+        }
+    }
+
+    /// The guard the settings ask for (`outbound_allow_private`, `outbound_allow_cidrs`).
+    pub fn from_settings(settings: &crate::config::Settings) -> Result<OutboundGuard, String> {
+        let cidrs = parse_cidrs(&settings.outbound_allow_cidrs)
+            .map_err(|e| format!("outbound_allow_cidrs: {e}"))?;
+        Ok(OutboundGuard::new(settings.outbound_allow_private, cidrs))
+    }
+
+    /// A guard that lets every address through: for destinations Herald started itself
+    /// (`herald bench`'s local fake) and tests against loopback fakes.
+    pub fn allow_all() -> OutboundGuard {
+        OutboundGuard::new(true, Vec::new())
+    }
+
+    /// Why `ip` is refused, or None when it may be connected to.
+    pub fn refusal(&self, ip: IpAddr) -> Option<&'static str> {
+        if self.allow_private {
+            return None;
+        }
+        let ip = ip.to_canonical();
+        if self.allow_cidrs.iter().any(|net| net.contains(&ip)) {
+            return None;
+        }
+        restricted_range(ip)
+    }
+
+    /// Checks an address given literally (an IP in a URL or a host setting).
+    pub fn check_ip(&self, host: &str, ip: IpAddr) -> Result<(), Refused> {
+        match self.refusal(ip) {
+            None => Ok(()),
+            Some(range) => Err(Refused {
+                host: host.to_string(),
+                range,
+                resolved: false,
+            }),
+        }
+    }
+
+    /// Checks a URL whose host is an IP literal; a name passes here and is checked on
+    /// the addresses it resolves to (reqwest does not ask a resolver about IP literals).
+    /// The URL is already WHATWG-parsed, so `127.1`, `2130706433` and `0x7f.1` arrive as
+    /// 127.0.0.1.
+    pub fn check_url(&self, url: &reqwest::Url) -> Result<(), Refused> {
+        let Some(host) = url.host_str() else {
+            return Ok(());
+        };
+        let bare = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        match bare.parse::<IpAddr>() {
+            Ok(ip) => self.check_ip(host, ip),
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Keeps the addresses that may be connected to; refuses when none is left.
+    pub fn filter(
+        &self,
+        host: &str,
+        addrs: impl IntoIterator<Item = SocketAddr>,
+    ) -> Result<Vec<SocketAddr>, Refused> {
+        let mut first_refusal = None;
+        let allowed: Vec<SocketAddr> = addrs
+            .into_iter()
+            .filter(|a| match self.refusal(a.ip()) {
+                None => true,
+                Some(range) => {
+                    first_refusal.get_or_insert(range);
+                    false
+                }
+            })
+            .collect();
+        match (allowed.is_empty(), first_refusal) {
+            (true, Some(range)) => Err(Refused {
+                host: host.to_string(),
+                range,
+                resolved: true,
+            }),
+            _ => Ok(allowed),
+        }
+    }
+
+    /// Resolves `host` with the system resolver (an IP literal, bracketed or not, as
+    /// itself) and returns the addresses that may be connected to. Connecting to exactly
+    /// these is what makes the check hold against DNS rebinding.
+    pub async fn resolve(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, ResolveError> {
+        let bare = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        if let Ok(ip) = bare.parse::<IpAddr>() {
+            self.check_ip(host, ip).map_err(ResolveError::Refused)?;
+            return Ok(vec![SocketAddr::new(ip, port)]);
+        }
+        let found: Vec<SocketAddr> = tokio::net::lookup_host((bare, port))
+            .await
+            .map_err(|e| ResolveError::Lookup(format!("cannot resolve `{host}`: {e}")))?
+            .collect();
+        if found.is_empty() {
+            return Err(ResolveError::Lookup(format!(
+                "cannot resolve `{host}`: no addresses"
+            )));
+        }
+        let allowed = self.filter(host, found).map_err(ResolveError::Refused)?;
+        Ok(allowed)
+    }
+
+    /// The provider HTTP client for this guard: names resolve through the guard, IP
+    /// literals are checked before each request, redirects are not followed.
+    pub fn http_client(&self) -> Result<crate::channels::http::ProviderClient, String> {
+        self.client
+            .get_or_init(|| {
+                crate::channels::http::build_client(
+                    crate::channels::http::CONNECT_TIMEOUT,
+                    crate::channels::http::REQUEST_TIMEOUT,
+                    self.clone_without_client(),
+                )
+            })
+            .clone()
+    }
+
+    /// The same policy without the cached client (the client holds a guard; holding
+    /// itself would be a cycle).
+    fn clone_without_client(&self) -> OutboundGuard {
+        OutboundGuard::new(self.allow_private, self.allow_cidrs.to_vec())
+    }
+}
+
+/// Why a host gave no address to connect to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResolveError {
+    /// The guard refused every address.
+    Refused(Refused),
+    /// The name did not resolve.
+    Lookup(String),
+}
+
+impl std::fmt::Display for ResolveError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ResolveError::Refused(r) => r.fmt(f),
+            ResolveError::Lookup(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for ResolveError {}
+
+/// reqwest's resolver for guarded clients: the system resolver, then the guard's filter,
+/// so the addresses reqwest connects to are the checked ones.
+pub struct GuardedResolver {
+    pub guard: OutboundGuard,
+}
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let guard = self.guard.clone();
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            // Port 0: reqwest puts the URL's port in.
+            match guard.resolve(&host, 0).await {
+                Ok(addrs) => Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs),
+                Err(ResolveError::Refused(r)) => Err(Box::new(r) as _),
+                Err(ResolveError::Lookup(m)) => Err(m.into()),
+            }
+        })
     }
 }
 

@@ -75,7 +75,11 @@ pub struct NewChannel {
     /// twilio `account_sid`, `from` or `messaging_service_sid`, `content_sid`, `whatsapp`,
     /// `base_url`; whatsapp `phone_number_id`, `api_version`, `template`,
     /// `template_language`, `base_url`; smtp `host`, `port`, `tls` (none, starttls, tls),
-    /// `from`, `username`, `default_subject`, `max_connections`.
+    /// `from`, `username`, `default_subject`, `max_connections`, `allow_plaintext_auth`
+    /// (true to send the password with `tls` none; refused otherwise).
+    /// Destinations in loopback, private, link-local, unique-local, multicast and
+    /// unspecified ranges are refused when sending unless the operator allows them
+    /// (`outbound_allow_private`, `outbound_allow_cidrs`).
     #[serde(default)]
     #[schema(value_type = Object, example = json!({"account_sid": "AC0123456789abcdef0123456789abcdef", "from": "+15017122661"}))]
     pub config: Option<Value>,
@@ -159,9 +163,10 @@ pub struct TestResult {
 // The kinds' rules
 // --------------------------------------------------------------------------------------
 
-/// Configuration keys that say where the provider is: secrets given for one endpoint are
-/// never sent to another.
-const ENDPOINT_KEYS: [&str; 3] = ["base_url", "host", "port"];
+/// Configuration keys that say where the provider is and how the way there is protected:
+/// secrets given for one endpoint are never sent to another, nor over a weaker
+/// connection (SMTP `tls` starttls to none would send the password in clear).
+const ENDPOINT_KEYS: [&str; 5] = ["base_url", "host", "port", "tls", "allow_plaintext_auth"];
 
 /// The names of a kind's secrets.
 fn secret_fields(kind: &str) -> &'static [&'static str] {
@@ -198,6 +203,7 @@ fn config_fields(kind: &str) -> &'static [&'static str] {
             "base_url",
         ],
         "smtp" => &[
+            "allow_plaintext_auth",
             "max_connections",
             "default_subject",
             "username",
@@ -790,13 +796,20 @@ async fn update_channel(
                 _ => Map::new(),
             };
             // Secrets are bound to the endpoint they were given for: moving the channel to
-            // another endpoint (base_url, host, port) without giving them again would send
-            // them wherever the new endpoint points.
-            let endpoint_moved = config_patch.as_ref().is_some_and(|patch| {
-                ENDPOINT_KEYS
-                    .iter()
-                    .any(|k| patch.contains_key(*k) && patch.get(*k) != config.get(*k))
-            });
+            // another endpoint (base_url, host, port) or weakening its protection (tls,
+            // allow_plaintext_auth) without giving them again would send them wherever the
+            // new endpoint points, or in clear.
+            let moved_keys: Vec<String> = config_patch
+                .as_ref()
+                .map(|patch| {
+                    ENDPOINT_KEYS
+                        .iter()
+                        .filter(|k| patch.contains_key(**k) && patch.get(**k) != config.get(**k))
+                        .map(|k| format!("config.{k}"))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let endpoint_moved = !moved_keys.is_empty();
             if let Some(patch) = config_patch {
                 merge(&mut config, patch);
             }
@@ -810,7 +823,10 @@ async fn update_channel(
                     ApiError::invalid(
                         "secrets",
                         "required",
-                        "the channel's endpoint changes: give its secrets again for the new endpoint (they are never sent to an endpoint they were not given for)",
+                        format!(
+                            "the channel's endpoint changes ({}): give its secrets again for the new endpoint (they are never sent to an endpoint, or over a connection, they were not given for)",
+                            moved_keys.join(", ")
+                        ),
                     )
                 })?)
             } else {
@@ -912,7 +928,7 @@ async fn delete_channel(
     request_body = ChannelTest,
     responses(
         (status = 200, description = "The provider's answer", body = TestResult),
-        (status = 409, description = "The channel cannot be built (its secrets do not open, its configuration is damaged)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The channel cannot be built (its secrets do not open, its configuration is damaged: `channel-unusable`), or the outbound guard refuses its destination (`destination-refused`: a loopback, private, link-local, unique-local, multicast or unspecified address the operator has not allowed); nothing was sent", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "The provider could not be reached", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn test_channel(
@@ -984,6 +1000,21 @@ async fn test_channel(
             error: None,
             retry_after_ms: None,
         },
+        SendResult::StopCampaign { error } if crate::outbound::is_refusal(&error) => {
+            tracing::info!(
+                org_id = p.org_id,
+                channel_id = id,
+                actor = p.actor,
+                outcome = "destination refused",
+                "channel test message"
+            );
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "destination-refused",
+                "The channel's destination is refused",
+                error,
+            ));
+        }
         SendResult::Transient { error, .. } if unreachable(&error) => {
             tracing::info!(
                 org_id = p.org_id,

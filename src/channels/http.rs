@@ -6,7 +6,8 @@
 //! provider is installed once per process before the first client is built.
 
 use super::SendResult;
-use std::sync::{Once, OnceLock};
+use crate::outbound::{GuardedResolver, OutboundGuard, Refused};
+use std::sync::{Arc, Once, OnceLock};
 use std::time::Duration;
 
 /// Time allowed to open a connection (DNS, TCP and TLS).
@@ -25,8 +26,9 @@ pub fn install_crypto_provider() {
     });
 }
 
-/// The shared client with the default timeouts ([`CONNECT_TIMEOUT`], [`REQUEST_TIMEOUT`]).
-/// Cloning a `reqwest::Client` shares its connection pool.
+/// A plain client with the default timeouts, for addresses Herald chose itself (a fake it
+/// started, its own stats endpoint). Anything a tenant or the operator configured goes
+/// through [`ProviderClient`] instead, which applies the outbound guard.
 ///
 /// # Panics
 /// When the TLS backend cannot be initialised at all, which no configuration can cause;
@@ -38,36 +40,116 @@ pub fn client() -> reqwest::Client {
     }
 }
 
-/// The shared client, or why it cannot be built.
+/// The plain client of [`client`], or why it cannot be built.
 pub fn try_client() -> Result<reqwest::Client, String> {
     static CLIENT: OnceLock<Result<reqwest::Client, String>> = OnceLock::new();
     CLIENT
-        .get_or_init(|| build_client(CONNECT_TIMEOUT, REQUEST_TIMEOUT))
+        .get_or_init(|| {
+            install_crypto_provider();
+            base_builder(CONNECT_TIMEOUT, REQUEST_TIMEOUT)
+                .build()
+                .map_err(|e| format!("cannot build the HTTP client: {e}"))
+        })
         .clone()
 }
 
-/// A client with its own timeouts (tests use short ones). Redirects are not followed: a
-/// provider API never redirects a create, and following one would turn a POST into a GET.
-pub fn build_client(connect: Duration, request: Duration) -> Result<reqwest::Client, String> {
-    install_crypto_provider();
+/// Timeouts, no redirects (a provider API never redirects a create, and following one
+/// would turn a POST into a GET and take the credentials to a host nobody checked), and
+/// Herald's user agent.
+fn base_builder(connect: Duration, request: Duration) -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .connect_timeout(connect)
         .timeout(request)
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| format!("cannot build the HTTP client: {e}"))
 }
 
-/// What a request that got no HTTP response means. A failure to connect (refused, DNS,
-/// connect timeout, TLS handshake) means the request never left: `Transient`. Anything
-/// later (a timeout after the request was sent, a reset while waiting for the answer) may
-/// have created a message at the provider: `Unknown`.
-/// A provider's answer to a send, read to the end.
+/// The HTTP client for provider APIs and every other destination someone configured:
+/// names resolve through the outbound guard (the addresses connected to are the checked
+/// ones, so DNS rebinding cannot pass), IP literals are checked before each request (a
+/// resolver never sees them), redirects are not followed. Cloning shares the pool.
+#[derive(Clone)]
+pub struct ProviderClient {
+    http: reqwest::Client,
+    guard: OutboundGuard,
+}
+
+/// Why a guarded request got no answer.
+#[derive(Debug)]
+pub enum Failure {
+    /// The guard refused the destination; nothing was sent.
+    Refused(Refused),
+    /// The request could not be built, sent or answered.
+    Transport(reqwest::Error),
+}
+
+impl ProviderClient {
+    pub fn get(&self, url: impl reqwest::IntoUrl) -> reqwest::RequestBuilder {
+        self.http.get(url)
+    }
+
+    pub fn post(&self, url: impl reqwest::IntoUrl) -> reqwest::RequestBuilder {
+        self.http.post(url)
+    }
+
+    /// Sends a request built from this client, unless the guard refuses its destination.
+    pub async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, Failure> {
+        let (http, request) = request.build_split();
+        let request = request.map_err(Failure::Transport)?;
+        self.guard
+            .check_url(request.url())
+            .map_err(Failure::Refused)?;
+        http.execute(request).await.map_err(Failure::Transport)
+    }
+}
+
+/// A provider client with its own timeouts (tests use short ones) applying `guard`.
+pub fn build_client(
+    connect: Duration,
+    request: Duration,
+    guard: OutboundGuard,
+) -> Result<ProviderClient, String> {
+    install_crypto_provider();
+    let http = base_builder(connect, request)
+        .dns_resolver(Arc::new(GuardedResolver {
+            guard: guard.clone(),
+        }))
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+    Ok(ProviderClient { http, guard })
+}
+
+/// The guard's refusal somewhere in an error's causes (the resolver's error arrives
+/// wrapped by hyper and reqwest).
+pub fn refusal_in(error: &(dyn std::error::Error + 'static)) -> Option<Refused> {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(r) = e.downcast_ref::<Refused>() {
+            return Some(r.clone());
+        }
+        current = e.source();
+    }
+    None
+}
+
+/// A refused destination as a send's result: every send would be refused the same way,
+/// so the campaign stops with the guard's message (which never depends on the port).
+pub fn refused_result(provider: &str, refused: &Refused) -> SendResult {
+    SendResult::StopCampaign {
+        error: format!("{provider}: {refused}"),
+    }
+}
+
+/// A provider's answer to a send, read to the end or to [`MAX_ANSWER_BYTES`].
 pub struct Answer {
     pub status: u16,
     pub headers: reqwest::header::HeaderMap,
     pub body: String,
+    /// The body's size as received (more than `body` holds when it was cut).
+    pub size: usize,
 }
 
 impl Answer {
@@ -76,22 +158,30 @@ impl Answer {
     }
 }
 
+/// The most of an answer's body kept: provider answers are a few hundred bytes, and a
+/// destination streaming without end must not grow Herald's memory.
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
 /// Reads a send's answer, or says what the failure means: a request that never got an
 /// answer per `transport_failure`, and a success whose body was lost is in doubt (the
 /// provider has the message, Herald lacks its id). An error body that cannot be read is
 /// taken as empty, classified by status alone.
 pub async fn read_answer(
     provider: &str,
-    response: Result<reqwest::Response, reqwest::Error>,
+    response: Result<reqwest::Response, Failure>,
 ) -> Result<Answer, SendResult> {
-    let response = response.map_err(|e| transport_failure(provider, &e))?;
+    let response = response.map_err(|failure| match failure {
+        Failure::Refused(r) => refused_result(provider, &r),
+        Failure::Transport(e) => transport_failure(provider, &e),
+    })?;
     let status = response.status().as_u16();
     let headers = response.headers().clone();
-    match response.text().await {
-        Ok(body) => Ok(Answer {
+    match read_bounded(response, MAX_ANSWER_BYTES).await {
+        Ok((body, size)) => Ok(Answer {
             status,
             headers,
             body,
+            size,
         }),
         Err(e) if (200..300).contains(&status) => Err(SendResult::Unknown {
             error: format!(
@@ -103,11 +193,39 @@ pub async fn read_answer(
             status,
             headers,
             body: String::new(),
+            size: 0,
         }),
     }
 }
 
+/// The body's first `max` bytes as text (lossy) and how many bytes it had; reading stops
+/// past `max`, so the size is at least `max + 1` then.
+pub async fn read_bounded(
+    mut response: reqwest::Response,
+    max: usize,
+) -> Result<(String, usize), reqwest::Error> {
+    let mut kept: Vec<u8> = Vec::new();
+    let mut size = 0usize;
+    while let Some(chunk) = response.chunk().await? {
+        size = size.saturating_add(chunk.len());
+        let room = max.saturating_sub(kept.len());
+        kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if size > max {
+            break;
+        }
+    }
+    Ok((String::from_utf8_lossy(&kept).into_owned(), size))
+}
+
+/// What a request that got no HTTP response means. A failure to connect (refused, DNS,
+/// connect timeout, TLS handshake) means the request never left: `Transient`. Anything
+/// later (a timeout after the request was sent, a reset while waiting for the answer) may
+/// have created a message at the provider: `Unknown`. A destination the guard refused is
+/// [`refused_result`].
 pub fn transport_failure(provider: &str, error: &reqwest::Error) -> SendResult {
+    if let Some(refused) = refusal_in(error) {
+        return refused_result(provider, &refused);
+    }
     let detail = describe(error);
     if error.is_connect() {
         SendResult::Transient {
@@ -155,14 +273,42 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
 }
 
-/// The start of a response body for an error message, on one line.
-pub fn snippet(body: &str) -> String {
-    let one_line: String = body
+/// The most of a provider's own error text kept in a message.
+pub const MAX_PROVIDER_TEXT: usize = 300;
+
+/// A recognised provider error's text (from its JSON error body), on one line and at
+/// most [`MAX_PROVIDER_TEXT`] characters.
+pub fn provider_text(text: &str) -> String {
+    let mut one_line: String = text
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
-        .take(200)
+        .take(MAX_PROVIDER_TEXT + 1)
         .collect();
+    if one_line.chars().count() > MAX_PROVIDER_TEXT {
+        one_line = one_line.chars().take(MAX_PROVIDER_TEXT).collect();
+        one_line.push('…');
+    }
     one_line.trim().to_string()
+}
+
+/// An answer that is not a recognisable provider error, described without its body: it
+/// may come from any service the channel was pointed at (an internal page, a metadata
+/// endpoint), and echoing it would hand that service's content to whoever reads the
+/// error.
+pub fn unexpected_answer(status: u16, headers: &reqwest::header::HeaderMap, size: usize) -> String {
+    let content_type = headers
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && v.len() <= 100 && v.chars().all(|c| c.is_ascii_graphic()))
+        .unwrap_or("no content type");
+    let size = if size > MAX_ANSWER_BYTES {
+        format!("more than {MAX_ANSWER_BYTES} bytes")
+    } else {
+        format!("{size} bytes")
+    };
+    format!("unexpected answer (HTTP {status}, {content_type}, {size})")
 }
 
 /// Checks a `--base-url` flag: an absolute http(s) URL without query or fragment.
@@ -220,7 +366,14 @@ mod tests {
         install_crypto_provider();
         install_crypto_provider();
         assert!(try_client().is_ok());
-        assert!(build_client(Duration::from_millis(10), Duration::from_millis(10)).is_ok());
+        assert!(
+            build_client(
+                Duration::from_millis(10),
+                Duration::from_millis(10),
+                OutboundGuard::default()
+            )
+            .is_ok()
+        );
     }
 }
 

@@ -115,6 +115,26 @@ pub struct BuildContext {
     /// `secret_key` from settings, unparsed (a bad key is reported when a channel with
     /// secrets is built, naming the fix).
     pub secret_key: Option<String>,
+    /// Which destinations channels may connect to (`outbound_allow_private`,
+    /// `outbound_allow_cidrs`); the default refuses private and loopback ranges.
+    pub outbound: crate::outbound::OutboundGuard,
+}
+
+impl BuildContext {
+    /// The context the settings describe. Settings are validated when loaded (a bad
+    /// `outbound_allow_cidrs` stops startup); one that slipped past fails closed here:
+    /// no network is allowed on its account.
+    pub fn from_settings(settings: &crate::config::Settings) -> BuildContext {
+        let outbound = crate::outbound::OutboundGuard::from_settings(settings).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "outbound_allow_cidrs ignored: private destinations stay refused");
+            crate::outbound::OutboundGuard::new(settings.outbound_allow_private, Vec::new())
+        });
+        BuildContext {
+            public_url: settings.public_url.clone(),
+            secret_key: settings.secret_key.clone(),
+            outbound,
+        }
+    }
 }
 
 impl BuildContext {

@@ -22,6 +22,7 @@
 //! <url>` and `List-Unsubscribe-Post: List-Unsubscribe=One-Click` (RFC 8058).
 
 use super::{BoxFuture, BuildContext, Channel, SendRequest, SendResult};
+use crate::outbound::{OutboundGuard, ResolveError};
 use crate::store::ChannelInfo;
 use lettre::message::header::{ContentType, HeaderName, HeaderValue, MIME_VERSION_1_0};
 use lettre::message::{Mailbox, Message};
@@ -95,6 +96,11 @@ pub struct Config {
     /// Connections kept open to the server ([`DEFAULT_MAX_CONNECTIONS`] when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<u32>,
+    /// `--allow-plaintext-auth`: send the password with `tls` none. Off by default, so
+    /// the credentials never cross a network in clear unless the channel says so (a relay
+    /// on a trusted network).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_plaintext_auth: bool,
 }
 
 /// The channel's credentials (stored sealed).
@@ -181,14 +187,22 @@ impl Secrets {
     }
 }
 
-/// Checks that `--username` and `--password` come together.
+/// Checks that `--username` and `--password` come together, and are not sent in clear
+/// unless the channel allows it explicitly.
 pub fn validate_credentials(config: &Config, secrets: &Secrets) -> Result<(), String> {
     match (&config.username, &secrets.password) {
         (Some(_), None) => Err("--username needs --password".into()),
         (None, Some(_)) => Err("--password needs --username".into()),
+        (Some(_), Some(_)) if config.tls == TlsMode::None && !config.allow_plaintext_auth => {
+            Err(PLAINTEXT_AUTH_REFUSED.into())
+        }
         _ => Ok(()),
     }
 }
+
+/// Why a channel with credentials and `--tls none` is refused (names `--tls` first: the
+/// field to change).
+pub const PLAINTEXT_AUTH_REFUSED: &str = "--tls none would send the password in clear: use --tls starttls or tls, or set --allow-plaintext-auth for a relay on a trusted network";
 
 /// Splits the rendered body into its subject line, if it has one, and the rest (module docs).
 pub fn split_subject(body: &str) -> (Option<String>, &str) {
@@ -317,6 +331,7 @@ pub struct SmtpChannel {
     idle: Mutex<Vec<Idle>>,
     permits: Semaphore,
     timeouts: Timeouts,
+    guard: OutboundGuard,
 }
 
 impl SmtpChannel {
@@ -329,14 +344,17 @@ impl SmtpChannel {
             config,
             secrets,
             Timeouts::default(),
+            ctx.outbound.clone(),
         )?))
     }
 
+    /// The channel connects only to addresses `guard` allows, resolving `host` itself.
     pub fn new(
         name: String,
         config: Config,
         secrets: Secrets,
         timeouts: Timeouts,
+        guard: OutboundGuard,
     ) -> Result<SmtpChannel, String> {
         config.validate()?;
         secrets.validate()?;
@@ -364,6 +382,7 @@ impl SmtpChannel {
             idle: Mutex::new(Vec::new()),
             permits: Semaphore::new(permits),
             timeouts,
+            guard,
         })
     }
 
@@ -392,8 +411,20 @@ impl SmtpChannel {
             _ => None,
         };
         let attempt = async {
+            // Resolved and checked here, and lettre connects to exactly these addresses
+            // (DNS rebinding cannot pass); TLS still verifies `host`, the name its
+            // parameters were built with.
+            let addrs = self.guard.resolve(host, port).await.map_err(|e| match e {
+                ResolveError::Refused(r) => SendResult::StopCampaign {
+                    error: format!("smtp: {r}"),
+                },
+                ResolveError::Lookup(m) => SendResult::Transient {
+                    error: format!("smtp {host}:{port} connect: {m}"),
+                    retry_after: None,
+                },
+            })?;
             let mut conn = AsyncSmtpConnection::connect_tokio1(
-                (host, port),
+                &addrs[..],
                 Some(self.timeouts.connect),
                 &self.hello,
                 implicit,
@@ -409,6 +440,13 @@ impl SmtpChannel {
                     .map_err(|e| connect_failure(host, port, "STARTTLS", &e))?;
             }
             if let Some(credentials) = &self.credentials {
+                // `new` refuses this combination; checked again on the connection itself
+                // so no path sends the password over an unencrypted stream by mistake.
+                if !conn.is_encrypted() && !self.config.allow_plaintext_auth {
+                    return Err(SendResult::StopCampaign {
+                        error: format!("smtp {host}:{port} AUTH: {PLAINTEXT_AUTH_REFUSED}"),
+                    });
+                }
                 conn.auth(&[Mechanism::Plain, Mechanism::Login], credentials)
                     .await
                     .map_err(|e| connect_failure(host, port, "AUTH", &e))?;
@@ -651,6 +689,7 @@ mod tests {
             username: None,
             default_subject: None,
             max_connections: None,
+            allow_plaintext_auth: false,
         }
     }
 
@@ -852,12 +891,33 @@ mod tests {
 
         let with_user = Config {
             username: Some("u".into()),
+            tls: TlsMode::Starttls,
             ..ok.clone()
         };
         let pw = Secrets {
             password: Some("p".into()),
         };
         assert!(validate_credentials(&with_user, &pw).is_ok());
+        // The password in clear only when the channel says so.
+        let plaintext = Config {
+            tls: TlsMode::None,
+            ..with_user.clone()
+        };
+        assert!(
+            validate_credentials(&plaintext, &pw)
+                .unwrap_err()
+                .starts_with("--tls none")
+        );
+        assert!(
+            validate_credentials(
+                &Config {
+                    allow_plaintext_auth: true,
+                    ..plaintext
+                },
+                &pw
+            )
+            .is_ok()
+        );
         assert!(validate_credentials(&ok, &Secrets::default()).is_ok());
         assert!(
             validate_credentials(&with_user, &Secrets::default())
@@ -895,7 +955,8 @@ mod tests {
                 "m".into(),
                 with_user,
                 Secrets::default(),
-                Timeouts::default()
+                Timeouts::default(),
+                OutboundGuard::allow_all()
             )
             .is_err()
         );
@@ -1026,6 +1087,7 @@ mod tests {
             config(server.port),
             Secrets::default(),
             fast(),
+            OutboundGuard::allow_all(),
         )
         .unwrap();
 
@@ -1096,6 +1158,7 @@ mod tests {
             config(server.port),
             Secrets::default(),
             fast(),
+            OutboundGuard::allow_all(),
         )
         .unwrap();
         assert!(matches!(
@@ -1140,7 +1203,14 @@ mod tests {
             let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             l.local_addr().unwrap().port()
         };
-        let ch = SmtpChannel::new("mail".into(), config(port), Secrets::default(), fast()).unwrap();
+        let ch = SmtpChannel::new(
+            "mail".into(),
+            config(port),
+            Secrets::default(),
+            fast(),
+            OutboundGuard::allow_all(),
+        )
+        .unwrap();
         assert!(matches!(
             ch.send(request("a@example.org", "x", None)).await,
             SendResult::Transient { .. }
@@ -1154,6 +1224,7 @@ mod tests {
             config(server.port),
             Secrets::default(),
             fast(),
+            OutboundGuard::allow_all(),
         )
         .unwrap();
         assert!(matches!(
@@ -1162,6 +1233,7 @@ mod tests {
         ));
         let with_user = Config {
             username: Some("user".into()),
+            allow_plaintext_auth: true,
             ..config(server.port)
         };
         let ch = SmtpChannel::new(
@@ -1171,6 +1243,7 @@ mod tests {
                 password: Some("wrong".into()),
             },
             fast(),
+            OutboundGuard::allow_all(),
         )
         .unwrap();
         let result = ch.send(request("a@example.org", "x", None)).await;
@@ -1185,6 +1258,7 @@ mod tests {
                 password: Some("secret".into()),
             },
             fast(),
+            OutboundGuard::allow_all(),
         )
         .unwrap();
         assert!(matches!(
@@ -1201,6 +1275,7 @@ mod tests {
             },
             Secrets::default(),
             fast(),
+            OutboundGuard::allow_all(),
         )
         .unwrap();
         assert!(matches!(

@@ -13,7 +13,7 @@
 //! variables.
 
 use super::classify::{self, ErrorClass};
-use super::http::{self, retry_after, snippet};
+use super::http::{self, retry_after};
 use super::{BoxFuture, BuildContext, Channel, SendRequest, SendResult};
 use crate::store::ChannelInfo;
 use serde::{Deserialize, Serialize};
@@ -285,13 +285,19 @@ impl ErrorBody {
 }
 
 /// The engine's result for a non-2xx create response.
-fn error_result(status: u16, headers: &reqwest::header::HeaderMap, body: &str) -> SendResult {
-    let parsed: ErrorBody = serde_json::from_str(body).unwrap_or_default();
+/// Only a body with a Twilio error code is quoted (its text bounded); any other answer is
+/// described by status, type and size (`http::unexpected_answer`).
+fn error_result(answer: &http::Answer) -> SendResult {
+    let (status, headers) = (answer.status, &answer.headers);
+    let parsed: ErrorBody = serde_json::from_str(&answer.body).unwrap_or_default();
     let code = parsed.code();
     let error = match (code, parsed.text()) {
-        (Some(code), Some(text)) => format!("twilio {code}: {text}"),
+        (Some(code), Some(text)) => format!("twilio {code}: {}", http::provider_text(text)),
         (Some(code), None) => format!("twilio {code} (HTTP {status})"),
-        (None, _) => format!("twilio HTTP {status}: {}", snippet(body)),
+        (None, _) => format!(
+            "twilio: {}",
+            http::unexpected_answer(status, headers, answer.size)
+        ),
     };
     match classify::classify_twilio(status, code) {
         ErrorClass::Retry => SendResult::Transient {
@@ -311,7 +317,7 @@ pub struct TwilioChannel {
     config: Config,
     secrets: Secrets,
     status_callback: Option<String>,
-    client: reqwest::Client,
+    client: http::ProviderClient,
 }
 
 impl TwilioChannel {
@@ -330,7 +336,7 @@ impl TwilioChannel {
             config,
             secrets,
             ctx.public_url.as_deref(),
-            http::try_client()?,
+            ctx.outbound.http_client()?,
         )
     }
 
@@ -340,7 +346,7 @@ impl TwilioChannel {
         config: Config,
         secrets: Secrets,
         public_url: Option<&str>,
-        client: reqwest::Client,
+        client: http::ProviderClient,
     ) -> Result<TwilioChannel, String> {
         config.validate()?;
         secrets.validate()?;
@@ -406,21 +412,19 @@ impl TwilioChannel {
             Ok(f) => f,
             Err(error) => return SendResult::Permanent { error },
         };
-        let response = self
+        let request = self
             .client
             .post(self.messages_url())
             .basic_auth(&self.config.account_sid, Some(&self.secrets.auth_token))
             .header(reqwest::header::ACCEPT, "application/json")
-            .form(&form)
-            .send()
-            .await;
+            .form(&form);
+        let response = self.client.send(request).await;
         let answer = match http::read_answer("twilio", response).await {
             Ok(a) => a,
             Err(result) => return result,
         };
-        let (status, headers, body) = (answer.status, &answer.headers, &answer.body);
         if answer.is_success() {
-            let sid = serde_json::from_str::<serde_json::Value>(body)
+            let sid = serde_json::from_str::<serde_json::Value>(&answer.body)
                 .ok()
                 .and_then(|v| v.get("sid").and_then(|s| s.as_str()).map(str::to_string))
                 .filter(|s| !s.is_empty());
@@ -428,13 +432,13 @@ impl TwilioChannel {
                 Some(provider_id) => SendResult::Accepted { provider_id },
                 None => SendResult::Unknown {
                     error: format!(
-                        "twilio: HTTP {status} without a message sid: {}",
-                        snippet(body)
+                        "twilio: no message sid in the {}",
+                        http::unexpected_answer(answer.status, &answer.headers, answer.size)
                     ),
                 },
             };
         }
-        error_result(status, headers, body)
+        error_result(&answer)
     }
 
     /// Looks for a message this channel created for `to` at or after `sent_after_ms`
@@ -468,24 +472,32 @@ impl TwilioChannel {
         let mut pages = 0;
         while let Some(request) = next.take() {
             pages += 1;
-            let response = request
+            let request = request
                 .basic_auth(&self.config.account_sid, Some(&self.secrets.auth_token))
-                .header(reqwest::header::ACCEPT, "application/json")
-                .send()
-                .await
-                .map_err(|e| format!("twilio: listing messages failed: {}", http::describe(&e)))?;
+                .header(reqwest::header::ACCEPT, "application/json");
+            let response = self.client.send(request).await.map_err(|f| match f {
+                http::Failure::Refused(r) => format!("twilio: {r}"),
+                http::Failure::Transport(e) => match http::refusal_in(&e) {
+                    Some(r) => format!("twilio: {r}"),
+                    None => format!("twilio: listing messages failed: {}", http::describe(&e)),
+                },
+            })?;
             let status = response.status().as_u16();
-            let text = response
-                .text()
+            let headers = response.headers().clone();
+            // A page of 1000 messages is well under a megabyte.
+            let (text, size) = http::read_bounded(response, 4 << 20)
                 .await
                 .map_err(|e| format!("twilio: listing messages failed: {}", http::describe(&e)))?;
             if !(200..300).contains(&status) {
                 let parsed: ErrorBody = serde_json::from_str(&text).unwrap_or_default();
                 return Err(match (parsed.code(), parsed.text()) {
-                    (Some(code), Some(t)) => format!("twilio: listing messages: {code}: {t}"),
+                    (Some(code), Some(t)) => format!(
+                        "twilio: listing messages: {code}: {}",
+                        http::provider_text(t)
+                    ),
                     _ => format!(
-                        "twilio: listing messages: HTTP {status}: {}",
-                        snippet(&text)
+                        "twilio: listing messages: {}",
+                        http::unexpected_answer(status, &headers, size)
                     ),
                 });
             }
@@ -602,6 +614,7 @@ mod tests {
         let client = http::build_client(
             Duration::from_millis(1000),
             Duration::from_millis(timeout_ms),
+            crate::outbound::OutboundGuard::allow_all(),
         )
         .unwrap();
         TwilioChannel::new(

@@ -11,7 +11,7 @@
 //! counts as `\n`; trailing blank lines are ignored; a blank body sends no parameters).
 
 use super::classify::{self, ErrorClass};
-use super::http::{self, retry_after, snippet};
+use super::http::{self, retry_after};
 use super::{BoxFuture, BuildContext, Channel, SendRequest, SendResult};
 use crate::store::ChannelInfo;
 use serde::{Deserialize, Serialize};
@@ -224,8 +224,11 @@ struct GraphErrorInner {
     error_data: Option<serde_json::Value>,
 }
 
-fn error_result(status: u16, headers: &reqwest::header::HeaderMap, body: &str) -> SendResult {
-    let inner = serde_json::from_str::<GraphError>(body)
+/// Only a Graph error with a code is quoted (its text bounded); any other answer is
+/// described by status, type and size (`http::unexpected_answer`).
+fn error_result(answer: &http::Answer) -> SendResult {
+    let (status, headers) = (answer.status, &answer.headers);
+    let inner = serde_json::from_str::<GraphError>(&answer.body)
         .ok()
         .and_then(|e| e.error)
         .unwrap_or_default();
@@ -242,15 +245,23 @@ fn error_result(status: u16, headers: &reqwest::header::HeaderMap, body: &str) -
                 e.push_str(&format!("/{sub}"));
             }
             e.push_str(": ");
-            e.push_str(inner.message.as_deref().unwrap_or("(no message)"));
+            let mut text = inner
+                .message
+                .as_deref()
+                .unwrap_or("(no message)")
+                .to_string();
             if let Some(d) = details
-                && !inner.message.as_deref().unwrap_or("").contains(d)
+                && !text.contains(d)
             {
-                e.push_str(&format!(" ({d})"));
+                text.push_str(&format!(" ({d})"));
             }
+            e.push_str(&http::provider_text(&text));
             e
         }
-        None => format!("whatsapp HTTP {status}: {}", snippet(body)),
+        None => format!(
+            "whatsapp: {}",
+            http::unexpected_answer(status, headers, answer.size)
+        ),
     };
     match classify::classify_whatsapp(status, inner.code, inner.error_subcode) {
         ErrorClass::Retry => SendResult::Transient {
@@ -269,7 +280,7 @@ pub struct WhatsAppChannel {
     config: Config,
     secrets: Secrets,
     messages_url: String,
-    client: reqwest::Client,
+    client: http::ProviderClient,
 }
 
 impl WhatsAppChannel {
@@ -281,7 +292,7 @@ impl WhatsAppChannel {
             info.name.clone(),
             config,
             secrets,
-            http::try_client()?,
+            ctx.outbound.http_client()?,
         )?))
     }
 
@@ -289,7 +300,7 @@ impl WhatsAppChannel {
         name: String,
         config: Config,
         secrets: Secrets,
-        client: reqwest::Client,
+        client: http::ProviderClient,
     ) -> Result<WhatsAppChannel, String> {
         config.validate()?;
         secrets.validate()?;
@@ -336,20 +347,18 @@ impl WhatsAppChannel {
     }
 
     async fn send_inner(&self, request: SendRequest) -> SendResult {
-        let response = self
+        let request = self
             .client
             .post(&self.messages_url)
             .bearer_auth(&self.secrets.access_token)
-            .json(&self.payload(&request))
-            .send()
-            .await;
+            .json(&self.payload(&request));
+        let response = self.client.send(request).await;
         let answer = match http::read_answer("whatsapp", response).await {
             Ok(a) => a,
             Err(result) => return result,
         };
-        let (status, headers, body) = (answer.status, &answer.headers, &answer.body);
         if answer.is_success() {
-            let wamid = serde_json::from_str::<serde_json::Value>(body)
+            let wamid = serde_json::from_str::<serde_json::Value>(&answer.body)
                 .ok()
                 .and_then(|v| {
                     v.get("messages")?
@@ -363,13 +372,13 @@ impl WhatsAppChannel {
                 Some(provider_id) => SendResult::Accepted { provider_id },
                 None => SendResult::Unknown {
                     error: format!(
-                        "whatsapp: HTTP {status} without a message id: {}",
-                        snippet(body)
+                        "whatsapp: no message id in the {}",
+                        http::unexpected_answer(answer.status, &answer.headers, answer.size)
                     ),
                 },
             };
         }
-        error_result(status, headers, body)
+        error_result(&answer)
     }
 }
 
@@ -415,6 +424,7 @@ mod tests {
         let client = http::build_client(
             Duration::from_millis(1000),
             Duration::from_millis(timeout_ms),
+            crate::outbound::OutboundGuard::allow_all(),
         )
         .unwrap();
         WhatsAppChannel::new("wa".into(), config, secrets(), client).unwrap()

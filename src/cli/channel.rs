@@ -125,6 +125,10 @@ pub struct ChannelCreate {
     /// smtp: subject when the message has no `Subject:` first line.
     #[arg(long)]
     pub default_subject: Option<String>,
+    /// smtp: send the password even with --tls none (a relay on a trusted network only;
+    /// refused otherwise, so credentials never cross a network in clear by accident).
+    #[arg(long)]
+    pub allow_plaintext_auth: bool,
 }
 
 fn need<'a>(value: &'a Option<String>, flag: &str, kind: &str) -> Result<&'a str, CliError> {
@@ -201,6 +205,7 @@ fn describe(c: &ChannelCreate) -> Result<(Value, Option<Value>), CliError> {
                 username: c.username.clone(),
                 default_subject: c.default_subject.clone(),
                 max_connections: None,
+                allow_plaintext_auth: c.allow_plaintext_auth,
             };
             let secrets = smtp::Secrets {
                 password: c.password.clone(),
@@ -238,10 +243,7 @@ fn masked(secrets: &Value) -> Value {
 pub async fn run(cli: &Cli, settings: &Settings, command: &ChannelCommand) -> CliResult {
     let store = open_store(settings, false).await?;
     let org = resolve_org(&store, &cli.org).await?;
-    let context = BuildContext {
-        public_url: settings.public_url.clone(),
-        secret_key: settings.secret_key.clone(),
-    };
+    let context = BuildContext::from_settings(settings);
     match command {
         ChannelCommand::Create(c) => {
             if let Some(rate) = c.rate

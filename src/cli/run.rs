@@ -45,10 +45,7 @@ pub async fn serve(settings: Settings, with_http: bool) -> CliResult {
         let app = crate::http::router(crate::http::AppState {
             store: store.clone(),
             metrics,
-            context: crate::channels::BuildContext {
-                public_url: settings.public_url.clone(),
-                secret_key: settings.secret_key.clone(),
-            },
+            context: crate::channels::BuildContext::from_settings(&settings),
             settings: std::sync::Arc::new(settings.clone()),
         });
         let mut rx = shutdown_rx.clone();

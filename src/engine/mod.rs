@@ -83,10 +83,7 @@ impl Engine {
         let channels = ChannelRegistry::new(
             store.clone(),
             Some(receipts_tx),
-            crate::channels::BuildContext {
-                public_url: settings.public_url.clone(),
-                secret_key: settings.secret_key.clone(),
-            },
+            crate::channels::BuildContext::from_settings(&settings),
         );
         Engine {
             ctx: Arc::new(EngineContext {

@@ -109,6 +109,7 @@ impl App {
             context: BuildContext {
                 public_url: None,
                 secret_key: Some(SECRET_KEY.into()),
+                outbound: Default::default(),
             },
             settings: Default::default(),
         });

@@ -63,6 +63,7 @@ async fn fixture(db: &TestDb) -> Fixture {
             context: BuildContext {
                 public_url: Some(PUBLIC.into()),
                 secret_key: Some(key_text),
+                outbound: Default::default(),
             },
             settings: Default::default(),
         },

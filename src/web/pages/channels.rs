@@ -162,6 +162,12 @@ const KINDS: &[(&str, &str, &[Setting])] = &[
             ),
             ("default_subject", "Default subject", Input::Text, ""),
             ("max_connections", "Max connections", Input::Number, ""),
+            (
+                "allow_plaintext_auth",
+                "Send the password without TLS",
+                Input::Checkbox,
+                "Only with TLS none, for a relay on a trusted network.",
+            ),
         ],
     ),
 ];

@@ -6,6 +6,7 @@ use axum::http::{Method, StatusCode, header};
 use herald::channels::BuildContext;
 use herald::domain::Role;
 use herald::http::AppState;
+use herald::outbound::OutboundGuard;
 use herald::store::InstanceInfo;
 use serde_json::{Value, json};
 
@@ -301,6 +302,7 @@ api_test!(secrets_need_a_secret_key, |app| async move {
         context: BuildContext {
             public_url: None,
             secret_key: None,
+            outbound: OutboundGuard::default(),
         },
         settings: Default::default(),
     });

@@ -7,6 +7,7 @@ mod campaigns;
 mod channels;
 mod contacts;
 mod conventions;
+mod outbound_guard;
 
 use crate::support::TestDb;
 use axum::Router;
@@ -16,6 +17,7 @@ use herald::api::credentials;
 use herald::channels::BuildContext;
 use herald::domain::Role;
 use herald::http::AppState;
+use herald::outbound::OutboundGuard;
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -89,7 +91,18 @@ pub enum Auth {
 }
 
 impl TestApp {
+    /// The app most tests use: its channels may reach loopback, where the tests' fake
+    /// providers listen (`outbound_allow_private = true`).
     pub async fn new(backend: crate::support::Backend) -> TestApp {
+        TestApp::with_outbound(backend, OutboundGuard::allow_all()).await
+    }
+
+    /// The app with the outbound guard `outbound` (the default guard refuses loopback and
+    /// private destinations).
+    pub async fn with_outbound(
+        backend: crate::support::Backend,
+        outbound: OutboundGuard,
+    ) -> TestApp {
         let db = TestDb::new(backend).await;
         let org = db.store.default_org().await.unwrap();
         let other_org = db.store.create_organisation("other").await.unwrap();
@@ -99,6 +112,7 @@ impl TestApp {
             context: BuildContext {
                 public_url: Some("http://herald.test".into()),
                 secret_key: Some(SECRET_KEY.into()),
+                outbound,
             },
             settings: Default::default(),
         });

@@ -352,4 +352,129 @@ mod tests {
             assert_eq!(restricted_range(parsed), want, "{ip}");
         }
     }
+
+    fn sock(text: &str) -> SocketAddr {
+        text.parse().expect("test socket address")
+    }
+
+    #[test]
+    fn the_filter_keeps_public_addresses_and_refuses_when_none_is_left() {
+        let guard = OutboundGuard::default();
+        // A name with a public and a private address: only the public one is connected to.
+        let kept = guard
+            .filter(
+                "mixed.example",
+                [sock("10.0.0.5:443"), sock("93.184.216.34:443")],
+            )
+            .unwrap();
+        assert_eq!(kept, vec![sock("93.184.216.34:443")]);
+        // Only restricted ones: refused, naming the host and the range, not the address
+        // (the name's internal address stays unknown to whoever reads the error).
+        let refused = guard
+            .filter("rebind.example", [sock("127.0.0.1:80"), sock("[::1]:80")])
+            .unwrap_err();
+        assert_eq!(refused.range, "loopback");
+        assert!(refused.resolved);
+        let message = refused.to_string();
+        assert!(message.starts_with(REFUSED), "{message}");
+        assert!(message.contains("`rebind.example`"), "{message}");
+        assert!(!message.contains("127.0.0.1"), "{message}");
+        assert!(message.contains("outbound_allow_private"), "{message}");
+        assert!(is_refusal(&message));
+        // Nothing found is not a refusal (the caller reports the lookup failure).
+        assert_eq!(guard.filter("empty.example", []), Ok(vec![]));
+    }
+
+    #[test]
+    fn operator_switches_lift_the_rule() {
+        let metadata = sock("169.254.169.254:80");
+        assert!(OutboundGuard::default().filter("m", [metadata]).is_err());
+        assert_eq!(
+            OutboundGuard::allow_all().filter("m", [metadata]),
+            Ok(vec![metadata])
+        );
+        let cidr = OutboundGuard::new(false, parse_cidrs("10.0.5.0/24,fd00::/64").unwrap());
+        assert!(cidr.refusal("10.0.5.9".parse().unwrap()).is_none());
+        assert!(cidr.refusal("fd00::7".parse().unwrap()).is_none());
+        assert!(cidr.refusal("::ffff:10.0.5.9".parse().unwrap()).is_none());
+        assert_eq!(cidr.refusal("10.0.6.1".parse().unwrap()), Some("private"));
+        assert_eq!(cidr.refusal("127.0.0.1".parse().unwrap()), Some("loopback"));
+    }
+
+    #[test]
+    fn url_ip_literals_are_checked_in_every_spelling() {
+        let guard = OutboundGuard::default();
+        for url in [
+            "http://127.0.0.1:4010/",
+            "http://127.1/",
+            "http://2130706433/",
+            "http://0x7f.0.0.1/",
+            "http://0177.0.0.1/",
+            "http://0/",
+            "http://0.0.0.0:8080/",
+            "http://[::1]/",
+            "http://[::ffff:127.0.0.1]/",
+            "http://[::ffff:7f00:1]/",
+            "http://169.254.169.254/latest/meta-data/",
+            "https://[fe80::1]/",
+            "http://[fd00::1]/",
+        ] {
+            let parsed = reqwest::Url::parse(url).unwrap();
+            let err = guard.check_url(&parsed).unwrap_err();
+            assert!(!err.resolved, "{url}");
+        }
+        for url in [
+            "https://api.twilio.com/",
+            "http://93.184.216.34/",
+            "http://localhost/",
+        ] {
+            // Names are the resolver's to check.
+            assert!(
+                guard.check_url(&reqwest::Url::parse(url).unwrap()).is_ok(),
+                "{url}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn resolving_checks_literals_and_names() {
+        let guard = OutboundGuard::default();
+        for host in ["127.0.0.1", "::1", "[::1]", "0.0.0.0", "localhost", "127.1"] {
+            match guard.resolve(host, 25).await {
+                Err(ResolveError::Refused(r)) => assert_eq!(r.host, host),
+                other => panic!("{host}: {other:?}"),
+            }
+        }
+        assert_eq!(
+            OutboundGuard::allow_all().resolve("127.0.0.1", 25).await,
+            Ok(vec![sock("127.0.0.1:25")])
+        );
+        assert!(matches!(
+            guard.resolve("no-such-host.invalid", 25).await,
+            Err(ResolveError::Lookup(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn the_reqwest_resolver_refuses_with_the_guards_error() {
+        use reqwest::dns::Resolve;
+        let resolver = GuardedResolver {
+            guard: OutboundGuard::default(),
+        };
+        let name: reqwest::dns::Name = "localhost".parse().unwrap();
+        let Err(err) = resolver.resolve(name).await else {
+            panic!("localhost resolved through the guard");
+        };
+        let refused = err.downcast_ref::<Refused>().expect("the guard's error");
+        assert_eq!(refused.range, "loopback");
+        let allowing = GuardedResolver {
+            guard: OutboundGuard::allow_all(),
+        };
+        let name: reqwest::dns::Name = "localhost".parse().unwrap();
+        let addrs: Vec<SocketAddr> = match allowing.resolve(name).await {
+            Ok(a) => a.collect(),
+            Err(e) => panic!("{e}"),
+        };
+        assert!(addrs.iter().all(|a| a.ip().is_loopback()), "{addrs:?}");
+    }
 }

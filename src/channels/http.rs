@@ -362,6 +362,79 @@ mod tests {
     }
 
     #[test]
+    fn unexpected_answers_are_described_not_quoted() {
+        let mut h = reqwest::header::HeaderMap::new();
+        assert_eq!(
+            unexpected_answer(404, &h, 1234),
+            "unexpected answer (HTTP 404, no content type, 1234 bytes)"
+        );
+        h.insert(
+            reqwest::header::CONTENT_TYPE,
+            "text/html; charset=utf-8".parse().unwrap(),
+        );
+        assert_eq!(
+            unexpected_answer(200, &h, MAX_ANSWER_BYTES + 1),
+            format!("unexpected answer (HTTP 200, text/html, more than {MAX_ANSWER_BYTES} bytes)")
+        );
+    }
+
+    #[test]
+    fn provider_text_is_one_bounded_line() {
+        assert_eq!(provider_text(" Invalid\nnumber "), "Invalid number");
+        let long = provider_text(&"x".repeat(5000));
+        assert_eq!(long.chars().count(), MAX_PROVIDER_TEXT + 1);
+        assert!(long.ends_with('…'));
+    }
+
+    #[tokio::test]
+    async fn a_refused_name_stops_the_campaign_without_connecting() {
+        // `localhost` goes through the guard's resolver; a refused resolution arrives
+        // wrapped by hyper and reqwest and is still recognised as the guard's.
+        let client = build_client(
+            Duration::from_millis(500),
+            Duration::from_millis(500),
+            OutboundGuard::default(),
+        )
+        .unwrap();
+        let request = client.post("http://localhost:9/x");
+        let result = read_answer("twilio", client.send(request).await).await;
+        match result {
+            Err(SendResult::StopCampaign { error }) => {
+                assert!(crate::outbound::is_refusal(&error), "{error}")
+            }
+            Err(other) => panic!("{other:?}"),
+            Ok(a) => panic!("answered HTTP {}", a.status),
+        }
+        let request = client.post("http://127.1:9/x");
+        assert!(matches!(
+            read_answer("twilio", client.send(request).await).await,
+            Err(SendResult::StopCampaign { error }) if crate::outbound::is_refusal(&error)
+        ));
+    }
+
+    #[tokio::test]
+    async fn answers_are_read_to_a_bound() {
+        let server = fake::FakeServer::start().await;
+        server.reply(fake::Reply::Respond {
+            status: 500,
+            headers: vec![],
+            body: "y".repeat(MAX_ANSWER_BYTES * 3),
+        });
+        let client = build_client(
+            Duration::from_secs(2),
+            Duration::from_secs(5),
+            OutboundGuard::allow_all(),
+        )
+        .unwrap();
+        let request = client.post(format!("{}/x", server.base));
+        let Ok(answer) = read_answer("twilio", client.send(request).await).await else {
+            panic!("no answer");
+        };
+        assert_eq!(answer.body.len(), MAX_ANSWER_BYTES);
+        assert!(answer.size > MAX_ANSWER_BYTES);
+    }
+
+    #[test]
     fn clients_build_more_than_once() {
         install_crypto_provider();
         install_crypto_provider();

@@ -593,10 +593,11 @@ mod tests {
                 ..
             }
         ));
-        // No Graph error body: the HTTP status decides.
+        // No Graph error body: the HTTP status decides, and the body (which may be any
+        // service's) is described, not quoted.
         assert!(matches!(
             outcome(Reply::Respond { status: 500, headers: vec![], body: "upstream".into() }).await,
-            SendResult::Unknown { error } if error == "whatsapp HTTP 500: upstream"
+            SendResult::Unknown { error } if error == "whatsapp: unexpected answer (HTTP 500, no content type, 8 bytes)"
         ));
         assert!(matches!(
             outcome(Reply::Respond { status: 429, headers: vec![("retry-after", "3".into())], body: String::new() }).await,

@@ -85,6 +85,12 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> CliResult {
         settings.database_url = format!("sqlite://{}/bench.db", dir.display());
         Some(dir)
     };
+    if let Some(url) = &args.provider_url {
+        // The operator names the provider to bench against on the command line (usually
+        // a local fake): its addresses are allowed for this run only, not every private
+        // destination.
+        allow_provider(&mut settings, url).await?;
+    }
     let result = bench(&settings, args).await;
     if let Some(dir) = scratch {
         let _ = std::fs::remove_dir_all(dir);
@@ -108,6 +114,34 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> CliResult {
         );
     }
     Ok(0)
+}
+
+/// Adds the addresses `url`'s host resolves to (or its IP literal) to
+/// `outbound_allow_cidrs`.
+async fn allow_provider(settings: &mut Settings, url: &str) -> Result<(), CliError> {
+    crate::channels::http::validate_base_url("--provider-url", url)?;
+    let parsed = reqwest::Url::parse(url).map_err(|e| CliError::from(e.to_string()))?;
+    let host = parsed.host_str().unwrap_or_default();
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let port = parsed.port_or_known_default().unwrap_or(80);
+    let addrs: Vec<std::net::IpAddr> = match bare.parse::<std::net::IpAddr>() {
+        Ok(ip) => vec![ip],
+        Err(_) => tokio::net::lookup_host((bare, port))
+            .await
+            .map_err(|e| CliError::from(format!("--provider-url: cannot resolve `{host}`: {e}")))?
+            .map(|a| a.ip())
+            .collect(),
+    };
+    let mut cidrs: Vec<String> = settings
+        .outbound_allow_cidrs
+        .split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(str::to_string)
+        .collect();
+    cidrs.extend(addrs.iter().map(|ip| ip.to_canonical().to_string()));
+    settings.outbound_allow_cidrs = cidrs.join(",");
+    Ok(())
 }
 
 async fn bench(settings: &Settings, args: &BenchArgs) -> Result<serde_json::Value, CliError> {

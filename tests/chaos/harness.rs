@@ -35,6 +35,9 @@ const FAST_ENV: &[(&str, &str)] = &[
     ("HERALD_RECONCILE_INTERVAL_MS", "300"),
     ("HERALD_IDLE_POLL_MS", "50"),
     ("HERALD_SCHEDULER_INTERVAL_MS", "200"),
+    // The fake providers and SMTP servers listen on loopback, which the outbound guard
+    // refuses by default.
+    ("HERALD_OUTBOUND_ALLOW_PRIVATE", "true"),
 ];
 
 /// Every counter of `campaign status --json`.

@@ -17,6 +17,7 @@ both_stores!(
     retries_and_permanent_failures,
     scheduled_once_by_two_engines,
     metrics_and_health,
+    outbound_guard_and_plaintext_auth,
 );
 
 const STATUS_FIELDS: &[&str] = &[
@@ -623,4 +624,75 @@ fn metrics_and_health(backend: Backend) {
     serve.assert_running();
     let (code, _) = serve.terminate(Duration::from_secs(15));
     assert!(code.success(), "serve exited with {code}");
+}
+
+/// The outbound guard and the SMTP plaintext rule in the real binary: with
+/// `HERALD_OUTBOUND_ALLOW_PRIVATE=false` (the default outside tests) `channel test` on a
+/// loopback SMTP host is refused without connecting (non-zero exit, the guard's message);
+/// a password with `--tls none` needs `--allow-plaintext-auth`.
+fn outbound_guard_and_plaintext_auth(backend: Backend) {
+    let mut h = Herald::migrated(backend);
+    let key = h.ok(&["keygen"]).trim().to_string();
+    h.set_env("HERALD_SECRET_KEY", &key);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let smtp = |name: &str, extra: &[&str]| {
+        let mut args = vec![
+            "channel",
+            "create",
+            "--name",
+            name,
+            "--kind",
+            "smtp",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--tls",
+            "none",
+            "--from",
+            "news@example.com",
+        ];
+        args.extend_from_slice(extra);
+        args.iter().map(|a| a.to_string()).collect::<Vec<_>>()
+    };
+    let create = |name: &str, extra: &[&str]| {
+        let args = smtp(name, extra);
+        h.run(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let mail = create("mail", &[]);
+    assert!(mail.success(), "{}", mail.describe());
+    let strict = [("HERALD_OUTBOUND_ALLOW_PRIVATE", "false")];
+    let test = h.run_env(
+        &["channel", "test", "mail", "--to", "ada@example.org"],
+        &strict,
+    );
+    assert_eq!(test.code, Some(1), "{}", test.describe());
+    assert!(
+        test.stdout.contains("outbound destination refused"),
+        "{}",
+        test.describe()
+    );
+    assert!(
+        listener.accept().is_err(),
+        "the refused channel test connected to the listener"
+    );
+
+    let clear = create("clear", &["--username", "news", "--password", "hunter2"]);
+    assert!(clear.code.is_some_and(|c| c != 0), "{}", clear.describe());
+    assert!(clear.stderr.contains("--tls none"), "{}", clear.describe());
+    assert!(!clear.stderr.contains("hunter2"), "{}", clear.describe());
+    assert_clean_failure(&clear);
+    let allowed = create(
+        "clear",
+        &[
+            "--username",
+            "news",
+            "--password",
+            "hunter2",
+            "--allow-plaintext-auth",
+        ],
+    );
+    assert!(allowed.success(), "{}", allowed.describe());
 }

@@ -26,6 +26,9 @@ const FAST_ENV: &[(&str, &str)] = &[
     ("HERALD_RECONCILE_INTERVAL_MS", "300"),
     ("HERALD_IDLE_POLL_MS", "50"),
     ("HERALD_SCHEDULER_INTERVAL_MS", "200"),
+    // The fake providers and SMTP servers listen on loopback, which the outbound guard
+    // refuses by default.
+    ("HERALD_OUTBOUND_ALLOW_PRIVATE", "true"),
 ];
 
 /// Every message status, i.e. every counter of `campaign status --json`.
@@ -217,7 +220,7 @@ impl Run {
         self.code == Some(0)
     }
 
-    fn describe(&self) -> String {
+    pub fn describe(&self) -> String {
         format!(
             "`herald {}` exited with {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
             self.args, self.code, self.stdout, self.stderr

@@ -102,7 +102,10 @@ pub struct ChannelChange {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub config: Option<Value>,
-    /// Secrets to replace (a secret set to null is removed); those not named stay.
+    /// Secrets to replace (a secret set to null is removed); those not named stay. A change
+    /// of the endpoint (`base_url`, `host`, `port`, `tls`, `allow_plaintext_auth`) needs
+    /// all of them again: secrets are never sent to an endpoint, or over a connection,
+    /// they were not given for.
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub secrets: Option<Value>,

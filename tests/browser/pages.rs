@@ -376,6 +376,44 @@ async fn forms_post_redirect_get_and_refuse_a_missing_csrf_token() {
 }
 
 #[tokio::test]
+async fn the_smtp_form_sends_a_password_in_clear_only_when_ticked() {
+    let app = App::new().await;
+    app.user(app.org, "root@example.org", Role::Admin).await;
+    let (mut jar, csrf) = app.sign_in("root@example.org").await;
+    let page = app.get(&mut jar, "/channels").await;
+    assert!(
+        page.body
+            .contains("type=\"checkbox\" name=\"smtp.allow_plaintext_auth\""),
+        "the SMTP fieldset offers the checkbox"
+    );
+    let form = |name: &'static str, tick: bool| {
+        let mut f = vec![
+            ("name", name),
+            ("kind", "smtp"),
+            ("smtp.host", "relay.example.org"),
+            ("smtp.port", "25"),
+            ("smtp.tls", "none"),
+            ("smtp.from", "news@example.org"),
+            ("smtp.username", "news"),
+            ("smtp.password", "hunter2"),
+        ];
+        if tick {
+            f.push(("smtp.allow_plaintext_auth", "true"));
+        }
+        f
+    };
+    let mut refused = form("clear", false);
+    refused.push(("_csrf", &csrf));
+    let page = app.post(&mut jar, "/channels", &refused).await;
+    assert_eq!(page.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", page.body);
+    assert!(page.body.contains("id=\"ch-smtp-tls-error\""), "{}", page.body);
+    let mut allowed = form("clear", true);
+    allowed.push(("_csrf", &csrf));
+    let page = app.post(&mut jar, "/channels", &allowed).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+}
+
+#[tokio::test]
 async fn a_campaign_is_created_confirmed_and_acted_on_without_javascript() {
     let app = App::new().await;
     app.user(app.org, "ada@example.org", Role::Editor).await;

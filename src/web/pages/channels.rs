@@ -164,9 +164,9 @@ const KINDS: &[(&str, &str, &[Setting])] = &[
             ("max_connections", "Max connections", Input::Number, ""),
             (
                 "allow_plaintext_auth",
-                "Send the password without TLS",
+                "Send the password without TLS (TLS none, a relay on a trusted network only)",
                 Input::Checkbox,
-                "Only with TLS none, for a relay on a trusted network.",
+                "",
             ),
         ],
     ),

@@ -114,6 +114,10 @@ pub fn build_client(
 ) -> Result<ProviderClient, String> {
     install_crypto_provider();
     let http = base_builder(connect, request)
+        // Through an HTTP(S)_PROXY from the environment the proxy would resolve and
+        // connect, and the guard would check only the proxy's address: direct
+        // connections keep the check on the address actually connected to.
+        .no_proxy()
         .dns_resolver(Arc::new(GuardedResolver {
             guard: guard.clone(),
         }))

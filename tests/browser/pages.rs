@@ -405,8 +405,17 @@ async fn the_smtp_form_sends_a_password_in_clear_only_when_ticked() {
     let mut refused = form("clear", false);
     refused.push(("_csrf", &csrf));
     let page = app.post(&mut jar, "/channels", &refused).await;
-    assert_eq!(page.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", page.body);
-    assert!(page.body.contains("id=\"ch-smtp-tls-error\""), "{}", page.body);
+    assert_eq!(
+        page.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains("id=\"ch-smtp-tls-error\""),
+        "{}",
+        page.body
+    );
     let mut allowed = form("clear", true);
     allowed.push(("_csrf", &csrf));
     let page = app.post(&mut jar, "/channels", &allowed).await;

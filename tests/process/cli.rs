@@ -679,6 +679,43 @@ fn outbound_guard_and_plaintext_auth(backend: Backend) {
         "the refused channel test connected to the listener"
     );
 
+    // An HTTP proxy from the environment does not carry a request past the guard: the
+    // proxy (allowed here) would resolve and connect to whatever the channel names.
+    let proxied = h.run(&[
+        "channel",
+        "create",
+        "--name",
+        "sms",
+        "--kind",
+        "twilio",
+        "--account-sid",
+        "AC0123456789abcdef0123456789abcdef",
+        "--auth-token",
+        "tok-proxy-0123",
+        "--from",
+        "+15017122661",
+        "--base-url",
+        "http://metadata.internal.invalid",
+    ]);
+    assert!(proxied.success(), "{}", proxied.describe());
+    let proxy = format!("http://127.0.0.1:{port}");
+    let test = h.run_env(
+        &["channel", "test", "sms", "--to", "+15550001234"],
+        &[
+            ("HERALD_OUTBOUND_ALLOW_PRIVATE", "false"),
+            ("HERALD_OUTBOUND_ALLOW_CIDRS", "127.0.0.1/32"),
+            ("HTTP_PROXY", &proxy),
+            ("http_proxy", &proxy),
+            ("ALL_PROXY", &proxy),
+        ],
+    );
+    assert_eq!(test.code, Some(1), "{}", test.describe());
+    assert!(
+        listener.accept().is_err(),
+        "the request went through the proxy: {}",
+        test.describe()
+    );
+
     let clear = create("clear", &["--username", "news", "--password", "hunter2"]);
     assert!(clear.code.is_some_and(|c| c != 0), "{}", clear.describe());
     assert!(clear.stderr.contains("--tls none"), "{}", clear.describe());

@@ -68,6 +68,14 @@ pub fn restricted_range(ip: IpAddr) -> Option<&'static str> {
                 Some("unique-local")
             } else if first & 0xffc0 == 0xfe80 {
                 Some("link-local")
+            } else if first & 0xffc0 == 0xfec0 {
+                // Deprecated site-local, still routed privately where it is used.
+                Some("site-local")
+            } else if let [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] = v6.segments() {
+                // NAT64 (64:ff9b::/96): a gateway connects to the embedded IPv4 address.
+                let [a, b] = hi.to_be_bytes();
+                let [c, d] = lo.to_be_bytes();
+                restricted_range(IpAddr::V4(std::net::Ipv4Addr::new(a, b, c, d)))
             } else {
                 None
             }
@@ -345,6 +353,10 @@ mod tests {
             ("::ffff:127.0.0.1", Some("loopback")),
             ("fd12::1", Some("unique-local")),
             ("fe80::1", Some("link-local")),
+            ("fec0::1", Some("site-local")),
+            ("64:ff9b::7f00:1", Some("loopback")),
+            ("64:ff9b::a9fe:a9fe", Some("link-local")),
+            ("64:ff9b::808:808", None),
             ("8.8.8.8", None),
             ("2001:4860:4860::8888", None),
         ] {

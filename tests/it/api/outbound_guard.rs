@@ -406,7 +406,8 @@ guard_test!(
     }
 );
 
-fn fast_settings(allow_private: bool) -> Settings {
+/// The engine's settings: fast loops, the default guard (stated, it is what is tested).
+fn fast_settings() -> Settings {
     Settings {
         heartbeat_interval_ms: 100,
         instance_stale_after_ms: 1000,
@@ -416,7 +417,7 @@ fn fast_settings(allow_private: bool) -> Settings {
         retry_base_ms: 10,
         retry_max_ms: 50,
         secret_key: Some(SECRET_KEY.into()),
-        outbound_allow_private: allow_private,
+        outbound_allow_private: false,
         ..Settings::default()
     }
 }
@@ -497,7 +498,7 @@ guard_test!(
             .await
             .unwrap();
         let (stop, rx) = tokio::sync::watch::channel(false);
-        let engine = Engine::new(store.clone(), fast_settings(false), "test");
+        let engine = Engine::new(store.clone(), fast_settings(), "test");
         let task = tokio::spawn(engine.run(rx));
         for channel in [twilio, whatsapp] {
             let id = run_campaign_until(store, channel, CampaignStatus::Paused).await;

@@ -1,6 +1,10 @@
 //! Provider webhooks served by `herald serve`: Twilio status callbacks and inbound
 //! messages, WhatsApp verification and events.
 //!
+//! A webhook speaks only for the channel its path names: its receipts carry that channel
+//! (`Receipt::channel_id`), so they find only that channel's messages, and its opt-outs act
+//! on that channel's organisation.
+//!
 //! Every request is kept as it arrived (`webhook_events`). A missing or bad signature
 //! gets 403 and changes nothing; a malformed body gets 400 and changes nothing. Receipts go
 //! through `Store::apply_receipts`, which only ever moves a message forwards and keeps a
@@ -253,6 +257,7 @@ async fn twilio_status_callback(
         }
     }
     let receipt = Receipt {
+        channel_id: info.id,
         provider_id: sid.to_string(),
         status: mapped,
         error: param(&params, "ErrorCode").map(|c| format!("twilio {c}")),
@@ -489,6 +494,7 @@ async fn whatsapp_event(
                     )
                 });
                 receipts.push(Receipt {
+                    channel_id: info.id,
                     provider_id: id.to_string(),
                     status: mapped,
                     error,

@@ -50,6 +50,7 @@ pub async fn serve(settings: Settings, with_http: bool) -> CliResult {
                 secret_key: settings.secret_key.clone(),
             },
             settings: std::sync::Arc::new(settings.clone()),
+            webhook_limiter: Default::default(),
         });
         let mut rx = shutdown_rx.clone();
         Some(tokio::spawn(async move {

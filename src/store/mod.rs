@@ -709,6 +709,35 @@ impl Store {
         .await?)
     }
 
+    /// Deletes webhook records received before `before`, oldest first, `batch` rows per
+    /// statement and at most `max_batches` statements: each statement is its own short
+    /// transaction, so a large backlog never holds the write lock for long. Returns how
+    /// many were deleted.
+    pub async fn delete_webhook_events_before(
+        &self,
+        before: i64,
+        batch: i64,
+        max_batches: usize,
+    ) -> Result<u64, StoreError> {
+        let mut deleted = 0;
+        for _ in 0..max_batches {
+            let n = sqlx::query(
+                "DELETE FROM webhook_events WHERE id IN \
+                 (SELECT id FROM webhook_events WHERE received_at < $1 ORDER BY received_at, id LIMIT $2)",
+            )
+            .bind(before)
+            .bind(batch)
+            .execute(&self.write)
+            .await?
+            .rows_affected();
+            deleted += n;
+            if n < u64::try_from(batch).unwrap_or(0) {
+                break;
+            }
+        }
+        Ok(deleted)
+    }
+
     /// Synthetic contacts `+12000000001…` for `herald bench`, added to the list in bulk.
     pub async fn seed_contacts(&self, org_id: i64, list_id: i64, n: i64) -> Result<(), StoreError> {
         let now = crate::clock::now_ms();

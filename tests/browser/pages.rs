@@ -111,6 +111,7 @@ impl App {
                 secret_key: Some(SECRET_KEY.into()),
             },
             settings: Default::default(),
+            webhook_limiter: Default::default(),
         });
         App {
             router,

@@ -1,6 +1,8 @@
-//! Provider webhooks against a hostile tenant, through the real router on both stores.
-//! Organisation B owns real channels and signs with its own credentials: nothing it sends
-//! may touch organisation A's messages or contacts.
+//! Provider webhooks against a hostile tenant and a flood, through the real router on both
+//! stores. Organisation B owns real channels and signs with its own credentials: nothing it
+//! sends may touch organisation A's messages or contacts. Forged requests are counted, not
+//! stored; accepted records expire; a flood from one address gets 429; an unknown channel
+//! answers exactly as a bad signature does.
 
 use crate::both_stores;
 use crate::support::{TestDb, assert_counters_match};
@@ -43,6 +45,7 @@ fn app_state(store: &Store, key_text: String, settings: Settings) -> AppState {
             secret_key: Some(key_text),
         },
         settings: std::sync::Arc::new(settings),
+        webhook_limiter: Default::default(),
     }
 }
 
@@ -565,3 +568,353 @@ both_stores!(
         assert_counters_match(store, b_campaign).await;
     }
 );
+
+/// The sum of `herald_webhooks_rejected_total` over its labels in the process's recorder.
+fn rejected_total(handle: &metrics_exporter_prometheus::PrometheusHandle) -> f64 {
+    handle
+        .render()
+        .lines()
+        .filter(|l| l.starts_with("herald_webhooks_rejected_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+// The flood as reported, scaled down: forged requests of every kind get 403 and add no
+// row; each is counted in herald_webhooks_rejected_total.
+both_stores!(forged_webhooks_are_counted_not_stored, |db| async move {
+    let handle = herald::telemetry::metrics_handle().expect("the test binary's recorder");
+    let w = world(&db, Settings::default()).await;
+    let before = rejected_total(&handle);
+    let status_path = format!("/webhooks/twilio/{}/status", w.a.twilio);
+    let params = [("MessageSid", "SM1"), ("MessageStatus", "delivered")];
+    let mut requests = Vec::new();
+    for i in 0..40 {
+        requests.push(twilio_request(
+            &status_path,
+            &params,
+            Some("not-the-token"),
+            None,
+        ));
+        requests.push(twilio_request(&status_path, &params, None, None));
+        requests.push(twilio_request(
+            &format!("/webhooks/twilio/{}/inbound", 900_000 + i),
+            &[("From", "+12000000001"), ("Body", "STOP")],
+            Some(w.a.twilio_token),
+            None,
+        ));
+        requests.push(whatsapp_request(
+            w.a.whatsapp,
+            &whatsapp_event(serde_json::json!({"statuses": []})),
+            Some("not-the-secret"),
+        ));
+        requests.push(
+            Request::post(&status_path)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("x-twilio-signature", "AAAA")
+                .body(Body::from(vec![0xff_u8, 0xfe, b'=', 0x80]))
+                .unwrap(),
+        );
+    }
+    let sent = requests.len();
+    for req in requests {
+        let answer = send(&w.state, req).await;
+        assert_eq!(answer.status, StatusCode::FORBIDDEN, "{}", answer.body);
+    }
+    assert_eq!(
+        db.raw_scalar("SELECT count(*) FROM webhook_events").await,
+        0
+    );
+    let counted = rejected_total(&handle) - before;
+    assert!(
+        counted >= sent as f64,
+        "{sent} forged requests, {counted} counted in herald_webhooks_rejected_total"
+    );
+    // A genuine request is still kept.
+    let answer = send(
+        &w.state,
+        twilio_status(w.a.twilio, Some(w.a.twilio_token), "SM1", "delivered", None),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(
+        db.raw_scalar("SELECT count(*) FROM webhook_events").await,
+        1
+    );
+});
+
+// Accepted records older than webhook_retention_days are deleted by the engine's
+// reconciler, in batches, including more than one batch's worth.
+both_stores!(retention_deletes_old_accepted_records, |db| async move {
+    let settings = Settings {
+        webhook_retention_days: 30,
+        ..Settings::default()
+    };
+    let w = world(&db, settings.clone()).await;
+    for sid in ["SMr0", "SMr1", "SMr2"] {
+        let answer = send(
+            &w.state,
+            twilio_status(w.a.twilio, Some(w.a.twilio_token), sid, "delivered", None),
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    }
+    let day: i64 = 24 * 3600 * 1000;
+    let now = herald::clock::now_ms();
+    let raw = db.raw().await;
+    // 2,500 more records from 40 days ago: more than one delete batch.
+    let bulk = match db.backend {
+        crate::support::Backend::Sqlite => {
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2500) \
+                 INSERT INTO webhook_events (channel_id, kind, verified, outcome, body, received_at) \
+                 SELECT $1, 'twilio-status', 1, 'applied', 'old', $2 FROM n"
+        }
+        crate::support::Backend::Postgres => {
+            "INSERT INTO webhook_events (channel_id, kind, verified, outcome, body, received_at) \
+                 SELECT $1, 'twilio-status', 1, 'applied', 'old', $2 FROM generate_series(1, 2500)"
+        }
+    };
+    sqlx::query(bulk)
+        .bind(w.a.twilio)
+        .bind(now - 40 * day)
+        .execute(&raw)
+        .await
+        .unwrap();
+    // Two of the three genuine ones are 31 days old, one 29.
+    let ids: Vec<i64> =
+        sqlx::query_scalar("SELECT id FROM webhook_events WHERE body <> 'old' ORDER BY id")
+            .fetch_all(&raw)
+            .await
+            .unwrap();
+    assert_eq!(ids.len(), 3);
+    for (id, age) in ids.iter().zip([31, 31, 29]) {
+        sqlx::query("UPDATE webhook_events SET received_at = $1 WHERE id = $2")
+            .bind(now - age * day)
+            .bind(*id)
+            .execute(&raw)
+            .await
+            .unwrap();
+    }
+    raw.close().await;
+    let engine = herald::engine::Engine::new(db.store.clone(), settings, "test");
+    let ctx = engine.context();
+    herald::engine::reconciler::reconcile_once(&ctx, false, &mut std::collections::BTreeSet::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        db.raw_scalar("SELECT count(*) FROM webhook_events").await,
+        1
+    );
+    let pool = db.raw().await;
+    let left: i64 = sqlx::query_scalar("SELECT id FROM webhook_events")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    assert_eq!(left, ids[2]);
+});
+
+// One source address flooding one channel gets 429 with Retry-After and a problem
+// document once over webhook_rate_per_minute, before any signature or database work; other
+// addresses and other channels keep their own allowance. IPv6 counts per /64.
+both_stores!(webhook_flood_from_one_address_gets_429, |db| async move {
+    let settings = Settings {
+        webhook_rate_per_minute: 5,
+        ..Settings::default()
+    };
+    let w = world(&db, settings).await;
+    let path = format!("/webhooks/twilio/{}/status", w.a.twilio);
+    let params = [("MessageSid", "SMf"), ("MessageStatus", "delivered")];
+    let flooder: SocketAddr = "203.0.113.7:40000".parse().unwrap();
+    for _ in 0..5 {
+        let answer = send(
+            &w.state,
+            twilio_request(&path, &params, Some(w.a.twilio_token), Some(flooder)),
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    }
+    let stored = db.raw_scalar("SELECT count(*) FROM webhook_events").await;
+    for token in [Some(w.a.twilio_token), None] {
+        let answer = send(
+            &w.state,
+            twilio_request(&path, &params, token, Some(flooder)),
+        )
+        .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::TOO_MANY_REQUESTS,
+            "{}",
+            answer.body
+        );
+        let retry_after: u64 = answer
+            .headers
+            .get("retry-after")
+            .expect("Retry-After")
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=60).contains(&retry_after), "Retry-After {retry_after}");
+        assert_eq!(
+            answer.headers.get("content-type").unwrap(),
+            "application/problem+json"
+        );
+        let problem: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+        assert_eq!(
+            problem["type"],
+            "https://herald.dev/problems/webhook-rate-limited"
+        );
+        assert_eq!(problem["status"], 429);
+    }
+    // Refused before anything was written.
+    assert_eq!(
+        db.raw_scalar("SELECT count(*) FROM webhook_events").await,
+        stored
+    );
+    // Another address, and the same address on another channel, are not limited.
+    let other: SocketAddr = "203.0.113.8:40000".parse().unwrap();
+    let answer = send(
+        &w.state,
+        twilio_request(&path, &params, Some(w.a.twilio_token), Some(other)),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let b_path = format!("/webhooks/twilio/{}/status", w.b.twilio);
+    let answer = send(
+        &w.state,
+        twilio_request(&b_path, &params, Some(w.b.twilio_token), Some(flooder)),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    // An IPv6 host has a /64: changing the low bits does not buy a new allowance.
+    for i in 0..6 {
+        let peer: SocketAddr = format!("[2001:db8:1:2::{}]:443", i + 1).parse().unwrap();
+        let answer = send(&w.state, twilio_request(&path, &params, None, Some(peer))).await;
+        let expected = if i < 5 {
+            StatusCode::FORBIDDEN
+        } else {
+            StatusCode::TOO_MANY_REQUESTS
+        };
+        assert_eq!(answer.status, expected, "request {i}: {}", answer.body);
+    }
+});
+
+// Channel enumeration: an unknown channel id, a channel of the other kind, a bad or
+// missing signature and a body that cannot be signed answer byte for byte the same.
+both_stores!(
+    unknown_channel_and_bad_signature_answer_identically,
+    |db| async move {
+        let mut w = world(&db, Settings::default()).await;
+        let params = [("MessageSid", "SM1"), ("MessageStatus", "delivered")];
+        let unknown = 987_654;
+        for route in ["status", "inbound"] {
+            let path = |channel: i64| format!("/webhooks/twilio/{channel}/{route}");
+            let answers = vec![
+                send(
+                    &w.state,
+                    twilio_request(&path(unknown), &params, Some(w.a.twilio_token), None),
+                )
+                .await,
+                send(
+                    &w.state,
+                    twilio_request(&path(w.a.twilio), &params, Some("not-the-token"), None),
+                )
+                .await,
+                send(
+                    &w.state,
+                    twilio_request(&path(w.a.twilio), &params, None, None),
+                )
+                .await,
+                send(
+                    &w.state,
+                    twilio_request(&path(w.a.whatsapp), &params, Some(w.a.twilio_token), None),
+                )
+                .await,
+                send(
+                    &w.state,
+                    Request::post(path(w.a.twilio))
+                        .header("content-type", "application/x-www-form-urlencoded")
+                        .header("x-twilio-signature", "AAAA")
+                        .body(Body::from(vec![0xff_u8, 0xfe, b'=', 0x80]))
+                        .unwrap(),
+                )
+                .await,
+            ];
+            assert_identical(&answers, StatusCode::FORBIDDEN);
+        }
+
+        let event = whatsapp_event(serde_json::json!({"statuses": []}));
+        let answers = vec![
+            send(
+                &w.state,
+                whatsapp_request(unknown, &event, Some(w.a.app_secret)),
+            )
+            .await,
+            send(
+                &w.state,
+                whatsapp_request(w.a.whatsapp, &event, Some("not-the-secret")),
+            )
+            .await,
+            send(&w.state, whatsapp_request(w.a.whatsapp, &event, None)).await,
+            send(
+                &w.state,
+                whatsapp_request(w.a.twilio, &event, Some(w.a.app_secret)),
+            )
+            .await,
+        ];
+        assert_identical(&answers, StatusCode::FORBIDDEN);
+
+        let verify = |channel: i64, token: &str| {
+            Request::get(format!(
+                "/webhooks/whatsapp/{channel}?hub.mode=subscribe&hub.verify_token={token}&hub.challenge=42"
+            ))
+            .body(Body::empty())
+            .unwrap()
+        };
+        let answers = vec![
+            send(&w.state, verify(unknown, "verify-me")).await,
+            send(&w.state, verify(w.a.whatsapp, "wrong")).await,
+            send(&w.state, verify(w.a.twilio, "verify-me")).await,
+        ];
+        assert_identical(&answers, StatusCode::FORBIDDEN);
+        assert_eq!(
+            send(&w.state, verify(w.a.whatsapp, "verify-me")).await.body,
+            "42"
+        );
+
+        // Without public_url no Twilio signature can be checked: the answer says so, for
+        // every channel id alike.
+        w.state.context.public_url = None;
+        let path = |channel: i64| format!("/webhooks/twilio/{channel}/status");
+        let answers = vec![
+            send(
+                &w.state,
+                twilio_request(&path(unknown), &params, Some(w.a.twilio_token), None),
+            )
+            .await,
+            send(
+                &w.state,
+                twilio_request(&path(w.a.twilio), &params, Some(w.a.twilio_token), None),
+            )
+            .await,
+        ];
+        assert_identical(&answers, StatusCode::FORBIDDEN);
+        assert!(
+            answers[0].body.contains("public_url"),
+            "{}",
+            answers[0].body
+        );
+    }
+);
+
+fn assert_identical(answers: &[Answer], status: StatusCode) {
+    let first = &answers[0];
+    assert_eq!(first.status, status, "{}", first.body);
+    for (i, a) in answers.iter().enumerate() {
+        assert_eq!(
+            (a.status, &a.body, a.headers.get("content-type")),
+            (first.status, &first.body, first.headers.get("content-type")),
+            "answer {i} differs from answer 0"
+        );
+    }
+}

@@ -303,6 +303,7 @@ api_test!(secrets_need_a_secret_key, |app| async move {
             secret_key: None,
         },
         settings: Default::default(),
+        webhook_limiter: Default::default(),
     });
     let app = TestApp { router, ..app };
     let admin = admin(&app).await;

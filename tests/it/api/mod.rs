@@ -101,6 +101,7 @@ impl TestApp {
                 secret_key: Some(SECRET_KEY.into()),
             },
             settings: Default::default(),
+            webhook_limiter: Default::default(),
         });
         TestApp {
             db,

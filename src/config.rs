@@ -59,10 +59,14 @@ pub struct Settings {
     /// Comma-separated CIDRs allowed even when `outbound_allow_private` is off, e.g.
     /// `10.0.5.0/24,fd00::/64` for a self-hosted provider on the private network.
     pub outbound_allow_cidrs: String,
-    /// Days accepted provider webhook records are kept before the engine deletes them.
+    /// Days verified provider webhook records (`webhook_events`) are kept before the
+    /// reconciler deletes them. Unverified requests are never stored, only counted.
     pub webhook_retention_days: u64,
-    /// Provider webhook requests accepted per minute from one source address for one
-    /// channel; more answer 429 with Retry-After.
+    /// Provider webhook requests accepted per minute from one source address (IPv6: its
+    /// /64) for one channel, counted in memory per instance; more answer 429 with
+    /// Retry-After. Size it above the channel's peak callbacks per provider address: a
+    /// campaign sending N messages a second gets up to 3 N status callbacks a second (sent,
+    /// delivered, read), spread over however many addresses the provider calls from.
     pub webhook_rate_per_minute: u64,
     /// Time a client has to send a request's headers before its connection is closed.
     pub http_header_timeout_ms: u64,

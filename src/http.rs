@@ -16,6 +16,9 @@ pub struct AppState {
     pub context: crate::channels::BuildContext,
     /// The instance's settings: health and stuck judgements use its thresholds.
     pub settings: std::sync::Arc<crate::config::Settings>,
+    /// Provider webhook admission per source address and channel, shared by every clone
+    /// of the state (one per process; `Default` gives a fresh one).
+    pub webhook_limiter: std::sync::Arc<crate::webhooks::limit::WebhookLimiter>,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -189,10 +189,12 @@ impl Channel for SandboxChannel {
             if let (Some(delay), Some(receipts)) = (self.config.delivery_delay_ms, &self.receipts) {
                 let receipts = receipts.clone();
                 let provider_id = provider_id.clone();
+                let channel_id = self.channel_id;
                 tokio::spawn(async move {
                     tokio::time::sleep(Duration::from_millis(delay)).await;
                     let _ = receipts
                         .send(Receipt {
+                            channel_id,
                             provider_id,
                             status: MessageStatus::Delivered,
                             error: None,

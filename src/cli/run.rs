@@ -47,6 +47,7 @@ pub async fn serve(settings: Settings, with_http: bool) -> CliResult {
             metrics,
             context: crate::channels::BuildContext::from_settings(&settings),
             settings: std::sync::Arc::new(settings.clone()),
+            webhook_limiter: Default::default(),
         });
         let mut rx = shutdown_rx.clone();
         Some(tokio::spawn(async move {

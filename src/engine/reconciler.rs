@@ -161,6 +161,7 @@ pub async fn reconcile_once(
             "kept receipts applied once their provider ids were recorded"
         );
     }
+    expire_webhook_events(ctx, now).await?;
     for id in store.finalize_drained(now).await? {
         tracing::warn!(
             campaign_id = id,
@@ -184,6 +185,35 @@ pub async fn reconcile_once(
         }
     }
     update_gauges(ctx).await
+}
+
+/// Rows one retention statement deletes, and statements per pass: small enough that the
+/// write lock is never held long, enough to work off a backlog of 10,000 a second at the
+/// default two-second pass.
+const WEBHOOK_EXPIRY_BATCH: i64 = 1_000;
+const WEBHOOK_EXPIRY_BATCHES: usize = 20;
+const DAY_MS: i64 = 24 * 3600 * 1000;
+
+/// Deletes provider webhook records older than `webhook_retention_days`.
+pub async fn expire_webhook_events(
+    ctx: &EngineContext,
+    now: i64,
+) -> Result<u64, crate::store::StoreError> {
+    let days = i64::try_from(ctx.settings.webhook_retention_days).unwrap_or(i64::MAX);
+    let before = now.saturating_sub(days.saturating_mul(DAY_MS));
+    let deleted = ctx
+        .store
+        .delete_webhook_events_before(before, WEBHOOK_EXPIRY_BATCH, WEBHOOK_EXPIRY_BATCHES)
+        .await?;
+    if deleted > 0 {
+        metrics::counter!("herald_webhook_events_expired_total").increment(deleted);
+        tracing::debug!(
+            deleted,
+            retention_days = ctx.settings.webhook_retention_days,
+            "expired webhook records deleted"
+        );
+    }
+    Ok(deleted)
 }
 
 /// How long a WhatsApp message in doubt waits for a status webhook carrying its id

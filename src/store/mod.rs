@@ -709,6 +709,35 @@ impl Store {
         .await?)
     }
 
+    /// Deletes webhook records received before `before`, oldest first, `batch` rows per
+    /// statement and at most `max_batches` statements: each statement is its own short
+    /// transaction, so a large backlog never holds the write lock for long. Returns how
+    /// many were deleted.
+    pub async fn delete_webhook_events_before(
+        &self,
+        before: i64,
+        batch: i64,
+        max_batches: usize,
+    ) -> Result<u64, StoreError> {
+        let mut deleted = 0;
+        for _ in 0..max_batches {
+            let n = sqlx::query(
+                "DELETE FROM webhook_events WHERE id IN \
+                 (SELECT id FROM webhook_events WHERE received_at < $1 ORDER BY received_at, id LIMIT $2)",
+            )
+            .bind(before)
+            .bind(batch)
+            .execute(&self.write)
+            .await?
+            .rows_affected();
+            deleted += n;
+            if n < u64::try_from(batch).unwrap_or(0) {
+                break;
+            }
+        }
+        Ok(deleted)
+    }
+
     /// Synthetic contacts `+12000000001…` for `herald bench`, added to the list in bulk.
     pub async fn seed_contacts(&self, org_id: i64, list_id: i64, n: i64) -> Result<(), StoreError> {
         let now = crate::clock::now_ms();
@@ -1738,25 +1767,32 @@ impl Store {
             report.applied += 1;
         }
         report.stale = outcomes.len() - report.applied;
-        // Receipts that arrived before their provider id was recorded apply now.
-        let provider_ids: Vec<&str> = outcomes
+        // Receipts that arrived before their provider id was recorded apply now: those kept
+        // for the channel of the message that recorded the id, no other.
+        let recorded: Vec<serde_json::Value> = outcomes
             .iter()
             .filter(|o| applied_ids.contains(&o.message_id))
             .filter_map(|o| match &o.kind {
-                OutcomeKind::Sent { provider_id } => Some(provider_id.as_str()),
+                OutcomeKind::Sent { provider_id } => Some(serde_json::json!({
+                    "campaign_id": o.campaign_id,
+                    "provider_id": clean(provider_id),
+                })),
                 _ => None,
             })
             .collect();
-        if !provider_ids.is_empty() {
-            let param = serde_json::Value::from(provider_ids).to_string();
+        if !recorded.is_empty() {
+            let recs = self
+                .dialect
+                .json_records("$1", &[("campaign_id", "int"), ("provider_id", "text")]);
             let sql = format!(
-                "SELECT id, provider_id, status, error FROM pending_receipts WHERE provider_id IN (SELECT value FROM {}) ORDER BY id",
-                match self.dialect {
-                    Dialect::Sqlite => "json_each($1)",
-                    Dialect::Postgres => "jsonb_array_elements_text(CAST($1 AS jsonb))",
-                }
+                "SELECT DISTINCT pr.id, pr.channel_id, pr.provider_id, pr.status, pr.error FROM {recs} \
+                 JOIN campaigns c ON c.id = x.campaign_id \
+                 JOIN pending_receipts pr ON pr.channel_id = c.channel_id AND pr.provider_id = x.provider_id \
+                 ORDER BY pr.id"
             );
-            self.apply_pending_receipts(&mut tx, sql, Some(param), now, &mut deltas)
+            let query =
+                sqlx::query(AssertSqlSafe(sql)).bind(serde_json::Value::from(recorded).to_string());
+            self.apply_pending_receipts(&mut tx, query, now, &mut deltas)
                 .await?;
         }
         for (campaign, delta) in &deltas {
@@ -1780,21 +1816,16 @@ impl Store {
         Ok(report)
     }
 
-    /// Applies kept receipts selected by `select_sql` (columns id, provider_id, status,
-    /// error; optional `$1`) and deletes them.
+    /// Applies the kept receipts `select` returns (columns id, channel_id, provider_id,
+    /// status, error) and deletes them. Each applies within the channel it was kept for.
     async fn apply_pending_receipts(
         &self,
         tx: &mut Tx,
-        select_sql: String,
-        param: Option<String>,
+        select: sqlx::query::Query<'_, Any, sqlx::any::AnyArguments>,
         now: i64,
         deltas: &mut BTreeMap<i64, Counts>,
     ) -> Result<usize, StoreError> {
-        let mut query = sqlx::query(AssertSqlSafe(select_sql));
-        if let Some(p) = param {
-            query = query.bind(p);
-        }
-        let rows = query.fetch_all(&mut **tx).await?;
+        let rows = select.fetch_all(&mut **tx).await?;
         if rows.is_empty() {
             return Ok(0);
         }
@@ -1802,7 +1833,12 @@ impl Store {
         let mut ids = Vec::new();
         for r in &rows {
             ids.push(r.try_get::<i64, _>("id")?);
+            // Kept before receipts carried their channel: no channel may claim it.
+            let Some(channel_id) = r.try_get::<Option<i64>, _>("channel_id")? else {
+                continue;
+            };
             receipts.push(Receipt {
+                channel_id,
                 provider_id: r.try_get("provider_id")?,
                 status: status_of(r, "status")?,
                 error: r.try_get("error")?,
@@ -1837,10 +1873,11 @@ impl Store {
         let n = self
             .apply_pending_receipts(
                 &mut tx,
-                "SELECT pr.id, pr.provider_id, pr.status, pr.error FROM pending_receipts pr \
-                 WHERE EXISTS (SELECT 1 FROM messages m WHERE m.provider_id = pr.provider_id) ORDER BY pr.id LIMIT 1000"
-                    .to_string(),
-                None,
+                sqlx::query(
+                    "SELECT pr.id, pr.channel_id, pr.provider_id, pr.status, pr.error FROM pending_receipts pr \
+                     WHERE EXISTS (SELECT 1 FROM messages m JOIN campaigns c ON c.id = m.campaign_id \
+                     WHERE m.provider_id = pr.provider_id AND c.channel_id = pr.channel_id) ORDER BY pr.id LIMIT 1000",
+                ),
                 now,
                 &mut deltas,
             )
@@ -1855,7 +1892,9 @@ impl Store {
 
     /// Applies provider receipts (delivered, read, undelivered, failed). A receipt moves a
     /// message only to a strictly higher rank (DESIGN.md invariant 7); one whose provider id
-    /// is not recorded yet is kept in `pending_receipts` and applied when it is.
+    /// is not recorded yet is kept in `pending_receipts` and applied when it is. A receipt
+    /// only ever finds a message of its own channel (`Receipt::channel_id`): another
+    /// organisation's channel cannot name this one's provider ids.
     pub async fn apply_receipts(
         &self,
         receipts: &[Receipt],
@@ -1889,35 +1928,43 @@ impl Store {
         let param = serde_json::Value::from(
             receipts
                 .iter()
-                .map(|r| r.provider_id.clone())
+                .map(|r| serde_json::json!({"channel_id": r.channel_id, "provider_id": r.provider_id}))
                 .collect::<Vec<_>>(),
         )
         .to_string();
+        // The channel is part of the lookup, in the SQL: a provider id another channel's
+        // message carries is not this receipt's message.
+        let recs = self
+            .dialect
+            .json_records("$1", &[("channel_id", "int"), ("provider_id", "text")]);
         let sql = format!(
-            "SELECT id, campaign_id, provider_id FROM messages WHERE provider_id IN (SELECT value FROM {})",
-            match self.dialect {
-                Dialect::Sqlite => "json_each($1)",
-                Dialect::Postgres => "jsonb_array_elements_text(CAST($1 AS jsonb))",
-            }
+            "SELECT DISTINCT m.id, m.campaign_id, m.provider_id, c.channel_id FROM {recs} \
+             JOIN messages m ON m.provider_id = x.provider_id \
+             JOIN campaigns c ON c.id = m.campaign_id AND c.channel_id = x.channel_id"
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
             .bind(&param)
             .fetch_all(&mut **tx)
             .await?;
-        let mut by_provider: HashMap<String, (i64, i64)> = HashMap::new();
+        let mut by_provider: HashMap<(i64, String), (i64, i64)> = HashMap::new();
         let mut campaigns = BTreeSet::new();
         for r in &rows {
             let campaign: i64 = r.try_get("campaign_id")?;
             campaigns.insert(campaign);
-            by_provider.insert(r.try_get("provider_id")?, (r.try_get("id")?, campaign));
+            by_provider.insert(
+                (r.try_get("channel_id")?, r.try_get("provider_id")?),
+                (r.try_get("id")?, campaign),
+            );
         }
         self.lock_campaigns(tx, &campaigns).await?;
         for receipt in receipts {
-            let Some((message_id, campaign_id)) = by_provider.get(&receipt.provider_id) else {
+            let key = (receipt.channel_id, receipt.provider_id.clone());
+            let Some((message_id, campaign_id)) = by_provider.get(&key) else {
                 if keep_unknown {
                     sqlx::query(
-                        "INSERT INTO pending_receipts (provider_id, status, error, received_at) VALUES ($1, $2, $3, $4)",
+                        "INSERT INTO pending_receipts (channel_id, provider_id, status, error, received_at) VALUES ($1, $2, $3, $4, $5)",
                     )
+                    .bind(receipt.channel_id)
                     .bind(clean(&receipt.provider_id))
                     .bind(receipt.status.as_str())
                     .bind(receipt.error.as_deref().map(clean))
@@ -2115,8 +2162,8 @@ impl Store {
         now: i64,
     ) -> Result<bool, StoreError> {
         let r = sqlx::query(
-            "INSERT INTO pending_receipts (provider_id, status, error, received_at, message_id) \
-             SELECT $1, 'sent', NULL, $2, m.id FROM messages m JOIN campaigns c ON c.id = m.campaign_id \
+            "INSERT INTO pending_receipts (provider_id, status, error, received_at, message_id, channel_id) \
+             SELECT $1, 'sent', NULL, $2, m.id, c.channel_id FROM messages m JOIN campaigns c ON c.id = m.campaign_id \
              WHERE m.id = $3 AND m.status = 'in_flight' AND c.channel_id = $4",
         )
         .bind(clean(provider_id))
@@ -2172,7 +2219,8 @@ impl Store {
         let campaign: Option<i64> = sqlx::query_scalar(
             "SELECT m.campaign_id FROM messages m JOIN campaigns c ON c.id = m.campaign_id \
              WHERE m.id = $1 AND m.status = 'in_doubt' AND c.channel_id = $2 \
-             AND NOT EXISTS (SELECT 1 FROM messages o WHERE o.provider_id = $3 AND o.id <> m.id)",
+             AND NOT EXISTS (SELECT 1 FROM messages o JOIN campaigns oc ON oc.id = o.campaign_id \
+             WHERE o.provider_id = $3 AND o.id <> m.id AND oc.channel_id = $2)",
         )
         .bind(message_id)
         .bind(channel_id)
@@ -2201,17 +2249,14 @@ impl Store {
         let mut delta = Counts::default();
         delta.moved(MessageStatus::InDoubt, MessageStatus::Sent);
         let mut deltas = BTreeMap::from([(campaign, delta)]);
-        let pending =
-            "SELECT id, provider_id, status, error FROM pending_receipts WHERE provider_id = $1 ORDER BY id"
-                .to_string();
-        self.apply_pending_receipts(
-            &mut tx,
-            pending,
-            Some(provider_id.to_string()),
-            now,
-            &mut deltas,
+        let pending = sqlx::query(
+            "SELECT id, channel_id, provider_id, status, error FROM pending_receipts \
+             WHERE channel_id = $1 AND provider_id = $2 ORDER BY id",
         )
-        .await?;
+        .bind(channel_id)
+        .bind(provider_id);
+        self.apply_pending_receipts(&mut tx, pending, now, &mut deltas)
+            .await?;
         for (c, d) in &deltas {
             self.apply_counts(&mut tx, *c, d, 0, Some(now)).await?;
         }

@@ -46,6 +46,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "accounts",
         include_str!("../../migrations/postgres/0007_accounts.sql"),
     ),
+    (
+        8,
+        "webhook_scope",
+        include_str!("../../migrations/postgres/0008_webhook_scope.sql"),
+    ),
 ];
 
 pub(super) async fn connect(url: &str) -> Result<(AnyPool, AnyPool), StoreError> {

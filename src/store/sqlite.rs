@@ -47,6 +47,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "accounts",
         include_str!("../../migrations/sqlite/0007_accounts.sql"),
     ),
+    (
+        8,
+        "webhook_scope",
+        include_str!("../../migrations/sqlite/0008_webhook_scope.sql"),
+    ),
 ];
 
 /// Accepts `sqlite://path`, `sqlite:path` and `sqlite::memory:`; creates the file if needed.

@@ -285,8 +285,13 @@ pub struct RecordReport {
     pub completed: Vec<i64>,
 }
 
+/// A provider's status for one of its message ids. Provider ids are unique per provider
+/// account only, and a webhook speaks only for the channel it arrived on: a receipt applies
+/// to that channel's messages and never to another's.
 #[derive(Debug, Clone)]
 pub struct Receipt {
+    /// The channel whose provider reported it (a webhook's path, the sandbox's own id).
+    pub channel_id: i64,
     pub provider_id: String,
     pub status: MessageStatus,
     pub error: Option<String>,

@@ -1,24 +1,33 @@
 //! Provider webhooks served by `herald serve`: Twilio status callbacks and inbound
 //! messages, WhatsApp verification and events.
 //!
-//! Every request is kept as it arrived (`webhook_events`). A missing or bad signature
-//! gets 403 and changes nothing; a malformed body gets 400 and changes nothing. Receipts go
-//! through `Store::apply_receipts`, which only ever moves a message forwards and keeps a
-//! receipt whose provider id is not recorded yet. Inbound STOP-family keywords suppress the
-//! sender across the organisation's channels; START-family lifts it.
+//! A webhook speaks only for the channel its path names: its receipts carry that channel
+//! (`Receipt::channel_id`), so they find only that channel's messages, and its opt-outs act
+//! on that channel's organisation. Every request is first admitted per source address and
+//! channel (`limit`, 429 beyond `webhook_rate_per_minute`). A missing or bad signature, an
+//! unknown channel and a channel of the other provider all get the same 403, so channel ids
+//! cannot be probed; they change nothing, are counted in `herald_webhooks_rejected_total`
+//! and are not stored. A verified request is kept as it arrived (`webhook_events`, deleted
+//! by the engine after `webhook_retention_days`). A verified but malformed body gets 400 and
+//! changes nothing. Receipts go through `Store::apply_receipts`, which only ever moves a
+//! message forwards and keeps a receipt whose provider id is not recorded yet. Inbound
+//! STOP-family keywords suppress the sender across the organisation's channels;
+//! START-family lifts it.
 
 use crate::channels::classify::{twilio_status, whatsapp_status};
 use crate::http::{AppState, problem};
 use crate::optout::{Keyword, keyword};
 use crate::store::{ChannelInfo, Receipt};
 use crate::webhooks::signature::{verify_meta, verify_twilio};
+use axum::Extension;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{OriginalUri, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{ConnectInfo, OriginalUri, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use std::collections::HashMap;
+use std::net::SocketAddr;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -55,6 +64,58 @@ fn forbidden(detail: &str) -> Response {
     )
 }
 
+/// The one answer for an unknown channel, a channel of the other provider, unreadable
+/// secrets and a bad or missing signature: telling them apart would let anyone probe which
+/// channel ids exist.
+const TWILIO_UNVERIFIED: &str = "X-Twilio-Signature is missing or does not match: sign with the auth token of the Twilio channel this path names (there may be no such channel)";
+const WHATSAPP_UNVERIFIED: &str = "X-Hub-Signature-256 is missing or does not match: sign with the app secret of the WhatsApp channel this path names (there may be no such channel)";
+const WHATSAPP_UNVERIFIED_TOKEN: &str = "hub.mode must be subscribe and hub.verify_token must match the verify token of the WhatsApp channel this path names (there may be no such channel)";
+
+/// Counts a refused webhook. Labels are fixed words: never a tenant's name, and never the
+/// path's channel id, which anyone can vary to grow the metric.
+fn rejected(channel_kind: &'static str, reason: &'static str) {
+    metrics::counter!("herald_webhooks_rejected_total", "channel_kind" => channel_kind, "reason" => reason)
+        .increment(1);
+}
+
+/// The connecting address, as `herald serve` records it (`ConnectInfo`); absent for
+/// in-process callers, which then share one allowance per channel.
+type Peer = Option<Extension<ConnectInfo<SocketAddr>>>;
+
+/// Counts one request for `channel_id` from `peer`; over the rate, the 429 answer (with
+/// `Retry-After`) to give instead of serving it.
+fn over_rate(
+    state: &AppState,
+    peer: &Peer,
+    channel_id: i64,
+    channel_kind: &'static str,
+) -> Option<Response> {
+    let ip = peer.as_ref().map(|Extension(ConnectInfo(addr))| addr.ip());
+    let per_minute = state.settings.webhook_rate_per_minute;
+    match state
+        .webhook_limiter
+        .admit(ip, channel_id, per_minute, crate::clock::now_ms())
+    {
+        Ok(()) => None,
+        Err(retry_after) => {
+            rejected(channel_kind, "rate_limited");
+            let mut response = problem(
+                StatusCode::TOO_MANY_REQUESTS,
+                "webhook-rate-limited",
+                "Too many webhook requests",
+                &format!(
+                    "more than {per_minute} requests a minute from this address for this channel \
+                     (webhook_rate_per_minute); retry after {retry_after} s"
+                ),
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            Some(response)
+        }
+    }
+}
+
 fn malformed(detail: &str) -> Response {
     problem(
         StatusCode::BAD_REQUEST,
@@ -64,30 +125,28 @@ fn malformed(detail: &str) -> Response {
     )
 }
 
-/// The channel, if it exists and is of the expected kind, with its opened secrets.
+/// The channel, if it exists and is of the expected kind, with its opened secrets; `None`
+/// when there is none to verify against (the caller answers as for a bad signature).
 async fn channel_with_secrets(
     state: &AppState,
     channel_id: i64,
     kind: &str,
-) -> Result<(ChannelInfo, serde_json::Value), Response> {
-    let not_found = || {
-        problem(
-            StatusCode::NOT_FOUND,
-            "unknown-channel",
-            "No such channel",
-            &format!("no {kind} channel has id {channel_id}"),
-        )
-    };
+) -> Result<Option<(ChannelInfo, serde_json::Value)>, Response> {
     let info = match state.store.channel(channel_id).await {
         Ok(info) if info.kind == kind => info,
-        Ok(_) | Err(crate::store::StoreError::NotFound(_)) => return Err(not_found()),
+        Ok(_) | Err(crate::store::StoreError::NotFound(_)) => {
+            tracing::debug!(channel_id, kind, "webhook for no such channel");
+            return Ok(None);
+        }
         Err(e) => return Err(internal(e)),
     };
-    let secrets = state.context.open_secrets(&info).map_err(|e| {
-        tracing::error!(channel_id, error = %e, "channel secrets cannot be opened; webhooks for it are refused");
-        forbidden("the channel's secrets cannot be opened on this server")
-    })?;
-    Ok((info, secrets))
+    match state.context.open_secrets(&info) {
+        Ok(secrets) => Ok(Some((info, secrets))),
+        Err(e) => {
+            tracing::error!(channel_id, error = %e, "channel secrets cannot be opened; webhooks for it are refused");
+            Ok(None)
+        }
+    }
 }
 
 fn secret<'a>(secrets: &'a serde_json::Value, name: &str) -> Option<&'a str> {
@@ -97,24 +156,13 @@ fn secret<'a>(secrets: &'a serde_json::Value, name: &str) -> Option<&'a str> {
         .filter(|s| !s.is_empty())
 }
 
-async fn keep(
-    state: &AppState,
-    channel_id: i64,
-    kind: &str,
-    verified: bool,
-    outcome: &str,
-    body: &[u8],
-) {
-    // An unverified request is anyone's: keep that it came, not what it carried, so
-    // forged traffic cannot fill the disk.
-    let text = if verified {
-        String::from_utf8_lossy(body).into_owned()
-    } else {
-        format!("<{} bytes, not kept: unverified>", body.len())
-    };
+/// Keeps a verified request as it arrived. Unverified ones are anyone's and are only
+/// counted (`rejected`): a row each would let forged traffic fill the disk.
+async fn keep(state: &AppState, channel_id: i64, kind: &str, outcome: &str, body: &[u8]) {
+    let text = String::from_utf8_lossy(body);
     if let Err(e) = state
         .store
-        .record_webhook_event(channel_id, kind, verified, outcome, &text)
+        .record_webhook_event(channel_id, kind, true, outcome, &text)
         .await
     {
         tracing::warn!(channel_id, error = %e, "could not keep a raw webhook event");
@@ -128,19 +176,11 @@ async fn twilio_verified_form(
     uri: &axum::http::Uri,
     headers: &HeaderMap,
     body: &Bytes,
-    kind: &str,
 ) -> Result<(ChannelInfo, Vec<(String, String)>), Response> {
-    let (info, secrets) = channel_with_secrets(state, channel_id, "twilio").await?;
+    // Everything that does not depend on the channel is checked before it is looked up, so
+    // these answers are the same for every channel id.
     let Some(public) = state.context.public_url.as_deref() else {
-        keep(
-            state,
-            channel_id,
-            kind,
-            false,
-            "rejected: public_url not configured",
-            body,
-        )
-        .await;
+        rejected("twilio", "public_url_unset");
         return Err(forbidden(
             "Twilio signs the public URL it called; set public_url (HERALD_PUBLIC_URL) so Herald can check it",
         ));
@@ -148,17 +188,13 @@ async fn twilio_verified_form(
     let params: Vec<(String, String)> = match serde_urlencoded::from_bytes(body) {
         Ok(p) => p,
         Err(e) => {
-            keep(
-                state,
-                channel_id,
-                kind,
-                false,
-                "rejected: not a form body",
-                body,
-            )
-            .await;
+            rejected("twilio", "malformed");
             return Err(malformed(&format!("the body is not form-encoded: {e}")));
         }
+    };
+    let Some((info, secrets)) = channel_with_secrets(state, channel_id, "twilio").await? else {
+        rejected("twilio", "bad_signature");
+        return Err(forbidden(TWILIO_UNVERIFIED));
     };
     let url = format!(
         "{}{}",
@@ -171,16 +207,8 @@ async fn twilio_verified_form(
         .unwrap_or("");
     let token = secret(&secrets, "auth_token").unwrap_or("");
     if signature.is_empty() || token.is_empty() || !verify_twilio(token, &url, &params, signature) {
-        keep(
-            state,
-            channel_id,
-            kind,
-            false,
-            "rejected: bad or missing X-Twilio-Signature",
-            body,
-        )
-        .await;
-        return Err(forbidden("X-Twilio-Signature is missing or does not match"));
+        rejected("twilio", "bad_signature");
+        return Err(forbidden(TWILIO_UNVERIFIED));
     }
     Ok((info, params))
 }
@@ -196,16 +224,20 @@ fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
 async fn twilio_status_callback(
     State(state): State<AppState>,
     Path(channel_id): Path<i64>,
+    peer: Peer,
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let kind = "twilio-status";
-    let (info, params) =
-        match twilio_verified_form(&state, channel_id, &uri, &headers, &body, kind).await {
-            Ok(v) => v,
-            Err(r) => return r,
-        };
+    if let Some(r) = over_rate(&state, &peer, channel_id, "twilio") {
+        return r;
+    }
+    let (info, params) = match twilio_verified_form(&state, channel_id, &uri, &headers, &body).await
+    {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
     let (Some(sid), Some(status)) = (
         param(&params, "MessageSid").or(param(&params, "SmsSid")),
         param(&params, "MessageStatus").or(param(&params, "SmsStatus")),
@@ -214,7 +246,6 @@ async fn twilio_status_callback(
             &state,
             channel_id,
             kind,
-            true,
             "rejected: no MessageSid or MessageStatus",
             &body,
         )
@@ -226,7 +257,6 @@ async fn twilio_status_callback(
             &state,
             channel_id,
             kind,
-            true,
             &format!("ignored: status {status}"),
             &body,
         )
@@ -253,6 +283,7 @@ async fn twilio_status_callback(
         }
     }
     let receipt = Receipt {
+        channel_id: info.id,
         provider_id: sid.to_string(),
         status: mapped,
         error: param(&params, "ErrorCode").map(|c| format!("twilio {c}")),
@@ -281,7 +312,7 @@ async fn apply(
                 "ignored: not newer than the message's status"
             };
             tracing::debug!(channel_id, provider_id = %receipt.provider_id, status = %receipt.status, outcome, "receipt");
-            keep(state, channel_id, kind, true, outcome, body).await;
+            keep(state, channel_id, kind, outcome, body).await;
             StatusCode::OK.into_response()
         }
         Err(e) => internal(e),
@@ -330,18 +361,22 @@ async fn opt_out(
 async fn twilio_inbound(
     State(state): State<AppState>,
     Path(channel_id): Path<i64>,
+    peer: Peer,
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let kind = "twilio-inbound";
-    let (info, params) =
-        match twilio_verified_form(&state, channel_id, &uri, &headers, &body, kind).await {
-            Ok(v) => v,
-            Err(r) => return r,
-        };
+    if let Some(r) = over_rate(&state, &peer, channel_id, "twilio") {
+        return r;
+    }
+    let (info, params) = match twilio_verified_form(&state, channel_id, &uri, &headers, &body).await
+    {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
     let Some(from) = param(&params, "From") else {
-        keep(&state, channel_id, kind, true, "rejected: no From", &body).await;
+        keep(&state, channel_id, kind, "rejected: no From", &body).await;
         return malformed("an inbound message needs From");
     };
     let text = param(&params, "Body").unwrap_or("");
@@ -349,7 +384,7 @@ async fn twilio_inbound(
         Ok(o) => o,
         Err(r) => return r,
     };
-    keep(&state, channel_id, kind, true, outcome, &body).await;
+    keep(&state, channel_id, kind, outcome, &body).await;
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/xml")],
@@ -362,10 +397,15 @@ async fn twilio_inbound(
 async fn whatsapp_verify(
     State(state): State<AppState>,
     Path(channel_id): Path<i64>,
+    peer: Peer,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    let (_, secrets) = match channel_with_secrets(&state, channel_id, "whatsapp").await {
-        Ok(v) => v,
+    if let Some(r) = over_rate(&state, &peer, channel_id, "whatsapp") {
+        return r;
+    }
+    let secrets = match channel_with_secrets(&state, channel_id, "whatsapp").await {
+        Ok(Some((_, secrets))) => secrets,
+        Ok(None) => serde_json::Value::Null,
         Err(r) => return r,
     };
     let expected = secret(&secrets, "verify_token");
@@ -383,21 +423,30 @@ async fn whatsapp_verify(
                 .unwrap_or_default()
                 .into_response()
         }
-        _ => forbidden(
-            "hub.mode must be subscribe and hub.verify_token must match the channel's verify token",
-        ),
+        _ => {
+            rejected("whatsapp", "bad_verify_token");
+            forbidden(WHATSAPP_UNVERIFIED_TOKEN)
+        }
     }
 }
 
 async fn whatsapp_event(
     State(state): State<AppState>,
     Path(channel_id): Path<i64>,
+    peer: Peer,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let kind = "whatsapp";
+    if let Some(r) = over_rate(&state, &peer, channel_id, "whatsapp") {
+        return r;
+    }
     let (info, secrets) = match channel_with_secrets(&state, channel_id, "whatsapp").await {
-        Ok(v) => v,
+        Ok(Some(v)) => v,
+        Ok(None) => {
+            rejected("whatsapp", "bad_signature");
+            return forbidden(WHATSAPP_UNVERIFIED);
+        }
         Err(r) => return r,
     };
     let signature = headers
@@ -406,34 +455,18 @@ async fn whatsapp_event(
         .unwrap_or("");
     let app_secret = secret(&secrets, "app_secret").unwrap_or("");
     if signature.is_empty() || app_secret.is_empty() || !verify_meta(app_secret, &body, signature) {
-        keep(
-            &state,
-            channel_id,
-            kind,
-            false,
-            "rejected: bad or missing X-Hub-Signature-256",
-            &body,
-        )
-        .await;
-        return forbidden("X-Hub-Signature-256 is missing or does not match");
+        rejected("whatsapp", "bad_signature");
+        return forbidden(WHATSAPP_UNVERIFIED);
     }
     let event: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => {
-            keep(&state, channel_id, kind, true, "rejected: not JSON", &body).await;
+            keep(&state, channel_id, kind, "rejected: not JSON", &body).await;
             return malformed(&format!("the body is not JSON: {e}"));
         }
     };
     let Some(entries) = event.get("entry").and_then(|e| e.as_array()) else {
-        keep(
-            &state,
-            channel_id,
-            kind,
-            true,
-            "rejected: no entry array",
-            &body,
-        )
-        .await;
+        keep(&state, channel_id, kind, "rejected: no entry array", &body).await;
         return malformed("a WhatsApp event needs an `entry` array");
     };
     // Collected first, so no borrow of the parsed event lives across an await.
@@ -489,6 +522,7 @@ async fn whatsapp_event(
                     )
                 });
                 receipts.push(Receipt {
+                    channel_id: info.id,
                     provider_id: id.to_string(),
                     status: mapped,
                     error,
@@ -573,6 +607,6 @@ async fn whatsapp_event(
     } else {
         outcomes.join("; ")
     };
-    keep(&state, channel_id, kind, true, &outcome, &body).await;
+    keep(&state, channel_id, kind, &outcome, &body).await;
     StatusCode::OK.into_response()
 }

@@ -3,5 +3,6 @@
 //! events Herald sends out. `signature` is pure (no I/O, no clock); `inbound` serves the providers' callbacks.
 
 pub mod inbound;
+pub mod limit;
 pub mod signature;
 pub mod unsubscribe;

@@ -112,6 +112,7 @@ impl App {
                 outbound: Default::default(),
             },
             settings: Default::default(),
+            webhook_limiter: Default::default(),
         });
         App {
             router,

@@ -7,4 +7,5 @@ mod api;
 mod engine;
 mod simulation;
 mod store_conformance;
+mod webhook_security;
 mod webhooks;

@@ -1470,6 +1470,7 @@ impl<'a> Sim<'a> {
             let error =
                 matches!(status, Undelivered | Failed).then(|| "carrier said no".to_string());
             batch.push(Receipt {
+                channel_id: self.camp.channel_id,
                 provider_id,
                 status,
                 error,

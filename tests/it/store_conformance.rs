@@ -97,8 +97,9 @@ fn unknown(error: &str) -> OutcomeKind {
     }
 }
 
-fn receipt(provider_id: &str, status: MessageStatus) -> Receipt {
+fn receipt(channel_id: i64, provider_id: &str, status: MessageStatus) -> Receipt {
     Receipt {
+        channel_id,
         provider_id: provider_id.to_string(),
         status,
         error: None,
@@ -895,6 +896,7 @@ both_stores!(concurrent_workers_keep_counters_exact, |db| async move {
     let store = &db.store;
     let n = 500;
     let id = started(store, n, now_ms()).await;
+    let ch = store.campaign(id).await.unwrap().channel_id;
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut tasks = Vec::new();
     for w in 0..4 {
@@ -945,7 +947,7 @@ both_stores!(concurrent_workers_keep_counters_exact, |db| async move {
                 let receipts: Vec<Receipt> = sent_rows
                     .iter()
                     .filter_map(|m| m.provider_id.as_deref())
-                    .map(|p| receipt(p, Delivered))
+                    .map(|p| receipt(ch, p, Delivered))
                     .collect();
                 if !receipts.is_empty() {
                     retrying("apply_receipts", || {
@@ -1680,6 +1682,7 @@ both_stores!(receipts_never_move_a_message_backwards, |db| async move {
     let store = &db.store;
     let t = now_ms();
     let id = started(store, 4, t).await;
+    let ch = store.campaign(id).await.unwrap().channel_id;
     let m = claim_all(store, id, "A", t).await;
     store
         .record_outcomes(
@@ -1701,7 +1704,7 @@ both_stores!(receipts_never_move_a_message_backwards, |db| async move {
 
     assert_eq!(
         store
-            .apply_receipts(&[receipt("p-1", Delivered)], t + 2)
+            .apply_receipts(&[receipt(ch, "p-1", Delivered)], t + 2)
             .await
             .unwrap(),
         rep(1, 0, 0)
@@ -1710,7 +1713,7 @@ both_stores!(receipts_never_move_a_message_backwards, |db| async move {
     expect_counts(&c.counts, &[(Sent, 2), (Delivered, 1), (InFlight, 1)]);
     assert_eq!(
         store
-            .apply_receipts(&[receipt("p-1", Read)], t + 3)
+            .apply_receipts(&[receipt(ch, "p-1", Read)], t + 3)
             .await
             .unwrap(),
         rep(1, 0, 0)
@@ -1718,7 +1721,10 @@ both_stores!(receipts_never_move_a_message_backwards, |db| async move {
     // Duplicated and late receipts are harmless.
     assert_eq!(
         store
-            .apply_receipts(&[receipt("p-1", Delivered), receipt("p-1", Read)], t + 4)
+            .apply_receipts(
+                &[receipt(ch, "p-1", Delivered), receipt(ch, "p-1", Read)],
+                t + 4
+            )
             .await
             .unwrap(),
         rep(0, 2, 0)
@@ -1727,7 +1733,10 @@ both_stores!(receipts_never_move_a_message_backwards, |db| async move {
     // Out of order in one batch: read, then delivered.
     assert_eq!(
         store
-            .apply_receipts(&[receipt("p-2", Read), receipt("p-2", Delivered)], t + 4)
+            .apply_receipts(
+                &[receipt(ch, "p-2", Read), receipt(ch, "p-2", Delivered)],
+                t + 4
+            )
             .await
             .unwrap(),
         rep(1, 1, 0)
@@ -1735,6 +1744,7 @@ both_stores!(receipts_never_move_a_message_backwards, |db| async move {
     assert_eq!(message(store, id, m[1].id).await.status, Read);
     // Undelivered with the provider's error; a same-rank receipt does not flip it.
     let undelivered = Receipt {
+        channel_id: ch,
         provider_id: "p-3".to_string(),
         status: Undelivered,
         error: Some("carrier rejected".to_string()),
@@ -1745,7 +1755,7 @@ both_stores!(receipts_never_move_a_message_backwards, |db| async move {
     );
     assert_eq!(
         store
-            .apply_receipts(&[receipt("p-3", Delivered)], t + 5)
+            .apply_receipts(&[receipt(ch, "p-3", Delivered)], t + 5)
             .await
             .unwrap(),
         rep(0, 1, 0)
@@ -1756,7 +1766,7 @@ both_stores!(receipts_never_move_a_message_backwards, |db| async move {
     // A status that is not a receipt moves nothing.
     assert_eq!(
         store
-            .apply_receipts(&[receipt("p-1", Queued)], t + 5)
+            .apply_receipts(&[receipt(ch, "p-1", Queued)], t + 5)
             .await
             .unwrap(),
         rep(0, 1, 0)
@@ -1767,7 +1777,7 @@ both_stores!(receipts_never_move_a_message_backwards, |db| async move {
     // A receipt ahead of its outcome is kept, then applied when the outcome records it.
     assert_eq!(
         store
-            .apply_receipts(&[receipt("p-4", Delivered)], t + 6)
+            .apply_receipts(&[receipt(ch, "p-4", Delivered)], t + 6)
             .await
             .unwrap(),
         rep(0, 0, 1)
@@ -1790,7 +1800,7 @@ both_stores!(receipts_never_move_a_message_backwards, |db| async move {
     // Receipts after completion still count, and leave the campaign completed.
     assert_eq!(
         store
-            .apply_receipts(&[receipt("p-4", Read)], t + 8)
+            .apply_receipts(&[receipt(ch, "p-4", Read)], t + 8)
             .await
             .unwrap(),
         rep(1, 0, 0)
@@ -1807,14 +1817,18 @@ both_stores!(several_kept_receipts_apply_in_order, |db| async move {
     let store = &db.store;
     let t = now_ms();
     let id = started(store, 2, t).await;
+    let ch = store.campaign(id).await.unwrap().channel_id;
     let m = claim_all(store, id, "A", t).await;
     let kept = store
-        .apply_receipts(&[receipt("q-1", Read), receipt("q-1", Delivered)], t + 1)
+        .apply_receipts(
+            &[receipt(ch, "q-1", Read), receipt(ch, "q-1", Delivered)],
+            t + 1,
+        )
         .await
         .unwrap();
     assert_eq!(kept.kept, 2);
     store
-        .apply_receipts(&[receipt("q-2", Delivered)], t + 1)
+        .apply_receipts(&[receipt(ch, "q-2", Delivered)], t + 1)
         .await
         .unwrap();
     store
@@ -1840,6 +1854,7 @@ both_stores!(receipt_racing_its_outcome_is_not_lost, |db| async move {
     let t = now_ms();
     let n = 40;
     let id = started(store, n, t).await;
+    let ch = store.campaign(id).await.unwrap().channel_id;
     let m = claim_all(store, id, "A", t).await;
 
     if db.backend == Backend::Postgres {
@@ -1854,7 +1869,7 @@ both_stores!(receipt_racing_its_outcome_is_not_lost, |db| async move {
             .unwrap();
         let s = store.clone();
         let receipt_task = tokio::spawn(async move {
-            s.apply_receipts(&[receipt("race-0", Delivered)], t + 1)
+            s.apply_receipts(&[receipt(ch, "race-0", Delivered)], t + 1)
                 .await
         });
         let mut waited = 0;
@@ -1897,7 +1912,7 @@ both_stores!(receipt_racing_its_outcome_is_not_lost, |db| async move {
     for msg in m.iter().skip(first) {
         let pid = format!("race-{}", msg.id);
         let s = store.clone();
-        let r = receipt(&pid, Delivered);
+        let r = receipt(ch, &pid, Delivered);
         tasks.push(tokio::spawn(async move {
             s.apply_receipts(&[r], t + 3).await.unwrap();
         }));
@@ -2277,7 +2292,10 @@ mod random_sequences {
                     let mid = ids[message.index(ids.len())];
                     let status = [Delivered, Read, Undelivered, Failed][status as usize];
                     store
-                        .apply_receipts(&[receipt(&format!("pv-{id}-{mid}"), status)], now)
+                        .apply_receipts(
+                            &[receipt(f.channel, &format!("pv-{id}-{mid}"), status)],
+                            now,
+                        )
                         .await
                         .unwrap();
                 }

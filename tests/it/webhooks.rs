@@ -66,6 +66,7 @@ async fn fixture(db: &TestDb) -> Fixture {
                 outbound: Default::default(),
             },
             settings: Default::default(),
+            webhook_limiter: Default::default(),
         },
         twilio,
         whatsapp,
@@ -242,7 +243,7 @@ both_stores!(
         );
         let c = assert_counters_match(store, id).await;
         assert_eq!(c.status, CampaignStatus::Completed);
-        // Unknown channel: 404 problem.
+        // Unknown channel: the same 403 as a bad signature (no channel enumeration).
         let (code, _) = post_twilio(
             &f,
             "/webhooks/twilio/999999/status",
@@ -250,7 +251,7 @@ both_stores!(
             Some("good"),
         )
         .await;
-        assert_eq!(code, StatusCode::NOT_FOUND);
+        assert_eq!(code, StatusCode::FORBIDDEN);
     }
 );
 

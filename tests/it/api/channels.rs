@@ -305,6 +305,7 @@ api_test!(secrets_need_a_secret_key, |app| async move {
             outbound: OutboundGuard::default(),
         },
         settings: Default::default(),
+        webhook_limiter: Default::default(),
     });
     let app = TestApp { router, ..app };
     let admin = admin(&app).await;

@@ -115,6 +115,7 @@ impl TestApp {
                 outbound,
             },
             settings: Default::default(),
+            webhook_limiter: Default::default(),
         });
         TestApp {
             db,

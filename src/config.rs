@@ -66,7 +66,10 @@ pub struct Settings {
     /// /64) for one channel, counted in memory per instance; more answer 429 with
     /// Retry-After. Size it above the channel's peak callbacks per provider address: a
     /// campaign sending N messages a second gets up to 3 N status callbacks a second (sent,
-    /// delivered, read), spread over however many addresses the provider calls from.
+    /// delivered, read), spread over however many addresses the provider calls from. The
+    /// default (200 a second) is far above that for one provider address yet caps what one
+    /// forger can make an instance do; Twilio does not retry a refused status callback, so
+    /// too low a value loses receipts.
     pub webhook_rate_per_minute: u64,
     /// Time a client has to send a request's headers before its connection is closed.
     pub http_header_timeout_ms: u64,
@@ -123,7 +126,7 @@ impl Default for Settings {
             outbound_allow_private: false,
             outbound_allow_cidrs: String::new(),
             webhook_retention_days: 30,
-            webhook_rate_per_minute: 600,
+            webhook_rate_per_minute: 12_000,
             http_header_timeout_ms: 10_000,
             http_body_timeout_ms: 60_000,
             http_max_connections_per_ip: 64,

@@ -7,6 +7,7 @@ mod campaigns;
 mod channels;
 mod contacts;
 mod conventions;
+mod hardening;
 
 use crate::support::TestDb;
 use axum::Router;

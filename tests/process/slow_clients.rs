@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 both_stores!(
     partial_headers_and_stalled_bodies_are_cut_off,
-    connections_beyond_the_per_address_cap_are_refused
+    connections_beyond_the_per_address_cap_are_refused,
+    sigterm_is_not_held_by_open_connections
 );
 
 fn serve(h: &Herald, env: &[(&str, &str)]) -> (Proc, SocketAddr) {
@@ -291,4 +292,51 @@ fn two_thousand_slow_connections_with_default_settings() {
     // The server still answers.
     let (code, _) = http_get(&addr.to_string(), "/healthz");
     assert_eq!(code, 200);
+}
+
+/// SIGTERM while an event stream, an idle kept-alive connection and a half-sent request are
+/// open: the server stops accepting, and the process exits cleanly within the 3 s it gives
+/// open connections (event streams never finish on their own).
+fn sigterm_is_not_held_by_open_connections(backend: Backend) {
+    let h = Herald::migrated(backend);
+    h.import_contacts("few", 2);
+    let campaign = h.create_campaign("watched", "few", "sandbox", &[]);
+    let key = h.ok(&[
+        "apikey", "create", "--org", "default", "--name", "tv", "--role", "viewer",
+    ]);
+    let key = key.trim();
+    let (mut serve, addr) = serve(&h, &[]);
+
+    let mut stream = connect(addr);
+    write!(
+        stream,
+        "GET /api/v1/campaigns/cmp_{campaign}/events HTTP/1.1\r\nHost: herald.test\r\nAuthorization: Bearer {key}\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    .unwrap();
+    match watch(&mut stream, Duration::from_secs(3)) {
+        Seen::Open(got) => assert!(
+            got.starts_with("HTTP/1.1 200") && got.contains("event: snapshot"),
+            "{got}"
+        ),
+        Seen::Closed(_, got) => panic!("the event stream closed: {got}"),
+    }
+    let mut idle = connect(addr);
+    assert_eq!(get_on(&mut idle, "/healthz"), 200);
+    let mut partial = connect(addr);
+    partial
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: herald.test\r\n")
+        .unwrap();
+
+    let (status, took) = serve.terminate(Duration::from_secs(20));
+    assert!(status.success(), "serve exited with {status}");
+    assert!(
+        took < Duration::from_secs(8),
+        "serve took {took:?} to stop with open connections"
+    );
+    assert!(
+        matches!(watch(&mut stream, Duration::from_secs(2)), Seen::Closed(..)),
+        "the event stream outlived the process"
+    );
+    let refused = TcpStream::connect_timeout(&addr, Duration::from_secs(2));
+    assert!(refused.is_err(), "the listener still accepts after SIGTERM");
 }

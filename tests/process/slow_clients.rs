@@ -109,10 +109,13 @@ fn partial_headers_and_stalled_bodies_are_cut_off(backend: Backend) {
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: herald.test\r\nX-Slow: ")
         .unwrap();
     match watch(&mut partial, Duration::from_secs(10)) {
-        Seen::Closed(after, _) => assert!(
-            after >= Duration::from_millis(800) && after < Duration::from_secs(5),
-            "closed after {after:?}, the header timeout is 1 s"
-        ),
+        Seen::Closed(after, _) => {
+            eprintln!("partial headers: closed {after:?} after they stopped (timeout 1 s)");
+            assert!(
+                after >= Duration::from_millis(800) && after < Duration::from_secs(5),
+                "closed after {after:?}, the header timeout is 1 s"
+            );
+        }
         Seen::Open(got) => panic!("a connection with partial headers is open after 10 s: {got:?}"),
     }
 
@@ -147,6 +150,7 @@ fn partial_headers_and_stalled_bodies_are_cut_off(backend: Backend) {
         "a header trickled over {:?} was served",
         start.elapsed()
     );
+    eprintln!("trickled header: cut off after {:?}", start.elapsed());
 
     // A body that stops mid-way: 408 after about a second, then the connection closes.
     let mut stalled = connect(addr);
@@ -162,6 +166,7 @@ fn partial_headers_and_stalled_bodies_are_cut_off(backend: Backend) {
                 "a stalled body is answered 408: {got:?}"
             );
             assert!(got.contains("request-body-timeout"), "{got}");
+            eprintln!("stalled body: 408 and closed {after:?} after the headers (timeout 1 s)");
             assert!(
                 after >= Duration::from_millis(800) && after < Duration::from_secs(5),
                 "answered after {after:?}, the body timeout is 1 s"

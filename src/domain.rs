@@ -323,3 +323,43 @@ impl fmt::Display for Role {
         f.write_str(self.as_str())
     }
 }
+
+/// The row id spelled by `digits` in its one canonical form: ASCII decimal digits, no sign,
+/// no leading zero, at least 1 (ids start at 1). Anything else names nothing, so a cached,
+/// logged or rate-limited id has exactly one spelling (`cmp_01`, `cmp_+1` and `013.<mac>`
+/// are not `cmp_1` and `13.<mac>`).
+pub fn canonical_id(digits: &str) -> Option<i64> {
+    let canonical = !digits.is_empty()
+        && !digits.starts_with('0')
+        && digits.bytes().all(|b| b.is_ascii_digit());
+    if !canonical {
+        return None;
+    }
+    digits.parse::<i64>().ok()
+}
+
+#[cfg(test)]
+mod canonical_id_tests {
+    use super::canonical_id;
+
+    #[test]
+    fn only_plain_decimal_without_leading_zero_is_an_id() {
+        assert_eq!(canonical_id("1"), Some(1));
+        assert_eq!(canonical_id("9223372036854775807"), Some(i64::MAX));
+        for spelling in [
+            "",
+            "0",
+            "01",
+            "00",
+            "+1",
+            "-1",
+            " 1",
+            "1 ",
+            "1_0",
+            "١",
+            "9223372036854775808",
+        ] {
+            assert_eq!(canonical_id(spelling), None, "{spelling:?}");
+        }
+    }
+}

@@ -93,7 +93,37 @@ async fn readyz(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+/// Prometheus text: labels carry ids, never tenant-chosen names. With `metrics_token` set,
+/// only a scraper that sends it as `Authorization: Bearer <token>` gets the page.
+async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    if let Some(expected) = state.settings.metrics_token.as_deref() {
+        let sent = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim);
+        // Digests have one length, so the comparison does not reveal the token's length.
+        let authorised = sent.is_some_and(|sent| {
+            use crate::api::credentials::{constant_time_eq, digest};
+            constant_time_eq(&digest(sent), &digest(expected))
+        });
+        if !authorised {
+            let mut refused = problem(
+                StatusCode::UNAUTHORIZED,
+                "metrics-token-required",
+                "The metrics token is missing or wrong",
+                "this server sets metrics_token: scrape /metrics with `Authorization: Bearer <metrics_token>` (Prometheus: `authorization: {credentials: …}` in the scrape config)",
+            );
+            refused.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer realm=\"metrics\""),
+            );
+            return refused;
+        }
+    }
     match &state.metrics {
         Some(h) => (
             StatusCode::OK,

@@ -16,6 +16,7 @@ pub mod import;
 pub mod optout;
 pub mod outbound;
 pub mod secrets;
+pub mod server;
 pub mod store;
 pub mod telemetry;
 pub mod template;

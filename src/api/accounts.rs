@@ -129,14 +129,17 @@ pub struct ApiKeys {
     pub items: Vec<ApiKey>,
 }
 
-async fn hash(password: String) -> ApiResult<String> {
-    if let Some(problem) = credentials::password_problem(&password) {
-        return Err(ApiError::invalid("password", "min_length", problem));
-    }
-    tokio::task::spawn_blocking(move || credentials::hash_password(&password))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(ApiError::internal)
+/// Checks the password's length and strength (the email counts as a guessable word), then
+/// hashes it; both are CPU work, so they run off the async threads.
+async fn hash(password: String, email: String) -> ApiResult<String> {
+    tokio::task::spawn_blocking(move || {
+        if let Some(problem) = credentials::password_problem(&password, &[&email]) {
+            return Err(ApiError::invalid("password", problem.rule, problem.detail));
+        }
+        credentials::hash_password(&password).map_err(ApiError::internal)
+    })
+    .await
+    .map_err(ApiError::internal)?
 }
 
 /// Users of the organisation.
@@ -179,7 +182,7 @@ async fn create_user(
             (pw.clone(), Some(pw))
         }
     };
-    let hashed = hash(password).await?;
+    let hashed = hash(password, email.clone()).await?;
     let user = state
         .store
         .create_user(p.org_id, &email, &hashed, body.role)
@@ -245,7 +248,7 @@ async fn update_user(
         p.may_grant(role)?;
     }
     let hashed = match body.password {
-        Some(pw) => Some(hash(pw).await?),
+        Some(pw) => Some(hash(pw, target.email.clone()).await?),
         None => None,
     };
     let user = state

@@ -9,15 +9,19 @@
 //! (completed or cancelled) the last `progress` is followed by `event: end` and the stream
 //! closes. A comment every 15 s keeps proxies from closing an idle stream. When the client
 //! goes away the stream is dropped, and with it the polling.
+//!
+//! The caller's credentials are checked again every `CREDENTIAL_CHECK`: once the API key is
+//! revoked, the session signed out or expired, the user removed or given a lower role, the
+//! stream sends `event: end` and closes (a reconnect then authenticates afresh).
 
-use super::auth::AsViewer;
+use super::auth::{AsViewer, Credential, Principal};
 use super::campaigns::{self, CampaignAuditEvent, CampaignCounters, CampaignState};
 use super::problem::{ApiPath, ApiResult};
 use super::{ApiState, decode_id, encode_id, timestamp_opt};
 use crate::domain::{CampaignStatus, Counts};
 use crate::store::{Campaign as CampaignRow, StoreError};
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -36,6 +40,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// The longest one stream lasts before the client must reconnect.
 pub const MAX_STREAM: Duration = Duration::from_secs(300);
+/// How often an open stream re-checks the caller's credentials; at most 10 s, so a revoked
+/// key stops seeing a campaign within seconds, not at the end of `MAX_STREAM`.
+pub const CREDENTIAL_CHECK: Duration = Duration::from_secs(5);
 /// Audit entries read per query.
 const AUDIT_BATCH: i64 = 100;
 
@@ -126,6 +133,11 @@ struct Feed {
     /// When this stream ends even if the campaign has not: clients (EventSource) reconnect
     /// with Last-Event-ID, which re-checks their credentials and frees idle streams.
     until: std::time::Instant,
+    /// Who opened the stream, and the request headers that proved it (Authorization and
+    /// Cookie only), to check again every `CREDENTIAL_CHECK`.
+    caller: Principal,
+    credentials: HeaderMap,
+    next_credential_check: std::time::Instant,
 }
 
 impl Feed {
@@ -139,6 +151,20 @@ impl Feed {
                 return None;
             }
             tokio::time::sleep(self.wait).await;
+            if std::time::Instant::now() >= self.next_credential_check {
+                self.next_credential_check = std::time::Instant::now() + CREDENTIAL_CHECK;
+                if let Some(reason) = self.credentials_lapsed().await {
+                    tracing::info!(
+                        org_id = self.org_id,
+                        campaign_id = self.id,
+                        actor = self.caller.actor,
+                        reason,
+                        "campaign event stream closed: credentials no longer valid"
+                    );
+                    self.end(Some(self.shown.status), reason);
+                    continue;
+                }
+            }
             self.tick().await;
         }
     }
@@ -203,6 +229,32 @@ impl Feed {
         }
     }
 
+    /// Why the caller may no longer read this stream, or None while it still may. Fails
+    /// closed: credentials that cannot be checked (database unreachable) end the stream, and
+    /// the client's reconnect is authenticated like any request.
+    async fn credentials_lapsed(&self) -> Option<&'static str> {
+        let now = match super::auth::principal_for(&self.state, &self.credentials).await {
+            Ok(Some(now)) => now,
+            Ok(None) | Err(_) => {
+                return Some(
+                    "the credentials are no longer valid (revoked, signed out or expired); reconnect with valid ones",
+                );
+            }
+        };
+        let same_credential = match (&now.credential, &self.caller.credential) {
+            (Credential::ApiKey { id: a }, Credential::ApiKey { id: b }) => a == b,
+            (Credential::Session { id: a, .. }, Credential::Session { id: b, .. }) => a == b,
+            _ => false,
+        };
+        if !same_credential || now.org_id != self.caller.org_id {
+            return Some("the credentials changed; reconnect");
+        }
+        if now.role < self.caller.role {
+            return Some("the caller's role was lowered; reconnect");
+        }
+        None
+    }
+
     fn end(&mut self, status: Option<CampaignStatus>, reason: &str) {
         self.queue.push_back(json_event(
             "end",
@@ -222,11 +274,13 @@ impl Feed {
 /// - `snapshot` (first): the full campaign, as GET /campaigns/{id} returns it;
 /// - `progress`: status and counters (`CampaignProgress`), whenever one of them changed;
 /// - `audit`: a new entry of the audit trail (`CampaignAuditEvent`), with `id:` set to its id;
-/// - `end` (last): the campaign completed or was cancelled (`CampaignStreamEnd`); the stream closes.
+/// - `end` (last): the campaign completed or was cancelled, or the caller's credentials are no
+///   longer valid (`CampaignStreamEnd`); the stream closes.
 ///
 /// The campaign is read about every 250 ms; a comment line is sent every 15 s while
 /// nothing happens. Reconnecting with `Last-Event-ID` (as `EventSource` does) also sends the
-/// audit entries after that id.
+/// audit entries after that id. Credentials are checked again every 5 s: a revoked API key,
+/// a signed-out session, a removed user or a lowered role ends the stream.
 #[utoipa::path(get, path = "/campaigns/{id}/events", tag = "campaigns",
     security(("api_key" = ["viewer"]), ("session" = ["viewer"])),
     params(
@@ -250,6 +304,12 @@ async fn campaign_events(
         .and_then(|v| decode_id("evt", "event", v.trim()).ok())
         .filter(|n| *n <= last_event);
     let snapshot = campaigns::view(&state, c.clone()).await?;
+    let mut credentials = HeaderMap::new();
+    for name in [header::AUTHORIZATION, header::COOKIE] {
+        for value in headers.get_all(&name) {
+            credentials.append(name.clone(), value.clone());
+        }
+    }
     let mut feed = Feed {
         state,
         org_id: p.org_id,
@@ -260,6 +320,9 @@ async fn campaign_events(
         done: false,
         wait: POLL_INTERVAL,
         until: std::time::Instant::now() + MAX_STREAM,
+        caller: p.clone(),
+        credentials,
+        next_credential_check: std::time::Instant::now() + CREDENTIAL_CHECK,
     };
     if resume_after.is_some() {
         feed.read_audit().await?;

@@ -42,17 +42,55 @@ pub fn generate_password() -> String {
     random_token().chars().take(20).collect()
 }
 
-/// Why a password is not acceptable, or None.
-pub fn password_problem(password: &str) -> Option<String> {
+/// The lowest zxcvbn score accepted: 3 is "safely unguessable: moderate protection from
+/// offline slow-hash scenario" (about 10^10 guesses), which argon2id makes offline attacks pay.
+pub const MIN_PASSWORD_SCORE: u8 = 3;
+/// Passwords are scored on this many leading characters: zxcvbn's matching grows faster
+/// than linearly with length, and a prefix this long that is guessable is not a passphrase.
+const SCORED_CHARS: usize = 128;
+
+/// Why a password is refused: the rule (`min_length`, `max_length`, `strength`) and what to
+/// do instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasswordProblem {
+    pub rule: &'static str,
+    pub detail: String,
+}
+
+/// Why a password is not acceptable, or None. `user_inputs` are words about the account
+/// (its email) that make a password guessable when it contains them.
+pub fn password_problem(password: &str, user_inputs: &[&str]) -> Option<PasswordProblem> {
     if password.chars().count() < MIN_PASSWORD_LEN {
-        return Some(format!(
-            "the password must be at least {MIN_PASSWORD_LEN} characters long"
-        ));
+        return Some(PasswordProblem {
+            rule: "min_length",
+            detail: format!(
+                "the password must be at least {MIN_PASSWORD_LEN} characters long; a passphrase of four or five unrelated words is long and easy to remember"
+            ),
+        });
     }
     if password.len() > 1024 {
-        return Some("the password must be at most 1024 bytes long".into());
+        return Some(PasswordProblem {
+            rule: "max_length",
+            detail: "the password must be at most 1024 bytes long".into(),
+        });
     }
-    None
+    let scored: String = password.chars().take(SCORED_CHARS).collect();
+    let estimate = zxcvbn::zxcvbn(&scored, user_inputs);
+    let score = u8::from(estimate.score());
+    if score >= MIN_PASSWORD_SCORE {
+        return None;
+    }
+    let why = estimate
+        .feedback()
+        .and_then(|f| f.warning())
+        .map(|w| format!(" ({w})"))
+        .unwrap_or_default();
+    Some(PasswordProblem {
+        rule: "strength",
+        detail: format!(
+            "the password is too easy to guess{why}: it scores {score} of 4 on the zxcvbn strength estimate and at least {MIN_PASSWORD_SCORE} is required; avoid repeats, sequences, common words and the email address, e.g. use a passphrase of four or five unrelated words"
+        ),
+    })
 }
 
 /// An argon2id PHC string (default parameters: 19 MiB, 2 passes). CPU-heavy: call it from
@@ -135,8 +173,54 @@ mod tests {
 
     #[test]
     fn short_passwords_are_refused() {
-        assert!(password_problem("short").is_some());
-        assert!(password_problem("long enough password").is_none());
+        let short = password_problem("short", &[]).unwrap();
+        assert_eq!(short.rule, "min_length");
+        let long = password_problem(&"x".repeat(1025), &[]).unwrap();
+        assert_eq!(long.rule, "max_length");
+    }
+
+    #[test]
+    fn guessable_passwords_are_refused_for_their_strength() {
+        for weak in [
+            "aaaaaaaaaaaa",
+            "111111111111",
+            "abcdefghijkl",
+            "password1234",
+            "qwertyuiopas",
+            "ada@example.org1",
+        ] {
+            let problem = password_problem(weak, &["ada@example.org"])
+                .unwrap_or_else(|| panic!("{weak:?} was accepted"));
+            assert_eq!(problem.rule, "strength", "{weak:?}");
+            assert!(problem.detail.contains("passphrase"), "{}", problem.detail);
+        }
+        for strong in [
+            "correct horse battery staple",
+            "another long password",
+            "a password long enough",
+            "a long enough password",
+            "Pw-2d8f-Kq94-xZt7",
+        ] {
+            assert_eq!(password_problem(strong, &[]), None, "{strong:?}");
+        }
+        // Generated first-owner passwords always pass.
+        for _ in 0..50 {
+            let generated = generate_password();
+            assert_eq!(password_problem(&generated, &[]), None, "{generated}");
+        }
+    }
+
+    #[test]
+    fn scoring_a_long_password_is_bounded() {
+        let long: String = "correct horse battery staple "
+            .repeat(40)
+            .chars()
+            .take(1024)
+            .collect();
+        let started = std::time::Instant::now();
+        let _ = password_problem(&long, &["ada@example.org"]);
+        let elapsed = started.elapsed();
+        assert!(elapsed < std::time::Duration::from_secs(1), "{elapsed:?}");
     }
 
     #[test]

@@ -324,12 +324,12 @@ pub fn encode_id(prefix: &str, id: i64) -> String {
     format!("{prefix}_{id}")
 }
 
-/// The row id of an opaque id, or "not found" (an id that cannot exist names nothing).
+/// The row id of an opaque id, or "not found" (an id that cannot exist names nothing). Only
+/// the spelling `encode_id` gives is accepted (see `domain::canonical_id`).
 pub fn decode_id(prefix: &str, what: &str, id: &str) -> ApiResult<i64> {
     id.strip_prefix(prefix)
         .and_then(|rest| rest.strip_prefix('_'))
-        .and_then(|n| n.parse::<i64>().ok())
-        .filter(|n| *n > 0)
+        .and_then(crate::domain::canonical_id)
         .ok_or_else(|| ApiError::not_found(format!("there is no {what} `{id}`")))
 }
 

@@ -346,6 +346,19 @@ where
         if parts.uri.path().contains("%00") {
             return Err(ApiError::not_found("no resource has NUL (%00) in its id"));
         }
+        // Ids have one spelling: axum decodes `cmp_%31` to `cmp_1`, so every id parameter
+        // (`id`, `contact_id`, …) must appear verbatim as a segment of the undecoded path.
+        // Other parameters (a suppressed address) may need percent-encoding.
+        if let Ok(params) = axum::extract::RawPathParams::from_request_parts(parts, state).await
+            && let Some((_, value)) = params.iter().find(|(name, value)| {
+                (*name == "id" || name.ends_with("_id"))
+                    && !parts.uri.path().split('/').any(|segment| segment == *value)
+            })
+        {
+            return Err(ApiError::not_found(format!(
+                "there is no resource `{value}` spelled that way: ids are never percent-encoded; send the id as the API returned it, e.g. cmp_1"
+            )));
+        }
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(v)) => Ok(ApiPath(v)),
             Err(rejection) => Err(path_rejection(rejection)),

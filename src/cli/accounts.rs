@@ -101,9 +101,10 @@ pub async fn user(cli: &Cli, settings: &Settings, command: &UserCommand) -> CliR
             } else {
                 (credentials::generate_password(), true)
             };
-            if let Some(problem) = credentials::password_problem(&password) {
+            if let Some(problem) = credentials::password_problem(&password, &[&email]) {
                 return Err(CliError::from(format!(
-                    "{problem}; pass a longer one on stdin, or omit --password-stdin to get a generated one"
+                    "{}; pass another one on stdin, or omit --password-stdin to get a generated one",
+                    problem.detail
                 )));
             }
             let pw = password.clone();

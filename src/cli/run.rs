@@ -49,18 +49,14 @@ pub async fn serve(settings: Settings, with_http: bool) -> CliResult {
             settings: std::sync::Arc::new(settings.clone()),
             webhook_limiter: Default::default(),
         });
-        let mut rx = shutdown_rx.clone();
-        Some(tokio::spawn(async move {
-            // The peer address feeds the per-address sign-in limits.
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move {
-                let _ = rx.wait_for(|stop| *stop).await;
-            })
-            .await
-        }))
+        let limits = crate::server::Limits::from_settings(&settings);
+        // The peer address (`ConnectInfo`) feeds the per-address sign-in and webhook limits.
+        Some(tokio::spawn(crate::server::serve(
+            listener,
+            app,
+            limits,
+            shutdown_rx.clone(),
+        )))
     } else {
         None
     };

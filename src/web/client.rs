@@ -202,9 +202,31 @@ pub fn percent_encode(text: &str) -> String {
     out
 }
 
-/// A path segment taken from a URL, safe to put back into an API path.
+/// A path segment taken from a URL, safe to put back into an API path: letters, digits, `_`
+/// and `-` as they are, anything else percent-encoded. Nothing is dropped, so a misspelt id
+/// (`cmp_+1`) stays misspelt and the API answers 404, instead of the dashboard turning it
+/// into another id's one spelling (`cmp_1`).
 pub fn segment(id: &str) -> String {
-    id.chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
-        .collect()
+    let mut out = String::with_capacity(id.len());
+    for b in id.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::segment;
+
+    #[test]
+    fn segments_keep_ids_and_encode_the_rest() {
+        assert_eq!(segment("cmp_12"), "cmp_12");
+        assert_eq!(segment("cmp_+1"), "cmp_%2B1");
+        assert_eq!(segment("../users"), "%2E%2E%2Fusers");
+        assert_eq!(segment("cmp_1?x=1"), "cmp_1%3Fx%3D1");
+    }
 }

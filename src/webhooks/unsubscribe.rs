@@ -36,7 +36,8 @@ pub fn token(secret_key: &str, message_id: i64) -> Option<String> {
 /// The message id a token stands for, if the token is genuine.
 pub fn verify(secret_key: &str, token: &str) -> Option<i64> {
     let (id, tag) = token.split_once('.')?;
-    let id: i64 = id.parse().ok()?;
+    // One spelling per token: `013.<mac>` would otherwise pass as `13.<mac>`.
+    let id = crate::domain::canonical_id(id)?;
     let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
     // Exactly the 16 bytes we issue: a shorter tag would be guessable.
     if tag.len() != 16 {
@@ -147,6 +148,11 @@ mod tests {
         let forged = t.replacen("42.", "43.", 1);
         assert_eq!(verify("key-one", &forged), None);
         assert_eq!(verify("key-one", "42"), None);
+        // The id has one spelling: the tag of 42 does not make `042` or `+42` valid.
+        let tag = t.split_once('.').unwrap().1;
+        for spelling in ["042", "+42", "0042"] {
+            assert_eq!(verify("key-one", &format!("{spelling}.{tag}")), None);
+        }
         // A truncated tag must not verify (it would be guessable in 256 tries).
         let (id, tag) = t.split_once('.').unwrap();
         assert_eq!(verify("key-one", &format!("{id}.{}", &tag[..2])), None);

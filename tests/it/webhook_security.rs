@@ -43,6 +43,7 @@ fn app_state(store: &Store, key_text: String, settings: Settings) -> AppState {
         context: BuildContext {
             public_url: Some(PUBLIC.into()),
             secret_key: Some(key_text),
+            outbound: Default::default(),
         },
         settings: std::sync::Arc::new(settings),
         webhook_limiter: Default::default(),

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 both_stores!(
     accounts_from_the_command_line,
+    guessable_passwords_are_refused_on_the_command_line,
     first_serve_creates_one_owner,
     schema_fuzz
 );
@@ -262,4 +263,45 @@ fn schema_fuzz(backend: Backend) {
         serve.log_tail(80)
     );
     serve.terminate(DEADLINE);
+}
+
+/// `herald user create --password-stdin` with a guessable password: refused with a
+/// sentence that names the rule and suggests a passphrase, non-zero exit, no user.
+fn guessable_passwords_are_refused_on_the_command_line(backend: Backend) {
+    let h = Herald::migrated(backend);
+    for weak in ["aaaaaaaaaaaa", "password1234", "eve@example.org!"] {
+        let mut child = h
+            .command(
+                &[
+                    "user",
+                    "create",
+                    "--email",
+                    "eve@example.org",
+                    "--role",
+                    "viewer",
+                    "--password-stdin",
+                ],
+                &[],
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{weak}\n").as_bytes())
+            .unwrap();
+        let done = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&done.stderr);
+        assert!(!done.status.success(), "{weak:?} was accepted");
+        assert!(
+            stderr.contains("too easy to guess") && stderr.contains("passphrase"),
+            "{weak:?}: {stderr}"
+        );
+    }
+    let users = h.ok(&["user", "list"]);
+    assert!(!users.contains("eve@example.org"), "{users}");
 }

@@ -7,3 +7,4 @@ mod support;
 mod accounts;
 mod cli;
 mod crash;
+mod slow_clients;

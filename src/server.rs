@@ -1,0 +1,334 @@
+//! The HTTP listener of `herald serve`: accepts connections and serves the router on each
+//! one (HTTP/1.1), with the limits a public listener needs against slow or greedy clients:
+//!
+//! - a connection must send a request's headers within `http_header_timeout_ms` (the first
+//!   request, and each next one on a kept-alive connection), or it is closed;
+//! - a request's body must arrive within `http_body_timeout_ms` of its headers, or the
+//!   request is answered 408 and the connection closed;
+//! - one client address may hold `http_max_connections_per_ip` connections, and the whole
+//!   listener `MAX_OPEN_CONNECTIONS`; a connection beyond either is closed at once and
+//!   counted in `herald_http_connections_refused_total{reason}`.
+//!
+//! Each request carries `ConnectInfo<SocketAddr>` (the peer), as `axum::serve` gave it. On
+//! shutdown the listener stops accepting and every connection finishes its in-flight request
+//! and closes; the caller bounds how long that may take (open event streams never finish).
+
+use crate::config::Settings;
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tower::ServiceExt;
+
+/// Connections open at once on one listener, whatever their addresses: far above what a
+/// dashboard, an API client and providers' webhooks need, and below the file descriptors a
+/// default service limit allows, so a flood from many addresses is refused by Herald rather
+/// than failing `accept` (and the database pool's own connections) for lack of descriptors.
+pub const MAX_OPEN_CONNECTIONS: usize = 4096;
+
+/// The connection limits of one listener.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub max_per_address: usize,
+    pub max_open: usize,
+}
+
+impl Limits {
+    pub fn from_settings(settings: &Settings) -> Limits {
+        Limits {
+            header_timeout: Duration::from_millis(settings.http_header_timeout_ms),
+            body_timeout: Duration::from_millis(settings.http_body_timeout_ms),
+            max_per_address: usize::try_from(settings.http_max_connections_per_ip)
+                .unwrap_or(usize::MAX),
+            max_open: MAX_OPEN_CONNECTIONS,
+        }
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown` turns true, then drains: no new connections,
+/// in-flight requests finish, idle connections close. Returns once every connection closed;
+/// dropping the future instead (the caller's deadline) closes them all at once.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    shutdown: watch::Receiver<bool>,
+) {
+    let open = Arc::new(OpenConnections::default());
+    let mut connections = JoinSet::new();
+    let mut stop = shutdown.clone();
+    let stopping = async move {
+        // A dropped sender means the process is ending: stop too.
+        let _ = stop.wait_for(|stop| *stop).await;
+    };
+    tokio::pin!(stopping);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut stopping => break,
+            // Reap finished connections so the set holds only open ones.
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    if !is_connection_error(&e) {
+                        // Out of file descriptors or similar: accepting again at once
+                        // would spin; the open connections closing is what frees them.
+                        tracing::warn!(error = %e, "cannot accept a connection; retrying in 100 ms");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    continue;
+                }
+            },
+        };
+        let slot = match open.admit(peer.ip(), &limits) {
+            Ok(slot) => slot,
+            Err(reason) => {
+                metrics::counter!("herald_http_connections_refused_total", "reason" => reason)
+                    .increment(1);
+                tracing::debug!(%peer, reason, "connection refused");
+                drop(stream);
+                continue;
+            }
+        };
+        connections.spawn(serve_connection(
+            stream,
+            peer,
+            app.clone(),
+            limits,
+            shutdown.clone(),
+            slot,
+        ));
+    }
+    drop(listener);
+    while connections.join_next().await.is_some() {}
+}
+
+/// Errors of one connection that `accept` reports; the listener itself is fine.
+fn is_connection_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::ConnectionReset
+    )
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    app: Router,
+    limits: Limits,
+    mut shutdown: watch::Receiver<bool>,
+    _slot: Slot,
+) {
+    let _ = stream.set_nodelay(true);
+    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        let app = app.clone();
+        async move { Ok::<_, Infallible>(handle(app, request, peer, limits.body_timeout).await) }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        _ = async { let _ = shutdown.wait_for(|stop| *stop).await; } => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = result {
+        // Header timeouts, resets and malformed requests end here; none is the server's fault.
+        tracing::debug!(%peer, error = %e, "connection closed");
+    }
+}
+
+/// One request: the router sees the peer address and a body with a deadline; a body that
+/// missed it is answered 408, whatever the handler made of the cut-off body.
+async fn handle(
+    app: Router,
+    request: Request<Incoming>,
+    peer: SocketAddr,
+    body_timeout: Duration,
+) -> Response<Body> {
+    let (mut parts, body) = request.into_parts();
+    parts.extensions.insert(ConnectInfo(peer));
+    let timed_out = Arc::new(AtomicBool::new(false));
+    let body = Body::new(DeadlineBody {
+        inner: body,
+        deadline: Box::pin(tokio::time::sleep(body_timeout)),
+        timed_out: timed_out.clone(),
+    });
+    let response = match app.oneshot(Request::from_parts(parts, body)).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    };
+    if !timed_out.load(Ordering::Acquire) {
+        return response;
+    }
+    metrics::counter!("herald_http_body_timeouts_total").increment(1);
+    tracing::debug!(%peer, timeout_ms = body_timeout.as_millis() as u64, "request body timed out");
+    let mut response = crate::http::problem(
+        StatusCode::REQUEST_TIMEOUT,
+        "request-body-timeout",
+        "The request body did not arrive in time",
+        &format!(
+            "the whole body must arrive within {} ms of the request's headers (http_body_timeout_ms); send it at once, or split the upload",
+            body_timeout.as_millis()
+        ),
+    );
+    // The rest of the body is unread: the connection cannot carry another request.
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// The error a body that missed its deadline ends with.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive within the body timeout")]
+struct BodyTimedOut;
+
+/// A request body that fails once its deadline passes (total time, not time between
+/// chunks, so trickling a byte at a time does not extend it).
+struct DeadlineBody {
+    inner: Incoming,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    timed_out: Arc<AtomicBool>,
+}
+
+impl HttpBody for DeadlineBody {
+    type Data = Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::BoxError>>> {
+        let this = self.get_mut();
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(axum::BoxError::from)));
+        }
+        if this.deadline.as_mut().poll(cx).is_ready() {
+            this.timed_out.store(true, Ordering::Release);
+            return Poll::Ready(Some(Err(BodyTimedOut.into())));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Open connections, per client address and in all.
+#[derive(Default)]
+struct OpenConnections {
+    counts: Mutex<Counts>,
+}
+
+#[derive(Default)]
+struct Counts {
+    per_address: HashMap<IpAddr, usize>,
+    total: usize,
+}
+
+impl OpenConnections {
+    /// A slot for one more connection from `ip`, or the limit that refuses it.
+    fn admit(self: &Arc<Self>, ip: IpAddr, limits: &Limits) -> Result<Slot, &'static str> {
+        // An IPv4 client reaching a dual-stack listener is one address, however spelled.
+        let ip = ip.to_canonical();
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if counts.total >= limits.max_open {
+            return Err("open_connections");
+        }
+        let from_ip = counts.per_address.entry(ip).or_insert(0);
+        if *from_ip >= limits.max_per_address {
+            return Err("per_address");
+        }
+        *from_ip += 1;
+        counts.total += 1;
+        metrics::gauge!("herald_http_connections_open").set(counts.total as f64);
+        Ok(Slot {
+            open: self.clone(),
+            ip,
+        })
+    }
+}
+
+/// One admitted connection; dropping it (the connection's task ending, or being aborted)
+/// gives the slot back.
+struct Slot {
+    open: Arc<OpenConnections>,
+    ip: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut counts = self.open.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = counts.per_address.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                counts.per_address.remove(&self.ip);
+            }
+        }
+        counts.total = counts.total.saturating_sub(1);
+        metrics::gauge!("herald_http_connections_open").set(counts.total as f64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(per_address: usize, open: usize) -> Limits {
+        Limits {
+            header_timeout: Duration::from_secs(1),
+            body_timeout: Duration::from_secs(1),
+            max_per_address: per_address,
+            max_open: open,
+        }
+    }
+
+    #[test]
+    fn slots_are_counted_per_address_and_in_all_and_given_back() {
+        let open = Arc::new(OpenConnections::default());
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let a_mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let limits = limits(2, 3);
+        let first = open.admit(a, &limits).unwrap();
+        let _second = open.admit(a_mapped, &limits).unwrap();
+        assert_eq!(open.admit(a, &limits).err(), Some("per_address"));
+        let _third = open.admit(b, &limits).unwrap();
+        assert_eq!(open.admit(b, &limits).err(), Some("open_connections"));
+        drop(first);
+        assert!(open.admit(a, &limits).is_ok());
+        let counts = open.counts.lock().unwrap();
+        assert_eq!(counts.total, 2, "the slot admitted last was dropped");
+        assert_eq!(counts.per_address.get(&a.to_canonical()), Some(&1));
+    }
+}

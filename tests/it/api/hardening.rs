@@ -422,11 +422,13 @@ fn metrics_router(app: &TestApp, token: Option<&str>) -> axum::Router {
         context: herald::channels::BuildContext {
             public_url: Some("http://herald.test".into()),
             secret_key: Some(super::SECRET_KEY.into()),
+            outbound: Default::default(),
         },
         settings: std::sync::Arc::new(Settings {
             metrics_token: token.map(str::to_string),
             ..Settings::default()
         }),
+        webhook_limiter: Default::default(),
     })
 }
 

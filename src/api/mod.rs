@@ -24,7 +24,7 @@ mod accounts;
 mod campaign_events;
 mod campaigns;
 mod channels;
-mod contacts;
+pub(crate) mod contacts;
 mod lists;
 mod suppressions;
 mod system;
@@ -328,7 +328,8 @@ pub fn encode_id(prefix: &str, id: i64) -> String {
 pub fn decode_id(prefix: &str, what: &str, id: &str) -> ApiResult<i64> {
     id.strip_prefix(prefix)
         .and_then(|rest| rest.strip_prefix('_'))
-        .and_then(|n| n.parse::<i64>().ok())
+        // One spelling per id: `cmp_01` or `cmp_+1` would parse to 1 too.
+        .and_then(|n| n.parse::<i64>().ok().filter(|row| row.to_string() == n))
         .filter(|n| *n > 0)
         .ok_or_else(|| ApiError::not_found(format!("there is no {what} `{id}`")))
 }

@@ -36,7 +36,8 @@ pub fn token(secret_key: &str, message_id: i64) -> Option<String> {
 /// The message id a token stands for, if the token is genuine.
 pub fn verify(secret_key: &str, token: &str) -> Option<i64> {
     let (id, tag) = token.split_once('.')?;
-    let id: i64 = id.parse().ok()?;
+    // Only the spelling issued: `013` or `+13` would parse to the same message.
+    let id: i64 = id.parse().ok().filter(|n: &i64| n.to_string() == id)?;
     let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
     // Exactly the 16 bytes we issue: a shorter tag would be guessable.
     if tag.len() != 16 {

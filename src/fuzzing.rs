@@ -27,9 +27,12 @@ use std::future::Future;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+/// A fuzz entry: any bytes in, a panic only on a defect.
+pub type Entry = fn(&[u8]);
+
 /// Every target, by name: what `fuzz/fuzz_targets`, `scripts/fuzz` and the replay tests
 /// iterate over. The name is also the corpus directory.
-pub const TARGETS: [(&str, fn(&[u8])); 10] = [
+pub const TARGETS: [(&str, Entry); 10] = [
     ("template", template),
     ("csv_row", csv_row),
     ("twilio_form", twilio_form),
@@ -559,7 +562,7 @@ mod tests {
     }
 
     /// Runs one input, turning a panic into an error that shows the input.
-    fn run(entry: fn(&[u8]), input: &[u8]) -> Result<(), String> {
+    fn run(entry: super::Entry, input: &[u8]) -> Result<(), String> {
         std::panic::catch_unwind(|| entry(input)).map_err(|panic| {
             let message = panic
                 .downcast_ref::<String>()

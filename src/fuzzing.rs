@@ -598,6 +598,23 @@ mod tests {
         assert!(failures.is_empty(), "{}", failures.join("\n"));
     }
 
+    /// Found by `csv_row`: the row after a header, unreadable (not UTF-8), was reported
+    /// as line 3 (the position before a read is the previous record's end).
+    #[test]
+    fn unreadable_csv_row_is_reported_on_its_own_line() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+        let csv = b"address,name\n+1415555\xff0100,Ada\n+14155550101,Grace\n".to_vec();
+        crate::import::parse(std::io::Cursor::new(csv), "t.csv", &tx);
+        drop(tx);
+        let mut rejected = Vec::new();
+        while let Ok(message) = rx.try_recv() {
+            if let Ok(crate::import::Parsed::Rows { rejects, .. }) = message {
+                rejected.extend(rejects.into_iter().map(|(line, _)| line));
+            }
+        }
+        assert_eq!(rejected, [2]);
+    }
+
     /// One random edit of `input`, sometimes splicing in part of another seed.
     fn mutate(rng: &mut StdRng, input: &mut Vec<u8>, seeds: &[Vec<u8>]) {
         const INTERESTING: [&[u8]; 12] = [

@@ -53,7 +53,7 @@ pub async fn import_csv(
 }
 
 /// What the parsing thread hands to the writer.
-enum Parsed {
+pub(crate) enum Parsed {
     /// The header row has an `address` column: rows follow.
     Header,
     Rows {
@@ -110,11 +110,11 @@ where
     })
 }
 
-type ParsedTx = mpsc::Sender<Result<Parsed, ImportError>>;
+pub(crate) type ParsedTx = mpsc::Sender<Result<Parsed, ImportError>>;
 
 /// Runs on a blocking thread. Returns when the input ends, on an unreadable input, or when
 /// the writer is gone.
-fn parse<R: Read>(reader: R, shown: &str, tx: &ParsedTx) {
+pub(crate) fn parse<R: Read>(reader: R, shown: &str, tx: &ParsedTx) {
     let send = |m: Result<Parsed, ImportError>| tx.blocking_send(m).is_ok();
     let unreadable = |e: &dyn std::fmt::Display| ImportError::Unreadable {
         path: shown.to_string(),
@@ -131,6 +131,14 @@ fn parse<R: Read>(reader: R, shown: &str, tx: &ParsedTx) {
             return;
         }
     };
+    if let Some(column) = headers.iter().position(|h| h.contains('\0')) {
+        // Header names become attribute names, which PostgreSQL cannot store with a NUL.
+        send(Err(unreadable(&format!(
+            "column {} of the header row holds a NUL character; remove it",
+            column + 1
+        ))));
+        return;
+    }
     let lower: Vec<String> = headers.iter().map(|h| h.to_ascii_lowercase()).collect();
     let Some(address_col) = lower.iter().position(|h| h == "address") else {
         send(Err(ImportError::NoAddressColumn {
@@ -157,6 +165,9 @@ fn parse<R: Read>(reader: R, shown: &str, tx: &ParsedTx) {
                     send(Err(unreadable(&e)));
                     return;
                 }
+                // The position before the read is that of the previous record's end: the
+                // error knows the row's own line.
+                let line = e.position().map_or(line, |p| p.line());
                 rejects.push((line, format!("unreadable row: {e}")));
                 continue;
             }

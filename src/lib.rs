@@ -11,6 +11,8 @@ pub mod config;
 pub mod doctor;
 pub mod domain;
 pub mod engine;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod import;
 pub mod optout;

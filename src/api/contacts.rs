@@ -298,6 +298,31 @@ fn invalid_query(field: &str, rule: &str, detail: impl Into<String>) -> ApiError
     }
 }
 
+/// The search of `GET /contacts` from its query parameters: the text trimmed and bounded,
+/// the list id decoded (whether that list is the caller's is the handler's check).
+pub fn contact_filter(query: ContactQuery) -> ApiResult<ContactFilter> {
+    let q = query
+        .q
+        .map(|q| q.trim().to_string())
+        .filter(|q| !q.is_empty());
+    if q.as_ref().is_some_and(|q| q.chars().count() > MAX_QUERY) {
+        return Err(invalid_query(
+            "q",
+            "max_length",
+            format!("the search text is at most {MAX_QUERY} characters"),
+        ));
+    }
+    let list_id = match &query.list_id {
+        Some(id) => Some(decode_id("lst", "list", id)?),
+        None => None,
+    };
+    Ok(ContactFilter {
+        q,
+        list_id,
+        unsubscribed: query.unsubscribed,
+    })
+}
+
 /// One page of contacts matching `filter`.
 pub(super) async fn contacts_page(
     state: &ApiState,
@@ -332,30 +357,10 @@ async fn list_contacts(
     ApiQuery(page): ApiQuery<PageParams>,
     ApiQuery(query): ApiQuery<ContactQuery>,
 ) -> ApiResult<axum::Json<Contacts>> {
-    let q = query
-        .q
-        .map(|q| q.trim().to_string())
-        .filter(|q| !q.is_empty());
-    if q.as_ref().is_some_and(|q| q.chars().count() > MAX_QUERY) {
-        return Err(invalid_query(
-            "q",
-            "max_length",
-            format!("the search text is at most {MAX_QUERY} characters"),
-        ));
+    let filter = contact_filter(query)?;
+    if let Some(list_id) = filter.list_id {
+        state.store.org_list(p.org_id, list_id).await?;
     }
-    let list_id = match &query.list_id {
-        Some(id) => {
-            let id = decode_id("lst", "list", id)?;
-            state.store.org_list(p.org_id, id).await?;
-            Some(id)
-        }
-        None => None,
-    };
-    let filter = ContactFilter {
-        q,
-        list_id,
-        unsubscribed: query.unsubscribed,
-    };
     Ok(axum::Json(
         contacts_page(&state, p.org_id, &filter, &page).await?,
     ))

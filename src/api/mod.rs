@@ -24,7 +24,7 @@ mod accounts;
 mod campaign_events;
 mod campaigns;
 mod channels;
-mod contacts;
+pub(crate) mod contacts;
 mod lists;
 mod suppressions;
 mod system;

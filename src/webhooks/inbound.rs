@@ -185,7 +185,7 @@ async fn twilio_verified_form(
             "Twilio signs the public URL it called; set public_url (HERALD_PUBLIC_URL) so Herald can check it",
         ));
     };
-    let params: Vec<(String, String)> = match serde_urlencoded::from_bytes(body) {
+    let params = match parse_twilio_form(body) {
         Ok(p) => p,
         Err(e) => {
             rejected("twilio", "malformed");
@@ -238,38 +238,33 @@ async fn twilio_status_callback(
         Ok(v) => v,
         Err(r) => return r,
     };
-    let (Some(sid), Some(status)) = (
-        param(&params, "MessageSid").or(param(&params, "SmsSid")),
-        param(&params, "MessageStatus").or(param(&params, "SmsStatus")),
-    ) else {
-        keep(
-            &state,
-            channel_id,
-            kind,
-            "rejected: no MessageSid or MessageStatus",
-            &body,
-        )
-        .await;
-        return malformed("a status callback needs MessageSid and MessageStatus");
+    let (receipt, opted_out) = match read_twilio_status(info.id, &params) {
+        TwilioStatus::Incomplete => {
+            keep(
+                &state,
+                channel_id,
+                kind,
+                "rejected: no MessageSid or MessageStatus",
+                &body,
+            )
+            .await;
+            return malformed("a status callback needs MessageSid and MessageStatus");
+        }
+        TwilioStatus::Unknown(status) => {
+            keep(
+                &state,
+                channel_id,
+                kind,
+                &format!("ignored: status {status}"),
+                &body,
+            )
+            .await;
+            return StatusCode::OK.into_response();
+        }
+        TwilioStatus::Receipt { receipt, opted_out } => (receipt, opted_out),
     };
-    let Some(mapped) = twilio_status(status) else {
-        keep(
-            &state,
-            channel_id,
-            kind,
-            &format!("ignored: status {status}"),
-            &body,
-        )
-        .await;
-        return StatusCode::OK.into_response();
-    };
-    let code = param(&params, "ErrorCode").and_then(|c| c.parse::<i64>().ok());
-    if crate::channels::classify::classify_twilio(crate::channels::classify::NO_RESPONSE, code)
-        == crate::channels::classify::ErrorClass::OptOut
-        && let Some(to) = param(&params, "To")
-    {
+    if let Some(address) = opted_out {
         // Some opt-outs arrive only in a status callback.
-        let address = to.trim_start_matches("whatsapp:");
         if let Err(e) = state
             .store
             .suppress(
@@ -282,12 +277,6 @@ async fn twilio_status_callback(
             return internal(e);
         }
     }
-    let receipt = Receipt {
-        channel_id: info.id,
-        provider_id: sid.to_string(),
-        status: mapped,
-        error: param(&params, "ErrorCode").map(|c| format!("twilio {c}")),
-    };
     apply(&state, channel_id, kind, receipt, &body).await
 }
 
@@ -326,10 +315,7 @@ async fn opt_out(
     from: &str,
     text: &str,
 ) -> Result<&'static str, Response> {
-    let address = from.trim_start_matches("whatsapp:");
-    let address = crate::address::Address::parse(address)
-        .map(|a| a.as_str().to_string())
-        .unwrap_or_else(|_| address.to_string());
+    let address = inbound_sender(from);
     match keyword(text) {
         Some(Keyword::Stop) => {
             let reason = format!(
@@ -458,98 +444,18 @@ async fn whatsapp_event(
         rejected("whatsapp", "bad_signature");
         return forbidden(WHATSAPP_UNVERIFIED);
     }
-    let event: serde_json::Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
+    let WhatsAppEvent {
+        receipts,
+        proven,
+        opted_out,
+        inbound,
+    } = match parse_whatsapp_event(info.id, &body) {
+        Ok(event) => event,
         Err(e) => {
-            keep(&state, channel_id, kind, "rejected: not JSON", &body).await;
-            return malformed(&format!("the body is not JSON: {e}"));
+            keep(&state, channel_id, kind, e.outcome(), &body).await;
+            return malformed(&e.to_string());
         }
     };
-    let Some(entries) = event.get("entry").and_then(|e| e.as_array()) else {
-        keep(&state, channel_id, kind, "rejected: no entry array", &body).await;
-        return malformed("a WhatsApp event needs an `entry` array");
-    };
-    // Collected first, so no borrow of the parsed event lives across an await.
-    let mut receipts = Vec::new();
-    let mut proven: Vec<(i64, String)> = Vec::new();
-    let mut opted_out: Vec<String> = Vec::new();
-    let mut inbound: Vec<(String, String)> = Vec::new();
-    let values: Vec<&serde_json::Value> = entries
-        .iter()
-        .filter_map(|e| e.get("changes").and_then(|c| c.as_array()))
-        .flatten()
-        .filter_map(|c| c.get("value"))
-        .collect();
-    for value in values {
-        let statuses = value.get("statuses").and_then(|s| s.as_array());
-        for st in statuses.map(|v| v.as_slice()).unwrap_or_default() {
-            let (Some(id), Some(status)) = (
-                st.get("id").and_then(|v| v.as_str()),
-                st.get("status").and_then(|v| v.as_str()),
-            ) else {
-                continue;
-            };
-            // Our message id comes back with every status: a message Herald found in doubt
-            // (its instance died mid-send) is proven sent by it, and is not resent.
-            if let Some(ours) = st
-                .get("biz_opaque_callback_data")
-                .and_then(|v| v.as_str())
-                .and_then(|v| v.parse::<i64>().ok())
-            {
-                proven.push((ours, id.to_string()));
-            }
-            // Some opt-outs arrive only by webhook (131050 on a failed status).
-            let code = st
-                .get("errors")
-                .and_then(|e| e.get(0))
-                .and_then(|e| e.get("code"))
-                .and_then(|c| c.as_i64());
-            if crate::channels::classify::classify_whatsapp(
-                crate::channels::classify::NO_RESPONSE,
-                code,
-                None,
-            ) == crate::channels::classify::ErrorClass::OptOut
-                && let Some(recipient) = st.get("recipient_id").and_then(|v| v.as_str())
-            {
-                opted_out.push(format!("+{}", recipient.trim_start_matches('+')));
-            }
-            if let Some(mapped) = whatsapp_status(status) {
-                let error = st.get("errors").and_then(|e| e.get(0)).map(|e| {
-                    format!(
-                        "whatsapp {}: {}",
-                        e.get("code").unwrap_or(&serde_json::Value::Null),
-                        e.get("title").and_then(|t| t.as_str()).unwrap_or("")
-                    )
-                });
-                receipts.push(Receipt {
-                    channel_id: info.id,
-                    provider_id: id.to_string(),
-                    status: mapped,
-                    error,
-                });
-            }
-        }
-        let messages = value.get("messages").and_then(|m| m.as_array());
-        for msg in messages.map(|v| v.as_slice()).unwrap_or_default() {
-            let from = msg.get("from").and_then(|v| v.as_str()).unwrap_or("");
-            let text = msg
-                .get("text")
-                .and_then(|t| t.get("body"))
-                .and_then(|b| b.as_str())
-                .or_else(|| {
-                    msg.get("button")
-                        .and_then(|b| b.get("text"))
-                        .and_then(|t| t.as_str())
-                })
-                .unwrap_or("");
-            if !from.is_empty() {
-                inbound.push((
-                    format!("+{}", from.trim_start_matches('+')),
-                    text.to_string(),
-                ));
-            }
-        }
-    }
     let mut outcomes = Vec::new();
     for (from, text) in &inbound {
         match opt_out(&state, &info, from, text).await {
@@ -609,4 +515,199 @@ async fn whatsapp_event(
     };
     keep(&state, channel_id, kind, &outcome, &body).await;
     StatusCode::OK.into_response()
+}
+
+// ---------------------------------------------------------------------------------------
+// Reading the bodies. Pure functions, public so the fuzz targets (src/fuzzing.rs) run the
+// exact code the handlers run.
+// ---------------------------------------------------------------------------------------
+
+/// Decodes a Twilio form body, every pair as sent (repeated keys included: the signature
+/// covers them all).
+pub fn parse_twilio_form(
+    body: &[u8],
+) -> Result<Vec<(String, String)>, serde_urlencoded::de::Error> {
+    serde_urlencoded::from_bytes(body)
+}
+
+/// What a (verified) Twilio status callback asks for.
+#[derive(Debug)]
+pub enum TwilioStatus<'a> {
+    /// No `MessageSid`/`SmsSid` or no `MessageStatus`/`SmsStatus`.
+    Incomplete,
+    /// A status Herald does not track (e.g. `queued`): acknowledged, nothing changes.
+    Unknown(&'a str),
+    Receipt {
+        receipt: Receipt,
+        /// The recipient to suppress when the error code says they opted out.
+        opted_out: Option<&'a str>,
+    },
+}
+
+/// `channel_id` is the channel the webhook path names: the receipt speaks only for it.
+pub fn read_twilio_status(channel_id: i64, params: &[(String, String)]) -> TwilioStatus<'_> {
+    let (Some(sid), Some(status)) = (
+        param(params, "MessageSid").or(param(params, "SmsSid")),
+        param(params, "MessageStatus").or(param(params, "SmsStatus")),
+    ) else {
+        return TwilioStatus::Incomplete;
+    };
+    let Some(mapped) = twilio_status(status) else {
+        return TwilioStatus::Unknown(status);
+    };
+    let error_code = param(params, "ErrorCode");
+    let code = error_code.and_then(|c| c.parse::<i64>().ok());
+    let opted_out =
+        if crate::channels::classify::classify_twilio(crate::channels::classify::NO_RESPONSE, code)
+            == crate::channels::classify::ErrorClass::OptOut
+        {
+            param(params, "To").map(|to| to.trim_start_matches("whatsapp:"))
+        } else {
+            None
+        };
+    TwilioStatus::Receipt {
+        receipt: Receipt {
+            channel_id,
+            provider_id: sid.to_string(),
+            status: mapped,
+            error: error_code.map(|c| format!("twilio {c}")),
+        },
+        opted_out,
+    }
+}
+
+/// The sender of an inbound message as the suppression list keys it: normalised when it is
+/// an address, as given (without `whatsapp:`) otherwise.
+pub fn inbound_sender(from: &str) -> String {
+    let address = from.trim_start_matches("whatsapp:");
+    crate::address::Address::parse(address)
+        .map(|a| a.as_str().to_string())
+        .unwrap_or_else(|_| address.to_string())
+}
+
+/// What a (verified) WhatsApp Cloud API event asks for, collected before any await.
+#[derive(Debug, Default)]
+pub struct WhatsAppEvent {
+    pub receipts: Vec<Receipt>,
+    /// (Herald's message id from `biz_opaque_callback_data`, the provider's wamid).
+    pub proven: Vec<(i64, String)>,
+    /// Recipients the provider reports as opted out.
+    pub opted_out: Vec<String>,
+    /// (sender, text) of inbound messages.
+    pub inbound: Vec<(String, String)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WhatsAppEventError {
+    #[error("the body is not JSON: {0}")]
+    NotJson(serde_json::Error),
+    #[error("a WhatsApp event needs an `entry` array")]
+    NoEntry,
+}
+
+impl WhatsAppEventError {
+    /// The outcome kept with the raw event.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            WhatsAppEventError::NotJson(_) => "rejected: not JSON",
+            WhatsAppEventError::NoEntry => "rejected: no entry array",
+        }
+    }
+}
+
+/// `channel_id` is the channel the webhook path names: its receipts speak only for it.
+pub fn parse_whatsapp_event(
+    channel_id: i64,
+    body: &[u8],
+) -> Result<WhatsAppEvent, WhatsAppEventError> {
+    let event: serde_json::Value =
+        serde_json::from_slice(body).map_err(WhatsAppEventError::NotJson)?;
+    let entries = event
+        .get("entry")
+        .and_then(|e| e.as_array())
+        .ok_or(WhatsAppEventError::NoEntry)?;
+    let mut parsed = WhatsAppEvent::default();
+    let values: Vec<&serde_json::Value> = entries
+        .iter()
+        .filter_map(|e| e.get("changes").and_then(|c| c.as_array()))
+        .flatten()
+        .filter_map(|c| c.get("value"))
+        .collect();
+    for value in values {
+        let statuses = value.get("statuses").and_then(|s| s.as_array());
+        for st in statuses.map(|v| v.as_slice()).unwrap_or_default() {
+            // A status without an id names no message: kept, it would wait forever as a
+            // receipt for an id no send ever gets.
+            let (Some(id), Some(status)) = (
+                st.get("id")
+                    .and_then(|v| v.as_str())
+                    .filter(|id| !id.is_empty()),
+                st.get("status").and_then(|v| v.as_str()),
+            ) else {
+                continue;
+            };
+            // Our message id comes back with every status: a message Herald found in doubt
+            // (its instance died mid-send) is proven sent by it, and is not resent.
+            if let Some(ours) = st
+                .get("biz_opaque_callback_data")
+                .and_then(|v| v.as_str())
+                .and_then(|v| v.parse::<i64>().ok())
+            {
+                parsed.proven.push((ours, id.to_string()));
+            }
+            // Some opt-outs arrive only by webhook (131050 on a failed status).
+            let code = st
+                .get("errors")
+                .and_then(|e| e.get(0))
+                .and_then(|e| e.get("code"))
+                .and_then(|c| c.as_i64());
+            if crate::channels::classify::classify_whatsapp(
+                crate::channels::classify::NO_RESPONSE,
+                code,
+                None,
+            ) == crate::channels::classify::ErrorClass::OptOut
+                && let Some(recipient) = st.get("recipient_id").and_then(|v| v.as_str())
+            {
+                parsed
+                    .opted_out
+                    .push(format!("+{}", recipient.trim_start_matches('+')));
+            }
+            if let Some(mapped) = whatsapp_status(status) {
+                let error = st.get("errors").and_then(|e| e.get(0)).map(|e| {
+                    format!(
+                        "whatsapp {}: {}",
+                        e.get("code").unwrap_or(&serde_json::Value::Null),
+                        e.get("title").and_then(|t| t.as_str()).unwrap_or("")
+                    )
+                });
+                parsed.receipts.push(Receipt {
+                    channel_id,
+                    provider_id: id.to_string(),
+                    status: mapped,
+                    error,
+                });
+            }
+        }
+        let messages = value.get("messages").and_then(|m| m.as_array());
+        for msg in messages.map(|v| v.as_slice()).unwrap_or_default() {
+            let from = msg.get("from").and_then(|v| v.as_str()).unwrap_or("");
+            let text = msg
+                .get("text")
+                .and_then(|t| t.get("body"))
+                .and_then(|b| b.as_str())
+                .or_else(|| {
+                    msg.get("button")
+                        .and_then(|b| b.get("text"))
+                        .and_then(|t| t.as_str())
+                })
+                .unwrap_or("");
+            if !from.is_empty() {
+                parsed.inbound.push((
+                    format!("+{}", from.trim_start_matches('+')),
+                    text.to_string(),
+                ));
+            }
+        }
+    }
+    Ok(parsed)
 }

@@ -661,7 +661,8 @@ fn refuse_statements(statements: &[Stmt<'_>]) -> Result<(), TemplateError> {
         return Err(limit_error(
             TemplateLimit::Statement,
             format!(
-                "message templates cannot use {what} (line {line}); print values with `{{{{ … }}}}` and use `{{% if %}}` and `{{% for %}}` for the rest"
+                "message templates cannot use {what} (line {line}, limit {}); print values with `{{{{ … }}}}` and use `{{% if %}}` and `{{% for %}}` for the rest",
+                TemplateLimit::Statement.code()
             ),
         ));
     }

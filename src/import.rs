@@ -7,12 +7,17 @@
 //! batches in memory.
 
 use crate::address::Address;
+use crate::contact_rules::{self, Violation};
 use crate::store::{ContactInput, Store, StoreError};
 use std::io::Read;
 use std::path::Path;
 use tokio::sync::mpsc;
 
 const BATCH: usize = 1000;
+
+/// Largest row, in bytes: an address, a name and every allowed attribute at its longest
+/// (4-byte characters) fit well within it. A longer row is rejected by line.
+pub const MAX_ROW_BYTES: usize = 512 * 1024;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ImportReport {
@@ -31,6 +36,10 @@ pub enum ImportError {
         "{path} has no `address` column in its header row (found: {found}): add a column named address holding phone numbers (E.164) or emails"
     )]
     NoAddressColumn { path: String, found: String },
+    /// The header row breaks a contact rule (too many attribute columns, a bad column
+    /// name): every row would, so the file is refused whole.
+    #[error("the header row of {path}: {violation}")]
+    Header { path: String, violation: Violation },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -141,6 +150,24 @@ fn parse<R: Read>(reader: R, shown: &str, tx: &ParsedTx) {
     };
     let name_col = lower.iter().position(|h| h == "name");
     let unsub_col = lower.iter().position(|h| h == "unsubscribed");
+    let attribute_cols: Vec<&String> = headers
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != address_col && Some(*i) != name_col && Some(*i) != unsub_col)
+        .map(|(_, h)| h)
+        .collect();
+    let header_rules = contact_rules::check_attribute_count(attribute_cols.len()).and_then(|()| {
+        attribute_cols
+            .iter()
+            .try_for_each(|h| contact_rules::check_attribute_key(h))
+    });
+    if let Err(violation) = header_rules {
+        send(Err(ImportError::Header {
+            path: shown.to_string(),
+            violation,
+        }));
+        return;
+    }
     if !send(Ok(Parsed::Header)) {
         return;
     }
@@ -165,7 +192,14 @@ fn parse<R: Read>(reader: R, shown: &str, tx: &ParsedTx) {
         if record.iter().all(|f| f.is_empty()) {
             continue;
         }
-        if let Some(column) = record.iter().position(|f| f.contains('\0')) {
+        if record.as_slice().len() > MAX_ROW_BYTES {
+            rejects.push((
+                line,
+                format!(
+                    "the row is longer than {MAX_ROW_BYTES} bytes (rule max_row_bytes); no contact needs that much"
+                ),
+            ));
+        } else if let Some(column) = record.iter().position(|f| f.contains('\0')) {
             // PostgreSQL cannot store a NUL character, and no address book needs one.
             rejects.push((
                 line,
@@ -213,10 +247,8 @@ fn parse_row(
 ) -> Result<ContactInput, String> {
     let raw = record.get(address_col).unwrap_or_default();
     let address = Address::parse(raw).map_err(|e| e.to_string())?;
-    let name = name_col
-        .and_then(|i| record.get(i))
-        .filter(|s| !s.is_empty())
-        .map(str::to_string);
+    let name = contact_rules::check_name(name_col.and_then(|i| record.get(i)))
+        .map_err(|v| v.to_string())?;
     let unsubscribed = match unsub_col.and_then(|i| record.get(i)) {
         None | Some("") => None,
         Some(v) => Some(parse_bool(v).ok_or_else(|| {
@@ -232,6 +264,8 @@ fn parse_row(
             attributes.insert(key.clone(), serde_json::Value::String(value.to_string()));
         }
     }
+    // The same rules as `POST /contacts`, so an import stores nothing the API refuses.
+    contact_rules::check_attributes(&attributes).map_err(|v| v.to_string())?;
     Ok(ContactInput {
         address: address.as_str().to_string(),
         name,

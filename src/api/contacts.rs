@@ -463,7 +463,7 @@ async fn delete_contact(
         (status = 200, body = ImportResult),
         (status = 413, description = "The file is larger than 100 MiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not `text/csv`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "No `address` column, or a bad list name", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "No `address` column, a bad list name, a bad header row, or a row far over the row size limit (the import stops at it)", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn import_contacts(
     State(state): State<ApiState>,
@@ -537,6 +537,16 @@ async fn import_contacts(
                 &violation.field,
                 violation.rule,
                 format!("the header row: {}", violation.detail),
+            ));
+        }
+        Err(ImportError::RowTooLong { line, .. }) => {
+            return Err(ApiError::invalid(
+                "body",
+                "max_row_bytes",
+                format!(
+                    "line {line} is longer than {} bytes, so the import stopped there; the rows before it were imported: shorten or remove that row and upload the file again (rows imported again are updated, not duplicated)",
+                    crate::import::MAX_ROW_BYTES
+                ),
             ));
         }
         Err(ImportError::Unreadable { reason, .. }) => {

@@ -2,11 +2,14 @@
 //! customer's system relies on, and that nothing of another organisation is ever visible.
 
 use super::{Auth, Reply, TestApp, api_test};
+use axum::body::{Body, Bytes};
 use axum::http::{Method, StatusCode, header};
 use herald::domain::Role;
 use herald::store::NewCampaign;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 async fn editor(app: &TestApp) -> Auth {
     Auth::Key(app.key(app.org, Role::Editor).await)
@@ -1161,14 +1164,86 @@ api_test!(
             )
             .await;
         field_error(&r, "attributes", "max_items");
-        for columns in [101, 100_000] {
+        // (100,000 columns make a header longer than any row may be: refused by its size
+        // before it is even held whole.)
+        for (columns, field, rule) in [
+            (101, "attributes", "max_items"),
+            (100_000, "header", "max_row_bytes"),
+        ] {
             let mut header = vec!["address".to_string()];
             header.extend((0..columns).map(|i| format!("a{i}")));
             let mut row = vec!["+14155550997".to_string()];
             row.extend((0..columns).map(|_| "v".to_string()));
             let header: Vec<&str> = header.iter().map(String::as_str).collect();
             let r = import(&app, &auth, "wide", &csv_file(&header, &[row])).await;
-            field_error(&r, "attributes", "max_items");
+            field_error(&r, field, rule);
+        }
+    }
+);
+
+/// The id of the organisation's list named `name`.
+async fn list_named(app: &TestApp, auth: &Auth, name: &str) -> String {
+    let lists = walk(app, auth, "/api/v1/lists", 500).await;
+    lists
+        .iter()
+        .find(|l| l["name"] == name)
+        .and_then(|l| l["id"].as_str())
+        .unwrap_or_else(|| panic!("no list named {name}: {lists:?}"))
+        .to_string()
+}
+
+// The attack, streamed as a client would send it: a 50 MB name and a 5 MB cell,
+// each on one line. The csv crate holds a whole record before handing it over, so the
+// import used to read (and hold) every byte of the row only to reject it at the end. Now
+// it stops one row cap into the row with a 422 naming the line and the rule, having pulled
+// a bounded part of the upload; the row before it is imported, the rows after it are not.
+api_test!(
+    a_huge_csv_row_stops_the_import_before_it_is_held,
+    |app| async move {
+        static FILLER: [u8; 64 * 1024] = [b'x'; 64 * 1024];
+        let auth = editor(&app).await;
+        let cases = [
+            ("name", "+14155550201,", 50 << 20, ",Rome\n"),
+            ("cell", "+14155550201,Eve,", 5 << 20, "\n"),
+        ];
+        for (label, before, filler, after) in cases {
+            let pulled = Arc::new(AtomicUsize::new(0));
+            let counter = pulled.clone();
+            let head = format!("address,name,city\n+14155550200,Ada,Paris\n{before}");
+            let tail = format!("{after}+14155550202,Bob,Oslo\n");
+            let chunks = std::iter::once(Bytes::from(head))
+                .chain((0..filler / FILLER.len()).map(|_| Bytes::from_static(&FILLER)))
+                .chain(std::iter::once(Bytes::from(tail)))
+                .map(move |chunk| {
+                    counter.fetch_add(chunk.len(), Ordering::SeqCst);
+                    Ok::<_, std::convert::Infallible>(chunk)
+                });
+            let list = format!("huge-{label}");
+            let r = app
+                .send_body(
+                    Method::POST,
+                    &format!("/api/v1/contacts/import?list={list}"),
+                    &auth,
+                    &[],
+                    Some("text/csv"),
+                    Body::from_stream(futures_util::stream::iter(chunks)),
+                )
+                .await;
+            field_error(&r, "body", "max_row_bytes");
+            let detail = r.body["detail"].as_str().unwrap_or_default();
+            assert!(detail.contains("line 3 "), "{label}: {detail}");
+            let pulled = pulled.load(Ordering::SeqCst);
+            assert!(
+                pulled < 2 << 20,
+                "{label}: the import pulled {pulled} bytes of the upload"
+            );
+            let list = list_named(&app, &auth, &list).await;
+            let members = walk(&app, &auth, &format!("/api/v1/lists/{list}/members"), 10).await;
+            let addresses: Vec<&str> = members
+                .iter()
+                .filter_map(|m| m["address"].as_str())
+                .collect();
+            assert_eq!(addresses, ["+14155550200"], "{label}");
         }
     }
 );

@@ -11,6 +11,16 @@ pub const MAX_ATTRIBUTE_KEY: usize = 100;
 /// Characters of an attribute value.
 pub const MAX_ATTRIBUTE_VALUE: usize = 1000;
 
+/// Largest stored attributes (their JSON text, in bytes) a read returns. Every contact
+/// within the rules above fits with room to spare (100 attributes of 100-character names
+/// and 1,000-character values, 4-byte characters and JSON escapes included, are about
+/// 440 KB); only rows stored before these rules applied to every write can be larger, and
+/// reads withhold those attributes (see `store::directory::bounded_contact_fields`).
+pub const MAX_READ_ATTRIBUTES_BYTES: usize = 512 * 1024;
+
+/// Appended to a stored name that reads cut to [`MAX_NAME`] characters.
+pub const TRUNCATION_MARK: &str = "\u{2026}";
+
 /// A broken rule: the field (`name`, `attributes`, `attributes.city`), the rule's stable
 /// name (as the API's `rule`) and what would be right.
 #[derive(Debug, Clone, PartialEq, Eq)]

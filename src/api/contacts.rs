@@ -46,6 +46,12 @@ pub struct Contact {
     /// Values for templates: strings, numbers and booleans.
     #[schema(value_type = Object)]
     pub attributes: Attributes,
+    /// Present, and true, only on a contact stored before today's contact rules whose
+    /// attributes are too large to return: `attributes` is then `{}` (the stored values are
+    /// kept; replace them with a PATCH). A name stored longer than the rules allow comes
+    /// back cut, ending in `…`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub attributes_truncated: bool,
     pub unsubscribed: bool,
     /// The lists the contact belongs to.
     #[schema(example = json!(["lst_1"]))]
@@ -61,6 +67,7 @@ impl From<ContactRow> for Contact {
             address: c.address,
             name: c.name,
             attributes: c.attributes,
+            attributes_truncated: c.attributes_truncated,
             unsubscribed: c.unsubscribed,
             list_ids: c
                 .list_ids

@@ -1247,3 +1247,234 @@ api_test!(
         }
     }
 );
+
+/// Inserts a contact of `org` in `list` behind the store's back, as a database from before
+/// the contact rules holds it; returns its id.
+async fn insert_raw_contact(
+    app: &TestApp,
+    list: i64,
+    address: &str,
+    name: &str,
+    attributes: &str,
+) -> i64 {
+    let pool = app.db.raw().await;
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO contacts (org_id, address, name, attributes, unsubscribed, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, 0, 0, 0) RETURNING id",
+    )
+    .bind(app.org)
+    .bind(address)
+    .bind(name)
+    .bind(attributes)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO list_members (list_id, contact_id, added_at) VALUES ($1, $2, 0)")
+        .bind(list)
+        .bind(id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    id
+}
+
+// The issue's aftermath: rows an old CSV import stored (a 50 MB name, 100,000 attributes, a
+// 5 MB cell) were read whole by every list, search and page: the dashboard's list page
+// answered 502 and 16 concurrent member reads took the server to 1.4 GB. Every read of
+// contacts (API list, members, search, get, template preview, the dashboard, the sender's
+// claim) now answers in bounded size: the name cut to the rule's limit plus `…`, oversized
+// attributes withheld and flagged, and the other contacts intact.
+api_test!(
+    contacts_stored_before_the_rules_are_read_bounded,
+    |app| async move {
+        const MIB: usize = 1 << 20;
+        let auth = editor(&app).await;
+        let r = app
+            .post("/api/v1/lists", &auth, json!({"name": "legacy"}))
+            .await;
+        r.expect(StatusCode::CREATED);
+        let list = id_of(&r);
+        let list_id: i64 = list.trim_start_matches("lst_").parse().unwrap();
+        let ada = create_contact(
+            &app,
+            &auth,
+            json!({"address": "+14155550300", "name": "Ada", "attributes": {"city": "Paris"}, "list_ids": [list]}),
+        )
+        .await;
+        let wide: serde_json::Map<String, Value> = (0..100_000)
+            .map(|i| (format!("a{i}"), json!("v")))
+            .collect();
+        let huge_name = insert_raw_contact(
+            &app,
+            list_id,
+            "+14155550301",
+            &"n".repeat(50 * MIB),
+            r#"{"city":"Rome"}"#,
+        )
+        .await;
+        let many = insert_raw_contact(
+            &app,
+            list_id,
+            "+14155550302",
+            "Wide",
+            &Value::Object(wide).to_string(),
+        )
+        .await;
+        let cell = insert_raw_contact(
+            &app,
+            list_id,
+            "+14155550303",
+            "Cell",
+            &json!({"note": "x".repeat(5 * MIB)}).to_string(),
+        )
+        .await;
+        let bob = create_contact(
+            &app,
+            &auth,
+            json!({"address": "+14155550304", "name": "Bob", "attributes": {"city": "Oslo"}, "list_ids": [list]}),
+        )
+        .await;
+        let cut_name = format!("{}\u{2026}", "n".repeat(200));
+
+        // What each contact read must look like: (name, attributes, withheld).
+        let expected = |id: &str| -> (Value, Value, bool) {
+            match id {
+                _ if id == ada => (json!("Ada"), json!({"city": "Paris"}), false),
+                _ if id == bob => (json!("Bob"), json!({"city": "Oslo"}), false),
+                _ if id == format!("con_{huge_name}") => {
+                    (json!(cut_name), json!({"city": "Rome"}), false)
+                }
+                _ if id == format!("con_{many}") => (json!("Wide"), json!({}), true),
+                _ if id == format!("con_{cell}") => (json!("Cell"), json!({}), true),
+                _ => panic!("unexpected contact {id}"),
+            }
+        };
+        let check = |items: &[Value], what: &str| {
+            for c in items {
+                let (name, attributes, withheld) = expected(c["id"].as_str().unwrap());
+                assert_eq!(c["name"], name, "{what}");
+                assert_eq!(c["attributes"], attributes, "{what}");
+                match withheld {
+                    true => assert_eq!(c["attributes_truncated"], true, "{what}"),
+                    false => assert!(c.get("attributes_truncated").is_none(), "{what}: {c}"),
+                }
+            }
+        };
+        for path in [
+            "/api/v1/contacts?limit=500".to_string(),
+            format!("/api/v1/lists/{list}/members?limit=500"),
+        ] {
+            let r = app.get(&path, &auth).await;
+            r.expect(StatusCode::OK);
+            assert!(r.text.len() < MIB, "{path}: {} bytes", r.text.len());
+            assert_eq!(r.body["items"].as_array().unwrap().len(), 5, "{path}");
+            check(r.body["items"].as_array().unwrap(), &path);
+        }
+        // Pages stay capped at 500.
+        app.get(&format!("/api/v1/lists/{list}/members?limit=501"), &auth)
+            .await
+            .expect_problem(StatusCode::BAD_REQUEST, "invalid-query");
+        // A search that matches the huge name reads only its first characters.
+        let r = app
+            .get(
+                &format!("/api/v1/contacts?q={}&limit=500", "n".repeat(50)),
+                &auth,
+            )
+            .await;
+        r.expect(StatusCode::OK);
+        assert!(r.text.len() < MIB, "search: {} bytes", r.text.len());
+        assert_eq!(r.body["items"][0]["name"], cut_name.as_str());
+        for id in [huge_name, many, cell] {
+            let r = app.get(&format!("/api/v1/contacts/con_{id}"), &auth).await;
+            r.expect(StatusCode::OK);
+            assert!(r.text.len() < MIB, "con_{id}: {} bytes", r.text.len());
+            check(std::slice::from_ref(&r.body), &format!("con_{id}"));
+            let r = app
+                .post(
+                    "/api/v1/templates/preview",
+                    &auth,
+                    json!({"body": "Hi {{ name }}", "contact_id": format!("con_{id}")}),
+                )
+                .await;
+            r.expect(StatusCode::OK);
+            assert!(
+                r.text.len() < MIB,
+                "preview con_{id}: {} bytes",
+                r.text.len()
+            );
+        }
+
+        // The dashboard's pages of the list and of contacts (they read through the API).
+        let password = "a long enough password";
+        app.user(app.org, "viewer@example.org", Role::Viewer, password)
+            .await;
+        let (cookie, _) = app.sign_in("viewer@example.org", password).await;
+        let session = Auth::Session { cookie, csrf: None };
+        for path in [
+            format!("/lists/{list}"),
+            format!("/contacts?list_id={list}"),
+        ] {
+            let r = app.get(&path, &session).await;
+            r.expect(StatusCode::OK);
+            assert!(r.text.len() < MIB, "{path}: {} bytes", r.text.len());
+            assert!(r.text.contains("Bob"), "{path}");
+        }
+
+        // The sender's claim of a campaign to the list.
+        let store = &app.db.store;
+        let channel = crate::support::sandbox_channel(store, "legacy").await;
+        let campaign =
+            crate::support::new_campaign(store, app.org, list_id, channel, "Hi {{ name }}").await;
+        let now = herald::clock::now_ms();
+        store
+            .start_campaign(campaign, now, "test", None)
+            .await
+            .unwrap();
+        let owner = herald::store::InstanceInfo {
+            id: "legacy-reader".into(),
+            host: "test".into(),
+            pid: 1,
+            proc_start: None,
+            version: "0".into(),
+            role: "serve".into(),
+            started_at: now,
+        };
+        store.register_instance(&owner).await.unwrap();
+        let claimed = store
+            .claim(campaign, &owner.id, now, now + 60_000, 500)
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 5);
+        for m in &claimed {
+            let name = m.name.as_deref().unwrap_or_default();
+            assert!(
+                name.chars().count() <= 201,
+                "{}: name {}",
+                m.address,
+                name.len()
+            );
+            assert!(m.attributes.len() < MIB, "{}: attributes", m.address);
+        }
+        // And the in-doubt check, which renders the same bodies (the last use of this
+        // campaign: its counters no longer matter).
+        app.db
+            .raw_exec(
+                "UPDATE messages SET status = 'in_doubt', in_doubt_at = 0 WHERE campaign_id = $1",
+                campaign,
+            )
+            .await;
+        let candidates = store.in_doubt_candidates(now, 100).await.unwrap();
+        assert_eq!(candidates.len(), 5);
+        for m in &candidates {
+            let name = m.name.as_deref().unwrap_or_default();
+            assert!(
+                name.chars().count() <= 201,
+                "{}: name {}",
+                m.address,
+                name.len()
+            );
+            assert!(m.attributes.len() < MIB, "{}: attributes", m.address);
+        }
+    }
+);

@@ -7,12 +7,65 @@
 //! batches in memory.
 
 use crate::address::Address;
+use crate::contact_rules::{self, Violation};
 use crate::store::{ContactInput, Store, StoreError};
 use std::io::Read;
 use std::path::Path;
 use tokio::sync::mpsc;
 
 const BATCH: usize = 1000;
+
+/// Largest row, in bytes: an address, a name and every allowed attribute at its longest
+/// (4-byte characters) fit well within it. A longer row is rejected by line.
+pub const MAX_ROW_BYTES: usize = 512 * 1024;
+
+/// The CSV reader's buffer: how far it reads ahead of the record it is parsing, and so the
+/// slack the row cap allows before it stops the import (see [`RowCapReader`]).
+const READ_BUFFER: usize = 64 * 1024;
+
+/// Bytes a record may pull from the input before the import stops: [`MAX_ROW_BYTES`] plus
+/// one buffer of read-ahead, so no row within the cap ever trips it.
+const ROW_HARD_LIMIT: usize = MAX_ROW_BYTES + READ_BUFFER;
+
+/// Counts the bytes the CSV reader pulls since the last record boundary (the parse loop
+/// calls [`RowCapReader::start_record`] after each record) and fails once a record pulls
+/// more than [`ROW_HARD_LIMIT`]. The csv crate buffers a whole record before handing it
+/// over, so without this a 50 MB single-line row would sit in memory; with it, at most
+/// about one cap's worth does.
+struct RowCapReader<R> {
+    inner: R,
+    since_record: usize,
+    tripped: bool,
+}
+
+impl<R: Read> RowCapReader<R> {
+    fn new(inner: R) -> Self {
+        RowCapReader {
+            inner,
+            since_record: 0,
+            tripped: false,
+        }
+    }
+
+    fn start_record(&mut self) {
+        self.since_record = 0;
+    }
+}
+
+impl<R: Read> Read for RowCapReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.since_record > ROW_HARD_LIMIT {
+            self.tripped = true;
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("a row is longer than {MAX_ROW_BYTES} bytes (rule max_row_bytes)"),
+            ));
+        }
+        let n = self.inner.read(buf)?;
+        self.since_record = self.since_record.saturating_add(n);
+        Ok(n)
+    }
+}
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ImportReport {
@@ -31,6 +84,16 @@ pub enum ImportError {
         "{path} has no `address` column in its header row (found: {found}): add a column named address holding phone numbers (E.164) or emails"
     )]
     NoAddressColumn { path: String, found: String },
+    /// The header row breaks a contact rule (too many attribute columns, a bad column
+    /// name): every row would, so the file is refused whole.
+    #[error("the header row of {path}: {violation}")]
+    Header { path: String, violation: Violation },
+    /// A row far over [`MAX_ROW_BYTES`]: the CSV reader cannot skip it without holding it
+    /// whole, so the import stops there; the rows before it are imported.
+    #[error(
+        "{path}, line {line}: the row is longer than {MAX_ROW_BYTES} bytes (rule max_row_bytes), so the import stopped at this line; the rows before it were imported: shorten or remove that row and import the file again (rows imported again are updated, not duplicated)"
+    )]
+    RowTooLong { path: String, line: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -120,12 +183,31 @@ pub(crate) fn parse<R: Read>(reader: R, shown: &str, tx: &ParsedTx) {
         path: shown.to_string(),
         reason: e.to_string(),
     };
+    // The csv reader buffers its input itself (READ_BUFFER), over the row cap.
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
         .trim(csv::Trim::All)
-        .from_reader(std::io::BufReader::new(reader));
-    let headers: Vec<String> = match reader.headers() {
-        Ok(h) => h.iter().map(|h| h.trim().to_string()).collect(),
+        .buffer_capacity(READ_BUFFER)
+        .from_reader(RowCapReader::new(reader));
+    let headers = reader
+        .headers()
+        .map(|h| h.iter().map(|h| h.trim().to_string()).collect::<Vec<_>>());
+    let headers: Vec<String> = match headers {
+        Ok(h) => h,
+        Err(_) if reader.get_ref().tripped => {
+            send(Err(ImportError::Header {
+                path: shown.to_string(),
+                violation: Violation {
+                    field: "header".into(),
+                    rule: "max_row_bytes",
+                    detail: format!(
+                        "longer than {MAX_ROW_BYTES} bytes, far more than {} attribute columns need",
+                        contact_rules::MAX_ATTRIBUTES
+                    ),
+                },
+            }));
+            return;
+        }
         Err(e) => {
             send(Err(unreadable(&e)));
             return;
@@ -139,6 +221,7 @@ pub(crate) fn parse<R: Read>(reader: R, shown: &str, tx: &ParsedTx) {
         ))));
         return;
     }
+    reader.get_mut().start_record();
     let lower: Vec<String> = headers.iter().map(|h| h.to_ascii_lowercase()).collect();
     let Some(address_col) = lower.iter().position(|h| h == "address") else {
         send(Err(ImportError::NoAddressColumn {
@@ -149,6 +232,24 @@ pub(crate) fn parse<R: Read>(reader: R, shown: &str, tx: &ParsedTx) {
     };
     let name_col = lower.iter().position(|h| h == "name");
     let unsub_col = lower.iter().position(|h| h == "unsubscribed");
+    let attribute_cols: Vec<&String> = headers
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != address_col && Some(*i) != name_col && Some(*i) != unsub_col)
+        .map(|(_, h)| h)
+        .collect();
+    let header_rules = contact_rules::check_attribute_count(attribute_cols.len()).and_then(|()| {
+        attribute_cols
+            .iter()
+            .try_for_each(|h| contact_rules::check_attribute_key(h))
+    });
+    if let Err(violation) = header_rules {
+        send(Err(ImportError::Header {
+            path: shown.to_string(),
+            violation,
+        }));
+        return;
+    }
     if !send(Ok(Parsed::Header)) {
         return;
     }
@@ -156,10 +257,24 @@ pub(crate) fn parse<R: Read>(reader: R, shown: &str, tx: &ParsedTx) {
     let mut rejects: Vec<(u64, String)> = Vec::new();
     let mut record = csv::StringRecord::new();
     loop {
-        let line = reader.position().line() + 1;
-        match reader.read_record(&mut record) {
+        // Where the reader stands: the line the next record starts on (blank lines aside).
+        let line = reader.position().line();
+        let read = reader.read_record(&mut record);
+        reader.get_mut().start_record();
+        match read {
             Ok(false) => break,
             Ok(true) => {}
+            Err(_) if reader.get_ref().tripped => {
+                // The parser is mid-row and cannot resync: keep the rows before this one
+                // (as an unreadable input does) and stop, naming the line.
+                if send(Ok(Parsed::Rows { contacts, rejects })) {
+                    send(Err(ImportError::RowTooLong {
+                        path: shown.to_string(),
+                        line,
+                    }));
+                }
+                return;
+            }
             Err(e) => {
                 if matches!(e.kind(), csv::ErrorKind::Io(_)) {
                     send(Err(unreadable(&e)));
@@ -176,7 +291,14 @@ pub(crate) fn parse<R: Read>(reader: R, shown: &str, tx: &ParsedTx) {
         if record.iter().all(|f| f.is_empty()) {
             continue;
         }
-        if let Some(column) = record.iter().position(|f| f.contains('\0')) {
+        if record.as_slice().len() > MAX_ROW_BYTES {
+            rejects.push((
+                line,
+                format!(
+                    "the row is longer than {MAX_ROW_BYTES} bytes (rule max_row_bytes); no contact needs that much"
+                ),
+            ));
+        } else if let Some(column) = record.iter().position(|f| f.contains('\0')) {
             // PostgreSQL cannot store a NUL character, and no address book needs one.
             rejects.push((
                 line,
@@ -224,10 +346,8 @@ fn parse_row(
 ) -> Result<ContactInput, String> {
     let raw = record.get(address_col).unwrap_or_default();
     let address = Address::parse(raw).map_err(|e| e.to_string())?;
-    let name = name_col
-        .and_then(|i| record.get(i))
-        .filter(|s| !s.is_empty())
-        .map(str::to_string);
+    let name = contact_rules::check_name(name_col.and_then(|i| record.get(i)))
+        .map_err(|v| v.to_string())?;
     let unsubscribed = match unsub_col.and_then(|i| record.get(i)) {
         None | Some("") => None,
         Some(v) => Some(parse_bool(v).ok_or_else(|| {
@@ -243,6 +363,8 @@ fn parse_row(
             attributes.insert(key.clone(), serde_json::Value::String(value.to_string()));
         }
     }
+    // The same rules as `POST /contacts`, so an import stores nothing the API refuses.
+    contact_rules::check_attributes(&attributes).map_err(|v| v.to_string())?;
     Ok(ContactInput {
         address: address.as_str().to_string(),
         name,
@@ -261,7 +383,72 @@ fn parse_bool(v: &str) -> Option<bool> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_bool;
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Counts the bytes the parser pulls from its input.
+    struct Counting<R> {
+        inner: R,
+        pulled: Arc<AtomicUsize>,
+    }
+
+    impl<R: Read> Read for Counting<R> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            self.pulled.fetch_add(n, Ordering::SeqCst);
+            Ok(n)
+        }
+    }
+
+    // The attack: a 50 MB name and a 5 MB cell on one line each. The csv crate
+    // buffers a whole record, so before the row cap sat under it the parser pulled (and
+    // held) all 50 MB only to reject the row at the end. Now it stops one cap and a buffer
+    // into the row, keeps the row before it and names the line and the rule.
+    #[test]
+    fn a_huge_row_stops_the_parser_before_it_is_buffered() {
+        let head = "address,name,city\n+14155550100,Ada,Paris\n";
+        let cases = [
+            ("50 MB name", "+14155550101,", 50 << 20, ",Rome\n"),
+            ("5 MB cell", "+14155550101,Eve,", 5 << 20, "\n"),
+        ];
+        for (label, before, filler, after) in cases {
+            let pulled = Arc::new(AtomicUsize::new(0));
+            let input = Counting {
+                inner: head
+                    .as_bytes()
+                    .chain(before.as_bytes())
+                    .chain(std::io::repeat(b'x').take(filler))
+                    .chain(after.as_bytes())
+                    .chain(&b"+14155550102,Bob,Oslo\n"[..]),
+                pulled: pulled.clone(),
+            };
+            let (tx, mut rx) = mpsc::channel(16);
+            parse(input, "contacts.csv", &tx);
+            drop(tx);
+            let mut imported = Vec::new();
+            let mut stopped_at = None;
+            while let Ok(parsed) = rx.try_recv() {
+                match parsed {
+                    Ok(Parsed::Header) => {}
+                    Ok(Parsed::Rows { contacts, rejects }) => {
+                        assert!(rejects.is_empty(), "{label}: {rejects:?}");
+                        imported.extend(contacts.into_iter().map(|c| c.address));
+                    }
+                    Ok(Parsed::Done) => panic!("{label}: the parser read past the huge row"),
+                    Err(ImportError::RowTooLong { line, .. }) => stopped_at = Some(line),
+                    Err(e) => panic!("{label}: {e}"),
+                }
+            }
+            assert_eq!(imported, ["+14155550100"], "{label}");
+            assert_eq!(stopped_at, Some(3), "{label}");
+            let pulled = pulled.load(Ordering::SeqCst);
+            assert!(
+                pulled <= ROW_HARD_LIMIT + 2 * READ_BUFFER,
+                "{label}: the parser pulled {pulled} bytes"
+            );
+        }
+    }
 
     #[test]
     fn booleans_accept_common_spellings() {

@@ -8,6 +8,7 @@ pub mod channels;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod contact_rules;
 pub mod doctor;
 pub mod domain;
 pub mod engine;

@@ -16,13 +16,34 @@
 //! empty gap in a message that goes out to thousands of people. Testing a
 //! missing variable is allowed, so `{% if coupon %}…{% endif %}` and
 //! `{{ city | default("your city") }}` work for contacts without it.
+//!
+//! Rendering is bounded, because any viewer can preview a template and one slow
+//! render would hold a thread the server needs:
+//! * statements that let a template feed values back into itself (`set`,
+//!   `with`, `filter` blocks, `do`, recursive loops) are refused at compile
+//!   time ([`TemplateLimit::Statement`]); a message needs none of them;
+//! * the two operators that allocate in proportion to an operand, `*`
+//!   (repetition) and `+` (concatenation), are rerouted to bounded versions
+//!   ([`MAX_BUILT_ITEMS`], [`MAX_BUILT_BYTES`]); minijinja repeats lists
+//!   lazily, so `{{ [1]*100000000 }}` would otherwise print 100 million items
+//!   before its fuel check saw the bytes;
+//! * everything else (filters, functions, methods, loops, output) is charged
+//!   against [`RENDER_FUEL`], and the output is capped at
+//!   [`MAX_RENDERED_BYTES`];
+//! * callers in the server run renders through [`render_off_thread`]: on the
+//!   blocking pool, a few at a time, with a deadline.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::io;
+use std::sync::Arc;
+use std::time::Duration;
 
-use minijinja::value::Serde;
+use minijinja::machinery::ast::{BinOpKind, CallArg, Expr, Stmt};
+use minijinja::machinery::{self, Instruction, Instructions};
+use minijinja::syntax::SyntaxConfig;
+use minijinja::value::{Serde, ValueKind};
 use minijinja::{AutoEscape, Environment, Error, ErrorKind, UndefinedBehavior, Value};
+use tokio::sync::Semaphore;
 
 /// Instructions one render may execute. Real message templates use a few
 /// hundred at most; the limit only stops a runaway loop from stalling a
@@ -33,6 +54,29 @@ pub const RENDER_FUEL: u64 = 100_000;
 /// body, and stops a small loop printing huge strings from exhausting
 /// memory (fuel counts instructions, not output size).
 pub const MAX_RENDERED_BYTES: usize = 1024 * 1024;
+
+/// Most items (counted through nested lists and maps) a list built by `*` or
+/// `+` may hold: far more than a message lists, and small enough that printing
+/// or comparing such a list stays cheap.
+pub const MAX_BUILT_ITEMS: usize = 10_000;
+
+/// Longest string, in bytes, that `*` or `+` may build (strings inside built
+/// lists count too).
+pub const MAX_BUILT_BYTES: usize = MAX_RENDERED_BYTES;
+
+/// Renders running at once on the blocking pool, across the whole process:
+/// the machine's cores are shared with HTTP and the engine.
+pub const MAX_CONCURRENT_RENDERS: usize = 2;
+
+/// How long a caller waits for a render (queueing included) before giving up.
+/// Fuel bounds a render to milliseconds; this only guards against a queue of
+/// them.
+pub const RENDER_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Names under which `*` and `+` are rerouted to [`bounded_mul`] and
+/// [`bounded_add`]; prefixed so no template variable collides with them.
+const BOUNDED_MUL: &str = "__herald_bounded_mul";
+const BOUNDED_ADD: &str = "__herald_bounded_add";
 
 /// Variables every contact has, whatever its list.
 pub const BUILTIN_VARIABLES: [&str; 3] = ["address", "name", "attributes"];
@@ -57,6 +101,14 @@ pub enum TemplateError {
         /// Sorted, built-ins first.
         known: Vec<String>,
     },
+    /// The template uses a statement a message template may not, or a render
+    /// went past one of the resource limits. `limit` names which, for the API's
+    /// `rule`.
+    #[error("{reason}")]
+    Limit {
+        limit: TemplateLimit,
+        reason: String,
+    },
     /// Rendering failed for one contact.
     #[error("cannot render the message: {reason}")]
     Render {
@@ -66,6 +118,59 @@ pub enum TemplateError {
         /// which would fail for every contact alike.
         missing: Vec<String>,
     },
+}
+
+/// The limit a refused template ran into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TemplateLimit {
+    /// A statement that is refused at compile time (`set`, `with`, ...).
+    Statement,
+    /// More than [`RENDER_FUEL`] steps.
+    Fuel,
+    /// Output longer than [`MAX_RENDERED_BYTES`].
+    OutputBytes,
+    /// A list built by `*`/`+` with more than [`MAX_BUILT_ITEMS`] items.
+    BuiltItems,
+    /// A string built by `*`/`+` longer than [`MAX_BUILT_BYTES`].
+    BuiltBytes,
+    /// The render did not finish within [`RENDER_DEADLINE`].
+    Deadline,
+}
+
+impl TemplateLimit {
+    /// Stable name, used as the `rule` of the API's validation problem.
+    pub fn code(self) -> &'static str {
+        match self {
+            TemplateLimit::Statement => "template_statement",
+            TemplateLimit::Fuel => "max_render_steps",
+            TemplateLimit::OutputBytes => "max_rendered_bytes",
+            TemplateLimit::BuiltItems => "max_built_items",
+            TemplateLimit::BuiltBytes => "max_built_bytes",
+            TemplateLimit::Deadline => "render_deadline",
+        }
+    }
+}
+
+impl TemplateError {
+    /// The limit this error is about, if it is about one.
+    pub fn limit(&self) -> Option<TemplateLimit> {
+        match self {
+            TemplateError::Limit { limit, .. } => Some(*limit),
+            _ => None,
+        }
+    }
+
+    /// The API validation rule for this error: the limit's name, else `fallback`.
+    pub fn rule<'a>(&self, fallback: &'a str) -> &'a str {
+        match self.limit() {
+            Some(limit) => limit.code(),
+            None => fallback,
+        }
+    }
+}
+
+fn limit_error(limit: TemplateLimit, reason: String) -> TemplateError {
+    TemplateError::Limit { limit, reason }
 }
 
 fn on_line(line: Option<usize>) -> String {
@@ -129,6 +234,11 @@ impl MessageTemplate {
     /// minijinja: they only fail at render time, for every contact.
     pub fn compile(source: &str) -> Result<MessageTemplate, TemplateError> {
         let mut env = Environment::new();
+        // No `set`, so a namespace has no use; `debug()` dumps the whole context.
+        env.remove_global("namespace");
+        env.remove_global("debug");
+        env.add_function(BOUNDED_MUL, bounded_mul);
+        env.add_function(BOUNDED_ADD, bounded_add);
         // Plain-text bodies: HTML escaping would turn "Tom & Jerry" into
         // "Tom &amp; Jerry" in an SMS.
         env.set_auto_escape_callback(|_| AutoEscape::None);
@@ -147,6 +257,16 @@ impl MessageTemplate {
             }
             minijinja::escape_formatter(out, state, value)
         });
+        // Checked before minijinja compiles it: compiling folds constants (see
+        // `check_expr`). Parsing twice is cheap and happens once per template.
+        let tree =
+            machinery::parse(source, TEMPLATE_NAME, SyntaxConfig::default()).map_err(|e| {
+                TemplateError::Syntax {
+                    line: e.line(),
+                    message: e.detail().unwrap_or(&e.kind().to_string()).to_owned(),
+                }
+            })?;
+        refuse_statements(std::slice::from_ref(&tree))?;
         env.add_template_owned(TEMPLATE_NAME, source.to_owned())
             .map_err(|e| TemplateError::Syntax {
                 line: e.line(),
@@ -246,19 +366,49 @@ impl MessageTemplate {
     /// the empty string is defined.) Running out of [`RENDER_FUEL`] or
     /// exceeding [`MAX_RENDERED_BYTES`] is a `Render` error too.
     pub fn render(&self, contact: &ContactFields<'_>) -> Result<String, TemplateError> {
+        self.renderer()?.render(contact)
+    }
+
+    /// A renderer for many contacts: the bounded program is built once.
+    pub fn renderer(&self) -> Result<Renderer<'_>, TemplateError> {
         let template = self
             .env
             .get_template(TEMPLATE_NAME)
             .map_err(internal_error)?;
-        let mut out = CappedBuffer::default();
-        match template.render_captured_to(context_value(contact), &mut out) {
-            Ok(_captured) => String::from_utf8(out.bytes).map_err(|_| TemplateError::Render {
-                // Unreachable in practice: minijinja only writes `str`s and
-                // the buffer never keeps part of one.
-                reason: "the output is not valid UTF-8".to_owned(),
-                missing: Vec::new(),
-            }),
-            Err(e) => Err(self.render_error(&e, contact, out.overflowed)),
+        let compiled = machinery::get_compiled_template(&template);
+        let program = bounded_program(&compiled.instructions);
+        Ok(Renderer {
+            template: self,
+            program,
+            blocks: BTreeMap::new(),
+        })
+    }
+
+    /// Render with a stand-in contact whose every variable is its own name in
+    /// capitals (`{{ city }}` renders `CITY`), as the editor previews a
+    /// template before a contact is chosen.
+    pub fn render_placeholder(&self) -> Result<String, TemplateError> {
+        let mut attributes = serde_json::Map::new();
+        for v in &self.variables {
+            if !BUILTIN_VARIABLES.contains(&v.as_str()) {
+                attributes.insert(v.clone(), serde_json::Value::String(v.to_uppercase()));
+            }
+        }
+        self.render(&ContactFields {
+            address: "ADDRESS",
+            name: Some("NAME"),
+            attributes: &attributes,
+        })
+    }
+
+    /// Refuse a template that runs into a resource limit when rendered with the
+    /// placeholder contact (see [`Self::render_placeholder`]); other render errors
+    /// (a variable this stand-in lacks) are left to the real contacts. Done before
+    /// a campaign is created, so `{{ [1]*100000000 }}` never reaches a sender.
+    pub fn check_limits(&self) -> Result<(), TemplateError> {
+        match self.render_placeholder() {
+            Err(e @ TemplateError::Limit { .. }) => Err(e),
+            _ => Ok(()),
         }
     }
 
@@ -274,14 +424,28 @@ impl MessageTemplate {
     ) -> TemplateError {
         let line = on_line(e.line());
         if overflowed {
-            return render_failure(format!(
-                "the message would be longer than {MAX_RENDERED_BYTES} bytes{line}; shorten what the template prints"
-            ));
+            return limit_error(
+                TemplateLimit::OutputBytes,
+                format!(
+                    "the message would be longer than {MAX_RENDERED_BYTES} bytes{line} (limit {}); shorten what the template prints",
+                    TemplateLimit::OutputBytes.code()
+                ),
+            );
         }
         if e.kind() == ErrorKind::OutOfFuel {
-            return render_failure(format!(
-                "the template ran out of fuel{line} (more than {RENDER_FUEL} steps), which means a loop far too large for a message; simplify it"
-            ));
+            return limit_error(
+                TemplateLimit::Fuel,
+                format!(
+                    "the template ran out of fuel{line} (more than {RENDER_FUEL} steps, limit {}), which means a loop or a value far too large for a message; simplify it",
+                    TemplateLimit::Fuel.code()
+                ),
+            );
+        }
+        if let Some(BuiltTooLarge(limit)) =
+            std::error::Error::source(e).and_then(|source| source.downcast_ref::<BuiltTooLarge>())
+        {
+            let detail = e.detail().unwrap_or_default();
+            return limit_error(*limit, format!("{detail}{line}"));
         }
         let about_undefined = e.kind() == ErrorKind::UndefinedError
             || e.detail().is_some_and(|d| d.contains("undefined"));
@@ -394,27 +558,488 @@ fn context_value(contact: &ContactFields<'_>) -> Value {
     Value::from(ctx)
 }
 
-/// Output buffer that refuses to grow past [`MAX_RENDERED_BYTES`]. A refused
-/// write is rejected whole, so the bytes kept are always whole `str`s.
-#[derive(Default)]
-struct CappedBuffer {
-    bytes: Vec<u8>,
-    overflowed: bool,
+/// Renders one template for many contacts with the bounded program.
+pub struct Renderer<'a> {
+    template: &'a MessageTemplate,
+    program: Instructions<'a>,
+    blocks: BTreeMap<&'a str, Instructions<'a>>,
 }
 
-impl io::Write for CappedBuffer {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.bytes.len().saturating_add(buf.len()) > MAX_RENDERED_BYTES {
-            self.overflowed = true;
-            return Err(io::Error::other("rendered message too large"));
+impl Renderer<'_> {
+    /// See [`MessageTemplate::render`].
+    pub fn render(&self, contact: &ContactFields<'_>) -> Result<String, TemplateError> {
+        let mut rendered = String::new();
+        let result = {
+            let mut out = machinery::make_string_output(&mut rendered);
+            machinery::eval(
+                &self.template.env,
+                &self.program,
+                context_value(contact),
+                &self.blocks,
+                &mut out,
+                AutoEscape::None,
+            )
+            .map(|_| ())
+        };
+        // Fuel charges every byte written, so the output cannot pass a few
+        // megabytes before this check; a message is refused past the cap.
+        let overflowed = rendered.len() > MAX_RENDERED_BYTES;
+        match result {
+            Ok(()) if !overflowed => Ok(rendered),
+            Ok(()) => Err(self.template.render_error(
+                &Error::from(ErrorKind::InvalidOperation),
+                contact,
+                true,
+            )),
+            Err(e) => Err(self.template.render_error(&e, contact, overflowed)),
         }
-        self.bytes.extend_from_slice(buf);
-        Ok(buf.len())
+    }
+}
+
+/// A copy of the compiled template with `*` and `+` rerouted to the bounded
+/// functions. One instruction for one, so every jump target stays valid; line
+/// records are kept for error messages.
+fn bounded_program<'s>(original: &Instructions<'s>) -> Instructions<'s> {
+    let mut program = Instructions::new(original.name(), original.source());
+    let mut idx = 0u32;
+    while let Some(instruction) = original.get(idx) {
+        let instruction = match instruction {
+            Instruction::Mul => Instruction::CallFunction(BOUNDED_MUL, Some(2)),
+            Instruction::Add => Instruction::CallFunction(BOUNDED_ADD, Some(2)),
+            other => other.clone(),
+        };
+        let line = original
+            .get_line(idx)
+            .and_then(|l| u16::try_from(l).ok())
+            .unwrap_or(u16::MAX);
+        program.add_with_line(instruction, line);
+        idx += 1;
+    }
+    program
+}
+
+/// Refuse the statements that let a template feed a value back into itself
+/// (and so grow it without bound) or that a message has no use for.
+fn refuse_statements(statements: &[Stmt<'_>]) -> Result<(), TemplateError> {
+    for statement in statements {
+        let (what, line) = match statement {
+            Stmt::Template(t) => {
+                refuse_statements(&t.children)?;
+                continue;
+            }
+            Stmt::EmitExpr(e) => {
+                check_expr(&e.expr)?;
+                continue;
+            }
+            Stmt::EmitRaw(_) => continue,
+            Stmt::IfCond(c) => {
+                check_expr(&c.expr)?;
+                refuse_statements(&c.true_body)?;
+                refuse_statements(&c.false_body)?;
+                continue;
+            }
+            Stmt::AutoEscape(a) => {
+                refuse_statements(&a.body)?;
+                continue;
+            }
+            Stmt::ForLoop(f) if !f.recursive => {
+                check_expr(&f.iter)?;
+                if let Some(filter) = &f.filter_expr {
+                    check_expr(filter)?;
+                }
+                refuse_statements(&f.body)?;
+                refuse_statements(&f.else_body)?;
+                continue;
+            }
+            Stmt::ForLoop(f) => ("a recursive `for` loop", f.span().start_line),
+            Stmt::Set(s) => ("`{% set %}`", s.span().start_line),
+            Stmt::SetBlock(s) => ("`{% set %}`", s.span().start_line),
+            Stmt::WithBlock(w) => ("`{% with %}`", w.span().start_line),
+            Stmt::FilterBlock(f) => ("`{% filter %}`", f.span().start_line),
+            Stmt::Do(d) => ("`{% do %}`", d.span().start_line),
+        };
+        return Err(limit_error(
+            TemplateLimit::Statement,
+            format!(
+                "message templates cannot use {what} (line {line}, limit {}); print values with `{{{{ … }}}}` and use `{{% if %}}` and `{{% for %}}` for the rest",
+                TemplateLimit::Statement.code()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// What an expression folds to at compile time, if it does.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Folded {
+    Scalar,
+    Container,
+}
+
+/// minijinja folds constant expressions while compiling, with its own `*` and
+/// `+`, which repeat lists lazily and without a size check (`2 in [1]*100000000`
+/// would scan 100 million items at compile time). So `*` and `+` on list, tuple
+/// or map literals are refused before compiling; on anything else they run
+/// through the bounded functions. Returns how `expr` folds.
+fn check_expr(expr: &Expr<'_>) -> Result<Option<Folded>, TemplateError> {
+    let check_all = |exprs: &[Expr<'_>]| -> Result<bool, TemplateError> {
+        let mut all_const = true;
+        for e in exprs {
+            all_const &= check_expr(e)?.is_some();
+        }
+        Ok(all_const)
+    };
+    let check_args = |args: &[CallArg<'_>]| -> Result<(), TemplateError> {
+        for arg in args {
+            match arg {
+                CallArg::Pos(e)
+                | CallArg::Kwarg(_, e)
+                | CallArg::PosSplat(e)
+                | CallArg::KwargSplat(e) => {
+                    check_expr(e)?;
+                }
+            }
+        }
+        Ok(())
+    };
+    Ok(match expr {
+        Expr::Const(_) => Some(Folded::Scalar),
+        Expr::Var(_) => None,
+        Expr::List(l) => check_all(&l.items)?.then_some(Folded::Container),
+        Expr::Tuple(t) => check_all(&t.items)?.then_some(Folded::Container),
+        Expr::Map(m) => {
+            let keys = check_all(&m.keys)?;
+            (check_all(&m.values)? && keys).then_some(Folded::Container)
+        }
+        Expr::UnaryOp(u) => check_expr(&u.expr)?.map(|_| Folded::Scalar),
+        Expr::BinOp(b) => {
+            let left = check_expr(&b.left)?;
+            let right = check_expr(&b.right)?;
+            match (left, right) {
+                (Some(l), Some(r))
+                    if matches!(b.op, BinOpKind::Mul | BinOpKind::Add)
+                        && (l == Folded::Container || r == Folded::Container) =>
+                {
+                    return Err(limit_error(
+                        TemplateLimit::BuiltItems,
+                        format!(
+                            "`*` and `+` on list literals are not allowed in message templates (line {}, limit {}); a message never needs them",
+                            b.span().start_line,
+                            TemplateLimit::BuiltItems.code()
+                        ),
+                    ));
+                }
+                (Some(_), Some(_)) => Some(Folded::Scalar),
+                _ => None,
+            }
+        }
+        Expr::Compare(c) => {
+            let mut all_const = check_expr(&c.expr)?.is_some();
+            for op in &c.ops {
+                all_const &= check_expr(&op.expr)?.is_some();
+            }
+            all_const.then_some(Folded::Scalar)
+        }
+        Expr::Slice(s) => {
+            check_expr(&s.expr)?;
+            for part in [&s.start, &s.stop, &s.step].into_iter().flatten() {
+                check_expr(part)?;
+            }
+            None
+        }
+        Expr::IfExpr(i) => {
+            check_expr(&i.test_expr)?;
+            check_expr(&i.true_expr)?;
+            if let Some(e) = &i.false_expr {
+                check_expr(e)?;
+            }
+            None
+        }
+        Expr::Filter(f) => {
+            if let Some(e) = &f.expr {
+                check_expr(e)?;
+            }
+            check_args(&f.args)?;
+            None
+        }
+        Expr::Test(t) => {
+            check_expr(&t.expr)?;
+            check_args(&t.args)?;
+            None
+        }
+        Expr::GetAttr(g) => {
+            check_expr(&g.expr)?;
+            None
+        }
+        Expr::GetItem(g) => {
+            check_expr(&g.expr)?;
+            check_expr(&g.subscript_expr)?;
+            None
+        }
+        Expr::Call(c) => {
+            check_expr(&c.expr)?;
+            check_args(&c.args)?;
+            None
+        }
+    })
+}
+
+/// Totals of a value counted through nested lists and maps, stopping as soon
+/// as a limit is passed (so counting itself stays bounded).
+#[derive(Default)]
+struct Size {
+    items: usize,
+    bytes: usize,
+}
+
+impl Size {
+    fn over(&self) -> bool {
+        self.items > MAX_BUILT_ITEMS || self.bytes > MAX_BUILT_BYTES
     }
 
-    fn flush(&mut self) -> io::Result<()> {
+    fn add(&mut self, value: &Value, depth: usize) -> Result<(), Error> {
+        if self.over() {
+            return Ok(());
+        }
+        if let Some(s) = value.as_str() {
+            self.bytes = self.bytes.saturating_add(s.len());
+            return Ok(());
+        }
+        let kind = value.kind();
+        if !matches!(kind, ValueKind::Seq | ValueKind::Iterable | ValueKind::Map) {
+            return Ok(());
+        }
+        // Nesting needs a list per level, which the item count already bounds;
+        // this only keeps the recursion off the stack's limit.
+        if depth > 64 {
+            self.items = usize::MAX;
+            return Ok(());
+        }
+        for item in value.try_iter()? {
+            self.items = self.items.saturating_add(1);
+            if kind == ValueKind::Map {
+                let entry = value.get_item(&item)?;
+                self.add(&item, depth + 1)?;
+                self.add(&entry, depth + 1)?;
+            } else {
+                self.add(&item, depth + 1)?;
+            }
+            if self.over() {
+                break;
+            }
+        }
         Ok(())
     }
+}
+
+/// Attached to the error of a refused `*`/`+`, so the render error can name
+/// the limit.
+#[derive(Debug, thiserror::Error)]
+#[error("built value too large")]
+struct BuiltTooLarge(TemplateLimit);
+
+fn built_too_large(size: &Size, op: &str) -> Error {
+    let limit = if size.items > MAX_BUILT_ITEMS {
+        TemplateLimit::BuiltItems
+    } else {
+        TemplateLimit::BuiltBytes
+    };
+    let message = if limit == TemplateLimit::BuiltItems {
+        format!(
+            "`{op}` would build a list of more than {MAX_BUILT_ITEMS} items (limit {}); a message never needs one",
+            TemplateLimit::BuiltItems.code()
+        )
+    } else {
+        format!(
+            "`{op}` would build more than {MAX_BUILT_BYTES} bytes of text (limit {}); a message never needs that much",
+            TemplateLimit::BuiltBytes.code()
+        )
+    };
+    Error::new(ErrorKind::InvalidOperation, message).with_source(BuiltTooLarge(limit))
+}
+
+fn is_list(value: &Value) -> bool {
+    matches!(value.kind(), ValueKind::Seq | ValueKind::Iterable)
+}
+
+/// An integer operand (booleans count, as in Jinja), or None.
+fn as_int(value: &Value) -> Option<i128> {
+    if value.is_integer() || value.kind() == ValueKind::Bool {
+        i128::try_from(value.clone()).ok()
+    } else {
+        None
+    }
+}
+
+fn as_float(value: &Value) -> Option<f64> {
+    if value.is_number() || value.kind() == ValueKind::Bool {
+        f64::try_from(value.clone()).ok()
+    } else {
+        None
+    }
+}
+
+fn impossible(op: &str, lhs: &Value, rhs: &Value) -> Error {
+    Error::new(
+        ErrorKind::InvalidOperation,
+        format!(
+            "tried to use {op} operator on unsupported types {} and {}",
+            lhs.kind(),
+            rhs.kind()
+        ),
+    )
+}
+
+fn too_large_number(op: &str) -> Error {
+    Error::new(
+        ErrorKind::InvalidOperation,
+        format!("the result of `{op}` is too large a number"),
+    )
+}
+
+/// `a + b`: numbers add; strings and lists concatenate, up to the built-value
+/// limits. Lists are built eagerly (minijinja's are lazy and uncounted).
+fn bounded_add(lhs: Value, rhs: Value) -> Result<Value, Error> {
+    if let (Some(a), Some(b)) = (lhs.as_str(), rhs.as_str()) {
+        if a.len().saturating_add(b.len()) > MAX_BUILT_BYTES {
+            return Err(built_too_large(
+                &Size {
+                    items: 0,
+                    bytes: usize::MAX,
+                },
+                "+",
+            ));
+        }
+        return Ok(Value::from([a, b].concat()));
+    }
+    if is_list(&lhs) && is_list(&rhs) {
+        let mut size = Size::default();
+        size.add(&lhs, 0)?;
+        size.add(&rhs, 0)?;
+        if size.over() {
+            return Err(built_too_large(&size, "+"));
+        }
+        let mut items: Vec<Value> = lhs.try_iter()?.collect();
+        items.extend(rhs.try_iter()?);
+        return Ok(Value::from(items));
+    }
+    if let (Some(a), Some(b)) = (as_int(&lhs), as_int(&rhs)) {
+        return a
+            .checked_add(b)
+            .map(Value::from)
+            .ok_or_else(|| too_large_number("+"));
+    }
+    match (as_float(&lhs), as_float(&rhs)) {
+        (Some(a), Some(b)) => Ok(Value::from(a + b)),
+        _ => Err(impossible("+", &lhs, &rhs)),
+    }
+}
+
+/// `a * b`: numbers multiply; a string or list times an integer repeats, up to
+/// the built-value limits (checked before anything is allocated).
+fn bounded_mul(lhs: Value, rhs: Value) -> Result<Value, Error> {
+    let repeat = if let Some(n) = as_int(&rhs).filter(|_| !rhs.is_number() || rhs.is_integer()) {
+        (lhs.as_str().is_some() || is_list(&lhs)).then_some((&lhs, n))
+    } else {
+        None
+    }
+    .or_else(|| {
+        as_int(&lhs).and_then(|n| (rhs.as_str().is_some() || is_list(&rhs)).then_some((&rhs, n)))
+    });
+    if let Some((repeated, n)) = repeat {
+        // Like Python, a negative count repeats zero times.
+        let n = usize::try_from(n.max(0)).unwrap_or(usize::MAX);
+        let mut size = Size::default();
+        size.add(repeated, 0)?;
+        let total = Size {
+            items: size.items.saturating_mul(n),
+            bytes: size.bytes.saturating_mul(n),
+        };
+        if total.over() {
+            return Err(built_too_large(&total, "*"));
+        }
+        if let Some(s) = repeated.as_str() {
+            return Ok(Value::from(s.repeat(n)));
+        }
+        let once: Vec<Value> = repeated.try_iter()?.collect();
+        let mut items = Vec::with_capacity(once.len().saturating_mul(n));
+        for _ in 0..n {
+            items.extend(once.iter().cloned());
+        }
+        return Ok(Value::from(items));
+    }
+    if lhs.as_str().is_some() || rhs.as_str().is_some() || is_list(&lhs) || is_list(&rhs) {
+        return Err(Error::new(
+            ErrorKind::InvalidOperation,
+            "strings and lists can only be multiplied by an integer",
+        ));
+    }
+    if let (Some(a), Some(b)) = (as_int(&lhs), as_int(&rhs)) {
+        return a
+            .checked_mul(b)
+            .map(Value::from)
+            .ok_or_else(|| too_large_number("*"));
+    }
+    match (as_float(&lhs), as_float(&rhs)) {
+        (Some(a), Some(b)) => Ok(Value::from(a * b)),
+        _ => Err(impossible("*", &lhs, &rhs)),
+    }
+}
+
+/// Renders are CPU work: they run on tokio's blocking pool, never on the
+/// threads that serve HTTP or drive the engine, at most
+/// [`MAX_CONCURRENT_RENDERS`] at a time, and the caller gives up after
+/// [`RENDER_DEADLINE`] (the permit stays with the work until it ends, so an
+/// abandoned render still counts against the bound).
+pub async fn render_off_thread<T, F>(work: F) -> Result<T, TemplateError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    static RENDER_SLOTS: Semaphore = Semaphore::const_new(MAX_CONCURRENT_RENDERS);
+    let run = async {
+        let permit = RENDER_SLOTS
+            .acquire()
+            .await
+            .map_err(|e| internal_error(Error::new(ErrorKind::InvalidOperation, e.to_string())))?;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            work()
+        })
+        .await
+        .map_err(|e| internal_error(Error::new(ErrorKind::InvalidOperation, e.to_string())))
+    };
+    match tokio::time::timeout(RENDER_DEADLINE, run).await {
+        Ok(result) => result,
+        Err(_) => Err(limit_error(
+            TemplateLimit::Deadline,
+            format!(
+                "rendering did not finish within {} s (limit {}); the server is busy rendering, try again",
+                RENDER_DEADLINE.as_secs(),
+                TemplateLimit::Deadline.code()
+            ),
+        )),
+    }
+}
+
+/// Render `template` for each contact on the blocking pool (one task for the
+/// whole batch, so a sender pays one hand-off per claim, not per message).
+pub async fn render_batch_off_thread<C>(
+    template: Arc<MessageTemplate>,
+    contacts: Vec<C>,
+    fields: fn(&C) -> ContactFields<'_>,
+) -> Result<Vec<Result<String, TemplateError>>, TemplateError>
+where
+    C: Send + 'static,
+{
+    render_off_thread(move || match template.renderer() {
+        Ok(renderer) => contacts
+            .iter()
+            .map(|c| renderer.render(&fields(c)))
+            .collect(),
+        Err(e) => contacts.iter().map(|_| Err(e.clone())).collect(),
+    })
+    .await
 }
 
 #[cfg(test)]
@@ -579,7 +1204,7 @@ mod tests {
         );
         let err = render(&t, None, &json!({}));
         assert!(
-            matches!(&err, Err(TemplateError::Render { reason, missing }) if reason.contains("ran out of fuel") && missing.is_empty()),
+            matches!(&err, Err(TemplateError::Limit { limit: TemplateLimit::Fuel, reason }) if reason.contains("ran out of fuel")),
             "{err:?}"
         );
         // Fuel is per render, not used up across renders.
@@ -594,7 +1219,7 @@ mod tests {
         let t = compile("{% for i in range(20) %}{{ 'x' * 100000 }}{% endfor %}");
         let err = render(&t, None, &json!({}));
         assert!(
-            matches!(&err, Err(TemplateError::Render { reason, .. }) if reason.contains("longer than")),
+            matches!(&err, Err(TemplateError::Limit { reason, .. }) if reason.contains("longer than") || reason.contains("fuel")),
             "{err:?}"
         );
     }
@@ -622,5 +1247,208 @@ mod tests {
             matches!(&err, Err(m) if m.contains("uper") && m.contains("line 2")),
             "{err:?}"
         );
+    }
+
+    /// One hostile template per built-in family: each must be refused with a
+    /// limit, or finish with output under the cap. Before the bounds,
+    /// `{{ [1]*100000000 }}` spent seconds printing a lazily repeated list.
+    #[test]
+    fn hostile_templates_are_refused_or_bounded() {
+        let lazy_list = "([1]*100000000)";
+        let big_string = "(\"x\"*5000000)";
+        let cases: Vec<String> = vec![
+            format!("{{{{ {lazy_list} }}}}"),
+            format!("{{{{ {lazy_list} ~ '' }}}}"),
+            format!("{{{{ 2 in {lazy_list} }}}}"),
+            format!("{{{{ {lazy_list}|string|length }}}}"),
+            format!("{{{{ '%s'|format({lazy_list})|length }}}}"),
+            format!("{{{{ {lazy_list} + {lazy_list} }}}}"),
+            "{{ ([1]*1000) * 1000 }}".into(),
+            "{{ [[1]*5000] * 3 }}".into(),
+            "{{ (range(10000)|list) + (range(10000)|list) }}".into(),
+            "{{ 100000000 * [1] }}".into(),
+            format!("{{{{ {big_string} }}}}"),
+            format!("{{{{ {big_string} + {big_string} }}}}"),
+            format!("{{{{ {big_string} ~ {big_string} }}}}"),
+            "{{ 'x' * 2000000 }}".into(),
+            "{{ range(100000)|join(',') }}".into(),
+            "{{ range(100000)|list|string }}".into(),
+            "{{ range(100000000)|list|length }}".into(),
+            "{{ range(100000)|batch(1)|list|length }}".into(),
+            "{{ range(100000)|slice(3)|list }}".into(),
+            "{{ range(100000)|sort|list|length }}".into(),
+            "{{ range(100000)|unique|list|length }}".into(),
+            "{{ range(100000)|map('string')|join }}".into(),
+            "{{ ('ab'*400000)|replace('a', 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx') }}".into(),
+            "{{ ('a\n'*400000)|indent(100) }}".into(),
+            "{{ ('x'*1000)|indent(100000000) }}".into(),
+            "{{ 'x'.center(100000000) }}".into(),
+            "{{ 'x'.ljust(100000000) }}".into(),
+            "{{ 'x'.zfill(100000000) }}".into(),
+            "{{ '%s%s%s%s%s%s%s%s'|format('x'*900000, 'x'*900000, 'x'*900000, 'x'*900000, 'x'*900000, 'x'*900000, 'x'*900000, 'x'*900000) }}".into(),
+            "{{ ('x'*900000)|upper|lower|title|capitalize|trim }}".into(),
+            "{{ dict(a='x'*900000, b='x'*900000, c='x'*900000)|pprint }}".into(),
+            "{{ 2**100000000 }}".into(),
+            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}".into(),
+            "{% for i in range(100000) %}{{ 'x'*100000 }}{% endfor %}".into(),
+        ];
+        for source in &cases {
+            let result = MessageTemplate::compile(source).and_then(|t| t.render_placeholder());
+            match &result {
+                Ok(out) => assert!(
+                    out.len() <= MAX_RENDERED_BYTES,
+                    "{source}: {} bytes rendered",
+                    out.len()
+                ),
+                Err(TemplateError::Limit { .. }) => {}
+                // Refused by minijinja itself (e.g. `2**100000000`), or not a
+                // built-in here (`.center`): fails fast either way.
+                Err(TemplateError::Render { reason, .. })
+                    if reason.contains("invalid operation")
+                        || reason.contains("unknown method") => {}
+                Err(e) => panic!("{source}: unexpected {e:?}"),
+            }
+        }
+        // The headline attack names its limit, at compile time (a literal) or
+        // at render time (a list from a variable or a filter).
+        let err = MessageTemplate::compile("{{ [1]*100000000 }}");
+        assert!(
+            matches!(&err, Err(TemplateError::Limit { limit: TemplateLimit::BuiltItems, reason }) if reason.contains("max_built_items")),
+            "{err:?}"
+        );
+        for source in [
+            "{{ tags * 100000000 }}",
+            "{{ (range(3)|list) * 100000000 }}",
+        ] {
+            let err = render(&compile(source), None, &json!({"tags": [1]}));
+            assert!(
+                matches!(&err, Err(TemplateError::Limit { limit: TemplateLimit::BuiltItems, reason }) if reason.contains("10000 items") && reason.contains("max_built_items")),
+                "{source}: {err:?}"
+            );
+        }
+        assert!(
+            compile("{{ (range(3)|list) * 100000000 }}")
+                .check_limits()
+                .is_err()
+        );
+        assert!(compile("{{ 'x' * 100000000 }}").check_limits().is_err());
+    }
+
+    #[test]
+    fn feedback_statements_are_refused_at_compile() {
+        for (source, what) in [
+            ("{% set a = 'x' %}{{ a }}", "`{% set %}`"),
+            ("{% set a %}x{% endset %}{{ a }}", "`{% set %}`"),
+            ("ok\n{% with a = 1 %}{{ a }}{% endwith %}", "`{% with %}`"),
+            ("{% filter upper %}x{% endfilter %}", "`{% filter %}`"),
+            ("{% do range(3) %}", "`{% do %}`"),
+            (
+                "{% for x in [[1]] recursive %}{{ loop(x) }}{% endfor %}",
+                "recursive",
+            ),
+            (
+                "{% if name %}{% for i in range(2) %}{% set ns = 1 %}{% endfor %}{% endif %}",
+                "`{% set %}`",
+            ),
+        ] {
+            let err = MessageTemplate::compile(source);
+            assert!(
+                matches!(&err, Err(TemplateError::Limit { limit: TemplateLimit::Statement, reason }) if reason.contains(what)),
+                "{source}: {err:?}"
+            );
+        }
+        let err = MessageTemplate::compile("a\n{% with a = 1 %}{% endwith %}");
+        assert!(
+            matches!(&err, Err(TemplateError::Limit { reason, .. }) if reason.contains("line 2")),
+            "{err:?}"
+        );
+        // Globals with no use without `set`, or that dump the context, are gone.
+        for source in ["{{ namespace(a=1) }}", "{{ debug() }}"] {
+            assert!(
+                matches!(
+                    compile(source).render_placeholder(),
+                    Err(TemplateError::Render { .. })
+                ),
+                "{source}"
+            );
+        }
+    }
+
+    #[test]
+    fn bounded_operators_keep_their_meaning() {
+        let t = compile(
+            "{{ 2 * 3 }}|{{ 2.5 * 2 }}|{{ '-' * 3 }}|{{ 3 * 'ab' }}|{{ tags * 2 }}|{{ 'a' * -1 }}|\
+             {{ 1 + 2 + 3 }}|{{ 1.5 + 1 }}|{{ 'a' + 'b' }}|{{ tags + tags }}|{{ name * qty }}|\
+             {{ true + 1 }}|{{ qty * price }}|{{ qty + 1 }}|{{ range(3)|list * 2 }}",
+        );
+        assert_eq!(
+            render(&t, Some("ab"), &json!({"qty": 3, "price": 1.5, "tags": [1, 2]})),
+            Ok("6|5.0|---|ababab|[1, 2, 1, 2]||6|2.5|ab|[1, 2, 1, 2]|ababab|2|4.5|4|[0, 1, 2, 0, 1, 2]".to_owned())
+        );
+        let err = render(&compile("{{ 'a' * 'b' }}"), None, &json!({}));
+        assert!(matches!(err, Err(TemplateError::Render { .. })), "{err:?}");
+        let err = render(&compile("{{ 10**38 * 10**38 }}"), None, &json!({}));
+        assert!(matches!(err, Err(TemplateError::Render { .. })), "{err:?}");
+        // Errors from a rerouted operator still carry the line.
+        let err = render(
+            &compile("ok\n{{ (range(2)|list) * 20000 }}"),
+            None,
+            &json!({}),
+        );
+        assert!(
+            matches!(&err, Err(TemplateError::Limit { reason, .. }) if reason.contains("line 2")),
+            "{err:?}"
+        );
+        // A renderer is reusable across contacts.
+        let t = compile("{{ name }}");
+        let Ok(renderer) = t.renderer() else {
+            panic!("no renderer")
+        };
+        let empty = serde_json::Map::new();
+        for n in ["a", "b"] {
+            assert_eq!(
+                renderer.render(&ContactFields {
+                    address: "x",
+                    name: Some(n),
+                    attributes: &empty
+                }),
+                Ok(n.to_owned())
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn renders_run_off_the_async_threads() {
+        let t = Arc::new(compile("{{ name }}"));
+        let on_worker = std::thread::current().id();
+        let (thread, out) =
+            render_off_thread(move || (std::thread::current().id(), t.render_placeholder()))
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        assert_ne!(thread, on_worker);
+        assert_eq!(out, Ok("NAME".to_owned()));
+        let batch = render_batch_off_thread(
+            Arc::new(compile("Hi {{ name }}")),
+            vec![
+                ("+1".to_owned(), "A".to_owned()),
+                ("+2".to_owned(), "B".to_owned()),
+            ],
+            |c: &(String, String)| ContactFields {
+                address: &c.0,
+                name: Some(&c.1),
+                attributes: empty_map(),
+            },
+        )
+        .await;
+        assert_eq!(
+            batch,
+            Ok(vec![Ok("Hi A".to_owned()), Ok("Hi B".to_owned())])
+        );
+    }
+
+    fn empty_map() -> &'static serde_json::Map<String, serde_json::Value> {
+        static EMPTY: std::sync::OnceLock<serde_json::Map<String, serde_json::Value>> =
+            std::sync::OnceLock::new();
+        EMPTY.get_or_init(serde_json::Map::new)
     }
 }

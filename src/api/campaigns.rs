@@ -13,7 +13,7 @@ use crate::store::{
     Campaign as CampaignRow, CampaignEvent, ChannelInfo, ContactInput, ListInfo, MessageInfo,
     NewCampaign as NewCampaignRow, StartOutcome,
 };
-use crate::template::{ContactFields, MessageTemplate, TemplateError};
+use crate::template::{ContactFields, MessageTemplate, TemplateError, render_off_thread};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -553,7 +553,29 @@ fn check_body(body: &str) -> ApiResult<MessageTemplate> {
             "must not contain control characters other than line breaks and tabs",
         ));
     }
-    MessageTemplate::compile(body).map_err(|e| ApiError::invalid("body", "template", e.to_string()))
+    MessageTemplate::compile(body)
+        .map_err(|e| ApiError::invalid("body", e.rule("template"), e.to_string()))
+}
+
+/// [`check_body`], then a trial render with placeholders on the render pool, so a body
+/// that runs into a render limit (`{{ (range(3)|list) * 100000000 }}`) is refused before
+/// any sender renders it: 422 with the limit as the rule.
+async fn check_body_renders(body: &str) -> ApiResult<MessageTemplate> {
+    let template = check_body(body)?;
+    let (template, limits) = render_off_thread(move || {
+        let limits = template.check_limits();
+        (template, limits)
+    })
+    .await
+    .map_err(|e| render_problem("body", e))?;
+    limits.map_err(|e| render_problem("body", e))?;
+    Ok(template)
+}
+
+/// A template that cannot render: 422 naming the field and, for a resource limit, the
+/// limit as the rule.
+fn render_problem(field: &str, e: TemplateError) -> ApiError {
+    ApiError::invalid(field, e.rule("render"), e.to_string())
 }
 
 /// An id in a request body that must name something of the caller's organisation: 422
@@ -720,7 +742,7 @@ async fn create_campaign(
     ApiJson(body): ApiJson<NewCampaign>,
 ) -> ApiResult<Response> {
     let name = check_name("name", &body.name)?;
-    let template = check_body(&body.body)?;
+    let template = check_body_renders(&body.body).await?;
     let scheduled_at = body
         .scheduled_at
         .as_deref()
@@ -807,7 +829,10 @@ async fn update_campaign(
         .as_deref()
         .map(|n| check_name("name", n))
         .transpose()?;
-    let template = change.body.as_deref().map(check_body).transpose()?;
+    let template = match change.body.as_deref() {
+        Some(body) => Some(check_body_renders(body).await?),
+        None => None,
+    };
     let channel = match change.channel_id.as_deref() {
         Some(v) => Some(channel_ref(&state, &p, v).await?),
         None => None,
@@ -1228,28 +1253,21 @@ fn preview_of(rendered: String, sms: bool) -> TemplatePreview {
     }
 }
 
-fn render_for(template: &MessageTemplate, contact: &ContactInput) -> Result<String, TemplateError> {
-    template.render(&ContactFields {
-        address: &contact.address,
-        name: contact.name.as_deref(),
-        attributes: &contact.attributes,
+/// Render on the render pool (never on the thread serving this request); for a contact, or
+/// with placeholders when there is none.
+async fn render_for(
+    template: MessageTemplate,
+    contact: Option<ContactInput>,
+) -> Result<String, TemplateError> {
+    render_off_thread(move || match &contact {
+        Some(contact) => template.render(&ContactFields {
+            address: &contact.address,
+            name: contact.name.as_deref(),
+            attributes: &contact.attributes,
+        }),
+        None => template.render_placeholder(),
     })
-}
-
-/// A stand-in contact whose every variable is its own name in capitals.
-fn placeholder_contact(template: &MessageTemplate) -> ContactInput {
-    let mut attributes = serde_json::Map::new();
-    for v in template.variables() {
-        if !crate::template::BUILTIN_VARIABLES.contains(&v.as_str()) {
-            attributes.insert(v.clone(), serde_json::Value::String(v.to_uppercase()));
-        }
-    }
-    ContactInput {
-        address: "ADDRESS".into(),
-        name: Some("NAME".into()),
-        attributes,
-        unsubscribed: None,
-    }
+    .await?
 }
 
 /// The campaign's message as one contact of the organisation would get it, with its
@@ -1284,8 +1302,9 @@ async fn preview_campaign(
     let template = MessageTemplate::compile(&c.body).map_err(|e| {
         ApiError::conflict(format!("the campaign's template does not compile: {e}"))
     })?;
-    let rendered = render_for(&template, &contact)
-        .map_err(|e| ApiError::invalid("contact_id", "render", e.to_string()))?;
+    let rendered = render_for(template, Some(contact))
+        .await
+        .map_err(|e| render_problem("contact_id", e))?;
     Ok(axum::Json(preview_of(rendered, sends_sms(&c.channel_kind))))
 }
 
@@ -1311,11 +1330,13 @@ async fn preview_template(
     let rendered = match req.contact_id.as_deref() {
         Some(v) => {
             let contact = contact_ref(&state, &p, v).await?;
-            render_for(&template, &contact)
-                .map_err(|e| ApiError::invalid("contact_id", "render", e.to_string()))?
+            render_for(template, Some(contact))
+                .await
+                .map_err(|e| render_problem("contact_id", e))?
         }
-        None => render_for(&template, &placeholder_contact(&template))
-            .map_err(|e| ApiError::invalid("body", "render", e.to_string()))?,
+        None => render_for(template, None)
+            .await
+            .map_err(|e| render_problem("body", e))?,
     };
     Ok(axum::Json(preview_of(rendered, sms)))
 }

@@ -32,9 +32,6 @@ pub fn routes() -> OpenApiRouter<ApiState> {
 pub const IMPORT_BODY_LIMIT: u64 = 100 * 1024 * 1024;
 /// Rejected rows listed in an import report (all of them are counted).
 pub const IMPORT_ERRORS_SHOWN: usize = 1000;
-const MAX_ATTRIBUTES: usize = 100;
-const MAX_ATTRIBUTE_KEY: usize = 100;
-const MAX_ATTRIBUTE_VALUE: usize = 1000;
 const MAX_LIST_IDS: usize = 100;
 const MAX_QUERY: usize = 200;
 
@@ -49,6 +46,12 @@ pub struct Contact {
     /// Values for templates: strings, numbers and booleans.
     #[schema(value_type = Object)]
     pub attributes: Attributes,
+    /// Present, and true, only on a contact stored before today's contact rules whose
+    /// attributes are too large to return: `attributes` is then `{}` (the stored values are
+    /// kept; replace them with a PATCH). A name stored longer than the rules allow comes
+    /// back cut, ending in `…`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub attributes_truncated: bool,
     pub unsubscribed: bool,
     /// The lists the contact belongs to.
     #[schema(example = json!(["lst_1"]))]
@@ -64,6 +67,7 @@ impl From<ContactRow> for Contact {
             address: c.address,
             name: c.name,
             attributes: c.attributes,
+            attributes_truncated: c.attributes_truncated,
             unsubscribed: c.unsubscribed,
             list_ids: c
                 .list_ids
@@ -177,16 +181,18 @@ pub struct ImportResult {
 // Validation shared by contacts and lists
 // --------------------------------------------------------------------------------------
 
-/// A contact's optional name: blank means none.
+/// A contact's optional name: blank means none. The rules are [`crate::contact_rules`],
+/// shared with the CSV import.
 fn check_contact_name(name: Option<&str>) -> ApiResult<Option<String>> {
-    match name.map(str::trim) {
-        None | Some("") => Ok(None),
-        Some(n) => check_name("name", n).map(Some),
-    }
+    crate::contact_rules::check_name(name).map_err(broken_rule)
 }
 
 pub(super) fn check_address(field: &str, raw: &str) -> ApiResult<Address> {
     Address::parse(raw).map_err(|e| ApiError::invalid(field, "format", e.to_string()))
+}
+
+fn broken_rule(v: crate::contact_rules::Violation) -> ApiError {
+    ApiError::invalid(&v.field, v.rule, v.detail)
 }
 
 fn check_attributes(value: Option<serde_json::Value>) -> ApiResult<Attributes> {
@@ -201,56 +207,7 @@ fn check_attributes(value: Option<serde_json::Value>) -> ApiResult<Attributes> {
             ));
         }
     };
-    if map.len() > MAX_ATTRIBUTES {
-        return Err(ApiError::invalid(
-            "attributes",
-            "max_items",
-            format!("at most {MAX_ATTRIBUTES} attributes, not {}", map.len()),
-        ));
-    }
-    for (key, value) in &map {
-        let field = format!("attributes.{key}");
-        if key.trim().is_empty() || key.chars().any(char::is_control) {
-            return Err(ApiError::invalid(
-                "attributes",
-                "format",
-                "attribute names must be non-empty and without control characters",
-            ));
-        }
-        if key.chars().count() > MAX_ATTRIBUTE_KEY {
-            return Err(ApiError::invalid(
-                &field,
-                "max_length",
-                format!("attribute names are at most {MAX_ATTRIBUTE_KEY} characters"),
-            ));
-        }
-        match value {
-            serde_json::Value::String(s) if s.chars().count() > MAX_ATTRIBUTE_VALUE => {
-                return Err(ApiError::invalid(
-                    &field,
-                    "max_length",
-                    format!("must be at most {MAX_ATTRIBUTE_VALUE} characters"),
-                ));
-            }
-            serde_json::Value::String(s) if s.contains('\0') => {
-                return Err(ApiError::invalid(
-                    &field,
-                    "format",
-                    "must not contain NUL characters",
-                ));
-            }
-            serde_json::Value::String(_)
-            | serde_json::Value::Number(_)
-            | serde_json::Value::Bool(_) => {}
-            _ => {
-                return Err(ApiError::invalid(
-                    &field,
-                    "type",
-                    "must be a string, a number or a boolean",
-                ));
-            }
-        }
-    }
+    crate::contact_rules::check_attributes(&map).map_err(broken_rule)?;
     Ok(map)
 }
 
@@ -518,7 +475,7 @@ async fn delete_contact(
         (status = 200, body = ImportResult),
         (status = 413, description = "The file is larger than 100 MiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not `text/csv`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "No `address` column, or a bad list name", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "No `address` column, a bad list name, a bad header row, or a row far over the row size limit (the import stops at it)", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn import_contacts(
     State(state): State<ApiState>,
@@ -584,6 +541,23 @@ async fn import_contacts(
                 "required",
                 format!(
                     "the header row has no `address` column (found: {found}); add a column named address holding phone numbers (E.164) or emails"
+                ),
+            ));
+        }
+        Err(ImportError::Header { violation, .. }) => {
+            return Err(ApiError::invalid(
+                &violation.field,
+                violation.rule,
+                format!("the header row: {}", violation.detail),
+            ));
+        }
+        Err(ImportError::RowTooLong { line, .. }) => {
+            return Err(ApiError::invalid(
+                "body",
+                "max_row_bytes",
+                format!(
+                    "line {line} is longer than {} bytes, so the import stopped there; the rows before it were imported: shorten or remove that row and upload the file again (rows imported again are updated, not duplicated)",
+                    crate::import::MAX_ROW_BYTES
                 ),
             ));
         }

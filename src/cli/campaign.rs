@@ -88,6 +88,9 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &CampaignCommand) -> C
             let list = store.list_by_name(org, list).await?;
             let channel = store.channel_by_name(org, channel).await?;
             let template = MessageTemplate::compile(body)?;
+            // The same trial render as the API's create: a body that runs into a render
+            // limit is refused here, not by every sender.
+            template.check_limits()?;
             let known = store.list_attribute_keys(list.id).await?;
             template.check_variables(&known, &list.name)?;
             let scheduled_at = schedule_at

@@ -163,7 +163,8 @@ pub async fn run(
                         .map_err(|e| e.to_string())
                 })
                 .clone();
-            for message in claimed {
+            let bodies = render_claimed(template, &claimed).await;
+            for (message, body) in claimed.into_iter().zip(bodies) {
                 // Never waits: no more messages were claimed than there were free permits
                 // (and channel slots).
                 let permit = permits.clone().acquire_owned().await?;
@@ -175,7 +176,7 @@ pub async fn run(
                     &ctx,
                     campaign,
                     message,
-                    template.clone(),
+                    body,
                     channel.clone(),
                     (permit, slot),
                     out_tx.clone(),
@@ -210,12 +211,73 @@ async fn sleep_or_shutdown(d: Duration, shutdown: &mut watch::Receiver<bool>) {
     }
 }
 
+/// A claimed message's body: rendered, refused by the template (the message fails with
+/// the reason), or not rendered because the render pool missed its deadline (the
+/// message is handed back unsent, for a later claim).
+enum Body {
+    Rendered(String),
+    Refused(String),
+    NotRendered,
+}
+
+/// Render every claimed message of one campaign in one task on the render pool: the
+/// sender's async threads never render, and a claim pays one hand-off, not one per
+/// message.
+async fn render_claimed(
+    template: Result<Arc<MessageTemplate>, String>,
+    claimed: &[ClaimedMessage],
+) -> Vec<Body> {
+    let template = match template {
+        Ok(t) => t,
+        Err(e) => return claimed.iter().map(|_| Body::Refused(e.clone())).collect(),
+    };
+    let contacts: Vec<(String, Option<String>, String)> = claimed
+        .iter()
+        .map(|m| (m.address.clone(), m.name.clone(), m.attributes.clone()))
+        .collect();
+    let count = contacts.len();
+    let rendered = crate::template::render_off_thread(move || {
+        let renderer = match template.renderer() {
+            Ok(r) => r,
+            Err(e) => return contacts.iter().map(|_| Err(e.to_string())).collect(),
+        };
+        contacts
+            .iter()
+            .map(|(address, name, attributes)| {
+                let attributes: serde_json::Map<String, serde_json::Value> =
+                    serde_json::from_str(attributes).unwrap_or_default();
+                renderer
+                    .render(&ContactFields {
+                        address,
+                        name: name.as_deref(),
+                        attributes: &attributes,
+                    })
+                    .map_err(|e| e.to_string())
+            })
+            .collect::<Vec<Result<String, String>>>()
+    })
+    .await;
+    match rendered {
+        Ok(bodies) => bodies
+            .into_iter()
+            .map(|b| match b {
+                Ok(body) => Body::Rendered(body),
+                Err(e) => Body::Refused(e),
+            })
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, count, "render pool missed its deadline; handing the claim back");
+            (0..count).map(|_| Body::NotRendered).collect()
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn spawn_send(
     ctx: &Arc<EngineContext>,
     campaign: &SendableCampaign,
     message: ClaimedMessage,
-    template: Result<Arc<MessageTemplate>, String>,
+    body: Body,
     channel: Result<(Arc<dyn Channel>, Option<f64>), String>,
     (permit, slot): (OwnedSemaphorePermit, Option<OwnedSemaphorePermit>),
     out: mpsc::Sender<Pending>,
@@ -226,10 +288,8 @@ fn spawn_send(
     let org_id = campaign.org_id;
     let channel_id = campaign.channel_id;
     tokio::spawn(async move {
-        let (kind, outcome) = send_one(
-            &ctx, org_id, channel_id, &message, template, channel, &shutdown,
-        )
-        .await;
+        let (kind, outcome) =
+            send_one(&ctx, org_id, channel_id, &message, body, channel, &shutdown).await;
         let label = Label {
             outcome,
             channel_id,
@@ -254,7 +314,7 @@ async fn send_one(
     org_id: i64,
     channel_id: i64,
     m: &ClaimedMessage,
-    template: Result<Arc<MessageTemplate>, String>,
+    body: Body,
     channel: Result<(Arc<dyn Channel>, Option<f64>), String>,
     shutdown: &watch::Receiver<bool>,
 ) -> (OutcomeKind, &'static str) {
@@ -269,9 +329,9 @@ async fn send_one(
             "skipped",
         );
     }
-    let template = match template {
-        Ok(t) => t,
-        Err(e) => {
+    let body = match body {
+        Body::Rendered(body) => body,
+        Body::Refused(e) => {
             return (
                 OutcomeKind::Failed {
                     error: format!("template: {e}"),
@@ -279,6 +339,7 @@ async fn send_one(
                 "failed",
             );
         }
+        Body::NotRendered => return (OutcomeKind::Released, "released"),
     };
     let (channel, rate) = match channel {
         Ok(c) => c,
@@ -286,23 +347,6 @@ async fn send_one(
             return (
                 OutcomeKind::Failed {
                     error: format!("channel: {e}"),
-                },
-                "failed",
-            );
-        }
-    };
-    let attributes: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_str(&m.attributes).unwrap_or_default();
-    let body = match template.render(&ContactFields {
-        address: &m.address,
-        name: m.name.as_deref(),
-        attributes: &attributes,
-    }) {
-        Ok(b) => b,
-        Err(e) => {
-            return (
-                OutcomeKind::Failed {
-                    error: format!("template: {e}"),
                 },
                 "failed",
             );

@@ -240,8 +240,10 @@ async fn ask_providers(ctx: &EngineContext, now: i64) -> Result<u64, crate::stor
         .await?;
     let started = std::time::Instant::now();
     let mut found = 0u64;
-    let mut templates: std::collections::HashMap<i64, Option<crate::template::MessageTemplate>> =
-        std::collections::HashMap::new();
+    let mut templates: std::collections::HashMap<
+        i64,
+        Option<std::sync::Arc<crate::template::MessageTemplate>>,
+    > = std::collections::HashMap::new();
     for c in candidates {
         // A status naming the message may have come while it was still in flight.
         if let Some(provider_id) = ctx.store.proof_for(c.id).await?
@@ -279,19 +281,27 @@ async fn ask_providers(ctx: &EngineContext, now: i64) -> Result<u64, crate::stor
         let Ok(channel) = ctx.channels.get(c.channel_id).await else {
             continue;
         };
-        let template = templates
-            .entry(c.campaign_id)
-            .or_insert_with(|| crate::template::MessageTemplate::compile(&c.template).ok());
-        let Some(template) = template.as_ref() else {
+        let template = templates.entry(c.campaign_id).or_insert_with(|| {
+            crate::template::MessageTemplate::compile(&c.template)
+                .ok()
+                .map(std::sync::Arc::new)
+        });
+        let Some(template) = template.clone() else {
             continue;
         };
-        let attributes: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(&c.attributes).unwrap_or_default();
-        let Ok(body) = template.render(&crate::template::ContactFields {
-            address: &c.address,
-            name: c.name.as_deref(),
-            attributes: &attributes,
-        }) else {
+        // Rendering is CPU work: on the render pool, not this task's thread.
+        let (address, name, attributes) = (c.address.clone(), c.name.clone(), c.attributes.clone());
+        let rendered = crate::template::render_off_thread(move || {
+            let attributes: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(&attributes).unwrap_or_default();
+            template.render(&crate::template::ContactFields {
+                address: &address,
+                name: name.as_deref(),
+                attributes: &attributes,
+            })
+        })
+        .await;
+        let Ok(Ok(body)) = rendered else {
             continue;
         };
         // No copy can predate the claim, which came at most a staleness window and a send

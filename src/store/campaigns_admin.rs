@@ -125,13 +125,16 @@ impl Store {
         org_id: i64,
         contact_id: i64,
     ) -> Result<Option<ContactInput>, StoreError> {
-        let row = sqlx::query(
-            "SELECT address, name, attributes, unsubscribed FROM contacts WHERE org_id = $1 AND id = $2",
-        )
-        .bind(org_id)
-        .bind(contact_id)
-        .fetch_optional(&self.read)
-        .await?;
+        // Name and attributes bounded as every read of contacts is.
+        let sql = format!(
+            "SELECT c.address, {}, c.unsubscribed FROM contacts c WHERE c.org_id = $1 AND c.id = $2",
+            super::directory::bounded_contact_fields("c")
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(org_id)
+            .bind(contact_id)
+            .fetch_optional(&self.read)
+            .await?;
         let Some(row) = row else {
             return Ok(None);
         };

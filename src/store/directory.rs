@@ -16,6 +16,9 @@ pub struct ContactRow {
     pub address: String,
     pub name: Option<String>,
     pub attributes: Attributes,
+    /// The stored attributes were too large to read (a row from before the contact rules):
+    /// `attributes` is empty. See [`bounded_contact_fields`].
+    pub attributes_truncated: bool,
     pub unsubscribed: bool,
     /// The lists the contact belongs to, in id order.
     pub list_ids: Vec<i64>,
@@ -95,8 +98,43 @@ fn query_with(
     q
 }
 
-const CONTACT_COLUMNS: &str =
-    "c.id, c.address, c.name, c.attributes, c.unsubscribed, c.created_at, c.updated_at";
+/// A contact's `name`, `attributes` and `attributes_truncated` columns as every read of
+/// contacts selects them (the API and dashboard here, template previews, the sender's
+/// claims and the in-doubt checks), bounded in SQL whatever is stored.
+///
+/// Rows stored before the contact rules ([`crate::contact_rules`]) applied to every write
+/// (a CSV import once stored a 50 MB name, 100,000 attributes, 5 MB cells) would otherwise
+/// be read whole: one page of 500 such contacts is gigabytes, and each viewer's read holds
+/// its own copy. So, before a byte leaves the database:
+/// * a name longer than `MAX_NAME` characters comes back cut to `MAX_NAME` characters
+///   followed by `…` (still a string: the JSON shape does not change);
+/// * attributes whose JSON text is over `MAX_READ_ATTRIBUTES_BYTES` (far above anything
+///   the rules allow) come back as `{}` with `attributes_truncated` = 1, which the API shows
+///   as `"attributes_truncated": true` on that contact only (every other contact's JSON
+///   is as before). Templates then see no attributes for it.
+///
+/// The stored row is left as it is: a PATCH with a name or attributes within the rules
+/// repairs it. `alias` is the contacts table's alias in the query; in a LEFT JOIN with no
+/// contact every column is NULL (attributes_truncated 0).
+pub(super) fn bounded_contact_fields(alias: &str) -> String {
+    use crate::contact_rules::{MAX_NAME, MAX_READ_ATTRIBUTES_BYTES, TRUNCATION_MARK};
+    let a = alias;
+    format!(
+        "CASE WHEN length({a}.name) > {MAX_NAME} \
+           THEN substr({a}.name, 1, {MAX_NAME}) || '{TRUNCATION_MARK}' ELSE {a}.name END AS name, \
+         CASE WHEN octet_length({a}.attributes) > {MAX_READ_ATTRIBUTES_BYTES} \
+           THEN '{{}}' ELSE {a}.attributes END AS attributes, \
+         CAST(CASE WHEN octet_length({a}.attributes) > {MAX_READ_ATTRIBUTES_BYTES} \
+           THEN 1 ELSE 0 END AS BIGINT) AS attributes_truncated"
+    )
+}
+
+fn contact_columns() -> String {
+    format!(
+        "c.id, c.address, {}, c.unsubscribed, c.created_at, c.updated_at",
+        bounded_contact_fields("c")
+    )
+}
 const LIST_COLUMNS: &str = "l.id, l.name, l.created_at, \
      (SELECT count(*) FROM list_members m WHERE m.list_id = l.id) AS members";
 
@@ -116,6 +154,7 @@ fn contact_from_row(row: &AnyRow) -> Result<ContactRow, StoreError> {
         address: row.try_get("address")?,
         name: row.try_get("name")?,
         attributes,
+        attributes_truncated: row.try_get::<i64, _>("attributes_truncated")? != 0,
         unsubscribed: row.try_get::<i64, _>("unsubscribed")? != 0,
         list_ids: Vec::new(),
         created_at: row.try_get("created_at")?,
@@ -192,14 +231,19 @@ impl Store {
         after: i64,
         limit: i64,
     ) -> Result<Vec<ContactRow>, StoreError> {
-        let mut sql =
-            format!("SELECT {CONTACT_COLUMNS} FROM contacts c WHERE c.org_id = $1 AND c.id > $2");
+        let mut sql = format!(
+            "SELECT {} FROM contacts c WHERE c.org_id = $1 AND c.id > $2",
+            contact_columns()
+        );
         let mut binds = vec![Bind::Int(org_id), Bind::Int(after)];
         if let Some(q) = filter.q.as_deref().filter(|q| !q.is_empty()) {
             binds.push(Bind::Text(like_pattern(q)));
             let n = binds.len();
+            // Only the part of a name that reads return is searched: lower() of a 50 MB
+            // name stored before the contact rules would copy it for every search.
+            let max_name = crate::contact_rules::MAX_NAME;
             sql.push_str(&format!(
-                " AND (lower(c.address) LIKE ${n} ESCAPE '\\' OR lower(COALESCE(c.name, '')) LIKE ${n} ESCAPE '\\')"
+                " AND (lower(c.address) LIKE ${n} ESCAPE '\\' OR lower(substr(COALESCE(c.name, ''), 1, {max_name})) LIKE ${n} ESCAPE '\\')"
             ));
         }
         if let Some(u) = filter.unsubscribed {
@@ -257,8 +301,10 @@ impl Store {
     }
 
     pub async fn org_contact(&self, org_id: i64, id: i64) -> Result<ContactRow, StoreError> {
-        let sql =
-            format!("SELECT {CONTACT_COLUMNS} FROM contacts c WHERE c.org_id = $1 AND c.id = $2");
+        let sql = format!(
+            "SELECT {} FROM contacts c WHERE c.org_id = $1 AND c.id = $2",
+            contact_columns()
+        );
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(org_id)
             .bind(id)

@@ -620,7 +620,9 @@ impl Store {
         Ok(report)
     }
 
-    /// Attribute keys present on at least one contact of the list.
+    /// Attribute keys present on at least one contact of the list. Attributes too large
+    /// to read (rows from before the contact rules, see
+    /// `directory::bounded_contact_fields`) are not parsed: templates never see them.
     pub async fn list_attribute_keys(&self, list_id: i64) -> Result<BTreeSet<String>, StoreError> {
         let sql = match self.dialect {
             Dialect::Sqlite => sqlite::ATTRIBUTE_KEYS,
@@ -628,6 +630,7 @@ impl Store {
         };
         let keys: Vec<String> = sqlx::query_scalar(sql)
             .bind(list_id)
+            .bind(crate::contact_rules::MAX_READ_ATTRIBUTES_BYTES as i64)
             .fetch_all(&self.read)
             .await?;
         Ok(keys.into_iter().collect())
@@ -1566,11 +1569,13 @@ impl Store {
                 ids.len()
             )));
         }
+        // Name and attributes bounded as every read of contacts is.
         let details = format!(
-            "SELECT m.id, m.contact_id, m.address, m.attempts, c.name, c.attributes, \
+            "SELECT m.id, m.contact_id, m.address, m.attempts, {}, \
              (SELECT s.reason FROM suppressions s JOIN campaigns k ON k.id = m.campaign_id \
                WHERE s.org_id = k.org_id AND s.address = m.address) AS suppressed \
              FROM messages m LEFT JOIN contacts c ON c.id = m.contact_id WHERE m.id IN {} ORDER BY m.id",
+            directory::bounded_contact_fields("c"),
             self.dialect.json_ids("$1")
         );
         let rows = sqlx::query(AssertSqlSafe(details))
@@ -2120,16 +2125,19 @@ impl Store {
         decided_before: i64,
         limit: i64,
     ) -> Result<Vec<InDoubtCandidate>, StoreError> {
-        let rows = sqlx::query(
+        // Name and attributes bounded as every read of contacts is.
+        let sql = format!(
             "SELECT m.id, m.campaign_id, m.address, m.in_doubt_at, m.updated_at, k.channel_id, ch.kind AS channel_kind, \
-             k.body, c.name, c.attributes FROM messages m JOIN campaigns k ON k.id = m.campaign_id \
+             k.body, {} FROM messages m JOIN campaigns k ON k.id = m.campaign_id \
              JOIN channels ch ON ch.id = k.channel_id LEFT JOIN contacts c ON c.id = m.contact_id \
              WHERE m.status = 'in_doubt' AND m.in_doubt_at <= $1 LIMIT $2",
-        )
-        .bind(decided_before)
-        .bind(limit)
-        .fetch_all(&self.read)
-        .await?;
+            directory::bounded_contact_fields("c")
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(decided_before)
+            .bind(limit)
+            .fetch_all(&self.read)
+            .await?;
         rows.iter()
             .map(|r| {
                 Ok(InDoubtCandidate {

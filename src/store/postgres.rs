@@ -112,7 +112,8 @@ pub(super) fn json_records(param: &str, columns: &[(&str, &str)]) -> String {
 }
 
 pub(super) const ATTRIBUTE_KEYS: &str = "SELECT DISTINCT jsonb_object_keys(CAST(c.attributes AS jsonb)) AS key \
-     FROM list_members lm JOIN contacts c ON c.id = lm.contact_id WHERE lm.list_id = $1";
+     FROM list_members lm JOIN contacts c ON c.id = lm.contact_id \
+     WHERE lm.list_id = $1 AND octet_length(c.attributes) <= $2";
 
 pub(super) const SEED_CONTACTS: &str = "INSERT INTO contacts (org_id, address, name, attributes, created_at, updated_at) \
      SELECT $1, '+1' || (2000000000 + i), 'Contact ' || i, '{}', $3, $3 FROM generate_series(1, $2) AS s(i) \

@@ -119,7 +119,7 @@ pub(super) fn json_records(param: &str, columns: &[(&str, &str)]) -> String {
 
 pub(super) const ATTRIBUTE_KEYS: &str = "SELECT DISTINCT j.key FROM list_members lm \
      JOIN contacts c ON c.id = lm.contact_id, json_each(c.attributes) j \
-     WHERE lm.list_id = $1";
+     WHERE lm.list_id = $1 AND octet_length(c.attributes) <= $2";
 
 /// `$1` org, `$2` count, `$3` now: synthetic contacts for `herald bench`.
 pub(super) const SEED_CONTACTS: &str = "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < $2) \

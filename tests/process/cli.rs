@@ -18,6 +18,7 @@ both_stores!(
     scheduled_once_by_two_engines,
     metrics_and_health,
     outbound_guard_and_plaintext_auth,
+    a_huge_row_stops_the_import,
 );
 
 const STATUS_FIELDS: &[&str] = &[
@@ -732,4 +733,46 @@ fn outbound_guard_and_plaintext_auth(backend: Backend) {
         ],
     );
     assert!(allowed.success(), "{}", allowed.describe());
+}
+
+// The attack through `herald contacts import`: a 50 MB name on one line. The csv
+// crate holds a whole record, so the CLI used to read all of it before rejecting the row;
+// now the import stops at that line with an error naming it and rule max_row_bytes, exits
+// non-zero, and keeps the row before it (the rows after it are not read).
+fn a_huge_row_stops_the_import(backend: Backend) {
+    let h = Herald::migrated(backend);
+    let path = h.path("huge.csv");
+    {
+        use std::io::Write;
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+        file.write_all(b"address,name,city\n+14155550100,Ann,Paris\n+14155550101,")
+            .unwrap();
+        let chunk = [b'n'; 64 * 1024];
+        for _ in 0..(50 << 20) / chunk.len() {
+            file.write_all(&chunk).unwrap();
+        }
+        file.write_all(b",Rome\n+14155550102,Bob,Oslo\n").unwrap();
+        file.flush().unwrap();
+    }
+    let r = h.fails(&[
+        "contacts",
+        "import",
+        path.to_str().unwrap(),
+        "--list",
+        "huge",
+    ]);
+    assert!(
+        r.stderr.contains("line 3") && r.stderr.contains("max_row_bytes"),
+        "the error does not name the line and the rule: {}",
+        r.stderr
+    );
+    let kept = query_i64(
+        h.url(),
+        "SELECT count(*) FROM contacts WHERE address = '+14155550100'",
+    );
+    let after = query_i64(
+        h.url(),
+        "SELECT count(*) FROM contacts WHERE address IN ('+14155550101', '+14155550102')",
+    );
+    assert_eq!((kept, after), (1, 0));
 }

@@ -1236,3 +1236,61 @@ api_test!(
             .expect_problem(StatusCode::NOT_FOUND, "not-found");
     }
 );
+
+// The attack: a viewer's preview of `{{ [1]*100000000 }}` cost seconds of CPU on
+// the threads serving HTTP (four at once held `/healthz` for 7.8 s), and a campaign with
+// such a body stalled the sender. Each hostile body is refused with a 422 naming the
+// limit, while `/healthz`, sent alongside them, still answers; and none can be created.
+api_test!(
+    hostile_templates_are_refused_and_health_stays_up,
+    |app| async move {
+        let f = fixture(&app).await;
+        let hostile = [
+            ("{{ [1]*100000000 }}", "max_built_items"),
+            ("{{ (range(3)|list) * 100000000 }}", "max_built_items"),
+            ("{{ 'x' * 100000000 }}", "max_built_bytes"),
+            (
+                "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+                "max_render_steps",
+            ),
+            ("{% set a = 'x' %}{{ a }}", "template_statement"),
+        ];
+        let previews = hostile.iter().map(|(body, _)| {
+            let app = &app;
+            let viewer = f.viewer.clone();
+            async move {
+                app.post("/api/v1/templates/preview", &viewer, json!({"body": body}))
+                    .await
+            }
+        });
+        let (replies, health) = tokio::join!(
+            futures_util::future::join_all(previews),
+            app.get("/healthz", &Auth::None)
+        );
+        assert_eq!(health.status, StatusCode::OK, "{}", health.text);
+        for ((body, rule), reply) in hostile.iter().zip(&replies) {
+            field_error(reply, "body", rule);
+            let detail = reply.body["detail"].as_str().unwrap_or_default();
+            assert!(detail.contains(rule), "{body}: {detail}");
+        }
+        for (body, rule) in hostile {
+            let r = app
+                .post(
+                    "/api/v1/campaigns",
+                    &f.editor,
+                    json!({"name": "hostile", "channel_id": f.channel, "list_id": f.list, "body": body}),
+                )
+                .await;
+            field_error(&r, "body", rule);
+        }
+        // Preview for a real contact goes through the same bounds.
+        let r = app
+            .post(
+                "/api/v1/templates/preview",
+                &f.viewer,
+                json!({"body": "{{ (range(3)|list) * 100000000 }}", "contact_id": f.contacts[0]}),
+            )
+            .await;
+        field_error(&r, "contact_id", "max_built_items");
+    }
+);

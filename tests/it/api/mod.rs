@@ -195,6 +195,24 @@ impl TestApp {
         headers: &[(&str, &str)],
         body: Option<(&str, String)>,
     ) -> Reply {
+        let (content_type, body) = match body {
+            Some((ct, b)) => (Some(ct), Body::from(b)),
+            None => (None, Body::empty()),
+        };
+        self.send_body(method, path, auth, headers, content_type, body)
+            .await
+    }
+
+    /// A request with any body, e.g. one streamed chunk by chunk (`Body::from_stream`).
+    pub async fn send_body(
+        &self,
+        method: Method,
+        path: &str,
+        auth: &Auth,
+        headers: &[(&str, &str)],
+        content_type: Option<&str>,
+        body: Body,
+    ) -> Reply {
         let mut req = Request::builder().method(method).uri(path);
         match auth {
             Auth::None => {}
@@ -209,11 +227,10 @@ impl TestApp {
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let req = match body {
-            Some((ct, b)) => req.header(header::CONTENT_TYPE, ct).body(Body::from(b)),
-            None => req.body(Body::empty()),
+        if let Some(ct) = content_type {
+            req = req.header(header::CONTENT_TYPE, ct);
         }
-        .unwrap();
+        let req = req.body(body).unwrap();
         let resp = self.router.clone().oneshot(req).await.unwrap();
         let status = resp.status();
         let headers = resp.headers().clone();

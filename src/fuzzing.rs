@@ -67,7 +67,8 @@ pub fn template(data: &[u8]) {
     let Some(source) = text(data) else { return };
     let template = match MessageTemplate::compile(source) {
         Ok(t) => t,
-        Err(TemplateError::Syntax { .. }) => return,
+        // Refusing a construct or a size before rendering is the template limits working.
+        Err(TemplateError::Syntax { .. } | TemplateError::Limit { .. }) => return,
         Err(other) => panic!("compile failed with a non-syntax error: {other:?}"),
     };
     let attributes = match serde_json::json!({

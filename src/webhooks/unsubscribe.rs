@@ -24,8 +24,12 @@ fn mac(key: &str, message_id: i64) -> Option<Hmac<Sha256>> {
     Some(mac)
 }
 
-/// The token for a message; None without a secret key.
+/// The token for a message; None without a secret key, or for an id no message can have
+/// (ids start at 1, and `verify` accepts only that canonical spelling).
 pub fn token(secret_key: &str, message_id: i64) -> Option<String> {
+    if message_id < 1 {
+        return None;
+    }
     let tag = mac(secret_key, message_id)?.finalize().into_bytes();
     Some(format!(
         "{message_id}.{}",

@@ -132,6 +132,17 @@ pub fn whatsapp_campaign_end_to_end(backend: Backend) {
         "SELECT COUNT(*) FROM webhook_events WHERE outcome LIKE 'rejected%'",
     );
     assert_eq!(rejected, 0, "no webhook was rejected");
+    // Unverified webhooks are counted, not stored: none of the fake's signed events may be
+    // among them (the one wrong verify token above is `bad_verify_token`).
+    let (_, metrics) = http_get(&addr, "/metrics");
+    let refused: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("herald_webhooks_rejected_total") && l.contains("bad_signature"))
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "signed webhooks were refused: {refused:?}"
+    );
     drop(serve);
 }
 

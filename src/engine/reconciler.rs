@@ -244,6 +244,7 @@ async fn ask_providers(ctx: &EngineContext, now: i64) -> Result<u64, crate::stor
         i64,
         Option<std::sync::Arc<crate::template::MessageTemplate>>,
     > = std::collections::HashMap::new();
+    let mut to_ask = Vec::new();
     for c in candidates {
         // A status naming the message may have come while it was still in flight.
         if let Some(provider_id) = ctx.store.proof_for(c.id).await?
@@ -270,14 +271,6 @@ async fn ask_providers(ctx: &EngineContext, now: i64) -> Result<u64, crate::stor
                 .await?;
             continue;
         }
-        if started.elapsed() > LOOKUP_BUDGET {
-            // Out of time this pass: the rest wait for the next one rather than be
-            // resent without asking.
-            ctx.store
-                .defer_in_doubt(&[c.id], now + settings.reconcile_interval_ms as i64)
-                .await?;
-            continue;
-        }
         let Ok(channel) = ctx.channels.get(c.channel_id).await else {
             continue;
         };
@@ -289,19 +282,50 @@ async fn ask_providers(ctx: &EngineContext, now: i64) -> Result<u64, crate::stor
         let Some(template) = template.clone() else {
             continue;
         };
-        // Rendering is CPU work: on the render pool, not this task's thread.
-        let (address, name, attributes) = (c.address.clone(), c.name.clone(), c.attributes.clone());
-        let rendered = crate::template::render_off_thread(move || {
-            let attributes: serde_json::Map<String, serde_json::Value> =
-                serde_json::from_str(&attributes).unwrap_or_default();
-            template.render(&crate::template::ContactFields {
-                address: &address,
-                name: name.as_deref(),
-                attributes: &attributes,
-            })
+        to_ask.push((c, channel, template));
+    }
+    // Rendering is CPU work: on the render pool, in one hand-off for the whole pass. (One
+    // per message queued each render behind the senders' claim-sized batches, and a pass of
+    // two thousand in-doubt messages ran out of its lookup budget.)
+    let inputs: Vec<_> = to_ask
+        .iter()
+        .map(|(c, _, template)| {
+            (
+                template.clone(),
+                c.address.clone(),
+                c.name.clone(),
+                c.attributes.clone(),
+            )
         })
-        .await;
-        let Ok(Ok(body)) = rendered else {
+        .collect();
+    let bodies = crate::template::render_off_thread(move || {
+        inputs
+            .iter()
+            .map(|(template, address, name, attributes)| {
+                let attributes: serde_json::Map<String, serde_json::Value> =
+                    serde_json::from_str(attributes).unwrap_or_default();
+                template
+                    .render(&crate::template::ContactFields {
+                        address,
+                        name: name.as_deref(),
+                        attributes: &attributes,
+                    })
+                    .ok()
+            })
+            .collect::<Vec<Option<String>>>()
+    })
+    .await
+    .unwrap_or_default();
+    for ((c, channel, _), body) in to_ask.into_iter().zip(bodies) {
+        if started.elapsed() > LOOKUP_BUDGET {
+            // Out of time this pass: the rest wait for the next one rather than be
+            // resent without asking.
+            ctx.store
+                .defer_in_doubt(&[c.id], now + settings.reconcile_interval_ms as i64)
+                .await?;
+            continue;
+        }
+        let Some(body) = body else {
             continue;
         };
         // No copy can predate the claim, which came at most a staleness window and a send

@@ -243,12 +243,15 @@ fn connections_beyond_the_per_address_cap_are_refused(backend: Backend) {
 }
 
 /// The figures of the docs: 2,000 connections from one address that send half a request
-/// line and stop, against the default settings. Printed with `--nocapture`.
+/// line and stop, against the default settings but for a 20 s header timeout: on a loaded
+/// 2-core machine opening 2,000 connections can take close to the default 10 s, and a kept
+/// connection cut off before the count would free its slot for a later one. Printed with
+/// `--nocapture`.
 #[test]
 fn two_thousand_slow_connections_with_default_settings() {
     // The cap and the timeout act before any database access: one store is enough here.
     let h = Herald::new(Backend::Sqlite);
-    let (_serve, addr) = serve(&h, &[]);
+    let (_serve, addr) = serve(&h, &[("HERALD_HTTP_HEADER_TIMEOUT_MS", "20000")]);
     let opened = Instant::now();
     let mut slow: Vec<TcpStream> = Vec::with_capacity(2000);
     for _ in 0..2000 {
@@ -259,29 +262,39 @@ fn two_thousand_slow_connections_with_default_settings() {
     let took = opened.elapsed();
     // Give the server a moment to refuse what it refuses.
     std::thread::sleep(Duration::from_millis(500));
+    // One quick pass: a refused connection reads as closed at once, a kept one would block.
     let mut kept = Vec::new();
     let mut refused = 0;
     for mut stream in slow {
-        match watch(&mut stream, Duration::from_millis(1)) {
-            Seen::Open(_) => kept.push(stream),
-            Seen::Closed(..) => refused += 1,
+        stream.set_nonblocking(true).unwrap();
+        let mut byte = [0u8; 1];
+        match stream.read(&mut byte) {
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                stream.set_nonblocking(false).unwrap();
+                kept.push(stream);
+            }
+            _ => refused += 1,
         }
     }
     eprintln!(
         "2000 slow connections opened in {took:?}: {} kept, {refused} refused",
         kept.len()
     );
+    assert!(
+        took < Duration::from_secs(19),
+        "opening took {took:?}, too close to the 20 s header timeout to count"
+    );
     assert_eq!(
         kept.len(),
         64,
         "http_max_connections_per_ip is 64 by default"
     );
-    // The kept ones are closed by the header timeout (10 s by default).
+    // The kept ones are closed by the header timeout.
     let mut last_closed = Duration::ZERO;
     for stream in &mut kept {
         match watch(
             stream,
-            Duration::from_secs(15).saturating_sub(opened.elapsed()),
+            Duration::from_secs(25).saturating_sub(opened.elapsed()),
         ) {
             Seen::Closed(..) => last_closed = opened.elapsed(),
             Seen::Open(_) => panic!(
@@ -293,7 +306,7 @@ fn two_thousand_slow_connections_with_default_settings() {
     eprintln!(
         "the last kept slow connection was closed {last_closed:?} after the first was opened"
     );
-    assert!(last_closed >= Duration::from_secs(9), "{last_closed:?}");
+    assert!(last_closed >= Duration::from_secs(19), "{last_closed:?}");
     // The server still answers.
     let (code, _) = http_get(&addr.to_string(), "/healthz");
     assert_eq!(code, 200);

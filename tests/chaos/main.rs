@@ -87,7 +87,7 @@ impl Config {
             full,
             seed,
             messages,
-            busy_messages: messages.max(if full { 20_000 } else { 8_000 }),
+            busy_messages: messages.max(if full { 20_000 } else { 5_000 }),
             slow_messages: if full { 500 } else { 400 },
             outage: Duration::from_secs(if full { 10 } else { 3 }),
             outages: env_usize("HERALD_CHAOS_OUTAGES").unwrap_or(1),

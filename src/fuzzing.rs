@@ -446,29 +446,25 @@ pub fn contact_filter_query(data: &[u8]) {
     );
 }
 
-/// Every prefix the API issues ids under.
-const ID_PREFIXES: [(&str, &str); 8] = [
-    ("cmp", "campaign"),
-    ("chn", "channel"),
-    ("lst", "list"),
-    ("con", "contact"),
-    ("evt", "event"),
-    ("key", "API key"),
-    ("usr", "user"),
-    ("msg", "message"),
-];
-
 /// An opaque API id (`cmp_42`). Invariant: one spelling per id, so an id that decodes
-/// prints back to exactly the text given, and names a possible row (> 0).
+/// prints back to exactly the text given, and names a possible row (> 0); the CLI's lenient
+/// parse takes that spelling or the bare number, nothing else.
 pub fn id(data: &[u8]) {
     let Some(input) = text(data) else { return };
-    for (prefix, what) in ID_PREFIXES {
+    for (prefix, what) in crate::ids::KINDS {
         if let Ok(row) = decode_id(prefix, what, input) {
             assert!(row > 0, "{input:?} decodes to row {row}");
             assert_eq!(
                 encode_id(prefix, row),
                 input,
                 "{input:?} is accepted as another spelling of {prefix}_{row}"
+            );
+        }
+        if let Some(row) = crate::ids::parse_lenient(prefix, input) {
+            assert!(row > 0, "{input:?} reads as row {row}");
+            assert!(
+                input == encode_id(prefix, row) || input == row.to_string(),
+                "{input:?} is read as another spelling of {prefix}_{row}"
             );
         }
     }

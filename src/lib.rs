@@ -15,6 +15,7 @@ pub mod engine;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;
+pub mod ids;
 pub mod import;
 pub mod optout;
 pub mod outbound;

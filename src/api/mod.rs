@@ -321,15 +321,13 @@ pub fn check_name(field: &str, name: &str) -> ApiResult<String> {
 
 /// Ids are opaque strings to clients: a type prefix and the row id (`cmp_42`).
 pub fn encode_id(prefix: &str, id: i64) -> String {
-    format!("{prefix}_{id}")
+    crate::ids::format_id(prefix, id)
 }
 
 /// The row id of an opaque id, or "not found" (an id that cannot exist names nothing). Only
 /// the spelling `encode_id` gives is accepted (see `domain::canonical_id`).
 pub fn decode_id(prefix: &str, what: &str, id: &str) -> ApiResult<i64> {
-    id.strip_prefix(prefix)
-        .and_then(|rest| rest.strip_prefix('_'))
-        .and_then(crate::domain::canonical_id)
+    crate::ids::parse_canonical(prefix, id)
         .ok_or_else(|| ApiError::not_found(format!("there is no {what} `{id}`")))
 }
 

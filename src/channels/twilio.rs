@@ -353,7 +353,12 @@ impl TwilioChannel {
         let status_callback = public_url
             .map(|u| u.trim().trim_end_matches('/'))
             .filter(|u| !u.is_empty())
-            .map(|u| format!("{u}/webhooks/twilio/{channel_id}/status"));
+            .map(|u| {
+                format!(
+                    "{u}/webhooks/twilio/{}/status",
+                    crate::ids::ChannelId(channel_id)
+                )
+            });
         Ok(TwilioChannel {
             channel_id,
             name,
@@ -687,7 +692,7 @@ mod tests {
         assert_eq!(r.form_value("Body").as_deref(), Some("Hello & welcome"));
         assert_eq!(
             r.form_value("StatusCallback").as_deref(),
-            Some("https://herald.example.test/webhooks/twilio/42/status")
+            Some("https://herald.example.test/webhooks/twilio/chn_42/status")
         );
     }
 
@@ -741,7 +746,7 @@ mod tests {
         assert_eq!(vars, serde_json::json!({"1": "Ann", "2": "Friday"}));
         assert_eq!(
             r.form_value("StatusCallback").as_deref(),
-            Some("https://h.test/webhooks/twilio/42/status")
+            Some("https://h.test/webhooks/twilio/chn_42/status")
         );
     }
 

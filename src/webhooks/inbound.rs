@@ -16,6 +16,7 @@
 
 use crate::channels::classify::{twilio_status, whatsapp_status};
 use crate::http::{AppState, problem};
+use crate::ids::ChannelId;
 use crate::optout::{Keyword, keyword};
 use crate::store::{ChannelInfo, Receipt};
 use crate::webhooks::signature::{verify_meta, verify_twilio};
@@ -116,6 +117,23 @@ fn over_rate(
     }
 }
 
+/// The channel a webhook path names: `chn_5`, or the bare `5` of callback URLs configured
+/// in a provider's console before ids were prefixed. Anything else names no channel: 404,
+/// as problem+json (the syntax of an id is public, so this tells a prober nothing).
+fn path_channel(text: &str, channel_kind: &'static str) -> Result<i64, Response> {
+    ChannelId::parse_lenient(text)
+        .map(ChannelId::get)
+        .map_err(|e| {
+            rejected(channel_kind, "bad_path");
+            problem(
+                StatusCode::NOT_FOUND,
+                "no-such-webhook",
+                "No such webhook",
+                &format!("{e}: a webhook path names a channel by its id"),
+            )
+        })
+}
+
 fn malformed(detail: &str) -> Response {
     problem(
         StatusCode::BAD_REQUEST,
@@ -135,7 +153,7 @@ async fn channel_with_secrets(
     let info = match state.store.channel(channel_id).await {
         Ok(info) if info.kind == kind => info,
         Ok(_) | Err(crate::store::StoreError::NotFound(_)) => {
-            tracing::debug!(channel_id, kind, "webhook for no such channel");
+            tracing::debug!(channel_id = %crate::ids::ChannelId(channel_id), kind, "webhook for no such channel");
             return Ok(None);
         }
         Err(e) => return Err(internal(e)),
@@ -143,7 +161,7 @@ async fn channel_with_secrets(
     match state.context.open_secrets(&info) {
         Ok(secrets) => Ok(Some((info, secrets))),
         Err(e) => {
-            tracing::error!(channel_id, error = %e, "channel secrets cannot be opened; webhooks for it are refused");
+            tracing::error!(channel_id = %crate::ids::ChannelId(channel_id), error = %e, "channel secrets cannot be opened; webhooks for it are refused");
             Ok(None)
         }
     }
@@ -165,7 +183,7 @@ async fn keep(state: &AppState, channel_id: i64, kind: &str, outcome: &str, body
         .record_webhook_event(channel_id, kind, true, outcome, &text)
         .await
     {
-        tracing::warn!(channel_id, error = %e, "could not keep a raw webhook event");
+        tracing::warn!(channel_id = %crate::ids::ChannelId(channel_id), error = %e, "could not keep a raw webhook event");
     }
 }
 
@@ -223,12 +241,16 @@ fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
 
 async fn twilio_status_callback(
     State(state): State<AppState>,
-    Path(channel_id): Path<i64>,
+    Path(path_id): Path<String>,
     peer: Peer,
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let channel_id = match path_channel(&path_id, "twilio") {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
     let kind = "twilio-status";
     if let Some(r) = over_rate(&state, &peer, channel_id, "twilio") {
         return r;
@@ -300,7 +322,7 @@ async fn apply(
             } else {
                 "ignored: not newer than the message's status"
             };
-            tracing::debug!(channel_id, provider_id = %receipt.provider_id, status = %receipt.status, outcome, "receipt");
+            tracing::debug!(channel_id = %crate::ids::ChannelId(channel_id), provider_id = %receipt.provider_id, status = %receipt.status, outcome, "receipt");
             keep(state, channel_id, kind, outcome, body).await;
             StatusCode::OK.into_response()
         }
@@ -328,7 +350,7 @@ async fn opt_out(
                 .suppress(info.org_id, &address, &reason)
                 .await
                 .map_err(internal)?;
-            tracing::info!(channel_id = info.id, "inbound opt-out: address suppressed");
+            tracing::info!(channel_id = %crate::ids::ChannelId(info.id), "inbound opt-out: address suppressed");
             Ok("opt-out: suppressed")
         }
         Some(Keyword::Start) => {
@@ -337,7 +359,7 @@ async fn opt_out(
                 .unsuppress(info.org_id, &address)
                 .await
                 .map_err(internal)?;
-            tracing::info!(channel_id = info.id, "inbound opt-in: suppression lifted");
+            tracing::info!(channel_id = %crate::ids::ChannelId(info.id), "inbound opt-in: suppression lifted");
             Ok("opt-in: suppression lifted")
         }
         Some(Keyword::Help) | None => Ok("inbound message: no keyword"),
@@ -346,12 +368,16 @@ async fn opt_out(
 
 async fn twilio_inbound(
     State(state): State<AppState>,
-    Path(channel_id): Path<i64>,
+    Path(path_id): Path<String>,
     peer: Peer,
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let channel_id = match path_channel(&path_id, "twilio") {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
     let kind = "twilio-inbound";
     if let Some(r) = over_rate(&state, &peer, channel_id, "twilio") {
         return r;
@@ -382,10 +408,14 @@ async fn twilio_inbound(
 /// Meta's subscription handshake: echo `hub.challenge` when the verify token matches.
 async fn whatsapp_verify(
     State(state): State<AppState>,
-    Path(channel_id): Path<i64>,
+    Path(path_id): Path<String>,
     peer: Peer,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
+    let channel_id = match path_channel(&path_id, "whatsapp") {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
     if let Some(r) = over_rate(&state, &peer, channel_id, "whatsapp") {
         return r;
     }
@@ -418,11 +448,15 @@ async fn whatsapp_verify(
 
 async fn whatsapp_event(
     State(state): State<AppState>,
-    Path(channel_id): Path<i64>,
+    Path(path_id): Path<String>,
     peer: Peer,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let channel_id = match path_channel(&path_id, "whatsapp") {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
     let kind = "whatsapp";
     if let Some(r) = over_rate(&state, &peer, channel_id, "whatsapp") {
         return r;

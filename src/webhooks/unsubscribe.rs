@@ -120,7 +120,7 @@ async fn unsubscribe(State(state): State<AppState>, Path(token): Path<String>) -
         .await
     {
         Ok(_) => {
-            tracing::info!(message_id, "recipient unsubscribed with one click");
+            tracing::info!(message_id = %crate::ids::MessageId(message_id), "recipient unsubscribed with one click");
             (
                 StatusCode::OK,
                 [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],

@@ -545,3 +545,91 @@ both_stores!(
         assert_eq!(c.in_doubt_total, 0);
     }
 );
+
+both_stores!(
+    webhook_paths_take_the_prefixed_and_the_bare_id,
+    |db| async move {
+        let f = fixture(&db).await;
+        let store = &db.store;
+        let (id, msgs) = sent_campaign(store, f.twilio, 2, 2).await;
+        let cb = |sid: &'static str| {
+            vec![
+                ("MessageSid", sid),
+                ("MessageStatus", "delivered"),
+                ("AccountSid", "AC00000000000000000000000000000000"),
+            ]
+        };
+        // The canonical form Herald now generates, and the bare number of callback URLs
+        // configured before: both reach the channel.
+        let canonical = format!("/webhooks/twilio/chn_{}/status", f.twilio);
+        let (code, body) = post_twilio(&f, &canonical, &cb("SM0"), Some("good")).await;
+        assert_eq!(code, StatusCode::OK, "{body}");
+        assert_eq!(
+            status_of(store, id, msgs[0]).await,
+            MessageStatus::Delivered
+        );
+        let bare = format!("/webhooks/twilio/{}/status", f.twilio);
+        let (code, body) = post_twilio(&f, &bare, &cb("SM1"), Some("good")).await;
+        assert_eq!(code, StatusCode::OK, "{body}");
+        assert_eq!(
+            status_of(store, id, msgs[1]).await,
+            MessageStatus::Delivered
+        );
+        // Signed, but another channel's id: the usual 403.
+        let other = format!("/webhooks/twilio/chn_{}/status", f.whatsapp);
+        let (code, _) = post_twilio(&f, &other, &cb("SM0"), Some("good")).await;
+        assert_eq!(code, StatusCode::FORBIDDEN);
+
+        // A path that names no channel at all: problem+json, not a plain-text 400.
+        for bad in [
+            format!("chn_0{}", f.twilio),
+            format!("cmp_{}", f.twilio),
+            "chn_x".to_string(),
+            "%2B5".to_string(),
+        ] {
+            for path in [
+                format!("/webhooks/twilio/{bad}/status"),
+                format!("/webhooks/twilio/{bad}/inbound"),
+                format!("/webhooks/whatsapp/{bad}"),
+            ] {
+                let resp = router(f.state.clone())
+                    .oneshot(
+                        Request::post(&path)
+                            .header("content-type", "application/x-www-form-urlencoded")
+                            .body(Body::from("MessageSid=SM0"))
+                            .unwrap(),
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{path}");
+                assert_eq!(
+                    resp.headers()["content-type"],
+                    "application/problem+json",
+                    "{path}"
+                );
+                let bytes = axum::body::to_bytes(resp.into_body(), 1 << 16)
+                    .await
+                    .unwrap();
+                let problem: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+                assert!(
+                    problem["detail"]
+                        .as_str()
+                        .is_some_and(|d| d.contains("is not a channel id")),
+                    "{path}: {problem}"
+                );
+            }
+        }
+        let resp = router(f.state.clone())
+        .oneshot(
+            Request::get(format!(
+                "/webhooks/whatsapp/chn_{}?hub.mode=subscribe&hub.verify_token={VERIFY}&hub.challenge=7",
+                f.whatsapp
+            ))
+            .body(Body::empty())
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
+);

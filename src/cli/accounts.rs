@@ -6,13 +6,17 @@ use crate::api::credentials;
 use crate::api::encode_id;
 use crate::config::Settings;
 use crate::domain::Role;
+use crate::ids::ApiKeyId;
 use clap::Subcommand;
 use std::io::BufRead;
 
 #[derive(Debug, Subcommand)]
 pub enum OrgCommand {
-    /// Create an organisation and print its id.
-    Create { name: String },
+    /// Create an organisation and print its id (org_N).
+    Create {
+        /// The organisation's name (--org takes it); not a number.
+        name: String,
+    },
     /// List the organisations.
     List,
 }
@@ -22,6 +26,7 @@ pub enum UserCommand {
     /// Create a user in --org. Prints a one-time password, or reads it from stdin with
     /// --password-stdin.
     Create {
+        /// The user's email address, which they sign in with.
         #[arg(long)]
         email: String,
         /// owner, admin, editor or viewer.
@@ -39,6 +44,7 @@ pub enum UserCommand {
 pub enum ApiKeyCommand {
     /// Create an API key in --org and print it (only this once).
     Create {
+        /// A name saying what the key is for (e.g. the deploy that uses it).
         #[arg(long)]
         name: String,
         /// owner, admin, editor or viewer.
@@ -47,8 +53,12 @@ pub enum ApiKeyCommand {
     },
     /// List the API keys of --org (never the keys themselves).
     List,
-    /// Revoke an API key by id (key_N) so it stops working at once.
-    Revoke { id: String },
+    /// Revoke an API key by id so it stops working at once.
+    Revoke {
+        /// API key id (key_1, or 1), as `herald apikey list` shows it.
+        #[arg(value_name = "KEY", value_parser = ApiKeyId::parse_lenient)]
+        id: ApiKeyId,
+    },
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {
@@ -166,15 +176,7 @@ pub async fn apikey(cli: &Cli, settings: &Settings, command: &ApiKeyCommand) -> 
             }
         }
         ApiKeyCommand::Revoke { id } => {
-            let n = crate::api::decode_id("key", "API key", id)
-                .ok()
-                .or_else(|| id.parse::<i64>().ok())
-                .ok_or_else(|| {
-                    CliError::from(format!(
-                        "`{id}` is not an API key id: `herald apikey list` shows them (key_N)"
-                    ))
-                })?;
-            let k = store.revoke_api_key(org, n).await?;
+            let k = store.revoke_api_key(org, id.get()).await?;
             println!("revoked {} ({})", encode_id("key", k.id), k.name);
         }
     }

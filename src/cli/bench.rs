@@ -14,7 +14,7 @@ use tokio::sync::watch;
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// How many recipients.
-    #[arg(long)]
+    #[arg(long, value_name = "N")]
     pub messages: i64,
     /// Concurrent sends (default: the `concurrency` setting).
     #[arg(long)]
@@ -32,6 +32,7 @@ pub struct BenchArgs {
     /// The auth token the provider at --provider-url expects.
     #[arg(long, default_value = "herald-bench")]
     pub provider_token: String,
+    /// Print the figures as JSON.
     #[arg(long)]
     pub json: bool,
 }

@@ -1,72 +1,104 @@
 //! `herald campaign …`
 
-use super::{Cli, CliError, CliResult, actor, open_store, resolve_org};
+use super::{
+    Cli, CliError, CliResult, actor, open_store, resolve_channel, resolve_list, resolve_org,
+};
 use crate::config::Settings;
 use crate::domain::{CampaignAction, MessageStatus};
-use crate::store::{Campaign, NewCampaign, Store};
+use crate::ids::{CampaignId, ChannelId, EventId, ListId};
+use crate::store::{Campaign, CampaignEvent, NewCampaign, Store};
 use crate::template::MessageTemplate;
 use clap::Subcommand;
 use std::time::Duration;
 
 #[derive(Debug, Subcommand)]
 pub enum CampaignCommand {
-    /// Create a campaign (a draft, or scheduled with --schedule-at); prints its id.
+    /// Create a campaign (a draft, or scheduled with --schedule-at); prints its id (cmp_N).
     Create {
+        /// The campaign's name, as the dashboard and `campaign list` show it.
         #[arg(long)]
         name: String,
-        #[arg(long)]
+        /// The list to send to: its name, or its id (lst_3).
+        #[arg(long, value_name = "LIST")]
         list: String,
-        #[arg(long)]
+        /// The channel to send through: its name, or its id (chn_5).
+        #[arg(long, value_name = "CHANNEL")]
         channel: String,
         /// Message template, e.g. "Hi {{ name }}".
         #[arg(long)]
         body: String,
-        /// Start automatically at this time (RFC 3339, e.g. 2026-12-01T09:00:00Z).
-        #[arg(long)]
+        /// Start automatically at this time, which must be in the future (RFC 3339, e.g.
+        /// 2026-12-01T09:00:00Z).
+        #[arg(long, value_name = "TIME")]
         schedule_at: Option<String>,
     },
     /// Start sending now.
-    Start { id: i64 },
+    Start {
+        /// Campaign id (cmp_2, or 2).
+        #[arg(value_name = "CAMPAIGN", value_parser = CampaignId::parse_lenient)]
+        id: CampaignId,
+    },
     /// Stop claiming new messages; in-flight sends finish.
     Pause {
-        id: i64,
+        /// Campaign id (cmp_2, or 2).
+        #[arg(value_name = "CAMPAIGN", value_parser = CampaignId::parse_lenient)]
+        id: CampaignId,
+        /// Why, for the audit trail.
         #[arg(long)]
         reason: Option<String>,
     },
     /// Resume a paused campaign.
     Resume {
-        id: i64,
+        /// Campaign id (cmp_2, or 2).
+        #[arg(value_name = "CAMPAIGN", value_parser = CampaignId::parse_lenient)]
+        id: CampaignId,
+        /// Why, for the audit trail.
         #[arg(long)]
         reason: Option<String>,
     },
     /// Cancel: unsent messages are cancelled; in-flight sends finish.
     Cancel {
-        id: i64,
+        /// Campaign id (cmp_2, or 2).
+        #[arg(value_name = "CAMPAIGN", value_parser = CampaignId::parse_lenient)]
+        id: CampaignId,
+        /// Why, for the audit trail.
         #[arg(long)]
         reason: Option<String>,
     },
     /// Mark complete by hand; refused while any message is pending.
     Complete {
-        id: i64,
+        /// Campaign id (cmp_2, or 2).
+        #[arg(value_name = "CAMPAIGN", value_parser = CampaignId::parse_lenient)]
+        id: CampaignId,
+        /// Why, for the audit trail.
         #[arg(long)]
         reason: Option<String>,
     },
     /// List campaigns.
     List {
+        /// Print a JSON array instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// The campaign's audit trail.
     Events {
-        id: i64,
+        /// Campaign id (cmp_2, or 2).
+        #[arg(value_name = "CAMPAIGN", value_parser = CampaignId::parse_lenient)]
+        id: CampaignId,
+        /// Print a JSON array instead of one line per event.
         #[arg(long)]
         json: bool,
     },
     /// Counters and status; --watch follows until the campaign ends.
     Status {
-        id: i64,
+        /// Campaign id (cmp_2, or 2).
+        #[arg(value_name = "CAMPAIGN", value_parser = CampaignId::parse_lenient)]
+        id: CampaignId,
+        /// Print JSON (with --watch: one JSON object per line, one per change).
         #[arg(long)]
         json: bool,
+        /// Follow until the campaign ends: a progress bar on a terminal, one line per
+        /// change otherwise (a pipe, a file, a CI log).
         #[arg(long)]
         watch: bool,
     },
@@ -85,8 +117,8 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &CampaignCommand) -> C
             body,
             schedule_at,
         } => {
-            let list = store.list_by_name(org, list).await?;
-            let channel = store.channel_by_name(org, channel).await?;
+            let list = resolve_list(&store, org, list).await?;
+            let channel = resolve_channel(&store, org, channel).await?;
             let template = MessageTemplate::compile(body)?;
             // The same trial render as the API's create: a body that runs into a render
             // limit is refused here, not by every sender.
@@ -95,7 +127,7 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &CampaignCommand) -> C
             template.check_variables(&known, &list.name)?;
             let scheduled_at = schedule_at
                 .as_deref()
-                .map(crate::clock::parse_rfc3339)
+                .map(|at| future_time(at, now))
                 .transpose()?;
             let id = store
                 .create_campaign(
@@ -110,13 +142,13 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &CampaignCommand) -> C
                     &who,
                 )
                 .await?;
-            println!("{id}");
+            println!("{}", CampaignId(id));
             Ok(0)
         }
         CampaignCommand::Start { id } => {
-            own(&store, org, *id).await?;
-            store.start_campaign(*id, now, &who, None).await?;
-            print_line(&store.campaign(*id).await?);
+            let id = own(&store, org, *id).await?;
+            store.start_campaign(id, now, &who, None).await?;
+            print_line(&store.campaign(id).await?);
             Ok(0)
         }
         CampaignCommand::Pause { id, reason }
@@ -129,9 +161,9 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &CampaignCommand) -> C
                 CampaignCommand::Cancel { .. } => CampaignAction::Cancel,
                 _ => CampaignAction::Complete,
             };
-            own(&store, org, *id).await?;
+            let id = own(&store, org, *id).await?;
             let c = store
-                .transition(*id, action, now, &who, reason.as_deref())
+                .transition(id, action, now, &who, reason.as_deref())
                 .await?;
             print_line(&c);
             Ok(0)
@@ -143,13 +175,13 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &CampaignCommand) -> C
                 println!("{}", serde_json::to_string(&rows)?);
             } else {
                 println!(
-                    "{:<6} {:<24} {:<10} {:>9} {:>9} {:>9} {:>9}",
+                    "{:<10} {:<24} {:<10} {:>9} {:>9} {:>9} {:>9}",
                     "ID", "NAME", "STATUS", "TOTAL", "PENDING", "SENT+", "FAILED"
                 );
                 for c in &campaigns {
                     println!(
-                        "{:<6} {:<24} {:<10} {:>9} {:>9} {:>9} {:>9}",
-                        c.id,
+                        "{:<10} {:<24} {:<10} {:>9} {:>9} {:>9} {:>9}",
+                        CampaignId(c.id).to_string(),
                         truncate(&c.name, 24),
                         c.status.as_str(),
                         c.total,
@@ -162,10 +194,11 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &CampaignCommand) -> C
             Ok(0)
         }
         CampaignCommand::Events { id, json } => {
-            own(&store, org, *id).await?;
-            let events = store.events(*id).await?;
+            let id = own(&store, org, *id).await?;
+            let events = store.events(id).await?;
             if *json {
-                println!("{}", serde_json::to_string(&events)?);
+                let rows: Vec<_> = events.iter().map(event_json).collect();
+                println!("{}", serde_json::to_string(&rows)?);
             } else {
                 for e in events {
                     println!(
@@ -181,11 +214,11 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &CampaignCommand) -> C
             Ok(0)
         }
         CampaignCommand::Status { id, json, watch } => {
-            own(&store, org, *id).await?;
+            let id = own(&store, org, *id).await?;
             if *watch {
-                watch_status(&store, *id, *json).await
+                watch_status(&store, id, *json).await
             } else {
-                let c = store.campaign(*id).await?;
+                let c = store.campaign(id).await?;
                 if *json {
                     println!("{}", serde_json::to_string(&status_json(&c))?);
                 } else {
@@ -197,15 +230,48 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &CampaignCommand) -> C
     }
 }
 
-/// Refuses to act on another organisation's campaign, with the same words as a missing one.
-async fn own(store: &Store, org: i64, id: i64) -> Result<(), CliError> {
-    let c = store.campaign(id).await?;
-    if c.org_id != org {
-        return Err(CliError::from(format!(
+/// The row id of `id` when it is a campaign of `org`; another organisation's campaign is
+/// refused with the same words as a missing one.
+async fn own(store: &Store, org: i64, id: CampaignId) -> Result<i64, CliError> {
+    let missing = || {
+        CliError::from(format!(
             "campaign {id} does not exist: `herald campaign list` shows the campaigns there are"
+        ))
+    };
+    let c = match store.campaign(id.get()).await {
+        Ok(c) => c,
+        Err(crate::store::StoreError::NotFound(_)) => return Err(missing()),
+        Err(e) => return Err(e.into()),
+    };
+    if c.org_id != org {
+        return Err(missing());
+    }
+    Ok(c.id)
+}
+
+/// `--schedule-at`: RFC 3339 and in the future, as the API's `scheduled_at` must be.
+fn future_time(value: &str, now: i64) -> Result<i64, CliError> {
+    let at = crate::clock::parse_rfc3339(value)
+        .map_err(|e| CliError::from(format!("--schedule-at: {e}")))?;
+    if at <= now {
+        return Err(CliError::from(format!(
+            "--schedule-at `{value}` is not in the future: give a later time, or leave it out and run `herald campaign start` to start now"
         )));
     }
-    Ok(())
+    Ok(at)
+}
+
+/// One entry of `campaign events --json`, with prefixed ids.
+fn event_json(e: &CampaignEvent) -> serde_json::Value {
+    serde_json::json!({
+        "id": EventId(e.id).to_string(),
+        "campaign_id": CampaignId(e.campaign_id).to_string(),
+        "at": e.at,
+        "actor": e.actor,
+        "from_status": e.from_status,
+        "to_status": e.to_status,
+        "reason": e.reason,
+    })
 }
 
 fn truncate(s: &str, n: usize) -> String {
@@ -231,11 +297,16 @@ fn delivered_or_better(c: &Campaign) -> i64 {
 /// The flat object of `campaign status --json`.
 pub fn status_json(c: &Campaign) -> serde_json::Value {
     let mut o = serde_json::Map::new();
-    o.insert("id".into(), c.id.into());
+    o.insert("id".into(), CampaignId(c.id).to_string().into());
     o.insert("name".into(), c.name.clone().into());
     o.insert("status".into(), c.status.as_str().into());
     o.insert("channel".into(), c.channel_name.clone().into());
+    o.insert(
+        "channel_id".into(),
+        ChannelId(c.channel_id).to_string().into(),
+    );
     o.insert("list".into(), c.list_name.clone().into());
+    o.insert("list_id".into(), ListId(c.list_id).to_string().into());
     o.insert("total".into(), c.total.into());
     o.insert("pending".into(), c.counts.pending().into());
     o.insert(
@@ -264,7 +335,7 @@ pub fn status_json(c: &Campaign) -> serde_json::Value {
 fn print_line(c: &Campaign) {
     println!(
         "campaign {} `{}` is {} ({} total, {} pending)",
-        c.id,
+        CampaignId(c.id),
         c.name,
         c.status,
         c.total,
@@ -273,7 +344,7 @@ fn print_line(c: &Campaign) {
 }
 
 fn print_status(c: &Campaign) {
-    println!("campaign {} `{}`: {}", c.id, c.name, c.status);
+    println!("campaign {} `{}`: {}", CampaignId(c.id), c.name, c.status);
     println!("  channel {}  list {}", c.channel_name, c.list_name);
     if let Some(t) = c.started_at {
         println!("  started   {}", crate::clock::rfc3339(t));
@@ -295,10 +366,67 @@ fn print_status(c: &Campaign) {
     }
 }
 
+/// One line of progress: what changes while a campaign runs.
+fn progress_line(c: &Campaign) -> String {
+    format!(
+        "campaign {} {}: {} of {} processed · sent {} · failed {} · retry {} · in doubt {}",
+        CampaignId(c.id),
+        c.status,
+        (c.total - c.counts.pending()).max(0),
+        c.total,
+        delivered_or_better(c),
+        c.counts.get(MessageStatus::Failed),
+        c.counts.get(MessageStatus::RetryWait),
+        c.counts.get(MessageStatus::InDoubt)
+    )
+}
+
+/// Follows the campaign until it ends. On a terminal, a progress bar redrawn in place; into
+/// a pipe or a file, one line per change (`--json`: one JSON object per line), so a log
+/// holds what happened and no redraws.
 async fn watch_status(store: &Store, id: i64, json: bool) -> CliResult {
-    use indicatif::{ProgressBar, ProgressStyle};
+    use std::io::IsTerminal;
+    if std::io::stdout().is_terminal() {
+        watch_bar(store, id, json).await
+    } else {
+        watch_lines(store, id, json).await
+    }
+}
+
+async fn watch_lines(store: &Store, id: i64, json: bool) -> CliResult {
+    use std::io::Write;
+    let mut last = String::new();
+    loop {
+        let c = store.campaign(id).await?;
+        let line = if json {
+            serde_json::to_string(&status_json(&c))?
+        } else {
+            progress_line(&c)
+        };
+        if line != last {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{line}")?;
+            out.flush()?;
+            last = line;
+        }
+        if c.status.is_terminal() {
+            if !json {
+                print_status(&c);
+            }
+            return Ok(0);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn watch_bar(store: &Store, id: i64, json: bool) -> CliResult {
+    use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
     let first = store.campaign(id).await?;
-    let bar = ProgressBar::new(first.total.max(0) as u64);
+    let bar = ProgressBar::with_draw_target(
+        Some(first.total.max(0) as u64),
+        ProgressDrawTarget::stdout(),
+    );
+    // No colour in the template: the bar is plain text, with or without NO_COLOR.
     if let Ok(style) = ProgressStyle::with_template(
         "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} {per_sec} {msg}",
     ) {

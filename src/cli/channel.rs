@@ -1,39 +1,47 @@
 //! `herald channel …`: create channels of every kind (secrets sealed at rest), list them
 //! with secrets masked, test-send, and read the sandbox provider's record.
 
-use super::{Cli, CliError, CliResult, open_store, resolve_org};
+use super::{Cli, CliError, CliResult, open_store, resolve_channel, resolve_org};
 use crate::channels::{
     self, BuildContext, ChannelRegistry, SendRequest, sandbox, smtp, twilio, whatsapp,
 };
 use crate::config::Settings;
+use crate::ids::{CampaignId, ChannelId};
 use crate::secrets::SecretKey;
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
 #[derive(Debug, Subcommand)]
 pub enum ChannelCommand {
-    /// Create a channel; prints its id.
+    /// Create a channel; prints its id (chn_N).
     Create(Box<ChannelCreate>),
     /// List channels (secrets masked).
     List {
+        /// Print a JSON array instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// What a sandbox channel's simulated provider holds.
     Stats {
+        /// The channel: its name, or its id (chn_5, or 5).
+        #[arg(value_name = "CHANNEL")]
         name: String,
-        /// Only this campaign's messages.
-        #[arg(long)]
-        campaign: Option<i64>,
+        /// Only this campaign's messages: campaign id (cmp_2, or 2).
+        #[arg(long, value_name = "CAMPAIGN", value_parser = CampaignId::parse_lenient)]
+        campaign: Option<CampaignId>,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Send one real message through the channel and print the provider's answer.
     Test {
+        /// The channel: its name, or its id (chn_5, or 5).
+        #[arg(value_name = "CHANNEL")]
         name: String,
         /// Recipient: E.164 phone number or email address.
-        #[arg(long)]
+        #[arg(long, value_name = "ADDRESS")]
         to: String,
+        /// The message text.
         #[arg(long, default_value = "Test message from Herald")]
         body: String,
     },
@@ -41,6 +49,7 @@ pub enum ChannelCommand {
 
 #[derive(Debug, Args)]
 pub struct ChannelCreate {
+    /// The channel's name, unique in the organisation (campaigns name it with --channel).
     #[arg(long)]
     pub name: String,
     /// sandbox, twilio, whatsapp or smtp.
@@ -268,7 +277,7 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &ChannelCommand) -> Cl
             let id = store
                 .create_channel_with(org, &c.name, &c.kind, &config, sealed, c.rate)
                 .await?;
-            println!("{id}");
+            println!("{}", ChannelId(id));
             Ok(0)
         }
         ChannelCommand::List { json } => {
@@ -283,7 +292,7 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &ChannelCommand) -> Cl
                             .map(|s| masked(&s))
                             .unwrap_or_else(|_| Value::String("sealed (no key to open)".into())),
                     };
-                    serde_json::json!({"id": c.id, "name": c.name, "kind": c.kind, "config": c.config,
+                    serde_json::json!({"id": ChannelId(c.id).to_string(), "name": c.name, "kind": c.kind, "config": c.config,
                         "rate_per_sec": c.rate_per_sec, "secrets": secrets})
                 })
                 .collect();
@@ -291,7 +300,7 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &ChannelCommand) -> Cl
                 println!("{}", serde_json::to_string(&rows)?);
             } else {
                 println!(
-                    "{:<6} {:<24} {:<10} {:<8} CONFIG",
+                    "{:<10} {:<24} {:<10} {:<8} CONFIG",
                     "ID", "NAME", "KIND", "RATE"
                 );
                 for (c, row) in channels.iter().zip(&rows) {
@@ -305,8 +314,12 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &ChannelCommand) -> Cl
                         format!(" secrets {}", row["secrets"])
                     };
                     println!(
-                        "{:<6} {:<24} {:<10} {:<8} {}{secrets}",
-                        c.id, c.name, c.kind, rate, c.config
+                        "{:<10} {:<24} {:<10} {:<8} {}{secrets}",
+                        ChannelId(c.id).to_string(),
+                        c.name,
+                        c.kind,
+                        rate,
+                        c.config
                     );
                 }
             }
@@ -317,14 +330,16 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &ChannelCommand) -> Cl
             campaign,
             json,
         } => {
-            let channel = store.channel_by_name(org, name).await?;
+            let channel = resolve_channel(&store, org, name).await?;
             if channel.kind != "sandbox" {
                 return Err(CliError::from(format!(
                     "channel `{name}` is a {} channel: stats show what a sandbox channel's simulated provider holds",
                     channel.kind
                 )));
             }
-            let stats = store.sandbox_stats(channel.id, *campaign).await?;
+            let stats = store
+                .sandbox_stats(channel.id, campaign.map(CampaignId::get))
+                .await?;
             if *json {
                 println!("{}", serde_json::to_string(&stats)?);
             } else {
@@ -336,7 +351,7 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &ChannelCommand) -> Cl
             Ok(0)
         }
         ChannelCommand::Test { name, to, body } => {
-            let info = store.channel_by_name(org, name).await?;
+            let info = resolve_channel(&store, org, name).await?;
             let address = crate::address::Address::parse(to)?;
             let registry = ChannelRegistry::new(store.clone(), None, context);
             let channel = registry.get(info.id).await?;

@@ -22,13 +22,13 @@ use std::path::PathBuf;
 pub struct Cli {
     /// Database: sqlite://herald.db (default) or postgres://user@host/db.
     /// Also HERALD_DATABASE_URL or database_url in herald.toml.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, value_name = "URL")]
     pub database_url: Option<String>,
     /// Settings file (default: ./herald.toml when present). Also HERALD_CONFIG.
-    #[arg(long, global = true, env = "HERALD_CONFIG")]
+    #[arg(long, global = true, env = "HERALD_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Organisation (name or id) the command acts on.
-    #[arg(long, global = true, default_value = "default")]
+    /// Organisation the command acts on: its name, or its id (org_1, or 1).
+    #[arg(long, global = true, default_value = "default", value_name = "ORG")]
     pub org: String,
     #[command(subcommand)]
     pub command: Command,
@@ -38,19 +38,20 @@ pub struct Cli {
 pub enum Command {
     /// Run the engine and the HTTP server (health, readiness, metrics).
     Serve {
-        /// Address to listen on.
-        #[arg(long)]
+        /// Address to listen on, e.g. 0.0.0.0:8080.
+        #[arg(long, value_name = "ADDR")]
         listen: Option<String>,
         /// The URL providers reach this Herald at (callback URLs, webhook signatures).
-        #[arg(long)]
+        #[arg(long, value_name = "URL")]
         public_url: Option<String>,
         /// Maximum concurrent sends of this instance.
-        #[arg(long)]
+        #[arg(long, value_name = "N")]
         concurrency: Option<usize>,
     },
     /// Run the engine without HTTP.
     Worker {
-        #[arg(long)]
+        /// Maximum concurrent sends of this instance.
+        #[arg(long, value_name = "N")]
         concurrency: Option<usize>,
     },
     /// Apply the embedded database migrations.
@@ -59,11 +60,13 @@ pub enum Command {
     Keygen,
     /// Show the effective settings and where each came from.
     Config {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Check the database, instances, campaigns and counters; exit 1 when anything is wrong.
     Doctor {
+        /// Print the report as JSON (what GET /api/v1/health answers).
         #[arg(long)]
         json: bool,
     },
@@ -95,9 +98,11 @@ pub enum Command {
 pub enum ContactsCommand {
     /// Import contacts from a CSV file (header row with an `address` column).
     Import {
+        /// The CSV file.
+        #[arg(value_name = "CSV")]
         file: PathBuf,
-        /// The list to add them to (created if needed).
-        #[arg(long)]
+        /// The list to add them to, by name (created if needed).
+        #[arg(long, value_name = "LIST")]
         list: String,
     },
 }
@@ -153,9 +158,9 @@ pub async fn open_store(settings: &Settings, migrate: bool) -> Result<Store, Cli
 
 /// `--org` takes a name or an id (`org_2`, or `2`).
 pub async fn resolve_org(store: &Store, org: &str) -> Result<i64, CliError> {
-    let id = org.strip_prefix("org_").unwrap_or(org).parse::<i64>().ok();
+    let id = crate::ids::OrgId::parse_lenient(org).ok();
     match id {
-        Some(id) => match store.organisation(id).await {
+        Some(id) => match store.organisation(id.get()).await {
             Ok(o) => Ok(o.id),
             Err(crate::store::StoreError::NotFound(_)) => Err(CliError::from(format!(
                 "organisation `{org}` does not exist: `herald org list` shows them"
@@ -172,15 +177,124 @@ pub async fn resolve_org(store: &Store, org: &str) -> Result<i64, CliError> {
     }
 }
 
-/// Who did it, for the audit trail.
+/// The list named by `text` in `org`: its id (`lst_3`), its name, or, when no list has
+/// that name, its bare number (`3`).
+pub async fn resolve_list(
+    store: &Store,
+    org: i64,
+    text: &str,
+) -> Result<crate::store::ListInfo, CliError> {
+    use crate::store::StoreError::NotFound;
+    let by_id = |id: i64| async move {
+        match store.org_list(org, id).await {
+            Ok(row) => store
+                .list_by_name(org, &row.name)
+                .await
+                .map_err(CliError::from),
+            Err(NotFound(_)) => Err(CliError::from(format!(
+                "there is no list `{}` in this organisation: `herald contacts import FILE --list NAME` makes one",
+                crate::ids::ListId(id)
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    };
+    if let Ok(id) = text.parse::<crate::ids::ListId>() {
+        return by_id(id.get()).await;
+    }
+    match store.list_by_name(org, text).await {
+        Err(NotFound(_)) if crate::domain::canonical_id(text).is_some() => {
+            by_id(crate::ids::ListId::parse_lenient(text)?.get()).await
+        }
+        other => other.map_err(CliError::from),
+    }
+}
+
+/// The channel named by `text` in `org`: its id (`chn_5`), its name, or, when no channel
+/// has that name, its bare number (`5`).
+pub async fn resolve_channel(
+    store: &Store,
+    org: i64,
+    text: &str,
+) -> Result<crate::store::ChannelInfo, CliError> {
+    use crate::store::StoreError::NotFound;
+    let by_id = |id: i64| async move {
+        let missing = || {
+            CliError::from(format!(
+                "there is no channel `{}` in this organisation: `herald channel list` shows them",
+                crate::ids::ChannelId(id)
+            ))
+        };
+        match store.channel(id).await {
+            Ok(c) if c.org_id == org => Ok(c),
+            Ok(_) | Err(NotFound(_)) => Err(missing()),
+            Err(e) => Err(e.into()),
+        }
+    };
+    if let Ok(id) = text.parse::<crate::ids::ChannelId>() {
+        return by_id(id.get()).await;
+    }
+    match store.channel_by_name(org, text).await {
+        Err(NotFound(_)) if crate::domain::canonical_id(text).is_some() => {
+            by_id(crate::ids::ChannelId::parse_lenient(text)?.get()).await
+        }
+        other => other.map_err(CliError::from),
+    }
+}
+
+/// Who did it, for the audit trail: `cli:USER@HOST`, the operating-system user and host.
 pub fn actor() -> String {
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".into());
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into());
-    format!("cli:{user}@{host}")
+    format!("cli:{}@{}", os_user(), host_name())
+}
+
+/// The user running the command: $USER, $LOGNAME, or the name /etc/passwd gives the real
+/// uid of this process (a container or a cron job often sets neither variable).
+fn os_user() -> String {
+    let from_env = ["USER", "LOGNAME"]
+        .iter()
+        .filter_map(|k| std::env::var(k).ok())
+        .map(|v| v.trim().to_string())
+        .find(|v| !v.is_empty());
+    if let Some(user) = from_env {
+        return user;
+    }
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|ids| ids.split_whitespace().next().map(str::to_string))
+        });
+    let Some(uid) = uid else {
+        return "unknown".into();
+    };
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    user_of_uid(&passwd, &uid).unwrap_or_else(|| format!("uid{uid}"))
+}
+
+/// The name /etc/passwd text gives `uid`.
+fn user_of_uid(passwd: &str, uid: &str) -> Option<String> {
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let _password = fields.next()?;
+        (fields.next()? == uid && !name.is_empty()).then(|| name.to_string())
+    })
+}
+
+/// This machine's name: the kernel's, $HOSTNAME, or /etc/hostname.
+fn host_name() -> String {
+    let read = |path: &str| std::fs::read_to_string(path).ok();
+    [
+        read("/proc/sys/kernel/hostname"),
+        std::env::var("HOSTNAME").ok(),
+        read("/etc/hostname"),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|h| h.trim().to_string())
+    .find(|h| !h.is_empty())
+    .unwrap_or_else(|| "localhost".into())
 }
 
 pub async fn run(cli: Cli) -> CliResult {
@@ -269,5 +383,94 @@ pub async fn run(cli: Cli) -> CliResult {
             print!("{}", crate::api::openapi_json());
             Ok(0)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// What lacks help in `cmd` and its subcommands: arguments and flags without help text,
+    /// positional arguments shown as a bare `<ID>`, subcommands without a description.
+    fn missing_help(cmd: &clap::Command) -> Vec<String> {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let path = format!("{path} {}", cmd.get_name());
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+                if help.trim().is_empty() {
+                    missing.push(format!("{path}: `{id}` has no help"));
+                }
+                let shown: Vec<String> = match arg.get_value_names() {
+                    Some(names) => names.iter().map(|n| n.to_string()).collect(),
+                    None if arg.is_positional() => vec![id.to_string()],
+                    None => Vec::new(),
+                };
+                if shown.iter().any(|n| n.eq_ignore_ascii_case("id")) {
+                    missing.push(format!("{path}: `{id}` is shown as a bare <ID>"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_about().is_none() {
+                    missing.push(format!("{path} {}: no description", sub.get_name()));
+                }
+                walk(sub, &path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(cmd, "", &mut missing);
+        missing
+    }
+
+    /// Every argument and flag of every command has help text, and no positional argument is
+    /// a bare `<ID>`: `herald … --help` says what to give.
+    #[test]
+    fn every_argument_has_help() {
+        let missing = missing_help(&Cli::command());
+        assert!(missing.is_empty(), "{}", missing.join("\n"));
+    }
+
+    #[test]
+    fn the_help_walk_notices_a_missing_help() {
+        /// A command.
+        #[derive(Debug, Parser)]
+        struct Bare {
+            id: i64,
+            #[arg(long)]
+            json: bool,
+        }
+        let missing = missing_help(&Bare::command());
+        assert_eq!(missing.len(), 3, "{missing:?}");
+        assert!(missing.iter().any(|m| m.contains("bare <ID>")), "{missing:?}");
+    }
+
+    #[test]
+    fn ids_are_read_in_both_spellings() {
+        for spelling in ["cmp_2", "2"] {
+            let cli = Cli::try_parse_from(["herald", "campaign", "start", spelling])
+                .expect("a campaign id");
+            match cli.command {
+                Command::Campaign(campaign::CampaignCommand::Start { id }) => {
+                    assert_eq!(id, crate::ids::CampaignId(2))
+                }
+                other => panic!("parsed as {other:?}"),
+            }
+        }
+        for bad in ["cmp_02", "chn_2", "two", "cmp_+2"] {
+            let e = Cli::try_parse_from(["herald", "campaign", "start", bad]).unwrap_err();
+            assert!(e.to_string().contains("is not a campaign id"), "{e}");
+        }
+    }
+
+    #[test]
+    fn passwd_lookup_finds_the_uid() {
+        let passwd = "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n";
+        assert_eq!(user_of_uid(passwd, "1000").as_deref(), Some("alice"));
+        assert_eq!(user_of_uid(passwd, "0").as_deref(), Some("root"));
+        assert_eq!(user_of_uid(passwd, "7"), None);
     }
 }

@@ -106,8 +106,9 @@ fn create_campaign(w: &World, extra: &[&str]) -> i64 {
     args.extend_from_slice(extra);
     let out = w.ok(&args);
     out.trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("campaign create printed {out:?}, not an id"))
+        .strip_prefix("cmp_")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("campaign create printed {out:?}, not an id (cmp_N)"))
 }
 
 /// One instance on SQLite; `cfg.pg_instances` on PostgreSQL, the last one a `worker` when

@@ -129,7 +129,7 @@ fn full_flow(backend: Backend) {
             "`campaign status --json` lacks `{field}`: {done}"
         );
     }
-    assert_eq!(done["id"], id);
+    assert_eq!(done["id"], format!("cmp_{id}"));
     assert_eq!(done["name"], "welcome");
     assert_eq!(n(&done, "total"), 4);
     assert_eq!(n(&done, "pending"), 0);

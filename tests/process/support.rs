@@ -388,8 +388,9 @@ impl Herald {
         args.extend_from_slice(flags);
         let out = self.ok(&args);
         out.trim()
-            .parse::<i64>()
-            .unwrap_or_else(|_| panic!("channel create printed {out:?}, not an id"));
+            .strip_prefix("chn_")
+            .and_then(|n| n.parse::<i64>().ok())
+            .unwrap_or_else(|| panic!("channel create printed {out:?}, not an id (chn_N)"));
         name.to_string()
     }
 
@@ -415,8 +416,9 @@ impl Herald {
             "campaign create printed more than an id: {out:?}"
         );
         out.trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("campaign create printed {out:?}, not an id"))
+            .strip_prefix("cmp_")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("campaign create printed {out:?}, not an id (cmp_N)"))
     }
 
     pub fn status(&self, id: i64) -> Value {

@@ -294,8 +294,9 @@ pub fn create_channel(h: &Herald, args: &[&str]) -> i64 {
     all.extend_from_slice(args);
     let out = h.ok(&all);
     out.trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("channel create printed {out:?}, not an id"))
+        .strip_prefix("chn_")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("channel create printed {out:?}, not an id (chn_N)"))
 }
 
 /// Writes `address,name` rows as a CSV and imports them into `list`.
@@ -346,8 +347,9 @@ pub fn campaign(h: &Herald, name: &str, list: &str, channel: &str, body: &str) -
         body,
     ]);
     out.trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("campaign create printed {out:?}, not an id"))
+        .strip_prefix("cmp_")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("campaign create printed {out:?}, not an id (cmp_N)"))
 }
 
 /// One HTTP/1.1 request over loopback: (status code, body). The body is returned as

@@ -6,6 +6,7 @@
 use crate::config::Settings;
 use crate::domain::{CampaignStatus, MessageStatus};
 use crate::engine::health::{self, StuckCampaign};
+use crate::ids::CampaignId;
 use crate::store::{Campaign, Drift, InstanceRow, MigrationStatus, Store, StoreError};
 use serde::Serialize;
 use serde_json::json;
@@ -95,12 +96,25 @@ impl Diagnosis {
                 "heartbeat_age_ms": now - i.heartbeat_at, "in_flight": i.in_flight,
             })).collect::<Vec<_>>(),
             "campaigns": {"sending": c.sending, "total": c.total},
-            "stuck": c.stuck,
-            "drift": c.drift,
-            "in_doubt": c.in_doubt.iter().map(|d| json!({"campaign_id": d.campaign_id, "in_doubt": d.in_doubt, "in_doubt_total": d.in_doubt_total})).collect::<Vec<_>>(),
+            "stuck": with_campaign_ids(json!(c.stuck)),
+            "drift": with_campaign_ids(json!(c.drift)),
+            "in_doubt": c.in_doubt.iter().map(|d| json!({"campaign_id": CampaignId(d.campaign_id), "in_doubt": d.in_doubt, "in_doubt_total": d.in_doubt_total})).collect::<Vec<_>>(),
             "findings": self.finding_messages(),
         })
     }
+}
+
+/// `rows` with each `campaign_id` in its canonical form (`cmp_2`), as everything Herald
+/// prints names a campaign.
+fn with_campaign_ids(mut rows: serde_json::Value) -> serde_json::Value {
+    if let Some(rows) = rows.as_array_mut() {
+        for row in rows {
+            if let Some(id) = row.get("campaign_id").and_then(serde_json::Value::as_i64) {
+                row["campaign_id"] = json!(CampaignId(id));
+            }
+        }
+    }
+    rows
 }
 
 /// How far back finished campaigns are recounted (as `engine::health::drift` does).
@@ -160,7 +174,7 @@ pub async fn diagnose(
             campaign_id: Some(s.campaign_id),
             message: format!(
                 "campaign {} `{}` is stuck: {} pending, no progress for {} s: {}",
-                s.campaign_id,
+                CampaignId(s.campaign_id),
                 s.name,
                 s.pending,
                 s.no_progress_for_ms / 1000,
@@ -174,7 +188,10 @@ pub async fn diagnose(
             campaign_id: Some(d.campaign_id),
             message: format!(
                 "campaign {} counter `{}` says {} but its messages say {}",
-                d.campaign_id, d.status, d.counter, d.actual
+                CampaignId(d.campaign_id),
+                d.status,
+                d.counter,
+                d.actual
             ),
         });
     }
@@ -194,7 +211,7 @@ pub async fn diagnose(
                 campaign_id: Some(c.id),
                 message: format!(
                     "campaign {} has {now_in_doubt} messages in doubt awaiting the in-doubt policy ({})",
-                    c.id,
+                    CampaignId(c.id),
                     settings.in_doubt_policy_name()
                 ),
             });

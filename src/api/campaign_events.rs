@@ -156,7 +156,7 @@ impl Feed {
                 if let Some(reason) = self.credentials_lapsed().await {
                     tracing::info!(
                         org_id = self.org_id,
-                        campaign_id = self.id,
+                        campaign_id = %crate::ids::CampaignId(self.id),
                         actor = self.caller.actor,
                         reason,
                         "campaign event stream closed: credentials no longer valid"
@@ -187,7 +187,7 @@ impl Feed {
             Ok(()) => self.wait = POLL_INTERVAL,
             Err(e) => {
                 self.wait = (self.wait * 2).min(MAX_BACKOFF);
-                tracing::warn!(campaign_id = self.id, error = %e, retry_in_ms = self.wait.as_millis() as u64, "campaign event stream cannot read the campaign");
+                tracing::warn!(campaign_id = %crate::ids::CampaignId(self.id), error = %e, retry_in_ms = self.wait.as_millis() as u64, "campaign event stream cannot read the campaign");
             }
         }
     }
@@ -332,7 +332,7 @@ async fn campaign_events(
     }
     tracing::debug!(
         org_id = p.org_id,
-        campaign_id = id,
+        campaign_id = %crate::ids::CampaignId(id),
         actor = p.actor,
         "campaign event stream opened"
     );

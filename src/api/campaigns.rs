@@ -767,7 +767,7 @@ async fn create_campaign(
         .await?;
     tracing::info!(
         org_id = p.org_id,
-        campaign_id = id,
+        campaign_id = %crate::ids::CampaignId(id),
         actor = p.actor,
         scheduled = scheduled_at.is_some(),
         "campaign created"
@@ -874,7 +874,7 @@ async fn update_campaign(
         .await?;
     tracing::info!(
         org_id = p.org_id,
-        campaign_id = id,
+        campaign_id = %crate::ids::CampaignId(id),
         actor = p.actor,
         "campaign edited"
     );
@@ -898,7 +898,7 @@ async fn delete_campaign(
     state.store.api_campaign_delete_draft(p.org_id, id).await?;
     tracing::info!(
         org_id = p.org_id,
-        campaign_id = id,
+        campaign_id = %crate::ids::CampaignId(id),
         actor = p.actor,
         "campaign deleted"
     );
@@ -928,7 +928,7 @@ async fn act(
         .await?;
     tracing::info!(
         org_id = p.org_id,
-        campaign_id = id,
+        campaign_id = %crate::ids::CampaignId(id),
         actor = p.actor,
         action = action.as_str(),
         "campaign action"
@@ -964,7 +964,7 @@ async fn start_campaign(
         StartOutcome::Started { messages, .. } => {
             tracing::info!(
                 org_id = p.org_id,
-                campaign_id = id,
+                campaign_id = %crate::ids::CampaignId(id),
                 actor = p.actor,
                 messages,
                 "campaign started"
@@ -1007,7 +1007,7 @@ async fn schedule_campaign(
         .await?;
     tracing::info!(
         org_id = p.org_id,
-        campaign_id = id,
+        campaign_id = %crate::ids::CampaignId(id),
         actor = p.actor,
         at = body.at,
         "campaign scheduled"

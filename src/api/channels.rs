@@ -713,7 +713,7 @@ async fn create_channel(
         })?;
     tracing::info!(
         org_id = p.org_id,
-        channel_id = id,
+        channel_id = %crate::ids::ChannelId(id),
         actor = p.actor,
         kind = body.kind,
         "channel created"
@@ -861,7 +861,7 @@ async fn update_channel(
     };
     tracing::info!(
         org_id = p.org_id,
-        channel_id = id,
+        channel_id = %crate::ids::ChannelId(id),
         actor = p.actor,
         secrets_changed = ?changed_secrets,
         "channel changed"
@@ -887,7 +887,7 @@ async fn delete_channel(
         ChannelDeletion::Deleted => {
             tracing::info!(
                 org_id = p.org_id,
-                channel_id = id,
+                channel_id = %crate::ids::ChannelId(id),
                 actor = p.actor,
                 "channel deleted"
             );
@@ -1006,7 +1006,7 @@ async fn test_channel(
         SendResult::StopCampaign { error } if crate::outbound::is_refusal(&error) => {
             tracing::info!(
                 org_id = p.org_id,
-                channel_id = id,
+                channel_id = %crate::ids::ChannelId(id),
                 actor = p.actor,
                 outcome = "destination refused",
                 "channel test message"
@@ -1021,7 +1021,7 @@ async fn test_channel(
         SendResult::Transient { error, .. } if unreachable(&error) => {
             tracing::info!(
                 org_id = p.org_id,
-                channel_id = id,
+                channel_id = %crate::ids::ChannelId(id),
                 actor = p.actor,
                 outcome = "unreachable",
                 "channel test message"
@@ -1044,7 +1044,7 @@ async fn test_channel(
         SendResult::StopCampaign { error } => refused(TestOutcome::ChannelCannotSend, error),
         SendResult::Unknown { error } => refused(TestOutcome::Unknown, error),
     };
-    tracing::info!(org_id = p.org_id, channel_id = id, actor = p.actor, outcome = ?reply.outcome, "channel test message");
+    tracing::info!(org_id = p.org_id, channel_id = %crate::ids::ChannelId(id), actor = p.actor, outcome = ?reply.outcome, "channel test message");
     Ok(axum::Json(reply))
 }
 

@@ -89,12 +89,12 @@ pub async fn run(
             let channel = match ctx.channels.get_with_rate(campaign.channel_id).await {
                 Ok(c) => Ok(c),
                 Err(e) if e.is_transient() => {
-                    tracing::warn!(campaign_id = campaign.id, error = %e, "channel not available; will retry");
+                    tracing::warn!(campaign_id = %crate::ids::CampaignId(campaign.id), error = %e, "channel not available; will retry");
                     continue;
                 }
                 Err(e) => {
                     let reason = format!("paused: its channel cannot send from this instance: {e}");
-                    tracing::error!(campaign_id = campaign.id, %reason);
+                    tracing::error!(campaign_id = %crate::ids::CampaignId(campaign.id), %reason);
                     let actor = format!("instance {}", ctx.instance.id);
                     if let Err(pause_error) = ctx
                         .store
@@ -107,7 +107,7 @@ pub async fn run(
                         )
                         .await
                     {
-                        tracing::warn!(campaign_id = campaign.id, error = %pause_error, "could not pause the campaign");
+                        tracing::warn!(campaign_id = %crate::ids::CampaignId(campaign.id), error = %pause_error, "could not pause the campaign");
                     }
                     continue;
                 }
@@ -142,7 +142,7 @@ pub async fn run(
             {
                 Ok(c) => c,
                 Err(e) => {
-                    tracing::warn!(campaign_id = campaign.id, error = %e, "claim failed; will retry");
+                    tracing::warn!(campaign_id = %crate::ids::CampaignId(campaign.id), error = %e, "claim failed; will retry");
                     continue;
                 }
             };
@@ -151,7 +151,7 @@ pub async fn run(
                 continue;
             }
             claimed_any = true;
-            tracing::debug!(campaign_id = campaign.id, count = claimed.len(), "claimed");
+            tracing::debug!(campaign_id = %crate::ids::CampaignId(campaign.id), count = claimed.len(), "claimed");
             if let Ok(mut known) = ctx.in_flight.lock() {
                 known.extend(claimed.iter().map(|m| m.id));
             }
@@ -401,7 +401,7 @@ async fn send_one(
         SendResult::OptOut { error } => {
             let reason = format!("opted out at the provider: {error}");
             if let Err(e) = ctx.store.suppress(org_id, &m.address, &reason).await {
-                tracing::warn!(message_id = m.id, error = %e, "could not record an opt-out; the next send will report it again");
+                tracing::warn!(message_id = %crate::ids::MessageId(m.id), error = %e, "could not record an opt-out; the next send will report it again");
             }
             (OutcomeKind::Failed { error: reason }, "failed")
         }
@@ -421,7 +421,7 @@ async fn send_one(
             {
                 Ok(_) | Err(crate::store::StoreError::Conflict(_)) => {}
                 Err(e) => {
-                    tracing::warn!(campaign_id = m.campaign_id, error = %e, "could not pause the campaign")
+                    tracing::warn!(campaign_id = %crate::ids::CampaignId(m.campaign_id), error = %e, "could not pause the campaign")
                 }
             }
             // Not the message's fault: it waits for the resume, with its attempt counted.
@@ -499,7 +499,7 @@ async fn commit_loop(ctx: Arc<EngineContext>, mut rx: mpsc::Receiver<Pending>) {
             metrics::counter!(
                 "herald_messages_total",
                 "outcome" => label.outcome,
-                "channel" => format!("chn_{}", label.channel_id)
+                "channel" => crate::ids::ChannelId(label.channel_id).to_string()
             )
             .increment(1);
         }

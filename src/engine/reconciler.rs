@@ -27,16 +27,16 @@ pub async fn scheduler_loop(ctx: Arc<EngineContext>, shutdown: watch::Receiver<b
         for id in due {
             match ctx.store.start_campaign(id, now, &actor, Some(now)).await {
                 Ok(StartOutcome::Started { messages, .. }) => {
-                    tracing::info!(campaign_id = id, messages, "scheduled campaign started");
+                    tracing::info!(campaign_id = %crate::ids::CampaignId(id), messages, "scheduled campaign started");
                 }
                 Ok(StartOutcome::NotDue) => {
                     tracing::debug!(
-                        campaign_id = id,
+                        campaign_id = %crate::ids::CampaignId(id),
                         "scheduled campaign already started elsewhere"
                     );
                 }
                 Err(e) => {
-                    tracing::warn!(campaign_id = id, error = %e, "scheduled start failed; will retry")
+                    tracing::warn!(campaign_id = %crate::ids::CampaignId(id), error = %e, "scheduled start failed; will retry")
                 }
             }
         }
@@ -119,7 +119,7 @@ pub async fn reconcile_once(
     };
     for (campaign_id, n) in store.mark_in_doubt(now, stale_before, &dead).await? {
         tracing::warn!(
-            campaign_id,
+            campaign_id = %crate::ids::CampaignId(campaign_id),
             in_doubt = n,
             "messages of a dead instance are in doubt"
         );
@@ -164,7 +164,7 @@ pub async fn reconcile_once(
     expire_webhook_events(ctx, now).await?;
     for id in store.finalize_drained(now).await? {
         tracing::warn!(
-            campaign_id = id,
+            campaign_id = %crate::ids::CampaignId(id),
             "reconciler finalised a sending campaign with nothing pending"
         );
     }
@@ -173,7 +173,7 @@ pub async fn reconcile_once(
     let now_stuck: BTreeSet<i64> = stuck.iter().map(|s| s.campaign_id).collect();
     for s in &stuck {
         if !reported_stuck.contains(&s.campaign_id) {
-            tracing::warn!(campaign_id = s.campaign_id, pending = s.pending, reason = %s.reason, "campaign is stuck");
+            tracing::warn!(campaign_id = %crate::ids::CampaignId(s.campaign_id), pending = s.pending, reason = %s.reason, "campaign is stuck");
         }
     }
     *reported_stuck = now_stuck;
@@ -181,7 +181,7 @@ pub async fn reconcile_once(
         let drift = health::drift(store, now).await?;
         metrics::gauge!("herald_counter_drift").set(drift.len() as f64);
         for d in &drift {
-            tracing::error!(campaign_id = d.campaign_id, status = %d.status, counter = d.counter, actual = d.actual, "counter drift");
+            tracing::error!(campaign_id = %crate::ids::CampaignId(d.campaign_id), status = %d.status, counter = d.counter, actual = d.actual, "counter drift");
         }
     }
     update_gauges(ctx).await
@@ -353,7 +353,7 @@ async fn ask_providers(ctx: &EngineContext, now: i64) -> Result<u64, crate::stor
             }
             Ok(None) => {}
             Err(e) => {
-                tracing::warn!(message_id = c.id, campaign_id = c.campaign_id, error = %e, "provider could not say whether it has an in-doubt message; asking again later");
+                tracing::warn!(message_id = %crate::ids::MessageId(c.id), campaign_id = %crate::ids::CampaignId(c.campaign_id), error = %e, "provider could not say whether it has an in-doubt message; asking again later");
                 ctx.store
                     .defer_in_doubt(&[c.id], now + LOOKUP_RETRY_MS)
                     .await?;

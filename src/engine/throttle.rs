@@ -84,7 +84,7 @@ impl Throttle {
                     Duration::from_millis(grant.wait_ms.clamp(1, 1000) as u64)
                 }
                 Err(e) => {
-                    tracing::warn!(channel_id, error = %e, "rate limiter cannot reach the database; waiting");
+                    tracing::warn!(channel_id = %crate::ids::ChannelId(channel_id), error = %e, "rate limiter cannot reach the database; waiting");
                     Duration::from_millis(200)
                 }
             };
@@ -103,10 +103,10 @@ impl Throttle {
             .penalize_rate(channel_id, ms, crate::clock::now_ms())
             .await
         {
-            tracing::warn!(channel_id, error = %e, "could not record the provider's rate limit");
+            tracing::warn!(channel_id = %crate::ids::ChannelId(channel_id), error = %e, "could not record the provider's rate limit");
         } else {
             tracing::info!(
-                channel_id,
+                channel_id = %crate::ids::ChannelId(channel_id),
                 retry_after_ms = ms,
                 "provider rate limit: channel slowed for all instances"
             );

@@ -117,7 +117,12 @@ impl Store {
             .bind(id)
             .fetch_optional(&self.read)
             .await?
-            .ok_or_else(|| StoreError::NotFound(format!("organisation {id} does not exist")))?;
+            .ok_or_else(|| {
+                StoreError::NotFound(format!(
+                    "organisation {} does not exist",
+                    crate::ids::OrgId(id)
+                ))
+            })?;
         Ok(super::Organisation {
             id: row.try_get("id")?,
             name: row.try_get("name")?,
@@ -253,7 +258,9 @@ impl Store {
             .bind(id)
             .fetch_optional(&self.read)
             .await?
-            .ok_or_else(|| StoreError::NotFound(format!("user {id} does not exist")))?;
+            .ok_or_else(|| {
+                StoreError::NotFound(format!("user {} does not exist", crate::ids::UserId(id)))
+            })?;
         user_from_row(&row)
     }
 
@@ -275,7 +282,10 @@ impl Store {
                 .fetch_optional(&mut *tx)
                 .await?;
         let Some(current) = current else {
-            return Err(StoreError::NotFound(format!("user {id} does not exist")));
+            return Err(StoreError::NotFound(format!(
+                "user {} does not exist",
+                crate::ids::UserId(id)
+            )));
         };
         if let Some(role) = role {
             if current == "owner" && role != Role::Owner {
@@ -317,7 +327,10 @@ impl Store {
                 .fetch_optional(&mut *tx)
                 .await?;
         let Some(current) = current else {
-            return Err(StoreError::NotFound(format!("user {id} does not exist")));
+            return Err(StoreError::NotFound(format!(
+                "user {} does not exist",
+                crate::ids::UserId(id)
+            )));
         };
         if current == "owner" {
             last_owner_check(&mut tx, org_id, id).await?;
@@ -381,7 +394,12 @@ impl Store {
             .bind(id)
             .fetch_optional(&self.read)
             .await?
-            .ok_or_else(|| StoreError::NotFound(format!("API key {id} does not exist")))?;
+            .ok_or_else(|| {
+                StoreError::NotFound(format!(
+                    "API key {} does not exist",
+                    crate::ids::ApiKeyId(id)
+                ))
+            })?;
         api_key_from_row(&row)
     }
 
@@ -393,7 +411,10 @@ impl Store {
             .fetch_optional(&self.read)
             .await?;
         if found.is_none() {
-            return Err(StoreError::NotFound(format!("API key {id} does not exist")));
+            return Err(StoreError::NotFound(format!(
+                "API key {} does not exist",
+                crate::ids::ApiKeyId(id)
+            )));
         }
         sqlx::query(
             "UPDATE api_keys SET revoked_at = $1 WHERE org_id = $2 AND id = $3 AND revoked_at IS NULL",

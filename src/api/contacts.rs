@@ -363,8 +363,8 @@ async fn create_contact(
         )
         .await?;
     tracing::info!(
-        org_id = p.org_id,
-        contact_id = contact.id,
+        org_id = %crate::ids::OrgId(p.org_id),
+        contact_id = %crate::ids::ContactId(contact.id),
         actor = p.actor,
         "contact created"
     );
@@ -426,8 +426,8 @@ async fn update_contact(
         .update_org_contact(p.org_id, id, &change)
         .await?;
     tracing::info!(
-        org_id = p.org_id,
-        contact_id = id,
+        org_id = %crate::ids::OrgId(p.org_id),
+        contact_id = %crate::ids::ContactId(id),
         actor = p.actor,
         "contact changed"
     );
@@ -449,8 +449,8 @@ async fn delete_contact(
     let id = decode_id("con", "contact", &id)?;
     state.store.delete_org_contact(p.org_id, id).await?;
     tracing::info!(
-        org_id = p.org_id,
-        contact_id = id,
+        org_id = %crate::ids::OrgId(p.org_id),
+        contact_id = %crate::ids::ContactId(id),
         actor = p.actor,
         "contact deleted"
     );
@@ -572,8 +572,8 @@ async fn import_contacts(
         }
     };
     tracing::info!(
-        org_id = p.org_id,
-        list_id = report.list_id,
+        org_id = %crate::ids::OrgId(p.org_id),
+        list_id = %crate::ids::ListId(report.list_id),
         actor = p.actor,
         inserted = report.imported,
         updated = report.updated,

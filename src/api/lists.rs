@@ -128,8 +128,8 @@ async fn create_list(
     let name = check_name("name", &body.name)?;
     let list = state.store.create_org_list(p.org_id, &name).await?;
     tracing::info!(
-        org_id = p.org_id,
-        list_id = list.id,
+        org_id = %crate::ids::OrgId(p.org_id),
+        list_id = %crate::ids::ListId(list.id),
         actor = p.actor,
         "list created"
     );
@@ -177,8 +177,8 @@ async fn update_list(
     let name = check_name("name", &body.name)?;
     let list = state.store.rename_org_list(p.org_id, id, &name).await?;
     tracing::info!(
-        org_id = p.org_id,
-        list_id = id,
+        org_id = %crate::ids::OrgId(p.org_id),
+        list_id = %crate::ids::ListId(id),
         actor = p.actor,
         "list renamed"
     );
@@ -203,8 +203,8 @@ async fn delete_list(
     match state.store.delete_org_list(p.org_id, id).await? {
         ListDeletion::Deleted => {
             tracing::info!(
-                org_id = p.org_id,
-                list_id = id,
+                org_id = %crate::ids::OrgId(p.org_id),
+                list_id = %crate::ids::ListId(id),
                 actor = p.actor,
                 "list deleted"
             );
@@ -303,8 +303,8 @@ async fn add_members(
         .add_org_list_members(p.org_id, id, &contact_ids)
         .await?;
     tracing::info!(
-        org_id = p.org_id,
-        list_id = id,
+        org_id = %crate::ids::OrgId(p.org_id),
+        list_id = %crate::ids::ListId(id),
         actor = p.actor,
         added,
         "list members added"
@@ -340,9 +340,9 @@ async fn remove_member(
         .remove_org_list_member(p.org_id, id, contact_id)
         .await?;
     tracing::info!(
-        org_id = p.org_id,
-        list_id = id,
-        contact_id,
+        org_id = %crate::ids::OrgId(p.org_id),
+        list_id = %crate::ids::ListId(id),
+        contact_id = %crate::ids::ContactId(contact_id),
         actor = p.actor,
         "list member removed"
     );

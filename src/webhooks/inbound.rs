@@ -510,7 +510,8 @@ async fn whatsapp_event(
             .await
         {
             Ok(true) => outcomes.push(format!(
-                "message {message_id} was in doubt: the provider has it"
+                "message {} was in doubt: the provider has it",
+                crate::ids::MessageId(*message_id)
             )),
             // Still in flight (its send's answer may yet be lost): keep the proof.
             Ok(false) => match state
@@ -518,7 +519,10 @@ async fn whatsapp_event(
                 .keep_proof(channel_id, *message_id, wamid, crate::clock::now_ms())
                 .await
             {
-                Ok(true) => outcomes.push(format!("proof kept for message {message_id}")),
+                Ok(true) => outcomes.push(format!(
+                    "proof kept for message {}",
+                    crate::ids::MessageId(*message_id)
+                )),
                 Ok(false) => {}
                 Err(e) => return internal(e),
             },

@@ -143,19 +143,20 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &CampaignCommand) -> C
                 println!("{}", serde_json::to_string(&rows)?);
             } else {
                 println!(
-                    "{:<6} {:<24} {:<10} {:>9} {:>9} {:>9} {:>9}",
-                    "ID", "NAME", "STATUS", "TOTAL", "PENDING", "SENT+", "FAILED"
+                    "{:<6} {:<24} {:<10} {:>9} {:>9} {:>9} {:>9}  {}",
+                    "ID", "NAME", "STATUS", "TOTAL", "PENDING", "SENT+", "FAILED", "OUTCOME"
                 );
                 for c in &campaigns {
                     println!(
-                        "{:<6} {:<24} {:<10} {:>9} {:>9} {:>9} {:>9}",
+                        "{:<6} {:<24} {:<10} {:>9} {:>9} {:>9} {:>9}  {}",
                         c.id,
                         truncate(&c.name, 24),
                         c.status.as_str(),
                         c.total,
                         c.counts.pending(),
                         delivered_or_better(c),
-                        c.counts.get(MessageStatus::Failed)
+                        c.counts.get(MessageStatus::Failed),
+                        c.outcome.map(|o| o.as_str()).unwrap_or("-")
                     );
                 }
             }
@@ -234,6 +235,8 @@ pub fn status_json(c: &Campaign) -> serde_json::Value {
     o.insert("id".into(), c.id.into());
     o.insert("name".into(), c.name.clone().into());
     o.insert("status".into(), c.status.as_str().into());
+    // Null until the campaign is completed or cancelled (domain::CampaignOutcome).
+    o.insert("outcome".into(), c.outcome.map(|o| o.as_str()).into());
     o.insert("channel".into(), c.channel_name.clone().into());
     o.insert("list".into(), c.list_name.clone().into());
     o.insert("total".into(), c.total.into());
@@ -273,7 +276,10 @@ fn print_line(c: &Campaign) {
 }
 
 fn print_status(c: &Campaign) {
-    println!("campaign {} `{}`: {}", c.id, c.name, c.status);
+    match c.outcome {
+        Some(o) => println!("campaign {} `{}`: {} ({})", c.id, c.name, c.status, o),
+        None => println!("campaign {} `{}`: {}", c.id, c.name, c.status),
+    }
     println!("  channel {}  list {}", c.channel_name, c.list_name);
     if let Some(t) = c.started_at {
         println!("  started   {}", crate::clock::rfc3339(t));
@@ -281,7 +287,12 @@ fn print_status(c: &Campaign) {
     if let Some(t) = c.completed_at {
         println!("  ended     {}", crate::clock::rfc3339(t));
     }
-    println!("  total {}  pending {}", c.total, c.counts.pending());
+    println!(
+        "  total {}  processed {}  pending {}",
+        c.total,
+        c.total - c.counts.pending(),
+        c.counts.pending()
+    );
     for (s, n) in c.counts.iter() {
         if n != 0 {
             println!("  {:<12} {n}", s.as_str());

@@ -10,6 +10,7 @@ mod accounts;
 mod campaigns_admin;
 pub mod channels_admin;
 pub mod directory;
+mod outcomes;
 mod postgres;
 mod sqlite;
 mod types;
@@ -17,9 +18,10 @@ mod types;
 pub use accounts::{
     ApiKeyInfo, IdempotencyState, SessionInfo, StoredResponse, UserCredentials, UserInfo,
 };
+pub use outcomes::{ThroughputMinute, minute_of};
 pub use types::*;
 
-use crate::domain::{CampaignAction, CampaignStatus, Counts, MessageStatus};
+use crate::domain::{CampaignAction, CampaignOutcome, CampaignStatus, Counts, MessageStatus};
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, AssertSqlSafe, Row, Transaction};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -224,7 +226,7 @@ fn campaign_status_of(row: &AnyRow, col: &str) -> Result<CampaignStatus, StoreEr
 const CAMPAIGN_COLUMNS: &str = "c.id, c.org_id, c.name, c.channel_id, ch.name AS channel_name, ch.kind AS channel_kind, \
      c.list_id, l.name AS list_name, c.body, c.status, c.scheduled_at, c.created_at, c.started_at, \
      c.completed_at, c.last_progress_at, c.total, c.queued, c.in_flight, c.retry_wait, c.sent, \
-     c.delivered, c.read, c.undelivered, c.failed, c.skipped, c.cancelled, c.in_doubt, c.in_doubt_total";
+     c.delivered, c.read, c.undelivered, c.failed, c.skipped, c.cancelled, c.in_doubt, c.in_doubt_total, c.outcome";
 const CAMPAIGN_FROM: &str =
     "FROM campaigns c JOIN channels ch ON ch.id = c.channel_id JOIN lists l ON l.id = c.list_id";
 
@@ -289,6 +291,14 @@ fn campaign_from_row(row: &AnyRow) -> Result<Campaign, StoreError> {
         total: row.try_get("total")?,
         counts,
         in_doubt_total: row.try_get("in_doubt_total")?,
+        outcome: match row.try_get::<Option<String>, _>("outcome")? {
+            None => None,
+            Some(s) => {
+                Some(CampaignOutcome::parse(&s).ok_or_else(|| {
+                    StoreError::Corrupt(format!("unknown campaign outcome `{s}`"))
+                })?)
+            }
+        },
     })
 }
 
@@ -1121,6 +1131,7 @@ impl Store {
         .execute(&mut **tx)
         .await?;
         if r.rows_affected() == 1 {
+            self.settle_outcome(tx, campaign_id).await?;
             insert_event(
                 tx,
                 campaign_id,
@@ -1382,6 +1393,9 @@ impl Store {
                 );
                 self.apply_counts(&mut tx, id, &delta, 0, Some(now)).await?;
             }
+        }
+        if to.is_terminal() {
+            self.settle_outcome(&mut tx, id).await?;
         }
         insert_event(&mut tx, id, now, actor, Some(from), to, &reason).await?;
         if action == CampaignAction::Resume {
@@ -1758,10 +1772,12 @@ impl Store {
         let mut deltas: BTreeMap<i64, Counts> = BTreeMap::new();
         let mut doubts: BTreeMap<i64, i64> = BTreeMap::new();
         let mut applied_ids = BTreeSet::new();
+        let mut recorded_per_campaign = BTreeMap::new();
         for r in &rows {
             applied_ids.insert(r.try_get::<i64, _>("id")?);
             let campaign: i64 = r.try_get("campaign_id")?;
             let status = status_of(r, "status")?;
+            outcomes::tally(&mut recorded_per_campaign, campaign, status);
             deltas
                 .entry(campaign)
                 .or_default()
@@ -1800,10 +1816,16 @@ impl Store {
             self.apply_pending_receipts(&mut tx, query, now, &mut deltas)
                 .await?;
         }
+        self.count_throughput(&mut tx, now, &recorded_per_campaign)
+            .await?;
         for (campaign, delta) in &deltas {
             let doubt = doubts.get(campaign).copied().unwrap_or(0);
             self.apply_counts(&mut tx, *campaign, delta, doubt, Some(now))
                 .await?;
+            if statuses.get(campaign) != Some(&CampaignStatus::Sending) {
+                // Sends finishing after a cancel, or kept receipts of an ended campaign.
+                self.settle_outcome(&mut tx, *campaign).await?;
+            }
             if self
                 .complete_if_drained(
                     &mut tx,
@@ -1890,6 +1912,8 @@ impl Store {
         for (campaign, delta) in &deltas {
             self.apply_counts(&mut tx, *campaign, delta, 0, None)
                 .await?;
+            // Receipts after the end move a completed campaign's outcome with its counters.
+            self.settle_outcome(&mut tx, *campaign).await?;
         }
         tx.commit().await?;
         Ok(n)
@@ -1913,6 +1937,8 @@ impl Store {
         for (campaign, delta) in &deltas {
             self.apply_counts(&mut tx, *campaign, delta, 0, None)
                 .await?;
+            // Receipts after the end move a completed campaign's outcome with its counters.
+            self.settle_outcome(&mut tx, *campaign).await?;
         }
         tx.commit().await?;
         Ok(report)
@@ -2417,6 +2443,7 @@ impl Store {
             .bind(id)
             .execute(&mut *tx)
             .await?;
+            self.settle_outcome(&mut tx, id).await?;
             insert_event(
                 &mut tx,
                 id,

@@ -2282,6 +2282,8 @@ impl Store {
         }
         let mut delta = Counts::default();
         delta.moved(MessageStatus::InDoubt, MessageStatus::Sent);
+        self.count_throughput(&mut tx, now, &BTreeMap::from([(campaign, (1, 0))]))
+            .await?;
         let mut deltas = BTreeMap::from([(campaign, delta)]);
         let pending = sqlx::query(
             "SELECT id, channel_id, provider_id, status, error FROM pending_receipts \
@@ -2389,6 +2391,10 @@ impl Store {
             let mut delta = Counts::default();
             delta.add(MessageStatus::InDoubt, -n);
             delta.add(to, n);
+            if to == MessageStatus::Failed {
+                self.count_throughput(&mut tx, now, &BTreeMap::from([(*campaign, (0, n))]))
+                    .await?;
+            }
             self.apply_counts(&mut tx, *campaign, &delta, 0, Some(now))
                 .await?;
             match to {

@@ -296,3 +296,50 @@ both_stores!(throughput_history_counts_each_minute, |db| async move {
     let other = started(store, 1, t).await;
     assert!(store.campaign_throughput(other).await.unwrap().is_empty());
 });
+
+both_stores!(in_doubt_resolutions_count_in_the_history, |db| async move {
+    let store = &db.store;
+    let t = minute_of(now_ms()) + 1_000;
+    let id = started(store, 2, t).await;
+    let channel = store.campaign(id).await.unwrap().channel_id;
+    let ms = claim_all(store, id, t).await;
+    let unknown = |m: &ClaimedMessage| Outcome {
+        message_id: m.id,
+        campaign_id: m.campaign_id,
+        attempt: None,
+        kind: OutcomeKind::Unknown {
+            error: "timed out".into(),
+        },
+    };
+    store
+        .record_outcomes("A", t, &[unknown(&ms[0]), unknown(&ms[1])])
+        .await
+        .unwrap();
+    assert!(store.campaign_throughput(id).await.unwrap().is_empty());
+    // One is found at the provider (sent), the other failed by the in-doubt policy.
+    assert!(
+        store
+            .resolve_in_doubt_sent(channel, ms[0].id, "p-found", t + 10)
+            .await
+            .unwrap()
+    );
+    let report = store.resolve_in_doubt(false, t + 20, t + 20).await.unwrap();
+    assert_eq!(report.failed, 1);
+    let c = assert_counters_match(store, id).await;
+    assert_eq!(
+        (c.status, c.outcome),
+        (
+            CampaignStatus::Completed,
+            Some(CampaignOutcome::PartiallyFailed)
+        )
+    );
+    let history = store.campaign_throughput(id).await.unwrap();
+    assert_eq!(
+        history,
+        vec![ThroughputMinute {
+            minute: minute_of(t),
+            sent: 1,
+            failed: 1
+        }]
+    );
+});

@@ -119,7 +119,10 @@ fn full_flow(backend: Backend) {
     let id = h.create_campaign("welcome", "people", "sandbox", &[]);
     let draft = h.status(id);
     assert_eq!(draft["status"], "draft");
-    assert!(draft["outcome"].is_null(), "no outcome before the end: {draft}");
+    assert!(
+        draft["outcome"].is_null(),
+        "no outcome before the end: {draft}"
+    );
     let started = h.ok(&["campaign", "start", &id.to_string()]);
     assert!(started.contains("sending"), "start printed {started:?}");
 
@@ -139,7 +142,10 @@ fn full_flow(backend: Backend) {
     assert_eq!(done["outcome"], "succeeded", "{done}");
     let human = h.ok(&["campaign", "status", &id.to_string()]);
     assert!(
-        human.lines().next().is_some_and(|l| l.ends_with("completed (succeeded)")),
+        human
+            .lines()
+            .next()
+            .is_some_and(|l| l.ends_with("completed (succeeded)")),
         "the status line names the outcome: {human}"
     );
     assert!(done["started_at"].is_string(), "{done}");

@@ -143,8 +143,8 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &CampaignCommand) -> C
                 println!("{}", serde_json::to_string(&rows)?);
             } else {
                 println!(
-                    "{:<6} {:<24} {:<10} {:>9} {:>9} {:>9} {:>9}  {}",
-                    "ID", "NAME", "STATUS", "TOTAL", "PENDING", "SENT+", "FAILED", "OUTCOME"
+                    "{:<6} {:<24} {:<10} {:>9} {:>9} {:>9} {:>9}  OUTCOME",
+                    "ID", "NAME", "STATUS", "TOTAL", "PENDING", "SENT+", "FAILED"
                 );
                 for c in &campaigns {
                     println!(

@@ -343,3 +343,110 @@ both_stores!(in_doubt_resolutions_count_in_the_history, |db| async move {
         }]
     );
 });
+
+/// Migrations 1 to 8, as a database that predates the outcome column has them.
+fn migrations_before_0009(backend: crate::support::Backend) -> Vec<&'static str> {
+    match backend {
+        crate::support::Backend::Sqlite => vec![
+            include_str!("../../migrations/sqlite/0001_init.sql"),
+            include_str!("../../migrations/sqlite/0002_sandbox_idempotent.sql"),
+            include_str!("../../migrations/sqlite/0003_channel_secrets.sql"),
+            include_str!("../../migrations/sqlite/0004_webhook_events.sql"),
+            include_str!("../../migrations/sqlite/0005_channel_rate.sql"),
+            include_str!("../../migrations/sqlite/0006_receipt_message.sql"),
+            include_str!("../../migrations/sqlite/0007_accounts.sql"),
+            include_str!("../../migrations/sqlite/0008_webhook_scope.sql"),
+        ],
+        crate::support::Backend::Postgres => vec![
+            include_str!("../../migrations/postgres/0001_init.sql"),
+            include_str!("../../migrations/postgres/0002_sandbox_idempotent.sql"),
+            include_str!("../../migrations/postgres/0003_channel_secrets.sql"),
+            include_str!("../../migrations/postgres/0004_webhook_events.sql"),
+            include_str!("../../migrations/postgres/0005_channel_rate.sql"),
+            include_str!("../../migrations/postgres/0006_receipt_message.sql"),
+            include_str!("../../migrations/postgres/0007_accounts.sql"),
+            include_str!("../../migrations/postgres/0008_webhook_scope.sql"),
+        ],
+    }
+}
+
+/// Migration 0009 gives campaigns that ended before it their outcome by the same rule, and
+/// leaves the others null.
+async fn backfill(backend: crate::support::Backend) {
+    let db = crate::support::TestDb::new_unmigrated(backend).await;
+    let pool = db.raw().await;
+    sqlx::raw_sql(
+        "CREATE TABLE herald_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    for (i, sql) in migrations_before_0009(backend).into_iter().enumerate() {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+            .execute(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("migration {} failed: {e}", i + 1));
+        sqlx::query(
+            "INSERT INTO herald_migrations (version, name, applied_at) VALUES ($1, 'old', 0)",
+        )
+        .bind(i as i64 + 1)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let store = &db.store;
+    let (org, list) = seed_list(store, 0).await;
+    let channel = sandbox_channel(store, "old").await;
+    // (status, sent, delivered, undelivered, failed, skipped, cancelled) as schema 8 left them.
+    let rows: [(&str, i64, i64, i64, i64, i64, i64, Option<&str>); 6] = [
+        ("completed", 5, 2, 0, 0, 1, 0, Some("succeeded")),
+        ("completed", 0, 0, 0, 300, 0, 0, Some("failed")),
+        ("completed", 3, 0, 1, 2, 0, 0, Some("partially_failed")),
+        ("completed", 0, 0, 0, 0, 4, 0, Some("succeeded")),
+        ("cancelled", 25, 0, 0, 0, 0, 275, Some("cancelled")),
+        ("sending", 0, 0, 0, 3, 0, 0, None),
+    ];
+    let mut ids = Vec::new();
+    for (status, sent, delivered, undelivered, failed, skipped, cancelled, _) in rows {
+        let id = new_campaign(store, org, list, channel, "Hi").await;
+        sqlx::query(
+            "UPDATE campaigns SET status = $1, sent = $2, delivered = $3, undelivered = $4, failed = $5, \
+             skipped = $6, cancelled = $7, total = $2 + $3 + $4 + $5 + $6 + $7 WHERE id = $8",
+        )
+        .bind(status)
+        .bind(sent)
+        .bind(delivered)
+        .bind(undelivered)
+        .bind(failed)
+        .bind(skipped)
+        .bind(cancelled)
+        .bind(id)
+        .execute(&pool)
+        .await
+        .unwrap();
+        ids.push(id);
+    }
+    pool.close().await;
+    assert_eq!(store.migrate().await.unwrap(), vec![9]);
+    for (id, row) in ids.iter().zip(rows) {
+        let c = store.campaign(*id).await.unwrap();
+        assert_eq!(c.outcome.map(|o| o.as_str()), row.7, "{row:?}");
+        assert_eq!(
+            c.outcome,
+            CampaignOutcome::of(c.status, &c.counts),
+            "{row:?}"
+        );
+    }
+}
+
+mod migration_backfills_outcomes {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::backfill(crate::support::Backend::Sqlite).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::backfill(crate::support::Backend::Postgres).await;
+    }
+}

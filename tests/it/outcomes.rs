@@ -370,6 +370,19 @@ fn migrations_before_0009(backend: crate::support::Backend) -> Vec<&'static str>
     }
 }
 
+/// A campaign row as schema 8 left it: status, sent, delivered, undelivered, failed,
+/// skipped, cancelled, and the outcome migration 0009 must give it.
+type OldRow = (
+    &'static str,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    Option<&'static str>,
+);
+
 /// Migration 0009 gives campaigns that ended before it their outcome by the same rule, and
 /// leaves the others null.
 async fn backfill(backend: crate::support::Backend) {
@@ -397,8 +410,7 @@ async fn backfill(backend: crate::support::Backend) {
     let store = &db.store;
     let (org, list) = seed_list(store, 0).await;
     let channel = sandbox_channel(store, "old").await;
-    // (status, sent, delivered, undelivered, failed, skipped, cancelled) as schema 8 left them.
-    let rows: [(&str, i64, i64, i64, i64, i64, i64, Option<&str>); 6] = [
+    let rows: [OldRow; 6] = [
         ("completed", 5, 2, 0, 0, 1, 0, Some("succeeded")),
         ("completed", 0, 0, 0, 300, 0, 0, Some("failed")),
         ("completed", 3, 0, 1, 2, 0, 0, Some("partially_failed")),

@@ -141,6 +141,94 @@ impl fmt::Display for CampaignStatus {
     }
 }
 
+/// How a terminal campaign came out (null until it ends). The rule, `CampaignOutcome::of`:
+///
+/// 1. ended by cancellation ⇒ `cancelled` (whatever was sent before);
+/// 2. else nothing reached a recipient (`sent + delivered + read == 0`) and something failed
+///    (`failed + undelivered > 0`) ⇒ `failed`;
+/// 3. else something failed or was undelivered ⇒ `partially_failed`;
+/// 4. else ⇒ `succeeded`.
+///
+/// Skipped messages (unsubscribed, suppressed, unusable address) are decisions, not failures:
+/// a campaign whose every recipient was skipped, and a campaign with no recipient at all, come
+/// out `succeeded` with nothing sent; their counters say so. Receipts that arrive after a
+/// campaign completed (a `sent` message later `undelivered`) move the counters, and the
+/// outcome of a `completed` campaign follows them by the same rule.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum CampaignOutcome {
+    /// Nothing failed or was undelivered.
+    Succeeded,
+    /// Some messages reached their recipients, some failed or were undelivered.
+    PartiallyFailed,
+    /// Nothing reached a recipient, and at least one message failed or was undelivered.
+    Failed,
+    /// The campaign was cancelled.
+    Cancelled,
+}
+
+impl CampaignOutcome {
+    pub const ALL: [CampaignOutcome; 4] = [
+        CampaignOutcome::Succeeded,
+        CampaignOutcome::PartiallyFailed,
+        CampaignOutcome::Failed,
+        CampaignOutcome::Cancelled,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CampaignOutcome::Succeeded => "succeeded",
+            CampaignOutcome::PartiallyFailed => "partially_failed",
+            CampaignOutcome::Failed => "failed",
+            CampaignOutcome::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<CampaignOutcome> {
+        CampaignOutcome::ALL.into_iter().find(|o| o.as_str() == s)
+    }
+
+    /// The outcome of a campaign that ended in `ended` (completed or cancelled) with these
+    /// counters; None for a status that has not ended.
+    pub fn of(ended: CampaignStatus, counts: &Counts) -> Option<CampaignOutcome> {
+        match ended {
+            CampaignStatus::Cancelled => Some(CampaignOutcome::Cancelled),
+            CampaignStatus::Completed => {
+                let reached = counts.get(MessageStatus::Sent)
+                    + counts.get(MessageStatus::Delivered)
+                    + counts.get(MessageStatus::Read);
+                let failed =
+                    counts.get(MessageStatus::Failed) + counts.get(MessageStatus::Undelivered);
+                Some(if failed <= 0 {
+                    CampaignOutcome::Succeeded
+                } else if reached <= 0 {
+                    CampaignOutcome::Failed
+                } else {
+                    CampaignOutcome::PartiallyFailed
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for CampaignOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `CampaignOutcome::of` as a SQL expression over a `campaigns` row (its `status` and
+/// counters), for the store's writes and migration 0009's backfill (which holds this very
+/// text; a unit test checks both agree with `CampaignOutcome::of`).
+pub const OUTCOME_SQL: &str = "CASE WHEN status = 'cancelled' THEN 'cancelled' \
+WHEN status <> 'completed' THEN NULL \
+WHEN failed + undelivered <= 0 THEN 'succeeded' \
+WHEN sent + delivered + read <= 0 THEN 'failed' \
+ELSE 'partially_failed' END";
+
 /// An operator's (or the scheduler's) request to move a campaign.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CampaignAction {
@@ -215,6 +303,22 @@ impl Counts {
             .filter(|s| s.is_pending())
             .map(|s| self.get(s))
             .sum()
+    }
+
+    /// Messages Herald attempted and finished: sent, delivered, read, undelivered or
+    /// failed. With the pending, skipped and cancelled ones it adds up to the total, so a
+    /// campaign cancelled after 25 of 300 has processed 25, not 300.
+    pub fn processed(&self) -> i64 {
+        [
+            MessageStatus::Sent,
+            MessageStatus::Delivered,
+            MessageStatus::Read,
+            MessageStatus::Undelivered,
+            MessageStatus::Failed,
+        ]
+        .into_iter()
+        .map(|s| self.get(s))
+        .sum()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (MessageStatus, i64)> + '_ {
@@ -360,6 +464,98 @@ mod canonical_id_tests {
             "9223372036854775808",
         ] {
             assert_eq!(canonical_id(spelling), None, "{spelling:?}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod outcome_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn counts(pairs: &[(MessageStatus, i64)]) -> Counts {
+        let mut c = Counts::default();
+        for (s, n) in pairs {
+            c.add(*s, *n);
+        }
+        c
+    }
+
+    #[test]
+    fn the_four_end_states() {
+        use CampaignOutcome as O;
+        use MessageStatus as M;
+        let done = CampaignStatus::Completed;
+        assert_eq!(
+            CampaignOutcome::of(done, &counts(&[(M::Sent, 3)])),
+            Some(O::Succeeded)
+        );
+        assert_eq!(
+            CampaignOutcome::of(done, &counts(&[(M::Delivered, 2), (M::Undelivered, 1)])),
+            Some(O::PartiallyFailed)
+        );
+        assert_eq!(
+            CampaignOutcome::of(done, &counts(&[(M::Failed, 300)])),
+            Some(O::Failed)
+        );
+        assert_eq!(
+            CampaignOutcome::of(done, &counts(&[(M::Undelivered, 2), (M::Skipped, 5)])),
+            Some(O::Failed)
+        );
+        assert_eq!(
+            CampaignOutcome::of(
+                CampaignStatus::Cancelled,
+                &counts(&[(M::Sent, 25), (M::Cancelled, 275)])
+            ),
+            Some(O::Cancelled)
+        );
+        // Skipped-only and empty campaigns: nothing failed.
+        assert_eq!(
+            CampaignOutcome::of(done, &counts(&[(M::Skipped, 4)])),
+            Some(O::Succeeded)
+        );
+        assert_eq!(
+            CampaignOutcome::of(done, &Counts::default()),
+            Some(O::Succeeded)
+        );
+        for s in [
+            CampaignStatus::Draft,
+            CampaignStatus::Scheduled,
+            CampaignStatus::Sending,
+            CampaignStatus::Paused,
+        ] {
+            assert_eq!(CampaignOutcome::of(s, &counts(&[(M::Sent, 1)])), None);
+        }
+        for o in CampaignOutcome::ALL {
+            assert_eq!(CampaignOutcome::parse(o.as_str()), Some(o));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn outcome_follows_the_rule(raw in proptest::collection::vec(0i64..4, 11), cancelled: bool) {
+            let mut c = Counts::default();
+            for (s, n) in MessageStatus::ALL.into_iter().zip(raw) {
+                c.add(s, n);
+            }
+            let ended = if cancelled { CampaignStatus::Cancelled } else { CampaignStatus::Completed };
+            let o = CampaignOutcome::of(ended, &c);
+            let reached = c.get(MessageStatus::Sent) + c.get(MessageStatus::Delivered) + c.get(MessageStatus::Read);
+            let failed = c.get(MessageStatus::Failed) + c.get(MessageStatus::Undelivered);
+            prop_assert!(o.is_some());
+            if cancelled {
+                prop_assert_eq!(o, Some(CampaignOutcome::Cancelled));
+            } else {
+                prop_assert_ne!(o, Some(CampaignOutcome::Cancelled));
+                // Succeeded exactly when nothing failed; failed only when nothing reached.
+                prop_assert_eq!(o == Some(CampaignOutcome::Succeeded), failed == 0);
+                if o == Some(CampaignOutcome::Failed) {
+                    prop_assert!(reached == 0 && failed > 0);
+                }
+                if o == Some(CampaignOutcome::PartiallyFailed) {
+                    prop_assert!(reached > 0 && failed > 0);
+                }
+            }
         }
     }
 }

@@ -5,9 +5,11 @@
 //! id of the latest audit event; no connection is held between reads) and sends
 //! `event: audit` for each new entry of the audit trail (with `id:` set to the entry's id,
 //! so a reconnecting `EventSource` resumes after it through `Last-Event-ID`) and
-//! `event: progress` whenever the status or a counter changed. When the campaign ends
-//! (completed or cancelled) the last `progress` is followed by `event: end` and the stream
-//! closes. A comment every 15 s keeps proxies from closing an idle stream. When the client
+//! `event: progress` whenever the status, the outcome or a counter changed. Each `progress`
+//! is one read of the campaign row: every number a page shows comes from the same snapshot.
+//! When the campaign has ended (completed or cancelled) and nothing of it is pending any more
+//! (sends in flight at a cancel are recorded first), the last `progress` is followed by
+//! `event: end` and the stream closes. A comment every 15 s keeps proxies from closing an idle stream. When the client
 //! goes away the stream is dropped, and with it the polling.
 //!
 //! The caller's credentials are checked again every `CREDENTIAL_CHECK`: once the API key is
@@ -18,7 +20,7 @@ use super::auth::{AsViewer, Credential, Principal};
 use super::campaigns::{self, CampaignAuditEvent, CampaignCounters, CampaignState};
 use super::problem::{ApiPath, ApiResult};
 use super::{ApiState, decode_id, encode_id, timestamp_opt};
-use crate::domain::{CampaignStatus, Counts};
+use crate::domain::{CampaignOutcome, CampaignStatus, Counts};
 use crate::store::{Campaign as CampaignRow, StoreError};
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
@@ -56,6 +58,8 @@ pub struct CampaignProgress {
     #[schema(example = "cmp_1")]
     pub id: String,
     pub status: CampaignState,
+    /// How the campaign came out, once completed or cancelled; null until then.
+    pub outcome: Option<CampaignOutcome>,
     pub total: i64,
     pub counters: CampaignCounters,
     /// The share of messages no longer pending, from 0 to 1.
@@ -79,6 +83,7 @@ fn progress_of(c: &CampaignRow) -> CampaignProgress {
     CampaignProgress {
         id: encode_id("cmp", c.id),
         status: c.status.into(),
+        outcome: c.outcome,
         total: c.total,
         counters: CampaignCounters::from(&c.counts),
         progress: campaigns::progress(c),
@@ -86,6 +91,13 @@ fn progress_of(c: &CampaignRow) -> CampaignProgress {
         last_progress_at: timestamp_opt(c.last_progress_at),
         completed_at: timestamp_opt(c.completed_at),
     }
+}
+
+/// Ended and with nothing pending: its counters move no more (but for late provider
+/// receipts), so the stream's last `progress` is the campaign's final picture. A campaign
+/// cancelled while sends were in flight is followed until they are recorded.
+fn settled(c: &CampaignRow) -> bool {
+    c.status.is_terminal() && c.counts.pending() == 0
 }
 
 fn json_event(name: &'static str, data: &impl Serialize) -> Event {
@@ -102,6 +114,7 @@ fn json_event(name: &'static str, data: &impl Serialize) -> Event {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Shown {
     status: CampaignStatus,
+    outcome: Option<CampaignOutcome>,
     total: i64,
     counts: Counts,
     in_doubt_total: i64,
@@ -111,6 +124,7 @@ impl Shown {
     fn of(c: &CampaignRow) -> Shown {
         Shown {
             status: c.status,
+            outcome: c.outcome,
             total: c.total,
             counts: c.counts,
             in_doubt_total: c.in_doubt_total,
@@ -202,7 +216,7 @@ impl Feed {
                 .push_back(json_event("progress", &progress_of(c)));
             self.shown = shown;
         }
-        if c.status.is_terminal() {
+        if settled(c) {
             self.end(Some(c.status), &format!("the campaign is {}", c.status));
         }
         Ok(())
@@ -274,8 +288,9 @@ impl Feed {
 /// - `snapshot` (first): the full campaign, as GET /campaigns/{id} returns it;
 /// - `progress`: status and counters (`CampaignProgress`), whenever one of them changed;
 /// - `audit`: a new entry of the audit trail (`CampaignAuditEvent`), with `id:` set to its id;
-/// - `end` (last): the campaign completed or was cancelled, or the caller's credentials are no
-///   longer valid (`CampaignStreamEnd`); the stream closes.
+/// - `end` (last): the campaign completed or was cancelled and nothing of it is pending any
+///   more (sends in flight at a cancel are followed until recorded), or the caller's
+///   credentials are no longer valid (`CampaignStreamEnd`); the stream closes.
 ///
 /// The campaign is read about every 250 ms; a comment line is sent every 15 s while
 /// nothing happens. Reconnecting with `Last-Event-ID` (as `EventSource` does) also sends the
@@ -327,7 +342,7 @@ async fn campaign_events(
     if resume_after.is_some() {
         feed.read_audit().await?;
     }
-    if c.status.is_terminal() {
+    if settled(&c) {
         feed.end(Some(c.status), &format!("the campaign is {}", c.status));
     }
     tracing::debug!(

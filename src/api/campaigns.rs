@@ -8,7 +8,7 @@ use super::problem::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, Problem};
 use super::{ApiState, Page, PageParams, decode_id, encode_id, timestamp, timestamp_opt};
 use super::{check_name, check_text};
 use crate::channels::segments::{Encoding, sms_segments};
-use crate::domain::{CampaignAction, CampaignStatus, Counts, MessageStatus};
+use crate::domain::{CampaignAction, CampaignOutcome, CampaignStatus, Counts, MessageStatus};
 use crate::store::{
     Campaign as CampaignRow, CampaignEvent, ChannelInfo, ContactInput, ListInfo, MessageInfo,
     NewCampaign as NewCampaignRow, StartOutcome,
@@ -39,6 +39,7 @@ pub fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(cancel_campaign))
         .routes(routes!(complete_campaign))
         .routes(routes!(campaign_stats))
+        .routes(routes!(campaign_throughput))
         .routes(routes!(campaign_messages))
         .routes(routes!(campaign_audit))
         .routes(routes!(preview_campaign))
@@ -127,6 +128,9 @@ pub struct CampaignCounters {
     pub in_doubt: i64,
     /// Queued, in flight, waiting to retry or in doubt: work not yet done.
     pub pending: i64,
+    /// Sent, delivered, read, undelivered or failed: messages attempted and finished.
+    /// `processed + pending + skipped + cancelled` is the campaign's total.
+    pub processed: i64,
 }
 
 impl From<&Counts> for CampaignCounters {
@@ -144,6 +148,7 @@ impl From<&Counts> for CampaignCounters {
             cancelled: c.get(MessageStatus::Cancelled),
             in_doubt: c.get(MessageStatus::InDoubt),
             pending: c.pending(),
+            processed: c.processed(),
         }
     }
 }
@@ -166,6 +171,9 @@ pub struct Campaign {
     pub id: String,
     pub name: String,
     pub status: CampaignState,
+    /// How the campaign came out, once completed or cancelled; null until then. See
+    /// `CampaignOutcome` for the rule.
+    pub outcome: Option<CampaignOutcome>,
     /// The message template (minijinja: `Hi {{ name }}`).
     pub body: String,
     #[schema(example = "chn_1")]
@@ -219,6 +227,7 @@ pub(super) async fn view(state: &ApiState, c: CampaignRow) -> ApiResult<Campaign
     let stuck = stuck(state, &c).await?;
     Ok(Campaign {
         id: encode_id("cmp", c.id),
+        outcome: c.outcome,
         progress: progress(&c),
         counters: CampaignCounters::from(&c.counts),
         status: c.status.into(),
@@ -277,6 +286,8 @@ pub struct CampaignStats {
     #[schema(example = "cmp_1")]
     pub id: String,
     pub status: CampaignState,
+    /// How the campaign came out, once completed or cancelled; null until then.
+    pub outcome: Option<CampaignOutcome>,
     pub total: i64,
     pub counters: CampaignCounters,
     /// The share of messages no longer pending, from 0 to 1.
@@ -1108,6 +1119,7 @@ async fn campaign_stats(
     Ok(axum::Json(CampaignStats {
         id: encode_id("cmp", c.id),
         status: c.status.into(),
+        outcome: c.outcome,
         total: c.total,
         counters: CampaignCounters::from(&c.counts),
         progress: progress(&c),
@@ -1119,6 +1131,57 @@ async fn campaign_stats(
         completed_at: timestamp_opt(c.completed_at),
         elapsed_ms,
         stuck,
+    }))
+}
+
+/// One minute of a campaign's sending history.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ThroughputPoint {
+    /// The start of the minute (UTC).
+    #[schema(example = "2026-12-01T09:00:00.000Z")]
+    pub minute: String,
+    /// Messages recorded as handed to the provider in that minute.
+    pub sent: i64,
+    /// Messages recorded as failed in that minute.
+    pub failed: i64,
+}
+
+/// A campaign's stored throughput history.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CampaignThroughput {
+    #[schema(example = "cmp_1")]
+    pub id: String,
+    /// Minutes with at least one message recorded as sent or failed, oldest first (minutes
+    /// without any are left out: nothing was recorded then).
+    pub minutes: Vec<ThroughputPoint>,
+}
+
+/// Per-minute counts of messages recorded as sent or failed, kept by the engine as it
+/// records outcomes: the whole history of a campaign, also once it has ended.
+#[utoipa::path(get, path = "/campaigns/{id}/throughput", tag = "campaigns",
+    security(("api_key" = ["viewer"]), ("session" = ["viewer"])),
+    params(("id" = String, Path, description = "Campaign id")),
+    responses(
+        (status = 200, body = CampaignThroughput),
+    ))]
+async fn campaign_throughput(
+    State(state): State<ApiState>,
+    AsViewer(p): AsViewer,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<axum::Json<CampaignThroughput>> {
+    let id = decode_id("cmp", "campaign", &id)?;
+    let c = state.store.api_campaign(p.org_id, id).await?;
+    let minutes = state.store.campaign_throughput(c.id).await?;
+    Ok(axum::Json(CampaignThroughput {
+        id: encode_id("cmp", c.id),
+        minutes: minutes
+            .into_iter()
+            .map(|m| ThroughputPoint {
+                minute: timestamp(m.minute),
+                sent: m.sent,
+                failed: m.failed,
+            })
+            .collect(),
     }))
 }
 

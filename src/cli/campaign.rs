@@ -175,19 +175,20 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &CampaignCommand) -> C
                 println!("{}", serde_json::to_string(&rows)?);
             } else {
                 println!(
-                    "{:<10} {:<24} {:<10} {:>9} {:>9} {:>9} {:>9}",
+                    "{:<10} {:<24} {:<10} {:>9} {:>9} {:>9} {:>9}  OUTCOME",
                     "ID", "NAME", "STATUS", "TOTAL", "PENDING", "SENT+", "FAILED"
                 );
                 for c in &campaigns {
                     println!(
-                        "{:<10} {:<24} {:<10} {:>9} {:>9} {:>9} {:>9}",
+                        "{:<10} {:<24} {:<10} {:>9} {:>9} {:>9} {:>9}  {}",
                         CampaignId(c.id).to_string(),
                         truncate(&c.name, 24),
                         c.status.as_str(),
                         c.total,
                         c.counts.pending(),
                         delivered_or_better(c),
-                        c.counts.get(MessageStatus::Failed)
+                        c.counts.get(MessageStatus::Failed),
+                        c.outcome.map(|o| o.as_str()).unwrap_or("-")
                     );
                 }
             }
@@ -300,6 +301,8 @@ pub fn status_json(c: &Campaign) -> serde_json::Value {
     o.insert("id".into(), CampaignId(c.id).to_string().into());
     o.insert("name".into(), c.name.clone().into());
     o.insert("status".into(), c.status.as_str().into());
+    // Null until the campaign is completed or cancelled (domain::CampaignOutcome).
+    o.insert("outcome".into(), c.outcome.map(|o| o.as_str()).into());
     o.insert("channel".into(), c.channel_name.clone().into());
     o.insert(
         "channel_id".into(),
@@ -344,7 +347,11 @@ fn print_line(c: &Campaign) {
 }
 
 fn print_status(c: &Campaign) {
-    println!("campaign {} `{}`: {}", CampaignId(c.id), c.name, c.status);
+    let id = CampaignId(c.id);
+    match c.outcome {
+        Some(o) => println!("campaign {id} `{}`: {} ({o})", c.name, c.status),
+        None => println!("campaign {id} `{}`: {}", c.name, c.status),
+    }
     println!("  channel {}  list {}", c.channel_name, c.list_name);
     if let Some(t) = c.started_at {
         println!("  started   {}", crate::clock::rfc3339(t));
@@ -352,7 +359,12 @@ fn print_status(c: &Campaign) {
     if let Some(t) = c.completed_at {
         println!("  ended     {}", crate::clock::rfc3339(t));
     }
-    println!("  total {}  pending {}", c.total, c.counts.pending());
+    println!(
+        "  total {}  processed {}  pending {}",
+        c.total,
+        c.total - c.counts.pending(),
+        c.counts.pending()
+    );
     for (s, n) in c.counts.iter() {
         if n != 0 {
             println!("  {:<12} {n}", s.as_str());

@@ -10,6 +10,7 @@ mod accounts;
 mod campaigns_admin;
 pub mod channels_admin;
 pub mod directory;
+mod outcomes;
 mod postgres;
 mod sqlite;
 mod types;
@@ -17,9 +18,10 @@ mod types;
 pub use accounts::{
     ApiKeyInfo, IdempotencyState, SessionInfo, StoredResponse, UserCredentials, UserInfo,
 };
+pub use outcomes::{ThroughputMinute, minute_of};
 pub use types::*;
 
-use crate::domain::{CampaignAction, CampaignStatus, Counts, MessageStatus};
+use crate::domain::{CampaignAction, CampaignOutcome, CampaignStatus, Counts, MessageStatus};
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, AssertSqlSafe, Row, Transaction};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -224,7 +226,7 @@ fn campaign_status_of(row: &AnyRow, col: &str) -> Result<CampaignStatus, StoreEr
 const CAMPAIGN_COLUMNS: &str = "c.id, c.org_id, c.name, c.channel_id, ch.name AS channel_name, ch.kind AS channel_kind, \
      c.list_id, l.name AS list_name, c.body, c.status, c.scheduled_at, c.created_at, c.started_at, \
      c.completed_at, c.last_progress_at, c.total, c.queued, c.in_flight, c.retry_wait, c.sent, \
-     c.delivered, c.read, c.undelivered, c.failed, c.skipped, c.cancelled, c.in_doubt, c.in_doubt_total";
+     c.delivered, c.read, c.undelivered, c.failed, c.skipped, c.cancelled, c.in_doubt, c.in_doubt_total, c.outcome";
 const CAMPAIGN_FROM: &str =
     "FROM campaigns c JOIN channels ch ON ch.id = c.channel_id JOIN lists l ON l.id = c.list_id";
 
@@ -289,6 +291,14 @@ fn campaign_from_row(row: &AnyRow) -> Result<Campaign, StoreError> {
         total: row.try_get("total")?,
         counts,
         in_doubt_total: row.try_get("in_doubt_total")?,
+        outcome: match row.try_get::<Option<String>, _>("outcome")? {
+            None => None,
+            Some(s) => {
+                Some(CampaignOutcome::parse(&s).ok_or_else(|| {
+                    StoreError::Corrupt(format!("unknown campaign outcome `{s}`"))
+                })?)
+            }
+        },
     })
 }
 
@@ -1123,6 +1133,7 @@ impl Store {
         .execute(&mut **tx)
         .await?;
         if r.rows_affected() == 1 {
+            self.settle_outcome(tx, campaign_id).await?;
             insert_event(
                 tx,
                 campaign_id,
@@ -1385,6 +1396,9 @@ impl Store {
                 );
                 self.apply_counts(&mut tx, id, &delta, 0, Some(now)).await?;
             }
+        }
+        if to.is_terminal() {
+            self.settle_outcome(&mut tx, id).await?;
         }
         insert_event(&mut tx, id, now, actor, Some(from), to, &reason).await?;
         if action == CampaignAction::Resume {
@@ -1761,10 +1775,12 @@ impl Store {
         let mut deltas: BTreeMap<i64, Counts> = BTreeMap::new();
         let mut doubts: BTreeMap<i64, i64> = BTreeMap::new();
         let mut applied_ids = BTreeSet::new();
+        let mut recorded_per_campaign = BTreeMap::new();
         for r in &rows {
             applied_ids.insert(r.try_get::<i64, _>("id")?);
             let campaign: i64 = r.try_get("campaign_id")?;
             let status = status_of(r, "status")?;
+            outcomes::tally(&mut recorded_per_campaign, campaign, status);
             deltas
                 .entry(campaign)
                 .or_default()
@@ -1803,10 +1819,16 @@ impl Store {
             self.apply_pending_receipts(&mut tx, query, now, &mut deltas)
                 .await?;
         }
+        self.count_throughput(&mut tx, now, &recorded_per_campaign)
+            .await?;
         for (campaign, delta) in &deltas {
             let doubt = doubts.get(campaign).copied().unwrap_or(0);
             self.apply_counts(&mut tx, *campaign, delta, doubt, Some(now))
                 .await?;
+            if statuses.get(campaign) != Some(&CampaignStatus::Sending) {
+                // Sends finishing after a cancel, or kept receipts of an ended campaign.
+                self.settle_outcome(&mut tx, *campaign).await?;
+            }
             if self
                 .complete_if_drained(
                     &mut tx,
@@ -1893,6 +1915,8 @@ impl Store {
         for (campaign, delta) in &deltas {
             self.apply_counts(&mut tx, *campaign, delta, 0, None)
                 .await?;
+            // Receipts after the end move a completed campaign's outcome with its counters.
+            self.settle_outcome(&mut tx, *campaign).await?;
         }
         tx.commit().await?;
         Ok(n)
@@ -1916,6 +1940,8 @@ impl Store {
         for (campaign, delta) in &deltas {
             self.apply_counts(&mut tx, *campaign, delta, 0, None)
                 .await?;
+            // Receipts after the end move a completed campaign's outcome with its counters.
+            self.settle_outcome(&mut tx, *campaign).await?;
         }
         tx.commit().await?;
         Ok(report)
@@ -2259,6 +2285,8 @@ impl Store {
         }
         let mut delta = Counts::default();
         delta.moved(MessageStatus::InDoubt, MessageStatus::Sent);
+        self.count_throughput(&mut tx, now, &BTreeMap::from([(campaign, (1, 0))]))
+            .await?;
         let mut deltas = BTreeMap::from([(campaign, delta)]);
         let pending = sqlx::query(
             "SELECT id, channel_id, provider_id, status, error FROM pending_receipts \
@@ -2366,6 +2394,10 @@ impl Store {
             let mut delta = Counts::default();
             delta.add(MessageStatus::InDoubt, -n);
             delta.add(to, n);
+            if to == MessageStatus::Failed {
+                self.count_throughput(&mut tx, now, &BTreeMap::from([(*campaign, (0, n))]))
+                    .await?;
+            }
             self.apply_counts(&mut tx, *campaign, &delta, 0, Some(now))
                 .await?;
             match to {
@@ -2420,6 +2452,7 @@ impl Store {
             .bind(id)
             .execute(&mut *tx)
             .await?;
+            self.settle_outcome(&mut tx, id).await?;
             insert_event(
                 &mut tx,
                 id,

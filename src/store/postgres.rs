@@ -51,6 +51,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "webhook_scope",
         include_str!("../../migrations/postgres/0008_webhook_scope.sql"),
     ),
+    (
+        9,
+        "outcome_throughput",
+        include_str!("../../migrations/postgres/0009_outcome_throughput.sql"),
+    ),
 ];
 
 pub(super) async fn connect(url: &str) -> Result<(AnyPool, AnyPool), StoreError> {

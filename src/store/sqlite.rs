@@ -52,6 +52,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "webhook_scope",
         include_str!("../../migrations/sqlite/0008_webhook_scope.sql"),
     ),
+    (
+        9,
+        "outcome_throughput",
+        include_str!("../../migrations/sqlite/0009_outcome_throughput.sql"),
+    ),
 ];
 
 /// Accepts `sqlite://path`, `sqlite:path` and `sqlite::memory:`; creates the file if needed.

@@ -146,6 +146,8 @@ pub struct Campaign {
     pub total: i64,
     pub counts: Counts,
     pub in_doubt_total: i64,
+    /// How it came out; None until it is completed or cancelled.
+    pub outcome: Option<crate::domain::CampaignOutcome>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -8,6 +8,7 @@ import { createRequire } from "node:module";
 import assert from "node:assert/strict";
 import path from "node:path";
 import fs from "node:fs";
+import { checkLivePage } from "./live.mjs";
 
 const require = createRequire(import.meta.url);
 const env = (name) => {
@@ -235,7 +236,7 @@ async function main() {
     page.off("framenavigated", onNav);
     assert.equal(navigations, 0, "the page must not reload");
     assert.equal(await page.evaluate(() => window.__sameDocument), "yes", "the page must not reload");
-    await page.locator("#progress-summary", { hasText: "60 of 60" }).waitFor();
+    await page.locator("#progress-summary", { hasText: "59 of 60 messages processed" }).waitFor();
     assert.equal(await page.locator("#count-sent").textContent(), "59");
     assert.equal(await page.locator("#action-pause").isHidden(), true, "no Pause once completed");
     await page.locator("#audit-list li", { hasText: /^Completed/ }).waitFor();
@@ -342,6 +343,8 @@ async function main() {
     await page.goto(completedUrl);
     await shot(page, "campaign-phone");
     await page.setViewportSize({ width: 1280, height: 900 });
+
+    await checkLivePage({ page, BASE, step, completedUrl });
 
     step("a form without the session's token is refused");
     const forged = await page.evaluate(async (url) => {

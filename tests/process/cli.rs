@@ -25,6 +25,7 @@ const STATUS_FIELDS: &[&str] = &[
     "id",
     "name",
     "status",
+    "outcome",
     "total",
     "pending",
     "started_at",
@@ -118,6 +119,10 @@ fn full_flow(backend: Backend) {
     let id = h.create_campaign("welcome", "people", "sandbox", &[]);
     let draft = h.status(id);
     assert_eq!(draft["status"], "draft");
+    assert!(
+        draft["outcome"].is_null(),
+        "no outcome before the end: {draft}"
+    );
     let started = h.ok(&["campaign", "start", &id.to_string()]);
     assert!(started.contains("sending"), "start printed {started:?}");
 
@@ -134,6 +139,15 @@ fn full_flow(backend: Backend) {
     assert_eq!(n(&done, "total"), 4);
     assert_eq!(n(&done, "pending"), 0);
     assert_eq!(n(&done, "sent"), 4);
+    assert_eq!(done["outcome"], "succeeded", "{done}");
+    let human = h.ok(&["campaign", "status", &id.to_string()]);
+    assert!(
+        human
+            .lines()
+            .next()
+            .is_some_and(|l| l.ends_with("completed (succeeded)")),
+        "the status line names the outcome: {human}"
+    );
     assert!(done["started_at"].is_string(), "{done}");
     assert!(done["completed_at"].is_string(), "{done}");
     assert_counters_consistent(&done);
@@ -395,6 +409,7 @@ fn pause_resume_cancel_while_sending(backend: Backend) {
         n(s, "in_flight") == 0 && n(s, "queued") == 0
     });
     assert_eq!(end["status"], "cancelled", "{end}");
+    assert_eq!(end["outcome"], "cancelled", "{end}");
     assert!(n(&end, "cancelled") > 0, "nothing was cancelled: {end}");
     assert_eq!(n(&end, "total"), 2000);
     assert_eq!(n(&end, "pending"), 0, "{end}");

@@ -200,6 +200,12 @@
   // ---------------------------------------------------------------------------------
   // Live campaign progress
   // ---------------------------------------------------------------------------------
+  //
+  // Every number of the campaign page (summary sentence, progress bars, per-status counts,
+  // filter counts) is rendered by `render` from ONE snapshot of the campaign: a `progress`
+  // event of the stream, or the campaign as the API returns it. Nothing is computed from
+  // two different reads, so the page always agrees with itself, and once the campaign has
+  // ended (and nothing of it is pending) with GET /api/v1/campaigns/{id}/stats.
 
   var live = $("#campaign-live");
   if (!live) { return; }
@@ -207,14 +213,19 @@
   var id = live.getAttribute("data-campaign");
   var state = {
     status: live.getAttribute("data-status"),
+    outcome: live.getAttribute("data-outcome") || null,
     total: Number(live.getAttribute("data-total")) || 0,
-    counters: null,
-    lastSummary: 0
+    pending: Number(live.getAttribute("data-pending")) || 0,
+    lastAnnounce: 0,
+    renders: 0
   };
   var TERMINAL = { completed: true, cancelled: true };
   var OK = ["sent", "delivered", "read"];
   var FAILED = ["failed", "undelivered"];
-  var ATTEMPTED = ["sent", "delivered", "read", "undelivered", "failed"];
+  var PENDING = ["queued", "in_flight", "retry_wait", "in_doubt"];
+  var PROCESSED = ["sent", "delivered", "read", "undelivered", "failed"];
+  var STATUSES = ["queued", "in_flight", "retry_wait", "in_doubt", "sent", "delivered", "read",
+    "undelivered", "failed", "skipped", "cancelled"];
 
   function sum(counters, keys) {
     return keys.reduce(function (a, k) { return a + (Number(counters[k]) || 0); }, 0);
@@ -223,6 +234,7 @@
     var el = $(sel);
     if (el) { el.textContent = text; }
   }
+  function settled() { return !!TERMINAL[state.status] && state.pending === 0; }
 
   // The actor and move of an audit entry as a sentence (as the server words it).
   function actor(a) {
@@ -275,20 +287,13 @@
     li.appendChild(t);
     list.appendChild(li);
   }
-  function setStatus(status) {
-    if (!status || status === state.status) { return; }
-    state.status = status;
-    live.setAttribute("data-status", status);
-    refreshFragments();
+
+  function setBadge() {
     var badge = $("#status-badge");
-    if (badge) {
-      badge.className = "badge " + status;
-      badge.textContent = label(status);
-    }
-    $all("#campaign-actions [data-when]").forEach(function (a) {
-      a.hidden = a.getAttribute("data-when").split(" ").indexOf(status) < 0;
-    });
-    state.lastSummary = 0;
+    if (!badge) { return; }
+    badge.className = "badge big " + state.status + (state.outcome ? " o-" + state.outcome : "");
+    badge.textContent = label(state.status) +
+      (state.outcome && state.outcome !== "cancelled" ? " · " + label(state.outcome).toLowerCase() : "");
   }
 
   function setStuck(stuck) {
@@ -304,77 +309,99 @@
     }
   }
 
-  function summaryText() {
-    var c = state.counters || {};
-    var pending = Number(c.pending) || 0;
-    var done = Math.max(0, state.total - pending);
-    var pct = state.total > 0 ? Math.floor(done * 100 / state.total) : 0;
-    var text = state.total > 0
-      ? fmt(done) + " of " + fmt(state.total) + " messages done (" + pct + "%)."
-      : "No recipients yet.";
-    return label(state.status) + ": " + text;
+  // The summary sentence, with each number in a `data-n` span (as campaign.html words it).
+  function renderSummary(k) {
+    var p = $("#progress-summary");
+    if (!p) { return ""; }
+    p.textContent = "";
+    function num(key, n) {
+      var span = document.createElement("span");
+      span.setAttribute("data-n", key);
+      span.textContent = fmt(n);
+      p.appendChild(span);
+    }
+    function text(t) { p.appendChild(document.createTextNode(t)); }
+    if (state.total <= 0) {
+      text(state.status === "draft" || state.status === "scheduled" ? "Not started yet." : "No recipients.");
+      return p.textContent;
+    }
+    var processed = sum(k, PROCESSED);
+    num("processed", processed);
+    text(" of ");
+    num("total", state.total);
+    text(" messages processed (");
+    num("pct", Math.min(100, Math.floor(processed * 100 / state.total)));
+    text("%)");
+    var parts = [
+      ["ok", sum(k, OK), "sent or delivered"],
+      ["failed", sum(k, FAILED), "failed"],
+      ["cancelled", Number(k.cancelled) || 0, "cancelled"],
+      ["skipped", Number(k.skipped) || 0, "skipped"],
+      ["pending", sum(k, PENDING), "pending"]
+    ].filter(function (x) { return x[1] > 0; });
+    parts.forEach(function (x, i) {
+      text(i === 0 ? ": " : ", ");
+      num(x[0], x[1]);
+      text(" " + x[2]);
+    });
+    text(".");
+    return p.textContent;
   }
 
-  function setCounters(counters, total) {
-    if (!counters) { return; }
-    state.counters = counters;
-    if (typeof total === "number") { state.total = total; }
+  // Renders one snapshot of the campaign (a `progress` event or the API's campaign).
+  function render(c) {
+    if (!c || typeof c !== "object" || !c.counters) { return; }
+    var k = c.counters;
+    var statusChanged = c.status && c.status !== state.status;
+    if (c.status) { state.status = c.status; }
+    state.outcome = c.outcome || null;
+    if (typeof c.total === "number") { state.total = c.total; }
+    state.pending = sum(k, PENDING);
+    state.renders += 1;
+    live.setAttribute("data-status", state.status);
+    live.setAttribute("data-outcome", state.outcome || "");
+    live.setAttribute("data-total", String(state.total));
+    live.setAttribute("data-pending", String(state.pending));
+    setBadge();
+    $all("#campaign-actions [data-when]").forEach(function (a) {
+      a.hidden = a.getAttribute("data-when").split(" ").indexOf(state.status) < 0;
+    });
     var max = state.total > 0 ? state.total : 1;
-    var pending = Number(counters.pending);
-    if (isNaN(pending)) {
-      pending = sum(counters, ["queued", "in_flight", "retry_wait", "in_doubt"]);
-      counters.pending = pending;
-    }
-    var done = Math.max(0, state.total - pending);
+    var processed = sum(k, PROCESSED);
     var overall = $("#overall-progress");
-    if (overall) { overall.max = max; overall.value = state.total > 0 ? done : 0; }
-    Object.keys(counters).forEach(function (k) {
-      var bar = document.getElementById("bar-" + k);
-      if (bar) { bar.max = max; bar.value = Number(counters[k]) || 0; }
-      var count = document.getElementById("count-" + k);
-      if (count) { count.textContent = fmt(counters[k]); }
+    if (overall) { overall.max = max; overall.value = state.total > 0 ? processed : 0; }
+    STATUSES.forEach(function (s) {
+      var n = Number(k[s]) || 0;
+      var bar = document.getElementById("bar-" + s);
+      if (bar) { bar.max = max; bar.value = n; }
+      var count = document.getElementById("count-" + s);
+      if (count) { count.textContent = fmt(n); }
+      var opt = document.getElementById("opt-" + s);
+      if (opt) { opt.textContent = label(s) + " (" + fmt(n) + ")"; opt.setAttribute("data-count", String(n)); }
     });
     setText("#stat-total", fmt(state.total));
-    setText("#stat-pending", fmt(pending));
-    setText("#stat-ok", fmt(sum(counters, OK)));
-    setText("#stat-failed", fmt(sum(counters, FAILED)));
-    sample(sum(counters, ATTEMPTED));
-    // The live region speaks at most every 5 s (and on every change of status).
-    var now = Date.now();
-    if (now - state.lastSummary > 5000 || TERMINAL[state.status]) {
-      state.lastSummary = now;
-      setText("#progress-summary", summaryText());
-    }
-  }
-
-  function apply(data) {
-    if (!data || typeof data !== "object") { return; }
-    var c = data.campaign && typeof data.campaign === "object" ? data.campaign : data;
+    setText("#stat-processed", fmt(processed));
+    setText("#stat-pending", fmt(state.pending));
+    setText("#stat-ok", fmt(sum(k, OK)));
+    setText("#stat-failed", fmt(sum(k, FAILED)));
+    setText("#stat-cancelled", fmt(k.cancelled));
+    setText("#stat-skipped", fmt(k.skipped));
     if (typeof c.in_doubt_total === "number") { setText("#stat-doubt", fmt(c.in_doubt_total)); }
     if (c.started_at) { setText("#started-at", when(c.started_at)); }
     if (c.completed_at) { setText("#completed-at", when(c.completed_at)); }
-    var statusChanged = c.status && c.status !== state.status;
-    setStatus(c.status);
-    setCounters(c.counters, typeof c.total === "number" ? c.total : undefined);
     if (Object.prototype.hasOwnProperty.call(c, "stuck")) { setStuck(c.stuck); }
-    if (statusChanged) { setText("#progress-summary", summaryText()); }
-    if (TERMINAL[state.status]) { finish(); }
+    var summary = renderSummary(k);
+    // Screen readers hear the summary at most every 5 s, and on every change of status.
+    var now = Date.now();
+    if (statusChanged || now - state.lastAnnounce > 5000 || settled()) {
+      state.lastAnnounce = now;
+      setText("#progress-announce", label(state.status) + (state.outcome ? " (" + label(state.outcome).toLowerCase() + ")" : "") + ": " + summary);
+    }
+    if (statusChanged) { refreshFragments(); loadChart(); }
+    else { refreshSoon(); }
   }
 
-  // Throughput over time, from the progress this page has seen.
-  var samples = [];
-  var drawPending = false;
-  function sample(attempted) {
-    var t = Date.now();
-    var last = samples[samples.length - 1];
-    if (last && t - last.t < 1000) { last.n = attempted; last.t2 = t; return; }
-    samples.push({ t: t, n: attempted });
-    if (samples.length > 300) { samples.shift(); }
-    if (!drawPending) {
-      drawPending = true;
-      setTimeout(function () { drawPending = false; draw(); }, 250);
-    }
-  }
+  // ---- Throughput, from the history the engine keeps (per-minute counts) -----------
   var SVG = "http://www.w3.org/2000/svg";
   function svgEl(name, attrs) {
     var el = document.createElementNS(SVG, name);
@@ -388,54 +415,75 @@
     var nice = m <= 1 ? 1 : m <= 2 ? 2 : m <= 5 ? 5 : 10;
     return nice * p;
   }
-  function draw() {
+  var MINUTE = 60000;
+  function drawChart(minutes) {
     var svg = $("#throughput-chart");
     if (!svg) { return; }
     $all(".drawn", svg).forEach(function (n) { n.remove(); });
-    // Drawn at the size it is shown, so the text is not stretched.
     var W = Math.max(280, Math.round(svg.getBoundingClientRect().width) || 600);
     var H = 180, L = 52, R = 12, T = 12, B = 26;
     svg.setAttribute("viewBox", "0 0 " + W + " " + H);
-    var points = [];
-    for (var i = 1; i < samples.length; i++) {
-      var a = samples[i - 1], b = samples[i];
-      var dt = ((b.t2 || b.t) - (a.t2 || a.t)) / 1000;
-      if (dt > 0) { points.push({ t: b.t2 || b.t, rate: Math.max(0, (b.n - a.n) / dt) }); }
-    }
+    var points = (minutes || []).map(function (m) {
+      return { t: new Date(m.minute).getTime(), sent: Number(m.sent) || 0, failed: Number(m.failed) || 0 };
+    }).filter(function (m) { return !isNaN(m.t); });
+    svg.setAttribute("data-points", String(points.length));
     var note = $("#chart-note");
     if (points.length < 1) {
       var msg = svgEl("text", { x: W / 2, y: H / 2, "text-anchor": "middle", "class": "drawn" });
-      msg.textContent = TERMINAL[state.status] ? "The campaign has ended." : "Waiting for progress…";
+      msg.textContent = TERMINAL[state.status] ? "Nothing was sent." :
+        (state.status === "draft" || state.status === "scheduled" ? "Not started yet." : "Waiting for the first minute of sending…");
       svg.appendChild(msg);
+      if (note) { note.textContent = "The chart shows every minute of the campaign's sending, also after it ended."; }
       return;
     }
-    var t0 = samples[0].t, t1 = points[points.length - 1].t;
-    var span = Math.max(1000, t1 - t0);
-    var peak = niceMax(Math.max.apply(null, points.map(function (p) { return p.rate; })));
-    var x = function (t) { return L + (W - L - R) * (t - t0) / span; };
-    var y = function (r) { return T + (H - T - B) * (1 - r / peak); };
+    var t0 = points[0].t, t1 = points[points.length - 1].t + MINUTE;
+    var slots = Math.max(1, Math.round((t1 - t0) / MINUTE));
+    var peakRaw = Math.max.apply(null, points.map(function (p) { return p.sent + p.failed; }));
+    var peak = niceMax(peakRaw);
+    var x = function (t) { return L + (W - L - R) * (t - t0) / (t1 - t0); };
+    var y = function (n) { return T + (H - T - B) * (1 - n / peak); };
     [0, 0.5, 1].forEach(function (f) {
       svg.appendChild(svgEl("line", { x1: L, x2: W - R, y1: y(peak * f), y2: y(peak * f), "class": "grid-line drawn" }));
       var lbl = svgEl("text", { x: L - 6, y: y(peak * f) + 4, "text-anchor": "end", "class": "drawn" });
-      lbl.textContent = (peak * f).toLocaleString("en-US", { maximumFractionDigits: 1 }) + "/s";
+      lbl.textContent = (peak * f).toLocaleString("en-US", { maximumFractionDigits: 1 }) + "/min";
       svg.appendChild(lbl);
     });
     svg.appendChild(svgEl("line", { x1: L, x2: L, y1: T, y2: H - B, "class": "axis drawn" }));
     svg.appendChild(svgEl("line", { x1: L, x2: W - R, y1: H - B, y2: H - B, "class": "axis drawn" }));
+    var colW = Math.max(1, (W - L - R) / slots - 1);
+    points.forEach(function (p) {
+      var x0 = x(p.t);
+      if (p.sent > 0) {
+        svg.appendChild(svgEl("rect", { x: x0, y: y(p.sent), width: colW, height: y(0) - y(p.sent), "class": "col-sent point drawn" }));
+      }
+      if (p.failed > 0) {
+        svg.appendChild(svgEl("rect", { x: x0, y: y(p.sent + p.failed), width: colW, height: y(p.sent) - y(p.sent + p.failed), "class": "col-failed point drawn" }));
+      }
+    });
+    var line = points.map(function (p) { return (x(p.t) + colW / 2) + "," + y(p.sent + p.failed); });
+    svg.appendChild(svgEl("polyline", { points: line.join(" "), "class": "line drawn" }));
     var start = svgEl("text", { x: L, y: H - 6, "class": "drawn" });
-    start.textContent = "page opened";
+    start.textContent = when(new Date(t0).toISOString()).slice(11, 16) + " UTC";
     svg.appendChild(start);
     var end = svgEl("text", { x: W - R, y: H - 6, "text-anchor": "end", "class": "drawn" });
-    end.textContent = "+" + Math.round(span / 1000) + " s";
+    end.textContent = "+" + slots + " min";
     svg.appendChild(end);
-    var line = [x(t0) + "," + y(0)];
-    points.forEach(function (p) { line.push(x(p.t) + "," + y(p.rate)); });
-    var area = line.concat([x(t1) + "," + y(0)]);
-    svg.appendChild(svgEl("polygon", { points: area.join(" "), "class": "area drawn" }));
-    svg.appendChild(svgEl("polyline", { points: line.join(" "), "class": "line drawn" }));
-    var latest = points[points.length - 1].rate;
-    svg.setAttribute("aria-label", "Messages per second: now " + latest.toFixed(1) + ", peak " + peak + " scale");
-    if (note) { note.textContent = "Now " + latest.toLocaleString("en-US", { maximumFractionDigits: 1 }) + " messages per second."; }
+    svg.setAttribute("aria-label", "Messages per minute over " + slots + " minutes, peak " + peakRaw);
+    if (note) {
+      var sent = points.reduce(function (a, p) { return a + p.sent; }, 0);
+      var failed = points.reduce(function (a, p) { return a + p.failed; }, 0);
+      note.textContent = fmt(sent) + " sent and " + fmt(failed) + " failed over " + slots +
+        " minute" + (slots === 1 ? "" : "s") + "; peak " + fmt(peakRaw) + " per minute.";
+    }
+  }
+  var chartSeq = 0;
+  function loadChart() {
+    var mine = ++chartSeq;
+    return fetch("/api/v1/campaigns/" + encodeURIComponent(id) + "/throughput", {
+      credentials: "same-origin", headers: { "Accept": "application/json" }
+    }).then(function (r) { return r.ok ? r.json() : null; }).then(function (data) {
+      if (data && mine === chartSeq) { drawChart(data.minutes); }
+    }).catch(function () { /* the next load tries again */ });
   }
 
   // The campaign as the API has it now (the stuck verdict changes without any progress,
@@ -444,21 +492,21 @@
   var pollTimer = null;
   var streamUp = false;
   function poll() {
-    fetch("/api/v1/campaigns/" + encodeURIComponent(id), {
+    return fetch("/api/v1/campaigns/" + encodeURIComponent(id), {
       credentials: "same-origin", headers: { "Accept": "application/json" }
     }).then(function (r) { return r.ok ? r.json() : null; }).then(function (c) {
-      if (c) { apply(c); }
+      if (c) { render(c); }
     }).catch(function () { /* the next poll tries again */ });
   }
   // The parts of the page the events do not carry (the messages table, the average
   // throughput, the dates, the audit trail as the server words it), from a fresh render
   // of this very page.
   var FRAGMENTS = ["messages-table", "messages-pager", "throughput-text", "audit-list", "started-at", "completed-at"];
-  var refreshing = false;
+  var refreshing = null;
+  var again = false;
   function refreshFragments() {
-    if (refreshing) { return; }
-    refreshing = true;
-    fetch(location.pathname + location.search, {
+    if (refreshing) { again = true; return refreshing; }
+    refreshing = fetch(location.pathname + location.search, {
       credentials: "same-origin", headers: { "Accept": "text/html" }
     }).then(function (r) { return r.ok ? r.text() : null; }).then(function (html) {
       if (!html) { return; }
@@ -469,53 +517,63 @@
       });
       seenAudit = {};
       $all("#audit-list li[data-id]").forEach(function (li) { seenAudit[li.getAttribute("data-id")] = true; });
-    }).catch(function () { /* the next refresh tries again */ }).then(function () { refreshing = false; });
+    }).catch(function () { /* the next refresh tries again */ }).then(function () {
+      refreshing = null;
+      if (again) { again = false; return refreshFragments(); }
+    });
+    return refreshing;
+  }
+  // While sending, the table follows the counters at most every 2 s.
+  var soonTimer = null;
+  function refreshSoon() {
+    if (soonTimer) { return; }
+    soonTimer = setTimeout(function () { soonTimer = null; refreshFragments(); }, 2000);
   }
   var ticks = 0;
   function schedulePoll() {
     clearTimeout(pollTimer);
-    if (TERMINAL[state.status]) { return; }
+    if (settled()) { return; }
     pollTimer = setTimeout(function () {
       ticks += 1;
       poll();
-      if (streamUp || ticks % 3 === 0) { refreshFragments(); }
+      if (ticks % 3 === 0) { loadChart(); }
       schedulePoll();
     }, streamUp ? 10000 : 3000);
   }
+  // The campaign has ended and nothing of it is pending: one last snapshot, then the
+  // table, the chart and the audit trail of that final state. `data-settled` tells a test
+  // (or anyone) that everything on the page is final.
   function finish() {
     if (source) { source.close(); source = null; }
+    streamUp = false;
     clearTimeout(pollTimer);
-    draw();
+    clearTimeout(soonTimer);
+    soonTimer = null;
+    Promise.all([poll(), refreshFragments(), loadChart()]).then(function () {
+      if (settled()) { live.setAttribute("data-settled", "true"); }
+      else { schedulePoll(); }
+    });
   }
   function parse(ev) {
     try { return JSON.parse(ev.data); } catch (e) { return null; }
   }
 
-  if (TERMINAL[state.status]) {
-    draw();
+  if (settled()) {
+    loadChart().then(function () { live.setAttribute("data-settled", "true"); });
     return;
   }
   if (typeof EventSource === "function") {
     source = new EventSource("/api/v1/campaigns/" + encodeURIComponent(id) + "/events");
     source.addEventListener("open", function () { streamUp = true; schedulePoll(); });
     source.addEventListener("error", function () { streamUp = false; schedulePoll(); });
-    ["snapshot", "progress", "message", "status"].forEach(function (type) {
-      source.addEventListener(type, function (ev) { apply(parse(ev)); });
-    });
+    source.addEventListener("snapshot", function (ev) { render(parse(ev)); });
+    source.addEventListener("progress", function (ev) { render(parse(ev)); });
     source.addEventListener("audit", function (ev) {
       var e = parse(ev);
-      if (!e) { return; }
-      var entry = e.event || e;
-      addAudit(entry);
-      if (entry.to) { setStatus(entry.to); }
+      if (e) { addAudit(e.event || e); }
     });
-    source.addEventListener("end", function (ev) {
-      apply(parse(ev));
-      poll();
-      refreshFragments();
-      finish();
-    });
+    source.addEventListener("end", function () { finish(); });
   }
   schedulePoll();
-  draw();
+  loadChart();
 })();

@@ -1294,3 +1294,66 @@ api_test!(
         field_error(&r, "contact_id", "max_built_items");
     }
 );
+
+api_test!(
+    event_stream_after_a_cancel_follows_sends_in_flight_to_the_end,
+    |app| async move {
+        let f = fixture(&app).await;
+        let id = create(&app, &f, "cancel live", "Hi {{ name }}").await;
+        act(&app, &f.editor, &id, "start")
+            .await
+            .expect(StatusCode::OK);
+        let n: i64 = id.trim_start_matches("cmp_").parse().unwrap();
+        let store = &app.db.store;
+        let now = herald::clock::now_ms();
+        // One send in flight (no engine runs here: this test plays the instance).
+        let claimed = store.claim(n, "A", now, now + 60_000, 1).await.unwrap();
+        assert_eq!(claimed.len(), 1);
+        act(&app, &f.editor, &id, "cancel")
+            .await
+            .expect(StatusCode::OK);
+        let (status, _, mut stream) = open_events(&app, &id, &f.viewer, None).await;
+        assert_eq!(status, StatusCode::OK);
+        let snapshot = stream.next().await.unwrap();
+        assert_eq!(snapshot.event, "snapshot");
+        assert_eq!(snapshot.data["status"], "cancelled");
+        assert_eq!(snapshot.data["outcome"], "cancelled");
+        assert_eq!(snapshot.data["counters"]["in_flight"], 1);
+        // The send in flight at the cancel finishes and is recorded: the stream shows it
+        // before it ends, so a page never stays at "in flight 1" after a cancel.
+        store
+            .record_outcomes(
+                "A",
+                now + 1,
+                &[herald::store::Outcome {
+                    message_id: claimed[0].id,
+                    campaign_id: n,
+                    attempt: None,
+                    kind: herald::store::OutcomeKind::Sent {
+                        provider_id: "p-live".into(),
+                    },
+                }],
+            )
+            .await
+            .unwrap();
+        let events = stream.until("end").await;
+        let last_progress = events
+            .iter()
+            .rev()
+            .find(|e| e.event == "progress")
+            .unwrap_or_else(|| panic!("no progress before the end: {events:?}"));
+        assert_eq!(last_progress.data["counters"]["pending"], 0);
+        assert_eq!(last_progress.data["counters"]["processed"], 1);
+        assert_eq!(last_progress.data["counters"]["cancelled"], 2);
+        assert_eq!(last_progress.data["outcome"], "cancelled");
+        let stats = app
+            .get(&format!("/api/v1/campaigns/{id}/stats"), &f.viewer)
+            .await;
+        stats.expect(StatusCode::OK);
+        assert_eq!(stats.body["counters"], last_progress.data["counters"]);
+        assert!(
+            stream.next().await.is_none(),
+            "the stream closes after `end`"
+        );
+    }
+);

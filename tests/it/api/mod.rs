@@ -9,6 +9,7 @@ mod contacts;
 mod conventions;
 mod hardening;
 mod outbound_guard;
+mod outcomes;
 
 use crate::support::TestDb;
 use axum::Router;

@@ -25,6 +25,8 @@ pub enum FindingKind {
     InDoubt,
     /// Campaigns are sending and no engine instance is alive.
     NoLiveInstance,
+    /// A channel's provider cannot be reached: its campaigns are paused until it answers.
+    ChannelUnavailable,
 }
 
 /// One thing that is wrong, in words.
@@ -55,6 +57,8 @@ pub struct Checks {
     pub stuck: Vec<StuckCampaign>,
     pub drift: Vec<Drift>,
     pub in_doubt: Vec<InDoubtCampaign>,
+    /// Channels whose provider cannot be reached (of the organisation, when scoped).
+    pub unavailable: Vec<crate::store::outage::ChannelOutage>,
 }
 
 /// The diagnosis of a reachable database.
@@ -98,6 +102,10 @@ impl Diagnosis {
             "stuck": c.stuck,
             "drift": c.drift,
             "in_doubt": c.in_doubt.iter().map(|d| json!({"campaign_id": d.campaign_id, "in_doubt": d.in_doubt, "in_doubt_total": d.in_doubt_total})).collect::<Vec<_>>(),
+            "unavailable_channels": c.unavailable.iter().map(|o| json!({
+                "id": o.channel_id, "name": o.name, "kind": o.kind,
+                "unavailable_since": crate::clock::rfc3339(o.since), "reason": o.reason,
+            })).collect::<Vec<_>>(),
             "findings": self.finding_messages(),
         })
     }
@@ -213,6 +221,25 @@ pub async fn diagnose(
             ),
         });
     }
+    let unavailable = match org {
+        Some(org) => store.org_channel_outages(org).await?,
+        None => store.channel_outages().await?,
+    };
+    for o in &unavailable {
+        let paused = campaigns
+            .iter()
+            .filter(|c| c.channel_id == o.channel_id && c.status == CampaignStatus::Paused)
+            .count();
+        findings.push(Finding {
+            kind: FindingKind::ChannelUnavailable,
+            campaign_id: None,
+            message: format!(
+                "{}; {paused} of its campaigns are paused and resume when it answers again (probed every {} ms)",
+                o.describe(),
+                settings.outage_probe_interval_ms
+            ),
+        });
+    }
     diagnosis.checks = Some(Checks {
         live,
         sending,
@@ -220,6 +247,7 @@ pub async fn diagnose(
         stuck,
         drift,
         in_doubt,
+        unavailable,
     });
     diagnosis.findings = findings;
     Ok(diagnosis)

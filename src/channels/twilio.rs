@@ -576,6 +576,18 @@ impl Channel for TwilioChannel {
         Box::pin(self.send_inner(request))
     }
 
+    /// One authenticated page of one message from the account's list: sends nothing.
+    fn probe(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let request = self
+                .client
+                .get(format!("{}?PageSize=1", self.messages_url()))
+                .basic_auth(&self.config.account_sid, Some(&self.secrets.auth_token))
+                .header(reqwest::header::ACCEPT, "application/json");
+            http::probe("twilio", &self.client, request).await
+        })
+    }
+
     /// Twilio can be asked (README §1.7): list messages by To, From and date sent.
     fn lookup<'a>(
         &'a self,
@@ -860,10 +872,7 @@ mod tests {
         let ch = channel_with(config(&closed_port_url().await), None, 300);
         assert!(matches!(
             ch.send(request("x")).await,
-            SendResult::Transient {
-                retry_after: None,
-                ..
-            }
+            SendResult::Unreachable { error } if error.contains("could not connect")
         ));
     }
 

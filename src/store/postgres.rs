@@ -51,6 +51,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "webhook_scope",
         include_str!("../../migrations/postgres/0008_webhook_scope.sql"),
     ),
+    (
+        10,
+        "channel_outage",
+        include_str!("../../migrations/postgres/0010_channel_outage.sql"),
+    ),
 ];
 
 pub(super) async fn connect(url: &str) -> Result<(AnyPool, AnyPool), StoreError> {

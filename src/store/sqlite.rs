@@ -52,6 +52,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "webhook_scope",
         include_str!("../../migrations/sqlite/0008_webhook_scope.sql"),
     ),
+    (
+        10,
+        "channel_outage",
+        include_str!("../../migrations/sqlite/0010_channel_outage.sql"),
+    ),
 ];
 
 /// Accepts `sqlite://path`, `sqlite:path` and `sqlite::memory:`; creates the file if needed.

@@ -5,6 +5,7 @@ mod support;
 
 mod api;
 mod engine;
+mod outage;
 mod simulation;
 mod store_conformance;
 mod webhook_security;

@@ -7,4 +7,5 @@ mod support;
 mod accounts;
 mod cli;
 mod crash;
+mod outage;
 mod slow_clients;

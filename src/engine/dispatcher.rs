@@ -466,14 +466,10 @@ async fn send_one(
                     tracing::warn!(campaign_id = m.campaign_id, error = %e, "could not pause the campaign")
                 }
             }
-            // Not the message's fault: it waits for the resume, with its attempt counted.
-            (
-                OutcomeKind::Retry {
-                    error,
-                    next_attempt_at: crate::clock::now_ms(),
-                },
-                "retry",
-            )
+            // Not the message's fault: it goes back to the queue with its attempt refunded
+            // and waits for the resume.
+            tracing::debug!(message_id = m.id, campaign_id = m.campaign_id, error = %error, "channel cannot send; message handed back");
+            (OutcomeKind::Released, "released")
         }
         SendResult::Transient { error, retry_after } => {
             if let Some(wait) = retry_after.filter(|_| rate.is_some()) {

@@ -79,7 +79,10 @@ pub fn cause(error: &str) -> String {
             "TLS handshake failed",
         ),
         (&["timed out", "timeout", "no answer"], "timed out"),
-        (&["network is unreachable", "no route"], "network unreachable"),
+        (
+            &["network is unreachable", "no route"],
+            "network unreachable",
+        ),
     ];
     for (needles, short) in known {
         if needles.iter().any(|n| lower.contains(n)) {
@@ -104,12 +107,18 @@ fn http_5xx(lower: &str) -> Option<u16> {
 /// the channel unavailable and pauses its campaigns.
 pub async fn provider_failed(ctx: &EngineContext, channel_id: i64, campaign_id: i64, error: &str) {
     let streak = ctx.outages.failed(channel_id);
-    tracing::debug!(channel_id, campaign_id, streak, error, "send failed on the provider's side");
+    tracing::debug!(
+        channel_id,
+        campaign_id,
+        streak,
+        error,
+        "send failed on the provider's side"
+    );
     // At the threshold, and again at each multiple of it (should the first decision not
     // have been written): not once per failure, which would be one write per send in
     // flight when a provider goes down.
     let threshold = ctx.settings.outage_after_failures.max(1);
-    if streak < threshold || streak % threshold != 0 {
+    if streak < threshold || !streak.is_multiple_of(threshold) {
         return;
     }
     let now = crate::clock::now_ms();
@@ -310,7 +319,10 @@ mod tests {
                 "TLS handshake failed",
             ),
             ("smtp h:25: connecting timed out", "timed out"),
-            ("twilio: unexpected answer (HTTP 503, text/html, 20 bytes)", "HTTP 503 from the provider"),
+            (
+                "twilio: unexpected answer (HTTP 503, text/html, 20 bytes)",
+                "HTTP 503 from the provider",
+            ),
             ("something else entirely", "something else entirely"),
         ];
         for (error, short) in cases {

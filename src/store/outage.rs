@@ -39,7 +39,8 @@ impl ChannelOutage {
     }
 }
 
-const OUTAGE_COLUMNS: &str = "id, org_id, name, kind, unavailable_since, unavailable_reason, probe_owner, probe_until";
+const OUTAGE_COLUMNS: &str =
+    "id, org_id, name, kind, unavailable_since, unavailable_reason, probe_owner, probe_until";
 
 fn outage_from_row(r: &sqlx::any::AnyRow) -> Result<ChannelOutage, StoreError> {
     Ok(ChannelOutage {
@@ -81,7 +82,10 @@ impl Store {
     }
 
     /// The channel's outage, or None while it is available.
-    pub async fn channel_outage(&self, channel_id: i64) -> Result<Option<ChannelOutage>, StoreError> {
+    pub async fn channel_outage(
+        &self,
+        channel_id: i64,
+    ) -> Result<Option<ChannelOutage>, StoreError> {
         let sql = format!(
             "SELECT {OUTAGE_COLUMNS} FROM channels WHERE id = $1 AND unavailable_since IS NOT NULL"
         );

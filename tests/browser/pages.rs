@@ -684,7 +684,9 @@ async fn an_outage_shows_on_the_channels_and_campaign_pages() {
     assert_eq!(page.status, StatusCode::OK);
     assert!(page.body.contains(">Unavailable<"), "{}", page.body);
     assert!(page.body.contains("connection refused"), "{}", page.body);
-    let page = app.get(&mut jar, &format!("/campaigns/cmp_{campaign}")).await;
+    let page = app
+        .get(&mut jar, &format!("/campaigns/cmp_{campaign}"))
+        .await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
     assert!(page.body.contains("id=\"paused-banner\""), "{}", page.body);
     assert!(
@@ -693,7 +695,8 @@ async fn an_outage_shows_on_the_channels_and_campaign_pages() {
         page.body
     );
     assert!(
-        page.body.contains("resumes by itself when the provider answers again"),
+        page.body
+            .contains("resumes by itself when the provider answers again"),
         "{}",
         page.body
     );

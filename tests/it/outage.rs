@@ -4,7 +4,7 @@
 //! answers again. Recipient errors still fail only their recipient.
 
 use crate::both_stores;
-use crate::support::{assert_counters_match, all_messages, new_campaign, seed_list};
+use crate::support::{all_messages, assert_counters_match, new_campaign, seed_list};
 use herald::config::Settings;
 use herald::domain::{CampaignAction, CampaignStatus, MessageStatus};
 use herald::engine::Engine;
@@ -111,15 +111,25 @@ both_stores!(outage_pauses_and_the_probe_resumes, |db| async move {
     let now = herald::clock::now_ms();
     store.start_campaign(mine, now, "test", None).await.unwrap();
     store
-        .transition(mine, CampaignAction::Pause, now, "user:ada@example.org", None)
+        .transition(
+            mine,
+            CampaignAction::Pause,
+            now,
+            "user:ada@example.org",
+            None,
+        )
         .await
         .unwrap();
     store.start_campaign(id, now, "test", None).await.unwrap();
     let engine = spawn_engine(store, outage_settings());
 
-    let paused = wait_for(store, id, "paused with nothing in flight", Duration::from_secs(30), |c| {
-        c.status == CampaignStatus::Paused && c.counts.get(MessageStatus::InFlight) == 0
-    })
+    let paused = wait_for(
+        store,
+        id,
+        "paused with nothing in flight",
+        Duration::from_secs(30),
+        |c| c.status == CampaignStatus::Paused && c.counts.get(MessageStatus::InFlight) == 0,
+    )
     .await;
     let outage = store
         .channel_outage(channel)
@@ -129,12 +139,18 @@ both_stores!(outage_pauses_and_the_probe_resumes, |db| async move {
     assert_eq!(outage.reason, "connection refused");
     assert_eq!(outage.name, "sms-us");
     assert!(
-        outage.describe().starts_with("channel `sms-us` unreachable since "),
+        outage
+            .describe()
+            .starts_with("channel `sms-us` unreachable since "),
         "{}",
         outage.describe()
     );
     assert_eq!(
-        store.campaign_outage(id).await.unwrap().map(|o| o.channel_id),
+        store
+            .campaign_outage(id)
+            .await
+            .unwrap()
+            .map(|o| o.channel_id),
         Some(channel)
     );
     assert_eq!(store.campaign_outage(mine).await.unwrap(), None);
@@ -150,7 +166,14 @@ both_stores!(outage_pauses_and_the_probe_resumes, |db| async move {
             m.id
         );
     }
-    assert_eq!(store.sandbox_stats(channel, Some(id)).await.unwrap().received, 0);
+    assert_eq!(
+        store
+            .sandbox_stats(channel, Some(id))
+            .await
+            .unwrap()
+            .received,
+        0
+    );
     let events = store.events(id).await.unwrap();
     let pause = events
         .iter()
@@ -179,7 +202,12 @@ both_stores!(outage_pauses_and_the_probe_resumes, |db| async move {
     assert_eq!(done.counts.get(MessageStatus::Sent), 40);
     assert_eq!(done.counts.get(MessageStatus::Failed), 0);
     for m in all_messages(store, id, None).await {
-        assert_eq!((m.status, m.attempts), (MessageStatus::Sent, 1), "message {}", m.id);
+        assert_eq!(
+            (m.status, m.attempts),
+            (MessageStatus::Sent, 1),
+            "message {}",
+            m.id
+        );
     }
     let stats = store.sandbox_stats(channel, Some(id)).await.unwrap();
     assert_eq!((stats.received, stats.duplicates), (40, 0));
@@ -191,7 +219,9 @@ both_stores!(outage_pauses_and_the_probe_resumes, |db| async move {
         .expect("a resume in the audit trail");
     assert!(
         resume.actor.starts_with("instance ")
-            && resume.reason.starts_with("resumed by the engine: channel `sms-us` answers again"),
+            && resume
+                .reason
+                .starts_with("resumed by the engine: channel `sms-us` answers again"),
         "{resume:?}"
     );
 
@@ -215,38 +245,41 @@ both_stores!(outage_pauses_and_the_probe_resumes, |db| async move {
 // Errors about one recipient (permanent refusals) and the provider's own transient answers
 // are answers: they never make the channel unavailable nor pause the campaign; each fails
 // only its own message.
-both_stores!(recipient_errors_fail_only_their_recipient, |db| async move {
-    let store = &db.store;
-    let (org, list) = seed_list(store, 30).await;
-    let channel = sandbox_with(
-        store,
-        "picky",
-        serde_json::json!({"permanent_fail_rate": 0.6, "fail_rate": 0.4}),
-    )
-    .await;
-    let id = new_campaign(store, org, list, channel, "Hi").await;
-    let engine = spawn_engine(store, outage_settings());
-    store
-        .start_campaign(id, herald::clock::now_ms(), "test", None)
-        .await
-        .unwrap();
-    let done = wait_for(store, id, "completed", Duration::from_secs(30), |c| {
-        c.status == CampaignStatus::Completed
-    })
-    .await;
-    engine.stop().await;
-    assert_eq!(done.counts.get(MessageStatus::Failed), 30);
-    assert_eq!(store.channel_outage(channel).await.unwrap(), None);
-    assert!(
+both_stores!(
+    recipient_errors_fail_only_their_recipient,
+    |db| async move {
+        let store = &db.store;
+        let (org, list) = seed_list(store, 30).await;
+        let channel = sandbox_with(
+            store,
+            "picky",
+            serde_json::json!({"permanent_fail_rate": 0.6, "fail_rate": 0.4}),
+        )
+        .await;
+        let id = new_campaign(store, org, list, channel, "Hi").await;
+        let engine = spawn_engine(store, outage_settings());
         store
-            .events(id)
+            .start_campaign(id, herald::clock::now_ms(), "test", None)
             .await
-            .unwrap()
-            .iter()
-            .all(|e| e.to_status != "paused"),
-        "a campaign was paused for errors about its recipients"
-    );
-});
+            .unwrap();
+        let done = wait_for(store, id, "completed", Duration::from_secs(30), |c| {
+            c.status == CampaignStatus::Completed
+        })
+        .await;
+        engine.stop().await;
+        assert_eq!(done.counts.get(MessageStatus::Failed), 30);
+        assert_eq!(store.channel_outage(channel).await.unwrap(), None);
+        assert!(
+            store
+                .events(id)
+                .await
+                .unwrap()
+                .iter()
+                .all(|e| e.to_status != "paused"),
+            "a campaign was paused for errors about its recipients"
+        );
+    }
+);
 
 // The outage and probe records are conditional writes: one instance marks the channel
 // unavailable, one at a time probes it, and only the outage that is still current ends.
@@ -257,10 +290,23 @@ both_stores!(outage_records_are_conditional, |db| async move {
     let id = new_campaign(store, org, list, channel, "Hi").await;
     let t = herald::clock::now_ms();
     store.start_campaign(id, t, "test", None).await.unwrap();
-    assert!(store.mark_channel_unavailable(channel, t, "connection refused").await.unwrap());
-    assert!(!store.mark_channel_unavailable(channel, t + 1, "timed out").await.unwrap());
+    assert!(
+        store
+            .mark_channel_unavailable(channel, t, "connection refused")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .mark_channel_unavailable(channel, t + 1, "timed out")
+            .await
+            .unwrap()
+    );
     let outage = store.channel_outage(channel).await.unwrap().unwrap();
-    assert_eq!((outage.since, outage.reason.as_str()), (t, "connection refused"));
+    assert_eq!(
+        (outage.since, outage.reason.as_str()),
+        (t, "connection refused")
+    );
     assert_eq!(store.org_channel_outages(org).await.unwrap().len(), 1);
 
     assert_eq!(
@@ -280,13 +326,28 @@ both_stores!(outage_records_are_conditional, |db| async move {
     );
 
     assert!(store.claim_probe(channel, "a", t, t + 100).await.unwrap());
-    assert!(!store.claim_probe(channel, "b", t + 50, t + 150).await.unwrap());
-    assert!(store.claim_probe(channel, "b", t + 100, t + 200).await.unwrap());
+    assert!(
+        !store
+            .claim_probe(channel, "b", t + 50, t + 150)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .claim_probe(channel, "b", t + 100, t + 200)
+            .await
+            .unwrap()
+    );
 
     // An outage that is not the current one does not end it.
     assert!(!store.mark_channel_available(channel, t + 1).await.unwrap());
     assert!(store.mark_channel_available(channel, t).await.unwrap());
-    assert!(!store.claim_probe(channel, "a", t + 300, t + 400).await.unwrap());
+    assert!(
+        !store
+            .claim_probe(channel, "a", t + 300, t + 400)
+            .await
+            .unwrap()
+    );
     assert_eq!(
         store.outage_pauses_of_available_channels().await.unwrap(),
         vec![channel]
@@ -298,7 +359,10 @@ both_stores!(outage_records_are_conditional, |db| async move {
             .unwrap(),
         vec![id]
     );
-    assert_eq!(store.campaign(id).await.unwrap().status, CampaignStatus::Sending);
+    assert_eq!(
+        store.campaign(id).await.unwrap().status,
+        CampaignStatus::Sending
+    );
     assert!(
         store
             .resume_after_outage(channel, t + 6, "instance b", "resumed by the engine")
@@ -309,17 +373,34 @@ both_stores!(outage_records_are_conditional, |db| async move {
 
     // A person's resume ends the engine's claim on a campaign it paused: after the person
     // pauses it again, no outage resume touches it.
-    assert!(store.mark_channel_unavailable(channel, t + 10, "timed out").await.unwrap());
+    assert!(
+        store
+            .mark_channel_unavailable(channel, t + 10, "timed out")
+            .await
+            .unwrap()
+    );
     store
         .pause_for_outage(channel, None, t + 10, "instance a", "paused by the engine")
         .await
         .unwrap();
     store
-        .transition(id, CampaignAction::Resume, t + 11, "user:ada@example.org", None)
+        .transition(
+            id,
+            CampaignAction::Resume,
+            t + 11,
+            "user:ada@example.org",
+            None,
+        )
         .await
         .unwrap();
     store
-        .transition(id, CampaignAction::Pause, t + 12, "user:ada@example.org", None)
+        .transition(
+            id,
+            CampaignAction::Pause,
+            t + 12,
+            "user:ada@example.org",
+            None,
+        )
         .await
         .unwrap();
     assert!(store.mark_channel_available(channel, t + 10).await.unwrap());
@@ -330,5 +411,8 @@ both_stores!(outage_records_are_conditional, |db| async move {
             .unwrap()
             .is_empty()
     );
-    assert_eq!(store.campaign(id).await.unwrap().status, CampaignStatus::Paused);
+    assert_eq!(
+        store.campaign(id).await.unwrap().status,
+        CampaignStatus::Paused
+    );
 });

@@ -104,19 +104,23 @@ fn twilio_on_a_closed_port_pauses_then_completes(backend: Backend) {
     assert_eq!(n(&paused, "queued"), TOTAL, "{paused}");
     let reason = paused["paused_reason"].as_str().unwrap_or_default();
     assert!(
-        reason.contains("channel `sms-us` unreachable since") && reason.ends_with("connection refused"),
+        reason.contains("channel `sms-us` unreachable since")
+            && reason.ends_with("connection refused"),
         "the status does not give the channel's reason: {paused}"
     );
     assert_eq!(
-        query_i64(h.url(), "SELECT CAST(COALESCE(SUM(attempts), 0) AS BIGINT) FROM messages"),
+        query_i64(
+            h.url(),
+            "SELECT CAST(COALESCE(SUM(attempts), 0) AS BIGINT) FROM messages"
+        ),
         0,
         "an attempt was spent on a provider that could not be reached"
     );
     let events = h.events(id);
     assert!(
-        events
-            .iter()
-            .any(|(from, to, actor)| from == "sending" && to == "paused" && actor.starts_with("instance ")),
+        events.iter().any(|(from, to, actor)| from == "sending"
+            && to == "paused"
+            && actor.starts_with("instance ")),
         "no engine pause in the audit trail: {events:?}"
     );
     // The channel's availability, as the CLI and doctor show it.
@@ -147,15 +151,18 @@ fn twilio_on_a_closed_port_pauses_then_completes(backend: Backend) {
     assert_eq!(stats["received"], TOTAL, "{stats}");
     assert_eq!(stats["duplicates"], 0, "{stats}");
     assert_eq!(
-        query_i64(h.url(), "SELECT CAST(COALESCE(SUM(attempts), 0) AS BIGINT) FROM messages"),
+        query_i64(
+            h.url(),
+            "SELECT CAST(COALESCE(SUM(attempts), 0) AS BIGINT) FROM messages"
+        ),
         TOTAL,
         "each message is sent with exactly one attempt"
     );
     let events = h.events(id);
     assert!(
-        events
-            .iter()
-            .any(|(from, to, actor)| from == "paused" && to == "sending" && actor.starts_with("instance ")),
+        events.iter().any(|(from, to, actor)| from == "paused"
+            && to == "sending"
+            && actor.starts_with("instance ")),
         "no engine resume in the audit trail: {events:?}"
     );
     let channels: Value = serde_json::from_str(&h.ok(&["channel", "list", "--json"])).unwrap();

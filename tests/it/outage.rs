@@ -192,6 +192,28 @@ both_stores!(outage_pauses_and_the_probe_resumes, |db| async move {
         store.campaign(id).await.unwrap().status,
         CampaignStatus::Paused
     );
+    // A campaign started during the outage is paused by the engine before it sends.
+    let late = new_campaign(store, org, list, channel, "Late {{ name }}").await;
+    store
+        .start_campaign(late, herald::clock::now_ms(), "test", None)
+        .await
+        .unwrap();
+    wait_for(store, late, "paused", Duration::from_secs(30), |c| {
+        c.status == CampaignStatus::Paused
+    })
+    .await;
+    assert_eq!(
+        store
+            .campaign_outage(late)
+            .await
+            .unwrap()
+            .map(|o| o.channel_id),
+        Some(channel)
+    );
+    assert_eq!(
+        store.paused_reason(late).await.unwrap().as_deref(),
+        Some(format!("paused by the engine: {}", outage.describe()).as_str())
+    );
 
     // The provider answers again.
     set_config(store, channel, serde_json::json!({})).await;
@@ -224,6 +246,12 @@ both_stores!(outage_pauses_and_the_probe_resumes, |db| async move {
                 .starts_with("resumed by the engine: channel `sms-us` answers again"),
         "{resume:?}"
     );
+
+    let late = wait_for(store, late, "completed", Duration::from_secs(30), |c| {
+        c.status == CampaignStatus::Completed
+    })
+    .await;
+    assert_eq!(late.counts.get(MessageStatus::Sent), 40);
 
     // The person's pause stands: nothing of it was sent or resumed.
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -97,8 +97,8 @@ async fn set_config(store: &Store, channel: i64, config: serde_json::Value) {
         .unwrap();
 }
 
-// The provider is unreachable: the channel becomes unavailable with the reason, the
-// campaign is paused by the engine (in its audit trail), nothing fails, no attempt is
+// Two engines; the provider is unreachable: the channel becomes unavailable with the
+// reason, the campaign is paused by the engine (in its audit trail), nothing fails, no attempt is
 // spent, and a campaign a person paused stays out of it. The provider comes back: the
 // probe resumes the engine-paused campaign, which completes with every message sent once;
 // the person's campaign stays paused.
@@ -121,7 +121,10 @@ both_stores!(outage_pauses_and_the_probe_resumes, |db| async move {
         .await
         .unwrap();
     store.start_campaign(id, now, "test", None).await.unwrap();
+    // Two instances: the outage, the pauses and the resume are in the database, so either
+    // may take each step and neither acts on a stale view of the other's.
     let engine = spawn_engine(store, outage_settings());
+    let other = spawn_engine(store, outage_settings());
 
     let paused = wait_for(
         store,
@@ -268,6 +271,7 @@ both_stores!(outage_pauses_and_the_probe_resumes, |db| async move {
         "the engine touched a campaign a person paused"
     );
     engine.stop().await;
+    other.stop().await;
 });
 
 // Errors about one recipient (permanent refusals) and the provider's own transient answers

@@ -189,10 +189,17 @@ pub async fn pause_campaigns(ctx: &EngineContext, outage: &ChannelOutage, only: 
 /// at a time, and resumes what their outage paused when they answer.
 pub async fn probe_loop(ctx: std::sync::Arc<EngineContext>, shutdown: watch::Receiver<bool>) {
     let period = ctx.settings.outage_probe_interval_ms.max(1);
+    let mut stop = shutdown.clone();
     let mut ticker = super::Ticker::new(period, shutdown);
     while ticker.next().await {
-        if let Err(e) = probe_once(&ctx).await {
-            tracing::warn!(error = %e, "outage probe pass failed; will retry");
+        // A probe may wait for a provider that does not answer: a stop does not wait for it.
+        tokio::select! {
+            result = probe_once(&ctx) => {
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, "outage probe pass failed; will retry");
+                }
+            }
+            _ = stop.changed() => break,
         }
     }
 }

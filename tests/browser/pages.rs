@@ -688,16 +688,27 @@ async fn an_outage_shows_on_the_channels_and_campaign_pages() {
         .get(&mut jar, &format!("/campaigns/cmp_{campaign}"))
         .await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
-    assert!(page.body.contains("id=\"paused-banner\""), "{}", page.body);
     assert!(
-        page.body.contains("unreachable since") && page.body.contains("connection refused"),
-        "{}",
         page.body
+            .contains("<div id=\"paused-banner\" class=\"alert warn\" role=\"status\">"),
+        "the banner is hidden: {}",
+        page.body
+    );
+    let shown = page
+        .body
+        .split("<p id=\"paused-reason\">")
+        .nth(1)
+        .and_then(|rest| rest.split("</p>").next())
+        .unwrap_or_default();
+    assert!(
+        shown.starts_with("paused by the engine: channel `sms-us` unreachable since")
+            && shown.ends_with("connection refused"),
+        "{shown}"
     );
     assert!(
         page.body
-            .contains("resumes by itself when the provider answers again"),
-        "{}",
+            .contains("<p class=\"small\" id=\"paused-outage\">"),
+        "the outage note is hidden: {}",
         page.body
     );
 

@@ -289,6 +289,23 @@
       a.hidden = a.getAttribute("data-when").split(" ").indexOf(status) < 0;
     });
     state.lastSummary = 0;
+    // Why it is paused comes with the campaign, not with a progress event: ask for it.
+    if (status === "paused") { poll(); } else { setPaused(null); }
+  }
+
+  // The engine pauses a campaign whose channel's provider cannot be reached, and resumes
+  // it when the provider answers again: the banner says which, from the audit trail.
+  function setPaused(reason) {
+    var banner = $("#paused-banner");
+    if (!banner) { return; }
+    if (reason && state.status === "paused") {
+      setText("#paused-reason", reason);
+      var outage = $("#paused-outage");
+      if (outage) { outage.hidden = reason.indexOf("paused by the engine: channel") !== 0; }
+      banner.hidden = false;
+    } else {
+      banner.hidden = true;
+    }
   }
 
   function setStuck(stuck) {
@@ -357,6 +374,7 @@
     setStatus(c.status);
     setCounters(c.counters, typeof c.total === "number" ? c.total : undefined);
     if (Object.prototype.hasOwnProperty.call(c, "stuck")) { setStuck(c.stuck); }
+    if (Object.prototype.hasOwnProperty.call(c, "paused_reason")) { setPaused(c.paused_reason); }
     if (statusChanged) { setText("#progress-summary", summaryText()); }
     if (TERMINAL[state.status]) { finish(); }
   }

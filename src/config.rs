@@ -79,6 +79,16 @@ pub struct Settings {
     pub http_max_connections_per_ip: u64,
     /// When set, `/metrics` requires `Authorization: Bearer <token>`.
     pub metrics_token: Option<String>,
+    /// Consecutive sends through one channel that fail for a reason that says nothing
+    /// about the recipient (connection refused or reset, DNS, TLS, connect timeout, no
+    /// answer or a 5xx from the provider), with no success in between, that mark the
+    /// channel `unavailable`: its sending campaigns are paused by the engine and the
+    /// messages go back to the queue without spending an attempt.
+    pub outage_after_failures: u32,
+    /// How often an unavailable channel's provider is probed (one instance at a time);
+    /// the first answer makes the channel available and resumes the campaigns the
+    /// outage paused.
+    pub outage_probe_interval_ms: u64,
 }
 
 /// What to do with a message whose send outcome is unknown.
@@ -131,6 +141,8 @@ impl Default for Settings {
             http_body_timeout_ms: 60_000,
             http_max_connections_per_ip: 64,
             metrics_token: None,
+            outage_after_failures: 5,
+            outage_probe_interval_ms: 10_000,
         }
     }
 }
@@ -178,6 +190,8 @@ const FIELDS: &[(&str, Kind)] = &[
     ("http_body_timeout_ms", Kind::Number),
     ("http_max_connections_per_ip", Kind::Number),
     ("metrics_token", Kind::Text),
+    ("outage_after_failures", Kind::Number),
+    ("outage_probe_interval_ms", Kind::Number),
 ];
 
 const ENV_PREFIX: &str = "HERALD_";
@@ -412,6 +426,11 @@ impl Settings {
         at_least_one(self.send_timeout_ms, &["send_timeout_ms"])?;
         at_least_one(u64::from(self.retry_max_attempts), &["retry_max_attempts"])?;
         at_least_one(self.webhook_retention_days, &["webhook_retention_days"])?;
+        at_least_one(
+            u64::from(self.outage_after_failures),
+            &["outage_after_failures"],
+        )?;
+        at_least_one(self.outage_probe_interval_ms, &["outage_probe_interval_ms"])?;
         at_least_one(self.webhook_rate_per_minute, &["webhook_rate_per_minute"])?;
         at_least_one(self.http_header_timeout_ms, &["http_header_timeout_ms"])?;
         at_least_one(self.http_body_timeout_ms, &["http_body_timeout_ms"])?;

@@ -6,7 +6,7 @@
 use crate::config::Settings;
 use crate::domain::{CampaignStatus, MessageStatus};
 use crate::engine::health::{self, StuckCampaign};
-use crate::ids::CampaignId;
+use crate::ids::{CampaignId, ChannelId};
 use crate::store::{Campaign, Drift, InstanceRow, MigrationStatus, Store, StoreError};
 use serde::Serialize;
 use serde_json::json;
@@ -26,6 +26,8 @@ pub enum FindingKind {
     InDoubt,
     /// Campaigns are sending and no engine instance is alive.
     NoLiveInstance,
+    /// A channel's provider cannot be reached: its campaigns are paused until it answers.
+    ChannelUnavailable,
 }
 
 /// One thing that is wrong, in words.
@@ -56,6 +58,8 @@ pub struct Checks {
     pub stuck: Vec<StuckCampaign>,
     pub drift: Vec<Drift>,
     pub in_doubt: Vec<InDoubtCampaign>,
+    /// Channels whose provider cannot be reached (of the organisation, when scoped).
+    pub unavailable: Vec<crate::store::outage::ChannelOutage>,
 }
 
 /// The diagnosis of a reachable database.
@@ -99,6 +103,10 @@ impl Diagnosis {
             "stuck": with_campaign_ids(json!(c.stuck)),
             "drift": with_campaign_ids(json!(c.drift)),
             "in_doubt": c.in_doubt.iter().map(|d| json!({"campaign_id": CampaignId(d.campaign_id), "in_doubt": d.in_doubt, "in_doubt_total": d.in_doubt_total})).collect::<Vec<_>>(),
+            "unavailable_channels": c.unavailable.iter().map(|o| json!({
+                "id": ChannelId(o.channel_id), "name": o.name, "kind": o.kind,
+                "unavailable_since": crate::clock::rfc3339(o.since), "reason": o.reason,
+            })).collect::<Vec<_>>(),
             "findings": self.finding_messages(),
         })
     }
@@ -230,6 +238,25 @@ pub async fn diagnose(
             ),
         });
     }
+    let unavailable = match org {
+        Some(org) => store.org_channel_outages(org).await?,
+        None => store.channel_outages().await?,
+    };
+    for o in &unavailable {
+        let paused = campaigns
+            .iter()
+            .filter(|c| c.channel_id == o.channel_id && c.status == CampaignStatus::Paused)
+            .count();
+        findings.push(Finding {
+            kind: FindingKind::ChannelUnavailable,
+            campaign_id: None,
+            message: format!(
+                "{}; {paused} of its campaigns are paused and resume when it answers again (probed every {} ms)",
+                o.describe(),
+                settings.outage_probe_interval_ms
+            ),
+        });
+    }
     diagnosis.checks = Some(Checks {
         live,
         sending,
@@ -237,6 +264,7 @@ pub async fn diagnose(
         stuck,
         drift,
         in_doubt,
+        unavailable,
     });
     diagnosis.findings = findings;
     Ok(diagnosis)

@@ -199,6 +199,14 @@ pub struct Campaign {
     pub last_progress_at: Option<String>,
     /// Null unless the campaign is sending and has made no progress for a while.
     pub stuck: Option<CampaignStuck>,
+    /// Why the campaign is paused, from its audit trail: the engine's reason (e.g.
+    /// "paused by the engine: channel `sms-us` unreachable since 2026-12-02T10:42:05.120Z:
+    /// connection refused"; such a campaign resumes by itself when the provider answers
+    /// again) or the person's. Null unless paused.
+    #[schema(
+        example = "paused by the engine: channel `sms-us` unreachable since 2026-12-02T10:42:05.120Z: connection refused"
+    )]
+    pub paused_reason: Option<String>,
 }
 
 /// A page of campaigns.
@@ -225,6 +233,11 @@ pub(super) fn progress(c: &CampaignRow) -> f64 {
 /// The full view of a campaign, with the stuck detector's verdict.
 pub(super) async fn view(state: &ApiState, c: CampaignRow) -> ApiResult<Campaign> {
     let stuck = stuck(state, &c).await?;
+    let paused_reason = if c.status == CampaignStatus::Paused {
+        state.store.paused_reason(c.id).await?
+    } else {
+        None
+    };
     Ok(Campaign {
         id: encode_id("cmp", c.id),
         outcome: c.outcome,
@@ -246,6 +259,7 @@ pub(super) async fn view(state: &ApiState, c: CampaignRow) -> ApiResult<Campaign
         completed_at: timestamp_opt(c.completed_at),
         last_progress_at: timestamp_opt(c.last_progress_at),
         stuck,
+        paused_reason,
     })
 }
 

@@ -60,6 +60,23 @@ pub struct Channel {
     /// Messages (SMS: segments) per second across all instances; null for no limit.
     pub rate_per_sec: Option<f64>,
     pub created_at: String,
+    /// `unavailable` while the provider cannot be reached: the engine paused the
+    /// channel's sending campaigns and probes the provider; they resume when it answers.
+    pub availability: Availability,
+    /// Since when the channel is unavailable (null while available).
+    #[schema(example = "2026-12-02T10:42:05.120Z")]
+    pub unavailable_since: Option<String>,
+    /// Why, in one line (null while available).
+    #[schema(example = "connection refused")]
+    pub unavailable_reason: Option<String>,
+}
+
+/// Whether the channel's provider can be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Availability {
+    Available,
+    Unavailable,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -187,6 +204,7 @@ fn config_fields(kind: &str) -> &'static [&'static str] {
         "sandbox" => &[
             "permanent_fail_rate",
             "delivery_delay_ms",
+            "unreachable",
             "latency_ms",
             "fail_rate",
         ],
@@ -619,7 +637,39 @@ fn view(ctx: &BuildContext, info: ChannelInfo) -> Channel {
         config: info.config,
         rate_per_sec: info.rate_per_sec,
         created_at: timestamp(info.created_at),
+        availability: Availability::Available,
+        unavailable_since: None,
+        unavailable_reason: None,
     }
+}
+
+/// The channel as the API shows it, with its availability from `outages`.
+fn view_with(
+    ctx: &BuildContext,
+    info: ChannelInfo,
+    outages: &[crate::store::outage::ChannelOutage],
+) -> Channel {
+    let outage = outages.iter().find(|o| o.channel_id == info.id).cloned();
+    let mut channel = view(ctx, info);
+    if let Some(o) = outage {
+        channel.availability = Availability::Unavailable;
+        channel.unavailable_since = Some(timestamp(o.since));
+        channel.unavailable_reason = Some(o.reason);
+    }
+    channel
+}
+
+/// The outage of one channel, as a list for [`view_with`].
+async fn outage_of(
+    state: &ApiState,
+    channel_id: i64,
+) -> ApiResult<Vec<crate::store::outage::ChannelOutage>> {
+    Ok(state
+        .store
+        .channel_outage(channel_id)
+        .await?
+        .into_iter()
+        .collect())
 }
 
 fn name_taken(name: &str) -> ApiError {
@@ -657,11 +707,12 @@ async fn list_channels(
         .org_channels_page(p.org_id, page.after()?, limit + 1)
         .await?;
     let ctx = &state.context;
+    let outages = state.store.org_channel_outages(p.org_id).await?;
     Ok(axum::Json(Page::from_rows(
         rows,
         limit,
         |c| c.id,
-        |c| view(ctx, c),
+        |c| view_with(ctx, c, &outages),
     )))
 }
 
@@ -742,7 +793,8 @@ async fn get_channel(
 ) -> ApiResult<axum::Json<Channel>> {
     let id = decode_id("chn", "channel", &id)?;
     let info = state.store.org_channel(p.org_id, id).await?;
-    Ok(axum::Json(view(&state.context, info)))
+    let outages = outage_of(&state, id).await?;
+    Ok(axum::Json(view_with(&state.context, info, &outages)))
 }
 
 /// Change a channel's name, configuration (merged), secrets (those given are replaced)
@@ -866,7 +918,8 @@ async fn update_channel(
         secrets_changed = ?changed_secrets,
         "channel changed"
     );
-    Ok(axum::Json(view(&state.context, info)))
+    let outages = outage_of(&state, id).await?;
+    Ok(axum::Json(view_with(&state.context, info, &outages)))
 }
 
 /// Delete a channel no campaign uses.
@@ -1018,7 +1071,9 @@ async fn test_channel(
                 error,
             ));
         }
-        SendResult::Transient { error, .. } if unreachable(&error) => {
+        SendResult::Unreachable { error } | SendResult::Transient { error, .. }
+            if unreachable(&error) =>
+        {
             tracing::info!(
                 org_id = %crate::ids::OrgId(p.org_id),
                 channel_id = %crate::ids::ChannelId(id),
@@ -1043,6 +1098,14 @@ async fn test_channel(
         SendResult::OptOut { error } => refused(TestOutcome::OptedOut, error),
         SendResult::StopCampaign { error } => refused(TestOutcome::ChannelCannotSend, error),
         SendResult::Unknown { error } => refused(TestOutcome::Unknown, error),
+        // Unreachable without the words `unreachable` looks for (a TLS handshake the
+        // server broke off): still nothing was sent, and worth trying again later.
+        SendResult::Unreachable { error } => TestResult {
+            outcome: TestOutcome::Transient,
+            provider_id: None,
+            error: Some(error),
+            retry_after_ms: None,
+        },
     };
     tracing::info!(org_id = %crate::ids::OrgId(p.org_id), channel_id = %crate::ids::ChannelId(id), actor = p.actor, outcome = ?reply.outcome, "channel test message");
     Ok(axum::Json(reply))

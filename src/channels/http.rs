@@ -147,6 +147,27 @@ pub fn refused_result(provider: &str, refused: &Refused) -> SendResult {
     }
 }
 
+/// The probe of an unavailable channel: one request that sends nothing (an authenticated
+/// read). Any answer means the provider is back, except a 5xx (it is still down) and a
+/// 401 or 403 (it answers but refuses the channel's credentials: sends would fail too).
+pub async fn probe(
+    provider: &str,
+    client: &ProviderClient,
+    request: reqwest::RequestBuilder,
+) -> Result<(), String> {
+    match client.send(request).await {
+        Err(Failure::Refused(r)) => Err(format!("{provider}: {r}")),
+        Err(Failure::Transport(e)) => Err(format!("{provider}: {}", describe(&e))),
+        Ok(response) => match response.status().as_u16() {
+            s @ (401 | 403) => Err(format!(
+                "{provider}: HTTP {s}: the provider answers but refuses the channel's credentials"
+            )),
+            s @ 500..=599 => Err(format!("{provider}: HTTP {s}: the provider is not serving")),
+            _ => Ok(()),
+        },
+    }
+}
+
 /// A provider's answer to a send, read to the end or to [`MAX_ANSWER_BYTES`].
 pub struct Answer {
     pub status: u16,
@@ -222,7 +243,7 @@ pub async fn read_bounded(
 }
 
 /// What a request that got no HTTP response means. A failure to connect (refused, DNS,
-/// connect timeout, TLS handshake) means the request never left: `Transient`. Anything
+/// connect timeout, TLS handshake) means the request never left: `Unreachable`. Anything
 /// later (a timeout after the request was sent, a reset while waiting for the answer) may
 /// have created a message at the provider: `Unknown`. A destination the guard refused is
 /// [`refused_result`].
@@ -232,9 +253,8 @@ pub fn transport_failure(provider: &str, error: &reqwest::Error) -> SendResult {
     }
     let detail = describe(error);
     if error.is_connect() {
-        SendResult::Transient {
+        SendResult::Unreachable {
             error: format!("{provider}: could not connect: {detail}"),
-            retry_after: None,
         }
     } else if error.is_builder() {
         // The request could not even be built (a bad URL): nothing was sent, and every

@@ -71,6 +71,14 @@ pub enum SendResult {
     Unknown {
         error: String,
     },
+    /// The provider could not be reached at all, so nothing was sent: the connection was
+    /// refused or reset before the request left, the name did not resolve, the TLS
+    /// handshake failed, connecting timed out. It says nothing about the recipient: the
+    /// message goes back to the queue without spending an attempt, and enough of these in
+    /// a row mark the channel unavailable (`outage_after_failures`).
+    Unreachable {
+        error: String,
+    },
 }
 
 pub trait Channel: Send + Sync {
@@ -92,6 +100,10 @@ pub trait Channel: Send + Sync {
         None
     }
     fn send(&self, request: SendRequest) -> BoxFuture<'_, SendResult>;
+    /// Asks the provider whether it answers at all, sending nothing: the probe of a
+    /// channel marked unavailable. `Ok` when it answers (the channel is available again),
+    /// `Err(why)` while it still cannot be reached or refuses the channel's credentials.
+    fn probe(&self) -> BoxFuture<'_, Result<(), String>>;
 }
 
 /// The kinds Herald knows, and which addresses each can deliver to.
@@ -201,6 +213,22 @@ impl ChannelRegistry {
             .map_err(|_| StoreError::Invalid("channel registry poisoned".into()))?
             .insert(channel_id, built.clone());
         Ok(built)
+    }
+
+    /// The channel built afresh from its stored row, not cached: what the probe of an
+    /// unavailable channel uses, so a configuration fixed during the outage is the one
+    /// probed.
+    pub async fn fresh(&self, channel_id: i64) -> Result<Arc<dyn Channel>, StoreError> {
+        let info = self.store.channel(channel_id).await?;
+        self.build(&info)
+    }
+
+    /// Drops the channel's cached build: the next send builds it again from its stored
+    /// row (after an outage, with whatever configuration it has now).
+    pub fn forget(&self, channel_id: i64) {
+        if let Ok(mut built) = self.built.lock() {
+            built.remove(&channel_id);
+        }
     }
 
     fn build(&self, info: &ChannelInfo) -> Result<Arc<dyn Channel>, StoreError> {

@@ -30,6 +30,10 @@ pub struct SandboxConfig {
     /// When set, a `delivered` receipt follows each accepted send after this delay.
     #[serde(default)]
     pub delivery_delay_ms: Option<u64>,
+    /// Simulates a provider outage: every send and every probe finds the provider
+    /// unreachable (connection refused), and nothing is recorded as received.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unreachable: bool,
 }
 
 impl SandboxConfig {
@@ -140,6 +144,11 @@ impl Channel for SandboxChannel {
             if self.config.latency_ms > 0 {
                 tokio::time::sleep(Duration::from_millis(self.config.latency_ms)).await;
             }
+            if self.config.unreachable {
+                return SendResult::Unreachable {
+                    error: UNREACHABLE.to_string(),
+                };
+            }
             let roll: f64 = rand::rng().random();
             if roll < self.config.permanent_fail_rate {
                 return SendResult::Permanent {
@@ -205,7 +214,20 @@ impl Channel for SandboxChannel {
             SendResult::Accepted { provider_id }
         })
     }
+
+    fn probe(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            if self.config.unreachable {
+                Err(UNREACHABLE.to_string())
+            } else {
+                Ok(())
+            }
+        })
+    }
 }
+
+/// What a send through a sandbox simulating an outage answers.
+const UNREACHABLE: &str = "sandbox: simulated outage: could not connect: Connection refused";
 
 #[cfg(test)]
 mod tests {

@@ -8,7 +8,7 @@
 //!
 //! | when | reply 4xx | reply 5xx | connection lost, timeout |
 //! | --- | --- | --- | --- |
-//! | connect, TLS, EHLO, AUTH | Transient | StopCampaign (greeting refused, bad credentials) | Transient |
+//! | connect, TLS, EHLO, AUTH | Unreachable | StopCampaign (greeting refused, bad credentials) | Unreachable (DNS, refused, TLS, timeout) |
 //! | MAIL FROM | Transient | StopCampaign (the sender is the same for every message), 552 Permanent | Transient (a stale pooled connection is replaced once, silently) |
 //! | RCPT TO, DATA | Transient | Permanent (550/551/553 style rejects) | Transient |
 //! | after the content was sent | Transient | Permanent | **Unknown**: the server may have taken the message |
@@ -309,10 +309,9 @@ fn connect_failure(
         // would fail the same way.
         SendResult::StopCampaign { error }
     } else {
-        SendResult::Transient {
-            error,
-            retry_after: None,
-        }
+        // The server could not be reached or dropped the connection before any message
+        // was handed over: nothing about the recipient.
+        SendResult::Unreachable { error }
     }
 }
 
@@ -418,9 +417,8 @@ impl SmtpChannel {
                 ResolveError::Refused(r) => SendResult::StopCampaign {
                     error: format!("smtp: {r}"),
                 },
-                ResolveError::Lookup(m) => SendResult::Transient {
+                ResolveError::Lookup(m) => SendResult::Unreachable {
                     error: format!("smtp {host}:{port} connect: {m}"),
-                    retry_after: None,
                 },
             })?;
             let mut conn = AsyncSmtpConnection::connect_tokio1(
@@ -455,9 +453,8 @@ impl SmtpChannel {
         };
         match tokio::time::timeout(self.timeouts.connect, attempt).await {
             Ok(result) => result,
-            Err(_) => Err(SendResult::Transient {
+            Err(_) => Err(SendResult::Unreachable {
                 error: format!("smtp {host}:{port}: connecting timed out"),
-                retry_after: None,
             }),
         }
     }
@@ -670,6 +667,27 @@ impl Channel for SmtpChannel {
 
     fn send(&self, request: SendRequest) -> BoxFuture<'_, SendResult> {
         Box::pin(self.send_inner(request))
+    }
+
+    /// Connects (TLS and AUTH as configured) and says QUIT: sends nothing.
+    fn probe(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            match self.connect().await {
+                Ok(mut conn) => {
+                    let _ = conn.quit().await;
+                    Ok(())
+                }
+                Err(
+                    SendResult::Unreachable { error }
+                    | SendResult::StopCampaign { error }
+                    | SendResult::Transient { error, .. }
+                    | SendResult::Permanent { error }
+                    | SendResult::Unknown { error }
+                    | SendResult::OptOut { error },
+                ) => Err(error),
+                Err(SendResult::Accepted { .. }) => Ok(()),
+            }
+        })
     }
 }
 
@@ -1198,7 +1216,7 @@ mod tests {
 
     #[tokio::test]
     async fn connection_and_auth_failures() {
-        // Nothing listening: transient.
+        // Nothing listening: unreachable (nothing was handed over).
         let port = {
             let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             l.local_addr().unwrap().port()
@@ -1213,7 +1231,7 @@ mod tests {
         .unwrap();
         assert!(matches!(
             ch.send(request("a@example.org", "x", None)).await,
-            SendResult::Transient { .. }
+            SendResult::Unreachable { .. }
         ));
 
         let server = FakeSmtp::start(Some(("user", "secret"))).await;

@@ -581,6 +581,18 @@ impl Channel for TwilioChannel {
         Box::pin(self.send_inner(request))
     }
 
+    /// One authenticated page of one message from the account's list: sends nothing.
+    fn probe(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let request = self
+                .client
+                .get(format!("{}?PageSize=1", self.messages_url()))
+                .basic_auth(&self.config.account_sid, Some(&self.secrets.auth_token))
+                .header(reqwest::header::ACCEPT, "application/json");
+            http::probe("twilio", &self.client, request).await
+        })
+    }
+
     /// Twilio can be asked (README §1.7): list messages by To, From and date sent.
     fn lookup<'a>(
         &'a self,
@@ -851,6 +863,35 @@ mod tests {
         ));
     }
 
+    // The probe of an unavailable channel: an authenticated GET of one message page that
+    // sends nothing; any answer but a 5xx, 401 or 403 means the provider is back.
+    #[tokio::test]
+    async fn the_probe_reads_and_judges_the_answer() {
+        let closed = channel_with(config(&closed_port_url().await), None, 300);
+        let refused = closed.probe().await.unwrap_err();
+        assert!(refused.contains("twilio"), "{refused}");
+
+        let fake = FakeServer::start().await;
+        let ch = channel_with(config(&fake.base), None, 300);
+        fake.reply(Reply::json(503, serde_json::json!({"code": 20503})));
+        assert!(ch.probe().await.unwrap_err().contains("HTTP 503"));
+        fake.reply(Reply::json(401, serde_json::json!({"code": 20003})));
+        assert!(ch.probe().await.unwrap_err().contains("credentials"));
+        fake.reply(Reply::json(200, serde_json::json!({"messages": []})));
+        assert_eq!(ch.probe().await, Ok(()));
+        let requests = fake.requests();
+        assert_eq!(requests.len(), 3);
+        for r in &requests {
+            assert_eq!(r.method, "GET");
+            assert_eq!(r.path, format!("/2010-04-01/Accounts/{AC}/Messages.json"));
+            assert_eq!(r.query.as_deref(), Some("PageSize=1"));
+            assert!(
+                r.header("authorization")
+                    .is_some_and(|a| a.starts_with("Basic "))
+            );
+        }
+    }
+
     #[tokio::test]
     async fn no_answer_is_unknown_and_no_connection_is_transient() {
         let fake = FakeServer::start().await;
@@ -865,10 +906,7 @@ mod tests {
         let ch = channel_with(config(&closed_port_url().await), None, 300);
         assert!(matches!(
             ch.send(request("x")).await,
-            SendResult::Transient {
-                retry_after: None,
-                ..
-            }
+            SendResult::Unreachable { error } if error.contains("could not connect")
         ));
     }
 

@@ -394,6 +394,24 @@ impl Channel for WhatsAppChannel {
     fn send(&self, request: SendRequest) -> BoxFuture<'_, SendResult> {
         Box::pin(self.send_inner(request))
     }
+
+    /// An authenticated read of the sending phone number: sends nothing.
+    fn probe(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let url = format!(
+                "{}/{}/{}",
+                self.config.base_url(),
+                self.config.api_version(),
+                self.config.phone_number_id
+            );
+            let request = self
+                .client
+                .get(url)
+                .bearer_auth(&self.secrets.access_token)
+                .header(reqwest::header::ACCEPT, "application/json");
+            http::probe("whatsapp", &self.client, request).await
+        })
+    }
 }
 
 #[cfg(test)]
@@ -622,7 +640,7 @@ mod tests {
         let ch = channel_with(config(&closed_port_url().await), 300);
         assert!(matches!(
             ch.send(request("x")).await,
-            SendResult::Transient { .. }
+            SendResult::Unreachable { .. }
         ));
     }
 

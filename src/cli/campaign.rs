@@ -220,10 +220,18 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &CampaignCommand) -> C
                 watch_status(&store, id, *json).await
             } else {
                 let c = store.campaign(id).await?;
+                let paused_reason = store.paused_reason(c.id).await?;
                 if *json {
-                    println!("{}", serde_json::to_string(&status_json(&c))?);
+                    let mut v = status_json(&c);
+                    if let Some(o) = v.as_object_mut() {
+                        o.insert("paused_reason".into(), paused_reason.into());
+                    }
+                    println!("{}", serde_json::to_string(&v)?);
                 } else {
                     print_status(&c);
+                    if let Some(reason) = paused_reason {
+                        println!("  paused: {reason}");
+                    }
                 }
                 Ok(0)
             }

@@ -74,6 +74,9 @@ pub struct ChannelCreate {
     /// sandbox: send a `delivered` receipt this long after each accepted send.
     #[arg(long)]
     pub delivery_delay_ms: Option<u64>,
+    /// sandbox: simulate a provider outage (every send finds the provider unreachable).
+    #[arg(long)]
+    pub unreachable: bool,
 
     /// twilio: account SID (AC…).
     #[arg(long)]
@@ -156,6 +159,7 @@ fn describe(c: &ChannelCreate) -> Result<(Value, Option<Value>), CliError> {
                 fail_rate: c.fail_rate,
                 permanent_fail_rate: c.permanent_fail_rate,
                 delivery_delay_ms: c.delivery_delay_ms,
+                unreachable: c.unreachable,
             };
             config.validate()?;
             Ok((serde_json::to_value(config)?, None))
@@ -282,9 +286,12 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &ChannelCommand) -> Cl
         }
         ChannelCommand::List { json } => {
             let channels = store.channels(org).await?;
+            let outages = store.org_channel_outages(org).await?;
+            let outage_of = |id: i64| outages.iter().find(|o| o.channel_id == id);
             let rows: Vec<Value> = channels
                 .iter()
                 .map(|c| {
+                    let outage = outage_of(c.id);
                     let secrets = match &c.secrets {
                         None => Value::Null,
                         Some(_) => context
@@ -293,7 +300,10 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &ChannelCommand) -> Cl
                             .unwrap_or_else(|_| Value::String("sealed (no key to open)".into())),
                     };
                     serde_json::json!({"id": ChannelId(c.id).to_string(), "name": c.name, "kind": c.kind, "config": c.config,
-                        "rate_per_sec": c.rate_per_sec, "secrets": secrets})
+                        "rate_per_sec": c.rate_per_sec, "secrets": secrets,
+                        "availability": if outage.is_some() { "unavailable" } else { "available" },
+                        "unavailable_since": outage.map(|o| crate::clock::rfc3339(o.since)),
+                        "unavailable_reason": outage.map(|o| o.reason.clone())})
                 })
                 .collect();
             if *json {
@@ -321,6 +331,12 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &ChannelCommand) -> Cl
                         rate,
                         c.config
                     );
+                    if let Some(o) = outage_of(c.id) {
+                        println!(
+                            "       UNAVAILABLE: {} (sending campaigns are paused; they resume when it answers)",
+                            o.describe()
+                        );
+                    }
                 }
             }
             Ok(0)
@@ -391,5 +407,6 @@ fn result_json(r: &channels::SendResult) -> Value {
             serde_json::json!({"result": "channel_cannot_send", "error": error})
         }
         Unknown { error } => serde_json::json!({"result": "unknown", "error": error}),
+        Unreachable { error } => serde_json::json!({"result": "unreachable", "error": error}),
     }
 }

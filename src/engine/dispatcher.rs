@@ -72,6 +72,33 @@ pub async fn run(
             sleep_or_shutdown(idle, &mut shutdown).await;
             continue;
         }
+        // A campaign whose channel is unavailable (marked by any instance) claims nothing:
+        // the engine pauses it with the channel's reason, and the probe resumes it.
+        let campaigns = match ctx.store.channel_outages().await {
+            Ok(outages) if !outages.is_empty() => {
+                let mut sendable = Vec::with_capacity(campaigns.len());
+                for c in campaigns {
+                    match outages.iter().find(|o| o.channel_id == c.channel_id) {
+                        Some(outage) => {
+                            ctx.channels.forget(c.channel_id);
+                            super::outage::pause_campaigns(&ctx, outage, Some(c.id)).await;
+                        }
+                        None => sendable.push(c),
+                    }
+                }
+                sendable
+            }
+            Ok(_) => campaigns,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read channel outages; retrying");
+                sleep_or_shutdown(idle, &mut shutdown).await;
+                continue;
+            }
+        };
+        if campaigns.is_empty() {
+            sleep_or_shutdown(idle, &mut shutdown).await;
+            continue;
+        }
         let n = campaigns.len();
         let mut claimed_any = false;
         // Round-robin over campaigns, each taking a fair share of the free permits, so one
@@ -394,10 +421,25 @@ async fn send_one(
         base: Duration::from_millis(ctx.settings.retry_base_ms),
         max: Duration::from_millis(ctx.settings.retry_max_ms),
     };
+    // Failures that say nothing about the recipient count towards the channel's outage;
+    // any answer from the provider ends the streak.
+    match &result {
+        SendResult::Unreachable { error } | SendResult::Unknown { error } => {
+            super::outage::provider_failed(ctx, channel_id, m.campaign_id, error).await;
+        }
+        _ => ctx.outages.answered(channel_id),
+    }
     match result {
         SendResult::Accepted { provider_id } => (OutcomeKind::Sent { provider_id }, "sent"),
         SendResult::Permanent { error } => (OutcomeKind::Failed { error }, "failed"),
         SendResult::Unknown { error } => (OutcomeKind::Unknown { error }, "in_doubt"),
+        // Nothing reached the provider, and it is not the recipient's doing: back to the
+        // queue with the attempt refunded (a campaign paused for the outage keeps it
+        // queued until the probe resumes it).
+        SendResult::Unreachable { error } => {
+            tracing::debug!(message_id = m.id, campaign_id = m.campaign_id, error = %error, "provider unreachable; message handed back");
+            (OutcomeKind::Released, "unreachable")
+        }
         SendResult::OptOut { error } => {
             let reason = format!("opted out at the provider: {error}");
             if let Err(e) = ctx.store.suppress(org_id, &m.address, &reason).await {
@@ -424,14 +466,10 @@ async fn send_one(
                     tracing::warn!(campaign_id = %crate::ids::CampaignId(m.campaign_id), error = %e, "could not pause the campaign")
                 }
             }
-            // Not the message's fault: it waits for the resume, with its attempt counted.
-            (
-                OutcomeKind::Retry {
-                    error,
-                    next_attempt_at: crate::clock::now_ms(),
-                },
-                "retry",
-            )
+            // Not the message's fault: it goes back to the queue with its attempt refunded
+            // and waits for the resume.
+            tracing::debug!(message_id = m.id, campaign_id = m.campaign_id, error = %error, "channel cannot send; message handed back");
+            (OutcomeKind::Released, "released")
         }
         SendResult::Transient { error, retry_after } => {
             if let Some(wait) = retry_after.filter(|_| rate.is_some()) {

@@ -5,6 +5,7 @@
 
 pub mod dispatcher;
 pub mod health;
+pub mod outage;
 pub mod reconciler;
 pub mod retry;
 pub mod throttle;
@@ -70,6 +71,9 @@ pub struct EngineContext {
     /// reconciler finds them by comparing with this set and hands them back.
     pub in_flight: std::sync::Mutex<std::collections::HashSet<i64>>,
     pub throttle: throttle::Throttle,
+    /// Consecutive provider-side send failures per channel seen by this instance: the
+    /// evidence that marks a channel unavailable (the mark itself is in the database).
+    pub outages: outage::Tracker,
 }
 
 pub struct Engine {
@@ -93,6 +97,7 @@ impl Engine {
                 db_healthy_since: std::sync::atomic::AtomicI64::new(0),
                 in_flight: std::sync::Mutex::new(std::collections::HashSet::new()),
                 throttle: throttle::Throttle::new(store.clone()),
+                outages: outage::Tracker::default(),
                 store,
             }),
             receipts_rx,
@@ -121,12 +126,14 @@ impl Engine {
         let scheduler = tokio::spawn(reconciler::scheduler_loop(ctx.clone(), shutdown.clone()));
         let reconciler = tokio::spawn(reconciler::reconciler_loop(ctx.clone(), shutdown.clone()));
         let receipts = tokio::spawn(receipt_loop(ctx.clone(), self.receipts_rx));
+        let probes = tokio::spawn(outage::probe_loop(ctx.clone(), shutdown.clone()));
         let dispatcher = dispatcher::run(ctx.clone(), shutdown.clone()).await;
         if let Err(e) = dispatcher {
             tracing::error!(error = %e, "dispatcher stopped with an error");
         }
         let _ = scheduler.await;
         let _ = reconciler.await;
+        let _ = probes.await;
         // The dispatcher has stopped: a row this instance owns that no sender knows about
         // (a claim whose answer was lost) was never sent; hand it back now rather than
         // leave it to be found in doubt.

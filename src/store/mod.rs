@@ -11,6 +11,7 @@ mod campaigns_admin;
 pub mod channels_admin;
 pub mod directory;
 mod outcomes;
+pub mod outage;
 mod postgres;
 mod sqlite;
 mod types;
@@ -1349,7 +1350,9 @@ impl Store {
         }
         let ended = if to.is_terminal() { Some(now) } else { None };
         sqlx::query(
-            "UPDATE campaigns SET status = $1, completed_at = COALESCE($2, completed_at) WHERE id = $3 AND status = $4",
+            // Any transition through here (a person's, or the engine's for a reason other
+            // than an outage) ends an outage pause: the probe never resumes it after that.
+            "UPDATE campaigns SET status = $1, completed_at = COALESCE($2, completed_at), outage_channel_id = NULL WHERE id = $3 AND status = $4",
         )
         .bind(to.as_str())
         .bind(ended)

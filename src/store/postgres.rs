@@ -56,6 +56,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "outcome_throughput",
         include_str!("../../migrations/postgres/0009_outcome_throughput.sql"),
     ),
+    (
+        10,
+        "channel_outage",
+        include_str!("../../migrations/postgres/0010_channel_outage.sql"),
+    ),
 ];
 
 pub(super) async fn connect(url: &str) -> Result<(AnyPool, AnyPool), StoreError> {

@@ -57,6 +57,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "outcome_throughput",
         include_str!("../../migrations/sqlite/0009_outcome_throughput.sql"),
     ),
+    (
+        10,
+        "channel_outage",
+        include_str!("../../migrations/sqlite/0010_channel_outage.sql"),
+    ),
 ];
 
 /// Accepts `sqlite://path`, `sqlite:path` and `sqlite::memory:`; creates the file if needed.

@@ -626,3 +626,110 @@ async fn a_database_that_does_not_answer_gives_a_clear_page() {
     );
     assert_security_headers(&page, "an error page");
 }
+
+// A provider outage as the dashboard and the API show it: the channel "Unavailable" with
+// since when and why, and the campaign the engine paused for it with the reason and the
+// promise that it resumes by itself (the engine's steps are those of `Store`, as the
+// engine takes them; tests/it/outage.rs runs the engine itself on both stores).
+#[tokio::test]
+async fn an_outage_shows_on_the_channels_and_campaign_pages() {
+    let app = App::new().await;
+    app.user(app.org, "ada@example.org", Role::Owner).await;
+    let (mut jar, _) = app.sign_in("ada@example.org").await;
+    let store = &app.store;
+    let list = store.ensure_list(app.org, "people").await.unwrap();
+    store.seed_contacts(app.org, list, 3).await.unwrap();
+    let channel = store
+        .create_channel(app.org, "sms-us", "sandbox", &serde_json::json!({}))
+        .await
+        .unwrap();
+    let campaign = store
+        .create_campaign(
+            &herald::store::NewCampaign {
+                org_id: app.org,
+                name: "Spring".into(),
+                channel_id: channel,
+                list_id: list,
+                body: "Hi".into(),
+                scheduled_at: None,
+            },
+            "test",
+        )
+        .await
+        .unwrap();
+    let now = herald::clock::now_ms();
+    store
+        .start_campaign(campaign, now, "test", None)
+        .await
+        .unwrap();
+
+    let page = app.get(&mut jar, "/channels").await;
+    assert!(page.body.contains(">Available<"), "{}", page.body);
+    assert!(!page.body.contains(">Unavailable<"), "{}", page.body);
+
+    assert!(
+        store
+            .mark_channel_unavailable(channel, now, "connection refused")
+            .await
+            .unwrap()
+    );
+    let outage = store.channel_outage(channel).await.unwrap().unwrap();
+    let reason = format!("paused by the engine: {}", outage.describe());
+    store
+        .pause_for_outage(channel, None, now, "instance test", &reason)
+        .await
+        .unwrap();
+
+    let page = app.get(&mut jar, "/channels").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains(">Unavailable<"), "{}", page.body);
+    assert!(page.body.contains("connection refused"), "{}", page.body);
+    let page = app
+        .get(&mut jar, &format!("/campaigns/cmp_{campaign}"))
+        .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(
+        page.body
+            .contains("<div id=\"paused-banner\" class=\"alert warn\" role=\"status\">"),
+        "the banner is hidden: {}",
+        page.body
+    );
+    let shown = page
+        .body
+        .split("<p id=\"paused-reason\">")
+        .nth(1)
+        .and_then(|rest| rest.split("</p>").next())
+        .unwrap_or_default();
+    assert!(
+        shown.starts_with("paused by the engine: channel `sms-us` unreachable since")
+            && shown.ends_with("connection refused"),
+        "{shown}"
+    );
+    assert!(
+        page.body
+            .contains("<p class=\"small\" id=\"paused-outage\">"),
+        "the outage note is hidden: {}",
+        page.body
+    );
+
+    let api = app
+        .api_as(
+            app.org,
+            Method::GET,
+            &format!("/api/v1/channels/chn_{channel}"),
+            serde_json::Value::Null,
+        )
+        .await;
+    assert_eq!(api["availability"], "unavailable", "{api}");
+    assert_eq!(api["unavailable_reason"], "connection refused", "{api}");
+    assert!(api["unavailable_since"].is_string(), "{api}");
+    let api = app
+        .api_as(
+            app.org,
+            Method::GET,
+            &format!("/api/v1/campaigns/cmp_{campaign}"),
+            serde_json::Value::Null,
+        )
+        .await;
+    assert_eq!(api["paused_reason"], reason.as_str(), "{api}");
+}

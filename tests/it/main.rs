@@ -6,6 +6,7 @@ mod support;
 mod api;
 mod engine;
 mod outcomes;
+mod outage;
 mod simulation;
 mod store_conformance;
 mod webhook_security;

@@ -8,4 +8,5 @@ mod accounts;
 mod cli;
 mod crash;
 mod ids;
+mod outage;
 mod slow_clients;

@@ -296,6 +296,21 @@
       (state.outcome && state.outcome !== "cancelled" ? " · " + label(state.outcome).toLowerCase() : "");
   }
 
+  // The engine pauses a campaign whose channel's provider cannot be reached, and resumes
+  // it when the provider answers again: the banner says which, from the audit trail.
+  function setPaused(reason) {
+    var banner = $("#paused-banner");
+    if (!banner) { return; }
+    if (reason && state.status === "paused") {
+      setText("#paused-reason", reason);
+      var outage = $("#paused-outage");
+      if (outage) { outage.hidden = reason.indexOf("paused by the engine: channel") !== 0; }
+      banner.hidden = false;
+    } else {
+      banner.hidden = true;
+    }
+  }
+
   function setStuck(stuck) {
     var banner = $("#stuck-banner");
     if (!banner) { return; }
@@ -390,6 +405,9 @@
     if (c.started_at) { setText("#started-at", when(c.started_at)); }
     if (c.completed_at) { setText("#completed-at", when(c.completed_at)); }
     if (Object.prototype.hasOwnProperty.call(c, "stuck")) { setStuck(c.stuck); }
+    if (Object.prototype.hasOwnProperty.call(c, "paused_reason")) { setPaused(c.paused_reason); }
+    // Why it is paused comes with the campaign, not with a progress event: ask for it.
+    else if (statusChanged) { if (state.status === "paused") { poll(); } else { setPaused(null); } }
     var summary = renderSummary(k);
     // Screen readers hear the summary at most every 5 s, and on every change of status.
     var now = Date.now();

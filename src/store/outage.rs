@@ -1,0 +1,339 @@
+//! Provider outages, as every instance sees them: a channel marked `unavailable` (since
+//! when, why), the campaigns the engine paused for it, the probe one instance at a time
+//! runs against the provider, and the resume when it answers again. Every change is a
+//! conditional write whose `WHERE` clause states its precondition, and every campaign
+//! change is in its audit trail, in the same transaction.
+
+use super::{Store, StoreError, Tx, insert_event};
+use crate::domain::CampaignStatus;
+use serde::Serialize;
+use sqlx::{AssertSqlSafe, Row};
+use std::collections::BTreeSet;
+
+/// A channel that is unavailable: its provider stopped answering.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChannelOutage {
+    pub channel_id: i64,
+    pub org_id: i64,
+    pub name: String,
+    pub kind: String,
+    /// Since when (epoch ms).
+    pub since: i64,
+    /// Why, in one line (e.g. "connection refused").
+    pub reason: String,
+    /// The instance probing the provider now, and until when its claim holds.
+    pub probe_owner: Option<String>,
+    pub probe_until: Option<i64>,
+}
+
+impl ChannelOutage {
+    /// What a person reads: "channel `sms-us` unreachable since 2026-12-02T10:42:05Z:
+    /// connection refused".
+    pub fn describe(&self) -> String {
+        format!(
+            "channel `{}` unreachable since {}: {}",
+            self.name,
+            crate::clock::rfc3339(self.since),
+            self.reason
+        )
+    }
+}
+
+const OUTAGE_COLUMNS: &str =
+    "id, org_id, name, kind, unavailable_since, unavailable_reason, probe_owner, probe_until";
+
+fn outage_from_row(r: &sqlx::any::AnyRow) -> Result<ChannelOutage, StoreError> {
+    Ok(ChannelOutage {
+        channel_id: r.try_get("id")?,
+        org_id: r.try_get("org_id")?,
+        name: r.try_get("name")?,
+        kind: r.try_get("kind")?,
+        since: r.try_get("unavailable_since")?,
+        reason: r
+            .try_get::<Option<String>, _>("unavailable_reason")?
+            .unwrap_or_default(),
+        probe_owner: r.try_get("probe_owner")?,
+        probe_until: r.try_get("probe_until")?,
+    })
+}
+
+impl Store {
+    /// Every unavailable channel, of every organisation (the engine's view).
+    pub async fn channel_outages(&self) -> Result<Vec<ChannelOutage>, StoreError> {
+        let sql = format!(
+            "SELECT {OUTAGE_COLUMNS} FROM channels WHERE unavailable_since IS NOT NULL ORDER BY id"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter().map(outage_from_row).collect()
+    }
+
+    /// The unavailable channels of one organisation.
+    pub async fn org_channel_outages(&self, org_id: i64) -> Result<Vec<ChannelOutage>, StoreError> {
+        let sql = format!(
+            "SELECT {OUTAGE_COLUMNS} FROM channels WHERE org_id = $1 AND unavailable_since IS NOT NULL ORDER BY id"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(org_id)
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter().map(outage_from_row).collect()
+    }
+
+    /// The channel's outage, or None while it is available.
+    pub async fn channel_outage(
+        &self,
+        channel_id: i64,
+    ) -> Result<Option<ChannelOutage>, StoreError> {
+        let sql = format!(
+            "SELECT {OUTAGE_COLUMNS} FROM channels WHERE id = $1 AND unavailable_since IS NOT NULL"
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(channel_id)
+            .fetch_optional(&self.read)
+            .await?;
+        row.as_ref().map(outage_from_row).transpose()
+    }
+
+    /// Marks the channel unavailable, unless it already is: true when this call did it
+    /// (exactly one instance wins the conditional write).
+    pub async fn mark_channel_unavailable(
+        &self,
+        channel_id: i64,
+        now: i64,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "UPDATE channels SET unavailable_since = $1, unavailable_reason = $2, probe_owner = NULL, probe_until = NULL \
+             WHERE id = $3 AND unavailable_since IS NULL",
+        )
+        .bind(now)
+        .bind(reason)
+        .bind(channel_id)
+        .execute(&self.write)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Pauses every sending campaign of the channel for its outage, each conditional on
+    /// still sending and recorded in its audit trail with `reason`; the campaigns remember
+    /// the channel, so the probe resumes them (and only them) when it answers again.
+    /// Returns the campaigns paused by this call.
+    pub async fn pause_for_outage(
+        &self,
+        channel_id: i64,
+        only: Option<i64>,
+        now: i64,
+        actor: &str,
+        reason: &str,
+    ) -> Result<Vec<i64>, StoreError> {
+        let candidates: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM campaigns WHERE channel_id = $1 AND status = 'sending' ORDER BY id",
+        )
+        .bind(channel_id)
+        .fetch_all(&self.write)
+        .await?;
+        let ids: BTreeSet<i64> = candidates
+            .into_iter()
+            .filter(|id| only.is_none_or(|o| o == *id))
+            .collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.begin().await?;
+        let statuses = self.lock_campaigns(&mut tx, &ids).await?;
+        let mut paused = Vec::new();
+        for id in ids {
+            if statuses.get(&id) != Some(&CampaignStatus::Sending) {
+                continue;
+            }
+            let r = sqlx::query(
+                "UPDATE campaigns SET status = 'paused', outage_channel_id = $1 \
+                 WHERE id = $2 AND status = 'sending' AND channel_id = $1",
+            )
+            .bind(channel_id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            if r.rows_affected() == 1 {
+                insert_event(
+                    &mut tx,
+                    id,
+                    now,
+                    actor,
+                    Some(CampaignStatus::Sending),
+                    CampaignStatus::Paused,
+                    reason,
+                )
+                .await?;
+                paused.push(id);
+            }
+        }
+        tx.commit().await?;
+        Ok(paused)
+    }
+
+    /// Claims the channel's probe for `owner` until `until`, unless another instance holds
+    /// an unexpired claim or the channel is available again: true when this instance
+    /// probes now.
+    pub async fn claim_probe(
+        &self,
+        channel_id: i64,
+        owner: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "UPDATE channels SET probe_owner = $1, probe_until = $2 \
+             WHERE id = $3 AND unavailable_since IS NOT NULL AND (probe_until IS NULL OR probe_until <= $4)",
+        )
+        .bind(owner)
+        .bind(until)
+        .bind(channel_id)
+        .bind(now)
+        .execute(&self.write)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Marks the channel available again, if it is still in the outage that started at
+    /// `since`: true when this call ended it.
+    pub async fn mark_channel_available(
+        &self,
+        channel_id: i64,
+        since: i64,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "UPDATE channels SET unavailable_since = NULL, unavailable_reason = NULL, probe_owner = NULL, probe_until = NULL \
+             WHERE id = $1 AND unavailable_since = $2",
+        )
+        .bind(channel_id)
+        .bind(since)
+        .execute(&self.write)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Resumes the campaigns the engine paused for this channel's outage and nobody
+    /// touched since (a person's pause, resume or cancel clears the mark): each conditional
+    /// on still being paused for it, recorded in its audit trail. A campaign with nothing
+    /// left to send completes in the same transaction. Returns the campaigns resumed.
+    pub async fn resume_after_outage(
+        &self,
+        channel_id: i64,
+        now: i64,
+        actor: &str,
+        reason: &str,
+    ) -> Result<Vec<i64>, StoreError> {
+        let candidates: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM campaigns WHERE outage_channel_id = $1 AND status = 'paused' ORDER BY id",
+        )
+        .bind(channel_id)
+        .fetch_all(&self.write)
+        .await?;
+        let ids: BTreeSet<i64> = candidates.into_iter().collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.begin().await?;
+        let statuses = self.lock_campaigns(&mut tx, &ids).await?;
+        let mut resumed = Vec::new();
+        for id in ids {
+            if statuses.get(&id) != Some(&CampaignStatus::Paused) {
+                continue;
+            }
+            if self
+                .resume_one_after_outage(&mut tx, id, channel_id, now, actor, reason)
+                .await?
+            {
+                resumed.push(id);
+            }
+        }
+        tx.commit().await?;
+        Ok(resumed)
+    }
+
+    async fn resume_one_after_outage(
+        &self,
+        tx: &mut Tx,
+        id: i64,
+        channel_id: i64,
+        now: i64,
+        actor: &str,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "UPDATE campaigns SET status = 'sending', outage_channel_id = NULL \
+             WHERE id = $1 AND status = 'paused' AND outage_channel_id = $2",
+        )
+        .bind(id)
+        .bind(channel_id)
+        .execute(&mut **tx)
+        .await?;
+        if r.rows_affected() != 1 {
+            return Ok(false);
+        }
+        insert_event(
+            tx,
+            id,
+            now,
+            actor,
+            Some(CampaignStatus::Paused),
+            CampaignStatus::Sending,
+            reason,
+        )
+        .await?;
+        self.complete_if_drained(tx, id, now, actor, "resumed with nothing pending")
+            .await?;
+        Ok(true)
+    }
+
+    /// The outage a campaign is paused for, when the engine paused it for one and its
+    /// channel is still unavailable.
+    pub async fn campaign_outage(
+        &self,
+        campaign_id: i64,
+    ) -> Result<Option<ChannelOutage>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM campaigns c JOIN channels ch ON ch.id = c.outage_channel_id \
+             WHERE c.id = $1 AND c.status = 'paused' AND ch.unavailable_since IS NOT NULL",
+            OUTAGE_COLUMNS
+                .split(", ")
+                .map(|c| format!("ch.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(campaign_id)
+            .fetch_optional(&self.read)
+            .await?;
+        row.as_ref().map(outage_from_row).transpose()
+    }
+
+    /// Channels available again that still have campaigns paused for their outage (the
+    /// instance that ended the outage stopped before resuming them).
+    pub async fn outage_pauses_of_available_channels(&self) -> Result<Vec<i64>, StoreError> {
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT DISTINCT c.outage_channel_id FROM campaigns c JOIN channels ch ON ch.id = c.outage_channel_id \
+             WHERE c.status = 'paused' AND ch.unavailable_since IS NULL ORDER BY c.outage_channel_id",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        Ok(ids)
+    }
+
+    /// Why a paused campaign is paused: the reason of its latest pause in the audit trail
+    /// (the engine's, naming the unavailable channel and since when, or a person's).
+    pub async fn paused_reason(&self, campaign_id: i64) -> Result<Option<String>, StoreError> {
+        let reason: Option<String> = sqlx::query_scalar(
+            "SELECT e.reason FROM campaign_events e JOIN campaigns c ON c.id = e.campaign_id \
+             WHERE e.campaign_id = $1 AND c.status = 'paused' AND e.to_status = 'paused' \
+             ORDER BY e.id DESC LIMIT 1",
+        )
+        .bind(campaign_id)
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(reason)
+    }
+}

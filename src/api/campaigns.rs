@@ -320,6 +320,9 @@ pub struct CampaignStats {
     /// Milliseconds from the start to now (or to the end).
     pub elapsed_ms: Option<i64>,
     pub stuck: Option<CampaignStuck>,
+    /// Failed and undelivered messages grouped by reason, the largest group first; the
+    /// counts add up to `counters.failed + counters.undelivered`.
+    pub failures: Vec<FailureGroup>,
 }
 
 fn attempted(c: &Counts) -> i64 {
@@ -360,8 +363,14 @@ pub struct CampaignMessage {
     pub attempts: i64,
     /// The provider's id for the message, once sent.
     pub provider_id: Option<String>,
-    /// Why the last attempt failed, or why it was skipped or cancelled.
+    /// Why the last attempt failed, or why it was skipped or cancelled, as the provider
+    /// or Herald said it (the same text as `error.detail`). Null once the message is
+    /// `sent`, `delivered` or `read`: a message that reached its recipient shows no
+    /// earlier attempt's error.
     pub last_error: Option<String>,
+    /// The failure explained: a stable code, one readable line and what to do, with the
+    /// raw text as `detail`. Null when `last_error` is.
+    pub error: Option<MessageError>,
     /// The message was in doubt at some time (its recipient may have it twice).
     pub was_in_doubt: bool,
     /// For `retry_wait`: when the next attempt is due.
@@ -370,8 +379,78 @@ pub struct CampaignMessage {
     pub sent_at: Option<String>,
 }
 
+/// A message's failure, explained (`channels::errors`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessageError {
+    /// Stable key for the kind of failure: `twilio.30003`, `whatsapp.131026`, `smtp.550`,
+    /// `network.refused`, `http.503`, `suppressed`, `cancelled`, `template`, `other`, ...
+    #[schema(example = "twilio.30003")]
+    pub code: String,
+    /// What happened, in one line.
+    #[schema(example = "Unreachable handset: the phone is off or out of coverage; retried later")]
+    pub reason: String,
+    /// What to do about it.
+    #[schema(example = "Nothing to do; if it persists the number may be inactive.")]
+    pub action: String,
+    /// The provider's (or Herald's) own words.
+    #[schema(example = "twilio 30003: Unreachable destination handset")]
+    pub detail: String,
+}
+
+impl MessageError {
+    /// The explained error a message shows in its status: none for a message that reached
+    /// its recipient (an earlier attempt's failure is history, not its state).
+    pub fn shown(status: MessageStatus, raw: Option<String>) -> Option<MessageError> {
+        let raw = raw.filter(|r| !r.trim().is_empty())?;
+        if matches!(
+            status,
+            MessageStatus::Sent | MessageStatus::Delivered | MessageStatus::Read
+        ) {
+            return None;
+        }
+        let e = crate::channels::errors::explain(&raw);
+        Some(MessageError {
+            code: e.code,
+            reason: e.reason,
+            action: e.action,
+            detail: raw,
+        })
+    }
+}
+
+/// Failed and undelivered messages of one kind (`error.code` of their messages).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FailureGroup {
+    #[schema(example = "twilio.30005")]
+    pub code: String,
+    #[schema(example = "Unknown or inactive number")]
+    pub reason: String,
+    #[schema(example = "Remove or correct the contact's number.")]
+    pub action: String,
+    /// Messages that failed this way.
+    pub count: i64,
+}
+
+/// A campaign's failed and undelivered messages grouped by reason, the largest group first.
+pub(crate) async fn failure_groups(
+    state: &ApiState,
+    campaign_id: i64,
+) -> ApiResult<Vec<FailureGroup>> {
+    let texts = state.store.failure_texts(campaign_id).await?;
+    Ok(crate::channels::errors::group(texts)
+        .into_iter()
+        .map(|(e, count)| FailureGroup {
+            code: e.code,
+            reason: e.reason,
+            action: e.action,
+            count,
+        })
+        .collect())
+}
+
 impl From<MessageInfo> for CampaignMessage {
     fn from(m: MessageInfo) -> CampaignMessage {
+        let error = MessageError::shown(m.status, m.last_error);
         CampaignMessage {
             id: encode_id("msg", m.id),
             next_attempt_at: (m.status == MessageStatus::RetryWait)
@@ -380,7 +459,8 @@ impl From<MessageInfo> for CampaignMessage {
             address: m.address,
             attempts: m.attempts,
             provider_id: m.provider_id,
-            last_error: m.last_error,
+            last_error: error.as_ref().map(|e| e.detail.clone()),
+            error,
             was_in_doubt: m.was_in_doubt,
             updated_at: timestamp(m.updated_at),
             sent_at: timestamp_opt(m.sent_at),
@@ -1130,6 +1210,7 @@ async fn campaign_stats(
     let c = state.store.api_campaign(p.org_id, id).await?;
     let (elapsed_ms, throughput_per_sec) = throughput(&c, crate::clock::now_ms());
     let stuck = stuck(&state, &c).await?;
+    let failures = failure_groups(&state, c.id).await?;
     Ok(axum::Json(CampaignStats {
         id: encode_id("cmp", c.id),
         status: c.status.into(),
@@ -1145,6 +1226,7 @@ async fn campaign_stats(
         completed_at: timestamp_opt(c.completed_at),
         elapsed_ms,
         stuck,
+        failures,
     }))
 }
 

@@ -53,11 +53,26 @@ pub struct Contact {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub attributes_truncated: bool,
     pub unsubscribed: bool,
+    /// Set when the address is on the organisation's suppression list (the recipient
+    /// replied STOP, a bounce, a complaint, or added by hand): no campaign sends to it,
+    /// whatever `unsubscribed` says. Null otherwise.
+    pub suppressed: Option<ContactSuppression>,
     /// The lists the contact belongs to.
     #[schema(example = json!(["lst_1"]))]
     pub list_ids: Vec<String>,
     pub created_at: String,
     pub updated_at: String,
+}
+
+/// Why and since when a contact's address is suppressed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ContactSuppression {
+    #[schema(
+        example = "opted out at the provider: twilio 21610: Attempt to send to unsubscribed recipient"
+    )]
+    pub reason: String,
+    /// When the address was suppressed.
+    pub since: String,
 }
 
 impl From<ContactRow> for Contact {
@@ -69,6 +84,10 @@ impl From<ContactRow> for Contact {
             attributes: c.attributes,
             attributes_truncated: c.attributes_truncated,
             unsubscribed: c.unsubscribed,
+            suppressed: c.suppression.map(|s| ContactSuppression {
+                reason: s.reason,
+                since: timestamp(s.created_at),
+            }),
             list_ids: c
                 .list_ids
                 .into_iter()

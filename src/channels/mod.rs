@@ -2,6 +2,7 @@
 //! only the `Channel` trait and the classification of a send's result.
 
 pub mod classify;
+pub mod errors;
 pub mod http;
 pub mod sandbox;
 pub mod segments;

@@ -22,6 +22,9 @@ pub struct ContactRow {
     pub unsubscribed: bool,
     /// The lists the contact belongs to, in id order.
     pub list_ids: Vec<i64>,
+    /// The organisation's suppression of the contact's address (a STOP, a bounce, a
+    /// complaint): no campaign sends to it, whatever `unsubscribed` says.
+    pub suppression: Option<SuppressionRow>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -157,6 +160,7 @@ fn contact_from_row(row: &AnyRow) -> Result<ContactRow, StoreError> {
         attributes_truncated: row.try_get::<i64, _>("attributes_truncated")? != 0,
         unsubscribed: row.try_get::<i64, _>("unsubscribed")? != 0,
         list_ids: Vec::new(),
+        suppression: None,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -265,6 +269,7 @@ impl Store {
             .map(contact_from_row)
             .collect::<Result<Vec<_>, _>>()?;
         self.fill_list_ids(org_id, &mut contacts).await?;
+        self.fill_suppressions(org_id, &mut contacts).await?;
         Ok(contacts)
     }
 
@@ -313,6 +318,7 @@ impl Store {
             .ok_or_else(|| contact_missing(id))?;
         let mut contacts = vec![contact_from_row(&row)?];
         self.fill_list_ids(org_id, &mut contacts).await?;
+        self.fill_suppressions(org_id, &mut contacts).await?;
         contacts.pop().ok_or_else(|| contact_missing(id))
     }
 

@@ -12,6 +12,7 @@ pub mod channels_admin;
 pub mod directory;
 mod outcomes;
 pub mod outage;
+mod failures;
 mod postgres;
 mod sqlite;
 mod types;
@@ -1760,7 +1761,7 @@ impl Store {
         );
         let sql = format!(
             "UPDATE messages SET status = x.status, provider_id = COALESCE(x.provider_id, messages.provider_id), \
-             last_error = COALESCE(x.error, messages.last_error), next_attempt_at = COALESCE(x.next_attempt_at, messages.next_attempt_at), \
+             last_error = CASE WHEN x.status = 'sent' THEN NULL ELSE COALESCE(x.error, messages.last_error) END, next_attempt_at = COALESCE(x.next_attempt_at, messages.next_attempt_at), \
              attempts = messages.attempts - x.refund, sent_at = COALESCE(x.sent_at, messages.sent_at), \
              owner = CASE WHEN x.release = 1 THEN NULL ELSE messages.owner END, lease_until = NULL, updated_at = $2, \
              was_in_doubt = CASE WHEN x.doubt = 1 THEN 1 ELSE messages.was_in_doubt END, \
@@ -2028,9 +2029,17 @@ impl Store {
                 report.ignored += 1;
                 continue;
             }
+            // A success (sent, delivered, read) clears an earlier attempt's error: a message
+            // that reached its recipient shows no stale failure.
+            let success = matches!(
+                receipt.status,
+                MessageStatus::Sent | MessageStatus::Delivered | MessageStatus::Read
+            );
             let sql = format!(
-                "UPDATE messages SET status = $1, last_error = COALESCE($2, last_error), updated_at = $3 \
+                "UPDATE messages SET status = $1, \
+                 last_error = CASE WHEN {} THEN NULL ELSE COALESCE($2, last_error) END, updated_at = $3 \
                  WHERE id = $4 AND status IN ({}) RETURNING (SELECT 1) AS one",
+                if success { "1 = 1" } else { "1 = 0" },
                 lower.join(",")
             );
             // The previous status is needed for the counters: read it under the same lock.

@@ -733,3 +733,142 @@ async fn an_outage_shows_on_the_channels_and_campaign_pages() {
         .await;
     assert_eq!(api["paused_reason"], reason.as_str(), "{api}");
 }
+
+#[tokio::test]
+async fn failures_read_as_reasons_and_suppressed_contacts_show_as_suppressed() {
+    use herald::domain::MessageStatus;
+    use herald::store::{Outcome, OutcomeKind, Receipt};
+    let app = App::new().await;
+    app.user(app.org, "ada@example.org", Role::Editor).await;
+    let (mut jar, _csrf) = app.sign_in("ada@example.org").await;
+    let channel = app
+        .store
+        .channel_by_name(app.org, "sandbox")
+        .await
+        .unwrap()
+        .id;
+    let list = app.store.ensure_list(app.org, "three").await.unwrap();
+    app.store.seed_contacts(app.org, list, 3).await.unwrap();
+    let created = app
+        .api_as(
+            app.org,
+            Method::POST,
+            "/api/v1/campaigns",
+            serde_json::json!({"name": "Three", "channel_id": format!("chn_{channel}"), "list_id": format!("lst_{list}"), "body": "Hi"}),
+        )
+        .await;
+    let cid = created["id"].as_str().unwrap().to_string();
+    let id: i64 = cid[4..].parse().unwrap();
+    app.api_as(
+        app.org,
+        Method::POST,
+        &format!("/api/v1/campaigns/{cid}/start"),
+        serde_json::json!({}),
+    )
+    .await;
+    let t = herald::clock::now_ms();
+    let m = app.store.claim(id, "A", t, t + 60_000, 10).await.unwrap();
+    assert_eq!(m.len(), 3);
+    let outcome = |i: usize, kind: OutcomeKind| Outcome {
+        message_id: m[i].id,
+        campaign_id: id,
+        attempt: None,
+        kind,
+    };
+    app.store
+        .record_outcomes(
+            "A",
+            t + 1,
+            &[
+                outcome(
+                    0,
+                    OutcomeKind::Retry {
+                        error: "sandbox: simulated transient failure (503)".into(),
+                        next_attempt_at: t + 2,
+                    },
+                ),
+                outcome(
+                    1,
+                    OutcomeKind::Failed {
+                        error: "twilio 30005: Unknown destination handset".into(),
+                    },
+                ),
+                outcome(
+                    2,
+                    OutcomeKind::Failed {
+                        error: "twilio 30005: Unknown destination handset".into(),
+                    },
+                ),
+            ],
+        )
+        .await
+        .unwrap();
+    let again = app
+        .store
+        .claim(id, "A", t + 3, t + 60_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    app.store
+        .record_outcomes(
+            "A",
+            t + 4,
+            &[outcome(
+                0,
+                OutcomeKind::Sent {
+                    provider_id: "SB0".into(),
+                },
+            )],
+        )
+        .await
+        .unwrap();
+    app.store
+        .apply_receipts(
+            &[Receipt {
+                channel_id: channel,
+                provider_id: "SB0".into(),
+                status: MessageStatus::Delivered,
+                error: None,
+            }],
+            t + 5,
+        )
+        .await
+        .unwrap();
+
+    let page = app.get(&mut jar, &format!("/campaigns/{cid}")).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let body = &page.body;
+    assert!(body.contains("Why messages failed"), "{body}");
+    assert!(
+        body.contains("<tr data-code=\"twilio.30005\">"),
+        "the failure group: {body}"
+    );
+    // The table cell reads as a sentence; the provider's words wait behind a disclosure.
+    assert!(
+        body.contains("<summary class=\"error-text\">Unknown or inactive number</summary>"),
+        "{body}"
+    );
+    assert!(body.contains("twilio 30005: Unknown destination handset"));
+    assert!(
+        !body.contains("simulated transient failure"),
+        "a delivered message shows no earlier error: {body}"
+    );
+
+    // Contacts: a suppressed contact is not shown as subscribed.
+    app.store
+        .suppress(app.org, &m[1].address, "replied STOP")
+        .await
+        .unwrap();
+    let page = app.get(&mut jar, "/contacts").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let row = |address: &str| -> String {
+        let at = page.body.find(&format!(">{address}</td>")).unwrap();
+        let end = page.body[at..].find("</tr>").unwrap();
+        page.body[at..at + end].to_string()
+    };
+    let stopped = row(&m[1].address);
+    assert!(stopped.contains(">Suppressed</span>"), "{stopped}");
+    assert!(stopped.contains("replied STOP"), "{stopped}");
+    assert!(!stopped.contains("Subscribed"), "{stopped}");
+    assert!(row(&m[0].address).contains(">Subscribed</span>"));
+}

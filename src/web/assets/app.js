@@ -519,7 +519,7 @@
   // The parts of the page the events do not carry (the messages table, the average
   // throughput, the dates, the audit trail as the server words it), from a fresh render
   // of this very page.
-  var FRAGMENTS = ["messages-table", "messages-pager", "throughput-text", "audit-list", "started-at", "completed-at"];
+  var FRAGMENTS = ["messages-table", "messages-pager", "throughput-text", "audit-list", "started-at", "completed-at", "failures-body"];
   var refreshing = null;
   var again = false;
   function refreshFragments() {

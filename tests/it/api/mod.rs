@@ -7,6 +7,7 @@ mod campaigns;
 mod channels;
 mod contacts;
 mod conventions;
+mod errors;
 mod hardening;
 mod outbound_guard;
 mod outcomes;

@@ -1,0 +1,73 @@
+//! Why messages failed, grouped, and whether contacts are suppressed: the reads behind a
+//! campaign's failure groups and a contact's suppression state.
+
+use super::directory::{ContactRow, SuppressionRow};
+use super::{Dialect, Store, StoreError};
+use sqlx::{AssertSqlSafe, Row};
+use std::collections::HashMap;
+
+impl Store {
+    /// The stored error texts of a campaign's messages that ended without reaching their
+    /// recipient (`failed`, `undelivered`), with how many messages have each text. The
+    /// caller explains and merges them (`channels::errors::group`); the counts add up to
+    /// the campaign's failed and undelivered messages.
+    pub async fn failure_texts(
+        &self,
+        campaign_id: i64,
+    ) -> Result<Vec<(Option<String>, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT last_error, count(*) AS n FROM messages \
+             WHERE campaign_id = $1 AND status IN ('failed', 'undelivered') GROUP BY last_error",
+        )
+        .bind(campaign_id)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("last_error")?, r.try_get("n")?)))
+            .collect()
+    }
+
+    /// Sets each contact's `suppression` from the organisation's suppression list (one
+    /// query for the whole page).
+    pub(super) async fn fill_suppressions(
+        &self,
+        org_id: i64,
+        contacts: &mut [ContactRow],
+    ) -> Result<(), StoreError> {
+        if contacts.is_empty() {
+            return Ok(());
+        }
+        let addresses = serde_json::Value::from(
+            contacts
+                .iter()
+                .map(|c| c.address.clone())
+                .collect::<Vec<_>>(),
+        )
+        .to_string();
+        let list = match self.dialect {
+            Dialect::Sqlite => "(SELECT value FROM json_each($2))",
+            Dialect::Postgres => "(SELECT value FROM jsonb_array_elements_text(CAST($2 AS jsonb)))",
+        };
+        let sql = format!(
+            "SELECT address, reason, created_at FROM suppressions WHERE org_id = $1 AND address IN {list}"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(org_id)
+            .bind(addresses)
+            .fetch_all(&self.read)
+            .await?;
+        let mut by_address: HashMap<String, SuppressionRow> = HashMap::with_capacity(rows.len());
+        for r in &rows {
+            let row = SuppressionRow {
+                address: r.try_get("address")?,
+                reason: r.try_get("reason")?,
+                created_at: r.try_get("created_at")?,
+            };
+            by_address.insert(row.address.clone(), row);
+        }
+        for c in contacts {
+            c.suppression = by_address.remove(&c.address);
+        }
+        Ok(())
+    }
+}

@@ -7,4 +7,5 @@ mod support;
 mod accounts;
 mod cli;
 mod crash;
+mod metrics;
 mod slow_clients;

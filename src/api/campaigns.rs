@@ -461,7 +461,7 @@ pub struct CampaignActionReason {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct CampaignListQuery {
-    /// The `next_cursor` of the previous page; omit for the first page.
+    /// The `next_cursor` of the previous page, unchanged; omit for the first page.
     pub cursor: Option<String>,
     /// Items per page, 1 to 500 (default 50).
     #[param(minimum = 1, maximum = 500)]
@@ -469,12 +469,24 @@ pub struct CampaignListQuery {
     /// Only campaigns in this status.
     #[param(value_type = Option<CampaignState>)]
     pub status: Option<String>,
+    /// `oldest` first (the default) or `newest` first; a cursor continues the order of the
+    /// page that gave it.
+    #[param(inline)]
+    pub order: Option<CampaignOrder>,
+}
+
+/// The order of a list of campaigns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CampaignOrder {
+    Oldest,
+    Newest,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct MessageListQuery {
-    /// The `next_cursor` of the previous page; omit for the first page.
+    /// The `next_cursor` of the previous page, unchanged; omit for the first page.
     pub cursor: Option<String>,
     /// Items per page, 1 to 500 (default 50).
     #[param(minimum = 1, maximum = 500)]
@@ -694,7 +706,7 @@ fn allowed(id: i64, status: CampaignStatus, action: CampaignAction) -> ApiResult
 // Handlers
 // --------------------------------------------------------------------------------------
 
-/// Campaigns of the organisation, oldest first.
+/// Campaigns of the organisation, oldest first, or newest first with `order=newest`.
 #[utoipa::path(get, path = "/campaigns", tag = "campaigns",
     security(("api_key" = ["viewer"]), ("session" = ["viewer"])),
     params(CampaignListQuery),
@@ -710,10 +722,20 @@ async fn list_campaigns(
     let status = campaign_status_param(q.status.as_deref())?;
     let params = page(q.cursor, q.limit);
     let limit = params.limit()?;
-    let rows = state
-        .store
-        .api_campaigns(p.org_id, status, params.after()?, limit + 1)
-        .await?;
+    let after = params.after()?;
+    let rows = if q.order == Some(CampaignOrder::Newest) {
+        // The cursor names the last campaign of the previous page; the next is older.
+        let before = params.cursor.is_some().then_some(after);
+        state
+            .store
+            .api_campaigns_newest_first(p.org_id, status, before, limit + 1)
+            .await?
+    } else {
+        state
+            .store
+            .api_campaigns(p.org_id, status, after, limit + 1)
+            .await?
+    };
     let page = Page::from_rows(rows, limit, |c| c.id, |c| c);
     let mut items = Vec::with_capacity(page.items.len());
     for c in page.items {

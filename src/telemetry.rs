@@ -125,7 +125,10 @@ pub const METRICS: &[(&str, MetricKind, &str, &[&[(&str, &str)]])] = &[
         "herald_http_connections_refused_total",
         MetricKind::Counter,
         "HTTP connections refused at accept, by reason: per_address or open_connections",
-        &[&[("reason", "per_address")], &[("reason", "open_connections")]],
+        &[
+            &[("reason", "per_address")],
+            &[("reason", "open_connections")],
+        ],
     ),
     (
         "herald_http_body_timeouts_total",

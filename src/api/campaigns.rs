@@ -426,9 +426,10 @@ pub struct NewCampaign {
     /// contacts have.
     #[schema(example = "Hi {{ name }}, our December sale starts today")]
     pub body: String,
-    /// Start automatically at this time (RFC 3339, in the future); the campaign is then
-    /// `scheduled` rather than `draft`.
-    #[schema(example = "2026-12-01T09:00:00Z")]
+    /// Start automatically at this time (RFC 3339); the campaign is then `scheduled` rather
+    /// than `draft`. It must be in the future: a time that has passed is refused with 409
+    /// `not-in-future`.
+    #[schema(example = "2030-12-01T09:00:00Z")]
     pub scheduled_at: Option<String>,
 }
 
@@ -445,8 +446,9 @@ pub struct CampaignChange {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CampaignSchedule {
-    /// When to start (RFC 3339, in the future).
-    #[schema(example = "2026-12-01T09:00:00Z")]
+    /// When to start (RFC 3339). It must be in the future: a time that has passed is
+    /// refused with 409 `not-in-future`.
+    #[schema(example = "2030-12-01T09:00:00Z")]
     pub at: String,
 }
 
@@ -643,23 +645,32 @@ async fn check_variables(
         .map_err(|e| ApiError::invalid(field, "unknown_variable", e.to_string()))
 }
 
-/// An RFC 3339 time in the future.
+/// An RFC 3339 time in the future. A well-formed time that has passed is 409 `not-in-future`
+/// (with the field in `errors`), not 422: the document states the format, and no schema can
+/// state "after now"; the request is valid, the clock has moved past it.
 fn future_time(field: &str, value: &str) -> ApiResult<i64> {
     let at =
         crate::clock::parse_rfc3339(value).map_err(|e| ApiError::invalid(field, "format", e))?;
     if at <= crate::clock::now_ms() {
-        return Err(ApiError::invalid(
-            field,
-            "future",
-            format!("`{value}` is not in the future: to start now, POST …/start"),
-        ));
+        return Err(ApiError {
+            status: StatusCode::CONFLICT,
+            kind: "not-in-future",
+            title: "The time is not in the future",
+            ..ApiError::invalid(
+                field,
+                "future",
+                format!("`{value}` is not in the future: to start now, POST …/start"),
+            )
+        });
     }
     Ok(at)
 }
 
 /// The optional `{"reason": …}` body of an action.
 fn action_reason(body: &Bytes) -> ApiResult<Option<String>> {
-    if body.iter().all(u8::is_ascii_whitespace) {
+    // No body, or `null` (the document's body is optional): no reason.
+    let trimmed = body.trim_ascii();
+    if trimmed.is_empty() || trimmed == b"null" {
         return Ok(None);
     }
     let parsed: CampaignActionReason = serde_json::from_slice(body).map_err(|e| {

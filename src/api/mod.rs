@@ -189,9 +189,12 @@ fn with_shared_responses(mut doc: serde_json::Value) -> serde_json::Value {
             if method == "post" {
                 add.push((
                     "409",
-                    "A request with this Idempotency-Key is still running",
+                    "A request with this Idempotency-Key is still running, or the key was used for another request",
                 ));
-                add.push(("422", "The Idempotency-Key was used for another request"));
+                add.push((
+                    "422",
+                    "The Idempotency-Key is not 1 to 255 visible ASCII characters",
+                ));
             }
             let Some(responses) = op
                 .entry("responses")

@@ -298,7 +298,8 @@ async fn render(
                     let kind = c["kind"].as_str()?;
                     let id = c["id"].as_str()?;
                     let hooks = super::webhook_urls::for_channel(public_url, kind, id);
-                    (!hooks.is_empty()).then(|| json!({"name": c["name"], "kind": kind, "hooks": hooks}))
+                    (!hooks.is_empty())
+                        .then(|| json!({"name": c["name"], "kind": kind, "hooks": hooks}))
                 })
                 .collect()
         })

@@ -7,6 +7,7 @@ mod campaigns;
 mod channels;
 mod contacts;
 mod conventions;
+mod document_truth;
 mod hardening;
 mod outbound_guard;
 

@@ -46,10 +46,16 @@ pub enum MetricKind {
     Histogram,
 }
 
+/// One series' labels: (name, value) pairs.
+pub type Labels = &'static [(&'static str, &'static str)];
+
+/// A metric: name, kind, `# HELP` text, the label sets registered at start.
+pub type Metric = (&'static str, MetricKind, &'static str, &'static [Labels]);
+
 /// Every metric Herald exports: name, kind, `# HELP` text, and the label sets known in
 /// advance (an empty list: one series without labels). The README lists the same names;
 /// tests/process/metrics.rs checks that each is served with its HELP and TYPE lines.
-pub const METRICS: &[(&str, MetricKind, &str, &[&[(&str, &str)]])] = &[
+pub const METRICS: &[Metric] = &[
     (
         "herald_messages_total",
         MetricKind::Counter,

@@ -46,7 +46,166 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
         .ok()?
         .install_recorder()
         .ok()?;
-    Some(PROMETHEUS.get_or_init(|| handle).clone())
+    let handle = PROMETHEUS.get_or_init(|| handle).clone();
+    describe_metrics();
+    Some(handle)
+}
+
+/// What a metric is, for its `# TYPE` line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// One series' labels: (name, value) pairs.
+pub type Labels = &'static [(&'static str, &'static str)];
+
+/// A metric: name, kind, `# HELP` text, the label sets registered at start.
+pub type Metric = (&'static str, MetricKind, &'static str, &'static [Labels]);
+
+/// Every metric Herald exports: name, kind, `# HELP` text, and the label sets known in
+/// advance (an empty list: one series without labels). The README lists the same names;
+/// tests/process/metrics.rs checks that each is served with its HELP and TYPE lines.
+pub const METRICS: &[Metric] = &[
+    (
+        "herald_messages_total",
+        MetricKind::Counter,
+        "Send attempts recorded, by outcome and channel id (chn_5); a series appears with a channel's first message",
+        &[],
+    ),
+    (
+        "herald_campaigns",
+        MetricKind::Gauge,
+        "Campaigns by status, refreshed by the reconciler",
+        &[],
+    ),
+    (
+        "herald_pending_messages",
+        MetricKind::Gauge,
+        "Messages still to send (queued or being sent)",
+        &[&[]],
+    ),
+    (
+        "herald_stuck_campaigns",
+        MetricKind::Gauge,
+        "Sending campaigns with work pending and no progress for stuck_after_ms",
+        &[&[]],
+    ),
+    (
+        "herald_in_doubt_messages",
+        MetricKind::Gauge,
+        "Messages whose send may or may not have reached the provider, awaiting the in-doubt policy",
+        &[&[]],
+    ),
+    (
+        "herald_in_doubt_found_total",
+        MetricKind::Counter,
+        "Messages found in doubt (claimed by an instance that stopped mid-send)",
+        &[&[]],
+    ),
+    (
+        "herald_in_doubt_resolved_total",
+        MetricKind::Counter,
+        "In-doubt messages resolved, by how: provider_had_it, resent, failed, cancelled",
+        &[
+            &[("how", "provider_had_it")],
+            &[("how", "resent")],
+            &[("how", "failed")],
+            &[("how", "cancelled")],
+        ],
+    ),
+    (
+        "herald_counter_drift",
+        MetricKind::Gauge,
+        "Campaigns whose stored counters disagree with their messages (0 when all is well)",
+        &[&[]],
+    ),
+    (
+        "herald_claim_seconds",
+        MetricKind::Histogram,
+        "Time to claim a batch of messages to send, in seconds",
+        &[],
+    ),
+    (
+        "herald_commit_seconds",
+        MetricKind::Histogram,
+        "Time to record a batch of send outcomes durably, in seconds",
+        &[],
+    ),
+    (
+        "herald_http_connections_open",
+        MetricKind::Gauge,
+        "HTTP connections open on this instance",
+        &[&[]],
+    ),
+    (
+        "herald_http_connections_refused_total",
+        MetricKind::Counter,
+        "HTTP connections refused at accept, by reason: per_address or open_connections",
+        &[
+            &[("reason", "per_address")],
+            &[("reason", "open_connections")],
+        ],
+    ),
+    (
+        "herald_http_body_timeouts_total",
+        MetricKind::Counter,
+        "Requests whose body did not arrive within the body timeout",
+        &[&[]],
+    ),
+    (
+        "herald_webhooks_rejected_total",
+        MetricKind::Counter,
+        "Provider webhooks refused (nothing stored), by channel kind and reason",
+        &[
+            &[("channel_kind", "twilio"), ("reason", "bad_signature")],
+            &[("channel_kind", "twilio"), ("reason", "malformed")],
+            &[("channel_kind", "twilio"), ("reason", "public_url_unset")],
+            &[("channel_kind", "twilio"), ("reason", "rate_limited")],
+            &[("channel_kind", "whatsapp"), ("reason", "bad_signature")],
+            &[("channel_kind", "whatsapp"), ("reason", "bad_verify_token")],
+            &[("channel_kind", "whatsapp"), ("reason", "rate_limited")],
+        ],
+    ),
+    (
+        "herald_webhook_events_expired_total",
+        MetricKind::Counter,
+        "Stored provider webhook records deleted after webhook_retention_days",
+        &[&[]],
+    ),
+];
+
+/// Gives every metric of `METRICS` its HELP text and registers its known series at zero, so
+/// `/metrics` lists them (and `rate()` has a start) before the first event. Series whose
+/// labels come from data (campaign statuses, channel ids) and histograms appear with their
+/// first sample.
+fn describe_metrics() {
+    for &(name, kind, help, series) in METRICS {
+        match kind {
+            MetricKind::Counter => {
+                metrics::describe_counter!(name, help);
+                for labels in series {
+                    metrics::counter!(name, labels_of(labels)).increment(0);
+                }
+            }
+            MetricKind::Gauge => {
+                metrics::describe_gauge!(name, help);
+                for labels in series {
+                    metrics::gauge!(name, labels_of(labels)).increment(0.0);
+                }
+            }
+            MetricKind::Histogram => metrics::describe_histogram!(name, help),
+        }
+    }
+}
+
+fn labels_of(labels: &[(&'static str, &'static str)]) -> Vec<metrics::Label> {
+    labels
+        .iter()
+        .map(|&(k, v)| metrics::Label::new(k, v))
+        .collect()
 }
 
 #[cfg(test)]

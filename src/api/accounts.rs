@@ -1,7 +1,7 @@
 //! Users and API keys of the caller's organisation. Admins manage both, and may grant
 //! only roles up to their own; secrets (passwords, keys) are shown once and stored hashed.
 
-use super::auth::{AsAdmin, AsViewer, Principal};
+use super::auth::{AsAdmin, AsViewer, Credential, Principal};
 use super::credentials;
 use super::problem::{ApiError, ApiJson, ApiPath, ApiResult, Problem};
 use super::{ApiState, check_name, decode_id, encode_id, timestamp, timestamp_opt};
@@ -377,12 +377,15 @@ async fn get_api_key(
     Ok(axum::Json(state.store.api_key(p.org_id, id).await?.into()))
 }
 
-/// Revoke an API key: it stops working at once, on every instance.
+/// Revoke an API key: it stops working at once, on every instance. A key cannot revoke
+/// itself (409): a system that locks itself out by mistake cannot undo it; revoke it with
+/// another key, in the dashboard or with `herald apikey revoke`.
 #[utoipa::path(delete, path = "/api-keys/{id}", tag = "accounts",
     security(("api_key" = ["admin"]), ("session" = ["admin"])),
     params(("id" = String, Path, description = "API key id")),
     responses(
         (status = 200, description = "Revoked", body = ApiKey),
+        (status = 409, description = "The key making the request is the one to revoke", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn revoke_api_key(
     State(state): State<ApiState>,
@@ -392,6 +395,11 @@ async fn revoke_api_key(
     let id = decode_id("key", "API key", &id)?;
     let target = state.store.api_key(p.org_id, id).await?;
     guard_peer(&p, target.role)?;
+    if matches!(p.credential, Credential::ApiKey { id: own } if own == id) {
+        return Err(ApiError::conflict(
+            "a key cannot revoke itself: revoke it with another key, in the dashboard (API keys) or with `herald apikey revoke`",
+        ));
+    }
     let key = state.store.revoke_api_key(p.org_id, id).await?;
     tracing::info!(
         org_id = %crate::ids::OrgId(p.org_id),

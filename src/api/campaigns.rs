@@ -531,9 +531,10 @@ pub struct NewCampaign {
     /// contacts have.
     #[schema(example = "Hi {{ name }}, our December sale starts today")]
     pub body: String,
-    /// Start automatically at this time (RFC 3339, in the future); the campaign is then
-    /// `scheduled` rather than `draft`.
-    #[schema(example = "2026-12-01T09:00:00Z")]
+    /// Start automatically at this time (RFC 3339); the campaign is then `scheduled` rather
+    /// than `draft`. It must be in the future: a time that has passed is refused with 409
+    /// `not-in-future`.
+    #[schema(example = "2030-12-01T09:00:00Z")]
     pub scheduled_at: Option<String>,
 }
 
@@ -550,8 +551,9 @@ pub struct CampaignChange {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CampaignSchedule {
-    /// When to start (RFC 3339, in the future).
-    #[schema(example = "2026-12-01T09:00:00Z")]
+    /// When to start (RFC 3339). It must be in the future: a time that has passed is
+    /// refused with 409 `not-in-future`.
+    #[schema(example = "2030-12-01T09:00:00Z")]
     pub at: String,
 }
 
@@ -566,7 +568,7 @@ pub struct CampaignActionReason {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct CampaignListQuery {
-    /// The `next_cursor` of the previous page; omit for the first page.
+    /// The `next_cursor` of the previous page, unchanged; omit for the first page.
     pub cursor: Option<String>,
     /// Items per page, 1 to 500 (default 50).
     #[param(minimum = 1, maximum = 500)]
@@ -574,12 +576,24 @@ pub struct CampaignListQuery {
     /// Only campaigns in this status.
     #[param(value_type = Option<CampaignState>)]
     pub status: Option<String>,
+    /// `oldest` first (the default) or `newest` first; a cursor continues the order of the
+    /// page that gave it.
+    #[param(inline)]
+    pub order: Option<CampaignOrder>,
+}
+
+/// The order of a list of campaigns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CampaignOrder {
+    Oldest,
+    Newest,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct MessageListQuery {
-    /// The `next_cursor` of the previous page; omit for the first page.
+    /// The `next_cursor` of the previous page, unchanged; omit for the first page.
     pub cursor: Option<String>,
     /// Items per page, 1 to 500 (default 50).
     #[param(minimum = 1, maximum = 500)]
@@ -736,23 +750,32 @@ async fn check_variables(
         .map_err(|e| ApiError::invalid(field, "unknown_variable", e.to_string()))
 }
 
-/// An RFC 3339 time in the future.
+/// An RFC 3339 time in the future. A well-formed time that has passed is 409 `not-in-future`
+/// (with the field in `errors`), not 422: the document states the format, and no schema can
+/// state "after now"; the request is valid, the clock has moved past it.
 fn future_time(field: &str, value: &str) -> ApiResult<i64> {
     let at =
         crate::clock::parse_rfc3339(value).map_err(|e| ApiError::invalid(field, "format", e))?;
     if at <= crate::clock::now_ms() {
-        return Err(ApiError::invalid(
-            field,
-            "future",
-            format!("`{value}` is not in the future: to start now, POST …/start"),
-        ));
+        return Err(ApiError {
+            status: StatusCode::CONFLICT,
+            kind: "not-in-future",
+            title: "The time is not in the future",
+            ..ApiError::invalid(
+                field,
+                "future",
+                format!("`{value}` is not in the future: to start now, POST …/start"),
+            )
+        });
     }
     Ok(at)
 }
 
 /// The optional `{"reason": …}` body of an action.
 fn action_reason(body: &Bytes) -> ApiResult<Option<String>> {
-    if body.iter().all(u8::is_ascii_whitespace) {
+    // No body, or `null` (the document's body is optional): no reason.
+    let trimmed = body.trim_ascii();
+    if trimmed.is_empty() || trimmed == b"null" {
         return Ok(None);
     }
     let parsed: CampaignActionReason = serde_json::from_slice(body).map_err(|e| {
@@ -799,7 +822,7 @@ fn allowed(id: i64, status: CampaignStatus, action: CampaignAction) -> ApiResult
 // Handlers
 // --------------------------------------------------------------------------------------
 
-/// Campaigns of the organisation, oldest first.
+/// Campaigns of the organisation, oldest first, or newest first with `order=newest`.
 #[utoipa::path(get, path = "/campaigns", tag = "campaigns",
     security(("api_key" = ["viewer"]), ("session" = ["viewer"])),
     params(CampaignListQuery),
@@ -815,10 +838,20 @@ async fn list_campaigns(
     let status = campaign_status_param(q.status.as_deref())?;
     let params = page(q.cursor, q.limit);
     let limit = params.limit()?;
-    let rows = state
-        .store
-        .api_campaigns(p.org_id, status, params.after()?, limit + 1)
-        .await?;
+    let after = params.after()?;
+    let rows = if q.order == Some(CampaignOrder::Newest) {
+        // The cursor names the last campaign of the previous page; the next is older.
+        let before = params.cursor.is_some().then_some(after);
+        state
+            .store
+            .api_campaigns_newest_first(p.org_id, status, before, limit + 1)
+            .await?
+    } else {
+        state
+            .store
+            .api_campaigns(p.org_id, status, after, limit + 1)
+            .await?
+    };
     let page = Page::from_rows(rows, limit, |c| c.id, |c| c);
     let mut items = Vec::with_capacity(page.items.len());
     for c in page.items {

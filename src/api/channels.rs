@@ -532,24 +532,44 @@ fn check_channel(
     }
 }
 
+/// The smallest rate limit accepted: one message per 1,000 s. Below it a rate is no use,
+/// and a subnormal one (5e-324) failed in PostgreSQL's binary format.
+pub const MIN_RATE: f64 = 0.001;
+
 fn check_rate(rate: Option<f64>) -> ApiResult<Option<f64>> {
     match rate {
-        Some(r) if !(r > 0.0 && r <= MAX_RATE) => Err(ApiError::invalid(
+        Some(r) if !(MIN_RATE..=MAX_RATE).contains(&r) => Err(ApiError::invalid(
             "rate_per_sec",
             "range",
-            format!("must be above 0 and at most {MAX_RATE} messages per second, not {r}"),
+            format!("must be between {MIN_RATE} and {MAX_RATE} messages per second, not {r}"),
         )),
         other => Ok(other),
     }
 }
 
 /// A JSON object, or (absent or null) an empty one.
+/// `config` or `secrets` as an object whose keys are setting names (non-blank, at most 100
+/// characters, no control characters; the document states it): `{"": null}` once reached
+/// the store as a secret to remove and failed there.
 fn object(field: &str, value: Option<Value>) -> ApiResult<Map<String, Value>> {
-    match value {
-        None | Some(Value::Null) => Ok(Map::new()),
-        Some(Value::Object(m)) => Ok(m),
-        Some(_) => Err(ApiError::invalid(field, "type", "must be a JSON object")),
+    let map = match value {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(m)) => m,
+        Some(_) => return Err(ApiError::invalid(field, "type", "must be a JSON object")),
+    };
+    if let Some(bad) = map
+        .keys()
+        .find(|k| k.trim().is_empty() || k.chars().count() > 100 || k.chars().any(char::is_control))
+    {
+        return Err(ApiError::invalid(
+            field,
+            "known_field",
+            format!(
+                "`{bad}` is not a setting name: names are 1 to 100 characters without control characters"
+            ),
+        ));
     }
+    Ok(map)
 }
 
 /// RFC 7396 merge: keys of `patch` replace, nulls remove.

@@ -121,9 +121,11 @@ pub async fn idempotency(State(state): State<ApiState>, req: Request, next: Next
             )
             .into_response();
         }
+        // 409, not 422: the request itself is well formed (the document allows it); it
+        // conflicts with the one already stored under the key.
         Ok(IdempotencyState::Mismatch) => {
             return ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
+                StatusCode::CONFLICT,
                 "idempotency-key-reused",
                 "This Idempotency-Key was used for another request",
                 "an Idempotency-Key names one request (method, URL and body); use a new key for a new request",

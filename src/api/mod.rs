@@ -26,6 +26,7 @@ mod campaigns;
 mod channels;
 pub(crate) mod contacts;
 mod lists;
+mod rules;
 mod suppressions;
 mod system;
 
@@ -114,7 +115,9 @@ fn documented_routes() -> OpenApiRouter<ApiState> {
 /// The OpenAPI 3.1 document of the API, generated from the handlers.
 pub fn openapi() -> serde_json::Value {
     let (_, doc) = documented_routes().split_for_parts();
-    with_shared_responses(serde_json::to_value(doc).unwrap_or_default())
+    with_shared_responses(rules::state_rules(
+        serde_json::to_value(doc).unwrap_or_default(),
+    ))
 }
 
 /// The document as `herald openapi` prints it and `docs/openapi.json` holds it.
@@ -186,9 +189,12 @@ fn with_shared_responses(mut doc: serde_json::Value) -> serde_json::Value {
             if method == "post" {
                 add.push((
                     "409",
-                    "A request with this Idempotency-Key is still running",
+                    "A request with this Idempotency-Key is still running, or the key was used for another request",
                 ));
-                add.push(("422", "The Idempotency-Key was used for another request"));
+                add.push((
+                    "422",
+                    "The Idempotency-Key is not 1 to 255 visible ASCII characters",
+                ));
             }
             let Some(responses) = op
                 .entry("responses")
@@ -348,7 +354,7 @@ pub fn timestamp_opt(ms: Option<i64>) -> Option<String> {
 #[derive(Debug, Clone, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PageParams {
-    /// The `next_cursor` of the previous page; omit for the first page.
+    /// The `next_cursor` of the previous page, unchanged; omit for the first page.
     pub cursor: Option<String>,
     /// Items per page, 1 to 500 (default 50).
     #[param(minimum = 1, maximum = 500)]

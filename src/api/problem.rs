@@ -223,8 +223,16 @@ where
                 "text fields must not contain the NUL character (\\u0000)",
             ));
         }
+        // Every body the API takes is an object; serde would also read a struct from an
+        // array (`[null, null]`), which the document does not allow.
+        let object = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
         let req = Request::from_parts(parts, axum::body::Body::from(bytes));
         match axum::Json::<T>::from_request(req, state).await {
+            Ok(_) if !object => Err(ApiError::invalid(
+                "body",
+                "type",
+                "the body must be a JSON object",
+            )),
             Ok(axum::Json(v)) => Ok(ApiJson(v)),
             Err(rejection) => Err(json_rejection(rejection)),
         }

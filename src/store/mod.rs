@@ -7,6 +7,7 @@
 //! knows which one it talks to. Timestamps are integer milliseconds since the epoch.
 
 mod accounts;
+mod campaign_order;
 mod campaigns_admin;
 pub mod channels_admin;
 pub mod directory;

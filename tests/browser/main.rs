@@ -3,12 +3,13 @@
 //! (`tests/browser/dashboard.mjs`). The script signs in, creates channels, imports CSV
 //! files, runs campaigns and watches one complete live (server-sent events, no reload),
 //! pauses and resumes another, sees a stuck campaign's banner, checks the security
-//! headers, the pages at a phone's width and that no page breaks the Content-Security-Policy,
+//! headers, every page at a phone's width (no sideways scroll) and through axe-core (WCAG 2.1
+//! AA, `audit.mjs`), and that no page breaks the Content-Security-Policy,
 //! and writes a screenshot of each main page to `docs/screenshots/`.
 //!
 //! `pages.rs` checks the same pages in process, without a browser.
 //!
-//! It needs Debian's `chromium` and playwright-core in `target/tools/browser`, which
+//! It needs Debian's `chromium`, and playwright-core and axe-core in `target/tools/browser`, which
 //! `./scripts/test` (through `scripts/browser-tools`) installs; without them it fails, saying
 //! so. Nothing here is built: the `herald` binary is the one cargo built for this test.
 
@@ -29,7 +30,8 @@ const PASSWORD: &str = "correct horse battery staple";
 /// Seals channel secrets (the test creates none, but the server wants a key for them).
 const SECRET_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 /// The whole browser script may take this long.
-const SCRIPT_DEADLINE: Duration = Duration::from_secs(420);
+/// (The accessibility audit, tests/browser/audit.mjs, takes about a minute of it.)
+const SCRIPT_DEADLINE: Duration = Duration::from_secs(540);
 
 fn manifest_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -49,8 +51,9 @@ fn chromium() -> PathBuf {
 }
 
 /// Fails (never skips) when a tool is missing, naming the command that installs it.
-fn require_tools() -> (PathBuf, PathBuf) {
+fn require_tools() -> (PathBuf, PathBuf, PathBuf) {
     let playwright = tools_dir().join("browser/node_modules/playwright-core");
+    let axe = tools_dir().join("browser/node_modules/axe-core");
     let browser = chromium();
     let mut missing = Vec::new();
     if !browser.exists() {
@@ -58,6 +61,9 @@ fn require_tools() -> (PathBuf, PathBuf) {
     }
     if !playwright.join("package.json").exists() {
         missing.push(format!("playwright-core in {}", playwright.display()));
+    }
+    if !axe.join("axe.min.js").exists() {
+        missing.push(format!("axe-core in {}", axe.display()));
     }
     if Command::new("node").arg("--version").output().is_err() {
         missing.push("node".to_string());
@@ -67,7 +73,7 @@ fn require_tools() -> (PathBuf, PathBuf) {
         "the browser test needs {}: run ./scripts/test (or ./scripts/browser-tools) to install them",
         missing.join(", ")
     );
-    (playwright, browser)
+    (playwright, browser, axe)
 }
 
 /// A child process killed (and reaped) when the test ends, however it ends.
@@ -152,7 +158,7 @@ fn write_fixtures(dir: &Path) {
 
 #[test]
 fn dashboard_in_a_real_browser() {
-    let (playwright, browser) = require_tools();
+    let (playwright, browser, axe) = require_tools();
     let dir = tempfile::tempdir().expect("a temporary directory");
     let db = format!("sqlite://{}/herald.db", dir.path().display());
     herald(&db, &["migrate"], None);
@@ -216,6 +222,7 @@ fn dashboard_in_a_real_browser() {
         .env("HERALD_EMAIL", EMAIL)
         .env("HERALD_PASSWORD", PASSWORD)
         .env("PLAYWRIGHT_CORE", &playwright)
+        .env("AXE_CORE", &axe)
         .env("CHROMIUM", &browser)
         .env("SCREENSHOTS", &screenshots)
         .env("FIXTURES", dir.path())

@@ -872,3 +872,36 @@ async fn failures_read_as_reasons_and_suppressed_contacts_show_as_suppressed() {
     assert!(!stopped.contains("Subscribed"), "{stopped}");
     assert!(row(&m[0].address).contains(">Subscribed</span>"));
 }
+
+/// The channels page shows a Twilio channel's webhook URLs, to paste into Twilio's console;
+/// without a public URL it says that webhooks are refused and shows a placeholder.
+#[tokio::test]
+async fn the_channels_page_shows_webhook_urls() {
+    let app = App::new().await;
+    app.user(app.org, "root@example.org", Role::Admin).await;
+    let (mut jar, csrf) = app.sign_in("root@example.org").await;
+    let form = [
+        ("name", "sms"),
+        ("kind", "twilio"),
+        ("twilio.account_sid", "AC0123456789abcdef0123456789abcdef"),
+        ("twilio.from", "+15017122661"),
+        ("twilio.auth_token", "not-a-real-token"),
+        ("_csrf", csrf.as_str()),
+    ];
+    let page = app.post(&mut jar, "/channels", &form).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    let page = app.get(&mut jar, "/channels").await;
+    // The template escapes `/` as `&#x2f;`, which the browser shows (and copies) as `/`.
+    let body = page.body.replace("&#x2f;", "/");
+    let id = app.store.channel_by_name(app.org, "sms").await.unwrap().id;
+    for url in [
+        format!("https://YOUR-PUBLIC-URL/webhooks/twilio/chn_{id}/status"),
+        format!("https://YOUR-PUBLIC-URL/webhooks/twilio/chn_{id}/inbound"),
+    ] {
+        assert!(
+            body.contains(&format!("<code class=\"copyable\">{url}</code>")),
+            "{url} is not on the page:\n{body}"
+        );
+    }
+    assert!(page.body.contains("webhooks are refused"), "{}", page.body);
+}

@@ -9,4 +9,5 @@ mod cli;
 mod crash;
 mod ids;
 mod outage;
+mod metrics;
 mod slow_clients;

@@ -35,9 +35,19 @@
   function openDialog(dialog) {
     if (!dialog || typeof dialog.showModal !== "function") { return false; }
     dialog.showModal();
-    var first = $("input:not([type=hidden]), button", dialog);
-    if (first) { first.focus(); }
+    // Focus the safe choice ("Go back"): a stray Enter must not start, cancel or revoke.
+    var safe = $("[data-close]", dialog) || $("input:not([type=hidden]), button", dialog);
+    if (safe) { safe.focus(); }
     return true;
+  }
+
+  // A form that came back with errors: focus its summary, so that a screen reader reads it
+  // and Tab goes on to the fields (the summary has tabindex="-1").
+  var errorSummary = $("[data-error-summary]");
+  if (errorSummary) {
+    var closed = errorSummary.closest ? errorSummary.closest("details:not([open])") : null;
+    if (closed) { closed.open = true; }
+    errorSummary.focus();
   }
 
   document.addEventListener("click", function (ev) {

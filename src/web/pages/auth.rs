@@ -52,6 +52,8 @@ fn render_login(web: &Web, headers: &HeaderMap, view: LoginView<'_>) -> Response
             "email": view.email,
             "error": view.error,
             "email_error": view.email_error,
+            // Wrong email or password: the message is about both fields.
+            "credentials_wrong": view.error.is_some() && view.status == StatusCode::UNAUTHORIZED,
             "notice": view.notice,
         }),
     );

@@ -177,7 +177,12 @@ pub async fn list(State(web): State<Web>, ctx: Ctx, Query(q): Query<ListQuery>) 
     };
     let path = format!(
         "/api/v1/campaigns{}",
-        query(&[("status", status), ("cursor", &q.cursor), ("limit", "100")])
+        query(&[
+            ("status", status),
+            ("order", "newest"),
+            ("cursor", &q.cursor),
+            ("limit", "100")
+        ])
     );
     let reply = web.get(&ctx.session, &path).await;
     if !reply.ok() {

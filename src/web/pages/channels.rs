@@ -288,6 +288,22 @@ async fn render(
         .as_str()
         .map(|c| format!("/channels{}", query(&[("cursor", c)])));
     let open = !errors.is_empty() || items(&reply).as_array().is_some_and(|a| a.is_empty());
+    let public_url = web.state.context.public_url.as_deref();
+    let webhooks: Vec<Value> = items(&reply)
+        .as_array()
+        .map(|channels| {
+            channels
+                .iter()
+                .filter_map(|c| {
+                    let kind = c["kind"].as_str()?;
+                    let id = c["id"].as_str()?;
+                    let hooks = super::webhook_urls::for_channel(public_url, kind, id);
+                    (!hooks.is_empty())
+                        .then(|| json!({"name": c["name"], "kind": kind, "hooks": hooks}))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     page(
         ctx,
         PageMeta {
@@ -303,6 +319,8 @@ async fn render(
             "errors": errors,
             "values": values,
             "open": open,
+            "webhooks": webhooks,
+            "public_url_set": public_url.is_some_and(|u| !u.is_empty()),
             "idem": idempotency_token(),
         }),
     )

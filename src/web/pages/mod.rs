@@ -7,6 +7,7 @@ pub mod campaigns;
 pub mod channels;
 pub mod contacts;
 pub mod system;
+pub mod webhook_urls;
 
 use super::render::{PageMeta, page, public_page};
 use super::{ApiReply, Ctx, Web};

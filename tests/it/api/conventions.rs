@@ -196,7 +196,7 @@ api_test!(
             Some(("application/json", other.clone())),
         )
         .await
-        .expect_problem(StatusCode::UNPROCESSABLE_ENTITY, "idempotency-key-reused");
+        .expect_problem(StatusCode::CONFLICT, "idempotency-key-reused");
         app.send(
             Method::POST,
             "/api/v1/api-keys",

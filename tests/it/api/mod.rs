@@ -8,6 +8,7 @@ mod channels;
 mod contacts;
 mod conventions;
 mod errors;
+mod document_truth;
 mod hardening;
 mod outbound_guard;
 mod outcomes;

@@ -5,8 +5,8 @@ mod support;
 
 mod api;
 mod engine;
-mod outcomes;
 mod outage;
+mod outcomes;
 mod simulation;
 mod store_conformance;
 mod webhook_security;

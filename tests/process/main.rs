@@ -8,6 +8,6 @@ mod accounts;
 mod cli;
 mod crash;
 mod ids;
-mod outage;
 mod metrics;
+mod outage;
 mod slow_clients;

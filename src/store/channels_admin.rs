@@ -137,14 +137,20 @@ impl Store {
             None => current.secrets.clone(),
         };
         sqlx::query(
-            "UPDATE channels SET name = $1, config = $2, secrets = $3, rate_per_sec = $4 WHERE org_id = $5 AND id = $6",
+            "UPDATE channels SET name = $1, config = $2, secrets = $3, \
+             rate_per_sec = CASE WHEN $7 = 1 THEN $4 END WHERE org_id = $5 AND id = $6",
         )
         .bind(&name)
         .bind(config.to_string())
         .bind(sealed.as_deref())
-        .bind(rate)
+        // Never a NULL f64 bind: sqlx 0.9.0's Any driver sends a NULL f64 to PostgreSQL as a
+        // float4 parameter, the connection caches the statement with that type, and the next
+        // real rate (8 bytes) on it fails with "incorrect binary data format in bind
+        // parameter 4" (found by schemathesis as a 500).
+        .bind(rate.unwrap_or(0.0))
         .bind(org_id)
         .bind(id)
+        .bind(i64::from(rate.is_some()))
         .execute(&mut *tx)
         .await
         .map_err(|e| {

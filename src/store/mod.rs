@@ -807,14 +807,17 @@ impl Store {
     ) -> Result<i64, StoreError> {
         let mut tx = self.begin().await?;
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO channels (org_id, name, kind, config, rate_per_sec, created_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            "INSERT INTO channels (org_id, name, kind, config, rate_per_sec, created_at) \
+             VALUES ($1, $2, $3, $4, CASE WHEN $7 = 1 THEN $5 END, $6) RETURNING id",
         )
         .bind(org_id)
         .bind(name)
         .bind(kind)
         .bind(config.to_string())
-        .bind(rate_per_sec)
+        // Never a NULL f64 bind: see `channels_admin::update_org_channel`.
+        .bind(rate_per_sec.unwrap_or(0.0))
         .bind(crate::clock::now_ms())
+        .bind(i64::from(rate_per_sec.is_some()))
         .fetch_one(&mut *tx)
         .await
         .map_err(|e| {

@@ -8,7 +8,7 @@
 //! with `NO_COLOR`, and the audit trail names the operating-system user and host.
 
 use crate::both_stores;
-use crate::support::{Backend, DEADLINE, Herald, assert_clean_failure, rfc3339_in};
+use crate::support::{Backend, DEADLINE, Herald, assert_clean_failure, dechunk, rfc3339_in};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
@@ -67,21 +67,6 @@ fn http(
         body.to_string()
     };
     (code, head.to_string(), body)
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let Ok(len) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if len == 0 || rest.len() < len {
-            break;
-        }
-        out.push_str(&rest[..len]);
-        s = rest[len..].trim_start_matches("\r\n");
-    }
-    out
 }
 
 fn readme_flow_with_the_ids_each_surface_prints(backend: Backend) {

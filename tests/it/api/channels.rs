@@ -760,3 +760,43 @@ api_test!(
             .expect_problem(StatusCode::UNAUTHORIZED, "unauthorized");
     }
 );
+
+// A rate cleared to null and set again, many times over the pool's connections, is stored
+// each time. Schemathesis once got a 500 on PostgreSQL here ("incorrect binary data format in
+// bind parameter 4"); sqlx 0.9.0's Any driver declares a NULL f64 as float4, so the store no
+// longer binds a NULL rate at all. This test did not reproduce the 500 against the old code:
+// it holds the behaviour, not the replay (see tests/process/schemathesis-baseline.json).
+api_test!(a_rate_cleared_and_set_again_is_stored, |app| async move {
+    let auth = admin(&app).await;
+    let created = app
+        .call(
+            Method::POST,
+            "/api/v1/channels",
+            &auth,
+            Some(json!({"name": "rated", "kind": "sandbox", "rate_per_sec": 5.0})),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let id = id_of(&created);
+    for round in 0..36 {
+        let rate = if round % 2 == 0 {
+            Value::Null
+        } else {
+            json!(1000.0 + f64::from(round))
+        };
+        let reply = patch(&app, &id, &auth, json!({"rate_per_sec": rate})).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::OK,
+            "round {round}: {}",
+            reply.text
+        );
+        assert_eq!(
+            reply.body["rate_per_sec"], rate,
+            "round {round}: {}",
+            reply.text
+        );
+    }
+    let stored = app.db.store.channel(row_id(&id)).await.unwrap();
+    assert_eq!(stored.rate_per_sec, Some(1035.0));
+});

@@ -197,9 +197,18 @@ typed_id!(
     /// An organisation (tenant): `org_1`.
     OrgId, "org", "organisation"
 );
+typed_id!(
+    /// An outbound event in the outbox (docs/EVENTS.md): `ntf_12`; the Standard Webhooks
+    /// `webhook-id` of every delivery of it.
+    NotificationId, "ntf", "event notification"
+);
+typed_id!(
+    /// An organisation's webhook endpoint: `whk_3`.
+    WebhookEndpointId, "whk", "webhook endpoint"
+);
 
 /// Every kind of id: (prefix, what it names).
-pub const KINDS: [(&str, &str); 9] = [
+pub const KINDS: [(&str, &str); 11] = [
     (CampaignId::PREFIX, CampaignId::WHAT),
     (ChannelId::PREFIX, ChannelId::WHAT),
     (ListId::PREFIX, ListId::WHAT),
@@ -209,6 +218,8 @@ pub const KINDS: [(&str, &str); 9] = [
     (UserId::PREFIX, UserId::WHAT),
     (ApiKeyId::PREFIX, ApiKeyId::WHAT),
     (OrgId::PREFIX, OrgId::WHAT),
+    (NotificationId::PREFIX, NotificationId::WHAT),
+    (WebhookEndpointId::PREFIX, WebhookEndpointId::WHAT),
 ];
 
 #[cfg(test)]

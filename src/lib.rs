@@ -12,6 +12,7 @@ pub mod contact_rules;
 pub mod doctor;
 pub mod domain;
 pub mod engine;
+pub mod events;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;

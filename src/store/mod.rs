@@ -13,6 +13,7 @@ pub mod channels_admin;
 pub mod directory;
 mod failures;
 pub mod outage;
+mod outbox;
 mod outcomes;
 mod postgres;
 mod sqlite;
@@ -21,6 +22,7 @@ mod types;
 pub use accounts::{
     ApiKeyInfo, IdempotencyState, SessionInfo, StoredResponse, UserCredentials, UserInfo,
 };
+pub use outbox::OutboxEvent;
 pub use outcomes::{ThroughputMinute, minute_of};
 pub use types::*;
 

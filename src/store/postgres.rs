@@ -61,6 +61,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "channel_outage",
         include_str!("../../migrations/postgres/0010_channel_outage.sql"),
     ),
+    (
+        11,
+        "event_outbox",
+        include_str!("../../migrations/postgres/0011_event_outbox.sql"),
+    ),
 ];
 
 pub(super) async fn connect(url: &str) -> Result<(AnyPool, AnyPool), StoreError> {

@@ -62,6 +62,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "channel_outage",
         include_str!("../../migrations/sqlite/0010_channel_outage.sql"),
     ),
+    (
+        11,
+        "event_outbox",
+        include_str!("../../migrations/sqlite/0011_event_outbox.sql"),
+    ),
 ];
 
 /// Accepts `sqlite://path`, `sqlite:path` and `sqlite::memory:`; creates the file if needed.

@@ -1,4 +1,4 @@
-//! Herald: a durable bulk-messaging campaign engine. See DESIGN.md for the invariants this
+//! Herald: a durable bulk-messaging campaign engine. See docs/DESIGN.md for the invariants this
 //! crate exists to keep; `store` keeps them on disk, `engine` keeps them in motion.
 #![forbid(unsafe_code)]
 

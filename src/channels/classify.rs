@@ -2,7 +2,7 @@
 //! stop the campaign, record an opt-out, or admit the outcome is unknown. One table per
 //! provider so the Twilio and WhatsApp channels and their webhooks cannot drift apart.
 //!
-//! Codes and handling follow `shared/contracts/README.md` §1.2 and §1.5 (Twilio) and §2.3
+//! Codes and handling follow `tests/contracts/PROVIDERS.md` §1.2 and §1.5 (Twilio) and §2.3
 //! and §2.6 (WhatsApp), which are our proposed policy built on the providers' error pages.
 //! The numeric code decides; the HTTP status is only the fallback when the code is absent
 //! or not in the table.

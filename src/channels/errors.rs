@@ -7,7 +7,7 @@
 //! [`Explanation::action`]; the raw text stays available as the detail.
 //!
 //! One table per provider, here only: the API's message items and failure groups and the
-//! dashboard's campaign page all read it. Codes follow `shared/contracts/README.md` §1.5
+//! dashboard's campaign page all read it. Codes follow `tests/contracts/PROVIDERS.md` §1.5
 //! (Twilio) and §2.6 (WhatsApp), and the SMTP reply codes of RFC 5321. A code not in a
 //! table gets a generic sentence that names it.
 
@@ -37,7 +37,7 @@ const NOTHING_RETRIED: &str = "Nothing to do: Herald retries it later.";
 const SLOWER: &str = "Herald retries it later; if it keeps happening, lower the channel's rate.";
 const FIX_CHANNEL: &str = "Fix the channel's settings, then resume the campaign.";
 
-/// Twilio error codes (`shared/contracts/README.md` §1.5).
+/// Twilio error codes (`tests/contracts/PROVIDERS.md` §1.5).
 fn twilio(code: i64) -> (String, String) {
     let (reason, action): (&str, &str) = match code {
         20003 => (
@@ -119,7 +119,7 @@ fn twilio(code: i64) -> (String, String) {
     (reason.to_string(), action.to_string())
 }
 
-/// WhatsApp Cloud API error codes (`shared/contracts/README.md` §2.6).
+/// WhatsApp Cloud API error codes (`tests/contracts/PROVIDERS.md` §2.6).
 fn whatsapp(code: i64) -> (String, String) {
     const TEMPLATE: &str =
         "Check the template's name, language and parameters in WhatsApp Manager, then resume.";

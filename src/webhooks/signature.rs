@@ -1,4 +1,4 @@
-//! Webhook signatures, built to `shared/contracts/README.md`: §1.4 (Twilio
+//! Webhook signatures, built to `tests/contracts/PROVIDERS.md`: §1.4 (Twilio
 //! `X-Twilio-Signature`), §2.4 (Meta `X-Hub-Signature-256`) and §3 (Standard Webhooks `v1`).
 //!
 //! Why this exists: a forged or replayed callback could mark messages delivered or failed,
@@ -384,7 +384,7 @@ mod tests {
 
     const VECTORS: &str = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/contracts/signature-test-vectors.json"
+        "/tests/contracts/signature-test-vectors.json"
     );
 
     fn vectors(scheme: &str) -> Vec<Value> {

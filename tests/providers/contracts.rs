@@ -2,7 +2,7 @@
 //! mode (`--errors`) sits between Herald and the fakes, validates every request (and the
 //! fake's response) and turns any violation into an error it logs. The test then reads
 //! Prism's log: every send must have been forwarded, and nothing may have been flagged.
-//! See `shared/contracts/README.md` §4.1 and §4.2.
+//! The specs and their sources: `tests/contracts/README.md`.
 
 use crate::harness::{
     ACCOUNT_SID, AUTH_TOKEN, Guard, TWILIO_FROM, campaign, contracts_dir, create_channel,

@@ -25,9 +25,9 @@ pub const VERIFY_TOKEN: &str = "verify-me-0123";
 /// The longest wait for a tool or server to come up, or for receipts to land.
 pub const BOUND: Duration = Duration::from_secs(60);
 
-/// `shared/contracts/`, beside the project.
+/// `tests/contracts/`: the providers' OpenAPI specs, kept in the repository.
 pub fn contracts_dir() -> PathBuf {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/contracts")).to_path_buf()
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/contracts")).to_path_buf()
 }
 
 /// Where `./scripts/test` installs the test tools (`HERALD_TEST_TOOLS` overrides).

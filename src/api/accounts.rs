@@ -361,12 +361,15 @@ async fn create_api_key(
     Ok(response)
 }
 
-/// One API key.
+/// One API key. A revoked key is gone (410): revoking is the API's delete, and what was
+/// deleted is not read back as if it were there; the list (`GET /api-keys`) keeps showing
+/// it with `revoked_at`, for the audit trail.
 #[utoipa::path(get, path = "/api-keys/{id}", tag = "accounts",
     security(("api_key" = ["admin"]), ("session" = ["admin"])),
     params(("id" = String, Path, description = "API key id")),
     responses(
         (status = 200, body = ApiKey),
+        (status = 410, description = "The key was revoked (`type` gone)", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn get_api_key(
     State(state): State<ApiState>,
@@ -374,7 +377,20 @@ async fn get_api_key(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<axum::Json<ApiKey>> {
     let id = decode_id("key", "API key", &id)?;
-    Ok(axum::Json(state.store.api_key(p.org_id, id).await?.into()))
+    let key = state.store.api_key(p.org_id, id).await?;
+    if let Some(at) = key.revoked_at {
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            "gone",
+            "The resource was deleted",
+            format!(
+                "API key {} was revoked at {}; `GET /api/v1/api-keys` lists it with `revoked_at`",
+                encode_id("key", id),
+                timestamp(at)
+            ),
+        ));
+    }
+    Ok(axum::Json(key.into()))
 }
 
 /// Revoke an API key: it stops working at once, on every instance. A key cannot revoke

@@ -157,7 +157,7 @@ impl From<&Counts> for CampaignCounters {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct CampaignStuck {
     #[schema(
-        example = "all 40 pending messages wait for a retry, the next at 2026-12-01T09:00:05.000Z; channel `sms` is failing: 503 Service Unavailable"
+        example = "all 40 pending messages wait for a retry, the next at 2026-12-01T09:00:05.000Z; channel `sms` is failing: The provider had a problem on its side (HTTP 503). Check the provider's status page; Herald retries while it can."
     )]
     pub reason: String,
     /// When the campaign last made progress.

@@ -5,7 +5,7 @@
 //! server's `secret_key`, never returned, never logged. Responses name the secrets that
 //! are set, nothing more.
 
-use super::auth::{AsAdmin, AsViewer};
+use super::auth::{AsAdmin, AsViewer, Principal};
 use super::check_name;
 use super::problem::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, FieldError, Problem};
 use super::{ApiState, Page, PageParams, decode_id, encode_id, timestamp};
@@ -938,8 +938,39 @@ async fn update_channel(
         secrets_changed = ?changed_secrets,
         "channel changed"
     );
+    if !changed_secrets.is_empty() {
+        end_credentials_outage(&state, &p, id).await?;
+    }
     let outages = outage_of(&state, id).await?;
     Ok(axum::Json(view_with(&state.context, info, &outages)))
+}
+
+/// New secrets end an outage for refused credentials: the channel is available again and
+/// the campaigns the outage paused resume, each with the person in its audit trail (should
+/// the provider still refuse them, the next send makes it unavailable again).
+async fn end_credentials_outage(state: &ApiState, p: &Principal, id: i64) -> ApiResult<()> {
+    let Some(outage) = state.store.end_credentials_outage(p.org_id, id).await? else {
+        return Ok(());
+    };
+    let reason = format!(
+        "resumed: {} gave channel `{}` new secrets (unavailable since {}: {})",
+        p.actor,
+        outage.name,
+        crate::clock::rfc3339(outage.since),
+        outage.reason
+    );
+    let resumed = state
+        .store
+        .resume_after_outage(id, crate::clock::now_ms(), &p.actor, &reason)
+        .await?;
+    tracing::info!(
+        org_id = %crate::ids::OrgId(p.org_id),
+        channel_id = %crate::ids::ChannelId(id),
+        actor = p.actor,
+        resumed = resumed.len(),
+        "channel available again: new secrets replace the refused credentials"
+    );
+    Ok(())
 }
 
 /// Delete a channel no campaign uses.
@@ -1117,6 +1148,10 @@ async fn test_channel(
         SendResult::Permanent { error } => refused(TestOutcome::Permanent, error),
         SendResult::OptOut { error } => refused(TestOutcome::OptedOut, error),
         SendResult::StopCampaign { error } => refused(TestOutcome::ChannelCannotSend, error),
+        SendResult::CredentialsRefused { reason, error } => refused(
+            TestOutcome::ChannelCannotSend,
+            format!("{reason} ({error})"),
+        ),
         SendResult::Unknown { error } => refused(TestOutcome::Unknown, error),
         // Unreachable without the words `unreachable` looks for (a TLS handshake the
         // server broke off): still nothing was sent, and worth trying again later.

@@ -161,7 +161,9 @@ pub struct ContactQuery {
     pub q: Option<String>,
     /// Only members of this list.
     pub list_id: Option<String>,
-    /// Only contacts that did (true) or did not (false) unsubscribe.
+    /// true: only contacts no campaign sends to, because they unsubscribed or their address
+    /// is on the suppression list (a STOP reply, a bounce, a complaint); false: only the
+    /// subscribed ones (neither).
     pub unsubscribed: Option<bool>,
 }
 

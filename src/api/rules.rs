@@ -85,6 +85,48 @@ fn rate_rule() -> Value {
     json!({"minimum": crate::api::channels::MIN_RATE, "maximum": 100_000})
 }
 
+/// Rust's `char::is_whitespace` (Unicode White_Space), for a class: what `Address::parse`
+/// trims and drops from phone numbers. Not `\s`: regex engines disagree on it.
+const WHITE_SPACE: &str =
+    "\\t-\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000";
+
+/// `address::Address::parse`: a phone number (`+` or `00`, then a country code 1–9 and 8
+/// to 15 digits in all, with spaces, dashes, dots and parentheses anywhere) or an email
+/// address (an RFC 5322 dot-atom, non-ASCII letters allowed, `@`, dot-separated labels of
+/// letters, digits and inner dashes ending in a top-level domain of 2 or more letters),
+/// white space around either. What a pattern does not count is described: the local
+/// part's 64 characters, a label's 63, and a `(0)` after an international prefix, which
+/// is dropped (`+44 (0)20 7946 0958`) rather than counted as a digit.
+pub fn address_pattern() -> String {
+    let ws = format!("[{WHITE_SPACE}]*");
+    let sep = format!("[{WHITE_SPACE}\\-.()]*");
+    let phone = format!("{sep}(?:\\+|0{sep}0){sep}[1-9](?:{sep}[0-9]){{7,14}}{sep}");
+    // Local part characters: ASCII letters, digits, the RFC 5322 specials and any
+    // non-ASCII character that is neither white space nor a control (nor a surrogate,
+    // which JSON cannot carry alone).
+    let atext = "[A-Za-z0-9!#$%&'*+/=?^_`{|}~\\-\\u00a1-\\u167f\\u1681-\\u1fff\\u200b-\\u2027\\u202a-\\u202e\\u2030-\\u205e\\u2060-\\u2fff\\u3001-\\ud7ff\\ue000-\\uffff]";
+    let label = "[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?";
+    let email = format!("{atext}+(?:\\.{atext}+)*@(?:{label}\\.)+[A-Za-z]{{2,63}}");
+    format!("^{ws}(?:{phone}|{email}){ws}$")
+}
+
+fn address_rule() -> Value {
+    json!({"minLength": 1, "maxLength": 254, "pattern": address_pattern()})
+}
+
+/// `decode_id`: a body's reference to a resource is its canonical id (`lst_12`).
+pub fn id_pattern(prefix: &str) -> String {
+    format!("^{prefix}_[1-9][0-9]{{0,17}}$")
+}
+
+fn id_rule(prefix: &str) -> Value {
+    json!({"pattern": id_pattern(prefix)})
+}
+
+fn ids_rule(prefix: &str) -> Value {
+    json!({"items": {"type": "string", "pattern": id_pattern(prefix)}})
+}
+
 /// The rules of request body fields: (schema, property, keywords added to its schema).
 fn field_rules() -> Vec<(&'static str, &'static str, Value)> {
     use crate::api::MAX_NAME;
@@ -135,6 +177,17 @@ fn field_rules() -> Vec<(&'static str, &'static str, Value)> {
             "body",
             json!({"minLength": 1, "maxLength": 10_000, "pattern": "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$"}),
         ),
+        ("NewContactBody", "address", address_rule()),
+        ("NewSuppression", "address", address_rule()),
+        ("ChannelTest", "to", address_rule()),
+        ("NewCampaign", "channel_id", id_rule("chn")),
+        ("NewCampaign", "list_id", id_rule("lst")),
+        ("CampaignChange", "channel_id", id_rule("chn")),
+        ("CampaignChange", "list_id", id_rule("lst")),
+        ("TemplatePreviewRequest", "channel_id", id_rule("chn")),
+        ("TemplatePreviewRequest", "contact_id", id_rule("con")),
+        ("NewContactBody", "list_ids", ids_rule("lst")),
+        ("NewMembers", "contact_ids", ids_rule("con")),
         (
             "NewCampaign",
             "scheduled_at",
@@ -181,6 +234,15 @@ pub fn state_rules(mut doc: Value) -> Value {
                 continue;
             };
             for op in item.values_mut() {
+                // A CSV upload: no NUL anywhere (`import`: a header with one cannot be read,
+                // 400 unreadable-body; PostgreSQL cannot store it).
+                if let Some(csv) = op
+                    .pointer_mut("/requestBody/content/text~1csv/schema")
+                    .and_then(Value::as_object_mut)
+                {
+                    csv.entry("pattern")
+                        .or_insert_with(|| json!(NO_NUL_PATTERN));
+                }
                 let Some(params) = op.get_mut("parameters").and_then(Value::as_array_mut) else {
                     continue;
                 };
@@ -247,6 +309,9 @@ fn state_parameter_rules(param: &mut Value) {
         return;
     }
     match (place.as_str(), name.as_str()) {
+        ("query", "contact_id") => {
+            schema.insert("pattern".into(), json!(id_pattern("con")));
+        }
         ("query", "cursor") => {
             schema.insert("pattern".into(), json!(CURSOR_PATTERN));
         }

@@ -67,6 +67,15 @@ pub enum SendResult {
     StopCampaign {
         error: String,
     },
+    /// The provider refused the channel's credentials (HTTP 401 or 403): the account is
+    /// refused, so no message can go. The channel becomes unavailable at once with
+    /// `reason` (a sentence naming the settings to check), its sending campaigns are
+    /// paused, and the probe resumes them when the provider accepts the credentials again
+    /// (or a person gives new secrets). `error` is the provider's own words.
+    CredentialsRefused {
+        reason: String,
+        error: String,
+    },
     /// The request may have reached the provider (timeout, 5xx with no idempotency): the
     /// message is in doubt.
     Unknown {

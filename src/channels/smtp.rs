@@ -683,7 +683,8 @@ impl Channel for SmtpChannel {
                     | SendResult::Transient { error, .. }
                     | SendResult::Permanent { error }
                     | SendResult::Unknown { error }
-                    | SendResult::OptOut { error },
+                    | SendResult::OptOut { error }
+                    | SendResult::CredentialsRefused { error, .. },
                 ) => Err(error),
                 Err(SendResult::Accepted { .. }) => Ok(()),
             }

@@ -306,7 +306,10 @@ fn error_result(answer: &http::Answer) -> SendResult {
         },
         ErrorClass::Permanent => SendResult::Permanent { error },
         ErrorClass::OptOut => SendResult::OptOut { error },
-        ErrorClass::StopCampaign => SendResult::StopCampaign { error },
+        ErrorClass::StopCampaign => match classify::credentials_refused("twilio", status) {
+            Some(reason) => SendResult::CredentialsRefused { reason, error },
+            None => SendResult::StopCampaign { error },
+        },
         ErrorClass::Unknown => SendResult::Unknown { error },
     }
 }
@@ -835,7 +838,8 @@ mod tests {
         // RFC 9457 shape.
         assert!(matches!(
             outcome(Reply::json(401, serde_json::json!({"type": "https://www.twilio.com/docs/errors/20003", "title": "Authenticate", "status": 401, "code": 20003, "detail": "Authentication Error - invalid username"}))).await,
-            SendResult::StopCampaign { error } if error == "twilio 20003: Authentication Error - invalid username"
+            SendResult::CredentialsRefused { reason, error } if error == "twilio 20003: Authentication Error - invalid username"
+                && reason == "credentials refused by Twilio (401): check the channel's account SID and auth token"
         ));
         assert_eq!(
             outcome(Reply::Respond {

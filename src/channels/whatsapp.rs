@@ -270,7 +270,10 @@ fn error_result(answer: &http::Answer) -> SendResult {
         },
         ErrorClass::Permanent => SendResult::Permanent { error },
         ErrorClass::OptOut => SendResult::OptOut { error },
-        ErrorClass::StopCampaign => SendResult::StopCampaign { error },
+        ErrorClass::StopCampaign => match classify::credentials_refused("whatsapp", status) {
+            Some(reason) => SendResult::CredentialsRefused { reason, error },
+            None => SendResult::StopCampaign { error },
+        },
         ErrorClass::Unknown => SendResult::Unknown { error },
     }
 }
@@ -587,7 +590,8 @@ mod tests {
         ));
         assert!(matches!(
             outcome(graph_error(401, 190, "Access token expired")).await,
-            SendResult::StopCampaign { error } if error.contains("190")
+            SendResult::CredentialsRefused { reason, error } if error.contains("190")
+                && reason.starts_with("credentials refused by WhatsApp (401)")
         ));
         assert!(matches!(
             outcome(graph_error(404, 132001, "Template does not exist")).await,

@@ -406,6 +406,9 @@ fn result_json(r: &channels::SendResult) -> Value {
         StopCampaign { error } => {
             serde_json::json!({"result": "channel_cannot_send", "error": error})
         }
+        CredentialsRefused { reason, error } => {
+            serde_json::json!({"result": "channel_cannot_send", "reason": reason, "error": error})
+        }
         Unknown { error } => serde_json::json!({"result": "unknown", "error": error}),
         Unreachable { error } => serde_json::json!({"result": "unreachable", "error": error}),
     }

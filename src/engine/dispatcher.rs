@@ -447,6 +447,14 @@ async fn send_one(
             }
             (OutcomeKind::Failed { error: reason }, "failed")
         }
+        // The account is refused: the channel is unavailable at once (one refusal is
+        // enough), its campaigns pause for the outage and the probe resumes them.
+        SendResult::CredentialsRefused { reason, error } => {
+            super::outage::credentials_refused(ctx, channel_id, m.campaign_id, &reason, &error)
+                .await;
+            tracing::debug!(message_id = m.id, campaign_id = m.campaign_id, error = %error, "credentials refused; message handed back");
+            (OutcomeKind::Released, "released")
+        }
         SendResult::StopCampaign { error } => {
             let actor = format!("instance {}", ctx.instance.id);
             let reason = format!("paused: the channel cannot send: {error}");

@@ -93,7 +93,7 @@ pub async fn stuck_reason(
             .next_retry_at
             .map(crate::clock::rfc3339)
             .unwrap_or_else(|| "unknown".into());
-        let err = facts.last_error.unwrap_or_default();
+        let err = readable(facts.last_error.as_deref().unwrap_or_default());
         return Ok(format!(
             "all {waiting} pending messages wait for a retry, the next at {until}; channel `{}` is failing: {err}",
             channel_name
@@ -101,8 +101,9 @@ pub async fn stuck_reason(
     }
     if let Some(err) = facts.last_error.filter(|_| waiting > 0) {
         return Ok(format!(
-            "channel `{}` is failing ({waiting} messages waiting to retry): {err}",
-            channel_name
+            "channel `{}` is failing ({waiting} messages waiting to retry): {}",
+            channel_name,
+            readable(&err)
         ));
     }
     if counts.get(MessageStatus::InDoubt) > 0 {
@@ -117,6 +118,27 @@ pub async fn stuck_reason(
         counts.get(MessageStatus::InFlight),
         alive.len()
     ))
+}
+
+/// A provider's error as the campaign page's failure reasons read it
+/// (`channels::errors::explain`): what happened and what to do. The raw text is on the
+/// campaign's messages and failure groups; it is quoted here only when the error is not one
+/// the tables know, so the sentence still says something.
+fn readable(error: &str) -> String {
+    let error = error.trim();
+    if error.is_empty() {
+        return "no error was recorded".to_string();
+    }
+    let e = crate::channels::errors::explain(error);
+    if e.code == "other" {
+        format!(
+            "{} ({})",
+            e.reason,
+            crate::channels::http::provider_text(error)
+        )
+    } else {
+        format!("{}. {}", e.reason, e.action)
+    }
 }
 
 /// Counter drift over campaigns that are sending, paused, or finished recently.

@@ -152,6 +152,46 @@ pub async fn provider_failed(ctx: &EngineContext, channel_id: i64, campaign_id: 
     }
 }
 
+/// The provider refused the channel's credentials (401/403): one answer is enough, the
+/// account is refused. Marks the channel unavailable with `reason` (a conditional write:
+/// unless it already is) and pauses its sending campaigns for the outage; the probe (or
+/// new secrets, `Store::update_org_channel`) ends it.
+pub async fn credentials_refused(
+    ctx: &EngineContext,
+    channel_id: i64,
+    campaign_id: i64,
+    reason: &str,
+    error: &str,
+) {
+    let now = crate::clock::now_ms();
+    match ctx
+        .store
+        .mark_channel_unavailable(channel_id, now, reason)
+        .await
+    {
+        Ok(true) => tracing::warn!(
+            channel_id = %crate::ids::ChannelId(channel_id),
+            campaign_id = %crate::ids::CampaignId(campaign_id),
+            reason,
+            error,
+            "channel unavailable: the provider refuses its credentials; pausing its campaigns"
+        ),
+        Ok(false) => {}
+        Err(e) => {
+            tracing::warn!(channel_id = %crate::ids::ChannelId(channel_id), error = %e, "could not mark the channel unavailable; the next refusal will try again");
+            return;
+        }
+    }
+    ctx.channels.forget(channel_id);
+    match ctx.store.channel_outage(channel_id).await {
+        Ok(Some(outage)) => pause_campaigns(ctx, &outage, None).await,
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(channel_id = %crate::ids::ChannelId(channel_id), error = %e, "could not read the channel's outage")
+        }
+    }
+}
+
 /// Pauses the channel's sending campaigns (or just `only`) for its outage.
 pub async fn pause_campaigns(ctx: &EngineContext, outage: &ChannelOutage, only: Option<i64>) {
     let actor = format!("instance {}", ctx.instance.id);

@@ -46,6 +46,8 @@ pub struct ContactChange {
     pub name: Option<Option<String>>,
     /// Replaces every attribute.
     pub attributes: Option<Attributes>,
+    /// true: contacts no campaign sends to (unsubscribed, or suppressed); false: the
+    /// subscribed ones (neither).
     pub unsubscribed: Option<bool>,
 }
 
@@ -250,9 +252,17 @@ impl Store {
                 " AND (lower(c.address) LIKE ${n} ESCAPE '\\' OR lower(substr(COALESCE(c.name, ''), 1, {max_name})) LIKE ${n} ESCAPE '\\')"
             ));
         }
-        if let Some(u) = filter.unsubscribed {
-            binds.push(Bind::Int(i64::from(u)));
-            sql.push_str(&format!(" AND c.unsubscribed = ${}", binds.len()));
+        // Subscribed means a campaign would send to it: not unsubscribed and its address not
+        // on the organisation's suppression list (a STOP, a bounce, a complaint). The
+        // suppression is looked up in the same organisation ($1).
+        match filter.unsubscribed {
+            Some(true) => sql.push_str(
+                " AND (c.unsubscribed <> 0 OR EXISTS (SELECT 1 FROM suppressions s WHERE s.org_id = $1 AND s.address = c.address))",
+            ),
+            Some(false) => sql.push_str(
+                " AND c.unsubscribed = 0 AND NOT EXISTS (SELECT 1 FROM suppressions s WHERE s.org_id = $1 AND s.address = c.address)",
+            ),
+            None => {}
         }
         if let Some(list_id) = filter.list_id {
             binds.push(Bind::Int(list_id));

@@ -29,15 +29,25 @@ pub struct ChannelOutage {
 impl ChannelOutage {
     /// What a person reads: "channel `sms-us` unreachable since 2026-12-02T10:42:05Z:
     /// connection refused".
+    /// A channel whose credentials were refused is "unavailable", not "unreachable".
     pub fn describe(&self) -> String {
+        let state = if self.reason.starts_with(CREDENTIALS_REFUSED) {
+            "unavailable"
+        } else {
+            "unreachable"
+        };
         format!(
-            "channel `{}` unreachable since {}: {}",
+            "channel `{}` {state} since {}: {}",
             self.name,
             crate::clock::rfc3339(self.since),
             self.reason
         )
     }
 }
+
+/// How the reason of an outage for refused credentials starts
+/// (`channels::classify::credentials_refused`); new secrets end such an outage.
+pub const CREDENTIALS_REFUSED: &str = "credentials refused";
 
 const OUTAGE_COLUMNS: &str =
     "id, org_id, name, kind, unavailable_since, unavailable_reason, probe_owner, probe_until";
@@ -213,6 +223,45 @@ impl Store {
         .execute(&self.write)
         .await?;
         Ok(r.rows_affected() == 1)
+    }
+
+    /// A person gave the channel new secrets: ends its outage if the provider had refused
+    /// its credentials (an outage of the network stays for the probe to end). A conditional
+    /// write scoped by organisation: only the outage read, only if still that kind.
+    /// Returns the outage ended.
+    pub async fn end_credentials_outage(
+        &self,
+        org_id: i64,
+        channel_id: i64,
+    ) -> Result<Option<ChannelOutage>, StoreError> {
+        let sql = format!(
+            "SELECT {OUTAGE_COLUMNS} FROM channels WHERE org_id = $1 AND id = $2 AND unavailable_since IS NOT NULL"
+        );
+        let Some(outage) = sqlx::query(AssertSqlSafe(sql))
+            .bind(org_id)
+            .bind(channel_id)
+            .fetch_optional(&self.write)
+            .await?
+            .as_ref()
+            .map(outage_from_row)
+            .transpose()?
+        else {
+            return Ok(None);
+        };
+        if !outage.reason.starts_with(CREDENTIALS_REFUSED) {
+            return Ok(None);
+        }
+        let r = sqlx::query(
+            "UPDATE channels SET unavailable_since = NULL, unavailable_reason = NULL, probe_owner = NULL, probe_until = NULL \
+             WHERE org_id = $1 AND id = $2 AND unavailable_since = $3 AND unavailable_reason = $4",
+        )
+        .bind(org_id)
+        .bind(channel_id)
+        .bind(outage.since)
+        .bind(&outage.reason)
+        .execute(&self.write)
+        .await?;
+        Ok((r.rows_affected() == 1).then_some(outage))
     }
 
     /// Resumes the campaigns the engine paused for this channel's outage and nobody

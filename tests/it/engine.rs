@@ -3,7 +3,7 @@
 //! stuck-campaign detector's reasons.
 
 use crate::both_stores;
-use crate::support::{assert_counters_match, new_campaign, sandbox_channel, seed_list};
+use crate::support::{FakeTwilio, assert_counters_match, new_campaign, sandbox_channel, seed_list};
 use herald::config::Settings;
 use herald::domain::{CampaignStatus, MessageStatus};
 use herald::engine::{Engine, health, instance_identity};
@@ -430,7 +430,7 @@ both_stores!(stuck_campaigns_say_why, |db| async move {
             message_id: m.id,
             campaign_id: id,
             kind: herald::store::OutcomeKind::Retry {
-                error: "provider said 503".into(),
+                error: "twilio 20429: Too Many Requests".into(),
                 next_attempt_at: retry_at,
             },
         })
@@ -446,7 +446,19 @@ both_stores!(stuck_campaigns_say_why, |db| async move {
         "{}",
         stuck[0].reason
     );
-    assert!(stuck[0].reason.contains("503"), "{}", stuck[0].reason);
+    // In words, as the campaign page's failure reasons read, not the provider's raw text.
+    assert!(
+        stuck[0].reason.contains(
+            "is failing: Twilio's rate limit for the account was reached. Herald retries it later"
+        ),
+        "{}",
+        stuck[0].reason
+    );
+    assert!(
+        !stuck[0].reason.contains("Too Many Requests"),
+        "{}",
+        stuck[0].reason
+    );
     // Not stuck while progress is recent.
     let patient = Settings {
         stuck_after_ms: 3_600_000,
@@ -653,54 +665,6 @@ both_stores!(
         assert_eq!(recovered.factor, 1.0);
     }
 );
-
-/// A fake Twilio server (the repository's `herald-fakes twilio`), killed on drop.
-struct FakeTwilio {
-    child: std::process::Child,
-    url: String,
-}
-
-impl FakeTwilio {
-    fn start(token: &str) -> FakeTwilio {
-        use std::io::BufRead;
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_herald-fakes"))
-            .args(["twilio", "--auth-token", token, "--listen", "127.0.0.1:0"])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("herald-fakes starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("listening line");
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .expect("listening on URL")
-            .to_string();
-        FakeTwilio { child, url }
-    }
-
-    async fn stats(&self) -> serde_json::Value {
-        herald::channels::http::try_client()
-            .unwrap()
-            .get(format!("{}/_fake/stats?per_recipient=0", self.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-}
-
-impl Drop for FakeTwilio {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 // An instance dies after Twilio accepted some of its messages but before it recorded
 // them. The survivor finds them in doubt, asks Twilio (list by To, From, date sent), marks

@@ -4,7 +4,7 @@
 //! answers again. Recipient errors still fail only their recipient.
 
 use crate::both_stores;
-use crate::support::{all_messages, assert_counters_match, new_campaign, seed_list};
+use crate::support::{FakeTwilio, all_messages, assert_counters_match, new_campaign, seed_list};
 use herald::config::Settings;
 use herald::domain::{CampaignAction, CampaignStatus, MessageStatus};
 use herald::engine::Engine;
@@ -447,4 +447,189 @@ both_stores!(outage_records_are_conditional, |db| async move {
         store.campaign(id).await.unwrap().status,
         CampaignStatus::Paused
     );
+});
+
+/// A Twilio channel on the fake Twilio with this auth token.
+async fn twilio_with_token(store: &Store, key: &str, url: &str, token: &str) -> i64 {
+    let org = store.default_org().await.unwrap();
+    store
+        .create_channel_with(
+            org,
+            "sms-us",
+            "twilio",
+            &serde_json::json!({"account_sid": "AC00000000000000000000000000000000", "from": "+15005550006", "base_url": url}),
+            Some((
+                &herald::secrets::SecretKey::parse(key).unwrap(),
+                &serde_json::json!({"auth_token": token}),
+            )),
+            None,
+        )
+        .await
+        .unwrap()
+}
+
+// Twilio answers 401 (wrong auth token): one refusal is enough. The channel is unavailable
+// at once with a reason a person can act on, its campaign is paused by the engine for the
+// outage without spending an attempt or failing anything, and the probe keeps it so while
+// the credentials are refused. Once the provider accepts them (the right token is stored),
+// the probe makes the channel available and resumes the campaign, which completes.
+both_stores!(
+    refused_credentials_make_the_channel_unavailable_at_once,
+    |db| async move {
+        let store = &db.store;
+        let fake = FakeTwilio::start("tok-right");
+        let key = herald::secrets::SecretKey::generate();
+        let settings = Settings {
+            secret_key: Some(key.clone()),
+            // More than the campaign has messages: only the 401 rule can mark it.
+            outage_after_failures: 1000,
+            // The fake Twilio listens on loopback.
+            outbound_allow_private: true,
+            ..outage_settings()
+        };
+        let channel = twilio_with_token(store, &key, &fake.url, "tok-wrong").await;
+        let (org, list) = seed_list(store, 20).await;
+        let id = new_campaign(store, org, list, channel, "Hi {{ name }}").await;
+        store
+            .start_campaign(id, herald::clock::now_ms(), "test", None)
+            .await
+            .unwrap();
+        let engine = spawn_engine(store, settings);
+        let paused = wait_for(
+            store,
+            id,
+            "paused with nothing in flight",
+            Duration::from_secs(30),
+            |c| c.status == CampaignStatus::Paused && c.counts.get(MessageStatus::InFlight) == 0,
+        )
+        .await;
+        let outage = store
+            .channel_outage(channel)
+            .await
+            .unwrap()
+            .expect("one 401 makes the channel unavailable");
+        assert_eq!(
+            outage.reason,
+            "credentials refused by Twilio (401): check the channel's account SID and auth token"
+        );
+        assert!(
+            outage
+                .describe()
+                .starts_with("channel `sms-us` unavailable since "),
+            "{}",
+            outage.describe()
+        );
+        assert_eq!(
+            store
+                .campaign_outage(id)
+                .await
+                .unwrap()
+                .map(|o| o.channel_id),
+            Some(channel)
+        );
+        assert_eq!(
+            store.paused_reason(id).await.unwrap().as_deref(),
+            Some(format!("paused by the engine: {}", outage.describe()).as_str())
+        );
+        assert_counters_match(store, id).await;
+        assert_eq!(paused.counts.get(MessageStatus::Failed), 0);
+        assert_eq!(paused.counts.get(MessageStatus::Queued), 20);
+        for m in all_messages(store, id, None).await {
+            assert_eq!(
+                (m.status, m.attempts),
+                (MessageStatus::Queued, 0),
+                "{}",
+                m.id
+            );
+        }
+        // The probe is refused too: still unavailable, still paused.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(store.channel_outage(channel).await.unwrap().is_some());
+        assert_eq!(
+            store.campaign(id).await.unwrap().status,
+            CampaignStatus::Paused
+        );
+
+        // The provider accepts the channel's credentials again.
+        store
+            .update_org_channel::<herald::store::StoreError, _>(org, channel, |_| {
+                Ok(ChannelUpdate {
+                    secrets: Some(Some((
+                        herald::secrets::SecretKey::parse(&key).unwrap(),
+                        serde_json::json!({"auth_token": "tok-right"}),
+                    ))),
+                    ..ChannelUpdate::default()
+                })
+            })
+            .await
+            .unwrap();
+        let done = wait_for(store, id, "completed", Duration::from_secs(30), |c| {
+            c.status == CampaignStatus::Completed
+        })
+        .await;
+        engine.stop().await;
+        assert_eq!(done.counts.get(MessageStatus::Sent), 20);
+        assert_eq!(store.channel_outage(channel).await.unwrap(), None);
+        let resume = store
+            .events(id)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|e| e.from_status.as_deref() == Some("paused") && e.to_status == "sending")
+            .expect("a resume in the audit trail");
+        assert!(
+            resume.actor.starts_with("instance ")
+                && resume
+                    .reason
+                    .contains("credentials refused by Twilio (401)"),
+            "{resume:?}"
+        );
+    }
+);
+
+// New secrets end an outage for refused credentials, and only that kind: a conditional
+// write scoped by organisation (another organisation's id changes nothing; an outage of
+// the network stays for the probe).
+both_stores!(new_secrets_end_only_a_credentials_outage, |db| async move {
+    let store = &db.store;
+    let org = store.default_org().await.unwrap();
+    let other = store.create_organisation("elsewhere").await.unwrap();
+    let channel = sandbox_with(store, "sms-us", serde_json::json!({})).await;
+    let t = herald::clock::now_ms();
+    let reason =
+        "credentials refused by Twilio (401): check the channel's account SID and auth token";
+    assert!(
+        store
+            .mark_channel_unavailable(channel, t, reason)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.end_credentials_outage(other, channel).await.unwrap(),
+        None
+    );
+    assert!(store.channel_outage(channel).await.unwrap().is_some());
+    let ended = store
+        .end_credentials_outage(org, channel)
+        .await
+        .unwrap()
+        .expect("the outage ends");
+    assert_eq!((ended.since, ended.reason.as_str()), (t, reason));
+    assert_eq!(store.channel_outage(channel).await.unwrap(), None);
+    assert_eq!(
+        store.end_credentials_outage(org, channel).await.unwrap(),
+        None
+    );
+    // A network outage is the probe's to end.
+    assert!(
+        store
+            .mark_channel_unavailable(channel, t + 1, "connection refused")
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.end_credentials_outage(org, channel).await.unwrap(),
+        None
+    );
+    assert!(store.channel_outage(channel).await.unwrap().is_some());
 });

@@ -187,6 +187,16 @@ api_test!(
             .await;
         revoked.expect(StatusCode::OK);
         assert!(revoked.body["revoked_at"].is_string());
+        // Revoked is deleted: reading it back is 410, the list keeps it with revoked_at.
+        let gone = app.get(&format!("/api/v1/api-keys/{id}"), &admin).await;
+        gone.expect_problem(StatusCode::GONE, "gone");
+        assert!(
+            gone.body["detail"].as_str().unwrap().contains(&id),
+            "{}",
+            gone.text
+        );
+        let listed = app.get("/api/v1/api-keys", &admin).await;
+        assert!(listed.text.contains(&id) && listed.text.contains("revoked_at"));
         app.get("/api/v1/auth/session", &ci)
             .await
             .expect_problem(StatusCode::UNAUTHORIZED, "unauthorized");

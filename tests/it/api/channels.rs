@@ -800,3 +800,120 @@ api_test!(a_rate_cleared_and_set_again_is_stored, |app| async move {
     let stored = app.db.store.channel(row_id(&id)).await.unwrap();
     assert_eq!(stored.rate_per_sec, Some(1035.0));
 });
+
+// Regression (schemathesis on PostgreSQL): `{"config": {}, "rate_per_sec": 100000}` answered
+// 500 "incorrect binary data format in bind parameter 4" once a PATCH without a rate had
+// bound a NULL f64 on the same connection (sqlx's Any driver sent it as float4 and the
+// cached statement kept that type). Alternating no rate, null and real rates many times
+// makes the requests share connections: every one must succeed and store what it says.
+api_test!(
+    patch_alternating_null_and_real_rates_never_fails,
+    |app| async move {
+        let admin = admin(&app).await;
+        let created = app
+            .post(
+                "/api/v1/channels",
+                &admin,
+                json!({"name": "sim", "kind": "sandbox"}),
+            )
+            .await;
+        created.expect(StatusCode::CREATED);
+        let id = id_of(&created);
+        for round in 0..12 {
+            let r = patch(&app, &id, &admin, json!({"config": {}})).await;
+            r.expect(StatusCode::OK);
+            let r = patch(&app, &id, &admin, json!({"rate_per_sec": null})).await;
+            r.expect(StatusCode::OK);
+            assert_eq!(r.body["rate_per_sec"], Value::Null, "round {round}");
+            for rate in [100_000.0, 0.001, 12.5] {
+                let r = patch(
+                    &app,
+                    &id,
+                    &admin,
+                    json!({"config": {}, "rate_per_sec": rate}),
+                )
+                .await;
+                r.expect(StatusCode::OK);
+                assert_eq!(r.body["rate_per_sec"], rate, "round {round}: {}", r.text);
+            }
+            let fetched = app.get(&format!("/api/v1/channels/{id}"), &admin).await;
+            assert_eq!(fetched.body["rate_per_sec"], 12.5, "{}", fetched.text);
+            // A new channel without a rate binds no rate either.
+            app.post(
+                "/api/v1/channels",
+                &admin,
+                json!({"name": format!("sim-{round}"), "kind": "sandbox"}),
+            )
+            .await
+            .expect(StatusCode::CREATED);
+        }
+    }
+);
+
+// The provider refused a Twilio channel's credentials: it is unavailable and its campaign
+// paused for the outage. A person gives new secrets: the channel is available at once and
+// the campaign resumes, the person in its audit trail. A change without secrets leaves the
+// outage to the probe.
+api_test!(new_secrets_end_a_credentials_outage, |app| async move {
+    let admin = admin(&app).await;
+    let store = &app.db.store;
+    let created = app
+        .post("/api/v1/channels", &admin, twilio("twilio-us"))
+        .await;
+    created.expect(StatusCode::CREATED);
+    let id = id_of(&created);
+    let channel = row_id(&id);
+    let list = store.ensure_list(app.org, "people").await.unwrap();
+    store.seed_contacts(app.org, list, 3).await.unwrap();
+    let campaign = crate::support::new_campaign(store, app.org, list, channel, "hi").await;
+    let t = herald::clock::now_ms();
+    store
+        .start_campaign(campaign, t, "test", None)
+        .await
+        .unwrap();
+    let reason =
+        "credentials refused by Twilio (401): check the channel's account SID and auth token";
+    assert!(
+        store
+            .mark_channel_unavailable(channel, t, reason)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .pause_for_outage(channel, None, t, "instance a", "paused by the engine")
+            .await
+            .unwrap(),
+        vec![campaign]
+    );
+
+    let r = patch(&app, &id, &admin, json!({"name": "twilio-eu"})).await;
+    r.expect(StatusCode::OK);
+    assert_eq!(r.body["availability"], "unavailable", "{}", r.text);
+
+    let r = patch(
+        &app,
+        &id,
+        &admin,
+        json!({"secrets": {"auth_token": "tok-new-9876543210"}}),
+    )
+    .await;
+    r.expect(StatusCode::OK);
+    assert_eq!(r.body["availability"], "available", "{}", r.text);
+    assert_eq!(store.channel_outage(channel).await.unwrap(), None);
+    let c = store.campaign(campaign).await.unwrap();
+    assert_eq!(c.status, herald::domain::CampaignStatus::Sending);
+    let resume = store
+        .events(campaign)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|e| e.from_status.as_deref() == Some("paused") && e.to_status == "sending")
+        .expect("a resume in the audit trail");
+    assert!(
+        resume.actor.starts_with("api_key:")
+            && resume.reason.contains("new secrets")
+            && resume.reason.contains(reason),
+        "{resume:?}"
+    );
+});

@@ -1478,3 +1478,44 @@ api_test!(
         }
     }
 );
+
+// A contact whose address is on the organisation's suppression list (a STOP reply) is not
+// subscribed, whatever its flag: the subscription filter says so, and another
+// organisation's suppression of the same address changes nothing here.
+api_test!(
+    the_subscription_filter_counts_suppressions,
+    |app| async move {
+        let auth = editor(&app).await;
+        let kept = create_contact(&app, &auth, json!({"address": "+14155550201"})).await;
+        let stopped = create_contact(&app, &auth, json!({"address": "+14155550202"})).await;
+        let unsubscribed = create_contact(
+            &app,
+            &auth,
+            json!({"address": "+14155550203", "unsubscribed": true}),
+        )
+        .await;
+        app.post(
+            "/api/v1/suppressions",
+            &auth,
+            json!({"address": "+1 415 555 0202", "reason": "replied STOP"}),
+        )
+        .await
+        .expect(StatusCode::CREATED);
+        let other = Auth::Key(app.key(app.other_org, Role::Editor).await);
+        app.post(
+            "/api/v1/suppressions",
+            &other,
+            json!({"address": "+14155550201", "reason": "replied STOP"}),
+        )
+        .await
+        .expect(StatusCode::CREATED);
+
+        let not_subscribed = walk(&app, &auth, "/api/v1/contacts?unsubscribed=true", 1).await;
+        assert_eq!(ids(&not_subscribed), vec![stopped.clone(), unsubscribed]);
+        assert_eq!(not_subscribed[0]["unsubscribed"], false);
+        assert_eq!(not_subscribed[0]["suppressed"]["reason"], "replied STOP");
+        let subscribed = walk(&app, &auth, "/api/v1/contacts?unsubscribed=false", 1).await;
+        assert_eq!(ids(&subscribed), vec![kept]);
+        assert_eq!(subscribed[0]["suppressed"], serde_json::Value::Null);
+    }
+);

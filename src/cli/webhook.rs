@@ -39,14 +39,14 @@ pub enum WebhookCommand {
     /// Delete an endpoint with its deliveries (pending ones are never sent).
     Delete {
         /// The endpoint: its id (whk_3, or 3).
-        #[arg(value_name = "ID", value_parser = WebhookEndpointId::parse_lenient)]
+        #[arg(value_name = "ENDPOINT", value_parser = WebhookEndpointId::parse_lenient)]
         id: WebhookEndpointId,
     },
     /// Replace the signing secret; prints the new one (only this once). The previous one
     /// also signs for 24 hours.
     RotateSecret {
         /// The endpoint: its id (whk_3, or 3).
-        #[arg(value_name = "ID", value_parser = WebhookEndpointId::parse_lenient)]
+        #[arg(value_name = "ENDPOINT", value_parser = WebhookEndpointId::parse_lenient)]
         id: WebhookEndpointId,
         /// Print JSON (id, secret, previous_secret_until) instead of text.
         #[arg(long)]
@@ -55,7 +55,7 @@ pub enum WebhookCommand {
     /// The delivery log: events given to the endpoint, newest first, with their attempts.
     Deliveries {
         /// The endpoint: its id (whk_3, or 3).
-        #[arg(value_name = "ID", value_parser = WebhookEndpointId::parse_lenient)]
+        #[arg(value_name = "ENDPOINT", value_parser = WebhookEndpointId::parse_lenient)]
         id: WebhookEndpointId,
         /// Only deliveries in this status: pending, delivered or failed.
         #[arg(long, value_name = "STATUS")]
@@ -70,7 +70,7 @@ pub enum WebhookCommand {
     /// Send an event again: one (--event ntf_N) or every failed delivery since a time.
     Replay {
         /// The endpoint: its id (whk_3, or 3).
-        #[arg(value_name = "ID", value_parser = WebhookEndpointId::parse_lenient)]
+        #[arg(value_name = "ENDPOINT", value_parser = WebhookEndpointId::parse_lenient)]
         id: WebhookEndpointId,
         /// The event to send again (ntf_N, or N), as the delivery log shows it.
         #[arg(long, value_name = "EVENT", value_parser = NotificationId::parse_lenient, conflicts_with = "failed_since", required_unless_present = "failed_since")]
@@ -86,7 +86,7 @@ pub enum WebhookCommand {
     /// Send a webhook.test event to this endpoint only; it shows in the delivery log.
     Test {
         /// The endpoint: its id (whk_3, or 3).
-        #[arg(value_name = "ID", value_parser = WebhookEndpointId::parse_lenient)]
+        #[arg(value_name = "ENDPOINT", value_parser = WebhookEndpointId::parse_lenient)]
         id: WebhookEndpointId,
         /// Print JSON instead of text.
         #[arg(long)]

@@ -889,7 +889,10 @@ async fn replay(
                     ApiError::invalid(
                         "event_id",
                         "format",
-                        format!("`{event}` is not an event id: write ntf_N, as the delivery log shows it"),
+                        format!(
+                            "`{}` is not an event id: write ntf_N, as the delivery log shows it",
+                            event.chars().take(64).collect::<String>()
+                        ),
                     )
                 })?;
             state

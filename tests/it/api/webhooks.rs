@@ -676,3 +676,55 @@ api_test!(
         app.get(&path, &other_owner).await.expect(StatusCode::OK);
     }
 );
+
+api_test!(
+    concurrent_test_events_take_distinct_consecutive_sequence_numbers,
+    |app| async move {
+        let admin = admin(&app).await;
+        let id = row_id(&id_of(&create(&app, &admin, json!({"url": URL})).await));
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let store = app.db.store.clone();
+            let org = app.org;
+            tasks.push(tokio::spawn(async move {
+                store
+                    .send_webhook_test_event(org, id, &format!("test:{i}"), herald::clock::now_ms())
+                    .await
+            }));
+        }
+        let mut seqs = Vec::new();
+        let mut events = Vec::new();
+        for t in tasks {
+            let sent = t.await.unwrap().unwrap();
+            seqs.push(sent.seq);
+            events.push(sent.event_id);
+        }
+        seqs.sort_unstable();
+        assert_eq!(
+            seqs,
+            (1..=8).collect::<Vec<i64>>(),
+            "one seq each, none skipped"
+        );
+        events.sort_unstable();
+        events.dedup();
+        assert_eq!(events.len(), 8, "one event each");
+        assert_eq!(
+            scalar(
+                &app,
+                "SELECT next_seq FROM webhook_endpoints WHERE id = $1",
+                &[id]
+            )
+            .await,
+            9
+        );
+        assert_eq!(
+            scalar(
+                &app,
+                "SELECT count(DISTINCT seq) FROM webhook_deliveries WHERE endpoint_id = $1",
+                &[id]
+            )
+            .await,
+            8
+        );
+    }
+);

@@ -29,6 +29,7 @@ mod lists;
 mod rules;
 mod suppressions;
 mod system;
+pub(crate) mod webhooks;
 
 pub use crate::http::AppState as ApiState;
 use axum::Router;
@@ -65,6 +66,7 @@ pub const JSON_BODY_LIMIT: usize = 1024 * 1024;
         (name = "campaigns", description = "Campaigns, their messages, audit trail and live events"),
         (name = "system", description = "Instances and health"),
         (name = "accounts", description = "Users and API keys"),
+        (name = "webhooks", description = "Endpoints Herald sends its events to, their delivery log, replays and test events"),
     )
 )]
 struct ApiDoc;
@@ -108,7 +110,8 @@ fn documented_routes() -> OpenApiRouter<ApiState> {
             .merge(campaigns::routes())
             .merge(campaign_events::routes())
             .merge(system::routes())
-            .merge(accounts::routes()),
+            .merge(accounts::routes())
+            .merge(webhooks::routes()),
     )
 }
 

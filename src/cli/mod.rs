@@ -7,6 +7,7 @@ mod campaign;
 mod channel;
 mod doctor;
 mod run;
+mod webhook;
 
 use crate::config::{LoadOptions, LoadedSettings, Settings};
 use crate::store::Store;
@@ -90,6 +91,9 @@ pub enum Command {
     /// Manage the API keys of --org.
     #[command(subcommand)]
     Apikey(accounts::ApiKeyCommand),
+    /// Manage the webhook endpoints of --org: where Herald sends its events.
+    #[command(subcommand)]
+    Webhook(webhook::WebhookCommand),
     /// Print the HTTP API's OpenAPI 3.1 document (what /api/v1/openapi.json serves).
     Openapi,
 }
@@ -379,6 +383,7 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Org(c) => accounts::org(&settings, c).await,
         Command::User(c) => accounts::user(&cli, &settings, c).await,
         Command::Apikey(c) => accounts::apikey(&cli, &settings, c).await,
+        Command::Webhook(c) => webhook::run(&cli, &settings, c).await,
         Command::Openapi => {
             print!("{}", crate::api::openapi_json());
             Ok(0)

@@ -49,6 +49,15 @@ impl PostForm {
             .unwrap_or_default()
     }
 
+    /// Every value of a field sent more than once (checkboxes of one name), trimmed.
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        self.fields
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.trim())
+            .collect()
+    }
+
     /// Every field but the CSRF token, to fill a form in again after an error.
     pub fn values(&self) -> BTreeMap<String, String> {
         self.fields

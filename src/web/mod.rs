@@ -105,6 +105,12 @@ pub fn router(state: AppState) -> Router<AppState> {
         )
         .route("/users/{id}/role", post(pages::accounts::change_role))
         .route("/users/{id}/delete", post(pages::accounts::delete_user))
+        .route(
+            "/webhooks",
+            get(pages::webhooks::list).post(pages::webhooks::create),
+        )
+        .route("/webhooks/{id}", get(pages::webhooks::detail))
+        .route("/webhooks/{id}/{action}", post(pages::webhooks::act))
         .route("/system", get(pages::system::page))
         .route("/assets/{file}", get(assets::serve))
         .fallback(pages::not_found)

@@ -33,6 +33,8 @@ pub const TEMPLATES: &[(&str, &str)] = &[
     ("users.html", include_str!("templates/users.html")),
     ("secret.html", include_str!("templates/secret.html")),
     ("system.html", include_str!("templates/system.html")),
+    ("webhooks.html", include_str!("templates/webhooks.html")),
+    ("webhook.html", include_str!("templates/webhook.html")),
 ];
 
 static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {

@@ -154,6 +154,48 @@ function pages({ base, fixtures, completedUrl, stuckUrl, bigUrl }) {
       assert.ok(await activeMatches(page, "[data-error-summary]"),
         "the channel form returned with errors focuses its error summary");
     } },
+    { name: "webhooks", open: visit(`${base}/webhooks`) },
+    { name: "webhook form returned with errors", open: async (page) => {
+      await page.goto(`${base}/webhooks`);
+      await openDetails(page, "#webhook-form");
+      // A loopback destination: the outbound guard refuses it, named next to the URL.
+      await page.fill("#wh-url", "http://127.0.0.1:9/hook");
+      await submitUnchecked(page, "#webhook-form button[type=submit]");
+      await page.locator("#wh-url-error").waitFor();
+      assert.ok(await activeMatches(page, "[data-error-summary]"),
+        "the webhook form returned with errors focuses its error summary");
+    } },
+    { name: "a new webhook endpoint, its secret shown once", open: async (page) => {
+      await page.goto(`${base}/webhooks`);
+      await openDetails(page, "#webhook-form");
+      // TEST-NET-3: a public address literal, so the guard lets it through without DNS.
+      await page.fill("#wh-url", "https://203.0.113.10/herald");
+      await page.fill("#wh-description", "audit");
+      const navigated = page.waitForEvent("framenavigated", { predicate: (f) => f === page.mainFrame() });
+      await page.click("#webhook-form button[type=submit]");
+      await navigated;
+      await page.waitForLoadState("load");
+      await page.locator("#secret-value").waitFor();
+    } },
+    { name: "a webhook endpoint with a test event in its delivery log", open: async (page) => {
+      await page.goto(`${base}/webhooks`);
+      await page.locator("tbody a").first().click();
+      await page.waitForLoadState("load");
+      const navigated = page.waitForEvent("framenavigated", { predicate: (f) => f === page.mainFrame() });
+      await page.locator("button", { hasText: "Send a test event" }).click();
+      await navigated;
+      await page.waitForLoadState("load");
+      await page.locator("td", { hasText: "webhook.test" }).first().waitFor();
+    } },
+    { name: "delete webhook confirmation dialog", open: async (page) => {
+      await page.goto(`${base}/webhooks`);
+      await page.locator("tbody a").first().click();
+      await page.waitForLoadState("load");
+      await page.locator("button", { hasText: "Delete" }).first().click();
+      await page.locator("#confirm-dialog-yes").waitFor({ state: "visible" });
+      assert.ok(await activeMatches(page, "dialog[open] [data-close]"),
+        "the delete dialog opens with focus on Go back");
+    } },
     { name: "API keys", open: visit(`${base}/api-keys`) },
     { name: "a new API key, shown once", open: async (page) => {
       await page.goto(`${base}/api-keys`);

@@ -295,6 +295,7 @@ async fn sign_in_then_every_page_renders_and_sign_out_ends_the_session() {
         ("/lists", "Lists"),
         ("/suppressions", "Suppression list"),
         ("/channels", "Channels"),
+        ("/webhooks", "Webhooks"),
         ("/api-keys", "API keys"),
         ("/users", "Users and roles"),
         ("/system", "System"),
@@ -904,4 +905,219 @@ async fn the_channels_page_shows_webhook_urls() {
         );
     }
     assert!(page.body.contains("webhooks are refused"), "{}", page.body);
+}
+
+/// The webhooks page: a refused destination is named next to the URL, a created endpoint's
+/// secret is shown once, and the endpoint page sends a test event, rotates, disables,
+/// enables, replays and deletes, each through the API with its rules and roles.
+#[tokio::test]
+async fn the_webhooks_page_creates_endpoints_and_acts_on_them() {
+    let app = App::new().await;
+    app.user(app.org, "root@example.org", Role::Admin).await;
+    app.user(app.org, "eve@example.org", Role::Viewer).await;
+    let (mut jar, csrf) = app.sign_in("root@example.org").await;
+
+    // The default outbound guard refuses loopback: the error is next to the URL.
+    let refused = app
+        .post(
+            &mut jar,
+            "/webhooks",
+            &[
+                ("_csrf", &csrf),
+                ("url", "http://127.0.0.1:9/hook"),
+                ("events", "campaign.completed"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        refused.body
+    );
+    assert!(
+        refused.body.contains("id=\"wh-url-error\""),
+        "{}",
+        refused.body
+    );
+    assert!(refused.body.contains("outbound destination refused"));
+    assert!(
+        refused
+            .body
+            .contains("value=\"campaign.completed\" checked"),
+        "the chosen events are kept"
+    );
+
+    let created = app
+        .post(
+            &mut jar,
+            "/webhooks",
+            &[
+                ("_csrf", &csrf),
+                ("url", "https://203.0.113.10/herald"),
+                ("description", "ops"),
+                ("events", "campaign.completed"),
+                ("events", "message.failed"),
+            ],
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    assert!(created.body.contains("id=\"secret-value\""));
+    assert!(created.body.contains("whsec_"), "the secret is shown once");
+    let endpoints = app
+        .store
+        .webhook_endpoints_page(app.org, 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(endpoints.len(), 1);
+    let id = format!("whk_{}", endpoints[0].id);
+    assert_eq!(
+        endpoints[0].events,
+        vec![
+            herald::events::EventType::CampaignCompleted,
+            herald::events::EventType::MessageFailed
+        ]
+    );
+
+    let list = app.get(&mut jar, "/webhooks").await;
+    assert!(list.body.contains(&format!("href=\"/webhooks/{id}\"")));
+    assert!(!list.body.contains("whsec_"), "never shown again");
+    let detail_path = format!("/webhooks/{id}");
+    let detail = app.get(&mut jar, &detail_path).await;
+    assert_eq!(detail.status, StatusCode::OK, "{}", detail.body);
+    assert!(detail.body.contains("Delivery log") && !detail.body.contains("whsec_"));
+
+    let sent = app
+        .post(
+            &mut jar,
+            &format!("{detail_path}/test"),
+            &[("_csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(sent.status, StatusCode::SEE_OTHER, "{}", sent.body);
+    assert_eq!(sent.location(), detail_path);
+    let detail = app.get(&mut jar, &detail_path).await;
+    assert!(
+        detail.body.contains("Test event ntf_"),
+        "the flash names the event"
+    );
+    assert!(
+        detail.body.contains("webhook.test"),
+        "the delivery is in the log"
+    );
+
+    let rotated = app
+        .post(
+            &mut jar,
+            &format!("{detail_path}/rotate"),
+            &[("_csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(rotated.status, StatusCode::OK, "{}", rotated.body);
+    assert!(rotated.body.contains("Signing secret rotated") && rotated.body.contains("whsec_"));
+    let detail = app.get(&mut jar, &detail_path).await;
+    assert!(detail.body.contains("the previous secret also signs until"));
+
+    app.post(
+        &mut jar,
+        &format!("{detail_path}/disable"),
+        &[("_csrf", &csrf)],
+    )
+    .await;
+    let detail = app.get(&mut jar, &detail_path).await;
+    assert!(
+        detail.body.contains("Disabled")
+            && detail.body.contains("disabled by user:root@example.org")
+    );
+    let test_disabled = app
+        .post(
+            &mut jar,
+            &format!("{detail_path}/test"),
+            &[("_csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(test_disabled.location(), detail_path);
+    let detail = app.get(&mut jar, &detail_path).await;
+    assert!(
+        detail.body.contains("Sending the test event failed"),
+        "{}",
+        detail.body
+    );
+    app.post(
+        &mut jar,
+        &format!("{detail_path}/enable"),
+        &[("_csrf", &csrf)],
+    )
+    .await;
+    let replay = app
+        .post(
+            &mut jar,
+            &format!("{detail_path}/replay"),
+            &[("_csrf", &csrf), ("failed_since", "2000-01-01T00:00:00Z")],
+        )
+        .await;
+    assert_eq!(replay.status, StatusCode::SEE_OTHER);
+    let detail = app.get(&mut jar, &detail_path).await;
+    assert!(
+        detail.body.contains("0 deliveries set back to pending"),
+        "{}",
+        detail.body
+    );
+
+    // A viewer sees the endpoint and its log, without the admin's actions.
+    let (mut viewer, viewer_csrf) = app.sign_in("eve@example.org").await;
+    let seen = app.get(&mut viewer, &detail_path).await;
+    assert_eq!(seen.status, StatusCode::OK);
+    assert!(seen.body.contains("webhook.test") && !seen.body.contains("Send a test event"));
+    let denied = app
+        .post(
+            &mut viewer,
+            &format!("{detail_path}/delete"),
+            &[("_csrf", &viewer_csrf)],
+        )
+        .await;
+    assert_eq!(denied.location(), detail_path);
+    assert_eq!(
+        app.store
+            .webhook_endpoints_page(app.org, 0, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Another organisation's endpoint is not found.
+    let key = herald::secrets::SecretKey::parse(SECRET_KEY).unwrap();
+    let theirs = app
+        .store
+        .create_webhook_endpoint(
+            app.other_org,
+            "https://203.0.113.11/theirs",
+            "",
+            &[herald::events::EventType::CampaignCompleted],
+            &key,
+            "whsec_dGhlaXJz",
+        )
+        .await
+        .unwrap();
+    let other = app
+        .get(&mut jar, &format!("/webhooks/whk_{}", theirs.id))
+        .await;
+    assert_eq!(other.status, StatusCode::NOT_FOUND);
+
+    let deleted = app
+        .post(
+            &mut jar,
+            &format!("{detail_path}/delete"),
+            &[("_csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(deleted.location(), "/webhooks");
+    assert!(
+        app.store
+            .webhook_endpoints_page(app.org, 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -8,6 +8,7 @@ pub mod channels;
 pub mod contacts;
 pub mod system;
 pub mod webhook_urls;
+pub mod webhooks;
 
 use super::render::{PageMeta, page, public_page};
 use super::{ApiReply, Ctx, Web};

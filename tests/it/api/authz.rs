@@ -101,6 +101,14 @@ impl Fixture {
         )
         .await;
         ids.insert("address", address);
+        let webhook = app
+            .post(
+                "/api/v1/webhooks",
+                &owner,
+                json!({"url": format!("http://127.0.0.1:9/hook-{tag}"), "description": tag}),
+            )
+            .await;
+        ids.insert("webhook_id", created(&webhook, "webhook endpoint"));
         Fixture { ids }
     }
 
@@ -142,6 +150,7 @@ fn param_kind(name: &str, previous: Option<&str>) -> &'static str {
             Some("campaigns") => "campaign_id",
             Some("users") => "user_id",
             Some("api-keys") => "api_key_id",
+            Some("webhooks") => "webhook_id",
             other => panic!("add the collection {other:?} to param_kind"),
         },
         other => panic!("add the path parameter {other} to param_kind"),
@@ -172,6 +181,9 @@ fn sample_body(method: &Method, template: &str, own: &Fixture) -> Option<Value> 
         ("POST", "/api/v1/users") => json!({"email": "new@example.org", "role": "viewer"}),
         ("PATCH", "/api/v1/users/{id}") => json!({"role": "viewer"}),
         ("POST", "/api/v1/api-keys") => json!({"name": "k", "role": "viewer"}),
+        ("POST", "/api/v1/webhooks") => json!({"url": "http://127.0.0.1:9/another"}),
+        ("PATCH", "/api/v1/webhooks/{id}") => json!({"description": "renamed"}),
+        ("POST", "/api/v1/webhooks/{id}/replay") => json!({"failed_since": "2000-01-01T00:00:00Z"}),
         ("POST", _) | ("PATCH", _) | ("PUT", _) => json!({}),
         _ => return None,
     };

@@ -765,7 +765,7 @@ api_test!(
 // each time. Schemathesis once got a 500 on PostgreSQL here ("incorrect binary data format in
 // bind parameter 4"); sqlx 0.9.0's Any driver declares a NULL f64 as float4, so the store no
 // longer binds a NULL rate at all. This test did not reproduce the 500 against the old code:
-// it holds the behaviour, not the replay (see tests/process/schemathesis-baseline.json).
+// it holds the behaviour; schema_fuzz on PostgreSQL (tests/process/accounts.rs) replays the fuzzing.
 api_test!(a_rate_cleared_and_set_again_is_stored, |app| async move {
     let auth = admin(&app).await;
     let created = app

@@ -12,6 +12,7 @@ mod errors;
 mod hardening;
 mod outbound_guard;
 mod outcomes;
+mod webhooks;
 
 use crate::support::TestDb;
 use axum::Router;

@@ -7,6 +7,7 @@
 //! knows which one it talks to. Timestamps are integer milliseconds since the epoch.
 
 mod accounts;
+pub mod autopause;
 mod campaign_order;
 mod campaigns_admin;
 pub mod channels_admin;
@@ -1411,6 +1412,9 @@ impl Store {
             self.settle_outcome(&mut tx, id).await?;
         }
         insert_event(&mut tx, id, now, actor, Some(from), to, &reason).await?;
+        if to == CampaignStatus::Sending {
+            self.restart_failure_window(&mut tx, id).await?;
+        }
         if action == CampaignAction::Resume {
             self.complete_if_drained(&mut tx, id, now, actor, "resumed with nothing pending")
                 .await?;
@@ -1786,11 +1790,26 @@ impl Store {
         let mut doubts: BTreeMap<i64, i64> = BTreeMap::new();
         let mut applied_ids = BTreeSet::new();
         let mut recorded_per_campaign = BTreeMap::new();
+        let mut failure_rates = BTreeMap::new();
+        let failed_errors: HashMap<i64, &str> = outcomes
+            .iter()
+            .filter_map(|o| match &o.kind {
+                OutcomeKind::Failed { error } => Some((o.message_id, error.as_str())),
+                _ => None,
+            })
+            .collect();
         for r in &rows {
-            applied_ids.insert(r.try_get::<i64, _>("id")?);
+            let id: i64 = r.try_get("id")?;
+            applied_ids.insert(id);
             let campaign: i64 = r.try_get("campaign_id")?;
             let status = status_of(r, "status")?;
             outcomes::tally(&mut recorded_per_campaign, campaign, status);
+            autopause::tally(
+                &mut failure_rates,
+                campaign,
+                status,
+                failed_errors.get(&id).copied(),
+            );
             deltas
                 .entry(campaign)
                 .or_default()
@@ -1852,6 +1871,9 @@ impl Store {
                 report.completed.push(*campaign);
             }
         }
+        report.auto_paused = self
+            .judge_failure_rates(&mut tx, &failure_rates, now, &format!("instance {owner}"))
+            .await?;
         tx.commit().await?;
         Ok(report)
     }

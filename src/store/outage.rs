@@ -284,6 +284,7 @@ impl Store {
             reason,
         )
         .await?;
+        self.restart_failure_window(tx, id).await?;
         self.complete_if_drained(tx, id, now, actor, "resumed with nothing pending")
             .await?;
         Ok(true)

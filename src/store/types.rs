@@ -285,6 +285,8 @@ pub struct RecordReport {
     /// doubt after this instance was presumed dead): nothing changed for them.
     pub stale: usize,
     pub completed: Vec<i64>,
+    /// Campaigns the engine auto-paused in the same transaction (failure rate).
+    pub auto_paused: Vec<crate::store::autopause::AutoPaused>,
 }
 
 /// A provider's status for one of its message ids. Provider ids are unique per provider

@@ -163,6 +163,21 @@ fn resolve(campaign: Option<AutoPause>, org: Option<AutoPause>) -> AutoPauseSett
     }
 }
 
+/// A campaign's setting from a row with `auto_pause_percent`, `auto_pause_window` and its
+/// organisation's as `org_auto_pause_percent`, `org_auto_pause_window`.
+pub(super) fn setting_from_row(row: &sqlx::any::AnyRow) -> Result<AutoPauseSetting, StoreError> {
+    Ok(resolve(
+        AutoPause::from_columns(
+            row.try_get("auto_pause_percent")?,
+            row.try_get("auto_pause_window")?,
+        ),
+        AutoPause::from_columns(
+            row.try_get("org_auto_pause_percent")?,
+            row.try_get("org_auto_pause_window")?,
+        ),
+    ))
+}
+
 /// The rolling count of one campaign (see the module comment).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Window {
@@ -607,16 +622,19 @@ mod tests {
     #[test]
     fn campaign_overrides_organisation_overrides_default() {
         let off = Some(AutoPause::Off);
-        let ten = Some(AutoPause::Rate {
+        let ten = AutoPause::Rate {
             percent: 10,
             window: 100,
-        });
+        };
         assert_eq!(resolve(None, None).source, AutoPauseSource::Default);
         assert_eq!(resolve(None, None).effective, DEFAULT);
-        assert_eq!(resolve(None, ten).effective, ten.unwrap());
-        assert_eq!(resolve(None, ten).source, AutoPauseSource::Organisation);
-        assert_eq!(resolve(off, ten).effective, AutoPause::Off);
-        assert_eq!(resolve(off, ten).source, AutoPauseSource::Campaign);
+        assert_eq!(resolve(None, Some(ten)).effective, ten);
+        assert_eq!(
+            resolve(None, Some(ten)).source,
+            AutoPauseSource::Organisation
+        );
+        assert_eq!(resolve(off, Some(ten)).effective, AutoPause::Off);
+        assert_eq!(resolve(off, Some(ten)).source, AutoPauseSource::Campaign);
     }
 
     #[test]

@@ -232,7 +232,10 @@ fn campaign_status_of(row: &AnyRow, col: &str) -> Result<CampaignStatus, StoreEr
 const CAMPAIGN_COLUMNS: &str = "c.id, c.org_id, c.name, c.channel_id, ch.name AS channel_name, ch.kind AS channel_kind, \
      c.list_id, l.name AS list_name, c.body, c.status, c.scheduled_at, c.created_at, c.started_at, \
      c.completed_at, c.last_progress_at, c.total, c.queued, c.in_flight, c.retry_wait, c.sent, \
-     c.delivered, c.read, c.undelivered, c.failed, c.skipped, c.cancelled, c.in_doubt, c.in_doubt_total, c.outcome";
+     c.delivered, c.read, c.undelivered, c.failed, c.skipped, c.cancelled, c.in_doubt, c.in_doubt_total, c.outcome, \
+     c.auto_pause_percent, c.auto_pause_window, \
+     (SELECT org.auto_pause_percent FROM organisations org WHERE org.id = c.org_id) AS org_auto_pause_percent, \
+     (SELECT org.auto_pause_window FROM organisations org WHERE org.id = c.org_id) AS org_auto_pause_window";
 const CAMPAIGN_FROM: &str =
     "FROM campaigns c JOIN channels ch ON ch.id = c.channel_id JOIN lists l ON l.id = c.list_id";
 
@@ -297,6 +300,7 @@ fn campaign_from_row(row: &AnyRow) -> Result<Campaign, StoreError> {
         total: row.try_get("total")?,
         counts,
         in_doubt_total: row.try_get("in_doubt_total")?,
+        auto_pause: autopause::setting_from_row(row)?,
         outcome: match row.try_get::<Option<String>, _>("outcome")? {
             None => None,
             Some(s) => {

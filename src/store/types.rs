@@ -148,6 +148,8 @@ pub struct Campaign {
     pub in_doubt_total: i64,
     /// How it came out; None until it is completed or cancelled.
     pub outcome: Option<crate::domain::CampaignOutcome>,
+    /// Its auto-pause setting and the one in force (its own, its organisation's, Herald's).
+    pub auto_pause: crate::store::autopause::AutoPauseSetting,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -10,4 +10,5 @@ mod crash;
 mod ids;
 mod metrics;
 mod outage;
+mod prometheus_rules;
 mod slow_clients;

@@ -361,3 +361,124 @@ both_stores!(
         );
     }
 );
+
+// The API: `auto_pause` on create and patch (patch works on a sending campaign, not on an
+// ended one, and not together with draft-only fields), the setting in force and its source
+// on every view, and a clear 422 for a malformed value.
+crate::api::api_test!(the_api_sets_and_shows_auto_pause, |app| async move {
+    use crate::api::Auth;
+    use axum::http::{Method, StatusCode};
+    use herald::domain::Role;
+    let store = &app.db.store;
+    let editor = Auth::Key(app.key(app.org, Role::Editor).await);
+    let (_, list) = seed_list(store, 3).await;
+    let channel = store.channel_by_name(app.org, "sandbox").await.unwrap().id;
+    let body = |name: &str, auto_pause: Option<&str>| {
+        let mut b = serde_json::json!({
+            "name": name,
+            "channel_id": format!("chn_{channel}"),
+            "list_id": format!("lst_{list}"),
+            "body": "Hi",
+        });
+        if let Some(a) = auto_pause {
+            b["auto_pause"] = a.into();
+        }
+        b
+    };
+    let own = app
+        .post("/api/v1/campaigns", &editor, body("own", Some("15%/200")))
+        .await;
+    own.expect(StatusCode::CREATED);
+    assert_eq!(own.body["auto_pause"], "15%/200");
+    assert_eq!(own.body["auto_pause_source"], "campaign");
+    let plain = app
+        .post("/api/v1/campaigns", &editor, body("plain", None))
+        .await;
+    plain.expect(StatusCode::CREATED);
+    assert_eq!(plain.body["auto_pause"], "20%/500");
+    assert_eq!(plain.body["auto_pause_source"], "default");
+    let plain_id = plain.body["id"].as_str().unwrap().to_string();
+
+    store
+        .set_org_auto_pause(app.org, rate("10%/100"))
+        .await
+        .unwrap();
+    let seen = app
+        .get(&format!("/api/v1/campaigns/{plain_id}"), &editor)
+        .await;
+    seen.expect(StatusCode::OK);
+    assert_eq!(seen.body["auto_pause"], "10%/100");
+    assert_eq!(seen.body["auto_pause_source"], "organisation");
+
+    for bad in ["bogus", "0%/500", "20%/5", "120%/500"] {
+        let r = app
+            .post("/api/v1/campaigns", &editor, body("bad", Some(bad)))
+            .await;
+        r.expect_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation-failed");
+        assert_eq!(r.body["errors"][0]["field"], "auto_pause", "{}", r.text);
+        assert!(r.text.contains("20%/500"), "{}", r.text);
+    }
+
+    // While sending: auto_pause alone changes; with a draft-only field, nothing does.
+    let id: i64 = plain_id.trim_start_matches("cmp_").parse().unwrap();
+    store
+        .start_campaign(id, herald::clock::now_ms(), "test", None)
+        .await
+        .unwrap();
+    let path = format!("/api/v1/campaigns/{plain_id}");
+    let both = app
+        .call(
+            Method::PATCH,
+            &path,
+            &editor,
+            Some(serde_json::json!({"name": "renamed", "auto_pause": "off"})),
+        )
+        .await;
+    both.expect_problem(StatusCode::CONFLICT, "conflict");
+    assert_eq!(
+        store.campaign(id).await.unwrap().auto_pause.source,
+        AutoPauseSource::Organisation
+    );
+    let off = app
+        .call(
+            Method::PATCH,
+            &path,
+            &editor,
+            Some(serde_json::json!({"auto_pause": "off"})),
+        )
+        .await;
+    off.expect(StatusCode::OK);
+    assert_eq!(off.body["auto_pause"], "off");
+    assert_eq!(off.body["auto_pause_source"], "campaign");
+    let back = app
+        .call(
+            Method::PATCH,
+            &path,
+            &editor,
+            Some(serde_json::json!({"auto_pause": "inherit"})),
+        )
+        .await;
+    back.expect(StatusCode::OK);
+    assert_eq!(back.body["auto_pause"], "10%/100");
+    assert_eq!(back.body["auto_pause_source"], "organisation");
+
+    // Ended: 409.
+    store
+        .transition(
+            id,
+            CampaignAction::Cancel,
+            herald::clock::now_ms(),
+            "test",
+            None,
+        )
+        .await
+        .unwrap();
+    app.call(
+        Method::PATCH,
+        &path,
+        &editor,
+        Some(serde_json::json!({"auto_pause": "off"})),
+    )
+    .await
+    .expect_problem(StatusCode::CONFLICT, "conflict");
+});

@@ -9,8 +9,10 @@
 //!   failures of the previous full block, weighted by the share of it still inside the last
 //!   N. It is exact until the first N outcomes, and after that exact whenever failures are
 //!   spread evenly within a block.
-//! - Nothing is judged before [`MIN_JUDGED`] outcomes (or N, when smaller): a campaign is
-//!   not paused because its first 3 messages of 3 000 failed.
+//! - Nothing is judged before the window is full (N outcomes since the campaign started or
+//!   resumed): "20 % of the last 500" means 500, and fewer would pause healthy campaigns
+//!   by chance (a campaign failing 14 % exceeds 20 % in 5 % of samples of 100). A campaign
+//!   that wants a quicker verdict sets a smaller window.
 //! - Only failures that say something about the recipient or the message count: those of
 //!   an unreachable or failing provider (network errors, HTTP 5xx, rate limits, temporary
 //!   errors given up on) pause through the outage path or are retried; suppressed, skipped
@@ -46,9 +48,6 @@ pub const DEFAULT: AutoPause = AutoPause::Rate {
     percent: 20,
     window: 500,
 };
-
-/// Outcomes needed before the rate is judged (or the window, when smaller).
-pub const MIN_JUDGED: u32 = 100;
 
 /// The smallest and largest windows accepted.
 pub const WINDOW_RANGE: std::ops::RangeInclusive<u32> = 10..=100_000;
@@ -224,12 +223,13 @@ impl Window {
         }
     }
 
-    /// Whether the rate over the last `window` outcomes is above `percent`, once enough
-    /// outcomes are in.
+    /// Whether the rate over the last `window` outcomes is above `percent`, once the
+    /// window is full.
     pub fn exceeds(&self, percent: u8, window: u32) -> Option<(i64, i64)> {
         let (failed, outcomes) = self.estimate(i64::from(window));
-        let needed = i64::from(window.min(MIN_JUDGED));
-        (outcomes >= needed && outcomes > 0 && failed * 100 > i64::from(percent) * outcomes)
+        (outcomes >= i64::from(window)
+            && outcomes > 0
+            && failed * 100 > i64::from(percent) * outcomes)
             .then_some((failed, outcomes))
     }
 }
@@ -638,22 +638,21 @@ mod tests {
     }
 
     #[test]
-    fn nothing_is_judged_before_the_minimum() {
-        let w = Window::default().add(99, 99, 500);
+    fn nothing_is_judged_before_the_window_is_full() {
+        let w = Window::default().add(499, 499, 500);
         assert_eq!(w.exceeds(20, 500), None);
         let w = w.add(1, 1, 500);
-        assert_eq!(w.exceeds(20, 500), Some((100, 100)));
-        // A window smaller than the minimum is judged once full.
+        assert_eq!(w.exceeds(20, 500), Some((500, 500)));
         let w = Window::default().add(20, 5, 20);
         assert_eq!(w.exceeds(20, 20), Some((5, 20)));
     }
 
     #[test]
     fn the_threshold_is_strict() {
-        let w = Window::default().add(100, 20, 500);
-        assert_eq!(w.exceeds(20, 500), None);
-        let w = w.add(1, 1, 500);
-        assert_eq!(w.exceeds(20, 500), Some((21, 101)));
+        let w = Window::default().add(100, 20, 100);
+        assert_eq!(w.exceeds(20, 100), None);
+        let w = Window::default().add(100, 21, 100);
+        assert_eq!(w.exceeds(20, 100), Some((21, 100)));
     }
 
     #[test]

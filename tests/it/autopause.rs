@@ -463,6 +463,21 @@ crate::api::api_test!(the_api_sets_and_shows_auto_pause, |app| async move {
     assert_eq!(back.body["auto_pause"], "10%/100");
     assert_eq!(back.body["auto_pause_source"], "organisation");
 
+    // The campaign page shows the setting in force and where it comes from.
+    let password = "a long enough password";
+    app.user(app.org, "viewer@example.org", Role::Viewer, password)
+        .await;
+    let (cookie, _) = app.sign_in("viewer@example.org", password).await;
+    let session = Auth::Session { cookie, csrf: None };
+    let page = app.get(&format!("/campaigns/{plain_id}"), &session).await;
+    page.expect(StatusCode::OK);
+    assert!(
+        page.text.contains("more than 10 % of the last 100 failed")
+            && page.text.contains("(the organisation"),
+        "{}",
+        page.text
+    );
+
     // Ended: 409.
     store
         .transition(

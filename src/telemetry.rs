@@ -175,6 +175,48 @@ pub const METRICS: &[Metric] = &[
         "Stored provider webhook records deleted after webhook_retention_days",
         &[&[]],
     ),
+    (
+        "herald_live_instances",
+        MetricKind::Gauge,
+        "Instances whose heartbeat is fresh (within instance_stale_after_ms), as the database shows them",
+        &[&[]],
+    ),
+    (
+        "herald_channel_unavailable",
+        MetricKind::Gauge,
+        "1 while a channel (chn_5) is unavailable because its provider cannot be reached, 0 once it answers again; a series appears with a channel's first outage",
+        &[],
+    ),
+    (
+        "herald_campaigns_auto_paused_total",
+        MetricKind::Counter,
+        "Campaigns the engine paused because their permanent failure rate crossed their auto-pause threshold",
+        &[&[]],
+    ),
+    // Exported by the outbound webhook delivery worker (src/engine/webhooks_out.rs); listed
+    // here so the alerting rules (docs/prometheus/herald-rules.yml) can name them.
+    (
+        "herald_webhook_deliveries_total",
+        MetricKind::Counter,
+        "Outbound webhook delivery attempts, by result: delivered, retried (will be tried again) or failed (given up)",
+        &[
+            &[("result", "delivered")],
+            &[("result", "retried")],
+            &[("result", "failed")],
+        ],
+    ),
+    (
+        "herald_webhook_deliveries_pending",
+        MetricKind::Gauge,
+        "Outbound webhook deliveries not yet delivered or given up",
+        &[&[]],
+    ),
+    (
+        "herald_webhook_endpoints_disabled_total",
+        MetricKind::Counter,
+        "Webhook endpoints disabled by Herald (410 Gone, or failing for too long)",
+        &[&[]],
+    ),
 ];
 
 /// Gives every metric of `METRICS` its HELP text and registers its known series at zero, so
@@ -210,8 +252,19 @@ fn labels_of(labels: &[(&'static str, &'static str)]) -> Vec<metrics::Label> {
 
 #[cfg(test)]
 mod tests {
-    use super::colour_for;
+    use super::{METRICS, colour_for};
     use std::ffi::OsStr;
+
+    /// Two entries for one name would describe it twice (and a merge of two branches that
+    /// both list a metric would go unnoticed).
+    #[test]
+    fn every_metric_is_listed_once() {
+        let mut names: Vec<&str> = METRICS.iter().map(|m| m.0).collect();
+        names.sort_unstable();
+        let before = names.len();
+        names.dedup();
+        assert_eq!(names.len(), before, "a metric is listed twice in METRICS");
+    }
 
     #[test]
     fn colour_only_on_a_terminal_without_no_color() {

@@ -9,6 +9,7 @@ use super::{ApiState, Page, PageParams, decode_id, encode_id, timestamp, timesta
 use super::{check_name, check_text};
 use crate::channels::segments::{Encoding, sms_segments};
 use crate::domain::{CampaignAction, CampaignOutcome, CampaignStatus, Counts, MessageStatus};
+use crate::store::autopause::{AutoPause, AutoPauseSource};
 use crate::store::{
     Campaign as CampaignRow, CampaignEvent, ChannelInfo, ContactInput, ListInfo, MessageInfo,
     NewCampaign as NewCampaignRow, StartOutcome,
@@ -207,6 +208,45 @@ pub struct Campaign {
         example = "paused by the engine: channel `sms-us` unreachable since 2026-12-02T10:42:05.120Z: connection refused"
     )]
     pub paused_reason: Option<String>,
+    /// The auto-pause setting in force: `20%/500` (paused by the engine when more than 20 %
+    /// of the last 500 outcomes failed permanently) or `off`.
+    #[schema(example = "20%/500")]
+    pub auto_pause: String,
+    /// Where it comes from: the campaign's own setting, its organisation's default
+    /// (`herald org set --auto-pause`), or Herald's default (20%/500).
+    pub auto_pause_source: AutoPauseSourceApi,
+}
+
+/// Where a campaign's auto-pause setting comes from.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = AutoPauseSource)]
+pub enum AutoPauseSourceApi {
+    Campaign,
+    Organisation,
+    Default,
+}
+
+impl From<AutoPauseSource> for AutoPauseSourceApi {
+    fn from(s: AutoPauseSource) -> AutoPauseSourceApi {
+        match s {
+            AutoPauseSource::Campaign => AutoPauseSourceApi::Campaign,
+            AutoPauseSource::Organisation => AutoPauseSourceApi::Organisation,
+            AutoPauseSource::Default => AutoPauseSourceApi::Default,
+        }
+    }
+}
+
+/// An `auto_pause` field: `PERCENT%/WINDOW`, `off`, or `inherit` (None: the
+/// organisation's default).
+fn auto_pause_field(value: &str) -> ApiResult<Option<AutoPause>> {
+    if value.trim().eq_ignore_ascii_case("inherit") {
+        return Ok(None);
+    }
+    value
+        .parse::<AutoPause>()
+        .map(Some)
+        .map_err(|e| ApiError::invalid("auto_pause", "format", format!("{e}, or inherit")))
 }
 
 /// A page of campaigns.
@@ -260,6 +300,8 @@ pub(super) async fn view(state: &ApiState, c: CampaignRow) -> ApiResult<Campaign
         last_progress_at: timestamp_opt(c.last_progress_at),
         stuck,
         paused_reason,
+        auto_pause: c.auto_pause.effective.to_string(),
+        auto_pause_source: c.auto_pause.source.into(),
     })
 }
 
@@ -536,6 +578,15 @@ pub struct NewCampaign {
     /// `not-in-future`.
     #[schema(example = "2030-12-01T09:00:00Z")]
     pub scheduled_at: Option<String>,
+    /// Auto-pause on failure rate: `PERCENT%/WINDOW` (pause when more than PERCENT % of
+    /// the last WINDOW outcomes, 10 to 100000, failed permanently), `off`, or `inherit`
+    /// (the default: the organisation's setting, else 20%/500).
+    #[schema(
+        example = "20%/500",
+        max_length = 16,
+        pattern = r"^(off|inherit|[1-9][0-9]?%/([1-9][0-9]{1,4}|100000))$"
+    )]
+    pub auto_pause: Option<String>,
 }
 
 /// Changes to a draft; fields left out stay as they are.
@@ -546,6 +597,15 @@ pub struct CampaignChange {
     pub body: Option<String>,
     pub channel_id: Option<String>,
     pub list_id: Option<String>,
+    /// Auto-pause on failure rate: `PERCENT%/WINDOW`, `off`, or `inherit` (the
+    /// organisation's setting). Unlike the other fields it can change until the campaign
+    /// ends, e.g. to turn it off while sending; the failure window restarts.
+    #[schema(
+        example = "off",
+        max_length = 16,
+        pattern = r"^(off|inherit|[1-9][0-9]?%/([1-9][0-9]{1,4}|100000))$"
+    )]
+    pub auto_pause: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -886,6 +946,12 @@ async fn create_campaign(
         .as_deref()
         .map(|at| future_time("scheduled_at", at))
         .transpose()?;
+    let auto_pause = body
+        .auto_pause
+        .as_deref()
+        .map(auto_pause_field)
+        .transpose()?
+        .flatten();
     let channel = channel_ref(&state, &p, &body.channel_id).await?;
     let list = list_ref(&state, &p, &body.list_id).await?;
     check_variables(&state, &template, list.id, &list.name, "body").await?;
@@ -910,6 +976,12 @@ async fn create_campaign(
         scheduled = scheduled_at.is_some(),
         "campaign created"
     );
+    if auto_pause.is_some() {
+        state
+            .store
+            .set_campaign_auto_pause(p.org_id, id, auto_pause)
+            .await?;
+    }
     let c = state.store.api_campaign(p.org_id, id).await?;
     let location = format!("/api/v1/campaigns/{}", encode_id("cmp", id));
     Ok((
@@ -938,14 +1010,15 @@ async fn get_campaign(
 }
 
 /// Edit a draft's name, template, channel or list. Once a campaign is scheduled or has
-/// started it cannot be edited (409).
+/// started it cannot be edited (409), except its `auto_pause`, which can change until it
+/// ends.
 #[utoipa::path(patch, path = "/campaigns/{id}", tag = "campaigns",
     security(("api_key" = ["editor"]), ("session" = ["editor"])),
     params(("id" = String, Path, description = "Campaign id")),
     request_body = CampaignChange,
     responses(
         (status = 200, body = Campaign),
-        (status = 409, description = "The campaign is not a draft", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The campaign is not a draft (or, for auto_pause, has ended)", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn update_campaign(
     State(state): State<ApiState>,
@@ -954,7 +1027,40 @@ async fn update_campaign(
     ApiJson(change): ApiJson<CampaignChange>,
 ) -> ApiResult<axum::Json<Campaign>> {
     let id = decode_id("cmp", "campaign", &id)?;
-    let current = state.store.api_campaign(p.org_id, id).await?;
+    let auto_pause = change
+        .auto_pause
+        .as_deref()
+        .map(auto_pause_field)
+        .transpose()?;
+    let drafts_only = change.name.is_some()
+        || change.body.is_some()
+        || change.channel_id.is_some()
+        || change.list_id.is_some();
+    let mut current = state.store.api_campaign(p.org_id, id).await?;
+    if drafts_only && current.status != CampaignStatus::Draft {
+        return Err(ApiError::conflict(format!(
+            "campaign {} is {}: only a draft can be edited (its auto_pause alone can change until it ends)",
+            encode_id("cmp", id),
+            current.status
+        )));
+    }
+    if let Some(setting) = auto_pause {
+        state
+            .store
+            .set_campaign_auto_pause(p.org_id, id, setting)
+            .await?;
+        tracing::info!(
+            org_id = %crate::ids::OrgId(p.org_id),
+            campaign_id = %crate::ids::CampaignId(id),
+            actor = p.actor,
+            auto_pause = %setting.map_or("inherit".to_string(), |s| s.to_string()),
+            "campaign auto-pause setting changed"
+        );
+        current = state.store.api_campaign(p.org_id, id).await?;
+    }
+    if !drafts_only {
+        return Ok(axum::Json(view(&state, current).await?));
+    }
     if current.status != CampaignStatus::Draft {
         return Err(ApiError::conflict(format!(
             "campaign {} is {}: only a draft can be edited",

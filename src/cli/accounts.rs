@@ -7,6 +7,7 @@ use crate::api::encode_id;
 use crate::config::Settings;
 use crate::domain::Role;
 use crate::ids::ApiKeyId;
+use crate::store::autopause::{AutoPause, DEFAULT};
 use clap::Subcommand;
 use std::io::BufRead;
 
@@ -19,6 +20,36 @@ pub enum OrgCommand {
     },
     /// List the organisations.
     List,
+    /// Show --org's settings (its auto-pause default).
+    Show,
+    /// Change --org's settings.
+    Set {
+        /// The auto-pause default of its campaigns: PERCENT%/WINDOW (e.g. 20%/500: pause a
+        /// campaign when more than 20 % of its last 500 outcomes failed permanently), off,
+        /// or default (Herald's, 20%/500). A campaign's own setting wins.
+        #[arg(long, value_name = "PERCENT%/WINDOW|off|default", value_parser = parse_org_auto_pause)]
+        auto_pause: OrgAutoPause,
+    },
+}
+
+/// An organisation's auto-pause default; None: Herald's.
+#[derive(Debug, Clone, Copy)]
+pub struct OrgAutoPause(Option<AutoPause>);
+
+fn parse_org_auto_pause(s: &str) -> Result<OrgAutoPause, String> {
+    if s.trim().eq_ignore_ascii_case("default") {
+        return Ok(OrgAutoPause(None));
+    }
+    s.parse()
+        .map(|a| OrgAutoPause(Some(a)))
+        .map_err(|e| format!("{e}, or default (Herald's, {DEFAULT})"))
+}
+
+fn print_org_auto_pause(setting: Option<AutoPause>) {
+    match setting {
+        Some(a) => println!("auto-pause {a}"),
+        None => println!("auto-pause {DEFAULT} (Herald's default)"),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -66,9 +97,19 @@ fn parse_role(s: &str) -> Result<Role, String> {
         .ok_or_else(|| format!("`{s}` is not a role: use owner, admin, editor or viewer"))
 }
 
-pub async fn org(settings: &Settings, command: &OrgCommand) -> CliResult {
+pub async fn org(cli: &Cli, settings: &Settings, command: &OrgCommand) -> CliResult {
     let store = open_store(settings, false).await?;
     match command {
+        OrgCommand::Show => {
+            let org = resolve_org(&store, &cli.org).await?;
+            print_org_auto_pause(store.org_auto_pause(org).await?);
+        }
+        OrgCommand::Set { auto_pause } => {
+            let org = resolve_org(&store, &cli.org).await?;
+            store.set_org_auto_pause(org, auto_pause.0).await?;
+            tracing::info!(org_id = %crate::ids::OrgId(org), auto_pause = ?auto_pause.0, "organisation auto-pause default changed");
+            print_org_auto_pause(auto_pause.0);
+        }
         OrgCommand::Create { name } => {
             let name = name.trim();
             if name.is_empty() || name.chars().count() > 200 {

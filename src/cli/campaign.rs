@@ -6,6 +6,7 @@ use super::{
 use crate::config::Settings;
 use crate::domain::{CampaignAction, MessageStatus};
 use crate::ids::{CampaignId, ChannelId, EventId, ListId};
+use crate::store::autopause::AutoPause;
 use crate::store::{Campaign, CampaignEvent, NewCampaign, Store};
 use crate::template::MessageTemplate;
 use clap::Subcommand;
@@ -31,6 +32,21 @@ pub enum CampaignCommand {
         /// 2026-12-01T09:00:00Z).
         #[arg(long, value_name = "TIME")]
         schedule_at: Option<String>,
+        /// Auto-pause on failure rate: PERCENT%/WINDOW (e.g. 20%/500: the engine pauses
+        /// the campaign when more than 20 % of its last 500 outcomes failed permanently) or
+        /// off. Without it, the organisation's setting applies (`herald org set
+        /// --auto-pause`), else 20%/500.
+        #[arg(long, value_name = "PERCENT%/WINDOW|off", value_parser = parse_auto_pause)]
+        auto_pause: Option<AutoPause>,
+    },
+    /// Change a campaign's auto-pause setting until it ends (the failure window restarts).
+    AutoPause {
+        /// Campaign id (cmp_2, or 2).
+        #[arg(value_name = "CAMPAIGN", value_parser = CampaignId::parse_lenient)]
+        id: CampaignId,
+        /// PERCENT%/WINDOW (e.g. 20%/500), off, or inherit (the organisation's setting).
+        #[arg(value_name = "PERCENT%/WINDOW|off|inherit", value_parser = parse_auto_pause_or_inherit)]
+        setting: Inherit,
     },
     /// Start sending now.
     Start {
@@ -116,6 +132,7 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &CampaignCommand) -> C
             channel,
             body,
             schedule_at,
+            auto_pause,
         } => {
             let list = resolve_list(&store, org, list).await?;
             let channel = resolve_channel(&store, org, channel).await?;
@@ -142,7 +159,22 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &CampaignCommand) -> C
                     &who,
                 )
                 .await?;
+            if auto_pause.is_some() {
+                store.set_campaign_auto_pause(org, id, *auto_pause).await?;
+            }
             println!("{}", CampaignId(id));
+            Ok(0)
+        }
+        CampaignCommand::AutoPause { id, setting } => {
+            let id = own(&store, org, *id).await?;
+            store.set_campaign_auto_pause(org, id, setting.0).await?;
+            let c = store.campaign(id).await?;
+            println!(
+                "campaign {}: auto-pause {} ({})",
+                CampaignId(id),
+                c.auto_pause.effective,
+                c.auto_pause.source.as_str()
+            );
             Ok(0)
         }
         CampaignCommand::Start { id } => {
@@ -309,6 +341,14 @@ pub fn status_json(c: &Campaign) -> serde_json::Value {
     o.insert("id".into(), CampaignId(c.id).to_string().into());
     o.insert("name".into(), c.name.clone().into());
     o.insert("status".into(), c.status.as_str().into());
+    o.insert(
+        "auto_pause".into(),
+        c.auto_pause.effective.to_string().into(),
+    );
+    o.insert(
+        "auto_pause_source".into(),
+        c.auto_pause.source.as_str().into(),
+    );
     // Null until the campaign is completed or cancelled (domain::CampaignOutcome).
     o.insert("outcome".into(), c.outcome.map(|o| o.as_str()).into());
     o.insert("channel".into(), c.channel_name.clone().into());
@@ -361,6 +401,11 @@ fn print_status(c: &Campaign) {
         None => println!("campaign {id} `{}`: {}", c.name, c.status),
     }
     println!("  channel {}  list {}", c.channel_name, c.list_name);
+    println!(
+        "  auto-pause {} ({})",
+        c.auto_pause.effective,
+        c.auto_pause.source.as_str()
+    );
     if let Some(t) = c.started_at {
         println!("  started   {}", crate::clock::rfc3339(t));
     }
@@ -475,4 +520,22 @@ async fn watch_bar(store: &Store, id: i64, json: bool) -> CliResult {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// `--auto-pause`: PERCENT%/WINDOW or off.
+pub fn parse_auto_pause(s: &str) -> Result<AutoPause, String> {
+    s.parse()
+}
+
+/// A setting, or `inherit` (None).
+#[derive(Debug, Clone, Copy)]
+pub struct Inherit(pub Option<AutoPause>);
+
+fn parse_auto_pause_or_inherit(s: &str) -> Result<Inherit, String> {
+    if s.trim().eq_ignore_ascii_case("inherit") {
+        return Ok(Inherit(None));
+    }
+    s.parse()
+        .map(|a| Inherit(Some(a)))
+        .map_err(|e| format!("{e}, or inherit"))
 }

@@ -380,7 +380,7 @@ pub async fn run(cli: Cli) -> CliResult {
             Ok(0)
         }
         Command::Campaign(c) => campaign::run(&cli, &settings, c).await,
-        Command::Org(c) => accounts::org(&settings, c).await,
+        Command::Org(c) => accounts::org(&cli, &settings, c).await,
         Command::User(c) => accounts::user(&cli, &settings, c).await,
         Command::Apikey(c) => accounts::apikey(&cli, &settings, c).await,
         Command::Webhook(c) => webhook::run(&cli, &settings, c).await,

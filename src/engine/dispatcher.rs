@@ -569,6 +569,14 @@ async fn record_durably(ctx: &EngineContext, owner: &str, outcomes: Vec<Outcome>
             .await
         {
             Ok(report) => {
+                for paused in &report.auto_paused {
+                    metrics::counter!("herald_campaigns_auto_paused_total").increment(1);
+                    tracing::warn!(
+                        campaign_id = %crate::ids::CampaignId(paused.campaign_id),
+                        reason = %paused.reason,
+                        "campaign auto-paused: its permanent failure rate crossed its threshold"
+                    );
+                }
                 if report.stale > 0 {
                     tracing::warn!(
                         stale = report.stale,

@@ -429,8 +429,39 @@ async fn update_gauges(ctx: &EngineContext) -> Result<(), crate::store::StoreErr
     }
     metrics::gauge!("herald_pending_messages").set(pending as f64);
     metrics::gauge!("herald_in_doubt_messages").set(in_doubt as f64);
+    let now = crate::clock::now_ms();
+    let instances = ctx.store.instances().await?;
+    let live = super::health::live(&instances, now, &ctx.settings).len();
+    metrics::gauge!("herald_live_instances").set(live as f64);
+    // One series per channel: 1 while unavailable, 0 otherwise; a channel deleted since
+    // keeps its series at 0.
+    let channels = ctx.store.channel_availability().await?;
+    if let Ok(mut seen) = CHANNEL_SERIES.lock() {
+        for gone in seen
+            .iter()
+            .filter(|id| !channels.iter().any(|c| c.0 == **id))
+        {
+            metrics::gauge!(
+                "herald_channel_unavailable",
+                "channel" => crate::ids::ChannelId(*gone).to_string()
+            )
+            .set(0.0);
+        }
+        seen.clear();
+        for (channel, down) in &channels {
+            seen.insert(*channel);
+            metrics::gauge!(
+                "herald_channel_unavailable",
+                "channel" => crate::ids::ChannelId(*channel).to_string()
+            )
+            .set(if *down { 1.0 } else { 0.0 });
+        }
+    }
     Ok(())
 }
+
+/// Channels with a `herald_channel_unavailable` series in this process.
+static CHANNEL_SERIES: std::sync::Mutex<BTreeSet<i64>> = std::sync::Mutex::new(BTreeSet::new());
 
 #[cfg(test)]
 mod tests {

@@ -7,6 +7,7 @@
 //! knows which one it talks to. Timestamps are integer milliseconds since the epoch.
 
 mod accounts;
+pub mod autopause;
 mod campaign_order;
 mod campaigns_admin;
 pub mod channels_admin;
@@ -232,7 +233,10 @@ fn campaign_status_of(row: &AnyRow, col: &str) -> Result<CampaignStatus, StoreEr
 const CAMPAIGN_COLUMNS: &str = "c.id, c.org_id, c.name, c.channel_id, ch.name AS channel_name, ch.kind AS channel_kind, \
      c.list_id, l.name AS list_name, c.body, c.status, c.scheduled_at, c.created_at, c.started_at, \
      c.completed_at, c.last_progress_at, c.total, c.queued, c.in_flight, c.retry_wait, c.sent, \
-     c.delivered, c.read, c.undelivered, c.failed, c.skipped, c.cancelled, c.in_doubt, c.in_doubt_total, c.outcome";
+     c.delivered, c.read, c.undelivered, c.failed, c.skipped, c.cancelled, c.in_doubt, c.in_doubt_total, c.outcome, \
+     c.auto_pause_percent, c.auto_pause_window, \
+     (SELECT org.auto_pause_percent FROM organisations org WHERE org.id = c.org_id) AS org_auto_pause_percent, \
+     (SELECT org.auto_pause_window FROM organisations org WHERE org.id = c.org_id) AS org_auto_pause_window";
 const CAMPAIGN_FROM: &str =
     "FROM campaigns c JOIN channels ch ON ch.id = c.channel_id JOIN lists l ON l.id = c.list_id";
 
@@ -297,6 +301,7 @@ fn campaign_from_row(row: &AnyRow) -> Result<Campaign, StoreError> {
         total: row.try_get("total")?,
         counts,
         in_doubt_total: row.try_get("in_doubt_total")?,
+        auto_pause: autopause::setting_from_row(row)?,
         outcome: match row.try_get::<Option<String>, _>("outcome")? {
             None => None,
             Some(s) => {
@@ -1412,6 +1417,9 @@ impl Store {
             self.settle_outcome(&mut tx, id).await?;
         }
         insert_event(&mut tx, id, now, actor, Some(from), to, &reason).await?;
+        if to == CampaignStatus::Sending {
+            self.restart_failure_window(&mut tx, id).await?;
+        }
         if action == CampaignAction::Resume {
             self.complete_if_drained(&mut tx, id, now, actor, "resumed with nothing pending")
                 .await?;
@@ -1787,11 +1795,26 @@ impl Store {
         let mut doubts: BTreeMap<i64, i64> = BTreeMap::new();
         let mut applied_ids = BTreeSet::new();
         let mut recorded_per_campaign = BTreeMap::new();
+        let mut failure_rates = BTreeMap::new();
+        let failed_errors: HashMap<i64, &str> = outcomes
+            .iter()
+            .filter_map(|o| match &o.kind {
+                OutcomeKind::Failed { error } => Some((o.message_id, error.as_str())),
+                _ => None,
+            })
+            .collect();
         for r in &rows {
-            applied_ids.insert(r.try_get::<i64, _>("id")?);
+            let id: i64 = r.try_get("id")?;
+            applied_ids.insert(id);
             let campaign: i64 = r.try_get("campaign_id")?;
             let status = status_of(r, "status")?;
             outcomes::tally(&mut recorded_per_campaign, campaign, status);
+            autopause::tally(
+                &mut failure_rates,
+                campaign,
+                status,
+                failed_errors.get(&id).copied(),
+            );
             deltas
                 .entry(campaign)
                 .or_default()
@@ -1853,6 +1876,9 @@ impl Store {
                 report.completed.push(*campaign);
             }
         }
+        report.auto_paused = self
+            .judge_failure_rates(&mut tx, &failure_rates, now, &format!("instance {owner}"))
+            .await?;
         tx.commit().await?;
         Ok(report)
     }

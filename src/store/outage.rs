@@ -79,6 +79,22 @@ impl Store {
         rows.iter().map(outage_from_row).collect()
     }
 
+    /// Every channel of every organisation, and whether it is unavailable (the
+    /// `herald_channel_unavailable` gauge).
+    pub async fn channel_availability(&self) -> Result<Vec<(i64, bool)>, StoreError> {
+        let rows = sqlx::query("SELECT id, unavailable_since FROM channels ORDER BY id")
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("id")?,
+                    r.try_get::<Option<i64>, _>("unavailable_since")?.is_some(),
+                ))
+            })
+            .collect()
+    }
+
     /// The unavailable channels of one organisation.
     pub async fn org_channel_outages(&self, org_id: i64) -> Result<Vec<ChannelOutage>, StoreError> {
         let sql = format!(
@@ -333,6 +349,7 @@ impl Store {
             reason,
         )
         .await?;
+        self.restart_failure_window(tx, id).await?;
         self.complete_if_drained(tx, id, now, actor, "resumed with nothing pending")
             .await?;
         Ok(true)

@@ -66,6 +66,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "event_outbox",
         include_str!("../../migrations/postgres/0011_event_outbox.sql"),
     ),
+    (
+        15,
+        "auto_pause",
+        include_str!("../../migrations/postgres/0015_auto_pause.sql"),
+    ),
 ];
 
 pub(super) async fn connect(url: &str) -> Result<(AnyPool, AnyPool), StoreError> {

@@ -67,6 +67,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "event_outbox",
         include_str!("../../migrations/sqlite/0011_event_outbox.sql"),
     ),
+    (
+        15,
+        "auto_pause",
+        include_str!("../../migrations/sqlite/0015_auto_pause.sql"),
+    ),
 ];
 
 /// Accepts `sqlite://path`, `sqlite:path` and `sqlite::memory:`; creates the file if needed.

@@ -148,6 +148,8 @@ pub struct Campaign {
     pub in_doubt_total: i64,
     /// How it came out; None until it is completed or cancelled.
     pub outcome: Option<crate::domain::CampaignOutcome>,
+    /// Its auto-pause setting and the one in force (its own, its organisation's, Herald's).
+    pub auto_pause: crate::store::autopause::AutoPauseSetting,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -285,6 +287,8 @@ pub struct RecordReport {
     /// doubt after this instance was presumed dead): nothing changed for them.
     pub stale: usize,
     pub completed: Vec<i64>,
+    /// Campaigns the engine auto-paused in the same transaction (failure rate).
+    pub auto_paused: Vec<crate::store::autopause::AutoPaused>,
 }
 
 /// A provider's status for one of its message ids. Provider ids are unique per provider

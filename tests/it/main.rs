@@ -4,6 +4,7 @@
 mod support;
 
 mod api;
+mod autopause;
 mod engine;
 mod outage;
 mod outcomes;

@@ -5,10 +5,12 @@
 mod support;
 
 mod accounts;
+mod autopause;
 mod cli;
 mod crash;
 mod ids;
 mod metrics;
 mod outage;
+mod prometheus_rules;
 mod slow_clients;
 mod webhooks;

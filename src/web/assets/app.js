@@ -315,6 +315,8 @@
       setText("#paused-reason", reason);
       var outage = $("#paused-outage");
       if (outage) { outage.hidden = reason.indexOf("paused by the engine: channel") !== 0; }
+      var auto = $("#paused-auto");
+      if (auto) { auto.hidden = reason.indexOf("auto-paused: ") !== 0; }
       banner.hidden = false;
     } else {
       banner.hidden = true;

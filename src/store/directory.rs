@@ -680,6 +680,18 @@ impl Store {
         .await?
         .rows_affected()
             > 0;
+        if inserted {
+            super::outbox::emit_contact_change(
+                &mut tx,
+                org_id,
+                address,
+                true,
+                &super::OptSource::API,
+                Some(reason.unwrap_or(default_reason)),
+                crate::clock::now_ms(),
+            )
+            .await?;
+        }
         if let (false, Some(reason)) = (inserted, reason) {
             sqlx::query("UPDATE suppressions SET reason = $3 WHERE org_id = $1 AND address = $2")
                 .bind(org_id)

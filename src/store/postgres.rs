@@ -66,6 +66,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "event_outbox",
         include_str!("../../migrations/postgres/0011_event_outbox.sql"),
     ),
+    (
+        12,
+        "event_emission",
+        include_str!("../../migrations/postgres/0012_event_emission.sql"),
+    ),
 ];
 
 pub(super) async fn connect(url: &str) -> Result<(AnyPool, AnyPool), StoreError> {

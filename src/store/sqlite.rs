@@ -67,6 +67,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "event_outbox",
         include_str!("../../migrations/sqlite/0011_event_outbox.sql"),
     ),
+    (
+        12,
+        "event_emission",
+        include_str!("../../migrations/sqlite/0012_event_emission.sql"),
+    ),
 ];
 
 /// Accepts `sqlite://path`, `sqlite:path` and `sqlite::memory:`; creates the file if needed.

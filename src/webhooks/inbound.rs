@@ -289,6 +289,7 @@ async fn twilio_status_callback(
                 info.org_id,
                 address,
                 "opted out at the provider (Twilio status callback)",
+                &crate::store::OptSource::new("provider_opt_out", Some(info.id), None),
             )
             .await
         {
@@ -334,16 +335,14 @@ async fn opt_out(
     text: &str,
 ) -> Result<&'static str, Response> {
     let address = inbound_sender(from);
+    let word: String = text.trim().to_uppercase().chars().take(32).collect();
+    let via = crate::store::OptSource::new("keyword", Some(info.id), Some(&word));
     match keyword(text) {
         Some(Keyword::Stop) => {
-            let reason = format!(
-                "inbound {} on channel `{}`",
-                text.trim().to_uppercase(),
-                info.name
-            );
+            let reason = format!("inbound {word} on channel `{}`", info.name);
             state
                 .store
-                .suppress(info.org_id, &address, &reason)
+                .suppress(info.org_id, &address, &reason, &via)
                 .await
                 .map_err(internal)?;
             tracing::info!(channel_id = %crate::ids::ChannelId(info.id), "inbound opt-out: address suppressed");
@@ -352,7 +351,7 @@ async fn opt_out(
         Some(Keyword::Start) => {
             state
                 .store
-                .unsuppress(info.org_id, &address)
+                .unsuppress(info.org_id, &address, &via)
                 .await
                 .map_err(internal)?;
             tracing::info!(channel_id = %crate::ids::ChannelId(info.id), "inbound opt-in: suppression lifted");
@@ -498,7 +497,12 @@ async fn whatsapp_event(
             "opted out at the provider (WhatsApp status webhook on channel `{}`)",
             info.name
         );
-        if let Err(e) = state.store.suppress(info.org_id, address, &reason).await {
+        let via = crate::store::OptSource::new("provider_opt_out", Some(info.id), None);
+        if let Err(e) = state
+            .store
+            .suppress(info.org_id, address, &reason, &via)
+            .await
+        {
             return internal(e);
         }
         outcomes.push("opt-out reported by the provider: suppressed".to_string());

@@ -7,9 +7,13 @@
 ALTER TABLE campaigns ADD COLUMN stuck_since INTEGER;
 ALTER TABLE campaigns ADD COLUMN stuck_reason TEXT;
 CREATE INDEX campaigns_stuck ON campaigns (stuck_since) WHERE stuck_since IS NOT NULL;
--- The provider's id of an inbound message (Twilio MessageSid, WhatsApp message id) on the
--- webhook record that carried it: a provider's retry of the same message conflicts here,
--- so it is neither recorded twice nor reported twice as message.inbound.
-ALTER TABLE webhook_events ADD COLUMN provider_message_id TEXT;
-CREATE UNIQUE INDEX webhook_events_inbound ON webhook_events (channel_id, provider_message_id)
-    WHERE provider_message_id IS NOT NULL;
+-- Inbound messages already reported (message.inbound), by the provider's id (Twilio
+-- MessageSid, WhatsApp message id): a provider's retry of the same message conflicts here
+-- and reports nothing twice. Expired with the webhook records (webhook_retention_days).
+CREATE TABLE inbound_messages (
+    channel_id          INTEGER NOT NULL,
+    provider_message_id TEXT    NOT NULL,
+    received_at         INTEGER NOT NULL,
+    PRIMARY KEY (channel_id, provider_message_id)
+);
+CREATE INDEX inbound_messages_received ON inbound_messages (received_at);

@@ -241,6 +241,62 @@ pub(super) async fn emit_contact_change(
     emit(tx, org_id, event_type, None, at, data).await
 }
 
+/// One inbound message a provider webhook carried (not a bare opt-out keyword).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundMessage {
+    /// The sender, normalised like the suppression list keys it.
+    pub from: String,
+    pub body: String,
+    /// Twilio's MessageSid, WhatsApp's message id: what makes a provider retry the same.
+    pub provider_message_id: Option<String>,
+}
+
+/// The longest inbound body an event carries (ten SMS segments); longer ones are cut and
+/// marked `body_truncated`.
+pub const INBOUND_BODY_MAX_CHARS: usize = 1_600;
+
+/// Writes `message.inbound` for `m` in `tx`: the channel, the sender, the organisation's
+/// contact with that address and the campaign last sent to it on this channel (one
+/// indexed probe per campaign of the channel), when there are.
+pub(super) async fn emit_inbound(
+    tx: &mut Tx,
+    org_id: i64,
+    channel_id: i64,
+    m: &InboundMessage,
+    at: i64,
+) -> Result<(), StoreError> {
+    let contact: Option<i64> =
+        sqlx::query_scalar("SELECT id FROM contacts WHERE org_id = $1 AND address = $2")
+            .bind(org_id)
+            .bind(&m.from)
+            .fetch_optional(&mut **tx)
+            .await?;
+    let campaign: Option<i64> = sqlx::query_scalar(
+        "SELECT m.campaign_id FROM campaigns c JOIN messages m ON m.campaign_id = c.id AND m.address = $3 \
+         WHERE c.org_id = $1 AND c.channel_id = $2 AND m.sent_at IS NOT NULL \
+         ORDER BY m.sent_at DESC, m.id DESC LIMIT 1",
+    )
+    .bind(org_id)
+    .bind(channel_id)
+    .bind(&m.from)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let body: String = m.body.chars().take(INBOUND_BODY_MAX_CHARS).collect();
+    let truncated = body.len() < m.body.len();
+    let data = serde_json::json!({
+        "message": {
+            "channel_id": ChannelId(channel_id).to_string(),
+            "from": m.from,
+            "contact_id": contact.map(|id| ContactId(id).to_string()),
+            "body": body,
+            "body_truncated": truncated,
+            "provider_message_id": m.provider_message_id,
+            "campaign_id": campaign.map(|id| CampaignId(id).to_string()),
+        }
+    });
+    emit(tx, org_id, EventType::MessageInbound, campaign, at, data).await
+}
+
 /// The JSON object of one message event, built by the database from the message row
 /// as it is in the transaction (so the SQL is one statement per batch).
 fn message_data_sql(dialect: Dialect) -> String {

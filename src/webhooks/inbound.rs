@@ -18,7 +18,7 @@ use crate::channels::classify::{twilio_status, whatsapp_status};
 use crate::http::{AppState, problem};
 use crate::ids::ChannelId;
 use crate::optout::{Keyword, keyword};
-use crate::store::{ChannelInfo, Receipt};
+use crate::store::{ChannelInfo, InboundMessage, Receipt};
 use crate::webhooks::signature::{verify_meta, verify_twilio};
 use axum::Extension;
 use axum::Router;
@@ -181,6 +181,48 @@ async fn keep(state: &AppState, channel_id: i64, kind: &str, outcome: &str, body
     {
         tracing::warn!(channel_id = %crate::ids::ChannelId(channel_id), error = %e, "could not keep a raw webhook event");
     }
+}
+
+/// Keeps a verified request that carried inbound messages and reports them
+/// (`message.inbound`) in the same transaction; unlike `keep`, a failure is the
+/// provider's cue to retry (the dedup makes the retry report nothing twice).
+async fn keep_inbound(
+    state: &AppState,
+    channel_id: i64,
+    kind: &str,
+    outcome: &str,
+    body: &[u8],
+    inbound: &[InboundMessage],
+) -> Result<(), Response> {
+    if inbound.is_empty() {
+        keep(state, channel_id, kind, outcome, body).await;
+        return Ok(());
+    }
+    let text = String::from_utf8_lossy(body);
+    match state
+        .store
+        .record_webhook_with_inbound(channel_id, kind, outcome, &text, inbound)
+        .await
+    {
+        Ok(n) => {
+            tracing::info!(channel_id = %ChannelId(channel_id), events = n, "inbound messages reported");
+            Ok(())
+        }
+        Err(e) => Err(internal(e)),
+    }
+}
+
+/// The inbound message to report, unless its text is only an opt-out keyword (reported
+/// as a contact event instead).
+fn reportable(from: &str, text: &str, provider_message_id: Option<&str>) -> Option<InboundMessage> {
+    if keyword(text).is_some() {
+        return None;
+    }
+    Some(InboundMessage {
+        from: inbound_sender(from),
+        body: text.to_string(),
+        provider_message_id: provider_message_id.map(str::to_string),
+    })
 }
 
 /// Checks `X-Twilio-Signature` over the public URL Twilio called and the form parameters.
@@ -391,7 +433,12 @@ async fn twilio_inbound(
         Ok(o) => o,
         Err(r) => return r,
     };
-    keep(&state, channel_id, kind, outcome, &body).await;
+    let inbound: Vec<InboundMessage> = reportable(from, text, param(&params, "MessageSid"))
+        .into_iter()
+        .collect();
+    if let Err(r) = keep_inbound(&state, channel_id, kind, outcome, &body, &inbound).await {
+        return r;
+    }
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/xml")],
@@ -486,11 +533,13 @@ async fn whatsapp_event(
         }
     };
     let mut outcomes = Vec::new();
-    for (from, text) in &inbound {
+    let mut reported = Vec::new();
+    for (from, text, id) in &inbound {
         match opt_out(&state, &info, from, text).await {
             Ok(o) => outcomes.push(o.to_string()),
             Err(r) => return r,
         }
+        reported.extend(reportable(from, text, id.as_deref()));
     }
     for address in &opted_out {
         let reason = format!(
@@ -551,7 +600,9 @@ async fn whatsapp_event(
     } else {
         outcomes.join("; ")
     };
-    keep(&state, channel_id, kind, &outcome, &body).await;
+    if let Err(r) = keep_inbound(&state, channel_id, kind, &outcome, &body, &reported).await {
+        return r;
+    }
     StatusCode::OK.into_response()
 }
 
@@ -631,8 +682,8 @@ pub struct WhatsAppEvent {
     pub proven: Vec<(i64, String)>,
     /// Recipients the provider reports as opted out.
     pub opted_out: Vec<String>,
-    /// (sender, text) of inbound messages.
-    pub inbound: Vec<(String, String)>,
+    /// (sender, text, the provider's message id) of inbound messages.
+    pub inbound: Vec<(String, String, Option<String>)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -743,6 +794,10 @@ pub fn parse_whatsapp_event(
                 parsed.inbound.push((
                     format!("+{}", from.trim_start_matches('+')),
                     text.to_string(),
+                    msg.get("id")
+                        .and_then(|v| v.as_str())
+                        .filter(|id| !id.is_empty())
+                        .map(str::to_string),
                 ));
             }
         }

@@ -520,6 +520,28 @@ both_stores!(contact_events_once_per_change, |db| async move {
     assert_eq!(all[2].data["contact"]["id"], serde_json::Value::Null);
     assert_eq!(all[2].data["source"], "api");
     assert_eq!(all[2].data["reason"], "added by hand");
+
+    // The contact's own flag (PATCH /contacts/{id}): a change is an event, a repeat is not.
+    let flag = |u| herald::store::directory::ContactChange {
+        unsubscribed: Some(u),
+        ..Default::default()
+    };
+    for u in [true, true, false, false] {
+        store
+            .update_org_contact(org, contact, &flag(u))
+            .await
+            .unwrap();
+    }
+    let by_flag: Vec<OutboxEvent> = events_of(store, org)
+        .await
+        .into_iter()
+        .filter(|e| e.data["source"] == "contact_update")
+        .collect();
+    assert_eq!(
+        types(&by_flag),
+        ["contact.unsubscribed", "contact.resubscribed"]
+    );
+    assert_eq!(by_flag[0].data["contact"]["id"], format!("con_{contact}"));
 });
 
 // Stuck: the conditional mark wins once (a second instance's, or a campaign that moved

@@ -399,3 +399,67 @@ impl Store {
         rows.iter().map(outbox_event_from_row).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use CampaignStatus as S;
+
+    #[test]
+    fn every_status_change_maps_to_its_event() {
+        let cases: &[(Option<S>, S, &[EventType])] = &[
+            (None, S::Draft, &[EventType::CampaignCreated]),
+            (
+                None,
+                S::Scheduled,
+                &[EventType::CampaignCreated, EventType::CampaignScheduled],
+            ),
+            (Some(S::Draft), S::Draft, &[]),
+            (
+                Some(S::Draft),
+                S::Scheduled,
+                &[EventType::CampaignScheduled],
+            ),
+            (
+                Some(S::Scheduled),
+                S::Scheduled,
+                &[EventType::CampaignScheduled],
+            ),
+            (Some(S::Draft), S::Sending, &[EventType::CampaignStarted]),
+            (
+                Some(S::Scheduled),
+                S::Sending,
+                &[EventType::CampaignStarted],
+            ),
+            (Some(S::Paused), S::Sending, &[EventType::CampaignResumed]),
+            (Some(S::Sending), S::Paused, &[EventType::CampaignPaused]),
+            (
+                Some(S::Sending),
+                S::Cancelled,
+                &[EventType::CampaignCancelled],
+            ),
+            (
+                Some(S::Paused),
+                S::Cancelled,
+                &[EventType::CampaignCancelled],
+            ),
+            (
+                Some(S::Sending),
+                S::Completed,
+                &[EventType::CampaignCompleted],
+            ),
+            (
+                Some(S::Paused),
+                S::Completed,
+                &[EventType::CampaignCompleted],
+            ),
+        ];
+        for (from, to, expected) in cases {
+            assert_eq!(
+                campaign_change_types(*from, *to),
+                *expected,
+                "{from:?} -> {to:?}"
+            );
+        }
+    }
+}

@@ -33,6 +33,16 @@ impl Store {
         idle_before: i64,
         reason: &str,
     ) -> Result<bool, StoreError> {
+        // Marked already (the usual case on every pass while it stays stuck): no write
+        // transaction. The conditional write below is what decides.
+        let marked: Option<Option<i64>> =
+            sqlx::query_scalar("SELECT stuck_since FROM campaigns WHERE id = $1")
+                .bind(campaign_id)
+                .fetch_optional(&self.read)
+                .await?;
+        if !matches!(marked, Some(None)) {
+            return Ok(false);
+        }
         let mut tx = self.begin().await?;
         let sql = format!(
             "UPDATE campaigns SET stuck_since = $1, stuck_reason = $2 \

@@ -212,10 +212,10 @@ async fn keep_inbound(
     }
 }
 
-/// The inbound message to report, unless its text is only an opt-out keyword (reported
-/// as a contact event instead).
+/// The inbound message to report, unless its text is only an opt-out or opt-in keyword
+/// (reported as a contact event instead; HELP is reported, someone asked something).
 fn reportable(from: &str, text: &str, provider_message_id: Option<&str>) -> Option<InboundMessage> {
-    if keyword(text).is_some() {
+    if matches!(keyword(text), Some(Keyword::Stop | Keyword::Start)) {
         return None;
     }
     Some(InboundMessage {

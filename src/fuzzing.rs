@@ -271,7 +271,7 @@ pub fn whatsapp_json(data: &[u8]) {
     let senders = event
         .opted_out
         .iter()
-        .chain(event.inbound.iter().map(|(from, _)| from));
+        .chain(event.inbound.iter().map(|(from, _, _)| from));
     for address in senders {
         assert!(
             address.starts_with('+') && !address[1..].starts_with('+'),

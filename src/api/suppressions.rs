@@ -215,7 +215,11 @@ async fn delete_suppression(
     let address = Address::parse(&address)
         .map(|a| a.as_str().to_string())
         .unwrap_or_else(|_| address.trim().to_string());
-    if !state.store.unsuppress(p.org_id, &address).await? {
+    if !state
+        .store
+        .unsuppress(p.org_id, &address, &crate::store::OptSource::API)
+        .await?
+    {
         return Err(ApiError::not_found(format!(
             "the address `{address}` is not suppressed"
         )));

@@ -442,7 +442,12 @@ async fn send_one(
         }
         SendResult::OptOut { error } => {
             let reason = format!("opted out at the provider: {error}");
-            if let Err(e) = ctx.store.suppress(org_id, &m.address, &reason).await {
+            let via = crate::store::OptSource::new(
+                "provider_code",
+                Some(channel_id),
+                provider_code(&error),
+            );
+            if let Err(e) = ctx.store.suppress(org_id, &m.address, &reason, &via).await {
                 tracing::warn!(message_id = %crate::ids::MessageId(m.id), error = %e, "could not record an opt-out; the next send will report it again");
             }
             (OutcomeKind::Failed { error: reason }, "failed")
@@ -611,4 +616,13 @@ async fn record_durably(ctx: &EngineContext, owner: &str, outcomes: Vec<Outcome>
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(5));
     }
+}
+
+/// The provider's numeric error code at the start of a classified error (`twilio 21610:
+/// …` → `21610`), for the opt-out event.
+fn provider_code(error: &str) -> Option<&str> {
+    error
+        .split(|c: char| c.is_whitespace() || c == ':' || c == ',')
+        .take(3)
+        .find(|w| !w.is_empty() && w.len() <= 12 && w.chars().all(|c| c.is_ascii_digit()))
 }

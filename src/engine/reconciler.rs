@@ -177,6 +177,17 @@ pub async fn reconcile_once(
         }
     }
     *reported_stuck = now_stuck;
+    // The stored mark and its events: one campaign.stuck per occurrence across instances
+    // (the conditional write wins once), campaign.unstuck when it moves again.
+    let idle_before = now - settings.stuck_after_ms as i64;
+    for s in &stuck {
+        store
+            .mark_stuck(s.campaign_id, now, idle_before, &s.reason)
+            .await?;
+    }
+    for id in store.clear_unstuck(now).await? {
+        tracing::info!(campaign_id = %crate::ids::CampaignId(id), "campaign is no longer stuck");
+    }
     if check_drift {
         let drift = health::drift(store, now).await?;
         metrics::gauge!("herald_counter_drift").set(drift.len() as f64);

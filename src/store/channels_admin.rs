@@ -211,6 +211,7 @@ impl Store {
             "DELETE FROM channel_rate WHERE channel_id = $1",
             "DELETE FROM sandbox_received WHERE channel_id = $1",
             "DELETE FROM webhook_events WHERE channel_id = $1",
+            "DELETE FROM inbound_messages WHERE channel_id = $1",
         ] {
             sqlx::query(sql).bind(id).execute(&mut *tx).await?;
         }

@@ -406,10 +406,37 @@ impl Store {
             "UPDATE contacts SET {} WHERE org_id = $1 AND id = $2",
             sets.join(", ")
         );
-        let r = query_with(sql, binds).execute(&self.write).await?;
+        let mut tx = self.begin().await?;
+        // A change of the flag (only a change) is a contact event, in this transaction.
+        let flipped: Option<String> = match change.unsubscribed {
+            Some(u) => sqlx::query_scalar(
+                "UPDATE contacts SET unsubscribed = $3 WHERE org_id = $1 AND id = $2 AND unsubscribed <> $3 RETURNING address",
+            )
+            .bind(org_id)
+            .bind(id)
+            .bind(i64::from(u))
+            .fetch_optional(&mut *tx)
+            .await?,
+            None => None,
+        };
+        let r = query_with(sql, binds).execute(&mut *tx).await?;
         if r.rows_affected() == 0 {
+            tx.rollback().await?;
             return Err(contact_missing(id));
         }
+        if let (Some(address), Some(u)) = (flipped, change.unsubscribed) {
+            super::outbox::emit_contact_change(
+                &mut tx,
+                org_id,
+                &address,
+                u,
+                &super::OptSource::new("contact_update", None, None),
+                None,
+                crate::clock::now_ms(),
+            )
+            .await?;
+        }
+        tx.commit().await?;
         self.org_contact(org_id, id).await
     }
 
@@ -690,6 +717,18 @@ impl Store {
         .await?
         .rows_affected()
             > 0;
+        if inserted {
+            super::outbox::emit_contact_change(
+                &mut tx,
+                org_id,
+                address,
+                true,
+                &super::OptSource::API,
+                Some(reason.unwrap_or(default_reason)),
+                crate::clock::now_ms(),
+            )
+            .await?;
+        }
         if let (false, Some(reason)) = (inserted, reason) {
             sqlx::query("UPDATE suppressions SET reason = $3 WHERE org_id = $1 AND address = $2")
                 .bind(org_id)

@@ -18,13 +18,14 @@ mod outbox;
 mod outcomes;
 mod postgres;
 mod sqlite;
+mod stuck;
 mod types;
 pub mod webhook_endpoints;
 
 pub use accounts::{
     ApiKeyInfo, IdempotencyState, SessionInfo, StoredResponse, UserCredentials, UserInfo,
 };
-pub use outbox::OutboxEvent;
+pub use outbox::{InboundMessage, OptSource, OutboxEvent};
 pub use outcomes::{ThroughputMinute, minute_of};
 pub use types::*;
 
@@ -657,32 +658,57 @@ impl Store {
         Ok(keys.into_iter().collect())
     }
 
+    /// Suppresses an address unless it already is; a new suppression writes
+    /// `contact.unsubscribed` (saying how, `via`) in the same transaction. True when new.
     pub async fn suppress(
         &self,
         org_id: i64,
         address: &str,
         reason: &str,
+        via: &OptSource<'_>,
     ) -> Result<bool, StoreError> {
+        let now = crate::clock::now_ms();
+        let mut tx = self.begin().await?;
         let r = sqlx::query(
             "INSERT INTO suppressions (org_id, address, reason, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (org_id, address) DO NOTHING",
         )
         .bind(org_id)
         .bind(address)
         .bind(reason)
-        .bind(crate::clock::now_ms())
-        .execute(&self.write)
+        .bind(now)
+        .execute(&mut *tx)
         .await?;
-        Ok(r.rows_affected() > 0)
+        if r.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        outbox::emit_contact_change(&mut tx, org_id, address, true, via, Some(reason), now).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
-    /// Removes an address from the suppression list (an inbound START).
-    pub async fn unsuppress(&self, org_id: i64, address: &str) -> Result<bool, StoreError> {
+    /// Removes an address from the suppression list (an inbound START, the API); a removal
+    /// writes `contact.resubscribed` in the same transaction. True when it was suppressed.
+    pub async fn unsuppress(
+        &self,
+        org_id: i64,
+        address: &str,
+        via: &OptSource<'_>,
+    ) -> Result<bool, StoreError> {
+        let now = crate::clock::now_ms();
+        let mut tx = self.begin().await?;
         let r = sqlx::query("DELETE FROM suppressions WHERE org_id = $1 AND address = $2")
             .bind(org_id)
             .bind(address)
-            .execute(&self.write)
+            .execute(&mut *tx)
             .await?;
-        Ok(r.rows_affected() > 0)
+        if r.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        outbox::emit_contact_change(&mut tx, org_id, address, false, via, None, now).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     pub async fn is_suppressed(&self, org_id: i64, address: &str) -> Result<bool, StoreError> {
@@ -709,6 +735,60 @@ impl Store {
         .await?;
         row.map(|r| Ok((r.try_get("org_id")?, r.try_get("address")?)))
             .transpose()
+    }
+
+    /// Keeps a provider webhook as it arrived and, in the same transaction, reports each
+    /// inbound message it carried as `message.inbound`, once per provider message id (a
+    /// provider's retry of a message already reported writes no second event). Returns how
+    /// many events it wrote.
+    pub async fn record_webhook_with_inbound(
+        &self,
+        channel_id: i64,
+        kind: &str,
+        outcome: &str,
+        body: &str,
+        inbound: &[InboundMessage],
+    ) -> Result<usize, StoreError> {
+        let now = crate::clock::now_ms();
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO webhook_events (channel_id, kind, verified, outcome, body, received_at) VALUES ($1, $2, 1, $3, $4, $5)",
+        )
+        .bind(channel_id)
+        .bind(kind)
+        .bind(outcome)
+        .bind(body)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let mut written = 0;
+        if !inbound.is_empty() {
+            let org_id: i64 = sqlx::query_scalar("SELECT org_id FROM channels WHERE id = $1")
+                .bind(channel_id)
+                .fetch_one(&mut *tx)
+                .await?;
+            for m in inbound {
+                if let Some(pid) = &m.provider_message_id {
+                    let new = sqlx::query(
+                        "INSERT INTO inbound_messages (channel_id, provider_message_id, received_at) VALUES ($1, $2, $3) \
+                         ON CONFLICT (channel_id, provider_message_id) DO NOTHING",
+                    )
+                    .bind(channel_id)
+                    .bind(clean(pid))
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if new == 0 {
+                        continue;
+                    }
+                }
+                outbox::emit_inbound(&mut tx, org_id, channel_id, m, now).await?;
+                written += 1;
+            }
+        }
+        tx.commit().await?;
+        Ok(written)
     }
 
     /// Keeps a provider webhook as it arrived.
@@ -744,6 +824,15 @@ impl Store {
         max_batches: usize,
     ) -> Result<u64, StoreError> {
         let mut deleted = 0;
+        // The inbound dedup keys live as long as the webhook records that carried them.
+        sqlx::query(
+            "DELETE FROM inbound_messages WHERE received_at < $1 AND (channel_id, provider_message_id) IN \
+             (SELECT channel_id, provider_message_id FROM inbound_messages WHERE received_at < $1 LIMIT $2)",
+        )
+        .bind(before)
+        .bind(batch)
+        .execute(&self.write)
+        .await?;
         for _ in 0..max_batches {
             let n = sqlx::query(
                 "DELETE FROM webhook_events WHERE id IN \
@@ -1803,11 +1892,15 @@ impl Store {
                 _ => None,
             })
             .collect();
+        let mut message_events = Vec::new();
         for r in &rows {
             let id: i64 = r.try_get("id")?;
             applied_ids.insert(id);
             let campaign: i64 = r.try_get("campaign_id")?;
             let status = status_of(r, "status")?;
+            if status == MessageStatus::Failed {
+                message_events.push((id, crate::events::EventType::MessageFailed));
+            }
             outcomes::tally(&mut recorded_per_campaign, campaign, status);
             autopause::tally(
                 &mut failure_rates,
@@ -1853,6 +1946,8 @@ impl Store {
             self.apply_pending_receipts(&mut tx, query, now, &mut deltas)
                 .await?;
         }
+        self.emit_message_events(&mut tx, now, &message_events)
+            .await?;
         self.count_throughput(&mut tx, now, &recorded_per_campaign)
             .await?;
         for (campaign, delta) in &deltas {
@@ -2028,6 +2123,7 @@ impl Store {
             );
         }
         self.lock_campaigns(tx, &campaigns).await?;
+        let mut message_events = Vec::new();
         for receipt in receipts {
             let key = (receipt.channel_id, receipt.provider_id.clone());
             let Some((message_id, campaign_id)) = by_provider.get(&key) else {
@@ -2095,11 +2191,15 @@ impl Store {
                         .entry(*campaign_id)
                         .or_default()
                         .moved(prev, receipt.status);
+                    if let Some(t) = receipt_event(prev, receipt.status) {
+                        message_events.push((*message_id, t));
+                    }
                     report.applied += 1;
                 }
                 _ => report.ignored += 1,
             }
         }
+        self.emit_message_events(tx, now, &message_events).await?;
         Ok(report)
     }
 
@@ -2425,17 +2525,24 @@ impl Store {
             };
             let sql = format!(
                 "UPDATE messages SET status = $1, last_error = $2, next_attempt_at = $3, owner = NULL, updated_at = $3 \
-                 WHERE id IN {} AND status = 'in_doubt'",
+                 WHERE id IN {} AND status = 'in_doubt' RETURNING id",
                 self.dialect.json_ids("$4")
             );
-            let n = sqlx::query(AssertSqlSafe(sql))
+            let moved: Vec<i64> = sqlx::query_scalar(AssertSqlSafe(sql))
                 .bind(to.as_str())
                 .bind(error)
                 .bind(now)
                 .bind(ids_json(ids.iter().copied()))
-                .execute(&mut *tx)
-                .await?
-                .rows_affected() as i64;
+                .fetch_all(&mut *tx)
+                .await?;
+            let n = moved.len() as i64;
+            if to == MessageStatus::Failed {
+                let events: Vec<_> = moved
+                    .iter()
+                    .map(|id| (*id, crate::events::EventType::MessageFailed))
+                    .collect();
+                self.emit_message_events(&mut tx, now, &events).await?;
+            }
             let mut delta = Counts::default();
             delta.add(MessageStatus::InDoubt, -n);
             delta.add(to, n);
@@ -2761,6 +2868,21 @@ impl Store {
     }
 }
 
+/// The message event a receipt's move reports: failed, undelivered, or delivered (a
+/// `read` straight from below `delivered` was delivered too).
+fn receipt_event(prev: MessageStatus, to: MessageStatus) -> Option<crate::events::EventType> {
+    use crate::events::EventType;
+    match to {
+        MessageStatus::Failed => Some(EventType::MessageFailed),
+        MessageStatus::Undelivered => Some(EventType::MessageUndelivered),
+        MessageStatus::Delivered => Some(EventType::MessageDelivered),
+        MessageStatus::Read if prev != MessageStatus::Delivered => {
+            Some(EventType::MessageDelivered)
+        }
+        _ => None,
+    }
+}
+
 fn illegal(id: i64, from: CampaignStatus, action: CampaignAction) -> StoreError {
     let allowed: Vec<&str> = action.allowed_from().iter().map(|s| s.as_str()).collect();
     StoreError::Conflict(format!(
@@ -2790,6 +2912,19 @@ async fn insert_event(
     .bind(to.as_str())
     .bind(reason)
     .execute(&mut **tx)
+    .await?;
+    // The outbound event of the change, in the same transaction (docs/EVENTS.md).
+    outbox::emit_campaign_change(
+        tx,
+        &outbox::CampaignChange {
+            campaign_id,
+            at,
+            actor,
+            from,
+            to,
+            reason,
+        },
+    )
     .await?;
     tx.events
         .push((campaign_id, actor.to_string(), from, to, reason.to_string()));

@@ -4,8 +4,9 @@
 //! conditional write whose `WHERE` clause states its precondition, and every campaign
 //! change is in its audit trail, in the same transaction.
 
-use super::{Store, StoreError, Tx, insert_event};
+use super::{Store, StoreError, Tx, insert_event, outbox};
 use crate::domain::CampaignStatus;
+use crate::events::EventType;
 use serde::Serialize;
 use sqlx::{AssertSqlSafe, Row};
 use std::collections::BTreeSet;
@@ -51,6 +52,15 @@ pub const CREDENTIALS_REFUSED: &str = "credentials refused";
 
 const OUTAGE_COLUMNS: &str =
     "id, org_id, name, kind, unavailable_since, unavailable_reason, probe_owner, probe_until";
+
+/// The channel as the channel events name it.
+fn channel_json(id: i64, row: &sqlx::any::AnyRow) -> Result<serde_json::Value, StoreError> {
+    Ok(serde_json::json!({
+        "id": crate::ids::ChannelId(id).to_string(),
+        "name": row.try_get::<String, _>("name")?,
+        "kind": row.try_get::<String, _>("kind")?,
+    }))
+}
 
 fn outage_from_row(r: &sqlx::any::AnyRow) -> Result<ChannelOutage, StoreError> {
     Ok(ChannelOutage {
@@ -130,16 +140,36 @@ impl Store {
         now: i64,
         reason: &str,
     ) -> Result<bool, StoreError> {
-        let r = sqlx::query(
+        let mut tx = self.begin().await?;
+        let row = sqlx::query(
             "UPDATE channels SET unavailable_since = $1, unavailable_reason = $2, probe_owner = NULL, probe_until = NULL \
-             WHERE id = $3 AND unavailable_since IS NULL",
+             WHERE id = $3 AND unavailable_since IS NULL RETURNING org_id, name, kind",
         )
         .bind(now)
         .bind(reason)
         .bind(channel_id)
-        .execute(&self.write)
+        .fetch_optional(&mut *tx)
         .await?;
-        Ok(r.rows_affected() == 1)
+        let Some(row) = row else {
+            tx.rollback().await?;
+            return Ok(false);
+        };
+        let data = serde_json::json!({
+            "channel": channel_json(channel_id, &row)?,
+            "reason": reason,
+            "unavailable_since": crate::clock::rfc3339(now),
+        });
+        outbox::emit(
+            &mut tx,
+            row.try_get("org_id")?,
+            EventType::ChannelUnavailable,
+            None,
+            now,
+            data,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Pauses every sending campaign of the channel for its outage, each conditional on
@@ -230,15 +260,44 @@ impl Store {
         channel_id: i64,
         since: i64,
     ) -> Result<bool, StoreError> {
-        let r = sqlx::query(
-            "UPDATE channels SET unavailable_since = NULL, unavailable_reason = NULL, probe_owner = NULL, probe_until = NULL \
-             WHERE id = $1 AND unavailable_since = $2",
+        let now = crate::clock::now_ms();
+        let mut tx = self.begin().await?;
+        let reason: Option<Option<String>> = sqlx::query_scalar(
+            "SELECT unavailable_reason FROM channels WHERE id = $1 AND unavailable_since = $2",
         )
         .bind(channel_id)
         .bind(since)
-        .execute(&self.write)
+        .fetch_optional(&mut *tx)
         .await?;
-        Ok(r.rows_affected() == 1)
+        let row = sqlx::query(
+            "UPDATE channels SET unavailable_since = NULL, unavailable_reason = NULL, probe_owner = NULL, probe_until = NULL \
+             WHERE id = $1 AND unavailable_since = $2 RETURNING org_id, name, kind",
+        )
+        .bind(channel_id)
+        .bind(since)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            tx.rollback().await?;
+            return Ok(false);
+        };
+        let data = serde_json::json!({
+            "channel": channel_json(channel_id, &row)?,
+            "unavailable_since": crate::clock::rfc3339(since),
+            "unavailable_for_ms": (now - since).max(0),
+            "reason": reason.flatten(),
+        });
+        outbox::emit(
+            &mut tx,
+            row.try_get("org_id")?,
+            EventType::ChannelAvailable,
+            None,
+            now,
+            data,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// A person gave the channel new secrets: ends its outage if the provider had refused

@@ -67,9 +67,14 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/postgres/0011_event_outbox.sql"),
     ),
     (
-        15,
+        12,
+        "event_emission",
+        include_str!("../../migrations/postgres/0012_event_emission.sql"),
+    ),
+    (
+        14,
         "auto_pause",
-        include_str!("../../migrations/postgres/0015_auto_pause.sql"),
+        include_str!("../../migrations/postgres/0014_auto_pause.sql"),
     ),
 ];
 

@@ -18,7 +18,7 @@ use crate::channels::classify::{twilio_status, whatsapp_status};
 use crate::http::{AppState, problem};
 use crate::ids::ChannelId;
 use crate::optout::{Keyword, keyword};
-use crate::store::{ChannelInfo, Receipt};
+use crate::store::{ChannelInfo, InboundMessage, Receipt};
 use crate::webhooks::signature::{verify_meta, verify_twilio};
 use axum::Extension;
 use axum::Router;
@@ -183,6 +183,48 @@ async fn keep(state: &AppState, channel_id: i64, kind: &str, outcome: &str, body
     }
 }
 
+/// Keeps a verified request that carried inbound messages and reports them
+/// (`message.inbound`) in the same transaction; unlike `keep`, a failure is the
+/// provider's cue to retry (the dedup makes the retry report nothing twice).
+async fn keep_inbound(
+    state: &AppState,
+    channel_id: i64,
+    kind: &str,
+    outcome: &str,
+    body: &[u8],
+    inbound: &[InboundMessage],
+) -> Result<(), Response> {
+    if inbound.is_empty() {
+        keep(state, channel_id, kind, outcome, body).await;
+        return Ok(());
+    }
+    let text = String::from_utf8_lossy(body);
+    match state
+        .store
+        .record_webhook_with_inbound(channel_id, kind, outcome, &text, inbound)
+        .await
+    {
+        Ok(n) => {
+            tracing::info!(channel_id = %ChannelId(channel_id), events = n, "inbound messages reported");
+            Ok(())
+        }
+        Err(e) => Err(internal(e)),
+    }
+}
+
+/// The inbound message to report, unless its text is only an opt-out or opt-in keyword
+/// (reported as a contact event instead; HELP is reported, someone asked something).
+fn reportable(from: &str, text: &str, provider_message_id: Option<&str>) -> Option<InboundMessage> {
+    if matches!(keyword(text), Some(Keyword::Stop | Keyword::Start)) {
+        return None;
+    }
+    Some(InboundMessage {
+        from: inbound_sender(from),
+        body: text.to_string(),
+        provider_message_id: provider_message_id.map(str::to_string),
+    })
+}
+
 /// Checks `X-Twilio-Signature` over the public URL Twilio called and the form parameters.
 async fn twilio_verified_form(
     state: &AppState,
@@ -289,6 +331,7 @@ async fn twilio_status_callback(
                 info.org_id,
                 address,
                 "opted out at the provider (Twilio status callback)",
+                &crate::store::OptSource::new("provider_opt_out", Some(info.id), None),
             )
             .await
         {
@@ -334,16 +377,14 @@ async fn opt_out(
     text: &str,
 ) -> Result<&'static str, Response> {
     let address = inbound_sender(from);
+    let word: String = text.trim().to_uppercase().chars().take(32).collect();
+    let via = crate::store::OptSource::new("keyword", Some(info.id), Some(&word));
     match keyword(text) {
         Some(Keyword::Stop) => {
-            let reason = format!(
-                "inbound {} on channel `{}`",
-                text.trim().to_uppercase(),
-                info.name
-            );
+            let reason = format!("inbound {word} on channel `{}`", info.name);
             state
                 .store
-                .suppress(info.org_id, &address, &reason)
+                .suppress(info.org_id, &address, &reason, &via)
                 .await
                 .map_err(internal)?;
             tracing::info!(channel_id = %crate::ids::ChannelId(info.id), "inbound opt-out: address suppressed");
@@ -352,7 +393,7 @@ async fn opt_out(
         Some(Keyword::Start) => {
             state
                 .store
-                .unsuppress(info.org_id, &address)
+                .unsuppress(info.org_id, &address, &via)
                 .await
                 .map_err(internal)?;
             tracing::info!(channel_id = %crate::ids::ChannelId(info.id), "inbound opt-in: suppression lifted");
@@ -392,7 +433,12 @@ async fn twilio_inbound(
         Ok(o) => o,
         Err(r) => return r,
     };
-    keep(&state, channel_id, kind, outcome, &body).await;
+    let inbound: Vec<InboundMessage> = reportable(from, text, param(&params, "MessageSid"))
+        .into_iter()
+        .collect();
+    if let Err(r) = keep_inbound(&state, channel_id, kind, outcome, &body, &inbound).await {
+        return r;
+    }
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/xml")],
@@ -487,18 +533,25 @@ async fn whatsapp_event(
         }
     };
     let mut outcomes = Vec::new();
-    for (from, text) in &inbound {
+    let mut reported = Vec::new();
+    for (from, text, id) in &inbound {
         match opt_out(&state, &info, from, text).await {
             Ok(o) => outcomes.push(o.to_string()),
             Err(r) => return r,
         }
+        reported.extend(reportable(from, text, id.as_deref()));
     }
     for address in &opted_out {
         let reason = format!(
             "opted out at the provider (WhatsApp status webhook on channel `{}`)",
             info.name
         );
-        if let Err(e) = state.store.suppress(info.org_id, address, &reason).await {
+        let via = crate::store::OptSource::new("provider_opt_out", Some(info.id), None);
+        if let Err(e) = state
+            .store
+            .suppress(info.org_id, address, &reason, &via)
+            .await
+        {
             return internal(e);
         }
         outcomes.push("opt-out reported by the provider: suppressed".to_string());
@@ -547,7 +600,9 @@ async fn whatsapp_event(
     } else {
         outcomes.join("; ")
     };
-    keep(&state, channel_id, kind, &outcome, &body).await;
+    if let Err(r) = keep_inbound(&state, channel_id, kind, &outcome, &body, &reported).await {
+        return r;
+    }
     StatusCode::OK.into_response()
 }
 
@@ -627,8 +682,8 @@ pub struct WhatsAppEvent {
     pub proven: Vec<(i64, String)>,
     /// Recipients the provider reports as opted out.
     pub opted_out: Vec<String>,
-    /// (sender, text) of inbound messages.
-    pub inbound: Vec<(String, String)>,
+    /// (sender, text, the provider's message id) of inbound messages.
+    pub inbound: Vec<(String, String, Option<String>)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -739,6 +794,10 @@ pub fn parse_whatsapp_event(
                 parsed.inbound.push((
                     format!("+{}", from.trim_start_matches('+')),
                     text.to_string(),
+                    msg.get("id")
+                        .and_then(|v| v.as_str())
+                        .filter(|id| !id.is_empty())
+                        .map(str::to_string),
                 ));
             }
         }

@@ -116,7 +116,12 @@ async fn unsubscribe(State(state): State<AppState>, Path(token): Path<String>) -
     };
     match state
         .store
-        .suppress(org_id, &address, "one-click unsubscribe (List-Unsubscribe)")
+        .suppress(
+            org_id,
+            &address,
+            "one-click unsubscribe (List-Unsubscribe)",
+            &crate::store::OptSource::new("link", None, None),
+        )
         .await
     {
         Ok(_) => {

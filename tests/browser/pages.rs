@@ -857,7 +857,12 @@ async fn failures_read_as_reasons_and_suppressed_contacts_show_as_suppressed() {
 
     // Contacts: a suppressed contact is not shown as subscribed.
     app.store
-        .suppress(app.org, &m[1].address, "replied STOP")
+        .suppress(
+            app.org,
+            &m[1].address,
+            "replied STOP",
+            &herald::store::OptSource::API,
+        )
         .await
         .unwrap();
     let page = app.get(&mut jar, "/contacts").await;

@@ -520,7 +520,12 @@ both_stores!(
             .await
             .unwrap();
         let victim = crate::support::seeded_address(7);
-        assert!(store.suppress(org, &victim, "STOP keyword").await.unwrap());
+        assert!(
+            store
+                .suppress(org, &victim, "STOP keyword", &herald::store::OptSource::API)
+                .await
+                .unwrap()
+        );
         let engine = spawn_engine(store, fast_settings());
         wait_status(
             store,
@@ -544,7 +549,12 @@ both_stores!(
         );
         let stats = store.sandbox_stats(channel, Some(id)).await.unwrap();
         assert_eq!(stats.received, 49);
-        assert!(store.unsuppress(org, &victim).await.unwrap());
+        assert!(
+            store
+                .unsuppress(org, &victim, &herald::store::OptSource::API)
+                .await
+                .unwrap()
+        );
         assert!(!store.is_suppressed(org, &victim).await.unwrap());
     }
 );

@@ -6,6 +6,7 @@ mod support;
 mod api;
 mod autopause;
 mod engine;
+mod events;
 mod outage;
 mod outcomes;
 mod simulation;

@@ -420,7 +420,19 @@ async fn backfill(backend: crate::support::Backend) {
     ];
     let mut ids = Vec::new();
     for (status, sent, delivered, undelivered, failed, skipped, cancelled, _) in rows {
-        let id = new_campaign(store, org, list, channel, "Hi").await;
+        // Written as a schema-8 Herald wrote them: today's store also writes events and
+        // outcomes, tables and columns a schema-8 database does not have yet.
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO campaigns (org_id, name, channel_id, list_id, body, status, created_at) \
+             VALUES ($1, $2, $3, $4, 'Hi', 'draft', 0) RETURNING id",
+        )
+        .bind(org)
+        .bind(format!("old-{}", ids.len()))
+        .bind(channel)
+        .bind(list)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
         sqlx::query(
             "UPDATE campaigns SET status = $1, sent = $2, delivered = $3, undelivered = $4, failed = $5, \
              skipped = $6, cancelled = $7, total = $2 + $3 + $4 + $5 + $6 + $7 WHERE id = $8",
@@ -439,7 +451,7 @@ async fn backfill(backend: crate::support::Backend) {
         ids.push(id);
     }
     pool.close().await;
-    assert_eq!(store.migrate().await.unwrap(), vec![9, 10, 11, 15]);
+    assert_eq!(store.migrate().await.unwrap(), vec![9, 10, 11, 12, 14]);
     for (id, row) in ids.iter().zip(rows) {
         let c = store.campaign(*id).await.unwrap();
         assert_eq!(c.outcome.map(|o| o.as_str()), row.7, "{row:?}");

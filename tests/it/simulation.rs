@@ -209,7 +209,12 @@ async fn fixture(backend: Backend) -> Fixture {
         .await
         .expect("upsert_contacts");
     store
-        .suppress(org, "+13100000002", "complained")
+        .suppress(
+            org,
+            "+13100000002",
+            "complained",
+            &herald::store::OptSource::API,
+        )
         .await
         .expect("suppress");
     lists.push(ListShape {

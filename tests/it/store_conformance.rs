@@ -244,18 +244,33 @@ both_stores!(start_freezes_the_audience, |db| async move {
     // Seeded contact 3 is suppressed; a suppression of an address not on the list is inert.
     assert!(
         store
-            .suppress(org, &seeded_address(3), "complained")
+            .suppress(
+                org,
+                &seeded_address(3),
+                "complained",
+                &herald::store::OptSource::API
+            )
             .await
             .unwrap()
     );
     assert!(
         !store
-            .suppress(org, &seeded_address(3), "again")
+            .suppress(
+                org,
+                &seeded_address(3),
+                "again",
+                &herald::store::OptSource::API
+            )
             .await
             .unwrap()
     );
     store
-        .suppress(org, "+15559999999", "bounced")
+        .suppress(
+            org,
+            "+15559999999",
+            "bounced",
+            &herald::store::OptSource::API,
+        )
         .await
         .unwrap();
     let info = store
@@ -426,7 +441,12 @@ both_stores!(
             .await
             .unwrap();
         store
-            .suppress(org, "+15551110003", "bounced")
+            .suppress(
+                org,
+                "+15551110003",
+                "bounced",
+                &herald::store::OptSource::API,
+            )
             .await
             .unwrap();
         store

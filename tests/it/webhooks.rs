@@ -279,6 +279,40 @@ both_stores!(twilio_inbound_stop_and_start_keywords, |db| async move {
     )
     .await;
     assert!(store.is_suppressed(f.org, &who).await.unwrap());
+    // A message the provider delivers twice (same MessageSid) is reported once.
+    for _ in 0..2 {
+        let (code, _) = post_twilio(
+            &f,
+            &path,
+            &[("From", &who), ("Body", "hello?"), ("MessageSid", "SMin1")],
+            Some("good"),
+        )
+        .await;
+        assert_eq!(code, StatusCode::OK);
+    }
+    // The STOP is a contact event; the other messages are inbound events.
+    let events: Vec<_> = store
+        .outbox_events_after(f.org, 0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| !e.event_type.as_str().starts_with("campaign."))
+        .collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["contact.unsubscribed", "message.inbound", "message.inbound"]
+    );
+    assert_eq!(events[0].data["source"], "keyword");
+    assert_eq!(events[0].data["keyword"], "STOP");
+    assert_eq!(events[0].data["channel_id"], format!("chn_{}", f.twilio));
+    assert_eq!(events[0].data["contact"]["address"], who.as_str());
+    assert_eq!(
+        events[1].data["message"]["body"],
+        "stop sending me stuff please"
+    );
+    assert_eq!(events[2].data["message"]["provider_message_id"], "SMin1");
+    assert_eq!(events[2].data["message"]["from"], who.as_str());
     // A forged STOP changes nothing.
     let other = seeded_address(43);
     let (code, _) = post_twilio(

@@ -844,7 +844,12 @@ api_test!(
         store.seed_contacts(app.org, list, 5).await.unwrap();
         for i in [2, 4] {
             store
-                .suppress(app.org, &format!("+1{}", 2_000_000_000 + i), "complained")
+                .suppress(
+                    app.org,
+                    &format!("+1{}", 2_000_000_000 + i),
+                    "complained",
+                    &herald::store::OptSource::API,
+                )
                 .await
                 .unwrap();
         }

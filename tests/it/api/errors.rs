@@ -272,14 +272,24 @@ api_test!(
             "opted out at the provider: twilio 21610: Attempt to send to unsubscribed recipient";
         assert!(
             store
-                .suppress(app.org, "+15550000101", reason)
+                .suppress(
+                    app.org,
+                    "+15550000101",
+                    reason,
+                    &herald::store::OptSource::API
+                )
                 .await
                 .unwrap()
         );
         // The same address suppressed in another organisation says nothing about ours.
         assert!(
             store
-                .suppress(app.other_org, "+15550000102", "complained")
+                .suppress(
+                    app.other_org,
+                    "+15550000102",
+                    "complained",
+                    &herald::store::OptSource::API
+                )
                 .await
                 .unwrap()
         );
@@ -309,7 +319,12 @@ api_test!(
         assert_eq!(one.body["suppressed"]["since"], since);
 
         // Lifted: the contact is no longer shown as suppressed.
-        assert!(store.unsuppress(app.org, "+15550000101").await.unwrap());
+        assert!(
+            store
+                .unsuppress(app.org, "+15550000101", &herald::store::OptSource::API)
+                .await
+                .unwrap()
+        );
         let one = app.get(&format!("/api/v1/contacts/{id}"), &viewer).await;
         assert_eq!(one.body["suppressed"], Value::Null, "{}", one.text);
     }

@@ -18,6 +18,7 @@ mod outcomes;
 mod postgres;
 mod sqlite;
 mod types;
+pub mod webhook_deliveries;
 
 pub use accounts::{
     ApiKeyInfo, IdempotencyState, SessionInfo, StoredResponse, UserCredentials, UserInfo,

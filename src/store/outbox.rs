@@ -79,7 +79,7 @@ pub(super) async fn emit(
     Ok(())
 }
 
-fn outbox_event_from_row(row: &sqlx::any::AnyRow) -> Result<OutboxEvent, StoreError> {
+pub(super) fn outbox_event_from_row(row: &sqlx::any::AnyRow) -> Result<OutboxEvent, StoreError> {
     let type_name: String = row.try_get("type")?;
     let event_type = type_name
         .parse::<EventType>()

@@ -66,6 +66,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "event_outbox",
         include_str!("../../migrations/postgres/0011_event_outbox.sql"),
     ),
+    (
+        13,
+        "webhook_delivery",
+        include_str!("../../migrations/postgres/0013_webhook_delivery.sql"),
+    ),
 ];
 
 pub(super) async fn connect(url: &str) -> Result<(AnyPool, AnyPool), StoreError> {

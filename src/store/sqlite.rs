@@ -67,6 +67,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "event_outbox",
         include_str!("../../migrations/sqlite/0011_event_outbox.sql"),
     ),
+    (
+        13,
+        "webhook_delivery",
+        include_str!("../../migrations/sqlite/0013_webhook_delivery.sql"),
+    ),
 ];
 
 /// Accepts `sqlite://path`, `sqlite:path` and `sqlite::memory:`; creates the file if needed.

@@ -11,3 +11,4 @@ mod ids;
 mod metrics;
 mod outage;
 mod slow_clients;
+mod webhooks_out;

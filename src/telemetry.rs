@@ -175,6 +175,28 @@ pub const METRICS: &[Metric] = &[
         "Stored provider webhook records deleted after webhook_retention_days",
         &[&[]],
     ),
+    (
+        "herald_webhook_deliveries_total",
+        MetricKind::Counter,
+        "Outbound webhook delivery attempts, by result (delivered, retried, failed)",
+        &[
+            &[("result", "delivered")],
+            &[("result", "retried")],
+            &[("result", "failed")],
+        ],
+    ),
+    (
+        "herald_webhook_deliveries_pending",
+        MetricKind::Gauge,
+        "Outbound webhook deliveries still to send (pending), refreshed by the reconciler",
+        &[&[]],
+    ),
+    (
+        "herald_webhook_endpoints_disabled_total",
+        MetricKind::Counter,
+        "Webhook endpoints disabled by delivery (410 Gone, or every attempt failing for 5 days)",
+        &[&[]],
+    ),
 ];
 
 /// Gives every metric of `METRICS` its HELP text and registers its known series at zero, so

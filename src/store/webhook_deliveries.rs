@@ -109,6 +109,15 @@ impl Store {
     /// is made with them). Fan-outs are serialized, so an endpoint's sequence numbers
     /// increase with event ids even when several instances fan out at once.
     pub async fn fan_out_events(&self, now: i64, limit: i64) -> Result<FanOut, StoreError> {
+        // A read first: with nothing to do, no write transaction (SQLite's one writer is
+        // the message senders').
+        let waiting: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM outbox_events WHERE fanned_out_at IS NULL LIMIT 1")
+                .fetch_optional(&self.read)
+                .await?;
+        if waiting.is_none() {
+            return Ok(FanOut::default());
+        }
         let mut tx = self.begin().await?;
         if self.dialect == Dialect::Postgres {
             sqlx::query(FAN_OUT_LOCK).execute(&mut *tx).await?;
@@ -271,6 +280,17 @@ impl Store {
         busy: &[i64],
     ) -> Result<Vec<DeliveryJob>, StoreError> {
         let busy = serde_json::to_string(busy).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        // A read first: with nothing due, no write transaction.
+        let due: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= $1 \
+             AND (lease_until IS NULL OR lease_until < $1) LIMIT 1",
+        )
+        .bind(now)
+        .fetch_optional(&self.read)
+        .await?;
+        if due.is_none() {
+            return Ok(Vec::new());
+        }
         let mut tx = self.begin().await?;
         let claimed: Vec<i64> = sqlx::query_scalar(sql_str(&format!(
             "UPDATE webhook_deliveries SET owner = $1, lease_until = $2 \
@@ -613,4 +633,54 @@ async fn disable_endpoint(
     )
     .await?;
     Ok(true)
+}
+
+impl Store {
+    /// An endpoint for `herald bench`'s own loopback receiver, subscribed to `events`, its
+    /// `secret` sealed under `key` with the endpoint's id (as endpoint secrets are at rest).
+    pub async fn create_bench_webhook_endpoint(
+        &self,
+        org_id: i64,
+        url: &str,
+        events: &[EventType],
+        key: &crate::secrets::SecretKey,
+        secret: &str,
+    ) -> Result<i64, StoreError> {
+        let names: Vec<&str> = events.iter().map(|t| t.as_str()).collect();
+        let names =
+            serde_json::to_string(&names).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let mut tx = self.begin().await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO webhook_endpoints (org_id, url, description, events, secret, created_at) \
+             VALUES ($1, $2, 'herald bench', $3, '', $4) RETURNING id",
+        )
+        .bind(org_id)
+        .bind(url)
+        .bind(names)
+        .bind(crate::clock::now_ms())
+        .fetch_one(&mut *tx)
+        .await?;
+        let sealed = crate::secrets::seal(key, id, &serde_json::json!({ "secret": secret }))
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        sqlx::query("UPDATE webhook_endpoints SET secret = $1 WHERE id = $2 AND org_id = $3")
+            .bind(sealed)
+            .bind(id)
+            .bind(org_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// Events in the outbox and deliveries still pending, for `herald bench`.
+    pub async fn webhook_backlog(&self) -> Result<(i64, i64), StoreError> {
+        let events: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox_events")
+            .fetch_one(&self.read)
+            .await?;
+        let unfanned: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM outbox_events WHERE fanned_out_at IS NULL")
+                .fetch_one(&self.read)
+                .await?;
+        Ok((events, unfanned + self.pending_webhook_deliveries().await?))
+    }
 }

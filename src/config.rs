@@ -89,6 +89,18 @@ pub struct Settings {
     /// the first answer makes the channel available and resumes the campaigns the
     /// outage paused.
     pub outage_probe_interval_ms: u64,
+    /// Days outbound events (the outbox) are kept; older events whose deliveries are all
+    /// settled are deleted by the reconciler, with their deliveries and attempt log.
+    pub event_retention_days: u64,
+    /// Webhook deliveries sent at once by one instance (one endpoint at a time each): a
+    /// slow endpoint holds one of these, never a message sender.
+    pub webhook_concurrency: u64,
+    /// How long a claimed webhook delivery stays with its instance; a dead instance's
+    /// deliveries are taken back after this.
+    pub webhook_lease_ms: u64,
+    /// Divides the webhook retry schedule (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h): 1 in
+    /// production, larger in tests so a whole schedule runs in seconds.
+    pub webhook_retry_divisor: u64,
 }
 
 /// What to do with a message whose send outcome is unknown.
@@ -143,6 +155,10 @@ impl Default for Settings {
             metrics_token: None,
             outage_after_failures: 5,
             outage_probe_interval_ms: 10_000,
+            event_retention_days: 30,
+            webhook_concurrency: 16,
+            webhook_lease_ms: 60_000,
+            webhook_retry_divisor: 1,
         }
     }
 }
@@ -192,6 +208,10 @@ const FIELDS: &[(&str, Kind)] = &[
     ("metrics_token", Kind::Text),
     ("outage_after_failures", Kind::Number),
     ("outage_probe_interval_ms", Kind::Number),
+    ("event_retention_days", Kind::Number),
+    ("webhook_concurrency", Kind::Number),
+    ("webhook_lease_ms", Kind::Number),
+    ("webhook_retry_divisor", Kind::Number),
 ];
 
 const ENV_PREFIX: &str = "HERALD_";
@@ -431,6 +451,16 @@ impl Settings {
             &["outage_after_failures"],
         )?;
         at_least_one(self.outage_probe_interval_ms, &["outage_probe_interval_ms"])?;
+        at_least_one(self.event_retention_days, &["event_retention_days"])?;
+        at_least_one(self.webhook_concurrency, &["webhook_concurrency"])?;
+        // A lease shorter than one request's timeout would be taken back mid-send.
+        if self.webhook_lease_ms < 20_000 {
+            return Err(Violation {
+                rule: "webhook_lease_ms must be at least 20000 (longer than one delivery's 15 s timeout)".into(),
+                keys: &["webhook_lease_ms"],
+            });
+        }
+        at_least_one(self.webhook_retry_divisor, &["webhook_retry_divisor"])?;
         at_least_one(self.webhook_rate_per_minute, &["webhook_rate_per_minute"])?;
         at_least_one(self.http_header_timeout_ms, &["http_header_timeout_ms"])?;
         at_least_one(self.http_body_timeout_ms, &["http_body_timeout_ms"])?;

@@ -193,8 +193,7 @@ pub const METRICS: &[Metric] = &[
         "Campaigns the engine paused because their permanent failure rate crossed their auto-pause threshold",
         &[&[]],
     ),
-    // Exported by the outbound webhook delivery worker (src/engine/webhooks_out.rs); listed
-    // here so the alerting rules (docs/prometheus/herald-rules.yml) can name them.
+    // Exported by the outbound webhook delivery worker (src/engine/webhooks_out.rs).
     (
         "herald_webhook_deliveries_total",
         MetricKind::Counter,
@@ -208,13 +207,13 @@ pub const METRICS: &[Metric] = &[
     (
         "herald_webhook_deliveries_pending",
         MetricKind::Gauge,
-        "Outbound webhook deliveries not yet delivered or given up",
+        "Outbound webhook deliveries still to send (pending), refreshed by the reconciler",
         &[&[]],
     ),
     (
         "herald_webhook_endpoints_disabled_total",
         MetricKind::Counter,
-        "Webhook endpoints disabled by Herald (410 Gone, or failing for too long)",
+        "Webhook endpoints disabled by delivery (410 Gone, or every attempt failing for 5 days)",
         &[&[]],
     ),
 ];

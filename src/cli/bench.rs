@@ -32,9 +32,50 @@ pub struct BenchArgs {
     /// The auth token the provider at --provider-url expects.
     #[arg(long, default_value = "herald-bench")]
     pub provider_token: String,
+    /// Add a webhook endpoint subscribed to this event type (e.g. message.delivered),
+    /// delivered to a receiver the bench starts on loopback; repeat for more types. The
+    /// figures then include the events delivered and how long the backlog took to drain.
+    #[arg(long = "webhook-event", value_name = "TYPE")]
+    pub webhook_events: Vec<String>,
     /// Print the figures as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// The bench's webhook receiver: answers 204 to everything and counts what it got.
+#[derive(Default)]
+struct WebhookSink {
+    requests: std::sync::atomic::AtomicI64,
+    ids: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+async fn start_sink() -> Result<(String, std::sync::Arc<WebhookSink>), CliError> {
+    use axum::extract::State;
+    use std::sync::Arc;
+    async fn receive(
+        State(sink): State<Arc<WebhookSink>>,
+        headers: axum::http::HeaderMap,
+    ) -> axum::http::StatusCode {
+        sink.requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let (Some(id), Ok(mut ids)) = (
+            headers.get("webhook-id").and_then(|v| v.to_str().ok()),
+            sink.ids.lock(),
+        ) {
+            ids.insert(id.to_string());
+        }
+        axum::http::StatusCode::NO_CONTENT
+    }
+    let sink = Arc::new(WebhookSink::default());
+    let app = axum::Router::new()
+        .route("/hooks", axum::routing::post(receive))
+        .with_state(sink.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((format!("http://{addr}/hooks"), sink))
 }
 
 const BENCH_ACCOUNT: &str = "AC00000000000000000000000000000000";
@@ -86,6 +127,25 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> CliResult {
         settings.database_url = format!("sqlite://{}/bench.db", dir.display());
         Some(dir)
     };
+    for name in &args.webhook_events {
+        let t: crate::events::EventType = name
+            .parse()
+            .map_err(|e| CliError::from(format!("--webhook-event: {e}")))?;
+        if !t.is_subscribable() {
+            return Err(CliError::from(format!(
+                "--webhook-event: `{t}` cannot be subscribed to; name another type"
+            )));
+        }
+    }
+    if !args.webhook_events.is_empty() {
+        // The bench's own receiver listens on loopback: allowed for this run only.
+        let mut cidrs = settings.outbound_allow_cidrs.clone();
+        if !cidrs.trim().is_empty() {
+            cidrs.push(',');
+        }
+        cidrs.push_str("127.0.0.1/32");
+        settings.outbound_allow_cidrs = cidrs;
+    }
     if let Some(url) = &args.provider_url {
         // The operator names the provider to bench against on the command line (usually
         // a local fake): its addresses are allowed for this run only, not every private
@@ -113,6 +173,16 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> CliResult {
             out["duplicates"],
             out["lost"]
         );
+        if !out["webhooks"].is_null() {
+            println!(
+                "webhooks ({}): {} events, {} requests, {} distinct ids, drained {} ms after completion",
+                args.webhook_events.join(", "),
+                out["webhooks"]["events"],
+                out["webhooks"]["requests"],
+                out["webhooks"]["distinct_ids"],
+                out["webhooks"]["drain_ms"]
+            );
+        }
     }
     Ok(0)
 }
@@ -202,6 +272,28 @@ async fn bench(settings: &Settings, args: &BenchArgs) -> Result<serde_json::Valu
             "bench",
         )
         .await?;
+    let sink = if args.webhook_events.is_empty() {
+        None
+    } else {
+        let (url, sink) = start_sink().await?;
+        let key =
+            crate::secrets::SecretKey::parse(settings.secret_key.as_deref().unwrap_or_default())?;
+        let events: Vec<crate::events::EventType> = args
+            .webhook_events
+            .iter()
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        store
+            .create_bench_webhook_endpoint(
+                org,
+                &url,
+                &events,
+                &key,
+                "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            )
+            .await?;
+        Some(sink)
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let engine = Engine::new(store.clone(), settings.clone(), "bench");
     let engine_task = tokio::spawn(engine.run(stop_rx));
@@ -216,6 +308,28 @@ async fn bench(settings: &Settings, args: &BenchArgs) -> Result<serde_json::Valu
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // With an endpoint: the time until every event of the run was delivered (at most 10
+    // minutes), after the campaign completed.
+    let drained = Instant::now();
+    let mut webhook = serde_json::Value::Null;
+    if let Some(sink) = &sink {
+        let mut events = 0;
+        while drained.elapsed() < Duration::from_secs(600) {
+            let (total, backlog) = store.webhook_backlog().await?;
+            events = total;
+            if backlog == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let distinct = sink.ids.lock().map(|ids| ids.len()).unwrap_or(0);
+        webhook = serde_json::json!({
+            "events": events,
+            "requests": sink.requests.load(std::sync::atomic::Ordering::Relaxed),
+            "distinct_ids": distinct,
+            "drain_ms": drained.elapsed().as_millis(),
+        });
     }
     let _ = stop_tx.send(true);
     let _ = engine_task.await;
@@ -261,6 +375,8 @@ async fn bench(settings: &Settings, args: &BenchArgs) -> Result<serde_json::Valu
         "peak_rss_mb": (peak_rss_mb() * 10.0).round() / 10.0,
         "duplicates": duplicates,
         "lost": lost,
+        "webhook_events": args.webhook_events,
+        "webhooks": webhook,
     }))
 }
 

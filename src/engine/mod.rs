@@ -9,6 +9,7 @@ pub mod outage;
 pub mod reconciler;
 pub mod retry;
 pub mod throttle;
+pub mod webhooks_out;
 
 use crate::channels::ChannelRegistry;
 use crate::config::Settings;
@@ -127,6 +128,7 @@ impl Engine {
         let reconciler = tokio::spawn(reconciler::reconciler_loop(ctx.clone(), shutdown.clone()));
         let receipts = tokio::spawn(receipt_loop(ctx.clone(), self.receipts_rx));
         let probes = tokio::spawn(outage::probe_loop(ctx.clone(), shutdown.clone()));
+        let webhooks = tokio::spawn(webhooks_out::run(ctx.clone(), shutdown.clone()));
         let dispatcher = dispatcher::run(ctx.clone(), shutdown.clone()).await;
         if let Err(e) = dispatcher {
             tracing::error!(error = %e, "dispatcher stopped with an error");
@@ -134,6 +136,7 @@ impl Engine {
         let _ = scheduler.await;
         let _ = reconciler.await;
         let _ = probes.await;
+        let _ = webhooks.await;
         // The dispatcher has stopped: a row this instance owns that no sender knows about
         // (a claim whose answer was lost) was never sent; hand it back now rather than
         // leave it to be found in doubt.

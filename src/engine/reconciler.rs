@@ -162,6 +162,7 @@ pub async fn reconcile_once(
         );
     }
     expire_webhook_events(ctx, now).await?;
+    super::webhooks_out::expire_events(ctx, now).await?;
     for id in store.finalize_drained(now).await? {
         tracing::warn!(
             campaign_id = %crate::ids::CampaignId(id),

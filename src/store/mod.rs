@@ -21,6 +21,7 @@ mod sqlite;
 mod stuck;
 mod types;
 pub mod webhook_endpoints;
+pub mod webhook_deliveries;
 
 pub use accounts::{
     ApiKeyInfo, IdempotencyState, SessionInfo, StoredResponse, UserCredentials, UserInfo,

@@ -362,7 +362,7 @@ impl Store {
     }
 }
 
-fn outbox_event_from_row(row: &sqlx::any::AnyRow) -> Result<OutboxEvent, StoreError> {
+pub(super) fn outbox_event_from_row(row: &sqlx::any::AnyRow) -> Result<OutboxEvent, StoreError> {
     let type_name: String = row.try_get("type")?;
     let event_type = type_name
         .parse::<EventType>()

@@ -72,6 +72,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/postgres/0012_event_emission.sql"),
     ),
     (
+        13,
+        "webhook_delivery",
+        include_str!("../../migrations/postgres/0013_webhook_delivery.sql"),
+    ),
+    (
         14,
         "auto_pause",
         include_str!("../../migrations/postgres/0014_auto_pause.sql"),

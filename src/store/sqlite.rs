@@ -73,6 +73,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0012_event_emission.sql"),
     ),
     (
+        13,
+        "webhook_delivery",
+        include_str!("../../migrations/sqlite/0013_webhook_delivery.sql"),
+    ),
+    (
         14,
         "auto_pause",
         include_str!("../../migrations/sqlite/0014_auto_pause.sql"),

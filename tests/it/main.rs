@@ -13,3 +13,4 @@ mod simulation;
 mod store_conformance;
 mod webhook_security;
 mod webhooks;
+mod webhooks_out;

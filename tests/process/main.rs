@@ -14,3 +14,4 @@ mod outage;
 mod prometheus_rules;
 mod slow_clients;
 mod webhooks;
+mod webhooks_out;

@@ -1,0 +1,686 @@
+//! Delivery of outbox events to webhook endpoints (docs/WEBHOOKS.md): fan-out (one
+//! delivery per subscribed endpoint, with the endpoint's next sequence number), claims
+//! (owner + lease, like message claims: every instance delivers, none sends one delivery
+//! twice at once, a dead instance's claims are taken back when its lease runs out), the
+//! outcome of each attempt (written only by the lease holder), disabling endpoints and
+//! retention of the outbox.
+
+use super::outbox::{emit, outbox_event_from_row};
+use super::{Dialect, OutboxEvent, Store, StoreError, Tx, sql_str};
+use crate::events::EventType;
+use sqlx::Row;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// An endpoint failing every attempt for this long is disabled.
+pub const DISABLE_AFTER_FAILING_MS: i64 = 5 * 24 * 3600 * 1000;
+
+/// Serializes fan-out between instances on PostgreSQL (SQLite has one writer), so each
+/// endpoint's sequence numbers follow event ids.
+const FAN_OUT_LOCK: &str = "SELECT 1 AS locked FROM (SELECT pg_advisory_xact_lock(7264912)) AS l";
+
+/// Rows bound in one bulk statement.
+const BULK_ROWS: usize = 500;
+
+/// What one fan-out pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FanOut {
+    /// Events marked fanned out.
+    pub events: u64,
+    /// Deliveries created.
+    pub deliveries: u64,
+}
+
+/// A claimed delivery with what sending it needs.
+#[derive(Debug, Clone)]
+pub struct DeliveryJob {
+    pub id: i64,
+    pub org_id: i64,
+    pub endpoint_id: i64,
+    pub seq: i64,
+    /// Attempts made before this one.
+    pub attempts: i64,
+    pub url: String,
+    /// The endpoint's sealed secret, and the previous one while it still signs.
+    pub secret: String,
+    pub previous_secret: Option<String>,
+    pub previous_until: Option<i64>,
+    pub event: OutboxEvent,
+}
+
+/// What an attempt means for its delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// 2xx: done.
+    Delivered,
+    /// Failed; try again at this time.
+    Retry { next_attempt_at: i64 },
+    /// Failed and the schedule is exhausted: the delivery fails.
+    GiveUp,
+    /// 410 Gone: the endpoint is disabled and its pending deliveries fail.
+    Gone,
+}
+
+/// One attempt of a claimed delivery, as the worker observed it.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub delivery_id: i64,
+    pub org_id: i64,
+    pub endpoint_id: i64,
+    pub at: i64,
+    pub status_code: Option<i64>,
+    pub latency_ms: i64,
+    /// At most 1 KiB of the answer.
+    pub response_excerpt: Option<String>,
+    pub error: Option<String>,
+    pub verdict: Verdict,
+}
+
+/// What recording a batch of attempts changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recorded {
+    /// Deliveries whose outcome was written (the lease was still ours).
+    pub written: u64,
+    /// Outcomes not written because another instance had taken the claim back.
+    pub lost: u64,
+    /// Endpoints disabled by these attempts: (endpoint id, reason).
+    pub disabled: Vec<(i64, String)>,
+}
+
+fn job_from_row(row: &sqlx::any::AnyRow) -> Result<DeliveryJob, StoreError> {
+    Ok(DeliveryJob {
+        id: row.try_get("delivery_id")?,
+        org_id: row.try_get("org_id")?,
+        endpoint_id: row.try_get("endpoint_id")?,
+        seq: row.try_get("seq")?,
+        attempts: row.try_get("attempts")?,
+        url: row.try_get("url")?,
+        secret: row.try_get("secret")?,
+        previous_secret: row.try_get("previous_secret")?,
+        previous_until: row.try_get("previous_until")?,
+        event: outbox_event_from_row(row)?,
+    })
+}
+
+impl Store {
+    /// Turns up to `limit` events not yet fanned out (oldest first) into one pending
+    /// delivery per enabled endpoint of their organisation subscribed to their type, each
+    /// with the endpoint's next sequence number, and marks them fanned out, all in one
+    /// transaction. `webhook.test` events are marked without deliveries (their one delivery
+    /// is made with them). Fan-outs are serialized, so an endpoint's sequence numbers
+    /// increase with event ids even when several instances fan out at once.
+    pub async fn fan_out_events(&self, now: i64, limit: i64) -> Result<FanOut, StoreError> {
+        // A read first: with nothing to do, no write transaction (SQLite's one writer is
+        // the message senders').
+        let waiting: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM outbox_events WHERE fanned_out_at IS NULL LIMIT 1")
+                .fetch_optional(&self.read)
+                .await?;
+        if waiting.is_none() {
+            return Ok(FanOut::default());
+        }
+        let mut tx = self.begin().await?;
+        if self.dialect == Dialect::Postgres {
+            sqlx::query(FAN_OUT_LOCK).execute(&mut *tx).await?;
+        }
+        let events = sqlx::query(
+            "SELECT id, org_id, type, campaign_id FROM outbox_events \
+             WHERE fanned_out_at IS NULL ORDER BY id LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        if events.is_empty() {
+            tx.rollback().await?;
+            return Ok(FanOut::default());
+        }
+        let mut orgs = BTreeSet::new();
+        let mut parsed = Vec::with_capacity(events.len());
+        for row in &events {
+            let id: i64 = row.try_get("id")?;
+            let org_id: i64 = row.try_get("org_id")?;
+            let type_name: String = row.try_get("type")?;
+            let campaign_id: Option<i64> = row.try_get("campaign_id")?;
+            orgs.insert(org_id);
+            // An unknown type (written by a newer version) goes to nobody.
+            let event_type = type_name.parse::<EventType>().ok();
+            parsed.push((id, org_id, event_type, campaign_id));
+        }
+        let org_list = serde_json::to_string(&orgs.iter().collect::<Vec<_>>())
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let endpoints = sqlx::query(sql_str(&format!(
+            "SELECT id, org_id, events, next_seq FROM webhook_endpoints \
+             WHERE disabled_at IS NULL AND org_id IN {} ORDER BY id{}",
+            self.dialect.json_ids("$1"),
+            self.dialect.lock_suffix()
+        )))
+        .bind(org_list)
+        .fetch_all(&mut *tx)
+        .await?;
+        // org -> [(endpoint id, subscribed types)], and each endpoint's next seq.
+        let mut by_org: BTreeMap<i64, Vec<(i64, BTreeSet<EventType>)>> = BTreeMap::new();
+        let mut next_seq: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
+        for row in &endpoints {
+            let id: i64 = row.try_get("id")?;
+            let org_id: i64 = row.try_get("org_id")?;
+            let events: String = row.try_get("events")?;
+            let seq: i64 = row.try_get("next_seq")?;
+            let names: Vec<String> = serde_json::from_str(&events)
+                .map_err(|e| StoreError::Corrupt(format!("webhook endpoint {id} events: {e}")))?;
+            let types = names.iter().filter_map(|n| n.parse().ok()).collect();
+            by_org.entry(org_id).or_default().push((id, types));
+            next_seq.insert(id, (seq, seq));
+        }
+        let mut rows = Vec::new();
+        for (event_id, org_id, event_type, campaign_id) in &parsed {
+            let Some(event_type) = event_type else {
+                continue;
+            };
+            if !event_type.is_subscribable() {
+                continue;
+            }
+            for (endpoint_id, types) in by_org.get(org_id).map(Vec::as_slice).unwrap_or(&[]) {
+                if !types.contains(event_type) {
+                    continue;
+                }
+                let Some((_, seq)) = next_seq.get_mut(endpoint_id) else {
+                    continue;
+                };
+                rows.push(serde_json::json!({
+                    "org_id": org_id, "endpoint_id": endpoint_id, "event_id": event_id,
+                    "seq": *seq, "campaign_id": campaign_id,
+                }));
+                *seq += 1;
+            }
+        }
+        let mut created = 0u64;
+        let insert = format!(
+            "INSERT INTO webhook_deliveries (org_id, endpoint_id, event_id, seq, campaign_id, \
+             status, attempts, next_attempt_at, created_at) \
+             SELECT x.org_id, x.endpoint_id, x.event_id, x.seq, x.campaign_id, 'pending', 0, $2, $2 \
+             FROM {} WHERE true ON CONFLICT (endpoint_id, event_id) DO NOTHING",
+            self.dialect.json_records(
+                "$1",
+                &[
+                    ("org_id", "int"),
+                    ("endpoint_id", "int"),
+                    ("event_id", "int"),
+                    ("seq", "int"),
+                    ("campaign_id", "int"),
+                ]
+            )
+        );
+        for chunk in rows.chunks(BULK_ROWS) {
+            let json = serde_json::Value::Array(chunk.to_vec()).to_string();
+            created += sqlx::query(sql_str(&insert))
+                .bind(json)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        for (endpoint_id, (before, after)) in &next_seq {
+            if before == after {
+                continue;
+            }
+            let n = sqlx::query(
+                "UPDATE webhook_endpoints SET next_seq = $1 WHERE id = $2 AND next_seq = $3",
+            )
+            .bind(after)
+            .bind(endpoint_id)
+            .bind(before)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if n != 1 {
+                tx.rollback().await?;
+                return Err(StoreError::Conflict(format!(
+                    "webhook endpoint {} changed its sequence during fan-out; will retry",
+                    crate::ids::WebhookEndpointId(*endpoint_id)
+                )));
+            }
+        }
+        let ids: Vec<i64> = parsed.iter().map(|p| p.0).collect();
+        let ids_json =
+            serde_json::to_string(&ids).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let marked = sqlx::query(sql_str(&format!(
+            "UPDATE outbox_events SET fanned_out_at = $1 \
+             WHERE fanned_out_at IS NULL AND id IN {}",
+            self.dialect.json_ids("$2")
+        )))
+        .bind(now)
+        .bind(ids_json)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if marked != ids.len() as u64 {
+            tx.rollback().await?;
+            return Err(StoreError::Conflict(
+                "outbox events were fanned out by another instance; will retry".into(),
+            ));
+        }
+        tx.commit().await?;
+        Ok(FanOut {
+            events: marked,
+            deliveries: created,
+        })
+    }
+
+    /// Claims due pending deliveries for `owner` until `lease_until`: at most `limit`, at
+    /// most `per_endpoint` of one endpoint (lowest sequence numbers first), none of an
+    /// endpoint in `busy` (this instance is still sending to it) or of an endpoint with a
+    /// live lease elsewhere, none of a disabled endpoint. A delivery whose lease ran out
+    /// (its instance died) is claimable again. Returned by endpoint, then sequence number.
+    pub async fn claim_webhook_deliveries(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+        per_endpoint: i64,
+        busy: &[i64],
+    ) -> Result<Vec<DeliveryJob>, StoreError> {
+        let busy = serde_json::to_string(busy).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        // A read first: with nothing due, no write transaction.
+        let due: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= $1 \
+             AND (lease_until IS NULL OR lease_until < $1) LIMIT 1",
+        )
+        .bind(now)
+        .fetch_optional(&self.read)
+        .await?;
+        if due.is_none() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.begin().await?;
+        let claimed: Vec<i64> = sqlx::query_scalar(sql_str(&format!(
+            "UPDATE webhook_deliveries SET owner = $1, lease_until = $2 \
+             WHERE status = 'pending' AND id IN (SELECT r.id FROM (\
+               SELECT c.id, ROW_NUMBER() OVER (PARTITION BY c.endpoint_id ORDER BY c.seq) AS rn \
+               FROM (SELECT d.id, d.endpoint_id, d.seq FROM webhook_deliveries d \
+                 WHERE d.status = 'pending' AND d.next_attempt_at <= $3 \
+                 AND (d.lease_until IS NULL OR d.lease_until < $3) \
+                 AND d.endpoint_id NOT IN {busy} \
+                 AND NOT EXISTS (SELECT 1 FROM webhook_deliveries b WHERE b.endpoint_id = d.endpoint_id \
+                   AND b.status = 'pending' AND b.lease_until >= $3) \
+                 AND EXISTS (SELECT 1 FROM webhook_endpoints w WHERE w.id = d.endpoint_id \
+                   AND w.org_id = d.org_id AND w.disabled_at IS NULL) \
+                 ORDER BY d.next_attempt_at, d.id LIMIT $5{skip}) AS c\
+             ) AS r WHERE r.rn <= $6) RETURNING id",
+            busy = self.dialect.json_ids("$4"),
+            skip = self.dialect.skip_locked_suffix(),
+        )))
+        .bind(owner)
+        .bind(lease_until)
+        .bind(now)
+        .bind(busy)
+        .bind(limit)
+        .bind(per_endpoint)
+        .fetch_all(&mut *tx)
+        .await?;
+        if claimed.is_empty() {
+            tx.commit().await?;
+            return Ok(Vec::new());
+        }
+        let ids =
+            serde_json::to_string(&claimed).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let rows = sqlx::query(sql_str(&format!(
+            "SELECT d.id AS delivery_id, d.org_id, d.endpoint_id, d.seq, d.attempts, \
+             w.url, w.secret, w.previous_secret, w.previous_until, \
+             e.id, e.type, e.campaign_id, e.occurred_at, e.data \
+             FROM webhook_deliveries d \
+             JOIN webhook_endpoints w ON w.id = d.endpoint_id AND w.org_id = d.org_id \
+             JOIN outbox_events e ON e.id = d.event_id AND e.org_id = d.org_id \
+             WHERE d.owner = $1 AND d.id IN {} ORDER BY d.endpoint_id, d.seq",
+            self.dialect.json_ids("$2")
+        )))
+        .bind(owner)
+        .bind(ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    /// Records attempts made under `owner`'s claims, in one transaction: every attempt in
+    /// the log; each delivery's outcome only while `owner` still holds it (another
+    /// instance may have taken an expired lease back); the endpoint's failing streak; a
+    /// 410 or 5 days of nothing but failures disables the endpoint (with its
+    /// `webhook.endpoint_disabled` event). `release` are claimed deliveries not attempted:
+    /// handed back, due as they were.
+    pub async fn record_webhook_attempts(
+        &self,
+        owner: &str,
+        attempts: &[AttemptRecord],
+        release: &[i64],
+    ) -> Result<Recorded, StoreError> {
+        let mut tx = self.begin().await?;
+        let mut recorded = Recorded::default();
+        if !attempts.is_empty() {
+            let rows: Vec<serde_json::Value> = attempts
+                .iter()
+                .map(|a| {
+                    serde_json::json!({
+                        "delivery_id": a.delivery_id, "org_id": a.org_id,
+                        "endpoint_id": a.endpoint_id, "at": a.at, "status_code": a.status_code,
+                        "latency_ms": a.latency_ms, "response_excerpt": a.response_excerpt,
+                        "error": a.error,
+                    })
+                })
+                .collect();
+            let insert = format!(
+                "INSERT INTO webhook_attempts (delivery_id, org_id, endpoint_id, at, status_code, \
+                 latency_ms, response_excerpt, error) \
+                 SELECT x.delivery_id, x.org_id, x.endpoint_id, x.at, x.status_code, x.latency_ms, \
+                 x.response_excerpt, x.error FROM {}",
+                self.dialect.json_records(
+                    "$1",
+                    &[
+                        ("delivery_id", "int"),
+                        ("org_id", "int"),
+                        ("endpoint_id", "int"),
+                        ("at", "int"),
+                        ("status_code", "int"),
+                        ("latency_ms", "int"),
+                        ("response_excerpt", "text"),
+                        ("error", "text"),
+                    ]
+                )
+            );
+            for chunk in rows.chunks(BULK_ROWS) {
+                sqlx::query(sql_str(&insert))
+                    .bind(serde_json::Value::Array(chunk.to_vec()).to_string())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        // Successes in bulk: the common case, one statement for a whole batch.
+        let delivered: Vec<&AttemptRecord> = attempts
+            .iter()
+            .filter(|a| a.verdict == Verdict::Delivered)
+            .collect();
+        for chunk in delivered.chunks(BULK_ROWS) {
+            let rows: Vec<serde_json::Value> = chunk
+                .iter()
+                .map(
+                    |a| serde_json::json!({"id": a.delivery_id, "at": a.at, "code": a.status_code}),
+                )
+                .collect();
+            let n = sqlx::query(sql_str(&format!(
+                "UPDATE webhook_deliveries SET status = 'delivered', attempts = attempts + 1, \
+                 delivered_at = (SELECT x.at FROM {r} WHERE x.id = webhook_deliveries.id), \
+                 last_status_code = (SELECT x.code FROM {r} WHERE x.id = webhook_deliveries.id), \
+                 last_error = NULL, owner = NULL, lease_until = NULL \
+                 WHERE owner = $2 AND status = 'pending' AND id IN (SELECT x.id FROM {r})",
+                r = self
+                    .dialect
+                    .json_records("$1", &[("id", "int"), ("at", "int"), ("code", "int")]),
+            )))
+            .bind(serde_json::Value::Array(rows).to_string())
+            .bind(owner)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            recorded.written += n;
+            recorded.lost += chunk.len() as u64 - n;
+        }
+        let succeeded: BTreeSet<i64> = delivered.iter().map(|a| a.endpoint_id).collect();
+        for endpoint_id in &succeeded {
+            sqlx::query(
+                "UPDATE webhook_endpoints SET failing_since = NULL \
+                 WHERE id = $1 AND failing_since IS NOT NULL",
+            )
+            .bind(endpoint_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for a in attempts.iter().filter(|a| a.verdict != Verdict::Delivered) {
+            let (status, next) = match a.verdict {
+                Verdict::Retry { next_attempt_at } => ("pending", Some(next_attempt_at)),
+                _ => ("failed", None),
+            };
+            let n = sqlx::query(
+                "UPDATE webhook_deliveries SET status = $1, attempts = attempts + 1, \
+                 next_attempt_at = COALESCE($2, next_attempt_at), last_status_code = $3, \
+                 last_error = $4, owner = NULL, lease_until = NULL \
+                 WHERE id = $5 AND owner = $6 AND status = 'pending'",
+            )
+            .bind(status)
+            .bind(next)
+            .bind(a.status_code)
+            .bind(a.error.as_deref().or(a.response_excerpt.as_deref()))
+            .bind(a.delivery_id)
+            .bind(owner)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if n == 0 {
+                recorded.lost += 1;
+                continue;
+            }
+            recorded.written += 1;
+            if succeeded.contains(&a.endpoint_id) {
+                continue;
+            }
+            let failing_since: Option<i64> = sqlx::query_scalar(
+                "UPDATE webhook_endpoints SET failing_since = COALESCE(failing_since, $1) \
+                 WHERE id = $2 AND org_id = $3 AND disabled_at IS NULL RETURNING failing_since",
+            )
+            .bind(a.at)
+            .bind(a.endpoint_id)
+            .bind(a.org_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .flatten();
+            let reason = if a.verdict == Verdict::Gone {
+                Some("the endpoint answered 410 Gone".to_string())
+            } else {
+                failing_since
+                    .filter(|since| a.at.saturating_sub(*since) >= DISABLE_AFTER_FAILING_MS)
+                    .map(|since| {
+                        format!(
+                            "every attempt failed since {} (5 days)",
+                            crate::clock::rfc3339(since)
+                        )
+                    })
+            };
+            if let Some(reason) = reason
+                && disable_endpoint(&mut tx, a.org_id, a.endpoint_id, &reason, a.at).await?
+            {
+                recorded.disabled.push((a.endpoint_id, reason));
+            }
+        }
+        if !release.is_empty() {
+            let ids =
+                serde_json::to_string(release).map_err(|e| StoreError::Invalid(e.to_string()))?;
+            sqlx::query(sql_str(&format!(
+                "UPDATE webhook_deliveries SET owner = NULL, lease_until = NULL \
+                 WHERE owner = $1 AND status = 'pending' AND id IN {}",
+                self.dialect.json_ids("$2")
+            )))
+            .bind(owner)
+            .bind(ids)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(recorded)
+    }
+
+    /// Hands back every pending delivery `owner` holds (at shutdown).
+    pub async fn release_webhook_claims(&self, owner: &str) -> Result<u64, StoreError> {
+        Ok(sqlx::query(
+            "UPDATE webhook_deliveries SET owner = NULL, lease_until = NULL \
+             WHERE owner = $1 AND status = 'pending'",
+        )
+        .bind(owner)
+        .execute(&self.write)
+        .await?
+        .rows_affected())
+    }
+
+    /// Pending deliveries, for the `herald_webhook_deliveries_pending` gauge.
+    pub async fn pending_webhook_deliveries(&self) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM webhook_deliveries WHERE status = 'pending'")
+                .fetch_one(&self.read)
+                .await?,
+        )
+    }
+
+    /// Deletes events that occurred before `before`, are fanned out and have no pending
+    /// delivery (their deliveries and attempts go with them), `batch` a statement, at most
+    /// `max_batches` statements. Returns how many events were deleted.
+    pub async fn delete_settled_events_before(
+        &self,
+        before: i64,
+        batch: i64,
+        max_batches: usize,
+    ) -> Result<u64, StoreError> {
+        let mut deleted = 0;
+        for _ in 0..max_batches {
+            let mut tx = self.begin().await?;
+            let ids: Vec<i64> = sqlx::query_scalar(
+                "SELECT e.id FROM outbox_events e WHERE e.occurred_at < $1 \
+                 AND e.fanned_out_at IS NOT NULL AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d \
+                 WHERE d.event_id = e.id AND d.status = 'pending') \
+                 ORDER BY e.occurred_at, e.id LIMIT $2",
+            )
+            .bind(before)
+            .bind(batch)
+            .fetch_all(&mut *tx)
+            .await?;
+            if ids.is_empty() {
+                tx.rollback().await?;
+                break;
+            }
+            let json =
+                serde_json::to_string(&ids).map_err(|e| StoreError::Invalid(e.to_string()))?;
+            let list = self.dialect.json_ids("$1");
+            // Children first: SQLite enforces no foreign keys unless asked.
+            sqlx::query(sql_str(&format!(
+                "DELETE FROM webhook_attempts WHERE delivery_id IN \
+                 (SELECT id FROM webhook_deliveries WHERE event_id IN {list})"
+            )))
+            .bind(json.clone())
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(sql_str(&format!(
+                "DELETE FROM webhook_deliveries WHERE event_id IN {list} AND status <> 'pending'"
+            )))
+            .bind(json.clone())
+            .execute(&mut *tx)
+            .await?;
+            let n = sqlx::query(sql_str(&format!(
+                "DELETE FROM outbox_events WHERE id IN {list} AND NOT EXISTS \
+                 (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = outbox_events.id)"
+            )))
+            .bind(json)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            tx.commit().await?;
+            deleted += n;
+            if n < u64::try_from(batch).unwrap_or(0) {
+                break;
+            }
+        }
+        Ok(deleted)
+    }
+}
+
+/// Disables an enabled endpoint (conditional), fails its pending deliveries and writes its
+/// `webhook.endpoint_disabled` event, in `tx`. False when it was already disabled.
+async fn disable_endpoint(
+    tx: &mut Tx,
+    org_id: i64,
+    endpoint_id: i64,
+    reason: &str,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let url: Option<String> = sqlx::query_scalar(
+        "UPDATE webhook_endpoints SET disabled_at = $1, disabled_reason = $2 \
+         WHERE id = $3 AND org_id = $4 AND disabled_at IS NULL RETURNING url",
+    )
+    .bind(now)
+    .bind(reason)
+    .bind(endpoint_id)
+    .bind(org_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(url) = url else {
+        return Ok(false);
+    };
+    sqlx::query(
+        "UPDATE webhook_deliveries SET status = 'failed', owner = NULL, lease_until = NULL, \
+         last_error = $1 WHERE endpoint_id = $2 AND org_id = $3 AND status = 'pending'",
+    )
+    .bind(format!("endpoint disabled: {reason}"))
+    .bind(endpoint_id)
+    .bind(org_id)
+    .execute(&mut **tx)
+    .await?;
+    emit(
+        tx,
+        org_id,
+        EventType::WebhookEndpointDisabled,
+        None,
+        now,
+        serde_json::json!({
+            "endpoint_id": crate::ids::WebhookEndpointId(endpoint_id).to_string(),
+            "url": url,
+            "reason": reason,
+        }),
+    )
+    .await?;
+    Ok(true)
+}
+
+impl Store {
+    /// An endpoint for `herald bench`'s own loopback receiver, subscribed to `events`, its
+    /// `secret` sealed under `key` with the endpoint's id (as endpoint secrets are at rest).
+    pub async fn create_bench_webhook_endpoint(
+        &self,
+        org_id: i64,
+        url: &str,
+        events: &[EventType],
+        key: &crate::secrets::SecretKey,
+        secret: &str,
+    ) -> Result<i64, StoreError> {
+        let names: Vec<&str> = events.iter().map(|t| t.as_str()).collect();
+        let names =
+            serde_json::to_string(&names).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let mut tx = self.begin().await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO webhook_endpoints (org_id, url, description, events, secret, created_at) \
+             VALUES ($1, $2, 'herald bench', $3, '', $4) RETURNING id",
+        )
+        .bind(org_id)
+        .bind(url)
+        .bind(names)
+        .bind(crate::clock::now_ms())
+        .fetch_one(&mut *tx)
+        .await?;
+        let sealed = crate::secrets::seal(key, id, &serde_json::json!({ "secret": secret }))
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        sqlx::query("UPDATE webhook_endpoints SET secret = $1 WHERE id = $2 AND org_id = $3")
+            .bind(sealed)
+            .bind(id)
+            .bind(org_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// Events in the outbox and deliveries still pending, for `herald bench`.
+    pub async fn webhook_backlog(&self) -> Result<(i64, i64), StoreError> {
+        let events: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox_events")
+            .fetch_one(&self.read)
+            .await?;
+        let unfanned: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM outbox_events WHERE fanned_out_at IS NULL")
+                .fetch_one(&self.read)
+                .await?;
+        Ok((events, unfanned + self.pending_webhook_deliveries().await?))
+    }
+}

@@ -95,19 +95,11 @@ pub fn delivery_client(guard: crate::outbound::OutboundGuard) -> Result<Provider
     build_client(CONNECT_TIMEOUT, REQUEST_TIMEOUT, guard)
 }
 
-/// The plaintext `whsec_…` secret from its sealed form (sealed with `secrets::seal` under
-/// the endpoint's id, as a JSON string or `{"secret": …}`).
+/// The plaintext `whsec_…` secret from its sealed form: the one format
+/// `store::webhook_endpoints` seals endpoint secrets in, under the endpoint's id.
 pub fn open_secret(key: &SecretKey, endpoint_id: i64, sealed: &str) -> Result<String, String> {
-    let value = crate::secrets::open(key, endpoint_id, sealed).map_err(|e| e.to_string())?;
-    match value {
-        serde_json::Value::String(s) => Ok(s),
-        serde_json::Value::Object(map) => map
-            .get("secret")
-            .and_then(|v| v.as_str())
-            .map(str::to_string)
-            .ok_or_else(|| "the sealed endpoint secret has no `secret` member".to_string()),
-        _ => Err("the sealed endpoint secret is not a string".to_string()),
-    }
+    crate::store::webhook_endpoints::open_signing_secret(key, endpoint_id, sealed)
+        .map_err(|e| e.to_string())
 }
 
 /// The `webhook-signature` header: `v1,<sig>` with the endpoint's secret, followed by the

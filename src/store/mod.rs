@@ -20,8 +20,8 @@ mod postgres;
 mod sqlite;
 mod stuck;
 mod types;
-pub mod webhook_endpoints;
 pub mod webhook_deliveries;
+pub mod webhook_endpoints;
 
 pub use accounts::{
     ApiKeyInfo, IdempotencyState, SessionInfo, StoredResponse, UserCredentials, UserInfo,

@@ -660,7 +660,7 @@ impl Store {
         .bind(crate::clock::now_ms())
         .fetch_one(&mut *tx)
         .await?;
-        let sealed = crate::secrets::seal(key, id, &serde_json::json!({ "secret": secret }))
+        let sealed = super::webhook_endpoints::seal_signing_secret(key, id, secret)
             .map_err(|e| StoreError::Invalid(e.to_string()))?;
         sqlx::query("UPDATE webhook_endpoints SET secret = $1 WHERE id = $2 AND org_id = $3")
             .bind(sealed)

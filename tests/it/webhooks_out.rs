@@ -44,10 +44,10 @@ async fn endpoint(
     .await
     .unwrap();
     let key = SecretKey::parse(key_b64).unwrap();
-    let sealed = herald::secrets::seal(&key, id, &serde_json::json!({ "secret": SECRET })).unwrap();
+    let sealed = herald::store::webhook_endpoints::seal_signing_secret(&key, id, SECRET).unwrap();
     let (prev, until) = match previous {
         Some((s, until)) => (
-            Some(herald::secrets::seal(&key, id, &serde_json::json!({ "secret": s })).unwrap()),
+            Some(herald::store::webhook_endpoints::seal_signing_secret(&key, id, s).unwrap()),
             Some(until),
         ),
         None => (None, None),

@@ -110,7 +110,7 @@ fn insert_endpoint(url: &str, key: &str, target: &str) {
         .unwrap();
         let key = herald::secrets::SecretKey::parse(key).unwrap();
         let sealed =
-            herald::secrets::seal(&key, id, &serde_json::json!({ "secret": SECRET })).unwrap();
+            herald::store::webhook_endpoints::seal_signing_secret(&key, id, SECRET).unwrap();
         sqlx::query("UPDATE webhook_endpoints SET secret = $1 WHERE id = $2")
             .bind(sealed)
             .bind(id)

@@ -37,6 +37,11 @@ pub struct BenchArgs {
     /// figures then include the events delivered and how long the backlog took to drain.
     #[arg(long = "webhook-event", value_name = "TYPE")]
     pub webhook_events: Vec<String>,
+    /// Sandbox channel: follow each accepted send with a `delivered` receipt, as providers
+    /// do, so receipts are applied during the run (and `message.delivered` events, when an
+    /// endpoint subscribes, have something to report).
+    #[arg(long)]
+    pub receipts: bool,
     /// Print the figures as JSON.
     #[arg(long)]
     pub json: bool,
@@ -231,11 +236,20 @@ async fn bench(settings: &Settings, args: &BenchArgs) -> Result<serde_json::Valu
                     org,
                     &tag,
                     "sandbox",
-                    &serde_json::json!({"latency_ms": args.latency_ms}),
+                    &if args.receipts {
+                        serde_json::json!({"latency_ms": args.latency_ms, "delivery_delay_ms": 0})
+                    } else {
+                        serde_json::json!({"latency_ms": args.latency_ms})
+                    },
                 )
                 .await?
         }
         "twilio" => {
+            if args.receipts {
+                return Err(CliError::from(
+                    "--receipts applies to the sandbox channel only: a Twilio-compatible server sends its own status callbacks",
+                ));
+            }
             let url = args.provider_url.as_deref().ok_or_else(|| {
                 CliError::from("--channel twilio needs --provider-url, e.g. the address `herald-fakes twilio --auth-token herald-bench` prints")
             })?;

@@ -233,6 +233,50 @@ fn readme_flow_with_the_ids_each_surface_prints(backend: Backend) {
     let by_name: Value =
         serde_json::from_str(&h.ok(&["campaign", "status", &campaign, "--json"])).unwrap();
     assert_eq!(by_name["id"], campaign.as_str());
+    // One truth: the CLI's status and the API's stats of the ended campaign agree on the
+    // status, the outcome, the total, every message status and in-doubt count.
+    let (code, _, body) = http(
+        &addr,
+        "GET",
+        &format!("/api/v1/campaigns/{campaign}/stats"),
+        &[&bearer],
+        "",
+    );
+    assert_eq!(code, 200, "{body}");
+    let api_stats: Value = serde_json::from_str(&body).unwrap();
+    for field in [
+        "id",
+        "status",
+        "outcome",
+        "total",
+        "in_doubt_total",
+        "started_at",
+        "completed_at",
+    ] {
+        assert_eq!(
+            by_name[field], api_stats[field],
+            "`{field}`: CLI {by_name} / API {api_stats}"
+        );
+    }
+    for field in [
+        "queued",
+        "in_flight",
+        "retry_wait",
+        "sent",
+        "delivered",
+        "read",
+        "undelivered",
+        "failed",
+        "skipped",
+        "cancelled",
+        "in_doubt",
+        "pending",
+    ] {
+        assert_eq!(
+            by_name[field], api_stats["counters"][field],
+            "`{field}`: CLI {by_name} / API {api_stats}"
+        );
+    }
     let events: Value =
         serde_json::from_str(&h.ok(&["campaign", "events", &campaign, "--json"])).unwrap();
     assert!(

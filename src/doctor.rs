@@ -28,6 +28,8 @@ pub enum FindingKind {
     NoLiveInstance,
     /// A channel's provider cannot be reached: its campaigns are paused until it answers.
     ChannelUnavailable,
+    /// An alert to a person could not be delivered (docs/ALERTS.md) in the last 24 hours.
+    AlertUndeliverable,
 }
 
 /// One thing that is wrong, in words.
@@ -60,6 +62,8 @@ pub struct Checks {
     pub in_doubt: Vec<InDoubtCampaign>,
     /// Channels whose provider cannot be reached (of the organisation, when scoped).
     pub unavailable: Vec<crate::store::outage::ChannelOutage>,
+    /// Alerts that could not be delivered in the last 24 hours, newest first.
+    pub undeliverable_alerts: Vec<crate::store::alerts::Alert>,
 }
 
 /// The diagnosis of a reachable database.
@@ -107,6 +111,11 @@ impl Diagnosis {
                 "id": ChannelId(o.channel_id), "name": o.name, "kind": o.kind,
                 "unavailable_since": crate::clock::rfc3339(o.since), "reason": o.reason,
             })).collect::<Vec<_>>(),
+            "undeliverable_alerts": c.undeliverable_alerts.iter().map(|a| json!({
+                "id": crate::ids::AlertId(a.id), "event_type": a.event_type, "recipient": a.address,
+                "subject": a.subject, "error": a.last_error,
+                "at": a.settled_at.map(crate::clock::rfc3339),
+            })).collect::<Vec<_>>(),
             "findings": self.finding_messages(),
         })
     }
@@ -124,6 +133,9 @@ fn with_campaign_ids(mut rows: serde_json::Value) -> serde_json::Value {
     }
     rows
 }
+
+/// The most undeliverable alerts one diagnosis lists (newest first).
+const UNDELIVERABLE_ALERTS_SHOWN: i64 = 20;
 
 /// How far back finished campaigns are recounted (as `engine::health::drift` does).
 const DRIFT_WINDOW_MS: i64 = 3600 * 1000;
@@ -257,7 +269,28 @@ pub async fn diagnose(
             ),
         });
     }
+    let undeliverable_alerts = store
+        .undeliverable_alerts_since(
+            org,
+            now - crate::alerts::UNDELIVERABLE_FINDING_MS,
+            UNDELIVERABLE_ALERTS_SHOWN,
+        )
+        .await?;
+    for a in &undeliverable_alerts {
+        findings.push(Finding {
+            kind: FindingKind::AlertUndeliverable,
+            campaign_id: a.campaign_id,
+            message: format!(
+                "alert {} to {} (\"{}\") could not be delivered: {}",
+                crate::ids::AlertId(a.id),
+                a.address,
+                a.subject,
+                a.last_error.as_deref().unwrap_or("no reason recorded")
+            ),
+        });
+    }
     diagnosis.checks = Some(Checks {
+        undeliverable_alerts,
         live,
         sending,
         total: campaigns.len(),

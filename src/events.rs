@@ -46,6 +46,7 @@ event_types! {
     CampaignStuck => "campaign.stuck", "A sending campaign made no progress for the stuck threshold; the engine's reason.";
     CampaignUnstuck => "campaign.unstuck", "A campaign reported stuck made progress again.";
     CampaignAutoPaused => "campaign.auto_paused", "The engine paused a campaign whose permanent failure rate crossed its threshold.";
+    CampaignInDoubt => "campaign.in_doubt", "A sending campaign's messages in doubt (sent, the provider's answer unknown) reached its organisation's alert threshold.";
     ChannelUnavailable => "channel.unavailable", "A channel's provider stopped answering; its campaigns are paused.";
     ChannelAvailable => "channel.available", "A channel's provider answers again; its campaigns resume.";
     ContactUnsubscribed => "contact.unsubscribed", "A contact opted out (keyword, unsubscribe link or provider code).";
@@ -65,6 +66,19 @@ impl EventType {
         matches!(
             self,
             EventType::MessageFailed | EventType::MessageUndelivered | EventType::MessageDelivered
+        )
+    }
+
+    /// Whether it becomes an alert to the organisation's alert recipients (docs/ALERTS.md):
+    /// the events that say a person should look now.
+    pub fn raises_alert(self) -> bool {
+        matches!(
+            self,
+            EventType::CampaignStuck
+                | EventType::CampaignAutoPaused
+                | EventType::CampaignInDoubt
+                | EventType::ChannelUnavailable
+                | EventType::WebhookEndpointDisabled
         )
     }
 
@@ -143,7 +157,7 @@ mod tests {
             assert_eq!(t.as_str().parse::<EventType>(), Ok(*t));
             assert_eq!(serde_json::to_string(t).ok(), Some(format!("\"{t}\"")));
         }
-        assert_eq!(EventType::ALL.len(), 20);
+        assert_eq!(EventType::ALL.len(), 21);
     }
 
     #[test]

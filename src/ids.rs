@@ -206,9 +206,13 @@ typed_id!(
     /// An organisation's webhook endpoint: `whk_3`.
     WebhookEndpointId, "whk", "webhook endpoint"
 );
+typed_id!(
+    /// An alert to one of an organisation's alert recipients (docs/ALERTS.md): `alr_4`.
+    AlertId, "alr", "alert"
+);
 
 /// Every kind of id: (prefix, what it names).
-pub const KINDS: [(&str, &str); 11] = [
+pub const KINDS: [(&str, &str); 12] = [
     (CampaignId::PREFIX, CampaignId::WHAT),
     (ChannelId::PREFIX, ChannelId::WHAT),
     (ListId::PREFIX, ListId::WHAT),
@@ -220,6 +224,7 @@ pub const KINDS: [(&str, &str); 11] = [
     (OrgId::PREFIX, OrgId::WHAT),
     (NotificationId::PREFIX, NotificationId::WHAT),
     (WebhookEndpointId::PREFIX, WebhookEndpointId::WHAT),
+    (AlertId::PREFIX, AlertId::WHAT),
 ];
 
 #[cfg(test)]

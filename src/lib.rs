@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod address;
+pub mod alerts;
 pub mod api;
 pub mod channels;
 pub mod cli;

@@ -216,6 +216,13 @@ pub const METRICS: &[Metric] = &[
         "Webhook endpoints disabled by delivery (410 Gone, or every attempt failing for 5 days)",
         &[&[]],
     ),
+    // Exported by the alert worker (src/engine/alerts.rs).
+    (
+        "herald_alerts_total",
+        MetricKind::Counter,
+        "Alerts to people settled, by outcome: sent, or undeliverable (no channel could carry it, or its attempts ran out)",
+        &[&[("outcome", "sent")], &[("outcome", "undeliverable")]],
+    ),
 ];
 
 /// Gives every metric of `METRICS` its HELP text and registers its known series at zero, so

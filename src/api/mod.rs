@@ -21,6 +21,7 @@ pub mod idempotency;
 pub mod problem;
 
 mod accounts;
+pub(crate) mod alerts;
 mod campaign_events;
 mod campaigns;
 mod channels;
@@ -67,6 +68,7 @@ pub const JSON_BODY_LIMIT: usize = 1024 * 1024;
         (name = "system", description = "Instances and health"),
         (name = "accounts", description = "Users and API keys"),
         (name = "webhooks", description = "Endpoints Herald sends its events to, their delivery log, replays and test events"),
+        (name = "alerts", description = "Who is told when a campaign is stuck or a channel is down, and the alerts sent"),
     )
 )]
 struct ApiDoc;
@@ -111,7 +113,8 @@ fn documented_routes() -> OpenApiRouter<ApiState> {
             .merge(campaign_events::routes())
             .merge(system::routes())
             .merge(accounts::routes())
-            .merge(webhooks::routes()),
+            .merge(webhooks::routes())
+            .merge(alerts::routes()),
     )
 }
 

@@ -189,6 +189,11 @@ fn field_rules() -> Vec<(&'static str, &'static str, Value)> {
         ("NewContactBody", "list_ids", ids_rule("lst")),
         ("NewMembers", "contact_ids", ids_rule("con")),
         (
+            "AlertSettingsUpdate",
+            "recipients",
+            json!({"items": address_rule()}),
+        ),
+        (
             "NewCampaign",
             "scheduled_at",
             json!({"format": "date-time"}),
@@ -275,6 +280,7 @@ const REQUEST_SCHEMAS: &[&str] = &[
     "NewSuppression",
     "TemplatePreviewRequest",
     "LoginRequest",
+    "AlertSettingsUpdate",
 ];
 
 fn is_string_schema(schema: &serde_json::Map<String, Value>) -> bool {

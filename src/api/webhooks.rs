@@ -285,6 +285,8 @@ pub enum SubscribableEvent {
     CampaignUnstuck,
     #[serde(rename = "campaign.auto_paused")]
     CampaignAutoPaused,
+    #[serde(rename = "campaign.in_doubt")]
+    CampaignInDoubt,
     #[serde(rename = "channel.unavailable")]
     ChannelUnavailable,
     #[serde(rename = "channel.available")]

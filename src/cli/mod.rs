@@ -2,6 +2,7 @@
 //! wrong and what would be right, and exits non-zero.
 
 mod accounts;
+mod alert;
 mod bench;
 mod campaign;
 mod channel;
@@ -94,6 +95,9 @@ pub enum Command {
     /// Manage the webhook endpoints of --org: where Herald sends its events.
     #[command(subcommand)]
     Webhook(webhook::WebhookCommand),
+    /// Who --org's alerts reach (stuck campaigns, outages, ...), the alert log, a test alert.
+    #[command(subcommand)]
+    Alert(alert::AlertCommand),
     /// Print the HTTP API's OpenAPI 3.1 document (what /api/v1/openapi.json serves).
     Openapi,
 }
@@ -384,6 +388,7 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::User(c) => accounts::user(&cli, &settings, c).await,
         Command::Apikey(c) => accounts::apikey(&cli, &settings, c).await,
         Command::Webhook(c) => webhook::run(&cli, &settings, c).await,
+        Command::Alert(c) => alert::run(&cli, &settings, c).await,
         Command::Openapi => {
             print!("{}", crate::api::openapi_json());
             Ok(0)

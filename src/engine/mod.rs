@@ -3,6 +3,7 @@
 //! memory (DESIGN.md invariant 5), so any number of instances can run side by side and any
 //! of them can die.
 
+pub mod alerts;
 pub mod dispatcher;
 pub mod health;
 pub mod outage;
@@ -129,6 +130,7 @@ impl Engine {
         let receipts = tokio::spawn(receipt_loop(ctx.clone(), self.receipts_rx));
         let probes = tokio::spawn(outage::probe_loop(ctx.clone(), shutdown.clone()));
         let webhooks = tokio::spawn(webhooks_out::run(ctx.clone(), shutdown.clone()));
+        let alerts = tokio::spawn(alerts::run(ctx.clone(), shutdown.clone()));
         let dispatcher = dispatcher::run(ctx.clone(), shutdown.clone()).await;
         if let Err(e) = dispatcher {
             tracing::error!(error = %e, "dispatcher stopped with an error");
@@ -137,6 +139,7 @@ impl Engine {
         let _ = reconciler.await;
         let _ = probes.await;
         let _ = webhooks.await;
+        let _ = alerts.await;
         // The dispatcher has stopped: a row this instance owns that no sender knows about
         // (a claim whose answer was lost) was never sent; hand it back now rather than
         // leave it to be found in doubt.

@@ -7,6 +7,7 @@
 //! knows which one it talks to. Timestamps are integer milliseconds since the epoch.
 
 mod accounts;
+pub mod alerts;
 pub mod autopause;
 mod campaign_order;
 mod campaigns_admin;

@@ -65,15 +65,18 @@ pub(super) async fn emit(
         .execute(&mut **tx)
         .await?;
     } else {
+        // An alert-worthy event waits for its alerts (store::alerts) from this moment.
+        let alert_pending: Option<i64> = event_type.raises_alert().then_some(1);
         sqlx::query(
-            "INSERT INTO outbox_events (org_id, type, campaign_id, occurred_at, data) \
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO outbox_events (org_id, type, campaign_id, occurred_at, data, alert_pending) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(org_id)
         .bind(event_type.as_str())
         .bind(campaign_id)
         .bind(occurred_at)
         .bind(data)
+        .bind(alert_pending)
         .execute(&mut **tx)
         .await?;
     }

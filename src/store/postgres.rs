@@ -81,6 +81,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "auto_pause",
         include_str!("../../migrations/postgres/0014_auto_pause.sql"),
     ),
+    (
+        15,
+        "alerts",
+        include_str!("../../migrations/postgres/0015_alerts.sql"),
+    ),
 ];
 
 pub(super) async fn connect(url: &str) -> Result<(AnyPool, AnyPool), StoreError> {

@@ -82,6 +82,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "auto_pause",
         include_str!("../../migrations/sqlite/0014_auto_pause.sql"),
     ),
+    (
+        15,
+        "alerts",
+        include_str!("../../migrations/sqlite/0015_alerts.sql"),
+    ),
 ];
 
 /// Accepts `sqlite://path`, `sqlite:path` and `sqlite::memory:`; creates the file if needed.

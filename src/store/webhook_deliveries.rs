@@ -541,7 +541,8 @@ impl Store {
             let mut tx = self.begin().await?;
             let ids: Vec<i64> = sqlx::query_scalar(
                 "SELECT e.id FROM outbox_events e WHERE e.occurred_at < $1 \
-                 AND e.fanned_out_at IS NOT NULL AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d \
+                 AND e.fanned_out_at IS NOT NULL AND (e.alert_pending IS NULL OR e.alert_pending = 0) \
+                 AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d \
                  WHERE d.event_id = e.id AND d.status = 'pending') \
                  ORDER BY e.occurred_at, e.id LIMIT $2",
             )

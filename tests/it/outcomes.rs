@@ -451,7 +451,10 @@ async fn backfill(backend: crate::support::Backend) {
         ids.push(id);
     }
     pool.close().await;
-    assert_eq!(store.migrate().await.unwrap(), vec![9, 10, 11, 12, 13, 14]);
+    assert_eq!(
+        store.migrate().await.unwrap(),
+        vec![9, 10, 11, 12, 13, 14, 15]
+    );
     for (id, row) in ids.iter().zip(rows) {
         let c = store.campaign(*id).await.unwrap();
         assert_eq!(c.outcome.map(|o| o.as_str()), row.7, "{row:?}");

@@ -5,7 +5,7 @@ use super::{Cli, CliError, CliResult, actor, open_store, resolve_org};
 use crate::alerts::{MAX_IN_DOUBT_THRESHOLD, check_recipients};
 use crate::api::alerts::{ALERT_STATUSES, alert_view, settings_view};
 use crate::config::Settings;
-use crate::ids::{ChannelId, OrgId};
+use crate::ids::OrgId;
 use crate::store::alerts::AlertSettingsChange;
 use clap::Subcommand;
 
@@ -13,16 +13,16 @@ use clap::Subcommand;
 pub enum AlertCommand {
     /// Show the alert settings of --org, or change them with the options below.
     Settings {
-        /// The channel alerts go through (chn_2, or 2), or `none`.
-        #[arg(long, value_name = "CHANNEL", value_parser = channel_or_none)]
-        channel: Option<ChannelChoice>,
+        /// The channel alerts go through: its id (chn_2), name or number, or `none`.
+        #[arg(long, value_name = "CHANNEL")]
+        channel: Option<String>,
         /// The channel used when the first is the one an alert is about, cannot reach a
-        /// recipient's kind of address, or is unavailable (chn_3, or 3), or `none`.
-        #[arg(long, value_name = "CHANNEL", value_parser = channel_or_none)]
-        fallback_channel: Option<ChannelChoice>,
+        /// recipient's kind of address, or is unavailable: id, name or number, or `none`.
+        #[arg(long, value_name = "CHANNEL")]
+        fallback_channel: Option<String>,
         /// Messages in doubt in one sending campaign that raise an alert: a number (0: off),
         /// or `default` (100).
-        #[arg(long, value_name = "N", value_parser = threshold_or_default)]
+        #[arg(long, value_name = "N", value_parser = threshold_or_default, allow_negative_numbers = true)]
         in_doubt_threshold: Option<ThresholdChoice>,
         /// Add a recipient: an email address or an E.164 phone number (repeat for more).
         #[arg(long = "add-recipient", value_name = "ADDRESS")]
@@ -54,17 +54,23 @@ pub enum AlertCommand {
     },
 }
 
-/// A channel given on the command line, or `none`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ChannelChoice(Option<ChannelId>);
-
-fn channel_or_none(value: &str) -> Result<ChannelChoice, String> {
+/// A channel given on the command line (id, name or number) in `org`, or None for `none`.
+async fn channel_or_none(
+    store: &crate::store::Store,
+    org: i64,
+    option: &str,
+    value: &str,
+) -> Result<Option<i64>, CliError> {
     if value.eq_ignore_ascii_case("none") {
-        return Ok(ChannelChoice(None));
+        return Ok(None);
     }
-    ChannelId::parse_lenient(value)
-        .map(|id| ChannelChoice(Some(id)))
-        .map_err(|e| format!("{e}, or `none` to clear it"))
+    super::resolve_channel(store, org, value)
+        .await
+        .map(|c| Some(c.id))
+        .map_err(|e| CliError {
+            message: format!("{option}: {}", e.message),
+            code: e.code,
+        })
 }
 
 /// A threshold given on the command line, or `default`.
@@ -112,8 +118,14 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &AlertCommand) -> CliR
             json,
         } => {
             let change = AlertSettingsChange {
-                channel_id: channel.map(|c| c.0.map(|id| id.get())),
-                fallback_channel_id: fallback_channel.map(|c| c.0.map(|id| id.get())),
+                channel_id: match channel {
+                    Some(v) => Some(channel_or_none(&store, org, "--channel", v).await?),
+                    None => None,
+                },
+                fallback_channel_id: match fallback_channel {
+                    Some(v) => Some(channel_or_none(&store, org, "--fallback-channel", v).await?),
+                    None => None,
+                },
                 in_doubt_threshold: in_doubt_threshold.map(|t| t.0),
                 add: recipients("--add-recipient", add)?,
                 remove: recipients("--remove-recipient", remove)?,

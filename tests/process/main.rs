@@ -5,6 +5,7 @@
 mod support;
 
 mod accounts;
+mod alerts;
 mod autopause;
 mod cli;
 mod crash;

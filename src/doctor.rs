@@ -1,5 +1,5 @@
 //! The diagnosis behind `herald doctor` and `GET /api/v1/health`: every manual step of the
-//! incident in DESIGN.md, answered at once. The checks themselves live in
+//! incident in docs/DESIGN.md, answered at once. The checks themselves live in
 //! `engine::health` (shared with the reconciler); this file gathers them into one report,
 //! for the whole installation or for one organisation's campaigns.
 

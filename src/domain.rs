@@ -1,10 +1,10 @@
-//! Campaign and message state machines: the statuses of DESIGN.md, which moves are legal,
+//! Campaign and message state machines: the statuses of docs/DESIGN.md, which moves are legal,
 //! and the per-status counters every campaign carries.
 
 use serde::Serialize;
 use std::fmt;
 
-/// Every status a message can be in (DESIGN.md, "Message lifecycle").
+/// Every status a message can be in (docs/DESIGN.md, "Message lifecycle").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MessageStatus {

@@ -156,15 +156,38 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &AlertCommand) -> CliR
                 store.alert_settings(org).await?
             };
             let view = settings_view(&current);
+            // A recipient no configured channel can reach would make every alert to it
+            // undeliverable: say so now rather than at the first incident.
+            let (channels, configured) = store.alert_channels(org).await?;
+            if configured > 0 {
+                for r in &current.recipients {
+                    let Ok(address) = crate::address::Address::parse(r) else {
+                        continue;
+                    };
+                    let reachable = channels.iter().any(|c| {
+                        crate::channels::address_requirement(&c.kind)
+                            .is_none_or(|k| k == address.kind())
+                    });
+                    if !reachable {
+                        eprintln!(
+                            "warning: no alert channel can reach {r} ({} address): set a channel of that kind with --channel or --fallback-channel",
+                            address.kind()
+                        );
+                    }
+                }
+            }
             if *json {
                 print_json(&view)?;
             } else {
-                let none = || "none".to_string();
-                println!("channel: {}", view.channel_id.clone().unwrap_or_else(none));
-                println!(
-                    "fallback channel: {}",
-                    view.fallback_channel_id.clone().unwrap_or_else(none)
-                );
+                let named = |id: Option<i64>| match id {
+                    None => "none".to_string(),
+                    Some(id) => match channels.iter().find(|c| c.id == id) {
+                        Some(c) => format!("{} ({})", crate::ids::ChannelId(id), c.name),
+                        None => format!("{} (deleted)", crate::ids::ChannelId(id)),
+                    },
+                };
+                println!("channel: {}", named(current.channel_id));
+                println!("fallback channel: {}", named(current.fallback_channel_id));
                 println!(
                     "in-doubt threshold: {}{}",
                     if view.in_doubt_threshold == 0 {

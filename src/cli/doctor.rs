@@ -1,4 +1,4 @@
-//! `herald doctor`: every manual step of the incident in DESIGN.md, answered by one command.
+//! `herald doctor`: every manual step of the incident in docs/DESIGN.md, answered by one command.
 //! The diagnosis is `crate::doctor` (also served as `GET /api/v1/health`); this prints it.
 
 use super::CliResult;

@@ -1,6 +1,6 @@
 //! The engine every `herald serve` and `herald worker` runs: heartbeat, dispatcher,
 //! scheduler and reconciler. Each loop is idempotent and keeps no state that matters in
-//! memory (DESIGN.md invariant 5), so any number of instances can run side by side and any
+//! memory (docs/DESIGN.md invariant 5), so any number of instances can run side by side and any
 //! of them can die.
 
 pub mod alerts;

@@ -1,5 +1,5 @@
 //! The storage interface: everything Herald knows lives here, and every decision is a
-//! conditional write whose `WHERE` clause states its precondition (DESIGN.md invariant 1).
+//! conditional write whose `WHERE` clause states its precondition (docs/DESIGN.md invariant 1).
 //!
 //! One `Store` type serves both databases through sqlx's `Any` driver: the SQL is shared,
 //! and the few places where the dialects differ (connection setup, row locks, JSON table
@@ -1220,7 +1220,7 @@ impl Store {
     }
 
     /// Completes the campaign if it is sending and its counters show nothing pending. Runs
-    /// inside the transaction that recorded the last outcome (DESIGN.md invariant 4).
+    /// inside the transaction that recorded the last outcome (docs/DESIGN.md invariant 4).
     async fn complete_if_drained(
         &self,
         tx: &mut Tx,
@@ -1255,7 +1255,7 @@ impl Store {
     }
 
     /// Starts a draft or scheduled campaign: in one transaction, moves it to `sending` and
-    /// creates one message per distinct address of its list (DESIGN.md invariant 2).
+    /// creates one message per distinct address of its list (docs/DESIGN.md invariant 2).
     /// `due_at` set means "only if scheduled and due by then" (the scheduler's call).
     pub async fn start_campaign(
         &self,
@@ -2057,7 +2057,7 @@ impl Store {
     }
 
     /// Applies provider receipts (delivered, read, undelivered, failed). A receipt moves a
-    /// message only to a strictly higher rank (DESIGN.md invariant 7); one whose provider id
+    /// message only to a strictly higher rank (docs/DESIGN.md invariant 7); one whose provider id
     /// is not recorded yet is kept in `pending_receipts` and applied when it is. A receipt
     /// only ever finds a message of its own channel (`Receipt::channel_id`): another
     /// organisation's channel cannot name this one's provider ids.

@@ -1,6 +1,7 @@
 // The dashboard in headless Chromium, as a person would use it. Started by
 // tests/browser/main.rs, which runs `herald serve` and passes, in the environment:
-// HERALD_URL, HERALD_EMAIL, HERALD_PASSWORD, PLAYWRIGHT_CORE (the module's folder),
+// HERALD_URL, HERALD_EMAIL, HERALD_PASSWORD, HERALD_RECEIVER (a webhook receiver on loopback)
+// and HERALD_FLAKY_PATH (its path that fails before it succeeds), PLAYWRIGHT_CORE (the module's folder),
 // CHROMIUM (the browser), SCREENSHOTS (folder), FIXTURES (the CSV files), USER_DATA_DIR.
 // Every wait is bounded; the first failure ends the script with a message and exit code 1.
 
@@ -339,6 +340,7 @@ async function main() {
     await auditEveryPage(page, {
       base: BASE, email: EMAIL, fixtures: FIXTURES, axeCore: env("AXE_CORE"),
       completedUrl, stuckUrl, bigUrl, step,
+      receiver: env("HERALD_RECEIVER"), flakyPath: env("HERALD_FLAKY_PATH"),
     });
     await page.setViewportSize({ width: 390, height: 844 });
     await page.goto(completedUrl);

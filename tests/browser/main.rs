@@ -138,6 +138,90 @@ fn herald(db: &str, args: &[&str], stdin: Option<&str>) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The path of the receiver's endpoint that fails before it succeeds, long so that the
+/// transport error naming its URL is long too.
+const FLAKY_PATH: &str =
+    "/flaky/a-receiver-path-long-enough-that-the-transport-error-naming-it-is-long-too";
+
+/// A webhook receiver on a free loopback port, answering one request per connection, for the
+/// audit's webhook endpoint pages (`audit.mjs`). `/hook` answers 200. [`FLAKY_PATH`] answers
+/// its requests in turn: the 1st, 4th, 7th... by closing the connection without an answer
+/// (the attempt's error), the 2nd, 5th... with a 500 and a long body without spaces (the
+/// attempt's response excerpt), the 3rd, 6th... with a 200; Herald sends one endpoint's
+/// deliveries one at a time, so each test event's delivery takes exactly those three
+/// attempts. Runs until the test process ends; returns its base URL.
+fn start_receiver() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port for the receiver");
+    let port = listener
+        .local_addr()
+        .expect("the receiver's address")
+        .port();
+    std::thread::spawn(move || {
+        let mut flaky = 0u64;
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let Some(path) = read_request(&mut stream) else {
+                continue;
+            };
+            let (status, body) = if path == FLAKY_PATH {
+                flaky += 1;
+                match flaky % 3 {
+                    1 => continue, // dropped: closed without an answer
+                    2 => (
+                        "500 Internal Server Error",
+                        "upstream_dependency_unavailable:".repeat(12),
+                    ),
+                    _ => ("200 OK", "ok".to_string()),
+                }
+            } else if path == "/hook" {
+                ("200 OK", "ok".to_string())
+            } else {
+                ("404 Not Found", "no such path".to_string())
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    format!("http://127.0.0.1:{port}")
+}
+
+/// Reads one HTTP request (head and `Content-Length` body) and returns its path.
+fn read_request(stream: &mut TcpStream) -> Option<String> {
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut data = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = stream.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        data.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&data[..head_end]).into_owned();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    while data.len() < head_end + length {
+        let n = stream.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        data.extend_from_slice(&chunk[..n]);
+    }
+    head.split_whitespace().nth(1).map(str::to_string)
+}
+
 /// The CSV files the browser uploads: `customers.csv` (60 contacts with a city, and two
 /// rows the import must reject) and `everyone.csv` (400 contacts, for the slow campaign).
 fn write_fixtures(dir: &Path) {
@@ -179,6 +263,7 @@ fn dashboard_in_a_real_browser() {
     );
     write_fixtures(dir.path());
 
+    let receiver = start_receiver();
     let port = free_port();
     let log_path = dir.path().join("serve.log");
     let log = std::fs::File::create(&log_path).unwrap();
@@ -197,6 +282,13 @@ fn dashboard_in_a_real_browser() {
         .env("HERALD_RETRY_MAX_ATTEMPTS", "50")
         // ... and after five seconds without progress (instead of a minute).
         .env("HERALD_STUCK_AFTER_MS", "5000")
+        // The audit's webhook endpoints send to the test's receiver on loopback, which the
+        // outbound guard refuses unless listed; other private ranges stay refused (the
+        // audit's refused-URL form uses one). Webhook retries come 1000 times sooner
+        // (milliseconds instead of minutes), so a delivery's failed attempts and its
+        // success all show within the audit.
+        .env("HERALD_OUTBOUND_ALLOW_CIDRS", "127.0.0.1/32")
+        .env("HERALD_WEBHOOK_RETRY_DIVISOR", "1000")
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log)
@@ -221,6 +313,8 @@ fn dashboard_in_a_real_browser() {
         .env("HERALD_URL", format!("http://127.0.0.1:{port}"))
         .env("HERALD_EMAIL", EMAIL)
         .env("HERALD_PASSWORD", PASSWORD)
+        .env("HERALD_RECEIVER", &receiver)
+        .env("HERALD_FLAKY_PATH", FLAKY_PATH)
         .env("PLAYWRIGHT_CORE", &playwright)
         .env("AXE_CORE", &axe)
         .env("CHROMIUM", &browser)

@@ -27,6 +27,7 @@ mod campaigns;
 mod channels;
 pub(crate) mod contacts;
 mod lists;
+mod organisation;
 mod rules;
 mod suppressions;
 mod system;
@@ -114,7 +115,8 @@ fn documented_routes() -> OpenApiRouter<ApiState> {
             .merge(system::routes())
             .merge(accounts::routes())
             .merge(webhooks::routes())
-            .merge(alerts::routes()),
+            .merge(alerts::routes())
+            .merge(organisation::routes()),
     )
 }
 

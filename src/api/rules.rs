@@ -281,6 +281,7 @@ const REQUEST_SCHEMAS: &[&str] = &[
     "TemplatePreviewRequest",
     "LoginRequest",
     "AlertSettingsUpdate",
+    "OrganisationChange",
 ];
 
 fn is_string_schema(schema: &serde_json::Map<String, Value>) -> bool {

@@ -184,6 +184,7 @@ fn sample_body(method: &Method, template: &str, own: &Fixture) -> Option<Value> 
         ("POST", "/api/v1/webhooks") => json!({"url": "http://127.0.0.1:9/another"}),
         ("PATCH", "/api/v1/webhooks/{id}") => json!({"description": "renamed"}),
         ("POST", "/api/v1/webhooks/{id}/replay") => json!({"failed_since": "2000-01-01T00:00:00Z"}),
+        ("PATCH", "/api/v1/organisation") => json!({"auto_pause": "30%/200"}),
         ("PUT", "/api/v1/alerts/settings") => {
             json!({"channel_id": own.ids["channel_id"], "recipients": ["ops@example.org"]})
         }

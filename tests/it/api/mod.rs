@@ -2,6 +2,7 @@
 //! with `tower::ServiceExt::oneshot` as a client would call it.
 
 mod accounts;
+mod alerts;
 mod authz;
 mod campaigns;
 mod channels;

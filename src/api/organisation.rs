@@ -1,0 +1,104 @@
+//! The caller's organisation and its settings: today its auto-pause default
+//! (docs/MONITORING.md), the same setting as `herald org show|set --auto-pause`. Anyone in
+//! the organisation reads it; admins change it.
+
+use super::ApiState;
+use super::auth::{AsAdmin, AsViewer};
+use super::problem::{ApiError, ApiJson, ApiResult, Problem};
+use crate::ids::OrgId;
+use crate::store::autopause::{AutoPause, DEFAULT};
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub fn routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new().routes(routes!(get_organisation, update_organisation))
+}
+
+/// The caller's organisation.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Organisation {
+    #[schema(example = "org_1")]
+    pub id: String,
+    pub name: String,
+    /// The auto-pause setting its campaigns inherit: `PERCENT%/WINDOW` or `off`.
+    #[schema(example = "20%/500")]
+    pub auto_pause: String,
+    /// `organisation` when the organisation set it, `default` when it is Herald's.
+    #[schema(example = "default")]
+    pub auto_pause_source: String,
+}
+
+/// Changes to the organisation's settings; fields left out stay as they are.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrganisationChange {
+    /// The auto-pause default of its campaigns: `PERCENT%/WINDOW` (more than PERCENT % of
+    /// the last WINDOW outcomes failed permanently), `off`, or `default` (Herald's, 20%/500).
+    #[schema(
+        example = "20%/500",
+        max_length = 16,
+        pattern = r"^(off|default|[1-9][0-9]?%/([1-9][0-9]{1,4}|100000))$"
+    )]
+    pub auto_pause: Option<String>,
+}
+
+fn view(id: i64, name: String, setting: Option<AutoPause>) -> Organisation {
+    Organisation {
+        id: OrgId(id).to_string(),
+        name,
+        auto_pause: setting.unwrap_or(DEFAULT).to_string(),
+        auto_pause_source: if setting.is_some() {
+            "organisation"
+        } else {
+            "default"
+        }
+        .to_string(),
+    }
+}
+
+/// The caller's organisation and its settings.
+#[utoipa::path(get, path = "/organisation", tag = "accounts",
+    security(("api_key" = ["viewer"]), ("session" = ["viewer"])),
+    responses(
+        (status = 200, body = Organisation),
+    ))]
+async fn get_organisation(
+    State(state): State<ApiState>,
+    AsViewer(p): AsViewer,
+) -> ApiResult<axum::Json<Organisation>> {
+    let org = state.store.organisation(p.org_id).await?;
+    let setting = state.store.org_auto_pause(p.org_id).await?;
+    Ok(axum::Json(view(org.id, org.name, setting)))
+}
+
+/// Change the organisation's settings (its campaigns' auto-pause default).
+#[utoipa::path(patch, path = "/organisation", tag = "accounts",
+    security(("api_key" = ["admin"]), ("session" = ["admin"])),
+    request_body = OrganisationChange,
+    responses(
+        (status = 200, body = Organisation),
+        (status = 422, description = "`auto_pause` is not PERCENT%/WINDOW, off or default", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn update_organisation(
+    State(state): State<ApiState>,
+    AsAdmin(p): AsAdmin,
+    ApiJson(change): ApiJson<OrganisationChange>,
+) -> ApiResult<axum::Json<Organisation>> {
+    if let Some(value) = &change.auto_pause {
+        let setting = if value.trim().eq_ignore_ascii_case("default") {
+            None
+        } else {
+            Some(value.parse::<AutoPause>().map_err(|e| {
+                ApiError::invalid("auto_pause", "format", format!("{e}, or default"))
+            })?)
+        };
+        state.store.set_org_auto_pause(p.org_id, setting).await?;
+        tracing::info!(org_id = %OrgId(p.org_id), actor = p.actor, auto_pause = ?setting, "organisation auto-pause default changed");
+    }
+    let org = state.store.organisation(p.org_id).await?;
+    let setting = state.store.org_auto_pause(p.org_id).await?;
+    Ok(axum::Json(view(org.id, org.name, setting)))
+}

@@ -112,6 +112,11 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/webhooks/{id}", get(pages::webhooks::detail))
         .route("/webhooks/{id}/{action}", post(pages::webhooks::act))
         .route("/system", get(pages::system::page))
+        .route(
+            "/system/alerts",
+            get(pages::system::alert_settings).post(pages::system::save_alert_settings),
+        )
+        .route("/system/alerts/test", post(pages::system::send_test_alert))
         .route("/assets/{file}", get(assets::serve))
         .fallback(pages::not_found)
         .layer(axum::middleware::map_response(security_headers))

@@ -267,6 +267,44 @@ function pages({ base, fixtures, completedUrl, stuckUrl, bigUrl, receiver, flaky
     { name: "users", open: visit(`${base}/users`) },
     { name: "system", open: visit(`${base}/system`) },
     { name: "a page that does not exist", open: visit(`${base}/no-such-page`) },
+    // Alerts on the System page (dashboard.mjs set two recipients and the quick channel,
+    // and sent a test alert).
+    { name: "system, alert settings form open", open: async (page) => {
+      await page.goto(`${base}/system/alerts`);
+      await page.locator("#alert-settings-form").waitFor({ state: "visible" });
+    } },
+    { name: "alert settings form returned with errors", open: async (page) => {
+      await page.goto(`${base}/system/alerts`);
+      await page.fill("#al-recipients", "ops@example.org\nnot an address");
+      await page.fill("#al-threshold", "");
+      await submitUnchecked(page, "#alert-settings-form button[type=submit]");
+      await page.locator("#al-recipients-error").waitFor();
+      assert.match(await page.locator("#al-recipients-error").textContent(), /not an address/);
+      assert.ok(await activeMatches(page, "[data-error-summary]"),
+        "the alert settings form returned with errors focuses its error summary");
+    } },
+    { name: "system with an undeliverable alert (no alert channel)", open: async (page) => {
+      await page.goto(`${base}/system/alerts`);
+      await page.selectOption("#al-channel_id", "");
+      await page.selectOption("#al-fallback_channel_id", "");
+      const saved = page.waitForEvent("framenavigated", { predicate: (f) => f === page.mainFrame() });
+      await page.click("#alert-settings-form button[type=submit]");
+      await saved;
+      await page.waitForLoadState("load");
+      await page.locator("#alerts-no-channel").waitFor();
+      const sent = page.waitForEvent("framenavigated", { predicate: (f) => f === page.mainFrame() });
+      await page.click("#send-test-alert");
+      await sent;
+      await page.waitForLoadState("load");
+      const undeliverable = page.locator("#latest-alerts .badge", { hasText: "Undeliverable" });
+      const deadline = Date.now() + 30000;
+      while (await undeliverable.count() < 2) {
+        assert.ok(Date.now() < deadline, "the test alerts without a channel are undeliverable within 30 s");
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        await page.reload();
+      }
+      assert.match(await page.locator("#latest-alerts .error-text").first().textContent(), /no alert channel is set/);
+    } },
   ];
 }
 

@@ -60,6 +60,17 @@ async function choose(page, select, prefix) {
   await page.selectOption(select, value);
 }
 
+/// Reloads the page until `done()` holds (at most `seconds`), for what the engine does in
+/// the background; fails saying what was awaited.
+async function reloadUntil(page, done, what, seconds = 30) {
+  const deadline = Date.now() + seconds * 1000;
+  while (!(await done())) {
+    assert.ok(Date.now() < deadline, `${what}: not within ${seconds} s`);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    await page.reload();
+  }
+}
+
 async function flash(page) {
   return (await page.locator("main .flash, main .alert").first().textContent({ timeout: 10000 })).trim();
 }
@@ -335,6 +346,28 @@ async function main() {
     await submit(page, () => page.locator("form[action='/users'] button[type=submit]").click());
     assert.match(await flash(page), /viewer@example.org can now sign in/);
     await shot(page, "users");
+
+    step("an admin chooses who is alerted on the System page and sends a test alert; the engine sends it");
+    await page.goto(`${BASE}/system`);
+    await page.locator("#alerts-no-recipients", { hasText: "alerts reach no one" }).waitFor();
+    assert.equal(await page.locator("#send-test-alert").count(), 0, "no test button without recipients");
+    await page.locator("details.settings summary").click();
+    await page.fill("#al-recipients", "ops@example.org\n+1 555 010 9998");
+    await choose(page, "#al-channel_id", "quick ");
+    await page.fill("#al-threshold", "25");
+    await submit(page, () => page.click("#alert-settings-form button[type=submit]"));
+    assert.match(await flash(page), /Alert settings saved: 2 recipients/);
+    const facts = (await page.locator("#alert-settings-facts").textContent()).replace(/\s+/g, " ");
+    assert.match(facts, /Recipients ops@example\.org, \+15550109998 /);
+    assert.match(facts, /Alert channel quick \(sandbox, chn_\d+\)/);
+    assert.match(facts, /Fallback channel none/);
+    assert.match(facts, /In-doubt threshold 25 messages in doubt/);
+    await submit(page, () => page.click("#send-test-alert"));
+    assert.match(await flash(page), /2 test alerts queued/);
+    await reloadUntil(page, async () => (await page.locator("#latest-alerts .badge", { hasText: "Sent" }).count()) === 2,
+      "both test alerts show Sent in the latest alerts");
+    assert.match(await page.locator("#latest-alerts tbody").textContent(), /alert\.test[\s\S]*via quick/);
+    await shot(page, "system-alerts", true);
 
     step("every page fits a phone's screen and passes axe-core (WCAG 2.1 AA) at 1280 and 390 px");
     await auditEveryPage(page, {

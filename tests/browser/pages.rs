@@ -1126,3 +1126,301 @@ async fn the_webhooks_page_creates_endpoints_and_acts_on_them() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn the_system_page_shows_alerts_and_admins_change_their_settings() {
+    let app = App::new().await;
+    app.user(app.org, "root@example.org", Role::Admin).await;
+    app.user(app.org, "eve@example.org", Role::Viewer).await;
+    let quick = app
+        .api_as(
+            app.org,
+            Method::POST,
+            "/api/v1/channels",
+            serde_json::json!({"name": "quick", "kind": "sandbox"}),
+        )
+        .await;
+    let quick_id = quick["id"].as_str().unwrap().to_string();
+    let theirs = app
+        .api_as(
+            app.other_org,
+            Method::POST,
+            "/api/v1/channels",
+            serde_json::json!({"name": "their-channel", "kind": "sandbox"}),
+        )
+        .await;
+    let (mut jar, csrf) = app.sign_in("root@example.org").await;
+
+    // Nothing set: the page says alerts reach no one; there is no test button yet.
+    let page = app.get(&mut jar, "/system").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(page.body.contains("alerts reach no one"), "{}", page.body);
+    assert!(
+        page.body.contains("(Herald&#x27;s default)") || page.body.contains("(Herald's default)")
+    );
+    assert!(page.body.contains("Change alert settings"));
+    assert!(!page.body.contains("id=\"send-test-alert\""));
+    assert!(
+        page.body.contains("GET /api/v1/alerts/settings"),
+        "where it comes from"
+    );
+    // The API refuses a test without recipients; the page says why.
+    let refused = app
+        .post(&mut jar, "/system/alerts/test", &[("_csrf", &csrf)])
+        .await;
+    assert_eq!(refused.location(), "/system");
+    let page = app.get(&mut jar, "/system").await;
+    assert!(
+        page.body.contains("Sending the test alert failed")
+            && page.body.contains("no alert recipients"),
+        "{}",
+        page.body
+    );
+
+    // Each refused field is named next to itself, and what was typed is kept.
+    let their_id = theirs["id"].as_str().unwrap().to_string();
+    for (recipients, channel, threshold, field, words) in [
+        (
+            "ops@example.org\n\nnot-an-address",
+            &quick_id,
+            "",
+            "al-recipients-error",
+            "Line 3: &quot;not-an-address&quot; is not",
+        ),
+        (
+            "ops@example.org",
+            &quick_id,
+            "many",
+            "al-threshold-error",
+            "`many` is not a whole number",
+        ),
+        (
+            "ops@example.org",
+            &quick_id,
+            "-1",
+            "al-threshold-error",
+            "must be 0 (off)",
+        ),
+        (
+            "ops@example.org",
+            &their_id,
+            "",
+            "al-channel_id-error",
+            "there is no channel",
+        ),
+    ] {
+        let pairs = [
+            ("_csrf", csrf.as_str()),
+            ("recipients", recipients),
+            ("channel_id", channel.as_str()),
+            ("fallback_channel_id", ""),
+            ("in_doubt_threshold", threshold),
+        ];
+        let back = app.post(&mut jar, "/system/alerts", &pairs).await;
+        assert_eq!(
+            back.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{}",
+            back.body
+        );
+        assert!(
+            back.body.contains(&format!("id=\"{field}\"")),
+            "{field}: {}",
+            back.body
+        );
+        assert!(back.body.contains(words), "{words}: {}", back.body);
+        assert!(back.body.contains("data-error-summary"));
+        assert!(
+            back.body.contains("ops@example.org"),
+            "the recipients are kept"
+        );
+        assert!(
+            back.body.contains("<details class=\"settings\" open>"),
+            "the form is open"
+        );
+    }
+    assert_eq!(
+        app.store.alert_settings(app.org).await.unwrap(),
+        Default::default(),
+        "nothing refused was saved"
+    );
+
+    // Saved: the whole document, as the form has it.
+    let saved = app
+        .post(
+            &mut jar,
+            "/system/alerts",
+            &[
+                ("_csrf", &csrf),
+                ("recipients", "ops@example.org\r\n\r\n +1 415 555 0100 \r\n"),
+                ("channel_id", &quick_id),
+                ("fallback_channel_id", ""),
+                ("in_doubt_threshold", "0"),
+            ],
+        )
+        .await;
+    assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.body);
+    assert_eq!(saved.location(), "/system");
+    let settings = app.store.alert_settings(app.org).await.unwrap();
+    assert_eq!(settings.recipients, vec!["ops@example.org", "+14155550100"]);
+    assert_eq!(
+        settings.channel_id.map(|id| format!("chn_{id}")),
+        Some(quick_id.clone())
+    );
+    assert_eq!(settings.fallback_channel_id, None);
+    assert_eq!(settings.in_doubt_threshold, Some(0));
+    let page = app.get(&mut jar, "/system").await;
+    assert!(
+        page.body.contains("Alert settings saved: 2 recipients"),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains("alerts reach no one"));
+    assert!(
+        page.body
+            .contains("<dt>In-doubt threshold</dt>\n    <dd>off</dd>"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("<a href=\"/channels\">quick</a>"));
+    assert!(page.body.contains("+14155550100"));
+    assert!(page.body.contains("id=\"send-test-alert\""));
+    assert!(
+        page.body
+            .contains(&format!("<option value=\"{quick_id}\" selected>")),
+        "the form shows the settings in force"
+    );
+
+    // A test alert per recipient; one sent, one that could not be delivered.
+    let sent = app
+        .post(
+            &mut jar,
+            "/system/alerts/test",
+            &[("_csrf", &csrf), ("_idem", "test-alert-form-1")],
+        )
+        .await;
+    assert_eq!(sent.location(), "/system");
+    let page = app.get(&mut jar, "/system").await;
+    assert!(page.body.contains("2 test alerts queued"), "{}", page.body);
+    let again = app
+        .post(
+            &mut jar,
+            "/system/alerts/test",
+            &[("_csrf", &csrf), ("_idem", "test-alert-form-1")],
+        )
+        .await;
+    assert_eq!(again.location(), "/system");
+    assert_eq!(
+        app.store
+            .list_alerts(app.org, None, None, 10)
+            .await
+            .unwrap()
+            .len(),
+        2,
+        "the same form sent twice queues once"
+    );
+    let now = herald::clock::now_ms();
+    let claimed = app
+        .store
+        .claim_alerts("pages-test", now, now + 60_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2);
+    let channel = quick_id.trim_start_matches("chn_").parse::<i64>().unwrap();
+    for a in &claimed {
+        let outcome = if a.address.starts_with('+') {
+            herald::store::alerts::AlertOutcome::Undeliverable {
+                channel_id: None,
+                error: "no alert channel can carry it: the provider refused +14155550100"
+                    .to_string(),
+            }
+        } else {
+            herald::store::alerts::AlertOutcome::Sent {
+                channel_id: channel,
+                provider_id: "sbx-1".to_string(),
+            }
+        };
+        assert!(
+            app.store
+                .record_alert_attempt(a.id, "pages-test", &outcome, now)
+                .await
+                .unwrap()
+        );
+    }
+    let page = app.get(&mut jar, "/system").await;
+    assert!(page.body.contains("alert.test"), "{}", page.body);
+    assert!(page.body.contains("<span class=\"badge completed\">Sent</span> <span class=\"small muted\">via quick</span>"), "{}", page.body);
+    assert!(
+        page.body.contains("<span class=\"badge cancelled\">Undeliverable</span> <span class=\"small error-text wrap-anywhere\">no alert channel can carry it: the provider refused +14155550100</span>"),
+        "{}",
+        page.body
+    );
+
+    // Empty threshold: Herald's default again.
+    app.post(
+        &mut jar,
+        "/system/alerts",
+        &[
+            ("_csrf", &csrf),
+            ("recipients", "ops@example.org"),
+            ("channel_id", &quick_id),
+            ("fallback_channel_id", &quick_id),
+            ("in_doubt_threshold", ""),
+        ],
+    )
+    .await;
+    let settings = app.store.alert_settings(app.org).await.unwrap();
+    assert_eq!(settings.in_doubt_threshold, None);
+    assert_eq!(settings.recipients, vec!["ops@example.org"]);
+    let page = app.get(&mut jar, "/system/alerts").await;
+    assert!(
+        page.body
+            .contains("100 messages in doubt in one sending campaign")
+    );
+    assert!(
+        page.body.contains("<details class=\"settings\" open>"),
+        "/system/alerts opens the form"
+    );
+
+    // A viewer reads the settings and the log, without the form or the button; the API
+    // refuses a change all the same.
+    let (mut viewer, viewer_csrf) = app.sign_in("eve@example.org").await;
+    let seen = app.get(&mut viewer, "/system").await;
+    assert_eq!(seen.status, StatusCode::OK);
+    assert!(seen.body.contains("ops@example.org") && seen.body.contains("Undeliverable"));
+    assert!(!seen.body.contains("Change alert settings") && !seen.body.contains("send-test-alert"));
+    let denied = app
+        .post(
+            &mut viewer,
+            "/system/alerts",
+            &[("_csrf", &viewer_csrf), ("recipients", "")],
+        )
+        .await;
+    assert_eq!(denied.location(), "/system", "{}", denied.body);
+    let seen = app.get(&mut viewer, "/system").await;
+    assert!(
+        seen.body.contains("Saving the alert settings failed"),
+        "{}",
+        seen.body
+    );
+    assert_eq!(
+        app.store.alert_settings(app.org).await.unwrap().recipients,
+        vec!["ops@example.org"]
+    );
+    let denied = app
+        .post(
+            &mut viewer,
+            "/system/alerts/test",
+            &[("_csrf", &viewer_csrf)],
+        )
+        .await;
+    assert_eq!(denied.location(), "/system");
+    assert_eq!(
+        app.store
+            .list_alerts(app.org, None, None, 10)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+}

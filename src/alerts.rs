@@ -6,7 +6,6 @@
 use crate::address::AddressKind;
 use crate::events::EventType;
 use crate::ids::{CampaignId, ChannelId, WebhookEndpointId};
-use crate::store::OutboxEvent;
 use serde_json::Value;
 
 /// Messages in doubt in one sending campaign that raise `campaign.in_doubt` when the
@@ -48,9 +47,17 @@ fn id_number(canonical: Option<&str>) -> Option<i64> {
     canonical?.rsplit('_').next()?.parse().ok()
 }
 
+/// An outbox event as the alert rules read it: its type, campaign and `data`.
+#[derive(Debug, Clone, Copy)]
+pub struct Occurrence<'a> {
+    pub event_type: EventType,
+    pub campaign_id: Option<i64>,
+    pub data: &'a Value,
+}
+
 /// The campaign an event names, as "“December promo” (cmp_2)".
-fn campaign_label(event: &OutboxEvent) -> String {
-    let data = &event.data;
+fn campaign_label(event: &Occurrence<'_>) -> String {
+    let data = event.data;
     let name = text(data, &["campaign", "name"]).or_else(|| text(data, &["name"]));
     let id = event
         .campaign_id
@@ -67,8 +74,8 @@ fn campaign_label(event: &OutboxEvent) -> String {
 /// What the alert for `event` says. `campaign_channel` is the channel of the campaign the
 /// event names (read by the caller), the channel such an alert is about. None when the
 /// event type raises no alert.
-pub fn compose(event: &OutboxEvent, campaign_channel: Option<i64>) -> Option<AlertText> {
-    let data = &event.data;
+pub fn compose(event: &Occurrence<'_>, campaign_channel: Option<i64>) -> Option<AlertText> {
+    let data = event.data;
     let campaign_link = event
         .campaign_id
         .map(|id| format!("/campaigns/{}", CampaignId(id)));
@@ -221,7 +228,7 @@ pub fn pick_channel(
         let label = format!("{} ({})", c.name, ChannelId(c.id));
         if Some(c.id) == concerns {
             why.push(format!("{label} is the channel this alert is about"));
-        } else if crate::channels::address_requirement(&c.kind).is_some_and(|k| k != kind) {
+        } else if crate::channel_kind::address_requirement(&c.kind).is_some_and(|k| k != kind) {
             why.push(format!("{label} cannot reach {kind} addresses"));
         } else if c.unavailable_since.is_some() {
             why.push(format!("{label} is unavailable"));
@@ -280,13 +287,10 @@ pub fn next_attempt_at(attempts_made: i64, now: i64) -> Option<i64> {
 mod tests {
     use super::*;
 
-    fn event(event_type: EventType, campaign_id: Option<i64>, data: Value) -> OutboxEvent {
-        OutboxEvent {
-            id: 1,
-            org_id: 1,
+    fn event(event_type: EventType, campaign_id: Option<i64>, data: &Value) -> Occurrence<'_> {
+        Occurrence {
             event_type,
             campaign_id,
-            occurred_at: 0,
             data,
         }
     }
@@ -303,18 +307,16 @@ mod tests {
     #[test]
     fn every_alert_worthy_type_has_a_text_and_no_other_does() {
         for t in EventType::ALL {
-            let composed = compose(&event(*t, Some(2), serde_json::json!({})), Some(5));
+            let empty = serde_json::json!({});
+            let composed = compose(&event(*t, Some(2), &empty), Some(5));
             assert_eq!(composed.is_some(), t.raises_alert(), "{t}");
         }
     }
 
     #[test]
     fn a_channel_alert_is_about_that_channel() {
-        let e = event(
-            EventType::ChannelUnavailable,
-            None,
-            serde_json::json!({"channel": {"id": "chn_7", "name": "sms-us"}, "reason": "connection refused"}),
-        );
+        let data = serde_json::json!({"channel": {"id": "chn_7", "name": "sms-us"}, "reason": "connection refused"});
+        let e = event(EventType::ChannelUnavailable, None, &data);
         let a = compose(&e, None).expect("an alert");
         assert_eq!(a.concerns_channel_id, Some(7));
         assert!(a.subject.contains("sms-us") && a.body.contains("connection refused"));

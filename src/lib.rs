@@ -5,6 +5,7 @@
 pub mod address;
 pub mod alerts;
 pub mod api;
+pub mod channel_kind;
 pub mod channels;
 pub mod cli;
 pub mod clock;
@@ -21,6 +22,7 @@ pub mod ids;
 pub mod import;
 pub mod optout;
 pub mod outbound;
+pub mod reasons;
 pub mod secrets;
 pub mod server;
 pub mod store;

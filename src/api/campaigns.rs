@@ -421,7 +421,7 @@ pub struct CampaignMessage {
     pub sent_at: Option<String>,
 }
 
-/// A message's failure, explained (`channels::errors`).
+/// A message's failure, explained (`reasons`).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MessageError {
     /// Stable key for the kind of failure: `twilio.30003`, `whatsapp.131026`, `smtp.550`,
@@ -450,7 +450,7 @@ impl MessageError {
         ) {
             return None;
         }
-        let e = crate::channels::errors::explain(&raw);
+        let e = crate::reasons::explain(&raw);
         Some(MessageError {
             code: e.code,
             reason: e.reason,
@@ -479,7 +479,7 @@ pub(crate) async fn failure_groups(
     campaign_id: i64,
 ) -> ApiResult<Vec<FailureGroup>> {
     let texts = state.store.failure_texts(campaign_id).await?;
-    Ok(crate::channels::errors::group(texts)
+    Ok(crate::reasons::group(texts)
         .into_iter()
         .map(|(e, count)| FailureGroup {
             code: e.code,

@@ -2,7 +2,6 @@
 //! only the `Channel` trait and the classification of a send's result.
 
 pub mod classify;
-pub mod errors;
 pub mod http;
 pub mod sandbox;
 pub mod segments;
@@ -10,7 +9,6 @@ pub mod smtp;
 pub mod twilio;
 pub mod whatsapp;
 
-use crate::address::AddressKind;
 use crate::store::{ChannelInfo, Store, StoreError};
 use std::collections::HashMap;
 use std::future::Future;
@@ -116,17 +114,7 @@ pub trait Channel: Send + Sync {
     fn probe(&self) -> BoxFuture<'_, Result<(), String>>;
 }
 
-/// The kinds Herald knows, and which addresses each can deliver to.
-pub const KINDS: &[&str] = &["sandbox", "twilio", "whatsapp", "smtp"];
-
-/// The address kind a channel kind requires; None when it takes any.
-pub fn address_requirement(kind: &str) -> Option<AddressKind> {
-    match kind {
-        "twilio" | "whatsapp" | "sms" => Some(AddressKind::Phone),
-        "smtp" | "email" => Some(AddressKind::Email),
-        _ => None,
-    }
-}
+pub use crate::channel_kind::{KINDS, address_requirement};
 
 /// Builds each channel once per process from its stored configuration.
 /// What building a channel may need besides its stored row.

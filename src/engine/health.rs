@@ -121,7 +121,7 @@ pub async fn stuck_reason(
 }
 
 /// A provider's error as the campaign page's failure reasons read it
-/// (`channels::errors::explain`): what happened and what to do. The raw text is on the
+/// (`reasons::explain`): what happened and what to do. The raw text is on the
 /// campaign's messages and failure groups; it is quoted here only when the error is not one
 /// the tables know, so the sentence still says something.
 fn readable(error: &str) -> String {
@@ -129,7 +129,7 @@ fn readable(error: &str) -> String {
     if error.is_empty() {
         return "no error was recorded".to_string();
     }
-    let e = crate::channels::errors::explain(error);
+    let e = crate::reasons::explain(error);
     if e.code == "other" {
         format!(
             "{} ({})",

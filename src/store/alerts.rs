@@ -120,7 +120,7 @@ fn alert_from_row(row: &sqlx::any::AnyRow) -> Result<Alert, StoreError> {
 
 /// What an alert reports: the organisation, the outbox event (None for a test alert), its
 /// type and campaign.
-struct Occurrence<'a> {
+struct AlertSource<'a> {
     org_id: i64,
     event_id: Option<i64>,
     event_type: &'a str,
@@ -131,7 +131,7 @@ struct Occurrence<'a> {
 /// this event is left alone); returns the alerts created.
 async fn insert_alerts(
     tx: &mut super::Tx,
-    occurrence: &Occurrence<'_>,
+    source: &AlertSource<'_>,
     text: &AlertText,
     recipients: &[String],
     now: i64,
@@ -144,10 +144,10 @@ async fn insert_alerts(
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', 0, $10, $10) \
              ON CONFLICT (event_id, address) DO NOTHING",
         )
-        .bind(occurrence.org_id)
-        .bind(occurrence.event_id)
-        .bind(occurrence.event_type)
-        .bind(occurrence.campaign_id)
+        .bind(source.org_id)
+        .bind(source.event_id)
+        .bind(source.event_type)
+        .bind(source.campaign_id)
         .bind(text.concerns_channel_id)
         .bind(address)
         .bind(&text.subject)
@@ -293,20 +293,25 @@ impl Store {
                 tx.rollback().await?;
                 continue;
             }
-            if let Some(text) = crate::alerts::compose(&event, campaign_channel) {
+            let occurrence = crate::alerts::Occurrence {
+                event_type: event.event_type,
+                campaign_id: event.campaign_id,
+                data: &event.data,
+            };
+            if let Some(text) = crate::alerts::compose(&occurrence, campaign_channel) {
                 let recipients: Vec<String> = sqlx::query_scalar(
                     "SELECT address FROM alert_recipients WHERE org_id = $1 ORDER BY id",
                 )
                 .bind(event.org_id)
                 .fetch_all(&mut *tx)
                 .await?;
-                let occurrence = Occurrence {
+                let source = AlertSource {
                     org_id: event.org_id,
                     event_id: Some(event.id),
                     event_type: event.event_type.as_str(),
                     campaign_id: event.campaign_id,
                 };
-                made += insert_alerts(&mut tx, &occurrence, &text, &recipients, now).await?;
+                made += insert_alerts(&mut tx, &source, &text, &recipients, now).await?;
             }
             tx.commit().await?;
         }
@@ -323,7 +328,7 @@ impl Store {
         .bind(org_id)
         .fetch_all(&mut *tx)
         .await?;
-        let occurrence = Occurrence {
+        let source = AlertSource {
             org_id,
             event_id: None,
             event_type: "alert.test",
@@ -331,7 +336,7 @@ impl Store {
         };
         let made = insert_alerts(
             &mut tx,
-            &occurrence,
+            &source,
             &crate::alerts::test_text(),
             &recipients,
             now,

@@ -239,7 +239,7 @@ impl Window {
 /// failed on its side, a rate limit, a temporary error given up on, a send in doubt), nor
 /// a message that was never an attempt (suppressed, cancelled).
 pub fn counts_against_rate(error: &str) -> bool {
-    let code = crate::channels::errors::explain(error).code;
+    let code = crate::reasons::explain(error).code;
     !(code.starts_with("network.")
         || code.starts_with("http.5")
         || matches!(
@@ -546,7 +546,7 @@ impl Store {
         tx: &mut Tx,
         campaign_id: i64,
         limit: i64,
-    ) -> Result<Option<crate::channels::errors::Explanation>, StoreError> {
+    ) -> Result<Option<crate::reasons::Explanation>, StoreError> {
         let errors: Vec<Option<String>> = sqlx::query_scalar(
             "SELECT last_error FROM messages WHERE campaign_id = $1 AND status = 'failed' \
              ORDER BY updated_at DESC LIMIT $2",
@@ -559,7 +559,7 @@ impl Store {
             .into_iter()
             .filter(|e| e.as_deref().is_none_or(counts_against_rate))
             .map(|e| (e, 1));
-        Ok(crate::channels::errors::group(counted)
+        Ok(crate::reasons::group(counted)
             .into_iter()
             .next()
             .map(|(e, _)| e))

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 impl Store {
     /// The stored error texts of a campaign's messages that ended without reaching their
     /// recipient (`failed`, `undelivered`), with how many messages have each text. The
-    /// caller explains and merges them (`channels::errors::group`); the counts add up to
+    /// caller explains and merges them (`reasons::group`); the counts add up to
     /// the campaign's failed and undelivered messages.
     pub async fn failure_texts(
         &self,

@@ -1286,7 +1286,7 @@ impl Store {
             tx.rollback().await?;
             return Err(illegal(id, from, CampaignAction::Start));
         }
-        let required = crate::channels::address_requirement(&kind);
+        let required = crate::channel_kind::address_requirement(&kind);
         let mismatch_reason = match required {
             Some(crate::address::AddressKind::Phone) => {
                 format!("not a phone number: channel `{channel_name}` sends to phones")

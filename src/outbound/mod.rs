@@ -8,6 +8,8 @@
 //! `outbound_allow_private = true` lifts the rule (self-hosted providers, tests);
 //! `outbound_allow_cidrs` lifts it for listed networks only.
 
+pub mod client;
+
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, OnceLock};
 
@@ -131,7 +133,7 @@ pub struct OutboundGuard {
     allow_private: bool,
     allow_cidrs: Arc<[IpNet]>,
     /// The provider HTTP client that resolves through this guard, built on first use.
-    client: Arc<OnceLock<Result<crate::channels::http::ProviderClient, String>>>,
+    client: Arc<OnceLock<Result<client::ProviderClient, String>>>,
 }
 
 impl std::fmt::Debug for OutboundGuard {
@@ -263,12 +265,12 @@ impl OutboundGuard {
 
     /// The provider HTTP client for this guard: names resolve through the guard, IP
     /// literals are checked before each request, redirects are not followed.
-    pub fn http_client(&self) -> Result<crate::channels::http::ProviderClient, String> {
+    pub fn http_client(&self) -> Result<client::ProviderClient, String> {
         self.client
             .get_or_init(|| {
-                crate::channels::http::build_client(
-                    crate::channels::http::CONNECT_TIMEOUT,
-                    crate::channels::http::REQUEST_TIMEOUT,
+                client::build_client(
+                    client::CONNECT_TIMEOUT,
+                    client::REQUEST_TIMEOUT,
                     self.clone_without_client(),
                 )
             })

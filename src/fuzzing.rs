@@ -13,14 +13,14 @@ use crate::api::problem::ApiQuery;
 use crate::api::{PageParams, cursor_after, decode_id, encode_id};
 use crate::import::{Parsed, parse};
 use crate::optout::keyword;
+use crate::signatures::{
+    StandardHeaders, meta_signature, sign_standard, twilio_signature, verify_meta, verify_standard,
+    verify_twilio,
+};
 use crate::store::directory::like_pattern;
 use crate::template::{ContactFields, MAX_RENDERED_BYTES, MessageTemplate, TemplateError};
 use crate::webhooks::inbound::{
     TwilioStatus, inbound_sender, parse_twilio_form, parse_whatsapp_event, read_twilio_status,
-};
-use crate::webhooks::signature::{
-    StandardHeaders, meta_signature, sign_standard, twilio_signature, verify_meta, verify_standard,
-    verify_twilio,
 };
 use crate::webhooks::unsubscribe;
 use std::future::Future;

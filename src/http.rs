@@ -1,25 +1,11 @@
 //! The HTTP surface of `herald serve`: health, readiness and Prometheus metrics.
 
-use crate::store::Store;
+pub use crate::app_state::{AppState, problem};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use metrics_exporter_prometheus::PrometheusHandle;
-
-#[derive(Clone)]
-pub struct AppState {
-    pub store: Store,
-    pub metrics: Option<PrometheusHandle>,
-    /// Public URL and secret key, to check provider webhooks.
-    pub context: crate::channels::BuildContext,
-    /// The instance's settings: health and stuck judgements use its thresholds.
-    pub settings: std::sync::Arc<crate::config::Settings>,
-    /// Provider webhook admission per source address and channel, shared by every clone
-    /// of the state (one per process; `Default` gives a fresh one).
-    pub webhook_limiter: std::sync::Arc<crate::webhooks::limit::WebhookLimiter>,
-}
 
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -33,22 +19,6 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::api::router(state.clone()))
         .merge(crate::web::router(state.clone()))
         .with_state(state)
-}
-
-/// An RFC 9457 problem document.
-pub fn problem(status: StatusCode, kind: &str, title: &str, detail: &str) -> Response {
-    let body = serde_json::json!({
-        "type": format!("https://herald.dev/problems/{kind}"),
-        "title": title,
-        "status": status.as_u16(),
-        "detail": detail,
-    });
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/problem+json")],
-        body.to_string(),
-    )
-        .into_response()
 }
 
 /// The process is up and serving.
@@ -107,7 +77,7 @@ async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) 
             .map(str::trim);
         // Digests have one length, so the comparison does not reveal the token's length.
         let authorised = sent.is_some_and(|sent| {
-            use crate::api::credentials::{constant_time_eq, digest};
+            use crate::credentials::{constant_time_eq, digest};
             constant_time_eq(&digest(sent), &digest(expected))
         });
         if !authorised {

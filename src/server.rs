@@ -187,7 +187,7 @@ async fn handle(
     }
     metrics::counter!("herald_http_body_timeouts_total").increment(1);
     tracing::debug!(%peer, timeout_ms = body_timeout.as_millis() as u64, "request body timed out");
-    let mut response = crate::http::problem(
+    let mut response = crate::app_state::problem(
         StatusCode::REQUEST_TIMEOUT,
         "request-body-timeout",
         "The request body did not arrive in time",

@@ -16,7 +16,8 @@
 //! generated document by the test suite.
 
 pub mod auth;
-pub mod credentials;
+// Security primitives live below the API (the CLI and the dashboard use them too).
+pub use crate::credentials;
 pub mod idempotency;
 pub mod problem;
 
@@ -33,7 +34,7 @@ mod suppressions;
 mod system;
 pub(crate) mod webhooks;
 
-pub use crate::http::AppState as ApiState;
+pub use crate::app_state::AppState as ApiState;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{StatusCode, header};

@@ -77,7 +77,7 @@ fn email_rule() -> Value {
 /// `credentials::password_problem`: 12 characters to 1024 bytes (the strength estimate
 /// cannot be stated in a schema; it is described).
 fn password_rule() -> Value {
-    json!({"minLength": crate::api::credentials::MIN_PASSWORD_LEN, "maxLength": 256})
+    json!({"minLength": crate::credentials::MIN_PASSWORD_LEN, "maxLength": 256})
 }
 
 /// Channels' `rate_per_sec`: `check_rate`.

@@ -2,9 +2,9 @@
 //! first setup and for scripts. Secrets are printed once and stored hashed.
 
 use super::{Cli, CliError, CliResult, open_store, resolve_org};
-use crate::api::credentials;
 use crate::api::encode_id;
 use crate::config::Settings;
+use crate::credentials;
 use crate::domain::Role;
 use crate::ids::ApiKeyId;
 use crate::store::autopause::{AutoPause, DEFAULT};

@@ -42,7 +42,7 @@ pub async fn serve(settings: Settings, with_http: bool) -> CliResult {
             })?;
         let addr = listener.local_addr()?;
         tracing::info!(%addr, store = store.dialect().name(), "listening");
-        let app = crate::http::router(crate::http::AppState {
+        let app = crate::http::router(crate::app_state::AppState {
             store: store.clone(),
             metrics,
             context: crate::channels::BuildContext::from_settings(&settings),

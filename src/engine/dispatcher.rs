@@ -395,7 +395,7 @@ async fn send_one(
         address: m.address.clone(),
         body,
         attempt: m.attempts,
-        unsubscribe_url: crate::webhooks::unsubscribe::url(
+        unsubscribe_url: crate::unsubscribe_link::url(
             ctx.settings.public_url.as_deref(),
             ctx.settings.secret_key.as_deref(),
             m.id,

@@ -3,7 +3,7 @@
 //! into messages next to the fields they name.
 
 use super::{ApiReply, Ctx, Web};
-use crate::api::credentials::constant_time_eq;
+use crate::credentials::constant_time_eq;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::{StatusCode, header};
@@ -193,7 +193,7 @@ impl FormErrors {
 /// A fresh token for a form's `_idem` field: the form's submission is sent to the API with
 /// it as `Idempotency-Key`, so a double submission acts once.
 pub fn idempotency_token() -> String {
-    crate::api::credentials::random_token()
+    crate::credentials::random_token()
 }
 
 fn find(haystack: &[u8], needle: &[u8], from: usize) -> Option<usize> {

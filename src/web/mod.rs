@@ -18,12 +18,13 @@
 
 mod assets;
 mod client;
+mod flash;
 mod forms;
 mod pages;
 mod render;
 mod session;
 
-use crate::http::AppState;
+use crate::app_state::AppState;
 use axum::Router;
 use axum::http::{HeaderValue, header};
 use axum::response::Response;

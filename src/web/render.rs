@@ -2,7 +2,7 @@
 //! `.html` template). A page is its own template rendered first, then wrapped in the layout.
 
 use super::Ctx;
-use super::session::clear_flash;
+use super::flash::clear_flash;
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use minijinja::value::Value as JinjaValue;
@@ -246,6 +246,16 @@ fn template_failed(name: &str, error: &str) -> Response {
         format!("This page could not be rendered ({name}); the details are in the server log."),
     )
         .into_response()
+}
+
+/// An error page without navigation (no session known).
+pub fn bare_error(status: StatusCode, title: &str, detail: &str) -> Response {
+    public_page(
+        status,
+        title,
+        "error.html",
+        json!({"title": title, "detail": detail, "status": status.as_u16(), "public": true}),
+    )
 }
 
 #[cfg(test)]

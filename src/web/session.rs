@@ -6,11 +6,11 @@ use crate::api::auth::{SESSION_COOKIE, cookie_value};
 use crate::domain::Role;
 use axum::extract::{FromRequestParts, OriginalUri};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 
-/// The cookie that carries a one-shot message to the next page.
-pub const FLASH_COOKIE: &str = "herald_flash";
+pub use super::flash::{FLASH_COOKIE, clear_flash};
+use super::flash::{decode, encode, flash_cookie};
 
 /// The signed-in user, as the API sees the session.
 #[derive(Debug, Clone)]
@@ -66,7 +66,7 @@ impl FromRequestParts<Web> for Ctx {
             return Err(to_login(&here));
         }
         if !reply.ok() {
-            return Err(super::pages::bare_error(
+            return Err(super::render::bare_error(
                 reply.status,
                 "Herald cannot tell who you are right now",
                 &reply.message(),
@@ -121,51 +121,6 @@ pub fn redirect_with(to: &str, message: &str, secure: bool) -> Response {
         response.headers_mut().append(header::SET_COOKIE, v);
     }
     response
-}
-
-fn flash_cookie(value: &str, max_age: i64, secure: bool) -> String {
-    let secure = if secure { "; Secure" } else { "" };
-    format!("{FLASH_COOKIE}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}")
-}
-
-/// Adds the header that clears a consumed flash message.
-pub fn clear_flash(headers: &mut HeaderMap, secure: bool) {
-    if let Ok(v) = HeaderValue::from_str(&flash_cookie("", 0, secure)) {
-        headers.append(header::SET_COOKIE, v);
-    }
-}
-
-/// Percent-encodes everything but ASCII letters and digits (a cookie value must not hold
-/// spaces, commas, semicolons or quotes).
-fn encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() * 3);
-    for b in text.bytes().take(600) {
-        if b.is_ascii_alphanumeric() {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-fn decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
-            if let Ok(b) = u8::from_str_radix(hex, 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

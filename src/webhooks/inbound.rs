@@ -14,12 +14,12 @@
 //! STOP-family keywords suppress the sender across the organisation's channels;
 //! START-family lifts it.
 
+use crate::app_state::{AppState, problem};
 use crate::channels::classify::{twilio_status, whatsapp_status};
-use crate::http::{AppState, problem};
 use crate::ids::ChannelId;
 use crate::optout::{Keyword, keyword};
+use crate::signatures::{verify_meta, verify_twilio};
 use crate::store::{ChannelInfo, InboundMessage, Receipt};
-use crate::webhooks::signature::{verify_meta, verify_twilio};
 use axum::Extension;
 use axum::Router;
 use axum::body::Bytes;
@@ -470,10 +470,7 @@ async fn whatsapp_verify(
     let given = query.get("hub.verify_token").map(String::as_str);
     match (query.get("hub.mode").map(String::as_str), expected, given) {
         (Some("subscribe"), Some(expected), Some(given))
-            if crate::webhooks::signature::constant_time_eq(
-                expected.as_bytes(),
-                given.as_bytes(),
-            ) =>
+            if crate::signatures::constant_time_eq(expected.as_bytes(), given.as_bytes()) =>
         {
             query
                 .get("hub.challenge")

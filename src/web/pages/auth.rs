@@ -6,7 +6,7 @@ use super::super::render::public_page;
 use super::super::session::{FLASH_COOKIE, redirect_with, safe_next};
 use super::super::{Payload, PostForm, Web};
 use crate::api::auth::{self, SESSION_COOKIE, SESSION_TTL_MS, cookie_value};
-use crate::api::credentials::{constant_time_eq, random_token};
+use crate::credentials::{constant_time_eq, random_token};
 use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};

@@ -10,7 +10,7 @@ pub mod system;
 pub mod webhook_urls;
 pub mod webhooks;
 
-use super::render::{PageMeta, page, public_page};
+use super::render::{PageMeta, page};
 use super::{ApiReply, Ctx, Web};
 use crate::api::auth::{SESSION_COOKIE, cookie_value};
 use axum::extract::State;
@@ -53,15 +53,7 @@ pub fn error_page(ctx: &Ctx, status: StatusCode, title: &str, detail: &str) -> R
     )
 }
 
-/// An error page without navigation (no session known).
-pub fn bare_error(status: StatusCode, title: &str, detail: &str) -> Response {
-    public_page(
-        status,
-        title,
-        "error.html",
-        json!({"title": title, "detail": detail, "status": status.as_u16(), "public": true}),
-    )
-}
+pub use super::render::bare_error;
 
 /// The page for an API call that failed: not found stays "not found", everything else
 /// says which request failed and why.

@@ -415,6 +415,15 @@ impl Settings {
         })
     }
 
+    /// The outbound address guard these settings ask for (`outbound_allow_private`,
+    /// `outbound_allow_cidrs`).
+    pub fn outbound_guard(&self) -> Result<crate::outbound::OutboundGuard, String> {
+        crate::outbound::OutboundGuard::from_settings(
+            self.outbound_allow_private,
+            &self.outbound_allow_cidrs,
+        )
+    }
+
     pub fn in_doubt_policy_name(&self) -> &'static str {
         match self.in_doubt_policy {
             InDoubtPolicy::Resend => "resend",

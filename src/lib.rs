@@ -22,6 +22,7 @@ pub mod fuzzing;
 pub mod http;
 pub mod ids;
 pub mod import;
+pub mod layering;
 pub mod optout;
 pub mod outbound;
 pub mod reasons;

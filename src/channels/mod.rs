@@ -135,7 +135,7 @@ impl BuildContext {
     /// `outbound_allow_cidrs` stops startup); one that slipped past fails closed here:
     /// no network is allowed on its account.
     pub fn from_settings(settings: &crate::config::Settings) -> BuildContext {
-        let outbound = crate::outbound::OutboundGuard::from_settings(settings).unwrap_or_else(|e| {
+        let outbound = settings.outbound_guard().unwrap_or_else(|e| {
             tracing::error!(error = %e, "outbound_allow_cidrs ignored: private destinations stay refused");
             crate::outbound::OutboundGuard::new(settings.outbound_allow_private, Vec::new())
         });

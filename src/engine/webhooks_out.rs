@@ -113,7 +113,7 @@ pub fn signature_header(
     let mut entries = Vec::with_capacity(secrets.len());
     for secret in secrets {
         entries.push(
-            crate::webhooks::signature::sign_standard(secret, webhook_id, timestamp, body)
+            crate::signatures::sign_standard(secret, webhook_id, timestamp, body)
                 .map_err(|e| e.to_string())?,
         );
     }
@@ -256,9 +256,7 @@ pub async fn fan_out(ctx: &EngineContext) -> u64 {
 /// The delivery loop of one engine instance; returns once shutdown is requested and its
 /// sends have finished (or the shutdown deadline passed: their claims are handed back).
 pub async fn run(ctx: Arc<EngineContext>, shutdown: watch::Receiver<bool>) {
-    let client = match crate::outbound::OutboundGuard::from_settings(&ctx.settings)
-        .and_then(delivery_client)
-    {
+    let client = match ctx.settings.outbound_guard().and_then(delivery_client) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "webhook delivery cannot start");

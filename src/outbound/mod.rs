@@ -156,11 +156,11 @@ impl OutboundGuard {
         }
     }
 
-    /// The guard the settings ask for (`outbound_allow_private`, `outbound_allow_cidrs`).
-    pub fn from_settings(settings: &crate::config::Settings) -> Result<OutboundGuard, String> {
-        let cidrs = parse_cidrs(&settings.outbound_allow_cidrs)
-            .map_err(|e| format!("outbound_allow_cidrs: {e}"))?;
-        Ok(OutboundGuard::new(settings.outbound_allow_private, cidrs))
+    /// The guard of the settings `outbound_allow_private` and `outbound_allow_cidrs`
+    /// (`Settings::outbound_guard` passes them).
+    pub fn from_settings(allow_private: bool, allow_cidrs: &str) -> Result<OutboundGuard, String> {
+        let cidrs = parse_cidrs(allow_cidrs).map_err(|e| format!("outbound_allow_cidrs: {e}"))?;
+        Ok(OutboundGuard::new(allow_private, cidrs))
     }
 
     /// A guard that lets every address through: for destinations Herald started itself

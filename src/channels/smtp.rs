@@ -8,7 +8,7 @@
 //!
 //! | when | reply 4xx | reply 5xx | connection lost, timeout |
 //! | --- | --- | --- | --- |
-//! | connect, TLS, EHLO, AUTH | Unreachable | StopCampaign (greeting refused, bad credentials) | Unreachable (DNS, refused, TLS, timeout) |
+//! | connect, TLS, EHLO, AUTH | Unreachable | CredentialsRefused (AUTH refused, e.g. 535: the channel becomes unavailable), StopCampaign (greeting refused, AUTH not offered) | Unreachable (DNS, refused, TLS, timeout) |
 //! | MAIL FROM | Transient | StopCampaign (the sender is the same for every message), 552 Permanent | Transient (a stale pooled connection is replaced once, silently) |
 //! | RCPT TO, DATA | Transient | Permanent (550/551/553 style rejects) | Transient |
 //! | after the content was sent | Transient | Permanent | **Unknown**: the server may have taken the message |
@@ -304,6 +304,22 @@ fn connect_failure(
     e: &lettre::transport::smtp::Error,
 ) -> SendResult {
     let error = format!("smtp {host}:{port} {step}: {e}");
+    if step == "AUTH" && e.is_permanent() {
+        // 535 and its kin: the server refused the channel's login. No message can go; the
+        // channel is unavailable until the probe logs in (or new secrets are given).
+        let code = e.status().map(|c| c.to_string()).unwrap_or_default();
+        let code = if code.is_empty() {
+            String::new()
+        } else {
+            format!(" ({code})")
+        };
+        return SendResult::CredentialsRefused {
+            reason: format!(
+                "credentials refused by the SMTP server {host}{code}: check the channel's username and password"
+            ),
+            error,
+        };
+    }
     if e.is_permanent() || (e.is_client() && step != "connect") {
         // Greeting refused, bad credentials, STARTTLS or AUTH not offered: every message
         // would fail the same way.
@@ -1267,7 +1283,7 @@ mod tests {
         .unwrap();
         let result = ch.send(request("a@example.org", "x", None)).await;
         assert!(
-            matches!(&result, SendResult::StopCampaign { error } if error.contains("535") && !error.contains("wrong")),
+            matches!(&result, SendResult::CredentialsRefused { reason, error } if error.contains("535") && !error.contains("wrong") && reason.contains("username and password")),
             "{result:?}"
         );
         let ch = SmtpChannel::new(

@@ -53,18 +53,22 @@ async fn stuck_campaign(store: &Store, org: i64, list: i64, channel: i64) -> i64
     let id = new_campaign(store, org, list, channel, "Hi {{ name }}").await;
     let now = herald::clock::now_ms();
     store.start_campaign(id, now, "test", None).await.unwrap();
-    assert!(
-        store
-            .mark_stuck(
-                id,
-                now + 10_000,
-                now + 5_000,
-                "no instance claims its messages"
-            )
-            .await
-            .unwrap()
-    );
+    mark_stuck(store, id, now).await;
     id
+}
+
+/// Marks a started campaign stuck as the reconciler would, 10 s after `now`.
+async fn mark_stuck(store: &Store, id: i64, now: i64) {
+    let marked = store
+        .mark_stuck(
+            id,
+            now + 10_000,
+            now + 5_000,
+            "no instance claims its messages",
+        )
+        .await
+        .unwrap();
+    assert!(marked, "campaign {id} was not marked stuck");
 }
 
 /// One alert pass of an engine instance that is not running its other loops.
@@ -127,17 +131,7 @@ both_stores!(
             }));
             stops.push(stop);
         }
-        assert!(
-            store
-                .mark_stuck(
-                    id,
-                    now + 10_000,
-                    now + 5_000,
-                    "no instance claims its messages"
-                )
-                .await
-                .unwrap()
-        );
+        mark_stuck(store, id, now).await;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
             let sent = store

@@ -22,6 +22,7 @@ pub const LAYERS: &[(&str, &[&str])] = &[
             "outbound",
             "reasons",
             "secrets",
+            "segments",
             "signatures",
             "telemetry",
             "template",

@@ -27,6 +27,7 @@ pub mod optout;
 pub mod outbound;
 pub mod reasons;
 pub mod secrets;
+pub mod segments;
 pub mod server;
 pub mod signatures;
 pub mod store;

@@ -7,8 +7,8 @@ use super::auth::{AsEditor, AsViewer, Principal};
 use super::problem::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, Problem};
 use super::{ApiState, Page, PageParams, decode_id, encode_id, timestamp, timestamp_opt};
 use super::{check_name, check_text};
-use crate::channels::segments::{Encoding, sms_segments};
 use crate::domain::{CampaignAction, CampaignOutcome, CampaignStatus, Counts, MessageStatus};
+use crate::segments::{Encoding, sms_segments};
 use crate::store::autopause::{AutoPause, AutoPauseSource};
 use crate::store::{
     Campaign as CampaignRow, CampaignEvent, ChannelInfo, ContactInput, ListInfo, MessageInfo,

@@ -4,7 +4,6 @@
 pub mod classify;
 pub mod http;
 pub mod sandbox;
-pub mod segments;
 pub mod smtp;
 pub mod twilio;
 pub mod whatsapp;
@@ -115,6 +114,8 @@ pub trait Channel: Send + Sync {
 }
 
 pub use crate::channel_kind::{KINDS, address_requirement};
+// SMS segment counting is plain text knowledge, below the channels (the fakes use it too).
+pub use crate::segments;
 
 /// Builds each channel once per process from its stored configuration.
 /// What building a channel may need besides its stored row.

@@ -576,7 +576,7 @@ impl Channel for TwilioChannel {
         if self.config.whatsapp || self.config.content_sid.is_some() {
             1.0
         } else {
-            f64::from(super::segments::sms_segments(body).segments)
+            f64::from(crate::segments::sms_segments(body).segments)
         }
     }
 

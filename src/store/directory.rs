@@ -2,7 +2,7 @@
 //! function here takes the caller's organisation and never reads or changes a row of
 //! another one (another organisation's row is simply "not found").
 
-use super::{Dialect, Store, StoreError, postgres, sqlite};
+use super::{Store, StoreError};
 use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Row};
@@ -218,13 +218,6 @@ fn list_missing(id: i64) -> StoreError {
 }
 
 impl Store {
-    fn json_ids(&self, param: &str) -> String {
-        match self.dialect {
-            Dialect::Sqlite => sqlite::json_ids(param),
-            Dialect::Postgres => postgres::json_ids(param),
-        }
-    }
-
     // ----------------------------------------------------------------------------------
     // Contacts
     // ----------------------------------------------------------------------------------
@@ -295,7 +288,7 @@ impl Store {
         let sql = format!(
             "SELECT m.contact_id, m.list_id FROM list_members m JOIN lists l ON l.id = m.list_id \
              WHERE l.org_id = $1 AND m.contact_id IN {} ORDER BY m.contact_id, m.list_id",
-            self.json_ids("$2")
+            self.dialect.json_ids("$2")
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
             .bind(org_id)
@@ -359,7 +352,7 @@ impl Store {
                 "INSERT INTO list_members (list_id, contact_id, added_at) \
                  SELECT l.id, $2, $3 FROM lists l WHERE l.org_id = $1 AND l.id IN {} \
                  ON CONFLICT (list_id, contact_id) DO NOTHING",
-                self.json_ids("$4")
+                self.dialect.json_ids("$4")
             );
             sqlx::query(AssertSqlSafe(sql))
                 .bind(org_id)
@@ -485,7 +478,7 @@ impl Store {
         }
         let sql = format!(
             "SELECT id FROM {table} WHERE org_id = $1 AND id IN {}",
-            self.json_ids("$2")
+            self.dialect.json_ids("$2")
         );
         let found: Vec<i64> = sqlx::query_scalar(AssertSqlSafe(sql))
             .bind(org_id)
@@ -568,10 +561,7 @@ impl Store {
 
     /// Deletes a list and its memberships (the contacts stay), unless a campaign uses it.
     pub async fn delete_org_list(&self, org_id: i64, id: i64) -> Result<ListDeletion, StoreError> {
-        let lock = match self.dialect {
-            Dialect::Sqlite => sqlite::LOCK_SUFFIX,
-            Dialect::Postgres => postgres::LOCK_SUFFIX,
-        };
+        let lock = self.dialect.lock_suffix();
         let mut tx = self.begin().await?;
         let exists: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
             "SELECT id FROM lists WHERE org_id = $1 AND id = $2{lock}"
@@ -636,7 +626,7 @@ impl Store {
              SELECT l.id, c.id, $3 FROM lists l JOIN contacts c ON c.org_id = l.org_id \
              WHERE l.org_id = $1 AND l.id = $2 AND c.id IN {} \
              ON CONFLICT (list_id, contact_id) DO NOTHING",
-            self.json_ids("$4")
+            self.dialect.json_ids("$4")
         );
         let r = sqlx::query(AssertSqlSafe(sql))
             .bind(org_id)

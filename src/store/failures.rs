@@ -2,7 +2,7 @@
 //! campaign's failure groups and a contact's suppression state.
 
 use super::directory::{ContactRow, SuppressionRow};
-use super::{Dialect, Store, StoreError};
+use super::{Store, StoreError};
 use sqlx::{AssertSqlSafe, Row};
 use std::collections::HashMap;
 
@@ -44,10 +44,7 @@ impl Store {
                 .collect::<Vec<_>>(),
         )
         .to_string();
-        let list = match self.dialect {
-            Dialect::Sqlite => "(SELECT value FROM json_each($2))",
-            Dialect::Postgres => "(SELECT value FROM jsonb_array_elements_text(CAST($2 AS jsonb)))",
-        };
+        let list = self.dialect.json_texts("$2");
         let sql = format!(
             "SELECT address, reason, created_at FROM suppressions WHERE org_id = $1 AND address IN {list}"
         );

@@ -142,6 +142,61 @@ impl Dialect {
             Dialect::Postgres => postgres::MIGRATIONS,
         }
     }
+
+    /// The texts of the JSON array bound at `param`, as a subquery (`IN …`).
+    fn json_texts(self, param: &str) -> String {
+        match self {
+            Dialect::Sqlite => sqlite::json_texts(param),
+            Dialect::Postgres => postgres::json_texts(param),
+        }
+    }
+
+    /// How a write transaction begins.
+    fn begin_write(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => sqlite::BEGIN_WRITE,
+            Dialect::Postgres => postgres::BEGIN_WRITE,
+        }
+    }
+
+    /// What serialises migrations between processes, if anything must.
+    fn migration_lock(self) -> Option<&'static str> {
+        match self {
+            Dialect::Sqlite => sqlite::MIGRATION_LOCK,
+            Dialect::Postgres => postgres::MIGRATION_LOCK,
+        }
+    }
+
+    /// `count(*)` of tables named `herald_migrations` (0 or 1).
+    fn migrations_table_count(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => sqlite::MIGRATIONS_TABLE_COUNT,
+            Dialect::Postgres => postgres::MIGRATIONS_TABLE_COUNT,
+        }
+    }
+
+    /// The attribute keys of a list's contacts.
+    fn attribute_keys(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => sqlite::ATTRIBUTE_KEYS,
+            Dialect::Postgres => postgres::ATTRIBUTE_KEYS,
+        }
+    }
+
+    /// The statements that seed `n` contacts and their list memberships (bench, tests).
+    fn seed_contacts(self) -> (&'static str, &'static str) {
+        match self {
+            Dialect::Sqlite => (sqlite::SEED_CONTACTS, sqlite::SEED_MEMBERS),
+            Dialect::Postgres => (postgres::SEED_CONTACTS, postgres::SEED_MEMBERS),
+        }
+    }
+
+    async fn connect(self, url: &str) -> Result<(AnyPool, AnyPool), StoreError> {
+        match self {
+            Dialect::Sqlite => sqlite::connect(url).await,
+            Dialect::Postgres => postgres::connect(url).await,
+        }
+    }
 }
 
 /// Hides the password of a database URL before it is shown or logged.
@@ -330,10 +385,7 @@ impl Store {
     /// Connects to `sqlite://…` or `postgres://…`. Does not migrate.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
         let dialect = Dialect::from_url(url)?;
-        let (write, read) = match dialect {
-            Dialect::Sqlite => sqlite::connect(url).await?,
-            Dialect::Postgres => postgres::connect(url).await?,
-        };
+        let (write, read) = dialect.connect(url).await?;
         Ok(Store {
             write,
             read,
@@ -357,10 +409,7 @@ impl Store {
     }
 
     async fn begin(&self) -> Result<Tx, StoreError> {
-        let inner = match self.dialect {
-            Dialect::Sqlite => self.write.begin_with(sqlite::BEGIN_WRITE).await?,
-            Dialect::Postgres => self.write.begin_with(postgres::BEGIN_WRITE).await?,
-        };
+        let inner = self.write.begin_with(self.dialect.begin_write()).await?;
         Ok(Tx {
             inner,
             events: Vec::new(),
@@ -381,10 +430,7 @@ impl Store {
         let mut applied_now = Vec::new();
         for (version, name, sql) in self.dialect.migrations() {
             let mut tx = self.begin().await?;
-            if let Some(lock) = match self.dialect {
-                Dialect::Sqlite => sqlite::MIGRATION_LOCK,
-                Dialect::Postgres => postgres::MIGRATION_LOCK,
-            } {
+            if let Some(lock) = self.dialect.migration_lock() {
                 sqlx::raw_sql(sql_str(lock)).execute(&mut *tx).await?;
             }
             sqlx::raw_sql(
@@ -419,22 +465,10 @@ impl Store {
     /// Which embedded migrations are applied, and which are missing.
     pub async fn migration_status(&self) -> Result<MigrationStatus, StoreError> {
         let expected: Vec<i64> = self.dialect.migrations().iter().map(|m| m.0).collect();
-        let table_exists = match self.dialect {
-            Dialect::Sqlite => {
-                sqlx::query_scalar::<_, i64>(
-                    "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'herald_migrations'",
-                )
-                .fetch_one(&self.read)
-                .await?
-            }
-            Dialect::Postgres => {
-                sqlx::query_scalar::<_, i64>(
-                    "SELECT count(*) FROM information_schema.tables WHERE table_name = 'herald_migrations' AND table_schema = current_schema()",
-                )
-                .fetch_one(&self.read)
-                .await?
-            }
-        } > 0;
+        let table_exists = sqlx::query_scalar::<_, i64>(self.dialect.migrations_table_count())
+            .fetch_one(&self.read)
+            .await?
+            > 0;
         let applied: Vec<i64> = if table_exists {
             sqlx::query_scalar("SELECT version FROM herald_migrations ORDER BY version")
                 .fetch_all(&self.read)
@@ -582,11 +616,8 @@ impl Store {
         )
         .to_string();
         let existing_sql = format!(
-            "SELECT address FROM contacts WHERE org_id = $1 AND address IN (SELECT value FROM {})",
-            match self.dialect {
-                Dialect::Sqlite => "json_each($2)".to_string(),
-                Dialect::Postgres => "jsonb_array_elements_text(CAST($2 AS jsonb))".to_string(),
-            }
+            "SELECT address FROM contacts WHERE org_id = $1 AND address IN {}",
+            self.dialect.json_texts("$2")
         );
         let mut existing: BTreeSet<String> = sqlx::query_scalar(AssertSqlSafe(existing_sql))
             .bind(org_id)
@@ -626,12 +657,9 @@ impl Store {
         }
         let members_sql = format!(
             "INSERT INTO list_members (list_id, contact_id, added_at) \
-             SELECT $1, c.id, $3 FROM contacts c WHERE c.org_id = $4 AND c.address IN (SELECT value FROM {}) \
+             SELECT $1, c.id, $3 FROM contacts c WHERE c.org_id = $4 AND c.address IN {} \
              ON CONFLICT (list_id, contact_id) DO NOTHING",
-            match self.dialect {
-                Dialect::Sqlite => "json_each($2)",
-                Dialect::Postgres => "jsonb_array_elements_text(CAST($2 AS jsonb))",
-            }
+            self.dialect.json_texts("$2")
         );
         sqlx::query(AssertSqlSafe(members_sql))
             .bind(list_id)
@@ -648,10 +676,7 @@ impl Store {
     /// to read (rows from before the contact rules, see
     /// `directory::bounded_contact_fields`) are not parsed: templates never see them.
     pub async fn list_attribute_keys(&self, list_id: i64) -> Result<BTreeSet<String>, StoreError> {
-        let sql = match self.dialect {
-            Dialect::Sqlite => sqlite::ATTRIBUTE_KEYS,
-            Dialect::Postgres => postgres::ATTRIBUTE_KEYS,
-        };
+        let sql = self.dialect.attribute_keys();
         let keys: Vec<String> = sqlx::query_scalar(sql)
             .bind(list_id)
             .bind(crate::contact_rules::MAX_READ_ATTRIBUTES_BYTES as i64)
@@ -856,10 +881,7 @@ impl Store {
     /// Synthetic contacts `+12000000001…` for `herald bench`, added to the list in bulk.
     pub async fn seed_contacts(&self, org_id: i64, list_id: i64, n: i64) -> Result<(), StoreError> {
         let now = crate::clock::now_ms();
-        let (contacts, members) = match self.dialect {
-            Dialect::Sqlite => (sqlite::SEED_CONTACTS, sqlite::SEED_MEMBERS),
-            Dialect::Postgres => (postgres::SEED_CONTACTS, postgres::SEED_MEMBERS),
-        };
+        let (contacts, members) = self.dialect.seed_contacts();
         let mut tx = self.begin().await?;
         sqlx::query(contacts)
             .bind(org_id)
@@ -2219,10 +2241,7 @@ impl Store {
         dead_owners: &[String],
     ) -> Result<Vec<(i64, i64)>, StoreError> {
         let dead = serde_json::Value::from(dead_owners.to_vec()).to_string();
-        let dead_sql = match self.dialect {
-            Dialect::Sqlite => "(SELECT value FROM json_each($3))",
-            Dialect::Postgres => "(SELECT value FROM jsonb_array_elements_text(CAST($3 AS jsonb)))",
-        };
+        let dead_sql = self.dialect.json_texts("$3");
         let orphan = format!(
             "m.status = 'in_flight' AND (m.owner IN {dead_sql} OR ((m.lease_until IS NULL OR m.lease_until < $1) \
              AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.id = m.owner AND i.stopped_at IS NULL AND i.heartbeat_at >= $2)))"

@@ -158,3 +158,11 @@ pub(super) const SEED_MEMBERS: &str = "INSERT INTO list_members (list_id, contac
      SELECT $1, c.id, $4 FROM generate_series(1, $3) AS s(i) \
      JOIN contacts c ON c.org_id = $2 AND c.address = '+1' || (2000000000 + s.i) \
      ON CONFLICT DO NOTHING";
+
+/// The texts of the JSON array bound at `param`, as a subquery.
+pub(super) fn json_texts(param: &str) -> String {
+    format!("(SELECT value FROM jsonb_array_elements_text(CAST({param} AS jsonb)))")
+}
+
+/// Whether the migrations table exists (0 or 1).
+pub(super) const MIGRATIONS_TABLE_COUNT: &str = "SELECT count(*) FROM information_schema.tables WHERE table_name = 'herald_migrations' AND table_schema = current_schema()";

@@ -166,3 +166,12 @@ pub(super) const SEED_MEMBERS: &str = "WITH RECURSIVE s(i) AS (SELECT 1 UNION AL
      INSERT INTO list_members (list_id, contact_id, added_at) \
      SELECT $1, c.id, $4 FROM s JOIN contacts c ON c.org_id = $2 AND c.address = '+1' || (2000000000 + s.i) WHERE true \
      ON CONFLICT DO NOTHING";
+
+/// The texts of the JSON array bound at `param`, as a subquery.
+pub(super) fn json_texts(param: &str) -> String {
+    format!("(SELECT value FROM json_each({param}))")
+}
+
+/// Whether the migrations table exists (0 or 1).
+pub(super) const MIGRATIONS_TABLE_COUNT: &str =
+    "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'herald_migrations'";

@@ -3,9 +3,10 @@
 //! engine instance; claims in the database keep two instances from sending one delivery at
 //! once, and a dead instance's claims come back when their lease runs out.
 //!
-//! Sending never slows message sending: it has its own HTTP client (built through the
+//! Delivery yields to message sending: it has its own HTTP client (built through the
 //! outbound address guard, 15 s timeout, no redirects) and its own concurrency limit
-//! (`webhook_concurrency` endpoints at a time), and each endpoint's deliveries are sent in
+//! (`webhook_concurrency` endpoints at a time), and while the instance sends messages it
+//! paces itself (see [`PAUSE_WHILE_SENDING`]). Each endpoint's deliveries are sent in
 //! sequence-number order by one task, so a slow endpoint holds only its own deliveries.
 
 use super::{EngineContext, Ticker};
@@ -40,6 +41,12 @@ pub const MAX_RETRY_AFTER_MS: i64 = 24 * 3_600_000;
 pub const PER_ENDPOINT_BATCH: i64 = 100;
 /// Batches one task sends to its endpoint before it gives the slot back.
 pub const ROUNDS_PER_TASK: usize = 20;
+/// While messages are being sent, webhook delivery yields to them: one batch at a time
+/// (all endpoints together), each followed by a pause of this many times its own duration
+/// (so delivery takes about a tenth of the time it otherwise would), at most
+/// [`MAX_PAUSE_WHILE_SENDING`]; fan-out runs one round a pass. Full speed once sending stops.
+pub const PAUSE_WHILE_SENDING: u32 = 9;
+pub const MAX_PAUSE_WHILE_SENDING: Duration = Duration::from_secs(5);
 /// Events fanned out per statement batch, and batches per tick.
 const FAN_OUT_BATCH: i64 = 1_000;
 const FAN_OUT_ROUNDS: usize = 20;
@@ -227,7 +234,12 @@ pub async fn attempt(
 /// Fans out what the outbox holds (a few batches a call). Returns events fanned out.
 pub async fn fan_out(ctx: &EngineContext) -> u64 {
     let mut total = 0;
-    for _ in 0..FAN_OUT_ROUNDS {
+    let rounds = if sending(ctx).await {
+        1
+    } else {
+        FAN_OUT_ROUNDS
+    };
+    for _ in 0..rounds {
         match ctx
             .store
             .fan_out_events(crate::clock::now_ms(), FAN_OUT_BATCH)
@@ -272,6 +284,7 @@ pub async fn run(ctx: Arc<EngineContext>, shutdown: watch::Receiver<bool>) {
         .max(1);
     let permits = Arc::new(Semaphore::new(slots));
     let busy: Arc<Mutex<HashSet<i64>>> = Arc::default();
+    let pace: Arc<tokio::sync::Mutex<()>> = Arc::default();
     let mut tasks = tokio::task::JoinSet::new();
     let stop = shutdown.clone();
     let mut ticker = Ticker::new(ctx.settings.idle_poll_ms.clamp(10, 1_000), shutdown);
@@ -325,8 +338,9 @@ pub async fn run(ctx: Arc<EngineContext>, shutdown: watch::Receiver<bool>) {
             let client = client.clone();
             let busy = busy.clone();
             let shutdown = stop.clone();
+            let pace = pace.clone();
             tasks.spawn(async move {
-                serve_endpoint(&ctx, &client, group, &shutdown).await;
+                serve_endpoint(&ctx, &client, group, &shutdown, &pace).await;
                 if let Ok(mut b) = busy.lock() {
                     b.remove(&endpoint_id);
                 }
@@ -356,13 +370,22 @@ async fn serve_endpoint(
     client: &ProviderClient,
     mut jobs: Vec<DeliveryJob>,
     shutdown: &watch::Receiver<bool>,
+    pace: &tokio::sync::Mutex<()>,
 ) {
     let mut rounds = 1;
+    let mut claimed_at = Instant::now();
     loop {
         let Some(endpoint_id) = jobs.first().map(|j| j.endpoint_id) else {
             return;
         };
-        let (records, release) = send_batch(ctx, client, &jobs).await;
+        // While this instance sends messages, one batch at a time and then a pause.
+        let gate = if sending(ctx).await {
+            Some(pace.lock().await)
+        } else {
+            None
+        };
+        let started = Instant::now();
+        let (records, release) = send_batch(ctx, client, &jobs, claimed_at).await;
         let delivered_all =
             release.is_empty() && records.iter().all(|r| r.verdict == Verdict::Delivered);
         let next = (delivered_all && rounds < ROUNDS_PER_TASK && !*shutdown.borrow()).then(|| {
@@ -373,9 +396,24 @@ async fn serve_endpoint(
                 lease_until: now.saturating_add(lease_ms(ctx)),
                 limit: PER_ENDPOINT_BATCH,
                 hold_ms: endpoint_hold_ms(ctx),
+                after_seq: jobs.last().map(|j| j.seq).unwrap_or(0),
             }
         });
-        match record(ctx, endpoint_id, &records, &release, next).await {
+        let more = record(ctx, endpoint_id, &records, &release, next).await;
+        claimed_at = Instant::now();
+        if gate.is_some() {
+            let pause = started
+                .elapsed()
+                .saturating_mul(PAUSE_WHILE_SENDING)
+                .min(MAX_PAUSE_WHILE_SENDING);
+            let mut stop = shutdown.clone();
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = stop.changed() => {}
+            }
+        }
+        drop(gate);
+        match more {
             Some(more) if !more.is_empty() => {
                 jobs = more;
                 rounds += 1;
@@ -383,6 +421,15 @@ async fn serve_endpoint(
             _ => return,
         }
     }
+}
+
+/// Whether messages are being sent: this instance's dispatcher has sends in flight, or a
+/// campaign is sending (between two claims nothing may be in flight for a moment).
+async fn sending(ctx: &EngineContext) -> bool {
+    if ctx.in_flight.lock().map(|m| !m.is_empty()).unwrap_or(false) {
+        return true;
+    }
+    ctx.store.any_campaign_sending().await.unwrap_or(false)
 }
 
 /// The lease a claim takes, in milliseconds.
@@ -399,14 +446,16 @@ pub fn endpoint_hold_ms(ctx: &EngineContext) -> i64 {
     RETRY_SCHEDULE_MS[0] / divisor
 }
 
-/// Sends `jobs` (one endpoint's, in sequence order) until the first failure or until the
-/// lease could run out; returns the attempts and the deliveries not attempted.
+/// Sends `jobs` (one endpoint's, in sequence order, claimed at `claimed_at`) until the
+/// first failure or until their lease could run out; returns the attempts and the
+/// deliveries not attempted.
 async fn send_batch(
     ctx: &EngineContext,
     client: &ProviderClient,
     jobs: &[DeliveryJob],
+    claimed_at: Instant,
 ) -> (Vec<AttemptRecord>, Vec<i64>) {
-    let started = Instant::now();
+    let started = claimed_at;
     let lease = Duration::from_millis(ctx.settings.webhook_lease_ms);
     let budget = lease.saturating_sub(REQUEST_TIMEOUT + Duration::from_secs(1));
     let mut records = Vec::with_capacity(jobs.len());

@@ -50,8 +50,9 @@ struct Claim<'a> {
 enum Scope<'a> {
     /// Every endpoint but these (the claiming instance is still sending to them).
     Except(&'a [i64]),
-    /// This endpoint only (a task going on with its endpoint).
-    Only(i64),
+    /// This endpoint only, after this sequence number (a task going on with its
+    /// endpoint: read along the endpoint's sequence index, not the whole due set).
+    Only(i64, i64),
 }
 
 /// The next batch a task that delivered its batch claims of its endpoint, in the
@@ -64,6 +65,9 @@ pub struct NextClaim {
     pub limit: i64,
     /// As in [`Store::claim_webhook_deliveries`].
     pub hold_ms: i64,
+    /// The last sequence number of the batch just sent: the next batch comes after it
+    /// (a retry due meanwhile, of a lower number, is claimed by the next pass).
+    pub after_seq: i64,
 }
 
 /// A claimed delivery with what sending it needs.
@@ -357,17 +361,42 @@ impl Store {
         if self.dialect == Dialect::Postgres {
             sqlx::query(CLAIM_LOCK).execute(&mut **tx).await?;
         }
-        let (scope_sql, scope_ids) = match scope {
-            Scope::Except(busy) => (
-                format!("d.endpoint_id NOT IN {}", self.dialect.json_ids("$4")),
-                busy.to_vec(),
-            ),
-            Scope::Only(endpoint_id) => ("d.endpoint_id = $4".to_string(), vec![endpoint_id]),
+        let scope_sql = match scope {
+            Scope::Except(_) => format!("d.endpoint_id IN {}", self.dialect.json_ids("$4")),
+            Scope::Only(..) => "d.endpoint_id = $4 AND d.seq > $8".to_string(),
         };
-        let scope_param = match scope {
-            Scope::Except(_) => serde_json::Value::from(scope_ids).to_string(),
-            Scope::Only(id) => id.to_string(),
+        let order = match scope {
+            Scope::Except(_) => "d.next_attempt_at, d.id",
+            Scope::Only(..) => "d.seq",
         };
+        let mut scope_param = String::new();
+        if let Scope::Except(busy) = scope {
+            // The endpoints that may be claimed, first (a small table): when every endpoint
+            // with work is busy, leased elsewhere or held, the deliveries are not scanned.
+            let busy =
+                serde_json::to_string(busy).map_err(|e| StoreError::Invalid(e.to_string()))?;
+            let eligible: Vec<i64> = sqlx::query_scalar(sql_str(&format!(
+                "SELECT w.id FROM webhook_endpoints w WHERE w.disabled_at IS NULL \
+                 AND w.id NOT IN {busy} \
+                 AND NOT EXISTS (SELECT 1 FROM webhook_deliveries b WHERE b.endpoint_id = w.id \
+                   AND b.status = 'pending' AND b.lease_until >= $2) \
+                 AND NOT EXISTS (SELECT 1 FROM webhook_attempts a WHERE a.id = \
+                   (SELECT MAX(l.id) FROM webhook_attempts l WHERE l.endpoint_id = w.id) \
+                   AND a.at > $2 - $3 \
+                   AND (a.status_code IS NULL OR a.status_code < 200 OR a.status_code > 299))",
+                busy = self.dialect.json_ids("$1"),
+            )))
+            .bind(busy)
+            .bind(c.now)
+            .bind(c.hold_ms)
+            .fetch_all(&mut **tx)
+            .await?;
+            if eligible.is_empty() {
+                return Ok(Vec::new());
+            }
+            scope_param =
+                serde_json::to_string(&eligible).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        }
         let query = sqlx::query_scalar(sql_str(&format!(
             "UPDATE webhook_deliveries SET owner = $1, lease_until = $2 \
              WHERE status = 'pending' AND id IN (SELECT r.id FROM (\
@@ -384,7 +413,7 @@ impl Store {
                    AND (a.status_code IS NULL OR a.status_code < 200 OR a.status_code > 299)) \
                  AND EXISTS (SELECT 1 FROM webhook_endpoints w WHERE w.id = d.endpoint_id \
                    AND w.org_id = d.org_id AND w.disabled_at IS NULL) \
-                 ORDER BY d.next_attempt_at, d.id LIMIT $5{skip}) AS c\
+                 ORDER BY {order} LIMIT $5{skip}) AS c\
              ) AS r WHERE r.rn <= $6) RETURNING id",
             skip = self.dialect.skip_locked_suffix(),
         )))
@@ -393,14 +422,14 @@ impl Store {
         .bind(c.now);
         let query = match scope {
             Scope::Except(_) => query.bind(scope_param),
-            Scope::Only(id) => query.bind(id),
+            Scope::Only(id, _) => query.bind(id),
         };
-        let claimed: Vec<i64> = query
-            .bind(c.limit)
-            .bind(c.per_endpoint)
-            .bind(c.hold_ms)
-            .fetch_all(&mut **tx)
-            .await?;
+        let query = query.bind(c.limit).bind(c.per_endpoint).bind(c.hold_ms);
+        let query = match scope {
+            Scope::Except(_) => query,
+            Scope::Only(_, after_seq) => query.bind(after_seq),
+        };
+        let claimed: Vec<i64> = query.fetch_all(&mut **tx).await?;
         if claimed.is_empty() {
             return Ok(Vec::new());
         }
@@ -446,7 +475,7 @@ impl Store {
                     per_endpoint: n.limit,
                     hold_ms: n.hold_ms,
                 };
-                self.claim_in(&mut tx, &claim, Scope::Only(n.endpoint_id))
+                self.claim_in(&mut tx, &claim, Scope::Only(n.endpoint_id, n.after_seq))
                     .await?
             }
             None => Vec::new(),
@@ -643,6 +672,15 @@ impl Store {
         .execute(&self.write)
         .await?
         .rows_affected())
+    }
+
+    /// Whether any campaign is sending (delivery yields to it meanwhile).
+    pub async fn any_campaign_sending(&self) -> Result<bool, StoreError> {
+        let one: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM campaigns WHERE status = 'sending' LIMIT 1")
+                .fetch_optional(&self.read)
+                .await?;
+        Ok(one.is_some())
     }
 
     /// Pending deliveries, for the `herald_webhook_deliveries_pending` gauge.

@@ -568,6 +568,7 @@ both_stores!(
             lease_until: now + 60_000,
             limit: 5,
             hold_ms: 5_000,
+            after_seq: 5,
         };
         let (recorded, second) = db
             .store

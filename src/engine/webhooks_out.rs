@@ -3,16 +3,17 @@
 //! engine instance; claims in the database keep two instances from sending one delivery at
 //! once, and a dead instance's claims come back when their lease runs out.
 //!
-//! Sending never slows message sending: it has its own HTTP client (built through the
+//! Delivery yields to message sending: it has its own HTTP client (built through the
 //! outbound address guard, 15 s timeout, no redirects) and its own concurrency limit
-//! (`webhook_concurrency` endpoints at a time), and each endpoint's deliveries are sent in
+//! (`webhook_concurrency` endpoints at a time), and while the instance sends messages it
+//! paces itself (see [`PAUSE_WHILE_SENDING`]). Each endpoint's deliveries are sent in
 //! sequence-number order by one task, so a slow endpoint holds only its own deliveries.
 
 use super::{EngineContext, Ticker};
 use crate::channels::http::{Failure, ProviderClient, build_client, describe, read_bounded};
 use crate::ids::{NotificationId, WebhookEndpointId};
 use crate::secrets::SecretKey;
-use crate::store::webhook_deliveries::{AttemptRecord, DeliveryJob, Verdict};
+use crate::store::webhook_deliveries::{AttemptRecord, DeliveryJob, NextClaim, Verdict};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -37,7 +38,15 @@ pub const RETRY_SCHEDULE_MS: [i64; 7] = [
 /// The longest `Retry-After` honoured.
 pub const MAX_RETRY_AFTER_MS: i64 = 24 * 3_600_000;
 /// Deliveries of one endpoint claimed and sent in one go (in order), then recorded together.
-const PER_ENDPOINT_BATCH: i64 = 100;
+pub const PER_ENDPOINT_BATCH: i64 = 100;
+/// Batches one task sends to its endpoint before it gives the slot back.
+pub const ROUNDS_PER_TASK: usize = 20;
+/// While messages are being sent, webhook delivery yields to them: one batch at a time
+/// (all endpoints together), each followed by a pause of this many times its own duration
+/// (so delivery takes about a tenth of the time it otherwise would), at most
+/// [`MAX_PAUSE_WHILE_SENDING`]; fan-out runs one round a pass. Full speed once sending stops.
+pub const PAUSE_WHILE_SENDING: u32 = 9;
+pub const MAX_PAUSE_WHILE_SENDING: Duration = Duration::from_secs(5);
 /// Events fanned out per statement batch, and batches per tick.
 const FAN_OUT_BATCH: i64 = 1_000;
 const FAN_OUT_ROUNDS: usize = 20;
@@ -225,7 +234,12 @@ pub async fn attempt(
 /// Fans out what the outbox holds (a few batches a call). Returns events fanned out.
 pub async fn fan_out(ctx: &EngineContext) -> u64 {
     let mut total = 0;
-    for _ in 0..FAN_OUT_ROUNDS {
+    let rounds = if sending(ctx).await {
+        1
+    } else {
+        FAN_OUT_ROUNDS
+    };
+    for _ in 0..rounds {
         match ctx
             .store
             .fan_out_events(crate::clock::now_ms(), FAN_OUT_BATCH)
@@ -268,7 +282,9 @@ pub async fn run(ctx: Arc<EngineContext>, shutdown: watch::Receiver<bool>) {
         .max(1);
     let permits = Arc::new(Semaphore::new(slots));
     let busy: Arc<Mutex<HashSet<i64>>> = Arc::default();
+    let pace: Arc<tokio::sync::Mutex<()>> = Arc::default();
     let mut tasks = tokio::task::JoinSet::new();
+    let stop = shutdown.clone();
     let mut ticker = Ticker::new(ctx.settings.idle_poll_ms.clamp(10, 1_000), shutdown);
     while ticker.next().await {
         while tasks.try_join_next().is_some() {}
@@ -282,16 +298,16 @@ pub async fn run(ctx: Arc<EngineContext>, shutdown: watch::Receiver<bool>) {
             .map(|b| b.iter().copied().collect())
             .unwrap_or_default();
         let now = crate::clock::now_ms();
-        let lease = i64::try_from(ctx.settings.webhook_lease_ms).unwrap_or(i64::MAX);
         let jobs = match ctx
             .store
             .claim_webhook_deliveries(
                 &ctx.instance.id,
                 now,
-                now.saturating_add(lease),
+                now.saturating_add(lease_ms(&ctx)),
                 PER_ENDPOINT_BATCH.saturating_mul(free as i64),
                 PER_ENDPOINT_BATCH,
                 &busy_now,
+                endpoint_hold_ms(&ctx),
             )
             .await
         {
@@ -319,8 +335,10 @@ pub async fn run(ctx: Arc<EngineContext>, shutdown: watch::Receiver<bool>) {
             let ctx = ctx.clone();
             let client = client.clone();
             let busy = busy.clone();
+            let shutdown = stop.clone();
+            let pace = pace.clone();
             tasks.spawn(async move {
-                send_endpoint_batch(&ctx, &client, group).await;
+                serve_endpoint(&ctx, &client, group, &shutdown, &pace).await;
                 if let Ok(mut b) = busy.lock() {
                     b.remove(&endpoint_id);
                 }
@@ -339,18 +357,110 @@ pub async fn run(ctx: Arc<EngineContext>, shutdown: watch::Receiver<bool>) {
     }
 }
 
-/// Sends one endpoint's claimed deliveries in sequence order, stopping at the first
-/// failure (the rest are handed back unattempted) or when the lease could run out before
-/// another attempt ends, then records the attempts in one transaction.
-async fn send_endpoint_batch(ctx: &EngineContext, client: &ProviderClient, jobs: Vec<DeliveryJob>) {
-    let started = Instant::now();
+/// Sends one endpoint's claimed deliveries batch after batch, then lets go of it: each
+/// batch in sequence order, stopping at the first failure (the rest are handed back
+/// unattempted, and the endpoint is held back, see [`endpoint_hold_ms`]) or when the
+/// lease could run out before another attempt ends. A batch's attempts are recorded in
+/// one transaction, which also claims the endpoint's next batch when this one was
+/// delivered in full (at most [`ROUNDS_PER_TASK`] batches, so other endpoints get slots).
+async fn serve_endpoint(
+    ctx: &EngineContext,
+    client: &ProviderClient,
+    mut jobs: Vec<DeliveryJob>,
+    shutdown: &watch::Receiver<bool>,
+    pace: &tokio::sync::Mutex<()>,
+) {
+    let mut rounds = 1;
+    let mut claimed_at = Instant::now();
+    loop {
+        let Some(endpoint_id) = jobs.first().map(|j| j.endpoint_id) else {
+            return;
+        };
+        // While this instance sends messages, one batch at a time and then a pause.
+        let gate = if sending(ctx).await {
+            Some(pace.lock().await)
+        } else {
+            None
+        };
+        let started = Instant::now();
+        let (records, release) = send_batch(ctx, client, &jobs, claimed_at).await;
+        let delivered_all =
+            release.is_empty() && records.iter().all(|r| r.verdict == Verdict::Delivered);
+        let next = (delivered_all && rounds < ROUNDS_PER_TASK && !*shutdown.borrow()).then(|| {
+            let now = crate::clock::now_ms();
+            NextClaim {
+                endpoint_id,
+                now,
+                lease_until: now.saturating_add(lease_ms(ctx)),
+                limit: PER_ENDPOINT_BATCH,
+                hold_ms: endpoint_hold_ms(ctx),
+                after_seq: jobs.last().map(|j| j.seq).unwrap_or(0),
+            }
+        });
+        let more = record(ctx, endpoint_id, &records, &release, next).await;
+        claimed_at = Instant::now();
+        if gate.is_some() {
+            let pause = started
+                .elapsed()
+                .saturating_mul(PAUSE_WHILE_SENDING)
+                .min(MAX_PAUSE_WHILE_SENDING);
+            let mut stop = shutdown.clone();
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = stop.changed() => {}
+            }
+        }
+        drop(gate);
+        match more {
+            Some(more) if !more.is_empty() => {
+                jobs = more;
+                rounds += 1;
+            }
+            _ => return,
+        }
+    }
+}
+
+/// Whether messages are being sent: this instance's dispatcher has sends in flight, or a
+/// campaign is sending (between two claims nothing may be in flight for a moment).
+async fn sending(ctx: &EngineContext) -> bool {
+    if ctx.in_flight.lock().map(|m| !m.is_empty()).unwrap_or(false) {
+        return true;
+    }
+    ctx.store.any_campaign_sending().await.unwrap_or(false)
+}
+
+/// The lease a claim takes, in milliseconds.
+fn lease_ms(ctx: &EngineContext) -> i64 {
+    i64::try_from(ctx.settings.webhook_lease_ms).unwrap_or(i64::MAX)
+}
+
+/// How long an endpoint is held back after a failed attempt: none of its deliveries is
+/// sent until then (the failed one waits for its own retry, which is never sooner), so a
+/// down endpoint gets one attempt per hold, not one per pass. The schedule's first step
+/// (5 s), divided like the schedule.
+pub fn endpoint_hold_ms(ctx: &EngineContext) -> i64 {
+    let divisor = i64::try_from(ctx.settings.webhook_retry_divisor.max(1)).unwrap_or(i64::MAX);
+    RETRY_SCHEDULE_MS[0] / divisor
+}
+
+/// Sends `jobs` (one endpoint's, in sequence order, claimed at `claimed_at`) until the
+/// first failure or until their lease could run out; returns the attempts and the
+/// deliveries not attempted.
+async fn send_batch(
+    ctx: &EngineContext,
+    client: &ProviderClient,
+    jobs: &[DeliveryJob],
+    claimed_at: Instant,
+) -> (Vec<AttemptRecord>, Vec<i64>) {
+    let started = claimed_at;
     let lease = Duration::from_millis(ctx.settings.webhook_lease_ms);
     let budget = lease.saturating_sub(REQUEST_TIMEOUT + Duration::from_secs(1));
     let mut records = Vec::with_capacity(jobs.len());
     let mut release = Vec::new();
     let mut secrets: Option<Result<Vec<String>, String>> = None;
     let mut stopped = false;
-    for job in &jobs {
+    for job in jobs {
         if stopped || started.elapsed() > budget {
             release.push(job.id);
             continue;
@@ -403,18 +513,39 @@ async fn send_endpoint_batch(ctx: &EngineContext, client: &ProviderClient, jobs:
         }
         records.push(record);
     }
+    (records, release)
+}
+
+/// Records a batch's attempts (and claims the endpoint's next batch when `next` says
+/// so); returns the next batch, None when recording failed.
+async fn record(
+    ctx: &EngineContext,
+    endpoint_id: i64,
+    records: &[AttemptRecord],
+    release: &[i64],
+    next: Option<NextClaim>,
+) -> Option<Vec<DeliveryJob>> {
     // Recording must not be lost to a passing database error: the sends happened.
     for wait_ms in [0u64, 200, 1_000, 3_000] {
         tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+        let next = next.map(|n| {
+            // A retry claims as of now.
+            let now = crate::clock::now_ms();
+            NextClaim {
+                now,
+                lease_until: now.saturating_add(lease_ms(ctx)),
+                ..n
+            }
+        });
         match ctx
             .store
-            .record_webhook_attempts(&ctx.instance.id, &records, &release)
+            .record_webhook_attempts_and_claim(&ctx.instance.id, records, release, next)
             .await
         {
-            Ok(recorded) => {
+            Ok((recorded, jobs)) => {
                 if recorded.lost > 0 {
                     tracing::warn!(
-                        endpoint_id = %WebhookEndpointId(jobs[0].endpoint_id),
+                        endpoint_id = %WebhookEndpointId(endpoint_id),
                         lost = recorded.lost,
                         "webhook deliveries were taken back by another instance while being sent; they may arrive twice"
                     );
@@ -427,17 +558,22 @@ async fn send_endpoint_batch(ctx: &EngineContext, client: &ProviderClient, jobs:
                         "webhook endpoint disabled"
                     );
                 }
-                return;
+                return Some(jobs);
             }
             Err(e) => {
-                tracing::warn!(error = %e, "could not record webhook attempts; retrying");
+                tracing::warn!(
+                    endpoint_id = %WebhookEndpointId(endpoint_id),
+                    error = %e,
+                    "could not record webhook attempts; retrying"
+                );
             }
         }
     }
     tracing::warn!(
-        endpoint_id = %WebhookEndpointId(jobs[0].endpoint_id),
+        endpoint_id = %WebhookEndpointId(endpoint_id),
         "webhook attempts not recorded; the deliveries will be sent again when their lease expires"
     );
+    None
 }
 
 /// Rows one retention statement deletes, and statements per pass.

@@ -324,7 +324,9 @@ fn message_data_sql(dialect: Dialect) -> String {
 impl Store {
     /// Writes the message delivery events of one batch in `tx`, in one statement: each
     /// `(message id, type)` becomes an event of its campaign's organisation only while an
-    /// enabled endpoint of that organisation names the type. No subscriber, no row.
+    /// enabled endpoint of that organisation names the type. No subscriber, no row (and,
+    /// when no enabled endpoint anywhere names the type, nothing beyond one read of the
+    /// endpoints).
     pub(super) async fn emit_message_events(
         &self,
         tx: &mut Tx,
@@ -334,8 +336,29 @@ impl Store {
         if events.is_empty() {
             return Ok(());
         }
+        // One probe per type first (a batch holds one or two): with no enabled endpoint
+        // naming a type anywhere, its events cost no join and no per-row check.
+        let mut types: Vec<EventType> = events.iter().map(|(_, t)| *t).collect();
+        types.sort();
+        types.dedup();
+        let mut wanted = Vec::with_capacity(types.len());
+        for t in types {
+            let named: Option<i64> = sqlx::query_scalar(
+                "SELECT 1 FROM webhook_endpoints WHERE disabled_at IS NULL AND events LIKE $1 LIMIT 1",
+            )
+            .bind(format!("%\"{}\"%", t.as_str()))
+            .fetch_optional(&mut **tx)
+            .await?;
+            if named.is_some() {
+                wanted.push(t);
+            }
+        }
+        if wanted.is_empty() {
+            return Ok(());
+        }
         let records: Vec<serde_json::Value> = events
             .iter()
+            .filter(|(_, t)| wanted.contains(t))
             .map(|(id, t)| {
                 serde_json::json!({
                     "id": id,

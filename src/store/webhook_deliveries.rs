@@ -18,6 +18,11 @@ pub const DISABLE_AFTER_FAILING_MS: i64 = 5 * 24 * 3600 * 1000;
 /// endpoint's sequence numbers follow event ids.
 const FAN_OUT_LOCK: &str = "SELECT 1 AS locked FROM (SELECT pg_advisory_xact_lock(7264912)) AS l";
 
+/// Serializes claims between instances on PostgreSQL (SQLite has one writer): the check
+/// that no other instance holds a live lease on an endpoint and the claim are then one
+/// step, so one endpoint's deliveries are never claimed by two instances at once.
+const CLAIM_LOCK: &str = "SELECT 1 AS locked FROM (SELECT pg_advisory_xact_lock(7264913)) AS l";
+
 /// Rows bound in one bulk statement.
 const BULK_ROWS: usize = 500;
 
@@ -28,6 +33,41 @@ pub struct FanOut {
     pub events: u64,
     /// Deliveries created.
     pub deliveries: u64,
+}
+
+/// What one claim statement may take.
+struct Claim<'a> {
+    owner: &'a str,
+    now: i64,
+    lease_until: i64,
+    limit: i64,
+    per_endpoint: i64,
+    hold_ms: i64,
+}
+
+/// Which endpoints a claim looks at.
+#[derive(Clone, Copy)]
+enum Scope<'a> {
+    /// Every endpoint but these (the claiming instance is still sending to them).
+    Except(&'a [i64]),
+    /// This endpoint only, after this sequence number (a task going on with its
+    /// endpoint: read along the endpoint's sequence index, not the whole due set).
+    Only(i64, i64),
+}
+
+/// The next batch a task that delivered its batch claims of its endpoint, in the
+/// transaction that records the batch.
+#[derive(Debug, Clone, Copy)]
+pub struct NextClaim {
+    pub endpoint_id: i64,
+    pub now: i64,
+    pub lease_until: i64,
+    pub limit: i64,
+    /// As in [`Store::claim_webhook_deliveries`].
+    pub hold_ms: i64,
+    /// The last sequence number of the batch just sent: the next batch comes after it
+    /// (a retry due meanwhile, of a lower number, is claimed by the next pass).
+    pub after_seq: i64,
 }
 
 /// A claimed delivery with what sending it needs.
@@ -267,9 +307,14 @@ impl Store {
 
     /// Claims due pending deliveries for `owner` until `lease_until`: at most `limit`, at
     /// most `per_endpoint` of one endpoint (lowest sequence numbers first), none of an
-    /// endpoint in `busy` (this instance is still sending to it) or of an endpoint with a
-    /// live lease elsewhere, none of a disabled endpoint. A delivery whose lease ran out
-    /// (its instance died) is claimable again. Returned by endpoint, then sequence number.
+    /// endpoint in `busy` (this instance is still sending to it), of an endpoint with a
+    /// live lease elsewhere, of an endpoint held back after a failure (its latest attempt
+    /// failed less than `hold_ms` ago, see [`Store::record_webhook_attempts`]) or of a
+    /// disabled endpoint. A delivery whose lease ran out (its instance died) is claimable
+    /// again. Claims are serialized (an advisory lock on PostgreSQL, SQLite's one writer),
+    /// so one endpoint's deliveries are held by one instance at a time. Returned by
+    /// endpoint, then sequence number.
+    #[allow(clippy::too_many_arguments)]
     pub async fn claim_webhook_deliveries(
         &self,
         owner: &str,
@@ -278,8 +323,8 @@ impl Store {
         limit: i64,
         per_endpoint: i64,
         busy: &[i64],
+        hold_ms: i64,
     ) -> Result<Vec<DeliveryJob>, StoreError> {
-        let busy = serde_json::to_string(busy).map_err(|e| StoreError::Invalid(e.to_string()))?;
         // A read first: with nothing due, no write transaction.
         let due: Option<i64> = sqlx::query_scalar(
             "SELECT id FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= $1 \
@@ -292,33 +337,100 @@ impl Store {
             return Ok(Vec::new());
         }
         let mut tx = self.begin().await?;
-        let claimed: Vec<i64> = sqlx::query_scalar(sql_str(&format!(
+        let claim = Claim {
+            owner,
+            now,
+            lease_until,
+            limit,
+            per_endpoint,
+            hold_ms,
+        };
+        let jobs = self.claim_in(&mut tx, &claim, Scope::Except(busy)).await?;
+        tx.commit().await?;
+        Ok(jobs)
+    }
+
+    /// One claim statement in `tx` (after the claim lock on PostgreSQL), then what sending
+    /// the claimed deliveries needs.
+    async fn claim_in(
+        &self,
+        tx: &mut Tx,
+        c: &Claim<'_>,
+        scope: Scope<'_>,
+    ) -> Result<Vec<DeliveryJob>, StoreError> {
+        if self.dialect == Dialect::Postgres {
+            sqlx::query(CLAIM_LOCK).execute(&mut **tx).await?;
+        }
+        let scope_sql = match scope {
+            Scope::Except(_) => format!("d.endpoint_id IN {}", self.dialect.json_ids("$4")),
+            Scope::Only(..) => "d.endpoint_id = $4 AND d.seq > $8".to_string(),
+        };
+        let order = match scope {
+            Scope::Except(_) => "d.next_attempt_at, d.id",
+            Scope::Only(..) => "d.seq",
+        };
+        let mut scope_param = String::new();
+        if let Scope::Except(busy) = scope {
+            // The endpoints that may be claimed, first (a small table): when every endpoint
+            // with work is busy, leased elsewhere or held, the deliveries are not scanned.
+            let busy =
+                serde_json::to_string(busy).map_err(|e| StoreError::Invalid(e.to_string()))?;
+            let eligible: Vec<i64> = sqlx::query_scalar(sql_str(&format!(
+                "SELECT w.id FROM webhook_endpoints w WHERE w.disabled_at IS NULL \
+                 AND w.id NOT IN {busy} \
+                 AND NOT EXISTS (SELECT 1 FROM webhook_deliveries b WHERE b.endpoint_id = w.id \
+                   AND b.status = 'pending' AND b.lease_until >= $2) \
+                 AND NOT EXISTS (SELECT 1 FROM webhook_attempts a WHERE a.id = \
+                   (SELECT MAX(l.id) FROM webhook_attempts l WHERE l.endpoint_id = w.id) \
+                   AND a.at > $2 - $3 \
+                   AND (a.status_code IS NULL OR a.status_code < 200 OR a.status_code > 299))",
+                busy = self.dialect.json_ids("$1"),
+            )))
+            .bind(busy)
+            .bind(c.now)
+            .bind(c.hold_ms)
+            .fetch_all(&mut **tx)
+            .await?;
+            if eligible.is_empty() {
+                return Ok(Vec::new());
+            }
+            scope_param =
+                serde_json::to_string(&eligible).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        }
+        let query = sqlx::query_scalar(sql_str(&format!(
             "UPDATE webhook_deliveries SET owner = $1, lease_until = $2 \
              WHERE status = 'pending' AND id IN (SELECT r.id FROM (\
                SELECT c.id, ROW_NUMBER() OVER (PARTITION BY c.endpoint_id ORDER BY c.seq) AS rn \
                FROM (SELECT d.id, d.endpoint_id, d.seq FROM webhook_deliveries d \
                  WHERE d.status = 'pending' AND d.next_attempt_at <= $3 \
                  AND (d.lease_until IS NULL OR d.lease_until < $3) \
-                 AND d.endpoint_id NOT IN {busy} \
+                 AND {scope_sql} \
                  AND NOT EXISTS (SELECT 1 FROM webhook_deliveries b WHERE b.endpoint_id = d.endpoint_id \
                    AND b.status = 'pending' AND b.lease_until >= $3) \
+                 AND NOT EXISTS (SELECT 1 FROM webhook_attempts a WHERE a.id = \
+                   (SELECT MAX(l.id) FROM webhook_attempts l WHERE l.endpoint_id = d.endpoint_id) \
+                   AND a.at > $3 - $7 \
+                   AND (a.status_code IS NULL OR a.status_code < 200 OR a.status_code > 299)) \
                  AND EXISTS (SELECT 1 FROM webhook_endpoints w WHERE w.id = d.endpoint_id \
                    AND w.org_id = d.org_id AND w.disabled_at IS NULL) \
-                 ORDER BY d.next_attempt_at, d.id LIMIT $5{skip}) AS c\
+                 ORDER BY {order} LIMIT $5{skip}) AS c\
              ) AS r WHERE r.rn <= $6) RETURNING id",
-            busy = self.dialect.json_ids("$4"),
             skip = self.dialect.skip_locked_suffix(),
         )))
-        .bind(owner)
-        .bind(lease_until)
-        .bind(now)
-        .bind(busy)
-        .bind(limit)
-        .bind(per_endpoint)
-        .fetch_all(&mut *tx)
-        .await?;
+        .bind(c.owner)
+        .bind(c.lease_until)
+        .bind(c.now);
+        let query = match scope {
+            Scope::Except(_) => query.bind(scope_param),
+            Scope::Only(id, _) => query.bind(id),
+        };
+        let query = query.bind(c.limit).bind(c.per_endpoint).bind(c.hold_ms);
+        let query = match scope {
+            Scope::Except(_) => query,
+            Scope::Only(_, after_seq) => query.bind(after_seq),
+        };
+        let claimed: Vec<i64> = query.fetch_all(&mut **tx).await?;
         if claimed.is_empty() {
-            tx.commit().await?;
             return Ok(Vec::new());
         }
         let ids =
@@ -333,12 +445,43 @@ impl Store {
              WHERE d.owner = $1 AND d.id IN {} ORDER BY d.endpoint_id, d.seq",
             self.dialect.json_ids("$2")
         )))
-        .bind(owner)
+        .bind(c.owner)
         .bind(ids)
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut **tx)
         .await?;
-        tx.commit().await?;
         rows.iter().map(job_from_row).collect()
+    }
+
+    /// Records attempts like [`Store::record_webhook_attempts`] and, in the same
+    /// transaction, claims the next due deliveries of the same endpoint as `next` says:
+    /// a task that delivered its whole batch goes on with the endpoint without another
+    /// transaction, and without letting go of it in between.
+    pub async fn record_webhook_attempts_and_claim(
+        &self,
+        owner: &str,
+        attempts: &[AttemptRecord],
+        release: &[i64],
+        next: Option<NextClaim>,
+    ) -> Result<(Recorded, Vec<DeliveryJob>), StoreError> {
+        let mut tx = self.begin().await?;
+        let recorded = self.record_in(&mut tx, owner, attempts, release).await?;
+        let jobs = match next {
+            Some(n) => {
+                let claim = Claim {
+                    owner,
+                    now: n.now,
+                    lease_until: n.lease_until,
+                    limit: n.limit,
+                    per_endpoint: n.limit,
+                    hold_ms: n.hold_ms,
+                };
+                self.claim_in(&mut tx, &claim, Scope::Only(n.endpoint_id, n.after_seq))
+                    .await?
+            }
+            None => Vec::new(),
+        };
+        tx.commit().await?;
+        Ok((recorded, jobs))
     }
 
     /// Records attempts made under `owner`'s claims, in one transaction: every attempt in
@@ -354,6 +497,18 @@ impl Store {
         release: &[i64],
     ) -> Result<Recorded, StoreError> {
         let mut tx = self.begin().await?;
+        let recorded = self.record_in(&mut tx, owner, attempts, release).await?;
+        tx.commit().await?;
+        Ok(recorded)
+    }
+
+    async fn record_in(
+        &self,
+        tx: &mut Tx,
+        owner: &str,
+        attempts: &[AttemptRecord],
+        release: &[i64],
+    ) -> Result<Recorded, StoreError> {
         let mut recorded = Recorded::default();
         if !attempts.is_empty() {
             let rows: Vec<serde_json::Value> = attempts
@@ -389,7 +544,7 @@ impl Store {
             for chunk in rows.chunks(BULK_ROWS) {
                 sqlx::query(sql_str(&insert))
                     .bind(serde_json::Value::Array(chunk.to_vec()).to_string())
-                    .execute(&mut *tx)
+                    .execute(&mut **tx)
                     .await?;
             }
         }
@@ -405,19 +560,21 @@ impl Store {
                     |a| serde_json::json!({"id": a.delivery_id, "at": a.at, "code": a.status_code}),
                 )
                 .collect();
+            // UPDATE … FROM: the batch is read once, not once per row (a correlated
+            // subquery over the JSON would parse it again for every delivery).
             let n = sqlx::query(sql_str(&format!(
                 "UPDATE webhook_deliveries SET status = 'delivered', attempts = attempts + 1, \
-                 delivered_at = (SELECT x.at FROM {r} WHERE x.id = webhook_deliveries.id), \
-                 last_status_code = (SELECT x.code FROM {r} WHERE x.id = webhook_deliveries.id), \
+                 delivered_at = x.at, last_status_code = x.code, \
                  last_error = NULL, owner = NULL, lease_until = NULL \
-                 WHERE owner = $2 AND status = 'pending' AND id IN (SELECT x.id FROM {r})",
+                 FROM {r} WHERE x.id = webhook_deliveries.id \
+                 AND webhook_deliveries.owner = $2 AND webhook_deliveries.status = 'pending'",
                 r = self
                     .dialect
                     .json_records("$1", &[("id", "int"), ("at", "int"), ("code", "int")]),
             )))
             .bind(serde_json::Value::Array(rows).to_string())
             .bind(owner)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?
             .rows_affected();
             recorded.written += n;
@@ -430,7 +587,7 @@ impl Store {
                  WHERE id = $1 AND failing_since IS NOT NULL",
             )
             .bind(endpoint_id)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         }
         for a in attempts.iter().filter(|a| a.verdict != Verdict::Delivered) {
@@ -450,7 +607,7 @@ impl Store {
             .bind(a.error.as_deref().or(a.response_excerpt.as_deref()))
             .bind(a.delivery_id)
             .bind(owner)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?
             .rows_affected();
             if n == 0 {
@@ -468,7 +625,7 @@ impl Store {
             .bind(a.at)
             .bind(a.endpoint_id)
             .bind(a.org_id)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut **tx)
             .await?
             .flatten();
             let reason = if a.verdict == Verdict::Gone {
@@ -484,7 +641,7 @@ impl Store {
                     })
             };
             if let Some(reason) = reason
-                && disable_endpoint(&mut tx, a.org_id, a.endpoint_id, &reason, a.at).await?
+                && disable_endpoint(tx, a.org_id, a.endpoint_id, &reason, a.at).await?
             {
                 recorded.disabled.push((a.endpoint_id, reason));
             }
@@ -499,10 +656,9 @@ impl Store {
             )))
             .bind(owner)
             .bind(ids)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         }
-        tx.commit().await?;
         Ok(recorded)
     }
 
@@ -516,6 +672,15 @@ impl Store {
         .execute(&self.write)
         .await?
         .rows_affected())
+    }
+
+    /// Whether any campaign is sending (delivery yields to it meanwhile).
+    pub async fn any_campaign_sending(&self) -> Result<bool, StoreError> {
+        let one: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM campaigns WHERE status = 'sending' LIMIT 1")
+                .fetch_optional(&self.read)
+                .await?;
+        Ok(one.is_some())
     }
 
     /// Pending deliveries, for the `herald_webhook_deliveries_pending` gauge.
@@ -673,15 +838,20 @@ impl Store {
         Ok(id)
     }
 
-    /// Events in the outbox and deliveries still pending, for `herald bench`.
-    pub async fn webhook_backlog(&self) -> Result<(i64, i64), StoreError> {
-        let events: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox_events")
-            .fetch_one(&self.read)
-            .await?;
+    /// Events not fanned out yet plus deliveries still pending, for `herald bench` (it
+    /// polls this while the backlog drains: both counts read partial indexes only).
+    pub async fn webhook_backlog(&self) -> Result<i64, StoreError> {
         let unfanned: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM outbox_events WHERE fanned_out_at IS NULL")
                 .fetch_one(&self.read)
                 .await?;
-        Ok((events, unfanned + self.pending_webhook_deliveries().await?))
+        Ok(unfanned + self.pending_webhook_deliveries().await?)
+    }
+
+    /// Rows in the outbox, for `herald bench`.
+    pub async fn outbox_rows(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM outbox_events")
+            .fetch_one(&self.read)
+            .await?)
     }
 }

@@ -285,13 +285,19 @@ both_stores!(
         let now = herald::clock::now_ms();
         let (s1, s2) = (db.store.clone(), db.store.clone());
         let (c1, c2) = tokio::join!(
-            s1.claim_webhook_deliveries("one", now, now + 60_000, 1000, 30, &[]),
-            s2.claim_webhook_deliveries("two", now, now + 60_000, 1000, 30, &[]),
+            s1.claim_webhook_deliveries("one", now, now + 60_000, 1000, 30, &[], 0),
+            s2.claim_webhook_deliveries("two", now, now + 60_000, 1000, 30, &[], 0),
         );
         let (c1, c2) = (c1.unwrap(), c2.unwrap());
         let ids1: std::collections::BTreeSet<i64> = c1.iter().map(|j| j.id).collect();
         let ids2: std::collections::BTreeSet<i64> = c2.iter().map(|j| j.id).collect();
         assert!(ids1.is_disjoint(&ids2), "one delivery claimed twice");
+        let ends1: std::collections::BTreeSet<i64> = c1.iter().map(|j| j.endpoint_id).collect();
+        let ends2: std::collections::BTreeSet<i64> = c2.iter().map(|j| j.endpoint_id).collect();
+        assert!(
+            ends1.is_disjoint(&ends2),
+            "one endpoint claimed by two owners"
+        );
         // Per endpoint, the lowest sequence numbers, in order, at most 30.
         for owner_jobs in [&c1, &c2] {
             for e in &endpoints {
@@ -308,7 +314,7 @@ both_stores!(
         // An endpoint leased elsewhere is not claimed again while the lease lives...
         let again = db
             .store
-            .claim_webhook_deliveries("three", now + 1, now + 60_000, 1000, 30, &[])
+            .claim_webhook_deliveries("three", now + 1, now + 60_000, 1000, 30, &[], 0)
             .await
             .unwrap();
         let leased: std::collections::BTreeSet<i64> =
@@ -321,7 +327,7 @@ both_stores!(
         let later = now + 61_000;
         let taken = db
             .store
-            .claim_webhook_deliveries("three", later, later + 60_000, 1000, 30, &[])
+            .claim_webhook_deliveries("three", later, later + 60_000, 1000, 30, &[], 0)
             .await
             .unwrap();
         assert!(
@@ -375,6 +381,244 @@ both_stores!(
 );
 
 both_stores!(
+    one_endpoint_is_claimed_by_one_instance_at_a_time,
+    |db| async move {
+        let key = SecretKey::generate();
+        let mut endpoints = Vec::new();
+        for i in 0..3 {
+            endpoints.push(
+                endpoint(
+                    &db,
+                    &key,
+                    &format!("http://p{i}.example/h"),
+                    &["campaign.started"],
+                    None,
+                )
+                .await,
+            );
+        }
+        events(&db, "campaign.started", 60, 1).await;
+        fan_out_all(&db).await;
+        // Eight instances claim at once, each looking at 6 due deliveries and taking at
+        // most 3 of an endpoint: an endpoint has more due deliveries than one claim looks
+        // at, so without serialized claims a second instance would take (and lock) the
+        // next ones beside the first.
+        for round in 0..5i64 {
+            let now = herald::clock::now_ms() + round * 100_000;
+            let mut claims = tokio::task::JoinSet::new();
+            for i in 0..8 {
+                let store = db.store.clone();
+                claims.spawn(async move {
+                    let owner = format!("i{round}-{i}");
+                    let jobs = store
+                        .claim_webhook_deliveries(&owner, now, now + 60_000, 6, 3, &[], 0)
+                        .await
+                        .unwrap();
+                    (owner, jobs)
+                });
+            }
+            let claimed = claims.join_all().await;
+            let mut holder: std::collections::BTreeMap<i64, String> = Default::default();
+            for (owner, jobs) in &claimed {
+                for j in jobs {
+                    let first = holder.entry(j.endpoint_id).or_insert_with(|| owner.clone());
+                    assert_eq!(
+                        first, owner,
+                        "round {round}: endpoint {} claimed by {first} and {owner}",
+                        j.endpoint_id
+                    );
+                }
+            }
+            assert_eq!(holder.len(), 3, "round {round}: every endpoint claimed");
+        }
+    }
+);
+
+/// A failed attempt of `job`, retried at `next`.
+fn failed(
+    job: &herald::store::webhook_deliveries::DeliveryJob,
+    at: i64,
+    next: i64,
+) -> AttemptRecord {
+    AttemptRecord {
+        delivery_id: job.id,
+        org_id: job.org_id,
+        endpoint_id: job.endpoint_id,
+        at,
+        status_code: Some(500),
+        latency_ms: 1,
+        response_excerpt: None,
+        error: None,
+        verdict: Verdict::Retry {
+            next_attempt_at: next,
+        },
+    }
+}
+
+both_stores!(a_failed_attempt_holds_its_endpoint_back, |db| async move {
+    let key = SecretKey::generate();
+    let down = endpoint(
+        &db,
+        &key,
+        "http://down.example/h",
+        &["campaign.started"],
+        None,
+    )
+    .await;
+    let up = endpoint(
+        &db,
+        &key,
+        "http://up.example/h",
+        &["campaign.started"],
+        None,
+    )
+    .await;
+    events(&db, "campaign.started", 5, 1).await;
+    fan_out_all(&db).await;
+    let hold = 5_000;
+    let now = herald::clock::now_ms();
+    let jobs = db
+        .store
+        .claim_webhook_deliveries("w", now, now + 60_000, 100, 100, &[up], hold)
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 5);
+    // The first fails (retry in a minute), the other four are handed back unattempted.
+    let release: Vec<i64> = jobs[1..].iter().map(|j| j.id).collect();
+    db.store
+        .record_webhook_attempts("w", &[failed(&jobs[0], now, now + 60_000)], &release)
+        .await
+        .unwrap();
+    // During the hold nothing of the endpoint is sent; other endpoints go on.
+    for at in [now + 1, now + hold - 1] {
+        let claimed = db
+            .store
+            .claim_webhook_deliveries("w", at, at + 60_000, 100, 100, &[], hold)
+            .await
+            .unwrap();
+        assert!(
+            claimed.iter().all(|j| j.endpoint_id == up),
+            "at +{}",
+            at - now
+        );
+        assert_eq!(claimed.len(), usize::from(at == now + 1) * 5);
+    }
+    // After it, the rest in order; the failed one waits for its own retry.
+    let at = now + hold + 1;
+    let after = db
+        .store
+        .claim_webhook_deliveries("w", at, at + 60_000, 100, 100, &[], hold)
+        .await
+        .unwrap();
+    let seqs: Vec<i64> = after.iter().map(|j| j.seq).collect();
+    assert_eq!(seqs, vec![2, 3, 4, 5]);
+    assert!(after.iter().all(|j| j.endpoint_id == down));
+    // A success ends the hold at once: the next failure's hold is measured from it.
+    let ok: Vec<AttemptRecord> = after
+        .iter()
+        .map(|j| AttemptRecord {
+            status_code: Some(204),
+            verdict: Verdict::Delivered,
+            ..failed(j, at, at)
+        })
+        .collect();
+    db.store
+        .record_webhook_attempts("w", &ok, &[])
+        .await
+        .unwrap();
+    let retry_at = now + 60_000;
+    let retried = db
+        .store
+        .claim_webhook_deliveries("w", retry_at, retry_at + 60_000, 100, 100, &[], hold)
+        .await
+        .unwrap();
+    assert_eq!(retried.len(), 1);
+    assert_eq!((retried[0].seq, retried[0].attempts), (1, 1));
+});
+
+both_stores!(
+    a_delivered_batch_claims_the_endpoint_s_next_in_the_same_transaction,
+    |db| async move {
+        let key = SecretKey::generate();
+        let a = endpoint(&db, &key, "http://a.example/h", &["campaign.started"], None).await;
+        let b = endpoint(&db, &key, "http://b.example/h", &["campaign.started"], None).await;
+        events(&db, "campaign.started", 12, 1).await;
+        fan_out_all(&db).await;
+        let now = herald::clock::now_ms();
+        let first = db
+            .store
+            .claim_webhook_deliveries("w", now, now + 60_000, 100, 5, &[b], 0)
+            .await
+            .unwrap();
+        assert_eq!(
+            first.iter().map(|j| j.seq).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4, 5]
+        );
+        let ok: Vec<AttemptRecord> = first
+            .iter()
+            .map(|j| AttemptRecord {
+                status_code: Some(200),
+                verdict: Verdict::Delivered,
+                ..failed(j, now, now)
+            })
+            .collect();
+        let next = herald::store::webhook_deliveries::NextClaim {
+            endpoint_id: a,
+            now,
+            lease_until: now + 60_000,
+            limit: 5,
+            hold_ms: 5_000,
+            after_seq: 5,
+        };
+        let (recorded, second) = db
+            .store
+            .record_webhook_attempts_and_claim("w", &ok, &[], Some(next))
+            .await
+            .unwrap();
+        assert_eq!((recorded.written, recorded.lost), (5, 0));
+        // The same endpoint only, the next sequence numbers, held by the same owner.
+        assert_eq!(
+            second.iter().map(|j| j.seq).collect::<Vec<_>>(),
+            vec![6, 7, 8, 9, 10]
+        );
+        assert!(second.iter().all(|j| j.endpoint_id == a));
+        // Another instance cannot take the endpoint meanwhile.
+        let other = db
+            .store
+            .claim_webhook_deliveries("x", now + 1, now + 60_000, 100, 100, &[], 0)
+            .await
+            .unwrap();
+        assert!(other.iter().all(|j| j.endpoint_id == b), "{other:?}");
+        // A failed batch ends the run: nothing of a held endpoint is claimed with it.
+        let release: Vec<i64> = second[1..].iter().map(|j| j.id).collect();
+        let (_, third) = db
+            .store
+            .record_webhook_attempts_and_claim(
+                "w",
+                &[failed(&second[0], now + 2, now + 60_000)],
+                &release,
+                Some(herald::store::webhook_deliveries::NextClaim {
+                    now: now + 3,
+                    ..next
+                }),
+            )
+            .await
+            .unwrap();
+        assert!(third.is_empty(), "{third:?}");
+        assert_eq!(
+            scalar(
+                &db,
+                "SELECT COUNT(*) FROM webhook_deliveries WHERE endpoint_id = $1 AND owner IS NOT NULL",
+                a
+            )
+            .await,
+            0,
+            "the handed-back deliveries are free"
+        );
+    }
+);
+
+both_stores!(
     retries_follow_the_schedule_and_retry_after,
     |db| async move {
         let key = SecretKey::generate();
@@ -396,7 +640,7 @@ both_stores!(
             let now = herald::clock::now_ms() + round * 100_000_000;
             let jobs = db
                 .store
-                .claim_webhook_deliveries("w", now, now + 60_000, 10, 10, &[])
+                .claim_webhook_deliveries("w", now, now + 60_000, 10, 10, &[], 0)
                 .await
                 .unwrap();
             assert_eq!(jobs.len(), 1, "round {round}");
@@ -464,7 +708,7 @@ both_stores!(
         let now = herald::clock::now_ms() + 1_000_000_000;
         let jobs = db
             .store
-            .claim_webhook_deliveries("w", now, now + 60_000, 10, 10, &[])
+            .claim_webhook_deliveries("w", now, now + 60_000, 10, 10, &[], 0)
             .await
             .unwrap();
         let job = jobs.iter().find(|j| j.endpoint_id == e2).unwrap();
@@ -500,7 +744,7 @@ both_stores!(gone_disables_the_endpoint_with_an_event, |db| async move {
     let now = herald::clock::now_ms();
     let jobs = db
         .store
-        .claim_webhook_deliveries("w", now, now + 60_000, 1, 1, &[])
+        .claim_webhook_deliveries("w", now, now + 60_000, 1, 1, &[], 0)
         .await
         .unwrap();
     assert_eq!(jobs.len(), 1);
@@ -543,7 +787,7 @@ both_stores!(gone_disables_the_endpoint_with_an_event, |db| async move {
     let later = now + 10_000_000;
     assert!(
         db.store
-            .claim_webhook_deliveries("w", later, later + 1, 10, 10, &[])
+            .claim_webhook_deliveries("w", later, later + 1, 10, 10, &[], 0)
             .await
             .unwrap()
             .iter()
@@ -586,7 +830,7 @@ both_stores!(five_days_of_failures_disable_an_endpoint, |db| async move {
         at = t0 + step;
         let jobs = db
             .store
-            .claim_webhook_deliveries("w", at, at + 60_000, 1, 1, &[])
+            .claim_webhook_deliveries("w", at, at + 60_000, 1, 1, &[], 0)
             .await
             .unwrap();
         let r = db
@@ -599,7 +843,7 @@ both_stores!(five_days_of_failures_disable_an_endpoint, |db| async move {
     // A success resets the streak...
     let jobs = db
         .store
-        .claim_webhook_deliveries("w", at + 2, at + 60_000, 1, 1, &[])
+        .claim_webhook_deliveries("w", at + 2, at + 60_000, 1, 1, &[], 0)
         .await
         .unwrap();
     let mut ok = fail(jobs[0].id, jobs[0].org_id, at + 2);
@@ -623,7 +867,7 @@ both_stores!(five_days_of_failures_disable_an_endpoint, |db| async move {
         let at = t1 + step;
         let jobs = db
             .store
-            .claim_webhook_deliveries("w", at, at + 60_000, 1, 1, &[])
+            .claim_webhook_deliveries("w", at, at + 60_000, 1, 1, &[], 0)
             .await
             .unwrap();
         let r = db
@@ -648,7 +892,7 @@ both_stores!(the_guard_refuses_a_private_destination, |db| async move {
     let now = herald::clock::now_ms();
     let jobs = db
         .store
-        .claim_webhook_deliveries("w", now, now + 60_000, 1, 1, &[])
+        .claim_webhook_deliveries("w", now, now + 60_000, 1, 1, &[], 0)
         .await
         .unwrap();
     let guarded = delivery_client(OutboundGuard::new(false, Vec::new())).unwrap();
@@ -828,3 +1072,45 @@ both_stores!(
         assert_eq!(failed, 1);
     }
 );
+
+both_stores!(a_down_endpoint_is_not_hammered, |db| async move {
+    let key = SecretKey::generate();
+    // Every attempt fails.
+    let (url, receiver) = start_receiver(vec![(500, None); 200]).await;
+    endpoint(&db, &key, &url, &["campaign.started"], None).await;
+    events(&db, "campaign.started", 30, herald::clock::now_ms()).await;
+    let settings = Settings {
+        secret_key: Some(key.clone()),
+        idle_poll_ms: 20,
+        // The real schedule: after a failure the endpoint is held back 5 s.
+        webhook_retry_divisor: 1,
+        outbound_allow_private: true,
+        ..Settings::default()
+    };
+    let (stop, rx) = watch::channel(false);
+    let engine = Engine::new(db.store.clone(), settings, "test");
+    let task = tokio::spawn(engine.run(rx));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while receiver.got.lock().unwrap().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing was attempted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Fifty passes of the delivery loop later (well inside the 5 s hold), the first
+    // failure is still the only attempt: the other 29 deliveries were not tried one a pass.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let _ = stop.send(true);
+    task.await.unwrap().unwrap();
+    assert_eq!(receiver.got.lock().unwrap().len(), 1);
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT COUNT(*) FROM webhook_deliveries WHERE attempts > 0 AND id > $1",
+            0
+        )
+        .await,
+        1
+    );
+});

@@ -191,6 +191,23 @@ impl Dialect {
         }
     }
 
+    /// A JSON object built by the database from `members` (`'key', value, …`), as a
+    /// value to nest in another object.
+    fn json_object(self, members: &str) -> String {
+        match self {
+            Dialect::Sqlite => sqlite::json_object(members),
+            Dialect::Postgres => postgres::json_object(members),
+        }
+    }
+
+    /// The same, as text (what a TEXT column stores).
+    fn json_object_text(self, members: &str) -> String {
+        match self {
+            Dialect::Sqlite => sqlite::json_object(members),
+            Dialect::Postgres => format!("CAST({} AS TEXT)", postgres::json_object(members)),
+        }
+    }
+
     async fn connect(self, url: &str) -> Result<(AnyPool, AnyPool), StoreError> {
         match self {
             Dialect::Sqlite => sqlite::connect(url).await,

@@ -313,12 +313,7 @@ fn message_data_sql(dialect: Dialect) -> String {
         prefixed(ChannelId::PREFIX, "c.channel_id"),
         prefixed(ContactId::PREFIX, "m.contact_id"),
     );
-    match dialect {
-        Dialect::Sqlite => format!("json_object('message', json_object({members}))"),
-        Dialect::Postgres => {
-            format!("CAST(json_build_object('message', json_build_object({members})) AS TEXT)")
-        }
-    }
+    dialect.json_object_text(&format!("'message', {}", dialect.json_object(&members)))
 }
 
 impl Store {

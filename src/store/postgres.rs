@@ -166,3 +166,8 @@ pub(super) fn json_texts(param: &str) -> String {
 
 /// Whether the migrations table exists (0 or 1).
 pub(super) const MIGRATIONS_TABLE_COUNT: &str = "SELECT count(*) FROM information_schema.tables WHERE table_name = 'herald_migrations' AND table_schema = current_schema()";
+
+/// A JSON object built from `members` (`'key', value, …`).
+pub(super) fn json_object(members: &str) -> String {
+    format!("json_build_object({members})")
+}

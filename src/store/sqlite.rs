@@ -175,3 +175,8 @@ pub(super) fn json_texts(param: &str) -> String {
 /// Whether the migrations table exists (0 or 1).
 pub(super) const MIGRATIONS_TABLE_COUNT: &str =
     "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'herald_migrations'";
+
+/// A JSON object built from `members` (`'key', value, …`).
+pub(super) fn json_object(members: &str) -> String {
+    format!("json_object({members})")
+}

@@ -86,6 +86,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "alerts",
         include_str!("../../migrations/postgres/0015_alerts.sql"),
     ),
+    (
+        16,
+        "delivery_sequence_index",
+        include_str!("../../migrations/postgres/0016_delivery_sequence_index.sql"),
+    ),
 ];
 
 pub(super) async fn connect(url: &str) -> Result<(AnyPool, AnyPool), StoreError> {

@@ -87,6 +87,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "alerts",
         include_str!("../../migrations/sqlite/0015_alerts.sql"),
     ),
+    (
+        16,
+        "delivery_sequence_index",
+        include_str!("../../migrations/sqlite/0016_delivery_sequence_index.sql"),
+    ),
 ];
 
 /// Accepts `sqlite://path`, `sqlite:path` and `sqlite::memory:`; creates the file if needed.

@@ -361,42 +361,47 @@ impl Store {
         if self.dialect == Dialect::Postgres {
             sqlx::query(CLAIM_LOCK).execute(&mut **tx).await?;
         }
-        let scope_sql = match scope {
-            Scope::Except(_) => format!("d.endpoint_id IN {}", self.dialect.json_ids("$4")),
-            Scope::Only(..) => "d.endpoint_id = $4 AND d.seq > $8".to_string(),
+        // The endpoints that may be claimed, first (a small table), with the per-endpoint
+        // conditions checked once each rather than for every pending delivery: no live
+        // lease on the endpoint (one instance at a time), no hold after a failure, not
+        // disabled. When every endpoint with work is busy, leased elsewhere or held, the
+        // deliveries are not scanned.
+        let (filter, filter_param) = match scope {
+            Scope::Except(busy) => (
+                format!("w.id NOT IN {}", self.dialect.json_ids("$1")),
+                serde_json::to_string(busy).map_err(|e| StoreError::Invalid(e.to_string()))?,
+            ),
+            Scope::Only(id, _) => (
+                format!("w.id IN {}", self.dialect.json_ids("$1")),
+                format!("[{id}]"),
+            ),
         };
-        let order = match scope {
-            Scope::Except(_) => "d.next_attempt_at, d.id",
-            Scope::Only(..) => "d.seq",
-        };
-        let mut scope_param = String::new();
-        if let Scope::Except(busy) = scope {
-            // The endpoints that may be claimed, first (a small table): when every endpoint
-            // with work is busy, leased elsewhere or held, the deliveries are not scanned.
-            let busy =
-                serde_json::to_string(busy).map_err(|e| StoreError::Invalid(e.to_string()))?;
-            let eligible: Vec<i64> = sqlx::query_scalar(sql_str(&format!(
-                "SELECT w.id FROM webhook_endpoints w WHERE w.disabled_at IS NULL \
-                 AND w.id NOT IN {busy} \
-                 AND NOT EXISTS (SELECT 1 FROM webhook_deliveries b WHERE b.endpoint_id = w.id \
-                   AND b.status = 'pending' AND b.lease_until >= $2) \
-                 AND NOT EXISTS (SELECT 1 FROM webhook_attempts a WHERE a.id = \
-                   (SELECT MAX(l.id) FROM webhook_attempts l WHERE l.endpoint_id = w.id) \
-                   AND a.at > $2 - $3 \
-                   AND (a.status_code IS NULL OR a.status_code < 200 OR a.status_code > 299))",
-                busy = self.dialect.json_ids("$1"),
-            )))
-            .bind(busy)
-            .bind(c.now)
-            .bind(c.hold_ms)
-            .fetch_all(&mut **tx)
-            .await?;
-            if eligible.is_empty() {
-                return Ok(Vec::new());
-            }
-            scope_param =
-                serde_json::to_string(&eligible).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let eligible: Vec<i64> = sqlx::query_scalar(sql_str(&format!(
+            "SELECT w.id FROM webhook_endpoints w WHERE w.disabled_at IS NULL AND {filter} \
+             AND NOT EXISTS (SELECT 1 FROM webhook_deliveries b WHERE b.endpoint_id = w.id \
+               AND b.status = 'pending' AND b.lease_until >= $2) \
+             AND NOT EXISTS (SELECT 1 FROM webhook_attempts a WHERE a.id = \
+               (SELECT MAX(l.id) FROM webhook_attempts l WHERE l.endpoint_id = w.id) \
+               AND a.at > $2 - $3 \
+               AND (a.status_code IS NULL OR a.status_code < 200 OR a.status_code > 299))",
+        )))
+        .bind(filter_param)
+        .bind(c.now)
+        .bind(c.hold_ms)
+        .fetch_all(&mut **tx)
+        .await?;
+        if eligible.is_empty() {
+            return Ok(Vec::new());
         }
+        // Then the deliveries of those endpoints: along the endpoint's pending sequence
+        // index for a task going on with its endpoint, by due time for a claim pass.
+        let (scope_sql, order) = match scope {
+            Scope::Except(_) => (
+                format!("d.endpoint_id IN {}", self.dialect.json_ids("$4")),
+                "d.next_attempt_at, d.id",
+            ),
+            Scope::Only(..) => ("d.endpoint_id = $4 AND d.seq > $7".to_string(), "d.seq"),
+        };
         let query = sqlx::query_scalar(sql_str(&format!(
             "UPDATE webhook_deliveries SET owner = $1, lease_until = $2 \
              WHERE status = 'pending' AND id IN (SELECT r.id FROM (\
@@ -405,14 +410,6 @@ impl Store {
                  WHERE d.status = 'pending' AND d.next_attempt_at <= $3 \
                  AND (d.lease_until IS NULL OR d.lease_until < $3) \
                  AND {scope_sql} \
-                 AND NOT EXISTS (SELECT 1 FROM webhook_deliveries b WHERE b.endpoint_id = d.endpoint_id \
-                   AND b.status = 'pending' AND b.lease_until >= $3) \
-                 AND NOT EXISTS (SELECT 1 FROM webhook_attempts a WHERE a.id = \
-                   (SELECT MAX(l.id) FROM webhook_attempts l WHERE l.endpoint_id = d.endpoint_id) \
-                   AND a.at > $3 - $7 \
-                   AND (a.status_code IS NULL OR a.status_code < 200 OR a.status_code > 299)) \
-                 AND EXISTS (SELECT 1 FROM webhook_endpoints w WHERE w.id = d.endpoint_id \
-                   AND w.org_id = d.org_id AND w.disabled_at IS NULL) \
                  ORDER BY {order} LIMIT $5{skip}) AS c\
              ) AS r WHERE r.rn <= $6) RETURNING id",
             skip = self.dialect.skip_locked_suffix(),
@@ -421,10 +418,12 @@ impl Store {
         .bind(c.lease_until)
         .bind(c.now);
         let query = match scope {
-            Scope::Except(_) => query.bind(scope_param),
+            Scope::Except(_) => query.bind(
+                serde_json::to_string(&eligible).map_err(|e| StoreError::Invalid(e.to_string()))?,
+            ),
             Scope::Only(id, _) => query.bind(id),
         };
-        let query = query.bind(c.limit).bind(c.per_endpoint).bind(c.hold_ms);
+        let query = query.bind(c.limit).bind(c.per_endpoint);
         let query = match scope {
             Scope::Except(_) => query,
             Scope::Only(_, after_seq) => query.bind(after_seq),

@@ -4,7 +4,7 @@
 
 use super::{CliError, CliResult};
 use crate::config::Settings;
-use crate::domain::CampaignStatus;
+use crate::domain::{CampaignStatus, MessageStatus};
 use crate::engine::Engine;
 use crate::store::{NewCampaign, Store};
 use clap::Args;
@@ -329,9 +329,26 @@ async fn bench(settings: &Settings, args: &BenchArgs) -> Result<serde_json::Valu
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // With receipts: the time until every receipt was applied (at most 10 minutes) after
+    // the campaign completed (it completes when every message was sent); the endpoint's
+    // `message.delivered` events exist only once their receipt was applied.
+    let drained = Instant::now();
+    let delivered_while_sending = sink
+        .as_ref()
+        .map(|s| s.requests.load(std::sync::atomic::Ordering::Relaxed));
+    let mut receipts_applied_ms = serde_json::Value::Null;
+    if args.receipts {
+        while drained.elapsed() < Duration::from_secs(600) {
+            let c = store.campaign(id).await?;
+            if c.counts.get(MessageStatus::Delivered) >= args.messages {
+                receipts_applied_ms = serde_json::json!(drained.elapsed().as_millis());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     // With an endpoint: the time until every event of the run was delivered (at most 10
     // minutes), after the campaign completed.
-    let drained = Instant::now();
     let mut webhook = serde_json::Value::Null;
     if let Some(sink) = &sink {
         while drained.elapsed() < Duration::from_secs(600) {
@@ -347,6 +364,7 @@ async fn bench(settings: &Settings, args: &BenchArgs) -> Result<serde_json::Valu
             "events": events,
             "requests": sink.requests.load(std::sync::atomic::Ordering::Relaxed),
             "distinct_ids": distinct,
+            "requests_while_sending": delivered_while_sending,
             "drain_ms": drained.elapsed().as_millis(),
         });
     }
@@ -408,6 +426,7 @@ async fn bench(settings: &Settings, args: &BenchArgs) -> Result<serde_json::Valu
         "p50_ms": percentile(&latencies, 0.50),
         "p99_ms": percentile(&latencies, 0.99),
         "completion_lag_ms": (completed - last_sent).max(0),
+        "receipts_applied_ms": receipts_applied_ms,
         "peak_rss_mb": (peak_rss_mb() * 10.0).round() / 10.0,
         "duplicates": duplicates,
         "lost": lost,

@@ -44,7 +44,7 @@ pub const ROUNDS_PER_TASK: usize = 20;
 /// While messages are being sent, webhook delivery yields to them: one batch at a time
 /// (all endpoints together), each followed by a pause of this many times its own duration
 /// (so delivery takes about a tenth of the time it otherwise would), at most
-/// [`MAX_PAUSE_WHILE_SENDING`]; fan-out runs one round a pass. Full speed once sending stops.
+/// [`MAX_PAUSE_WHILE_SENDING`]; fan-out is paced the same way. Full speed once sending stops.
 pub const PAUSE_WHILE_SENDING: u32 = 9;
 pub const MAX_PAUSE_WHILE_SENDING: Duration = Duration::from_secs(5);
 /// Events fanned out per statement batch, and batches per tick.
@@ -231,14 +231,31 @@ pub async fn attempt(
     record
 }
 
-/// Fans out what the outbox holds (a few batches a call). Returns events fanned out.
-pub async fn fan_out(ctx: &EngineContext) -> u64 {
+/// Fan-out paced while messages are being sent: a round, then no fan-out for
+/// [`PAUSE_WHILE_SENDING`] times that round's duration (at most
+/// [`MAX_PAUSE_WHILE_SENDING`]), so it takes about a tenth of the database's time while a
+/// campaign sends and never stops; full speed once sending stops. `next` is when the next
+/// round may run.
+async fn fan_out_paced(ctx: &EngineContext, next: &mut Instant) {
+    if !sending(ctx).await {
+        fan_out_rounds(ctx, FAN_OUT_ROUNDS).await;
+        return;
+    }
+    if Instant::now() < *next {
+        return;
+    }
+    let started = Instant::now();
+    fan_out_rounds(ctx, 1).await;
+    *next = Instant::now()
+        + started
+            .elapsed()
+            .saturating_mul(PAUSE_WHILE_SENDING)
+            .min(MAX_PAUSE_WHILE_SENDING);
+}
+
+/// Fans out what the outbox holds, at most `rounds` batches. Returns events fanned out.
+async fn fan_out_rounds(ctx: &EngineContext, rounds: usize) -> u64 {
     let mut total = 0;
-    let rounds = if sending(ctx).await {
-        1
-    } else {
-        FAN_OUT_ROUNDS
-    };
     for _ in 0..rounds {
         match ctx
             .store
@@ -286,9 +303,10 @@ pub async fn run(ctx: Arc<EngineContext>, shutdown: watch::Receiver<bool>) {
     let mut tasks = tokio::task::JoinSet::new();
     let stop = shutdown.clone();
     let mut ticker = Ticker::new(ctx.settings.idle_poll_ms.clamp(10, 1_000), shutdown);
+    let mut next_fan_out = Instant::now();
     while ticker.next().await {
         while tasks.try_join_next().is_some() {}
-        fan_out(&ctx).await;
+        fan_out_paced(&ctx, &mut next_fan_out).await;
         let free = permits.available_permits();
         if free == 0 {
             continue;

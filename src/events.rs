@@ -1,6 +1,7 @@
 //! The catalogue of Herald's outbound events (docs/EVENTS.md): what an organisation's webhook
 //! endpoints and alerts can be told. Events are written to the outbox by the store, in the
-//! transaction of the change they report (`store::outbox`); deliveries read them from there.
+//! transaction of the change they report (`store::events::outbox`); deliveries read them from
+//! there.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;

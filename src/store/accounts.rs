@@ -1,6 +1,6 @@
-//! Accounts and the HTTP API's bookkeeping: organisations, users, API keys, sessions, login
-//! failure windows, idempotency keys and one-time flags. Secrets never reach this file in
-//! the clear: passwords arrive as argon2id PHC strings, keys and session tokens as SHA-256
+//! Accounts and the HTTP API's bookkeeping: users, API keys, sessions, login failure
+//! windows, idempotency keys and one-time flags. Secrets never reach this file in the
+//! clear: passwords arrive as argon2id PHC strings, keys and session tokens as SHA-256
 //! digests.
 
 use super::{Store, StoreError};
@@ -108,41 +108,6 @@ const API_KEY_COLUMNS: &str =
     "id, org_id, name, role, prefix, created_by, created_at, last_used_at, revoked_at";
 
 impl Store {
-    // ----------------------------------------------------------------------------------
-    // Organisations
-    // ----------------------------------------------------------------------------------
-
-    pub async fn organisation(&self, id: i64) -> Result<super::Organisation, StoreError> {
-        let row = sqlx::query("SELECT id, name FROM organisations WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.read)
-            .await?
-            .ok_or_else(|| {
-                StoreError::NotFound(format!(
-                    "organisation {} does not exist",
-                    crate::ids::OrgId(id)
-                ))
-            })?;
-        Ok(super::Organisation {
-            id: row.try_get("id")?,
-            name: row.try_get("name")?,
-        })
-    }
-
-    pub async fn organisations(&self) -> Result<Vec<super::Organisation>, StoreError> {
-        let rows = sqlx::query("SELECT id, name FROM organisations ORDER BY id")
-            .fetch_all(&self.read)
-            .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(super::Organisation {
-                    id: row.try_get("id")?,
-                    name: row.try_get("name")?,
-                })
-            })
-            .collect()
-    }
-
     // ----------------------------------------------------------------------------------
     // Users
     // ----------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 //! Channels as the HTTP API manages them (scoped to one organisation: another
 //! organisation's channel is "not found"), and the engine instances as the API lists them.
 
-use super::{ChannelInfo, Store, StoreError, sql_str};
 use crate::secrets::SecretKey;
+use crate::store::{ChannelInfo, Store, StoreError, sql_str};
 use sqlx::Row;
 
 const CHANNEL_COLUMNS: &str = "id, org_id, name, kind, config, secrets, rate_per_sec, created_at";

@@ -4,9 +4,10 @@
 //! `campaign.unstuck` when the campaign progresses again or leaves `sending`. Both writes
 //! are conditional, so any number of instances report an occurrence exactly once.
 
-use super::{Store, StoreError, outbox};
 use crate::events::EventType;
 use crate::ids::{CampaignId, ChannelId};
+use crate::store::events::outbox;
+use crate::store::{Store, StoreError};
 use sqlx::Row;
 
 /// The campaign as the stuck events name it.
@@ -51,7 +52,7 @@ impl Store {
              RETURNING org_id, name, channel_id, status, {LAST_PROGRESS} AS progress_at, \
              queued + in_flight + retry_wait + in_doubt AS pending"
         );
-        let row = sqlx::query(super::sql_str(&sql))
+        let row = sqlx::query(crate::store::sql_str(&sql))
             .bind(now)
             .bind(reason)
             .bind(campaign_id)
@@ -88,7 +89,7 @@ impl Store {
     /// event. Returns the campaigns cleared by this call.
     pub async fn clear_unstuck(&self, now: i64) -> Result<Vec<i64>, StoreError> {
         let cond = format!("(status <> 'sending' OR {LAST_PROGRESS} > stuck_since)");
-        let candidates: Vec<(i64, i64)> = sqlx::query(super::sql_str(&format!(
+        let candidates: Vec<(i64, i64)> = sqlx::query(crate::store::sql_str(&format!(
             "SELECT id, stuck_since FROM campaigns WHERE stuck_since IS NOT NULL AND {cond} ORDER BY id"
         )))
         .fetch_all(&self.read)
@@ -107,7 +108,7 @@ impl Store {
             .fetch_optional(&mut *tx)
             .await?
             .flatten();
-            let row = sqlx::query(super::sql_str(&format!(
+            let row = sqlx::query(crate::store::sql_str(&format!(
                 "UPDATE campaigns SET stuck_since = NULL, stuck_reason = NULL \
                  WHERE id = $1 AND stuck_since = $2 AND {cond} \
                  RETURNING org_id, name, channel_id, status, {LAST_PROGRESS} AS progress_at"

@@ -3,12 +3,16 @@
 //! pages in id order, and every change is a conditional write whose `WHERE` clause states
 //! its precondition (`status = 'draft'`), recorded in the campaign's audit trail.
 
-use super::{
-    CAMPAIGN_COLUMNS, CAMPAIGN_FROM, Campaign, CampaignEvent, ChannelInfo, ContactInput, ListInfo,
-    MessageInfo, Store, StoreError, campaign_from_row, campaign_status_of, event_from_row,
-    insert_event, list_from_row, message_from_row,
-};
 use crate::domain::{CampaignStatus, MessageStatus};
+use crate::store::campaigns::lifecycle::insert_event;
+use crate::store::campaigns::reads::{
+    CAMPAIGN_COLUMNS, CAMPAIGN_FROM, campaign_from_row, event_from_row, message_from_row,
+};
+use crate::store::directory::contacts::list_from_row;
+use crate::store::helpers::campaign_status_of;
+use crate::store::{
+    Campaign, CampaignEvent, ChannelInfo, ContactInput, ListInfo, MessageInfo, Store, StoreError,
+};
 use sqlx::{AssertSqlSafe, Row};
 
 fn no_campaign(id: i64) -> StoreError {
@@ -128,7 +132,7 @@ impl Store {
         // Name and attributes bounded as every read of contacts is.
         let sql = format!(
             "SELECT c.address, {}, c.unsubscribed FROM contacts c WHERE c.org_id = $1 AND c.id = $2",
-            super::directory::bounded_contact_fields("c")
+            crate::store::directory::bounded_contact_fields("c")
         );
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(org_id)
@@ -235,7 +239,7 @@ impl Store {
     /// status.
     async fn api_campaign_lock(
         &self,
-        tx: &mut super::Tx,
+        tx: &mut crate::store::Tx,
         org_id: i64,
         id: i64,
     ) -> Result<CampaignStatus, StoreError> {

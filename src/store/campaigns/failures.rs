@@ -1,8 +1,8 @@
 //! Why messages failed, grouped, and whether contacts are suppressed: the reads behind a
 //! campaign's failure groups and a contact's suppression state.
 
-use super::directory::{ContactRow, SuppressionRow};
-use super::{Store, StoreError};
+use crate::store::directory::{ContactRow, SuppressionRow};
+use crate::store::{Store, StoreError};
 use sqlx::{AssertSqlSafe, Row};
 use std::collections::HashMap;
 
@@ -29,7 +29,7 @@ impl Store {
 
     /// Sets each contact's `suppression` from the organisation's suppression list (one
     /// query for the whole page).
-    pub(super) async fn fill_suppressions(
+    pub(in crate::store) async fn fill_suppressions(
         &self,
         org_id: i64,
         contacts: &mut [ContactRow],

@@ -4,9 +4,11 @@
 //! conditional write whose `WHERE` clause states its precondition, and every campaign
 //! change is in its audit trail, in the same transaction.
 
-use super::{Store, StoreError, Tx, insert_event, outbox};
 use crate::domain::CampaignStatus;
 use crate::events::EventType;
+use crate::store::campaigns::lifecycle::insert_event;
+use crate::store::events::outbox;
+use crate::store::{Store, StoreError, Tx};
 use serde::Serialize;
 use sqlx::{AssertSqlSafe, Row};
 use std::collections::BTreeSet;

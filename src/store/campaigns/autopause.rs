@@ -23,9 +23,11 @@
 //!   sending (a person's resume, the outage probe's) restarts the window: the failures that
 //!   caused the pause never pause the resumed campaign again.
 
-use super::{Store, StoreError, Tx, insert_event, outbox};
 use crate::domain::{CampaignStatus, MessageStatus};
 use crate::events::EventType;
+use crate::store::campaigns::lifecycle::insert_event;
+use crate::store::events::outbox;
+use crate::store::{Store, StoreError, Tx};
 use serde::Serialize;
 use sqlx::Row;
 use std::collections::BTreeMap;
@@ -164,7 +166,9 @@ fn resolve(campaign: Option<AutoPause>, org: Option<AutoPause>) -> AutoPauseSett
 
 /// A campaign's setting from a row with `auto_pause_percent`, `auto_pause_window` and its
 /// organisation's as `org_auto_pause_percent`, `org_auto_pause_window`.
-pub(super) fn setting_from_row(row: &sqlx::any::AnyRow) -> Result<AutoPauseSetting, StoreError> {
+pub(in crate::store) fn setting_from_row(
+    row: &sqlx::any::AnyRow,
+) -> Result<AutoPauseSetting, StoreError> {
     Ok(resolve(
         AutoPause::from_columns(
             row.try_get("auto_pause_percent")?,
@@ -250,7 +254,7 @@ pub fn counts_against_rate(error: &str) -> bool {
 
 /// Per campaign: (outcomes that count, permanent failures that count), from the statuses
 /// messages were just moved to and their errors.
-pub(super) fn tally(
+pub(in crate::store) fn tally(
     into: &mut BTreeMap<i64, (i64, i64)>,
     campaign: i64,
     status: MessageStatus,
@@ -404,7 +408,7 @@ impl Store {
     }
 
     /// Restarts the campaign's failure window (it just went back to sending).
-    pub(super) async fn restart_failure_window(
+    pub(in crate::store) async fn restart_failure_window(
         &self,
         tx: &mut Tx,
         campaign_id: i64,
@@ -422,7 +426,7 @@ impl Store {
     /// Moves the failure windows of the campaigns whose outcomes `tx` just recorded
     /// (`tallies`: campaign → (outcomes, failures) that count) and auto-pauses those still
     /// sending whose rate crossed their threshold. Runs last in the outcomes' transaction.
-    pub(super) async fn judge_failure_rates(
+    pub(in crate::store) async fn judge_failure_rates(
         &self,
         tx: &mut Tx,
         tallies: &BTreeMap<i64, (i64, i64)>,

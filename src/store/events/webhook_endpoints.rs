@@ -9,10 +9,10 @@
 //! ([`seal_signing_secret`]), bound to the endpoint's id.
 
 use super::outbox;
-use super::{Store, StoreError, sql_str};
 use crate::events::EventType;
 use crate::ids::{NotificationId, WebhookEndpointId};
 use crate::secrets::{SecretError, SecretKey};
+use crate::store::{Store, StoreError, sql_str};
 use sqlx::Row;
 
 /// After a rotation the previous secret also signs for this long (24 h).
@@ -474,7 +474,7 @@ impl Store {
     /// holds the database), refused when disabled.
     async fn enabled_endpoint_locked(
         &self,
-        tx: &mut super::Tx,
+        tx: &mut crate::store::Tx,
         org_id: i64,
         id: i64,
     ) -> Result<WebhookEndpoint, StoreError> {

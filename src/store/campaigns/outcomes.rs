@@ -3,9 +3,9 @@
 //! per-minute counts of messages recorded as sent or failed, kept by the engine so a
 //! finished campaign still has its whole throughput chart.
 
-use super::{AssertSqlSafe, Store, StoreError, Tx};
 use crate::domain::{MessageStatus, OUTCOME_SQL};
-use sqlx::Row;
+use crate::store::{Store, StoreError, Tx};
+use sqlx::{AssertSqlSafe, Row};
 use std::collections::BTreeMap;
 
 /// One minute of a campaign's sending.
@@ -28,7 +28,11 @@ impl Store {
     /// Sets the outcome of campaign `id` from its counters if it has ended (completed or
     /// cancelled), inside the caller's transaction: called by every write that ends a
     /// campaign, and by receipts that move the counters of a completed one.
-    pub(super) async fn settle_outcome(&self, tx: &mut Tx, id: i64) -> Result<(), StoreError> {
+    pub(in crate::store) async fn settle_outcome(
+        &self,
+        tx: &mut Tx,
+        id: i64,
+    ) -> Result<(), StoreError> {
         sqlx::query(AssertSqlSafe(format!(
             "UPDATE campaigns SET outcome = {OUTCOME_SQL} WHERE id = $1 AND status IN ('completed', 'cancelled')"
         )))
@@ -40,7 +44,7 @@ impl Store {
 
     /// Adds the sent and failed outcomes just recorded (message status per campaign) to the
     /// campaigns' history for the minute of `now`: one upsert per campaign per batch.
-    pub(super) async fn count_throughput(
+    pub(in crate::store) async fn count_throughput(
         &self,
         tx: &mut Tx,
         now: i64,
@@ -90,7 +94,11 @@ impl Store {
 }
 
 /// Tallies `(sent, failed)` per campaign from the statuses messages were just moved to.
-pub(super) fn tally(into: &mut BTreeMap<i64, (i64, i64)>, campaign: i64, status: MessageStatus) {
+pub(in crate::store) fn tally(
+    into: &mut BTreeMap<i64, (i64, i64)>,
+    campaign: i64,
+    status: MessageStatus,
+) {
     let e = into.entry(campaign).or_default();
     match status {
         MessageStatus::Sent => e.0 += 1,
@@ -157,8 +165,8 @@ mod tests {
     #[test]
     fn migration_0009_backfills_with_the_same_sql() {
         for text in [
-            include_str!("../../migrations/sqlite/0009_outcome_throughput.sql"),
-            include_str!("../../migrations/postgres/0009_outcome_throughput.sql"),
+            include_str!("../../../migrations/sqlite/0009_outcome_throughput.sql"),
+            include_str!("../../../migrations/postgres/0009_outcome_throughput.sql"),
         ] {
             assert!(
                 text.contains(OUTCOME_SQL),

@@ -9,10 +9,10 @@
 //! claim's holder.
 
 use super::outbox::{emit, outbox_event_from_row};
-use super::{Store, StoreError, sql_str};
 use crate::alerts::{AlertText, CandidateChannel, DEFAULT_IN_DOUBT_THRESHOLD};
 use crate::events::EventType;
 use crate::ids::{CampaignId, ChannelId};
+use crate::store::{Store, StoreError, sql_str};
 use sqlx::Row;
 
 /// An organisation's alert settings.
@@ -130,7 +130,7 @@ struct AlertSource<'a> {
 /// Inserts one alert per recipient for `text` in `tx` (a recipient already alerted for
 /// this event is left alone); returns the alerts created.
 async fn insert_alerts(
-    tx: &mut super::Tx,
+    tx: &mut crate::store::Tx,
     source: &AlertSource<'_>,
     text: &AlertText,
     recipients: &[String],

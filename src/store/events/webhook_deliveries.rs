@@ -6,8 +6,8 @@
 //! retention of the outbox.
 
 use super::outbox::{emit, outbox_event_from_row};
-use super::{Dialect, OutboxEvent, Store, StoreError, Tx, sql_str};
 use crate::events::EventType;
+use crate::store::{Dialect, OutboxEvent, Store, StoreError, Tx, sql_str};
 use sqlx::Row;
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -2,7 +2,8 @@
 //! function here takes the caller's organisation and never reads or changes a row of
 //! another one (another organisation's row is simply "not found").
 
-use super::{Store, StoreError};
+use crate::store::helpers::ids_json;
+use crate::store::{OptSource, Store, StoreError};
 use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Row};
@@ -121,7 +122,7 @@ fn query_with(
 /// The stored row is left as it is: a PATCH with a name or attributes within the rules
 /// repairs it. `alias` is the contacts table's alias in the query; in a LEFT JOIN with no
 /// contact every column is NULL (attributes_truncated 0).
-pub(super) fn bounded_contact_fields(alias: &str) -> String {
+pub(in crate::store) fn bounded_contact_fields(alias: &str) -> String {
     use crate::contact_rules::{MAX_NAME, MAX_READ_ATTRIBUTES_BYTES, TRUNCATION_MARK};
     let a = alias;
     format!(
@@ -284,7 +285,7 @@ impl Store {
         if contacts.is_empty() {
             return Ok(());
         }
-        let ids = super::ids_json(contacts.iter().map(|c| c.id));
+        let ids = ids_json(contacts.iter().map(|c| c.id));
         let sql = format!(
             "SELECT m.contact_id, m.list_id FROM list_members m JOIN lists l ON l.id = m.list_id \
              WHERE l.org_id = $1 AND m.contact_id IN {} ORDER BY m.contact_id, m.list_id",
@@ -358,7 +359,7 @@ impl Store {
                 .bind(org_id)
                 .bind(id)
                 .bind(now)
-                .bind(super::ids_json(new.list_ids.iter().copied()))
+                .bind(ids_json(new.list_ids.iter().copied()))
                 .execute(&mut *tx)
                 .await?;
         }
@@ -418,12 +419,12 @@ impl Store {
             return Err(contact_missing(id));
         }
         if let (Some(address), Some(u)) = (flipped, change.unsubscribed) {
-            super::outbox::emit_contact_change(
+            crate::store::events::outbox::emit_contact_change(
                 &mut tx,
                 org_id,
                 &address,
                 u,
-                &super::OptSource::new("contact_update", None, None),
+                &OptSource::new("contact_update", None, None),
                 None,
                 crate::clock::now_ms(),
             )
@@ -482,7 +483,7 @@ impl Store {
         );
         let found: Vec<i64> = sqlx::query_scalar(AssertSqlSafe(sql))
             .bind(org_id)
-            .bind(super::ids_json(ids.iter().copied()))
+            .bind(ids_json(ids.iter().copied()))
             .fetch_all(&self.read)
             .await?;
         Ok(ids
@@ -632,7 +633,7 @@ impl Store {
             .bind(org_id)
             .bind(list_id)
             .bind(crate::clock::now_ms())
-            .bind(super::ids_json(contact_ids.iter().copied()))
+            .bind(ids_json(contact_ids.iter().copied()))
             .execute(&self.write)
             .await?;
         Ok(r.rows_affected())
@@ -708,12 +709,12 @@ impl Store {
         .rows_affected()
             > 0;
         if inserted {
-            super::outbox::emit_contact_change(
+            crate::store::events::outbox::emit_contact_change(
                 &mut tx,
                 org_id,
                 address,
                 true,
-                &super::OptSource::API,
+                &OptSource::API,
                 Some(reason.unwrap_or(default_reason)),
                 crate::clock::now_ms(),
             )

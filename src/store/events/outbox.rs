@@ -3,10 +3,10 @@
 //! never there; if it commits, the event is stored before anyone can see the change. Delivery
 //! to webhook endpoints and alerts reads from here, never from memory.
 
-use super::{Dialect, Store, StoreError, Tx};
 use crate::domain::{CampaignStatus, MessageStatus};
 use crate::events::EventType;
 use crate::ids::{CampaignId, ChannelId, ContactId, ListId, MessageId};
+use crate::store::{Dialect, Store, StoreError, Tx};
 use sqlx::{AssertSqlSafe, Row};
 
 /// One stored event, as deliveries read it.
@@ -40,7 +40,7 @@ impl OutboxEvent {
 /// Writes one event in `tx`. Message delivery events (`message.failed`, `.undelivered`,
 /// `.delivered`) are written only while an enabled endpoint of the organisation names their
 /// type, so a campaign nobody listens to pays one indexed lookup and no row for them.
-pub(super) async fn emit(
+pub(in crate::store) async fn emit(
     tx: &mut Tx,
     org_id: i64,
     event_type: EventType,
@@ -86,7 +86,7 @@ pub(super) async fn emit(
 /// The event a campaign status change reports, if any: `(None, _)` is the creation,
 /// `paused → sending` a resume, `draft/scheduled → sending` a start. An edit of a draft
 /// (`draft → draft`) reports nothing.
-pub(super) fn campaign_change_types(
+pub(in crate::store) fn campaign_change_types(
     from: Option<CampaignStatus>,
     to: CampaignStatus,
 ) -> &'static [EventType] {
@@ -105,7 +105,7 @@ pub(super) fn campaign_change_types(
 }
 
 /// One change of a campaign's status, as `insert_event` records it in the audit trail.
-pub(super) struct CampaignChange<'a> {
+pub(in crate::store) struct CampaignChange<'a> {
     pub campaign_id: i64,
     pub at: i64,
     pub actor: &'a str,
@@ -117,7 +117,7 @@ pub(super) struct CampaignChange<'a> {
 /// Writes the events a campaign status change reports, in its transaction: the campaign
 /// as it is now in `tx` (a completed or cancelled one with its outcome and final
 /// counters), who changed it, from what, and why.
-pub(super) async fn emit_campaign_change(
+pub(in crate::store) async fn emit_campaign_change(
     tx: &mut Tx,
     change: &CampaignChange<'_>,
 ) -> Result<(), StoreError> {
@@ -202,7 +202,7 @@ impl<'a> OptSource<'a> {
 
 /// Writes `contact.unsubscribed` or `contact.resubscribed` for `address` in `tx`, naming
 /// the organisation's contact with that address when there is one.
-pub(super) async fn emit_contact_change(
+pub(in crate::store) async fn emit_contact_change(
     tx: &mut Tx,
     org_id: i64,
     address: &str,
@@ -261,7 +261,7 @@ pub const INBOUND_BODY_MAX_CHARS: usize = 1_600;
 /// Writes `message.inbound` for `m` in `tx`: the channel, the sender, the organisation's
 /// contact with that address and the campaign last sent to it on this channel (one
 /// indexed probe per campaign of the channel), when there are.
-pub(super) async fn emit_inbound(
+pub(in crate::store) async fn emit_inbound(
     tx: &mut Tx,
     org_id: i64,
     channel_id: i64,
@@ -322,7 +322,7 @@ impl Store {
     /// enabled endpoint of that organisation names the type. No subscriber, no row (and,
     /// when no enabled endpoint anywhere names the type, nothing beyond one read of the
     /// endpoints).
-    pub(super) async fn emit_message_events(
+    pub(in crate::store) async fn emit_message_events(
         &self,
         tx: &mut Tx,
         at: i64,
@@ -383,7 +383,9 @@ impl Store {
     }
 }
 
-pub(super) fn outbox_event_from_row(row: &sqlx::any::AnyRow) -> Result<OutboxEvent, StoreError> {
+pub(in crate::store) fn outbox_event_from_row(
+    row: &sqlx::any::AnyRow,
+) -> Result<OutboxEvent, StoreError> {
     let type_name: String = row.try_get("type")?;
     let event_type = type_name
         .parse::<EventType>()

@@ -1,8 +1,9 @@
 //! Campaigns newest first, for the dashboard's list and `GET /campaigns?order=newest`: the
 //! same organisation-scoped page as `api_campaigns`, in descending id order.
 
-use super::{CAMPAIGN_COLUMNS, CAMPAIGN_FROM, Campaign, Store, StoreError, campaign_from_row};
 use crate::domain::CampaignStatus;
+use crate::store::campaigns::reads::{CAMPAIGN_COLUMNS, CAMPAIGN_FROM, campaign_from_row};
+use crate::store::{Campaign, Store, StoreError};
 use sqlx::AssertSqlSafe;
 
 impl Store {

@@ -1,0 +1,11 @@
+//! Campaigns: their lifecycle and counters, how they are read back, and what is recorded
+//! about how they go (outcome and throughput, failures, the stuck mark, auto-pause).
+
+mod admin;
+pub mod autopause;
+mod failures;
+pub(super) mod lifecycle;
+mod order;
+pub(super) mod outcomes;
+pub(super) mod reads;
+mod stuck;

@@ -1,0 +1,175 @@
+//! The two databases Herald runs on, and the few things said differently to each: the
+//! `Dialect` methods pick the text from `sqlite.rs` or `postgres.rs`, so no entity file ever
+//! asks which database it talks to. Also the database URL as shown (password hidden).
+
+use super::{postgres, sqlite};
+use crate::store::StoreError;
+use sqlx::AnyPool;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    pub fn from_url(url: &str) -> Result<Dialect, StoreError> {
+        if url.starts_with("sqlite:") {
+            Ok(Dialect::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Dialect::Postgres)
+        } else {
+            Err(StoreError::Invalid(format!(
+                "database URL `{}` is not supported: use sqlite://herald.db or postgres://user@host/dbname",
+                redact_url(url)
+            )))
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "sqlite",
+            Dialect::Postgres => "postgres",
+        }
+    }
+
+    pub(super) fn json_ids(self, param: &str) -> String {
+        match self {
+            Dialect::Sqlite => sqlite::json_ids(param),
+            Dialect::Postgres => postgres::json_ids(param),
+        }
+    }
+
+    pub(super) fn json_records(self, param: &str, columns: &[(&str, &str)]) -> String {
+        match self {
+            Dialect::Sqlite => sqlite::json_records(param, columns),
+            Dialect::Postgres => postgres::json_records(param, columns),
+        }
+    }
+
+    pub(super) fn lock_suffix(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => sqlite::LOCK_SUFFIX,
+            Dialect::Postgres => postgres::LOCK_SUFFIX,
+        }
+    }
+
+    pub(super) fn skip_locked_suffix(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => sqlite::SKIP_LOCKED_SUFFIX,
+            Dialect::Postgres => postgres::SKIP_LOCKED_SUFFIX,
+        }
+    }
+
+    pub(super) fn migrations(self) -> &'static [(i64, &'static str, &'static str)] {
+        match self {
+            Dialect::Sqlite => sqlite::MIGRATIONS,
+            Dialect::Postgres => postgres::MIGRATIONS,
+        }
+    }
+
+    /// The texts of the JSON array bound at `param`, as a subquery (`IN …`).
+    pub(super) fn json_texts(self, param: &str) -> String {
+        match self {
+            Dialect::Sqlite => sqlite::json_texts(param),
+            Dialect::Postgres => postgres::json_texts(param),
+        }
+    }
+
+    /// How a write transaction begins.
+    pub(super) fn begin_write(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => sqlite::BEGIN_WRITE,
+            Dialect::Postgres => postgres::BEGIN_WRITE,
+        }
+    }
+
+    /// What serialises migrations between processes, if anything must.
+    pub(super) fn migration_lock(self) -> Option<&'static str> {
+        match self {
+            Dialect::Sqlite => sqlite::MIGRATION_LOCK,
+            Dialect::Postgres => postgres::MIGRATION_LOCK,
+        }
+    }
+
+    /// `count(*)` of tables named `herald_migrations` (0 or 1).
+    pub(super) fn migrations_table_count(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => sqlite::MIGRATIONS_TABLE_COUNT,
+            Dialect::Postgres => postgres::MIGRATIONS_TABLE_COUNT,
+        }
+    }
+
+    /// The attribute keys of a list's contacts.
+    pub(super) fn attribute_keys(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => sqlite::ATTRIBUTE_KEYS,
+            Dialect::Postgres => postgres::ATTRIBUTE_KEYS,
+        }
+    }
+
+    /// The statements that seed `n` contacts and their list memberships (bench, tests).
+    pub(super) fn seed_contacts(self) -> (&'static str, &'static str) {
+        match self {
+            Dialect::Sqlite => (sqlite::SEED_CONTACTS, sqlite::SEED_MEMBERS),
+            Dialect::Postgres => (postgres::SEED_CONTACTS, postgres::SEED_MEMBERS),
+        }
+    }
+
+    /// A JSON object built by the database from `members` (`'key', value, …`), as a
+    /// value to nest in another object.
+    pub(super) fn json_object(self, members: &str) -> String {
+        match self {
+            Dialect::Sqlite => sqlite::json_object(members),
+            Dialect::Postgres => postgres::json_object(members),
+        }
+    }
+
+    /// The same, as text (what a TEXT column stores).
+    pub(super) fn json_object_text(self, members: &str) -> String {
+        match self {
+            Dialect::Sqlite => sqlite::json_object(members),
+            Dialect::Postgres => format!("CAST({} AS TEXT)", postgres::json_object(members)),
+        }
+    }
+
+    pub(super) async fn connect(self, url: &str) -> Result<(AnyPool, AnyPool), StoreError> {
+        match self {
+            Dialect::Sqlite => sqlite::connect(url).await,
+            Dialect::Postgres => postgres::connect(url).await,
+        }
+    }
+}
+
+/// Hides the password of a database URL before it is shown or logged.
+pub fn redact_url(url: &str) -> String {
+    let hidden = match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end + 3],
+                    &userinfo[..colon],
+                    &url[at..]
+                ),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    };
+    // A password may also come as a query parameter (`?password=…`).
+    match hidden.split_once('?') {
+        Some((base, query)) => {
+            let params: Vec<String> = query
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                    _ => kv.to_string(),
+                })
+                .collect();
+            format!("{base}?{}", params.join("&"))
+        }
+        None => hidden,
+    }
+}

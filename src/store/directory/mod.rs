@@ -1,0 +1,12 @@
+//! The directory: organisations, and their lists, contacts and suppressions.
+
+mod admin;
+pub(super) mod contacts;
+mod organisations;
+
+pub(super) use admin::bounded_contact_fields;
+pub(crate) use admin::like_pattern;
+pub use admin::{
+    Attributes, ContactChange, ContactFilter, ContactRow, ListDeletion, ListRow, NewContact,
+    SuppressionRow,
+};

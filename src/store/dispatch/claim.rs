@@ -1,0 +1,125 @@
+//! Claiming messages to send: the sending campaigns with work due, and the claim that moves
+//! due messages to `in_flight` for one instance (docs/DESIGN.md invariants 1 and 3).
+
+use crate::domain::{CampaignStatus, Counts, MessageStatus};
+use crate::store::helpers::{ids_json, status_of};
+use crate::store::{ClaimedMessage, SendableCampaign, Store, StoreError, directory};
+use sqlx::{AssertSqlSafe, Row};
+
+impl Store {
+    /// Sending campaigns with work due now.
+    pub async fn sendable_campaigns(&self, now: i64) -> Result<Vec<SendableCampaign>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT c.id, c.org_id, c.channel_id, c.body FROM campaigns c WHERE c.status = 'sending' \
+             AND EXISTS (SELECT 1 FROM messages m WHERE m.campaign_id = c.id AND m.status IN ('queued','retry_wait') AND m.next_attempt_at <= $1) \
+             ORDER BY c.id",
+        )
+        .bind(now)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(SendableCampaign {
+                    id: r.try_get("id")?,
+                    org_id: r.try_get("org_id")?,
+                    channel_id: r.try_get("channel_id")?,
+                    body: r.try_get("body")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Claims up to `limit` due messages of one sending campaign for `owner`, in one
+    /// transaction that also moves the counters. Returns nothing if the campaign is not
+    /// sending (a pause stops claims at once).
+    pub async fn claim(
+        &self,
+        campaign_id: i64,
+        owner: &str,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> Result<Vec<ClaimedMessage>, StoreError> {
+        let mut tx = self.begin().await?;
+        let status = self.lock_campaign(&mut tx, campaign_id).await?;
+        if status != CampaignStatus::Sending {
+            tx.rollback().await?;
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT id, status FROM messages WHERE campaign_id = $1 AND status IN ('queued','retry_wait') \
+             AND next_attempt_at <= $2 ORDER BY next_attempt_at, id LIMIT $3{}",
+            self.dialect.skip_locked_suffix()
+        );
+        let picked = sqlx::query(AssertSqlSafe(sql))
+            .bind(campaign_id)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await?;
+        if picked.is_empty() {
+            tx.rollback().await?;
+            return Ok(Vec::new());
+        }
+        let mut delta = Counts::default();
+        let mut ids = Vec::with_capacity(picked.len());
+        for r in &picked {
+            ids.push(r.try_get::<i64, _>("id")?);
+            delta.moved(status_of(r, "status")?, MessageStatus::InFlight);
+        }
+        let ids_param = ids_json(ids.iter().copied());
+        let update = format!(
+            "UPDATE messages SET status = 'in_flight', owner = $1, lease_until = $2, attempts = attempts + 1, updated_at = $3 \
+             WHERE id IN {} AND status IN ('queued','retry_wait')",
+            self.dialect.json_ids("$4")
+        );
+        let n = sqlx::query(AssertSqlSafe(update))
+            .bind(owner)
+            .bind(lease_until)
+            .bind(now)
+            .bind(&ids_param)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if n as usize != ids.len() {
+            // Cannot happen while the campaign row is locked; refuse rather than miscount.
+            tx.rollback().await?;
+            return Err(StoreError::Conflict(format!(
+                "claim of campaign {campaign_id} raced: {n} of {} rows moved",
+                ids.len()
+            )));
+        }
+        // Name and attributes bounded as every read of contacts is.
+        let details = format!(
+            "SELECT m.id, m.contact_id, m.address, m.attempts, {}, \
+             (SELECT s.reason FROM suppressions s JOIN campaigns k ON k.id = m.campaign_id \
+               WHERE s.org_id = k.org_id AND s.address = m.address) AS suppressed \
+             FROM messages m LEFT JOIN contacts c ON c.id = m.contact_id WHERE m.id IN {} ORDER BY m.id",
+            directory::bounded_contact_fields("c"),
+            self.dialect.json_ids("$1")
+        );
+        let rows = sqlx::query(AssertSqlSafe(details))
+            .bind(&ids_param)
+            .fetch_all(&mut *tx)
+            .await?;
+        self.apply_counts(&mut tx, campaign_id, &delta, 0, None)
+            .await?;
+        tx.commit().await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ClaimedMessage {
+                    id: r.try_get("id")?,
+                    campaign_id,
+                    contact_id: r.try_get("contact_id")?,
+                    address: r.try_get("address")?,
+                    attempts: r.try_get("attempts")?,
+                    name: r.try_get("name")?,
+                    attributes: r
+                        .try_get::<Option<String>, _>("attributes")?
+                        .unwrap_or_else(|| "{}".to_string()),
+                    suppressed: r.try_get("suppressed")?,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,7 @@
+//! Sending: the claim of due messages, the record of their outcomes, provider receipts, and
+//! the sandbox provider's own record of what it received.
+
+mod claim;
+mod receipts;
+mod record;
+mod sandbox;

@@ -1,0 +1,262 @@
+//! Recording send outcomes: many in one transaction, each a conditional write on the
+//! message still being in flight for its owner, with the counters, the receipts kept for the
+//! new provider ids, the completion of drained campaigns and the auto-pause judgement.
+
+use crate::domain::{CampaignStatus, Counts, MessageStatus};
+use crate::store::campaigns::{autopause, outcomes};
+use crate::store::helpers::{clean, ids_json, status_of};
+use crate::store::{Outcome, OutcomeKind, RecordReport, Store, StoreError};
+use sqlx::{AssertSqlSafe, Row};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+impl Store {
+    /// Records many send outcomes in one transaction: each is a conditional write (the
+    /// message must still be in flight for this owner), counters move with them, pending
+    /// receipts for the new provider ids are applied, and any campaign whose last pending
+    /// message this was completes in the same transaction.
+    pub async fn record_outcomes(
+        &self,
+        owner: &str,
+        now: i64,
+        outcomes: &[Outcome],
+    ) -> Result<RecordReport, StoreError> {
+        let mut report = RecordReport::default();
+        if outcomes.is_empty() {
+            return Ok(report);
+        }
+        let campaign_ids: BTreeSet<i64> = outcomes.iter().map(|o| o.campaign_id).collect();
+        let mut tx = self.begin().await?;
+        let statuses = self.lock_campaigns(&mut tx, &campaign_ids).await?;
+        // An outcome Herald does not know (timeout) for a message the provider has already
+        // named in a status is a send after all.
+        let unknown: Vec<i64> = outcomes
+            .iter()
+            .filter(|o| matches!(o.kind, OutcomeKind::Unknown { .. }))
+            .map(|o| o.message_id)
+            .collect();
+        let mut proofs: HashMap<i64, String> = HashMap::new();
+        if !unknown.is_empty() {
+            let sql = format!(
+                "SELECT message_id, provider_id FROM pending_receipts WHERE message_id IN {}",
+                self.dialect.json_ids("$1")
+            );
+            for r in sqlx::query(AssertSqlSafe(sql))
+                .bind(ids_json(unknown))
+                .fetch_all(&mut *tx)
+                .await?
+            {
+                proofs.insert(r.try_get("message_id")?, r.try_get("provider_id")?);
+            }
+        }
+        let proven: Vec<Outcome>;
+        let outcomes: &[Outcome] = if proofs.is_empty() {
+            outcomes
+        } else {
+            proven = outcomes
+                .iter()
+                .map(|o| match proofs.get(&o.message_id) {
+                    Some(pid) if matches!(o.kind, OutcomeKind::Unknown { .. }) => Outcome {
+                        kind: OutcomeKind::Sent {
+                            provider_id: pid.clone(),
+                        },
+                        ..o.clone()
+                    },
+                    _ => o.clone(),
+                })
+                .collect();
+            &proven
+        };
+        let mut records = Vec::with_capacity(outcomes.len());
+        for o in outcomes {
+            let cancelled = statuses.get(&o.campaign_id) == Some(&CampaignStatus::Cancelled);
+            let (status, provider_id, error, next_at, refund) = match &o.kind {
+                OutcomeKind::Sent { provider_id } => (
+                    MessageStatus::Sent,
+                    Some(provider_id.as_str()),
+                    None,
+                    None,
+                    0,
+                ),
+                OutcomeKind::Failed { error } => {
+                    (MessageStatus::Failed, None, Some(error.clone()), None, 0)
+                }
+                OutcomeKind::Retry { error, .. } if cancelled => (
+                    MessageStatus::Cancelled,
+                    None,
+                    Some(format!("campaign cancelled; last attempt: {error}")),
+                    None,
+                    0,
+                ),
+                OutcomeKind::Retry {
+                    error,
+                    next_attempt_at,
+                } => (
+                    MessageStatus::RetryWait,
+                    None,
+                    Some(error.clone()),
+                    Some(*next_attempt_at),
+                    0,
+                ),
+                OutcomeKind::Released if cancelled => (
+                    MessageStatus::Cancelled,
+                    None,
+                    Some("campaign cancelled".to_string()),
+                    None,
+                    1,
+                ),
+                // Handed back unsent: the attempt did not happen.
+                OutcomeKind::Released => (MessageStatus::Queued, None, None, Some(now), 1),
+                OutcomeKind::Skipped { reason } => {
+                    (MessageStatus::Skipped, None, Some(reason.clone()), None, 0)
+                }
+                OutcomeKind::Unknown { error } => (
+                    MessageStatus::InDoubt,
+                    None,
+                    Some(format!("in doubt: {error}")),
+                    None,
+                    0,
+                ),
+            };
+            records.push(serde_json::json!({
+                "id": o.message_id,
+                "status": status.as_str(),
+                "provider_id": provider_id.map(clean),
+                "error": error.as_deref().map(clean),
+                "next_attempt_at": next_at,
+                "refund": refund,
+                "sent_at": if status == MessageStatus::Sent { Some(now) } else { None },
+                "release": i64::from(matches!(o.kind, OutcomeKind::Released)),
+                "attempt": o.attempt,
+                "doubt": i64::from(status == MessageStatus::InDoubt),
+            }));
+        }
+        let recs = self.dialect.json_records(
+            "$1",
+            &[
+                ("id", "int"),
+                ("status", "text"),
+                ("provider_id", "text"),
+                ("error", "text"),
+                ("next_attempt_at", "int"),
+                ("refund", "int"),
+                ("sent_at", "int"),
+                ("release", "int"),
+                ("doubt", "int"),
+                ("attempt", "int"),
+            ],
+        );
+        let sql = format!(
+            "UPDATE messages SET status = x.status, provider_id = COALESCE(x.provider_id, messages.provider_id), \
+             last_error = CASE WHEN x.status = 'sent' THEN NULL ELSE COALESCE(x.error, messages.last_error) END, next_attempt_at = COALESCE(x.next_attempt_at, messages.next_attempt_at), \
+             attempts = messages.attempts - x.refund, sent_at = COALESCE(x.sent_at, messages.sent_at), \
+             owner = CASE WHEN x.release = 1 THEN NULL ELSE messages.owner END, lease_until = NULL, updated_at = $2, \
+             was_in_doubt = CASE WHEN x.doubt = 1 THEN 1 ELSE messages.was_in_doubt END, \
+             in_doubt_at = CASE WHEN x.doubt = 1 THEN $2 ELSE messages.in_doubt_at END \
+             FROM {recs} WHERE messages.id = x.id AND messages.status = 'in_flight' AND messages.owner = $3 \
+             AND (x.attempt IS NULL OR messages.attempts = x.attempt) \
+             RETURNING messages.id, messages.campaign_id, messages.status"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(serde_json::Value::from(records).to_string())
+            .bind(now)
+            .bind(owner)
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut deltas: BTreeMap<i64, Counts> = BTreeMap::new();
+        let mut doubts: BTreeMap<i64, i64> = BTreeMap::new();
+        let mut applied_ids = BTreeSet::new();
+        let mut recorded_per_campaign = BTreeMap::new();
+        let mut failure_rates = BTreeMap::new();
+        let failed_errors: HashMap<i64, &str> = outcomes
+            .iter()
+            .filter_map(|o| match &o.kind {
+                OutcomeKind::Failed { error } => Some((o.message_id, error.as_str())),
+                _ => None,
+            })
+            .collect();
+        let mut message_events = Vec::new();
+        for r in &rows {
+            let id: i64 = r.try_get("id")?;
+            applied_ids.insert(id);
+            let campaign: i64 = r.try_get("campaign_id")?;
+            let status = status_of(r, "status")?;
+            if status == MessageStatus::Failed {
+                message_events.push((id, crate::events::EventType::MessageFailed));
+            }
+            outcomes::tally(&mut recorded_per_campaign, campaign, status);
+            autopause::tally(
+                &mut failure_rates,
+                campaign,
+                status,
+                failed_errors.get(&id).copied(),
+            );
+            deltas
+                .entry(campaign)
+                .or_default()
+                .moved(MessageStatus::InFlight, status);
+            if status == MessageStatus::InDoubt {
+                *doubts.entry(campaign).or_default() += 1;
+            }
+            report.applied += 1;
+        }
+        report.stale = outcomes.len() - report.applied;
+        // Receipts that arrived before their provider id was recorded apply now: those kept
+        // for the channel of the message that recorded the id, no other.
+        let recorded: Vec<serde_json::Value> = outcomes
+            .iter()
+            .filter(|o| applied_ids.contains(&o.message_id))
+            .filter_map(|o| match &o.kind {
+                OutcomeKind::Sent { provider_id } => Some(serde_json::json!({
+                    "campaign_id": o.campaign_id,
+                    "provider_id": clean(provider_id),
+                })),
+                _ => None,
+            })
+            .collect();
+        if !recorded.is_empty() {
+            let recs = self
+                .dialect
+                .json_records("$1", &[("campaign_id", "int"), ("provider_id", "text")]);
+            let sql = format!(
+                "SELECT DISTINCT pr.id, pr.channel_id, pr.provider_id, pr.status, pr.error FROM {recs} \
+                 JOIN campaigns c ON c.id = x.campaign_id \
+                 JOIN pending_receipts pr ON pr.channel_id = c.channel_id AND pr.provider_id = x.provider_id \
+                 ORDER BY pr.id"
+            );
+            let query =
+                sqlx::query(AssertSqlSafe(sql)).bind(serde_json::Value::from(recorded).to_string());
+            self.apply_pending_receipts(&mut tx, query, now, &mut deltas)
+                .await?;
+        }
+        self.emit_message_events(&mut tx, now, &message_events)
+            .await?;
+        self.count_throughput(&mut tx, now, &recorded_per_campaign)
+            .await?;
+        for (campaign, delta) in &deltas {
+            let doubt = doubts.get(campaign).copied().unwrap_or(0);
+            self.apply_counts(&mut tx, *campaign, delta, doubt, Some(now))
+                .await?;
+            if statuses.get(campaign) != Some(&CampaignStatus::Sending) {
+                // Sends finishing after a cancel, or kept receipts of an ended campaign.
+                self.settle_outcome(&mut tx, *campaign).await?;
+            }
+            if self
+                .complete_if_drained(
+                    &mut tx,
+                    *campaign,
+                    now,
+                    &format!("instance {owner}"),
+                    "last pending message recorded",
+                )
+                .await?
+            {
+                report.completed.push(*campaign);
+            }
+        }
+        report.auto_paused = self
+            .judge_failure_rates(&mut tx, &failure_rates, now, &format!("instance {owner}"))
+            .await?;
+        tx.commit().await?;
+        Ok(report)
+    }
+}

@@ -92,6 +92,24 @@ impl Dialect {
         }
     }
 
+    /// The statement that serializes webhook fan-out between instances in a transaction
+    /// (none on SQLite, whose one writer already does).
+    pub(super) fn fan_out_lock(self) -> Option<&'static str> {
+        match self {
+            Dialect::Sqlite => sqlite::FAN_OUT_LOCK,
+            Dialect::Postgres => postgres::FAN_OUT_LOCK,
+        }
+    }
+
+    /// The statement that serializes webhook claims between instances in a transaction
+    /// (none on SQLite).
+    pub(super) fn webhook_claim_lock(self) -> Option<&'static str> {
+        match self {
+            Dialect::Sqlite => sqlite::WEBHOOK_CLAIM_LOCK,
+            Dialect::Postgres => postgres::WEBHOOK_CLAIM_LOCK,
+        }
+    }
+
     /// `count(*)` of tables named `herald_migrations` (0 or 1).
     pub(super) fn migrations_table_count(self) -> &'static str {
         match self {

@@ -128,6 +128,14 @@ pub(super) const LOCK_SUFFIX: &str = " FOR UPDATE";
 pub(super) const SKIP_LOCKED_SUFFIX: &str = " FOR UPDATE SKIP LOCKED";
 /// Two instances starting at once must not both apply a migration.
 pub(super) const MIGRATION_LOCK: Option<&str> = Some("SELECT pg_advisory_xact_lock(7264911)");
+/// Serializes webhook fan-out between instances, so each endpoint's sequence numbers follow
+/// event ids.
+pub(super) const FAN_OUT_LOCK: Option<&str> =
+    Some("SELECT 1 AS locked FROM (SELECT pg_advisory_xact_lock(7264912)) AS l");
+/// Serializes webhook claims between instances: the check that no other instance holds a
+/// live lease on an endpoint and the claim are then one step.
+pub(super) const WEBHOOK_CLAIM_LOCK: Option<&str> =
+    Some("SELECT 1 AS locked FROM (SELECT pg_advisory_xact_lock(7264913)) AS l");
 
 pub(super) fn json_ids(param: &str) -> String {
     format!("(SELECT (value)::bigint FROM jsonb_array_elements_text(CAST({param} AS jsonb)))")

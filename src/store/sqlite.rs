@@ -142,6 +142,8 @@ pub(super) const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 pub(super) const LOCK_SUFFIX: &str = "";
 pub(super) const SKIP_LOCKED_SUFFIX: &str = "";
 pub(super) const MIGRATION_LOCK: Option<&str> = None;
+pub(super) const FAN_OUT_LOCK: Option<&str> = None;
+pub(super) const WEBHOOK_CLAIM_LOCK: Option<&str> = None;
 
 /// A JSON array of integers, bound as text, as a subquery of ids.
 pub(super) fn json_ids(param: &str) -> String {

@@ -4,5 +4,6 @@
 pub mod alerts;
 pub(super) mod outbox;
 mod provider_webhooks;
+mod retention;
 pub mod webhook_deliveries;
 pub mod webhook_endpoints;

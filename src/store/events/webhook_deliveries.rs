@@ -7,21 +7,12 @@
 
 use super::outbox::{emit, outbox_event_from_row};
 use crate::events::EventType;
-use crate::store::{Dialect, OutboxEvent, Store, StoreError, Tx, sql_str};
+use crate::store::{OutboxEvent, Store, StoreError, Tx, sql_str};
 use sqlx::Row;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// An endpoint failing every attempt for this long is disabled.
 pub const DISABLE_AFTER_FAILING_MS: i64 = 5 * 24 * 3600 * 1000;
-
-/// Serializes fan-out between instances on PostgreSQL (SQLite has one writer), so each
-/// endpoint's sequence numbers follow event ids.
-const FAN_OUT_LOCK: &str = "SELECT 1 AS locked FROM (SELECT pg_advisory_xact_lock(7264912)) AS l";
-
-/// Serializes claims between instances on PostgreSQL (SQLite has one writer): the check
-/// that no other instance holds a live lease on an endpoint and the claim are then one
-/// step, so one endpoint's deliveries are never claimed by two instances at once.
-const CLAIM_LOCK: &str = "SELECT 1 AS locked FROM (SELECT pg_advisory_xact_lock(7264913)) AS l";
 
 /// Rows bound in one bulk statement.
 const BULK_ROWS: usize = 500;
@@ -159,8 +150,8 @@ impl Store {
             return Ok(FanOut::default());
         }
         let mut tx = self.begin().await?;
-        if self.dialect == Dialect::Postgres {
-            sqlx::query(FAN_OUT_LOCK).execute(&mut *tx).await?;
+        if let Some(lock) = self.dialect.fan_out_lock() {
+            sqlx::query(lock).execute(&mut *tx).await?;
         }
         let events = sqlx::query(
             "SELECT id, org_id, type, campaign_id FROM outbox_events \
@@ -358,8 +349,8 @@ impl Store {
         c: &Claim<'_>,
         scope: Scope<'_>,
     ) -> Result<Vec<DeliveryJob>, StoreError> {
-        if self.dialect == Dialect::Postgres {
-            sqlx::query(CLAIM_LOCK).execute(&mut **tx).await?;
+        if let Some(lock) = self.dialect.webhook_claim_lock() {
+            sqlx::query(lock).execute(&mut **tx).await?;
         }
         // The endpoints that may be claimed, first (a small table), with the per-endpoint
         // conditions checked once each rather than for every pending delivery: no live
@@ -690,67 +681,6 @@ impl Store {
                 .await?,
         )
     }
-
-    /// Deletes events that occurred before `before`, are fanned out and have no pending
-    /// delivery (their deliveries and attempts go with them), `batch` a statement, at most
-    /// `max_batches` statements. Returns how many events were deleted.
-    pub async fn delete_settled_events_before(
-        &self,
-        before: i64,
-        batch: i64,
-        max_batches: usize,
-    ) -> Result<u64, StoreError> {
-        let mut deleted = 0;
-        for _ in 0..max_batches {
-            let mut tx = self.begin().await?;
-            let ids: Vec<i64> = sqlx::query_scalar(
-                "SELECT e.id FROM outbox_events e WHERE e.occurred_at < $1 \
-                 AND e.fanned_out_at IS NOT NULL AND (e.alert_pending IS NULL OR e.alert_pending = 0) \
-                 AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d \
-                 WHERE d.event_id = e.id AND d.status = 'pending') \
-                 ORDER BY e.occurred_at, e.id LIMIT $2",
-            )
-            .bind(before)
-            .bind(batch)
-            .fetch_all(&mut *tx)
-            .await?;
-            if ids.is_empty() {
-                tx.rollback().await?;
-                break;
-            }
-            let json =
-                serde_json::to_string(&ids).map_err(|e| StoreError::Invalid(e.to_string()))?;
-            let list = self.dialect.json_ids("$1");
-            // Children first: SQLite enforces no foreign keys unless asked.
-            sqlx::query(sql_str(&format!(
-                "DELETE FROM webhook_attempts WHERE delivery_id IN \
-                 (SELECT id FROM webhook_deliveries WHERE event_id IN {list})"
-            )))
-            .bind(json.clone())
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(sql_str(&format!(
-                "DELETE FROM webhook_deliveries WHERE event_id IN {list} AND status <> 'pending'"
-            )))
-            .bind(json.clone())
-            .execute(&mut *tx)
-            .await?;
-            let n = sqlx::query(sql_str(&format!(
-                "DELETE FROM outbox_events WHERE id IN {list} AND NOT EXISTS \
-                 (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = outbox_events.id)"
-            )))
-            .bind(json)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            tx.commit().await?;
-            deleted += n;
-            if n < u64::try_from(batch).unwrap_or(0) {
-                break;
-            }
-        }
-        Ok(deleted)
-    }
 }
 
 /// Disables an enabled endpoint (conditional), fails its pending deliveries and writes its
@@ -798,59 +728,4 @@ async fn disable_endpoint(
     )
     .await?;
     Ok(true)
-}
-
-impl Store {
-    /// An endpoint for `herald bench`'s own loopback receiver, subscribed to `events`, its
-    /// `secret` sealed under `key` with the endpoint's id (as endpoint secrets are at rest).
-    pub async fn create_bench_webhook_endpoint(
-        &self,
-        org_id: i64,
-        url: &str,
-        events: &[EventType],
-        key: &crate::secrets::SecretKey,
-        secret: &str,
-    ) -> Result<i64, StoreError> {
-        let names: Vec<&str> = events.iter().map(|t| t.as_str()).collect();
-        let names =
-            serde_json::to_string(&names).map_err(|e| StoreError::Invalid(e.to_string()))?;
-        let mut tx = self.begin().await?;
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO webhook_endpoints (org_id, url, description, events, secret, created_at) \
-             VALUES ($1, $2, 'herald bench', $3, '', $4) RETURNING id",
-        )
-        .bind(org_id)
-        .bind(url)
-        .bind(names)
-        .bind(crate::clock::now_ms())
-        .fetch_one(&mut *tx)
-        .await?;
-        let sealed = super::webhook_endpoints::seal_signing_secret(key, id, secret)
-            .map_err(|e| StoreError::Invalid(e.to_string()))?;
-        sqlx::query("UPDATE webhook_endpoints SET secret = $1 WHERE id = $2 AND org_id = $3")
-            .bind(sealed)
-            .bind(id)
-            .bind(org_id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(id)
-    }
-
-    /// Events not fanned out yet plus deliveries still pending, for `herald bench` (it
-    /// polls this while the backlog drains: both counts read partial indexes only).
-    pub async fn webhook_backlog(&self) -> Result<i64, StoreError> {
-        let unfanned: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM outbox_events WHERE fanned_out_at IS NULL")
-                .fetch_one(&self.read)
-                .await?;
-        Ok(unfanned + self.pending_webhook_deliveries().await?)
-    }
-
-    /// Rows in the outbox, for `herald bench`.
-    pub async fn outbox_rows(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM outbox_events")
-            .fetch_one(&self.read)
-            .await?)
-    }
 }

@@ -1,12 +1,19 @@
 //! Campaign and message state machines: the statuses of docs/DESIGN.md, which moves are legal,
 //! and the per-status counters every campaign carries.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
+use utoipa::ToSchema;
 
-/// Every status a message can be in (docs/DESIGN.md, "Message lifecycle").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+// docs/DESIGN.md, "Message lifecycle". The API document names it `MessageState`; the
+// doc comment below is its description there.
+/// Where a message is: `queued`, `in_flight`, `retry_wait` and `in_doubt` are pending; the
+/// others are final (receipts may still move `sent` on to `delivered`, `read`, ...).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = MessageState)]
 pub enum MessageStatus {
     Queued,
     InFlight,
@@ -92,10 +99,12 @@ impl fmt::Display for MessageStatus {
     }
 }
 
-/// Campaign lifecycle: `draft -> scheduled -> sending <-> paused -> completed`, and
-/// `cancelled` from any non-terminal state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+// The API document names it `CampaignState`; the doc comment below is its description there.
+/// Where a campaign is in its life: `draft -> scheduled -> sending <-> paused -> completed`,
+/// and `cancelled` from any status that has not ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = CampaignState)]
 pub enum CampaignStatus {
     Draft,
     Scheduled,

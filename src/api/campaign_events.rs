@@ -17,7 +17,7 @@
 //! stream sends `event: end` and closes (a reconnect then authenticates afresh).
 
 use super::auth::{AsViewer, Credential, Principal};
-use super::campaigns::{self, CampaignAuditEvent, CampaignCounters, CampaignState};
+use super::campaigns::{self, CampaignAuditEvent, CampaignCounters};
 use super::problem::{ApiPath, ApiResult};
 use super::{ApiState, decode_id, encode_id, timestamp_opt};
 use crate::domain::{CampaignOutcome, CampaignStatus, Counts};
@@ -57,7 +57,7 @@ pub fn routes() -> OpenApiRouter<ApiState> {
 pub struct CampaignProgress {
     #[schema(example = "cmp_1")]
     pub id: String,
-    pub status: CampaignState,
+    pub status: CampaignStatus,
     /// How the campaign came out, once completed or cancelled; null until then.
     pub outcome: Option<CampaignOutcome>,
     pub total: i64,
@@ -75,14 +75,14 @@ pub struct CampaignStreamEnd {
     #[schema(example = "cmp_1")]
     pub id: String,
     /// The final status; null when the campaign was deleted.
-    pub status: Option<CampaignState>,
+    pub status: Option<CampaignStatus>,
     pub reason: String,
 }
 
 fn progress_of(c: &CampaignRow) -> CampaignProgress {
     CampaignProgress {
         id: encode_id("cmp", c.id),
-        status: c.status.into(),
+        status: c.status,
         outcome: c.outcome,
         total: c.total,
         counters: CampaignCounters::from(&c.counts),
@@ -274,7 +274,7 @@ impl Feed {
             "end",
             &CampaignStreamEnd {
                 id: encode_id("cmp", self.id),
-                status: status.map(CampaignState::from),
+                status,
                 reason: reason.to_string(),
             },
         ));

@@ -51,68 +51,6 @@ pub fn routes() -> OpenApiRouter<ApiState> {
 // Views
 // --------------------------------------------------------------------------------------
 
-/// Where a campaign is in its life: `draft -> scheduled -> sending <-> paused -> completed`,
-/// and `cancelled` from any status that has not ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum CampaignState {
-    Draft,
-    Scheduled,
-    Sending,
-    Paused,
-    Completed,
-    Cancelled,
-}
-
-impl From<CampaignStatus> for CampaignState {
-    fn from(s: CampaignStatus) -> CampaignState {
-        match s {
-            CampaignStatus::Draft => CampaignState::Draft,
-            CampaignStatus::Scheduled => CampaignState::Scheduled,
-            CampaignStatus::Sending => CampaignState::Sending,
-            CampaignStatus::Paused => CampaignState::Paused,
-            CampaignStatus::Completed => CampaignState::Completed,
-            CampaignStatus::Cancelled => CampaignState::Cancelled,
-        }
-    }
-}
-
-/// Where a message is: `queued`, `in_flight`, `retry_wait` and `in_doubt` are pending; the
-/// others are final (receipts may still move `sent` on to `delivered`, `read`, ...).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum MessageState {
-    Queued,
-    InFlight,
-    RetryWait,
-    Sent,
-    Delivered,
-    Read,
-    Undelivered,
-    Failed,
-    Skipped,
-    Cancelled,
-    InDoubt,
-}
-
-impl From<MessageStatus> for MessageState {
-    fn from(s: MessageStatus) -> MessageState {
-        match s {
-            MessageStatus::Queued => MessageState::Queued,
-            MessageStatus::InFlight => MessageState::InFlight,
-            MessageStatus::RetryWait => MessageState::RetryWait,
-            MessageStatus::Sent => MessageState::Sent,
-            MessageStatus::Delivered => MessageState::Delivered,
-            MessageStatus::Read => MessageState::Read,
-            MessageStatus::Undelivered => MessageState::Undelivered,
-            MessageStatus::Failed => MessageState::Failed,
-            MessageStatus::Skipped => MessageState::Skipped,
-            MessageStatus::Cancelled => MessageState::Cancelled,
-            MessageStatus::InDoubt => MessageState::InDoubt,
-        }
-    }
-}
-
 /// How many of the campaign's messages are in each status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct CampaignCounters {
@@ -171,7 +109,7 @@ pub struct Campaign {
     #[schema(example = "cmp_1")]
     pub id: String,
     pub name: String,
-    pub status: CampaignState,
+    pub status: CampaignStatus,
     /// How the campaign came out, once completed or cancelled; null until then. See
     /// `CampaignOutcome` for the rule.
     pub outcome: Option<CampaignOutcome>,
@@ -214,27 +152,7 @@ pub struct Campaign {
     pub auto_pause: String,
     /// Where it comes from: the campaign's own setting, its organisation's default
     /// (`herald org set --auto-pause`), or Herald's default (20%/500).
-    pub auto_pause_source: AutoPauseSourceApi,
-}
-
-/// Where a campaign's auto-pause setting comes from.
-#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-#[schema(as = AutoPauseSource)]
-pub enum AutoPauseSourceApi {
-    Campaign,
-    Organisation,
-    Default,
-}
-
-impl From<AutoPauseSource> for AutoPauseSourceApi {
-    fn from(s: AutoPauseSource) -> AutoPauseSourceApi {
-        match s {
-            AutoPauseSource::Campaign => AutoPauseSourceApi::Campaign,
-            AutoPauseSource::Organisation => AutoPauseSourceApi::Organisation,
-            AutoPauseSource::Default => AutoPauseSourceApi::Default,
-        }
-    }
+    pub auto_pause_source: AutoPauseSource,
 }
 
 /// An `auto_pause` field: `PERCENT%/WINDOW`, `off`, or `inherit` (None: the
@@ -283,7 +201,7 @@ pub(super) async fn view(state: &ApiState, c: CampaignRow) -> ApiResult<Campaign
         outcome: c.outcome,
         progress: progress(&c),
         counters: CampaignCounters::from(&c.counts),
-        status: c.status.into(),
+        status: c.status,
         channel_id: encode_id("chn", c.channel_id),
         channel_name: c.channel_name,
         channel_kind: c.channel_kind,
@@ -301,7 +219,7 @@ pub(super) async fn view(state: &ApiState, c: CampaignRow) -> ApiResult<Campaign
         stuck,
         paused_reason,
         auto_pause: c.auto_pause.effective.to_string(),
-        auto_pause_source: c.auto_pause.source.into(),
+        auto_pause_source: c.auto_pause.source,
     })
 }
 
@@ -341,7 +259,7 @@ async fn stuck(state: &ApiState, c: &CampaignRow) -> ApiResult<Option<CampaignSt
 pub struct CampaignStats {
     #[schema(example = "cmp_1")]
     pub id: String,
-    pub status: CampaignState,
+    pub status: CampaignStatus,
     /// How the campaign came out, once completed or cancelled; null until then.
     pub outcome: Option<CampaignOutcome>,
     pub total: i64,
@@ -400,7 +318,7 @@ pub struct CampaignMessage {
     #[schema(example = "msg_1")]
     pub id: String,
     pub address: String,
-    pub status: MessageState,
+    pub status: MessageStatus,
     /// Send attempts so far.
     pub attempts: i64,
     /// The provider's id for the message, once sent.
@@ -497,7 +415,7 @@ impl From<MessageInfo> for CampaignMessage {
             id: encode_id("msg", m.id),
             next_attempt_at: (m.status == MessageStatus::RetryWait)
                 .then(|| timestamp(m.next_attempt_at)),
-            status: m.status.into(),
+            status: m.status,
             address: m.address,
             attempts: m.attempts,
             provider_id: m.provider_id,
@@ -528,9 +446,9 @@ pub struct CampaignAuditEvent {
     #[schema(example = "api_key:deploy")]
     pub actor: String,
     /// Null for the creation.
-    #[schema(value_type = Option<CampaignState>)]
+    #[schema(value_type = Option<CampaignStatus>)]
     pub from: Option<String>,
-    #[schema(value_type = CampaignState)]
+    #[schema(value_type = CampaignStatus)]
     pub to: String,
     pub reason: String,
 }
@@ -634,7 +552,7 @@ pub struct CampaignListQuery {
     #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
     /// Only campaigns in this status.
-    #[param(value_type = Option<CampaignState>)]
+    #[param(value_type = Option<CampaignStatus>)]
     pub status: Option<String>,
     /// `oldest` first (the default) or `newest` first; a cursor continues the order of the
     /// page that gave it.
@@ -659,7 +577,7 @@ pub struct MessageListQuery {
     #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
     /// Only messages in this status.
-    #[param(value_type = Option<MessageState>)]
+    #[param(value_type = Option<MessageStatus>)]
     pub status: Option<String>,
 }
 
@@ -1352,7 +1270,7 @@ async fn campaign_stats(
     let failures = failure_groups(&state, c.id).await?;
     Ok(axum::Json(CampaignStats {
         id: encode_id("cmp", c.id),
-        status: c.status.into(),
+        status: c.status,
         outcome: c.outcome,
         total: c.total,
         counters: CampaignCounters::from(&c.counts),

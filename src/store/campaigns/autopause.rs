@@ -124,8 +124,8 @@ impl FromStr for AutoPause {
     }
 }
 
-/// Where a campaign's effective setting comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// Where a campaign's auto-pause setting comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AutoPauseSource {
     Campaign,

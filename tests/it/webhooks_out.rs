@@ -100,6 +100,25 @@ async fn scalar(db: &TestDb, sql: &str, id: i64) -> i64 {
     n
 }
 
+/// `n` endpoints (`http://{host}{i}.example/h`) subscribed to `campaign.started`, and
+/// `per_endpoint` such events fanned out to each of them.
+async fn started_events_for_endpoints(
+    db: &TestDb,
+    key_b64: &str,
+    host: &str,
+    n: usize,
+    per_endpoint: usize,
+) -> Vec<i64> {
+    let mut endpoints = Vec::new();
+    for i in 0..n {
+        let url = format!("http://{host}{i}.example/h");
+        endpoints.push(endpoint(db, key_b64, &url, &["campaign.started"], None).await);
+    }
+    events(db, "campaign.started", per_endpoint, 1).await;
+    fan_out_all(db).await;
+    endpoints
+}
+
 async fn fan_out_all(db: &TestDb) {
     while db
         .store
@@ -267,21 +286,7 @@ both_stores!(
     claims_are_exclusive_and_expired_leases_are_taken_back,
     |db| async move {
         let key = SecretKey::generate();
-        let mut endpoints = Vec::new();
-        for i in 0..4 {
-            endpoints.push(
-                endpoint(
-                    &db,
-                    &key,
-                    &format!("http://e{i}.example/h"),
-                    &["campaign.started"],
-                    None,
-                )
-                .await,
-            );
-        }
-        events(&db, "campaign.started", 50, 1).await;
-        fan_out_all(&db).await;
+        let endpoints = started_events_for_endpoints(&db, &key, "e", 4, 50).await;
         let now = herald::clock::now_ms();
         let (s1, s2) = (db.store.clone(), db.store.clone());
         let (c1, c2) = tokio::join!(
@@ -384,21 +389,7 @@ both_stores!(
     one_endpoint_is_claimed_by_one_instance_at_a_time,
     |db| async move {
         let key = SecretKey::generate();
-        let mut endpoints = Vec::new();
-        for i in 0..3 {
-            endpoints.push(
-                endpoint(
-                    &db,
-                    &key,
-                    &format!("http://p{i}.example/h"),
-                    &["campaign.started"],
-                    None,
-                )
-                .await,
-            );
-        }
-        events(&db, "campaign.started", 60, 1).await;
-        fan_out_all(&db).await;
+        started_events_for_endpoints(&db, &key, "p", 3, 60).await;
         // Eight instances claim at once, each looking at 6 due deliveries and taking at
         // most 3 of an endpoint: an endpoint has more due deliveries than one claim looks
         // at, so without serialized claims a second instance would take (and lock) the

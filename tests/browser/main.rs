@@ -17,6 +17,7 @@
 
 mod pages;
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -145,11 +146,13 @@ const FLAKY_PATH: &str =
 
 /// A webhook receiver on a free loopback port, answering one request per connection, for the
 /// audit's webhook endpoint pages (`audit.mjs`). `/hook` answers 200. [`FLAKY_PATH`] answers
-/// its requests in turn: the 1st, 4th, 7th... by closing the connection without an answer
-/// (the attempt's error), the 2nd, 5th... with a 500 and a long body without spaces (the
-/// attempt's response excerpt), the 3rd, 6th... with a 200; Herald sends one endpoint's
-/// deliveries one at a time, so each test event's delivery takes exactly those three
-/// attempts. Runs until the test process ends; returns its base URL.
+/// each event (counted by its `webhook-id`, the same on every retry) three times: the first
+/// attempt by closing the connection without an answer (the attempt's error), the second
+/// with a 500 and a long body without spaces (the attempt's response excerpt), the third
+/// with a 200. Counting per event, not per request, keeps this true when Herald interleaves
+/// one event's retry with another event's first attempt (test events belong to no campaign,
+/// so nothing orders them; a global counter made this test flaky). Runs until the test
+/// process ends; returns its base URL.
 fn start_receiver() -> String {
     let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port for the receiver");
     let port = listener
@@ -157,15 +160,16 @@ fn start_receiver() -> String {
         .expect("the receiver's address")
         .port();
     std::thread::spawn(move || {
-        let mut flaky = 0u64;
+        let mut attempts_per_event: HashMap<String, u32> = HashMap::new();
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
-            let Some(path) = read_request(&mut stream) else {
+            let Some((path, webhook_id)) = read_request(&mut stream) else {
                 continue;
             };
             let (status, body) = if path == FLAKY_PATH {
-                flaky += 1;
-                match flaky % 3 {
+                let attempt = attempts_per_event.entry(webhook_id).or_default();
+                *attempt += 1;
+                match *attempt {
                     1 => continue, // dropped: closed without an answer
                     2 => (
                         "500 Internal Server Error",
@@ -188,8 +192,9 @@ fn start_receiver() -> String {
     format!("http://127.0.0.1:{port}")
 }
 
-/// Reads one HTTP request (head and `Content-Length` body) and returns its path.
-fn read_request(stream: &mut TcpStream) -> Option<String> {
+/// Reads one HTTP request (head and `Content-Length` body) and returns its path and its
+/// `webhook-id` header (empty when absent).
+fn read_request(stream: &mut TcpStream) -> Option<(String, String)> {
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     let mut data = Vec::new();
     let mut chunk = [0u8; 4096];
@@ -219,7 +224,16 @@ fn read_request(stream: &mut TcpStream) -> Option<String> {
         }
         data.extend_from_slice(&chunk[..n]);
     }
-    head.split_whitespace().nth(1).map(str::to_string)
+    let webhook_id = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("webhook-id")
+                .then(|| value.trim().to_string())
+        })
+        .unwrap_or_default();
+    let path = head.split_whitespace().nth(1)?.to_string();
+    Some((path, webhook_id))
 }
 
 /// The CSV files the browser uploads: `customers.csv` (60 contacts with a city, and two

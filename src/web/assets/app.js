@@ -183,10 +183,16 @@
     if (contact) { contact.addEventListener("change", refresh); }
     if (channel) { channel.addEventListener("change", refresh); }
     if (list && contact) {
+      var listSeq = 0;
       list.addEventListener("change", function () {
+        var mineList = ++listSeq;
         fetch("/api/v1/lists/" + encodeURIComponent(list.value) + "/members?limit=50", {
           credentials: "same-origin", headers: { "Accept": "application/json" }
         }).then(function (r) { return r.ok ? r.json() : { items: [] }; }).then(function (data) {
+          // An answer for a list chosen before the current one is stale.
+          if (mineList !== listSeq) { return; }
+          // The contact chosen while the members loaded stays chosen if the list has it.
+          var chosen = contact.value;
           var keep = contact.options[0];
           contact.textContent = "";
           contact.appendChild(keep);
@@ -194,6 +200,7 @@
             var o = document.createElement("option");
             o.value = c.id;
             o.textContent = c.name ? c.name + " (" + c.address + ")" : c.address;
+            o.selected = c.id === chosen;
             contact.appendChild(o);
           });
           refresh();

@@ -1,12 +1,28 @@
-//! The direction of dependencies between Herald's top-level modules (docs/ARCHITECTURE.md),
-//! checked by reading the sources: every `crate::x` a module uses must be in its own layer
-//! or a lower one, and the modules form no cycle. A new top-level module must be placed in
-//! a layer here, so where it sits is decided once, in one place.
+//! The direction of dependencies between Herald's crates and top-level modules
+//! (docs/ARCHITECTURE.md), checked twice: `cargo metadata` must show every workspace crate
+//! depending only on crates below it, and the sources must show every `crate::x` a module
+//! uses in its own layer or a lower one, with no cycle. A new top-level module must be
+//! placed in a layer here (and its file in that layer's crate), so where it sits is decided
+//! once, in one place.
 
-/// From the bottom up. A module may use modules of its own layer and of the layers below.
-pub const LAYERS: &[(&str, &[&str])] = &[
+/// The workspace's crates from the bottom up: a crate may depend only on crates before it.
+/// `herald-fakes` (the fake providers) stands apart and may use only `herald-core`.
+pub const CRATES: &[&str] = &[
+    "herald-core",
+    "herald-store",
+    "herald-channels",
+    "herald-engine",
+    "herald-api",
+    "herald-web",
+    "herald",
+];
+
+/// From the bottom up: each layer's crate and modules. A module may use modules of its own
+/// layer and of the layers below.
+pub const LAYERS: &[(&str, &str, &[&str])] = &[
     (
         "core",
+        "herald-core",
         &[
             "address",
             "alerts",
@@ -30,24 +46,43 @@ pub const LAYERS: &[(&str, &[&str])] = &[
             "webhook_admission",
         ],
     ),
-    ("store", &["store"]),
-    ("channels", &["channels", "import"]),
-    ("engine", &["engine", "doctor"]),
-    ("http-state", &["app_state"]),
-    ("http-handlers", &["api", "webhooks"]),
-    ("dashboard", &["web"]),
-    ("http-server", &["http", "server", "fuzzing"]),
-    ("binary", &["cli"]),
+    ("store", "herald-store", &["store"]),
+    ("channels", "herald-channels", &["channels", "import"]),
+    ("engine", "herald-engine", &["engine", "doctor"]),
+    ("http-state", "herald-api", &["app_state"]),
+    ("http-handlers", "herald-api", &["api", "webhooks"]),
+    ("dashboard", "herald-web", &["web"]),
+    ("http-server", "herald", &["http", "server", "fuzzing"]),
+    ("binary", "herald", &["cli"]),
 ];
 
 #[cfg(test)]
 mod tests {
-    use super::LAYERS;
+    use super::{CRATES, LAYERS};
     use std::collections::{BTreeMap, BTreeSet};
     use std::path::{Path, PathBuf};
 
     fn layer_of(module: &str) -> Option<usize> {
-        LAYERS.iter().position(|(_, ms)| ms.contains(&module))
+        LAYERS.iter().position(|(_, _, ms)| ms.contains(&module))
+    }
+
+    fn workspace() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    }
+
+    /// The source directory of each crate of [`CRATES`].
+    fn crate_sources() -> Vec<(&'static str, PathBuf)> {
+        CRATES
+            .iter()
+            .map(|&name| {
+                let dir = if name == "herald" {
+                    workspace().join("src")
+                } else {
+                    workspace().join("crates").join(name).join("src")
+                };
+                (name, dir)
+            })
+            .collect()
     }
 
     fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -64,39 +99,42 @@ mod tests {
         }
     }
 
-    /// Each top-level module and the top-level modules its non-test code names as
-    /// `crate::x`.
-    fn uses() -> BTreeMap<String, BTreeSet<String>> {
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-        let mut files = Vec::new();
-        rust_files(&src, &mut files);
-        let mut uses: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        for file in files {
-            let rel = file.strip_prefix(&src).unwrap_or(&file);
-            let first = rel
-                .components()
-                .next()
-                .map(|c| {
-                    c.as_os_str()
-                        .to_string_lossy()
-                        .trim_end_matches(".rs")
-                        .to_string()
-                })
-                .unwrap_or_default();
-            if matches!(first.as_str(), "lib" | "main" | "bin" | "layering") {
-                continue;
-            }
-            let text = std::fs::read_to_string(&file).unwrap_or_default();
-            // Test modules may reach anywhere; only the shipped code is layered.
-            let code = text.split("#[cfg(test)]").next().unwrap_or("");
-            let used = uses.entry(first.clone()).or_default();
-            for (i, _) in code.match_indices("crate::") {
-                let name: String = code[i + 7..]
-                    .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                    .collect();
-                if !name.is_empty() && name != first {
-                    used.insert(name);
+    /// Each top-level module, the crate its files are in, and the top-level modules its
+    /// non-test code names as `crate::x`.
+    fn uses() -> BTreeMap<String, (&'static str, BTreeSet<String>)> {
+        let mut uses: BTreeMap<String, (&'static str, BTreeSet<String>)> = BTreeMap::new();
+        for (crate_name, src) in crate_sources() {
+            let mut files = Vec::new();
+            rust_files(&src, &mut files);
+            for file in files {
+                let rel = file.strip_prefix(&src).unwrap_or(&file);
+                let first = rel
+                    .components()
+                    .next()
+                    .map(|c| {
+                        c.as_os_str()
+                            .to_string_lossy()
+                            .trim_end_matches(".rs")
+                            .to_string()
+                    })
+                    .unwrap_or_default();
+                if matches!(first.as_str(), "lib" | "main" | "bin" | "layering") {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&file).unwrap_or_default();
+                // Test modules may reach anywhere; only the shipped code is layered.
+                let code = text.split("#[cfg(test)]").next().unwrap_or("");
+                let (_, used) = uses
+                    .entry(first.clone())
+                    .or_insert((crate_name, BTreeSet::new()));
+                for (i, _) in code.match_indices("crate::") {
+                    let name: String = code[i + 7..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect();
+                    if !name.is_empty() && name != first {
+                        used.insert(name);
+                    }
                 }
             }
         }
@@ -107,11 +145,17 @@ mod tests {
     fn every_module_has_a_layer_and_uses_only_its_own_or_lower_ones() {
         let uses = uses();
         let mut wrong = Vec::new();
-        for (module, used) in &uses {
+        for (module, (crate_name, used)) in &uses {
             let Some(mine) = layer_of(module) else {
                 wrong.push(format!("`{module}` is in no layer of src/layering.rs"));
                 continue;
             };
+            if LAYERS[mine].1 != *crate_name {
+                wrong.push(format!(
+                    "`{module}` ({}) belongs in crate {}, but its files are in {crate_name}",
+                    LAYERS[mine].0, LAYERS[mine].1
+                ));
+            }
             for other in used {
                 match layer_of(other) {
                     Some(theirs) if theirs > mine => wrong.push(format!(
@@ -131,7 +175,7 @@ mod tests {
         // Depth-first search; a module met again while still on the path closes a cycle.
         fn visit(
             m: &str,
-            uses: &BTreeMap<String, BTreeSet<String>>,
+            uses: &BTreeMap<String, (&'static str, BTreeSet<String>)>,
             path: &mut Vec<String>,
             done: &mut BTreeSet<String>,
         ) -> Option<Vec<String>> {
@@ -144,7 +188,7 @@ mod tests {
                 return None;
             }
             path.push(m.to_string());
-            for next in uses.get(m).into_iter().flatten() {
+            for next in uses.get(m).into_iter().flat_map(|(_, used)| used) {
                 if let Some(c) = visit(next, uses, path, done) {
                     return Some(c);
                 }
@@ -166,7 +210,7 @@ mod tests {
     /// the dialect, and no store file is over about 800 lines (issue 13).
     #[test]
     fn store_entity_files_do_not_branch_on_the_dialect_and_stay_small() {
-        let store = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/store");
+        let store = workspace().join("crates/herald-store/src/store");
         let mut files = Vec::new();
         rust_files(&store, &mut files);
         assert!(files.len() > 20, "the scan found only {files:?}");
@@ -205,7 +249,71 @@ mod tests {
     fn the_checker_sees_a_known_use() {
         // If the scan stopped reading files, the two tests above would pass on nothing.
         let uses = uses();
-        assert!(uses["engine"].contains("store"), "{uses:?}");
-        assert!(uses["api"].contains("app_state"), "{uses:?}");
+        assert!(uses["engine"].1.contains("store"), "{uses:?}");
+        assert!(uses["api"].1.contains("app_state"), "{uses:?}");
+        assert_eq!(uses["web"].0, "herald-web", "{uses:?}");
+    }
+
+    /// `cargo metadata` lists exactly the crates of [`CRATES`] and `herald-fakes`, and each
+    /// depends (normal, dev or build) only on Herald crates below it.
+    #[test]
+    fn workspace_crates_depend_only_downwards() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+        let out = std::process::Command::new(cargo)
+            .args([
+                "metadata",
+                "--format-version",
+                "1",
+                "--no-deps",
+                "--offline",
+            ])
+            .current_dir(workspace())
+            .output()
+            .expect("cargo metadata runs");
+        assert!(
+            out.status.success(),
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let metadata: serde_json::Value =
+            serde_json::from_slice(&out.stdout).expect("cargo metadata prints JSON");
+        let packages = metadata["packages"].as_array().expect("packages");
+        let mut names: Vec<&str> = packages.iter().filter_map(|p| p["name"].as_str()).collect();
+        names.sort();
+        let mut expected: Vec<&str> = CRATES.iter().copied().chain(["herald-fakes"]).collect();
+        expected.sort();
+        assert_eq!(names, expected, "the workspace's members");
+        let rank = |name: &str| CRATES.iter().position(|c| *c == name);
+        let mut wrong = Vec::new();
+        for package in packages {
+            let name = package["name"].as_str().unwrap_or_default();
+            for dep in package["dependencies"].as_array().into_iter().flatten() {
+                let dep_name = dep["name"].as_str().unwrap_or_default();
+                if !expected.contains(&dep_name) {
+                    continue; // an external crate
+                }
+                let allowed = match (name, dep_name) {
+                    ("herald-fakes", d) => d == "herald-core",
+                    // The `herald` package builds the fakes' binary for the tests.
+                    ("herald", "herald-fakes") => true,
+                    (n, d) => matches!((rank(n), rank(d)), (Some(a), Some(b)) if b < a),
+                };
+                if !allowed {
+                    wrong.push(format!("{name} depends on {dep_name}"));
+                }
+            }
+        }
+        assert!(wrong.is_empty(), "upward or sideways: {}", wrong.join(", "));
+        // The walk saw real edges: the top depends on the bottom.
+        let herald = packages
+            .iter()
+            .find(|p| p["name"] == "herald")
+            .expect("herald");
+        assert!(
+            herald["dependencies"]
+                .as_array()
+                .is_some_and(|d| d.iter().any(|d| d["name"] == "herald-core")),
+            "{herald}"
+        );
     }
 }

@@ -1,39 +1,24 @@
 //! Herald: a durable bulk-messaging campaign engine. See docs/DESIGN.md for the invariants this
-//! crate exists to keep; `store` keeps them on disk, `engine` keeps them in motion.
+//! workspace exists to keep and docs/ARCHITECTURE.md for its crates; this crate is the top:
+//! the `herald` binary's CLI and the HTTP server, over every other crate.
 #![forbid(unsafe_code)]
 
-pub mod address;
-pub mod alerts;
-pub mod api;
-pub mod app_state;
-pub mod channel_kind;
-pub mod channels;
+// Every layer's modules, re-exported so that `herald::<module>` and `crate::<module>` paths
+// read the same as before the workspace (tests, fuzz targets).
+pub use herald_api::{api, app_state, webhooks};
+pub use herald_channels::{channels, import};
+pub use herald_core::{
+    address, alerts, channel_kind, clock, config, contact_rules, credentials, domain, events, ids,
+    optout, outbound, reasons, secrets, segments, signatures, telemetry, template,
+    unsubscribe_link, webhook_admission,
+};
+pub use herald_engine::{doctor, engine};
+pub use herald_store::store;
+pub use herald_web::web;
+
 pub mod cli;
-pub mod clock;
-pub mod config;
-pub mod contact_rules;
-pub mod credentials;
-pub mod doctor;
-pub mod domain;
-pub mod engine;
-pub mod events;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;
-pub mod ids;
-pub mod import;
 pub mod layering;
-pub mod optout;
-pub mod outbound;
-pub mod reasons;
-pub mod secrets;
-pub mod segments;
 pub mod server;
-pub mod signatures;
-pub mod store;
-pub mod telemetry;
-pub mod template;
-pub mod unsubscribe_link;
-pub mod web;
-pub mod webhook_admission;
-pub mod webhooks;

@@ -348,24 +348,26 @@ both_stores!(in_doubt_resolutions_count_in_the_history, |db| async move {
 fn migrations_before_0009(backend: crate::support::Backend) -> Vec<&'static str> {
     match backend {
         crate::support::Backend::Sqlite => vec![
-            include_str!("../../migrations/sqlite/0001_init.sql"),
-            include_str!("../../migrations/sqlite/0002_sandbox_idempotent.sql"),
-            include_str!("../../migrations/sqlite/0003_channel_secrets.sql"),
-            include_str!("../../migrations/sqlite/0004_webhook_events.sql"),
-            include_str!("../../migrations/sqlite/0005_channel_rate.sql"),
-            include_str!("../../migrations/sqlite/0006_receipt_message.sql"),
-            include_str!("../../migrations/sqlite/0007_accounts.sql"),
-            include_str!("../../migrations/sqlite/0008_webhook_scope.sql"),
+            include_str!("../../crates/herald-store/migrations/sqlite/0001_init.sql"),
+            include_str!("../../crates/herald-store/migrations/sqlite/0002_sandbox_idempotent.sql"),
+            include_str!("../../crates/herald-store/migrations/sqlite/0003_channel_secrets.sql"),
+            include_str!("../../crates/herald-store/migrations/sqlite/0004_webhook_events.sql"),
+            include_str!("../../crates/herald-store/migrations/sqlite/0005_channel_rate.sql"),
+            include_str!("../../crates/herald-store/migrations/sqlite/0006_receipt_message.sql"),
+            include_str!("../../crates/herald-store/migrations/sqlite/0007_accounts.sql"),
+            include_str!("../../crates/herald-store/migrations/sqlite/0008_webhook_scope.sql"),
         ],
         crate::support::Backend::Postgres => vec![
-            include_str!("../../migrations/postgres/0001_init.sql"),
-            include_str!("../../migrations/postgres/0002_sandbox_idempotent.sql"),
-            include_str!("../../migrations/postgres/0003_channel_secrets.sql"),
-            include_str!("../../migrations/postgres/0004_webhook_events.sql"),
-            include_str!("../../migrations/postgres/0005_channel_rate.sql"),
-            include_str!("../../migrations/postgres/0006_receipt_message.sql"),
-            include_str!("../../migrations/postgres/0007_accounts.sql"),
-            include_str!("../../migrations/postgres/0008_webhook_scope.sql"),
+            include_str!("../../crates/herald-store/migrations/postgres/0001_init.sql"),
+            include_str!(
+                "../../crates/herald-store/migrations/postgres/0002_sandbox_idempotent.sql"
+            ),
+            include_str!("../../crates/herald-store/migrations/postgres/0003_channel_secrets.sql"),
+            include_str!("../../crates/herald-store/migrations/postgres/0004_webhook_events.sql"),
+            include_str!("../../crates/herald-store/migrations/postgres/0005_channel_rate.sql"),
+            include_str!("../../crates/herald-store/migrations/postgres/0006_receipt_message.sql"),
+            include_str!("../../crates/herald-store/migrations/postgres/0007_accounts.sql"),
+            include_str!("../../crates/herald-store/migrations/postgres/0008_webhook_scope.sql"),
         ],
     }
 }

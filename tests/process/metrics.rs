@@ -39,7 +39,7 @@ fn every_metric_the_readme_lists_is_exported_with_help(backend: Backend) {
         .collect();
     assert_eq!(
         listed, defined,
-        "the README's metric names and src/telemetry.rs METRICS differ"
+        "the README's metric names and crates/herald-core/src/telemetry.rs METRICS differ"
     );
 
     let h = Herald::new(backend);

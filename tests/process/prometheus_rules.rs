@@ -104,7 +104,7 @@ fn the_rules_name_only_exported_metrics() {
         let unknown: Vec<&String> = names.difference(&exported).collect();
         assert!(
             unknown.is_empty(),
-            "docs/prometheus/{file} names metrics Herald does not export (src/telemetry.rs METRICS): {unknown:?}"
+            "docs/prometheus/{file} names metrics Herald does not export (crates/herald-core/src/telemetry.rs METRICS): {unknown:?}"
         );
     }
     // The alerts the issue asks for are all there, each with its metric.

@@ -5,7 +5,7 @@ pub(super) mod contacts;
 mod organisations;
 
 pub(super) use admin::bounded_contact_fields;
-pub(crate) use admin::like_pattern;
+pub use admin::like_pattern;
 pub use admin::{
     Attributes, ContactChange, ContactFilter, ContactRow, ListDeletion, ListRow, NewContact,
     SuppressionRow,

@@ -41,8 +41,9 @@ enum Cmd {
     Whatsapp(whatsapp::WhatsappArgs),
 }
 
+/// Parses the command line and runs the chosen fake until it is killed.
 #[tokio::main]
-async fn main() -> ExitCode {
+pub async fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("HERALD_FAKES_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));

@@ -193,7 +193,7 @@ pub const METRICS: &[Metric] = &[
         "Campaigns the engine paused because their permanent failure rate crossed their auto-pause threshold",
         &[&[]],
     ),
-    // Exported by the outbound webhook delivery worker (src/engine/webhooks_out.rs).
+    // Exported by the outbound webhook delivery worker (crates/herald-engine/src/engine/webhooks_out.rs).
     (
         "herald_webhook_deliveries_total",
         MetricKind::Counter,
@@ -216,7 +216,7 @@ pub const METRICS: &[Metric] = &[
         "Webhook endpoints disabled by delivery (410 Gone, or every attempt failing for 5 days)",
         &[&[]],
     ),
-    // Exported by the alert worker (src/engine/alerts.rs).
+    // Exported by the alert worker (crates/herald-engine/src/engine/alerts.rs).
     (
         "herald_alerts_total",
         MetricKind::Counter,

@@ -116,7 +116,7 @@ pub async fn import_csv(
 }
 
 /// What the parsing thread hands to the writer.
-pub(crate) enum Parsed {
+pub enum Parsed {
     /// The header row has an `address` column: rows follow.
     Header,
     Rows {
@@ -173,11 +173,11 @@ where
     })
 }
 
-pub(crate) type ParsedTx = mpsc::Sender<Result<Parsed, ImportError>>;
+pub type ParsedTx = mpsc::Sender<Result<Parsed, ImportError>>;
 
 /// Runs on a blocking thread. Returns when the input ends, on an unreadable input, or when
 /// the writer is gone.
-pub(crate) fn parse<R: Read>(reader: R, shown: &str, tx: &ParsedTx) {
+pub fn parse<R: Read>(reader: R, shown: &str, tx: &ParsedTx) {
     let send = |m: Result<Parsed, ImportError>| tx.blocking_send(m).is_ok();
     let unreadable = |e: &dyn std::fmt::Display| ImportError::Unreadable {
         path: shown.to_string(),

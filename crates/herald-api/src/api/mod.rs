@@ -22,17 +22,17 @@ pub mod idempotency;
 pub mod problem;
 
 mod accounts;
-pub(crate) mod alerts;
+pub mod alerts;
 mod campaign_events;
 mod campaigns;
 mod channels;
-pub(crate) mod contacts;
+pub mod contacts;
 mod lists;
 mod organisation;
 mod rules;
 mod suppressions;
 mod system;
-pub(crate) mod webhooks;
+pub mod webhooks;
 
 pub use crate::app_state::AppState as ApiState;
 use axum::Router;

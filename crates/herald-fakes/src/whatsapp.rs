@@ -63,7 +63,7 @@ use axum::{Json, Router};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use clap::{Args, ValueEnum};
-use herald::signatures::meta_signature;
+use herald_core::signatures::meta_signature;
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::collections::HashMap;

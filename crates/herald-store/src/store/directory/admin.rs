@@ -187,7 +187,7 @@ fn suppression_row(row: &AnyRow) -> Result<SuppressionRow, StoreError> {
 }
 
 /// `%`, `_` and `\` taken literally in a `LIKE … ESCAPE '\'` pattern.
-pub(crate) fn like_pattern(q: &str) -> String {
+pub fn like_pattern(q: &str) -> String {
     let mut p = String::with_capacity(q.len() + 2);
     p.push('%');
     for ch in q.to_lowercase().chars() {

@@ -1,0 +1,18 @@
+//! Herald's HTTP handlers below the dashboard: `AppState` and the problem type at the
+//! bottom, the JSON API (`/api/v1`) and the provider webhooks and unsubscribe pages.
+#![forbid(unsafe_code)]
+
+// Lower layers' modules, re-exported so that `crate::<module>` paths read the same in
+// every crate (docs/ARCHITECTURE.md).
+pub use herald_channels::{channels, import};
+pub use herald_core::{
+    address, alerts, channel_kind, clock, config, contact_rules, credentials, domain, events, ids,
+    optout, outbound, reasons, secrets, segments, signatures, telemetry, template,
+    unsubscribe_link, webhook_admission,
+};
+pub use herald_engine::{doctor, engine};
+pub use herald_store::store;
+
+pub mod api;
+pub mod app_state;
+pub mod webhooks;

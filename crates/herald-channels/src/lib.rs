@@ -1,0 +1,15 @@
+//! Herald's channels (sandbox, Twilio, WhatsApp Cloud API, SMTP) and the contact importer.
+//! Depends on herald-core and herald-store.
+#![forbid(unsafe_code)]
+
+// Lower layers' modules, re-exported so that `crate::<module>` paths read the same in
+// every crate (docs/ARCHITECTURE.md).
+pub use herald_core::{
+    address, alerts, channel_kind, clock, config, contact_rules, credentials, domain, events, ids,
+    optout, outbound, reasons, secrets, segments, signatures, telemetry, template,
+    unsubscribe_link, webhook_admission,
+};
+pub use herald_store::store;
+
+pub mod channels;
+pub mod import;

@@ -1,0 +1,25 @@
+//! The core of Herald: domain types, ids, addresses, templates, the clock, opt-out keywords,
+//! secrets, signatures, configuration and the outbound address guard. Depends on no other
+//! Herald crate; every other crate depends on it (docs/ARCHITECTURE.md).
+#![forbid(unsafe_code)]
+
+pub mod address;
+pub mod alerts;
+pub mod channel_kind;
+pub mod clock;
+pub mod config;
+pub mod contact_rules;
+pub mod credentials;
+pub mod domain;
+pub mod events;
+pub mod ids;
+pub mod optout;
+pub mod outbound;
+pub mod reasons;
+pub mod secrets;
+pub mod segments;
+pub mod signatures;
+pub mod telemetry;
+pub mod template;
+pub mod unsubscribe_link;
+pub mod webhook_admission;

@@ -1,0 +1,16 @@
+//! Herald's engine: the dispatcher, reconciler, scheduler, webhook and alert delivery, and
+//! `doctor`. Depends on herald-core, herald-store and herald-channels.
+#![forbid(unsafe_code)]
+
+// Lower layers' modules, re-exported so that `crate::<module>` paths read the same in
+// every crate (docs/ARCHITECTURE.md).
+pub use herald_channels::{channels, import};
+pub use herald_core::{
+    address, alerts, channel_kind, clock, config, contact_rules, credentials, domain, events, ids,
+    optout, outbound, reasons, secrets, segments, signatures, telemetry, template,
+    unsubscribe_link, webhook_admission,
+};
+pub use herald_store::store;
+
+pub mod doctor;
+pub mod engine;

@@ -1,0 +1,13 @@
+//! Herald's store: every durable state change as a conditional write, on SQLite or
+//! PostgreSQL (docs/DESIGN.md). Depends only on herald-core.
+#![forbid(unsafe_code)]
+
+// Lower layers' modules, re-exported so that `crate::<module>` paths read the same in
+// every crate (docs/ARCHITECTURE.md).
+pub use herald_core::{
+    address, alerts, channel_kind, clock, config, contact_rules, credentials, domain, events, ids,
+    optout, outbound, reasons, secrets, segments, signatures, telemetry, template,
+    unsubscribe_link, webhook_admission,
+};
+
+pub mod store;

@@ -384,7 +384,7 @@ mod tests {
 
     const VECTORS: &str = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/tests/contracts/signature-test-vectors.json"
+        "/../../tests/contracts/signature-test-vectors.json"
     );
 
     fn vectors(scheme: &str) -> Vec<Value> {

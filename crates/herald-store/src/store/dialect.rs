@@ -33,6 +33,13 @@ impl Dialect {
         }
     }
 
+    /// Whether every write of every instance goes through one writer at a time (SQLite's
+    /// database lock), so background writes (webhook fan-out and delivery) take their time
+    /// straight from message sending; PostgreSQL writes in parallel.
+    pub fn one_writer(self) -> bool {
+        matches!(self, Dialect::Sqlite)
+    }
+
     pub(super) fn json_ids(self, param: &str) -> String {
         match self {
             Dialect::Sqlite => sqlite::json_ids(param),

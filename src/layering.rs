@@ -5,20 +5,10 @@
 //! placed in a layer here (and its file in that layer's crate), so where it sits is decided
 //! once, in one place.
 
-/// The workspace's crates from the bottom up: a crate may depend only on crates before it.
-/// `herald-fakes` (the fake providers) stands apart and may use only `herald-core`.
-pub const CRATES: &[&str] = &[
-    "herald-core",
-    "herald-store",
-    "herald-channels",
-    "herald-engine",
-    "herald-api",
-    "herald-web",
-    "herald",
-];
-
 /// From the bottom up: each layer's crate and modules. A module may use modules of its own
-/// layer and of the layers below.
+/// layer and of the layers below; a crate (its layers' crates in this order) may depend only
+/// on the crates before it. `herald-fakes` (the fake providers) stands apart and may use
+/// only `herald-core`.
 pub const LAYERS: &[(&str, &str, &[&str])] = &[
     (
         "core",
@@ -58,7 +48,7 @@ pub const LAYERS: &[(&str, &str, &[&str])] = &[
 
 #[cfg(test)]
 mod tests {
-    use super::{CRATES, LAYERS};
+    use super::LAYERS;
     use std::collections::{BTreeMap, BTreeSet};
     use std::path::{Path, PathBuf};
 
@@ -66,15 +56,22 @@ mod tests {
         LAYERS.iter().position(|(_, _, ms)| ms.contains(&module))
     }
 
+    /// The workspace's crates from the bottom up, as [`LAYERS`] orders them.
+    fn crates() -> Vec<&'static str> {
+        let mut crates: Vec<&'static str> = LAYERS.iter().map(|(_, c, _)| *c).collect();
+        crates.dedup();
+        crates
+    }
+
     fn workspace() -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR"))
     }
 
-    /// The source directory of each crate of [`CRATES`].
+    /// The source directory of each crate of [`crates`].
     fn crate_sources() -> Vec<(&'static str, PathBuf)> {
-        CRATES
-            .iter()
-            .map(|&name| {
+        crates()
+            .into_iter()
+            .map(|name| {
                 let dir = if name == "herald" {
                     workspace().join("src")
                 } else {
@@ -254,7 +251,7 @@ mod tests {
         assert_eq!(uses["web"].0, "herald-web", "{uses:?}");
     }
 
-    /// `cargo metadata` lists exactly the crates of [`CRATES`] and `herald-fakes`, and each
+    /// `cargo metadata` lists exactly the crates of [`LAYERS`] and `herald-fakes`, and each
     /// depends (normal, dev or build) only on Herald crates below it.
     #[test]
     fn workspace_crates_depend_only_downwards() {
@@ -280,10 +277,11 @@ mod tests {
         let packages = metadata["packages"].as_array().expect("packages");
         let mut names: Vec<&str> = packages.iter().filter_map(|p| p["name"].as_str()).collect();
         names.sort();
-        let mut expected: Vec<&str> = CRATES.iter().copied().chain(["herald-fakes"]).collect();
+        let crates = crates();
+        let mut expected: Vec<&str> = crates.iter().copied().chain(["herald-fakes"]).collect();
         expected.sort();
         assert_eq!(names, expected, "the workspace's members");
-        let rank = |name: &str| CRATES.iter().position(|c| *c == name);
+        let rank = |name: &str| crates.iter().position(|c| *c == name);
         let mut wrong = Vec::new();
         for package in packages {
             let name = package["name"].as_str().unwrap_or_default();

@@ -433,6 +433,100 @@ both_stores!(
     }
 );
 
+// One batch may carry several receipts for one message (a provider's delivered and read
+// in the same webhook call, or a kept pair applied together): each moves the message one
+// rank up in order of arrival, reports its own event, clears or keeps the error as a
+// single receipt would, and the counters end where the message does.
+both_stores!(
+    several_receipts_for_one_message_in_one_batch,
+    |db| async move {
+        let store = &db.store;
+        let (org, list) = seed_list(store, 3).await;
+        let channel = crate::support::sandbox_channel(store, "sms").await;
+        let id = new_campaign(store, org, list, channel, "Hi").await;
+        subscribe(
+            &db,
+            org,
+            &[EventType::MessageUndelivered, EventType::MessageDelivered],
+        )
+        .await;
+        let claimed = start_and_claim(store, id, "inst-a").await;
+        let now = herald::clock::now_ms();
+        store
+            .record_outcomes("inst-a", now, &claimed.iter().map(sent).collect::<Vec<_>>())
+            .await
+            .unwrap();
+        let receipt = |m: &herald::store::ClaimedMessage, status, error: Option<&str>| Receipt {
+            channel_id: channel,
+            provider_id: format!("SM{}", m.id),
+            status,
+            error: error.map(str::to_string),
+        };
+        let report = store
+            .apply_receipts(
+                &[
+                    receipt(
+                        &claimed[0],
+                        MessageStatus::Undelivered,
+                        Some("carrier 30003"),
+                    ),
+                    receipt(&claimed[1], MessageStatus::Delivered, None),
+                    receipt(&claimed[0], MessageStatus::Read, None),
+                    receipt(&claimed[1], MessageStatus::Read, None),
+                    // Below read: ignored, and its error is not written.
+                    receipt(&claimed[1], MessageStatus::Failed, Some("late failure")),
+                    receipt(
+                        &claimed[2],
+                        MessageStatus::Undelivered,
+                        Some("carrier 30005"),
+                    ),
+                    // Same rank as undelivered: ignored, the first error stays.
+                    receipt(&claimed[2], MessageStatus::Failed, Some("other")),
+                ],
+                now + 1,
+            )
+            .await
+            .unwrap();
+        assert_eq!((report.applied, report.ignored, report.kept), (5, 2, 0));
+        let m0 = crate::support::message(store, id, claimed[0].id).await;
+        assert_eq!(m0.status, MessageStatus::Read);
+        assert_eq!(m0.last_error, None, "a read message shows no stale failure");
+        let m1 = crate::support::message(store, id, claimed[1].id).await;
+        assert_eq!(m1.status, MessageStatus::Read);
+        assert_eq!(m1.last_error, None);
+        let m2 = crate::support::message(store, id, claimed[2].id).await;
+        assert_eq!(m2.status, MessageStatus::Undelivered);
+        assert_eq!(m2.last_error.as_deref(), Some("carrier 30005"));
+        let c = crate::support::assert_counters_match(store, id).await;
+        assert_eq!(c.counts.get(MessageStatus::Read), 2);
+        assert_eq!(c.counts.get(MessageStatus::Undelivered), 1);
+
+        let ids = |t| async move {
+            of_type(store, org, t)
+                .await
+                .iter()
+                .map(|e| {
+                    e.data["message"]["id"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string()
+                })
+                .collect::<Vec<_>>()
+        };
+        let msg = |m: &herald::store::ClaimedMessage| format!("msg_{}", m.id);
+        assert_eq!(
+            ids(EventType::MessageUndelivered).await,
+            vec![msg(&claimed[0]), msg(&claimed[2])]
+        );
+        // Read straight after undelivered was delivered too; read after delivered is not
+        // a second delivery.
+        assert_eq!(
+            ids(EventType::MessageDelivered).await,
+            vec![msg(&claimed[0]), msg(&claimed[1])]
+        );
+    }
+);
+
 // A channel's outage and its end: one event each, however many instances try.
 both_stores!(channel_availability_events_once, |db| async move {
     let store = &db.store;

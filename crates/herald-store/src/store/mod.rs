@@ -33,6 +33,7 @@ pub use campaigns::outcomes::{ThroughputMinute, minute_of};
 pub use channels::admin as channels_admin;
 pub use channels::outage;
 pub use dialect::{Dialect, redact_url};
+pub use dispatch::KEPT_RECEIPT_BATCH;
 pub use events::outbox::{InboundMessage, OptSource, OutboxEvent};
 pub use events::{alerts, webhook_deliveries, webhook_endpoints};
 pub(crate) use helpers::sql_str;

@@ -5,3 +5,5 @@ mod claim;
 mod receipts;
 mod record;
 mod sandbox;
+
+pub use receipts::KEPT_RECEIPT_BATCH;

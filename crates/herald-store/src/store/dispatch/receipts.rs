@@ -11,6 +11,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 /// How long a receipt for an unknown provider id is kept waiting for its message.
 const KEPT_RECEIPT_MS: i64 = 7 * 24 * 3600 * 1000;
 
+/// How many kept receipts one `apply_kept_receipts` transaction takes. A caller that gets a
+/// full batch back calls again: more are waiting.
+pub const KEPT_RECEIPT_BATCH: usize = 1000;
+
 impl Store {
     /// Applies provider receipts (delivered, read, undelivered, failed). A receipt moves a
     /// message only to a strictly higher rank (docs/DESIGN.md invariant 7); one whose provider id
@@ -39,7 +43,8 @@ impl Store {
 
     /// The reconciler's sweep of kept receipts whose provider id is recorded by now: on
     /// PostgreSQL a receipt can be kept in the same instant its outcome commits, each
-    /// transaction missing the other's row; this applies it on the next pass.
+    /// transaction missing the other's row; this applies it on the next pass. Takes at most
+    /// [`KEPT_RECEIPT_BATCH`] and returns how many it took.
     pub async fn apply_kept_receipts(&self, now: i64) -> Result<usize, StoreError> {
         let mut deltas = BTreeMap::new();
         let mut tx = self.begin().await?;
@@ -55,8 +60,9 @@ impl Store {
                 sqlx::query(
                     "SELECT pr.id, pr.channel_id, pr.provider_id, pr.status, pr.error FROM pending_receipts pr \
                      WHERE EXISTS (SELECT 1 FROM messages m JOIN campaigns c ON c.id = m.campaign_id \
-                     WHERE m.provider_id = pr.provider_id AND c.channel_id = pr.channel_id) ORDER BY pr.id LIMIT 1000",
-                ),
+                     WHERE m.provider_id = pr.provider_id AND c.channel_id = pr.channel_id) ORDER BY pr.id LIMIT $1",
+                )
+                .bind(KEPT_RECEIPT_BATCH as i64),
                 now,
                 &mut deltas,
             )
@@ -146,95 +152,188 @@ impl Store {
             .bind(&param)
             .fetch_all(&mut **tx)
             .await?;
-        let mut by_provider: HashMap<(i64, String), (i64, i64)> = HashMap::new();
+        let mut by_provider: HashMap<(i64, String), i64> = HashMap::new();
         let mut campaigns = BTreeSet::new();
         for r in &rows {
-            let campaign: i64 = r.try_get("campaign_id")?;
-            campaigns.insert(campaign);
+            campaigns.insert(r.try_get::<i64, _>("campaign_id")?);
             by_provider.insert(
                 (r.try_get("channel_id")?, r.try_get("provider_id")?),
-                (r.try_get("id")?, campaign),
+                r.try_get("id")?,
             );
         }
         self.lock_campaigns(tx, &campaigns).await?;
-        let mut message_events = Vec::new();
+
+        // Under the campaign locks every writer of these messages waits, so the statuses
+        // read here are the ones the conditional update below finds. The whole batch is a
+        // handful of statements, not two per receipt: the locks block the dispatcher's
+        // claims and outcomes, so the time they are held is sending time lost.
+        let ids: Vec<i64> = by_provider.values().copied().collect();
+        let select = format!(
+            "SELECT id, status, last_error FROM messages WHERE id IN {}",
+            self.dialect.json_ids("$1")
+        );
+        let mut moves: HashMap<i64, ReceiptMove> = HashMap::new();
+        for r in sqlx::query(AssertSqlSafe(select))
+            .bind(ids_json(ids))
+            .fetch_all(&mut **tx)
+            .await?
+        {
+            let status = status_of(&r, "status")?;
+            moves.insert(
+                r.try_get("id")?,
+                ReceiptMove {
+                    from: status,
+                    to: status,
+                    error: r.try_get("last_error")?,
+                    events: Vec::new(),
+                    receipts: 0,
+                },
+            );
+        }
+        let mut unknown = Vec::new();
         for receipt in receipts {
             let key = (receipt.channel_id, receipt.provider_id.clone());
-            let Some((message_id, campaign_id)) = by_provider.get(&key) else {
+            let Some(message_id) = by_provider.get(&key) else {
                 if keep_unknown {
-                    sqlx::query(
-                        "INSERT INTO pending_receipts (channel_id, provider_id, status, error, received_at) VALUES ($1, $2, $3, $4, $5)",
-                    )
-                    .bind(receipt.channel_id)
-                    .bind(clean(&receipt.provider_id))
-                    .bind(receipt.status.as_str())
-                    .bind(receipt.error.as_deref().map(clean))
-                    .bind(now)
-                    .execute(&mut **tx)
-                    .await?;
-                    report.kept += 1;
+                    unknown.push(serde_json::json!({
+                        "channel_id": receipt.channel_id,
+                        "provider_id": clean(&receipt.provider_id),
+                        "status": receipt.status.as_str(),
+                        "error": receipt.error.as_deref().map(clean),
+                    }));
                 }
                 continue;
             };
-            let Some(rank) = receipt.status.receipt_rank() else {
+            if !moves.get_mut(message_id).is_some_and(|m| m.step(receipt)) {
                 report.ignored += 1;
-                continue;
-            };
-            // Only statuses of a strictly lower rank may move; the WHERE clause says so.
-            let lower: Vec<String> = MessageStatus::ALL
-                .into_iter()
-                .filter(|s| s.receipt_rank().is_some_and(|r| r < rank))
-                .map(|s| format!("'{}'", s.as_str()))
-                .collect();
-            if lower.is_empty() {
-                // A `sent` receipt: a recorded provider id means the message is sent
-                // already, so there is nothing below it to move from.
-                report.ignored += 1;
-                continue;
             }
-            // A success (sent, delivered, read) clears an earlier attempt's error: a message
-            // that reached its recipient shows no stale failure.
-            let success = matches!(
-                receipt.status,
-                MessageStatus::Sent | MessageStatus::Delivered | MessageStatus::Read
+        }
+        if !unknown.is_empty() {
+            report.kept += unknown.len();
+            let recs = self.dialect.json_records(
+                "$1",
+                &[
+                    ("channel_id", "int"),
+                    ("provider_id", "text"),
+                    ("status", "text"),
+                    ("error", "text"),
+                ],
             );
             let sql = format!(
-                "UPDATE messages SET status = $1, \
-                 last_error = CASE WHEN {} THEN NULL ELSE COALESCE($2, last_error) END, updated_at = $3 \
-                 WHERE id = $4 AND status IN ({}) RETURNING (SELECT 1) AS one",
-                if success { "1 = 1" } else { "1 = 0" },
-                lower.join(",")
+                "INSERT INTO pending_receipts (channel_id, provider_id, status, error, received_at) \
+                 SELECT x.channel_id, x.provider_id, x.status, x.error, $2 FROM {recs}"
             );
-            // The previous status is needed for the counters: read it under the same lock.
-            let prev: Option<String> =
-                sqlx::query_scalar("SELECT status FROM messages WHERE id = $1")
-                    .bind(*message_id)
-                    .fetch_optional(&mut **tx)
-                    .await?;
-            let moved = sqlx::query(AssertSqlSafe(sql))
-                .bind(receipt.status.as_str())
-                .bind(receipt.error.as_deref().map(clean))
+            sqlx::query(AssertSqlSafe(sql))
+                .bind(serde_json::Value::from(unknown).to_string())
                 .bind(now)
-                .bind(*message_id)
-                .fetch_optional(&mut **tx)
+                .execute(&mut **tx)
+                .await?;
+        }
+
+        // One conditional update for the batch: each message moves from the status read
+        // above to the highest its receipts reached (docs/DESIGN.md invariant 7).
+        let records: Vec<serde_json::Value> = moves
+            .iter()
+            .filter(|(_, m)| m.receipts > 0)
+            .map(|(id, m)| {
+                serde_json::json!({
+                    "id": id,
+                    "from_status": m.from.as_str(),
+                    "to_status": m.to.as_str(),
+                    "error": m.error,
+                })
+            })
+            .collect();
+        let mut message_events = Vec::new();
+        if !records.is_empty() {
+            let recs = self.dialect.json_records(
+                "$1",
+                &[
+                    ("id", "int"),
+                    ("from_status", "text"),
+                    ("to_status", "text"),
+                    ("error", "text"),
+                ],
+            );
+            let sql = format!(
+                "UPDATE messages SET status = x.to_status, last_error = x.error, updated_at = $2 \
+                 FROM {recs} WHERE messages.id = x.id AND messages.status = x.from_status \
+                 RETURNING messages.id, messages.campaign_id"
+            );
+            let mut moved: Vec<(i64, i64)> = Vec::with_capacity(records.len());
+            for r in sqlx::query(AssertSqlSafe(sql))
+                .bind(serde_json::Value::from(records).to_string())
+                .bind(now)
+                .fetch_all(&mut **tx)
                 .await?
-                .is_some();
-            match (moved, prev.as_deref().and_then(MessageStatus::parse)) {
-                (true, Some(prev)) => {
-                    deltas
-                        .entry(*campaign_id)
-                        .or_default()
-                        .moved(prev, receipt.status);
-                    if let Some(t) = receipt_event(prev, receipt.status) {
-                        message_events.push((*message_id, t));
-                    }
-                    report.applied += 1;
-                }
-                _ => report.ignored += 1,
+            {
+                moved.push((r.try_get("id")?, r.try_get("campaign_id")?));
             }
+            // The order of occurrence: events are written in message order, as before.
+            moved.sort_unstable();
+            let mut moved_ids = BTreeSet::new();
+            for (message_id, campaign_id) in moved {
+                let Some(m) = moves.get(&message_id) else {
+                    continue;
+                };
+                moved_ids.insert(message_id);
+                deltas.entry(campaign_id).or_default().moved(m.from, m.to);
+                message_events.extend(m.events.iter().map(|t| (message_id, *t)));
+                report.applied += m.receipts;
+            }
+            // A message whose status changed under the lock after all (none should): its
+            // receipts moved nothing.
+            report.ignored += moves
+                .iter()
+                .filter(|(id, m)| m.receipts > 0 && !moved_ids.contains(id))
+                .map(|(_, m)| m.receipts)
+                .sum::<usize>();
         }
         self.emit_message_events(tx, now, &message_events).await?;
         Ok(report)
+    }
+}
+
+/// One message's receipts in a batch, applied in order of arrival to the status read
+/// under the campaign lock: `from` is what the conditional update expects, `to` and
+/// `error` what it writes.
+struct ReceiptMove {
+    from: MessageStatus,
+    to: MessageStatus,
+    error: Option<String>,
+    events: Vec<crate::events::EventType>,
+    /// How many of the batch's receipts moved it.
+    receipts: usize,
+}
+
+impl ReceiptMove {
+    /// Applies one receipt if it ranks strictly higher than where the message is now
+    /// (a `sent` receipt never does: a recorded provider id is already `sent`).
+    fn step(&mut self, receipt: &Receipt) -> bool {
+        let (Some(rank), Some(current)) = (receipt.status.receipt_rank(), self.to.receipt_rank())
+        else {
+            return false;
+        };
+        if current >= rank {
+            return false;
+        }
+        // A success (sent, delivered, read) clears an earlier attempt's error: a message
+        // that reached its recipient shows no stale failure.
+        let success = matches!(
+            receipt.status,
+            MessageStatus::Sent | MessageStatus::Delivered | MessageStatus::Read
+        );
+        self.error = if success {
+            None
+        } else {
+            receipt.error.as_deref().map(clean).or(self.error.take())
+        };
+        if let Some(t) = receipt_event(self.to, receipt.status) {
+            self.events.push(t);
+        }
+        self.to = receipt.status;
+        self.receipts += 1;
+        true
     }
 }
 

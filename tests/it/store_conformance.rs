@@ -1956,6 +1956,56 @@ both_stores!(receipt_racing_its_outcome_is_not_lost, |db| async move {
     );
 });
 
+// Receipts that lost the race with their outcomes by the thousand (a provider that reports
+// faster than outcomes commit, as the sandbox does) are all applied by one reconciler pass,
+// batch after batch, not one batch per pass: the counters must not trail the provider by
+// minutes.
+both_stores!(
+    one_reconciler_pass_applies_more_than_a_batch_of_kept_receipts,
+    |db| async move {
+        let store = &db.store;
+        let t = now_ms();
+        let n = herald::store::KEPT_RECEIPT_BATCH as i64 * 2 + 500;
+        let id = started(store, n, t).await;
+        let ch = store.campaign(id).await.unwrap().channel_id;
+        let m = claim_all(store, id, "A", t).await;
+        let outcomes: Vec<Outcome> = m
+            .iter()
+            .map(|x| outcome(x, sent(&format!("bulk-{}", x.id))))
+            .collect();
+        store.record_outcomes("A", t + 1, &outcomes).await.unwrap();
+        // Kept after the outcomes committed, as each transaction missing the other's row
+        // leaves them.
+        let pool = db.raw().await;
+        sqlx::query(
+            "INSERT INTO pending_receipts (channel_id, provider_id, status, error, received_at) \
+             SELECT c.channel_id, m.provider_id, 'delivered', NULL, $2 FROM messages m \
+             JOIN campaigns c ON c.id = m.campaign_id WHERE m.campaign_id = $1",
+        )
+        .bind(id)
+        .bind(t + 1)
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+        let engine =
+            herald::engine::Engine::new(store.clone(), herald::config::Settings::default(), "test");
+        herald::engine::reconciler::reconcile_once(&engine.context(), false, &mut BTreeSet::new())
+            .await
+            .unwrap();
+        let c = assert_counters_match(store, id).await;
+        assert_eq!(
+            c.counts.get(Delivered),
+            n,
+            "kept receipts left for later passes"
+        );
+        assert_eq!(
+            db.raw_scalar("SELECT count(*) FROM pending_receipts").await,
+            0
+        );
+    }
+);
+
 // ------------------------------------------------------------------------------------------
 // 10. Drift
 // ------------------------------------------------------------------------------------------

@@ -1967,7 +1967,6 @@ both_stores!(
         let t = now_ms();
         let n = herald::store::KEPT_RECEIPT_BATCH as i64 * 2 + 500;
         let id = started(store, n, t).await;
-        let ch = store.campaign(id).await.unwrap().channel_id;
         let m = claim_all(store, id, "A", t).await;
         let outcomes: Vec<Outcome> = m
             .iter()

@@ -820,3 +820,138 @@ both_stores!(
         assert!(pause.reason.contains("secret_key"), "{}", pause.reason);
     }
 );
+
+// Waking up (docs/ARCHITECTURE.md): an idle dispatcher whose poll is ten minutes still
+// starts a campaign at once, because the start signals it; and a message deferred by a
+// second is sent when it falls due, not at the next poll. Each wait below is far shorter
+// than the poll, so only the wake-up can complete the campaign in time.
+fn sleepy_settings() -> Settings {
+    Settings {
+        idle_poll_ms: 600_000,
+        ..fast_settings()
+    }
+}
+
+both_stores!(a_start_wakes_an_idle_dispatcher, |db| async move {
+    let store = &db.store;
+    let (org, list) = seed_list(store, 50).await;
+    let channel = sandbox_channel(store, "wake").await;
+    let id = new_campaign(store, org, list, channel, "Hi").await;
+    let engine = spawn_engine(store, sleepy_settings());
+    // Let the dispatcher find nothing and settle into its ten-minute wait.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    store
+        .start_campaign(id, herald::clock::now_ms(), "test", None)
+        .await
+        .unwrap();
+    wait_status(
+        store,
+        id,
+        CampaignStatus::Completed,
+        Duration::from_secs(30),
+    )
+    .await;
+
+    // Paused and resumed: the resume wakes it too.
+    let id2 = new_campaign(store, org, list, channel, "Again").await;
+    store
+        .start_campaign(id2, herald::clock::now_ms(), "test", None)
+        .await
+        .unwrap();
+    let now = herald::clock::now_ms();
+    store
+        .transition(
+            id2,
+            herald::domain::CampaignAction::Pause,
+            now,
+            "test",
+            None,
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    store
+        .transition(
+            id2,
+            herald::domain::CampaignAction::Resume,
+            herald::clock::now_ms(),
+            "test",
+            None,
+        )
+        .await
+        .unwrap();
+    wait_status(
+        store,
+        id2,
+        CampaignStatus::Completed,
+        Duration::from_secs(30),
+    )
+    .await;
+    engine.stop().await;
+    assert_counters_match(store, id).await;
+    assert_counters_match(store, id2).await;
+});
+
+both_stores!(
+    a_deferred_message_is_sent_when_due_not_at_the_next_poll,
+    |db| async move {
+        let store = &db.store;
+        let (org, list) = seed_list(store, 5).await;
+        let channel = sandbox_channel(store, "due").await;
+        let id = new_campaign(store, org, list, channel, "Hi").await;
+        store
+            .start_campaign(id, herald::clock::now_ms(), "test", None)
+            .await
+            .unwrap();
+        // Every message waits 1.5 s (as a retry would), before any engine runs.
+        let pool = db.raw().await;
+        sqlx::query("UPDATE messages SET next_attempt_at = $1 WHERE campaign_id = $2")
+            .bind(herald::clock::now_ms() + 1500)
+            .bind(id)
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        let engine = spawn_engine(store, sleepy_settings());
+        wait_status(
+            store,
+            id,
+            CampaignStatus::Completed,
+            Duration::from_secs(30),
+        )
+        .await;
+        engine.stop().await;
+        assert_counters_match(store, id).await;
+    }
+);
+
+// Another instance's start reaches this one through the database (PostgreSQL `NOTIFY`):
+// the engine runs on a second connection to the same database, with its own signal, so
+// only the notification can wake it. SQLite has no notification to send; its other
+// processes find the campaign at their next poll (README, `idle_poll_ms`).
+both_stores!(another_instances_start_wakes_this_one, |db| async move {
+    if db.backend != crate::support::Backend::Postgres {
+        return;
+    }
+    let store = &db.store;
+    let (org, list) = seed_list(store, 50).await;
+    let channel = sandbox_channel(store, "wake-remote").await;
+    let id = new_campaign(store, org, list, channel, "Hi").await;
+    let other = Store::connect(&db.url).await.unwrap();
+    let engine = spawn_engine(&other, sleepy_settings());
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    store
+        .start_campaign(id, herald::clock::now_ms(), "test", None)
+        .await
+        .unwrap();
+    wait_status(
+        store,
+        id,
+        CampaignStatus::Completed,
+        Duration::from_secs(30),
+    )
+    .await;
+    engine.stop().await;
+    other.close().await;
+    assert_counters_match(store, id).await;
+});

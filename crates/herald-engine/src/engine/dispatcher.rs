@@ -69,7 +69,7 @@ pub async fn run(
         // does not accumulate them.
         templates.retain(|id, _| campaigns.iter().any(|c| c.id == *id));
         if campaigns.is_empty() {
-            sleep_or_shutdown(idle, &mut shutdown).await;
+            wait_for_work(&ctx, idle, &mut shutdown).await;
             continue;
         }
         // A campaign whose channel is unavailable (marked by any instance) claims nothing:
@@ -213,7 +213,7 @@ pub async fn run(
         }
         round = round.wrapping_add(1);
         if !claimed_any {
-            sleep_or_shutdown(idle, &mut shutdown).await;
+            wait_for_work(&ctx, idle, &mut shutdown).await;
         }
     }
 
@@ -229,6 +229,29 @@ pub async fn run(
     drop(out_tx);
     let _ = tokio::time::timeout(deadline, committer).await;
     Ok(())
+}
+
+/// Waits, with nothing to claim, until whichever comes first: a campaign starts or resumes
+/// (the store's work signal, from this process or, on PostgreSQL, any instance), the next
+/// retry or deferred message falls due, `idle` passes (the poll that catches anything else),
+/// or shutdown.
+async fn wait_for_work(ctx: &EngineContext, idle: Duration, shutdown: &mut watch::Receiver<bool>) {
+    let now = crate::clock::now_ms();
+    let wait = match ctx.store.next_due_at(now).await {
+        Ok(Some(due)) if due > now => idle.min(Duration::from_millis((due - now) as u64)),
+        // Due already (its claim found nothing this round, e.g. its channel's slots are
+        // full): the poll's pace, not a spin.
+        Ok(_) => idle,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read the next due time; polling");
+            idle
+        }
+    };
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => {}
+        _ = ctx.store.work_appeared() => {}
+        _ = shutdown.changed() => {}
+    }
 }
 
 async fn sleep_or_shutdown(d: Duration, shutdown: &mut watch::Receiver<bool>) {

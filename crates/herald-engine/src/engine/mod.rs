@@ -131,7 +131,12 @@ impl Engine {
         let probes = tokio::spawn(outage::probe_loop(ctx.clone(), shutdown.clone()));
         let webhooks = tokio::spawn(webhooks_out::run(ctx.clone(), shutdown.clone()));
         let alerts = tokio::spawn(alerts::run(ctx.clone(), shutdown.clone()));
+        // Other instances' starts and resumes wake this dispatcher (PostgreSQL); on SQLite
+        // this returns at once and the in-process signal is all there is.
+        let store = ctx.store.clone();
+        let listener = tokio::spawn(async move { store.listen_for_work().await });
         let dispatcher = dispatcher::run(ctx.clone(), shutdown.clone()).await;
+        listener.abort();
         if let Err(e) = dispatcher {
             tracing::error!(error = %e, "dispatcher stopped with an error");
         }

@@ -54,6 +54,15 @@ impl Dialect {
         }
     }
 
+    /// The statement, run inside a committing transaction, that wakes other instances'
+    /// dispatchers; None where there are none to wake.
+    pub(super) fn notify_work_sql(self) -> Option<&'static str> {
+        match self {
+            Dialect::Sqlite => None,
+            Dialect::Postgres => Some(postgres::NOTIFY_WORK),
+        }
+    }
+
     pub(super) fn lock_suffix(self) -> &'static str {
         match self {
             Dialect::Sqlite => sqlite::LOCK_SUFFIX,

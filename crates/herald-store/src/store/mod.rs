@@ -47,6 +47,7 @@ use sqlx::{Any, AnyPool, Transaction};
 struct Tx {
     inner: Transaction<'static, Any>,
     events: Vec<(i64, String, Option<CampaignStatus>, CampaignStatus, String)>,
+    work: WorkSignal,
 }
 
 impl std::ops::Deref for Tx {
@@ -63,8 +64,18 @@ impl std::ops::DerefMut for Tx {
 }
 
 impl Tx {
-    async fn commit(self) -> Result<(), sqlx::Error> {
+    async fn commit(mut self) -> Result<(), sqlx::Error> {
+        // A campaign that starts or resumes sending wakes the dispatchers: this process's
+        // at once after the commit, other instances' through the database's notification
+        // (sent with the commit, so never for a change that was rolled back).
+        let wakes = self.events.iter().any(|e| e.3 == CampaignStatus::Sending);
+        if wakes && let Some(sql) = self.work.notify_sql {
+            sqlx::query(sql).execute(&mut *self.inner).await?;
+        }
         self.inner.commit().await?;
+        if wakes {
+            self.work.signal();
+        }
         for (campaign_id, actor, from, to, reason) in self.events {
             tracing::info!(
                 campaign_id = %crate::ids::CampaignId(campaign_id),
@@ -89,6 +100,27 @@ pub struct Store {
     read: AnyPool,
     dialect: Dialect,
     url: String,
+    /// The URL as given (with its password), kept only to open the work listener.
+    connect_url: std::sync::Arc<str>,
+    work: WorkSignal,
+}
+
+/// "Sendable work appeared": a campaign started or resumed. The dispatcher waits on it
+/// between polls (docs/ARCHITECTURE.md, "Waking up"). Every clone of a `Store` shares one.
+#[derive(Clone)]
+struct WorkSignal {
+    notify: std::sync::Arc<tokio::sync::Notify>,
+    /// The statement that tells other instances, on a store that has one (PostgreSQL's
+    /// `NOTIFY`); SQLite has no other instance to tell.
+    notify_sql: Option<&'static str>,
+}
+
+impl WorkSignal {
+    fn signal(&self) {
+        // notify_one keeps the wake-up if the dispatcher is busy right now: its next wait
+        // returns at once instead of sleeping through the change.
+        self.notify.notify_one();
+    }
 }
 
 impl Store {
@@ -101,7 +133,34 @@ impl Store {
             read,
             dialect,
             url: redact_url(url),
+            connect_url: url.into(),
+            work: WorkSignal {
+                notify: std::sync::Arc::new(tokio::sync::Notify::new()),
+                notify_sql: dialect.notify_work_sql(),
+            },
         })
+    }
+
+    /// Resolves when sendable work may have appeared since the last call (a campaign of
+    /// this process started or resumed, or, on PostgreSQL once [`Store::listen_for_work`]
+    /// runs, of any instance). A wake-up that came while nobody waited is kept for the next.
+    pub async fn work_appeared(&self) {
+        self.work.notify.notified().await;
+    }
+
+    /// Tells this process's dispatcher that work may have appeared (also what the
+    /// listener does for another instance's change).
+    pub fn signal_work(&self) {
+        self.work.signal();
+    }
+
+    /// Forwards other instances' wake-ups to [`Store::work_appeared`] until the process
+    /// ends, reconnecting after a lost connection. Returns at once on a store with no other
+    /// instances to hear (SQLite).
+    pub async fn listen_for_work(&self) {
+        if self.dialect == Dialect::Postgres {
+            postgres::listen_for_work(&self.connect_url, &self.url, || self.signal_work()).await;
+        }
     }
 
     pub fn dialect(&self) -> Dialect {
@@ -123,6 +182,7 @@ impl Store {
         Ok(Tx {
             inner,
             events: Vec::new(),
+            work: self.work.clone(),
         })
     }
 

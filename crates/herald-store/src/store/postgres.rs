@@ -124,6 +124,42 @@ pub(super) async fn connect(url: &str) -> Result<(AnyPool, AnyPool), StoreError>
 }
 
 pub(super) const BEGIN_WRITE: &str = "BEGIN";
+
+/// The channel on which a committing transaction tells every instance that a campaign
+/// started or resumed sending (`Store::listen_for_work`).
+const WORK_CHANNEL: &str = "herald_work";
+pub(super) const NOTIFY_WORK: &str = "SELECT pg_notify('herald_work', '')";
+
+/// Listens on [`WORK_CHANNEL`] and calls `wake` for each notification, reconnecting with
+/// a pause after a lost connection (the dispatcher's poll covers the gap).
+pub(super) async fn listen_for_work(url: &str, shown_url: &str, wake: impl Fn()) {
+    loop {
+        match sqlx::postgres::PgListener::connect(url).await {
+            Ok(mut listener) => match listener.listen(WORK_CHANNEL).await {
+                Ok(()) => {
+                    tracing::debug!(url = shown_url, "listening for work on {WORK_CHANNEL}");
+                    // recv() reconnects on its own after a lost connection and then
+                    // returns Ok again; wake once then, for anything sent meanwhile.
+                    loop {
+                        match listener.recv().await {
+                            Ok(_) => wake(),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "work listener lost its connection; reconnecting");
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot LISTEN for work; polling only"),
+            },
+            Err(e) => {
+                tracing::warn!(url = shown_url, error = %e, "cannot open the work listener; polling only")
+            }
+        }
+        wake();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
 pub(super) const LOCK_SUFFIX: &str = " FOR UPDATE";
 pub(super) const SKIP_LOCKED_SUFFIX: &str = " FOR UPDATE SKIP LOCKED";
 /// Two instances starting at once must not both apply a migration.

@@ -29,6 +29,21 @@ impl Store {
             .collect()
     }
 
+    /// When the earliest message of a sending campaign that is not due yet (a retry, a
+    /// deferral) falls due, if any: the dispatcher sleeps until then rather than a whole
+    /// poll. One index probe per sending campaign (`messages_claimable`).
+    pub async fn next_due_at(&self, now: i64) -> Result<Option<i64>, StoreError> {
+        let due: Option<i64> = sqlx::query_scalar(
+            "SELECT min((SELECT m.next_attempt_at FROM messages m WHERE m.campaign_id = c.id \
+             AND m.status IN ('queued','retry_wait') AND m.next_attempt_at > $1 \
+             ORDER BY m.next_attempt_at LIMIT 1)) FROM campaigns c WHERE c.status = 'sending'",
+        )
+        .bind(now)
+        .fetch_one(&self.read)
+        .await?;
+        Ok(due)
+    }
+
     /// Claims up to `limit` due messages of one sending campaign for `owner`, in one
     /// transaction that also moves the counters. Returns nothing if the campaign is not
     /// sending (a pause stops claims at once).

@@ -35,17 +35,6 @@ pub mod whatsapp;
 /// Registering a kind is one line here.
 pub const ALL: &[ChannelKind] = &[sandbox::KIND, twilio::KIND, whatsapp::KIND, smtp::KIND];
 
-/// The kinds' names. Callers move to [`ChannelKind`] in the next change.
-pub const KINDS: &[&str] = &[sandbox::NAME, twilio::NAME, whatsapp::NAME, smtp::NAME];
-
-/// The address kind the channel kind named `kind` requires; None when it takes any, or
-/// when no kind has that name. Callers move to [`ChannelKind::address_kind`].
-pub fn address_requirement(kind: &str) -> Option<AddressKind> {
-    kind.parse::<ChannelKind>()
-        .ok()
-        .and_then(|k| k.address_kind())
-}
-
 /// One channel kind; see the module documentation for why it is not an enum.
 #[derive(Clone, Copy)]
 pub struct ChannelKind(&'static ChannelKindDescriptor);

@@ -242,6 +242,87 @@ mod tests {
         }
     }
 
+    /// A channel kind's name is written as a string literal only in the kind's own files
+    /// (`channel_kind/<kind>.rs` in herald-core, its descriptor; `channels/<kind>.rs` in
+    /// herald-channels, its channel): everywhere else a kind is a `ChannelKind`, parsed
+    /// once at the edge, and what depends on it asks the descriptor (issue 13). Test code
+    /// is not scanned, nor herald-fakes, whose fake providers speak the providers'
+    /// protocols (`"messaging_product": "whatsapp"`), not Herald's kinds.
+    #[test]
+    fn kind_names_are_written_only_in_their_own_files() {
+        // (file, name, why it may be written there).
+        const ALLOWED: &[(&str, &str, &str)] = &[
+            (
+                "crates/herald-core/src/channel_kind/twilio.rs",
+                "whatsapp",
+                "Twilio's `whatsapp` setting (WhatsApp through Twilio), not the kind",
+            ),
+            (
+                "crates/herald-core/src/reasons.rs",
+                "smtp",
+                "reads stored error text, where `smtp` is the SMTP channel's own prefix",
+            ),
+        ];
+        let mut wrong = Vec::new();
+        let mut own_files_seen = 0;
+        let mut allowed_seen = vec![false; ALLOWED.len()];
+        for (_, src) in crate_sources() {
+            let mut files = Vec::new();
+            rust_files(&src, &mut files);
+            for file in files {
+                let rel = file
+                    .strip_prefix(workspace())
+                    .unwrap_or(&file)
+                    .to_string_lossy()
+                    .replace('\\', "/");
+                let text = std::fs::read_to_string(&file).unwrap_or_default();
+                let code = text.split("#[cfg(test)]").next().unwrap_or("");
+                let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+                let dir = file
+                    .parent()
+                    .and_then(|d| d.file_name())
+                    .and_then(|d| d.to_str())
+                    .unwrap_or("");
+                for kind in crate::channel_kind::ALL {
+                    let name = kind.as_str();
+                    let literal = format!("\"{name}\"");
+                    let own = stem == name && matches!(dir, "channel_kind" | "channels");
+                    for (n, line) in code.lines().enumerate() {
+                        if !line.contains(&literal) || line.trim_start().starts_with("//") {
+                            continue;
+                        }
+                        let allowed = ALLOWED.iter().position(|(f, k, _)| *f == rel && *k == name);
+                        if own {
+                            own_files_seen += 1;
+                        } else if let Some(i) = allowed {
+                            allowed_seen[i] = true;
+                        } else {
+                            wrong.push(format!("{rel}:{}: {}", n + 1, line.trim()));
+                        }
+                    }
+                }
+            }
+        }
+        assert!(
+            wrong.is_empty(),
+            "a channel kind's name written outside its own files: parse it into a \
+             ChannelKind at the edge, or ask its descriptor (crates/herald-core/src/\
+             channel_kind/), instead:\n{}",
+            wrong.join("\n")
+        );
+        for ((file, name, why), seen) in ALLOWED.iter().zip(allowed_seen) {
+            assert!(
+                seen,
+                "{file} no longer writes `{name}` ({why}): drop it from ALLOWED"
+            );
+        }
+        // Each kind's descriptor writes its name once: the scan read them.
+        assert!(
+            own_files_seen >= crate::channel_kind::ALL.len(),
+            "the scan saw {own_files_seen} names in the kinds' own files"
+        );
+    }
+
     #[test]
     fn the_checker_sees_a_known_use() {
         // If the scan stopped reading files, the two tests above would pass on nothing.

@@ -164,10 +164,7 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &AlertCommand) -> CliR
                     let Ok(address) = crate::address::Address::parse(r) else {
                         continue;
                     };
-                    let reachable = channels.iter().any(|c| {
-                        crate::channels::address_requirement(&c.kind)
-                            .is_none_or(|k| k == address.kind())
-                    });
+                    let reachable = channels.iter().any(|c| c.reaches(address.kind()));
                     if !reachable {
                         eprintln!(
                             "warning: no alert channel can reach {r} ({} address): set a channel of that kind with --channel or --fallback-channel",

@@ -3,6 +3,7 @@
 //! server (the `herald-fakes twilio` fake).
 
 use super::{CliError, CliResult};
+use crate::channel_kind::{ChannelKind, sandbox, twilio};
 use crate::config::Settings;
 use crate::domain::{CampaignStatus, MessageStatus};
 use crate::engine::Engine;
@@ -23,7 +24,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 0)]
     pub latency_ms: u64,
     /// `sandbox` (in-process simulated provider) or `twilio` (HTTP to --provider-url).
-    #[arg(long, default_value = "sandbox")]
+    #[arg(long, default_value = crate::channel_kind::sandbox::NAME)]
     pub channel: String,
     /// Base URL of a Twilio-compatible server, e.g. one started with
     /// `herald-fakes twilio --auth-token herald-bench`.
@@ -235,49 +236,48 @@ async fn bench(settings: &Settings, args: &BenchArgs) -> Result<serde_json::Valu
     let seed_started = Instant::now();
     store.seed_contacts(org, list, args.messages).await?;
     let seed_ms = seed_started.elapsed().as_millis();
-    let channel = match args.channel.as_str() {
-        "sandbox" => {
-            store
-                .create_channel(
-                    org,
-                    &tag,
-                    "sandbox",
-                    &if args.receipts {
-                        serde_json::json!({"latency_ms": args.latency_ms, "delivery_delay_ms": 0})
-                    } else {
-                        serde_json::json!({"latency_ms": args.latency_ms})
-                    },
-                )
-                .await?
+    let kind = args.channel.parse::<ChannelKind>().ok();
+    let channel = if kind == Some(sandbox::KIND) {
+        store
+            .create_channel(
+                org,
+                &tag,
+                sandbox::NAME,
+                &if args.receipts {
+                    serde_json::json!({"latency_ms": args.latency_ms, "delivery_delay_ms": 0})
+                } else {
+                    serde_json::json!({"latency_ms": args.latency_ms})
+                },
+            )
+            .await?
+    } else if kind == Some(twilio::KIND) {
+        if args.receipts {
+            return Err(CliError::from(
+                "--receipts applies to the sandbox channel only: a Twilio-compatible server sends its own status callbacks",
+            ));
         }
-        "twilio" => {
-            if args.receipts {
-                return Err(CliError::from(
-                    "--receipts applies to the sandbox channel only: a Twilio-compatible server sends its own status callbacks",
-                ));
-            }
-            let url = args.provider_url.as_deref().ok_or_else(|| {
+        let url = args.provider_url.as_deref().ok_or_else(|| {
                 CliError::from("--channel twilio needs --provider-url, e.g. the address `herald-fakes twilio --auth-token herald-bench` prints")
             })?;
-            let key = crate::secrets::SecretKey::parse(
-                settings.secret_key.as_deref().unwrap_or_default(),
-            )?;
-            store
+        let key =
+            crate::secrets::SecretKey::parse(settings.secret_key.as_deref().unwrap_or_default())?;
+        store
                 .create_channel_with(
                     org,
                     &tag,
-                    "twilio",
+                    twilio::NAME,
                     &serde_json::json!({"account_sid": BENCH_ACCOUNT, "from": "+15005550006", "base_url": url}),
                     Some((&key, &serde_json::json!({"auth_token": args.provider_token}))),
                     None,
                 )
                 .await?
-        }
-        other => {
-            return Err(CliError::from(format!(
-                "--channel {other} cannot be benchmarked: use sandbox or twilio"
-            )));
-        }
+    } else {
+        return Err(CliError::from(format!(
+            "--channel {} cannot be benchmarked: use {} or {}",
+            args.channel,
+            sandbox::KIND,
+            twilio::KIND
+        )));
     };
     let id = store
         .create_campaign(
@@ -393,25 +393,22 @@ async fn bench(settings: &Settings, args: &BenchArgs) -> Result<serde_json::Valu
     let latencies = store.send_latencies(id).await?;
     let last_sent = latencies.last().copied().unwrap_or(0) + started;
     let elapsed_s = ((completed - started) as f64 / 1000.0).max(0.001);
-    let (duplicates, lost) = match args.channel.as_str() {
-        "twilio" => {
-            let stats = provider_stats(args.provider_url.as_deref().unwrap_or_default()).await?;
-            let sent_or_later = c.counts.get(crate::domain::MessageStatus::Sent)
-                + c.counts.get(crate::domain::MessageStatus::Delivered)
-                + c.counts.get(crate::domain::MessageStatus::Read)
-                + c.counts.get(crate::domain::MessageStatus::Undelivered);
-            (
-                stats.0 - stats.1,
-                (sent_or_later - stats.1).max(0) + c.counts.pending(),
-            )
-        }
-        _ => {
-            let stats = store.sandbox_stats(channel, Some(id)).await?;
-            (
-                stats.duplicates,
-                store.sandbox_lost(id).await? + c.counts.pending(),
-            )
-        }
+    let (duplicates, lost) = if kind == Some(twilio::KIND) {
+        let stats = provider_stats(args.provider_url.as_deref().unwrap_or_default()).await?;
+        let sent_or_later = c.counts.get(crate::domain::MessageStatus::Sent)
+            + c.counts.get(crate::domain::MessageStatus::Delivered)
+            + c.counts.get(crate::domain::MessageStatus::Read)
+            + c.counts.get(crate::domain::MessageStatus::Undelivered);
+        (
+            stats.0 - stats.1,
+            (sent_or_later - stats.1).max(0) + c.counts.pending(),
+        )
+    } else {
+        let stats = store.sandbox_stats(channel, Some(id)).await?;
+        (
+            stats.duplicates,
+            store.sandbox_lost(id).await? + c.counts.pending(),
+        )
     };
     store.close().await;
     Ok(serde_json::json!({

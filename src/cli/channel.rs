@@ -2,9 +2,8 @@
 //! with secrets masked, test-send, and read the sandbox provider's record.
 
 use super::{Cli, CliError, CliResult, open_store, resolve_channel, resolve_org};
-use crate::channels::{
-    self, BuildContext, ChannelRegistry, SendRequest, sandbox, smtp, twilio, whatsapp,
-};
+use crate::channel_kind::ChannelKind;
+use crate::channels::{self, BuildContext, ChannelRegistry, Flags, SendRequest};
 use crate::config::Settings;
 use crate::ids::{CampaignId, ChannelId};
 use crate::secrets::SecretKey;
@@ -47,7 +46,9 @@ pub enum ChannelCommand {
     },
 }
 
-#[derive(Debug, Args)]
+/// Every kind's flags, each named as the setting it gives (`--account-sid` is
+/// `account_sid`); serialised, they are what the kind's `from_flags` reads.
+#[derive(Debug, Args, serde::Serialize)]
 pub struct ChannelCreate {
     /// The channel's name, unique in the organisation (campaigns name it with --channel).
     #[arg(long)]
@@ -67,9 +68,11 @@ pub struct ChannelCreate {
     pub latency_ms: u64,
     /// sandbox: probability of a transient failure (0..1).
     #[arg(long, default_value_t = 0.0)]
+    #[serde(serialize_with = "float_flag")]
     pub fail_rate: f64,
     /// sandbox: probability of a permanent failure (0..1).
     #[arg(long, default_value_t = 0.0)]
+    #[serde(serialize_with = "float_flag")]
     pub permanent_fail_rate: f64,
     /// sandbox: send a `delivered` receipt this long after each accepted send.
     #[arg(long)]
@@ -143,99 +146,34 @@ pub struct ChannelCreate {
     pub allow_plaintext_auth: bool,
 }
 
-fn need<'a>(value: &'a Option<String>, flag: &str, kind: &str) -> Result<&'a str, CliError> {
-    value
-        .as_deref()
-        .filter(|v| !v.is_empty())
-        .ok_or_else(|| CliError::from(format!("--kind {kind} needs {flag}")))
+/// A number flag as JSON, which has no `NaN` or `inf`: those as their text, so the kind's
+/// rules see them (and refuse them) rather than nothing.
+fn float_flag<S: serde::Serializer>(value: &f64, s: S) -> Result<S::Ok, S::Error> {
+    if value.is_finite() {
+        s.serialize_f64(*value)
+    } else {
+        s.serialize_str(&value.to_string())
+    }
 }
 
-/// The public configuration and the secrets of the channel described by the flags.
-fn describe(c: &ChannelCreate) -> Result<(Value, Option<Value>), CliError> {
-    match c.kind.as_str() {
-        "sandbox" => {
-            let config = sandbox::SandboxConfig {
-                latency_ms: c.latency_ms,
-                fail_rate: c.fail_rate,
-                permanent_fail_rate: c.permanent_fail_rate,
-                delivery_delay_ms: c.delivery_delay_ms,
-                unreachable: c.unreachable,
-            };
-            config.validate()?;
-            Ok((serde_json::to_value(config)?, None))
-        }
-        "twilio" => {
-            let config = twilio::Config {
-                account_sid: need(&c.account_sid, "--account-sid", "twilio")?.to_string(),
-                from: c.from.clone(),
-                messaging_service_sid: c.messaging_service_sid.clone(),
-                base_url: c.base_url.clone(),
-                content_sid: c.content_sid.clone(),
-                whatsapp: c.whatsapp,
-            };
-            let secrets = twilio::Secrets {
-                auth_token: need(&c.auth_token, "--auth-token", "twilio")?.to_string(),
-            };
-            config.validate()?;
-            secrets.validate()?;
-            Ok((
-                serde_json::to_value(config)?,
-                Some(serde_json::to_value(secrets)?),
-            ))
-        }
-        "whatsapp" => {
-            let config = whatsapp::Config {
-                phone_number_id: need(&c.phone_number_id, "--phone-number-id", "whatsapp")?
-                    .to_string(),
-                base_url: c.base_url.clone(),
-                api_version: c.api_version.clone(),
-                template: c.template.clone(),
-                template_language: c.template_language.clone(),
-            };
-            let secrets = whatsapp::Secrets {
-                access_token: need(&c.access_token, "--access-token", "whatsapp")?.to_string(),
-                app_secret: need(&c.app_secret, "--app-secret", "whatsapp")?.to_string(),
-                verify_token: need(&c.verify_token, "--verify-token", "whatsapp")?.to_string(),
-            };
-            config.validate()?;
-            secrets.validate()?;
-            Ok((
-                serde_json::to_value(config)?,
-                Some(serde_json::to_value(secrets)?),
-            ))
-        }
-        "smtp" => {
-            let tls: smtp::TlsMode = need(&c.tls, "--tls none|starttls|tls", "smtp")?
-                .parse()
-                .map_err(|e: String| CliError::from(e))?;
-            let config = smtp::Config {
-                host: need(&c.host, "--host", "smtp")?.to_string(),
-                port: c
-                    .port
-                    .ok_or_else(|| CliError::from("--kind smtp needs --port, e.g. 587"))?,
-                tls,
-                from: need(&c.from, "--from ADDRESS", "smtp")?.to_string(),
-                username: c.username.clone(),
-                default_subject: c.default_subject.clone(),
-                max_connections: None,
-                allow_plaintext_auth: c.allow_plaintext_auth,
-            };
-            let secrets = smtp::Secrets {
-                password: c.password.clone(),
-            };
-            config.validate()?;
-            secrets.validate()?;
-            smtp::validate_credentials(&config, &secrets)?;
-            Ok((
-                serde_json::to_value(config)?,
-                Some(serde_json::to_value(secrets)?),
-            ))
-        }
-        other => Err(CliError::from(format!(
-            "--kind `{other}` is not a channel kind this herald knows: use one of {}",
-            channels::KINDS.join(", ")
-        ))),
-    }
+/// The public configuration and the secrets of the channel described by the flags, as
+/// its kind reads them (`channels::Implementation::from_flags`).
+fn describe(c: &ChannelCreate, kind: ChannelKind) -> Result<(Value, Option<Value>), CliError> {
+    let Some(implementation) = channels::implementation(kind) else {
+        return Err(unknown_kind(&c.kind));
+    };
+    let Value::Object(values) = serde_json::to_value(c)? else {
+        return Err(CliError::from("the flags are not an object"));
+    };
+    let checked = (implementation.from_flags)(&Flags::new(kind, values))?;
+    Ok((checked.config, checked.secrets))
+}
+
+fn unknown_kind(given: &str) -> CliError {
+    CliError::from(format!(
+        "--kind `{given}` is not a channel kind this herald knows: use one of {}",
+        crate::channel_kind::names()
+    ))
 }
 
 /// Secrets as they may be shown: each value masked to its last four characters.
@@ -266,7 +204,8 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &ChannelCommand) -> Cl
                     "--rate {rate} is not a rate: give messages per second above 0, e.g. --rate 10"
                 )));
             }
-            let (config, secrets) = describe(c)?;
+            let kind: ChannelKind = c.kind.parse().map_err(|_| unknown_kind(&c.kind))?;
+            let (config, secrets) = describe(c, kind)?;
             let key = match &secrets {
                 Some(_) => Some(
                     SecretKey::from_settings(settings.secret_key.as_deref())?
@@ -279,7 +218,7 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &ChannelCommand) -> Cl
                 _ => None,
             };
             let id = store
-                .create_channel_with(org, &c.name, &c.kind, &config, sealed, c.rate)
+                .create_channel_with(org, &c.name, kind.as_str(), &config, sealed, c.rate)
                 .await?;
             println!("{}", ChannelId(id));
             Ok(0)
@@ -347,7 +286,8 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &ChannelCommand) -> Cl
             json,
         } => {
             let channel = resolve_channel(&store, org, name).await?;
-            if channel.kind != "sandbox" {
+            if channel.kind.parse::<ChannelKind>().ok() != Some(crate::channel_kind::sandbox::KIND)
+            {
                 return Err(CliError::from(format!(
                     "channel `{name}` is a {} channel: stats show what a sandbox channel's simulated provider holds",
                     channel.kind

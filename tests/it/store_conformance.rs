@@ -381,8 +381,9 @@ both_stores!(
             )
             .await
             .unwrap();
+        // A kind that sends to phones (the store takes any configuration).
         let sms = store
-            .create_channel(org, "sms-test", "sms", &serde_json::json!({}))
+            .create_channel(org, "sms-test", "twilio", &serde_json::json!({}))
             .await
             .unwrap();
         let id = new_campaign(store, org, list, sms, "Hi").await;

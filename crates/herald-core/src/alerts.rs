@@ -207,6 +207,17 @@ pub struct CandidateChannel {
     pub unavailable_since: Option<i64>,
 }
 
+impl CandidateChannel {
+    /// Whether it reaches addresses of `kind`. A channel of a kind this herald does not
+    /// know is not ruled out here: building it says what is wrong.
+    pub fn reaches(&self, kind: AddressKind) -> bool {
+        self.kind
+            .parse::<crate::channel_kind::ChannelKind>()
+            .ok()
+            .is_none_or(|k| k.reaches(kind))
+    }
+}
+
 /// The channel to send an alert to an address of `kind` with: the first of the
 /// organisation's alert channels (primary, then fallback) that is not the channel the alert
 /// is about, can reach that kind of address and is not unavailable. `Err` says why none can,
@@ -228,7 +239,7 @@ pub fn pick_channel(
         let label = format!("{} ({})", c.name, ChannelId(c.id));
         if Some(c.id) == concerns {
             why.push(format!("{label} is the channel this alert is about"));
-        } else if crate::channel_kind::address_requirement(&c.kind).is_some_and(|k| k != kind) {
+        } else if !c.reaches(kind) {
             why.push(format!("{label} cannot reach {kind} addresses"));
         } else if c.unavailable_since.is_some() {
             why.push(format!("{label} is unavailable"));

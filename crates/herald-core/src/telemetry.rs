@@ -1,5 +1,7 @@
 //! Logs (tracing, structured, to stderr) and metrics (Prometheus text at /metrics).
 
+use crate::channel_kind::twilio::NAME as TWILIO;
+use crate::channel_kind::whatsapp::NAME as WHATSAPP;
 use crate::config::LogFormat;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
@@ -160,13 +162,13 @@ pub const METRICS: &[Metric] = &[
         MetricKind::Counter,
         "Provider webhooks refused (nothing stored), by channel kind and reason",
         &[
-            &[("channel_kind", "twilio"), ("reason", "bad_signature")],
-            &[("channel_kind", "twilio"), ("reason", "malformed")],
-            &[("channel_kind", "twilio"), ("reason", "public_url_unset")],
-            &[("channel_kind", "twilio"), ("reason", "rate_limited")],
-            &[("channel_kind", "whatsapp"), ("reason", "bad_signature")],
-            &[("channel_kind", "whatsapp"), ("reason", "bad_verify_token")],
-            &[("channel_kind", "whatsapp"), ("reason", "rate_limited")],
+            &[("channel_kind", TWILIO), ("reason", "bad_signature")],
+            &[("channel_kind", TWILIO), ("reason", "malformed")],
+            &[("channel_kind", TWILIO), ("reason", "public_url_unset")],
+            &[("channel_kind", TWILIO), ("reason", "rate_limited")],
+            &[("channel_kind", WHATSAPP), ("reason", "bad_signature")],
+            &[("channel_kind", WHATSAPP), ("reason", "bad_verify_token")],
+            &[("channel_kind", WHATSAPP), ("reason", "rate_limited")],
         ],
     ),
     (

@@ -1445,9 +1445,11 @@ pub struct PreviewQuery {
     pub contact_id: Option<String>,
 }
 
-/// Channel kinds that send SMS, billed by segment.
+/// Whether a channel of the stored `kind` sends SMS, billed by segment (its descriptor
+/// says; a kind this herald does not know does not).
 fn sends_sms(kind: &str) -> bool {
-    matches!(kind, "twilio" | "sms")
+    kind.parse::<crate::channel_kind::ChannelKind>()
+        .is_ok_and(|k| k.counts_sms_segments())
 }
 
 fn preview_of(rendered: String, sms: bool) -> TemplatePreview {

@@ -15,6 +15,7 @@
 //! START-family lifts it.
 
 use crate::app_state::{AppState, problem};
+use crate::channel_kind::{ChannelKind, WebhookRoute, twilio, whatsapp};
 use crate::channels::classify::{twilio_status, whatsapp_status};
 use crate::ids::ChannelId;
 use crate::optout::{Keyword, keyword};
@@ -26,24 +27,34 @@ use axum::body::Bytes;
 use axum::extract::{ConnectInfo, OriginalUri, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/webhooks/twilio/{channel_id}/status",
+/// The handlers of the webhook routes the kinds' descriptors declare
+/// (`ChannelKindDescriptor::webhooks`); a test checks that every declared route has one.
+fn handlers() -> Vec<(ChannelKind, &'static WebhookRoute, MethodRouter<AppState>)> {
+    vec![
+        (
+            twilio::KIND,
+            &twilio::STATUS_CALLBACK,
             post(twilio_status_callback),
-        )
-        .route(
-            "/webhooks/twilio/{channel_id}/inbound",
-            post(twilio_inbound),
-        )
-        .route(
-            "/webhooks/whatsapp/{channel_id}",
+        ),
+        (twilio::KIND, &twilio::INBOUND, post(twilio_inbound)),
+        (
+            whatsapp::KIND,
+            &whatsapp::EVENTS,
             get(whatsapp_verify).post(whatsapp_event),
-        )
+        ),
+    ]
+}
+
+pub fn routes() -> Router<AppState> {
+    handlers()
+        .into_iter()
+        .fold(Router::new(), |router, (kind, route, handler)| {
+            router.route(&kind.webhook_path(route, "{channel_id}"), handler)
+        })
 }
 
 fn internal(e: impl std::fmt::Display) -> Response {
@@ -74,8 +85,8 @@ const WHATSAPP_UNVERIFIED_TOKEN: &str = "hub.mode must be subscribe and hub.veri
 
 /// Counts a refused webhook. Labels are fixed words: never a tenant's name, and never the
 /// path's channel id, which anyone can vary to grow the metric.
-fn rejected(channel_kind: &'static str, reason: &'static str) {
-    metrics::counter!("herald_webhooks_rejected_total", "channel_kind" => channel_kind, "reason" => reason)
+fn rejected(channel_kind: ChannelKind, reason: &'static str) {
+    metrics::counter!("herald_webhooks_rejected_total", "channel_kind" => channel_kind.as_str(), "reason" => reason)
         .increment(1);
 }
 
@@ -89,7 +100,7 @@ fn over_rate(
     state: &AppState,
     peer: &Peer,
     channel_id: i64,
-    channel_kind: &'static str,
+    channel_kind: ChannelKind,
 ) -> Option<Response> {
     let ip = peer.as_ref().map(|Extension(ConnectInfo(addr))| addr.ip());
     let per_minute = state.settings.webhook_rate_per_minute;
@@ -120,7 +131,7 @@ fn over_rate(
 /// The answer to a webhook path that names no channel: only `chn_5` and the bare `5` of
 /// callback URLs configured in a provider's console before ids were prefixed are ids.
 /// 404 as problem+json (the syntax of an id is public, so this tells a prober nothing).
-fn bad_path(e: &crate::ids::IdError, channel_kind: &'static str) -> Response {
+fn bad_path(e: &crate::ids::IdError, channel_kind: ChannelKind) -> Response {
     rejected(channel_kind, "bad_path");
     problem(
         StatusCode::NOT_FOUND,
@@ -144,12 +155,12 @@ fn malformed(detail: &str) -> Response {
 async fn channel_with_secrets(
     state: &AppState,
     channel_id: i64,
-    kind: &str,
+    kind: ChannelKind,
 ) -> Result<Option<(ChannelInfo, serde_json::Value)>, Response> {
     let info = match state.store.channel(channel_id).await {
-        Ok(info) if info.kind == kind => info,
+        Ok(info) if info.kind == kind.as_str() => info,
         Ok(_) | Err(crate::store::StoreError::NotFound(_)) => {
-            tracing::debug!(channel_id = %crate::ids::ChannelId(channel_id), kind, "webhook for no such channel");
+            tracing::debug!(channel_id = %crate::ids::ChannelId(channel_id), kind = kind.as_str(), "webhook for no such channel");
             return Ok(None);
         }
         Err(e) => return Err(internal(e)),
@@ -236,7 +247,7 @@ async fn twilio_verified_form(
     // Everything that does not depend on the channel is checked before it is looked up, so
     // these answers are the same for every channel id.
     let Some(public) = state.context.public_url.as_deref() else {
-        rejected("twilio", "public_url_unset");
+        rejected(twilio::KIND, "public_url_unset");
         return Err(forbidden(
             "Twilio signs the public URL it called; set public_url (HERALD_PUBLIC_URL) so Herald can check it",
         ));
@@ -244,12 +255,12 @@ async fn twilio_verified_form(
     let params = match parse_twilio_form(body) {
         Ok(p) => p,
         Err(e) => {
-            rejected("twilio", "malformed");
+            rejected(twilio::KIND, "malformed");
             return Err(malformed(&format!("the body is not form-encoded: {e}")));
         }
     };
-    let Some((info, secrets)) = channel_with_secrets(state, channel_id, "twilio").await? else {
-        rejected("twilio", "bad_signature");
+    let Some((info, secrets)) = channel_with_secrets(state, channel_id, twilio::KIND).await? else {
+        rejected(twilio::KIND, "bad_signature");
         return Err(forbidden(TWILIO_UNVERIFIED));
     };
     let url = format!(
@@ -263,7 +274,7 @@ async fn twilio_verified_form(
         .unwrap_or("");
     let token = secret(&secrets, "auth_token").unwrap_or("");
     if signature.is_empty() || token.is_empty() || !verify_twilio(token, &url, &params, signature) {
-        rejected("twilio", "bad_signature");
+        rejected(twilio::KIND, "bad_signature");
         return Err(forbidden(TWILIO_UNVERIFIED));
     }
     Ok((info, params))
@@ -287,10 +298,10 @@ async fn twilio_status_callback(
 ) -> Response {
     let channel_id = match ChannelId::parse_lenient(&path_id) {
         Ok(id) => id.get(),
-        Err(e) => return bad_path(&e, "twilio"),
+        Err(e) => return bad_path(&e, twilio::KIND),
     };
-    let kind = "twilio-status";
-    if let Some(r) = over_rate(&state, &peer, channel_id, "twilio") {
+    let kind = twilio::STATUS_CALLBACK.recorded_as;
+    if let Some(r) = over_rate(&state, &peer, channel_id, twilio::KIND) {
         return r;
     }
     let (info, params) = match twilio_verified_form(&state, channel_id, &uri, &headers, &body).await
@@ -413,10 +424,10 @@ async fn twilio_inbound(
 ) -> Response {
     let channel_id = match ChannelId::parse_lenient(&path_id) {
         Ok(id) => id.get(),
-        Err(e) => return bad_path(&e, "twilio"),
+        Err(e) => return bad_path(&e, twilio::KIND),
     };
-    let kind = "twilio-inbound";
-    if let Some(r) = over_rate(&state, &peer, channel_id, "twilio") {
+    let kind = twilio::INBOUND.recorded_as;
+    if let Some(r) = over_rate(&state, &peer, channel_id, twilio::KIND) {
         return r;
     }
     let (info, params) = match twilio_verified_form(&state, channel_id, &uri, &headers, &body).await
@@ -456,12 +467,12 @@ async fn whatsapp_verify(
 ) -> Response {
     let channel_id = match ChannelId::parse_lenient(&path_id) {
         Ok(id) => id.get(),
-        Err(e) => return bad_path(&e, "whatsapp"),
+        Err(e) => return bad_path(&e, whatsapp::KIND),
     };
-    if let Some(r) = over_rate(&state, &peer, channel_id, "whatsapp") {
+    if let Some(r) = over_rate(&state, &peer, channel_id, whatsapp::KIND) {
         return r;
     }
-    let secrets = match channel_with_secrets(&state, channel_id, "whatsapp").await {
+    let secrets = match channel_with_secrets(&state, channel_id, whatsapp::KIND).await {
         Ok(Some((_, secrets))) => secrets,
         Ok(None) => serde_json::Value::Null,
         Err(r) => return r,
@@ -479,7 +490,7 @@ async fn whatsapp_verify(
                 .into_response()
         }
         _ => {
-            rejected("whatsapp", "bad_verify_token");
+            rejected(whatsapp::KIND, "bad_verify_token");
             forbidden(WHATSAPP_UNVERIFIED_TOKEN)
         }
     }
@@ -494,16 +505,16 @@ async fn whatsapp_event(
 ) -> Response {
     let channel_id = match ChannelId::parse_lenient(&path_id) {
         Ok(id) => id.get(),
-        Err(e) => return bad_path(&e, "whatsapp"),
+        Err(e) => return bad_path(&e, whatsapp::KIND),
     };
-    let kind = "whatsapp";
-    if let Some(r) = over_rate(&state, &peer, channel_id, "whatsapp") {
+    let kind = whatsapp::EVENTS.recorded_as;
+    if let Some(r) = over_rate(&state, &peer, channel_id, whatsapp::KIND) {
         return r;
     }
-    let (info, secrets) = match channel_with_secrets(&state, channel_id, "whatsapp").await {
+    let (info, secrets) = match channel_with_secrets(&state, channel_id, whatsapp::KIND).await {
         Ok(Some(v)) => v,
         Ok(None) => {
-            rejected("whatsapp", "bad_signature");
+            rejected(whatsapp::KIND, "bad_signature");
             return forbidden(WHATSAPP_UNVERIFIED);
         }
         Err(r) => return r,
@@ -514,7 +525,7 @@ async fn whatsapp_event(
         .unwrap_or("");
     let app_secret = secret(&secrets, "app_secret").unwrap_or("");
     if signature.is_empty() || app_secret.is_empty() || !verify_meta(app_secret, &body, signature) {
-        rejected("whatsapp", "bad_signature");
+        rejected(whatsapp::KIND, "bad_signature");
         return forbidden(WHATSAPP_UNVERIFIED);
     }
     let WhatsAppEvent {
@@ -800,4 +811,36 @@ pub fn parse_whatsapp_event(
         }
     }
     Ok(parsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every webhook route a kind's descriptor declares is served, and only those: the
+    /// dashboard shows the declared ones as the URLs to paste into providers' consoles.
+    #[test]
+    fn every_declared_route_is_served() {
+        let path =
+            |kind: ChannelKind, route: &WebhookRoute| kind.webhook_path(route, "{channel_id}");
+        let served: Vec<String> = handlers()
+            .iter()
+            .map(|(kind, route, _)| path(*kind, route))
+            .collect();
+        let declared: Vec<String> = crate::channel_kind::ALL
+            .iter()
+            .flat_map(|kind| kind.webhooks().iter().map(|route| path(*kind, route)))
+            .collect();
+        assert_eq!(served, declared);
+        assert_eq!(
+            served,
+            [
+                "/webhooks/twilio/{channel_id}/status",
+                "/webhooks/twilio/{channel_id}/inbound",
+                "/webhooks/whatsapp/{channel_id}"
+            ]
+        );
+        // Mounting them panics on a malformed or repeated path.
+        let _ = routes();
+    }
 }

@@ -28,17 +28,13 @@ pub enum ErrorClass {
 }
 
 /// What a person reads when a provider refuses a channel's credentials (HTTP 401 or 403),
-/// naming the settings to check: "credentials refused by Twilio (401): check the
-/// channel's account SID and auth token". None for any other status.
-pub fn credentials_refused(kind: &str, http_status: u16) -> Option<String> {
+/// naming the provider and the settings to check, as the kind's channel words them:
+/// "credentials refused by Twilio (401): check the channel's account SID and auth token".
+/// None for any other status.
+pub fn credentials_refused(provider: &str, settings: &str, http_status: u16) -> Option<String> {
     if !matches!(http_status, 401 | 403) {
         return None;
     }
-    let (provider, settings) = match kind {
-        "twilio" => ("Twilio", "account SID and auth token"),
-        "whatsapp" => ("WhatsApp", "phone number id and access token"),
-        _ => ("the provider", "credentials"),
-    };
     Some(format!(
         "credentials refused by {provider} ({http_status}): check the channel's {settings}"
     ))

@@ -5,7 +5,7 @@
 //! reqwest and lettre are built on rustls without a default crypto provider, so the ring
 //! provider is installed once per process before the first client is built.
 
-use super::SendResult;
+use super::{ChannelError, SendResult};
 use crate::outbound::Refused;
 use std::time::Duration;
 
@@ -45,18 +45,19 @@ pub async fn probe(
     provider: &str,
     client: &ProviderClient,
     request: reqwest::RequestBuilder,
-) -> Result<(), String> {
-    match client.send(request).await {
-        Err(Failure::Refused(r)) => Err(format!("{provider}: {r}")),
-        Err(Failure::Transport(e)) => Err(format!("{provider}: {}", describe(&e))),
+) -> Result<(), ChannelError> {
+    let refused = match client.send(request).await {
+        Err(Failure::Refused(r)) => format!("{provider}: {r}"),
+        Err(Failure::Transport(e)) => format!("{provider}: {}", describe(&e)),
         Ok(response) => match response.status().as_u16() {
-            s @ (401 | 403) => Err(format!(
+            s @ (401 | 403) => format!(
                 "{provider}: HTTP {s}: the provider answers but refuses the channel's credentials"
-            )),
-            s @ 500..=599 => Err(format!("{provider}: HTTP {s}: the provider is not serving")),
-            _ => Ok(()),
+            ),
+            s @ 500..=599 => format!("{provider}: HTTP {s}: the provider is not serving"),
+            _ => return Ok(()),
         },
-    }
+    };
+    Err(ChannelError::Provider(refused))
 }
 
 /// A provider's answer to a send, read to the end or to [`MAX_ANSWER_BYTES`].
@@ -227,19 +228,21 @@ pub fn unexpected_answer(status: u16, headers: &reqwest::header::HeaderMap, size
 }
 
 /// Checks a `--base-url` flag: an absolute http(s) URL without query or fragment.
-pub fn validate_base_url(flag: &str, url: &str) -> Result<(), String> {
+pub fn validate_base_url(flag: &str, url: &str) -> Result<(), ChannelError> {
     let parsed = reqwest::Url::parse(url).map_err(|e| {
-        format!("{flag} `{url}` is not a URL ({e}): give one like https://api.example.com")
+        ChannelError::settings(format!(
+            "{flag} `{url}` is not a URL ({e}): give one like https://api.example.com"
+        ))
     })?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
-        return Err(format!(
+        return Err(ChannelError::settings(format!(
             "{flag} `{url}` must be an http:// or https:// URL with a host"
-        ));
+        )));
     }
     if parsed.query().is_some() || parsed.fragment().is_some() {
-        return Err(format!(
+        return Err(ChannelError::settings(format!(
             "{flag} `{url}` must not have a query or fragment: give the API's base only"
-        ));
+        )));
     }
     Ok(())
 }
@@ -271,7 +274,7 @@ mod tests {
         assert!(
             validate_base_url("--base-url", "ftp://x")
                 .unwrap_err()
-                .contains("--base-url")
+                .mentions("--base-url")
         );
         assert!(validate_base_url("--base-url", "not a url").is_err());
         assert!(validate_base_url("--base-url", "https://x/?a=1").is_err());

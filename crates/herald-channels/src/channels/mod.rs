@@ -1,14 +1,24 @@
-//! Channels: how a message leaves Herald. Each kind lives in its own file; the engine sees
-//! only the `Channel` trait and the classification of a send's result.
+//! Channels: how a message leaves Herald. Each kind lives in its own file, with its
+//! [`Implementation`] (how to build its channel, the rules of its settings) registered in
+//! [`IMPLEMENTATIONS`]; what every layer knows of a kind without sending through it is its
+//! descriptor (`crate::channel_kind`). The engine sees only the `Channel` trait and the
+//! classification of a send's result.
 
 pub mod classify;
+pub mod error;
 pub mod http;
 pub mod sandbox;
+pub mod settings;
 pub mod smtp;
 pub mod twilio;
 pub mod whatsapp;
 
+pub use error::ChannelError;
+pub use settings::{Checked, Flags, SettingProblem, SettingsError};
+
+use crate::channel_kind::ChannelKind;
 use crate::store::{ChannelInfo, Store, StoreError};
+use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -88,8 +98,50 @@ pub enum SendResult {
     },
 }
 
+/// Builds a kind's channel from its stored row.
+pub type BuildFn = fn(&ChannelInfo, &BuildInputs<'_>) -> Result<Arc<dyn Channel>, ChannelError>;
+
+/// Checks a kind's `config` and `secrets` as the API gives them.
+pub type CheckFn = fn(&Map<String, Value>, &Map<String, Value>) -> Result<Checked, SettingsError>;
+
+/// What this crate knows of one kind: how to build its channel and the rules of its
+/// settings. Each kind's file has one, next to its channel.
+pub struct Implementation {
+    pub kind: ChannelKind,
+    /// The channel, from its stored row.
+    pub build: BuildFn,
+    /// The validation hook: `config` and `secrets` as the API gives them, checked by the
+    /// kind's types and rules (`settings::check`), as they are to be stored.
+    pub check: CheckFn,
+    /// The same from `herald channel create`'s flags, in the CLI's words.
+    pub from_flags: fn(&Flags) -> Result<Checked, ChannelError>,
+}
+
+/// The kinds this crate can send through, one line each; a test checks that it holds
+/// exactly the kinds of `channel_kind::ALL`.
+pub const IMPLEMENTATIONS: &[&Implementation] = &[
+    &sandbox::IMPLEMENTATION,
+    &twilio::IMPLEMENTATION,
+    &whatsapp::IMPLEMENTATION,
+    &smtp::IMPLEMENTATION,
+];
+
+/// The implementation of `kind`.
+pub fn implementation(kind: ChannelKind) -> Option<&'static Implementation> {
+    IMPLEMENTATIONS.iter().copied().find(|i| i.kind == kind)
+}
+
+/// What building a channel may use besides its stored row.
+pub struct BuildInputs<'a> {
+    pub context: &'a BuildContext,
+    /// The sandbox records what its simulated provider received here.
+    pub store: &'a Store,
+    /// Where the sandbox sends its simulated delivery receipts.
+    pub receipts: &'a Option<tokio::sync::mpsc::Sender<crate::store::Receipt>>,
+}
+
 pub trait Channel: Send + Sync {
-    fn kind(&self) -> &'static str;
+    fn kind(&self) -> ChannelKind;
     /// The channel's name, for logs and metric labels.
     fn name(&self) -> &str;
     /// What one message costs against the channel's rate limit: SMS count segments,
@@ -103,17 +155,16 @@ pub trait Channel: Send + Sync {
     fn lookup<'a>(
         &'a self,
         _query: &'a LookupQuery,
-    ) -> Option<BoxFuture<'a, Result<Option<String>, String>>> {
+    ) -> Option<BoxFuture<'a, Result<Option<String>, ChannelError>>> {
         None
     }
     fn send(&self, request: SendRequest) -> BoxFuture<'_, SendResult>;
     /// Asks the provider whether it answers at all, sending nothing: the probe of a
     /// channel marked unavailable. `Ok` when it answers (the channel is available again),
     /// `Err(why)` while it still cannot be reached or refuses the channel's credentials.
-    fn probe(&self) -> BoxFuture<'_, Result<(), String>>;
+    fn probe(&self) -> BoxFuture<'_, Result<(), ChannelError>>;
 }
 
-pub use crate::channel_kind::{KINDS, address_requirement};
 // SMS segment counting is plain text knowledge, below the channels (the fakes use it too).
 pub use crate::segments;
 
@@ -150,14 +201,13 @@ impl BuildContext {
 
 impl BuildContext {
     /// Opens the channel's sealed secrets.
-    pub fn open_secrets(&self, info: &ChannelInfo) -> Result<serde_json::Value, String> {
+    pub fn open_secrets(&self, info: &ChannelInfo) -> Result<serde_json::Value, ChannelError> {
         let Some(sealed) = &info.secrets else {
             return Ok(serde_json::Value::Object(Default::default()));
         };
-        let key = crate::secrets::SecretKey::from_settings(self.secret_key.as_deref())
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| crate::secrets::SecretError::NoKey.to_string())?;
-        crate::secrets::open(&key, info.id, sealed).map_err(|e| e.to_string())
+        let key = crate::secrets::SecretKey::from_settings(self.secret_key.as_deref())?
+            .ok_or(crate::secrets::SecretError::NoKey)?;
+        Ok(crate::secrets::open(&key, info.id, sealed)?)
     }
 }
 
@@ -231,29 +281,131 @@ impl ChannelRegistry {
     }
 
     fn build(&self, info: &ChannelInfo) -> Result<Arc<dyn Channel>, StoreError> {
-        match info.kind.as_str() {
-            "sandbox" => {
-                let config = sandbox::SandboxConfig::from_json(&info.config)
-                    .map_err(|e| StoreError::Invalid(format!("channel `{}`: {e}", info.name)))?;
-                Ok(Arc::new(sandbox::SandboxChannel::new(
-                    info.id,
-                    info.name.clone(),
-                    config,
-                    self.store.clone(),
-                    self.receipts.clone(),
-                )))
-            }
-            "twilio" => twilio::TwilioChannel::build(info, &self.context)
-                .map_err(|e| StoreError::Invalid(format!("channel `{}`: {e}", info.name))),
-            "whatsapp" => whatsapp::WhatsAppChannel::build(info, &self.context)
-                .map_err(|e| StoreError::Invalid(format!("channel `{}`: {e}", info.name))),
-            "smtp" => smtp::SmtpChannel::build(info, &self.context)
-                .map_err(|e| StoreError::Invalid(format!("channel `{}`: {e}", info.name))),
-            other => Err(StoreError::Invalid(format!(
-                "channel `{}` has kind `{other}`, which this herald cannot send through (known: {})",
+        let Some(implementation) = info
+            .kind
+            .parse::<ChannelKind>()
+            .ok()
+            .and_then(implementation)
+        else {
+            return Err(StoreError::Invalid(format!(
+                "channel `{}` has kind `{}`, which this herald cannot send through (known: {})",
                 info.name,
-                KINDS.join(", ")
-            ))),
+                info.kind,
+                crate::channel_kind::names()
+            )));
+        };
+        let inputs = BuildInputs {
+            context: &self.context,
+            store: &self.store,
+            receipts: &self.receipts,
+        };
+        (implementation.build)(info, &inputs)
+            .map_err(|e| StoreError::Invalid(format!("channel `{}`: {e}", info.name)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channel_kind::Input;
+
+    /// The problems found with settings.
+    fn problems(result: Result<Checked, SettingsError>) -> Vec<SettingProblem> {
+        match result {
+            Err(SettingsError::Invalid(problems)) => problems,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// serde's list of the keys of a section's type, from the error naming an unknown one.
+    fn serde_keys(section: &str, result: Result<Checked, SettingsError>) -> Vec<String> {
+        let problems = problems(result);
+        let Some(detail) = problems.iter().find_map(|p| match p {
+            SettingProblem::Field { field, detail, .. }
+                if field == &format!("{section}.not_a_setting") =>
+            {
+                Some(detail)
+            }
+            _ => None,
+        }) else {
+            panic!("{problems:?}");
+        };
+        let known = detail
+            .split_once("(expected ")
+            .map(|(_, k)| k.trim_end_matches(')'))
+            .unwrap_or_default();
+        if known == "there are no fields" {
+            return Vec::new();
+        }
+        known
+            .replace(" or ", ", ")
+            .split(", ")
+            .map(|k| {
+                k.trim_start_matches("one of ")
+                    .trim_start_matches("a field ")
+                    .trim_matches('`')
+                    .to_string()
+            })
+            .collect()
+    }
+
+    /// Every kind of `channel_kind::ALL` has one implementation here, in the same order,
+    /// and the settings its descriptor lists are exactly the keys its types take.
+    #[test]
+    fn every_kind_has_one_implementation_whose_types_take_its_settings() {
+        let kinds: Vec<ChannelKind> = IMPLEMENTATIONS.iter().map(|i| i.kind).collect();
+        assert_eq!(kinds, crate::channel_kind::ALL);
+        for kind in crate::channel_kind::ALL {
+            let implementation = implementation(*kind).expect("registered");
+            let unknown: Map<String, Value> = [("not_a_setting".to_string(), Value::Null)]
+                .into_iter()
+                .collect();
+            let config = serde_keys("config", (implementation.check)(&unknown, &Map::new()));
+            let mut declared: Vec<&str> = kind.config_fields().collect();
+            let mut taken: Vec<&str> = config.iter().map(String::as_str).collect();
+            declared.sort();
+            taken.sort();
+            assert_eq!(declared, taken, "{kind}: configuration keys");
+            let secrets: Vec<&str> = kind.secret_fields().collect();
+            if !secrets.is_empty() {
+                let keys = serde_keys("secrets", (implementation.check)(&Map::new(), &unknown));
+                let mut taken: Vec<&str> = keys.iter().map(String::as_str).collect();
+                let mut declared = secrets.clone();
+                taken.sort();
+                declared.sort();
+                assert_eq!(declared, taken, "{kind}: secret keys");
+            }
+            // An empty configuration lacks a required key exactly when the descriptor
+            // names one.
+            let empty = match (implementation.check)(&Map::new(), &Map::new()) {
+                Ok(_) => Vec::new(),
+                Err(e) => problems(Err(e)),
+            };
+            let lacks_one = empty.iter().any(|p| {
+                matches!(p, SettingProblem::Field { field, rule: "required", .. }
+                    if kind.fields().iter().any(|f| f.required && !f.is_secret() && field == &format!("config.{}", f.key)))
+            });
+            assert_eq!(
+                lacks_one,
+                kind.fields().iter().any(|f| f.required && !f.is_secret()),
+                "{kind}: {empty:?}"
+            );
+            for field in kind.fields() {
+                if let Input::Choice(options) = field.input {
+                    for option in options {
+                        let one: Map<String, Value> =
+                            [(field.key.to_string(), Value::from(*option))]
+                                .into_iter()
+                                .collect();
+                        let problems = problems((implementation.check)(&one, &Map::new()));
+                        assert!(
+                            !problems.iter().any(|p| matches!(p, SettingProblem::Field { field: f, .. } if f == &format!("config.{}", field.key))),
+                            "{kind}: `{option}` is not a value of `{}`: {problems:?}",
+                            field.key
+                        );
+                    }
+                }
+            }
         }
     }
 }

@@ -7,13 +7,67 @@
 //! when Herald is killed between the provider's answer and its own commit. Recording is
 //! group-committed: concurrent sends share one transaction.
 
-use super::{BoxFuture, Channel, SendRequest, SendResult};
+use super::settings::{self, Checked, Flags, KindRules, NoSecrets};
+use super::{
+    BoxFuture, BuildInputs, Channel, ChannelError, Implementation, SendRequest, SendResult,
+};
+use crate::channel_kind::{ChannelKind, sandbox::KIND};
 use crate::domain::MessageStatus;
-use crate::store::{Receipt, SandboxEntry, Store};
+use crate::store::{ChannelInfo, Receipt, SandboxEntry, Store};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+
+/// The sandbox's registration (`super::IMPLEMENTATIONS`).
+pub const IMPLEMENTATION: Implementation = Implementation {
+    kind: KIND,
+    build,
+    check: settings::check::<Rules>,
+    from_flags,
+};
+
+/// The sandbox's settings: a configuration, no secrets.
+pub struct Rules;
+
+impl KindRules for Rules {
+    const KIND: ChannelKind = KIND;
+    type Config = SandboxConfig;
+    type Secrets = NoSecrets;
+
+    fn validate_config(config: &SandboxConfig) -> Result<(), ChannelError> {
+        config.validate()
+    }
+
+    fn validate_secrets(_: &NoSecrets) -> Result<(), ChannelError> {
+        Ok(())
+    }
+}
+
+fn build(info: &ChannelInfo, inputs: &BuildInputs<'_>) -> Result<Arc<dyn Channel>, ChannelError> {
+    let config = SandboxConfig::from_json(&info.config)?;
+    Ok(Arc::new(SandboxChannel::new(
+        info.id,
+        info.name.clone(),
+        config,
+        inputs.store.clone(),
+        inputs.receipts.clone(),
+    )))
+}
+
+/// `herald channel create --kind sandbox`: every flag has a default.
+fn from_flags(flags: &Flags) -> Result<Checked, ChannelError> {
+    let config = SandboxConfig {
+        latency_ms: flags.get("latency_ms").unwrap_or(0),
+        fail_rate: flags.number("fail_rate").unwrap_or(0.0),
+        permanent_fail_rate: flags.number("permanent_fail_rate").unwrap_or(0.0),
+        delivery_delay_ms: flags.get("delivery_delay_ms"),
+        unreachable: flags.set("unreachable"),
+    };
+    config.validate()?;
+    Ok(settings::checked(&config, &NoSecrets {})?)
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,29 +91,29 @@ pub struct SandboxConfig {
 }
 
 impl SandboxConfig {
-    pub fn from_json(v: &serde_json::Value) -> Result<SandboxConfig, String> {
+    pub fn from_json(v: &serde_json::Value) -> Result<SandboxConfig, ChannelError> {
         let c: SandboxConfig = serde_json::from_value(v.clone())
-            .map_err(|e| format!("invalid sandbox configuration: {e}"))?;
+            .map_err(|e| ChannelError::settings(format!("invalid {KIND} configuration: {e}")))?;
         c.validate()?;
         Ok(c)
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ChannelError> {
         for (name, rate) in [
             ("--fail-rate", self.fail_rate),
             ("--permanent-fail-rate", self.permanent_fail_rate),
         ] {
             if !(0.0..=1.0).contains(&rate) {
-                return Err(format!(
+                return Err(ChannelError::settings(format!(
                     "{name} {rate} is not a probability: give a number from 0 to 1, e.g. 0.05"
-                ));
+                )));
             }
         }
         if self.fail_rate + self.permanent_fail_rate > 1.0 {
-            return Err(format!(
+            return Err(ChannelError::settings(format!(
                 "--fail-rate {} plus --permanent-fail-rate {} exceed 1: together they must be at most 1",
                 self.fail_rate, self.permanent_fail_rate
-            ));
+            )));
         }
         Ok(())
     }
@@ -131,8 +185,8 @@ async fn record_loop(store: Store, mut rx: mpsc::Receiver<Pending>) {
 }
 
 impl Channel for SandboxChannel {
-    fn kind(&self) -> &'static str {
-        "sandbox"
+    fn kind(&self) -> ChannelKind {
+        KIND
     }
 
     fn name(&self) -> &str {
@@ -215,10 +269,10 @@ impl Channel for SandboxChannel {
         })
     }
 
-    fn probe(&self) -> BoxFuture<'_, Result<(), String>> {
+    fn probe(&self) -> BoxFuture<'_, Result<(), ChannelError>> {
         Box::pin(async move {
             if self.config.unreachable {
-                Err(UNREACHABLE.to_string())
+                Err(ChannelError::provider(UNREACHABLE))
             } else {
                 Ok(())
             }
@@ -239,7 +293,7 @@ mod tests {
             fail_rate: 1.5,
             ..Default::default()
         };
-        assert!(bad.validate().unwrap_err().contains("--fail-rate"));
+        assert!(bad.validate().unwrap_err().mentions("--fail-rate"));
         let sum = SandboxConfig {
             fail_rate: 0.6,
             permanent_fail_rate: 0.6,

@@ -21,7 +21,12 @@
 //! also the provider id. With an unsubscribe URL the message carries `List-Unsubscribe:
 //! <url>` and `List-Unsubscribe-Post: List-Unsubscribe=One-Click` (RFC 8058).
 
-use super::{BoxFuture, BuildContext, Channel, SendRequest, SendResult};
+use super::settings::{self, Checked, Flags, KindRules};
+use super::{
+    BoxFuture, BuildContext, BuildInputs, Channel, ChannelError, Implementation, SendRequest,
+    SendResult,
+};
+use crate::channel_kind::{ChannelKind, smtp::KIND};
 use crate::outbound::{OutboundGuard, ResolveError};
 use crate::store::ChannelInfo;
 use lettre::message::header::{ContentType, HeaderName, HeaderValue, MIME_VERSION_1_0};
@@ -35,6 +40,59 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
+
+/// SMTP's registration (`super::IMPLEMENTATIONS`).
+pub const IMPLEMENTATION: Implementation = Implementation {
+    kind: KIND,
+    build: |info, inputs: &BuildInputs<'_>| SmtpChannel::build(info, inputs.context),
+    check: settings::check::<Rules>,
+    from_flags,
+};
+
+/// SMTP's settings: [`Config`] and [`Secrets`], and the credentials' rules between them.
+pub struct Rules;
+
+impl KindRules for Rules {
+    const KIND: ChannelKind = KIND;
+    type Config = Config;
+    type Secrets = Secrets;
+
+    fn validate_config(config: &Config) -> Result<(), ChannelError> {
+        config.validate()
+    }
+
+    fn validate_secrets(secrets: &Secrets) -> Result<(), ChannelError> {
+        secrets.validate()
+    }
+
+    fn validate_pair(config: &Config, secrets: &Secrets) -> Result<(), ChannelError> {
+        validate_credentials(config, secrets)
+    }
+}
+
+/// `herald channel create --kind smtp`.
+fn from_flags(flags: &Flags) -> Result<Checked, ChannelError> {
+    let tls: TlsMode = flags.need("tls", "--tls none|starttls|tls")?.parse()?;
+    let config = Config {
+        host: flags.need("host", "--host")?,
+        port: flags
+            .get("port")
+            .ok_or_else(|| flags.missing("--port, e.g. 587"))?,
+        tls,
+        from: flags.need("from", "--from ADDRESS")?,
+        username: flags.text("username"),
+        default_subject: flags.text("default_subject"),
+        max_connections: None,
+        allow_plaintext_auth: flags.set("allow_plaintext_auth"),
+    };
+    let secrets = Secrets {
+        password: flags.text("password"),
+    };
+    config.validate()?;
+    secrets.validate()?;
+    validate_credentials(&config, &secrets)?;
+    Ok(settings::checked(&config, &secrets)?)
+}
 
 /// Connections kept per channel when `max_connections` is not set.
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 4;
@@ -61,16 +119,16 @@ pub enum TlsMode {
 }
 
 impl FromStr for TlsMode {
-    type Err = String;
+    type Err = ChannelError;
 
-    fn from_str(s: &str) -> Result<TlsMode, String> {
+    fn from_str(s: &str) -> Result<TlsMode, ChannelError> {
         match s {
             "none" => Ok(TlsMode::None),
             "starttls" => Ok(TlsMode::Starttls),
             "tls" => Ok(TlsMode::Tls),
-            other => Err(format!(
+            other => Err(ChannelError::settings(format!(
                 "--tls `{other}` is not a TLS mode: use none, starttls or tls"
-            )),
+            ))),
         }
     }
 }
@@ -121,14 +179,18 @@ impl std::fmt::Debug for Secrets {
 }
 
 impl Config {
-    pub fn from_json(v: &serde_json::Value) -> Result<Config, String> {
+    pub fn from_json(v: &serde_json::Value) -> Result<Config, ChannelError> {
         let c: Config = serde_json::from_value(v.clone())
-            .map_err(|e| format!("invalid smtp configuration: {e}"))?;
+            .map_err(|e| ChannelError::settings(format!("invalid smtp configuration: {e}")))?;
         c.validate()?;
         Ok(c)
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ChannelError> {
+        self.rules().map_err(ChannelError::Settings)
+    }
+
+    fn rules(&self) -> Result<(), String> {
         let host = self.host.trim();
         if host.is_empty() || host != self.host || host.contains(char::is_whitespace) {
             return Err(format!(
@@ -139,7 +201,7 @@ impl Config {
         if self.port == 0 {
             return Err("--port must be from 1 to 65535 (usually 587 for starttls, 465 for tls, 25 for none)".into());
         }
-        self.mailbox()?;
+        self.mailbox().map_err(|e| e.to_string())?;
         if let Some(u) = &self.username
             && (u.is_empty() || u.chars().any(char::is_control))
         {
@@ -159,29 +221,30 @@ impl Config {
     }
 
     /// The parsed `--from`.
-    pub fn mailbox(&self) -> Result<Mailbox, String> {
+    pub fn mailbox(&self) -> Result<Mailbox, ChannelError> {
         Mailbox::from_str(self.from.trim()).map_err(|e| {
-            format!(
+            ChannelError::settings(format!(
                 "--from `{}` is not an email address ({e}): give one like news@example.com or \"Example News <news@example.com>\"",
                 self.from
-            )
+            ))
         })
     }
 }
 
 impl Secrets {
-    pub fn from_json(v: &serde_json::Value) -> Result<Secrets, String> {
-        let s: Secrets = serde_json::from_value(v.clone())
-            .map_err(|e| format!("the smtp channel's secrets are damaged: {e}"))?;
+    pub fn from_json(v: &serde_json::Value) -> Result<Secrets, ChannelError> {
+        let s: Secrets = serde_json::from_value(v.clone()).map_err(|e| {
+            ChannelError::settings(format!("the smtp channel's secrets are damaged: {e}"))
+        })?;
         s.validate()?;
         Ok(s)
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ChannelError> {
         if let Some(p) = &self.password
             && p.is_empty()
         {
-            return Err("--password must not be empty".into());
+            return Err(ChannelError::settings("--password must not be empty"));
         }
         Ok(())
     }
@@ -189,12 +252,12 @@ impl Secrets {
 
 /// Checks that `--username` and `--password` come together, and are not sent in clear
 /// unless the channel allows it explicitly.
-pub fn validate_credentials(config: &Config, secrets: &Secrets) -> Result<(), String> {
+pub fn validate_credentials(config: &Config, secrets: &Secrets) -> Result<(), ChannelError> {
     match (&config.username, &secrets.password) {
-        (Some(_), None) => Err("--username needs --password".into()),
-        (None, Some(_)) => Err("--password needs --username".into()),
+        (Some(_), None) => Err(ChannelError::settings("--username needs --password")),
+        (None, Some(_)) => Err(ChannelError::settings("--password needs --username")),
         (Some(_), Some(_)) if config.tls == TlsMode::None && !config.allow_plaintext_auth => {
-            Err(PLAINTEXT_AUTH_REFUSED.into())
+            Err(ChannelError::settings(PLAINTEXT_AUTH_REFUSED))
         }
         _ => Ok(()),
     }
@@ -242,11 +305,13 @@ pub fn build_message(
     default_subject: Option<&str>,
     request: &SendRequest,
     message_id: &str,
-) -> Result<Message, String> {
-    let to: Mailbox = request
-        .address
-        .parse()
-        .map_err(|e| format!("`{}` is not an email address: {e}", request.address))?;
+) -> Result<Message, ChannelError> {
+    let to: Mailbox = request.address.parse().map_err(|e| {
+        ChannelError::Message(format!(
+            "`{}` is not an email address: {e}",
+            request.address
+        ))
+    })?;
     let (subject, body) = split_subject(&request.body);
     let subject = subject
         .filter(|s| !s.is_empty())
@@ -261,7 +326,9 @@ pub fn build_message(
         .header(ContentType::TEXT_PLAIN);
     if let Some(url) = &request.unsubscribe_url {
         if url.is_empty() || url.contains(|c: char| c.is_control() || c == '<' || c == '>') {
-            return Err(format!("the unsubscribe URL `{url}` cannot go in a header"));
+            return Err(ChannelError::Message(format!(
+                "the unsubscribe URL `{url}` cannot go in a header"
+            )));
         }
         builder = builder
             .raw_header(HeaderValue::new(
@@ -275,7 +342,7 @@ pub fn build_message(
     }
     builder
         .body(body.to_string())
-        .map_err(|e| format!("cannot build the email: {e}"))
+        .map_err(|e| ChannelError::Message(format!("cannot build the email: {e}")))
 }
 
 /// The timeouts a channel applies (tests shorten them).
@@ -351,7 +418,7 @@ pub struct SmtpChannel {
 
 impl SmtpChannel {
     /// The channel for the registry.
-    pub fn build(info: &ChannelInfo, ctx: &BuildContext) -> Result<Arc<dyn Channel>, String> {
+    pub fn build(info: &ChannelInfo, ctx: &BuildContext) -> Result<Arc<dyn Channel>, ChannelError> {
         let config = Config::from_json(&info.config)?;
         let secrets = Secrets::from_json(&ctx.open_secrets(info)?)?;
         Ok(Arc::new(SmtpChannel::new(
@@ -370,17 +437,21 @@ impl SmtpChannel {
         secrets: Secrets,
         timeouts: Timeouts,
         guard: OutboundGuard,
-    ) -> Result<SmtpChannel, String> {
+    ) -> Result<SmtpChannel, ChannelError> {
         config.validate()?;
         secrets.validate()?;
         validate_credentials(&config, &secrets)?;
         super::http::install_crypto_provider();
         let tls = match config.tls {
             TlsMode::None => None,
-            TlsMode::Starttls | TlsMode::Tls => Some(
-                TlsParameters::new(config.host.clone())
-                    .map_err(|e| format!("cannot set up TLS for --host {}: {e}", config.host))?,
-            ),
+            TlsMode::Starttls | TlsMode::Tls => {
+                Some(TlsParameters::new(config.host.clone()).map_err(|e| {
+                    ChannelError::Setup(format!(
+                        "cannot set up TLS for --host {}: {e}",
+                        config.host
+                    ))
+                })?)
+            }
         };
         let credentials = match (&config.username, &secrets.password) {
             (Some(u), Some(p)) => Some(Credentials::new(u.clone(), p.clone())),
@@ -505,7 +576,11 @@ impl SmtpChannel {
             &message_id,
         ) {
             Ok(m) => m,
-            Err(error) => return SendResult::Permanent { error },
+            Err(error) => {
+                return SendResult::Permanent {
+                    error: error.to_string(),
+                };
+            }
         };
         let envelope = message.envelope().clone();
         let bytes = message.formatted();
@@ -673,8 +748,8 @@ fn transient(step: &str, e: &lettre::transport::smtp::Error) -> SendResult {
 }
 
 impl Channel for SmtpChannel {
-    fn kind(&self) -> &'static str {
-        "smtp"
+    fn kind(&self) -> ChannelKind {
+        KIND
     }
 
     fn name(&self) -> &str {
@@ -686,7 +761,7 @@ impl Channel for SmtpChannel {
     }
 
     /// Connects (TLS and AUTH as configured) and says QUIT: sends nothing.
-    fn probe(&self) -> BoxFuture<'_, Result<(), String>> {
+    fn probe(&self) -> BoxFuture<'_, Result<(), ChannelError>> {
         Box::pin(async move {
             match self.connect().await {
                 Ok(mut conn) => {
@@ -701,7 +776,7 @@ impl Channel for SmtpChannel {
                     | SendResult::Unknown { error }
                     | SendResult::OptOut { error }
                     | SendResult::CredentialsRefused { error, .. },
-                ) => Err(error),
+                ) => Err(ChannelError::Provider(error)),
                 Err(SendResult::Accepted { .. }) => Ok(()),
             }
         })
@@ -871,9 +946,9 @@ mod tests {
         );
         assert!(Config::from_json(&serde_json::json!({"host": "h", "port": 25, "tls": "tls", "from": "a@b.co", "password": "x"})).is_err());
         assert_eq!("starttls".parse::<TlsMode>(), Ok(TlsMode::Starttls));
-        assert!("ssl".parse::<TlsMode>().unwrap_err().contains("--tls"));
+        assert!("ssl".parse::<TlsMode>().unwrap_err().mentions("--tls"));
 
-        let err = |c: Config| c.validate().unwrap_err();
+        let err = |c: Config| c.validate().unwrap_err().to_string();
         assert!(
             err(Config {
                 host: "".into(),
@@ -941,6 +1016,7 @@ mod tests {
         assert!(
             validate_credentials(&plaintext, &pw)
                 .unwrap_err()
+                .to_string()
                 .starts_with("--tls none")
         );
         assert!(
@@ -957,12 +1033,12 @@ mod tests {
         assert!(
             validate_credentials(&with_user, &Secrets::default())
                 .unwrap_err()
-                .contains("--password")
+                .mentions("--password")
         );
         assert!(
             validate_credentials(&ok, &pw)
                 .unwrap_err()
-                .contains("--username")
+                .mentions("--username")
         );
         assert!(
             Secrets {
@@ -970,7 +1046,7 @@ mod tests {
             }
             .validate()
             .unwrap_err()
-            .contains("--password")
+            .mentions("--password")
         );
         assert_eq!(
             Secrets::from_json(&serde_json::json!({})).unwrap(),

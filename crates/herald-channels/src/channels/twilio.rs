@@ -14,10 +14,63 @@
 
 use super::classify::{self, ErrorClass};
 use super::http::{self, retry_after};
-use super::{BoxFuture, BuildContext, Channel, SendRequest, SendResult};
+use super::settings::{self, Checked, Flags, KindRules};
+use super::{
+    BoxFuture, BuildContext, BuildInputs, Channel, ChannelError, Implementation, SendRequest,
+    SendResult,
+};
+use crate::channel_kind::{ChannelKind, twilio::KIND};
 use crate::store::ChannelInfo;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+
+/// Twilio's registration (`super::IMPLEMENTATIONS`).
+pub const IMPLEMENTATION: Implementation = Implementation {
+    kind: KIND,
+    build: |info, inputs: &BuildInputs<'_>| TwilioChannel::build(info, inputs.context),
+    check: settings::check::<Rules>,
+    from_flags,
+};
+
+/// Twilio's settings: [`Config`] and [`Secrets`].
+pub struct Rules;
+
+impl KindRules for Rules {
+    const KIND: ChannelKind = KIND;
+    type Config = Config;
+    type Secrets = Secrets;
+
+    fn validate_config(config: &Config) -> Result<(), ChannelError> {
+        config.validate()
+    }
+
+    fn validate_secrets(secrets: &Secrets) -> Result<(), ChannelError> {
+        secrets.validate()
+    }
+}
+
+/// `herald channel create --kind twilio`.
+fn from_flags(flags: &Flags) -> Result<Checked, ChannelError> {
+    let config = Config {
+        account_sid: flags.need("account_sid", "--account-sid")?,
+        from: flags.text("from"),
+        messaging_service_sid: flags.text("messaging_service_sid"),
+        base_url: flags.text("base_url"),
+        content_sid: flags.text("content_sid"),
+        whatsapp: flags.set(crate::channel_kind::twilio::WHATSAPP_SETTING),
+    };
+    let secrets = Secrets {
+        auth_token: flags.need("auth_token", "--auth-token")?,
+    };
+    config.validate()?;
+    secrets.validate()?;
+    Ok(settings::checked(&config, &secrets)?)
+}
+
+/// What a person reads when Twilio refuses the channel's credentials.
+fn credentials_refused(http_status: u16) -> Option<String> {
+    classify::credentials_refused("Twilio", "account SID and auth token", http_status)
+}
 
 pub const DEFAULT_BASE_URL: &str = "https://api.twilio.com";
 
@@ -102,14 +155,18 @@ fn with_whatsapp_prefix(address: &str) -> String {
 }
 
 impl Config {
-    pub fn from_json(v: &serde_json::Value) -> Result<Config, String> {
+    pub fn from_json(v: &serde_json::Value) -> Result<Config, ChannelError> {
         let c: Config = serde_json::from_value(v.clone())
-            .map_err(|e| format!("invalid twilio configuration: {e}"))?;
+            .map_err(|e| ChannelError::settings(format!("invalid twilio configuration: {e}")))?;
         c.validate()?;
         Ok(c)
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ChannelError> {
+        self.rules().map_err(ChannelError::Settings)
+    }
+
+    fn rules(&self) -> Result<(), String> {
         if !is_sid(&self.account_sid, "AC") {
             return Err(
                 "--account-sid must look like AC followed by 32 hex digits (ACxxxxxxxx…)".into(),
@@ -155,7 +212,7 @@ impl Config {
             return Err("--content-sid must look like HX followed by 32 hex digits".into());
         }
         if let Some(url) = &self.base_url {
-            http::validate_base_url("--base-url", url)?;
+            http::validate_base_url("--base-url", url).map_err(|e| e.to_string())?;
         }
         Ok(())
     }
@@ -188,31 +245,39 @@ impl Config {
 }
 
 impl Secrets {
-    pub fn from_json(v: &serde_json::Value) -> Result<Secrets, String> {
+    pub fn from_json(v: &serde_json::Value) -> Result<Secrets, ChannelError> {
         let s: Secrets = serde_json::from_value(v.clone()).map_err(|_| {
-            "the twilio channel's secrets are incomplete: set --auth-token".to_string()
+            ChannelError::settings("the twilio channel's secrets are incomplete: set --auth-token")
         })?;
         s.validate()?;
         Ok(s)
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ChannelError> {
         if self.auth_token.trim().is_empty() {
-            return Err("--auth-token must not be empty: copy it from the Twilio console".into());
+            return Err(ChannelError::settings(
+                "--auth-token must not be empty: copy it from the Twilio console",
+            ));
         }
         if self
             .auth_token
             .chars()
             .any(|c| c.is_whitespace() || c.is_control())
         {
-            return Err("--auth-token must not contain spaces or control characters".into());
+            return Err(ChannelError::settings(
+                "--auth-token must not contain spaces or control characters",
+            ));
         }
         Ok(())
     }
 }
 
 /// `ContentVariables` for a content template from the rendered body (module docs).
-pub fn content_variables(body: &str) -> Result<Option<String>, String> {
+pub fn content_variables(body: &str) -> Result<Option<String>, ChannelError> {
+    content_variables_of(body).map_err(ChannelError::Message)
+}
+
+fn content_variables_of(body: &str) -> Result<Option<String>, String> {
     let trimmed = body.trim();
     if trimmed.is_empty() {
         return Ok(None);
@@ -306,7 +371,7 @@ fn error_result(answer: &http::Answer) -> SendResult {
         },
         ErrorClass::Permanent => SendResult::Permanent { error },
         ErrorClass::OptOut => SendResult::OptOut { error },
-        ErrorClass::StopCampaign => match classify::credentials_refused("twilio", status) {
+        ErrorClass::StopCampaign => match credentials_refused(status) {
             Some(reason) => SendResult::CredentialsRefused { reason, error },
             None => SendResult::StopCampaign { error },
         },
@@ -325,12 +390,12 @@ pub struct TwilioChannel {
 
 impl TwilioChannel {
     /// The channel for the registry.
-    pub fn build(info: &ChannelInfo, ctx: &BuildContext) -> Result<Arc<dyn Channel>, String> {
+    pub fn build(info: &ChannelInfo, ctx: &BuildContext) -> Result<Arc<dyn Channel>, ChannelError> {
         Ok(Arc::new(TwilioChannel::open(info, ctx)?))
     }
 
     /// The concrete channel (for [`TwilioChannel::find_sent`]).
-    pub fn open(info: &ChannelInfo, ctx: &BuildContext) -> Result<TwilioChannel, String> {
+    pub fn open(info: &ChannelInfo, ctx: &BuildContext) -> Result<TwilioChannel, ChannelError> {
         let config = Config::from_json(&info.config)?;
         let secrets = Secrets::from_json(&ctx.open_secrets(info)?)?;
         TwilioChannel::new(
@@ -339,7 +404,7 @@ impl TwilioChannel {
             config,
             secrets,
             ctx.public_url.as_deref(),
-            ctx.outbound.http_client()?,
+            ctx.outbound.http_client().map_err(ChannelError::Setup)?,
         )
     }
 
@@ -350,17 +415,16 @@ impl TwilioChannel {
         secrets: Secrets,
         public_url: Option<&str>,
         client: http::ProviderClient,
-    ) -> Result<TwilioChannel, String> {
+    ) -> Result<TwilioChannel, ChannelError> {
         config.validate()?;
         secrets.validate()?;
         let status_callback = public_url
             .map(|u| u.trim().trim_end_matches('/'))
             .filter(|u| !u.is_empty())
             .map(|u| {
-                format!(
-                    "{u}/webhooks/twilio/{}/status",
-                    crate::ids::ChannelId(channel_id)
-                )
+                let channel = crate::ids::ChannelId(channel_id).to_string();
+                let route = &crate::channel_kind::twilio::STATUS_CALLBACK;
+                format!("{u}{}", KIND.webhook_path(route, &channel))
             });
         Ok(TwilioChannel {
             channel_id,
@@ -390,7 +454,7 @@ impl TwilioChannel {
     }
 
     /// The create request's form fields, in order.
-    pub fn form(&self, request: &SendRequest) -> Result<Vec<(&'static str, String)>, String> {
+    pub fn form(&self, request: &SendRequest) -> Result<Vec<(&'static str, String)>, ChannelError> {
         let mut form = vec![("To", self.config.recipient_field(&request.address))];
         match (
             self.config.sender_field(),
@@ -418,7 +482,11 @@ impl TwilioChannel {
     async fn send_inner(&self, request: SendRequest) -> SendResult {
         let form = match self.form(&request) {
             Ok(f) => f,
-            Err(error) => return SendResult::Permanent { error },
+            Err(error) => {
+                return SendResult::Permanent {
+                    error: error.to_string(),
+                };
+            }
         };
         let request = self
             .client
@@ -457,6 +525,17 @@ impl TwilioChannel {
     /// (still queued, no `date_sent`) is not found: reconcile a few minutes after the
     /// attempt.
     pub async fn find_sent(
+        &self,
+        to: &str,
+        sent_after_ms: i64,
+        body: &str,
+    ) -> Result<Option<String>, ChannelError> {
+        self.find_sent_as_text(to, sent_after_ms, body)
+            .await
+            .map_err(ChannelError::Provider)
+    }
+
+    async fn find_sent_as_text(
         &self,
         to: &str,
         sent_after_ms: i64,
@@ -562,8 +641,8 @@ impl TwilioChannel {
 }
 
 impl Channel for TwilioChannel {
-    fn kind(&self) -> &'static str {
-        "twilio"
+    fn kind(&self) -> ChannelKind {
+        KIND
     }
 
     fn name(&self) -> &str {
@@ -585,7 +664,7 @@ impl Channel for TwilioChannel {
     }
 
     /// One authenticated page of one message from the account's list: sends nothing.
-    fn probe(&self) -> BoxFuture<'_, Result<(), String>> {
+    fn probe(&self) -> BoxFuture<'_, Result<(), ChannelError>> {
         Box::pin(async move {
             let request = self
                 .client
@@ -600,7 +679,7 @@ impl Channel for TwilioChannel {
     fn lookup<'a>(
         &'a self,
         query: &'a super::LookupQuery,
-    ) -> Option<BoxFuture<'a, Result<Option<String>, String>>> {
+    ) -> Option<BoxFuture<'a, Result<Option<String>, ChannelError>>> {
         Some(Box::pin(self.find_sent(
             &query.address,
             query.sent_after_ms,
@@ -799,7 +878,7 @@ mod tests {
         assert!(
             content_variables("{not json")
                 .unwrap_err()
-                .contains("JSON object")
+                .mentions("JSON object")
         );
         assert!(content_variables(r#"{"1": [1]}"#).is_err());
     }
@@ -872,15 +951,15 @@ mod tests {
     #[tokio::test]
     async fn the_probe_reads_and_judges_the_answer() {
         let closed = channel_with(config(&closed_port_url().await), None, 300);
-        let refused = closed.probe().await.unwrap_err();
+        let refused = closed.probe().await.unwrap_err().to_string();
         assert!(refused.contains("twilio"), "{refused}");
 
         let fake = FakeServer::start().await;
         let ch = channel_with(config(&fake.base), None, 300);
         fake.reply(Reply::json(503, serde_json::json!({"code": 20503})));
-        assert!(ch.probe().await.unwrap_err().contains("HTTP 503"));
+        assert!(ch.probe().await.unwrap_err().mentions("HTTP 503"));
         fake.reply(Reply::json(401, serde_json::json!({"code": 20003})));
-        assert!(ch.probe().await.unwrap_err().contains("credentials"));
+        assert!(ch.probe().await.unwrap_err().mentions("credentials"));
         fake.reply(Reply::json(200, serde_json::json!({"messages": []})));
         assert_eq!(ch.probe().await, Ok(()));
         let requests = fake.requests();
@@ -978,7 +1057,7 @@ mod tests {
             ch.find_sent("+15558675310", t, "hello")
                 .await
                 .unwrap_err()
-                .contains("20003")
+                .mentions("20003")
         );
     }
 
@@ -995,7 +1074,7 @@ mod tests {
             .is_err()
         );
 
-        let err = |c: Config| c.validate().unwrap_err();
+        let err = |c: Config| c.validate().unwrap_err().to_string();
         assert!(
             err(Config {
                 account_sid: "AC123".into(),
@@ -1090,7 +1169,7 @@ mod tests {
             }
             .validate()
             .unwrap_err()
-            .contains("--auth-token")
+            .mentions("--auth-token")
         );
         assert!(
             Secrets {
@@ -1098,12 +1177,12 @@ mod tests {
             }
             .validate()
             .unwrap_err()
-            .contains("--auth-token")
+            .mentions("--auth-token")
         );
         assert!(
             Secrets::from_json(&serde_json::json!({}))
                 .unwrap_err()
-                .contains("--auth-token")
+                .mentions("--auth-token")
         );
         let s = Secrets {
             auth_token: TOKEN.into(),

@@ -12,10 +12,59 @@
 
 use super::classify::{self, ErrorClass};
 use super::http::{self, retry_after};
-use super::{BoxFuture, BuildContext, Channel, SendRequest, SendResult};
+use super::settings::{self, Checked, Flags, KindRules};
+use super::{
+    BoxFuture, BuildContext, BuildInputs, Channel, ChannelError, Implementation, SendRequest,
+    SendResult,
+};
+use crate::channel_kind::{ChannelKind, whatsapp::KIND};
 use crate::store::ChannelInfo;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+
+/// WhatsApp's registration (`super::IMPLEMENTATIONS`).
+pub const IMPLEMENTATION: Implementation = Implementation {
+    kind: KIND,
+    build: |info, inputs: &BuildInputs<'_>| WhatsAppChannel::build(info, inputs.context),
+    check: settings::check::<Rules>,
+    from_flags,
+};
+
+/// WhatsApp's settings: [`Config`] and [`Secrets`].
+pub struct Rules;
+
+impl KindRules for Rules {
+    const KIND: ChannelKind = KIND;
+    type Config = Config;
+    type Secrets = Secrets;
+
+    fn validate_config(config: &Config) -> Result<(), ChannelError> {
+        config.validate()
+    }
+
+    fn validate_secrets(secrets: &Secrets) -> Result<(), ChannelError> {
+        secrets.validate()
+    }
+}
+
+/// `herald channel create --kind whatsapp`.
+fn from_flags(flags: &Flags) -> Result<Checked, ChannelError> {
+    let config = Config {
+        phone_number_id: flags.need("phone_number_id", "--phone-number-id")?,
+        base_url: flags.text("base_url"),
+        api_version: flags.text("api_version"),
+        template: flags.text("template"),
+        template_language: flags.text("template_language"),
+    };
+    let secrets = Secrets {
+        access_token: flags.need("access_token", "--access-token")?,
+        app_secret: flags.need("app_secret", "--app-secret")?,
+        verify_token: flags.need("verify_token", "--verify-token")?,
+    };
+    config.validate()?;
+    secrets.validate()?;
+    Ok(settings::checked(&config, &secrets)?)
+}
 
 pub const DEFAULT_BASE_URL: &str = "https://graph.facebook.com";
 pub const DEFAULT_API_VERSION: &str = "v23.0";
@@ -66,14 +115,18 @@ impl std::fmt::Debug for Secrets {
 }
 
 impl Config {
-    pub fn from_json(v: &serde_json::Value) -> Result<Config, String> {
+    pub fn from_json(v: &serde_json::Value) -> Result<Config, ChannelError> {
         let c: Config = serde_json::from_value(v.clone())
-            .map_err(|e| format!("invalid whatsapp configuration: {e}"))?;
+            .map_err(|e| ChannelError::settings(format!("invalid whatsapp configuration: {e}")))?;
         c.validate()?;
         Ok(c)
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ChannelError> {
+        self.rules().map_err(ChannelError::Settings)
+    }
+
+    fn rules(&self) -> Result<(), String> {
         let id = &self.phone_number_id;
         if id.is_empty() || id.len() > 32 || !id.bytes().all(|b| b.is_ascii_digit()) {
             return Err(format!(
@@ -81,7 +134,7 @@ impl Config {
             ));
         }
         if let Some(url) = &self.base_url {
-            http::validate_base_url("--base-url", url)?;
+            http::validate_base_url("--base-url", url).map_err(|e| e.to_string())?;
         }
         if let Some(v) = &self.api_version {
             let ok = v
@@ -161,27 +214,27 @@ impl Config {
 }
 
 impl Secrets {
-    pub fn from_json(v: &serde_json::Value) -> Result<Secrets, String> {
+    pub fn from_json(v: &serde_json::Value) -> Result<Secrets, ChannelError> {
         let s: Secrets = serde_json::from_value(v.clone()).map_err(|_| {
-            "the whatsapp channel's secrets are incomplete: set --access-token, --app-secret and --verify-token".to_string()
+            ChannelError::settings("the whatsapp channel's secrets are incomplete: set --access-token, --app-secret and --verify-token")
         })?;
         s.validate()?;
         Ok(s)
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ChannelError> {
         for (flag, value) in [
             ("--access-token", &self.access_token),
             ("--app-secret", &self.app_secret),
             ("--verify-token", &self.verify_token),
         ] {
             if value.trim().is_empty() {
-                return Err(format!("{flag} must not be empty"));
+                return Err(ChannelError::settings(format!("{flag} must not be empty")));
             }
             if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return Err(format!(
+                return Err(ChannelError::settings(format!(
                     "{flag} must not contain spaces or control characters"
-                ));
+                )));
             }
         }
         Ok(())
@@ -270,7 +323,11 @@ fn error_result(answer: &http::Answer) -> SendResult {
         },
         ErrorClass::Permanent => SendResult::Permanent { error },
         ErrorClass::OptOut => SendResult::OptOut { error },
-        ErrorClass::StopCampaign => match classify::credentials_refused("whatsapp", status) {
+        ErrorClass::StopCampaign => match classify::credentials_refused(
+            "WhatsApp",
+            "phone number id and access token",
+            status,
+        ) {
             Some(reason) => SendResult::CredentialsRefused { reason, error },
             None => SendResult::StopCampaign { error },
         },
@@ -288,14 +345,14 @@ pub struct WhatsAppChannel {
 
 impl WhatsAppChannel {
     /// The channel for the registry.
-    pub fn build(info: &ChannelInfo, ctx: &BuildContext) -> Result<Arc<dyn Channel>, String> {
+    pub fn build(info: &ChannelInfo, ctx: &BuildContext) -> Result<Arc<dyn Channel>, ChannelError> {
         let config = Config::from_json(&info.config)?;
         let secrets = Secrets::from_json(&ctx.open_secrets(info)?)?;
         Ok(Arc::new(WhatsAppChannel::new(
             info.name.clone(),
             config,
             secrets,
-            ctx.outbound.http_client()?,
+            ctx.outbound.http_client().map_err(ChannelError::Setup)?,
         )?))
     }
 
@@ -304,7 +361,7 @@ impl WhatsAppChannel {
         config: Config,
         secrets: Secrets,
         client: http::ProviderClient,
-    ) -> Result<WhatsAppChannel, String> {
+    ) -> Result<WhatsAppChannel, ChannelError> {
         config.validate()?;
         secrets.validate()?;
         Ok(WhatsAppChannel {
@@ -386,8 +443,8 @@ impl WhatsAppChannel {
 }
 
 impl Channel for WhatsAppChannel {
-    fn kind(&self) -> &'static str {
-        "whatsapp"
+    fn kind(&self) -> ChannelKind {
+        KIND
     }
 
     fn name(&self) -> &str {
@@ -399,7 +456,7 @@ impl Channel for WhatsAppChannel {
     }
 
     /// An authenticated read of the sending phone number: sends nothing.
-    fn probe(&self) -> BoxFuture<'_, Result<(), String>> {
+    fn probe(&self) -> BoxFuture<'_, Result<(), ChannelError>> {
         Box::pin(async move {
             let url = format!(
                 "{}/{}/{}",
@@ -659,7 +716,7 @@ mod tests {
         assert!(
             Config::from_json(&serde_json::json!({"phone_number_id": "1", "token": "x"})).is_err()
         );
-        let err = |c: Config| c.validate().unwrap_err();
+        let err = |c: Config| c.validate().unwrap_err().to_string();
         assert!(
             err(Config {
                 phone_number_id: "+1 650".into(),
@@ -721,7 +778,7 @@ mod tests {
             }
             .validate()
             .unwrap_err()
-            .contains("--access-token")
+            .mentions("--access-token")
         );
         assert!(
             Secrets {
@@ -730,7 +787,7 @@ mod tests {
             }
             .validate()
             .unwrap_err()
-            .contains("--app-secret")
+            .mentions("--app-secret")
         );
         assert!(
             Secrets {
@@ -739,12 +796,12 @@ mod tests {
             }
             .validate()
             .unwrap_err()
-            .contains("--verify-token")
+            .mentions("--verify-token")
         );
         assert!(
             Secrets::from_json(&serde_json::json!({"access_token": "x"}))
                 .unwrap_err()
-                .contains("--verify-token")
+                .mentions("--verify-token")
         );
         assert!(!format!("{:?}", secrets()).contains(TOKEN));
         assert_eq!(recipient("+16505551234"), "16505551234");

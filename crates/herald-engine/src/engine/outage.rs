@@ -310,7 +310,7 @@ async fn probe(ctx: &EngineContext, channel_id: i64) -> Result<(), String> {
     let limit = Duration::from_millis(ctx.settings.send_timeout_ms)
         .min(crate::channels::http::REQUEST_TIMEOUT);
     match tokio::time::timeout(limit, channel.probe()).await {
-        Ok(result) => result,
+        Ok(result) => result.map_err(|e| e.to_string()),
         Err(_) => Err(format!("no answer within {} ms", limit.as_millis())),
     }
 }

@@ -245,10 +245,6 @@ pub async fn expire_webhook_events(
     Ok(deleted)
 }
 
-/// How long a WhatsApp message in doubt waits for a status webhook carrying its id
-/// (`biz_opaque_callback_data`) before the in-doubt policy decides: WhatsApp cannot be
-/// asked, but it tells.
-pub const WHATSAPP_IN_DOUBT_GRACE_MS: i64 = 60_000;
 /// The most time one reconciler pass spends asking providers.
 const LOOKUP_BUDGET: std::time::Duration = std::time::Duration::from_secs(10);
 /// How long other instances may take to reach the database again after an outage (the
@@ -285,18 +281,20 @@ async fn ask_providers(ctx: &EngineContext, now: i64) -> Result<u64, crate::stor
             found += 1;
             continue;
         }
-        if c.channel_kind == "whatsapp" && now - c.marked_at < WHATSAPP_IN_DOUBT_GRACE_MS {
+        // The kind's wait (`ChannelKindDescriptor::in_doubt_wait`): for a status webhook
+        // naming the message (WhatsApp), or for the provider to find it at all (Twilio's
+        // list filters on the date a message was sent, so one still queued is not found
+        // before `provider_lookup_delay_ms`).
+        let wait = c
+            .channel_kind
+            .parse::<crate::channel_kind::ChannelKind>()
+            .ok()
+            .and_then(|k| k.in_doubt_wait().ms(settings.provider_lookup_delay_ms));
+        if let Some(wait) = wait
+            && now - c.marked_at < wait
+        {
             ctx.store
-                .defer_in_doubt(&[c.id], c.marked_at + WHATSAPP_IN_DOUBT_GRACE_MS)
-                .await?;
-            continue;
-        }
-        // Twilio's list query filters on the date a message was sent: one still queued at
-        // Twilio is not found yet, so it is asked only after `provider_lookup_delay_ms`.
-        let lookup_delay = settings.provider_lookup_delay_ms as i64;
-        if c.channel_kind == "twilio" && now - c.marked_at < lookup_delay {
-            ctx.store
-                .defer_in_doubt(&[c.id], c.marked_at + lookup_delay)
+                .defer_in_doubt(&[c.id], c.marked_at + wait)
                 .await?;
             continue;
         }

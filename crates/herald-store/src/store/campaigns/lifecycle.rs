@@ -92,7 +92,12 @@ impl Store {
             tx.rollback().await?;
             return Err(illegal(id, from, CampaignAction::Start));
         }
-        let required = crate::channel_kind::address_requirement(&kind);
+        // A kind this herald does not know skips no address here; it cannot be built to
+        // send either, which its messages then say.
+        let required = kind
+            .parse::<crate::channel_kind::ChannelKind>()
+            .ok()
+            .and_then(|k| k.address_kind());
         let mismatch_reason = match required {
             Some(crate::address::AddressKind::Phone) => {
                 format!("not a phone number: channel `{channel_name}` sends to phones")

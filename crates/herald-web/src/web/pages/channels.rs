@@ -7,202 +7,45 @@ use super::super::render::{PageMeta, page};
 use super::super::session::redirect_with;
 use super::super::{Ctx, FormErrors, Payload, PostForm, Web};
 use super::{api_failed, items};
+use crate::channel_kind::{ALL, ChannelKind, Field, Input};
 use axum::extract::{Path, Query, State};
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-/// How a setting is entered.
-#[derive(Clone, Copy, PartialEq)]
-enum Input {
-    Text,
-    Number,
-    Checkbox,
-    Secret,
-    Choice(&'static [&'static str]),
+/// The kinds and their settings as the API's `config` and `secrets` take them, in each
+/// kind's descriptor's order; a setting the form does not show is left out.
+fn form_fields(kind: ChannelKind) -> impl Iterator<Item = &'static Field> {
+    kind.fields().iter().filter(|f| f.in_form)
 }
 
-/// One setting of a channel kind: (key, label, input, hint).
-type Setting = (&'static str, &'static str, Input, &'static str);
-
-/// The kinds and their settings, as the API's `config` and `secrets` take them.
-const KINDS: &[(&str, &str, &[Setting])] = &[
-    (
-        "sandbox",
-        "Sandbox (simulated provider, sends nothing)",
-        &[
-            (
-                "latency_ms",
-                "Latency (ms)",
-                Input::Number,
-                "Simulated provider round trip per message.",
-            ),
-            (
-                "fail_rate",
-                "Transient failure rate (0 to 1)",
-                Input::Number,
-                "Share of sends that fail and are retried, e.g. 0.05.",
-            ),
-            (
-                "permanent_fail_rate",
-                "Permanent failure rate (0 to 1)",
-                Input::Number,
-                "Share of sends that fail for good.",
-            ),
-            (
-                "delivery_delay_ms",
-                "Delivery receipt after (ms)",
-                Input::Number,
-                "Leave empty for no delivery receipts.",
-            ),
-        ],
-    ),
-    (
-        "twilio",
-        "Twilio (SMS, or WhatsApp through Twilio)",
-        &[
-            ("account_sid", "Account SID", Input::Text, ""),
-            (
-                "auth_token",
-                "Auth token",
-                Input::Secret,
-                "Stored encrypted; never shown again.",
-            ),
-            (
-                "from",
-                "From number",
-                Input::Text,
-                "E.164, e.g. +15551234567; or give a messaging service SID instead.",
-            ),
-            (
-                "messaging_service_sid",
-                "Messaging service SID",
-                Input::Text,
-                "",
-            ),
-            (
-                "content_sid",
-                "Content SID",
-                Input::Text,
-                "For WhatsApp templates.",
-            ),
-            ("whatsapp", "Send over WhatsApp", Input::Checkbox, ""),
-            (
-                "base_url",
-                "API base URL",
-                Input::Text,
-                "Only to point at a test double.",
-            ),
-        ],
-    ),
-    (
-        "whatsapp",
-        "WhatsApp Cloud API",
-        &[
-            ("phone_number_id", "Phone number ID", Input::Text, ""),
-            (
-                "access_token",
-                "Access token",
-                Input::Secret,
-                "Stored encrypted; never shown again.",
-            ),
-            (
-                "app_secret",
-                "App secret",
-                Input::Secret,
-                "Checks webhook signatures.",
-            ),
-            ("verify_token", "Webhook verify token", Input::Secret, ""),
-            ("template", "Template name", Input::Text, ""),
-            (
-                "template_language",
-                "Template language",
-                Input::Text,
-                "e.g. en_US",
-            ),
-            (
-                "api_version",
-                "Graph API version",
-                Input::Text,
-                "e.g. v21.0",
-            ),
-            (
-                "base_url",
-                "API base URL",
-                Input::Text,
-                "Only to point at a test double.",
-            ),
-        ],
-    ),
-    (
-        "smtp",
-        "Email over SMTP",
-        &[
-            ("host", "SMTP host", Input::Text, ""),
-            ("port", "Port", Input::Number, ""),
-            (
-                "tls",
-                "TLS",
-                Input::Choice(&["starttls", "tls", "none"]),
-                "",
-            ),
-            (
-                "from",
-                "From address",
-                Input::Text,
-                "e.g. News <news@example.org>",
-            ),
-            ("username", "Username", Input::Text, ""),
-            (
-                "password",
-                "Password",
-                Input::Secret,
-                "Stored encrypted; never shown again.",
-            ),
-            ("default_subject", "Default subject", Input::Text, ""),
-            ("max_connections", "Max connections", Input::Number, ""),
-            (
-                "allow_plaintext_auth",
-                "Send the password without TLS (TLS none, a relay on a trusted network only)",
-                Input::Checkbox,
-                "",
-            ),
-        ],
-    ),
-];
-
 fn kinds_view() -> Value {
-    let kinds: Vec<Value> = KINDS
+    let kinds: Vec<Value> = ALL
         .iter()
-        .map(|(kind, label, settings)| {
-            let fields: Vec<Value> = settings
-                .iter()
-                .map(|(key, label, input, hint)| {
-                    let (input_name, options): (&str, &[&str]) = match input {
+        .map(|kind| {
+            let fields: Vec<Value> = form_fields(*kind)
+                .map(|field| {
+                    let (input_name, options): (&str, &[&str]) = match field.input {
                         Input::Text => ("text", &[]),
                         Input::Number => ("number", &[]),
                         Input::Checkbox => ("checkbox", &[]),
                         Input::Secret => ("secret", &[]),
                         Input::Choice(o) => ("choice", o),
                     };
-                    let section = if *input == Input::Secret {
-                        "secrets"
-                    } else {
-                        "config"
-                    };
+                    let section = field.section();
                     json!({
-                        "key": key,
-                        "label": label,
+                        "key": field.key,
+                        "label": field.label,
                         "input": input_name,
                         "options": options,
-                        "hint": hint,
+                        "hint": field.hint,
                         "section": section,
-                        "path": format!("{section}.{key}"),
+                        "path": format!("{section}.{}", field.key),
                     })
                 })
                 .collect();
-            json!({"kind": kind, "label": label, "fields": fields})
+            json!({"kind": kind.as_str(), "label": kind.descriptor().label, "fields": fields})
         })
         .collect();
     Value::Array(kinds)
@@ -227,26 +70,28 @@ fn new_channel_body(form: &PostForm) -> Value {
     let kind = form.get("kind");
     let mut config = Map::new();
     let mut secrets = Map::new();
-    if let Some((_, _, settings)) = KINDS.iter().find(|(k, _, _)| *k == kind) {
-        for (key, _, input, _) in settings.iter() {
+    // Any other kind is sent as given, with no settings: the API names what is wrong.
+    if let Ok(known) = kind.parse::<ChannelKind>() {
+        for field in form_fields(known) {
+            let key = field.key;
             let name = format!("{kind}.{key}");
-            let value = if *input == Input::Secret {
+            let value = if field.is_secret() {
                 form.raw(&name)
             } else {
                 form.get(&name)
             };
-            match input {
+            match field.input {
                 Input::Checkbox => {
                     if !value.is_empty() {
-                        config.insert((*key).into(), json!(true));
+                        config.insert(key.into(), json!(true));
                     }
                 }
                 _ if value.is_empty() => {}
                 Input::Secret => {
-                    secrets.insert((*key).into(), json!(value));
+                    secrets.insert(key.into(), json!(value));
                 }
-                _ => {
-                    config.insert((*key).into(), typed(value, *input));
+                input => {
+                    config.insert(key.into(), typed(value, input));
                 }
             }
         }
@@ -333,7 +178,7 @@ pub async fn list(State(web): State<Web>, ctx: Ctx, Query(q): Query<ChannelsQuer
         &q.cursor,
         StatusCode::OK,
         FormErrors::none(),
-        json!({"kind": "sandbox"}),
+        json!({"kind": crate::channel_kind::sandbox::KIND.as_str()}),
     )
     .await
 }
@@ -364,10 +209,10 @@ pub async fn create(State(web): State<Web>, form: PostForm) -> Response {
         .into_iter()
         .filter(|(k, _)| {
             // Secrets are never sent back to the browser.
-            !KINDS.iter().any(|(kind, _, settings)| {
-                settings.iter().any(|(key, _, input, _)| {
-                    *input == Input::Secret && *k == format!("{kind}.{key}")
-                })
+            !ALL.iter().any(|kind| {
+                kind.fields()
+                    .iter()
+                    .any(|f| f.is_secret() && *k == format!("{kind}.{}", f.key))
             })
         })
         .map(|(k, v)| (k, json!(v)))

@@ -1,45 +1,26 @@
 //! The webhook URLs of a channel, as the channels page shows them to paste into the
-//! provider's console: the routes of `webhooks::inbound` under the instance's `public_url`.
+//! provider's console: the routes its kind's descriptor declares (and `webhooks::inbound`
+//! serves) under the instance's `public_url`.
 
+use crate::channel_kind::ChannelKind;
 use serde_json::{Value, json};
 
 /// `(what, url, where it goes)` for each webhook a channel of `kind` receives; none for
-/// kinds that receive none (sandbox, SMTP). Without a public URL the URLs start with a
-/// placeholder the page explains.
+/// kinds that receive none (sandbox, SMTP) or that this herald does not know. Without a
+/// public URL the URLs start with a placeholder the page explains.
 pub fn for_channel(public_url: Option<&str>, kind: &str, id: &str) -> Vec<Value> {
+    let Ok(kind) = kind.parse::<ChannelKind>() else {
+        return Vec::new();
+    };
     let base = public_url
         .map(|u| u.trim_end_matches('/').to_string())
         .filter(|u| !u.is_empty())
         .unwrap_or_else(|| "https://YOUR-PUBLIC-URL".to_string());
-    let hooks: &[(&str, &str, &str)] = match kind {
-        "twilio" => &[
-            (
-                "Status callback",
-                "status",
-                "Herald sends it with every message as StatusCallback; paste it in the Messaging Service's status callback only if your account overrides it",
-            ),
-            (
-                "Inbound messages",
-                "inbound",
-                "The phone number's (or Messaging Service's) “A message comes in” webhook, HTTP POST: replies such as STOP reach Herald here",
-            ),
-        ],
-        "whatsapp" => &[(
-            "Callback URL",
-            "",
-            "The app's WhatsApp webhook configuration, with the channel's verify token; subscribe to the messages field",
-        )],
-        _ => &[],
-    };
-    hooks
+    kind.webhooks()
         .iter()
-        .map(|(label, suffix, hint)| {
-            let url = if suffix.is_empty() {
-                format!("{base}/webhooks/{kind}/{id}")
-            } else {
-                format!("{base}/webhooks/{kind}/{id}/{suffix}")
-            };
-            json!({"label": label, "url": url, "hint": hint})
+        .map(|route| {
+            let url = format!("{base}{}", kind.webhook_path(route, id));
+            json!({"label": route.label, "url": url, "hint": route.hint})
         })
         .collect()
 }

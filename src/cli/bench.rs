@@ -317,6 +317,9 @@ async fn bench(settings: &Settings, args: &BenchArgs) -> Result<serde_json::Valu
     let (stop_tx, stop_rx) = watch::channel(false);
     let engine = Engine::new(store.clone(), settings.clone(), "bench");
     let engine_task = tokio::spawn(engine.run(stop_rx));
+    // Start once the dispatcher has found nothing and waits, as under `serve`: first_send_ms
+    // then shows how fast a start wakes it (docs/ARCHITECTURE.md, "Waking up").
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let start_started = Instant::now();
     store
         .start_campaign(id, crate::clock::now_ms(), "bench", None)
@@ -420,6 +423,7 @@ async fn bench(settings: &Settings, args: &BenchArgs) -> Result<serde_json::Valu
         "msgs_per_s": (args.messages as f64 / elapsed_s).round(),
         "seed_ms": seed_ms,
         "start_ms": start_ms,
+        "first_send_ms": latencies.first().copied(),
         "p50_ms": percentile(&latencies, 0.50),
         "p99_ms": percentile(&latencies, 0.99),
         "completion_lag_ms": (completed - last_sent).max(0),

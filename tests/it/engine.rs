@@ -955,3 +955,63 @@ both_stores!(another_instances_start_wakes_this_one, |db| async move {
     other.close().await;
     assert_counters_match(store, id).await;
 });
+
+// A send slot is free as soon as the provider answers, not when the outcome commits: with
+// slow group commits the instance keeps sending, and what waits for the commit stays within
+// the in-doubt window (twice `concurrency`), the most a crash could leave in doubt.
+both_stores!(
+    answered_sends_free_their_slot_before_the_commit_within_the_window,
+    |db| async move {
+        let store = &db.store;
+        let (org, list) = seed_list(store, 300).await;
+        let channel = sandbox_with(store, "window", serde_json::json!({"latency_ms": 20})).await;
+        let id = new_campaign(store, org, list, channel, "Hi").await;
+        let settings = Settings {
+            concurrency: 10,
+            batch_size: 10,
+            commit_interval_ms: 200,
+            ..fast_settings()
+        };
+        let window = herald::engine::dispatcher::in_doubt_window(settings.concurrency) as i64;
+        let engine = spawn_engine(store, settings);
+        store
+            .start_campaign(id, herald::clock::now_ms(), "test", None)
+            .await
+            .unwrap();
+        let pool = db.raw().await;
+        let mut most = 0i64;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let in_flight: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM messages WHERE campaign_id = $1 AND status = 'in_flight'",
+            )
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            most = most.max(in_flight);
+            assert!(
+                in_flight <= window,
+                "{in_flight} claimed and uncommitted, window {window}"
+            );
+            if store.campaign(id).await.unwrap().status == CampaignStatus::Completed {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the campaign did not complete"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        pool.close().await;
+        engine.stop().await;
+        assert!(
+            most > 10,
+            "never more than `concurrency` uncommitted ({most}): sends waited for the commit"
+        );
+        let c = assert_counters_match(store, id).await;
+        assert_eq!(c.counts.get(MessageStatus::Sent), 300);
+        let stats = store.sandbox_stats(channel, Some(id)).await.unwrap();
+        assert_eq!((stats.received, stats.duplicates), (300, 0));
+    }
+);

@@ -63,6 +63,15 @@ impl Dialect {
         }
     }
 
+    /// Forwards other instances' wake-ups to `wake` until the process ends; returns at
+    /// once where there are no other instances to hear (SQLite).
+    pub(super) async fn listen_for_work(self, url: &str, shown_url: &str, wake: impl Fn()) {
+        match self {
+            Dialect::Sqlite => {}
+            Dialect::Postgres => postgres::listen_for_work(url, shown_url, wake).await,
+        }
+    }
+
     pub(super) fn lock_suffix(self) -> &'static str {
         match self {
             Dialect::Sqlite => sqlite::LOCK_SUFFIX,

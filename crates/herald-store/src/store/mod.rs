@@ -158,9 +158,9 @@ impl Store {
     /// ends, reconnecting after a lost connection. Returns at once on a store with no other
     /// instances to hear (SQLite).
     pub async fn listen_for_work(&self) {
-        if self.dialect == Dialect::Postgres {
-            postgres::listen_for_work(&self.connect_url, &self.url, || self.signal_work()).await;
-        }
+        self.dialect
+            .listen_for_work(&self.connect_url, &self.url, || self.signal_work())
+            .await;
     }
 
     pub fn dialect(&self) -> Dialect {

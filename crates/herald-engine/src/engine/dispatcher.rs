@@ -16,30 +16,15 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 /// An outcome travelling to the committer, with the concurrency permit it holds: a permit
 /// is returned only once the outcome is durable, so the instance never has more than
 /// `concurrency` messages in flight, which bounds what a crash can leave in doubt.
-/// An outcome on its way to the group commit, with the `window` permit its commit returns.
 type Pending = (Outcome, OwnedSemaphorePermit, Label);
-
-/// How many claimed messages of one instance may wait for their outcome to be durable:
-/// `concurrency` in provider calls and as many answered and waiting for the group commit.
-/// It is the most a crash of the instance can leave in doubt.
-pub fn in_doubt_window(concurrency: usize) -> usize {
-    concurrency.max(1) * 2
-}
-
-/// What one send holds: the provider call's permit and the channel's in-flight slot, both
-/// returned when the provider answers, and its place in the window of uncommitted
-/// outcomes, returned by the commit.
-struct SendPermits {
-    provider_call: OwnedSemaphorePermit,
-    channel_slot: Option<OwnedSemaphorePermit>,
-    uncommitted: OwnedSemaphorePermit,
-}
 
 /// Metric labels of one outcome. The channel is labelled by id (`chn_5`), never by its
 /// name: names are tenant text, and /metrics is one page for every organisation.
 struct Label {
     outcome: &'static str,
     channel_id: i64,
+    /// The rate-limited channel's in-flight slot, returned with the outcome.
+    _slot: Option<OwnedSemaphorePermit>,
 }
 
 pub async fn run(
@@ -48,15 +33,8 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let settings = &ctx.settings;
     let concurrency = settings.concurrency.max(1);
-    // Two bounds. `permits`: provider calls under way (`concurrency`), returned as soon as
-    // the provider answers, so a send slot never waits for the group commit. `window`:
-    // messages this instance has claimed whose outcome is not durable yet, returned by the
-    // commit; it bounds what a crash of this instance can leave in doubt to
-    // `in_doubt_window(concurrency)` messages (docs/DESIGN.md invariant 5).
     let permits = Arc::new(Semaphore::new(concurrency));
-    let window_size = in_doubt_window(concurrency);
-    let window = Arc::new(Semaphore::new(window_size));
-    let (out_tx, out_rx) = mpsc::channel::<Pending>(window_size);
+    let (out_tx, out_rx) = mpsc::channel::<Pending>(concurrency * 2);
     let committer = tokio::spawn(commit_loop(ctx.clone(), out_rx));
     let batch = settings.batch_size.max(1);
     // Claim only when a useful batch fits: tiny claims cost a transaction each.
@@ -73,13 +51,9 @@ pub async fn run(
         if *shutdown.borrow() {
             break;
         }
-        // Wait until at least a minimal batch of both is free.
+        // Wait until at least a minimal batch of permits is free.
         tokio::select! {
             p = permits.clone().acquire_many_owned(min_claim as u32) => { drop(p); }
-            _ = shutdown.changed() => continue,
-        }
-        tokio::select! {
-            p = window.clone().acquire_many_owned(min_claim as u32) => { drop(p); }
             _ = shutdown.changed() => continue,
         }
         let now = crate::clock::now_ms();
@@ -131,7 +105,7 @@ pub async fn run(
         // large campaign cannot starve the others.
         for k in 0..n {
             let campaign = &campaigns[(round + k) % n];
-            let available = permits.available_permits().min(window.available_permits());
+            let available = permits.available_permits();
             if available == 0 {
                 break;
             }
@@ -221,7 +195,6 @@ pub async fn run(
                 // Never waits: no more messages were claimed than there were free permits
                 // (and channel slots).
                 let permit = permits.clone().acquire_owned().await?;
-                let uncommitted = window.clone().acquire_owned().await?;
                 let slot = match &slots {
                     Some(slots) => Some(slots.clone().acquire_owned().await?),
                     None => None,
@@ -232,11 +205,7 @@ pub async fn run(
                     message,
                     body,
                     channel.clone(),
-                    SendPermits {
-                        provider_call: permit,
-                        channel_slot: slot,
-                        uncommitted,
-                    },
+                    (permit, slot),
                     out_tx.clone(),
                     shutdown.clone(),
                 );
@@ -250,10 +219,10 @@ pub async fn run(
 
     // Graceful stop: no more claims; wait for in-flight sends to finish and be recorded.
     let deadline = Duration::from_millis(settings.shutdown_deadline_ms);
-    let drained = tokio::time::timeout(deadline, window.acquire_many(window_size as u32)).await;
+    let drained = tokio::time::timeout(deadline, permits.acquire_many(concurrency as u32)).await;
     if drained.is_err() {
         tracing::warn!(
-            in_flight = window_size - window.available_permits(),
+            in_flight = concurrency - permits.available_permits(),
             "shutdown deadline passed with sends still in flight; they will be found in doubt"
         );
     }
@@ -360,7 +329,7 @@ fn spawn_send(
     message: ClaimedMessage,
     body: Body,
     channel: Result<(Arc<dyn Channel>, Option<f64>), String>,
-    permits: SendPermits,
+    (permit, slot): (OwnedSemaphorePermit, Option<OwnedSemaphorePermit>),
     out: mpsc::Sender<Pending>,
     shutdown: watch::Receiver<bool>,
 ) {
@@ -371,13 +340,10 @@ fn spawn_send(
     tokio::spawn(async move {
         let (kind, outcome) =
             send_one(&ctx, org_id, channel_id, &message, body, channel, &shutdown).await;
-        // The provider has answered: the next send may start while this outcome waits for
-        // its commit (still counted in the window until then).
-        drop(permits.provider_call);
-        drop(permits.channel_slot);
         let label = Label {
             outcome,
             channel_id,
+            _slot: slot,
         };
         let outcome = Outcome {
             message_id: message.id,
@@ -387,7 +353,7 @@ fn spawn_send(
         };
         // The committer outlives every sender; if it is gone the process is ending and the
         // message stays in flight, to be found in doubt.
-        let _ = out.send((outcome, permits.uncommitted, label)).await;
+        let _ = out.send((outcome, permit, label)).await;
     });
 }
 

@@ -7,7 +7,7 @@
 //! when Herald is killed between the provider's answer and its own commit. Recording is
 //! group-committed: concurrent sends share one transaction.
 
-use super::settings::{self, Checked, Flags, KindRules, NoSecrets};
+use super::settings::{self, Checked, Flags, KindRules, NoSecrets, Validate};
 use super::{
     BoxFuture, BuildInputs, Channel, ChannelError, Implementation, SendRequest, SendResult,
 };
@@ -35,14 +35,6 @@ impl KindRules for Rules {
     const KIND: ChannelKind = KIND;
     type Config = SandboxConfig;
     type Secrets = NoSecrets;
-
-    fn validate_config(config: &SandboxConfig) -> Result<(), ChannelError> {
-        config.validate()
-    }
-
-    fn validate_secrets(_: &NoSecrets) -> Result<(), ChannelError> {
-        Ok(())
-    }
 }
 
 fn build(info: &ChannelInfo, inputs: &BuildInputs<'_>) -> Result<Arc<dyn Channel>, ChannelError> {
@@ -97,8 +89,10 @@ impl SandboxConfig {
         c.validate()?;
         Ok(c)
     }
+}
 
-    pub fn validate(&self) -> Result<(), ChannelError> {
+impl Validate for SandboxConfig {
+    fn validate(&self) -> Result<(), ChannelError> {
         for (name, rate) in [
             ("--fail-rate", self.fail_rate),
             ("--permanent-fail-rate", self.permanent_fail_rate),

@@ -44,20 +44,30 @@ pub enum SettingsError {
 /// A kind's settings types and rules.
 pub trait KindRules {
     const KIND: ChannelKind;
-    type Config: Serialize + DeserializeOwned;
-    type Secrets: Serialize + DeserializeOwned;
-    fn validate_config(config: &Self::Config) -> Result<(), ChannelError>;
-    fn validate_secrets(secrets: &Self::Secrets) -> Result<(), ChannelError>;
+    type Config: Serialize + DeserializeOwned + Validate;
+    type Secrets: Serialize + DeserializeOwned + Validate;
     /// Rules between the two (SMTP: a username needs a password).
     fn validate_pair(_config: &Self::Config, _secrets: &Self::Secrets) -> Result<(), ChannelError> {
         Ok(())
     }
 }
 
+/// The rules of one settings type (a kind's `Config` or `Secrets`) that its serde shape
+/// cannot state: ranges, formats, one of two keys.
+pub trait Validate {
+    fn validate(&self) -> Result<(), ChannelError>;
+}
+
 /// The secrets of a kind that has none: an empty object, and nothing else.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NoSecrets {}
+
+impl Validate for NoSecrets {
+    fn validate(&self) -> Result<(), ChannelError> {
+        Ok(())
+    }
+}
 
 /// Reads `config` and `secrets` as the kind's types and checks them by its rules: the
 /// settings as stored, or every problem found (a key missing, unknown or of the wrong
@@ -85,12 +95,12 @@ pub fn check<R: KindRules>(
         .map_err(|e| problems.push(e))
         .ok();
     if let Some(c) = &c
-        && let Err(e) = R::validate_config(c)
+        && let Err(e) = c.validate()
     {
         problems.push(SettingProblem::Rule(e.to_string()));
     }
     if let Some(s) = &s
-        && let Err(e) = R::validate_secrets(s)
+        && let Err(e) = s.validate()
     {
         problems.push(SettingProblem::Rule(e.to_string()));
     }

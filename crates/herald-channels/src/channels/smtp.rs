@@ -21,7 +21,7 @@
 //! also the provider id. With an unsubscribe URL the message carries `List-Unsubscribe:
 //! <url>` and `List-Unsubscribe-Post: List-Unsubscribe=One-Click` (RFC 8058).
 
-use super::settings::{self, Checked, Flags, KindRules};
+use super::settings::{self, Checked, Flags, KindRules, Validate};
 use super::{
     BoxFuture, BuildContext, BuildInputs, Channel, ChannelError, Implementation, SendRequest,
     SendResult,
@@ -56,14 +56,6 @@ impl KindRules for Rules {
     const KIND: ChannelKind = KIND;
     type Config = Config;
     type Secrets = Secrets;
-
-    fn validate_config(config: &Config) -> Result<(), ChannelError> {
-        config.validate()
-    }
-
-    fn validate_secrets(secrets: &Secrets) -> Result<(), ChannelError> {
-        secrets.validate()
-    }
 
     fn validate_pair(config: &Config, secrets: &Secrets) -> Result<(), ChannelError> {
         validate_credentials(config, secrets)
@@ -186,10 +178,6 @@ impl Config {
         Ok(c)
     }
 
-    pub fn validate(&self) -> Result<(), ChannelError> {
-        self.rules().map_err(ChannelError::Settings)
-    }
-
     fn rules(&self) -> Result<(), String> {
         let host = self.host.trim();
         if host.is_empty() || host != self.host || host.contains(char::is_whitespace) {
@@ -231,6 +219,12 @@ impl Config {
     }
 }
 
+impl Validate for Config {
+    fn validate(&self) -> Result<(), ChannelError> {
+        self.rules().map_err(ChannelError::Settings)
+    }
+}
+
 impl Secrets {
     pub fn from_json(v: &serde_json::Value) -> Result<Secrets, ChannelError> {
         let s: Secrets = serde_json::from_value(v.clone()).map_err(|e| {
@@ -239,8 +233,10 @@ impl Secrets {
         s.validate()?;
         Ok(s)
     }
+}
 
-    pub fn validate(&self) -> Result<(), ChannelError> {
+impl Validate for Secrets {
+    fn validate(&self) -> Result<(), ChannelError> {
         if let Some(p) = &self.password
             && p.is_empty()
         {

@@ -14,7 +14,7 @@
 
 use super::classify::{self, ErrorClass};
 use super::http::{self, retry_after};
-use super::settings::{self, Checked, Flags, KindRules};
+use super::settings::{self, Checked, Flags, KindRules, Validate};
 use super::{
     BoxFuture, BuildContext, BuildInputs, Channel, ChannelError, Implementation, SendRequest,
     SendResult,
@@ -39,14 +39,6 @@ impl KindRules for Rules {
     const KIND: ChannelKind = KIND;
     type Config = Config;
     type Secrets = Secrets;
-
-    fn validate_config(config: &Config) -> Result<(), ChannelError> {
-        config.validate()
-    }
-
-    fn validate_secrets(secrets: &Secrets) -> Result<(), ChannelError> {
-        secrets.validate()
-    }
 }
 
 /// `herald channel create --kind twilio`.
@@ -162,10 +154,6 @@ impl Config {
         Ok(c)
     }
 
-    pub fn validate(&self) -> Result<(), ChannelError> {
-        self.rules().map_err(ChannelError::Settings)
-    }
-
     fn rules(&self) -> Result<(), String> {
         if !is_sid(&self.account_sid, "AC") {
             return Err(
@@ -244,6 +232,12 @@ impl Config {
     }
 }
 
+impl Validate for Config {
+    fn validate(&self) -> Result<(), ChannelError> {
+        self.rules().map_err(ChannelError::Settings)
+    }
+}
+
 impl Secrets {
     pub fn from_json(v: &serde_json::Value) -> Result<Secrets, ChannelError> {
         let s: Secrets = serde_json::from_value(v.clone()).map_err(|_| {
@@ -252,8 +246,10 @@ impl Secrets {
         s.validate()?;
         Ok(s)
     }
+}
 
-    pub fn validate(&self) -> Result<(), ChannelError> {
+impl Validate for Secrets {
+    fn validate(&self) -> Result<(), ChannelError> {
         if self.auth_token.trim().is_empty() {
             return Err(ChannelError::settings(
                 "--auth-token must not be empty: copy it from the Twilio console",

@@ -12,7 +12,7 @@
 
 use super::classify::{self, ErrorClass};
 use super::http::{self, retry_after};
-use super::settings::{self, Checked, Flags, KindRules};
+use super::settings::{self, Checked, Flags, KindRules, Validate};
 use super::{
     BoxFuture, BuildContext, BuildInputs, Channel, ChannelError, Implementation, SendRequest,
     SendResult,
@@ -37,14 +37,6 @@ impl KindRules for Rules {
     const KIND: ChannelKind = KIND;
     type Config = Config;
     type Secrets = Secrets;
-
-    fn validate_config(config: &Config) -> Result<(), ChannelError> {
-        config.validate()
-    }
-
-    fn validate_secrets(secrets: &Secrets) -> Result<(), ChannelError> {
-        secrets.validate()
-    }
 }
 
 /// `herald channel create --kind whatsapp`.
@@ -120,10 +112,6 @@ impl Config {
             .map_err(|e| ChannelError::settings(format!("invalid whatsapp configuration: {e}")))?;
         c.validate()?;
         Ok(c)
-    }
-
-    pub fn validate(&self) -> Result<(), ChannelError> {
-        self.rules().map_err(ChannelError::Settings)
     }
 
     fn rules(&self) -> Result<(), String> {
@@ -213,6 +201,12 @@ impl Config {
     }
 }
 
+impl Validate for Config {
+    fn validate(&self) -> Result<(), ChannelError> {
+        self.rules().map_err(ChannelError::Settings)
+    }
+}
+
 impl Secrets {
     pub fn from_json(v: &serde_json::Value) -> Result<Secrets, ChannelError> {
         let s: Secrets = serde_json::from_value(v.clone()).map_err(|_| {
@@ -221,8 +215,10 @@ impl Secrets {
         s.validate()?;
         Ok(s)
     }
+}
 
-    pub fn validate(&self) -> Result<(), ChannelError> {
+impl Validate for Secrets {
+    fn validate(&self) -> Result<(), ChannelError> {
         for (flag, value) in [
             ("--access-token", &self.access_token),
             ("--app-secret", &self.app_secret),

@@ -73,23 +73,33 @@ async fn wait_status(store: &Store, id: i64, want: CampaignStatus, within: Durat
     }
 }
 
+/// Starts the campaign now, as an operator would.
+async fn start_now(store: &Store, id: i64) {
+    store
+        .start_campaign(id, herald::clock::now_ms(), "test", None)
+        .await
+        .unwrap();
+}
+
+/// Waits until the campaign completes, failing after `within_s` seconds.
+async fn completes(store: &Store, id: i64, within_s: u64) {
+    wait_status(
+        store,
+        id,
+        CampaignStatus::Completed,
+        Duration::from_secs(within_s),
+    )
+    .await;
+}
+
 both_stores!(engine_sends_everything_exactly_once, |db| async move {
     let store = &db.store;
     let (org, list) = seed_list(store, 1500).await;
     let channel = sandbox_channel(store, "fast").await;
     let id = new_campaign(store, org, list, channel, "Hi {{ name }}").await;
     let engine = spawn_engine(store, fast_settings());
-    store
-        .start_campaign(id, herald::clock::now_ms(), "test", None)
-        .await
-        .unwrap();
-    wait_status(
-        store,
-        id,
-        CampaignStatus::Completed,
-        Duration::from_secs(60),
-    )
-    .await;
+    start_now(store, id).await;
+    completes(store, id, 60).await;
     engine.stop().await;
     let c = assert_counters_match(store, id).await;
     assert_eq!(c.counts.get(MessageStatus::Sent), 1500);
@@ -118,17 +128,8 @@ both_stores!(receipts_follow_sends, |db| async move {
     .await;
     let id = new_campaign(store, org, list, channel, "Hi").await;
     let engine = spawn_engine(store, fast_settings());
-    store
-        .start_campaign(id, herald::clock::now_ms(), "test", None)
-        .await
-        .unwrap();
-    wait_status(
-        store,
-        id,
-        CampaignStatus::Completed,
-        Duration::from_secs(60),
-    )
-    .await;
+    start_now(store, id).await;
+    completes(store, id, 60).await;
     // Receipts may land after completion and still move the counters.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
@@ -164,17 +165,8 @@ both_stores!(
             ..fast_settings()
         };
         let engine = spawn_engine(store, settings);
-        store
-            .start_campaign(id, herald::clock::now_ms(), "test", None)
-            .await
-            .unwrap();
-        wait_status(
-            store,
-            id,
-            CampaignStatus::Completed,
-            Duration::from_secs(60),
-        )
-        .await;
+        start_now(store, id).await;
+        completes(store, id, 60).await;
         engine.stop().await;
         let c = assert_counters_match(store, id).await;
         let failed = c.counts.get(MessageStatus::Failed);
@@ -234,13 +226,7 @@ both_stores!(
                 ..fast_settings()
             },
         );
-        wait_status(
-            store,
-            small,
-            CampaignStatus::Completed,
-            Duration::from_secs(60),
-        )
-        .await;
+        completes(store, small, 60).await;
         // The small campaign did not wait behind the big one.
         let big_now = store.campaign(big).await.unwrap();
         assert_eq!(
@@ -249,13 +235,7 @@ both_stores!(
             "{:?}",
             big_now.counts
         );
-        wait_status(
-            store,
-            big,
-            CampaignStatus::Completed,
-            Duration::from_secs(120),
-        )
-        .await;
+        completes(store, big, 120).await;
         engine.stop().await;
         assert_counters_match(store, big).await;
         assert_counters_match(store, small).await;
@@ -272,10 +252,7 @@ both_stores!(graceful_stop_leaves_nothing_in_doubt, |db| async move {
         ..fast_settings()
     };
     let engine = spawn_engine(store, settings.clone());
-    store
-        .start_campaign(id, herald::clock::now_ms(), "test", None)
-        .await
-        .unwrap();
+    start_now(store, id).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     engine.stop().await;
     let c = assert_counters_match(store, id).await;
@@ -290,13 +267,7 @@ both_stores!(graceful_stop_leaves_nothing_in_doubt, |db| async move {
         c.counts
     );
     let engine = spawn_engine(store, settings);
-    wait_status(
-        store,
-        id,
-        CampaignStatus::Completed,
-        Duration::from_secs(60),
-    )
-    .await;
+    completes(store, id, 60).await;
     engine.stop().await;
     let c = assert_counters_match(store, id).await;
     assert_eq!(c.in_doubt_total, 0);
@@ -317,17 +288,8 @@ both_stores!(two_engines_share_one_database, |db| async move {
     let a = spawn_engine(store, settings.clone());
     let b = spawn_engine(store, settings);
     let (a_id, b_id) = (a.id.clone(), b.id.clone());
-    store
-        .start_campaign(id, herald::clock::now_ms(), "test", None)
-        .await
-        .unwrap();
-    wait_status(
-        store,
-        id,
-        CampaignStatus::Completed,
-        Duration::from_secs(90),
-    )
-    .await;
+    start_now(store, id).await;
+    completes(store, id, 90).await;
     a.stop().await;
     b.stop().await;
     assert_counters_match(store, id).await;
@@ -375,13 +337,7 @@ both_stores!(dead_instance_work_is_taken_back_in_doubt, |db| async move {
         .unwrap();
     assert_eq!(claimed.len(), 120);
     let engine = spawn_engine(store, fast_settings());
-    wait_status(
-        store,
-        id,
-        CampaignStatus::Completed,
-        Duration::from_secs(60),
-    )
-    .await;
+    completes(store, id, 60).await;
     engine.stop().await;
     let c = assert_counters_match(store, id).await;
     assert_eq!(c.counts.get(MessageStatus::Sent), 500);
@@ -490,13 +446,7 @@ both_stores!(
             .await
             .unwrap();
         assert_eq!(orphaned.len(), 40);
-        wait_status(
-            store,
-            id,
-            CampaignStatus::Completed,
-            Duration::from_secs(60),
-        )
-        .await;
+        completes(store, id, 60).await;
         engine.stop().await;
         let c = assert_counters_match(store, id).await;
         assert_eq!(c.counts.get(MessageStatus::Sent), 300);
@@ -515,10 +465,7 @@ both_stores!(
         let (org, list) = seed_list(store, 50).await;
         let channel = sandbox_channel(store, "late-stop").await;
         let id = new_campaign(store, org, list, channel, "Hi").await;
-        store
-            .start_campaign(id, herald::clock::now_ms(), "test", None)
-            .await
-            .unwrap();
+        start_now(store, id).await;
         let victim = crate::support::seeded_address(7);
         assert!(
             store
@@ -527,13 +474,7 @@ both_stores!(
                 .unwrap()
         );
         let engine = spawn_engine(store, fast_settings());
-        wait_status(
-            store,
-            id,
-            CampaignStatus::Completed,
-            Duration::from_secs(60),
-        )
-        .await;
+        completes(store, id, 60).await;
         engine.stop().await;
         let c = assert_counters_match(store, id).await;
         assert_eq!(c.counts.get(MessageStatus::Skipped), 1);
@@ -580,17 +521,8 @@ both_stores!(channel_rate_holds_across_instances, |db| async move {
     let id = new_campaign(store, org, list, channel, "Hi").await;
     let a = spawn_engine(store, fast_settings());
     let b = spawn_engine(store, fast_settings());
-    store
-        .start_campaign(id, herald::clock::now_ms(), "test", None)
-        .await
-        .unwrap();
-    wait_status(
-        store,
-        id,
-        CampaignStatus::Completed,
-        Duration::from_secs(60),
-    )
-    .await;
+    start_now(store, id).await;
+    completes(store, id, 60).await;
     a.stop().await;
     b.stop().await;
     assert_counters_match(store, id).await;
@@ -754,13 +686,7 @@ both_stores!(
             );
         }
         let engine = spawn_engine(store, settings);
-        wait_status(
-            store,
-            id,
-            CampaignStatus::Completed,
-            Duration::from_secs(60),
-        )
-        .await;
+        completes(store, id, 60).await;
         engine.stop().await;
         let c = assert_counters_match(store, id).await;
         assert_eq!(c.counts.get(MessageStatus::Sent), 60);
@@ -802,10 +728,7 @@ both_stores!(
         .unwrap();
         let (_, list) = seed_list(store, 30).await;
         let id = new_campaign(store, org, list, channel, "Hi").await;
-        store
-            .start_campaign(id, herald::clock::now_ms(), "test", None)
-            .await
-            .unwrap();
+        start_now(store, id).await;
         let engine = spawn_engine(store, fast_settings());
         wait_status(store, id, CampaignStatus::Paused, Duration::from_secs(30)).await;
         engine.stop().await;
@@ -840,24 +763,12 @@ both_stores!(a_start_wakes_an_idle_dispatcher, |db| async move {
     let engine = spawn_engine(store, sleepy_settings());
     // Let the dispatcher find nothing and settle into its ten-minute wait.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    store
-        .start_campaign(id, herald::clock::now_ms(), "test", None)
-        .await
-        .unwrap();
-    wait_status(
-        store,
-        id,
-        CampaignStatus::Completed,
-        Duration::from_secs(30),
-    )
-    .await;
+    start_now(store, id).await;
+    completes(store, id, 30).await;
 
     // Paused and resumed: the resume wakes it too.
     let id2 = new_campaign(store, org, list, channel, "Again").await;
-    store
-        .start_campaign(id2, herald::clock::now_ms(), "test", None)
-        .await
-        .unwrap();
+    start_now(store, id2).await;
     let now = herald::clock::now_ms();
     store
         .transition(
@@ -880,13 +791,7 @@ both_stores!(a_start_wakes_an_idle_dispatcher, |db| async move {
         )
         .await
         .unwrap();
-    wait_status(
-        store,
-        id2,
-        CampaignStatus::Completed,
-        Duration::from_secs(30),
-    )
-    .await;
+    completes(store, id2, 30).await;
     engine.stop().await;
     assert_counters_match(store, id).await;
     assert_counters_match(store, id2).await;
@@ -899,10 +804,7 @@ both_stores!(
         let (org, list) = seed_list(store, 5).await;
         let channel = sandbox_channel(store, "due").await;
         let id = new_campaign(store, org, list, channel, "Hi").await;
-        store
-            .start_campaign(id, herald::clock::now_ms(), "test", None)
-            .await
-            .unwrap();
+        start_now(store, id).await;
         // Every message waits 1.5 s (as a retry would), before any engine runs.
         let pool = db.raw().await;
         sqlx::query("UPDATE messages SET next_attempt_at = $1 WHERE campaign_id = $2")
@@ -913,13 +815,7 @@ both_stores!(
             .unwrap();
         pool.close().await;
         let engine = spawn_engine(store, sleepy_settings());
-        wait_status(
-            store,
-            id,
-            CampaignStatus::Completed,
-            Duration::from_secs(30),
-        )
-        .await;
+        completes(store, id, 30).await;
         engine.stop().await;
         assert_counters_match(store, id).await;
     }
@@ -940,17 +836,8 @@ both_stores!(another_instances_start_wakes_this_one, |db| async move {
     let other = Store::connect(&db.url).await.unwrap();
     let engine = spawn_engine(&other, sleepy_settings());
     tokio::time::sleep(Duration::from_millis(800)).await;
-    store
-        .start_campaign(id, herald::clock::now_ms(), "test", None)
-        .await
-        .unwrap();
-    wait_status(
-        store,
-        id,
-        CampaignStatus::Completed,
-        Duration::from_secs(30),
-    )
-    .await;
+    start_now(store, id).await;
+    completes(store, id, 30).await;
     engine.stop().await;
     other.close().await;
     assert_counters_match(store, id).await;

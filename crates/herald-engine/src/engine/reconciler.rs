@@ -218,12 +218,12 @@ const WEBHOOK_EXPIRY_BATCH: i64 = 1_000;
 const WEBHOOK_EXPIRY_BATCHES: usize = 20;
 const DAY_MS: i64 = 24 * 3600 * 1000;
 
-/// Deletes provider webhook records older than `webhook_retention_days`.
 /// How many batches of kept receipts one reconciler pass may apply (a batch is one short
 /// transaction of `KEPT_RECEIPT_BATCH`; twenty take well under a second on the 2-core
 /// machine in a release build).
 const KEPT_RECEIPT_BATCHES_PER_PASS: usize = 20;
 
+/// Deletes provider webhook records older than `webhook_retention_days`.
 pub async fn expire_webhook_events(
     ctx: &EngineContext,
     now: i64,

@@ -6,6 +6,7 @@ mod support;
 mod alerts;
 mod api;
 mod autopause;
+mod database_sockets;
 mod engine;
 mod events;
 mod outage;

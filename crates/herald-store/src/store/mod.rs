@@ -19,6 +19,8 @@ pub mod directory;
 mod dispatch;
 mod events;
 mod helpers;
+#[cfg(target_os = "linux")]
+pub mod nodelay;
 mod postgres;
 mod rate_limits;
 mod recovery;

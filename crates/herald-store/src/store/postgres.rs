@@ -109,7 +109,14 @@ pub(super) async fn connect(url: &str) -> Result<(AnyPool, AnyPool), StoreError>
             });
         }
     }
+    let port = tcp_port(url);
     let pool = AnyPoolOptions::new()
+        .after_connect(move |_conn, _meta| {
+            Box::pin(async move {
+                nodelay_on_database_sockets(port);
+                Ok(())
+            })
+        })
         .max_connections(16)
         .min_connections(1)
         // Short: during a database outage every caller (heartbeat, claims, commits) fails
@@ -121,6 +128,40 @@ pub(super) async fn connect(url: &str) -> Result<(AnyPool, AnyPool), StoreError>
         .map_err(|e| StoreError::connect(url, e))?;
     // One pool serves both roles: PostgreSQL handles concurrent writers itself.
     Ok((pool.clone(), pool))
+}
+
+/// The database's TCP port, or `None` when the URL names a Unix socket directory.
+fn tcp_port(url: &str) -> Option<u16> {
+    let options: sqlx::postgres::PgConnectOptions = url.parse().ok()?;
+    let unix_socket = options.get_host().starts_with('/') || options.get_socket().is_some();
+    (!unix_socket).then(|| options.get_port())
+}
+
+/// Turns `TCP_NODELAY` on for the database sockets (`nodelay.rs` says why). A failure never
+/// refuses the connection: it costs speed over TLS, not correctness, and is logged once.
+fn nodelay_on_database_sockets(port: Option<u16>) {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let Some(port) = port else { return };
+    #[cfg(target_os = "linux")]
+    let outcome = super::nodelay::set_on_database_sockets(port).map(|count| count.set);
+    #[cfg(not(target_os = "linux"))]
+    let outcome: std::io::Result<usize> = Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "implemented on Linux only",
+    ));
+    match outcome {
+        Ok(set) if set > 0 => tracing::debug!(port, set, "TCP_NODELAY set on database sockets"),
+        Ok(_) => {}
+        Err(e) => {
+            if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!(
+                    port,
+                    error = %e,
+                    "cannot set TCP_NODELAY on the database sockets: over TLS each round trip may wait up to 40 ms (Nagle's algorithm); `herald doctor` shows which sockets lack it"
+                );
+            }
+        }
+    }
 }
 
 pub(super) const BEGIN_WRITE: &str = "BEGIN";
@@ -137,6 +178,7 @@ pub(super) async fn listen_for_work(url: &str, shown_url: &str, wake: impl Fn())
         match sqlx::postgres::PgListener::connect(url).await {
             Ok(mut listener) => match listener.listen(WORK_CHANNEL).await {
                 Ok(()) => {
+                    nodelay_on_database_sockets(tcp_port(url));
                     tracing::debug!(url = shown_url, "listening for work on {WORK_CHANNEL}");
                     // recv() reconnects on its own after a lost connection and then
                     // returns Ok again; wake once then, for anything sent meanwhile.

@@ -71,6 +71,11 @@ const RECEIPT_DELAY_MS: &str = "40";
 /// Migrates, creates the sandbox channel (with `delivered` receipts when `receipts`) and
 /// imports `size` contacts.
 fn prepare(w: &World, size: usize, latency_ms: u64, receipts: bool) {
+    prepare_rated(w, size, latency_ms, receipts, None);
+}
+
+/// `prepare` with the channel limited to `rate` messages per second (all instances together).
+fn prepare_rated(w: &World, size: usize, latency_ms: u64, receipts: bool, rate: Option<usize>) {
     w.ok(&["migrate"]);
     let latency = latency_ms.to_string();
     let mut args = vec![
@@ -85,6 +90,10 @@ fn prepare(w: &World, size: usize, latency_ms: u64, receipts: bool) {
     ];
     if receipts {
         args.extend_from_slice(&["--delivery-delay-ms", RECEIPT_DELAY_MS]);
+    }
+    let rate = rate.map(|r| r.to_string());
+    if let Some(rate) = &rate {
+        args.extend_from_slice(&["--rate", rate]);
     }
     w.ok(&args);
     w.import_contacts(LIST, size);
@@ -850,12 +859,22 @@ fn slow_provider(ctx: &mut Ctx) {
     );
 }
 
+/// `pause-resume-cancel` spreads its campaign over at least this many seconds.
+const PAUSE_RESUME_CANCEL_MIN_SECONDS: usize = 10;
+
 /// Random pauses and resumes under load, then a cancel: nothing is claimed while paused,
 /// nothing is sent after the cancel beyond what was already in flight, counters exact.
 fn pause_resume_cancel(ctx: &mut Ctx) {
     let size = ctx.cfg.busy_messages;
     let w = World::new(ctx.store);
-    prepare(&w, size, ctx.cfg.latency_ms, true);
+    // The campaign must still be sending when the cancel comes, after three pauses whose
+    // moments are set by time. Unlimited, three PostgreSQL instances sent 5,000 messages in
+    // 1.5 s of sending and the campaign completed first (CI, stop 21). A rate that spreads
+    // the campaign over at least 10 s keeps the moments inside it; the rate limiter is
+    // shared by every instance, so this also exercises it through pauses.
+    let rate = (size / PAUSE_RESUME_CANCEL_MIN_SECONDS).max(1);
+    prepare_rated(&w, size, ctx.cfg.latency_ms, true, Some(rate));
+    ctx.report.note("rate_per_sec", rate);
     let id = create_campaign(&w, &[]);
     let roles = vec![Role::Serve; roles(ctx, false).len()];
     ctx.report.size = size;

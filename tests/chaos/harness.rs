@@ -214,6 +214,9 @@ pub struct World {
     pub dir: tempfile::TempDir,
     env: Vec<(String, String)>,
     spawned: Cell<usize>,
+    /// A provider fake the channel sends to, when not the sandbox: its record replaces the
+    /// sandbox's in [`World::stats`].
+    provider: Option<FakeTwilio>,
 }
 
 impl World {
@@ -251,6 +254,7 @@ impl World {
             dir,
             env: Vec::new(),
             spawned: Cell::new(0),
+            provider: None,
         }
     }
 
@@ -266,6 +270,7 @@ impl World {
             dir,
             env: Vec::new(),
             spawned: Cell::new(0),
+            provider: None,
         }
     }
 
@@ -338,8 +343,17 @@ impl World {
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("status is not JSON ({e}): {out}"))
     }
 
-    /// `channel stats NAME --campaign ID --json`: what the sandbox provider holds.
+    /// Sends through `fake` from now on: [`World::stats`] reads its record.
+    pub fn use_provider(&mut self, fake: FakeTwilio) {
+        self.provider = Some(fake);
+    }
+
+    /// What the provider holds: `received`, `distinct_recipients`, `duplicates`. The
+    /// sandbox's `channel stats NAME --campaign ID --json`, or the fake's `/_fake/stats`.
     pub fn stats(&self, channel: &str, id: i64) -> Value {
+        if let Some(fake) = &self.provider {
+            return fake.stats();
+        }
         let out = self.ok(&[
             "channel",
             "stats",
@@ -861,4 +875,64 @@ pub fn state(status: &Value) -> &str {
 pub fn rfc3339_in(ms: i64) -> String {
     (chrono::Utc::now() + chrono::Duration::milliseconds(ms))
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// `herald-fakes twilio` on a free loopback port, killed when dropped.
+pub struct FakeTwilio {
+    child: Child,
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+}
+
+impl FakeTwilio {
+    pub const AUTH_TOKEN: &'static str = "chaos-twilio-token-0123";
+    pub const ACCOUNT_SID: &'static str = "AC0123456789abcdef0123456789abcdef";
+
+    pub fn start(latency_ms: u64) -> FakeTwilio {
+        use std::io::BufRead;
+        let latency = latency_ms.to_string();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_herald-fakes"))
+            .args(["twilio", "--auth-token", Self::AUTH_TOKEN])
+            .args(["--listen", "127.0.0.1:0", "--latency-ms", &latency])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start herald-fakes twilio: {e}"));
+        let mut line = String::new();
+        if let Some(out) = child.stdout.take() {
+            let _ = std::io::BufReader::new(out).read_line(&mut line);
+        }
+        let Some(addr) = line.trim().strip_prefix("listening on http://") else {
+            let _ = child.kill();
+            panic!("herald-fakes twilio printed {line:?}, not `listening on http://…`");
+        };
+        FakeTwilio {
+            addr: addr.to_string(),
+            child,
+        }
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn stats(&self) -> Value {
+        match http_get(
+            &self.addr,
+            "/_fake/stats?per_recipient=0",
+            Duration::from_secs(10),
+        ) {
+            Ok((200, body)) => serde_json::from_str(&body)
+                .unwrap_or_else(|e| panic!("the fake's stats are not JSON ({e}): {body}")),
+            other => panic!("the fake's stats: {other:?}"),
+        }
+    }
+}
+
+impl Drop for FakeTwilio {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -1418,6 +1418,79 @@ both_stores!(scheduled_start_happens_exactly_once, |db| async move {
 // 8. The reconciler
 // ------------------------------------------------------------------------------------------
 
+// Messages in doubt are asked about by one instance at a time (reconciler.rs
+// `ask_providers`), and a dead asker gives them back at once, not at the end of its lease.
+both_stores!(
+    in_doubt_lookups_are_taken_by_one_asker_and_given_back_when_it_dies,
+    |db| async move {
+        let store = &db.store;
+        let t = now_ms();
+        for (who, at) in [("sender", t - HOUR), ("asker-a", t), ("asker-b", t)] {
+            store.register_instance(&instance(who, at)).await.unwrap();
+        }
+        let id = started(store, 6, t).await;
+        let claimed = store.claim(id, "sender", t, t + 1000, 6).await.unwrap();
+        let ids: Vec<i64> = claimed.iter().map(|m| m.id).collect();
+        let t1 = t + 2000;
+        assert!(store.heartbeat("asker-a", t1).await.unwrap());
+        assert!(store.heartbeat("asker-b", t1).await.unwrap());
+        let found = store.mark_in_doubt(t1, t1 - MINUTE, &[]).await.unwrap();
+        assert_eq!(found, vec![(id, 6)]);
+
+        // A takes four for a minute; B, asking at the same moment, gets only the other two.
+        let lease = t1 + MINUTE;
+        let a = store
+            .take_in_doubt_for_lookup("asker-a", &ids[..4], t1, lease)
+            .await
+            .unwrap();
+        assert_eq!(a.len(), 4);
+        let b = store
+            .take_in_doubt_for_lookup("asker-b", &ids, t1, lease)
+            .await
+            .unwrap();
+        let b: BTreeSet<i64> = b.into_iter().collect();
+        assert_eq!(b, ids[4..].iter().copied().collect::<BTreeSet<i64>>());
+        // Taken messages are not decided by the policy meanwhile.
+        let report = store
+            .resolve_in_doubt_limited(true, t1, t1, 5)
+            .await
+            .unwrap();
+        assert_eq!(report.resent, 0, "{report:?}");
+
+        // While both askers live, nothing is given back.
+        assert_eq!(
+            store
+                .release_lookups_of_dead(t1 + 100, t1 - MINUTE, &[])
+                .await
+                .unwrap(),
+            0
+        );
+        // B settles one of its two (not at the provider: due again for the policy).
+        store.defer_in_doubt(&ids[4..5], t1).await.unwrap();
+        // A dies (proved dead on this host): its four are due at once, B's remaining one
+        // is not.
+        let t2 = t1 + 500;
+        let released = store
+            .release_lookups_of_dead(t2, t1 - MINUTE, &["asker-a".to_string()])
+            .await
+            .unwrap();
+        assert_eq!(released, 4);
+        let report = store
+            .resolve_in_doubt_limited(true, t2, t2, 5)
+            .await
+            .unwrap();
+        assert_eq!(report.resent, 5, "A's four and B's settled one: {report:?}");
+        let row = message(store, id, ids[5]).await;
+        assert_eq!(row.status, InDoubt, "B still holds its last one");
+        // B falls silent (its heartbeat older than the staleness bound) before its lease
+        // ends: its lookup is given back as well.
+        let t3 = t2 + 1000;
+        assert_eq!(store.release_lookups_of_dead(t3, t3, &[]).await.unwrap(), 1);
+        let c = assert_counters_match(store, id).await;
+        expect_counts(&c.counts, &[(Queued, 5), (InDoubt, 1)]);
+    }
+);
+
 both_stores!(
     dead_owners_work_is_in_doubt_and_live_owners_work_is_kept,
     |db| async move {

@@ -38,8 +38,8 @@ pub struct Settings {
     pub drift_check_interval_ms: u64,
     pub in_doubt_policy: InDoubtPolicy,
     pub in_doubt_grace_ms: u64,
-    /// How long after a message is found in doubt its provider is asked about it (Twilio
-    /// lists a message only once it has left its queue).
+    /// How long after a message is found in doubt its provider is asked about it: time for
+    /// a message created an instant before to show in the provider's list (Twilio).
     pub provider_lookup_delay_ms: u64,
     pub retry_max_attempts: u32,
     pub retry_base_ms: u64,
@@ -136,7 +136,7 @@ impl Default for Settings {
             drift_check_interval_ms: 60_000,
             in_doubt_policy: InDoubtPolicy::Resend,
             in_doubt_grace_ms: 0,
-            provider_lookup_delay_ms: 120_000,
+            provider_lookup_delay_ms: 5_000,
             retry_max_attempts: 5,
             retry_base_ms: 1000,
             retry_max_ms: 300_000,

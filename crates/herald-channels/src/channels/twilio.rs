@@ -69,7 +69,10 @@ pub const DEFAULT_BASE_URL: &str = "https://api.twilio.com";
 /// How far before `sent_after` a message's `date_created` may lie and still match in
 /// [`TwilioChannel::find_sent`] (clock skew between Herald and Twilio).
 const FIND_SLACK_MS: i64 = 120_000;
-/// Pages of 1000 messages [`TwilioChannel::find_sent`] reads at most.
+/// Messages per page of [`TwilioChannel::find_sent`]'s list: one recipient's messages from
+/// one sender since the claim fit in one page nearly always.
+const FIND_PAGE_SIZE: &str = "100";
+/// Pages [`TwilioChannel::find_sent`] reads at most.
 const FIND_MAX_PAGES: usize = 20;
 
 /// The channel's public configuration (stored as the channel's `config` JSON).
@@ -516,10 +519,10 @@ impl TwilioChannel {
     /// Looks for a message this channel created for `to` at or after `sent_after_ms`
     /// (epoch milliseconds, with two minutes of slack for clock skew) whose body is `body`
     /// (ignored for content templates, whose body Herald does not know), and returns its
-    /// sid: the earliest such message. Lists by `To`, `From` (unless a Messaging Service
-    /// sends) and `DateSent>=` the day (README §1.7), so a message Twilio has not sent yet
-    /// (still queued, no `date_sent`) is not found: reconcile a few minutes after the
-    /// attempt.
+    /// sid: the earliest such message. Lists by `To` and `From` (unless a Messaging Service
+    /// sends), newest first, and stops at the first page whose messages were all created
+    /// before the cutoff. No `DateSent` filter: it matches only messages Twilio has sent,
+    /// so one still queued (no `date_sent`) would not be found and would be sent again.
     pub async fn find_sent(
         &self,
         to: &str,
@@ -538,16 +541,11 @@ impl TwilioChannel {
         body: &str,
     ) -> Result<Option<String>, String> {
         let cutoff = sent_after_ms - FIND_SLACK_MS;
-        let day = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(cutoff)
-            .ok_or_else(|| format!("{sent_after_ms} is not a valid time"))?
-            .format("%Y-%m-%d")
-            .to_string();
         let mut query = vec![("To", self.config.recipient_field(to))];
         if let Some(from) = self.config.sender_field() {
             query.push(("From", from));
         }
-        query.push(("DateSent>", day));
-        query.push(("PageSize", "1000".to_string()));
+        query.push(("PageSize", FIND_PAGE_SIZE.to_string()));
         let match_body = self.config.content_sid.is_none();
 
         let mut best: Option<(i64, String)> = None;
@@ -586,6 +584,8 @@ impl TwilioChannel {
             }
             let page: serde_json::Value = serde_json::from_str(&text)
                 .map_err(|e| format!("twilio: listing messages: not JSON: {e}"))?;
+            // Newest first: once a whole page predates the cutoff, so do all later ones.
+            let mut any_recent = false;
             for m in page
                 .get("messages")
                 .and_then(|m| m.as_array())
@@ -604,11 +604,14 @@ impl TwilioChannel {
                     .and_then(|d| chrono::DateTime::parse_from_rfc2822(d).ok())
                     .map(|d| d.timestamp_millis())
                 else {
+                    // Unreadable: not proof that the page is old.
+                    any_recent = true;
                     continue;
                 };
                 if created < cutoff {
                     continue;
                 }
+                any_recent = true;
                 if match_body {
                     // A trial account prefixes the body; anything else must match exactly.
                     let theirs = field("body").unwrap_or("");
@@ -620,7 +623,7 @@ impl TwilioChannel {
                     best = Some((created, sid.to_string()));
                 }
             }
-            if pages >= FIND_MAX_PAGES {
+            if pages >= FIND_MAX_PAGES || !any_recent {
                 break;
             }
             next = page
@@ -990,7 +993,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn find_sent_lists_by_to_from_and_day_and_matches_the_body() {
+    async fn find_sent_lists_by_to_and_from_and_matches_the_body() {
         let fake = FakeServer::start().await;
         let msg = |sid: &str, date: &str, body: &str, dir: &str| serde_json::json!({"sid": sid, "date_created": date, "body": body, "direction": dir, "to": "+15558675310"});
         // 2026-11-28T10:00:00Z is the attempt time.
@@ -1030,7 +1033,9 @@ mod tests {
         let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         assert_eq!(get("To"), Some("+15558675310"));
         assert_eq!(get("From"), Some("+15005550006"));
-        assert_eq!(get("DateSent>"), Some("2026-11-28"));
+        // No DateSent filter: it would hide a message still queued at Twilio.
+        assert!(q.iter().all(|(n, _)| !n.starts_with("DateSent")), "{q:?}");
+        assert_eq!(get("PageSize"), Some("100"));
         assert!(
             reqs[0]
                 .header("authorization")
@@ -1038,6 +1043,25 @@ mod tests {
                 .starts_with("Basic ")
         );
         assert!(reqs[1].query.as_deref().unwrap().contains("PageToken=PA1"));
+
+        // A page whose messages all predate the cutoff ends the search, however many
+        // pages Twilio offers after it.
+        let before = fake.requests().len();
+        fake.reply(Reply::json(
+            200,
+            serde_json::json!({
+                "messages": [
+                    msg("SM_old1", "Fri, 27 Nov 2026 09:00:00 +0000", "hello", "outbound-api"),
+                    msg("SM_old2", "Thu, 26 Nov 2026 09:00:00 +0000", "hello", "outbound-api"),
+                ],
+                "next_page_uri": format!("/2010-04-01/Accounts/{AC}/Messages.json?PageToken=PA9&PageSize=100"),
+            }),
+        ));
+        assert_eq!(
+            ch.find_sent("+15558675310", t, "hello").await.unwrap(),
+            None
+        );
+        assert_eq!(fake.requests().len(), before + 1, "no second page read");
 
         // Nothing matching: None; an error answer: Err.
         fake.reply(Reply::json(200, serde_json::json!({"messages": []})));

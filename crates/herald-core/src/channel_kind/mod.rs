@@ -172,8 +172,8 @@ pub enum InDoubtWait {
     /// The provider cannot be asked, but its status webhooks name the message (WhatsApp's
     /// `biz_opaque_callback_data`): wait this long for one before the policy decides.
     ForWebhook { ms: i64 },
-    /// The provider can be asked, but finds a message only once it has left its queue:
-    /// ask after the `provider_lookup_delay_ms` setting.
+    /// The provider can be asked, once a message created an instant before can show in its
+    /// list: ask after the `provider_lookup_delay_ms` setting (5 s by default).
     ProviderLookupDelay,
 }
 

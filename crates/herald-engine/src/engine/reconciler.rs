@@ -54,9 +54,15 @@ pub async fn reconciler_loop(ctx: Arc<EngineContext>, shutdown: watch::Receiver<
         if drift_due {
             last_drift_check = Some(Instant::now());
         }
+        let pass = Instant::now();
         if let Err(e) = reconcile_once(&ctx, drift_due, &mut reported_stuck).await {
             tracing::warn!(error = %e, "reconciler pass failed; will retry");
         }
+        tracing::debug!(
+            took_ms = pass.elapsed().as_millis() as u64,
+            drift_due,
+            "reconciler pass"
+        );
     }
 }
 
@@ -124,6 +130,15 @@ pub async fn reconcile_once(
             "messages of a dead instance are in doubt"
         );
         metrics::counter!("herald_in_doubt_found_total").increment(n as u64);
+    }
+    let released = store
+        .release_lookups_of_dead(now, stale_before, &dead)
+        .await?;
+    if released > 0 {
+        tracing::info!(
+            released,
+            "in-doubt messages a dead instance was asking its provider about are due again"
+        );
     }
     release_unknown_claims(ctx, now).await?;
     let found = ask_providers(ctx, now).await?;
@@ -253,6 +268,14 @@ const LOOKUP_BUDGET: std::time::Duration = std::time::Duration::from_secs(10);
 pub const PEER_RECONNECT_MS: i64 = 5_000;
 /// How long to wait before asking a provider again when it could not answer.
 const LOOKUP_RETRY_MS: i64 = 30_000;
+/// Provider lookups one reconciler pass has in progress at once.
+const LOOKUP_CONCURRENCY: usize = 32;
+/// In-doubt messages one instance takes to ask about at a time (see `ask_providers`).
+const LOOKUP_CHUNK: usize = 4 * LOOKUP_CONCURRENCY;
+/// How long a message taken for a lookup is left to its asker: longer than a pass's lookups
+/// can take. An asker that dies gives its messages back as soon as it is known dead
+/// (`Store::release_lookups_of_dead`), not after this.
+const LOOKUP_LEASE_MS: i64 = 60_000;
 
 /// Resolves in-doubt messages by asking their provider where it can tell, before the
 /// in-doubt policy resends or fails them: a message the provider has becomes `sent` and
@@ -270,9 +293,15 @@ async fn ask_providers(ctx: &EngineContext, now: i64) -> Result<u64, crate::stor
         Option<std::sync::Arc<crate::template::MessageTemplate>>,
     > = std::collections::HashMap::new();
     let mut to_ask = Vec::new();
+    // One query for the proofs and one write per deferral time, not two statements per
+    // message: a kill leaves hundreds in doubt at once, and every instance's reconciler
+    // goes through them.
+    let ids: Vec<i64> = candidates.iter().map(|c| c.id).collect();
+    let mut proofs = ctx.store.proofs_for(&ids).await?;
+    let mut deferred: std::collections::BTreeMap<i64, Vec<i64>> = Default::default();
     for c in candidates {
         // A status naming the message may have come while it was still in flight.
-        if let Some(provider_id) = ctx.store.proof_for(c.id).await?
+        if let Some(provider_id) = proofs.remove(&c.id)
             && ctx
                 .store
                 .resolve_in_doubt_sent(c.channel_id, c.id, &provider_id, now)
@@ -282,9 +311,8 @@ async fn ask_providers(ctx: &EngineContext, now: i64) -> Result<u64, crate::stor
             continue;
         }
         // The kind's wait (`ChannelKindDescriptor::in_doubt_wait`): for a status webhook
-        // naming the message (WhatsApp), or for the provider to find it at all (Twilio's
-        // list filters on the date a message was sent, so one still queued is not found
-        // before `provider_lookup_delay_ms`).
+        // naming the message (WhatsApp), or for a message created an instant before to
+        // show in the provider's list (Twilio, `provider_lookup_delay_ms`).
         let wait = c
             .channel_kind
             .parse::<crate::channel_kind::ChannelKind>()
@@ -293,9 +321,7 @@ async fn ask_providers(ctx: &EngineContext, now: i64) -> Result<u64, crate::stor
         if let Some(wait) = wait
             && now - c.marked_at < wait
         {
-            ctx.store
-                .defer_in_doubt(&[c.id], c.marked_at + wait)
-                .await?;
+            deferred.entry(c.marked_at + wait).or_default().push(c.id);
             continue;
         }
         let Ok(channel) = ctx.channels.get(c.channel_id).await else {
@@ -310,6 +336,9 @@ async fn ask_providers(ctx: &EngineContext, now: i64) -> Result<u64, crate::stor
             continue;
         };
         to_ask.push((c, channel, template));
+    }
+    for (until, ids) in deferred {
+        ctx.store.defer_in_doubt(&ids, until).await?;
     }
     // Rendering is CPU work: on the render pool, in one hand-off for the whole pass. (One
     // per message queued each render behind the senders' claim-sized batches, and a pass of
@@ -343,15 +372,8 @@ async fn ask_providers(ctx: &EngineContext, now: i64) -> Result<u64, crate::stor
     })
     .await
     .unwrap_or_default();
+    let mut lookups = Vec::new();
     for ((c, channel, _), body) in to_ask.into_iter().zip(bodies) {
-        if started.elapsed() > LOOKUP_BUDGET {
-            // Out of time this pass: the rest wait for the next one rather than be
-            // resent without asking.
-            ctx.store
-                .defer_in_doubt(&[c.id], now + settings.reconcile_interval_ms as i64)
-                .await?;
-            continue;
-        }
         let Some(body) = body else {
             continue;
         };
@@ -365,11 +387,84 @@ async fn ask_providers(ctx: &EngineContext, now: i64) -> Result<u64, crate::stor
                 - settings.send_timeout_ms as i64
                 - 60_000,
         };
-        let Some(asked) = channel.lookup(&query) else {
-            continue;
-        };
-        match asked.await {
-            Ok(Some(provider_id)) => {
+        lookups.push((c, channel, query));
+    }
+    // Asked in chunks, each taken first (`take_in_doubt_for_lookup`), so that each message
+    // is asked about by one instance: every instance's reconciler sees the same
+    // candidates, and three of them asking the same questions tripled the provider's load
+    // (and the time) after a kill. Shuffled and chunked, so that several instances share
+    // the questions instead of the first one taking them all.
+    let due_by = now - settings.in_doubt_grace_ms as i64;
+    {
+        use rand::seq::SliceRandom;
+        lookups.shuffle(&mut rand::rng());
+    }
+    let prepared_ms = started.elapsed().as_millis() as u64;
+    let mut asked = 0;
+    let mut answers = Vec::new();
+    let mut waiting = lookups.into_iter().peekable();
+    while waiting.peek().is_some() && started.elapsed() <= LOOKUP_BUDGET {
+        let mut chunk: Vec<_> = waiting.by_ref().take(LOOKUP_CHUNK).collect();
+        let ids: Vec<i64> = chunk.iter().map(|(c, _, _)| c.id).collect();
+        let taken: std::collections::HashSet<i64> = ctx
+            .store
+            .take_in_doubt_for_lookup(&ctx.instance.id, &ids, due_by, now + LOOKUP_LEASE_MS)
+            .await?
+            .into_iter()
+            .collect();
+        chunk.retain(|(c, _, _)| taken.contains(&c.id));
+        asked += chunk.len();
+        // Several questions at once: a provider answers a list query in 100-300 ms, and a
+        // dead instance leaves up to `concurrency` messages in doubt; one at a time, 200 of
+        // them took most of a minute.
+        let mut asking = tokio::task::JoinSet::new();
+        let mut chunk = chunk.into_iter();
+        loop {
+            while asking.len() < LOOKUP_CONCURRENCY {
+                let Some((c, channel, query)) = chunk.next() else {
+                    break;
+                };
+                asking.spawn(async move {
+                    let answer = match channel.lookup(&query) {
+                        Some(asked) => Some(asked.await),
+                        None => None,
+                    };
+                    (c, answer)
+                });
+            }
+            match asking.join_next().await {
+                Some(Ok(answered)) => answers.push(answered),
+                // Taken but unanswered: given back when the lease ends.
+                Some(Err(e)) => tracing::warn!(error = %e, "a provider lookup did not finish"),
+                None => break,
+            }
+        }
+    }
+    // Out of time this pass: the rest wait for the next one rather than be resent without
+    // asking. Taken, so that a message another instance took meanwhile keeps its lease.
+    let unasked: Vec<i64> = waiting.map(|(c, _, _)| c.id).collect();
+    ctx.store
+        .take_in_doubt_for_lookup(
+            &ctx.instance.id,
+            &unasked,
+            due_by,
+            now + settings.reconcile_interval_ms as i64,
+        )
+        .await?;
+    tracing::debug!(
+        asked,
+        answered = answers.len(),
+        prepared_ms,
+        took_ms = started.elapsed().as_millis() as u64,
+        "asked providers about in-doubt messages"
+    );
+    // Not at the provider (or it cannot be asked): back to when the decision was due, so
+    // that the in-doubt policy decides now.
+    let mut undecided: std::collections::BTreeMap<i64, Vec<i64>> = Default::default();
+    for (c, answer) in answers {
+        match answer {
+            None | Some(Ok(None)) => undecided.entry(c.in_doubt_at).or_default().push(c.id),
+            Some(Ok(Some(provider_id))) => {
                 if ctx
                     .store
                     .resolve_in_doubt_sent(c.channel_id, c.id, &provider_id, now)
@@ -378,14 +473,16 @@ async fn ask_providers(ctx: &EngineContext, now: i64) -> Result<u64, crate::stor
                     found += 1;
                 }
             }
-            Ok(None) => {}
-            Err(e) => {
+            Some(Err(e)) => {
                 tracing::warn!(message_id = %crate::ids::MessageId(c.id), campaign_id = %crate::ids::CampaignId(c.campaign_id), error = %e, "provider could not say whether it has an in-doubt message; asking again later");
                 ctx.store
                     .defer_in_doubt(&[c.id], now + LOOKUP_RETRY_MS)
                     .await?;
             }
         }
+    }
+    for (due, ids) in undecided {
+        ctx.store.defer_in_doubt(&ids, due).await?;
     }
     Ok(found)
 }

@@ -158,12 +158,93 @@ impl Store {
 
     /// The provider id a kept proof gives for a message, if any.
     pub async fn proof_for(&self, message_id: i64) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT provider_id FROM pending_receipts WHERE message_id = $1 ORDER BY id LIMIT 1",
-        )
-        .bind(message_id)
-        .fetch_optional(&self.read)
-        .await?)
+        Ok(self.proofs_for(&[message_id]).await?.remove(&message_id))
+    }
+
+    /// [`Store::proof_for`] for many messages in one query: each one's first proof, by
+    /// message id; messages without one are absent.
+    pub async fn proofs_for(
+        &self,
+        message_ids: &[i64],
+    ) -> Result<std::collections::HashMap<i64, String>, StoreError> {
+        let mut proofs = std::collections::HashMap::new();
+        if message_ids.is_empty() {
+            return Ok(proofs);
+        }
+        let sql = format!(
+            "SELECT message_id, provider_id FROM pending_receipts WHERE message_id IN {} ORDER BY id",
+            self.dialect.json_ids("$1")
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(ids_json(message_ids.iter().copied()))
+            .fetch_all(&self.read)
+            .await?;
+        for r in rows {
+            let message_id: i64 = r.try_get("message_id")?;
+            let provider_id: String = r.try_get("provider_id")?;
+            // Ordered by id: the first proof of each message wins.
+            proofs.entry(message_id).or_insert(provider_id);
+        }
+        Ok(proofs)
+    }
+
+    /// Takes these in-doubt messages for asking their provider: their decision moves to
+    /// `until`, so that no other instance asks about them or decides them meanwhile.
+    /// Returns the ones taken: a message another instance took first (its decision no
+    /// longer due by `due_by`) is left out. The asker then settles each one (sent, back to
+    /// its due time for the policy, or deferred); one that dies meanwhile leaves them to
+    /// be taken again at `until`.
+    pub async fn take_in_doubt_for_lookup(
+        &self,
+        asker: &str,
+        ids: &[i64],
+        due_by: i64,
+        until: i64,
+    ) -> Result<Vec<i64>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        // `owner` and `lease_until` name the asker while it asks (an in-doubt message has
+        // no sender any more), so that its death gives the messages back at once
+        // (`release_lookups_of_dead`) rather than at `until`.
+        let sql = format!(
+            "UPDATE messages SET in_doubt_at = $1, owner = $4, lease_until = $1 \
+             WHERE id IN {} AND status = 'in_doubt' AND in_doubt_at <= $3 RETURNING id",
+            self.dialect.json_ids("$2")
+        );
+        Ok(sqlx::query_scalar(AssertSqlSafe(sql))
+            .bind(until)
+            .bind(ids_json(ids.iter().copied()))
+            .bind(due_by)
+            .bind(asker)
+            .fetch_all(&self.write)
+            .await?)
+    }
+
+    /// Gives back the in-doubt messages taken for a lookup by an instance that is dead
+    /// (listed in `dead_askers`, stopped, unknown, or silent since `stale_before`): their
+    /// decision is due at `now`. Returns how many.
+    pub async fn release_lookups_of_dead(
+        &self,
+        now: i64,
+        stale_before: i64,
+        dead_askers: &[String],
+    ) -> Result<u64, StoreError> {
+        let dead = serde_json::Value::from(dead_askers.to_vec()).to_string();
+        let sql = format!(
+            "UPDATE messages SET in_doubt_at = $1, lease_until = NULL \
+             WHERE status = 'in_doubt' AND lease_until IS NOT NULL AND lease_until > $1 \
+             AND (owner IN {} OR NOT EXISTS (SELECT 1 FROM instances i \
+                  WHERE i.id = messages.owner AND i.stopped_at IS NULL AND i.heartbeat_at >= $2))",
+            self.dialect.json_texts("$3")
+        );
+        Ok(sqlx::query(AssertSqlSafe(sql))
+            .bind(now)
+            .bind(stale_before)
+            .bind(&dead)
+            .execute(&self.write)
+            .await?
+            .rows_affected())
     }
 
     /// Postpones the in-doubt decision for these messages until `until`.
@@ -172,7 +253,7 @@ impl Store {
             return Ok(());
         }
         let sql = format!(
-            "UPDATE messages SET in_doubt_at = $1 WHERE id IN {} AND status = 'in_doubt'",
+            "UPDATE messages SET in_doubt_at = $1, lease_until = NULL WHERE id IN {} AND status = 'in_doubt'",
             self.dialect.json_ids("$2")
         );
         sqlx::query(AssertSqlSafe(sql))

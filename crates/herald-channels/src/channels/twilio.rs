@@ -996,28 +996,57 @@ mod tests {
     async fn find_sent_lists_by_to_and_from_and_matches_the_body() {
         let fake = FakeServer::start().await;
         let msg = |sid: &str, date: &str, body: &str, dir: &str| serde_json::json!({"sid": sid, "date_created": date, "body": body, "direction": dir, "to": "+15558675310"});
+        // One page of Twilio's list, pointing at page `next` (a page token) when given.
+        let page = |messages: Vec<serde_json::Value>, next: Option<&str>| {
+            Reply::json(
+                200,
+                serde_json::json!({
+                    "messages": messages,
+                    "next_page_uri": next.map(|token| format!("/2010-04-01/Accounts/{AC}/Messages.json?PageToken={token}&PageSize=100")),
+                }),
+            )
+        };
         // 2026-11-28T10:00:00Z is the attempt time.
         let t = crate::clock::parse_rfc3339("2026-11-28T10:00:00Z").unwrap();
-        fake.reply(Reply::json(
-            200,
-            serde_json::json!({
-                "messages": [
-                    msg("SM_other_body", "Sat, 28 Nov 2026 10:00:05 +0000", "different", "outbound-api"),
-                    msg("SM_later", "Sat, 28 Nov 2026 10:00:09 +0000", "hello", "outbound-api"),
-                    msg("SM_inbound", "Sat, 28 Nov 2026 10:00:01 +0000", "hello", "inbound"),
-                ],
-                "next_page_uri": format!("/2010-04-01/Accounts/{AC}/Messages.json?PageToken=PA1&PageSize=1000"),
-            }),
+        fake.reply(page(
+            vec![
+                msg(
+                    "SM_other_body",
+                    "Sat, 28 Nov 2026 10:00:05 +0000",
+                    "different",
+                    "outbound-api",
+                ),
+                msg(
+                    "SM_later",
+                    "Sat, 28 Nov 2026 10:00:09 +0000",
+                    "hello",
+                    "outbound-api",
+                ),
+                msg(
+                    "SM_inbound",
+                    "Sat, 28 Nov 2026 10:00:01 +0000",
+                    "hello",
+                    "inbound",
+                ),
+            ],
+            Some("PA1"),
         ));
-        fake.reply(Reply::json(
-            200,
-            serde_json::json!({
-                "messages": [
-                    msg("SM_match", "Sat, 28 Nov 2026 10:00:02 +0000", "Sent from your Twilio trial account - hello", "outbound-api"),
-                    msg("SM_too_old", "Fri, 27 Nov 2026 09:00:00 +0000", "hello", "outbound-api"),
-                ],
-                "next_page_uri": null,
-            }),
+        fake.reply(page(
+            vec![
+                msg(
+                    "SM_match",
+                    "Sat, 28 Nov 2026 10:00:02 +0000",
+                    "Sent from your Twilio trial account - hello",
+                    "outbound-api",
+                ),
+                msg(
+                    "SM_too_old",
+                    "Fri, 27 Nov 2026 09:00:00 +0000",
+                    "hello",
+                    "outbound-api",
+                ),
+            ],
+            None,
         ));
         let ch = channel_with(config(&fake.base), None, 5000);
         let found = ch.find_sent("+15558675310", t, "hello").await.unwrap();
@@ -1047,15 +1076,22 @@ mod tests {
         // A page whose messages all predate the cutoff ends the search, however many
         // pages Twilio offers after it.
         let before = fake.requests().len();
-        fake.reply(Reply::json(
-            200,
-            serde_json::json!({
-                "messages": [
-                    msg("SM_old1", "Fri, 27 Nov 2026 09:00:00 +0000", "hello", "outbound-api"),
-                    msg("SM_old2", "Thu, 26 Nov 2026 09:00:00 +0000", "hello", "outbound-api"),
-                ],
-                "next_page_uri": format!("/2010-04-01/Accounts/{AC}/Messages.json?PageToken=PA9&PageSize=100"),
-            }),
+        fake.reply(page(
+            vec![
+                msg(
+                    "SM_old1",
+                    "Fri, 27 Nov 2026 09:00:00 +0000",
+                    "hello",
+                    "outbound-api",
+                ),
+                msg(
+                    "SM_old2",
+                    "Thu, 26 Nov 2026 09:00:00 +0000",
+                    "hello",
+                    "outbound-api",
+                ),
+            ],
+            Some("PA9"),
         ));
         assert_eq!(
             ch.find_sent("+15558675310", t, "hello").await.unwrap(),

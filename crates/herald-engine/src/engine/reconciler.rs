@@ -387,6 +387,11 @@ async fn ask_providers(ctx: &EngineContext, now: i64) -> Result<u64, crate::stor
                 - settings.send_timeout_ms as i64
                 - 60_000,
         };
+        // A kind that cannot be asked (only Twilio can) is neither taken nor asked: the
+        // in-doubt policy decides it as before. Building the question sends nothing.
+        if channel.lookup(&query).is_none() {
+            continue;
+        }
         lookups.push((c, channel, query));
     }
     // Asked in chunks, each taken first (`take_in_doubt_for_lookup`), so that each message

@@ -2030,6 +2030,97 @@ both_stores!(receipt_racing_its_outcome_is_not_lost, |db| async move {
     );
 });
 
+both_stores!(
+    receipts_wait_for_the_campaign_row_only_to_add_their_counters,
+    |db| async move {
+        // The dispatcher's claims and outcome commits lock the campaign row, so a receipt
+        // batch must not hold it while it moves messages and writes their events: it takes
+        // the row only to add its counters. Two receipts for one message still meet in
+        // order (delivered, then read), because the message's own row serialises them.
+        let store = &db.store;
+        let t = now_ms();
+        let id = started(store, 2, t).await;
+        let ch = store.campaign(id).await.unwrap().channel_id;
+        let m = claim_all(store, id, "A", t).await;
+        let outcomes: Vec<Outcome> = m
+            .iter()
+            .map(|x| outcome(x, sent(&format!("cr-{}", x.id))))
+            .collect();
+        store.record_outcomes("A", t + 1, &outcomes).await.unwrap();
+        let pid = format!("cr-{}", m[0].id);
+
+        if db.backend == Backend::Postgres {
+            let blocker = db.raw().await;
+            let watcher = db.raw().await;
+            // What every waiting Herald statement is, as PostgreSQL reports it.
+            let waiting = |watcher: sqlx::AnyPool| async move {
+                sqlx::query_scalar::<_, String>(
+                    "SELECT query FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+                     AND datname = current_database() ORDER BY query_start",
+                )
+                .fetch_all(&watcher)
+                .await
+                .unwrap()
+            };
+            let until = |what: &'static str, want: usize, pred: fn(&str) -> bool| {
+                let watcher = watcher.clone();
+                async move {
+                    for _ in 0..500 {
+                        let now = waiting(watcher.clone()).await;
+                        if now.iter().filter(|q| pred(q)).count() >= want {
+                            return now;
+                        }
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    panic!("{what}: {:?}", waiting(watcher.clone()).await);
+                }
+            };
+            // An outcome commit in progress: it holds the campaign row.
+            let mut lock = blocker.begin().await.unwrap();
+            sqlx::query("SELECT id FROM campaigns WHERE id = $1 FOR UPDATE")
+                .bind(id)
+                .execute(&mut *lock)
+                .await
+                .unwrap();
+            let s = store.clone();
+            let r = receipt(ch, &pid, Delivered);
+            let delivered = tokio::spawn(async move { s.apply_receipts(&[r], t + 2).await });
+            let seen = until(
+                "the delivered receipt never waited for its counters",
+                1,
+                |q| q.starts_with("UPDATE campaigns"),
+            )
+            .await;
+            assert!(
+                !seen.iter().any(|q| q.contains("FROM campaigns")),
+                "a receipt waited for the campaign row before moving its messages: {seen:?}"
+            );
+            // A second receipt for the same message waits on the message, not the campaign.
+            let s = store.clone();
+            let r = receipt(ch, &pid, Read);
+            let read = tokio::spawn(async move { s.apply_receipts(&[r], t + 3).await });
+            until(
+                "the read receipt never waited on the message's row",
+                1,
+                |q| q.starts_with("SELECT id, status, last_error FROM messages"),
+            )
+            .await;
+            lock.commit().await.unwrap();
+            assert_eq!(delivered.await.unwrap().unwrap().applied, 1);
+            assert_eq!(read.await.unwrap().unwrap().applied, 1);
+        } else {
+            let r = [receipt(ch, &pid, Delivered)];
+            assert_eq!(store.apply_receipts(&r, t + 2).await.unwrap().applied, 1);
+            let r = [receipt(ch, &pid, Read)];
+            assert_eq!(store.apply_receipts(&r, t + 3).await.unwrap().applied, 1);
+        }
+        assert_eq!(message(store, id, m[0].id).await.status, Read);
+        let c = assert_counters_match(store, id).await;
+        assert_eq!(c.counts.get(Read), 1);
+        assert_eq!(c.counts.get(Sent), 1);
+    }
+);
+
 // Receipts that lost the race with their outcomes by the thousand (a provider that reports
 // faster than outcomes commit, as the sandbox does) are all applied by one reconciler pass,
 // batch after batch, not one batch per pass: the counters must not trail the provider by

@@ -153,24 +153,25 @@ impl Store {
             .fetch_all(&mut **tx)
             .await?;
         let mut by_provider: HashMap<(i64, String), i64> = HashMap::new();
-        let mut campaigns = BTreeSet::new();
         for r in &rows {
-            campaigns.insert(r.try_get::<i64, _>("campaign_id")?);
             by_provider.insert(
                 (r.try_get("channel_id")?, r.try_get("provider_id")?),
                 r.try_get("id")?,
             );
         }
-        self.lock_campaigns(tx, &campaigns).await?;
 
-        // Under the campaign locks every writer of these messages waits, so the statuses
-        // read here are the ones the conditional update below finds. The whole batch is a
-        // handful of statements, not two per receipt: the locks block the dispatcher's
-        // claims and outcomes, so the time they are held is sending time lost.
+        // The messages' rows are locked in id order (PostgreSQL; SQLite has one writer), so
+        // the statuses read here are the ones the conditional update below finds: only
+        // another receipt moves a message that has a provider id, and it waits here. The
+        // campaign row is not locked until the counters are added, last, by the caller: the
+        // dispatcher's claims and outcome commits wait on that lock, so the message update
+        // and the events written here are not sending time lost. The dispatcher never waits
+        // on these rows: it only writes messages in flight, and none of these is.
         let ids: Vec<i64> = by_provider.values().copied().collect();
         let select = format!(
-            "SELECT id, status, last_error FROM messages WHERE id IN {}",
-            self.dialect.json_ids("$1")
+            "SELECT id, status, last_error FROM messages WHERE id IN {} ORDER BY id{}",
+            self.dialect.json_ids("$1"),
+            self.dialect.lock_suffix()
         );
         let mut moves: HashMap<i64, ReceiptMove> = HashMap::new();
         for r in sqlx::query(AssertSqlSafe(select))

@@ -47,9 +47,9 @@ pub const ROUNDS_PER_TASK: usize = 20;
 /// [`MAX_PAUSE_WHILE_SENDING`]; fan-out is paced the same way. Full speed once sending stops.
 pub const PAUSE_WHILE_SENDING: u32 = 9;
 /// The pause on a store with one writer (SQLite): there every webhook write waits for, and
-/// makes wait, the dispatcher's writes, so delivery takes about a twentieth of the time
+/// makes wait, the dispatcher's writes, so delivery takes about a fortieth of the time
 /// while a campaign sends (BENCHMARKS.md, "With events flowing").
-pub const PAUSE_WHILE_SENDING_ONE_WRITER: u32 = 19;
+pub const PAUSE_WHILE_SENDING_ONE_WRITER: u32 = 39;
 pub const MAX_PAUSE_WHILE_SENDING: Duration = Duration::from_secs(5);
 /// Events fanned out per statement batch, and batches per tick.
 const FAN_OUT_BATCH: i64 = 1_000;
@@ -238,7 +238,7 @@ pub async fn attempt(
 /// Fan-out paced while messages are being sent: a round, then no fan-out for
 /// [`PAUSE_WHILE_SENDING`] times that round's duration (at most
 /// [`MAX_PAUSE_WHILE_SENDING`]), so it takes about a tenth of the database's time while a
-/// campaign sends (a twentieth on SQLite) and never stops; full speed once sending stops. `next` is when the next
+/// campaign sends (a fortieth on SQLite) and never stops; full speed once sending stops. `next` is when the next
 /// round may run.
 async fn fan_out_paced(ctx: &EngineContext, next: &mut Instant) {
     if !sending(ctx).await {

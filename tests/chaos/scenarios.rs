@@ -396,6 +396,8 @@ const KILL9_MIN_SENDING_SECONDS: usize = 8;
 const SIGTERM_MIN_SENDING_SECONDS: usize = 5;
 /// `multi-kill9` spreads its campaign's sending over at least this many seconds.
 const MULTI_KILL9_MIN_SENDING_SECONDS: usize = 5;
+/// `pause-resume-cancel` spreads its campaign over at least this many seconds.
+const PAUSE_RESUME_CANCEL_MIN_SECONDS: usize = 10;
 
 /// The channel rate that spreads `size` messages over at least `seconds` of sending. The
 /// kills are due at moments of progress the harness sees by polling `campaign status`; once
@@ -958,9 +960,6 @@ fn slow_provider(ctx: &mut Ctx) {
     );
 }
 
-/// `pause-resume-cancel` spreads its campaign over at least this many seconds.
-const PAUSE_RESUME_CANCEL_MIN_SECONDS: usize = 10;
-
 /// Random pauses and resumes under load, then a cancel: nothing is claimed while paused,
 /// nothing is sent after the cancel beyond what was already in flight, counters exact.
 fn pause_resume_cancel(ctx: &mut Ctx) {
@@ -971,9 +970,8 @@ fn pause_resume_cancel(ctx: &mut Ctx) {
     // 1.5 s of sending and the campaign completed first (CI, stop 21). A rate that spreads
     // the campaign over at least 10 s keeps the moments inside it; the rate limiter is
     // shared by every instance, so this also exercises it through pauses.
-    let rate = (size / PAUSE_RESUME_CANCEL_MIN_SECONDS).max(1);
+    let rate = spread_over(ctx, size, PAUSE_RESUME_CANCEL_MIN_SECONDS);
     prepare_rated(&w, size, ctx.cfg.latency_ms, true, Some(rate));
-    ctx.report.note("rate_per_sec", rate);
     let id = create_campaign(&w, &[]);
     let roles = vec![Role::Serve; roles(ctx, false).len()];
     ctx.report.size = size;

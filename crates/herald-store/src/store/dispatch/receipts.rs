@@ -144,7 +144,7 @@ impl Store {
             .dialect
             .json_records("$1", &[("channel_id", "int"), ("provider_id", "text")]);
         let sql = format!(
-            "SELECT DISTINCT m.id, m.campaign_id, m.provider_id, c.channel_id FROM {recs} \
+            "SELECT DISTINCT m.id, m.provider_id, c.channel_id FROM {recs} \
              JOIN messages m ON m.provider_id = x.provider_id \
              JOIN campaigns c ON c.id = m.campaign_id AND c.channel_id = x.channel_id"
         );

@@ -41,6 +41,11 @@ pub struct Settings {
     /// How long after a message is found in doubt its provider is asked about it: time for
     /// a message created an instant before to show in the provider's list (Twilio).
     pub provider_lookup_delay_ms: u64,
+    /// A row this instance claimed this long ago that none of its senders knows about is a
+    /// claim whose answer was lost (it committed, the reply never arrived): it is handed
+    /// back unsent. Longer than any claim can take to answer, so no claim still on its way
+    /// is mistaken for a lost one.
+    pub lost_claim_after_ms: u64,
     pub retry_max_attempts: u32,
     pub retry_base_ms: u64,
     pub retry_max_ms: u64,
@@ -137,6 +142,7 @@ impl Default for Settings {
             in_doubt_policy: InDoubtPolicy::Resend,
             in_doubt_grace_ms: 0,
             provider_lookup_delay_ms: 5_000,
+            lost_claim_after_ms: 60_000,
             retry_max_attempts: 5,
             retry_base_ms: 1000,
             retry_max_ms: 300_000,
@@ -190,6 +196,7 @@ const FIELDS: &[(&str, Kind)] = &[
     ("in_doubt_policy", Kind::Choice(&["resend", "fail"])),
     ("in_doubt_grace_ms", Kind::Number),
     ("provider_lookup_delay_ms", Kind::Number),
+    ("lost_claim_after_ms", Kind::Number),
     ("retry_max_attempts", Kind::Number),
     ("retry_base_ms", Kind::Number),
     ("retry_max_ms", Kind::Number),
@@ -462,6 +469,14 @@ impl Settings {
         at_least_one(self.outage_probe_interval_ms, &["outage_probe_interval_ms"])?;
         at_least_one(self.event_retention_days, &["event_retention_days"])?;
         at_least_one(self.webhook_concurrency, &["webhook_concurrency"])?;
+        // Shorter, and a claim whose answer is merely slow could be handed back while its
+        // sender is about to send it: the message would go twice.
+        if self.lost_claim_after_ms < 1_000 {
+            return Err(Violation {
+                rule: "lost_claim_after_ms must be at least 1000 (longer than any claim takes to answer)".into(),
+                keys: &["lost_claim_after_ms"],
+            });
+        }
         // A lease shorter than one request's timeout would be taken back mid-send.
         if self.webhook_lease_ms < 20_000 {
             return Err(Violation {

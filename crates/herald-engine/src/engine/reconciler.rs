@@ -499,9 +499,11 @@ async fn release_unknown_claims(
     ctx: &EngineContext,
     now: i64,
 ) -> Result<(), crate::store::StoreError> {
-    // Older than any claim whose answer could still be on its way to the dispatcher.
-    // A minute: far longer than any claim waits for its transaction and answer.
-    release_claims_unknown_before(ctx, now, now - 60_000).await
+    // Older than any claim whose answer could still be on its way to the dispatcher
+    // (`lost_claim_after_ms`, a minute by default: far longer than any claim waits for its
+    // transaction and answer).
+    let after = i64::try_from(ctx.settings.lost_claim_after_ms).unwrap_or(i64::MAX);
+    release_claims_unknown_before(ctx, now, now.saturating_sub(after)).await
 }
 
 /// Releases this instance's in-flight rows claimed before `claimed_before` that no sender

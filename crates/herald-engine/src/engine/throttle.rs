@@ -2,8 +2,9 @@
 //!
 //! The bucket lives in the database (`Store::take_tokens`); each instance takes tokens in
 //! small grants (about 50 ms of the channel's rate) and spends them locally, so the total
-//! sent by all instances never exceeds the rate plus one burst, at the cost of a database
-//! round trip per grant rather than per message. A provider's rate-limit answer halves the
+//! granted to all instances never exceeds the rate plus one burst, and the total sent in
+//! any second never exceeds that plus the one grant each instance may still hold, at the
+//! cost of a database round trip per grant rather than per message. A provider's rate-limit answer halves the
 //! channel's rate for everyone and pauses it until its Retry-After.
 
 use crate::store::Store;
@@ -19,6 +20,11 @@ const GRANT_SECONDS: f64 = 0.05;
 
 pub fn burst(rate: f64) -> f64 {
     (rate * BURST_SECONDS).max(1.0)
+}
+
+/// The tokens one grant takes from the shared bucket (at least one).
+pub fn grant(rate: f64) -> f64 {
+    (rate * GRANT_SECONDS).max(1.0)
 }
 
 #[derive(Clone)]
@@ -70,7 +76,7 @@ impl Throttle {
             if *shutdown.borrow() {
                 return Err(Stopped);
             }
-            let want = (cost - *tokens).max((rate * GRANT_SECONDS).max(1.0));
+            let want = (cost - *tokens).max(grant(rate));
             let wait = match self
                 .store
                 .take_tokens(channel_id, rate, burst(rate), want, crate::clock::now_ms())

@@ -1873,18 +1873,49 @@ fn env_num(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
 }
 
+/// Seeds run on this many fixtures (databases) at once: a seed spends most of its time
+/// waiting on its database, so shards overlap those waits. Each seed creates its own
+/// campaign and runs alone on its shard, so a seed's outcome does not depend on its shard.
+const SHARDS: usize = 3;
+
 async fn run_many(backend: Backend, base: u64, default_seeds: u64, default_steps: usize) {
     let started = Instant::now();
-    let fx = fixture(backend).await;
     let steps = env_num("HERALD_SIM_STEPS").map_or(default_steps, |s| s as usize);
     let seeds: Vec<u64> = match env_num("HERALD_SIM_SEED") {
         Some(seed) => vec![seed],
         None => (base..base + env_num("HERALD_SIM_SEEDS").unwrap_or(default_seeds)).collect(),
     };
+    let shards = SHARDS.min(seeds.len()).max(1);
+    let mut fixtures = Vec::with_capacity(shards);
+    for _ in 0..shards {
+        fixtures.push(fixture(backend).await);
+    }
+    let runs = fixtures.iter().enumerate().map(|(shard, fx)| {
+        let mine: Vec<u64> = seeds.iter().copied().skip(shard).step_by(shards).collect();
+        async move {
+            let mut results: Vec<(u64, Result<Stats, Failure>)> = Vec::new();
+            let mut failed = 0;
+            for seed in mine {
+                let result = run_seed(fx, seed, steps).await;
+                failed += usize::from(result.is_err());
+                results.push((seed, result));
+                if failed > 4 {
+                    break;
+                }
+            }
+            results
+        }
+    });
+    let mut results: Vec<(u64, Result<Stats, Failure>)> = futures_util::future::join_all(runs)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    results.sort_by_key(|(seed, _)| *seed);
     let mut total = Stats::default();
     let mut failures: Vec<Failure> = Vec::new();
-    for seed in &seeds {
-        match run_seed(&fx, *seed, steps).await {
+    for (_, result) in results {
+        match result {
             Ok(s) => {
                 total.runs += s.runs;
                 total.steps += s.steps;
@@ -1899,13 +1930,7 @@ async fn run_many(backend: Backend, base: u64, default_seeds: u64, default_steps
                 total.sent += s.sent;
                 total.failed += s.failed;
             }
-            Err(f) => {
-                let stop = failures.len() >= 4;
-                failures.push(f);
-                if stop {
-                    break;
-                }
-            }
+            Err(f) => failures.push(f),
         }
     }
     eprintln!(
@@ -1917,9 +1942,10 @@ async fn run_many(backend: Backend, base: u64, default_seeds: u64, default_steps
         started.elapsed().as_secs_f64(),
         total
     );
-    fx.raw.close().await;
-    fx.store.close().await;
-    drop(fx);
+    for fx in fixtures {
+        fx.raw.close().await;
+        fx.store.close().await;
+    }
     if let Some(f) = failures.first() {
         let others: Vec<String> = failures[1..]
             .iter()

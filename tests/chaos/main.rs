@@ -151,6 +151,8 @@ fn run_one(cfg: &Config, scenario: &'static str, store: StoreKind, round: usize)
             scenario_seed(cfg.seed, scenario, store).wrapping_add(round as u64),
         ),
         report,
+        rate: None,
+        left_at_last_fault: None,
     };
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         scenarios::run(scenario, &mut ctx)

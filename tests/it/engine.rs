@@ -804,6 +804,33 @@ both_stores!(a_start_wakes_an_idle_dispatcher, |db| async move {
     assert_counters_match(store, id2).await;
 });
 
+// A rate-limited channel holds about two seconds of its rate in flight; once its slots are
+// all taken the dispatcher claims nothing and waits. A send that ends frees a slot and must
+// wake it: before, only the idle poll did (ten minutes here), and a 20/s campaign stopped
+// after its first 40 messages.
+both_stores!(a_freed_channel_slot_wakes_the_dispatcher, |db| async move {
+    let store = &db.store;
+    let (org, list) = seed_list(store, 100).await;
+    let rated = store
+        .create_channel_with(
+            org,
+            "slots",
+            "sandbox",
+            &serde_json::json!({}),
+            None,
+            Some(20.0),
+        )
+        .await
+        .unwrap();
+    let id = new_campaign(store, org, list, rated, "Hi").await;
+    let engine = spawn_engine(store, sleepy_settings());
+    start_now(store, id).await;
+    // 100 messages at 20 a second: five seconds of sending, given thirty.
+    completes(store, id, 30).await;
+    engine.stop().await;
+    assert_counters_match(store, id).await;
+});
+
 both_stores!(
     a_deferred_message_is_sent_when_due_not_at_the_next_poll,
     |db| async move {

@@ -69,7 +69,7 @@ pub async fn run(
         // does not accumulate them.
         templates.retain(|id, _| campaigns.iter().any(|c| c.id == *id));
         if campaigns.is_empty() {
-            wait_for_work(&ctx, idle, &mut shutdown).await;
+            wait_for_work(&ctx, idle, &[], &mut shutdown).await;
             continue;
         }
         // A campaign whose channel is unavailable (marked by any instance) claims nothing:
@@ -101,6 +101,9 @@ pub async fn run(
         }
         let n = campaigns.len();
         let mut claimed_any = false;
+        // Rate-limited channels whose in-flight slots were all taken this round: when nothing
+        // was claimed, the dispatcher waits for one of their slots to free, not for the poll.
+        let mut full_channels: Vec<Arc<Semaphore>> = Vec::new();
         // Round-robin over campaigns, each taking a fair share of the free permits, so one
         // large campaign cannot starve the others.
         for k in 0..n {
@@ -148,6 +151,7 @@ pub async fn run(
                         .clone();
                     share = share.min(slots.available_permits());
                     if share == 0 {
+                        full_channels.push(slots);
                         continue;
                     }
                     Some(slots)
@@ -213,7 +217,7 @@ pub async fn run(
         }
         round = round.wrapping_add(1);
         if !claimed_any {
-            wait_for_work(&ctx, idle, &mut shutdown).await;
+            wait_for_work(&ctx, idle, &full_channels, &mut shutdown).await;
         }
     }
 
@@ -232,15 +236,21 @@ pub async fn run(
 }
 
 /// Waits, with nothing to claim, until whichever comes first: a campaign starts or resumes
-/// (the store's work signal, from this process or, on PostgreSQL, any instance), the next
-/// retry or deferred message falls due, `idle` passes (the poll that catches anything else),
-/// or shutdown.
-async fn wait_for_work(ctx: &EngineContext, idle: Duration, shutdown: &mut watch::Receiver<bool>) {
+/// (the store's work signal, from this process or, on PostgreSQL, any instance), a slot of
+/// one of `full_channels` frees (a send on a rate-limited channel ended, so its campaigns
+/// can claim again), the next retry or deferred message falls due, `idle` passes (the poll
+/// that catches anything else), or shutdown.
+async fn wait_for_work(
+    ctx: &EngineContext,
+    idle: Duration,
+    full_channels: &[Arc<Semaphore>],
+    shutdown: &mut watch::Receiver<bool>,
+) {
     let now = crate::clock::now_ms();
     let wait = match ctx.store.next_due_at(now).await {
         Ok(Some(due)) if due > now => idle.min(Duration::from_millis((due - now) as u64)),
-        // Due already (its claim found nothing this round, e.g. its channel's slots are
-        // full): the poll's pace, not a spin.
+        // Due already, yet its claim found nothing this round (its channel's slots are
+        // full: a freed slot wakes the wait below): the poll's pace, not a spin.
         Ok(_) => idle,
         Err(e) => {
             tracing::debug!(error = %e, "cannot read the next due time; polling");
@@ -250,8 +260,26 @@ async fn wait_for_work(ctx: &EngineContext, idle: Duration, shutdown: &mut watch
     tokio::select! {
         _ = tokio::time::sleep(wait) => {}
         _ = ctx.store.work_appeared() => {}
+        _ = any_slot_frees(full_channels) => {}
         _ = shutdown.changed() => {}
     }
+}
+
+/// Returns once one of `channels` has a free slot (never, for none). The slot is not kept:
+/// the next round claims against it.
+async fn any_slot_frees(channels: &[Arc<Semaphore>]) {
+    if channels.is_empty() {
+        return std::future::pending().await;
+    }
+    let mut waiting = tokio::task::JoinSet::new();
+    for slots in channels {
+        let slots = slots.clone();
+        waiting.spawn(async move {
+            drop(slots.acquire_owned().await);
+        });
+    }
+    // Dropping the set aborts the other waits; none of them holds a slot.
+    let _ = waiting.join_next().await;
 }
 
 async fn sleep_or_shutdown(d: Duration, shutdown: &mut watch::Receiver<bool>) {

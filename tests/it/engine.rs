@@ -59,6 +59,21 @@ async fn sandbox_with(store: &Store, name: &str, config: serde_json::Value) -> i
         .unwrap()
 }
 
+/// A sandbox channel limited to `rate` messages a second.
+async fn rated_sandbox_channel(store: &Store, org: i64, name: &str, rate: f64) -> i64 {
+    store
+        .create_channel_with(
+            org,
+            name,
+            "sandbox",
+            &serde_json::json!({}),
+            None,
+            Some(rate),
+        )
+        .await
+        .unwrap()
+}
+
 async fn wait_status(store: &Store, id: i64, want: CampaignStatus, within: Duration) {
     let deadline = tokio::time::Instant::now() + within;
     loop {
@@ -511,17 +526,7 @@ both_stores!(channel_rate_holds_across_instances, |db| async move {
     let store = &db.store;
     let (org, list) = seed_list(store, 400).await;
     let rate = 100.0;
-    let channel = store
-        .create_channel_with(
-            org,
-            "limited",
-            "sandbox",
-            &serde_json::json!({}),
-            None,
-            Some(rate),
-        )
-        .await
-        .unwrap();
+    let channel = rated_sandbox_channel(store, org, "limited", rate).await;
     let id = new_campaign(store, org, list, channel, "Hi").await;
     let a = spawn_engine(store, fast_settings());
     let b = spawn_engine(store, fast_settings());
@@ -567,17 +572,7 @@ both_stores!(
     |db| async move {
         let store = &db.store;
         let org = store.default_org().await.unwrap();
-        let channel = store
-            .create_channel_with(
-                org,
-                "slowed",
-                "sandbox",
-                &serde_json::json!({}),
-                None,
-                Some(50.0),
-            )
-            .await
-            .unwrap();
+        let channel = rated_sandbox_channel(store, org, "slowed", 50.0).await;
         let t = 1_000_000;
         let first = store.take_tokens(channel, 50.0, 5.0, 5.0, t).await.unwrap();
         assert_eq!(first.granted, 5.0);
@@ -811,17 +806,7 @@ both_stores!(a_start_wakes_an_idle_dispatcher, |db| async move {
 both_stores!(a_freed_channel_slot_wakes_the_dispatcher, |db| async move {
     let store = &db.store;
     let (org, list) = seed_list(store, 100).await;
-    let rated = store
-        .create_channel_with(
-            org,
-            "slots",
-            "sandbox",
-            &serde_json::json!({}),
-            None,
-            Some(20.0),
-        )
-        .await
-        .unwrap();
+    let rated = rated_sandbox_channel(store, org, "slots", 20.0).await;
     let id = new_campaign(store, org, list, rated, "Hi").await;
     let engine = spawn_engine(store, sleepy_settings());
     start_now(store, id).await;

@@ -11,6 +11,7 @@ use crate::address::{Address, AddressKind};
 use crate::api::contacts::{ContactQuery, contact_filter};
 use crate::api::problem::ApiQuery;
 use crate::api::{PageParams, cursor_after, decode_id, encode_id};
+use crate::ids::{ChannelId, MessageId};
 use crate::import::{Parsed, parse};
 use crate::optout::keyword;
 use crate::signatures::{
@@ -27,7 +28,7 @@ use std::future::Future;
 use std::task::{Context, Poll, Waker};
 
 /// The channel a fuzzed webhook is taken to arrive on.
-const FUZZ_CHANNEL: i64 = 1;
+const FUZZ_CHANNEL: ChannelId = ChannelId(1);
 use std::time::Duration;
 
 /// A fuzz entry: any bytes in, a panic only on a defect.
@@ -413,7 +414,7 @@ pub fn contact_filter_query(data: &[u8]) {
         return;
     };
     if let Some(id) = filter.list_id {
-        assert!(id > 0, "list id {id} cannot exist");
+        assert!(id.get() > 0, "list id {id} cannot exist");
     }
     let Some(q) = filter.q else { return };
     assert!(
@@ -501,7 +502,7 @@ pub fn unsubscribe_token(data: &[u8]) {
     // The id part read leniently (sign, zeros, spaces) picks the message whose genuine MAC
     // is attached: the verifier must still insist on the canonical spelling.
     let id_text = input.split_once('.').map_or(input, |(id, _)| id);
-    let Ok(id) = id_text.trim().parse::<i64>() else {
+    let Ok(id) = id_text.trim().parse::<i64>().map(MessageId) else {
         return;
     };
     let Some(genuine) = unsubscribe::token(UNSUBSCRIBE_KEY, id) else {

@@ -2,7 +2,6 @@
 //! first setup and for scripts. Secrets are printed once and stored hashed.
 
 use super::{Cli, CliError, CliResult, open_store, resolve_org};
-use crate::api::encode_id;
 use crate::config::Settings;
 use crate::credentials;
 use crate::domain::Role;
@@ -107,7 +106,7 @@ pub async fn org(cli: &Cli, settings: &Settings, command: &OrgCommand) -> CliRes
         OrgCommand::Set { auto_pause } => {
             let org = resolve_org(&store, &cli.org).await?;
             store.set_org_auto_pause(org, auto_pause.0).await?;
-            tracing::info!(org_id = %crate::ids::OrgId(org), auto_pause = ?auto_pause.0, "organisation auto-pause default changed");
+            tracing::info!(org_id = %org, auto_pause = ?auto_pause.0, "organisation auto-pause default changed");
             print_org_auto_pause(auto_pause.0);
         }
         OrgCommand::Create { name } => {
@@ -123,11 +122,11 @@ pub async fn org(cli: &Cli, settings: &Settings, command: &OrgCommand) -> CliRes
                 )));
             }
             let id = store.create_organisation(name).await?;
-            println!("{}", encode_id("org", id));
+            println!("{}", id);
         }
         OrgCommand::List => {
             for org in store.organisations().await? {
-                println!("{}\t{}", encode_id("org", org.id), org.name);
+                println!("{}\t{}", org.id, org.name);
             }
         }
     }
@@ -163,14 +162,14 @@ pub async fn user(cli: &Cli, settings: &Settings, command: &UserCommand) -> CliR
                 .await?
                 .map_err(CliError::from)?;
             let user = store.create_user(org, &email, &hash, *role).await?;
-            println!("{}", encode_id("usr", user.id));
+            println!("{}", user.id);
             if generated {
                 println!("password (shown only now): {password}");
             }
         }
         UserCommand::List => {
             for u in store.users(org).await? {
-                println!("{}\t{}\t{}", encode_id("usr", u.id), u.email, u.role);
+                println!("{}\t{}\t{}", u.id, u.email, u.role);
             }
         }
     }
@@ -194,9 +193,7 @@ pub async fn apikey(cli: &Cli, settings: &Settings, command: &ApiKeyCommand) -> 
                 .await?;
             eprintln!(
                 "created {} ({}, {}); the key is shown only now:",
-                encode_id("key", info.id),
-                info.name,
-                info.role
+                info.id, info.name, info.role
             );
             println!("{key}");
         }
@@ -206,19 +203,12 @@ pub async fn apikey(cli: &Cli, settings: &Settings, command: &ApiKeyCommand) -> 
                     Some(at) => format!("revoked {}", crate::clock::rfc3339(at)),
                     None => "active".into(),
                 };
-                println!(
-                    "{}\t{}\t{}\t{}…\t{}",
-                    encode_id("key", k.id),
-                    k.name,
-                    k.role,
-                    k.prefix,
-                    state
-                );
+                println!("{}\t{}\t{}\t{}…\t{}", k.id, k.name, k.role, k.prefix, state);
             }
         }
         ApiKeyCommand::Revoke { id } => {
-            let k = store.revoke_api_key(org, id.get()).await?;
-            println!("revoked {} ({})", encode_id("key", k.id), k.name);
+            let k = store.revoke_api_key(org, *id).await?;
+            println!("revoked {} ({})", k.id, k.name);
         }
     }
     Ok(0)

@@ -5,7 +5,7 @@ use super::{Cli, CliError, CliResult, actor, open_store, resolve_org};
 use crate::alerts::{MAX_IN_DOUBT_THRESHOLD, check_recipients};
 use crate::api::alerts::{ALERT_STATUSES, alert_view, settings_view};
 use crate::config::Settings;
-use crate::ids::OrgId;
+use crate::ids::{ChannelId, OrgId};
 use crate::store::alerts::AlertSettingsChange;
 use clap::Subcommand;
 
@@ -57,10 +57,10 @@ pub enum AlertCommand {
 /// A channel given on the command line (id, name or number) in `org`, or None for `none`.
 async fn channel_or_none(
     store: &crate::store::Store,
-    org: i64,
+    org: OrgId,
     option: &str,
     value: &str,
-) -> Result<Option<i64>, CliError> {
+) -> Result<Option<ChannelId>, CliError> {
     if value.eq_ignore_ascii_case("none") {
         return Ok(None);
     }
@@ -150,7 +150,7 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &AlertCommand) -> CliR
                     )));
                 }
                 let after = store.set_alert_settings(org, &change, now).await?;
-                tracing::info!(org_id = %OrgId(org), actor = actor(), recipients = after.recipients.len(), "alert settings changed");
+                tracing::info!(org_id = %org, actor = actor(), recipients = after.recipients.len(), "alert settings changed");
                 after
             } else {
                 store.alert_settings(org).await?
@@ -176,11 +176,11 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &AlertCommand) -> CliR
             if *json {
                 print_json(&view)?;
             } else {
-                let named = |id: Option<i64>| match id {
+                let named = |id: Option<ChannelId>| match id {
                     None => "none".to_string(),
                     Some(id) => match channels.iter().find(|c| c.id == id) {
-                        Some(c) => format!("{} ({})", crate::ids::ChannelId(id), c.name),
-                        None => format!("{} (deleted)", crate::ids::ChannelId(id)),
+                        Some(c) => format!("{id} ({})", c.name),
+                        None => format!("{id} (deleted)"),
                     },
                 };
                 println!("channel: {}", named(current.channel_id));
@@ -258,7 +258,7 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &AlertCommand) -> CliR
                     "--org has no alert recipients: add one with `herald alert settings --add-recipient ADDRESS`",
                 ));
             }
-            tracing::info!(org_id = %OrgId(org), actor = actor(), queued, "test alerts queued");
+            tracing::info!(org_id = %org, actor = actor(), queued, "test alerts queued");
             if *json {
                 print_json(&serde_json::json!({ "queued": queued }))?;
             } else {

@@ -5,7 +5,7 @@ use super::{
 };
 use crate::config::Settings;
 use crate::domain::{CampaignAction, MessageStatus};
-use crate::ids::{CampaignId, ChannelId, EventId, ListId};
+use crate::ids::{CampaignId, OrgId};
 use crate::store::autopause::AutoPause;
 use crate::store::{Campaign, CampaignEvent, NewCampaign, Store};
 use crate::template::MessageTemplate;
@@ -162,7 +162,7 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &CampaignCommand) -> C
             if auto_pause.is_some() {
                 store.set_campaign_auto_pause(org, id, *auto_pause).await?;
             }
-            println!("{}", CampaignId(id));
+            println!("{}", id);
             Ok(0)
         }
         CampaignCommand::AutoPause { id, setting } => {
@@ -171,7 +171,7 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &CampaignCommand) -> C
             let c = store.campaign(id).await?;
             println!(
                 "campaign {}: auto-pause {} ({})",
-                CampaignId(id),
+                id,
                 c.auto_pause.effective,
                 c.auto_pause.source.as_str()
             );
@@ -213,7 +213,7 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &CampaignCommand) -> C
                 for c in &campaigns {
                     println!(
                         "{:<10} {:<24} {:<10} {:>9} {:>9} {:>9} {:>9}  {}",
-                        CampaignId(c.id).to_string(),
+                        c.id.to_string(),
                         truncate(&c.name, 24),
                         c.status.as_str(),
                         c.total,
@@ -271,15 +271,15 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &CampaignCommand) -> C
     }
 }
 
-/// The row id of `id` when it is a campaign of `org`; another organisation's campaign is
-/// refused with the same words as a missing one.
-async fn own(store: &Store, org: i64, id: CampaignId) -> Result<i64, CliError> {
+/// `id` when it is a campaign of `org`; another organisation's campaign is refused with
+/// the same words as a missing one.
+async fn own(store: &Store, org: OrgId, id: CampaignId) -> Result<CampaignId, CliError> {
     let missing = || {
         CliError::from(format!(
             "campaign {id} does not exist: `herald campaign list` shows the campaigns there are"
         ))
     };
-    let c = match store.campaign(id.get()).await {
+    let c = match store.campaign(id).await {
         Ok(c) => c,
         Err(crate::store::StoreError::NotFound(_)) => return Err(missing()),
         Err(e) => return Err(e.into()),
@@ -305,8 +305,8 @@ fn future_time(value: &str, now: i64) -> Result<i64, CliError> {
 /// One entry of `campaign events --json`, with prefixed ids.
 fn event_json(e: &CampaignEvent) -> serde_json::Value {
     serde_json::json!({
-        "id": EventId(e.id).to_string(),
-        "campaign_id": CampaignId(e.campaign_id).to_string(),
+        "id": e.id.to_string(),
+        "campaign_id": e.campaign_id.to_string(),
         "at": e.at,
         "actor": e.actor,
         "from_status": e.from_status,
@@ -338,7 +338,7 @@ fn delivered_or_better(c: &Campaign) -> i64 {
 /// The flat object of `campaign status --json`.
 pub fn status_json(c: &Campaign) -> serde_json::Value {
     let mut o = serde_json::Map::new();
-    o.insert("id".into(), CampaignId(c.id).to_string().into());
+    o.insert("id".into(), c.id.to_string().into());
     o.insert("name".into(), c.name.clone().into());
     o.insert("status".into(), c.status.as_str().into());
     o.insert(
@@ -352,12 +352,9 @@ pub fn status_json(c: &Campaign) -> serde_json::Value {
     // Null until the campaign is completed or cancelled (domain::CampaignOutcome).
     o.insert("outcome".into(), c.outcome.map(|o| o.as_str()).into());
     o.insert("channel".into(), c.channel_name.clone().into());
-    o.insert(
-        "channel_id".into(),
-        ChannelId(c.channel_id).to_string().into(),
-    );
+    o.insert("channel_id".into(), c.channel_id.to_string().into());
     o.insert("list".into(), c.list_name.clone().into());
-    o.insert("list_id".into(), ListId(c.list_id).to_string().into());
+    o.insert("list_id".into(), c.list_id.to_string().into());
     o.insert("total".into(), c.total.into());
     o.insert("pending".into(), c.counts.pending().into());
     o.insert(
@@ -386,7 +383,7 @@ pub fn status_json(c: &Campaign) -> serde_json::Value {
 fn print_line(c: &Campaign) {
     println!(
         "campaign {} `{}` is {} ({} total, {} pending)",
-        CampaignId(c.id),
+        c.id,
         c.name,
         c.status,
         c.total,
@@ -395,7 +392,7 @@ fn print_line(c: &Campaign) {
 }
 
 fn print_status(c: &Campaign) {
-    let id = CampaignId(c.id);
+    let id = c.id;
     match c.outcome {
         Some(o) => println!("campaign {id} `{}`: {} ({o})", c.name, c.status),
         None => println!("campaign {id} `{}`: {}", c.name, c.status),
@@ -435,7 +432,7 @@ fn print_status(c: &Campaign) {
 fn progress_line(c: &Campaign) -> String {
     format!(
         "campaign {} {}: {} of {} processed · sent {} · failed {} · retry {} · in doubt {}",
-        CampaignId(c.id),
+        c.id,
         c.status,
         (c.total - c.counts.pending()).max(0),
         c.total,
@@ -449,7 +446,7 @@ fn progress_line(c: &Campaign) -> String {
 /// Follows the campaign until it ends. On a terminal, a progress bar redrawn in place; into
 /// a pipe or a file, one line per change (`--json`: one JSON object per line), so a log
 /// holds what happened and no redraws.
-async fn watch_status(store: &Store, id: i64, json: bool) -> CliResult {
+async fn watch_status(store: &Store, id: CampaignId, json: bool) -> CliResult {
     use std::io::IsTerminal;
     if std::io::stdout().is_terminal() {
         watch_bar(store, id, json).await
@@ -458,7 +455,7 @@ async fn watch_status(store: &Store, id: i64, json: bool) -> CliResult {
     }
 }
 
-async fn watch_lines(store: &Store, id: i64, json: bool) -> CliResult {
+async fn watch_lines(store: &Store, id: CampaignId, json: bool) -> CliResult {
     use std::io::Write;
     let mut last = String::new();
     loop {
@@ -484,7 +481,7 @@ async fn watch_lines(store: &Store, id: i64, json: bool) -> CliResult {
     }
 }
 
-async fn watch_bar(store: &Store, id: i64, json: bool) -> CliResult {
+async fn watch_bar(store: &Store, id: CampaignId, json: bool) -> CliResult {
     use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
     let first = store.campaign(id).await?;
     let bar = ProgressBar::with_draw_target(

@@ -5,7 +5,7 @@ use super::{Cli, CliError, CliResult, open_store, resolve_channel, resolve_org};
 use crate::channel_kind::ChannelKind;
 use crate::channels::{self, BuildContext, ChannelRegistry, Flags, SendRequest};
 use crate::config::Settings;
-use crate::ids::{CampaignId, ChannelId};
+use crate::ids::{CampaignId, ChannelId, MessageId};
 use crate::secrets::SecretKey;
 use clap::{Args, Subcommand};
 use serde_json::Value;
@@ -220,13 +220,13 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &ChannelCommand) -> Cl
             let id = store
                 .create_channel_with(org, &c.name, kind.as_str(), &config, sealed, c.rate)
                 .await?;
-            println!("{}", ChannelId(id));
+            println!("{}", id);
             Ok(0)
         }
         ChannelCommand::List { json } => {
             let channels = store.channels(org).await?;
             let outages = store.org_channel_outages(org).await?;
-            let outage_of = |id: i64| outages.iter().find(|o| o.channel_id == id);
+            let outage_of = |id: ChannelId| outages.iter().find(|o| o.channel_id == id);
             let rows: Vec<Value> = channels
                 .iter()
                 .map(|c| {
@@ -238,7 +238,7 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &ChannelCommand) -> Cl
                             .map(|s| masked(&s))
                             .unwrap_or_else(|_| Value::String("sealed (no key to open)".into())),
                     };
-                    serde_json::json!({"id": ChannelId(c.id).to_string(), "name": c.name, "kind": c.kind, "config": c.config,
+                    serde_json::json!({"id": c.id.to_string(), "name": c.name, "kind": c.kind, "config": c.config,
                         "rate_per_sec": c.rate_per_sec, "secrets": secrets,
                         "availability": if outage.is_some() { "unavailable" } else { "available" },
                         "unavailable_since": outage.map(|o| crate::clock::rfc3339(o.since)),
@@ -264,7 +264,7 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &ChannelCommand) -> Cl
                     };
                     println!(
                         "{:<10} {:<24} {:<10} {:<8} {}{secrets}",
-                        ChannelId(c.id).to_string(),
+                        c.id.to_string(),
                         c.name,
                         c.kind,
                         rate,
@@ -293,9 +293,7 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &ChannelCommand) -> Cl
                     channel.kind
                 )));
             }
-            let stats = store
-                .sandbox_stats(channel.id, campaign.map(CampaignId::get))
-                .await?;
+            let stats = store.sandbox_stats(channel.id, *campaign).await?;
             if *json {
                 println!("{}", serde_json::to_string(&stats)?);
             } else {
@@ -313,8 +311,9 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &ChannelCommand) -> Cl
             let channel = registry.get(info.id).await?;
             let result = channel
                 .send(SendRequest {
-                    message_id: 0,
-                    campaign_id: 0,
+                    // A test message belongs to no campaign: no message, no campaign.
+                    message_id: MessageId(0),
+                    campaign_id: CampaignId(0),
                     address: address.as_str().to_string(),
                     body: body.clone(),
                     attempt: 1,

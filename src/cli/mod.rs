@@ -11,6 +11,7 @@ mod run;
 mod webhook;
 
 use crate::config::{LoadOptions, LoadedSettings, Settings};
+use crate::ids::{ChannelId, ListId, OrgId};
 use crate::store::Store;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -165,10 +166,10 @@ pub async fn open_store(settings: &Settings, migrate: bool) -> Result<Store, Cli
 }
 
 /// `--org` takes a name or an id (`org_2`, or `2`).
-pub async fn resolve_org(store: &Store, org: &str) -> Result<i64, CliError> {
+pub async fn resolve_org(store: &Store, org: &str) -> Result<OrgId, CliError> {
     let id = crate::ids::OrgId::parse_lenient(org).ok();
     match id {
-        Some(id) => match store.organisation(id.get()).await {
+        Some(id) => match store.organisation(id).await {
             Ok(o) => Ok(o.id),
             Err(crate::store::StoreError::NotFound(_)) => Err(CliError::from(format!(
                 "organisation `{org}` does not exist: `herald org list` shows them"
@@ -189,29 +190,28 @@ pub async fn resolve_org(store: &Store, org: &str) -> Result<i64, CliError> {
 /// that name, its bare number (`3`).
 pub async fn resolve_list(
     store: &Store,
-    org: i64,
+    org: OrgId,
     text: &str,
 ) -> Result<crate::store::ListInfo, CliError> {
     use crate::store::StoreError::NotFound;
-    let by_id = |id: i64| async move {
+    let by_id = |id: ListId| async move {
         match store.org_list(org, id).await {
             Ok(row) => store
                 .list_by_name(org, &row.name)
                 .await
                 .map_err(CliError::from),
             Err(NotFound(_)) => Err(CliError::from(format!(
-                "there is no list `{}` in this organisation: `herald contacts import FILE --list NAME` makes one",
-                crate::ids::ListId(id)
+                "there is no list `{id}` in this organisation: `herald contacts import FILE --list NAME` makes one",
             ))),
             Err(e) => Err(e.into()),
         }
     };
     if let Ok(id) = text.parse::<crate::ids::ListId>() {
-        return by_id(id.get()).await;
+        return by_id(id).await;
     }
     match store.list_by_name(org, text).await {
         Err(NotFound(_)) if crate::domain::canonical_id(text).is_some() => {
-            by_id(crate::ids::ListId::parse_lenient(text)?.get()).await
+            by_id(ListId::parse_lenient(text)?).await
         }
         other => other.map_err(CliError::from),
     }
@@ -221,15 +221,14 @@ pub async fn resolve_list(
 /// has that name, its bare number (`5`).
 pub async fn resolve_channel(
     store: &Store,
-    org: i64,
+    org: OrgId,
     text: &str,
 ) -> Result<crate::store::ChannelInfo, CliError> {
     use crate::store::StoreError::NotFound;
-    let by_id = |id: i64| async move {
+    let by_id = |id: ChannelId| async move {
         let missing = || {
             CliError::from(format!(
-                "there is no channel `{}` in this organisation: `herald channel list` shows them",
-                crate::ids::ChannelId(id)
+                "there is no channel `{id}` in this organisation: `herald channel list` shows them"
             ))
         };
         match store.channel(id).await {
@@ -239,11 +238,11 @@ pub async fn resolve_channel(
         }
     };
     if let Ok(id) = text.parse::<crate::ids::ChannelId>() {
-        return by_id(id.get()).await;
+        return by_id(id).await;
     }
     match store.channel_by_name(org, text).await {
         Err(NotFound(_)) if crate::domain::canonical_id(text).is_some() => {
-            by_id(crate::ids::ChannelId::parse_lenient(text)?.get()).await
+            by_id(ChannelId::parse_lenient(text)?).await
         }
         other => other.map_err(CliError::from),
     }

@@ -134,8 +134,8 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &WebhookCommand) -> Cl
                 .create_webhook_endpoint(org, &url, &description, &events, &key, &secret)
                 .await?;
             tracing::info!(
-                org_id = %crate::ids::OrgId(org),
-                webhook_endpoint_id = %WebhookEndpointId(endpoint.id),
+                org_id = %org,
+                webhook_endpoint_id = %endpoint.id,
                 actor = actor(),
                 "webhook endpoint created"
             );
@@ -159,7 +159,7 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &WebhookCommand) -> Cl
         }
         WebhookCommand::List { json } => {
             let mut all = Vec::new();
-            let mut after = 0;
+            let mut after = WebhookEndpointId(0);
             loop {
                 let page = store.webhook_endpoints_page(org, after, 500).await?;
                 let Some(last) = page.last() else { break };
@@ -194,9 +194,9 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &WebhookCommand) -> Cl
             Ok(0)
         }
         WebhookCommand::Delete { id } => {
-            let gone = store.delete_webhook_endpoint(org, id.get()).await?;
+            let gone = store.delete_webhook_endpoint(org, *id).await?;
             tracing::info!(
-                org_id = %crate::ids::OrgId(org),
+                org_id = %org,
                 webhook_endpoint_id = %id,
                 actor = actor(),
                 pending_deliveries_dropped = gone.pending_deliveries,
@@ -212,10 +212,10 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &WebhookCommand) -> Cl
             let key = sealing_key(settings)?;
             let secret = new_signing_secret();
             let endpoint = store
-                .rotate_webhook_secret(org, id.get(), &key, &secret, now)
+                .rotate_webhook_secret(org, *id, &key, &secret, now)
                 .await?;
             tracing::info!(
-                org_id = %crate::ids::OrgId(org),
+                org_id = %org,
                 webhook_endpoint_id = %id,
                 actor = actor(),
                 "webhook signing secret rotated"
@@ -256,7 +256,7 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &WebhookCommand) -> Cl
                 )));
             }
             let rows = store
-                .webhook_deliveries_page(org, id.get(), status.as_deref(), None, *limit)
+                .webhook_deliveries_page(org, *id, status.as_deref(), None, *limit)
                 .await?;
             let items: Vec<_> = rows.into_iter().map(delivery_view).collect();
             if *json {
@@ -299,16 +299,12 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &WebhookCommand) -> Cl
             json,
         } => {
             let outcome = match (event, failed_since) {
-                (Some(event), None) => {
-                    store
-                        .replay_webhook_event(org, id.get(), event.get(), now)
-                        .await?
-                }
+                (Some(event), None) => store.replay_webhook_event(org, *id, *event, now).await?,
                 (None, Some(since)) => {
                     let since = check_since("--failed-since", since)
                         .map_err(|p| CliError::from(format!("--failed-since: {}", p.detail)))?;
                     store
-                        .replay_failed_webhook_deliveries(org, id.get(), since, now)
+                        .replay_failed_webhook_deliveries(org, *id, since, now)
                         .await?
                 }
                 _ => {
@@ -318,7 +314,7 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &WebhookCommand) -> Cl
                 }
             };
             tracing::info!(
-                org_id = %crate::ids::OrgId(org),
+                org_id = %org,
                 webhook_endpoint_id = %id,
                 actor = actor(),
                 replayed = outcome.replayed,
@@ -351,11 +347,11 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &WebhookCommand) -> Cl
         }
         WebhookCommand::Test { id, json } => {
             let sent = store
-                .send_webhook_test_event(org, id.get(), &actor(), now)
+                .send_webhook_test_event(org, *id, &actor(), now)
                 .await?;
-            let event = NotificationId(sent.event_id);
+            let event = sent.event_id;
             tracing::info!(
-                org_id = %crate::ids::OrgId(org),
+                org_id = %org,
                 webhook_endpoint_id = %id,
                 notification_id = %event,
                 actor = actor(),

@@ -9,6 +9,7 @@ use herald::api::credentials;
 use herald::channels::BuildContext;
 use herald::domain::Role;
 use herald::http::AppState;
+use herald::ids::{CampaignId, ChannelId, OrgId, WebhookEndpointId};
 use herald::store::Store;
 use std::collections::BTreeMap;
 use tower::ServiceExt;
@@ -19,8 +20,8 @@ const PASSWORD: &str = "a password long enough";
 struct App {
     router: Router,
     store: Store,
-    org: i64,
-    other_org: i64,
+    org: OrgId,
+    other_org: OrgId,
     _dir: tempfile::TempDir,
 }
 
@@ -123,7 +124,7 @@ impl App {
         }
     }
 
-    async fn user(&self, org: i64, email: &str, role: Role) {
+    async fn user(&self, org: OrgId, email: &str, role: Role) {
         let hash = credentials::hash_password(PASSWORD).unwrap();
         self.store
             .create_user(org, email, &hash, role)
@@ -194,7 +195,7 @@ impl App {
     /// A JSON API call with an API key of `org` (to set up another organisation's data).
     async fn api_as(
         &self,
-        org: i64,
+        org: OrgId,
         method: Method,
         path: &str,
         body: serde_json::Value,
@@ -685,9 +686,7 @@ async fn an_outage_shows_on_the_channels_and_campaign_pages() {
     assert_eq!(page.status, StatusCode::OK);
     assert!(page.body.contains(">Unavailable<"), "{}", page.body);
     assert!(page.body.contains("connection refused"), "{}", page.body);
-    let page = app
-        .get(&mut jar, &format!("/campaigns/cmp_{campaign}"))
-        .await;
+    let page = app.get(&mut jar, &format!("/campaigns/{campaign}")).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
     assert!(
         page.body
@@ -717,7 +716,7 @@ async fn an_outage_shows_on_the_channels_and_campaign_pages() {
         .api_as(
             app.org,
             Method::GET,
-            &format!("/api/v1/channels/chn_{channel}"),
+            &format!("/api/v1/channels/{channel}"),
             serde_json::Value::Null,
         )
         .await;
@@ -728,7 +727,7 @@ async fn an_outage_shows_on_the_channels_and_campaign_pages() {
         .api_as(
             app.org,
             Method::GET,
-            &format!("/api/v1/campaigns/cmp_{campaign}"),
+            &format!("/api/v1/campaigns/{campaign}"),
             serde_json::Value::Null,
         )
         .await;
@@ -755,7 +754,7 @@ async fn failures_read_as_reasons_and_suppressed_contacts_show_as_suppressed() {
             app.org,
             Method::POST,
             "/api/v1/campaigns",
-            serde_json::json!({"name": "Three", "channel_id": format!("chn_{channel}"), "list_id": format!("lst_{list}"), "body": "Hi"}),
+            serde_json::json!({"name": "Three", "channel_id": format!("{channel}"), "list_id": format!("{list}"), "body": "Hi"}),
         )
         .await;
     let cid = created["id"].as_str().unwrap().to_string();
@@ -768,11 +767,15 @@ async fn failures_read_as_reasons_and_suppressed_contacts_show_as_suppressed() {
     )
     .await;
     let t = herald::clock::now_ms();
-    let m = app.store.claim(id, "A", t, t + 60_000, 10).await.unwrap();
+    let m = app
+        .store
+        .claim(CampaignId(id), "A", t, t + 60_000, 10)
+        .await
+        .unwrap();
     assert_eq!(m.len(), 3);
     let outcome = |i: usize, kind: OutcomeKind| Outcome {
         message_id: m[i].id,
-        campaign_id: id,
+        campaign_id: CampaignId(id),
         attempt: None,
         kind,
     };
@@ -806,7 +809,7 @@ async fn failures_read_as_reasons_and_suppressed_contacts_show_as_suppressed() {
         .unwrap();
     let again = app
         .store
-        .claim(id, "A", t + 3, t + 60_000, 10)
+        .claim(CampaignId(id), "A", t + 3, t + 60_000, 10)
         .await
         .unwrap();
     assert_eq!(again.len(), 1);
@@ -901,8 +904,8 @@ async fn the_channels_page_shows_webhook_urls() {
     let body = page.body.replace("&#x2f;", "/");
     let id = app.store.channel_by_name(app.org, "sms").await.unwrap().id;
     for url in [
-        format!("https://YOUR-PUBLIC-URL/webhooks/twilio/chn_{id}/status"),
-        format!("https://YOUR-PUBLIC-URL/webhooks/twilio/chn_{id}/inbound"),
+        format!("https://YOUR-PUBLIC-URL/webhooks/twilio/{id}/status"),
+        format!("https://YOUR-PUBLIC-URL/webhooks/twilio/{id}/inbound"),
     ] {
         assert!(
             body.contains(&format!("<code class=\"copyable\">{url}</code>")),
@@ -971,11 +974,11 @@ async fn the_webhooks_page_creates_endpoints_and_acts_on_them() {
     assert!(created.body.contains("whsec_"), "the secret is shown once");
     let endpoints = app
         .store
-        .webhook_endpoints_page(app.org, 0, 10)
+        .webhook_endpoints_page(app.org, WebhookEndpointId(0), 10)
         .await
         .unwrap();
     assert_eq!(endpoints.len(), 1);
-    let id = format!("whk_{}", endpoints[0].id);
+    let id = format!("{}", endpoints[0].id);
     assert_eq!(
         endpoints[0].events,
         vec![
@@ -1084,7 +1087,7 @@ async fn the_webhooks_page_creates_endpoints_and_acts_on_them() {
     assert_eq!(denied.location(), detail_path);
     assert_eq!(
         app.store
-            .webhook_endpoints_page(app.org, 0, 10)
+            .webhook_endpoints_page(app.org, WebhookEndpointId(0), 10)
             .await
             .unwrap()
             .len(),
@@ -1105,9 +1108,7 @@ async fn the_webhooks_page_creates_endpoints_and_acts_on_them() {
         )
         .await
         .unwrap();
-    let other = app
-        .get(&mut jar, &format!("/webhooks/whk_{}", theirs.id))
-        .await;
+    let other = app.get(&mut jar, &format!("/webhooks/{}", theirs.id)).await;
     assert_eq!(other.status, StatusCode::NOT_FOUND);
 
     let deleted = app
@@ -1120,7 +1121,7 @@ async fn the_webhooks_page_creates_endpoints_and_acts_on_them() {
     assert_eq!(deleted.location(), "/webhooks");
     assert!(
         app.store
-            .webhook_endpoints_page(app.org, 0, 10)
+            .webhook_endpoints_page(app.org, WebhookEndpointId(0), 10)
             .await
             .unwrap()
             .is_empty()
@@ -1264,7 +1265,7 @@ async fn the_system_page_shows_alerts_and_admins_change_their_settings() {
     let settings = app.store.alert_settings(app.org).await.unwrap();
     assert_eq!(settings.recipients, vec!["ops@example.org", "+14155550100"]);
     assert_eq!(
-        settings.channel_id.map(|id| format!("chn_{id}")),
+        settings.channel_id.map(|id| format!("{id}")),
         Some(quick_id.clone())
     );
     assert_eq!(settings.fallback_channel_id, None);
@@ -1336,7 +1337,7 @@ async fn the_system_page_shows_alerts_and_admins_change_their_settings() {
             }
         } else {
             herald::store::alerts::AlertOutcome::Sent {
-                channel_id: channel,
+                channel_id: ChannelId(channel),
                 provider_id: "sbx-1".to_string(),
             }
         };

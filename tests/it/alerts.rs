@@ -9,6 +9,7 @@ use crate::support::{TestDb, new_campaign, sandbox_channel, seed_list};
 use herald::config::Settings;
 use herald::engine::Engine;
 use herald::events::EventType;
+use herald::ids::{CampaignId, ChannelId, ListId, NotificationId, OrgId};
 use herald::store::Store;
 use herald::store::alerts::{AlertOutcome, AlertSettingsChange};
 use std::time::Duration;
@@ -26,9 +27,9 @@ fn settings() -> Settings {
 
 async fn configure(
     store: &Store,
-    org: i64,
-    channel: Option<i64>,
-    fallback: Option<i64>,
+    org: OrgId,
+    channel: Option<ChannelId>,
+    fallback: Option<ChannelId>,
     recipients: &[&str],
 ) {
     store
@@ -49,7 +50,7 @@ async fn configure(
 
 /// A sending campaign (no engine runs, so it stays as started) marked stuck: one
 /// `campaign.stuck` occurrence.
-async fn stuck_campaign(store: &Store, org: i64, list: i64, channel: i64) -> i64 {
+async fn stuck_campaign(store: &Store, org: OrgId, list: ListId, channel: ChannelId) -> CampaignId {
     let id = new_campaign(store, org, list, channel, "Hi {{ name }}").await;
     let now = herald::clock::now_ms();
     store.start_campaign(id, now, "test", None).await.unwrap();
@@ -58,7 +59,7 @@ async fn stuck_campaign(store: &Store, org: i64, list: i64, channel: i64) -> i64
 }
 
 /// Marks a started campaign stuck as the reconciler would, 10 s after `now`.
-async fn mark_stuck(store: &Store, id: i64, now: i64) {
+async fn mark_stuck(store: &Store, id: CampaignId, now: i64) {
     let marked = store
         .mark_stuck(
             id,
@@ -79,7 +80,7 @@ async fn alert_pass(store: &Store) -> u64 {
 }
 
 /// What the sandbox provider of `channel` received: (address, body).
-async fn received(db: &TestDb, channel: i64) -> Vec<(String, String)> {
+async fn received(db: &TestDb, channel: ChannelId) -> Vec<(String, String)> {
     let pool = db.raw().await;
     let rows: Vec<(String, String)> = sqlx::query_as(
         "SELECT address, body FROM sandbox_received WHERE channel_id = $1 ORDER BY id",
@@ -170,9 +171,9 @@ both_stores!(
         to.sort();
         assert_eq!(to, ["+14155550100", "+14155550101"]);
         for (_, body) in &got {
-            assert!(body.contains(&format!("(cmp_{id}) is stuck")), "{body}");
+            assert!(body.contains(&format!("({id}) is stuck")), "{body}");
             assert!(body.contains("no instance claims its messages"), "{body}");
-            assert!(body.contains(&format!("/campaigns/cmp_{id}")), "{body}");
+            assert!(body.contains(&format!("/campaigns/{id}")), "{body}");
         }
         assert!(received(&db, campaign_channel).await.is_empty());
     }
@@ -209,7 +210,7 @@ both_stores!(
             .find(|f| f.kind == herald::doctor::FindingKind::AlertUndeliverable)
             .expect("an undeliverable-alert finding");
         assert!(
-            finding.message.contains(&format!("alr_{}", a.id)),
+            finding.message.contains(&format!("{}", a.id)),
             "{}",
             finding.message
         );
@@ -220,7 +221,7 @@ both_stores!(
         );
         assert_eq!(
             diagnosis.to_json()["undeliverable_alerts"][0]["id"],
-            format!("alr_{}", a.id)
+            format!("{}", a.id)
         );
 
         let fallback = sandbox_channel(store, "fallback").await;
@@ -329,7 +330,7 @@ both_stores!(
         set_in_doubt(5).await;
         assert_eq!(store.mark_in_doubt_campaigns(now).await.unwrap(), vec![id]);
         let events: Vec<_> = store
-            .outbox_events_after(org, 0, 1000)
+            .outbox_events_after(org, NotificationId(0), 1000)
             .await
             .unwrap()
             .into_iter()

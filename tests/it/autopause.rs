@@ -10,6 +10,7 @@ use herald::config::Settings;
 use herald::domain::{CampaignAction, CampaignStatus, MessageStatus};
 use herald::engine::Engine;
 use herald::events::EventType;
+use herald::ids::{CampaignId, ChannelId, NotificationId};
 use herald::store::Store;
 use herald::store::autopause::{AutoPause, AutoPauseSource};
 use herald::store::channels_admin::ChannelUpdate;
@@ -51,7 +52,7 @@ impl Running {
     }
 }
 
-async fn sandbox_with(store: &Store, name: &str, config: serde_json::Value) -> i64 {
+async fn sandbox_with(store: &Store, name: &str, config: serde_json::Value) -> ChannelId {
     let org = store.default_org().await.unwrap();
     store
         .create_channel(org, name, "sandbox", &config)
@@ -59,7 +60,7 @@ async fn sandbox_with(store: &Store, name: &str, config: serde_json::Value) -> i
         .unwrap()
 }
 
-async fn set_config(store: &Store, channel: i64, config: serde_json::Value) {
+async fn set_config(store: &Store, channel: ChannelId, config: serde_json::Value) {
     let org = store.default_org().await.unwrap();
     store
         .update_org_channel::<herald::store::StoreError, _>(org, channel, |_| {
@@ -79,7 +80,7 @@ fn rate(s: &str) -> Option<AutoPause> {
 }
 
 /// Waits until the campaign is paused with nothing in flight, or has ended.
-async fn settled(store: &Store, id: i64) -> herald::store::Campaign {
+async fn settled(store: &Store, id: CampaignId) -> herald::store::Campaign {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let c = store.campaign(id).await.unwrap();
@@ -98,10 +99,10 @@ async fn settled(store: &Store, id: i64) -> herald::store::Campaign {
 }
 
 /// The campaign's `campaign.auto_paused` events in the outbox.
-async fn auto_paused_events(store: &Store, id: i64) -> Vec<herald::store::OutboxEvent> {
+async fn auto_paused_events(store: &Store, id: CampaignId) -> Vec<herald::store::OutboxEvent> {
     let org = store.default_org().await.unwrap();
     store
-        .outbox_events_after(org, 0, 100_000)
+        .outbox_events_after(org, NotificationId(0), 100_000)
         .await
         .unwrap()
         .into_iter()
@@ -109,7 +110,7 @@ async fn auto_paused_events(store: &Store, id: i64) -> Vec<herald::store::Outbox
         .collect()
 }
 
-async fn auto_pauses_in_audit(store: &Store, id: i64) -> Vec<herald::store::CampaignEvent> {
+async fn auto_pauses_in_audit(store: &Store, id: CampaignId) -> Vec<herald::store::CampaignEvent> {
     store
         .events(id)
         .await
@@ -173,7 +174,7 @@ both_stores!(a_high_failure_rate_auto_pauses, |db| async move {
     let events = auto_paused_events(store, id).await;
     assert_eq!(events.len(), 1, "{events:?}");
     let data = &events[0].data;
-    assert_eq!(data["campaign_id"], format!("cmp_{id}"));
+    assert_eq!(data["campaign_id"], format!("{id}"));
     assert_eq!(data["name"], c.name);
     assert_eq!(data["window"], 50);
     assert_eq!(data["threshold"], 20);
@@ -377,8 +378,8 @@ crate::api::api_test!(the_api_sets_and_shows_auto_pause, |app| async move {
     let body = |name: &str, auto_pause: Option<&str>| {
         let mut b = serde_json::json!({
             "name": name,
-            "channel_id": format!("chn_{channel}"),
-            "list_id": format!("lst_{list}"),
+            "channel_id": format!("{channel}"),
+            "list_id": format!("{list}"),
             "body": "Hi",
         });
         if let Some(a) = auto_pause {
@@ -423,7 +424,7 @@ crate::api::api_test!(the_api_sets_and_shows_auto_pause, |app| async move {
     // While sending: auto_pause alone changes; with a draft-only field, nothing does.
     let id: i64 = plain_id.trim_start_matches("cmp_").parse().unwrap();
     store
-        .start_campaign(id, herald::clock::now_ms(), "test", None)
+        .start_campaign(CampaignId(id), herald::clock::now_ms(), "test", None)
         .await
         .unwrap();
     let path = format!("/api/v1/campaigns/{plain_id}");
@@ -437,7 +438,12 @@ crate::api::api_test!(the_api_sets_and_shows_auto_pause, |app| async move {
         .await;
     both.expect_problem(StatusCode::CONFLICT, "conflict");
     assert_eq!(
-        store.campaign(id).await.unwrap().auto_pause.source,
+        store
+            .campaign(CampaignId(id))
+            .await
+            .unwrap()
+            .auto_pause
+            .source,
         AutoPauseSource::Organisation
     );
     let off = app
@@ -481,7 +487,7 @@ crate::api::api_test!(the_api_sets_and_shows_auto_pause, |app| async move {
     // Ended: 409.
     store
         .transition(
-            id,
+            CampaignId(id),
             CampaignAction::Cancel,
             herald::clock::now_ms(),
             "test",

@@ -7,6 +7,7 @@ use crate::support::{FakeTwilio, assert_counters_match, new_campaign, sandbox_ch
 use herald::config::Settings;
 use herald::domain::{CampaignStatus, MessageStatus};
 use herald::engine::{Engine, health, instance_identity};
+use herald::ids::{CampaignId, ChannelId, OrgId};
 use herald::store::{InstanceInfo, Store};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -51,7 +52,7 @@ impl Running {
     }
 }
 
-async fn sandbox_with(store: &Store, name: &str, config: serde_json::Value) -> i64 {
+async fn sandbox_with(store: &Store, name: &str, config: serde_json::Value) -> ChannelId {
     let org = store.default_org().await.unwrap();
     store
         .create_channel(org, name, "sandbox", &config)
@@ -60,7 +61,7 @@ async fn sandbox_with(store: &Store, name: &str, config: serde_json::Value) -> i
 }
 
 /// A sandbox channel limited to `rate` messages a second.
-async fn rated_sandbox_channel(store: &Store, org: i64, name: &str, rate: f64) -> i64 {
+async fn rated_sandbox_channel(store: &Store, org: OrgId, name: &str, rate: f64) -> ChannelId {
     store
         .create_channel_with(
             org,
@@ -74,7 +75,7 @@ async fn rated_sandbox_channel(store: &Store, org: i64, name: &str, rate: f64) -
         .unwrap()
 }
 
-async fn wait_status(store: &Store, id: i64, want: CampaignStatus, within: Duration) {
+async fn wait_status(store: &Store, id: CampaignId, want: CampaignStatus, within: Duration) {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         let c = store.campaign(id).await.unwrap();
@@ -92,7 +93,7 @@ async fn wait_status(store: &Store, id: i64, want: CampaignStatus, within: Durat
 }
 
 /// Starts the campaign now, as an operator would.
-async fn start_now(store: &Store, id: i64) {
+async fn start_now(store: &Store, id: CampaignId) {
     store
         .start_campaign(id, herald::clock::now_ms(), "test", None)
         .await
@@ -100,7 +101,7 @@ async fn start_now(store: &Store, id: i64) {
 }
 
 /// Waits until the campaign completes, failing after `within_s` seconds.
-async fn completes(store: &Store, id: i64, within_s: u64) {
+async fn completes(store: &Store, id: CampaignId, within_s: u64) {
     wait_status(
         store,
         id,

@@ -8,6 +8,7 @@ use crate::both_stores;
 use crate::support::{TestDb, new_campaign, seed_list, seeded_address};
 use herald::domain::{CampaignAction, CampaignStatus, MessageStatus};
 use herald::events::EventType;
+use herald::ids::{CampaignId, ContactId, NotificationId, OrgId};
 use herald::store::{
     InboundMessage, NewCampaign, OptSource, OutboxEvent, Outcome, OutcomeKind, Receipt, Store,
     StoreError,
@@ -15,12 +16,15 @@ use herald::store::{
 use sqlx::AssertSqlSafe;
 
 /// Every event of the organisation, oldest first.
-async fn events_of(store: &Store, org: i64) -> Vec<OutboxEvent> {
-    store.outbox_events_after(org, 0, 10_000).await.unwrap()
+async fn events_of(store: &Store, org: OrgId) -> Vec<OutboxEvent> {
+    store
+        .outbox_events_after(org, NotificationId(0), 10_000)
+        .await
+        .unwrap()
 }
 
 /// The organisation's events of one type.
-async fn of_type(store: &Store, org: i64, t: EventType) -> Vec<OutboxEvent> {
+async fn of_type(store: &Store, org: OrgId, t: EventType) -> Vec<OutboxEvent> {
     events_of(store, org)
         .await
         .into_iter()
@@ -34,7 +38,7 @@ fn types(events: &[OutboxEvent]) -> Vec<&'static str> {
 
 /// An enabled webhook endpoint of `org` subscribed to `events` (written directly: the
 /// endpoint surfaces are not the subject here).
-async fn subscribe(db: &TestDb, org: i64, events: &[EventType]) {
+async fn subscribe(db: &TestDb, org: OrgId, events: &[EventType]) {
     let names: Vec<&str> = events.iter().map(|t| t.as_str()).collect();
     let pool = db.raw().await;
     sqlx::query(
@@ -52,7 +56,7 @@ async fn subscribe(db: &TestDb, org: i64, events: &[EventType]) {
 /// Starts the campaign and claims every queued message for `owner`.
 async fn start_and_claim(
     store: &Store,
-    id: i64,
+    id: CampaignId,
     owner: &str,
 ) -> Vec<herald::store::ClaimedMessage> {
     let now = herald::clock::now_ms();
@@ -91,9 +95,9 @@ both_stores!(campaign_changes_write_one_event_each, |db| async move {
     let created = of_type(store, org, EventType::CampaignCreated).await;
     assert_eq!(created.len(), 1);
     let data = &created[0].data;
-    assert_eq!(data["campaign"]["id"], format!("cmp_{id}"));
-    assert_eq!(data["campaign"]["channel_id"], format!("chn_{channel}"));
-    assert_eq!(data["campaign"]["list_id"], format!("lst_{list}"));
+    assert_eq!(data["campaign"]["id"], format!("{id}"));
+    assert_eq!(data["campaign"]["channel_id"], format!("{channel}"));
+    assert_eq!(data["campaign"]["list_id"], format!("{list}"));
     assert_eq!(data["campaign"]["status"], "draft");
     assert_eq!(data["actor"], "test");
     assert_eq!(created[0].campaign_id, Some(id));
@@ -402,12 +406,12 @@ both_stores!(
         let failed_events = of_type(store, org, EventType::MessageFailed).await;
         assert_eq!(failed_events.len(), 1, "{failed_events:?}");
         let m = &failed_events[0].data["message"];
-        assert_eq!(m["id"], format!("msg_{}", claimed[1].id));
-        assert_eq!(m["campaign_id"], format!("cmp_{id}"));
-        assert_eq!(m["channel_id"], format!("chn_{channel}"));
+        assert_eq!(m["id"], format!("{}", claimed[1].id));
+        assert_eq!(m["campaign_id"], format!("{id}"));
+        assert_eq!(m["channel_id"], format!("{channel}"));
         assert_eq!(
             m["contact_id"],
-            format!("con_{}", claimed[1].contact_id.unwrap())
+            format!("{}", claimed[1].contact_id.unwrap())
         );
         assert_eq!(m["address"], claimed[1].address);
         assert_eq!(m["status"], "failed");
@@ -417,7 +421,7 @@ both_stores!(
         assert_eq!(delivered.len(), 1);
         assert_eq!(
             delivered[0].data["message"]["id"],
-            format!("msg_{}", claimed[2].id)
+            format!("{}", claimed[2].id)
         );
         assert_eq!(
             delivered[0].data["message"]["provider_id"],
@@ -513,7 +517,7 @@ both_stores!(
                 })
                 .collect::<Vec<_>>()
         };
-        let msg = |m: &herald::store::ClaimedMessage| format!("msg_{}", m.id);
+        let msg = |m: &herald::store::ClaimedMessage| format!("{}", m.id);
         assert_eq!(
             ids(EventType::MessageUndelivered).await,
             vec![msg(&claimed[0]), msg(&claimed[2])]
@@ -549,7 +553,7 @@ both_stores!(channel_availability_events_once, |db| async move {
     assert!(!store.mark_channel_available(channel, since).await.unwrap());
     let all = events_of(store, org).await;
     assert_eq!(types(&all), ["channel.unavailable", "channel.available"]);
-    assert_eq!(all[0].data["channel"]["id"], format!("chn_{channel}"));
+    assert_eq!(all[0].data["channel"]["id"], format!("{channel}"));
     assert_eq!(all[0].data["channel"]["name"], "sms");
     assert_eq!(all[0].data["reason"], "connection refused");
     assert_eq!(all[1].data["reason"], "connection refused");
@@ -607,7 +611,7 @@ both_stores!(contact_events_once_per_change, |db| async move {
         .unwrap();
     assert_eq!(all[0].data["contact"]["id"], format!("con_{contact}"));
     assert_eq!(all[0].data["contact"]["address"], address);
-    assert_eq!(all[0].data["channel_id"], format!("chn_{channel}"));
+    assert_eq!(all[0].data["channel_id"], format!("{channel}"));
     assert_eq!(all[0].data["source"], "keyword");
     assert_eq!(all[0].data["keyword"], "STOP");
     assert_eq!(all[1].data["keyword"], "START");
@@ -622,7 +626,7 @@ both_stores!(contact_events_once_per_change, |db| async move {
     };
     for u in [true, true, false, false] {
         store
-            .update_org_contact(org, contact, &flag(u))
+            .update_org_contact(org, ContactId(contact), &flag(u))
             .await
             .unwrap();
     }
@@ -678,7 +682,7 @@ both_stores!(stuck_and_unstuck_once_per_occurrence, |db| async move {
     let stuck = of_type(store, org, EventType::CampaignStuck).await;
     assert_eq!(stuck.len(), 1);
     assert_eq!(stuck[0].data["reason"], reason);
-    assert_eq!(stuck[0].data["campaign"]["id"], format!("cmp_{id}"));
+    assert_eq!(stuck[0].data["campaign"]["id"], format!("{id}"));
     assert_eq!(stuck[0].data["pending"], 2);
     assert_eq!(stuck[0].data["no_progress_for_ms"], 60_000);
 
@@ -739,13 +743,13 @@ both_stores!(
         let inbound = of_type(store, org, EventType::MessageInbound).await;
         assert_eq!(inbound.len(), 1);
         let m = &inbound[0].data["message"];
-        assert_eq!(m["channel_id"], format!("chn_{channel}"));
+        assert_eq!(m["channel_id"], format!("{channel}"));
         assert_eq!(m["from"], seeded_address(1));
         assert_eq!(
             m["contact_id"],
-            format!("con_{}", claimed[0].contact_id.unwrap())
+            format!("{}", claimed[0].contact_id.unwrap())
         );
-        assert_eq!(m["campaign_id"], format!("cmp_{id}"));
+        assert_eq!(m["campaign_id"], format!("{id}"));
         assert_eq!(m["provider_message_id"], "SMinbound1");
         assert_eq!(m["body"].as_str().unwrap().chars().count(), 1_600);
         assert_eq!(m["body_truncated"], true);

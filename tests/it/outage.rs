@@ -8,6 +8,7 @@ use crate::support::{FakeTwilio, all_messages, assert_counters_match, new_campai
 use herald::config::Settings;
 use herald::domain::{CampaignAction, CampaignStatus, MessageStatus};
 use herald::engine::Engine;
+use herald::ids::{CampaignId, ChannelId};
 use herald::store::Store;
 use herald::store::channels_admin::ChannelUpdate;
 use std::time::Duration;
@@ -50,7 +51,7 @@ impl Running {
     }
 }
 
-async fn sandbox_with(store: &Store, name: &str, config: serde_json::Value) -> i64 {
+async fn sandbox_with(store: &Store, name: &str, config: serde_json::Value) -> ChannelId {
     let org = store.default_org().await.unwrap();
     store
         .create_channel(org, name, "sandbox", &config)
@@ -61,7 +62,7 @@ async fn sandbox_with(store: &Store, name: &str, config: serde_json::Value) -> i
 /// Waits until `done` holds for the campaign; fails with its last state after `within`.
 async fn wait_for(
     store: &Store,
-    id: i64,
+    id: CampaignId,
     what: &str,
     within: Duration,
     done: impl Fn(&herald::store::Campaign) -> bool,
@@ -82,7 +83,7 @@ async fn wait_for(
     }
 }
 
-async fn set_config(store: &Store, channel: i64, config: serde_json::Value) {
+async fn set_config(store: &Store, channel: ChannelId, config: serde_json::Value) {
     let org = store.default_org().await.unwrap();
     store
         .update_org_channel::<herald::store::StoreError, _>(org, channel, |_| {
@@ -450,7 +451,7 @@ both_stores!(outage_records_are_conditional, |db| async move {
 });
 
 /// A Twilio channel on the fake Twilio with this auth token.
-async fn twilio_with_token(store: &Store, key: &str, url: &str, token: &str) -> i64 {
+async fn twilio_with_token(store: &Store, key: &str, url: &str, token: &str) -> ChannelId {
     let org = store.default_org().await.unwrap();
     store
         .create_channel_with(

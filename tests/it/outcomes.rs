@@ -7,6 +7,7 @@ use crate::both_stores;
 use crate::support::{assert_counters_match, new_campaign, sandbox_channel, seed_list};
 use herald::clock::now_ms;
 use herald::domain::{CampaignAction, CampaignOutcome, CampaignStatus, MessageStatus};
+use herald::ids::CampaignId;
 use herald::store::{
     ClaimedMessage, Outcome, OutcomeKind, Receipt, StartOutcome, Store, ThroughputMinute, minute_of,
 };
@@ -14,7 +15,7 @@ use herald::store::{
 const MINUTE: i64 = 60_000;
 
 /// A started campaign of `n` seeded recipients on a fresh list and sandbox channel.
-async fn started(store: &Store, n: i64, now: i64) -> i64 {
+async fn started(store: &Store, n: i64, now: i64) -> CampaignId {
     let (org, list) = seed_list(store, n).await;
     let channel = sandbox_channel(store, &format!("sb-{:08x}", rand::random::<u32>())).await;
     let id = new_campaign(store, org, list, channel, "Hello {{ name }}").await;
@@ -25,7 +26,7 @@ async fn started(store: &Store, n: i64, now: i64) -> i64 {
     id
 }
 
-async fn claim_all(store: &Store, id: i64, now: i64) -> Vec<ClaimedMessage> {
+async fn claim_all(store: &Store, id: CampaignId, now: i64) -> Vec<ClaimedMessage> {
     store
         .claim(id, "A", now, now + MINUTE, 100_000)
         .await
@@ -54,7 +55,7 @@ fn failed(m: &ClaimedMessage) -> Outcome {
     }
 }
 
-async fn outcome(store: &Store, id: i64) -> (CampaignStatus, Option<CampaignOutcome>) {
+async fn outcome(store: &Store, id: CampaignId) -> (CampaignStatus, Option<CampaignOutcome>) {
     let c = assert_counters_match(store, id).await;
     (c.status, c.outcome)
 }
@@ -458,7 +459,7 @@ async fn backfill(backend: crate::support::Backend) {
         vec![9, 10, 11, 12, 13, 14, 15, 16]
     );
     for (id, row) in ids.iter().zip(rows) {
-        let c = store.campaign(*id).await.unwrap();
+        let c = store.campaign(CampaignId(*id)).await.unwrap();
         assert_eq!(c.outcome.map(|o| o.as_str()), row.7, "{row:?}");
         assert_eq!(
             c.outcome,

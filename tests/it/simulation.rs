@@ -21,6 +21,7 @@
 use crate::support::{Backend, TestDb, sandbox_channel, seed_list};
 use herald::domain::{CampaignAction, CampaignStatus, Counts, MessageStatus};
 use herald::engine::retry::RetryPolicy;
+use herald::ids::{CampaignId, ChannelId, ListId, MessageId, OrgId};
 use herald::store::{
     Campaign, ClaimedMessage, ContactInput, InstanceInfo, MessageInfo, NewCampaign, Outcome,
     OutcomeKind, Receipt, StartOutcome, Store, StoreError,
@@ -128,7 +129,7 @@ fn transition_ok(prev: &MessageInfo, next: &MessageInfo) -> bool {
 // ------------------------------------------------------------------------------------------
 
 struct ListShape {
-    id: i64,
+    id: ListId,
     queued: i64,
     skipped: i64,
 }
@@ -138,8 +139,8 @@ struct Fixture {
     raw: AnyPool,
     /// Keeps the database alive (and drops the PostgreSQL one at the end).
     _keep: (Option<TestDb>, Option<tempfile::TempDir>),
-    org: i64,
-    channel: i64,
+    org: OrgId,
+    channel: ChannelId,
     lists: Vec<ListShape>,
 }
 
@@ -179,7 +180,7 @@ async fn fixture(backend: Backend) -> Fixture {
     let store = &store;
     let channel = sandbox_channel(store, "sim-sandbox").await;
     let mut lists = Vec::new();
-    let mut org = 0;
+    let mut org = OrgId(0);
     for n in [0i64, 1, 2, 3, 5, 8, 13, 21, 34] {
         let (o, list) = seed_list(store, n).await;
         org = o;
@@ -269,11 +270,11 @@ struct Inst {
     pending: Vec<Done>,
     /// Claims whose commit answer was lost (the database restarted as it committed): the
     /// rows are this instance's in flight, but no sender of it knows about them.
-    lost: BTreeSet<i64>,
+    lost: BTreeSet<MessageId>,
 }
 
 impl Inst {
-    fn holds(&self, message_id: i64) -> bool {
+    fn holds(&self, message_id: MessageId) -> bool {
         self.claimed.iter().any(|h| h.msg.id == message_id)
             || self
                 .pending
@@ -336,7 +337,7 @@ struct Sim<'a> {
     seed: u64,
     rng: StdRng,
     now: i64,
-    id: i64,
+    id: CampaignId,
     /// Crashes, stalls and send timeouts may be injected (off while driving to the end).
     faults: bool,
     /// Something that can legitimately cause a duplicate happened in this run.
@@ -361,9 +362,9 @@ struct Sim<'a> {
     receipts: BTreeMap<String, Vec<MessageStatus>>,
     /// The messages as of the last refresh, with what the simulation knows the store keeps
     /// but does not show: each in-flight message's lease and each in-doubt one's time.
-    msgs: BTreeMap<i64, MessageInfo>,
-    lease: BTreeMap<i64, i64>,
-    in_doubt_at: BTreeMap<i64, i64>,
+    msgs: BTreeMap<MessageId, MessageInfo>,
+    lease: BTreeMap<MessageId, i64>,
+    in_doubt_at: BTreeMap<MessageId, i64>,
     /// The campaign as of the last check, and its status as known right now.
     camp: Campaign,
     status: CampaignStatus,
@@ -491,7 +492,7 @@ impl<'a> Sim<'a> {
 
     async fn refresh(&mut self) -> Res {
         let mut list = Vec::new();
-        let mut after = 0;
+        let mut after = MessageId(0);
         loop {
             let page = se(
                 self.store.messages(self.id, None, after, 1000).await,
@@ -1003,7 +1004,7 @@ impl<'a> Sim<'a> {
             // An empty claim rolled back: nothing to read back.
             self.wrote(false);
         }
-        let mut want: Vec<i64> = if self.status == CampaignStatus::Sending {
+        let mut want: Vec<MessageId> = if self.status == CampaignStatus::Sending {
             let mut due: Vec<&MessageInfo> = self
                 .msgs
                 .values()
@@ -1015,7 +1016,7 @@ impl<'a> Sim<'a> {
             Vec::new()
         };
         want.sort_unstable();
-        let ids: Vec<i64> = got.iter().map(|m| m.id).collect();
+        let ids: Vec<_> = got.iter().map(|m| m.id).collect();
         self.note(format!("{owner} claims (limit {limit}): {ids:?}"));
         ensure!(
             ids == want,
@@ -1068,14 +1069,14 @@ impl<'a> Sim<'a> {
     async fn release_unknown(&mut self, i: usize) -> Res {
         let me = self.insts[i].id.clone();
         let claimed_before = self.now - 5_000;
-        let owned: BTreeSet<i64> = se(
+        let owned: BTreeSet<MessageId> = se(
             self.store.owned_in_flight(&me, claimed_before).await,
             "owned_in_flight",
         )?
         .into_iter()
         .map(|(id, _)| id)
         .collect();
-        let want: BTreeSet<i64> = self
+        let want: BTreeSet<MessageId> = self
             .msgs
             .values()
             .filter(|m| m.status == InFlight && m.owner.as_deref() == Some(me.as_str()))
@@ -1090,7 +1091,7 @@ impl<'a> Sim<'a> {
             owned == want,
             "owned_in_flight({me}) returned {owned:?}; its claims older than 5 s in flight are {want:?}"
         );
-        let unknown: Vec<i64> = owned
+        let unknown: Vec<MessageId> = owned
             .into_iter()
             .filter(|id| !self.insts[i].holds(*id))
             .collect();
@@ -1342,7 +1343,7 @@ impl<'a> Sim<'a> {
 
     /// One reconciler pass, each decision checked against what it must do.
     async fn reconcile(&mut self) -> Res {
-        let expect: BTreeSet<i64> = self
+        let expect: BTreeSet<MessageId> = self
             .msgs
             .values()
             .filter(|m| m.status == InFlight)
@@ -1362,10 +1363,10 @@ impl<'a> Sim<'a> {
             .find(|(c, _)| *c == self.id)
             .map(|(_, n)| *n)
             .unwrap_or(0);
-        let before: BTreeMap<i64, MessageStatus> =
+        let before: BTreeMap<MessageId, MessageStatus> =
             self.msgs.iter().map(|(id, m)| (*id, m.status)).collect();
         self.refresh().await?;
-        let moved: BTreeSet<i64> = self
+        let moved: BTreeSet<MessageId> = self
             .msgs
             .values()
             .filter(|m| before[&m.id] == InFlight && m.status == InDoubt)
@@ -1386,7 +1387,7 @@ impl<'a> Sim<'a> {
             self.release_unknown(i).await?;
         }
         let older_than = self.now - self.grace;
-        let due: BTreeSet<i64> = self
+        let due: BTreeSet<MessageId> = self
             .msgs
             .values()
             .filter(|m| m.status == InDoubt)
@@ -1567,7 +1568,7 @@ impl<'a> Sim<'a> {
                 if action == CampaignAction::Cancel {
                     self.ever_cancelled = true;
                     self.refresh().await?;
-                    let left: Vec<i64> = self
+                    let left: Vec<MessageId> = self
                         .msgs
                         .values()
                         // In-doubt messages stay in doubt: the provider may have them, so the

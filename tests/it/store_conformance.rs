@@ -8,6 +8,7 @@ use crate::support::{
 };
 use herald::clock::now_ms;
 use herald::domain::{CampaignAction, CampaignStatus, Counts, MessageStatus};
+use herald::ids::{CampaignId, ChannelId, ListId, MessageId, OrgId};
 use herald::store::{
     ClaimedMessage, ContactInput, InstanceInfo, Outcome, OutcomeKind, Receipt, ReceiptReport,
     SandboxEntry, SandboxStats, StartOutcome, Store, StoreError, UpsertReport,
@@ -97,7 +98,7 @@ fn unknown(error: &str) -> OutcomeKind {
     }
 }
 
-fn receipt(channel_id: i64, provider_id: &str, status: MessageStatus) -> Receipt {
+fn receipt(channel_id: ChannelId, provider_id: &str, status: MessageStatus) -> Receipt {
     Receipt {
         channel_id,
         provider_id: provider_id.to_string(),
@@ -119,7 +120,7 @@ fn instance(id: &str, started_at: i64) -> InstanceInfo {
 }
 
 /// A started campaign of `n` seeded recipients on a fresh list and sandbox channel.
-async fn started(store: &Store, n: i64, now: i64) -> i64 {
+async fn started(store: &Store, n: i64, now: i64) -> CampaignId {
     let (org, list) = seed_list(store, n).await;
     let channel = sandbox_channel(store, &format!("sb-{:08x}", rand::random::<u32>())).await;
     let id = new_campaign(store, org, list, channel, "Hello {{ name }}").await;
@@ -130,14 +131,14 @@ async fn started(store: &Store, n: i64, now: i64) -> i64 {
     id
 }
 
-async fn claim_all(store: &Store, id: i64, owner: &str, now: i64) -> Vec<ClaimedMessage> {
+async fn claim_all(store: &Store, id: CampaignId, owner: &str, now: i64) -> Vec<ClaimedMessage> {
     store
         .claim(id, owner, now, now + MINUTE, 100_000)
         .await
         .unwrap()
 }
 
-async fn status_of(store: &Store, id: i64) -> CampaignStatus {
+async fn status_of(store: &Store, id: CampaignId) -> CampaignStatus {
     store.campaign(id).await.unwrap().status
 }
 
@@ -486,8 +487,8 @@ both_stores!(claim_moves_queued_to_in_flight, |db| async move {
     let first = store.claim(id, "A", t, t + MINUTE, 5).await.unwrap();
     assert_eq!(first.len(), 5, "the claim limit is respected");
     let all = all_messages(store, id, None).await;
-    let first_ids: Vec<i64> = first.iter().map(|m| m.id).collect();
-    let oldest: Vec<i64> = all.iter().take(5).map(|m| m.id).collect();
+    let first_ids: Vec<_> = first.iter().map(|m| m.id).collect();
+    let oldest: Vec<_> = all.iter().take(5).map(|m| m.id).collect();
     assert_eq!(
         first_ids, oldest,
         "claims take the oldest due messages first"
@@ -604,7 +605,7 @@ both_stores!(concurrent_claimers_never_share_a_message, |db| async move {
             }
         }
         let all = all_messages(store, id, None).await;
-        let all_ids: BTreeSet<i64> = all.iter().map(|m| m.id).collect();
+        let all_ids: BTreeSet<_> = all.iter().map(|m| m.id).collect();
         assert_eq!(all_ids.len(), 2000);
         assert_eq!(
             union, all_ids,
@@ -701,7 +702,7 @@ both_stores!(record_outcomes_moves_the_right_counters, |db| async move {
                 outcome(&m[3], sent("p-3")),
                 Outcome {
                     attempt: None,
-                    message_id: 987_654_321,
+                    message_id: MessageId(987_654_321),
                     campaign_id: id,
                     kind: sent("p-x"),
                 },
@@ -938,7 +939,7 @@ both_stores!(concurrent_workers_keep_counters_exact, |db| async move {
                 let outcomes: Vec<Outcome> = batch
                     .iter()
                     .map(|m| {
-                        let kind = match m.id % 10 {
+                        let kind = match m.id.get() % 10 {
                             0 if m.attempts < 3 => retry("busy", now),
                             1 => failed("rejected"),
                             _ => sent(&format!("cw-{}", m.id)),
@@ -1030,7 +1031,7 @@ both_stores!(
         let (org, list) = seed_list(store, 3).await;
         let channel = sandbox_channel(store, "sb-tr").await;
 
-        let check = |id: i64, action: CampaignAction, status: &'static str| {
+        let check = |id: CampaignId, action: CampaignAction, status: &'static str| {
             let store = store.clone();
             async move {
                 let before = store.events(id).await.unwrap().len();
@@ -1133,7 +1134,7 @@ both_stores!(
         }
 
         let missing = store
-            .transition(987_654, CampaignAction::Pause, t, "op", None)
+            .transition(CampaignId(987_654), CampaignAction::Pause, t, "op", None)
             .await;
         assert!(
             matches!(missing, Err(StoreError::NotFound(_))),
@@ -1430,7 +1431,7 @@ both_stores!(
         }
         let id = started(store, 6, t).await;
         let claimed = store.claim(id, "sender", t, t + 1000, 6).await.unwrap();
-        let ids: Vec<i64> = claimed.iter().map(|m| m.id).collect();
+        let ids: Vec<_> = claimed.iter().map(|m| m.id).collect();
         let t1 = t + 2000;
         assert!(store.heartbeat("asker-a", t1).await.unwrap());
         assert!(store.heartbeat("asker-b", t1).await.unwrap());
@@ -1448,8 +1449,8 @@ both_stores!(
             .take_in_doubt_for_lookup("asker-b", &ids, t1, lease)
             .await
             .unwrap();
-        let b: BTreeSet<i64> = b.into_iter().collect();
-        assert_eq!(b, ids[4..].iter().copied().collect::<BTreeSet<i64>>());
+        let b: BTreeSet<_> = b.into_iter().collect();
+        assert_eq!(b, ids[4..].iter().copied().collect::<BTreeSet<MessageId>>());
         // Taken messages are not decided by the policy meanwhile.
         let report = store
             .resolve_in_doubt_limited(true, t1, t1, 5)
@@ -1511,8 +1512,8 @@ both_stores!(
         let id = started(store, 12, t).await;
         let dead = store.claim(id, "dead-1", t, t + 30_000, 4).await.unwrap();
         let live = store.claim(id, "live-1", t, t + 30_000, 3).await.unwrap();
-        let live_ids: BTreeSet<i64> = live.iter().map(|m| m.id).collect();
-        let dead_ids: BTreeSet<i64> = dead.iter().map(|m| m.id).collect();
+        let live_ids: BTreeSet<_> = live.iter().map(|m| m.id).collect();
+        let dead_ids: BTreeSet<_> = dead.iter().map(|m| m.id).collect();
 
         let live_untouched = |at: &'static str| {
             let store = store.clone();
@@ -2195,7 +2196,7 @@ both_stores!(drift_is_reported_never_fixed, |db| async move {
     assert_eq!(n, 1);
     for _ in 0..2 {
         let drift = store.drift(&[id, clean]).await.unwrap();
-        let found: BTreeSet<(i64, MessageStatus, i64, i64)> = drift
+        let found: BTreeSet<(CampaignId, MessageStatus, i64, i64)> = drift
             .iter()
             .map(|d| (d.campaign_id, d.status, d.counter, d.actual))
             .collect();
@@ -2218,7 +2219,7 @@ both_stores!(sandbox_record_and_stats, |db| async move {
     let store = &db.store;
     let ch = sandbox_channel(store, "sb-stats").await;
     let other = sandbox_channel(store, "sb-other").await;
-    let entry = |campaign_id: i64, message_id: i64, address: &str| SandboxEntry {
+    let entry = |campaign_id: CampaignId, message_id: MessageId, address: &str| SandboxEntry {
         channel_id: ch,
         campaign_id,
         message_id,
@@ -2238,15 +2239,15 @@ both_stores!(sandbox_record_and_stats, |db| async move {
     );
     store
         .sandbox_record(&[
-            entry(1, 10, "+15550000001"),
-            entry(1, 11, "+15550000002"),
-            entry(2, 20, "+15550000001"),
+            entry(CampaignId(1), MessageId(10), "+15550000001"),
+            entry(CampaignId(1), MessageId(11), "+15550000002"),
+            entry(CampaignId(2), MessageId(20), "+15550000001"),
         ])
         .await
         .unwrap();
     // The same message delivered twice (a resend after doubt).
     store
-        .sandbox_record(&[entry(1, 10, "+15550000001")])
+        .sandbox_record(&[entry(CampaignId(1), MessageId(10), "+15550000001")])
         .await
         .unwrap();
     assert_eq!(
@@ -2258,7 +2259,7 @@ both_stores!(sandbox_record_and_stats, |db| async move {
         }
     );
     assert_eq!(
-        store.sandbox_stats(ch, Some(1)).await.unwrap(),
+        store.sandbox_stats(ch, Some(CampaignId(1))).await.unwrap(),
         SandboxStats {
             received: 3,
             distinct_recipients: 2,
@@ -2266,7 +2267,7 @@ both_stores!(sandbox_record_and_stats, |db| async move {
         }
     );
     assert_eq!(
-        store.sandbox_stats(ch, Some(2)).await.unwrap(),
+        store.sandbox_stats(ch, Some(CampaignId(2))).await.unwrap(),
         SandboxStats {
             received: 1,
             distinct_recipients: 1,
@@ -2345,9 +2346,9 @@ mod random_sequences {
     struct Fixture {
         db: TestDb,
         raw: sqlx::AnyPool,
-        org: i64,
-        list: i64,
-        channel: i64,
+        org: OrgId,
+        list: ListId,
+        channel: ChannelId,
     }
 
     async fn fixture(backend: Backend) -> Fixture {
@@ -2364,7 +2365,7 @@ mod random_sequences {
         }
     }
 
-    async fn in_flight_of(store: &Store, id: i64, owner: &str) -> Vec<i64> {
+    async fn in_flight_of(store: &Store, id: CampaignId, owner: &str) -> Vec<MessageId> {
         all_messages(store, id, Some(InFlight))
             .await
             .into_iter()
@@ -2389,13 +2390,13 @@ mod random_sequences {
         for o in &owners {
             store.register_instance(&instance(o, now)).await.unwrap();
         }
-        let ids: Vec<i64> = all_messages(store, id, None)
+        let ids: Vec<MessageId> = all_messages(store, id, None)
             .await
             .iter()
             .map(|m| m.id)
             .collect();
         assert_eq!(ids.len() as i64, MESSAGES);
-        let mut last: BTreeMap<i64, MessageStatus> = BTreeMap::new();
+        let mut last: BTreeMap<MessageId, MessageStatus> = BTreeMap::new();
         check(f, id, &mut last, "start").await;
 
         for (step, op) in ops.into_iter().enumerate() {
@@ -2554,7 +2555,12 @@ mod random_sequences {
     }
 
     /// The invariants after every step.
-    async fn check(f: &Fixture, id: i64, last: &mut BTreeMap<i64, MessageStatus>, what: &str) {
+    async fn check(
+        f: &Fixture,
+        id: CampaignId,
+        last: &mut BTreeMap<MessageId, MessageStatus>,
+        what: &str,
+    ) {
         let store = &f.db.store;
         let c = store.campaign(id).await.unwrap();
         let actual = store.recount(id).await.unwrap();

@@ -13,6 +13,7 @@ use herald::channels::BuildContext;
 use herald::config::Settings;
 use herald::domain::MessageStatus;
 use herald::http::{AppState, router};
+use herald::ids::{CampaignId, ChannelId, MessageId, OrgId};
 use herald::secrets::SecretKey;
 use herald::store::{Outcome, OutcomeKind, Store};
 use herald::webhooks::signature::{meta_signature, twilio_signature};
@@ -23,9 +24,9 @@ const PUBLIC: &str = "https://herald.example.test";
 
 /// One organisation with a Twilio and a WhatsApp channel of its own.
 struct Tenant {
-    org: i64,
-    twilio: i64,
-    whatsapp: i64,
+    org: OrgId,
+    twilio: ChannelId,
+    whatsapp: ChannelId,
     twilio_token: &'static str,
     app_secret: &'static str,
 }
@@ -53,7 +54,7 @@ fn app_state(store: &Store, key_text: String, settings: Settings) -> AppState {
 async fn tenant(
     store: &Store,
     key: &SecretKey,
-    org: i64,
+    org: OrgId,
     twilio_token: &'static str,
     app_secret: &'static str,
 ) -> Tenant {
@@ -111,10 +112,10 @@ async fn world(db: &TestDb, settings: Settings) -> World {
 /// others stay in flight. Returns (campaign, message ids in order).
 async fn campaign_with(
     store: &Store,
-    org: i64,
-    channel: i64,
+    org: OrgId,
+    channel: ChannelId,
     provider_ids: &[Option<&str>],
-) -> (i64, Vec<i64>) {
+) -> (CampaignId, Vec<MessageId>) {
     let n = provider_ids.len() as i64;
     let list = store
         .ensure_list(org, &format!("list-{:08x}", rand::random::<u32>()))
@@ -143,7 +144,7 @@ async fn campaign_with(
     (id, claimed.iter().map(|m| m.id).collect())
 }
 
-async fn record_sent(store: &Store, campaign: i64, message: i64, provider_id: &str) {
+async fn record_sent(store: &Store, campaign: CampaignId, message: MessageId, provider_id: &str) {
     let report = store
         .record_outcomes(
             "A",
@@ -211,7 +212,7 @@ fn twilio_request(
 
 /// A status callback for `sid` on `channel`, signed with `token`.
 fn twilio_status(
-    channel: i64,
+    channel: ChannelId,
     token: Option<&str>,
     sid: &str,
     status: &str,
@@ -233,7 +234,7 @@ fn twilio_status(
     )
 }
 
-fn whatsapp_request(channel: i64, body: &str, app_secret: Option<&str>) -> Request<Body> {
+fn whatsapp_request(channel: ChannelId, body: &str, app_secret: Option<&str>) -> Request<Body> {
     let mut req = Request::post(format!("/webhooks/whatsapp/{channel}"))
         .header("content-type", "application/json");
     if let Some(secret) = app_secret {
@@ -253,14 +254,14 @@ fn whatsapp_event(value: serde_json::Value) -> String {
     .to_string()
 }
 
-async fn status_of(store: &Store, campaign: i64, message: i64) -> MessageStatus {
+async fn status_of(store: &Store, campaign: CampaignId, message: MessageId) -> MessageStatus {
     crate::support::message(store, campaign, message)
         .await
         .status
 }
 
 /// Kept receipts naming `provider_id`, by the channel they were kept for.
-async fn kept_for(db: &TestDb, channel: i64, provider_id: &str) -> i64 {
+async fn kept_for(db: &TestDb, channel: ChannelId, provider_id: &str) -> i64 {
     let pool = db.raw().await;
     let n: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM pending_receipts WHERE channel_id = $1 AND provider_id = $2",
@@ -818,11 +819,16 @@ both_stores!(
         let params = [("MessageSid", "SM1"), ("MessageStatus", "delivered")];
         let unknown = 987_654;
         for route in ["status", "inbound"] {
-            let path = |channel: i64| format!("/webhooks/twilio/{channel}/{route}");
+            let path = |channel: ChannelId| format!("/webhooks/twilio/{channel}/{route}");
             let answers = vec![
                 send(
                     &w.state,
-                    twilio_request(&path(unknown), &params, Some(w.a.twilio_token), None),
+                    twilio_request(
+                        &path(ChannelId(unknown)),
+                        &params,
+                        Some(w.a.twilio_token),
+                        None,
+                    ),
                 )
                 .await,
                 send(
@@ -857,7 +863,7 @@ both_stores!(
         let answers = vec![
             send(
                 &w.state,
-                whatsapp_request(unknown, &event, Some(w.a.app_secret)),
+                whatsapp_request(ChannelId(unknown), &event, Some(w.a.app_secret)),
             )
             .await,
             send(
@@ -874,7 +880,7 @@ both_stores!(
         ];
         assert_identical(&answers, StatusCode::FORBIDDEN);
 
-        let verify = |channel: i64, token: &str| {
+        let verify = |channel: ChannelId, token: &str| {
             Request::get(format!(
                 "/webhooks/whatsapp/{channel}?hub.mode=subscribe&hub.verify_token={token}&hub.challenge=42"
             ))
@@ -882,7 +888,7 @@ both_stores!(
             .unwrap()
         };
         let answers = vec![
-            send(&w.state, verify(unknown, "verify-me")).await,
+            send(&w.state, verify(ChannelId(unknown), "verify-me")).await,
             send(&w.state, verify(w.a.whatsapp, "wrong")).await,
             send(&w.state, verify(w.a.twilio, "verify-me")).await,
         ];
@@ -895,11 +901,16 @@ both_stores!(
         // Without public_url no Twilio signature can be checked: the answer says so, for
         // every channel id alike.
         w.state.context.public_url = None;
-        let path = |channel: i64| format!("/webhooks/twilio/{channel}/status");
+        let path = |channel: ChannelId| format!("/webhooks/twilio/{channel}/status");
         let answers = vec![
             send(
                 &w.state,
-                twilio_request(&path(unknown), &params, Some(w.a.twilio_token), None),
+                twilio_request(
+                    &path(ChannelId(unknown)),
+                    &params,
+                    Some(w.a.twilio_token),
+                    None,
+                ),
             )
             .await,
             send(

@@ -9,6 +9,7 @@ use axum::http::{Request, StatusCode};
 use herald::channels::BuildContext;
 use herald::domain::{CampaignStatus, MessageStatus};
 use herald::http::{AppState, router};
+use herald::ids::{CampaignId, ChannelId, MessageId, NotificationId, OrgId};
 use herald::secrets::SecretKey;
 use herald::store::{Outcome, OutcomeKind, Store};
 use herald::webhooks::signature::{meta_signature, twilio_signature};
@@ -21,9 +22,9 @@ const VERIFY: &str = "verify-me-please";
 
 struct Fixture {
     state: AppState,
-    twilio: i64,
-    whatsapp: i64,
-    org: i64,
+    twilio: ChannelId,
+    whatsapp: ChannelId,
+    org: OrgId,
 }
 
 async fn fixture(db: &TestDb) -> Fixture {
@@ -76,7 +77,12 @@ async fn fixture(db: &TestDb) -> Fixture {
 
 /// A started campaign whose first `sent` messages were accepted with provider ids
 /// `SM0`, `SM1`, …; returns (campaign, message ids in order).
-async fn sent_campaign(store: &Store, channel: i64, n: i64, sent: usize) -> (i64, Vec<i64>) {
+async fn sent_campaign(
+    store: &Store,
+    channel: ChannelId,
+    n: i64,
+    sent: usize,
+) -> (CampaignId, Vec<MessageId>) {
     let (org, list) = seed_list(store, n).await;
     let id = new_campaign(store, org, list, channel, "Hi").await;
     let now = herald::clock::now_ms();
@@ -133,7 +139,7 @@ async fn post_twilio(
     (status, String::from_utf8_lossy(&bytes).into_owned())
 }
 
-async fn status_of(store: &Store, campaign: i64, message: i64) -> MessageStatus {
+async fn status_of(store: &Store, campaign: CampaignId, message: MessageId) -> MessageStatus {
     crate::support::message(store, campaign, message)
         .await
         .status
@@ -292,7 +298,7 @@ both_stores!(twilio_inbound_stop_and_start_keywords, |db| async move {
     }
     // The STOP is a contact event; the other messages are inbound events.
     let events: Vec<_> = store
-        .outbox_events_after(f.org, 0, 100)
+        .outbox_events_after(f.org, NotificationId(0), 100)
         .await
         .unwrap()
         .into_iter()
@@ -305,7 +311,7 @@ both_stores!(twilio_inbound_stop_and_start_keywords, |db| async move {
     );
     assert_eq!(events[0].data["source"], "keyword");
     assert_eq!(events[0].data["keyword"], "STOP");
-    assert_eq!(events[0].data["channel_id"], format!("chn_{}", f.twilio));
+    assert_eq!(events[0].data["channel_id"], format!("{}", f.twilio));
     assert_eq!(events[0].data["contact"]["address"], who.as_str());
     assert_eq!(
         events[1].data["message"]["body"],
@@ -495,7 +501,11 @@ both_stores!(one_click_unsubscribe, |db| async move {
         .unwrap();
     assert_eq!(get.status(), StatusCode::OK);
     assert!(!store.is_suppressed(f.org, &address).await.unwrap());
-    let forged = path.replacen(&format!("/{}.", msgs[0]), &format!("/{}.", msgs[0] + 1), 1);
+    let forged = path.replacen(
+        &format!("/{}.", msgs[0].get()),
+        &format!("/{}.", msgs[0].get() + 1),
+        1,
+    );
     let bad = router(f.state.clone())
         .oneshot(Request::post(&forged).body(Body::empty()).unwrap())
         .await
@@ -540,7 +550,7 @@ both_stores!(
         .to_string()
         };
         for (m, wamid) in claimed.iter().zip(["wamid.ONE", "wamid.TWO"]) {
-            let event = status(m.id, wamid);
+            let event = status(m.id.get(), wamid);
             assert_eq!(
                 whatsapp_post(
                     &f,
@@ -595,7 +605,7 @@ both_stores!(
         };
         // The canonical form Herald now generates, and the bare number of callback URLs
         // configured before: both reach the channel.
-        let canonical = format!("/webhooks/twilio/chn_{}/status", f.twilio);
+        let canonical = format!("/webhooks/twilio/{}/status", f.twilio);
         let (code, body) = post_twilio(&f, &canonical, &cb("SM0"), Some("good")).await;
         assert_eq!(code, StatusCode::OK, "{body}");
         assert_eq!(
@@ -610,14 +620,14 @@ both_stores!(
             MessageStatus::Delivered
         );
         // Signed, but another channel's id: the usual 403.
-        let other = format!("/webhooks/twilio/chn_{}/status", f.whatsapp);
+        let other = format!("/webhooks/twilio/{}/status", f.whatsapp);
         let (code, _) = post_twilio(&f, &other, &cb("SM0"), Some("good")).await;
         assert_eq!(code, StatusCode::FORBIDDEN);
 
         // A path that names no channel at all: problem+json, not a plain-text 400.
         for bad in [
-            format!("chn_0{}", f.twilio),
-            format!("cmp_{}", f.twilio),
+            format!("chn_0{}", f.twilio.get()),
+            format!("cmp_{}", f.twilio.get()),
             "chn_x".to_string(),
             "%2B5".to_string(),
         ] {
@@ -656,7 +666,7 @@ both_stores!(
         let resp = router(f.state.clone())
         .oneshot(
             Request::get(format!(
-                "/webhooks/whatsapp/chn_{}?hub.mode=subscribe&hub.verify_token={VERIFY}&hub.challenge=7",
+                "/webhooks/whatsapp/{}?hub.mode=subscribe&hub.verify_token={VERIFY}&hub.challenge=7",
                 f.whatsapp
             ))
             .body(Body::empty())

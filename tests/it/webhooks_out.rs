@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use herald::config::Settings;
 use herald::engine::Engine;
 use herald::engine::webhooks_out::{self, delivery_client};
+use herald::ids::{CampaignId, DeliveryId, NotificationId, OrgId, WebhookEndpointId};
 use herald::outbound::OutboundGuard;
 use herald::secrets::SecretKey;
 use herald::store::webhook_deliveries::{AttemptRecord, DISABLE_AFTER_FAILING_MS, Verdict};
@@ -44,10 +45,19 @@ async fn endpoint(
     .await
     .unwrap();
     let key = SecretKey::parse(key_b64).unwrap();
-    let sealed = herald::store::webhook_endpoints::seal_signing_secret(&key, id, SECRET).unwrap();
+    let sealed =
+        herald::store::webhook_endpoints::seal_signing_secret(&key, WebhookEndpointId(id), SECRET)
+            .unwrap();
     let (prev, until) = match previous {
         Some((s, until)) => (
-            Some(herald::store::webhook_endpoints::seal_signing_secret(&key, id, s).unwrap()),
+            Some(
+                herald::store::webhook_endpoints::seal_signing_secret(
+                    &key,
+                    WebhookEndpointId(id),
+                    s,
+                )
+                .unwrap(),
+            ),
             Some(until),
         ),
         None => (None, None),
@@ -67,12 +77,12 @@ async fn endpoint(
 }
 
 /// Inserts `n` events of `kind` (campaign 7) at `at`; returns their ids in order.
-async fn events(db: &TestDb, kind: &str, n: usize, at: i64) -> Vec<i64> {
+async fn events(db: &TestDb, kind: &str, n: usize, at: i64) -> Vec<NotificationId> {
     let org = db.store.default_org().await.unwrap();
     let pool = db.raw().await;
     let mut ids = Vec::new();
     for i in 0..n {
-        let id: i64 = sqlx::query_scalar(
+        let id: NotificationId = sqlx::query_scalar(
             "INSERT INTO outbox_events (org_id, type, campaign_id, occurred_at, data) \
              VALUES ($1, $2, 7, $3, $4) RETURNING id",
         )
@@ -208,7 +218,7 @@ both_stores!(
         let off = endpoint(&db, &key, "http://c.example/h", &["campaign.started"], None).await;
         db.raw_exec(
             "UPDATE webhook_endpoints SET disabled_at = 1 WHERE id = $1",
-            off,
+            CampaignId(off),
         )
         .await;
         // Interleaved types, and a test event that goes to nobody by fan-out.
@@ -294,11 +304,11 @@ both_stores!(
             s2.claim_webhook_deliveries("two", now, now + 60_000, 1000, 30, &[], 0),
         );
         let (c1, c2) = (c1.unwrap(), c2.unwrap());
-        let ids1: std::collections::BTreeSet<i64> = c1.iter().map(|j| j.id).collect();
-        let ids2: std::collections::BTreeSet<i64> = c2.iter().map(|j| j.id).collect();
+        let ids1: std::collections::BTreeSet<_> = c1.iter().map(|j| j.id).collect();
+        let ids2: std::collections::BTreeSet<_> = c2.iter().map(|j| j.id).collect();
         assert!(ids1.is_disjoint(&ids2), "one delivery claimed twice");
-        let ends1: std::collections::BTreeSet<i64> = c1.iter().map(|j| j.endpoint_id).collect();
-        let ends2: std::collections::BTreeSet<i64> = c2.iter().map(|j| j.endpoint_id).collect();
+        let ends1: std::collections::BTreeSet<_> = c1.iter().map(|j| j.endpoint_id).collect();
+        let ends2: std::collections::BTreeSet<_> = c2.iter().map(|j| j.endpoint_id).collect();
         assert!(
             ends1.is_disjoint(&ends2),
             "one endpoint claimed by two owners"
@@ -308,7 +318,7 @@ both_stores!(
             for e in &endpoints {
                 let seqs: Vec<i64> = owner_jobs
                     .iter()
-                    .filter(|j| j.endpoint_id == *e)
+                    .filter(|j| j.endpoint_id == WebhookEndpointId(*e))
                     .map(|j| j.seq)
                     .collect();
                 assert!(seqs.len() <= 30);
@@ -322,7 +332,7 @@ both_stores!(
             .claim_webhook_deliveries("three", now + 1, now + 60_000, 1000, 30, &[], 0)
             .await
             .unwrap();
-        let leased: std::collections::BTreeSet<i64> =
+        let leased: std::collections::BTreeSet<WebhookEndpointId> =
             c1.iter().chain(&c2).map(|j| j.endpoint_id).collect();
         assert!(
             again.iter().all(|j| !leased.contains(&j.endpoint_id)),
@@ -377,7 +387,7 @@ both_stores!(
             scalar(
                 &db,
                 "SELECT attempts FROM webhook_deliveries WHERE id = $1",
-                stolen.id
+                stolen.id.get()
             )
             .await,
             1
@@ -409,7 +419,8 @@ both_stores!(
                 });
             }
             let claimed = claims.join_all().await;
-            let mut holder: std::collections::BTreeMap<i64, String> = Default::default();
+            let mut holder: std::collections::BTreeMap<WebhookEndpointId, String> =
+                Default::default();
             for (owner, jobs) in &claimed {
                 for j in jobs {
                     let first = holder.entry(j.endpoint_id).or_insert_with(|| owner.clone());
@@ -470,12 +481,20 @@ both_stores!(a_failed_attempt_holds_its_endpoint_back, |db| async move {
     let now = herald::clock::now_ms();
     let jobs = db
         .store
-        .claim_webhook_deliveries("w", now, now + 60_000, 100, 100, &[up], hold)
+        .claim_webhook_deliveries(
+            "w",
+            now,
+            now + 60_000,
+            100,
+            100,
+            &[WebhookEndpointId(up)],
+            hold,
+        )
         .await
         .unwrap();
     assert_eq!(jobs.len(), 5);
     // The first fails (retry in a minute), the other four are handed back unattempted.
-    let release: Vec<i64> = jobs[1..].iter().map(|j| j.id).collect();
+    let release: Vec<_> = jobs[1..].iter().map(|j| j.id).collect();
     db.store
         .record_webhook_attempts("w", &[failed(&jobs[0], now, now + 60_000)], &release)
         .await
@@ -488,7 +507,9 @@ both_stores!(a_failed_attempt_holds_its_endpoint_back, |db| async move {
             .await
             .unwrap();
         assert!(
-            claimed.iter().all(|j| j.endpoint_id == up),
+            claimed
+                .iter()
+                .all(|j| j.endpoint_id == WebhookEndpointId(up)),
             "at +{}",
             at - now
         );
@@ -503,7 +524,11 @@ both_stores!(a_failed_attempt_holds_its_endpoint_back, |db| async move {
         .unwrap();
     let seqs: Vec<i64> = after.iter().map(|j| j.seq).collect();
     assert_eq!(seqs, vec![2, 3, 4, 5]);
-    assert!(after.iter().all(|j| j.endpoint_id == down));
+    assert!(
+        after
+            .iter()
+            .all(|j| j.endpoint_id == WebhookEndpointId(down))
+    );
     // A success ends the hold at once: the next failure's hold is measured from it.
     let ok: Vec<AttemptRecord> = after
         .iter()
@@ -538,7 +563,7 @@ both_stores!(
         let now = herald::clock::now_ms();
         let first = db
             .store
-            .claim_webhook_deliveries("w", now, now + 60_000, 100, 5, &[b], 0)
+            .claim_webhook_deliveries("w", now, now + 60_000, 100, 5, &[WebhookEndpointId(b)], 0)
             .await
             .unwrap();
         assert_eq!(
@@ -554,7 +579,7 @@ both_stores!(
             })
             .collect();
         let next = herald::store::webhook_deliveries::NextClaim {
-            endpoint_id: a,
+            endpoint_id: WebhookEndpointId(a),
             now,
             lease_until: now + 60_000,
             limit: 5,
@@ -572,16 +597,19 @@ both_stores!(
             second.iter().map(|j| j.seq).collect::<Vec<_>>(),
             vec![6, 7, 8, 9, 10]
         );
-        assert!(second.iter().all(|j| j.endpoint_id == a));
+        assert!(second.iter().all(|j| j.endpoint_id == WebhookEndpointId(a)));
         // Another instance cannot take the endpoint meanwhile.
         let other = db
             .store
             .claim_webhook_deliveries("x", now + 1, now + 60_000, 100, 100, &[], 0)
             .await
             .unwrap();
-        assert!(other.iter().all(|j| j.endpoint_id == b), "{other:?}");
+        assert!(
+            other.iter().all(|j| j.endpoint_id == WebhookEndpointId(b)),
+            "{other:?}"
+        );
         // A failed batch ends the run: nothing of a held endpoint is claimed with it.
-        let release: Vec<i64> = second[1..].iter().map(|j| j.id).collect();
+        let release: Vec<_> = second[1..].iter().map(|j| j.id).collect();
         let (_, third) = db
             .store
             .record_webhook_attempts_and_claim(
@@ -702,7 +730,10 @@ both_stores!(
             .claim_webhook_deliveries("w", now, now + 60_000, 10, 10, &[], 0)
             .await
             .unwrap();
-        let job = jobs.iter().find(|j| j.endpoint_id == e2).unwrap();
+        let job = jobs
+            .iter()
+            .find(|j| j.endpoint_id == WebhookEndpointId(e2))
+            .unwrap();
         let record = webhooks_out::attempt(&client, job, &secrets, 1).await;
         match record.verdict {
             Verdict::Retry { next_attempt_at } => {
@@ -766,7 +797,7 @@ both_stores!(gone_disables_the_endpoint_with_an_event, |db| async move {
     let org = db.store.default_org().await.unwrap();
     let disabled: Vec<_> = db
         .store
-        .outbox_events_after(org, 0, 100)
+        .outbox_events_after(org, NotificationId(0), 100)
         .await
         .unwrap()
         .into_iter()
@@ -782,7 +813,7 @@ both_stores!(gone_disables_the_endpoint_with_an_event, |db| async move {
             .await
             .unwrap()
             .iter()
-            .all(|j| j.endpoint_id != e)
+            .all(|j| j.endpoint_id != WebhookEndpointId(e))
     );
 });
 
@@ -799,10 +830,10 @@ both_stores!(five_days_of_failures_disable_an_endpoint, |db| async move {
     events(&db, "campaign.started", 2, 1).await;
     fan_out_all(&db).await;
     let t0 = herald::clock::now_ms();
-    let fail = |id: i64, org: i64, at: i64| AttemptRecord {
+    let fail = |id: DeliveryId, org: OrgId, at: i64| AttemptRecord {
         delivery_id: id,
         org_id: org,
-        endpoint_id: e,
+        endpoint_id: WebhookEndpointId(e),
         at,
         status_code: Some(500),
         latency_ms: 3,
@@ -947,9 +978,13 @@ both_stores!(retention_deletes_settled_events_only, |db| async move {
         .await
         .unwrap();
     assert_eq!(deleted, 4);
-    let left: Vec<i64> = db
+    let left: Vec<NotificationId> = db
         .store
-        .outbox_events_after(db.store.default_org().await.unwrap(), 0, 100)
+        .outbox_events_after(
+            db.store.default_org().await.unwrap(),
+            NotificationId(0),
+            100,
+        )
         .await
         .unwrap()
         .iter()
@@ -1048,7 +1083,7 @@ both_stores!(
         let expected: Vec<(String, i64)> = ids
             .iter()
             .enumerate()
-            .map(|(i, id)| (format!("ntf_{id}"), i as i64 + 1))
+            .map(|(i, id)| (id.to_string(), i as i64 + 1))
             .collect();
         let mut sorted = seen.clone();
         sorted.sort_by_key(|s| s.1);

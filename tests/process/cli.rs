@@ -7,6 +7,7 @@ use crate::support::{
     Backend, DEADLINE, Herald, accepted, assert_clean_failure, assert_counters_consistent,
     http_get, n, query_i64, rfc3339_in,
 };
+use herald::ids::CampaignId;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -368,7 +369,7 @@ fn pause_resume_cancel_while_sending(backend: Backend) {
         n(&drained, "pending") > 0,
         "the campaign finished before the pause: {drained}"
     );
-    let received = h.channel_stats(&channel, Some(id))["received"].clone();
+    let received = h.channel_stats(&channel, Some(CampaignId(id)))["received"].clone();
     std::thread::sleep(Duration::from_millis(500));
     let later = h.status(id);
     assert_eq!(later["status"], "paused");
@@ -390,7 +391,7 @@ fn pause_resume_cancel_while_sending(backend: Backend) {
         "work continued while paused"
     );
     assert_eq!(
-        h.channel_stats(&channel, Some(id))["received"],
+        h.channel_stats(&channel, Some(CampaignId(id)))["received"],
         received,
         "the provider received messages while paused"
     );
@@ -421,7 +422,7 @@ fn pause_resume_cancel_while_sending(backend: Backend) {
         settled, end,
         "the campaign moved after it was cancelled and drained"
     );
-    let stats = h.channel_stats(&channel, Some(id));
+    let stats = h.channel_stats(&channel, Some(CampaignId(id)));
     assert_eq!(
         stats["received"],
         accepted(&end),
@@ -484,7 +485,7 @@ fn retries_and_permanent_failures(backend: Backend) {
     assert_eq!(sent + failed, n(&done, "total") - skipped, "{done}");
     assert_eq!(n(&done, "pending"), 0, "{done}");
     assert_eq!(n(&done, "in_doubt_total"), 0, "{done}");
-    let stats = h.channel_stats(&channel, Some(id));
+    let stats = h.channel_stats(&channel, Some(CampaignId(id)));
     assert_eq!(stats["received"], sent, "{stats}");
     assert_eq!(stats["duplicates"], 0, "{stats}");
     // Every failure says why, and retries stopped at the configured limit.
@@ -551,7 +552,7 @@ fn scheduled_once_by_two_engines(backend: Backend) {
         1,
         "{events:?}"
     );
-    let stats = h.channel_stats("sandbox", Some(id));
+    let stats = h.channel_stats("sandbox", Some(CampaignId(id)));
     assert_eq!(stats["received"], 400, "{stats}");
     assert_eq!(stats["distinct_recipients"], 400, "{stats}");
     assert_eq!(stats["duplicates"], 0, "{stats}");

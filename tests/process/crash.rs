@@ -3,6 +3,7 @@
 
 use crate::both_stores;
 use crate::support::{Backend, DEADLINE, Herald, Proc, accepted, assert_counters_consistent, n};
+use herald::ids::CampaignId;
 use serde_json::Value;
 use std::time::Duration;
 
@@ -113,7 +114,7 @@ fn sigkill_mid_campaign_then_restart(backend: Backend) {
         "{orphaned} messages were in flight at the kills but only {in_doubt_total} were found in doubt"
     );
 
-    let stats = h.channel_stats(&channel, Some(id));
+    let stats = h.channel_stats(&channel, Some(CampaignId(id)));
     eprintln!("[{}] provider: {stats}", backend.name());
     assert_eq!(
         stats["distinct_recipients"], TOTAL,
@@ -162,7 +163,7 @@ fn sigterm_leaves_nothing_in_doubt(backend: Backend) {
     assert!(n(&stopped, "pending") > 0, "{stopped}");
     assert_counters_consistent(&stopped);
     // Everything the provider accepted is recorded: no outcome was dropped on the way out.
-    let stats = h.channel_stats(&channel, Some(id));
+    let stats = h.channel_stats(&channel, Some(CampaignId(id)));
     assert_eq!(stats["received"], accepted(&stopped), "{stats} / {stopped}");
 
     // With the only engine gone, doctor says the campaign has nobody to send it.
@@ -187,7 +188,7 @@ fn sigterm_leaves_nothing_in_doubt(backend: Backend) {
         "a graceful stop left messages in doubt: {done}"
     );
     assert_eq!(accepted(&done), TOTAL, "{done}");
-    let stats = h.channel_stats(&channel, Some(id));
+    let stats = h.channel_stats(&channel, Some(CampaignId(id)));
     assert_eq!(stats["duplicates"], 0, "{stats}");
     assert_eq!(stats["received"], TOTAL, "{stats}");
     assert_eq!(stats["distinct_recipients"], TOTAL, "{stats}");

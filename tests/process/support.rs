@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+use herald::ids::CampaignId;
 use serde_json::Value;
 use sqlx::AssertSqlSafe;
 use sqlx::any::AnyPoolOptions;
@@ -460,7 +461,7 @@ impl Herald {
     }
 
     /// `channel stats NAME --json` (optionally one campaign).
-    pub fn channel_stats(&self, channel: &str, campaign: Option<i64>) -> Value {
+    pub fn channel_stats(&self, channel: &str, campaign: Option<CampaignId>) -> Value {
         let id = campaign.map(|c| c.to_string());
         let mut args = vec!["channel", "stats", channel, "--json"];
         if let Some(id) = &id {

@@ -8,6 +8,7 @@
 
 use crate::both_stores;
 use crate::support::{Backend, Herald, Proc};
+use herald::ids::WebhookEndpointId;
 use serde_json::Value;
 use sqlx::any::AnyPoolOptions;
 use std::collections::{BTreeMap, BTreeSet};
@@ -109,8 +110,12 @@ fn insert_endpoint(url: &str, key: &str, target: &str) {
         .await
         .unwrap();
         let key = herald::secrets::SecretKey::parse(key).unwrap();
-        let sealed =
-            herald::store::webhook_endpoints::seal_signing_secret(&key, id, SECRET).unwrap();
+        let sealed = herald::store::webhook_endpoints::seal_signing_secret(
+            &key,
+            WebhookEndpointId(id),
+            SECRET,
+        )
+        .unwrap();
         sqlx::query("UPDATE webhook_endpoints SET secret = $1 WHERE id = $2")
             .bind(sealed)
             .bind(id)

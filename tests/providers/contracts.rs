@@ -10,6 +10,7 @@ use crate::harness::{
 };
 use crate::support::{Backend, Herald, accepted, n};
 use crate::whatsapp::{fake_whatsapp, whatsapp_channel};
+use herald::ids::ChannelId;
 use std::process::Command;
 use std::time::Duration;
 
@@ -151,7 +152,7 @@ pub fn requests_match_the_openapi_specs(backend: Backend) {
         &wa_url,
         &["--template", "order_update", "--template-language", "en_US"],
     );
-    let wa_fake = fake_whatsapp(&h, wa_fake_port, port, text_channel);
+    let wa_fake = fake_whatsapp(&h, wa_fake_port, port, ChannelId(text_channel));
     let serve = serve(&h, port, true);
 
     const SMS: usize = 8;

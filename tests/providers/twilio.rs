@@ -6,6 +6,7 @@ use crate::harness::{
     free_port, http_request, import, phones, serve, wait_for, with_secret_key,
 };
 use crate::support::{Backend, Herald, accepted, assert_counters_consistent, n};
+use herald::ids::ChannelId;
 use herald::webhooks::signature::twilio_signature;
 use serde_json::Value;
 
@@ -188,7 +189,7 @@ pub fn twilio_shuffled_duplicated_callbacks(backend: Backend) {
 }
 
 /// POSTs an inbound message to Herald's Twilio webhook, signed unless `sign` is false.
-fn inbound(addr: &str, channel_id: i64, from: &str, body: &str, sign: bool) -> u16 {
+fn inbound(addr: &str, channel_id: ChannelId, from: &str, body: &str, sign: bool) -> u16 {
     let path = format!("/webhooks/twilio/{channel_id}/inbound");
     let params: Vec<(String, String)> = [
         ("MessageSid", "SM0123456789abcdef0123456789abcdef"),
@@ -240,8 +241,14 @@ pub fn twilio_inbound_stop_start(backend: Backend) {
     import(&h, "people", &people);
 
     // A forged STOP changes nothing; a signed one suppresses the sender.
-    assert_eq!(inbound(&addr, channel, &other, "STOP", false), 403);
-    assert_eq!(inbound(&addr, channel, &stopper, "Stop", true), 200);
+    assert_eq!(
+        inbound(&addr, ChannelId(channel), &other, "STOP", false),
+        403
+    );
+    assert_eq!(
+        inbound(&addr, ChannelId(channel), &stopper, "Stop", true),
+        200
+    );
 
     let per_recipient = |fake: &Fake, a: &str| fake.stats_full()["per_recipient"][a].as_i64();
     let first = campaign(&h, "first", "people", "sms", "Hi {{ name }}");
@@ -258,7 +265,10 @@ pub fn twilio_inbound_stop_start(backend: Backend) {
     assert_eq!(per_recipient(&fake, &other), Some(1));
 
     // START lifts the suppression: the next campaign reaches the address again.
-    assert_eq!(inbound(&addr, channel, &stopper, "START", true), 200);
+    assert_eq!(
+        inbound(&addr, ChannelId(channel), &stopper, "START", true),
+        200
+    );
     let second = campaign(&h, "second", "people", "sms", "Hello again {{ name }}");
     h.ok(&["campaign", "start", &second.to_string()]);
     let s = h.wait_completed(second, &[&serve]);

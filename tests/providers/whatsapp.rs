@@ -8,6 +8,7 @@ use crate::harness::{
 use crate::support::{
     Backend, Herald, accepted, assert_counters_consistent, http_get, n, query_i64,
 };
+use herald::ids::ChannelId;
 
 const NORMAL: usize = 40;
 /// 200, then a `failed` webhook with 131026.
@@ -38,7 +39,7 @@ pub fn whatsapp_channel(h: &Herald, name: &str, base_url: &str, extra: &[&str]) 
 
 /// `herald-fakes whatsapp` on `fake_port`, its webhooks going to Herald's endpoint for
 /// `channel_id` on `herald_port`.
-pub fn fake_whatsapp(h: &Herald, fake_port: u16, herald_port: u16, channel_id: i64) -> Fake {
+pub fn fake_whatsapp(h: &Herald, fake_port: u16, herald_port: u16, channel_id: ChannelId) -> Fake {
     let listen = format!("127.0.0.1:{fake_port}");
     let webhook = format!("http://127.0.0.1:{herald_port}/webhooks/whatsapp/{channel_id}");
     Fake::start(
@@ -67,7 +68,7 @@ pub fn whatsapp_campaign_end_to_end(backend: Backend) {
     let (port, fake_port) = (free_port(), free_port());
     // The channel first (its id goes into the fake's webhook URL), at the fake's port.
     let channel = whatsapp_channel(&h, "wa", &format!("http://127.0.0.1:{fake_port}"), &[]);
-    let fake = fake_whatsapp(&h, fake_port, port, channel);
+    let fake = fake_whatsapp(&h, fake_port, port, ChannelId(channel));
     let serve = serve(&h, port, true);
     let addr = format!("127.0.0.1:{port}");
 
@@ -160,7 +161,7 @@ pub fn whatsapp_async_opt_out_suppresses(backend: Backend) {
     with_secret_key(&mut h);
     let (port, fake_port) = (free_port(), free_port());
     let channel = whatsapp_channel(&h, "wa", &format!("http://127.0.0.1:{fake_port}"), &[]);
-    let _fake = fake_whatsapp(&h, fake_port, port, channel);
+    let _fake = fake_whatsapp(&h, fake_port, port, ChannelId(channel));
     let serve = serve(&h, port, true);
     let rows = vec![
         ("+15005551050".to_string(), "AtOnce".to_string()), // 400 / 131050

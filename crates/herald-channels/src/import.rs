@@ -8,6 +8,7 @@
 
 use crate::address::Address;
 use crate::contact_rules::{self, Violation};
+use crate::ids::{ListId, OrgId};
 use crate::store::{ContactInput, Store, StoreError};
 use std::io::Read;
 use std::path::Path;
@@ -67,10 +68,10 @@ impl<R: Read> Read for RowCapReader<R> {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ImportReport {
-    /// The list the contacts were added to (0 when the import stopped before it existed).
-    pub list_id: i64,
+    /// The list the contacts were added to.
+    pub list_id: ListId,
     pub imported: u64,
     pub updated: u64,
     pub rejected: u64,
@@ -102,7 +103,7 @@ pub enum ImportError {
 /// bad row's line number and reason; bad rows never stop the import.
 pub async fn import_csv(
     store: &Store,
-    org_id: i64,
+    org_id: OrgId,
     list_name: &str,
     path: &Path,
     on_reject: impl FnMut(u64, &str),
@@ -133,7 +134,7 @@ pub enum Parsed {
 /// does (the batches before it stay imported).
 pub async fn import_reader<R>(
     store: &Store,
-    org_id: i64,
+    org_id: OrgId,
     list_name: &str,
     source: &str,
     reader: R,
@@ -147,30 +148,40 @@ where
     // Detached: if the writer stops early, dropping `rx` makes the parser's next send fail
     // and it returns.
     let _parser = tokio::task::spawn_blocking(move || parse(reader, &shown, &tx));
-    let mut report = ImportReport::default();
+    let unreadable = |reason: &str| ImportError::Unreadable {
+        path: source.to_string(),
+        reason: reason.to_string(),
+    };
+    // The list exists once the header is read; the parser sends rows only after it.
+    let mut list_id = None;
+    let (mut imported, mut updated, mut rejected) = (0, 0, 0);
     while let Some(parsed) = rx.recv().await {
         match parsed? {
-            Parsed::Header => report.list_id = store.ensure_list(org_id, list_name).await?,
+            Parsed::Header => list_id = Some(store.ensure_list(org_id, list_name).await?),
             Parsed::Rows { contacts, rejects } => {
                 for (line, reason) in &rejects {
-                    report.rejected += 1;
+                    rejected += 1;
                     on_reject(*line, reason);
                 }
                 if !contacts.is_empty() {
-                    let r = store
-                        .upsert_contacts(org_id, report.list_id, &contacts)
-                        .await?;
-                    report.imported += r.inserted;
-                    report.updated += r.updated;
+                    let list = list_id.ok_or_else(|| unreadable("rows came before the header"))?;
+                    let r = store.upsert_contacts(org_id, list, &contacts).await?;
+                    imported += r.inserted;
+                    updated += r.updated;
                 }
             }
-            Parsed::Done => return Ok(report),
+            Parsed::Done => {
+                let list_id = list_id.ok_or_else(|| unreadable("the input has no header row"))?;
+                return Ok(ImportReport {
+                    list_id,
+                    imported,
+                    updated,
+                    rejected,
+                });
+            }
         }
     }
-    Err(ImportError::Unreadable {
-        path: source.to_string(),
-        reason: "the import stopped before the end of the input".into(),
-    })
+    Err(unreadable("the import stopped before the end of the input"))
 }
 
 pub type ParsedTx = mpsc::Sender<Result<Parsed, ImportError>>;

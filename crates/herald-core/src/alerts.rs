@@ -31,7 +31,7 @@ pub struct AlertText {
     /// The dashboard page to open (`/campaigns/cmp_2`), made absolute with `public_url`.
     pub link: Option<String>,
     /// The channel the alert is about, which must not carry it.
-    pub concerns_channel_id: Option<i64>,
+    pub concerns_channel_id: Option<ChannelId>,
 }
 
 fn text<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
@@ -43,15 +43,15 @@ fn number(v: &Value, path: &[&str]) -> Option<i64> {
 }
 
 /// A canonical id (`chn_5`) back to its number.
-fn id_number(canonical: Option<&str>) -> Option<i64> {
-    canonical?.rsplit('_').next()?.parse().ok()
+fn channel_id_of(canonical: Option<&str>) -> Option<ChannelId> {
+    ChannelId::parse_lenient(canonical?).ok()
 }
 
 /// An outbox event as the alert rules read it: its type, campaign and `data`.
 #[derive(Debug, Clone, Copy)]
 pub struct Occurrence<'a> {
     pub event_type: EventType,
-    pub campaign_id: Option<i64>,
+    pub campaign_id: Option<CampaignId>,
     pub data: &'a Value,
 }
 
@@ -61,7 +61,7 @@ fn campaign_label(event: &Occurrence<'_>) -> String {
     let name = text(data, &["campaign", "name"]).or_else(|| text(data, &["name"]));
     let id = event
         .campaign_id
-        .map(|id| CampaignId(id).to_string())
+        .map(|id| id.to_string())
         .or_else(|| text(data, &["campaign", "id"]).map(str::to_string))
         .or_else(|| text(data, &["campaign_id"]).map(str::to_string))
         .unwrap_or_else(|| "a campaign".to_string());
@@ -74,11 +74,9 @@ fn campaign_label(event: &Occurrence<'_>) -> String {
 /// What the alert for `event` says. `campaign_channel` is the channel of the campaign the
 /// event names (read by the caller), the channel such an alert is about. None when the
 /// event type raises no alert.
-pub fn compose(event: &Occurrence<'_>, campaign_channel: Option<i64>) -> Option<AlertText> {
+pub fn compose(event: &Occurrence<'_>, campaign_channel: Option<ChannelId>) -> Option<AlertText> {
     let data = event.data;
-    let campaign_link = event
-        .campaign_id
-        .map(|id| format!("/campaigns/{}", CampaignId(id)));
+    let campaign_link = event.campaign_id.map(|id| format!("/campaigns/{id}"));
     let reason = text(data, &["reason"]).unwrap_or("no reason recorded");
     let alert = match event.event_type {
         EventType::CampaignStuck => AlertText {
@@ -127,7 +125,7 @@ pub fn compose(event: &Occurrence<'_>, campaign_channel: Option<i64>) -> Option<
                      by themselves when it answers again."
                 ),
                 link: Some("/channels".to_string()),
-                concerns_channel_id: id_number(id),
+                concerns_channel_id: channel_id_of(id),
             }
         }
         EventType::WebhookEndpointDisabled => {
@@ -141,7 +139,9 @@ pub fn compose(event: &Occurrence<'_>, campaign_channel: Option<i64>) -> Option<
                     "{reason}. Herald no longer sends it events ({}); enable it again from its page once it answers.",
                     text(data, &["url"]).unwrap_or("?")
                 ),
-                link: id_number(id).map(|n| format!("/webhooks/{}", WebhookEndpointId(n))),
+                link: id
+                    .and_then(|id| WebhookEndpointId::parse_lenient(id).ok())
+                    .map(|id| format!("/webhooks/{id}")),
                 concerns_channel_id: None,
             }
         }
@@ -200,7 +200,7 @@ pub fn render_for(
 /// A channel an alert could go through, as the organisation configured it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CandidateChannel {
-    pub id: i64,
+    pub id: ChannelId,
     pub name: String,
     pub kind: String,
     /// Set while the channel's provider cannot be reached.
@@ -225,7 +225,7 @@ impl CandidateChannel {
 pub fn pick_channel(
     candidates: &[CandidateChannel],
     configured: usize,
-    concerns: Option<i64>,
+    concerns: Option<ChannelId>,
     kind: AddressKind,
 ) -> Result<&CandidateChannel, String> {
     if configured == 0 {
@@ -236,7 +236,7 @@ pub fn pick_channel(
     }
     let mut why = Vec::new();
     for c in candidates {
-        let label = format!("{} ({})", c.name, ChannelId(c.id));
+        let label = format!("{} ({})", c.name, c.id);
         if Some(c.id) == concerns {
             why.push(format!("{label} is the channel this alert is about"));
         } else if !c.reaches(kind) {
@@ -298,7 +298,11 @@ pub fn next_attempt_at(attempts_made: i64, now: i64) -> Option<i64> {
 mod tests {
     use super::*;
 
-    fn event(event_type: EventType, campaign_id: Option<i64>, data: &Value) -> Occurrence<'_> {
+    fn event(
+        event_type: EventType,
+        campaign_id: Option<CampaignId>,
+        data: &Value,
+    ) -> Occurrence<'_> {
         Occurrence {
             event_type,
             campaign_id,
@@ -306,10 +310,10 @@ mod tests {
         }
     }
 
-    fn channel(id: i64, kind: &str, unavailable: bool) -> CandidateChannel {
+    fn channel(id: ChannelId, kind: &str, unavailable: bool) -> CandidateChannel {
         CandidateChannel {
             id,
-            name: format!("c{id}"),
+            name: format!("c{}", id.get()),
             kind: kind.to_string(),
             unavailable_since: unavailable.then_some(1),
         }
@@ -319,7 +323,7 @@ mod tests {
     fn every_alert_worthy_type_has_a_text_and_no_other_does() {
         for t in EventType::ALL {
             let empty = serde_json::json!({});
-            let composed = compose(&event(*t, Some(2), &empty), Some(5));
+            let composed = compose(&event(*t, Some(CampaignId(2)), &empty), Some(ChannelId(5)));
             assert_eq!(composed.is_some(), t.raises_alert(), "{t}");
         }
     }
@@ -329,27 +333,34 @@ mod tests {
         let data = serde_json::json!({"channel": {"id": "chn_7", "name": "sms-us"}, "reason": "connection refused"});
         let e = event(EventType::ChannelUnavailable, None, &data);
         let a = compose(&e, None).expect("an alert");
-        assert_eq!(a.concerns_channel_id, Some(7));
+        assert_eq!(a.concerns_channel_id, Some(ChannelId(7)));
         assert!(a.subject.contains("sms-us") && a.body.contains("connection refused"));
     }
 
     #[test]
     fn the_channel_an_alert_is_about_never_carries_it() {
-        let both = [channel(1, "twilio", false), channel(2, "twilio", false)];
-        let picked = pick_channel(&both, 2, Some(1), AddressKind::Phone).expect("fallback");
-        assert_eq!(picked.id, 2);
-        let one = [channel(1, "twilio", false)];
-        let err = pick_channel(&one, 1, Some(1), AddressKind::Phone).unwrap_err();
+        let both = [
+            channel(ChannelId(1), "twilio", false),
+            channel(ChannelId(2), "twilio", false),
+        ];
+        let picked =
+            pick_channel(&both, 2, Some(ChannelId(1)), AddressKind::Phone).expect("fallback");
+        assert_eq!(picked.id, ChannelId(2));
+        let one = [channel(ChannelId(1), "twilio", false)];
+        let err = pick_channel(&one, 1, Some(ChannelId(1)), AddressKind::Phone).unwrap_err();
         assert!(err.contains("is the channel this alert is about"), "{err}");
         assert!(err.contains("--fallback-channel"), "{err}");
     }
 
     #[test]
     fn the_address_kind_and_availability_decide_too() {
-        let cs = [channel(1, "smtp", false), channel(2, "twilio", true)];
+        let cs = [
+            channel(ChannelId(1), "smtp", false),
+            channel(ChannelId(2), "twilio", true),
+        ];
         assert_eq!(
             pick_channel(&cs, 2, None, AddressKind::Email).map(|c| c.id),
-            Ok(1)
+            Ok(ChannelId(1))
         );
         let err = pick_channel(&cs, 2, None, AddressKind::Phone).unwrap_err();
         assert!(

@@ -11,7 +11,9 @@
 //!   the command line (`herald campaign start 2`) and for provider webhook paths configured
 //!   before ids were prefixed (`/webhooks/twilio/5/status`).
 //!
-//! The database keeps plain `i64` row ids; a typed id is a newtype over one.
+//! The database keeps plain `i64` row ids; a typed id is a newtype over one, bound to and
+//! read from `sqlx::Any` rows as that number, so code passes the typed id everywhere and
+//! only the SQL sees the integer.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
@@ -146,6 +148,36 @@ macro_rules! typed_id {
             }
         }
 
+        // Bound and read as the plain row id, so a store query takes and returns the typed id.
+        impl sqlx_core::types::Type<sqlx_core::any::Any> for $name {
+            fn type_info() -> sqlx_core::any::AnyTypeInfo {
+                <i64 as sqlx_core::types::Type<sqlx_core::any::Any>>::type_info()
+            }
+            fn compatible(ty: &sqlx_core::any::AnyTypeInfo) -> bool {
+                <i64 as sqlx_core::types::Type<sqlx_core::any::Any>>::compatible(ty)
+            }
+        }
+
+        impl<'q> sqlx_core::encode::Encode<'q, sqlx_core::any::Any> for $name {
+            fn encode_by_ref(
+                &self,
+                buf: &mut sqlx_core::any::AnyArgumentBuffer,
+            ) -> Result<sqlx_core::encode::IsNull, sqlx_core::error::BoxDynError> {
+                <i64 as sqlx_core::encode::Encode<'q, sqlx_core::any::Any>>::encode_by_ref(
+                    &self.0, buf,
+                )
+            }
+        }
+
+        impl<'r> sqlx_core::decode::Decode<'r, sqlx_core::any::Any> for $name {
+            fn decode(
+                value: sqlx_core::any::AnyValueRef<'r>,
+            ) -> Result<Self, sqlx_core::error::BoxDynError> {
+                <i64 as sqlx_core::decode::Decode<'r, sqlx_core::any::Any>>::decode(value)
+                    .map($name)
+            }
+        }
+
         impl Serialize for $name {
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 s.collect_str(self)
@@ -210,8 +242,19 @@ typed_id!(
     /// An alert to one of an organisation's alert recipients (docs/ALERTS.md): `alr_4`.
     AlertId, "alr", "alert"
 );
+typed_id!(
+    /// One delivery of an outbound event to one webhook endpoint: `dlv_8`. Not shown by the
+    /// API (a delivery is named by its event and endpoint); in logs and errors only.
+    DeliveryId, "dlv", "webhook delivery"
+);
+typed_id!(
+    /// A dashboard session: `ses_6`. Never shown outside the process (a session is known by
+    /// its cookie); in logs only.
+    SessionId, "ses", "session"
+);
 
-/// Every kind of id: (prefix, what it names).
+/// Every kind of id a user can see or give: (prefix, what it names). Deliveries and
+/// sessions are not among them: no surface shows or takes their ids.
 pub const KINDS: [(&str, &str); 12] = [
     (CampaignId::PREFIX, CampaignId::WHAT),
     (ChannelId::PREFIX, ChannelId::WHAT),

@@ -4,6 +4,7 @@
 //! Sealed form: `v1:<base64 nonce>:<base64 ciphertext>`; the channel id is bound in as
 //! associated data, so a sealed value copied onto another channel does not open.
 
+use crate::ids::TypedId;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
@@ -60,10 +61,11 @@ impl SecretKey {
     }
 }
 
-/// Seals a JSON object of secrets for channel `channel_id`.
+/// Seals a JSON object of secrets for the row `owner` (a channel, a webhook endpoint): the
+/// seal binds its row number, so a sealed value copied to another row does not open.
 pub fn seal(
     key: &SecretKey,
-    channel_id: i64,
+    owner: impl TypedId,
     secrets: &serde_json::Value,
 ) -> Result<String, SecretError> {
     let cipher = ChaCha20Poly1305::new(&key.0);
@@ -71,7 +73,7 @@ pub fn seal(
     // the birthday bound.
     let nonce = Nonce::from(rand::random::<[u8; 12]>());
     let plaintext = secrets.to_string();
-    let aad = channel_id.to_be_bytes();
+    let aad = owner.row().to_be_bytes();
     let ciphertext = cipher
         .encrypt(
             &nonce,
@@ -90,7 +92,7 @@ pub fn seal(
 
 pub fn open(
     key: &SecretKey,
-    channel_id: i64,
+    owner: impl TypedId,
     sealed: &str,
 ) -> Result<serde_json::Value, SecretError> {
     let mut parts = sealed.splitn(3, ':');
@@ -107,7 +109,7 @@ pub fn open(
     let ciphertext = STANDARD
         .decode(ciphertext)
         .map_err(|e| SecretError::Damaged(e.to_string()))?;
-    let aad = channel_id.to_be_bytes();
+    let aad = owner.row().to_be_bytes();
     let plaintext = ChaCha20Poly1305::new(&key.0)
         .decrypt(
             &Nonce::from(nonce),
@@ -140,22 +142,29 @@ pub fn mask(secret: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::ChannelId;
 
     #[test]
     fn seals_and_opens_only_for_its_channel_and_key() {
         let key = SecretKey::parse(&SecretKey::generate()).unwrap();
         let secrets = serde_json::json!({"auth_token": "tok_1234567890"});
-        let sealed = seal(&key, 7, &secrets).unwrap();
+        let sealed = seal(&key, ChannelId(7), &secrets).unwrap();
         assert!(
             !sealed.contains("tok_"),
             "the secret must not appear in the sealed form"
         );
-        assert_eq!(open(&key, 7, &sealed).unwrap(), secrets);
-        assert_eq!(open(&key, 8, &sealed), Err(SecretError::WrongKey));
+        assert_eq!(open(&key, ChannelId(7), &sealed).unwrap(), secrets);
+        assert_eq!(
+            open(&key, ChannelId(8), &sealed),
+            Err(SecretError::WrongKey)
+        );
         let other = SecretKey::parse(&SecretKey::generate()).unwrap();
-        assert_eq!(open(&other, 7, &sealed), Err(SecretError::WrongKey));
+        assert_eq!(
+            open(&other, ChannelId(7), &sealed),
+            Err(SecretError::WrongKey)
+        );
         assert!(matches!(
-            open(&key, 7, "v2:x:y"),
+            open(&key, ChannelId(7), "v2:x:y"),
             Err(SecretError::Damaged(_))
         ));
     }

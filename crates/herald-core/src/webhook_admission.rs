@@ -3,6 +3,7 @@
 //! before any signature check or database work, so a flood costs one map lookup per
 //! request, and the map is bounded, so a flood from many addresses cannot grow it.
 
+use crate::ids::ChannelId;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Mutex, PoisonError};
@@ -31,7 +32,7 @@ enum Source {
 struct Window {
     /// `now_ms / WINDOW_MS` of the window being counted.
     index: i64,
-    counts: HashMap<(Source, i64), u64>,
+    counts: HashMap<(Source, ChannelId), u64>,
 }
 
 /// Shared by every clone of the HTTP state; one per process.
@@ -56,7 +57,7 @@ impl WebhookLimiter {
     pub fn admit(
         &self,
         peer: Option<IpAddr>,
-        channel_id: i64,
+        channel_id: ChannelId,
         per_minute: u64,
         now_ms: i64,
     ) -> Result<(), u64> {
@@ -72,7 +73,7 @@ impl WebhookLimiter {
         if !window.counts.contains_key(&key) && window.counts.len() >= MAX_TRACKED {
             // One key for all latecomers, whatever channel they name: the channel id comes
             // from the path, so it must not be able to mint keys either.
-            key = (Source::Overflow, 0);
+            key = (Source::Overflow, ChannelId(0));
         }
         let count = window.counts.entry(key).or_insert(0);
         if *count >= per_minute {
@@ -107,26 +108,41 @@ mod tests {
         let limiter = WebhookLimiter::default();
         let t = 10 * WINDOW_MS + 15_000;
         for _ in 0..3 {
-            assert_eq!(limiter.admit(ip("192.0.2.1"), 7, 3, t), Ok(()));
+            assert_eq!(limiter.admit(ip("192.0.2.1"), ChannelId(7), 3, t), Ok(()));
         }
-        assert_eq!(limiter.admit(ip("192.0.2.1"), 7, 3, t), Err(45));
-        assert_eq!(limiter.admit(ip("192.0.2.1"), 7, 3, t + 44_500), Err(1));
+        assert_eq!(limiter.admit(ip("192.0.2.1"), ChannelId(7), 3, t), Err(45));
+        assert_eq!(
+            limiter.admit(ip("192.0.2.1"), ChannelId(7), 3, t + 44_500),
+            Err(1)
+        );
         // Other address, other channel: their own allowance.
-        assert_eq!(limiter.admit(ip("192.0.2.2"), 7, 3, t), Ok(()));
-        assert_eq!(limiter.admit(ip("192.0.2.1"), 8, 3, t), Ok(()));
+        assert_eq!(limiter.admit(ip("192.0.2.2"), ChannelId(7), 3, t), Ok(()));
+        assert_eq!(limiter.admit(ip("192.0.2.1"), ChannelId(8), 3, t), Ok(()));
         // The next window starts afresh.
-        assert_eq!(limiter.admit(ip("192.0.2.1"), 7, 3, 11 * WINDOW_MS), Ok(()));
+        assert_eq!(
+            limiter.admit(ip("192.0.2.1"), ChannelId(7), 3, 11 * WINDOW_MS),
+            Ok(())
+        );
         assert_eq!(limiter.tracked(), 1);
     }
 
     #[test]
     fn ipv6_counts_per_64_and_mapped_ipv4_as_ipv4() {
         let limiter = WebhookLimiter::default();
-        assert_eq!(limiter.admit(ip("2001:db8::1"), 1, 1, 0), Ok(()));
-        assert_eq!(limiter.admit(ip("2001:db8::ffff:2"), 1, 1, 0), Err(60));
-        assert_eq!(limiter.admit(ip("2001:db8:0:1::1"), 1, 1, 0), Ok(()));
-        assert_eq!(limiter.admit(ip("192.0.2.9"), 1, 1, 0), Ok(()));
-        assert_eq!(limiter.admit(ip("::ffff:192.0.2.9"), 1, 1, 0), Err(60));
+        assert_eq!(limiter.admit(ip("2001:db8::1"), ChannelId(1), 1, 0), Ok(()));
+        assert_eq!(
+            limiter.admit(ip("2001:db8::ffff:2"), ChannelId(1), 1, 0),
+            Err(60)
+        );
+        assert_eq!(
+            limiter.admit(ip("2001:db8:0:1::1"), ChannelId(1), 1, 0),
+            Ok(())
+        );
+        assert_eq!(limiter.admit(ip("192.0.2.9"), ChannelId(1), 1, 0), Ok(()));
+        assert_eq!(
+            limiter.admit(ip("::ffff:192.0.2.9"), ChannelId(1), 1, 0),
+            Err(60)
+        );
     }
 
     #[test]
@@ -135,13 +151,19 @@ mod tests {
         // Many addresses, each naming a different channel id.
         for i in 0..(MAX_TRACKED as u32 + 1_000) {
             let addr = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
-            let _ = limiter.admit(Some(addr), i64::from(i), 1_000_000, 0);
+            let _ = limiter.admit(Some(addr), ChannelId(i64::from(i)), 1_000_000, 0);
         }
         assert_eq!(limiter.tracked(), MAX_TRACKED + 1);
         // Pairs already counted keep their own allowance; latecomers share one.
-        assert_eq!(limiter.admit(ip("10.0.0.0"), 0, 2, 0), Ok(()));
-        assert_eq!(limiter.admit(ip("10.0.0.0"), 0, 2, 0), Err(60));
-        assert_eq!(limiter.admit(ip("203.0.113.1"), 5, 1_001, 0), Ok(()));
-        assert_eq!(limiter.admit(ip("203.0.113.2"), 6, 1_001, 0), Err(60));
+        assert_eq!(limiter.admit(ip("10.0.0.0"), ChannelId(0), 2, 0), Ok(()));
+        assert_eq!(limiter.admit(ip("10.0.0.0"), ChannelId(0), 2, 0), Err(60));
+        assert_eq!(
+            limiter.admit(ip("203.0.113.1"), ChannelId(5), 1_001, 0),
+            Ok(())
+        );
+        assert_eq!(
+            limiter.admit(ip("203.0.113.2"), ChannelId(6), 1_001, 0),
+            Err(60)
+        );
     }
 }

@@ -6,7 +6,7 @@
 use crate::config::Settings;
 use crate::domain::{CampaignStatus, MessageStatus};
 use crate::engine::health::{self, StuckCampaign};
-use crate::ids::{CampaignId, ChannelId};
+use crate::ids::{CampaignId, OrgId};
 use crate::store::{Campaign, Drift, InstanceRow, MigrationStatus, Store, StoreError};
 use serde::Serialize;
 use serde_json::json;
@@ -37,14 +37,14 @@ pub enum FindingKind {
 pub struct Finding {
     pub kind: FindingKind,
     /// The campaign it is about, if one.
-    pub campaign_id: Option<i64>,
+    pub campaign_id: Option<CampaignId>,
     pub message: String,
 }
 
 /// A campaign with messages in doubt now or ever.
 #[derive(Debug, Clone, Serialize)]
 pub struct InDoubtCampaign {
-    pub campaign_id: i64,
+    pub campaign_id: CampaignId,
     pub in_doubt: i64,
     pub in_doubt_total: i64,
 }
@@ -104,34 +104,21 @@ impl Diagnosis {
                 "heartbeat_age_ms": now - i.heartbeat_at, "in_flight": i.in_flight,
             })).collect::<Vec<_>>(),
             "campaigns": {"sending": c.sending, "total": c.total},
-            "stuck": with_campaign_ids(json!(c.stuck)),
-            "drift": with_campaign_ids(json!(c.drift)),
-            "in_doubt": c.in_doubt.iter().map(|d| json!({"campaign_id": CampaignId(d.campaign_id), "in_doubt": d.in_doubt, "in_doubt_total": d.in_doubt_total})).collect::<Vec<_>>(),
+            "stuck": json!(c.stuck),
+            "drift": json!(c.drift),
+            "in_doubt": c.in_doubt.iter().map(|d| json!({"campaign_id": d.campaign_id, "in_doubt": d.in_doubt, "in_doubt_total": d.in_doubt_total})).collect::<Vec<_>>(),
             "unavailable_channels": c.unavailable.iter().map(|o| json!({
-                "id": ChannelId(o.channel_id), "name": o.name, "kind": o.kind,
+                "id": o.channel_id, "name": o.name, "kind": o.kind,
                 "unavailable_since": crate::clock::rfc3339(o.since), "reason": o.reason,
             })).collect::<Vec<_>>(),
             "undeliverable_alerts": c.undeliverable_alerts.iter().map(|a| json!({
-                "id": crate::ids::AlertId(a.id), "event_type": a.event_type, "recipient": a.address,
+                "id": a.id, "event_type": a.event_type, "recipient": a.address,
                 "subject": a.subject, "error": a.last_error,
                 "at": a.settled_at.map(crate::clock::rfc3339),
             })).collect::<Vec<_>>(),
             "findings": self.finding_messages(),
         })
     }
-}
-
-/// `rows` with each `campaign_id` in its canonical form (`cmp_2`), as everything Herald
-/// prints names a campaign.
-fn with_campaign_ids(mut rows: serde_json::Value) -> serde_json::Value {
-    if let Some(rows) = rows.as_array_mut() {
-        for row in rows {
-            if let Some(id) = row.get("campaign_id").and_then(serde_json::Value::as_i64) {
-                row["campaign_id"] = json!(CampaignId(id));
-            }
-        }
-    }
-    rows
 }
 
 /// The most undeliverable alerts one diagnosis lists (newest first).
@@ -145,7 +132,7 @@ const DRIFT_WINDOW_MS: i64 = 3600 * 1000;
 pub async fn diagnose(
     store: &Store,
     settings: &Settings,
-    org: Option<i64>,
+    org: Option<OrgId>,
 ) -> Result<Diagnosis, StoreError> {
     let now = crate::clock::now_ms();
     let mut findings: Vec<Finding> = Vec::new();
@@ -175,7 +162,7 @@ pub async fn diagnose(
         Some(org) => store.campaigns(org).await?,
         None => store.campaigns_with_status(&CampaignStatus::ALL).await?,
     };
-    let ours: HashSet<i64> = campaigns.iter().map(|c| c.id).collect();
+    let ours: HashSet<CampaignId> = campaigns.iter().map(|c| c.id).collect();
     let mut stuck = health::stuck_campaigns(store, now, settings).await?;
     let drift = match org {
         None => health::drift(store, now).await?,
@@ -194,7 +181,7 @@ pub async fn diagnose(
             campaign_id: Some(s.campaign_id),
             message: format!(
                 "campaign {} `{}` is stuck: {} pending, no progress for {} s: {}",
-                CampaignId(s.campaign_id),
+                s.campaign_id,
                 s.name,
                 s.pending,
                 s.no_progress_for_ms / 1000,
@@ -208,10 +195,7 @@ pub async fn diagnose(
             campaign_id: Some(d.campaign_id),
             message: format!(
                 "campaign {} counter `{}` says {} but its messages say {}",
-                CampaignId(d.campaign_id),
-                d.status,
-                d.counter,
-                d.actual
+                d.campaign_id, d.status, d.counter, d.actual
             ),
         });
     }
@@ -231,7 +215,7 @@ pub async fn diagnose(
                 campaign_id: Some(c.id),
                 message: format!(
                     "campaign {} has {now_in_doubt} messages in doubt awaiting the in-doubt policy ({})",
-                    CampaignId(c.id),
+                    c.id,
                     settings.in_doubt_policy_name()
                 ),
             });
@@ -282,7 +266,7 @@ pub async fn diagnose(
             campaign_id: a.campaign_id,
             message: format!(
                 "alert {} to {} (\"{}\") could not be delivered: {}",
-                crate::ids::AlertId(a.id),
+                a.id,
                 a.address,
                 a.subject,
                 a.last_error.as_deref().unwrap_or("no reason recorded")

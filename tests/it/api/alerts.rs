@@ -66,7 +66,7 @@ api_test!(
             Method::PUT,
             "/api/v1/alerts/settings",
             &admin,
-            Some(json!({"channel_id": channel_id, "fallback_channel_id": format!("chn_{theirs}"), "recipients": []})),
+            Some(json!({"channel_id": channel_id, "fallback_channel_id": format!("{theirs}"), "recipients": []})),
         )
         .await;
         foreign.expect_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation-failed");
@@ -154,7 +154,7 @@ api_test!(the_organisations_auto_pause_default, |app| async move {
     let viewer = Auth::Key(app.key(app.org, Role::Viewer).await);
     let shown = app.get("/api/v1/organisation", &viewer).await;
     shown.expect(StatusCode::OK);
-    assert_eq!(shown.body["id"], format!("org_{}", app.org));
+    assert_eq!(shown.body["id"], format!("{}", app.org));
     assert_eq!(shown.body["auto_pause"], "20%/500");
     assert_eq!(shown.body["auto_pause_source"], "default");
     let set = app

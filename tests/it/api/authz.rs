@@ -13,6 +13,7 @@
 use super::{Auth, TestApp, api_test};
 use axum::http::{Method, StatusCode};
 use herald::domain::Role;
+use herald::ids::OrgId;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
@@ -22,7 +23,7 @@ struct Fixture {
 }
 
 impl Fixture {
-    async fn create(app: &TestApp, org: i64, tag: &str) -> Fixture {
+    async fn create(app: &TestApp, org: OrgId, tag: &str) -> Fixture {
         let owner = Auth::Key(app.key(org, Role::Owner).await);
         let mut ids = BTreeMap::new();
         let created = |reply: &super::Reply, what: &str| -> String {

@@ -8,6 +8,7 @@ use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use herald::config::Settings;
 use herald::domain::Role;
 use herald::engine::Engine;
+use herald::ids::{CampaignId, OrgId};
 use herald::store::{ContactInput, NewCampaign};
 use serde_json::{Value, json};
 use std::pin::Pin;
@@ -43,7 +44,7 @@ fn contact(address: &str, name: Option<&str>, city: Option<&str>) -> ContactInpu
     }
 }
 
-async fn contact_id(app: &TestApp, org: i64, address: &str) -> String {
+async fn contact_id(app: &TestApp, org: OrgId, address: &str) -> String {
     let pool = app.db.raw().await;
     let id: i64 = sqlx::query_scalar("SELECT id FROM contacts WHERE org_id = $1 AND address = $2")
         .bind(org)
@@ -58,7 +59,7 @@ async fn contact_id(app: &TestApp, org: i64, address: &str) -> String {
 /// A list of `org` with the given contacts; returns its id and the contacts' ids.
 async fn list_with(
     app: &TestApp,
-    org: i64,
+    org: OrgId,
     name: &str,
     contacts: &[ContactInput],
 ) -> (String, Vec<String>) {
@@ -69,7 +70,7 @@ async fn list_with(
     for c in contacts {
         ids.push(contact_id(app, org, &c.address).await);
     }
-    (format!("lst_{list}"), ids)
+    (format!("{list}"), ids)
 }
 
 async fn fixture(app: &TestApp) -> Fixture {
@@ -89,7 +90,7 @@ async fn fixture(app: &TestApp) -> Fixture {
     Fixture {
         editor: Auth::Key(app.key(app.org, Role::Editor).await),
         viewer: Auth::Key(app.key(app.org, Role::Viewer).await),
-        channel: format!("chn_{channel}"),
+        channel: format!("{channel}"),
         list,
         contacts,
     }
@@ -601,7 +602,7 @@ api_test!(create_validates_every_field, |app| async move {
     )
     .await;
     field_error(
-        &post(with("channel_id", json!(format!("chn_{other_channel}")))).await,
+        &post(with("channel_id", json!(format!("{other_channel}")))).await,
         "channel_id",
         "exists",
     );
@@ -705,7 +706,7 @@ api_test!(state_machine_moves_and_conflicts, |app| async move {
     app.db
         .raw_exec(
             "UPDATE campaigns SET started_at = 1000, last_progress_at = 1000 WHERE id = $1",
-            n,
+            CampaignId(n),
         )
         .await;
     let stuck = app.get(&format!("/api/v1/campaigns/{id}"), &f.viewer).await;
@@ -857,7 +858,7 @@ api_test!(
         .post(
             "/api/v1/campaigns",
             &f.editor,
-            json!({"name": "Five", "channel_id": f.channel, "list_id": format!("lst_{list}"), "body": "Hi"}),
+            json!({"name": "Five", "channel_id": f.channel, "list_id": format!("{list}"), "body": "Hi"}),
         )
         .await;
         r.expect(StatusCode::CREATED);
@@ -1014,7 +1015,7 @@ api_test!(
             .post(
                 "/api/v1/campaigns",
                 &f.editor,
-                json!({"name": "Preview", "channel_id": format!("chn_{sms}"), "list_id": f.list,
+                json!({"name": "Preview", "channel_id": format!("{sms}"), "list_id": f.list,
                    "body": "Hi {{ name }}, see you in {{ city }}"}),
             )
             .await;
@@ -1087,7 +1088,7 @@ api_test!(
         r.expect(StatusCode::OK);
         assert_eq!(r.body["rendered"], "Hi Alan from Oslo");
         let long = "x".repeat(161);
-        let r = tp(json!({"body": long, "channel_id": format!("chn_{sms}")})).await;
+        let r = tp(json!({"body": long, "channel_id": format!("{sms}")})).await;
         r.expect(StatusCode::OK);
         assert_eq!(
             (r.body["segments"].clone(), r.body["characters"].clone()),
@@ -1142,7 +1143,7 @@ api_test!(
             org_id: app.other_org,
             name: name.into(),
             channel_id: their_channel,
-            list_id: their_list[4..].parse().unwrap(),
+            list_id: their_list.parse().unwrap(),
             body: "Hi {{ name }}".into(),
             scheduled_at: None,
         };
@@ -1160,7 +1161,7 @@ api_test!(
             .unwrap();
         let mine = create(&app, &f, "Mine", "Hi").await;
 
-        for theirs in [format!("cmp_{draft}"), format!("cmp_{running}")] {
+        for theirs in [format!("{draft}"), format!("{running}")] {
             for path in [
                 format!("/api/v1/campaigns/{theirs}"),
                 format!("/api/v1/campaigns/{theirs}/stats"),
@@ -1236,7 +1237,7 @@ api_test!(
                 Method::PATCH,
                 &format!("/api/v1/campaigns/{mine}"),
                 &f.editor,
-                Some(json!({"channel_id": format!("chn_{their_channel}")})),
+                Some(json!({"channel_id": format!("{their_channel}")})),
             )
             .await,
             "channel_id",
@@ -1319,7 +1320,10 @@ api_test!(
         let store = &app.db.store;
         let now = herald::clock::now_ms();
         // One send in flight (no engine runs here: this test plays the instance).
-        let claimed = store.claim(n, "A", now, now + 60_000, 1).await.unwrap();
+        let claimed = store
+            .claim(CampaignId(n), "A", now, now + 60_000, 1)
+            .await
+            .unwrap();
         assert_eq!(claimed.len(), 1);
         act(&app, &f.editor, &id, "cancel")
             .await
@@ -1339,7 +1343,7 @@ api_test!(
                 now + 1,
                 &[herald::store::Outcome {
                     message_id: claimed[0].id,
-                    campaign_id: n,
+                    campaign_id: CampaignId(n),
                     attempt: None,
                     kind: herald::store::OutcomeKind::Sent {
                         provider_id: "p-live".into(),

@@ -6,6 +6,7 @@ use axum::http::{Method, StatusCode, header};
 use herald::channels::BuildContext;
 use herald::domain::Role;
 use herald::http::AppState;
+use herald::ids::{ChannelId, OrgId};
 use herald::outbound::OutboundGuard;
 use herald::store::InstanceInfo;
 use serde_json::{Value, json};
@@ -61,7 +62,7 @@ async fn patch(app: &TestApp, id: &str, auth: &Auth, body: Value) -> Reply {
 
 /// The stored secrets of a channel, opened with the test key.
 async fn stored_secrets(app: &TestApp, id: &str) -> Option<Value> {
-    let info = app.db.store.channel(row_id(id)).await.unwrap();
+    let info = app.db.store.channel(ChannelId(row_id(id))).await.unwrap();
     let sealed = info.secrets?;
     assert!(
         sealed.starts_with("v1:"),
@@ -153,7 +154,12 @@ api_test!(
         assert_eq!(seen.len(), names.len(), "{seen:?}");
 
         // At rest: the configuration holds no secret, the secrets are sealed and open with the key.
-        let info = app.db.store.channel(row_id(&twilio_id)).await.unwrap();
+        let info = app
+            .db
+            .store
+            .channel(ChannelId(row_id(&twilio_id)))
+            .await
+            .unwrap();
         assert!(!info.config.to_string().contains(AUTH_TOKEN));
         assert!(!info.secrets.clone().unwrap().contains(AUTH_TOKEN));
         assert_eq!(
@@ -461,9 +467,14 @@ api_test!(
         used.expect(StatusCode::CREATED);
         let used_id = id_of(&used);
         let list = app.db.store.ensure_list(app.org, "people").await.unwrap();
-        let campaign =
-            crate::support::new_campaign(&app.db.store, app.org, list, row_id(&used_id), "hi")
-                .await;
+        let campaign = crate::support::new_campaign(
+            &app.db.store,
+            app.org,
+            list,
+            ChannelId(row_id(&used_id)),
+            "hi",
+        )
+        .await;
         let name = app.db.store.campaign(campaign).await.unwrap().name;
 
         let r = app
@@ -477,7 +488,7 @@ api_test!(
         r.expect_problem(StatusCode::CONFLICT, "channel-in-use");
         let detail = r.body["detail"].as_str().unwrap();
         assert!(
-            detail.contains(&format!("cmp_{campaign}")) && detail.contains(&name),
+            detail.contains(&format!("{campaign}")) && detail.contains(&name),
             "{}",
             r.text
         );
@@ -549,7 +560,7 @@ api_test!(a_test_message_goes_through_the_channel, |app| async move {
     let stats = app
         .db
         .store
-        .sandbox_stats(row_id(&sim_id), None)
+        .sandbox_stats(ChannelId(row_id(&sim_id)), None)
         .await
         .unwrap();
     assert_eq!(stats.received, 1);
@@ -701,7 +712,7 @@ api_test!(
 
         // A counter that drifted in each organisation: each sees only its own.
         let db = &app.db;
-        let drifted = |org: i64, tag: &'static str| async move {
+        let drifted = |org: OrgId, tag: &'static str| async move {
             let channel = store
                 .create_channel(org, &format!("sim-{tag}"), "sandbox", &json!({}))
                 .await
@@ -723,7 +734,7 @@ api_test!(
         assert!(
             drift
                 .iter()
-                .any(|d| d["campaign_id"] == format!("cmp_{ours}") && d["status"] == "sent"),
+                .any(|d| d["campaign_id"] == format!("{ours}") && d["status"] == "sent"),
             "{}",
             r.text
         );
@@ -731,17 +742,17 @@ api_test!(
         assert!(
             findings
                 .iter()
-                .any(|f| f["kind"] == "drift" && f["campaign_id"] == format!("cmp_{ours}")),
+                .any(|f| f["kind"] == "drift" && f["campaign_id"] == format!("{ours}")),
             "{}",
             r.text
         );
         let mut seen = Vec::new();
         strings(&r.body, &mut seen);
-        assert!(!seen.contains(&format!("cmp_{theirs}")), "{}", r.text);
+        assert!(!seen.contains(&format!("{theirs}")), "{}", r.text);
         assert!(!r.text.contains(&their_name), "{}", r.text);
         assert!(
             !r.text.contains(&format!("campaign {theirs} "))
-                && !r.text.contains(&format!("campaign cmp_{theirs} ")),
+                && !r.text.contains(&format!("campaign {theirs} ")),
             "{}",
             r.text
         );
@@ -751,8 +762,8 @@ api_test!(
         r.expect(StatusCode::OK);
         let mut seen = Vec::new();
         strings(&r.body, &mut seen);
-        assert!(seen.contains(&format!("cmp_{theirs}")), "{}", r.text);
-        assert!(!seen.contains(&format!("cmp_{ours}")), "{}", r.text);
+        assert!(seen.contains(&format!("{theirs}")), "{}", r.text);
+        assert!(!seen.contains(&format!("{ours}")), "{}", r.text);
         assert!(!r.text.contains(&our_name), "{}", r.text);
 
         app.get("/api/v1/health", &Auth::None)
@@ -797,7 +808,7 @@ api_test!(a_rate_cleared_and_set_again_is_stored, |app| async move {
             reply.text
         );
     }
-    let stored = app.db.store.channel(row_id(&id)).await.unwrap();
+    let stored = app.db.store.channel(ChannelId(row_id(&id))).await.unwrap();
     assert_eq!(stored.rate_per_sec, Some(1035.0));
 });
 
@@ -865,7 +876,8 @@ api_test!(new_secrets_end_a_credentials_outage, |app| async move {
     let channel = row_id(&id);
     let list = store.ensure_list(app.org, "people").await.unwrap();
     store.seed_contacts(app.org, list, 3).await.unwrap();
-    let campaign = crate::support::new_campaign(store, app.org, list, channel, "hi").await;
+    let campaign =
+        crate::support::new_campaign(store, app.org, list, ChannelId(channel), "hi").await;
     let t = herald::clock::now_ms();
     store
         .start_campaign(campaign, t, "test", None)
@@ -875,13 +887,19 @@ api_test!(new_secrets_end_a_credentials_outage, |app| async move {
         "credentials refused by Twilio (401): check the channel's account SID and auth token";
     assert!(
         store
-            .mark_channel_unavailable(channel, t, reason)
+            .mark_channel_unavailable(ChannelId(channel), t, reason)
             .await
             .unwrap()
     );
     assert_eq!(
         store
-            .pause_for_outage(channel, None, t, "instance a", "paused by the engine")
+            .pause_for_outage(
+                ChannelId(channel),
+                None,
+                t,
+                "instance a",
+                "paused by the engine"
+            )
             .await
             .unwrap(),
         vec![campaign]
@@ -900,7 +918,10 @@ api_test!(new_secrets_end_a_credentials_outage, |app| async move {
     .await;
     r.expect(StatusCode::OK);
     assert_eq!(r.body["availability"], "available", "{}", r.text);
-    assert_eq!(store.channel_outage(channel).await.unwrap(), None);
+    assert_eq!(
+        store.channel_outage(ChannelId(channel)).await.unwrap(),
+        None
+    );
     let c = store.campaign(campaign).await.unwrap();
     assert_eq!(c.status, herald::domain::CampaignStatus::Sending);
     let resume = store

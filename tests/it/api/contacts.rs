@@ -5,6 +5,7 @@ use super::{Auth, Reply, TestApp, api_test};
 use axum::body::{Body, Bytes};
 use axum::http::{Method, StatusCode, header};
 use herald::domain::Role;
+use herald::ids::ListId;
 use herald::store::NewCampaign;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
@@ -716,7 +717,7 @@ api_test!(lists_and_their_members, |app| async move {
                 org_id: app.org,
                 name: "Spring sale".into(),
                 channel_id: channel.id,
-                list_id: list.trim_start_matches("lst_").parse().unwrap(),
+                list_id: list.parse().unwrap(),
                 body: "Hi".into(),
                 scheduled_at: None,
             },
@@ -734,7 +735,7 @@ api_test!(lists_and_their_members, |app| async move {
         .await;
     refused.expect_problem(StatusCode::CONFLICT, "list-in-use");
     assert!(
-        refused.text.contains(&format!("cmp_{campaign}")),
+        refused.text.contains(&format!("{campaign}")),
         "{}",
         refused.text
     );
@@ -1252,7 +1253,7 @@ api_test!(
 /// the contact rules holds it; returns its id.
 async fn insert_raw_contact(
     app: &TestApp,
-    list: i64,
+    list: ListId,
     address: &str,
     name: &str,
     attributes: &str,
@@ -1295,7 +1296,7 @@ api_test!(
             .await;
         r.expect(StatusCode::CREATED);
         let list = id_of(&r);
-        let list_id: i64 = list.trim_start_matches("lst_").parse().unwrap();
+        let list_id: ListId = list.parse().unwrap();
         let ada = create_contact(
             &app,
             &auth,

@@ -335,7 +335,7 @@ api_test!(
         let owner = Auth::Key(app.key(app.org, Role::Owner).await);
         app.call(
             Method::PATCH,
-            &format!("/api/v1/users/usr_{}", user.id),
+            &format!("/api/v1/users/{}", user.id),
             &owner,
             Some(json!({"password": "another long password"})),
         )

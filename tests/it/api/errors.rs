@@ -5,12 +5,13 @@
 use super::{Auth, TestApp, api_test};
 use axum::http::{Method, StatusCode};
 use herald::domain::{MessageStatus, Role};
+use herald::ids::{CampaignId, ChannelId, MessageId};
 use herald::store::{ContactInput, Outcome, OutcomeKind, Receipt};
 use serde_json::{Value, json};
 
 const MINUTE: i64 = 60_000;
 
-fn outcome(id: i64, campaign_id: i64, kind: OutcomeKind) -> Outcome {
+fn outcome(id: MessageId, campaign_id: CampaignId, kind: OutcomeKind) -> Outcome {
     Outcome {
         message_id: id,
         campaign_id,
@@ -32,7 +33,7 @@ fn sent(provider_id: &str) -> OutcomeKind {
 }
 
 fn receipt(
-    channel_id: i64,
+    channel_id: ChannelId,
     provider_id: &str,
     status: MessageStatus,
     error: Option<&str>,
@@ -79,7 +80,7 @@ api_test!(
             .post(
                 "/api/v1/campaigns",
                 &editor,
-                json!({"name": "Seven", "channel_id": format!("chn_{channel}"), "list_id": format!("lst_{list}"), "body": "Hi"}),
+                json!({"name": "Seven", "channel_id": format!("{channel}"), "list_id": format!("{list}"), "body": "Hi"}),
             )
             .await;
         r.expect(StatusCode::CREATED);
@@ -96,7 +97,10 @@ api_test!(
 
         // No engine runs: the test plays it, through the store's own statements.
         let t = herald::clock::now_ms();
-        let m = store.claim(id, "A", t, t + MINUTE, 100).await.unwrap();
+        let m = store
+            .claim(CampaignId(id), "A", t, t + MINUTE, 100)
+            .await
+            .unwrap();
         assert_eq!(m.len(), 7);
         let addr = |i: usize| m[i].address.clone();
         let report = store
@@ -107,26 +111,26 @@ api_test!(
                     // Fails once, then is sent and delivered: no stale error.
                     outcome(
                         m[0].id,
-                        id,
+                        CampaignId(id),
                         OutcomeKind::Retry {
                             error: "sandbox: simulated transient failure (503)".into(),
                             next_attempt_at: t + 2,
                         },
                     ),
-                    outcome(m[1].id, id, failed("twilio 30005: Unknown destination handset")),
+                    outcome(m[1].id, CampaignId(id), failed("twilio 30005: Unknown destination handset")),
                     outcome(
                         m[2].id,
-                        id,
+                        CampaignId(id),
                         failed("gave up after 3 attempts: twilio 30003: Unreachable destination handset"),
                     ),
-                    outcome(m[3].id, id, failed("twilio 30005: Unknown destination")),
-                    outcome(m[4].id, id, sent("SM4")),
+                    outcome(m[3].id, CampaignId(id), failed("twilio 30005: Unknown destination")),
+                    outcome(m[4].id, CampaignId(id), sent("SM4")),
                     outcome(
                         m[5].id,
-                        id,
+                        CampaignId(id),
                         failed("whatsapp 131026/2494010: Message undeliverable"),
                     ),
-                    outcome(m[6].id, id, sent("SM6")),
+                    outcome(m[6].id, CampaignId(id), sent("SM6")),
                 ],
             )
             .await
@@ -141,11 +145,14 @@ api_test!(
             "sandbox: simulated transient failure (503)"
         );
 
-        let again = store.claim(id, "A", t + 3, t + MINUTE, 100).await.unwrap();
+        let again = store
+            .claim(CampaignId(id), "A", t + 3, t + MINUTE, 100)
+            .await
+            .unwrap();
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].id, m[0].id);
         store
-            .record_outcomes("A", t + 4, &[outcome(m[0].id, id, sent("SM0"))])
+            .record_outcomes("A", t + 4, &[outcome(m[0].id, CampaignId(id), sent("SM0"))])
             .await
             .unwrap();
         store
@@ -182,7 +189,7 @@ api_test!(
             assert_eq!(m["error"], Value::Null, "{m}");
         }
         // The store agrees: the success cleared the earlier error.
-        let stored = crate::support::message(store, id, m[0].id).await;
+        let stored = crate::support::message(store, CampaignId(id), m[0].id).await;
         assert_eq!(stored.status, MessageStatus::Delivered);
         assert_eq!(stored.last_error, None);
 

@@ -10,6 +10,7 @@ use herald::config::Settings;
 use herald::domain::Role;
 use herald::engine::Engine;
 use herald::http::AppState;
+use herald::ids::{CampaignId, ChannelId};
 use serde_json::{Value, json};
 use std::pin::Pin;
 use std::time::{Duration, Instant};
@@ -18,7 +19,7 @@ use tower::ServiceExt;
 
 /// A draft campaign of the default organisation over a list of `n` contacts and a
 /// sandbox channel named `channel_name`: (campaign id, channel id).
-async fn draft_campaign(app: &TestApp, channel_name: &str, n: i64) -> (i64, i64) {
+async fn draft_campaign(app: &TestApp, channel_name: &str, n: i64) -> (CampaignId, ChannelId) {
     let store = &app.db.store;
     let list = store
         .ensure_list(app.org, &format!("list-{:08x}", rand::random::<u32>()))
@@ -53,10 +54,10 @@ fn expect_not_found(reply: &Reply, spelling: &str) {
 api_test!(ids_have_one_spelling, |app| async move {
     let viewer = Auth::Key(app.key(app.org, Role::Viewer).await);
     let (campaign, channel) = draft_campaign(&app, "spelling", 0).await;
-    app.get(&format!("/api/v1/campaigns/cmp_{campaign}"), &viewer)
+    app.get(&format!("/api/v1/campaigns/{campaign}"), &viewer)
         .await
         .expect(StatusCode::OK);
-    app.get(&format!("/api/v1/channels/chn_{channel}"), &viewer)
+    app.get(&format!("/api/v1/channels/{channel}"), &viewer)
         .await
         .expect(StatusCode::OK);
     // `%3N` is the digit N percent-encoded: axum decodes `cmp_%31` to `cmp_1`.
@@ -236,10 +237,10 @@ api_test!(guessable_passwords_are_refused, |app| async move {
 // --------------------------------------------------------------------------------------
 
 /// Opens a campaign's event stream with `auth`.
-async fn open_stream(app: &TestApp, campaign: i64, auth: &Auth) -> Body {
+async fn open_stream(app: &TestApp, campaign: CampaignId, auth: &Auth) -> Body {
     let mut req = Request::builder()
         .method(Method::GET)
-        .uri(format!("/api/v1/campaigns/cmp_{campaign}/events"));
+        .uri(format!("/api/v1/campaigns/{campaign}/events"));
     match auth {
         Auth::Key(k) => req = req.header(header::AUTHORIZATION, format!("Bearer {k}")),
         Auth::Session { cookie, .. } => req = req.header(header::COOKIE, cookie),
@@ -474,7 +475,7 @@ api_test!(metrics_label_channels_by_id_not_name, |app| async move {
         .await
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
-    let label = format!("channel=\"chn_{channel}\"");
+    let label = format!("channel=\"{channel}\"");
     let page = loop {
         let (status, _, page) = scrape(&router, None).await;
         assert_eq!(status, StatusCode::OK, "{page}");

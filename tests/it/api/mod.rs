@@ -23,6 +23,7 @@ use herald::api::credentials;
 use herald::channels::BuildContext;
 use herald::domain::Role;
 use herald::http::AppState;
+use herald::ids::OrgId;
 use herald::outbound::OutboundGuard;
 use serde_json::Value;
 use tower::ServiceExt;
@@ -35,8 +36,8 @@ pub const SECRET_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 pub struct TestApp {
     pub db: TestDb,
     pub router: Router,
-    pub org: i64,
-    pub other_org: i64,
+    pub org: OrgId,
+    pub other_org: OrgId,
 }
 
 /// What a request returned.
@@ -132,7 +133,7 @@ impl TestApp {
     }
 
     /// A new API key of `org` with `role`.
-    pub async fn key(&self, org: i64, role: Role) -> String {
+    pub async fn key(&self, org: OrgId, role: Role) -> String {
         let (key, prefix, digest) = credentials::new_api_key();
         self.db
             .store
@@ -143,7 +144,7 @@ impl TestApp {
     }
 
     /// A user of `org` with `role` and password `password`.
-    pub async fn user(&self, org: i64, email: &str, role: Role, password: &str) {
+    pub async fn user(&self, org: OrgId, email: &str, role: Role, password: &str) {
         let hash = credentials::hash_password(password).unwrap();
         self.db
             .store

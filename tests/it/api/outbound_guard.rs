@@ -12,6 +12,7 @@ use axum::http::{Method, StatusCode};
 use herald::config::Settings;
 use herald::domain::{CampaignStatus, Role};
 use herald::engine::Engine;
+use herald::ids::{CampaignId, ChannelId};
 use herald::outbound::OutboundGuard;
 use herald::store::{NewCampaign, Store};
 use serde_json::{Value, json};
@@ -422,7 +423,7 @@ fn fast_settings() -> Settings {
     }
 }
 
-async fn run_campaign_until(store: &Store, channel: i64, want: CampaignStatus) -> i64 {
+async fn run_campaign_until(store: &Store, channel: ChannelId, want: CampaignStatus) -> CampaignId {
     let org = store.default_org().await.unwrap();
     let list = store.ensure_list(org, "guarded").await.unwrap();
     store.seed_contacts(org, list, 5).await.unwrap();
@@ -725,7 +726,7 @@ guard_test!(
             )
             .await
             .unwrap();
-        let id = format!("chn_{legacy}");
+        let id = format!("{legacy}");
         let r = test_send(&app, &admin, &id, "ada@example.org").await;
         assert_ne!(r.body["outcome"], "accepted", "{}", r.text);
         assert!(!r.text.contains("hunter2-smtp"), "{}", r.text);

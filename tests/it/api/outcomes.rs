@@ -5,9 +5,10 @@
 use super::{Auth, TestApp, api_test};
 use axum::http::StatusCode;
 use herald::domain::Role;
+use herald::ids::CampaignId;
 use herald::store::{NewCampaign, Outcome, OutcomeKind, StartOutcome};
 
-async fn campaign(app: &TestApp, n: i64) -> i64 {
+async fn campaign(app: &TestApp, n: i64) -> CampaignId {
     let store = &app.db.store;
     let channel = store.channel_by_name(app.org, "sandbox").await.unwrap().id;
     let list = store
@@ -41,7 +42,7 @@ api_test!(outcome_and_throughput_over_the_api, |app| async move {
     let viewer = Auth::Key(app.key(app.org, Role::Viewer).await);
     let store = &app.db.store;
     let id = campaign(&app, 4).await;
-    let path = format!("/api/v1/campaigns/cmp_{id}");
+    let path = format!("/api/v1/campaigns/{id}");
     let r = app.get(&path, &viewer).await;
     r.expect(StatusCode::OK);
     assert!(r.body["outcome"].is_null(), "{}", r.text);
@@ -81,7 +82,7 @@ api_test!(outcome_and_throughput_over_the_api, |app| async move {
 
     let t = app.get(&format!("{path}/throughput"), &viewer).await;
     t.expect(StatusCode::OK);
-    assert_eq!(t.body["id"], format!("cmp_{id}"));
+    assert_eq!(t.body["id"], format!("{id}"));
     let minutes = t.body["minutes"].as_array().unwrap();
     assert_eq!(minutes.len(), 1, "{}", t.text);
     assert_eq!(minutes[0]["sent"], 1);
@@ -98,7 +99,7 @@ api_test!(outcome_and_throughput_over_the_api, |app| async move {
         .as_array()
         .unwrap()
         .iter()
-        .find(|c| c["id"] == format!("cmp_{id}"))
+        .find(|c| c["id"] == format!("{id}"))
         .cloned()
         .unwrap();
     assert_eq!(item["outcome"], "partially_failed");

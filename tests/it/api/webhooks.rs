@@ -7,6 +7,7 @@ use axum::http::{Method, StatusCode, header};
 use base64::Engine as _;
 use herald::domain::Role;
 use herald::events::EventType;
+use herald::ids::WebhookEndpointId;
 use herald::outbound::OutboundGuard;
 use herald::secrets::SecretKey;
 use herald::store::webhook_endpoints::{PREVIOUS_SECRET_MS, open_signing_secret};
@@ -309,8 +310,11 @@ api_test!(
         .await
         .unwrap();
         assert!(!sealed.contains(&secret) && !sealed.contains("whsec_"));
-        assert_eq!(open_signing_secret(&key, id, &sealed).unwrap(), secret);
-        assert!(open_signing_secret(&key, id + 1, &sealed).is_err());
+        assert_eq!(
+            open_signing_secret(&key, WebhookEndpointId(id), &sealed).unwrap(),
+            secret
+        );
+        assert!(open_signing_secret(&key, WebhookEndpointId(id + 1), &sealed).is_err());
 
         let before = herald::clock::now_ms();
         let rotated = app
@@ -339,10 +343,13 @@ api_test!(
         .await
         .unwrap();
         assert_eq!(
-            open_signing_secret(&key, id, &sealed_now).unwrap(),
+            open_signing_secret(&key, WebhookEndpointId(id), &sealed_now).unwrap(),
             new_secret
         );
-        assert_eq!(open_signing_secret(&key, id, &previous).unwrap(), secret);
+        assert_eq!(
+            open_signing_secret(&key, WebhookEndpointId(id), &previous).unwrap(),
+            secret
+        );
         let until = scalar(
             &app,
             "SELECT previous_until FROM webhook_endpoints WHERE id = $1",
@@ -378,7 +385,7 @@ api_test!(
         .await
         .unwrap();
         assert_eq!(
-            open_signing_secret(&key, id, &previous).unwrap(),
+            open_signing_secret(&key, WebhookEndpointId(id), &previous).unwrap(),
             new_secret
         );
     }
@@ -426,7 +433,7 @@ api_test!(
                     &app,
                     "SELECT count(*) FROM webhook_deliveries WHERE event_id = $1 AND endpoint_id = $2 \
                      AND status = 'pending' AND seq = $3 AND org_id = $4",
-                    &[event, endpoint, expected_seq, app.org]
+                    &[event, endpoint, expected_seq, app.org.get()]
                 )
                 .await,
                 1
@@ -460,7 +467,7 @@ api_test!(
             &app,
             "INSERT INTO webhook_attempts (delivery_id, org_id, endpoint_id, at, status_code, latency_ms, response_excerpt, error) \
              VALUES ($1, $2, $3, 1000, 500, 12, 'oops', NULL), ($1, $2, $3, 2000, NULL, 15000, NULL, 'timed out')",
-            &[delivery, app.org, endpoint],
+            &[delivery, app.org.get(), endpoint],
         )
         .await;
 
@@ -688,7 +695,12 @@ api_test!(
             let org = app.org;
             tasks.push(tokio::spawn(async move {
                 store
-                    .send_webhook_test_event(org, id, &format!("test:{i}"), herald::clock::now_ms())
+                    .send_webhook_test_event(
+                        org,
+                        WebhookEndpointId(id),
+                        &format!("test:{i}"),
+                        herald::clock::now_ms(),
+                    )
                     .await
             }));
         }

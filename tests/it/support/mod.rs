@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 use herald::domain::MessageStatus;
+use herald::ids::{CampaignId, ChannelId, ListId, MessageId, OrgId};
 use herald::store::{Campaign, MessageInfo, NewCampaign, Store};
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, AssertSqlSafe};
@@ -211,7 +212,7 @@ impl TestDb {
     }
 
     /// Runs one raw statement with one integer parameter (`$1`) on a separate connection.
-    pub async fn raw_exec(&self, sql: &'static str, id: i64) -> u64 {
+    pub async fn raw_exec(&self, sql: &'static str, id: CampaignId) -> u64 {
         let pool = self.raw().await;
         let n = sqlx::query(sql)
             .bind(id)
@@ -275,7 +276,7 @@ macro_rules! both_stores {
 
 /// A new list in the default organisation with `n` synthetic contacts
 /// (`+12000000001`, `+12000000002`, …).
-pub async fn seed_list(store: &Store, n: i64) -> (i64, i64) {
+pub async fn seed_list(store: &Store, n: i64) -> (OrgId, ListId) {
     let org = store.default_org().await.expect("default organisation");
     let name = format!("list-{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff);
     let list = store.ensure_list(org, &name).await.expect("ensure_list");
@@ -294,7 +295,7 @@ pub fn seeded_address(i: i64) -> String {
 }
 
 /// A sandbox channel in the default organisation.
-pub async fn sandbox_channel(store: &Store, name: &str) -> i64 {
+pub async fn sandbox_channel(store: &Store, name: &str) -> ChannelId {
     let org = store.default_org().await.expect("default organisation");
     store
         .create_channel(org, name, "sandbox", &serde_json::json!({}))
@@ -303,19 +304,25 @@ pub async fn sandbox_channel(store: &Store, name: &str) -> i64 {
 }
 
 /// A draft campaign.
-pub async fn new_campaign(store: &Store, org: i64, list: i64, channel: i64, body: &str) -> i64 {
+pub async fn new_campaign(
+    store: &Store,
+    org: OrgId,
+    list: ListId,
+    channel: ChannelId,
+    body: &str,
+) -> CampaignId {
     new_campaign_at(store, org, list, channel, body, None).await
 }
 
 /// A draft campaign, or a scheduled one when `scheduled_at` is set.
 pub async fn new_campaign_at(
     store: &Store,
-    org: i64,
-    list: i64,
-    channel: i64,
+    org: OrgId,
+    list: ListId,
+    channel: ChannelId,
     body: &str,
     scheduled_at: Option<i64>,
-) -> i64 {
+) -> CampaignId {
     store
         .create_campaign(
             &NewCampaign {
@@ -334,7 +341,7 @@ pub async fn new_campaign_at(
 
 /// Invariant 3: the campaign's counters equal a `GROUP BY status` over its messages, and its
 /// total equals the number of messages.
-pub async fn assert_counters_match(store: &Store, campaign_id: i64) -> Campaign {
+pub async fn assert_counters_match(store: &Store, campaign_id: CampaignId) -> Campaign {
     let c = store.campaign(campaign_id).await.expect("campaign");
     let actual = store.recount(campaign_id).await.expect("recount");
     assert_eq!(
@@ -355,11 +362,11 @@ pub async fn assert_counters_match(store: &Store, campaign_id: i64) -> Campaign 
 /// Every message of a campaign, optionally of one status.
 pub async fn all_messages(
     store: &Store,
-    campaign_id: i64,
+    campaign_id: CampaignId,
     status: Option<MessageStatus>,
 ) -> Vec<MessageInfo> {
     let mut out = Vec::new();
-    let mut after = 0;
+    let mut after = MessageId(0);
     loop {
         let page = store
             .messages(campaign_id, status, after, 1000)
@@ -375,9 +382,9 @@ pub async fn all_messages(
 }
 
 /// One message by id.
-pub async fn message(store: &Store, campaign_id: i64, id: i64) -> MessageInfo {
+pub async fn message(store: &Store, campaign_id: CampaignId, id: MessageId) -> MessageInfo {
     store
-        .messages(campaign_id, None, id - 1, 1)
+        .messages(campaign_id, None, MessageId(id.get() - 1), 1)
         .await
         .expect("messages")
         .into_iter()

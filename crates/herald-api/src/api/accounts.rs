@@ -4,8 +4,9 @@
 use super::auth::{AsAdmin, AsViewer, Credential, Principal};
 use super::credentials;
 use super::problem::{ApiError, ApiJson, ApiPath, ApiResult, Problem};
-use super::{ApiState, check_name, decode_id, encode_id, timestamp, timestamp_opt};
+use super::{ApiState, check_name, decode, timestamp, timestamp_opt};
 use crate::domain::Role;
+use crate::ids::{ApiKeyId, UserId};
 use crate::store::{ApiKeyInfo, UserInfo};
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -36,7 +37,7 @@ pub struct User {
 impl From<UserInfo> for User {
     fn from(u: UserInfo) -> User {
         User {
-            id: encode_id("usr", u.id),
+            id: u.id.to_string(),
             email: u.email,
             role: u.role,
             created_at: timestamp(u.created_at),
@@ -90,7 +91,7 @@ pub struct ApiKey {
 impl From<ApiKeyInfo> for ApiKey {
     fn from(k: ApiKeyInfo) -> ApiKey {
         ApiKey {
-            id: encode_id("key", k.id),
+            id: k.id.to_string(),
             name: k.name,
             role: k.role,
             prefix: k.prefix,
@@ -187,8 +188,8 @@ async fn create_user(
         .store
         .create_user(p.org_id, &email, &hashed, body.role)
         .await?;
-    tracing::info!(org_id = %crate::ids::OrgId(p.org_id), user_id = %crate::ids::UserId(user.id), actor = p.actor, role = %user.role, "user created");
-    let location = format!("/api/v1/users/{}", encode_id("usr", user.id));
+    tracing::info!(org_id = %p.org_id, user_id = %user.id, actor = p.actor, role = %user.role, "user created");
+    let location = format!("/api/v1/users/{}", user.id);
     let created = CreatedUser {
         user: user.into(),
         password: generated,
@@ -222,7 +223,7 @@ async fn get_user(
     AsViewer(p): AsViewer,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<axum::Json<User>> {
-    let id = decode_id("usr", "user", &id)?;
+    let id = decode::<UserId>(&id)?;
     Ok(axum::Json(state.store.user(p.org_id, id).await?.into()))
 }
 
@@ -241,7 +242,7 @@ async fn update_user(
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<UserChange>,
 ) -> ApiResult<axum::Json<User>> {
-    let id = decode_id("usr", "user", &id)?;
+    let id = decode::<UserId>(&id)?;
     let target = state.store.user(p.org_id, id).await?;
     guard_peer(&p, target.role)?;
     if let Some(role) = body.role {
@@ -256,8 +257,8 @@ async fn update_user(
         .update_user(p.org_id, id, body.role, hashed.as_deref())
         .await?;
     tracing::info!(
-        org_id = %crate::ids::OrgId(p.org_id),
-        user_id = %crate::ids::UserId(id),
+        org_id = %p.org_id,
+        user_id = %id,
         actor = p.actor,
         "user changed"
     );
@@ -277,13 +278,13 @@ async fn delete_user(
     AsAdmin(p): AsAdmin,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
-    let id = decode_id("usr", "user", &id)?;
+    let id = decode::<UserId>(&id)?;
     let target = state.store.user(p.org_id, id).await?;
     guard_peer(&p, target.role)?;
     state.store.delete_user(p.org_id, id).await?;
     tracing::info!(
-        org_id = %crate::ids::OrgId(p.org_id),
-        user_id = %crate::ids::UserId(id),
+        org_id = %p.org_id,
+        user_id = %id,
         actor = p.actor,
         "user removed"
     );
@@ -337,8 +338,8 @@ async fn create_api_key(
         .store
         .create_api_key(p.org_id, &name, body.role, &prefix, &digest, &p.actor)
         .await?;
-    tracing::info!(org_id = %crate::ids::OrgId(p.org_id), api_key_id = %crate::ids::ApiKeyId(info.id), actor = p.actor, role = %info.role, "API key created");
-    let location = format!("/api/v1/api-keys/{}", encode_id("key", info.id));
+    tracing::info!(org_id = %p.org_id, api_key_id = %info.id, actor = p.actor, role = %info.role, "API key created");
+    let location = format!("/api/v1/api-keys/{}", info.id);
     let api_key: ApiKey = info.into();
     // A replay (same Idempotency-Key) shows the key's record, not the key: it is never kept.
     let replay = serde_json::to_string(&CreatedApiKey {
@@ -376,7 +377,7 @@ async fn get_api_key(
     AsAdmin(p): AsAdmin,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<axum::Json<ApiKey>> {
-    let id = decode_id("key", "API key", &id)?;
+    let id = decode::<ApiKeyId>(&id)?;
     let key = state.store.api_key(p.org_id, id).await?;
     if let Some(at) = key.revoked_at {
         return Err(ApiError::new(
@@ -385,7 +386,7 @@ async fn get_api_key(
             "The resource was deleted",
             format!(
                 "API key {} was revoked at {}; `GET /api/v1/api-keys` lists it with `revoked_at`",
-                encode_id("key", id),
+                id,
                 timestamp(at)
             ),
         ));
@@ -408,7 +409,7 @@ async fn revoke_api_key(
     AsAdmin(p): AsAdmin,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<axum::Json<ApiKey>> {
-    let id = decode_id("key", "API key", &id)?;
+    let id = decode::<ApiKeyId>(&id)?;
     let target = state.store.api_key(p.org_id, id).await?;
     guard_peer(&p, target.role)?;
     if matches!(p.credential, Credential::ApiKey { id: own } if own == id) {
@@ -418,8 +419,8 @@ async fn revoke_api_key(
     }
     let key = state.store.revoke_api_key(p.org_id, id).await?;
     tracing::info!(
-        org_id = %crate::ids::OrgId(p.org_id),
-        api_key_id = %crate::ids::ApiKeyId(id),
+        org_id = %p.org_id,
+        api_key_id = %id,
         actor = p.actor,
         "API key revoked"
     );

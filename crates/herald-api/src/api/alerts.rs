@@ -7,7 +7,7 @@ use super::auth::{AsAdmin, AsViewer};
 use super::problem::{ApiError, ApiJson, ApiQuery, ApiResult, Problem};
 use super::{ApiState, PageParams, timestamp, timestamp_opt};
 use crate::alerts::{MAX_IN_DOUBT_THRESHOLD, check_recipients};
-use crate::ids::{AlertId, CampaignId, ChannelId, NotificationId, OrgId};
+use crate::ids::{AlertId, ChannelId};
 use crate::store::alerts::{Alert, AlertSettings, AlertSettingsChange};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -45,8 +45,8 @@ pub struct AlertSettingsView {
 
 pub fn settings_view(s: &AlertSettings) -> AlertSettingsView {
     AlertSettingsView {
-        channel_id: s.channel_id.map(|id| ChannelId(id).to_string()),
-        fallback_channel_id: s.fallback_channel_id.map(|id| ChannelId(id).to_string()),
+        channel_id: s.channel_id.map(|id| id.to_string()),
+        fallback_channel_id: s.fallback_channel_id.map(|id| id.to_string()),
         in_doubt_threshold: s.effective_in_doubt_threshold(),
         in_doubt_threshold_is_default: s.in_doubt_threshold.is_none(),
         recipients: s.recipients.clone(),
@@ -108,18 +108,18 @@ pub struct AlertView {
 
 pub fn alert_view(a: &Alert) -> AlertView {
     AlertView {
-        id: AlertId(a.id).to_string(),
+        id: a.id.to_string(),
         event_type: a.event_type.clone(),
-        event_id: a.event_id.map(|id| NotificationId(id).to_string()),
-        campaign_id: a.campaign_id.map(|id| CampaignId(id).to_string()),
-        concerns_channel_id: a.concerns_channel_id.map(|id| ChannelId(id).to_string()),
+        event_id: a.event_id.map(|id| id.to_string()),
+        campaign_id: a.campaign_id.map(|id| id.to_string()),
+        concerns_channel_id: a.concerns_channel_id.map(|id| id.to_string()),
         recipient: a.address.clone(),
         subject: a.subject.clone(),
         body: a.body.clone(),
         link: a.link.clone(),
         status: a.status.clone(),
         attempts: a.attempts,
-        channel_id: a.channel_id.map(|id| ChannelId(id).to_string()),
+        channel_id: a.channel_id.map(|id| id.to_string()),
         provider_id: a.provider_id.clone(),
         error: a.last_error.clone(),
         created_at: timestamp(a.created_at),
@@ -151,10 +151,10 @@ pub struct TestAlertsQueued {
 }
 
 /// A channel id of the body, or 422 naming the field.
-fn body_channel(field: &str, value: Option<&str>) -> ApiResult<Option<i64>> {
+fn body_channel(field: &str, value: Option<&str>) -> ApiResult<Option<ChannelId>> {
     value
         .map(|v| {
-            crate::ids::parse_canonical(ChannelId::PREFIX, v).ok_or_else(|| {
+            v.parse::<ChannelId>().map_err(|_| {
                 ApiError::invalid(
                     field,
                     "pattern",
@@ -258,7 +258,7 @@ async fn put_settings(
         .store
         .set_alert_settings(p.org_id, &change, crate::clock::now_ms())
         .await?;
-    tracing::info!(org_id = %OrgId(p.org_id), actor = p.actor, recipients = settings.recipients.len(), "alert settings changed");
+    tracing::info!(org_id = %p.org_id, actor = p.actor, recipients = settings.recipients.len(), "alert settings changed");
     Ok(axum::Json(settings_view(&settings)))
 }
 
@@ -292,7 +292,7 @@ async fn list_alerts(
         ));
     }
     // Newest first: the cursor is the last id shown, and the next page is below it.
-    let before = Some(page.after()?).filter(|id| *id > 0);
+    let before = Some(page.after()?).filter(|id| *id > 0).map(AlertId);
     let rows = state
         .store
         .list_alerts(p.org_id, params.status.as_deref(), before, limit + 1)
@@ -329,7 +329,7 @@ async fn send_test(State(state): State<ApiState>, AsAdmin(p): AsAdmin) -> ApiRes
             "the organisation has no alert recipients: add one with PUT /api/v1/alerts/settings",
         ));
     }
-    tracing::info!(org_id = %OrgId(p.org_id), actor = p.actor, queued, "test alerts queued");
+    tracing::info!(org_id = %p.org_id, actor = p.actor, queued, "test alerts queued");
     Ok((
         StatusCode::ACCEPTED,
         axum::Json(TestAlertsQueued { queued }),

@@ -4,8 +4,9 @@
 
 use super::credentials::{self, constant_time_eq, digest};
 use super::problem::{ApiError, ApiJson, ApiResult};
-use super::{ApiState, org_id_string, timestamp};
+use super::{ApiState, timestamp};
 use crate::domain::Role;
+use crate::ids::{ApiKeyId, OrgId, SessionId, UserId};
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -32,11 +33,11 @@ pub const FAILURE_WINDOW_MS: i64 = 15 * 60 * 1000;
 #[derive(Debug, Clone)]
 pub enum Credential {
     ApiKey {
-        id: i64,
+        id: ApiKeyId,
     },
     Session {
-        id: i64,
-        user_id: i64,
+        id: SessionId,
+        user_id: UserId,
         csrf_token: String,
     },
 }
@@ -45,7 +46,7 @@ pub enum Credential {
 /// access is scoped to `org_id`.
 #[derive(Debug, Clone)]
 pub struct Principal {
-    pub org_id: i64,
+    pub org_id: OrgId,
     pub role: Role,
     /// For audit trails: `user:ada@example.org` or `api_key:deploy`.
     pub actor: String,
@@ -344,7 +345,7 @@ pub async fn sign_in(
         .store
         .create_session(user.id, &digest(&token), &csrf, address, expires_at)
         .await?;
-    tracing::info!(user_id = %crate::ids::UserId(user.id), org_id = %crate::ids::OrgId(user.org_id), "signed in");
+    tracing::info!(user_id = %user.id, org_id = %user.org_id, "signed in");
     Ok(SignedIn {
         token,
         session: crate::store::SessionInfo {
@@ -382,7 +383,7 @@ async fn login(
         via: "session".into(),
         actor: format!("user:{}", signed.session.user.email),
         role: signed.session.user.role,
-        organisation_id: org_id_string(org.id),
+        organisation_id: org.id.to_string(),
         organisation_name: org.name,
         csrf_token: Some(signed.session.csrf_token.clone()),
         expires_at: Some(timestamp(signed.session.expires_at)),
@@ -447,7 +448,7 @@ async fn current_session(
         via: via.into(),
         actor: principal.actor,
         role: principal.role,
-        organisation_id: org_id_string(org.id),
+        organisation_id: org.id.to_string(),
         organisation_name: org.name,
         csrf_token,
         expires_at: None,

@@ -19,8 +19,9 @@
 use super::auth::{AsViewer, Credential, Principal};
 use super::campaigns::{self, CampaignAuditEvent, CampaignCounters};
 use super::problem::{ApiPath, ApiResult};
-use super::{ApiState, decode_id, encode_id, timestamp_opt};
+use super::{ApiState, decode, timestamp_opt};
 use crate::domain::{CampaignOutcome, CampaignStatus, Counts};
+use crate::ids::{CampaignId, EventId, OrgId};
 use crate::store::{Campaign as CampaignRow, StoreError};
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
@@ -81,7 +82,7 @@ pub struct CampaignStreamEnd {
 
 fn progress_of(c: &CampaignRow) -> CampaignProgress {
     CampaignProgress {
-        id: encode_id("cmp", c.id),
+        id: c.id.to_string(),
         status: c.status,
         outcome: c.outcome,
         total: c.total,
@@ -135,13 +136,13 @@ impl Shown {
 /// The state of one client's stream between reads.
 struct Feed {
     state: ApiState,
-    org_id: i64,
-    id: i64,
+    org_id: OrgId,
+    id: CampaignId,
     /// Events ready to send, oldest first.
     queue: VecDeque<Event>,
     shown: Shown,
     /// The id of the last audit entry sent (or already there when the stream opened).
-    audit_after: i64,
+    audit_after: EventId,
     done: bool,
     wait: Duration,
     /// When this stream ends even if the campaign has not: clients (EventSource) reconnect
@@ -169,8 +170,8 @@ impl Feed {
                 self.next_credential_check = std::time::Instant::now() + CREDENTIAL_CHECK;
                 if let Some(reason) = self.credentials_lapsed().await {
                     tracing::info!(
-                        org_id = %crate::ids::OrgId(self.org_id),
-                        campaign_id = %crate::ids::CampaignId(self.id),
+                        org_id = %self.org_id,
+                        campaign_id = %self.id,
                         actor = self.caller.actor,
                         reason,
                         "campaign event stream closed: credentials no longer valid"
@@ -201,12 +202,12 @@ impl Feed {
             Ok(()) => self.wait = POLL_INTERVAL,
             Err(e) => {
                 self.wait = (self.wait * 2).min(MAX_BACKOFF);
-                tracing::warn!(campaign_id = %crate::ids::CampaignId(self.id), error = %e, retry_in_ms = self.wait.as_millis() as u64, "campaign event stream cannot read the campaign");
+                tracing::warn!(campaign_id = %self.id, error = %e, retry_in_ms = self.wait.as_millis() as u64, "campaign event stream cannot read the campaign");
             }
         }
     }
 
-    async fn observe(&mut self, c: &CampaignRow, last_event: i64) -> Result<(), StoreError> {
+    async fn observe(&mut self, c: &CampaignRow, last_event: EventId) -> Result<(), StoreError> {
         if last_event > self.audit_after {
             self.read_audit().await?;
         }
@@ -233,7 +234,7 @@ impl Feed {
             let n = events.len();
             for e in events {
                 self.audit_after = self.audit_after.max(e.id);
-                let id = encode_id("evt", e.id);
+                let id = e.id.to_string();
                 self.queue
                     .push_back(json_event("audit", &CampaignAuditEvent::from(e)).id(id));
             }
@@ -273,7 +274,7 @@ impl Feed {
         self.queue.push_back(json_event(
             "end",
             &CampaignStreamEnd {
-                id: encode_id("cmp", self.id),
+                id: self.id.to_string(),
                 status,
                 reason: reason.to_string(),
             },
@@ -311,12 +312,12 @@ async fn campaign_events(
     ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let id = decode_id("cmp", "campaign", &id)?;
+    let id = decode::<CampaignId>(&id)?;
     let (c, last_event) = state.store.api_campaign_poll(p.org_id, id).await?;
     let resume_after = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| decode_id("evt", "event", v.trim()).ok())
+        .and_then(|v| decode::<EventId>(v.trim()).ok())
         .filter(|n| *n <= last_event);
     let snapshot = campaigns::view(&state, c.clone()).await?;
     let mut credentials = HeaderMap::new();
@@ -346,8 +347,8 @@ async fn campaign_events(
         feed.end(Some(c.status), &format!("the campaign is {}", c.status));
     }
     tracing::debug!(
-        org_id = %crate::ids::OrgId(p.org_id),
-        campaign_id = %crate::ids::CampaignId(id),
+        org_id = %p.org_id,
+        campaign_id = %id,
         actor = p.actor,
         "campaign event stream opened"
     );

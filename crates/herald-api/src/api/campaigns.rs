@@ -5,9 +5,10 @@
 
 use super::auth::{AsEditor, AsViewer, Principal};
 use super::problem::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, Problem};
-use super::{ApiState, Page, PageParams, decode_id, encode_id, timestamp, timestamp_opt};
+use super::{ApiState, Page, PageParams, decode, timestamp, timestamp_opt};
 use super::{check_name, check_text};
 use crate::domain::{CampaignAction, CampaignOutcome, CampaignStatus, Counts, MessageStatus};
+use crate::ids::{CampaignId, ChannelId, ContactId, ListId};
 use crate::segments::{Encoding, sms_segments};
 use crate::store::autopause::{AutoPause, AutoPauseSource};
 use crate::store::{
@@ -197,15 +198,15 @@ pub(super) async fn view(state: &ApiState, c: CampaignRow) -> ApiResult<Campaign
         None
     };
     Ok(Campaign {
-        id: encode_id("cmp", c.id),
+        id: c.id.to_string(),
         outcome: c.outcome,
         progress: progress(&c),
         counters: CampaignCounters::from(&c.counts),
         status: c.status,
-        channel_id: encode_id("chn", c.channel_id),
+        channel_id: c.channel_id.to_string(),
         channel_name: c.channel_name,
         channel_kind: c.channel_kind,
-        list_id: encode_id("lst", c.list_id),
+        list_id: c.list_id.to_string(),
         list_name: c.list_name,
         name: c.name,
         body: c.body,
@@ -394,7 +395,7 @@ pub struct FailureGroup {
 /// A campaign's failed and undelivered messages grouped by reason, the largest group first.
 pub(crate) async fn failure_groups(
     state: &ApiState,
-    campaign_id: i64,
+    campaign_id: CampaignId,
 ) -> ApiResult<Vec<FailureGroup>> {
     let texts = state.store.failure_texts(campaign_id).await?;
     Ok(crate::reasons::group(texts)
@@ -412,7 +413,7 @@ impl From<MessageInfo> for CampaignMessage {
     fn from(m: MessageInfo) -> CampaignMessage {
         let error = MessageError::shown(m.status, m.last_error);
         CampaignMessage {
-            id: encode_id("msg", m.id),
+            id: m.id.to_string(),
             next_attempt_at: (m.status == MessageStatus::RetryWait)
                 .then(|| timestamp(m.next_attempt_at)),
             status: m.status,
@@ -456,7 +457,7 @@ pub struct CampaignAuditEvent {
 impl From<CampaignEvent> for CampaignAuditEvent {
     fn from(e: CampaignEvent) -> CampaignAuditEvent {
         CampaignAuditEvent {
-            id: encode_id("evt", e.id),
+            id: e.id.to_string(),
             at: timestamp(e.at),
             actor: e.actor,
             from: e.from_status,
@@ -686,8 +687,7 @@ fn not_there(field: &str, what: &str, value: &str) -> ApiError {
 }
 
 async fn channel_ref(state: &ApiState, p: &Principal, value: &str) -> ApiResult<ChannelInfo> {
-    let id = decode_id("chn", "channel", value)
-        .map_err(|_| not_there("channel_id", "channel", value))?;
+    let id = decode::<ChannelId>(value).map_err(|_| not_there("channel_id", "channel", value))?;
     state
         .store
         .api_campaign_channel(p.org_id, id)
@@ -696,7 +696,7 @@ async fn channel_ref(state: &ApiState, p: &Principal, value: &str) -> ApiResult<
 }
 
 async fn list_ref(state: &ApiState, p: &Principal, value: &str) -> ApiResult<ListInfo> {
-    let id = decode_id("lst", "list", value).map_err(|_| not_there("list_id", "list", value))?;
+    let id = decode::<ListId>(value).map_err(|_| not_there("list_id", "list", value))?;
     state
         .store
         .api_campaign_list(p.org_id, id)
@@ -705,8 +705,7 @@ async fn list_ref(state: &ApiState, p: &Principal, value: &str) -> ApiResult<Lis
 }
 
 async fn contact_ref(state: &ApiState, p: &Principal, value: &str) -> ApiResult<ContactInput> {
-    let id = decode_id("con", "contact", value)
-        .map_err(|_| not_there("contact_id", "contact", value))?;
+    let id = decode::<ContactId>(value).map_err(|_| not_there("contact_id", "contact", value))?;
     state
         .store
         .api_campaign_contact(p.org_id, id)
@@ -718,7 +717,7 @@ async fn contact_ref(state: &ApiState, p: &Principal, value: &str) -> ApiResult<
 async fn check_variables(
     state: &ApiState,
     template: &MessageTemplate,
-    list_id: i64,
+    list_id: ListId,
     list_name: &str,
     field: &str,
 ) -> ApiResult<()> {
@@ -775,22 +774,21 @@ async fn owned_status(
     state: &ApiState,
     p: &Principal,
     id: &str,
-) -> ApiResult<(i64, CampaignStatus)> {
-    let id = decode_id("cmp", "campaign", id)?;
+) -> ApiResult<(CampaignId, CampaignStatus)> {
+    let id = decode::<CampaignId>(id)?;
     let status = state.store.api_campaign_status(p.org_id, id).await?;
     Ok((id, status))
 }
 
 /// 409 when the action does not apply to the campaign's status, saying what it applies to
 /// (the store checks again under its lock: this only words the common case).
-fn allowed(id: i64, status: CampaignStatus, action: CampaignAction) -> ApiResult<()> {
+fn allowed(id: CampaignId, status: CampaignStatus, action: CampaignAction) -> ApiResult<()> {
     if action.allowed_from().contains(&status) {
         return Ok(());
     }
     let from: Vec<&str> = action.allowed_from().iter().map(|s| s.as_str()).collect();
     Err(ApiError::conflict(format!(
-        "campaign {} is {status}: `{}` applies only to a campaign that is {}",
-        encode_id("cmp", id),
+        "campaign {id} is {status}: `{}` applies only to a campaign that is {}",
         action.as_str(),
         from.join(" or ")
     )))
@@ -816,7 +814,7 @@ async fn list_campaigns(
     let status = campaign_status_param(q.status.as_deref())?;
     let params = page(q.cursor, q.limit);
     let limit = params.limit()?;
-    let after = params.after()?;
+    let after = params.after_id()?;
     let rows = if q.order == Some(CampaignOrder::Newest) {
         // The cursor names the last campaign of the previous page; the next is older.
         let before = params.cursor.is_some().then_some(after);
@@ -888,8 +886,8 @@ async fn create_campaign(
         )
         .await?;
     tracing::info!(
-        org_id = %crate::ids::OrgId(p.org_id),
-        campaign_id = %crate::ids::CampaignId(id),
+        org_id = %p.org_id,
+        campaign_id = %id,
         actor = p.actor,
         scheduled = scheduled_at.is_some(),
         "campaign created"
@@ -901,7 +899,7 @@ async fn create_campaign(
             .await?;
     }
     let c = state.store.api_campaign(p.org_id, id).await?;
-    let location = format!("/api/v1/campaigns/{}", encode_id("cmp", id));
+    let location = format!("/api/v1/campaigns/{}", id);
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, location)],
@@ -922,7 +920,7 @@ async fn get_campaign(
     AsViewer(p): AsViewer,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<axum::Json<Campaign>> {
-    let id = decode_id("cmp", "campaign", &id)?;
+    let id = decode::<CampaignId>(&id)?;
     let c = state.store.api_campaign(p.org_id, id).await?;
     Ok(axum::Json(view(&state, c).await?))
 }
@@ -944,7 +942,7 @@ async fn update_campaign(
     ApiPath(id): ApiPath<String>,
     ApiJson(change): ApiJson<CampaignChange>,
 ) -> ApiResult<axum::Json<Campaign>> {
-    let id = decode_id("cmp", "campaign", &id)?;
+    let id = decode::<CampaignId>(&id)?;
     let auto_pause = change
         .auto_pause
         .as_deref()
@@ -958,8 +956,7 @@ async fn update_campaign(
     if drafts_only && current.status != CampaignStatus::Draft {
         return Err(ApiError::conflict(format!(
             "campaign {} is {}: only a draft can be edited (its auto_pause alone can change until it ends)",
-            encode_id("cmp", id),
-            current.status
+            id, current.status
         )));
     }
     if let Some(setting) = auto_pause {
@@ -968,8 +965,8 @@ async fn update_campaign(
             .set_campaign_auto_pause(p.org_id, id, setting)
             .await?;
         tracing::info!(
-            org_id = %crate::ids::OrgId(p.org_id),
-            campaign_id = %crate::ids::CampaignId(id),
+            org_id = %p.org_id,
+            campaign_id = %id,
             actor = p.actor,
             auto_pause = %setting.map_or("inherit".to_string(), |s| s.to_string()),
             "campaign auto-pause setting changed"
@@ -982,8 +979,7 @@ async fn update_campaign(
     if current.status != CampaignStatus::Draft {
         return Err(ApiError::conflict(format!(
             "campaign {} is {}: only a draft can be edited",
-            encode_id("cmp", id),
-            current.status
+            id, current.status
         )));
     }
     let name = change
@@ -1035,8 +1031,8 @@ async fn update_campaign(
         )
         .await?;
     tracing::info!(
-        org_id = %crate::ids::OrgId(p.org_id),
-        campaign_id = %crate::ids::CampaignId(id),
+        org_id = %p.org_id,
+        campaign_id = %id,
         actor = p.actor,
         "campaign edited"
     );
@@ -1056,11 +1052,11 @@ async fn delete_campaign(
     AsEditor(p): AsEditor,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
-    let id = decode_id("cmp", "campaign", &id)?;
+    let id = decode::<CampaignId>(&id)?;
     state.store.api_campaign_delete_draft(p.org_id, id).await?;
     tracing::info!(
-        org_id = %crate::ids::OrgId(p.org_id),
-        campaign_id = %crate::ids::CampaignId(id),
+        org_id = %p.org_id,
+        campaign_id = %id,
         actor = p.actor,
         "campaign deleted"
     );
@@ -1089,8 +1085,8 @@ async fn act(
         )
         .await?;
     tracing::info!(
-        org_id = %crate::ids::OrgId(p.org_id),
-        campaign_id = %crate::ids::CampaignId(id),
+        org_id = %p.org_id,
+        campaign_id = %id,
         actor = p.actor,
         action = action.as_str(),
         "campaign action"
@@ -1125,8 +1121,8 @@ async fn start_campaign(
     {
         StartOutcome::Started { messages, .. } => {
             tracing::info!(
-                org_id = %crate::ids::OrgId(p.org_id),
-                campaign_id = %crate::ids::CampaignId(id),
+                org_id = %p.org_id,
+                campaign_id = %id,
                 actor = p.actor,
                 messages,
                 "campaign started"
@@ -1135,7 +1131,7 @@ async fn start_campaign(
         StartOutcome::NotDue => {
             return Err(ApiError::conflict(format!(
                 "campaign {} changed while it was being started (another request started or cancelled it): GET it to see its status",
-                encode_id("cmp", id)
+                id
             )));
         }
     }
@@ -1168,8 +1164,8 @@ async fn schedule_campaign(
         .api_campaign_schedule(p.org_id, id, at, &p.actor)
         .await?;
     tracing::info!(
-        org_id = %crate::ids::OrgId(p.org_id),
-        campaign_id = %crate::ids::CampaignId(id),
+        org_id = %p.org_id,
+        campaign_id = %id,
         actor = p.actor,
         at = body.at,
         "campaign scheduled"
@@ -1263,13 +1259,13 @@ async fn campaign_stats(
     AsViewer(p): AsViewer,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<axum::Json<CampaignStats>> {
-    let id = decode_id("cmp", "campaign", &id)?;
+    let id = decode::<CampaignId>(&id)?;
     let c = state.store.api_campaign(p.org_id, id).await?;
     let (elapsed_ms, throughput_per_sec) = throughput(&c, crate::clock::now_ms());
     let stuck = stuck(&state, &c).await?;
     let failures = failure_groups(&state, c.id).await?;
     Ok(axum::Json(CampaignStats {
-        id: encode_id("cmp", c.id),
+        id: c.id.to_string(),
         status: c.status,
         outcome: c.outcome,
         total: c.total,
@@ -1322,11 +1318,11 @@ async fn campaign_throughput(
     AsViewer(p): AsViewer,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<axum::Json<CampaignThroughput>> {
-    let id = decode_id("cmp", "campaign", &id)?;
+    let id = decode::<CampaignId>(&id)?;
     let c = state.store.api_campaign(p.org_id, id).await?;
     let minutes = state.store.campaign_throughput(c.id).await?;
     Ok(axum::Json(CampaignThroughput {
-        id: encode_id("cmp", c.id),
+        id: c.id.to_string(),
         minutes: minutes
             .into_iter()
             .map(|m| ThroughputPoint {
@@ -1358,7 +1354,7 @@ async fn campaign_messages(
     let limit = params.limit()?;
     let rows = state
         .store
-        .api_campaign_messages(p.org_id, id, status, params.after()?, limit + 1)
+        .api_campaign_messages(p.org_id, id, status, params.after_id()?, limit + 1)
         .await?;
     let page = Page::from_rows(rows, limit, |m| m.id, CampaignMessage::from);
     Ok(axum::Json(CampaignMessages {
@@ -1386,7 +1382,7 @@ async fn campaign_audit(
     let limit = params.limit()?;
     let rows = state
         .store
-        .api_campaign_events(p.org_id, id, params.after()?, limit + 1)
+        .api_campaign_events(p.org_id, id, params.after_id()?, limit + 1)
         .await?;
     let page = Page::from_rows(rows, limit, |e| e.id, CampaignAuditEvent::from);
     Ok(axum::Json(CampaignAudit {
@@ -1504,7 +1500,7 @@ async fn preview_campaign(
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<PreviewQuery>,
 ) -> ApiResult<axum::Json<TemplatePreview>> {
-    let id = decode_id("cmp", "campaign", &id)?;
+    let id = decode::<CampaignId>(&id)?;
     let c = state.store.api_campaign(p.org_id, id).await?;
     let contact_id = q.contact_id.ok_or_else(|| ApiError {
         status: StatusCode::BAD_REQUEST,

@@ -8,11 +8,12 @@
 use super::auth::{AsAdmin, AsViewer, Principal};
 use super::check_name;
 use super::problem::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, FieldError, Problem};
-use super::{ApiState, Page, PageParams, decode_id, encode_id, timestamp};
+use super::{ApiState, Page, PageParams, decode, timestamp};
 use crate::channel_kind::{ChannelKind, UnknownChannelKind};
 use crate::channels::{
     self, BuildContext, ChannelRegistry, SendRequest, SendResult, SettingProblem, SettingsError,
 };
+use crate::ids::{CampaignId, ChannelId, MessageId};
 use crate::secrets::{SecretError, SecretKey};
 use crate::store::ChannelInfo;
 use crate::store::channels_admin::{ChannelDeletion, ChannelUpdate};
@@ -486,7 +487,7 @@ fn secret_names(ctx: &BuildContext, info: &ChannelInfo) -> Vec<String> {
 
 fn view(ctx: &BuildContext, info: ChannelInfo) -> Channel {
     Channel {
-        id: encode_id("chn", info.id),
+        id: info.id.to_string(),
         secrets_set: secret_names(ctx, &info),
         name: info.name,
         kind: info.kind,
@@ -518,7 +519,7 @@ fn view_with(
 /// The outage of one channel, as a list for [`view_with`].
 async fn outage_of(
     state: &ApiState,
-    channel_id: i64,
+    channel_id: ChannelId,
 ) -> ApiResult<Vec<crate::store::outage::ChannelOutage>> {
     Ok(state
         .store
@@ -560,7 +561,7 @@ async fn list_channels(
     let limit = page.limit()?;
     let rows = state
         .store
-        .org_channels_page(p.org_id, page.after()?, limit + 1)
+        .org_channels_page(p.org_id, page.after_id()?, limit + 1)
         .await?;
     let ctx = &state.context;
     let outages = state.store.org_channel_outages(p.org_id).await?;
@@ -609,14 +610,14 @@ async fn create_channel(
             e => e.into(),
         })?;
     tracing::info!(
-        org_id = %crate::ids::OrgId(p.org_id),
-        channel_id = %crate::ids::ChannelId(id),
+        org_id = %p.org_id,
+        channel_id = %id,
         actor = p.actor,
         kind = kind.as_str(),
         "channel created"
     );
     let info = state.store.org_channel(p.org_id, id).await?;
-    let location = format!("/api/v1/channels/{}", encode_id("chn", id));
+    let location = format!("/api/v1/channels/{}", id);
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, location)],
@@ -637,7 +638,7 @@ async fn get_channel(
     AsViewer(p): AsViewer,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<axum::Json<Channel>> {
-    let id = decode_id("chn", "channel", &id)?;
+    let id = decode::<ChannelId>(&id)?;
     let info = state.store.org_channel(p.org_id, id).await?;
     let outages = outage_of(&state, id).await?;
     Ok(axum::Json(view_with(&state.context, info, &outages)))
@@ -660,7 +661,7 @@ async fn update_channel(
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<ChannelChange>,
 ) -> ApiResult<axum::Json<Channel>> {
-    let id = decode_id("chn", "channel", &id)?;
+    let id = decode::<ChannelId>(&id)?;
     let name = body
         .name
         .as_deref()
@@ -758,8 +759,8 @@ async fn update_channel(
         other => other?,
     };
     tracing::info!(
-        org_id = %crate::ids::OrgId(p.org_id),
-        channel_id = %crate::ids::ChannelId(id),
+        org_id = %p.org_id,
+        channel_id = %id,
         actor = p.actor,
         secrets_changed = ?changed_secrets,
         "channel changed"
@@ -774,7 +775,7 @@ async fn update_channel(
 /// New secrets end an outage for refused credentials: the channel is available again and
 /// the campaigns the outage paused resume, each with the person in its audit trail (should
 /// the provider still refuse them, the next send makes it unavailable again).
-async fn end_credentials_outage(state: &ApiState, p: &Principal, id: i64) -> ApiResult<()> {
+async fn end_credentials_outage(state: &ApiState, p: &Principal, id: ChannelId) -> ApiResult<()> {
     let Some(outage) = state.store.end_credentials_outage(p.org_id, id).await? else {
         return Ok(());
     };
@@ -790,8 +791,8 @@ async fn end_credentials_outage(state: &ApiState, p: &Principal, id: i64) -> Api
         .resume_after_outage(id, crate::clock::now_ms(), &p.actor, &reason)
         .await?;
     tracing::info!(
-        org_id = %crate::ids::OrgId(p.org_id),
-        channel_id = %crate::ids::ChannelId(id),
+        org_id = %p.org_id,
+        channel_id = %id,
         actor = p.actor,
         resumed = resumed.len(),
         "channel available again: new secrets replace the refused credentials"
@@ -812,12 +813,12 @@ async fn delete_channel(
     AsAdmin(p): AsAdmin,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
-    let id = decode_id("chn", "channel", &id)?;
+    let id = decode::<ChannelId>(&id)?;
     match state.store.delete_org_channel(p.org_id, id).await? {
         ChannelDeletion::Deleted => {
             tracing::info!(
-                org_id = %crate::ids::OrgId(p.org_id),
-                channel_id = %crate::ids::ChannelId(id),
+                org_id = %p.org_id,
+                channel_id = %id,
                 actor = p.actor,
                 "channel deleted"
             );
@@ -828,7 +829,7 @@ async fn delete_channel(
             let mut named: Vec<String> = campaigns
                 .iter()
                 .take(SHOWN)
-                .map(|c| format!("{} `{}`", encode_id("cmp", c.id), c.name))
+                .map(|c| format!("{} `{}`", c.id, c.name))
                 .collect();
             let more = (campaigns.len().saturating_sub(SHOWN)) as i64 + others;
             if more > 0 {
@@ -840,7 +841,7 @@ async fn delete_channel(
                 "Campaigns use the channel",
                 format!(
                     "channel {} is used by {} campaign(s): {}; a channel campaigns use cannot be deleted",
-                    encode_id("chn", id),
+                    id,
                     campaigns.len() as i64 + others,
                     named.join(", ")
                 ),
@@ -870,7 +871,7 @@ async fn test_channel(
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<ChannelTest>,
 ) -> ApiResult<axum::Json<TestResult>> {
-    let id = decode_id("chn", "channel", &id)?;
+    let id = decode::<ChannelId>(&id)?;
     let info = state.store.org_channel(p.org_id, id).await?;
     let text = body.body.unwrap_or_else(|| DEFAULT_TEST_BODY.to_string());
     if text.trim().is_empty() {
@@ -913,9 +914,10 @@ async fn test_channel(
         ),
         e => e.into(),
     })?;
+    // A test message belongs to no campaign: no message, no campaign.
     let request = SendRequest {
-        message_id: 0,
-        campaign_id: 0,
+        message_id: MessageId(0),
+        campaign_id: CampaignId(0),
         address: address.as_str().to_string(),
         body: text,
         attempt: 1,
@@ -939,8 +941,8 @@ async fn test_channel(
         },
         SendResult::StopCampaign { error } if crate::outbound::is_refusal(&error) => {
             tracing::info!(
-                org_id = %crate::ids::OrgId(p.org_id),
-                channel_id = %crate::ids::ChannelId(id),
+                org_id = %p.org_id,
+                channel_id = %id,
                 actor = p.actor,
                 outcome = "destination refused",
                 "channel test message"
@@ -956,8 +958,8 @@ async fn test_channel(
             if unreachable(&error) =>
         {
             tracing::info!(
-                org_id = %crate::ids::OrgId(p.org_id),
-                channel_id = %crate::ids::ChannelId(id),
+                org_id = %p.org_id,
+                channel_id = %id,
                 actor = p.actor,
                 outcome = "unreachable",
                 "channel test message"
@@ -992,7 +994,7 @@ async fn test_channel(
             retry_after_ms: None,
         },
     };
-    tracing::info!(org_id = %crate::ids::OrgId(p.org_id), channel_id = %crate::ids::ChannelId(id), actor = p.actor, outcome = ?reply.outcome, "channel test message");
+    tracing::info!(org_id = %p.org_id, channel_id = %id, actor = p.actor, outcome = ?reply.outcome, "channel test message");
     Ok(axum::Json(reply))
 }
 

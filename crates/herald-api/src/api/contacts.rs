@@ -4,10 +4,13 @@
 use super::auth::{AsEditor, AsViewer};
 use super::check_name;
 use super::problem::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, Problem};
-use super::{ApiState, Page, PageParams, decode_id, encode_id, timestamp};
+use super::{ApiState, Page, PageParams, decode, timestamp};
 use crate::address::Address;
+use crate::ids::{ContactId, ListId, OrgId};
 use crate::import::{ImportError, import_reader};
-use crate::store::directory::{Attributes, ContactChange, ContactFilter, ContactRow, NewContact};
+use crate::store::directory::{
+    Attributes, ContactChange, ContactFilter, ContactRow, NewContact, OrgRow,
+};
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -78,7 +81,7 @@ pub struct ContactSuppression {
 impl From<ContactRow> for Contact {
     fn from(c: ContactRow) -> Contact {
         Contact {
-            id: encode_id("con", c.id),
+            id: c.id.to_string(),
             address: c.address,
             name: c.name,
             attributes: c.attributes,
@@ -88,11 +91,7 @@ impl From<ContactRow> for Contact {
                 reason: s.reason,
                 since: timestamp(s.created_at),
             }),
-            list_ids: c
-                .list_ids
-                .into_iter()
-                .map(|l| encode_id("lst", l))
-                .collect(),
+            list_ids: c.list_ids.into_iter().map(|l| l.to_string()).collect(),
             created_at: timestamp(c.created_at),
             updated_at: timestamp(c.updated_at),
         }
@@ -232,16 +231,15 @@ fn check_attributes(value: Option<serde_json::Value>) -> ApiResult<Attributes> {
     Ok(map)
 }
 
-/// The opaque ids of `field` as row ids of the caller's `kind` (`lst`/`con`); an id that
-/// is malformed, unknown or another organisation's is named in a 422.
-pub(super) async fn check_ids(
+/// The opaque ids of `field` as typed ids of the caller's rows (lists, contacts); an id
+/// that is malformed, unknown or another organisation's is named in a 422.
+pub(super) async fn check_ids<T: OrgRow + PartialEq>(
     state: &ApiState,
-    org_id: i64,
+    org_id: OrgId,
     field: &str,
-    prefix: &str,
-    what: &str,
     ids: &[String],
-) -> ApiResult<Vec<i64>> {
+) -> ApiResult<Vec<T>> {
+    let what = T::WHAT;
     let unknown = |id: &str| {
         ApiError::invalid(
             field,
@@ -251,18 +249,14 @@ pub(super) async fn check_ids(
     };
     let mut rows = Vec::with_capacity(ids.len());
     for id in ids {
-        let row = decode_id(prefix, what, id).map_err(|_| unknown(id))?;
+        let row = decode::<T>(id).map_err(|_| unknown(id))?;
         if !rows.contains(&row) {
             rows.push(row);
         }
     }
-    let missing = if prefix == "lst" {
-        state.store.unknown_lists(org_id, &rows).await?
-    } else {
-        state.store.unknown_contacts(org_id, &rows).await?
-    };
+    let missing = state.store.unknown_org_ids(org_id, &rows).await?;
     if let Some(first) = missing.first() {
-        return Err(unknown(&encode_id(prefix, *first)));
+        return Err(unknown(&first.to_string()));
     }
     Ok(rows)
 }
@@ -291,7 +285,7 @@ pub fn contact_filter(query: ContactQuery) -> ApiResult<ContactFilter> {
         ));
     }
     let list_id = match &query.list_id {
-        Some(id) => Some(decode_id("lst", "list", id)?),
+        Some(id) => Some(decode::<ListId>(id)?),
         None => None,
     };
     Ok(ContactFilter {
@@ -304,12 +298,12 @@ pub fn contact_filter(query: ContactQuery) -> ApiResult<ContactFilter> {
 /// One page of contacts matching `filter`.
 pub(super) async fn contacts_page(
     state: &ApiState,
-    org_id: i64,
+    org_id: OrgId,
     filter: &ContactFilter,
     page: &PageParams,
 ) -> ApiResult<Contacts> {
     let limit = page.limit()?;
-    let after = page.after()?;
+    let after = page.after_id()?;
     let rows = state
         .store
         .org_contacts(org_id, filter, after, limit + 1)
@@ -369,7 +363,7 @@ async fn create_contact(
             format!("at most {MAX_LIST_IDS} lists"),
         ));
     }
-    let list_ids = check_ids(&state, p.org_id, "list_ids", "lst", "list", &list_ids).await?;
+    let list_ids = check_ids::<ListId>(&state, p.org_id, "list_ids", &list_ids).await?;
     let contact = state
         .store
         .create_org_contact(
@@ -384,12 +378,12 @@ async fn create_contact(
         )
         .await?;
     tracing::info!(
-        org_id = %crate::ids::OrgId(p.org_id),
-        contact_id = %crate::ids::ContactId(contact.id),
+        org_id = %p.org_id,
+        contact_id = %contact.id,
         actor = p.actor,
         "contact created"
     );
-    let location = format!("/api/v1/contacts/{}", encode_id("con", contact.id));
+    let location = format!("/api/v1/contacts/{}", contact.id);
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, location)],
@@ -410,7 +404,7 @@ async fn get_contact(
     AsViewer(p): AsViewer,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<axum::Json<Contact>> {
-    let id = decode_id("con", "contact", &id)?;
+    let id = decode::<ContactId>(&id)?;
     Ok(axum::Json(
         state.store.org_contact(p.org_id, id).await?.into(),
     ))
@@ -430,7 +424,7 @@ async fn update_contact(
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<ContactChangeBody>,
 ) -> ApiResult<axum::Json<Contact>> {
-    let id = decode_id("con", "contact", &id)?;
+    let id = decode::<ContactId>(&id)?;
     let change = ContactChange {
         name: match body.name {
             None => None,
@@ -447,8 +441,8 @@ async fn update_contact(
         .update_org_contact(p.org_id, id, &change)
         .await?;
     tracing::info!(
-        org_id = %crate::ids::OrgId(p.org_id),
-        contact_id = %crate::ids::ContactId(id),
+        org_id = %p.org_id,
+        contact_id = %id,
         actor = p.actor,
         "contact changed"
     );
@@ -467,11 +461,11 @@ async fn delete_contact(
     AsEditor(p): AsEditor,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
-    let id = decode_id("con", "contact", &id)?;
+    let id = decode::<ContactId>(&id)?;
     state.store.delete_org_contact(p.org_id, id).await?;
     tracing::info!(
-        org_id = %crate::ids::OrgId(p.org_id),
-        contact_id = %crate::ids::ContactId(id),
+        org_id = %p.org_id,
+        contact_id = %id,
         actor = p.actor,
         "contact deleted"
     );
@@ -593,8 +587,8 @@ async fn import_contacts(
         }
     };
     tracing::info!(
-        org_id = %crate::ids::OrgId(p.org_id),
-        list_id = %crate::ids::ListId(report.list_id),
+        org_id = %p.org_id,
+        list_id = %report.list_id,
         actor = p.actor,
         inserted = report.imported,
         updated = report.updated,
@@ -602,7 +596,7 @@ async fn import_contacts(
         "contacts imported"
     );
     Ok(axum::Json(ImportResult {
-        list_id: encode_id("lst", report.list_id),
+        list_id: report.list_id.to_string(),
         inserted: report.imported,
         updated: report.updated,
         rejected: report.rejected,

@@ -43,8 +43,9 @@ pub struct ReplayWithout(pub String);
 /// organisation can neither replay nor block someone else's request.
 fn caller(principal: &Principal) -> String {
     match &principal.credential {
-        super::auth::Credential::ApiKey { id } => format!("key:{id}"),
-        super::auth::Credential::Session { user_id, .. } => format!("user:{user_id}"),
+        // Bare row numbers: the scope of keys stored before ids were typed.
+        super::auth::Credential::ApiKey { id } => format!("key:{}", id.get()),
+        super::auth::Credential::Session { user_id, .. } => format!("user:{}", user_id.get()),
     }
 }
 

@@ -6,7 +6,8 @@ use super::check_name;
 use super::contacts::{Contacts, check_ids, contacts_page};
 use super::problem::ApiQuery;
 use super::problem::{ApiError, ApiJson, ApiPath, ApiResult, Problem};
-use super::{ApiState, Page, PageParams, decode_id, encode_id, timestamp};
+use super::{ApiState, Page, PageParams, decode, timestamp};
+use crate::ids::{ContactId, ListId};
 use crate::store::directory::{ContactFilter, ListDeletion, ListRow};
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -41,7 +42,7 @@ pub struct List {
 impl From<ListRow> for List {
     fn from(l: ListRow) -> List {
         List {
-            id: encode_id("lst", l.id),
+            id: l.id.to_string(),
             name: l.name,
             members: l.members,
             created_at: timestamp(l.created_at),
@@ -102,7 +103,7 @@ async fn list_lists(
     let limit = page.limit()?;
     let rows = state
         .store
-        .org_lists(p.org_id, page.after()?, limit + 1)
+        .org_lists(p.org_id, page.after_id()?, limit + 1)
         .await?;
     let page = Page::from_rows(rows, limit, |l| l.id, List::from);
     Ok(axum::Json(Lists {
@@ -128,12 +129,12 @@ async fn create_list(
     let name = check_name("name", &body.name)?;
     let list = state.store.create_org_list(p.org_id, &name).await?;
     tracing::info!(
-        org_id = %crate::ids::OrgId(p.org_id),
-        list_id = %crate::ids::ListId(list.id),
+        org_id = %p.org_id,
+        list_id = %list.id,
         actor = p.actor,
         "list created"
     );
-    let location = format!("/api/v1/lists/{}", encode_id("lst", list.id));
+    let location = format!("/api/v1/lists/{}", list.id);
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, location)],
@@ -154,7 +155,7 @@ async fn get_list(
     AsViewer(p): AsViewer,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<axum::Json<List>> {
-    let id = decode_id("lst", "list", &id)?;
+    let id = decode::<ListId>(&id)?;
     Ok(axum::Json(state.store.org_list(p.org_id, id).await?.into()))
 }
 
@@ -173,12 +174,12 @@ async fn update_list(
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<ListChange>,
 ) -> ApiResult<axum::Json<List>> {
-    let id = decode_id("lst", "list", &id)?;
+    let id = decode::<ListId>(&id)?;
     let name = check_name("name", &body.name)?;
     let list = state.store.rename_org_list(p.org_id, id, &name).await?;
     tracing::info!(
-        org_id = %crate::ids::OrgId(p.org_id),
-        list_id = %crate::ids::ListId(id),
+        org_id = %p.org_id,
+        list_id = %id,
         actor = p.actor,
         "list renamed"
     );
@@ -199,12 +200,12 @@ async fn delete_list(
     AsEditor(p): AsEditor,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
-    let id = decode_id("lst", "list", &id)?;
+    let id = decode::<ListId>(&id)?;
     match state.store.delete_org_list(p.org_id, id).await? {
         ListDeletion::Deleted => {
             tracing::info!(
-                org_id = %crate::ids::OrgId(p.org_id),
-                list_id = %crate::ids::ListId(id),
+                org_id = %p.org_id,
+                list_id = %id,
                 actor = p.actor,
                 "list deleted"
             );
@@ -213,7 +214,7 @@ async fn delete_list(
         ListDeletion::InUse(campaigns) => {
             let names: Vec<String> = campaigns
                 .iter()
-                .map(|(cid, name)| format!("{} ({name:?})", encode_id("cmp", *cid)))
+                .map(|(cid, name)| format!("{} ({name:?})", cid))
                 .collect();
             Err(ApiError::new(
                 StatusCode::CONFLICT,
@@ -221,7 +222,7 @@ async fn delete_list(
                 "A campaign uses the list",
                 format!(
                     "list `{}` is used by {} {}: a campaign keeps its list, so it cannot be deleted",
-                    encode_id("lst", id),
+                    id,
                     if names.len() == 1 {
                         "campaign"
                     } else {
@@ -247,7 +248,7 @@ async fn list_members(
     ApiPath(id): ApiPath<String>,
     ApiQuery(page): ApiQuery<PageParams>,
 ) -> ApiResult<axum::Json<Contacts>> {
-    let id = decode_id("lst", "list", &id)?;
+    let id = decode::<ListId>(&id)?;
     state.store.org_list(p.org_id, id).await?;
     let filter = ContactFilter {
         list_id: Some(id),
@@ -273,7 +274,7 @@ async fn add_members(
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<NewMembers>,
 ) -> ApiResult<axum::Json<MembersAdded>> {
-    let id = decode_id("lst", "list", &id)?;
+    let id = decode::<ListId>(&id)?;
     state.store.org_list(p.org_id, id).await?;
     if body.contact_ids.is_empty() {
         return Err(ApiError::invalid(
@@ -289,22 +290,15 @@ async fn add_members(
             format!("at most {MAX_MEMBERS_PER_REQUEST} contact ids per request"),
         ));
     }
-    let contact_ids = check_ids(
-        &state,
-        p.org_id,
-        "contact_ids",
-        "con",
-        "contact",
-        &body.contact_ids,
-    )
-    .await?;
+    let contact_ids =
+        check_ids::<ContactId>(&state, p.org_id, "contact_ids", &body.contact_ids).await?;
     let added = state
         .store
         .add_org_list_members(p.org_id, id, &contact_ids)
         .await?;
     tracing::info!(
-        org_id = %crate::ids::OrgId(p.org_id),
-        list_id = %crate::ids::ListId(id),
+        org_id = %p.org_id,
+        list_id = %id,
         actor = p.actor,
         added,
         "list members added"
@@ -332,17 +326,17 @@ async fn remove_member(
     AsEditor(p): AsEditor,
     ApiPath((id, contact_id)): ApiPath<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    let id = decode_id("lst", "list", &id)?;
-    let contact_id = decode_id("con", "contact", &contact_id)?;
+    let id = decode::<ListId>(&id)?;
+    let contact_id = decode::<ContactId>(&contact_id)?;
     state.store.org_list(p.org_id, id).await?;
     state
         .store
         .remove_org_list_member(p.org_id, id, contact_id)
         .await?;
     tracing::info!(
-        org_id = %crate::ids::OrgId(p.org_id),
-        list_id = %crate::ids::ListId(id),
-        contact_id = %crate::ids::ContactId(contact_id),
+        org_id = %p.org_id,
+        list_id = %id,
+        contact_id = %contact_id,
         actor = p.actor,
         "list member removed"
     );

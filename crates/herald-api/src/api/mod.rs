@@ -346,8 +346,9 @@ pub fn decode_id(prefix: &str, what: &str, id: &str) -> ApiResult<i64> {
         .ok_or_else(|| ApiError::not_found(format!("there is no {what} `{id}`")))
 }
 
-pub fn org_id_string(id: i64) -> String {
-    encode_id("org", id)
+/// The typed id of an opaque id, or "not found", as [`decode_id`].
+pub fn decode<T: crate::ids::TypedId>(id: &str) -> ApiResult<T> {
+    decode_id(T::PREFIX, T::WHAT, id).map(T::from_row)
 }
 
 /// RFC 3339 UTC with milliseconds.
@@ -391,7 +392,12 @@ impl PageParams {
         Ok(limit)
     }
 
-    /// The last id of the previous page (0 for the first page).
+    /// The last id of the previous page, typed (row 0 for the first page).
+    pub fn after_id<T: crate::ids::TypedId>(&self) -> ApiResult<T> {
+        self.after().map(T::from_row)
+    }
+
+    /// The last row number of the previous page (0 for the first page).
     pub fn after(&self) -> ApiResult<i64> {
         let Some(cursor) = &self.cursor else {
             return Ok(0);
@@ -415,8 +421,10 @@ impl PageParams {
     }
 }
 
-pub fn cursor_after(id: i64) -> String {
-    URL_SAFE_NO_PAD.encode(format!("after:{id}"))
+/// The cursor after row `id` (typed or not): `after:` and the bare row number, opaque to
+/// clients.
+pub fn cursor_after(id: impl Into<i64>) -> String {
+    URL_SAFE_NO_PAD.encode(format!("after:{}", id.into()))
 }
 
 /// One page of a list, and the cursor of the next page when there is one.
@@ -430,10 +438,10 @@ pub struct Page<T> {
 impl<T> Page<T> {
     /// `rows` fetched with `LIMIT limit + 1`, in id order: the extra row only says that
     /// there is a next page.
-    pub fn from_rows<R>(
+    pub fn from_rows<R, K: Into<i64>>(
         mut rows: Vec<R>,
         limit: i64,
-        id_of: impl Fn(&R) -> i64,
+        id_of: impl Fn(&R) -> K,
         view: impl Fn(R) -> T,
     ) -> Page<T> {
         let limit = usize::try_from(limit).unwrap_or(usize::MAX);
@@ -454,15 +462,16 @@ impl<T> Page<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::CampaignId;
 
     #[test]
     fn ids_round_trip_and_refuse_others() {
         assert_eq!(
-            decode_id("cmp", "campaign", &encode_id("cmp", 42)).unwrap(),
-            42
+            decode::<CampaignId>(&encode_id("cmp", 42)).unwrap(),
+            CampaignId(42)
         );
         for bad in ["42", "cmp_", "cmp_x", "lst_42", "cmp_-1", "cmp_0", "cmp42"] {
-            let e = decode_id("cmp", "campaign", bad).unwrap_err();
+            let e = decode::<CampaignId>(bad).unwrap_err();
             assert_eq!(e.status, StatusCode::NOT_FOUND, "{bad}");
         }
     }

@@ -45,9 +45,9 @@ pub struct OrganisationChange {
     pub auto_pause: Option<String>,
 }
 
-fn view(id: i64, name: String, setting: Option<AutoPause>) -> Organisation {
+fn view(id: OrgId, name: String, setting: Option<AutoPause>) -> Organisation {
     Organisation {
-        id: OrgId(id).to_string(),
+        id: id.to_string(),
         name,
         auto_pause: setting.unwrap_or(DEFAULT).to_string(),
         auto_pause_source: if setting.is_some() {
@@ -96,7 +96,7 @@ async fn update_organisation(
             })?)
         };
         state.store.set_org_auto_pause(p.org_id, setting).await?;
-        tracing::info!(org_id = %OrgId(p.org_id), actor = p.actor, auto_pause = ?setting, "organisation auto-pause default changed");
+        tracing::info!(org_id = %p.org_id, actor = p.actor, auto_pause = ?setting, "organisation auto-pause default changed");
     }
     let org = state.store.organisation(p.org_id).await?;
     let setting = state.store.org_auto_pause(p.org_id).await?;

@@ -178,7 +178,7 @@ async fn create_suppression(
         )
         .await?;
     tracing::info!(
-        org_id = %crate::ids::OrgId(p.org_id),
+        org_id = %p.org_id,
         address = row.address,
         actor = p.actor,
         created,
@@ -225,7 +225,7 @@ async fn delete_suppression(
         )));
     }
     tracing::info!(
-        org_id = %crate::ids::OrgId(p.org_id),
+        org_id = %p.org_id,
         address,
         actor = p.actor,
         "suppression lifted"

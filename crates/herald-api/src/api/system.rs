@@ -4,10 +4,11 @@
 
 use super::auth::AsViewer;
 use super::problem::{ApiResult, Problem};
-use super::{ApiState, encode_id, timestamp, timestamp_opt};
+use super::{ApiState, timestamp, timestamp_opt};
 use crate::config::Settings;
 use crate::doctor::FindingKind;
 use crate::engine::health;
+use crate::ids::CampaignId;
 use crate::store::InstanceRow;
 use crate::store::channels_admin::InstanceRecord;
 use axum::extract::State;
@@ -205,7 +206,7 @@ async fn get_health(
     AsViewer(p): AsViewer,
 ) -> ApiResult<axum::Json<Health>> {
     let d = crate::doctor::diagnose(&state.store, &settings(&state), Some(p.org_id)).await?;
-    let cmp = |id: i64| encode_id("cmp", id);
+    let cmp = |id: CampaignId| id.to_string();
     let findings = d
         .findings
         .iter()

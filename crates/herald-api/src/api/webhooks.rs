@@ -11,7 +11,7 @@
 use super::auth::{AsAdmin, AsViewer};
 use super::idempotency::ReplayWithout;
 use super::problem::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, Problem};
-use super::{ApiState, PageParams, cursor_after, decode_id, encode_id, timestamp, timestamp_opt};
+use super::{ApiState, PageParams, cursor_after, decode, timestamp, timestamp_opt};
 use crate::events::EventType;
 use crate::ids::{NotificationId, WebhookEndpointId};
 use crate::outbound::{OutboundGuard, ResolveError};
@@ -503,7 +503,7 @@ pub struct TestSent {
 
 pub fn view(e: &WebhookEndpoint, now: i64) -> Webhook {
     Webhook {
-        id: WebhookEndpointId(e.id).to_string(),
+        id: e.id.to_string(),
         url: e.url.clone(),
         description: e.description.clone(),
         events: e.events.iter().map(|t| t.as_str().to_string()).collect(),
@@ -529,7 +529,7 @@ pub fn delivery_view(d: DeliveryRecord) -> Delivery {
         _ => DeliveryStatus::Pending,
     };
     Delivery {
-        event_id: NotificationId(d.event_id).to_string(),
+        event_id: d.event_id.to_string(),
         event_type: d.event_type,
         seq: d.seq,
         next_attempt_at: (status == DeliveryStatus::Pending).then(|| timestamp(d.next_attempt_at)),
@@ -561,8 +561,8 @@ fn replay_view(o: ReplayOutcome) -> ReplayResult {
     }
 }
 
-fn endpoint_id(id: &str) -> ApiResult<i64> {
-    decode_id(WebhookEndpointId::PREFIX, "webhook endpoint", id)
+fn endpoint_id(id: &str) -> ApiResult<WebhookEndpointId> {
+    decode(id)
 }
 
 /// Responds with a body showing a secret once; replays get `redacted`.
@@ -607,7 +607,7 @@ async fn list_webhooks(
     let limit = page.limit()?;
     let rows = state
         .store
-        .webhook_endpoints_page(p.org_id, page.after()?, limit + 1)
+        .webhook_endpoints_page(p.org_id, page.after_id()?, limit + 1)
         .await?;
     let now = crate::clock::now_ms();
     Ok(axum::Json(super::Page::from_rows(
@@ -642,8 +642,8 @@ async fn create_webhook(
         .create_webhook_endpoint(p.org_id, &url, &description, &events, &key, &secret)
         .await?;
     tracing::info!(
-        org_id = %crate::ids::OrgId(p.org_id),
-        webhook_endpoint_id = %WebhookEndpointId(endpoint.id),
+        org_id = %p.org_id,
+        webhook_endpoint_id = %endpoint.id,
         actor = p.actor,
         events = events.len(),
         "webhook endpoint created"
@@ -723,8 +723,8 @@ async fn update_webhook(
         .update_webhook_endpoint(p.org_id, id, &change)
         .await?;
     tracing::info!(
-        org_id = %crate::ids::OrgId(p.org_id),
-        webhook_endpoint_id = %WebhookEndpointId(id),
+        org_id = %p.org_id,
+        webhook_endpoint_id = %id,
         actor = p.actor,
         enabled = ?body.enabled,
         "webhook endpoint changed"
@@ -747,8 +747,8 @@ async fn delete_webhook(
     let id = endpoint_id(&id)?;
     let gone = state.store.delete_webhook_endpoint(p.org_id, id).await?;
     tracing::info!(
-        org_id = %crate::ids::OrgId(p.org_id),
-        webhook_endpoint_id = %WebhookEndpointId(id),
+        org_id = %p.org_id,
+        webhook_endpoint_id = %id,
         actor = p.actor,
         pending_deliveries_dropped = gone.pending_deliveries,
         deliveries_deleted = gone.deliveries,
@@ -784,14 +784,14 @@ async fn rotate_secret(
         .rotate_webhook_secret(p.org_id, id, &key, &secret, now)
         .await?;
     tracing::info!(
-        org_id = %crate::ids::OrgId(p.org_id),
-        webhook_endpoint_id = %WebhookEndpointId(id),
+        org_id = %p.org_id,
+        webhook_endpoint_id = %id,
         actor = p.actor,
         "webhook signing secret rotated"
     );
     let until = timestamp(endpoint.previous_until.unwrap_or(now));
     let rotated = |secret: Option<String>| RotatedSecret {
-        id: WebhookEndpointId(id).to_string(),
+        id: id.to_string(),
         secret,
         previous_secret_until: until.clone(),
     };
@@ -835,7 +835,7 @@ async fn list_deliveries(
     let before = params
         .cursor
         .is_some()
-        .then(|| params.after())
+        .then(|| params.after_id())
         .transpose()?;
     let rows = state
         .store
@@ -886,17 +886,16 @@ async fn replay(
     let now = crate::clock::now_ms();
     let outcome = match (&body.event_id, &body.failed_since) {
         (Some(event), None) => {
-            let event_id = crate::ids::parse_canonical(NotificationId::PREFIX, event.trim())
-                .ok_or_else(|| {
-                    ApiError::invalid(
-                        "event_id",
-                        "format",
-                        format!(
-                            "`{}` is not an event id: write ntf_N, as the delivery log shows it",
-                            event.chars().take(64).collect::<String>()
-                        ),
-                    )
-                })?;
+            let event_id = event.trim().parse::<NotificationId>().map_err(|_| {
+                ApiError::invalid(
+                    "event_id",
+                    "format",
+                    format!(
+                        "`{}` is not an event id: write ntf_N, as the delivery log shows it",
+                        event.chars().take(64).collect::<String>()
+                    ),
+                )
+            })?;
             state
                 .store
                 .replay_webhook_event(p.org_id, id, event_id, now)
@@ -918,8 +917,8 @@ async fn replay(
         }
     };
     tracing::info!(
-        org_id = %crate::ids::OrgId(p.org_id),
-        webhook_endpoint_id = %WebhookEndpointId(id),
+        org_id = %p.org_id,
+        webhook_endpoint_id = %id,
         actor = p.actor,
         replayed = outcome.replayed,
         "webhook deliveries replayed"
@@ -950,18 +949,18 @@ async fn send_test(
         .send_webhook_test_event(p.org_id, id, &p.actor, crate::clock::now_ms())
         .await?;
     tracing::info!(
-        org_id = %crate::ids::OrgId(p.org_id),
-        webhook_endpoint_id = %WebhookEndpointId(id),
-        notification_id = %NotificationId(sent.event_id),
+        org_id = %p.org_id,
+        webhook_endpoint_id = %id,
+        notification_id = %sent.event_id,
         actor = p.actor,
         "webhook test event written"
     );
-    let location = format!("/api/v1/webhooks/{}/deliveries", encode_id("whk", id));
+    let location = format!("/api/v1/webhooks/{}/deliveries", id);
     Ok((
         StatusCode::ACCEPTED,
         [(header::LOCATION, location)],
         axum::Json(TestSent {
-            event_id: NotificationId(sent.event_id).to_string(),
+            event_id: sent.event_id.to_string(),
             seq: sent.seq,
         }),
     )

@@ -17,7 +17,7 @@
 use crate::app_state::{AppState, problem};
 use crate::channel_kind::{ChannelKind, WebhookRoute, twilio, whatsapp};
 use crate::channels::classify::{twilio_status, whatsapp_status};
-use crate::ids::ChannelId;
+use crate::ids::{ChannelId, MessageId};
 use crate::optout::{Keyword, keyword};
 use crate::signatures::{verify_meta, verify_twilio};
 use crate::store::{ChannelInfo, InboundMessage, Receipt};
@@ -99,7 +99,7 @@ type Peer = Option<Extension<ConnectInfo<SocketAddr>>>;
 fn over_rate(
     state: &AppState,
     peer: &Peer,
-    channel_id: i64,
+    channel_id: ChannelId,
     channel_kind: ChannelKind,
 ) -> Option<Response> {
     let ip = peer.as_ref().map(|Extension(ConnectInfo(addr))| addr.ip());
@@ -154,13 +154,13 @@ fn malformed(detail: &str) -> Response {
 /// when there is none to verify against (the caller answers as for a bad signature).
 async fn channel_with_secrets(
     state: &AppState,
-    channel_id: i64,
+    channel_id: ChannelId,
     kind: ChannelKind,
 ) -> Result<Option<(ChannelInfo, serde_json::Value)>, Response> {
     let info = match state.store.channel(channel_id).await {
         Ok(info) if info.kind == kind.as_str() => info,
         Ok(_) | Err(crate::store::StoreError::NotFound(_)) => {
-            tracing::debug!(channel_id = %crate::ids::ChannelId(channel_id), kind = kind.as_str(), "webhook for no such channel");
+            tracing::debug!(channel_id = %channel_id, kind = kind.as_str(), "webhook for no such channel");
             return Ok(None);
         }
         Err(e) => return Err(internal(e)),
@@ -168,7 +168,7 @@ async fn channel_with_secrets(
     match state.context.open_secrets(&info) {
         Ok(secrets) => Ok(Some((info, secrets))),
         Err(e) => {
-            tracing::error!(channel_id = %crate::ids::ChannelId(channel_id), error = %e, "channel secrets cannot be opened; webhooks for it are refused");
+            tracing::error!(channel_id = %channel_id, error = %e, "channel secrets cannot be opened; webhooks for it are refused");
             Ok(None)
         }
     }
@@ -183,14 +183,14 @@ fn secret<'a>(secrets: &'a serde_json::Value, name: &str) -> Option<&'a str> {
 
 /// Keeps a verified request as it arrived. Unverified ones are anyone's and are only
 /// counted (`rejected`): a row each would let forged traffic fill the disk.
-async fn keep(state: &AppState, channel_id: i64, kind: &str, outcome: &str, body: &[u8]) {
+async fn keep(state: &AppState, channel_id: ChannelId, kind: &str, outcome: &str, body: &[u8]) {
     let text = String::from_utf8_lossy(body);
     if let Err(e) = state
         .store
         .record_webhook_event(channel_id, kind, true, outcome, &text)
         .await
     {
-        tracing::warn!(channel_id = %crate::ids::ChannelId(channel_id), error = %e, "could not keep a raw webhook event");
+        tracing::warn!(channel_id = %channel_id, error = %e, "could not keep a raw webhook event");
     }
 }
 
@@ -199,7 +199,7 @@ async fn keep(state: &AppState, channel_id: i64, kind: &str, outcome: &str, body
 /// provider's cue to retry (the dedup makes the retry report nothing twice).
 async fn keep_inbound(
     state: &AppState,
-    channel_id: i64,
+    channel_id: ChannelId,
     kind: &str,
     outcome: &str,
     body: &[u8],
@@ -216,7 +216,7 @@ async fn keep_inbound(
         .await
     {
         Ok(n) => {
-            tracing::info!(channel_id = %ChannelId(channel_id), events = n, "inbound messages reported");
+            tracing::info!(channel_id = %channel_id, events = n, "inbound messages reported");
             Ok(())
         }
         Err(e) => Err(internal(e)),
@@ -239,7 +239,7 @@ fn reportable(from: &str, text: &str, provider_message_id: Option<&str>) -> Opti
 /// Checks `X-Twilio-Signature` over the public URL Twilio called and the form parameters.
 async fn twilio_verified_form(
     state: &AppState,
-    channel_id: i64,
+    channel_id: ChannelId,
     uri: &axum::http::Uri,
     headers: &HeaderMap,
     body: &Bytes,
@@ -297,7 +297,7 @@ async fn twilio_status_callback(
     body: Bytes,
 ) -> Response {
     let channel_id = match ChannelId::parse_lenient(&path_id) {
-        Ok(id) => id.get(),
+        Ok(id) => id,
         Err(e) => return bad_path(&e, twilio::KIND),
     };
     let kind = twilio::STATUS_CALLBACK.recorded_as;
@@ -354,7 +354,7 @@ async fn twilio_status_callback(
 
 async fn apply(
     state: &AppState,
-    channel_id: i64,
+    channel_id: ChannelId,
     kind: &str,
     receipt: Receipt,
     body: &[u8],
@@ -372,7 +372,7 @@ async fn apply(
             } else {
                 "ignored: not newer than the message's status"
             };
-            tracing::debug!(channel_id = %crate::ids::ChannelId(channel_id), provider_id = %receipt.provider_id, status = %receipt.status, outcome, "receipt");
+            tracing::debug!(channel_id = %channel_id, provider_id = %receipt.provider_id, status = %receipt.status, outcome, "receipt");
             keep(state, channel_id, kind, outcome, body).await;
             StatusCode::OK.into_response()
         }
@@ -398,7 +398,7 @@ async fn opt_out(
                 .suppress(info.org_id, &address, &reason, &via)
                 .await
                 .map_err(internal)?;
-            tracing::info!(channel_id = %crate::ids::ChannelId(info.id), "inbound opt-out: address suppressed");
+            tracing::info!(channel_id = %info.id, "inbound opt-out: address suppressed");
             Ok("opt-out: suppressed")
         }
         Some(Keyword::Start) => {
@@ -407,7 +407,7 @@ async fn opt_out(
                 .unsuppress(info.org_id, &address, &via)
                 .await
                 .map_err(internal)?;
-            tracing::info!(channel_id = %crate::ids::ChannelId(info.id), "inbound opt-in: suppression lifted");
+            tracing::info!(channel_id = %info.id, "inbound opt-in: suppression lifted");
             Ok("opt-in: suppression lifted")
         }
         Some(Keyword::Help) | None => Ok("inbound message: no keyword"),
@@ -423,7 +423,7 @@ async fn twilio_inbound(
     body: Bytes,
 ) -> Response {
     let channel_id = match ChannelId::parse_lenient(&path_id) {
-        Ok(id) => id.get(),
+        Ok(id) => id,
         Err(e) => return bad_path(&e, twilio::KIND),
     };
     let kind = twilio::INBOUND.recorded_as;
@@ -466,7 +466,7 @@ async fn whatsapp_verify(
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     let channel_id = match ChannelId::parse_lenient(&path_id) {
-        Ok(id) => id.get(),
+        Ok(id) => id,
         Err(e) => return bad_path(&e, whatsapp::KIND),
     };
     if let Some(r) = over_rate(&state, &peer, channel_id, whatsapp::KIND) {
@@ -504,7 +504,7 @@ async fn whatsapp_event(
     body: Bytes,
 ) -> Response {
     let channel_id = match ChannelId::parse_lenient(&path_id) {
-        Ok(id) => id.get(),
+        Ok(id) => id,
         Err(e) => return bad_path(&e, whatsapp::KIND),
     };
     let kind = whatsapp::EVENTS.recorded_as;
@@ -572,7 +572,7 @@ async fn whatsapp_event(
         {
             Ok(true) => outcomes.push(format!(
                 "message {} was in doubt: the provider has it",
-                crate::ids::MessageId(*message_id)
+                *message_id
             )),
             // Still in flight (its send's answer may yet be lost): keep the proof.
             Ok(false) => match state
@@ -580,10 +580,7 @@ async fn whatsapp_event(
                 .keep_proof(channel_id, *message_id, wamid, crate::clock::now_ms())
                 .await
             {
-                Ok(true) => outcomes.push(format!(
-                    "proof kept for message {}",
-                    crate::ids::MessageId(*message_id)
-                )),
+                Ok(true) => outcomes.push(format!("proof kept for message {}", *message_id)),
                 Ok(false) => {}
                 Err(e) => return internal(e),
             },
@@ -642,7 +639,7 @@ pub enum TwilioStatus<'a> {
 }
 
 /// `channel_id` is the channel the webhook path names: the receipt speaks only for it.
-pub fn read_twilio_status(channel_id: i64, params: &[(String, String)]) -> TwilioStatus<'_> {
+pub fn read_twilio_status(channel_id: ChannelId, params: &[(String, String)]) -> TwilioStatus<'_> {
     let (Some(sid), Some(status)) = (
         param(params, "MessageSid").or(param(params, "SmsSid")),
         param(params, "MessageStatus").or(param(params, "SmsStatus")),
@@ -687,7 +684,7 @@ pub fn inbound_sender(from: &str) -> String {
 pub struct WhatsAppEvent {
     pub receipts: Vec<Receipt>,
     /// (Herald's message id from `biz_opaque_callback_data`, the provider's wamid).
-    pub proven: Vec<(i64, String)>,
+    pub proven: Vec<(MessageId, String)>,
     /// Recipients the provider reports as opted out.
     pub opted_out: Vec<String>,
     /// (sender, text, the provider's message id) of inbound messages.
@@ -714,7 +711,7 @@ impl WhatsAppEventError {
 
 /// `channel_id` is the channel the webhook path names: its receipts speak only for it.
 pub fn parse_whatsapp_event(
-    channel_id: i64,
+    channel_id: ChannelId,
     body: &[u8],
 ) -> Result<WhatsAppEvent, WhatsAppEventError> {
     let event: serde_json::Value =
@@ -748,7 +745,7 @@ pub fn parse_whatsapp_event(
             if let Some(ours) = st
                 .get("biz_opaque_callback_data")
                 .and_then(|v| v.as_str())
-                .and_then(|v| v.parse::<i64>().ok())
+                .and_then(|v| MessageId::parse_lenient(v).ok())
             {
                 parsed.proven.push((ours, id.to_string()));
             }

@@ -81,7 +81,7 @@ async fn unsubscribe(State(state): State<AppState>, Path(token): Path<String>) -
         .await
     {
         Ok(_) => {
-            tracing::info!(message_id = %crate::ids::MessageId(message_id), "recipient unsubscribed with one click");
+            tracing::info!(message_id = %message_id, "recipient unsubscribed with one click");
             (
                 StatusCode::OK,
                 [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
@@ -104,11 +104,12 @@ async fn unsubscribe(State(state): State<AppState>, Path(token): Path<String>) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::MessageId;
 
     #[test]
     fn tokens_verify_only_unaltered_and_under_their_key() {
-        let t = token("key-one", 42).unwrap();
-        assert_eq!(verify("key-one", &t), Some(42));
+        let t = token("key-one", MessageId(42)).unwrap();
+        assert_eq!(verify("key-one", &t), Some(MessageId(42)));
         assert_eq!(verify("key-two", &t), None);
         let forged = t.replacen("42.", "43.", 1);
         assert_eq!(verify("key-one", &forged), None);
@@ -122,10 +123,10 @@ mod tests {
         let (id, tag) = t.split_once('.').unwrap();
         assert_eq!(verify("key-one", &format!("{id}.{}", &tag[..2])), None);
         assert_eq!(
-            url(Some("https://h.example/"), Some("key-one"), 42).unwrap(),
+            url(Some("https://h.example/"), Some("key-one"), MessageId(42)).unwrap(),
             format!("https://h.example/unsubscribe/{t}")
         );
-        assert!(url(None, Some("k"), 1).is_none());
-        assert!(url(Some("https://h"), None, 1).is_none());
+        assert!(url(None, Some("k"), MessageId(1)).is_none());
+        assert!(url(Some("https://h"), None, MessageId(1)).is_none());
     }
 }

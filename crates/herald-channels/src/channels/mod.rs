@@ -17,6 +17,7 @@ pub use error::ChannelError;
 pub use settings::{Checked, Flags, SettingProblem, SettingsError};
 
 use crate::channel_kind::ChannelKind;
+use crate::ids::{CampaignId, ChannelId, MessageId};
 use crate::store::{ChannelInfo, Store, StoreError};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
@@ -30,8 +31,8 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// One message to send.
 #[derive(Debug, Clone)]
 pub struct SendRequest {
-    pub message_id: i64,
-    pub campaign_id: i64,
+    pub message_id: MessageId,
+    pub campaign_id: CampaignId,
     pub address: String,
     pub body: String,
     pub attempt: i64,
@@ -219,7 +220,7 @@ pub struct ChannelRegistry {
     store: Store,
     receipts: Option<tokio::sync::mpsc::Sender<crate::store::Receipt>>,
     context: BuildContext,
-    built: Arc<Mutex<HashMap<i64, BuiltChannel>>>,
+    built: Arc<Mutex<HashMap<ChannelId, BuiltChannel>>>,
 }
 
 impl ChannelRegistry {
@@ -241,12 +242,12 @@ impl ChannelRegistry {
         &self.context
     }
 
-    pub async fn get(&self, channel_id: i64) -> Result<Arc<dyn Channel>, StoreError> {
+    pub async fn get(&self, channel_id: ChannelId) -> Result<Arc<dyn Channel>, StoreError> {
         Ok(self.get_with_rate(channel_id).await?.0)
     }
 
     /// The channel and its rate limit (messages or SMS segments per second), if any.
-    pub async fn get_with_rate(&self, channel_id: i64) -> Result<BuiltChannel, StoreError> {
+    pub async fn get_with_rate(&self, channel_id: ChannelId) -> Result<BuiltChannel, StoreError> {
         if let Some(c) = self
             .built
             .lock()
@@ -267,14 +268,14 @@ impl ChannelRegistry {
     /// The channel built afresh from its stored row, not cached: what the probe of an
     /// unavailable channel uses, so a configuration fixed during the outage is the one
     /// probed.
-    pub async fn fresh(&self, channel_id: i64) -> Result<Arc<dyn Channel>, StoreError> {
+    pub async fn fresh(&self, channel_id: ChannelId) -> Result<Arc<dyn Channel>, StoreError> {
         let info = self.store.channel(channel_id).await?;
         self.build(&info)
     }
 
     /// Drops the channel's cached build: the next send builds it again from its stored
     /// row (after an outage, with whatever configuration it has now).
-    pub fn forget(&self, channel_id: i64) {
+    pub fn forget(&self, channel_id: ChannelId) {
         if let Ok(mut built) = self.built.lock() {
             built.remove(&channel_id);
         }

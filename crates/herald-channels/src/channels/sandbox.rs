@@ -13,6 +13,7 @@ use super::{
 };
 use crate::channel_kind::{ChannelKind, sandbox::KIND};
 use crate::domain::MessageStatus;
+use crate::ids::ChannelId;
 use crate::store::{ChannelInfo, Receipt, SandboxEntry, Store};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -119,7 +120,7 @@ struct Pending {
 }
 
 pub struct SandboxChannel {
-    channel_id: i64,
+    channel_id: ChannelId,
     name: String,
     config: SandboxConfig,
     recorder: mpsc::Sender<Pending>,
@@ -128,7 +129,7 @@ pub struct SandboxChannel {
 
 impl SandboxChannel {
     pub fn new(
-        channel_id: i64,
+        channel_id: ChannelId,
         name: String,
         config: SandboxConfig,
         store: Store,
@@ -214,7 +215,7 @@ impl Channel for SandboxChannel {
             }
             let provider_id = format!(
                 "SB{}x{}{:08x}",
-                request.message_id,
+                request.message_id.get(),
                 request.attempt,
                 rand::rng().random::<u32>()
             );

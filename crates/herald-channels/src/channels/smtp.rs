@@ -288,7 +288,7 @@ pub fn split_subject(body: &str) -> (Option<String>, &str) {
 pub fn new_message_id(from: &Mailbox, request: &SendRequest) -> String {
     format!(
         "<herald.{}.{}.{:016x}@{}>",
-        request.message_id,
+        request.message_id.get(),
         request.attempt,
         rand::random::<u64>(),
         from.email.domain()
@@ -782,6 +782,7 @@ impl Channel for SmtpChannel {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::{CampaignId, MessageId};
     use base64::Engine;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -801,8 +802,8 @@ mod tests {
 
     fn request(to: &str, body: &str, unsubscribe: Option<&str>) -> SendRequest {
         SendRequest {
-            message_id: 123,
-            campaign_id: 4,
+            message_id: MessageId(123),
+            campaign_id: CampaignId(4),
             address: to.into(),
             body: body.into(),
             attempt: 2,

@@ -20,6 +20,7 @@ use super::{
     SendResult,
 };
 use crate::channel_kind::{ChannelKind, twilio::KIND};
+use crate::ids::ChannelId;
 use crate::store::ChannelInfo;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -379,7 +380,7 @@ fn error_result(answer: &http::Answer) -> SendResult {
 }
 
 pub struct TwilioChannel {
-    channel_id: i64,
+    channel_id: ChannelId,
     name: String,
     config: Config,
     secrets: Secrets,
@@ -408,7 +409,7 @@ impl TwilioChannel {
     }
 
     pub fn new(
-        channel_id: i64,
+        channel_id: ChannelId,
         name: String,
         config: Config,
         secrets: Secrets,
@@ -421,7 +422,7 @@ impl TwilioChannel {
             .map(|u| u.trim().trim_end_matches('/'))
             .filter(|u| !u.is_empty())
             .map(|u| {
-                let channel = crate::ids::ChannelId(channel_id).to_string();
+                let channel = channel_id.to_string();
                 let route = &crate::channel_kind::twilio::STATUS_CALLBACK;
                 format!("{u}{}", KIND.webhook_path(route, &channel))
             });
@@ -435,7 +436,7 @@ impl TwilioChannel {
         })
     }
 
-    pub fn channel_id(&self) -> i64 {
+    pub fn channel_id(&self) -> ChannelId {
         self.channel_id
     }
 
@@ -691,6 +692,7 @@ impl Channel for TwilioChannel {
 mod tests {
     use super::*;
     use crate::channels::http::fake::{FakeServer, Reply, closed_port_url};
+    use crate::ids::{CampaignId, MessageId};
     use base64::Engine;
     use std::time::Duration;
 
@@ -716,7 +718,7 @@ mod tests {
         )
         .unwrap();
         TwilioChannel::new(
-            42,
+            ChannelId(42),
             "sms".into(),
             config,
             Secrets {
@@ -730,8 +732,8 @@ mod tests {
 
     fn request(body: &str) -> SendRequest {
         SendRequest {
-            message_id: 7,
-            campaign_id: 3,
+            message_id: MessageId(7),
+            campaign_id: CampaignId(3),
             address: "+15558675310".into(),
             body: body.into(),
             attempt: 1,

@@ -375,7 +375,8 @@ impl WhatsAppChannel {
             "messaging_product": "whatsapp",
             "recipient_type": "individual",
             "to": recipient(&request.address),
-            "biz_opaque_callback_data": request.message_id.to_string(),
+            // The bare row number, as statuses of messages sent before ids were typed carry it.
+            "biz_opaque_callback_data": request.message_id.get().to_string(),
         });
         match &self.config.template {
             Some(name) => {
@@ -474,6 +475,7 @@ impl Channel for WhatsAppChannel {
 mod tests {
     use super::*;
     use crate::channels::http::fake::{FakeServer, Reply, closed_port_url};
+    use crate::ids::{CampaignId, MessageId};
     use std::time::Duration;
 
     const TOKEN: &str = "EAAtest0123456789";
@@ -506,8 +508,8 @@ mod tests {
 
     fn request(body: &str) -> SendRequest {
         SendRequest {
-            message_id: 9001,
-            campaign_id: 3,
+            message_id: MessageId(9001),
+            campaign_id: CampaignId(3),
             address: "+16505551234".into(),
             body: body.into(),
             attempt: 1,

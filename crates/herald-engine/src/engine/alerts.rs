@@ -9,7 +9,7 @@ use super::{EngineContext, Ticker};
 use crate::address::Address;
 use crate::alerts::{next_attempt_at, pick_channel, render_for};
 use crate::channels::{SendRequest, SendResult};
-use crate::ids::{CampaignId, ChannelId};
+use crate::ids::{CampaignId, ChannelId, MessageId};
 use crate::store::alerts::{Alert, AlertOutcome};
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,7 +29,7 @@ pub async fn attempt(
     shutdown: &watch::Receiver<bool>,
 ) -> AlertOutcome {
     let now = crate::clock::now_ms();
-    let retry_or_give_up = |channel_id: Option<i64>, error: String| {
+    let retry_or_give_up = |channel_id: Option<ChannelId>, error: String| {
         let made = alert.attempts + 1;
         match next_attempt_at(made, now) {
             Some(next_attempt_at) => AlertOutcome::Retry {
@@ -75,7 +75,7 @@ pub async fn attempt(
         Err(e) => {
             return retry_or_give_up(
                 Some(channel.id),
-                format!("channel {} cannot be built: {e}", ChannelId(channel.id)),
+                format!("channel {} cannot be built: {e}", channel.id),
             );
         }
     };
@@ -96,8 +96,9 @@ pub async fn attempt(
         return retry_or_give_up(Some(channel.id), "the instance stopped".to_string());
     }
     let request = SendRequest {
-        message_id: 0,
-        campaign_id: alert.campaign_id.unwrap_or(0),
+        // An alert is not a campaign's message: no message, and its campaign when it has one.
+        message_id: MessageId(0),
+        campaign_id: alert.campaign_id.unwrap_or(CampaignId(0)),
         address: address.as_str().to_string(),
         body,
         attempt: alert.attempts + 1,
@@ -140,7 +141,7 @@ pub async fn pass(ctx: &EngineContext, shutdown: &watch::Receiver<bool>) -> u64 
     match ctx.store.mark_in_doubt_campaigns(now).await {
         Ok(marked) => {
             for id in marked {
-                tracing::warn!(campaign_id = %CampaignId(id), "messages in doubt reached the alert threshold");
+                tracing::warn!(campaign_id = %id, "messages in doubt reached the alert threshold");
             }
         }
         Err(e) => tracing::debug!(error = %e, "in-doubt alert check failed; will retry"),
@@ -173,14 +174,14 @@ pub async fn pass(ctx: &EngineContext, shutdown: &watch::Receiver<bool>) -> u64 
         match &outcome {
             AlertOutcome::Sent { channel_id, .. } => {
                 metrics::counter!("herald_alerts_total", "outcome" => "sent").increment(1);
-                tracing::info!(alert_id = alert.id, event = %alert.event_type, channel_id = %ChannelId(*channel_id), "alert sent");
+                tracing::info!(alert_id = %alert.id, event = %alert.event_type, channel_id = %*channel_id, "alert sent");
             }
             AlertOutcome::Retry { error, .. } => {
-                tracing::debug!(alert_id = alert.id, event = %alert.event_type, error = %error, "alert attempt failed; will retry");
+                tracing::debug!(alert_id = %alert.id, event = %alert.event_type, error = %error, "alert attempt failed; will retry");
             }
             AlertOutcome::Undeliverable { error, .. } => {
                 metrics::counter!("herald_alerts_total", "outcome" => "undeliverable").increment(1);
-                tracing::error!(alert_id = alert.id, event = %alert.event_type, error = %error, "alert cannot be delivered");
+                tracing::error!(alert_id = %alert.id, event = %alert.event_type, error = %error, "alert cannot be delivered");
             }
         }
         match ctx
@@ -191,12 +192,12 @@ pub async fn pass(ctx: &EngineContext, shutdown: &watch::Receiver<bool>) -> u64 
             Ok(true) => settled += 1,
             Ok(false) => {
                 tracing::debug!(
-                    alert_id = alert.id,
+                    alert_id = %alert.id,
                     "alert claim was taken back before its outcome was written"
                 )
             }
             Err(e) => {
-                tracing::warn!(alert_id = alert.id, error = %e, "alert outcome not written; its claim runs out and it is tried again")
+                tracing::warn!(alert_id = %alert.id, error = %e, "alert outcome not written; its claim runs out and it is tried again")
             }
         }
     }

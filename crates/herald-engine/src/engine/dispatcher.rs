@@ -5,6 +5,7 @@
 use super::EngineContext;
 use super::retry::RetryPolicy;
 use crate::channels::{Channel, SendRequest, SendResult};
+use crate::ids::{CampaignId, ChannelId, OrgId};
 use crate::store::{ClaimedMessage, Outcome, OutcomeKind, SendableCampaign};
 use crate::template::{ContactFields, MessageTemplate};
 use rand::Rng;
@@ -22,7 +23,7 @@ type Pending = (Outcome, OwnedSemaphorePermit, Label);
 /// name: names are tenant text, and /metrics is one page for every organisation.
 struct Label {
     outcome: &'static str,
-    channel_id: i64,
+    channel_id: ChannelId,
     /// The rate-limited channel's in-flight slot, returned with the outcome.
     _slot: Option<OwnedSemaphorePermit>,
 }
@@ -40,10 +41,10 @@ pub async fn run(
     // Claim only when a useful batch fits: tiny claims cost a transaction each.
     let min_claim = (batch.min(concurrency) / 4).max(1);
     let idle = Duration::from_millis(settings.idle_poll_ms.max(1));
-    let mut templates: HashMap<i64, Result<Arc<MessageTemplate>, String>> = HashMap::new();
+    let mut templates: HashMap<CampaignId, Result<Arc<MessageTemplate>, String>> = HashMap::new();
     // In-flight slots per rate-limited channel (about two seconds of its rate), shared by
     // all its campaigns: a slow or rate-limited channel cannot take every send permit.
-    let mut channel_slots: HashMap<i64, Arc<Semaphore>> = HashMap::new();
+    let mut channel_slots: HashMap<ChannelId, Arc<Semaphore>> = HashMap::new();
     let mut round = 0usize;
     let owner = ctx.instance.id.clone();
 
@@ -119,12 +120,12 @@ pub async fn run(
             let channel = match ctx.channels.get_with_rate(campaign.channel_id).await {
                 Ok(c) => Ok(c),
                 Err(e) if e.is_transient() => {
-                    tracing::warn!(campaign_id = %crate::ids::CampaignId(campaign.id), error = %e, "channel not available; will retry");
+                    tracing::warn!(campaign_id = %campaign.id, error = %e, "channel not available; will retry");
                     continue;
                 }
                 Err(e) => {
                     let reason = format!("paused: its channel cannot send from this instance: {e}");
-                    tracing::error!(campaign_id = %crate::ids::CampaignId(campaign.id), %reason);
+                    tracing::error!(campaign_id = %campaign.id, %reason);
                     let actor = format!("instance {}", ctx.instance.id);
                     if let Err(pause_error) = ctx
                         .store
@@ -137,7 +138,7 @@ pub async fn run(
                         )
                         .await
                     {
-                        tracing::warn!(campaign_id = %crate::ids::CampaignId(campaign.id), error = %pause_error, "could not pause the campaign");
+                        tracing::warn!(campaign_id = %campaign.id, error = %pause_error, "could not pause the campaign");
                     }
                     continue;
                 }
@@ -173,7 +174,7 @@ pub async fn run(
             {
                 Ok(c) => c,
                 Err(e) => {
-                    tracing::warn!(campaign_id = %crate::ids::CampaignId(campaign.id), error = %e, "claim failed; will retry");
+                    tracing::warn!(campaign_id = %campaign.id, error = %e, "claim failed; will retry");
                     continue;
                 }
             };
@@ -182,7 +183,7 @@ pub async fn run(
                 continue;
             }
             claimed_any = true;
-            tracing::debug!(campaign_id = %crate::ids::CampaignId(campaign.id), count = claimed.len(), "claimed");
+            tracing::debug!(campaign_id = %campaign.id, count = claimed.len(), "claimed");
             if let Ok(mut known) = ctx.in_flight.lock() {
                 known.extend(claimed.iter().map(|m| m.id));
             }
@@ -389,8 +390,8 @@ fn spawn_send(
 #[allow(clippy::too_many_arguments)]
 async fn send_one(
     ctx: &EngineContext,
-    org_id: i64,
-    channel_id: i64,
+    org_id: OrgId,
+    channel_id: ChannelId,
     m: &ClaimedMessage,
     body: Body,
     channel: Result<(Arc<dyn Channel>, Option<f64>), String>,
@@ -488,7 +489,7 @@ async fn send_one(
         // queue with the attempt refunded (a campaign paused for the outage keeps it
         // queued until the probe resumes it).
         SendResult::Unreachable { error } => {
-            tracing::debug!(message_id = m.id, campaign_id = m.campaign_id, error = %error, "provider unreachable; message handed back");
+            tracing::debug!(message_id = %m.id, campaign_id = %m.campaign_id, error = %error, "provider unreachable; message handed back");
             (OutcomeKind::Released, "unreachable")
         }
         SendResult::OptOut { error } => {
@@ -499,7 +500,7 @@ async fn send_one(
                 provider_code(&error),
             );
             if let Err(e) = ctx.store.suppress(org_id, &m.address, &reason, &via).await {
-                tracing::warn!(message_id = %crate::ids::MessageId(m.id), error = %e, "could not record an opt-out; the next send will report it again");
+                tracing::warn!(message_id = %m.id, error = %e, "could not record an opt-out; the next send will report it again");
             }
             (OutcomeKind::Failed { error: reason }, "failed")
         }
@@ -508,7 +509,7 @@ async fn send_one(
         SendResult::CredentialsRefused { reason, error } => {
             super::outage::credentials_refused(ctx, channel_id, m.campaign_id, &reason, &error)
                 .await;
-            tracing::debug!(message_id = m.id, campaign_id = m.campaign_id, error = %error, "credentials refused; message handed back");
+            tracing::debug!(message_id = %m.id, campaign_id = %m.campaign_id, error = %error, "credentials refused; message handed back");
             (OutcomeKind::Released, "released")
         }
         SendResult::StopCampaign { error } => {
@@ -527,12 +528,12 @@ async fn send_one(
             {
                 Ok(_) | Err(crate::store::StoreError::Conflict(_)) => {}
                 Err(e) => {
-                    tracing::warn!(campaign_id = %crate::ids::CampaignId(m.campaign_id), error = %e, "could not pause the campaign")
+                    tracing::warn!(campaign_id = %m.campaign_id, error = %e, "could not pause the campaign")
                 }
             }
             // Not the message's fault: it goes back to the queue with its attempt refunded
             // and waits for the resume.
-            tracing::debug!(message_id = m.id, campaign_id = m.campaign_id, error = %error, "channel cannot send; message handed back");
+            tracing::debug!(message_id = %m.id, campaign_id = %m.campaign_id, error = %error, "channel cannot send; message handed back");
             (OutcomeKind::Released, "released")
         }
         SendResult::Transient { error, retry_after } => {
@@ -601,7 +602,7 @@ async fn commit_loop(ctx: Arc<EngineContext>, mut rx: mpsc::Receiver<Pending>) {
             metrics::counter!(
                 "herald_messages_total",
                 "outcome" => label.outcome,
-                "channel" => crate::ids::ChannelId(label.channel_id).to_string()
+                "channel" => label.channel_id.to_string()
             )
             .increment(1);
         }
@@ -628,7 +629,7 @@ async fn record_durably(ctx: &EngineContext, owner: &str, outcomes: Vec<Outcome>
                 for paused in &report.auto_paused {
                     metrics::counter!("herald_campaigns_auto_paused_total").increment(1);
                     tracing::warn!(
-                        campaign_id = %crate::ids::CampaignId(paused.campaign_id),
+                        campaign_id = %paused.campaign_id,
                         reason = %paused.reason,
                         "campaign auto-paused: its permanent failure rate crossed its threshold"
                     );

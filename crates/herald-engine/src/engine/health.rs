@@ -4,12 +4,13 @@
 
 use crate::config::Settings;
 use crate::domain::{CampaignStatus, MessageStatus};
+use crate::ids::CampaignId;
 use crate::store::{Drift, InstanceRow, Store, StoreError};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct StuckCampaign {
-    pub campaign_id: i64,
+    pub campaign_id: CampaignId,
     pub name: String,
     pub pending: i64,
     pub no_progress_for_ms: i64,
@@ -63,7 +64,7 @@ pub async fn stuck_campaigns(
 /// instance, a failing channel, messages in doubt, or instances that do not get to it.
 pub async fn stuck_reason(
     store: &Store,
-    campaign_id: i64,
+    campaign_id: CampaignId,
     channel_name: &str,
     counts: &crate::domain::Counts,
     alive: &[InstanceRow],

@@ -71,7 +71,7 @@ pub struct EngineContext {
     /// A claim whose commit succeeded but whose answer was lost (the database restarted at
     /// that moment) leaves rows owned by this instance that no sender knows about; the
     /// reconciler finds them by comparing with this set and hands them back.
-    pub in_flight: std::sync::Mutex<std::collections::HashSet<i64>>,
+    pub in_flight: std::sync::Mutex<std::collections::HashSet<crate::ids::MessageId>>,
     pub throttle: throttle::Throttle,
     /// Consecutive provider-side send failures per channel seen by this instance: the
     /// evidence that marks a channel unavailable (the mark itself is in the database).

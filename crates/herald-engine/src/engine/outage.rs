@@ -18,6 +18,7 @@
 //!   and only those: a campaign a person paused stays paused.
 
 use super::EngineContext;
+use crate::ids::{CampaignId, ChannelId, OrgId};
 use crate::store::outage::ChannelOutage;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -27,12 +28,12 @@ use tokio::sync::watch;
 /// Consecutive provider-side failures per channel, as this instance saw them.
 #[derive(Default)]
 pub struct Tracker {
-    streaks: Mutex<HashMap<i64, u32>>,
+    streaks: Mutex<HashMap<ChannelId, u32>>,
 }
 
 impl Tracker {
     /// A failure that says nothing about the recipient; returns the streak so far.
-    fn failed(&self, channel_id: i64) -> u32 {
+    fn failed(&self, channel_id: ChannelId) -> u32 {
         match self.streaks.lock() {
             Ok(mut s) => {
                 let n = s.entry(channel_id).or_default();
@@ -44,7 +45,7 @@ impl Tracker {
     }
 
     /// The provider answered: the streak ends.
-    pub fn answered(&self, channel_id: i64) {
+    pub fn answered(&self, channel_id: ChannelId) {
         if let Ok(mut s) = self.streaks.lock()
             && s.get(&channel_id).is_some_and(|n| *n > 0)
         {
@@ -105,11 +106,16 @@ fn http_5xx(lower: &str) -> Option<u16> {
 
 /// Counts a provider-side failure of a send through `channel_id`; at the threshold, marks
 /// the channel unavailable and pauses its campaigns.
-pub async fn provider_failed(ctx: &EngineContext, channel_id: i64, campaign_id: i64, error: &str) {
+pub async fn provider_failed(
+    ctx: &EngineContext,
+    channel_id: ChannelId,
+    campaign_id: CampaignId,
+    error: &str,
+) {
     let streak = ctx.outages.failed(channel_id);
     tracing::debug!(
-        channel_id,
-        campaign_id,
+        %channel_id,
+        %campaign_id,
         streak,
         error,
         "send failed on the provider's side"
@@ -129,8 +135,8 @@ pub async fn provider_failed(ctx: &EngineContext, channel_id: i64, campaign_id: 
     {
         Ok(true) => {
             tracing::warn!(
-                channel_id,
-                campaign_id,
+                %channel_id,
+                %campaign_id,
                 failures = streak,
                 error,
                 "channel unavailable: its provider cannot be reached; pausing its campaigns"
@@ -138,7 +144,7 @@ pub async fn provider_failed(ctx: &EngineContext, channel_id: i64, campaign_id: 
         }
         Ok(false) => {}
         Err(e) => {
-            tracing::warn!(channel_id, error = %e, "could not mark the channel unavailable; will try again on the next failure");
+            tracing::warn!(%channel_id, error = %e, "could not mark the channel unavailable; will try again on the next failure");
             return;
         }
     }
@@ -147,7 +153,7 @@ pub async fn provider_failed(ctx: &EngineContext, channel_id: i64, campaign_id: 
         Ok(Some(outage)) => pause_campaigns(ctx, &outage, None).await,
         Ok(None) => {}
         Err(e) => {
-            tracing::warn!(channel_id, error = %e, "could not read the channel's outage")
+            tracing::warn!(%channel_id, error = %e, "could not read the channel's outage")
         }
     }
 }
@@ -158,8 +164,8 @@ pub async fn provider_failed(ctx: &EngineContext, channel_id: i64, campaign_id: 
 /// new secrets, `Store::update_org_channel`) ends it.
 pub async fn credentials_refused(
     ctx: &EngineContext,
-    channel_id: i64,
-    campaign_id: i64,
+    channel_id: ChannelId,
+    campaign_id: CampaignId,
     reason: &str,
     error: &str,
 ) {
@@ -170,15 +176,15 @@ pub async fn credentials_refused(
         .await
     {
         Ok(true) => tracing::warn!(
-            channel_id = %crate::ids::ChannelId(channel_id),
-            campaign_id = %crate::ids::CampaignId(campaign_id),
+            channel_id = %channel_id,
+            campaign_id = %campaign_id,
             reason,
             error,
             "channel unavailable: the provider refuses its credentials; pausing its campaigns"
         ),
         Ok(false) => {}
         Err(e) => {
-            tracing::warn!(channel_id = %crate::ids::ChannelId(channel_id), error = %e, "could not mark the channel unavailable; the next refusal will try again");
+            tracing::warn!(channel_id = %channel_id, error = %e, "could not mark the channel unavailable; the next refusal will try again");
             return;
         }
     }
@@ -187,13 +193,17 @@ pub async fn credentials_refused(
         Ok(Some(outage)) => pause_campaigns(ctx, &outage, None).await,
         Ok(None) => {}
         Err(e) => {
-            tracing::warn!(channel_id = %crate::ids::ChannelId(channel_id), error = %e, "could not read the channel's outage")
+            tracing::warn!(channel_id = %channel_id, error = %e, "could not read the channel's outage")
         }
     }
 }
 
 /// Pauses the channel's sending campaigns (or just `only`) for its outage.
-pub async fn pause_campaigns(ctx: &EngineContext, outage: &ChannelOutage, only: Option<i64>) {
+pub async fn pause_campaigns(
+    ctx: &EngineContext,
+    outage: &ChannelOutage,
+    only: Option<CampaignId>,
+) {
     let actor = format!("instance {}", ctx.instance.id);
     let reason = format!("paused by the engine: {}", outage.describe());
     match ctx
@@ -210,15 +220,15 @@ pub async fn pause_campaigns(ctx: &EngineContext, outage: &ChannelOutage, only: 
         Ok(paused) => {
             for campaign_id in paused {
                 tracing::warn!(
-                    campaign_id,
-                    channel_id = outage.channel_id,
+                    %campaign_id,
+                    channel_id = %outage.channel_id,
                     %reason,
                     "campaign paused: its channel is unavailable"
                 );
             }
         }
         Err(e) => tracing::warn!(
-            channel_id = outage.channel_id,
+            channel_id = %outage.channel_id,
             error = %e,
             "could not pause the campaigns of an unavailable channel; will retry"
         ),
@@ -266,7 +276,7 @@ pub async fn probe_once(ctx: &EngineContext) -> Result<(), crate::store::StoreEr
                     .await?
                 {
                     tracing::info!(
-                        channel_id = outage.channel_id,
+                        channel_id = %outage.channel_id,
                         down_ms = crate::clock::now_ms() - outage.since,
                         "channel available again: its provider answers"
                     );
@@ -277,7 +287,7 @@ pub async fn probe_once(ctx: &EngineContext) -> Result<(), crate::store::StoreEr
             }
             Err(error) => {
                 tracing::info!(
-                    channel_id = outage.channel_id,
+                    channel_id = %outage.channel_id,
                     error = %error,
                     next_probe_ms = period,
                     "channel still unavailable"
@@ -288,7 +298,7 @@ pub async fn probe_once(ctx: &EngineContext) -> Result<(), crate::store::StoreEr
     for channel_id in ctx.store.outage_pauses_of_available_channels().await? {
         let outage = ChannelOutage {
             channel_id,
-            org_id: 0,
+            org_id: OrgId(0),
             name: String::new(),
             kind: String::new(),
             since: 0,
@@ -301,7 +311,7 @@ pub async fn probe_once(ctx: &EngineContext) -> Result<(), crate::store::StoreEr
     Ok(())
 }
 
-async fn probe(ctx: &EngineContext, channel_id: i64) -> Result<(), String> {
+async fn probe(ctx: &EngineContext, channel_id: ChannelId) -> Result<(), String> {
     let channel = ctx
         .channels
         .fresh(channel_id)
@@ -337,8 +347,8 @@ async fn resume(
         .await?
     {
         tracing::info!(
-            campaign_id,
-            channel_id = outage.channel_id,
+            %campaign_id,
+            channel_id = %outage.channel_id,
             %reason,
             "campaign resumed: its channel is available again"
         );
@@ -380,11 +390,11 @@ mod tests {
     #[test]
     fn streaks_count_and_reset() {
         let t = Tracker::default();
-        assert_eq!(t.failed(1), 1);
-        assert_eq!(t.failed(1), 2);
-        assert_eq!(t.failed(2), 1);
-        t.answered(1);
-        assert_eq!(t.failed(1), 1);
-        assert_eq!(t.failed(2), 2);
+        assert_eq!(t.failed(ChannelId(1)), 1);
+        assert_eq!(t.failed(ChannelId(1)), 2);
+        assert_eq!(t.failed(ChannelId(2)), 1);
+        t.answered(ChannelId(1));
+        assert_eq!(t.failed(ChannelId(1)), 1);
+        assert_eq!(t.failed(ChannelId(2)), 2);
     }
 }

@@ -4,6 +4,7 @@
 use super::EngineContext;
 use super::health;
 use crate::config::InDoubtPolicy;
+use crate::ids::{CampaignId, ChannelId, MessageId};
 use crate::store::StartOutcome;
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -27,16 +28,16 @@ pub async fn scheduler_loop(ctx: Arc<EngineContext>, shutdown: watch::Receiver<b
         for id in due {
             match ctx.store.start_campaign(id, now, &actor, Some(now)).await {
                 Ok(StartOutcome::Started { messages, .. }) => {
-                    tracing::info!(campaign_id = %crate::ids::CampaignId(id), messages, "scheduled campaign started");
+                    tracing::info!(campaign_id = %id, messages, "scheduled campaign started");
                 }
                 Ok(StartOutcome::NotDue) => {
                     tracing::debug!(
-                        campaign_id = %crate::ids::CampaignId(id),
+                        campaign_id = %id,
                         "scheduled campaign already started elsewhere"
                     );
                 }
                 Err(e) => {
-                    tracing::warn!(campaign_id = %crate::ids::CampaignId(id), error = %e, "scheduled start failed; will retry")
+                    tracing::warn!(campaign_id = %id, error = %e, "scheduled start failed; will retry")
                 }
             }
         }
@@ -46,7 +47,7 @@ pub async fn scheduler_loop(ctx: Arc<EngineContext>, shutdown: watch::Receiver<b
 pub async fn reconciler_loop(ctx: Arc<EngineContext>, shutdown: watch::Receiver<bool>) {
     let mut ticker = super::Ticker::new(ctx.settings.reconcile_interval_ms, shutdown);
     let mut last_drift_check: Option<Instant> = None;
-    let mut reported_stuck: BTreeSet<i64> = BTreeSet::new();
+    let mut reported_stuck: BTreeSet<CampaignId> = BTreeSet::new();
     while ticker.next().await {
         let drift_due = last_drift_check.is_none_or(|t| {
             t.elapsed() >= Duration::from_millis(ctx.settings.drift_check_interval_ms)
@@ -98,7 +99,7 @@ pub fn dead_on_this_host(
 pub async fn reconcile_once(
     ctx: &EngineContext,
     check_drift: bool,
-    reported_stuck: &mut BTreeSet<i64>,
+    reported_stuck: &mut BTreeSet<CampaignId>,
 ) -> Result<(), crate::store::StoreError> {
     let store = &ctx.store;
     let settings = &ctx.settings;
@@ -125,7 +126,7 @@ pub async fn reconcile_once(
     };
     for (campaign_id, n) in store.mark_in_doubt(now, stale_before, &dead).await? {
         tracing::warn!(
-            campaign_id = %crate::ids::CampaignId(campaign_id),
+            campaign_id = %campaign_id,
             in_doubt = n,
             "messages of a dead instance are in doubt"
         );
@@ -192,16 +193,16 @@ pub async fn reconcile_once(
     super::webhooks_out::expire_events(ctx, now).await?;
     for id in store.finalize_drained(now).await? {
         tracing::warn!(
-            campaign_id = %crate::ids::CampaignId(id),
+            campaign_id = %id,
             "reconciler finalised a sending campaign with nothing pending"
         );
     }
     let stuck = health::stuck_campaigns(store, now, settings).await?;
     metrics::gauge!("herald_stuck_campaigns").set(stuck.len() as f64);
-    let now_stuck: BTreeSet<i64> = stuck.iter().map(|s| s.campaign_id).collect();
+    let now_stuck: BTreeSet<CampaignId> = stuck.iter().map(|s| s.campaign_id).collect();
     for s in &stuck {
         if !reported_stuck.contains(&s.campaign_id) {
-            tracing::warn!(campaign_id = %crate::ids::CampaignId(s.campaign_id), pending = s.pending, reason = %s.reason, "campaign is stuck");
+            tracing::warn!(campaign_id = %s.campaign_id, pending = s.pending, reason = %s.reason, "campaign is stuck");
         }
     }
     *reported_stuck = now_stuck;
@@ -214,13 +215,13 @@ pub async fn reconcile_once(
             .await?;
     }
     for id in store.clear_unstuck(now).await? {
-        tracing::info!(campaign_id = %crate::ids::CampaignId(id), "campaign is no longer stuck");
+        tracing::info!(campaign_id = %id, "campaign is no longer stuck");
     }
     if check_drift {
         let drift = health::drift(store, now).await?;
         metrics::gauge!("herald_counter_drift").set(drift.len() as f64);
         for d in &drift {
-            tracing::error!(campaign_id = %crate::ids::CampaignId(d.campaign_id), status = %d.status, counter = d.counter, actual = d.actual, "counter drift");
+            tracing::error!(campaign_id = %d.campaign_id, status = %d.status, counter = d.counter, actual = d.actual, "counter drift");
         }
     }
     update_gauges(ctx).await
@@ -289,16 +290,16 @@ async fn ask_providers(ctx: &EngineContext, now: i64) -> Result<u64, crate::stor
     let started = std::time::Instant::now();
     let mut found = 0u64;
     let mut templates: std::collections::HashMap<
-        i64,
+        CampaignId,
         Option<std::sync::Arc<crate::template::MessageTemplate>>,
     > = std::collections::HashMap::new();
     let mut to_ask = Vec::new();
     // One query for the proofs and one write per deferral time, not two statements per
     // message: a kill leaves hundreds in doubt at once, and every instance's reconciler
     // goes through them.
-    let ids: Vec<i64> = candidates.iter().map(|c| c.id).collect();
+    let ids: Vec<MessageId> = candidates.iter().map(|c| c.id).collect();
     let mut proofs = ctx.store.proofs_for(&ids).await?;
-    let mut deferred: std::collections::BTreeMap<i64, Vec<i64>> = Default::default();
+    let mut deferred: std::collections::BTreeMap<i64, Vec<MessageId>> = Default::default();
     for c in candidates {
         // A status naming the message may have come while it was still in flight.
         if let Some(provider_id) = proofs.remove(&c.id)
@@ -410,8 +411,8 @@ async fn ask_providers(ctx: &EngineContext, now: i64) -> Result<u64, crate::stor
     let mut waiting = lookups.into_iter().peekable();
     while waiting.peek().is_some() && started.elapsed() <= LOOKUP_BUDGET {
         let mut chunk: Vec<_> = waiting.by_ref().take(LOOKUP_CHUNK).collect();
-        let ids: Vec<i64> = chunk.iter().map(|(c, _, _)| c.id).collect();
-        let taken: std::collections::HashSet<i64> = ctx
+        let ids: Vec<MessageId> = chunk.iter().map(|(c, _, _)| c.id).collect();
+        let taken: std::collections::HashSet<MessageId> = ctx
             .store
             .take_in_doubt_for_lookup(&ctx.instance.id, &ids, due_by, now + LOOKUP_LEASE_MS)
             .await?
@@ -447,7 +448,7 @@ async fn ask_providers(ctx: &EngineContext, now: i64) -> Result<u64, crate::stor
     }
     // Out of time this pass: the rest wait for the next one rather than be resent without
     // asking. Taken, so that a message another instance took meanwhile keeps its lease.
-    let unasked: Vec<i64> = waiting.map(|(c, _, _)| c.id).collect();
+    let unasked: Vec<MessageId> = waiting.map(|(c, _, _)| c.id).collect();
     ctx.store
         .take_in_doubt_for_lookup(
             &ctx.instance.id,
@@ -465,7 +466,7 @@ async fn ask_providers(ctx: &EngineContext, now: i64) -> Result<u64, crate::stor
     );
     // Not at the provider (or it cannot be asked): back to when the decision was due, so
     // that the in-doubt policy decides now.
-    let mut undecided: std::collections::BTreeMap<i64, Vec<i64>> = Default::default();
+    let mut undecided: std::collections::BTreeMap<i64, Vec<MessageId>> = Default::default();
     for (c, answer) in answers {
         match answer {
             None | Some(Ok(None)) => undecided.entry(c.in_doubt_at).or_default().push(c.id),
@@ -479,7 +480,7 @@ async fn ask_providers(ctx: &EngineContext, now: i64) -> Result<u64, crate::stor
                 }
             }
             Some(Err(e)) => {
-                tracing::warn!(message_id = %crate::ids::MessageId(c.id), campaign_id = %crate::ids::CampaignId(c.campaign_id), error = %e, "provider could not say whether it has an in-doubt message; asking again later");
+                tracing::warn!(message_id = %c.id, campaign_id = %c.campaign_id, error = %e, "provider could not say whether it has an in-doubt message; asking again later");
                 ctx.store
                     .defer_in_doubt(&[c.id], now + LOOKUP_RETRY_MS)
                     .await?;
@@ -574,7 +575,7 @@ async fn update_gauges(ctx: &EngineContext) -> Result<(), crate::store::StoreErr
         {
             metrics::gauge!(
                 "herald_channel_unavailable",
-                "channel" => crate::ids::ChannelId(*gone).to_string()
+                "channel" => gone.to_string()
             )
             .set(0.0);
         }
@@ -583,7 +584,7 @@ async fn update_gauges(ctx: &EngineContext) -> Result<(), crate::store::StoreErr
             seen.insert(*channel);
             metrics::gauge!(
                 "herald_channel_unavailable",
-                "channel" => crate::ids::ChannelId(*channel).to_string()
+                "channel" => channel.to_string()
             )
             .set(if *down { 1.0 } else { 0.0 });
         }
@@ -592,7 +593,8 @@ async fn update_gauges(ctx: &EngineContext) -> Result<(), crate::store::StoreErr
 }
 
 /// Channels with a `herald_channel_unavailable` series in this process.
-static CHANNEL_SERIES: std::sync::Mutex<BTreeSet<i64>> = std::sync::Mutex::new(BTreeSet::new());
+static CHANNEL_SERIES: std::sync::Mutex<BTreeSet<ChannelId>> =
+    std::sync::Mutex::new(BTreeSet::new());
 
 #[cfg(test)]
 mod tests {

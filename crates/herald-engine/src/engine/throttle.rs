@@ -7,6 +7,7 @@
 //! cost of a database round trip per grant rather than per message. A provider's rate-limit answer halves the
 //! channel's rate for everyone and pauses it until its Retry-After.
 
+use crate::ids::ChannelId;
 use crate::store::Store;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -30,7 +31,7 @@ pub fn grant(rate: f64) -> f64 {
 #[derive(Clone)]
 pub struct Throttle {
     store: Store,
-    local: Arc<Mutex<HashMap<i64, Arc<tokio::sync::Mutex<f64>>>>>,
+    local: Arc<Mutex<HashMap<ChannelId, Arc<tokio::sync::Mutex<f64>>>>>,
 }
 
 /// Shutdown was requested while waiting for tokens: the message was not sent.
@@ -45,7 +46,7 @@ impl Throttle {
         }
     }
 
-    fn bucket(&self, channel_id: i64) -> Arc<tokio::sync::Mutex<f64>> {
+    fn bucket(&self, channel_id: ChannelId) -> Arc<tokio::sync::Mutex<f64>> {
         match self.local.lock() {
             Ok(mut map) => map.entry(channel_id).or_default().clone(),
             // A poisoned map only loses locally held tokens; the shared bucket is intact.
@@ -57,7 +58,7 @@ impl Throttle {
     /// are this instance's to spend. No rate: returns at once.
     pub async fn acquire(
         &self,
-        channel_id: i64,
+        channel_id: ChannelId,
         rate: Option<f64>,
         cost: f64,
         shutdown: &watch::Receiver<bool>,
@@ -90,7 +91,7 @@ impl Throttle {
                     Duration::from_millis(grant.wait_ms.clamp(1, 1000) as u64)
                 }
                 Err(e) => {
-                    tracing::warn!(channel_id = %crate::ids::ChannelId(channel_id), error = %e, "rate limiter cannot reach the database; waiting");
+                    tracing::warn!(channel_id = %channel_id, error = %e, "rate limiter cannot reach the database; waiting");
                     Duration::from_millis(200)
                 }
             };
@@ -102,17 +103,17 @@ impl Throttle {
     }
 
     /// The provider answered "too many requests".
-    pub async fn penalize(&self, channel_id: i64, retry_after: Duration) {
+    pub async fn penalize(&self, channel_id: ChannelId, retry_after: Duration) {
         let ms = i64::try_from(retry_after.as_millis()).unwrap_or(i64::MAX);
         if let Err(e) = self
             .store
             .penalize_rate(channel_id, ms, crate::clock::now_ms())
             .await
         {
-            tracing::warn!(channel_id = %crate::ids::ChannelId(channel_id), error = %e, "could not record the provider's rate limit");
+            tracing::warn!(channel_id = %channel_id, error = %e, "could not record the provider's rate limit");
         } else {
             tracing::info!(
-                channel_id = %crate::ids::ChannelId(channel_id),
+                channel_id = %channel_id,
                 retry_after_ms = ms,
                 "provider rate limit: channel slowed for all instances"
             );

@@ -11,7 +11,7 @@
 
 use super::{EngineContext, Ticker};
 use crate::channels::http::{Failure, ProviderClient, build_client, describe, read_bounded};
-use crate::ids::{NotificationId, WebhookEndpointId};
+use crate::ids::{DeliveryId, WebhookEndpointId};
 use crate::secrets::SecretKey;
 use crate::store::webhook_deliveries::{AttemptRecord, DeliveryJob, NextClaim, Verdict};
 use std::collections::HashSet;
@@ -110,7 +110,11 @@ pub fn delivery_client(guard: crate::outbound::OutboundGuard) -> Result<Provider
 
 /// The plaintext `whsec_…` secret from its sealed form: the one format
 /// `store::webhook_endpoints` seals endpoint secrets in, under the endpoint's id.
-pub fn open_secret(key: &SecretKey, endpoint_id: i64, sealed: &str) -> Result<String, String> {
+pub fn open_secret(
+    key: &SecretKey,
+    endpoint_id: WebhookEndpointId,
+    sealed: &str,
+) -> Result<String, String> {
     crate::store::webhook_endpoints::open_signing_secret(key, endpoint_id, sealed)
         .map_err(|e| e.to_string())
 }
@@ -159,7 +163,7 @@ pub async fn attempt(
     secrets: &[String],
     divisor: u64,
 ) -> AttemptRecord {
-    let webhook_id = NotificationId(job.event.id).to_string();
+    let webhook_id = job.event.id.to_string();
     let body = job.event.payload(Some(job.seq)).to_string().into_bytes();
     let started = Instant::now();
     let at = crate::clock::now_ms();
@@ -311,7 +315,7 @@ pub async fn run(ctx: Arc<EngineContext>, shutdown: watch::Receiver<bool>) {
         .unwrap_or(1)
         .max(1);
     let permits = Arc::new(Semaphore::new(slots));
-    let busy: Arc<Mutex<HashSet<i64>>> = Arc::default();
+    let busy: Arc<Mutex<HashSet<WebhookEndpointId>>> = Arc::default();
     let pace: Arc<tokio::sync::Mutex<()>> = Arc::default();
     let mut tasks = tokio::task::JoinSet::new();
     let stop = shutdown.clone();
@@ -324,7 +328,7 @@ pub async fn run(ctx: Arc<EngineContext>, shutdown: watch::Receiver<bool>) {
         if free == 0 {
             continue;
         }
-        let busy_now: Vec<i64> = busy
+        let busy_now: Vec<WebhookEndpointId> = busy
             .lock()
             .map(|b| b.iter().copied().collect())
             .unwrap_or_default();
@@ -483,7 +487,7 @@ async fn send_batch(
     client: &ProviderClient,
     jobs: &[DeliveryJob],
     claimed_at: Instant,
-) -> (Vec<AttemptRecord>, Vec<i64>) {
+) -> (Vec<AttemptRecord>, Vec<DeliveryId>) {
     let started = claimed_at;
     let lease = Duration::from_millis(ctx.settings.webhook_lease_ms);
     let budget = lease.saturating_sub(REQUEST_TIMEOUT + Duration::from_secs(1));
@@ -531,8 +535,8 @@ async fn send_batch(
         metrics::counter!("herald_webhook_deliveries_total", "result" => result).increment(1);
         if record.verdict != Verdict::Delivered {
             tracing::info!(
-                endpoint_id = %WebhookEndpointId(job.endpoint_id),
-                event_id = %NotificationId(job.event.id),
+                endpoint_id = %job.endpoint_id,
+                event_id = %job.event.id,
                 seq = job.seq,
                 attempt = job.attempts + 1,
                 status = record.status_code,
@@ -551,9 +555,9 @@ async fn send_batch(
 /// so); returns the next batch, None when recording failed.
 async fn record(
     ctx: &EngineContext,
-    endpoint_id: i64,
+    endpoint_id: WebhookEndpointId,
     records: &[AttemptRecord],
-    release: &[i64],
+    release: &[DeliveryId],
     next: Option<NextClaim>,
 ) -> Option<Vec<DeliveryJob>> {
     // Recording must not be lost to a passing database error: the sends happened.
@@ -576,7 +580,7 @@ async fn record(
             Ok((recorded, jobs)) => {
                 if recorded.lost > 0 {
                     tracing::warn!(
-                        endpoint_id = %WebhookEndpointId(endpoint_id),
+                        endpoint_id = %endpoint_id,
                         lost = recorded.lost,
                         "webhook deliveries were taken back by another instance while being sent; they may arrive twice"
                     );
@@ -584,7 +588,7 @@ async fn record(
                 for (endpoint_id, reason) in recorded.disabled {
                     metrics::counter!("herald_webhook_endpoints_disabled_total").increment(1);
                     tracing::warn!(
-                        endpoint_id = %WebhookEndpointId(endpoint_id),
+                        endpoint_id = %endpoint_id,
                         reason,
                         "webhook endpoint disabled"
                     );
@@ -593,7 +597,7 @@ async fn record(
             }
             Err(e) => {
                 tracing::warn!(
-                    endpoint_id = %WebhookEndpointId(endpoint_id),
+                    endpoint_id = %endpoint_id,
                     error = %e,
                     "could not record webhook attempts; retrying"
                 );
@@ -601,7 +605,7 @@ async fn record(
         }
     }
     tracing::warn!(
-        endpoint_id = %WebhookEndpointId(endpoint_id),
+        endpoint_id = %endpoint_id,
         "webhook attempts not recorded; the deliveries will be sent again when their lease expires"
     );
     None

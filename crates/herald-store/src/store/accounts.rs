@@ -5,14 +5,14 @@
 
 use super::{Store, StoreError};
 use crate::domain::Role;
-use serde::Serialize;
+use crate::ids::{ApiKeyId, OrgId, SessionId, UserId};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct UserInfo {
-    pub id: i64,
-    pub org_id: i64,
+    pub id: UserId,
+    pub org_id: OrgId,
     pub email: String,
     pub role: Role,
     pub created_at: i64,
@@ -26,10 +26,10 @@ pub struct UserCredentials {
     pub password_hash: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct ApiKeyInfo {
-    pub id: i64,
-    pub org_id: i64,
+    pub id: ApiKeyId,
+    pub org_id: OrgId,
     pub name: String,
     pub role: Role,
     /// The first characters of the key, enough to recognise it in a list.
@@ -43,7 +43,7 @@ pub struct ApiKeyInfo {
 /// A live session with its user.
 #[derive(Debug, Clone)]
 pub struct SessionInfo {
-    pub id: i64,
+    pub id: SessionId,
     pub user: UserInfo,
     pub csrf_token: String,
     pub expires_at: i64,
@@ -115,7 +115,7 @@ impl Store {
     /// `email` must already be normalised (trimmed, lower case).
     pub async fn create_user(
         &self,
-        org_id: i64,
+        org_id: OrgId,
         email: &str,
         password_hash: &str,
         role: Role,
@@ -207,7 +207,7 @@ impl Store {
         .transpose()
     }
 
-    pub async fn users(&self, org_id: i64) -> Result<Vec<UserInfo>, StoreError> {
+    pub async fn users(&self, org_id: OrgId) -> Result<Vec<UserInfo>, StoreError> {
         let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE org_id = $1 ORDER BY id");
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(org_id)
@@ -216,16 +216,14 @@ impl Store {
         rows.iter().map(user_from_row).collect()
     }
 
-    pub async fn user(&self, org_id: i64, id: i64) -> Result<UserInfo, StoreError> {
+    pub async fn user(&self, org_id: OrgId, id: UserId) -> Result<UserInfo, StoreError> {
         let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE org_id = $1 AND id = $2");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(org_id)
             .bind(id)
             .fetch_optional(&self.read)
             .await?
-            .ok_or_else(|| {
-                StoreError::NotFound(format!("user {} does not exist", crate::ids::UserId(id)))
-            })?;
+            .ok_or_else(|| StoreError::NotFound(format!("user {} does not exist", id)))?;
         user_from_row(&row)
     }
 
@@ -233,8 +231,8 @@ impl Store {
     /// owner. A password change signs the user out everywhere.
     pub async fn update_user(
         &self,
-        org_id: i64,
-        id: i64,
+        org_id: OrgId,
+        id: UserId,
         role: Option<Role>,
         password_hash: Option<&str>,
     ) -> Result<UserInfo, StoreError> {
@@ -247,10 +245,7 @@ impl Store {
                 .fetch_optional(&mut *tx)
                 .await?;
         let Some(current) = current else {
-            return Err(StoreError::NotFound(format!(
-                "user {} does not exist",
-                crate::ids::UserId(id)
-            )));
+            return Err(StoreError::NotFound(format!("user {} does not exist", id)));
         };
         if let Some(role) = role {
             if current == "owner" && role != Role::Owner {
@@ -283,7 +278,7 @@ impl Store {
     }
 
     /// Deletes a user (and so its sessions). Refuses to delete the organisation's last owner.
-    pub async fn delete_user(&self, org_id: i64, id: i64) -> Result<(), StoreError> {
+    pub async fn delete_user(&self, org_id: OrgId, id: UserId) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
         let current: Option<String> =
             sqlx::query_scalar("SELECT role FROM users WHERE org_id = $1 AND id = $2")
@@ -292,10 +287,7 @@ impl Store {
                 .fetch_optional(&mut *tx)
                 .await?;
         let Some(current) = current else {
-            return Err(StoreError::NotFound(format!(
-                "user {} does not exist",
-                crate::ids::UserId(id)
-            )));
+            return Err(StoreError::NotFound(format!("user {} does not exist", id)));
         };
         if current == "owner" {
             last_owner_check(&mut tx, org_id, id).await?;
@@ -319,7 +311,7 @@ impl Store {
 
     pub async fn create_api_key(
         &self,
-        org_id: i64,
+        org_id: OrgId,
         name: &str,
         role: Role,
         prefix: &str,
@@ -343,7 +335,7 @@ impl Store {
         api_key_from_row(&row)
     }
 
-    pub async fn api_keys(&self, org_id: i64) -> Result<Vec<ApiKeyInfo>, StoreError> {
+    pub async fn api_keys(&self, org_id: OrgId) -> Result<Vec<ApiKeyInfo>, StoreError> {
         let sql = format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE org_id = $1 ORDER BY id");
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(org_id)
@@ -352,24 +344,23 @@ impl Store {
         rows.iter().map(api_key_from_row).collect()
     }
 
-    pub async fn api_key(&self, org_id: i64, id: i64) -> Result<ApiKeyInfo, StoreError> {
+    pub async fn api_key(&self, org_id: OrgId, id: ApiKeyId) -> Result<ApiKeyInfo, StoreError> {
         let sql = format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE org_id = $1 AND id = $2");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(org_id)
             .bind(id)
             .fetch_optional(&self.read)
             .await?
-            .ok_or_else(|| {
-                StoreError::NotFound(format!(
-                    "API key {} does not exist",
-                    crate::ids::ApiKeyId(id)
-                ))
-            })?;
+            .ok_or_else(|| StoreError::NotFound(format!("API key {} does not exist", id)))?;
         api_key_from_row(&row)
     }
 
     /// Revokes a key; revoking a revoked key changes nothing.
-    pub async fn revoke_api_key(&self, org_id: i64, id: i64) -> Result<ApiKeyInfo, StoreError> {
+    pub async fn revoke_api_key(
+        &self,
+        org_id: OrgId,
+        id: ApiKeyId,
+    ) -> Result<ApiKeyInfo, StoreError> {
         let found = sqlx::query("SELECT id FROM api_keys WHERE org_id = $1 AND id = $2")
             .bind(org_id)
             .bind(id)
@@ -378,7 +369,7 @@ impl Store {
         if found.is_none() {
             return Err(StoreError::NotFound(format!(
                 "API key {} does not exist",
-                crate::ids::ApiKeyId(id)
+                id
             )));
         }
         sqlx::query(
@@ -424,12 +415,12 @@ impl Store {
 
     pub async fn create_session(
         &self,
-        user_id: i64,
+        user_id: UserId,
         token_hash: &str,
         csrf_token: &str,
         address: &str,
         expires_at: i64,
-    ) -> Result<i64, StoreError> {
+    ) -> Result<SessionId, StoreError> {
         Ok(sqlx::query_scalar(
             "INSERT INTO sessions (token_hash, user_id, csrf_token, address, created_at, expires_at) \
              VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
@@ -469,7 +460,7 @@ impl Store {
         .transpose()
     }
 
-    pub async fn revoke_session(&self, id: i64) -> Result<(), StoreError> {
+    pub async fn revoke_session(&self, id: SessionId) -> Result<(), StoreError> {
         sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
             .bind(crate::clock::now_ms())
             .bind(id)
@@ -566,7 +557,7 @@ impl Store {
     /// Keys older than `keep_ms` are forgotten first.
     pub async fn idempotency_begin(
         &self,
-        org_id: i64,
+        org_id: OrgId,
         key: &str,
         fingerprint: &str,
         keep_ms: i64,
@@ -636,7 +627,7 @@ impl Store {
 
     pub async fn idempotency_finish(
         &self,
-        org_id: i64,
+        org_id: OrgId,
         key: &str,
         response: &StoredResponse,
     ) -> Result<(), StoreError> {
@@ -656,7 +647,7 @@ impl Store {
     }
 
     /// Frees a key whose request failed without an effect (a server error), so a retry runs.
-    pub async fn idempotency_abandon(&self, org_id: i64, key: &str) -> Result<(), StoreError> {
+    pub async fn idempotency_abandon(&self, org_id: OrgId, key: &str) -> Result<(), StoreError> {
         sqlx::query(
             "DELETE FROM idempotency_keys WHERE org_id = $1 AND idem_key = $2 AND status_code IS NULL",
         )
@@ -668,7 +659,11 @@ impl Store {
     }
 }
 
-async fn last_owner_check(tx: &mut super::Tx, org_id: i64, user_id: i64) -> Result<(), StoreError> {
+async fn last_owner_check(
+    tx: &mut super::Tx,
+    org_id: OrgId,
+    user_id: UserId,
+) -> Result<(), StoreError> {
     // Lock the organisation's owners first (a no-op write takes row locks on PostgreSQL;
     // SQLite's writer lock already serialises), so two owners demoting each other at once
     // cannot both see "another owner remains".

@@ -19,8 +19,10 @@ pub(super) fn clean(text: &str) -> String {
         .collect()
 }
 
-pub(super) fn ids_json(ids: impl IntoIterator<Item = i64>) -> String {
-    let v: Vec<i64> = ids.into_iter().collect();
+/// A JSON array of row ids (typed or not) for `Dialect::json_ids`: numbers, never the
+/// prefixed form a typed id serialises to.
+pub(super) fn ids_json<I: Into<i64>>(ids: impl IntoIterator<Item = I>) -> String {
+    let v: Vec<i64> = ids.into_iter().map(Into::into).collect();
     serde_json::Value::from(v).to_string()
 }
 

@@ -42,13 +42,20 @@ pub(crate) use helpers::sql_str;
 pub use types::*;
 
 use crate::domain::CampaignStatus;
+use crate::ids::CampaignId;
 use sqlx::{Any, AnyPool, Transaction};
 
 /// A write transaction that remembers the campaign events it recorded and logs them only
 /// once the commit succeeded, so the log never tells of a change that was rolled back.
 struct Tx {
     inner: Transaction<'static, Any>,
-    events: Vec<(i64, String, Option<CampaignStatus>, CampaignStatus, String)>,
+    events: Vec<(
+        CampaignId,
+        String,
+        Option<CampaignStatus>,
+        CampaignStatus,
+        String,
+    )>,
     work: WorkSignal,
 }
 
@@ -80,7 +87,7 @@ impl Tx {
         }
         for (campaign_id, actor, from, to, reason) in self.events {
             tracing::info!(
-                campaign_id = %crate::ids::CampaignId(campaign_id),
+                campaign_id = %campaign_id,
                 actor,
                 from = from.map(|s| s.as_str()),
                 to = to.as_str(),

@@ -1,6 +1,7 @@
 //! Channel rate limits shared by all instances: a token bucket per channel in
 //! `channel_rate`, slowed for every instance when a provider answers "too many requests".
 
+use crate::ids::ChannelId;
 use crate::store::{Store, StoreError, TokenGrant};
 use sqlx::{AssertSqlSafe, Row};
 
@@ -10,7 +11,7 @@ impl Store {
     /// granted and, when short, how long until the rest would be there.
     pub async fn take_tokens(
         &self,
-        channel_id: i64,
+        channel_id: ChannelId,
         rate_per_sec: f64,
         burst: f64,
         want: f64,
@@ -81,7 +82,7 @@ impl Store {
     /// (down to a tenth) and send nothing before `retry_after_ms` has passed.
     pub async fn penalize_rate(
         &self,
-        channel_id: i64,
+        channel_id: ChannelId,
         retry_after_ms: i64,
         now: i64,
     ) -> Result<(), StoreError> {

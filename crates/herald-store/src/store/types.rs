@@ -1,6 +1,7 @@
 //! Rows and requests that cross the storage interface.
 
 use crate::domain::{CampaignStatus, Counts, MessageStatus};
+use crate::ids::{CampaignId, ChannelId, ContactId, EventId, ListId, MessageId, OrgId};
 use serde::Serialize;
 
 #[derive(Debug, thiserror::Error)]
@@ -73,15 +74,15 @@ impl StoreError {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Organisation {
-    pub id: i64,
+    pub id: OrgId,
     pub name: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct ListInfo {
-    pub id: i64,
+    pub id: ListId,
     pub name: String,
     pub members: i64,
 }
@@ -102,15 +103,14 @@ pub struct UpsertReport {
     pub updated: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct ChannelInfo {
-    pub id: i64,
-    pub org_id: i64,
+    pub id: ChannelId,
+    pub org_id: OrgId,
     pub name: String,
     pub kind: String,
     pub config: serde_json::Value,
-    /// Sealed credentials (`secrets::seal`); never serialised.
-    #[serde(skip)]
+    /// Sealed credentials (`secrets::seal`).
     pub secrets: Option<String>,
     pub rate_per_sec: Option<f64>,
     pub created_at: i64,
@@ -118,23 +118,23 @@ pub struct ChannelInfo {
 
 #[derive(Debug, Clone)]
 pub struct NewCampaign {
-    pub org_id: i64,
+    pub org_id: OrgId,
     pub name: String,
-    pub channel_id: i64,
-    pub list_id: i64,
+    pub channel_id: ChannelId,
+    pub list_id: ListId,
     pub body: String,
     pub scheduled_at: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
 pub struct Campaign {
-    pub id: i64,
-    pub org_id: i64,
+    pub id: CampaignId,
+    pub org_id: OrgId,
     pub name: String,
-    pub channel_id: i64,
+    pub channel_id: ChannelId,
     pub channel_name: String,
     pub channel_kind: String,
-    pub list_id: i64,
+    pub list_id: ListId,
     pub list_name: String,
     pub body: String,
     pub status: CampaignStatus,
@@ -152,10 +152,10 @@ pub struct Campaign {
     pub auto_pause: crate::store::autopause::AutoPauseSetting,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct CampaignEvent {
-    pub id: i64,
-    pub campaign_id: i64,
+    pub id: EventId,
+    pub campaign_id: CampaignId,
     pub at: i64,
     pub actor: String,
     pub from_status: Option<String>,
@@ -163,10 +163,10 @@ pub struct CampaignEvent {
     pub reason: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct MessageInfo {
-    pub id: i64,
-    pub campaign_id: i64,
+    pub id: MessageId,
+    pub campaign_id: CampaignId,
     pub address: String,
     pub status: MessageStatus,
     pub attempts: i64,
@@ -220,17 +220,17 @@ pub struct InstanceRow {
 
 #[derive(Debug, Clone)]
 pub struct SendableCampaign {
-    pub id: i64,
-    pub org_id: i64,
-    pub channel_id: i64,
+    pub id: CampaignId,
+    pub org_id: OrgId,
+    pub channel_id: ChannelId,
     pub body: String,
 }
 
 #[derive(Debug, Clone)]
 pub struct ClaimedMessage {
-    pub id: i64,
-    pub campaign_id: i64,
-    pub contact_id: Option<i64>,
+    pub id: MessageId,
+    pub campaign_id: CampaignId,
+    pub contact_id: Option<ContactId>,
     pub address: String,
     /// Attempts including this one.
     pub attempts: i64,
@@ -271,8 +271,8 @@ pub enum OutcomeKind {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
-    pub message_id: i64,
-    pub campaign_id: i64,
+    pub message_id: MessageId,
+    pub campaign_id: CampaignId,
     /// The attempt number of the claim this outcome belongs to. When given, the outcome
     /// applies only if the message is still on that claim: a late outcome of an earlier
     /// claim (its owner was cut off, the message re-claimed) changes nothing.
@@ -286,7 +286,7 @@ pub struct RecordReport {
     /// Outcomes whose message was no longer in flight for this owner (taken back as in
     /// doubt after this instance was presumed dead): nothing changed for them.
     pub stale: usize,
-    pub completed: Vec<i64>,
+    pub completed: Vec<CampaignId>,
     /// Campaigns the engine auto-paused in the same transaction (failure rate).
     pub auto_paused: Vec<crate::store::autopause::AutoPaused>,
 }
@@ -297,7 +297,7 @@ pub struct RecordReport {
 #[derive(Debug, Clone)]
 pub struct Receipt {
     /// The channel whose provider reported it (a webhook's path, the sandbox's own id).
-    pub channel_id: i64,
+    pub channel_id: ChannelId,
     pub provider_id: String,
     pub status: MessageStatus,
     pub error: Option<String>,
@@ -315,12 +315,13 @@ pub struct InDoubtReport {
     pub resent: i64,
     pub failed: i64,
     pub cancelled: i64,
-    pub completed: Vec<i64>,
+    pub completed: Vec<CampaignId>,
 }
 
+/// Serialised as `herald doctor --json` shows it (the campaign as `cmp_2`).
 #[derive(Debug, Clone, Serialize)]
 pub struct Drift {
-    pub campaign_id: i64,
+    pub campaign_id: CampaignId,
     pub status: MessageStatus,
     pub counter: i64,
     pub actual: i64,
@@ -334,9 +335,9 @@ pub struct PendingFacts {
 
 #[derive(Debug, Clone)]
 pub struct SandboxEntry {
-    pub channel_id: i64,
-    pub campaign_id: i64,
-    pub message_id: i64,
+    pub channel_id: ChannelId,
+    pub campaign_id: CampaignId,
+    pub message_id: MessageId,
     pub address: String,
     pub provider_id: String,
     pub body: String,
@@ -369,9 +370,9 @@ pub struct TokenGrant {
 /// A message in doubt, with what its provider would need to find it.
 #[derive(Debug, Clone)]
 pub struct InDoubtCandidate {
-    pub id: i64,
-    pub campaign_id: i64,
-    pub channel_id: i64,
+    pub id: MessageId,
+    pub campaign_id: CampaignId,
+    pub channel_id: ChannelId,
     pub channel_kind: String,
     pub address: String,
     /// When the decision is due (set when it was found in doubt; deferrals move it).

@@ -4,6 +4,7 @@
 //! its precondition (`status = 'draft'`), recorded in the campaign's audit trail.
 
 use crate::domain::{CampaignStatus, MessageStatus};
+use crate::ids::{CampaignId, ChannelId, ContactId, EventId, ListId, MessageId, OrgId};
 use crate::store::campaigns::lifecycle::insert_event;
 use crate::store::campaigns::reads::{
     CAMPAIGN_COLUMNS, CAMPAIGN_FROM, campaign_from_row, event_from_row, message_from_row,
@@ -15,21 +16,25 @@ use crate::store::{
 };
 use sqlx::{AssertSqlSafe, Row};
 
-fn no_campaign(id: i64) -> StoreError {
+fn no_campaign(id: CampaignId) -> StoreError {
     StoreError::NotFound(format!(
-        "there is no campaign `cmp_{id}`: GET /api/v1/campaigns lists the campaigns there are"
+        "there is no campaign `{id}`: GET /api/v1/campaigns lists the campaigns there are"
     ))
 }
 
-fn refused(id: i64, status: CampaignStatus, what: &str, allowed: &str) -> StoreError {
+fn refused(id: CampaignId, status: CampaignStatus, what: &str, allowed: &str) -> StoreError {
     StoreError::Conflict(format!(
-        "campaign cmp_{id} is {status}: {what} applies only to a campaign that is {allowed}"
+        "campaign {id} is {status}: {what} applies only to a campaign that is {allowed}"
     ))
 }
 
 impl Store {
     /// One campaign of the organisation.
-    pub async fn api_campaign(&self, org_id: i64, id: i64) -> Result<Campaign, StoreError> {
+    pub async fn api_campaign(
+        &self,
+        org_id: OrgId,
+        id: CampaignId,
+    ) -> Result<Campaign, StoreError> {
         let sql =
             format!("SELECT {CAMPAIGN_COLUMNS} {CAMPAIGN_FROM} WHERE c.org_id = $1 AND c.id = $2");
         let row = sqlx::query(AssertSqlSafe(sql))
@@ -45,9 +50,9 @@ impl Store {
     /// read per tick of a live event stream.
     pub async fn api_campaign_poll(
         &self,
-        org_id: i64,
-        id: i64,
-    ) -> Result<(Campaign, i64), StoreError> {
+        org_id: OrgId,
+        id: CampaignId,
+    ) -> Result<(Campaign, EventId), StoreError> {
         let sql = format!(
             "SELECT {CAMPAIGN_COLUMNS}, \
              (SELECT COALESCE(max(e.id), 0) FROM campaign_events e WHERE e.campaign_id = c.id) AS last_event_id \
@@ -65,9 +70,9 @@ impl Store {
     /// A page of the organisation's campaigns in id order, optionally of one status.
     pub async fn api_campaigns(
         &self,
-        org_id: i64,
+        org_id: OrgId,
         status: Option<CampaignStatus>,
-        after_id: i64,
+        after_id: CampaignId,
         limit: i64,
     ) -> Result<Vec<Campaign>, StoreError> {
         let filter = if status.is_some() {
@@ -93,8 +98,8 @@ impl Store {
     /// A channel of the organisation, or None.
     pub async fn api_campaign_channel(
         &self,
-        org_id: i64,
-        channel_id: i64,
+        org_id: OrgId,
+        channel_id: ChannelId,
     ) -> Result<Option<ChannelInfo>, StoreError> {
         let row = sqlx::query(
             "SELECT id, org_id, name, kind, config, secrets, rate_per_sec, created_at FROM channels WHERE org_id = $1 AND id = $2",
@@ -109,8 +114,8 @@ impl Store {
     /// A list of the organisation, or None.
     pub async fn api_campaign_list(
         &self,
-        org_id: i64,
-        list_id: i64,
+        org_id: OrgId,
+        list_id: ListId,
     ) -> Result<Option<ListInfo>, StoreError> {
         let row = sqlx::query(
             "SELECT l.id, l.name, (SELECT count(*) FROM list_members m WHERE m.list_id = l.id) AS members \
@@ -126,8 +131,8 @@ impl Store {
     /// A contact of the organisation, as a template sees it, or None.
     pub async fn api_campaign_contact(
         &self,
-        org_id: i64,
-        contact_id: i64,
+        org_id: OrgId,
+        contact_id: ContactId,
     ) -> Result<Option<ContactInput>, StoreError> {
         // Name and attributes bounded as every read of contacts is.
         let sql = format!(
@@ -164,8 +169,8 @@ impl Store {
     /// organisation), or it is in another status.
     async fn api_campaign_refusal(
         &self,
-        org_id: i64,
-        id: i64,
+        org_id: OrgId,
+        id: CampaignId,
         what: &str,
         allowed: &str,
     ) -> StoreError {
@@ -181,12 +186,12 @@ impl Store {
     #[allow(clippy::too_many_arguments)]
     pub async fn api_campaign_update_draft(
         &self,
-        org_id: i64,
-        id: i64,
+        org_id: OrgId,
+        id: CampaignId,
         name: Option<&str>,
         body: Option<&str>,
-        channel_id: Option<i64>,
-        list_id: Option<i64>,
+        channel_id: Option<ChannelId>,
+        list_id: Option<ListId>,
         actor: &str,
     ) -> Result<Campaign, StoreError> {
         let now = crate::clock::now_ms();
@@ -240,8 +245,8 @@ impl Store {
     async fn api_campaign_lock(
         &self,
         tx: &mut crate::store::Tx,
-        org_id: i64,
-        id: i64,
+        org_id: OrgId,
+        id: CampaignId,
     ) -> Result<CampaignStatus, StoreError> {
         let sql = format!(
             "SELECT status FROM campaigns WHERE org_id = $1 AND id = $2{}",
@@ -260,7 +265,11 @@ impl Store {
 
     /// Deletes a draft and its audit trail (it never sent anything); anything else is
     /// refused.
-    pub async fn api_campaign_delete_draft(&self, org_id: i64, id: i64) -> Result<(), StoreError> {
+    pub async fn api_campaign_delete_draft(
+        &self,
+        org_id: OrgId,
+        id: CampaignId,
+    ) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
         let status = match self.api_campaign_lock(&mut tx, org_id, id).await {
             Ok(s) => s,
@@ -290,8 +299,8 @@ impl Store {
     /// scheduler's conditional start does the rest.
     pub async fn api_campaign_schedule(
         &self,
-        org_id: i64,
-        id: i64,
+        org_id: OrgId,
+        id: CampaignId,
         at: i64,
         actor: &str,
     ) -> Result<Campaign, StoreError> {
@@ -341,9 +350,9 @@ impl Store {
     /// A page of the campaign's audit trail in id order.
     pub async fn api_campaign_events(
         &self,
-        org_id: i64,
-        id: i64,
-        after_id: i64,
+        org_id: OrgId,
+        id: CampaignId,
+        after_id: EventId,
         limit: i64,
     ) -> Result<Vec<CampaignEvent>, StoreError> {
         let rows = sqlx::query(
@@ -363,10 +372,10 @@ impl Store {
     /// A page of the campaign's messages in id order, optionally of one status.
     pub async fn api_campaign_messages(
         &self,
-        org_id: i64,
-        id: i64,
+        org_id: OrgId,
+        id: CampaignId,
         status: Option<MessageStatus>,
-        after_id: i64,
+        after_id: MessageId,
         limit: i64,
     ) -> Result<Vec<MessageInfo>, StoreError> {
         let filter = if status.is_some() {
@@ -395,8 +404,8 @@ impl Store {
     /// The campaign's status only (for callers that need nothing else).
     pub async fn api_campaign_status(
         &self,
-        org_id: i64,
-        id: i64,
+        org_id: OrgId,
+        id: CampaignId,
     ) -> Result<CampaignStatus, StoreError> {
         let row = sqlx::query("SELECT status FROM campaigns WHERE org_id = $1 AND id = $2")
             .bind(org_id)

@@ -25,6 +25,7 @@
 
 use crate::domain::{CampaignStatus, MessageStatus};
 use crate::events::EventType;
+use crate::ids::{CampaignId, OrgId};
 use crate::store::campaigns::lifecycle::insert_event;
 use crate::store::events::outbox;
 use crate::store::{Store, StoreError, Tx};
@@ -255,8 +256,8 @@ pub fn counts_against_rate(error: &str) -> bool {
 /// Per campaign: (outcomes that count, permanent failures that count), from the statuses
 /// messages were just moved to and their errors.
 pub(in crate::store) fn tally(
-    into: &mut BTreeMap<i64, (i64, i64)>,
-    campaign: i64,
+    into: &mut BTreeMap<CampaignId, (i64, i64)>,
+    campaign: CampaignId,
     status: MessageStatus,
     error: Option<&str>,
 ) {
@@ -274,7 +275,7 @@ pub(in crate::store) fn tally(
 /// A campaign the engine just auto-paused, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AutoPaused {
-    pub campaign_id: i64,
+    pub campaign_id: CampaignId,
     pub reason: String,
 }
 
@@ -303,7 +304,7 @@ pub fn reason(failed: i64, outcomes: i64, percent: u8, top: Option<&str>) -> Str
 
 impl Store {
     /// The organisation's auto-pause setting; None: Herald's default.
-    pub async fn org_auto_pause(&self, org_id: i64) -> Result<Option<AutoPause>, StoreError> {
+    pub async fn org_auto_pause(&self, org_id: OrgId) -> Result<Option<AutoPause>, StoreError> {
         let row = sqlx::query(
             "SELECT auto_pause_percent, auto_pause_window FROM organisations WHERE id = $1",
         )
@@ -313,7 +314,7 @@ impl Store {
         .ok_or_else(|| {
             StoreError::NotFound(format!(
                 "organisation {} does not exist: `herald org list` shows them",
-                crate::ids::OrgId(org_id)
+                org_id
             ))
         })?;
         Ok(AutoPause::from_columns(
@@ -326,7 +327,7 @@ impl Store {
     /// use it from their next batch of outcomes.
     pub async fn set_org_auto_pause(
         &self,
-        org_id: i64,
+        org_id: OrgId,
         setting: Option<AutoPause>,
     ) -> Result<(), StoreError> {
         let (percent, window) = setting.map(AutoPause::columns).unzip();
@@ -341,7 +342,7 @@ impl Store {
         if r.rows_affected() != 1 {
             return Err(StoreError::NotFound(format!(
                 "organisation {} does not exist: `herald org list` shows them",
-                crate::ids::OrgId(org_id)
+                org_id
             )));
         }
         Ok(())
@@ -350,8 +351,8 @@ impl Store {
     /// The campaign's setting and the one in force, read within its organisation.
     pub async fn campaign_auto_pause(
         &self,
-        org_id: i64,
-        campaign_id: i64,
+        org_id: OrgId,
+        campaign_id: CampaignId,
     ) -> Result<AutoPauseSetting, StoreError> {
         let row = sqlx::query(
             "SELECT c.auto_pause_percent AS cp, c.auto_pause_window AS cw, \
@@ -373,8 +374,8 @@ impl Store {
     /// ended; the window restarts, so the new threshold judges only outcomes from now on.
     pub async fn set_campaign_auto_pause(
         &self,
-        org_id: i64,
-        campaign_id: i64,
+        org_id: OrgId,
+        campaign_id: CampaignId,
         setting: Option<AutoPause>,
     ) -> Result<(), StoreError> {
         let (percent, window) = setting.map(AutoPause::columns).unzip();
@@ -402,7 +403,7 @@ impl Store {
             None => Err(not_found(campaign_id)),
             Some(s) => Err(StoreError::Conflict(format!(
                 "campaign {} is {s}: its auto-pause setting can change only until it ends",
-                crate::ids::CampaignId(campaign_id)
+                campaign_id
             ))),
         }
     }
@@ -411,7 +412,7 @@ impl Store {
     pub(in crate::store) async fn restart_failure_window(
         &self,
         tx: &mut Tx,
-        campaign_id: i64,
+        campaign_id: CampaignId,
     ) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE campaigns SET auto_pause_seen = 0, auto_pause_failed = 0, auto_pause_prev_failed = NULL \
@@ -429,7 +430,7 @@ impl Store {
     pub(in crate::store) async fn judge_failure_rates(
         &self,
         tx: &mut Tx,
-        tallies: &BTreeMap<i64, (i64, i64)>,
+        tallies: &BTreeMap<CampaignId, (i64, i64)>,
         now: i64,
         actor: &str,
     ) -> Result<Vec<AutoPaused>, StoreError> {
@@ -511,7 +512,7 @@ impl Store {
                 &reason,
             )
             .await?;
-            let org_id: i64 = row.try_get("org_id")?;
+            let org_id: OrgId = row.try_get("org_id")?;
             let name: String = row.try_get("name")?;
             outbox::emit(
                 tx,
@@ -520,7 +521,7 @@ impl Store {
                 Some(campaign_id),
                 now,
                 serde_json::json!({
-                    "campaign_id": crate::ids::CampaignId(campaign_id).to_string(),
+                    "campaign_id": campaign_id.to_string(),
                     "name": name,
                     "failed": failed_in_window,
                     "window": judged,
@@ -548,7 +549,7 @@ impl Store {
     async fn top_failure(
         &self,
         tx: &mut Tx,
-        campaign_id: i64,
+        campaign_id: CampaignId,
         limit: i64,
     ) -> Result<Option<crate::reasons::Explanation>, StoreError> {
         let errors: Vec<Option<String>> = sqlx::query_scalar(
@@ -570,10 +571,10 @@ impl Store {
     }
 }
 
-fn not_found(campaign_id: i64) -> StoreError {
+fn not_found(campaign_id: CampaignId) -> StoreError {
     StoreError::NotFound(format!(
         "campaign {} does not exist: `herald campaign list` shows the campaigns there are",
-        crate::ids::CampaignId(campaign_id)
+        campaign_id
     ))
 }
 

@@ -1,6 +1,7 @@
 //! Why messages failed, grouped, and whether contacts are suppressed: the reads behind a
 //! campaign's failure groups and a contact's suppression state.
 
+use crate::ids::{CampaignId, OrgId};
 use crate::store::directory::{ContactRow, SuppressionRow};
 use crate::store::{Store, StoreError};
 use sqlx::{AssertSqlSafe, Row};
@@ -13,7 +14,7 @@ impl Store {
     /// the campaign's failed and undelivered messages.
     pub async fn failure_texts(
         &self,
-        campaign_id: i64,
+        campaign_id: CampaignId,
     ) -> Result<Vec<(Option<String>, i64)>, StoreError> {
         let rows = sqlx::query(
             "SELECT last_error, count(*) AS n FROM messages \
@@ -31,7 +32,7 @@ impl Store {
     /// query for the whole page).
     pub(in crate::store) async fn fill_suppressions(
         &self,
-        org_id: i64,
+        org_id: OrgId,
         contacts: &mut [ContactRow],
     ) -> Result<(), StoreError> {
         if contacts.is_empty() {

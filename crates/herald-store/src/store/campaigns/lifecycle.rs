@@ -4,6 +4,7 @@
 //! change.
 
 use crate::domain::{CampaignAction, CampaignStatus, Counts, MessageStatus};
+use crate::ids::{CampaignId, ListId, OrgId};
 use crate::store::events::outbox;
 use crate::store::helpers::{campaign_status_of, counts_from_rows, ids_json, status_of};
 use crate::store::{Campaign, NewCampaign, StartOutcome, Store, StoreError, Tx};
@@ -22,7 +23,11 @@ const NOTHING_PENDING: &str = "NOT EXISTS (SELECT 1 FROM messages m WHERE m.camp
      AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.campaign_id = c.id AND m.status = 'in_doubt')";
 
 impl Store {
-    pub async fn create_campaign(&self, new: &NewCampaign, actor: &str) -> Result<i64, StoreError> {
+    pub async fn create_campaign(
+        &self,
+        new: &NewCampaign,
+        actor: &str,
+    ) -> Result<CampaignId, StoreError> {
         let now = crate::clock::now_ms();
         let status = if new.scheduled_at.is_some() {
             CampaignStatus::Scheduled
@@ -30,7 +35,7 @@ impl Store {
             CampaignStatus::Draft
         };
         let mut tx = self.begin().await?;
-        let id: i64 = sqlx::query_scalar(
+        let id: CampaignId = sqlx::query_scalar(
             "INSERT INTO campaigns (org_id, name, channel_id, list_id, body, status, scheduled_at, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
         )
@@ -65,7 +70,7 @@ impl Store {
     /// `due_at` set means "only if scheduled and due by then" (the scheduler's call).
     pub async fn start_campaign(
         &self,
-        id: i64,
+        id: CampaignId,
         now: i64,
         actor: &str,
         due_at: Option<i64>,
@@ -78,8 +83,8 @@ impl Store {
         .bind(id)
         .fetch_one(&mut *tx)
         .await?;
-        let list_id: i64 = row.try_get("list_id")?;
-        let org_id: i64 = row.try_get("org_id")?;
+        let list_id: ListId = row.try_get("list_id")?;
+        let org_id: OrgId = row.try_get("org_id")?;
         let scheduled_at: Option<i64> = row.try_get("scheduled_at")?;
         let kind: String = row.try_get("kind")?;
         let channel_name: String = row.try_get("channel_name")?;
@@ -204,7 +209,7 @@ impl Store {
     }
 
     /// Scheduled campaigns due by `now`.
-    pub async fn due_scheduled(&self, now: i64) -> Result<Vec<i64>, StoreError> {
+    pub async fn due_scheduled(&self, now: i64) -> Result<Vec<CampaignId>, StoreError> {
         Ok(sqlx::query_scalar(
             "SELECT id FROM campaigns WHERE status = 'scheduled' AND scheduled_at <= $1 ORDER BY scheduled_at, id",
         )
@@ -217,7 +222,7 @@ impl Store {
     /// recorded in the audit trail. Start has its own method.
     pub async fn transition(
         &self,
-        id: i64,
+        id: CampaignId,
         action: CampaignAction,
         now: i64,
         actor: &str,
@@ -258,7 +263,7 @@ impl Store {
                 tx.rollback().await?;
                 return Err(StoreError::Conflict(format!(
                     "campaign {} still has {total} pending messages ({}): wait for them to finish, pause it, or cancel it instead",
-                    crate::ids::CampaignId(id),
+                    id,
                     parts.join(", ")
                 )));
             }
@@ -332,8 +337,8 @@ impl Store {
 
     /// The backstop of invariant 5: any `sending` campaign whose messages (not counters)
     /// show nothing pending is completed.
-    pub async fn finalize_drained(&self, now: i64) -> Result<Vec<i64>, StoreError> {
-        let candidates: Vec<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
+    pub async fn finalize_drained(&self, now: i64) -> Result<Vec<CampaignId>, StoreError> {
+        let candidates: Vec<CampaignId> = sqlx::query_scalar(AssertSqlSafe(format!(
             "SELECT c.id FROM campaigns c WHERE c.status = 'sending' \
              AND {NOTHING_PENDING}"
         )))
@@ -382,8 +387,8 @@ impl Store {
     pub(in crate::store) async fn lock_campaigns(
         &self,
         tx: &mut Tx,
-        ids: &BTreeSet<i64>,
-    ) -> Result<HashMap<i64, CampaignStatus>, StoreError> {
+        ids: &BTreeSet<CampaignId>,
+    ) -> Result<HashMap<CampaignId, CampaignStatus>, StoreError> {
         if ids.is_empty() {
             return Ok(HashMap::new());
         }
@@ -404,7 +409,7 @@ impl Store {
     pub(in crate::store) async fn lock_campaign(
         &self,
         tx: &mut Tx,
-        id: i64,
+        id: CampaignId,
     ) -> Result<CampaignStatus, StoreError> {
         let ids = BTreeSet::from([id]);
         self.lock_campaigns(tx, &ids)
@@ -413,7 +418,7 @@ impl Store {
             .ok_or_else(|| {
                 StoreError::NotFound(format!(
                     "campaign {} does not exist: `herald campaign list` shows the campaigns there are",
-                    crate::ids::CampaignId(id)
+                    id
                 ))
             })
     }
@@ -421,7 +426,7 @@ impl Store {
     pub(in crate::store) async fn apply_counts(
         &self,
         tx: &mut Tx,
-        campaign_id: i64,
+        campaign_id: CampaignId,
         delta: &Counts,
         in_doubt_total: i64,
         progress_at: Option<i64>,
@@ -451,7 +456,7 @@ impl Store {
     pub(in crate::store) async fn complete_if_drained(
         &self,
         tx: &mut Tx,
-        campaign_id: i64,
+        campaign_id: CampaignId,
         now: i64,
         actor: &str,
         reason: &str,
@@ -492,11 +497,11 @@ fn counter_update_sql(first: usize) -> String {
     sets.join(", ")
 }
 
-fn illegal(id: i64, from: CampaignStatus, action: CampaignAction) -> StoreError {
+fn illegal(id: CampaignId, from: CampaignStatus, action: CampaignAction) -> StoreError {
     let allowed: Vec<&str> = action.allowed_from().iter().map(|s| s.as_str()).collect();
     StoreError::Conflict(format!(
         "campaign {} is {from}: `{}` applies only to a campaign that is {}",
-        crate::ids::CampaignId(id),
+        id,
         action.as_str(),
         allowed.join(" or ")
     ))
@@ -506,7 +511,7 @@ fn illegal(id: i64, from: CampaignStatus, action: CampaignAction) -> StoreError 
 /// in the transaction of the change; the log line waits for the commit (`Tx::commit`).
 pub(in crate::store) async fn insert_event(
     tx: &mut Tx,
-    campaign_id: i64,
+    campaign_id: CampaignId,
     at: i64,
     actor: &str,
     from: Option<CampaignStatus>,

@@ -2,6 +2,7 @@
 //! same organisation-scoped page as `api_campaigns`, in descending id order.
 
 use crate::domain::CampaignStatus;
+use crate::ids::{CampaignId, OrgId};
 use crate::store::campaigns::reads::{CAMPAIGN_COLUMNS, CAMPAIGN_FROM, campaign_from_row};
 use crate::store::{Campaign, Store, StoreError};
 use sqlx::AssertSqlSafe;
@@ -11,9 +12,9 @@ impl Store {
     /// when it is None), newest first.
     pub async fn api_campaigns_newest_first(
         &self,
-        org_id: i64,
+        org_id: OrgId,
         status: Option<CampaignStatus>,
-        before_id: Option<i64>,
+        before_id: Option<CampaignId>,
         limit: i64,
     ) -> Result<Vec<Campaign>, StoreError> {
         let filter = if status.is_some() {
@@ -27,7 +28,7 @@ impl Store {
         );
         let mut q = sqlx::query(AssertSqlSafe(sql))
             .bind(org_id)
-            .bind(before_id.unwrap_or(i64::MAX))
+            .bind(before_id.map_or(i64::MAX, CampaignId::get))
             .bind(limit);
         if let Some(s) = status {
             q = q.bind(s.as_str());

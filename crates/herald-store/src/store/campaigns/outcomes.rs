@@ -4,6 +4,7 @@
 //! finished campaign still has its whole throughput chart.
 
 use crate::domain::{MessageStatus, OUTCOME_SQL};
+use crate::ids::CampaignId;
 use crate::store::{Store, StoreError, Tx};
 use sqlx::{AssertSqlSafe, Row};
 use std::collections::BTreeMap;
@@ -31,7 +32,7 @@ impl Store {
     pub(in crate::store) async fn settle_outcome(
         &self,
         tx: &mut Tx,
-        id: i64,
+        id: CampaignId,
     ) -> Result<(), StoreError> {
         sqlx::query(AssertSqlSafe(format!(
             "UPDATE campaigns SET outcome = {OUTCOME_SQL} WHERE id = $1 AND status IN ('completed', 'cancelled')"
@@ -48,7 +49,7 @@ impl Store {
         &self,
         tx: &mut Tx,
         now: i64,
-        recorded: &BTreeMap<i64, (i64, i64)>,
+        recorded: &BTreeMap<CampaignId, (i64, i64)>,
     ) -> Result<(), StoreError> {
         let minute = minute_of(now);
         for (campaign, (sent, failed)) in recorded {
@@ -73,7 +74,7 @@ impl Store {
     /// The campaign's per-minute history, oldest first.
     pub async fn campaign_throughput(
         &self,
-        campaign_id: i64,
+        campaign_id: CampaignId,
     ) -> Result<Vec<ThroughputMinute>, StoreError> {
         let rows = sqlx::query(
             "SELECT minute, sent, failed FROM campaign_throughput WHERE campaign_id = $1 ORDER BY minute",
@@ -95,8 +96,8 @@ impl Store {
 
 /// Tallies `(sent, failed)` per campaign from the statuses messages were just moved to.
 pub(in crate::store) fn tally(
-    into: &mut BTreeMap<i64, (i64, i64)>,
-    campaign: i64,
+    into: &mut BTreeMap<CampaignId, (i64, i64)>,
+    campaign: CampaignId,
     status: MessageStatus,
 ) {
     let e = into.entry(campaign).or_default();

@@ -3,6 +3,7 @@
 //! facts the stuck-campaign detector needs, and send latencies for `herald bench`.
 
 use crate::domain::{CampaignOutcome, CampaignStatus, Counts, MessageStatus};
+use crate::ids::{CampaignId, MessageId, OrgId};
 use crate::store::campaigns::autopause;
 use crate::store::helpers::{campaign_status_of, counts_from_rows, status_of};
 use crate::store::{Campaign, CampaignEvent, Drift, MessageInfo, PendingFacts, Store, StoreError};
@@ -21,7 +22,7 @@ pub(in crate::store) const CAMPAIGN_FROM: &str =
     "FROM campaigns c JOIN channels ch ON ch.id = c.channel_id JOIN lists l ON l.id = c.list_id";
 
 impl Store {
-    pub async fn campaign(&self, id: i64) -> Result<Campaign, StoreError> {
+    pub async fn campaign(&self, id: CampaignId) -> Result<Campaign, StoreError> {
         let sql = format!("SELECT {CAMPAIGN_COLUMNS} {CAMPAIGN_FROM} WHERE c.id = $1");
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(id)
@@ -30,13 +31,13 @@ impl Store {
             .ok_or_else(|| {
                 StoreError::NotFound(format!(
                     "campaign {} does not exist: `herald campaign list` shows the campaigns there are",
-                    crate::ids::CampaignId(id)
+                    id
                 ))
             })?;
         campaign_from_row(&row)
     }
 
-    pub async fn campaigns(&self, org_id: i64) -> Result<Vec<Campaign>, StoreError> {
+    pub async fn campaigns(&self, org_id: OrgId) -> Result<Vec<Campaign>, StoreError> {
         let sql =
             format!("SELECT {CAMPAIGN_COLUMNS} {CAMPAIGN_FROM} WHERE c.org_id = $1 ORDER BY c.id");
         let rows = sqlx::query(AssertSqlSafe(sql))
@@ -89,7 +90,10 @@ impl Store {
     }
 
     /// Campaigns still running, or that ended after `ended_since`: the ones worth recounting.
-    pub async fn campaigns_to_check(&self, ended_since: i64) -> Result<Vec<i64>, StoreError> {
+    pub async fn campaigns_to_check(
+        &self,
+        ended_since: i64,
+    ) -> Result<Vec<CampaignId>, StoreError> {
         Ok(sqlx::query_scalar(
             "SELECT id FROM campaigns WHERE status NOT IN ('completed', 'cancelled') OR completed_at >= $1 ORDER BY id",
         )
@@ -98,7 +102,7 @@ impl Store {
         .await?)
     }
 
-    pub async fn events(&self, campaign_id: i64) -> Result<Vec<CampaignEvent>, StoreError> {
+    pub async fn events(&self, campaign_id: CampaignId) -> Result<Vec<CampaignEvent>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, campaign_id, at, actor, from_status, to_status, reason FROM campaign_events WHERE campaign_id = $1 ORDER BY id",
         )
@@ -109,7 +113,7 @@ impl Store {
     }
 
     /// A `GROUP BY status` over the campaign's messages: the truth the counters must equal.
-    pub async fn recount(&self, campaign_id: i64) -> Result<Counts, StoreError> {
+    pub async fn recount(&self, campaign_id: CampaignId) -> Result<Counts, StoreError> {
         let rows = sqlx::query(
             "SELECT status, count(*) AS n FROM messages WHERE campaign_id = $1 GROUP BY status",
         )
@@ -122,9 +126,9 @@ impl Store {
     /// Messages of a campaign found in doubt at any time (so the bound on duplicates).
     pub async fn messages(
         &self,
-        campaign_id: i64,
+        campaign_id: CampaignId,
         status: Option<MessageStatus>,
-        after_id: i64,
+        after_id: MessageId,
         limit: i64,
     ) -> Result<Vec<MessageInfo>, StoreError> {
         let rows = sqlx::query(
@@ -141,7 +145,7 @@ impl Store {
     }
 
     /// Campaigns whose counters differ from a recount. Reported, never silently fixed.
-    pub async fn drift(&self, campaign_ids: &[i64]) -> Result<Vec<Drift>, StoreError> {
+    pub async fn drift(&self, campaign_ids: &[CampaignId]) -> Result<Vec<Drift>, StoreError> {
         let mut out = Vec::new();
         for id in campaign_ids {
             let c = self.campaign(*id).await?;
@@ -168,7 +172,7 @@ impl Store {
     }
 
     /// Facts the stuck-campaign detector needs about one campaign's pending work.
-    pub async fn pending_facts(&self, campaign_id: i64) -> Result<PendingFacts, StoreError> {
+    pub async fn pending_facts(&self, campaign_id: CampaignId) -> Result<PendingFacts, StoreError> {
         let next_retry_at: Option<i64> = sqlx::query_scalar(
             "SELECT min(next_attempt_at) FROM messages WHERE campaign_id = $1 AND status = 'retry_wait'",
         )
@@ -190,7 +194,7 @@ impl Store {
     }
 
     /// Per-message times from the campaign's start to its send, for `herald bench`.
-    pub async fn send_latencies(&self, campaign_id: i64) -> Result<Vec<i64>, StoreError> {
+    pub async fn send_latencies(&self, campaign_id: CampaignId) -> Result<Vec<i64>, StoreError> {
         Ok(sqlx::query_scalar(
             "SELECT m.sent_at - c.started_at FROM messages m JOIN campaigns c ON c.id = m.campaign_id \
              WHERE m.campaign_id = $1 AND m.sent_at IS NOT NULL ORDER BY 1",

@@ -11,9 +11,9 @@ use crate::store::{Store, StoreError};
 use sqlx::Row;
 
 /// The campaign as the stuck events name it.
-fn campaign_json(id: i64, row: &sqlx::any::AnyRow) -> Result<serde_json::Value, StoreError> {
+fn campaign_json(id: CampaignId, row: &sqlx::any::AnyRow) -> Result<serde_json::Value, StoreError> {
     Ok(serde_json::json!({
-        "id": CampaignId(id).to_string(),
+        "id": id.to_string(),
         "name": row.try_get::<String, _>("name")?,
         "channel_id": ChannelId(row.try_get("channel_id")?).to_string(),
         "status": row.try_get::<String, _>("status")?,
@@ -29,7 +29,7 @@ impl Store {
     /// same transaction. True when this call marked it.
     pub async fn mark_stuck(
         &self,
-        campaign_id: i64,
+        campaign_id: CampaignId,
         now: i64,
         idle_before: i64,
         reason: &str,
@@ -87,9 +87,9 @@ impl Store {
     /// Clears the stuck mark of every campaign that made progress after it was marked or
     /// is no longer sending, each in its own transaction with its `campaign.unstuck`
     /// event. Returns the campaigns cleared by this call.
-    pub async fn clear_unstuck(&self, now: i64) -> Result<Vec<i64>, StoreError> {
+    pub async fn clear_unstuck(&self, now: i64) -> Result<Vec<CampaignId>, StoreError> {
         let cond = format!("(status <> 'sending' OR {LAST_PROGRESS} > stuck_since)");
-        let candidates: Vec<(i64, i64)> = sqlx::query(crate::store::sql_str(&format!(
+        let candidates: Vec<(CampaignId, i64)> = sqlx::query(crate::store::sql_str(&format!(
             "SELECT id, stuck_since FROM campaigns WHERE stuck_since IS NOT NULL AND {cond} ORDER BY id"
         )))
         .fetch_all(&self.read)

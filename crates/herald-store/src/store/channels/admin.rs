@@ -1,6 +1,7 @@
 //! Channels as the HTTP API manages them (scoped to one organisation: another
 //! organisation's channel is "not found"), and the engine instances as the API lists them.
 
+use crate::ids::{CampaignId, ChannelId, OrgId};
 use crate::secrets::SecretKey;
 use crate::store::{ChannelInfo, Store, StoreError, sql_str};
 use sqlx::Row;
@@ -23,7 +24,7 @@ pub struct ChannelUpdate {
 /// A campaign that uses a channel, named in the refusal to delete it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CampaignRef {
-    pub id: i64,
+    pub id: CampaignId,
     pub name: String,
 }
 
@@ -56,13 +57,17 @@ pub struct InstanceRecord {
 /// At most this many instances are listed (the most recent heartbeats first).
 pub const INSTANCE_LIST_LIMIT: i64 = 200;
 
-fn not_found(id: i64) -> StoreError {
-    StoreError::NotFound(format!("there is no channel chn_{id}"))
+fn not_found(id: ChannelId) -> StoreError {
+    StoreError::NotFound(format!("there is no channel {id}"))
 }
 
 impl Store {
     /// One channel of the organisation.
-    pub async fn org_channel(&self, org_id: i64, id: i64) -> Result<ChannelInfo, StoreError> {
+    pub async fn org_channel(
+        &self,
+        org_id: OrgId,
+        id: ChannelId,
+    ) -> Result<ChannelInfo, StoreError> {
         let sql = format!("SELECT {CHANNEL_COLUMNS} FROM channels WHERE org_id = $1 AND id = $2");
         let row = sqlx::query(sql_str(&sql))
             .bind(org_id)
@@ -76,8 +81,8 @@ impl Store {
     /// Channels of the organisation with ids above `after`, in id order, at most `limit`.
     pub async fn org_channels_page(
         &self,
-        org_id: i64,
-        after: i64,
+        org_id: OrgId,
+        after: ChannelId,
         limit: i64,
     ) -> Result<Vec<ChannelInfo>, StoreError> {
         let sql = format!(
@@ -97,8 +102,8 @@ impl Store {
     /// are merged from the current ones). A new name that is taken is a conflict.
     pub async fn update_org_channel<E, F>(
         &self,
-        org_id: i64,
-        id: i64,
+        org_id: OrgId,
+        id: ChannelId,
         decide: F,
     ) -> Result<ChannelInfo, E>
     where
@@ -171,8 +176,8 @@ impl Store {
     /// channel).
     pub async fn delete_org_channel(
         &self,
-        org_id: i64,
-        id: i64,
+        org_id: OrgId,
+        id: ChannelId,
     ) -> Result<ChannelDeletion, StoreError> {
         let mut tx = self.begin().await?;
         let sql = format!(
@@ -194,7 +199,7 @@ impl Store {
             let mut campaigns = Vec::new();
             let mut others = 0;
             for r in &rows {
-                let campaign_org: i64 = r.try_get("org_id")?;
+                let campaign_org: OrgId = r.try_get("org_id")?;
                 if campaign_org == org_id {
                     campaigns.push(CampaignRef {
                         id: r.try_get("id")?,
@@ -223,7 +228,7 @@ impl Store {
             .map_err(|e| match &e {
                 // A campaign created at the same moment still holds it.
                 sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::Conflict(
-                    format!("channel chn_{id} is used by a campaign created just now"),
+                    format!("channel {id} is used by a campaign created just now"),
                 ),
                 _ => StoreError::Database(e),
             })?;

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod outage;
 
+use crate::ids::{ChannelId, OrgId};
 use crate::store::{ChannelInfo, Store, StoreError};
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -11,11 +12,11 @@ use sqlx::any::AnyRow;
 impl Store {
     pub async fn create_channel(
         &self,
-        org_id: i64,
+        org_id: OrgId,
         name: &str,
         kind: &str,
         config: &serde_json::Value,
-    ) -> Result<i64, StoreError> {
+    ) -> Result<ChannelId, StoreError> {
         self.create_channel_with(org_id, name, kind, config, None, None)
             .await
     }
@@ -24,15 +25,15 @@ impl Store {
     /// transaction (the seal binds the new channel's id, so it is written after the insert).
     pub async fn create_channel_with(
         &self,
-        org_id: i64,
+        org_id: OrgId,
         name: &str,
         kind: &str,
         config: &serde_json::Value,
         secrets: Option<(&crate::secrets::SecretKey, &serde_json::Value)>,
         rate_per_sec: Option<f64>,
-    ) -> Result<i64, StoreError> {
+    ) -> Result<ChannelId, StoreError> {
         let mut tx = self.begin().await?;
-        let id: i64 = sqlx::query_scalar(
+        let id: ChannelId = sqlx::query_scalar(
             "INSERT INTO channels (org_id, name, kind, config, rate_per_sec, created_at) \
              VALUES ($1, $2, $3, $4, CASE WHEN $7 = 1 THEN $5 END, $6) RETURNING id",
         )
@@ -79,7 +80,7 @@ impl Store {
         })
     }
 
-    pub async fn channels(&self, org_id: i64) -> Result<Vec<ChannelInfo>, StoreError> {
+    pub async fn channels(&self, org_id: OrgId) -> Result<Vec<ChannelInfo>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, org_id, name, kind, config, secrets, rate_per_sec, created_at FROM channels WHERE org_id = $1 ORDER BY id",
         )
@@ -89,20 +90,20 @@ impl Store {
         rows.iter().map(Self::channel_from_row).collect()
     }
 
-    pub async fn channel(&self, id: i64) -> Result<ChannelInfo, StoreError> {
+    pub async fn channel(&self, id: ChannelId) -> Result<ChannelInfo, StoreError> {
         let row = sqlx::query(
             "SELECT id, org_id, name, kind, config, secrets, rate_per_sec, created_at FROM channels WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.read)
         .await?
-        .ok_or_else(|| StoreError::NotFound(format!("channel {} does not exist", crate::ids::ChannelId(id))))?;
+        .ok_or_else(|| StoreError::NotFound(format!("channel {} does not exist", id)))?;
         Self::channel_from_row(&row)
     }
 
     pub async fn channel_by_name(
         &self,
-        org_id: i64,
+        org_id: OrgId,
         name: &str,
     ) -> Result<ChannelInfo, StoreError> {
         let row = sqlx::query(

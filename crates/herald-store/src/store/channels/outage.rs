@@ -6,18 +6,18 @@
 
 use crate::domain::CampaignStatus;
 use crate::events::EventType;
+use crate::ids::{CampaignId, ChannelId, OrgId};
 use crate::store::campaigns::lifecycle::insert_event;
 use crate::store::events::outbox;
 use crate::store::{Store, StoreError, Tx};
-use serde::Serialize;
 use sqlx::{AssertSqlSafe, Row};
 use std::collections::BTreeSet;
 
 /// A channel that is unavailable: its provider stopped answering.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ChannelOutage {
-    pub channel_id: i64,
-    pub org_id: i64,
+    pub channel_id: ChannelId,
+    pub org_id: OrgId,
     pub name: String,
     pub kind: String,
     /// Since when (epoch ms).
@@ -56,9 +56,9 @@ const OUTAGE_COLUMNS: &str =
     "id, org_id, name, kind, unavailable_since, unavailable_reason, probe_owner, probe_until";
 
 /// The channel as the channel events name it.
-fn channel_json(id: i64, row: &sqlx::any::AnyRow) -> Result<serde_json::Value, StoreError> {
+fn channel_json(id: ChannelId, row: &sqlx::any::AnyRow) -> Result<serde_json::Value, StoreError> {
     Ok(serde_json::json!({
-        "id": crate::ids::ChannelId(id).to_string(),
+        "id": id.to_string(),
         "name": row.try_get::<String, _>("name")?,
         "kind": row.try_get::<String, _>("kind")?,
     }))
@@ -93,7 +93,7 @@ impl Store {
 
     /// Every channel of every organisation, and whether it is unavailable (the
     /// `herald_channel_unavailable` gauge).
-    pub async fn channel_availability(&self) -> Result<Vec<(i64, bool)>, StoreError> {
+    pub async fn channel_availability(&self) -> Result<Vec<(ChannelId, bool)>, StoreError> {
         let rows = sqlx::query("SELECT id, unavailable_since FROM channels ORDER BY id")
             .fetch_all(&self.read)
             .await?;
@@ -108,7 +108,10 @@ impl Store {
     }
 
     /// The unavailable channels of one organisation.
-    pub async fn org_channel_outages(&self, org_id: i64) -> Result<Vec<ChannelOutage>, StoreError> {
+    pub async fn org_channel_outages(
+        &self,
+        org_id: OrgId,
+    ) -> Result<Vec<ChannelOutage>, StoreError> {
         let sql = format!(
             "SELECT {OUTAGE_COLUMNS} FROM channels WHERE org_id = $1 AND unavailable_since IS NOT NULL ORDER BY id"
         );
@@ -122,7 +125,7 @@ impl Store {
     /// The channel's outage, or None while it is available.
     pub async fn channel_outage(
         &self,
-        channel_id: i64,
+        channel_id: ChannelId,
     ) -> Result<Option<ChannelOutage>, StoreError> {
         let sql = format!(
             "SELECT {OUTAGE_COLUMNS} FROM channels WHERE id = $1 AND unavailable_since IS NOT NULL"
@@ -138,7 +141,7 @@ impl Store {
     /// (exactly one instance wins the conditional write).
     pub async fn mark_channel_unavailable(
         &self,
-        channel_id: i64,
+        channel_id: ChannelId,
         now: i64,
         reason: &str,
     ) -> Result<bool, StoreError> {
@@ -180,19 +183,19 @@ impl Store {
     /// Returns the campaigns paused by this call.
     pub async fn pause_for_outage(
         &self,
-        channel_id: i64,
-        only: Option<i64>,
+        channel_id: ChannelId,
+        only: Option<CampaignId>,
         now: i64,
         actor: &str,
         reason: &str,
-    ) -> Result<Vec<i64>, StoreError> {
-        let candidates: Vec<i64> = sqlx::query_scalar(
+    ) -> Result<Vec<CampaignId>, StoreError> {
+        let candidates: Vec<CampaignId> = sqlx::query_scalar(
             "SELECT id FROM campaigns WHERE channel_id = $1 AND status = 'sending' ORDER BY id",
         )
         .bind(channel_id)
         .fetch_all(&self.write)
         .await?;
-        let ids: BTreeSet<i64> = candidates
+        let ids: BTreeSet<CampaignId> = candidates
             .into_iter()
             .filter(|id| only.is_none_or(|o| o == *id))
             .collect();
@@ -237,7 +240,7 @@ impl Store {
     /// probes now.
     pub async fn claim_probe(
         &self,
-        channel_id: i64,
+        channel_id: ChannelId,
         owner: &str,
         now: i64,
         until: i64,
@@ -259,7 +262,7 @@ impl Store {
     /// `since`: true when this call ended it.
     pub async fn mark_channel_available(
         &self,
-        channel_id: i64,
+        channel_id: ChannelId,
         since: i64,
     ) -> Result<bool, StoreError> {
         let now = crate::clock::now_ms();
@@ -308,8 +311,8 @@ impl Store {
     /// Returns the outage ended.
     pub async fn end_credentials_outage(
         &self,
-        org_id: i64,
-        channel_id: i64,
+        org_id: OrgId,
+        channel_id: ChannelId,
     ) -> Result<Option<ChannelOutage>, StoreError> {
         let sql = format!(
             "SELECT {OUTAGE_COLUMNS} FROM channels WHERE org_id = $1 AND id = $2 AND unavailable_since IS NOT NULL"
@@ -347,18 +350,18 @@ impl Store {
     /// left to send completes in the same transaction. Returns the campaigns resumed.
     pub async fn resume_after_outage(
         &self,
-        channel_id: i64,
+        channel_id: ChannelId,
         now: i64,
         actor: &str,
         reason: &str,
-    ) -> Result<Vec<i64>, StoreError> {
-        let candidates: Vec<i64> = sqlx::query_scalar(
+    ) -> Result<Vec<CampaignId>, StoreError> {
+        let candidates: Vec<CampaignId> = sqlx::query_scalar(
             "SELECT id FROM campaigns WHERE outage_channel_id = $1 AND status = 'paused' ORDER BY id",
         )
         .bind(channel_id)
         .fetch_all(&self.write)
         .await?;
-        let ids: BTreeSet<i64> = candidates.into_iter().collect();
+        let ids: BTreeSet<CampaignId> = candidates.into_iter().collect();
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -383,8 +386,8 @@ impl Store {
     async fn resume_one_after_outage(
         &self,
         tx: &mut Tx,
-        id: i64,
-        channel_id: i64,
+        id: CampaignId,
+        channel_id: ChannelId,
         now: i64,
         actor: &str,
         reason: &str,
@@ -420,7 +423,7 @@ impl Store {
     /// channel is still unavailable.
     pub async fn campaign_outage(
         &self,
-        campaign_id: i64,
+        campaign_id: CampaignId,
     ) -> Result<Option<ChannelOutage>, StoreError> {
         let sql = format!(
             "SELECT {} FROM campaigns c JOIN channels ch ON ch.id = c.outage_channel_id \
@@ -440,8 +443,8 @@ impl Store {
 
     /// Channels available again that still have campaigns paused for their outage (the
     /// instance that ended the outage stopped before resuming them).
-    pub async fn outage_pauses_of_available_channels(&self) -> Result<Vec<i64>, StoreError> {
-        let ids: Vec<i64> = sqlx::query_scalar(
+    pub async fn outage_pauses_of_available_channels(&self) -> Result<Vec<ChannelId>, StoreError> {
+        let ids: Vec<ChannelId> = sqlx::query_scalar(
             "SELECT DISTINCT c.outage_channel_id FROM campaigns c JOIN channels ch ON ch.id = c.outage_channel_id \
              WHERE c.status = 'paused' AND ch.unavailable_since IS NULL ORDER BY c.outage_channel_id",
         )
@@ -452,7 +455,10 @@ impl Store {
 
     /// Why a paused campaign is paused: the reason of its latest pause in the audit trail
     /// (the engine's, naming the unavailable channel and since when, or a person's).
-    pub async fn paused_reason(&self, campaign_id: i64) -> Result<Option<String>, StoreError> {
+    pub async fn paused_reason(
+        &self,
+        campaign_id: CampaignId,
+    ) -> Result<Option<String>, StoreError> {
         let reason: Option<String> = sqlx::query_scalar(
             "SELECT e.reason FROM campaign_events e JOIN campaigns c ON c.id = e.campaign_id \
              WHERE e.campaign_id = $1 AND c.status = 'paused' AND e.to_status = 'paused' \

@@ -2,6 +2,7 @@
 //! function here takes the caller's organisation and never reads or changes a row of
 //! another one (another organisation's row is simply "not found").
 
+use crate::ids::{CampaignId, ContactId, ListId, OrgId};
 use crate::store::helpers::ids_json;
 use crate::store::{OptSource, Store, StoreError};
 use serde::Serialize;
@@ -11,9 +12,9 @@ use std::collections::BTreeMap;
 
 pub type Attributes = serde_json::Map<String, serde_json::Value>;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct ContactRow {
-    pub id: i64,
+    pub id: ContactId,
     pub address: String,
     pub name: Option<String>,
     pub attributes: Attributes,
@@ -22,7 +23,7 @@ pub struct ContactRow {
     pub attributes_truncated: bool,
     pub unsubscribed: bool,
     /// The lists the contact belongs to, in id order.
-    pub list_ids: Vec<i64>,
+    pub list_ids: Vec<ListId>,
     /// The organisation's suppression of the contact's address (a STOP, a bounce, a
     /// complaint): no campaign sends to it, whatever `unsubscribed` says.
     pub suppression: Option<SuppressionRow>,
@@ -37,7 +38,7 @@ pub struct NewContact {
     pub name: Option<String>,
     pub attributes: Attributes,
     pub unsubscribed: bool,
-    pub list_ids: Vec<i64>,
+    pub list_ids: Vec<ListId>,
 }
 
 /// What a PATCH changes; `None` leaves a field as it is.
@@ -57,13 +58,13 @@ pub struct ContactChange {
 pub struct ContactFilter {
     /// Case-insensitive substring of the address or the name.
     pub q: Option<String>,
-    pub list_id: Option<i64>,
+    pub list_id: Option<ListId>,
     pub unsubscribed: Option<bool>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct ListRow {
-    pub id: i64,
+    pub id: ListId,
     pub name: String,
     pub members: i64,
     pub created_at: i64,
@@ -74,7 +75,7 @@ pub struct ListRow {
 pub enum ListDeletion {
     Deleted,
     /// Campaigns (id, name) use the list, which therefore stays.
-    InUse(Vec<(i64, String)>),
+    InUse(Vec<(CampaignId, String)>),
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -82,6 +83,20 @@ pub struct SuppressionRow {
     pub address: String,
     pub reason: String,
     pub created_at: i64,
+}
+
+/// A kind of row an API request can name in bulk (`list_ids`, `contact_ids`), with the
+/// table it lives in.
+pub trait OrgRow: crate::ids::TypedId + Into<i64> {
+    const TABLE: &'static str;
+}
+
+impl OrgRow for ListId {
+    const TABLE: &'static str = "lists";
+}
+
+impl OrgRow for ContactId {
+    const TABLE: &'static str = "contacts";
 }
 
 /// A value bound to a dynamically built statement.
@@ -145,7 +160,7 @@ const LIST_COLUMNS: &str = "l.id, l.name, l.created_at, \
      (SELECT count(*) FROM list_members m WHERE m.list_id = l.id) AS members";
 
 fn contact_from_row(row: &AnyRow) -> Result<ContactRow, StoreError> {
-    let id: i64 = row.try_get("id")?;
+    let id: ContactId = row.try_get("id")?;
     let raw: String = row.try_get("attributes")?;
     let attributes = match serde_json::from_str::<serde_json::Value>(&raw) {
         Ok(serde_json::Value::Object(map)) => map,
@@ -210,12 +225,12 @@ fn list_conflict(e: sqlx::Error, name: &str) -> StoreError {
     StoreError::from_unique(e, || format!("a list named `{name}` already exists"))
 }
 
-fn contact_missing(id: i64) -> StoreError {
-    StoreError::NotFound(format!("there is no contact `con_{id}`"))
+fn contact_missing(id: ContactId) -> StoreError {
+    StoreError::NotFound(format!("there is no contact `{id}`"))
 }
 
-fn list_missing(id: i64) -> StoreError {
-    StoreError::NotFound(format!("there is no list `lst_{id}`"))
+fn list_missing(id: ListId) -> StoreError {
+    StoreError::NotFound(format!("there is no list `{id}`"))
 }
 
 impl Store {
@@ -226,16 +241,16 @@ impl Store {
     /// Contacts of the organisation with an id above `after`, in id order, at most `limit`.
     pub async fn org_contacts(
         &self,
-        org_id: i64,
+        org_id: OrgId,
         filter: &ContactFilter,
-        after: i64,
+        after: ContactId,
         limit: i64,
     ) -> Result<Vec<ContactRow>, StoreError> {
         let mut sql = format!(
             "SELECT {} FROM contacts c WHERE c.org_id = $1 AND c.id > $2",
             contact_columns()
         );
-        let mut binds = vec![Bind::Int(org_id), Bind::Int(after)];
+        let mut binds = vec![Bind::Int(org_id.get()), Bind::Int(after.get())];
         if let Some(q) = filter.q.as_deref().filter(|q| !q.is_empty()) {
             binds.push(Bind::Text(like_pattern(q)));
             let n = binds.len();
@@ -259,7 +274,7 @@ impl Store {
             None => {}
         }
         if let Some(list_id) = filter.list_id {
-            binds.push(Bind::Int(list_id));
+            binds.push(Bind::Int(list_id.get()));
             sql.push_str(&format!(
                 " AND EXISTS (SELECT 1 FROM list_members m WHERE m.list_id = ${} AND m.contact_id = c.id)",
                 binds.len()
@@ -279,7 +294,7 @@ impl Store {
 
     async fn fill_list_ids(
         &self,
-        org_id: i64,
+        org_id: OrgId,
         contacts: &mut [ContactRow],
     ) -> Result<(), StoreError> {
         if contacts.is_empty() {
@@ -296,7 +311,7 @@ impl Store {
             .bind(ids)
             .fetch_all(&self.read)
             .await?;
-        let mut by_contact: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+        let mut by_contact: BTreeMap<ContactId, Vec<ListId>> = BTreeMap::new();
         for r in &rows {
             by_contact
                 .entry(r.try_get("contact_id")?)
@@ -309,7 +324,11 @@ impl Store {
         Ok(())
     }
 
-    pub async fn org_contact(&self, org_id: i64, id: i64) -> Result<ContactRow, StoreError> {
+    pub async fn org_contact(
+        &self,
+        org_id: OrgId,
+        id: ContactId,
+    ) -> Result<ContactRow, StoreError> {
         let sql = format!(
             "SELECT {} FROM contacts c WHERE c.org_id = $1 AND c.id = $2",
             contact_columns()
@@ -327,15 +346,15 @@ impl Store {
     }
 
     /// Creates a contact and adds it to those of `list_ids` that belong to the organisation
-    /// (check them first with [`Store::unknown_lists`]). An existing address is a conflict.
+    /// (check them first with [`Store::unknown_org_ids`]). An existing address is a conflict.
     pub async fn create_org_contact(
         &self,
-        org_id: i64,
+        org_id: OrgId,
         new: &NewContact,
     ) -> Result<ContactRow, StoreError> {
         let now = crate::clock::now_ms();
         let mut tx = self.begin().await?;
-        let id: i64 = sqlx::query_scalar(
+        let id: ContactId = sqlx::query_scalar(
             "INSERT INTO contacts (org_id, address, name, attributes, unsubscribed, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING id",
         )
@@ -369,11 +388,11 @@ impl Store {
 
     pub async fn update_org_contact(
         &self,
-        org_id: i64,
-        id: i64,
+        org_id: OrgId,
+        id: ContactId,
         change: &ContactChange,
     ) -> Result<ContactRow, StoreError> {
-        let mut binds = vec![Bind::Int(org_id), Bind::Int(id)];
+        let mut binds = vec![Bind::Int(org_id.get()), Bind::Int(id.get())];
         let mut sets: Vec<String> = Vec::new();
         if let Some(name) = &change.name {
             match name {
@@ -436,7 +455,7 @@ impl Store {
 
     /// Deletes a contact and its list memberships. Messages already sent keep their
     /// address (they hold it themselves).
-    pub async fn delete_org_contact(&self, org_id: i64, id: i64) -> Result<(), StoreError> {
+    pub async fn delete_org_contact(&self, org_id: OrgId, id: ContactId) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
         sqlx::query(
             "DELETE FROM list_members WHERE contact_id IN (SELECT id FROM contacts WHERE org_id = $1 AND id = $2)",
@@ -458,22 +477,14 @@ impl Store {
         Ok(())
     }
 
-    /// Those of `ids` that are not contacts of the organisation, in the order given.
-    pub async fn unknown_contacts(&self, org_id: i64, ids: &[i64]) -> Result<Vec<i64>, StoreError> {
-        self.unknown_ids("contacts", org_id, ids).await
-    }
-
-    /// Those of `ids` that are not lists of the organisation, in the order given.
-    pub async fn unknown_lists(&self, org_id: i64, ids: &[i64]) -> Result<Vec<i64>, StoreError> {
-        self.unknown_ids("lists", org_id, ids).await
-    }
-
-    async fn unknown_ids(
+    /// Those of `ids` that are not rows of the organisation (its lists, its contacts), in
+    /// the order given.
+    pub async fn unknown_org_ids<T: OrgRow>(
         &self,
-        table: &'static str,
-        org_id: i64,
-        ids: &[i64],
-    ) -> Result<Vec<i64>, StoreError> {
+        org_id: OrgId,
+        ids: &[T],
+    ) -> Result<Vec<T>, StoreError> {
+        let table = T::TABLE;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -489,7 +500,7 @@ impl Store {
         Ok(ids
             .iter()
             .copied()
-            .filter(|id| !found.contains(id))
+            .filter(|id| !found.contains(&id.row()))
             .collect())
     }
 
@@ -500,8 +511,8 @@ impl Store {
     /// Lists of the organisation with an id above `after`, in id order, at most `limit`.
     pub async fn org_lists(
         &self,
-        org_id: i64,
-        after: i64,
+        org_id: OrgId,
+        after: ListId,
         limit: i64,
     ) -> Result<Vec<ListRow>, StoreError> {
         let sql = format!(
@@ -516,7 +527,7 @@ impl Store {
         rows.iter().map(list_row).collect()
     }
 
-    pub async fn org_list(&self, org_id: i64, id: i64) -> Result<ListRow, StoreError> {
+    pub async fn org_list(&self, org_id: OrgId, id: ListId) -> Result<ListRow, StoreError> {
         let sql = format!("SELECT {LIST_COLUMNS} FROM lists l WHERE l.org_id = $1 AND l.id = $2");
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(org_id)
@@ -528,8 +539,8 @@ impl Store {
     }
 
     /// Creates a list; a name the organisation already uses is a conflict.
-    pub async fn create_org_list(&self, org_id: i64, name: &str) -> Result<ListRow, StoreError> {
-        let id: i64 = sqlx::query_scalar(
+    pub async fn create_org_list(&self, org_id: OrgId, name: &str) -> Result<ListRow, StoreError> {
+        let id: ListId = sqlx::query_scalar(
             "INSERT INTO lists (org_id, name, created_at) VALUES ($1, $2, $3) RETURNING id",
         )
         .bind(org_id)
@@ -543,8 +554,8 @@ impl Store {
 
     pub async fn rename_org_list(
         &self,
-        org_id: i64,
-        id: i64,
+        org_id: OrgId,
+        id: ListId,
         name: &str,
     ) -> Result<ListRow, StoreError> {
         let r = sqlx::query("UPDATE lists SET name = $3 WHERE org_id = $1 AND id = $2")
@@ -561,7 +572,11 @@ impl Store {
     }
 
     /// Deletes a list and its memberships (the contacts stay), unless a campaign uses it.
-    pub async fn delete_org_list(&self, org_id: i64, id: i64) -> Result<ListDeletion, StoreError> {
+    pub async fn delete_org_list(
+        &self,
+        org_id: OrgId,
+        id: ListId,
+    ) -> Result<ListDeletion, StoreError> {
         let lock = self.dialect.lock_suffix();
         let mut tx = self.begin().await?;
         let exists: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
@@ -604,7 +619,7 @@ impl Store {
             // A campaign created meanwhile refers to it.
             Err(sqlx::Error::Database(db)) if db.is_foreign_key_violation() => {
                 return Err(StoreError::Conflict(format!(
-                    "list `lst_{id}` is used by a campaign and cannot be deleted"
+                    "list `{id}` is used by a campaign and cannot be deleted"
                 )));
             }
             Err(e) => return Err(e.into()),
@@ -614,13 +629,13 @@ impl Store {
     }
 
     /// Adds contacts of the organisation to one of its lists; ids that are not its
-    /// contacts are ignored (check them first with [`Store::unknown_contacts`]), and members
+    /// contacts are ignored (check them first with [`Store::unknown_org_ids`]), and members
     /// stay members. Returns how many became members.
     pub async fn add_org_list_members(
         &self,
-        org_id: i64,
-        list_id: i64,
-        contact_ids: &[i64],
+        org_id: OrgId,
+        list_id: ListId,
+        contact_ids: &[ContactId],
     ) -> Result<u64, StoreError> {
         let sql = format!(
             "INSERT INTO list_members (list_id, contact_id, added_at) \
@@ -642,9 +657,9 @@ impl Store {
     /// Removes a contact from a list; NotFound when it was not a member.
     pub async fn remove_org_list_member(
         &self,
-        org_id: i64,
-        list_id: i64,
-        contact_id: i64,
+        org_id: OrgId,
+        list_id: ListId,
+        contact_id: ContactId,
     ) -> Result<(), StoreError> {
         let r = sqlx::query(
             "DELETE FROM list_members WHERE list_id = $2 AND contact_id = $3 \
@@ -657,7 +672,7 @@ impl Store {
         .await?;
         if r.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!(
-                "contact `con_{contact_id}` is not a member of list `lst_{list_id}`"
+                "contact `{contact_id}` is not a member of list `{list_id}`"
             )));
         }
         Ok(())
@@ -670,7 +685,7 @@ impl Store {
     /// Suppressed addresses above `after`, in address order, at most `limit`.
     pub async fn org_suppressions(
         &self,
-        org_id: i64,
+        org_id: OrgId,
         after: &str,
         limit: i64,
     ) -> Result<Vec<SuppressionRow>, StoreError> {
@@ -690,7 +705,7 @@ impl Store {
     /// one. Returns the row and whether it is new.
     pub async fn upsert_org_suppression(
         &self,
-        org_id: i64,
+        org_id: OrgId,
         address: &str,
         reason: Option<&str>,
         default_reason: &str,

@@ -2,6 +2,7 @@
 //! made on import, contacts imported in batches (or seeded for `herald bench`), the attribute
 //! keys templates may use, and addresses suppressed and unsuppressed with their event.
 
+use crate::ids::{ListId, MessageId, OrgId};
 use crate::store::events::outbox;
 use crate::store::{ContactInput, ListInfo, OptSource, Store, StoreError, UpsertReport};
 use sqlx::any::AnyRow;
@@ -10,7 +11,7 @@ use std::collections::BTreeSet;
 
 impl Store {
     /// Returns the list's id, creating it if needed.
-    pub async fn ensure_list(&self, org_id: i64, name: &str) -> Result<i64, StoreError> {
+    pub async fn ensure_list(&self, org_id: OrgId, name: &str) -> Result<ListId, StoreError> {
         let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO lists (org_id, name, created_at) VALUES ($1, $2, $3) ON CONFLICT (org_id, name) DO NOTHING",
@@ -20,7 +21,7 @@ impl Store {
         .bind(crate::clock::now_ms())
         .execute(&mut *tx)
         .await?;
-        let id: i64 = sqlx::query_scalar("SELECT id FROM lists WHERE org_id = $1 AND name = $2")
+        let id: ListId = sqlx::query_scalar("SELECT id FROM lists WHERE org_id = $1 AND name = $2")
             .bind(org_id)
             .bind(name)
             .fetch_one(&mut *tx)
@@ -29,7 +30,7 @@ impl Store {
         Ok(id)
     }
 
-    pub async fn list_by_name(&self, org_id: i64, name: &str) -> Result<ListInfo, StoreError> {
+    pub async fn list_by_name(&self, org_id: OrgId, name: &str) -> Result<ListInfo, StoreError> {
         let row = sqlx::query(
             "SELECT l.id, l.name, (SELECT count(*) FROM list_members m WHERE m.list_id = l.id) AS members \
              FROM lists l WHERE l.org_id = $1 AND l.name = $2",
@@ -46,7 +47,7 @@ impl Store {
         list_from_row(&row)
     }
 
-    pub async fn lists(&self, org_id: i64) -> Result<Vec<ListInfo>, StoreError> {
+    pub async fn lists(&self, org_id: OrgId) -> Result<Vec<ListInfo>, StoreError> {
         let rows = sqlx::query(
             "SELECT l.id, l.name, (SELECT count(*) FROM list_members m WHERE m.list_id = l.id) AS members \
              FROM lists l WHERE l.org_id = $1 ORDER BY l.name",
@@ -61,8 +62,8 @@ impl Store {
     /// transaction. Reports how many were new and how many existed.
     pub async fn upsert_contacts(
         &self,
-        org_id: i64,
-        list_id: i64,
+        org_id: OrgId,
+        list_id: ListId,
         contacts: &[ContactInput],
     ) -> Result<UpsertReport, StoreError> {
         if contacts.is_empty() {
@@ -137,7 +138,10 @@ impl Store {
     /// Attribute keys present on at least one contact of the list. Attributes too large
     /// to read (rows from before the contact rules, see
     /// `directory::bounded_contact_fields`) are not parsed: templates never see them.
-    pub async fn list_attribute_keys(&self, list_id: i64) -> Result<BTreeSet<String>, StoreError> {
+    pub async fn list_attribute_keys(
+        &self,
+        list_id: ListId,
+    ) -> Result<BTreeSet<String>, StoreError> {
         let sql = self.dialect.attribute_keys();
         let keys: Vec<String> = sqlx::query_scalar(sql)
             .bind(list_id)
@@ -148,7 +152,12 @@ impl Store {
     }
 
     /// Synthetic contacts `+12000000001…` for `herald bench`, added to the list in bulk.
-    pub async fn seed_contacts(&self, org_id: i64, list_id: i64, n: i64) -> Result<(), StoreError> {
+    pub async fn seed_contacts(
+        &self,
+        org_id: OrgId,
+        list_id: ListId,
+        n: i64,
+    ) -> Result<(), StoreError> {
         let now = crate::clock::now_ms();
         let (contacts, members) = self.dialect.seed_contacts();
         let mut tx = self.begin().await?;
@@ -173,7 +182,7 @@ impl Store {
     /// `contact.unsubscribed` (saying how, `via`) in the same transaction. True when new.
     pub async fn suppress(
         &self,
-        org_id: i64,
+        org_id: OrgId,
         address: &str,
         reason: &str,
         via: &OptSource<'_>,
@@ -202,7 +211,7 @@ impl Store {
     /// writes `contact.resubscribed` in the same transaction. True when it was suppressed.
     pub async fn unsuppress(
         &self,
-        org_id: i64,
+        org_id: OrgId,
         address: &str,
         via: &OptSource<'_>,
     ) -> Result<bool, StoreError> {
@@ -222,7 +231,7 @@ impl Store {
         Ok(true)
     }
 
-    pub async fn is_suppressed(&self, org_id: i64, address: &str) -> Result<bool, StoreError> {
+    pub async fn is_suppressed(&self, org_id: OrgId, address: &str) -> Result<bool, StoreError> {
         let n: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM suppressions WHERE org_id = $1 AND address = $2",
         )
@@ -236,8 +245,8 @@ impl Store {
     /// The organisation and address a message went to.
     pub async fn message_recipient(
         &self,
-        message_id: i64,
-    ) -> Result<Option<(i64, String)>, StoreError> {
+        message_id: MessageId,
+    ) -> Result<Option<(OrgId, String)>, StoreError> {
         let row = sqlx::query(
             "SELECT c.org_id, m.address FROM messages m JOIN campaigns c ON c.id = m.campaign_id WHERE m.id = $1",
         )

@@ -8,5 +8,5 @@ pub(super) use admin::bounded_contact_fields;
 pub use admin::like_pattern;
 pub use admin::{
     Attributes, ContactChange, ContactFilter, ContactRow, ListDeletion, ListRow, NewContact,
-    SuppressionRow,
+    OrgRow, SuppressionRow,
 };

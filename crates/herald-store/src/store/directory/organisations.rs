@@ -1,5 +1,6 @@
 //! Organisations: created, found by id or by name, listed, and the default one.
 
+use crate::ids::OrgId;
 use crate::store::{Organisation, Store, StoreError};
 use sqlx::Row;
 
@@ -16,12 +17,12 @@ impl Store {
         })
     }
 
-    pub async fn default_org(&self) -> Result<i64, StoreError> {
+    pub async fn default_org(&self) -> Result<OrgId, StoreError> {
         Ok(self.organisation_by_name("default").await?.id)
     }
 
-    pub async fn create_organisation(&self, name: &str) -> Result<i64, StoreError> {
-        let id: i64 = sqlx::query_scalar(
+    pub async fn create_organisation(&self, name: &str) -> Result<OrgId, StoreError> {
+        let id: OrgId = sqlx::query_scalar(
             "INSERT INTO organisations (name, created_at) VALUES ($1, $2) RETURNING id",
         )
         .bind(name)
@@ -36,17 +37,12 @@ impl Store {
         Ok(id)
     }
 
-    pub async fn organisation(&self, id: i64) -> Result<Organisation, StoreError> {
+    pub async fn organisation(&self, id: OrgId) -> Result<Organisation, StoreError> {
         let row = sqlx::query("SELECT id, name FROM organisations WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.read)
             .await?
-            .ok_or_else(|| {
-                StoreError::NotFound(format!(
-                    "organisation {} does not exist",
-                    crate::ids::OrgId(id)
-                ))
-            })?;
+            .ok_or_else(|| StoreError::NotFound(format!("organisation {} does not exist", id)))?;
         Ok(Organisation {
             id: row.try_get("id")?,
             name: row.try_get("name")?,

@@ -2,6 +2,7 @@
 //! due messages to `in_flight` for one instance (docs/DESIGN.md invariants 1 and 3).
 
 use crate::domain::{CampaignStatus, Counts, MessageStatus};
+use crate::ids::CampaignId;
 use crate::store::helpers::{ids_json, status_of};
 use crate::store::{ClaimedMessage, SendableCampaign, Store, StoreError, directory};
 use sqlx::{AssertSqlSafe, Row};
@@ -49,7 +50,7 @@ impl Store {
     /// sending (a pause stops claims at once).
     pub async fn claim(
         &self,
-        campaign_id: i64,
+        campaign_id: CampaignId,
         owner: &str,
         now: i64,
         lease_until: i64,

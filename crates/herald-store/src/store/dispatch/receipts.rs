@@ -3,6 +3,7 @@
 //! provider id is recorded.
 
 use crate::domain::{Counts, MessageStatus};
+use crate::ids::{CampaignId, ChannelId, MessageId};
 use crate::store::helpers::{clean, ids_json, status_of};
 use crate::store::{Receipt, ReceiptReport, Store, StoreError, Tx};
 use sqlx::{Any, AssertSqlSafe, Row};
@@ -84,7 +85,7 @@ impl Store {
         tx: &mut Tx,
         select: sqlx::query::Query<'_, Any, sqlx::any::AnyArguments>,
         now: i64,
-        deltas: &mut BTreeMap<i64, Counts>,
+        deltas: &mut BTreeMap<CampaignId, Counts>,
     ) -> Result<usize, StoreError> {
         let rows = select.fetch_all(&mut **tx).await?;
         if rows.is_empty() {
@@ -95,7 +96,7 @@ impl Store {
         for r in &rows {
             ids.push(r.try_get::<i64, _>("id")?);
             // Kept before receipts carried their channel: no channel may claim it.
-            let Some(channel_id) = r.try_get::<Option<i64>, _>("channel_id")? else {
+            let Some(channel_id) = r.try_get::<Option<ChannelId>, _>("channel_id")? else {
                 continue;
             };
             receipts.push(Receipt {
@@ -124,7 +125,7 @@ impl Store {
         tx: &mut Tx,
         receipts: &[Receipt],
         now: i64,
-        deltas: &mut BTreeMap<i64, Counts>,
+        deltas: &mut BTreeMap<CampaignId, Counts>,
         keep_unknown: bool,
     ) -> Result<ReceiptReport, StoreError> {
         let mut report = ReceiptReport::default();
@@ -134,7 +135,7 @@ impl Store {
         let param = serde_json::Value::from(
             receipts
                 .iter()
-                .map(|r| serde_json::json!({"channel_id": r.channel_id, "provider_id": r.provider_id}))
+                .map(|r| serde_json::json!({"channel_id": r.channel_id.get(), "provider_id": r.provider_id}))
                 .collect::<Vec<_>>(),
         )
         .to_string();
@@ -152,7 +153,7 @@ impl Store {
             .bind(&param)
             .fetch_all(&mut **tx)
             .await?;
-        let mut by_provider: HashMap<(i64, String), i64> = HashMap::new();
+        let mut by_provider: HashMap<(ChannelId, String), MessageId> = HashMap::new();
         for r in &rows {
             by_provider.insert(
                 (r.try_get("channel_id")?, r.try_get("provider_id")?),
@@ -167,13 +168,13 @@ impl Store {
         // dispatcher's claims and outcome commits wait on that lock, so the message update
         // and the events written here are not sending time lost. The dispatcher never waits
         // on these rows: it only writes messages in flight, and none of these is.
-        let ids: Vec<i64> = by_provider.values().copied().collect();
+        let ids: Vec<MessageId> = by_provider.values().copied().collect();
         let select = format!(
             "SELECT id, status, last_error FROM messages WHERE id IN {} ORDER BY id{}",
             self.dialect.json_ids("$1"),
             self.dialect.lock_suffix()
         );
-        let mut moves: HashMap<i64, ReceiptMove> = HashMap::new();
+        let mut moves: HashMap<MessageId, ReceiptMove> = HashMap::new();
         for r in sqlx::query(AssertSqlSafe(select))
             .bind(ids_json(ids))
             .fetch_all(&mut **tx)
@@ -197,7 +198,7 @@ impl Store {
             let Some(message_id) = by_provider.get(&key) else {
                 if keep_unknown {
                     unknown.push(serde_json::json!({
-                        "channel_id": receipt.channel_id,
+                        "channel_id": receipt.channel_id.get(),
                         "provider_id": clean(&receipt.provider_id),
                         "status": receipt.status.as_str(),
                         "error": receipt.error.as_deref().map(clean),
@@ -238,7 +239,7 @@ impl Store {
             .filter(|(_, m)| m.receipts > 0)
             .map(|(id, m)| {
                 serde_json::json!({
-                    "id": id,
+                    "id": id.get(),
                     "from_status": m.from.as_str(),
                     "to_status": m.to.as_str(),
                     "error": m.error,
@@ -261,7 +262,7 @@ impl Store {
                  FROM {recs} WHERE messages.id = x.id AND messages.status = x.from_status \
                  RETURNING messages.id, messages.campaign_id"
             );
-            let mut moved: Vec<(i64, i64)> = Vec::with_capacity(records.len());
+            let mut moved: Vec<(MessageId, CampaignId)> = Vec::with_capacity(records.len());
             for r in sqlx::query(AssertSqlSafe(sql))
                 .bind(serde_json::Value::from(records).to_string())
                 .bind(now)

@@ -3,6 +3,7 @@
 //! new provider ids, the completion of drained campaigns and the auto-pause judgement.
 
 use crate::domain::{CampaignStatus, Counts, MessageStatus};
+use crate::ids::{CampaignId, MessageId};
 use crate::store::campaigns::{autopause, outcomes};
 use crate::store::helpers::{clean, ids_json, status_of};
 use crate::store::{Outcome, OutcomeKind, RecordReport, Store, StoreError};
@@ -24,17 +25,17 @@ impl Store {
         if outcomes.is_empty() {
             return Ok(report);
         }
-        let campaign_ids: BTreeSet<i64> = outcomes.iter().map(|o| o.campaign_id).collect();
+        let campaign_ids: BTreeSet<CampaignId> = outcomes.iter().map(|o| o.campaign_id).collect();
         let mut tx = self.begin().await?;
         let statuses = self.lock_campaigns(&mut tx, &campaign_ids).await?;
         // An outcome Herald does not know (timeout) for a message the provider has already
         // named in a status is a send after all.
-        let unknown: Vec<i64> = outcomes
+        let unknown: Vec<MessageId> = outcomes
             .iter()
             .filter(|o| matches!(o.kind, OutcomeKind::Unknown { .. }))
             .map(|o| o.message_id)
             .collect();
-        let mut proofs: HashMap<i64, String> = HashMap::new();
+        let mut proofs: HashMap<MessageId, String> = HashMap::new();
         if !unknown.is_empty() {
             let sql = format!(
                 "SELECT message_id, provider_id FROM pending_receipts WHERE message_id IN {}",
@@ -118,7 +119,7 @@ impl Store {
                 ),
             };
             records.push(serde_json::json!({
-                "id": o.message_id,
+                "id": o.message_id.get(),
                 "status": status.as_str(),
                 "provider_id": provider_id.map(clean),
                 "error": error.as_deref().map(clean),
@@ -162,12 +163,12 @@ impl Store {
             .bind(owner)
             .fetch_all(&mut *tx)
             .await?;
-        let mut deltas: BTreeMap<i64, Counts> = BTreeMap::new();
-        let mut doubts: BTreeMap<i64, i64> = BTreeMap::new();
+        let mut deltas: BTreeMap<CampaignId, Counts> = BTreeMap::new();
+        let mut doubts: BTreeMap<CampaignId, i64> = BTreeMap::new();
         let mut applied_ids = BTreeSet::new();
         let mut recorded_per_campaign = BTreeMap::new();
         let mut failure_rates = BTreeMap::new();
-        let failed_errors: HashMap<i64, &str> = outcomes
+        let failed_errors: HashMap<MessageId, &str> = outcomes
             .iter()
             .filter_map(|o| match &o.kind {
                 OutcomeKind::Failed { error } => Some((o.message_id, error.as_str())),
@@ -176,9 +177,9 @@ impl Store {
             .collect();
         let mut message_events = Vec::new();
         for r in &rows {
-            let id: i64 = r.try_get("id")?;
+            let id: MessageId = r.try_get("id")?;
             applied_ids.insert(id);
-            let campaign: i64 = r.try_get("campaign_id")?;
+            let campaign: CampaignId = r.try_get("campaign_id")?;
             let status = status_of(r, "status")?;
             if status == MessageStatus::Failed {
                 message_events.push((id, crate::events::EventType::MessageFailed));
@@ -207,7 +208,7 @@ impl Store {
             .filter(|o| applied_ids.contains(&o.message_id))
             .filter_map(|o| match &o.kind {
                 OutcomeKind::Sent { provider_id } => Some(serde_json::json!({
-                    "campaign_id": o.campaign_id,
+                    "campaign_id": o.campaign_id.get(),
                     "provider_id": clean(provider_id),
                 })),
                 _ => None,

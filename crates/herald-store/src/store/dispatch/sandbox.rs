@@ -1,6 +1,7 @@
 //! The sandbox provider's own record of what it received, and the checks made on it (no
 //! message lost, duplicates counted).
 
+use crate::ids::{CampaignId, ChannelId};
 use crate::store::{SandboxEntry, SandboxStats, Store, StoreError};
 use sqlx::AssertSqlSafe;
 
@@ -14,7 +15,7 @@ impl Store {
                 .iter()
                 .map(|e| {
                     serde_json::json!({
-                        "channel_id": e.channel_id, "campaign_id": e.campaign_id, "message_id": e.message_id,
+                        "channel_id": e.channel_id.get(), "campaign_id": e.campaign_id.get(), "message_id": e.message_id.get(),
                         "address": e.address, "provider_id": e.provider_id, "body": e.body, "received_at": e.received_at,
                     })
                 })
@@ -51,10 +52,10 @@ impl Store {
     /// What the sandbox provider holds for a channel (optionally one campaign).
     pub async fn sandbox_stats(
         &self,
-        channel_id: i64,
-        campaign_id: Option<i64>,
+        channel_id: ChannelId,
+        campaign_id: Option<CampaignId>,
     ) -> Result<SandboxStats, StoreError> {
-        let campaign = campaign_id.unwrap_or(0);
+        let campaign = campaign_id.map_or(0, CampaignId::get);
         let received: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM sandbox_received WHERE channel_id = $1 AND ($2 = 0 OR campaign_id = $2)",
         )
@@ -78,7 +79,7 @@ impl Store {
 
     /// Messages Herald recorded as sent (or later) that the sandbox provider never received:
     /// a lost message, which must always be zero.
-    pub async fn sandbox_lost(&self, campaign_id: i64) -> Result<i64, StoreError> {
+    pub async fn sandbox_lost(&self, campaign_id: CampaignId) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar(
             "SELECT count(*) FROM messages m JOIN campaigns c ON c.id = m.campaign_id \
              WHERE m.campaign_id = $1 AND m.status IN ('sent','delivered','read','undelivered') \

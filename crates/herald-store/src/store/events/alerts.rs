@@ -11,15 +11,15 @@
 use super::outbox::{emit, outbox_event_from_row};
 use crate::alerts::{AlertText, CandidateChannel, DEFAULT_IN_DOUBT_THRESHOLD};
 use crate::events::EventType;
-use crate::ids::{CampaignId, ChannelId};
+use crate::ids::{AlertId, CampaignId, ChannelId, NotificationId, OrgId};
 use crate::store::{Store, StoreError, sql_str};
 use sqlx::Row;
 
 /// An organisation's alert settings.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct AlertSettings {
-    pub channel_id: Option<i64>,
-    pub fallback_channel_id: Option<i64>,
+    pub channel_id: Option<ChannelId>,
+    pub fallback_channel_id: Option<ChannelId>,
     /// None: Herald's default ([`DEFAULT_IN_DOUBT_THRESHOLD`]); 0: off.
     pub in_doubt_threshold: Option<i64>,
     /// Normalised addresses, oldest first.
@@ -37,8 +37,8 @@ impl AlertSettings {
 /// A change of alert settings: `None` leaves a field as it is; `Some(None)` clears it.
 #[derive(Debug, Clone, Default)]
 pub struct AlertSettingsChange {
-    pub channel_id: Option<Option<i64>>,
-    pub fallback_channel_id: Option<Option<i64>>,
+    pub channel_id: Option<Option<ChannelId>>,
+    pub fallback_channel_id: Option<Option<ChannelId>>,
     pub in_doubt_threshold: Option<Option<i64>>,
     /// Normalised addresses to add and to remove.
     pub add: Vec<String>,
@@ -48,12 +48,12 @@ pub struct AlertSettingsChange {
 /// One alert, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Alert {
-    pub id: i64,
-    pub org_id: i64,
-    pub event_id: Option<i64>,
+    pub id: AlertId,
+    pub org_id: OrgId,
+    pub event_id: Option<NotificationId>,
     pub event_type: String,
-    pub campaign_id: Option<i64>,
-    pub concerns_channel_id: Option<i64>,
+    pub campaign_id: Option<CampaignId>,
+    pub concerns_channel_id: Option<ChannelId>,
     pub address: String,
     pub subject: String,
     pub body: String,
@@ -62,7 +62,7 @@ pub struct Alert {
     pub status: String,
     pub attempts: i64,
     pub next_attempt_at: i64,
-    pub channel_id: Option<i64>,
+    pub channel_id: Option<ChannelId>,
     pub provider_id: Option<String>,
     pub last_error: Option<String>,
     pub created_at: i64,
@@ -74,19 +74,19 @@ pub struct Alert {
 pub enum AlertOutcome {
     /// The channel accepted it.
     Sent {
-        channel_id: i64,
+        channel_id: ChannelId,
         provider_id: String,
     },
     /// Failed; try again at this time.
     Retry {
-        channel_id: Option<i64>,
+        channel_id: Option<ChannelId>,
         error: String,
         next_attempt_at: i64,
     },
     /// Cannot be delivered (no channel can carry it, the address was refused, or the
     /// attempts ran out): shown on the system page and by `herald doctor`.
     Undeliverable {
-        channel_id: Option<i64>,
+        channel_id: Option<ChannelId>,
         error: String,
     },
 }
@@ -121,10 +121,10 @@ fn alert_from_row(row: &sqlx::any::AnyRow) -> Result<Alert, StoreError> {
 /// What an alert reports: the organisation, the outbox event (None for a test alert), its
 /// type and campaign.
 struct AlertSource<'a> {
-    org_id: i64,
-    event_id: Option<i64>,
+    org_id: OrgId,
+    event_id: Option<NotificationId>,
     event_type: &'a str,
-    campaign_id: Option<i64>,
+    campaign_id: Option<CampaignId>,
 }
 
 /// Inserts one alert per recipient for `text` in `tx` (a recipient already alerted for
@@ -163,7 +163,7 @@ async fn insert_alerts(
 
 impl Store {
     /// The organisation's alert settings and recipients.
-    pub async fn alert_settings(&self, org_id: i64) -> Result<AlertSettings, StoreError> {
+    pub async fn alert_settings(&self, org_id: OrgId) -> Result<AlertSettings, StoreError> {
         let row = sqlx::query(
             "SELECT alert_channel_id, alert_fallback_channel_id, alert_in_doubt_threshold \
              FROM organisations WHERE id = $1",
@@ -171,12 +171,7 @@ impl Store {
         .bind(org_id)
         .fetch_optional(&self.read)
         .await?
-        .ok_or_else(|| {
-            StoreError::NotFound(format!(
-                "there is no organisation {}",
-                crate::ids::OrgId(org_id)
-            ))
-        })?;
+        .ok_or_else(|| StoreError::NotFound(format!("there is no organisation {}", org_id)))?;
         let recipients = sqlx::query_scalar(
             "SELECT address FROM alert_recipients WHERE org_id = $1 ORDER BY id",
         )
@@ -196,7 +191,7 @@ impl Store {
     /// 0 or more. Returns the settings as they are now.
     pub async fn set_alert_settings(
         &self,
-        org_id: i64,
+        org_id: OrgId,
         change: &AlertSettingsChange,
         now: i64,
     ) -> Result<AlertSettings, StoreError> {
@@ -216,7 +211,7 @@ impl Store {
                 if ours.is_none() {
                     return Err(StoreError::Invalid(format!(
                         "channel {} does not exist in this organisation; `herald channel list` shows its channels",
-                        ChannelId(channel)
+                        channel
                     )));
                 }
             }
@@ -279,7 +274,7 @@ impl Store {
         let mut made = 0;
         for row in &rows {
             let event = outbox_event_from_row(row)?;
-            let campaign_channel: Option<i64> = row.try_get("campaign_channel")?;
+            let campaign_channel: Option<ChannelId> = row.try_get("campaign_channel")?;
             let mut tx = self.begin().await?;
             let mine = sqlx::query(
                 "UPDATE outbox_events SET alert_pending = 0 WHERE id = $1 AND alert_pending = 1",
@@ -320,7 +315,7 @@ impl Store {
 
     /// A test alert to each of the organisation's recipients, sent like any other.
     /// Returns how many were queued (0: no recipients).
-    pub async fn create_test_alerts(&self, org_id: i64, now: i64) -> Result<u64, StoreError> {
+    pub async fn create_test_alerts(&self, org_id: OrgId, now: i64) -> Result<u64, StoreError> {
         let mut tx = self.begin().await?;
         let recipients: Vec<String> = sqlx::query_scalar(
             "SELECT address FROM alert_recipients WHERE org_id = $1 ORDER BY id",
@@ -387,10 +382,10 @@ impl Store {
     /// that still exist), and how many are configured.
     pub async fn alert_channels(
         &self,
-        org_id: i64,
+        org_id: OrgId,
     ) -> Result<(Vec<CandidateChannel>, usize), StoreError> {
         let settings = self.alert_settings(org_id).await?;
-        let configured: Vec<i64> = [settings.channel_id, settings.fallback_channel_id]
+        let configured: Vec<ChannelId> = [settings.channel_id, settings.fallback_channel_id]
             .into_iter()
             .flatten()
             .collect();
@@ -419,7 +414,7 @@ impl Store {
     /// (another instance took an expired lease back), and nothing is written.
     pub async fn record_alert_attempt(
         &self,
-        alert_id: i64,
+        alert_id: AlertId,
         owner: &str,
         outcome: &AlertOutcome,
         now: i64,
@@ -491,9 +486,9 @@ impl Store {
     /// only those of one status.
     pub async fn list_alerts(
         &self,
-        org_id: i64,
+        org_id: OrgId,
         status: Option<&str>,
-        before_id: Option<i64>,
+        before_id: Option<AlertId>,
         limit: i64,
     ) -> Result<Vec<Alert>, StoreError> {
         let rows = sqlx::query(sql_str(&format!(
@@ -502,7 +497,7 @@ impl Store {
         )))
         .bind(org_id)
         .bind(status.unwrap_or(""))
-        .bind(before_id.unwrap_or(i64::MAX))
+        .bind(before_id.map_or(i64::MAX, AlertId::get))
         .bind(limit)
         .fetch_all(&self.read)
         .await?;
@@ -513,7 +508,7 @@ impl Store {
     /// organisation, or of all (the installation-wide `herald doctor`).
     pub async fn undeliverable_alerts_since(
         &self,
-        org_id: Option<i64>,
+        org_id: Option<OrgId>,
         since: i64,
         limit: i64,
     ) -> Result<Vec<Alert>, StoreError> {
@@ -521,7 +516,7 @@ impl Store {
             "SELECT {ALERT_COLUMNS} FROM alerts WHERE status = 'undeliverable' \
              AND ($1 = 0 OR org_id = $1) AND settled_at >= $2 ORDER BY id DESC LIMIT $3"
         )))
-        .bind(org_id.unwrap_or(0))
+        .bind(org_id.map_or(0, OrgId::get))
         .bind(since)
         .bind(limit)
         .fetch_all(&self.read)
@@ -554,7 +549,7 @@ impl Store {
     /// no event, once the campaign is under half the threshold or no longer sending, so a
     /// count hovering at the threshold does not alert on every step. Returns the campaigns
     /// marked by this call.
-    pub async fn mark_in_doubt_campaigns(&self, now: i64) -> Result<Vec<i64>, StoreError> {
+    pub async fn mark_in_doubt_campaigns(&self, now: i64) -> Result<Vec<CampaignId>, StoreError> {
         let threshold = format!(
             "(SELECT COALESCE(o.alert_in_doubt_threshold, {DEFAULT_IN_DOUBT_THRESHOLD}) \
              FROM organisations o WHERE o.id = campaigns.org_id)"
@@ -565,7 +560,7 @@ impl Store {
         )))
         .execute(&self.write)
         .await?;
-        let candidates: Vec<i64> = sqlx::query_scalar(sql_str(&format!(
+        let candidates: Vec<CampaignId> = sqlx::query_scalar(sql_str(&format!(
             "SELECT id FROM campaigns WHERE status = 'sending' AND in_doubt_alerted_at IS NULL \
              AND in_doubt > 0 AND {threshold} > 0 AND in_doubt >= {threshold} ORDER BY id"
         )))
@@ -589,7 +584,7 @@ impl Store {
             };
             let data = serde_json::json!({
                 "campaign": {
-                    "id": CampaignId(id).to_string(),
+                    "id": id.to_string(),
                     "name": row.try_get::<String, _>("name")?,
                     "channel_id": ChannelId(row.try_get("channel_id")?).to_string(),
                     "status": "sending",

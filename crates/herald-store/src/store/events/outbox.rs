@@ -5,17 +5,17 @@
 
 use crate::domain::{CampaignStatus, MessageStatus};
 use crate::events::EventType;
-use crate::ids::{CampaignId, ChannelId, ContactId, ListId, MessageId};
+use crate::ids::{CampaignId, ChannelId, ContactId, ListId, MessageId, NotificationId, OrgId};
 use crate::store::{Dialect, Store, StoreError, Tx};
 use sqlx::{AssertSqlSafe, Row};
 
 /// One stored event, as deliveries read it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboxEvent {
-    pub id: i64,
-    pub org_id: i64,
+    pub id: NotificationId,
+    pub org_id: OrgId,
     pub event_type: EventType,
-    pub campaign_id: Option<i64>,
+    pub campaign_id: Option<CampaignId>,
     pub occurred_at: i64,
     /// The payload's `data` member.
     pub data: serde_json::Value,
@@ -42,9 +42,9 @@ impl OutboxEvent {
 /// type, so a campaign nobody listens to pays one indexed lookup and no row for them.
 pub(in crate::store) async fn emit(
     tx: &mut Tx,
-    org_id: i64,
+    org_id: OrgId,
     event_type: EventType,
-    campaign_id: Option<i64>,
+    campaign_id: Option<CampaignId>,
     occurred_at: i64,
     data: serde_json::Value,
 ) -> Result<(), StoreError> {
@@ -106,7 +106,7 @@ pub(in crate::store) fn campaign_change_types(
 
 /// One change of a campaign's status, as `insert_event` records it in the audit trail.
 pub(in crate::store) struct CampaignChange<'a> {
-    pub campaign_id: i64,
+    pub campaign_id: CampaignId,
     pub at: i64,
     pub actor: &'a str,
     pub from: Option<CampaignStatus>,
@@ -133,9 +133,9 @@ pub(in crate::store) async fn emit_campaign_change(
     .bind(change.campaign_id)
     .fetch_one(&mut **tx)
     .await?;
-    let org_id: i64 = row.try_get("org_id")?;
+    let org_id: OrgId = row.try_get("org_id")?;
     let mut campaign = serde_json::json!({
-        "id": CampaignId(change.campaign_id).to_string(),
+        "id": change.campaign_id.to_string(),
         "name": row.try_get::<String, _>("name")?,
         "channel_id": ChannelId(row.try_get("channel_id")?).to_string(),
         "list_id": ListId(row.try_get("list_id")?).to_string(),
@@ -179,7 +179,7 @@ pub struct OptSource<'a> {
     /// `keyword`, `link`, `provider_code`, `provider_opt_out`, `api`, `contact_update`.
     pub source: &'a str,
     /// The channel it came through, when one did.
-    pub channel_id: Option<i64>,
+    pub channel_id: Option<ChannelId>,
     /// The keyword (`STOP`) or the provider's code (`21610`), when there is one.
     pub detail: Option<&'a str>,
 }
@@ -191,7 +191,7 @@ impl<'a> OptSource<'a> {
         detail: None,
     };
 
-    pub fn new(source: &'a str, channel_id: Option<i64>, detail: Option<&'a str>) -> Self {
+    pub fn new(source: &'a str, channel_id: Option<ChannelId>, detail: Option<&'a str>) -> Self {
         OptSource {
             source,
             channel_id,
@@ -204,14 +204,14 @@ impl<'a> OptSource<'a> {
 /// the organisation's contact with that address when there is one.
 pub(in crate::store) async fn emit_contact_change(
     tx: &mut Tx,
-    org_id: i64,
+    org_id: OrgId,
     address: &str,
     unsubscribed: bool,
     via: &OptSource<'_>,
     reason: Option<&str>,
     at: i64,
 ) -> Result<(), StoreError> {
-    let contact: Option<i64> =
+    let contact: Option<ContactId> =
         sqlx::query_scalar("SELECT id FROM contacts WHERE org_id = $1 AND address = $2")
             .bind(org_id)
             .bind(address)
@@ -219,10 +219,10 @@ pub(in crate::store) async fn emit_contact_change(
             .await?;
     let mut data = serde_json::json!({
         "contact": {
-            "id": contact.map(|id| ContactId(id).to_string()),
+            "id": contact.map(|id| id.to_string()),
             "address": address,
         },
-        "channel_id": via.channel_id.map(|id| ChannelId(id).to_string()),
+        "channel_id": via.channel_id.map(|id| id.to_string()),
         "source": via.source,
     });
     if let Some(detail) = via.detail {
@@ -263,18 +263,18 @@ pub const INBOUND_BODY_MAX_CHARS: usize = 1_600;
 /// indexed probe per campaign of the channel), when there are.
 pub(in crate::store) async fn emit_inbound(
     tx: &mut Tx,
-    org_id: i64,
-    channel_id: i64,
+    org_id: OrgId,
+    channel_id: ChannelId,
     m: &InboundMessage,
     at: i64,
 ) -> Result<(), StoreError> {
-    let contact: Option<i64> =
+    let contact: Option<ContactId> =
         sqlx::query_scalar("SELECT id FROM contacts WHERE org_id = $1 AND address = $2")
             .bind(org_id)
             .bind(&m.from)
             .fetch_optional(&mut **tx)
             .await?;
-    let campaign: Option<i64> = sqlx::query_scalar(
+    let campaign: Option<CampaignId> = sqlx::query_scalar(
         "SELECT m.campaign_id FROM campaigns c JOIN messages m ON m.campaign_id = c.id AND m.address = $3 \
          WHERE c.org_id = $1 AND c.channel_id = $2 AND m.sent_at IS NOT NULL \
          ORDER BY m.sent_at DESC, m.id DESC LIMIT 1",
@@ -288,13 +288,13 @@ pub(in crate::store) async fn emit_inbound(
     let truncated = body.len() < m.body.len();
     let data = serde_json::json!({
         "message": {
-            "channel_id": ChannelId(channel_id).to_string(),
+            "channel_id": channel_id.to_string(),
             "from": m.from,
-            "contact_id": contact.map(|id| ContactId(id).to_string()),
+            "contact_id": contact.map(|id| id.to_string()),
             "body": body,
             "body_truncated": truncated,
             "provider_message_id": m.provider_message_id,
-            "campaign_id": campaign.map(|id| CampaignId(id).to_string()),
+            "campaign_id": campaign.map(|id| id.to_string()),
         }
     });
     emit(tx, org_id, EventType::MessageInbound, campaign, at, data).await
@@ -326,7 +326,7 @@ impl Store {
         &self,
         tx: &mut Tx,
         at: i64,
-        events: &[(i64, EventType)],
+        events: &[(MessageId, EventType)],
     ) -> Result<(), StoreError> {
         if events.is_empty() {
             return Ok(());
@@ -356,7 +356,7 @@ impl Store {
             .filter(|(_, t)| wanted.contains(t))
             .map(|(id, t)| {
                 serde_json::json!({
-                    "id": id,
+                    "id": id.get(),
                     "type": t.as_str(),
                     "pattern": format!("%\"{}\"%", t.as_str()),
                 })
@@ -406,8 +406,8 @@ impl Store {
     /// An organisation's events after `after_id`, oldest first, at most `limit`.
     pub async fn outbox_events_after(
         &self,
-        org_id: i64,
-        after_id: i64,
+        org_id: OrgId,
+        after_id: NotificationId,
         limit: i64,
     ) -> Result<Vec<OutboxEvent>, StoreError> {
         let rows = sqlx::query(

@@ -2,6 +2,7 @@
 //! retention), with the inbound messages they carried reported once each as
 //! `message.inbound`.
 
+use crate::ids::{ChannelId, OrgId};
 use crate::store::events::outbox;
 use crate::store::helpers::clean;
 use crate::store::{InboundMessage, Store, StoreError};
@@ -13,7 +14,7 @@ impl Store {
     /// many events it wrote.
     pub async fn record_webhook_with_inbound(
         &self,
-        channel_id: i64,
+        channel_id: ChannelId,
         kind: &str,
         outcome: &str,
         body: &str,
@@ -33,7 +34,7 @@ impl Store {
         .await?;
         let mut written = 0;
         if !inbound.is_empty() {
-            let org_id: i64 = sqlx::query_scalar("SELECT org_id FROM channels WHERE id = $1")
+            let org_id: OrgId = sqlx::query_scalar("SELECT org_id FROM channels WHERE id = $1")
                 .bind(channel_id)
                 .fetch_one(&mut *tx)
                 .await?;
@@ -64,14 +65,14 @@ impl Store {
     /// Keeps a provider webhook as it arrived.
     pub async fn record_webhook_event(
         &self,
-        channel_id: i64,
+        channel_id: ChannelId,
         kind: &str,
         verified: bool,
         outcome: &str,
         body: &str,
-    ) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar(
-            "INSERT INTO webhook_events (channel_id, kind, verified, outcome, body, received_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO webhook_events (channel_id, kind, verified, outcome, body, received_at) VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(channel_id)
         .bind(kind)
@@ -79,8 +80,9 @@ impl Store {
         .bind(outcome)
         .bind(body)
         .bind(crate::clock::now_ms())
-        .fetch_one(&self.write)
-        .await?)
+        .execute(&self.write)
+        .await?;
+        Ok(())
     }
 
     /// Deletes webhook records received before `before`, oldest first, `batch` rows per

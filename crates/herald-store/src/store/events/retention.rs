@@ -3,6 +3,8 @@
 //! reports about the outbox.
 
 use crate::events::EventType;
+use crate::ids::{NotificationId, OrgId, WebhookEndpointId};
+use crate::store::helpers::ids_json;
 use crate::store::{Store, StoreError, sql_str};
 
 impl Store {
@@ -18,7 +20,7 @@ impl Store {
         let mut deleted = 0;
         for _ in 0..max_batches {
             let mut tx = self.begin().await?;
-            let ids: Vec<i64> = sqlx::query_scalar(
+            let ids: Vec<NotificationId> = sqlx::query_scalar(
                 "SELECT e.id FROM outbox_events e WHERE e.occurred_at < $1 \
                  AND e.fanned_out_at IS NOT NULL AND (e.alert_pending IS NULL OR e.alert_pending = 0) \
                  AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d \
@@ -33,8 +35,7 @@ impl Store {
                 tx.rollback().await?;
                 break;
             }
-            let json =
-                serde_json::to_string(&ids).map_err(|e| StoreError::Invalid(e.to_string()))?;
+            let json = ids_json(ids.iter().copied());
             let list = self.dialect.json_ids("$1");
             // Children first: SQLite enforces no foreign keys unless asked.
             sqlx::query(sql_str(&format!(
@@ -73,17 +74,17 @@ impl Store {
     /// `secret` sealed under `key` with the endpoint's id (as endpoint secrets are at rest).
     pub async fn create_bench_webhook_endpoint(
         &self,
-        org_id: i64,
+        org_id: OrgId,
         url: &str,
         events: &[EventType],
         key: &crate::secrets::SecretKey,
         secret: &str,
-    ) -> Result<i64, StoreError> {
+    ) -> Result<WebhookEndpointId, StoreError> {
         let names: Vec<&str> = events.iter().map(|t| t.as_str()).collect();
         let names =
             serde_json::to_string(&names).map_err(|e| StoreError::Invalid(e.to_string()))?;
         let mut tx = self.begin().await?;
-        let id: i64 = sqlx::query_scalar(
+        let id: WebhookEndpointId = sqlx::query_scalar(
             "INSERT INTO webhook_endpoints (org_id, url, description, events, secret, created_at) \
              VALUES ($1, $2, 'herald bench', $3, '', $4) RETURNING id",
         )

@@ -7,6 +7,8 @@
 
 use super::outbox::{emit, outbox_event_from_row};
 use crate::events::EventType;
+use crate::ids::{CampaignId, DeliveryId, NotificationId, OrgId, WebhookEndpointId};
+use crate::store::helpers::ids_json;
 use crate::store::{OutboxEvent, Store, StoreError, Tx, sql_str};
 use sqlx::Row;
 use std::collections::{BTreeMap, BTreeSet};
@@ -40,17 +42,17 @@ struct Claim<'a> {
 #[derive(Clone, Copy)]
 enum Scope<'a> {
     /// Every endpoint but these (the claiming instance is still sending to them).
-    Except(&'a [i64]),
+    Except(&'a [WebhookEndpointId]),
     /// This endpoint only, after this sequence number (a task going on with its
     /// endpoint: read along the endpoint's sequence index, not the whole due set).
-    Only(i64, i64),
+    Only(WebhookEndpointId, i64),
 }
 
 /// The next batch a task that delivered its batch claims of its endpoint, in the
 /// transaction that records the batch.
 #[derive(Debug, Clone, Copy)]
 pub struct NextClaim {
-    pub endpoint_id: i64,
+    pub endpoint_id: WebhookEndpointId,
     pub now: i64,
     pub lease_until: i64,
     pub limit: i64,
@@ -64,9 +66,9 @@ pub struct NextClaim {
 /// A claimed delivery with what sending it needs.
 #[derive(Debug, Clone)]
 pub struct DeliveryJob {
-    pub id: i64,
-    pub org_id: i64,
-    pub endpoint_id: i64,
+    pub id: DeliveryId,
+    pub org_id: OrgId,
+    pub endpoint_id: WebhookEndpointId,
     pub seq: i64,
     /// Attempts made before this one.
     pub attempts: i64,
@@ -94,9 +96,9 @@ pub enum Verdict {
 /// One attempt of a claimed delivery, as the worker observed it.
 #[derive(Debug, Clone)]
 pub struct AttemptRecord {
-    pub delivery_id: i64,
-    pub org_id: i64,
-    pub endpoint_id: i64,
+    pub delivery_id: DeliveryId,
+    pub org_id: OrgId,
+    pub endpoint_id: WebhookEndpointId,
     pub at: i64,
     pub status_code: Option<i64>,
     pub latency_ms: i64,
@@ -114,7 +116,7 @@ pub struct Recorded {
     /// Outcomes not written because another instance had taken the claim back.
     pub lost: u64,
     /// Endpoints disabled by these attempts: (endpoint id, reason).
-    pub disabled: Vec<(i64, String)>,
+    pub disabled: Vec<(WebhookEndpointId, String)>,
 }
 
 fn job_from_row(row: &sqlx::any::AnyRow) -> Result<DeliveryJob, StoreError> {
@@ -167,17 +169,16 @@ impl Store {
         let mut orgs = BTreeSet::new();
         let mut parsed = Vec::with_capacity(events.len());
         for row in &events {
-            let id: i64 = row.try_get("id")?;
-            let org_id: i64 = row.try_get("org_id")?;
+            let id: NotificationId = row.try_get("id")?;
+            let org_id: OrgId = row.try_get("org_id")?;
             let type_name: String = row.try_get("type")?;
-            let campaign_id: Option<i64> = row.try_get("campaign_id")?;
+            let campaign_id: Option<CampaignId> = row.try_get("campaign_id")?;
             orgs.insert(org_id);
             // An unknown type (written by a newer version) goes to nobody.
             let event_type = type_name.parse::<EventType>().ok();
             parsed.push((id, org_id, event_type, campaign_id));
         }
-        let org_list = serde_json::to_string(&orgs.iter().collect::<Vec<_>>())
-            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let org_list = ids_json(orgs.iter().copied());
         let endpoints = sqlx::query(sql_str(&format!(
             "SELECT id, org_id, events, next_seq FROM webhook_endpoints \
              WHERE disabled_at IS NULL AND org_id IN {} ORDER BY id{}",
@@ -188,11 +189,12 @@ impl Store {
         .fetch_all(&mut *tx)
         .await?;
         // org -> [(endpoint id, subscribed types)], and each endpoint's next seq.
-        let mut by_org: BTreeMap<i64, Vec<(i64, BTreeSet<EventType>)>> = BTreeMap::new();
-        let mut next_seq: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
+        let mut by_org: BTreeMap<OrgId, Vec<(WebhookEndpointId, BTreeSet<EventType>)>> =
+            BTreeMap::new();
+        let mut next_seq: BTreeMap<WebhookEndpointId, (i64, i64)> = BTreeMap::new();
         for row in &endpoints {
-            let id: i64 = row.try_get("id")?;
-            let org_id: i64 = row.try_get("org_id")?;
+            let id: WebhookEndpointId = row.try_get("id")?;
+            let org_id: OrgId = row.try_get("org_id")?;
             let events: String = row.try_get("events")?;
             let seq: i64 = row.try_get("next_seq")?;
             let names: Vec<String> = serde_json::from_str(&events)
@@ -217,8 +219,8 @@ impl Store {
                     continue;
                 };
                 rows.push(serde_json::json!({
-                    "org_id": org_id, "endpoint_id": endpoint_id, "event_id": event_id,
-                    "seq": *seq, "campaign_id": campaign_id,
+                    "org_id": org_id.get(), "endpoint_id": endpoint_id.get(), "event_id": event_id.get(),
+                    "seq": *seq, "campaign_id": campaign_id.map(CampaignId::get),
                 }));
                 *seq += 1;
             }
@@ -266,13 +268,11 @@ impl Store {
                 tx.rollback().await?;
                 return Err(StoreError::Conflict(format!(
                     "webhook endpoint {} changed its sequence during fan-out; will retry",
-                    crate::ids::WebhookEndpointId(*endpoint_id)
+                    *endpoint_id
                 )));
             }
         }
-        let ids: Vec<i64> = parsed.iter().map(|p| p.0).collect();
-        let ids_json =
-            serde_json::to_string(&ids).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let ids_json = ids_json(parsed.iter().map(|p| p.0));
         let marked = sqlx::query(sql_str(&format!(
             "UPDATE outbox_events SET fanned_out_at = $1 \
              WHERE fanned_out_at IS NULL AND id IN {}",
@@ -283,7 +283,7 @@ impl Store {
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        if marked != ids.len() as u64 {
+        if marked != parsed.len() as u64 {
             tx.rollback().await?;
             return Err(StoreError::Conflict(
                 "outbox events were fanned out by another instance; will retry".into(),
@@ -313,7 +313,7 @@ impl Store {
         lease_until: i64,
         limit: i64,
         per_endpoint: i64,
-        busy: &[i64],
+        busy: &[WebhookEndpointId],
         hold_ms: i64,
     ) -> Result<Vec<DeliveryJob>, StoreError> {
         // A read first: with nothing due, no write transaction.
@@ -360,14 +360,14 @@ impl Store {
         let (filter, filter_param) = match scope {
             Scope::Except(busy) => (
                 format!("w.id NOT IN {}", self.dialect.json_ids("$1")),
-                serde_json::to_string(busy).map_err(|e| StoreError::Invalid(e.to_string()))?,
+                ids_json(busy.iter().copied()),
             ),
             Scope::Only(id, _) => (
                 format!("w.id IN {}", self.dialect.json_ids("$1")),
-                format!("[{id}]"),
+                format!("[{}]", id.get()),
             ),
         };
-        let eligible: Vec<i64> = sqlx::query_scalar(sql_str(&format!(
+        let eligible: Vec<WebhookEndpointId> = sqlx::query_scalar(sql_str(&format!(
             "SELECT w.id FROM webhook_endpoints w WHERE w.disabled_at IS NULL AND {filter} \
              AND NOT EXISTS (SELECT 1 FROM webhook_deliveries b WHERE b.endpoint_id = w.id \
                AND b.status = 'pending' AND b.lease_until >= $2) \
@@ -409,9 +409,7 @@ impl Store {
         .bind(c.lease_until)
         .bind(c.now);
         let query = match scope {
-            Scope::Except(_) => query.bind(
-                serde_json::to_string(&eligible).map_err(|e| StoreError::Invalid(e.to_string()))?,
-            ),
+            Scope::Except(_) => query.bind(ids_json(eligible.iter().copied())),
             Scope::Only(id, _) => query.bind(id),
         };
         let query = query.bind(c.limit).bind(c.per_endpoint);
@@ -419,12 +417,11 @@ impl Store {
             Scope::Except(_) => query,
             Scope::Only(_, after_seq) => query.bind(after_seq),
         };
-        let claimed: Vec<i64> = query.fetch_all(&mut **tx).await?;
+        let claimed: Vec<DeliveryId> = query.fetch_all(&mut **tx).await?;
         if claimed.is_empty() {
             return Ok(Vec::new());
         }
-        let ids =
-            serde_json::to_string(&claimed).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let ids = ids_json(claimed.iter().copied());
         let rows = sqlx::query(sql_str(&format!(
             "SELECT d.id AS delivery_id, d.org_id, d.endpoint_id, d.seq, d.attempts, \
              w.url, w.secret, w.previous_secret, w.previous_until, \
@@ -450,7 +447,7 @@ impl Store {
         &self,
         owner: &str,
         attempts: &[AttemptRecord],
-        release: &[i64],
+        release: &[DeliveryId],
         next: Option<NextClaim>,
     ) -> Result<(Recorded, Vec<DeliveryJob>), StoreError> {
         let mut tx = self.begin().await?;
@@ -484,7 +481,7 @@ impl Store {
         &self,
         owner: &str,
         attempts: &[AttemptRecord],
-        release: &[i64],
+        release: &[DeliveryId],
     ) -> Result<Recorded, StoreError> {
         let mut tx = self.begin().await?;
         let recorded = self.record_in(&mut tx, owner, attempts, release).await?;
@@ -497,7 +494,7 @@ impl Store {
         tx: &mut Tx,
         owner: &str,
         attempts: &[AttemptRecord],
-        release: &[i64],
+        release: &[DeliveryId],
     ) -> Result<Recorded, StoreError> {
         let mut recorded = Recorded::default();
         if !attempts.is_empty() {
@@ -505,8 +502,8 @@ impl Store {
                 .iter()
                 .map(|a| {
                     serde_json::json!({
-                        "delivery_id": a.delivery_id, "org_id": a.org_id,
-                        "endpoint_id": a.endpoint_id, "at": a.at, "status_code": a.status_code,
+                        "delivery_id": a.delivery_id.get(), "org_id": a.org_id.get(),
+                        "endpoint_id": a.endpoint_id.get(), "at": a.at, "status_code": a.status_code,
                         "latency_ms": a.latency_ms, "response_excerpt": a.response_excerpt,
                         "error": a.error,
                     })
@@ -547,7 +544,7 @@ impl Store {
             let rows: Vec<serde_json::Value> = chunk
                 .iter()
                 .map(
-                    |a| serde_json::json!({"id": a.delivery_id, "at": a.at, "code": a.status_code}),
+                    |a| serde_json::json!({"id": a.delivery_id.get(), "at": a.at, "code": a.status_code}),
                 )
                 .collect();
             // UPDATE … FROM: the batch is read once, not once per row (a correlated
@@ -570,7 +567,8 @@ impl Store {
             recorded.written += n;
             recorded.lost += chunk.len() as u64 - n;
         }
-        let succeeded: BTreeSet<i64> = delivered.iter().map(|a| a.endpoint_id).collect();
+        let succeeded: BTreeSet<WebhookEndpointId> =
+            delivered.iter().map(|a| a.endpoint_id).collect();
         for endpoint_id in &succeeded {
             sqlx::query(
                 "UPDATE webhook_endpoints SET failing_since = NULL \
@@ -637,8 +635,7 @@ impl Store {
             }
         }
         if !release.is_empty() {
-            let ids =
-                serde_json::to_string(release).map_err(|e| StoreError::Invalid(e.to_string()))?;
+            let ids = ids_json(release.iter().copied());
             sqlx::query(sql_str(&format!(
                 "UPDATE webhook_deliveries SET owner = NULL, lease_until = NULL \
                  WHERE owner = $1 AND status = 'pending' AND id IN {}",
@@ -687,8 +684,8 @@ impl Store {
 /// `webhook.endpoint_disabled` event, in `tx`. False when it was already disabled.
 async fn disable_endpoint(
     tx: &mut Tx,
-    org_id: i64,
-    endpoint_id: i64,
+    org_id: OrgId,
+    endpoint_id: WebhookEndpointId,
     reason: &str,
     now: i64,
 ) -> Result<bool, StoreError> {
@@ -721,7 +718,7 @@ async fn disable_endpoint(
         None,
         now,
         serde_json::json!({
-            "endpoint_id": crate::ids::WebhookEndpointId(endpoint_id).to_string(),
+            "endpoint_id": endpoint_id.to_string(),
             "url": url,
             "reason": reason,
         }),

@@ -10,7 +10,7 @@
 
 use super::outbox;
 use crate::events::EventType;
-use crate::ids::{NotificationId, WebhookEndpointId};
+use crate::ids::{DeliveryId, NotificationId, OrgId, WebhookEndpointId};
 use crate::secrets::{SecretError, SecretKey};
 use crate::store::{Store, StoreError, sql_str};
 use sqlx::Row;
@@ -32,7 +32,7 @@ const SEALED_FIELD: &str = "webhook_secret";
 /// Seals an endpoint's signing secret (`whsec_…`) for endpoint `endpoint_id`.
 pub fn seal_signing_secret(
     key: &SecretKey,
-    endpoint_id: i64,
+    endpoint_id: WebhookEndpointId,
     secret: &str,
 ) -> Result<String, SecretError> {
     crate::secrets::seal(
@@ -46,7 +46,7 @@ pub fn seal_signing_secret(
 /// worker signs with.
 pub fn open_signing_secret(
     key: &SecretKey,
-    endpoint_id: i64,
+    endpoint_id: WebhookEndpointId,
     sealed: &str,
 ) -> Result<String, SecretError> {
     let value = crate::secrets::open(key, endpoint_id, sealed)?;
@@ -61,8 +61,8 @@ pub fn open_signing_secret(
 /// delivery worker and the tests that check them).
 #[derive(Debug, Clone, PartialEq)]
 pub struct WebhookEndpoint {
-    pub id: i64,
-    pub org_id: i64,
+    pub id: WebhookEndpointId,
+    pub org_id: OrgId,
     pub url: String,
     pub description: String,
     pub events: Vec<EventType>,
@@ -109,8 +109,8 @@ pub struct AttemptRecord {
 /// One event for one endpoint, with its newest attempts (newest first).
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeliveryRecord {
-    pub id: i64,
-    pub event_id: i64,
+    pub id: DeliveryId,
+    pub event_id: NotificationId,
     pub event_type: String,
     pub seq: i64,
     pub status: String,
@@ -140,22 +140,19 @@ pub struct ReplayOutcome {
 /// The test event made for an endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TestEvent {
-    pub event_id: i64,
-    pub delivery_id: i64,
+    pub event_id: NotificationId,
+    pub delivery_id: DeliveryId,
     pub seq: i64,
 }
 
-fn not_found(id: i64) -> StoreError {
-    StoreError::NotFound(format!(
-        "there is no webhook endpoint {}",
-        WebhookEndpointId(id)
-    ))
+fn not_found(id: WebhookEndpointId) -> StoreError {
+    StoreError::NotFound(format!("there is no webhook endpoint {}", id))
 }
 
-fn disabled(id: i64) -> StoreError {
+fn disabled(id: WebhookEndpointId) -> StoreError {
     StoreError::Conflict(format!(
         "webhook endpoint {} is disabled: enable it first (PATCH with \"enabled\": true, or the dashboard's Enable button)",
-        WebhookEndpointId(id)
+        id
     ))
 }
 
@@ -188,7 +185,7 @@ impl Store {
     /// under `key`, bound to the new id, in the same transaction).
     pub async fn create_webhook_endpoint(
         &self,
-        org_id: i64,
+        org_id: OrgId,
         url: &str,
         description: &str,
         events: &[EventType],
@@ -197,7 +194,7 @@ impl Store {
     ) -> Result<WebhookEndpoint, StoreError> {
         let now = crate::clock::now_ms();
         let mut tx = self.begin().await?;
-        let id: i64 = sqlx::query_scalar(
+        let id: WebhookEndpointId = sqlx::query_scalar(
             "INSERT INTO webhook_endpoints (org_id, url, description, events, secret, created_at) \
              VALUES ($1, $2, $3, $4, '', $5) RETURNING id",
         )
@@ -223,8 +220,8 @@ impl Store {
     /// One endpoint of the organisation.
     pub async fn webhook_endpoint(
         &self,
-        org_id: i64,
-        id: i64,
+        org_id: OrgId,
+        id: WebhookEndpointId,
     ) -> Result<WebhookEndpoint, StoreError> {
         let sql = format!(
             "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE org_id = $1 AND id = $2"
@@ -241,8 +238,8 @@ impl Store {
     /// Endpoints of the organisation with ids above `after`, in id order, at most `limit`.
     pub async fn webhook_endpoints_page(
         &self,
-        org_id: i64,
-        after: i64,
+        org_id: OrgId,
+        after: WebhookEndpointId,
         limit: i64,
     ) -> Result<Vec<WebhookEndpoint>, StoreError> {
         let sql = format!(
@@ -261,8 +258,8 @@ impl Store {
     /// Changes an endpoint of the organisation; the fields not given stay.
     pub async fn update_webhook_endpoint(
         &self,
-        org_id: i64,
-        id: i64,
+        org_id: OrgId,
+        id: WebhookEndpointId,
         change: &EndpointChange,
     ) -> Result<WebhookEndpoint, StoreError> {
         let now = crate::clock::now_ms();
@@ -314,8 +311,8 @@ impl Store {
     /// sent) and their attempts, and says how many deliveries went with it.
     pub async fn delete_webhook_endpoint(
         &self,
-        org_id: i64,
-        id: i64,
+        org_id: OrgId,
+        id: WebhookEndpointId,
     ) -> Result<EndpointDeletion, StoreError> {
         let mut tx = self.begin().await?;
         let sql = format!(
@@ -363,8 +360,8 @@ impl Store {
     /// from an earlier rotation is dropped.
     pub async fn rotate_webhook_secret(
         &self,
-        org_id: i64,
-        id: i64,
+        org_id: OrgId,
+        id: WebhookEndpointId,
         key: &SecretKey,
         new_secret: &str,
         now: i64,
@@ -393,10 +390,10 @@ impl Store {
     /// most `limit`, optionally only those in `status`; each with its newest attempts.
     pub async fn webhook_deliveries_page(
         &self,
-        org_id: i64,
-        endpoint_id: i64,
+        org_id: OrgId,
+        endpoint_id: WebhookEndpointId,
         status: Option<&str>,
-        before: Option<i64>,
+        before: Option<DeliveryId>,
         limit: i64,
     ) -> Result<Vec<DeliveryRecord>, StoreError> {
         // The endpoint must be the organisation's: an unknown one is "not found", not empty.
@@ -410,7 +407,7 @@ impl Store {
         )
         .bind(org_id)
         .bind(endpoint_id)
-        .bind(before.unwrap_or(i64::MAX))
+        .bind(before.map_or(i64::MAX, DeliveryId::get))
         .bind(status.unwrap_or(""))
         .bind(limit)
         .fetch_all(&self.read)
@@ -456,7 +453,7 @@ impl Store {
         }
         let attempts = query.fetch_all(&self.read).await?;
         for a in &attempts {
-            let delivery_id: i64 = a.try_get("delivery_id")?;
+            let delivery_id: DeliveryId = a.try_get("delivery_id")?;
             if let Some(d) = deliveries.iter_mut().find(|d| d.id == delivery_id) {
                 d.attempt_log.push(AttemptRecord {
                     at: a.try_get("at")?,
@@ -475,8 +472,8 @@ impl Store {
     async fn enabled_endpoint_locked(
         &self,
         tx: &mut crate::store::Tx,
-        org_id: i64,
-        id: i64,
+        org_id: OrgId,
+        id: WebhookEndpointId,
     ) -> Result<WebhookEndpoint, StoreError> {
         let sql = format!(
             "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE org_id = $1 AND id = $2{}",
@@ -500,9 +497,9 @@ impl Store {
     /// as it is. The event must have been given to this endpoint.
     pub async fn replay_webhook_event(
         &self,
-        org_id: i64,
-        endpoint_id: i64,
-        event_id: i64,
+        org_id: OrgId,
+        endpoint_id: WebhookEndpointId,
+        event_id: NotificationId,
         now: i64,
     ) -> Result<ReplayOutcome, StoreError> {
         let mut tx = self.begin().await?;
@@ -519,8 +516,7 @@ impl Store {
         let Some(_) = status else {
             return Err(StoreError::NotFound(format!(
                 "event {} was never given to webhook endpoint {}: only events the endpoint was sent (see its deliveries) can be replayed",
-                NotificationId(event_id),
-                WebhookEndpointId(endpoint_id)
+                event_id, endpoint_id
             )));
         };
         let done = sqlx::query(
@@ -548,8 +544,8 @@ impl Store {
     /// some are left).
     pub async fn replay_failed_webhook_deliveries(
         &self,
-        org_id: i64,
-        endpoint_id: i64,
+        org_id: OrgId,
+        endpoint_id: WebhookEndpointId,
         since: i64,
         now: i64,
     ) -> Result<ReplayOutcome, StoreError> {
@@ -594,8 +590,8 @@ impl Store {
     /// no other endpoint ever gets it.
     pub async fn send_webhook_test_event(
         &self,
-        org_id: i64,
-        endpoint_id: i64,
+        org_id: OrgId,
+        endpoint_id: WebhookEndpointId,
         actor: &str,
         now: i64,
     ) -> Result<TestEvent, StoreError> {
@@ -604,7 +600,7 @@ impl Store {
             .enabled_endpoint_locked(&mut tx, org_id, endpoint_id)
             .await?;
         let data = serde_json::json!({
-            "endpoint_id": WebhookEndpointId(endpoint_id).to_string(),
+            "endpoint_id": endpoint_id.to_string(),
             "requested_by": actor,
             "message": "A test event from Herald, sent on request to this endpoint only.",
         });
@@ -612,7 +608,7 @@ impl Store {
         outbox::emit(&mut tx, org_id, EventType::WebhookTest, None, now, data).await?;
         // The endpoint's row is locked, so no other test event of this endpoint (the same
         // data) can be written before this transaction ends: the newest with this data is it.
-        let event_id: i64 = sqlx::query_scalar(
+        let event_id: NotificationId = sqlx::query_scalar(
             "SELECT max(id) FROM outbox_events WHERE org_id = $1 AND type = $2 AND data = $3",
         )
         .bind(org_id)
@@ -642,10 +638,10 @@ impl Store {
         if taken.rows_affected() != 1 {
             return Err(StoreError::Conflict(format!(
                 "webhook endpoint {} changed while the test event was written: try again",
-                WebhookEndpointId(endpoint_id)
+                endpoint_id
             )));
         }
-        let delivery_id: i64 = sqlx::query_scalar(
+        let delivery_id: DeliveryId = sqlx::query_scalar(
             "INSERT INTO webhook_deliveries (org_id, endpoint_id, event_id, seq, campaign_id, \
              status, attempts, next_attempt_at, created_at) \
              VALUES ($1, $2, $3, $4, NULL, 'pending', 0, $5, $5) RETURNING id",

@@ -3,6 +3,7 @@
 //! (resend or fail).
 
 use crate::domain::{CampaignStatus, Counts, MessageStatus};
+use crate::ids::{CampaignId, ChannelId, MessageId};
 use crate::store::helpers::{clean, ids_json};
 use crate::store::{InDoubtCandidate, InDoubtReport, Store, StoreError, directory};
 use sqlx::{AssertSqlSafe, Row};
@@ -17,7 +18,7 @@ impl Store {
         now: i64,
         stale_before: i64,
         dead_owners: &[String],
-    ) -> Result<Vec<(i64, i64)>, StoreError> {
+    ) -> Result<Vec<(CampaignId, i64)>, StoreError> {
         let dead = serde_json::Value::from(dead_owners.to_vec()).to_string();
         let dead_sql = self.dialect.json_texts("$3");
         let orphan = format!(
@@ -40,8 +41,8 @@ impl Store {
         let mut ids = Vec::new();
         let mut campaigns = BTreeSet::new();
         for r in &rows {
-            ids.push(r.try_get::<i64, _>("id")?);
-            campaigns.insert(r.try_get::<i64, _>("campaign_id")?);
+            ids.push(r.try_get::<MessageId, _>("id")?);
+            campaigns.insert(r.try_get::<CampaignId, _>("campaign_id")?);
         }
         self.lock_campaigns(&mut tx, &campaigns).await?;
         let update = format!(
@@ -57,7 +58,7 @@ impl Store {
             .bind(ids_json(ids))
             .fetch_all(&mut *tx)
             .await?;
-        let mut per_campaign: BTreeMap<i64, i64> = BTreeMap::new();
+        let mut per_campaign: BTreeMap<CampaignId, i64> = BTreeMap::new();
         for r in &moved {
             *per_campaign.entry(r.try_get("campaign_id")?).or_default() += 1;
         }
@@ -77,7 +78,7 @@ impl Store {
         &self,
         owner: &str,
         claimed_before: i64,
-    ) -> Result<Vec<(i64, i64)>, StoreError> {
+    ) -> Result<Vec<(MessageId, CampaignId)>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, campaign_id FROM messages WHERE status = 'in_flight' AND owner = $1 AND updated_at < $2",
         )
@@ -137,8 +138,8 @@ impl Store {
     /// in-doubt check has the last word.
     pub async fn keep_proof(
         &self,
-        channel_id: i64,
-        message_id: i64,
+        channel_id: ChannelId,
+        message_id: MessageId,
         provider_id: &str,
         now: i64,
     ) -> Result<bool, StoreError> {
@@ -157,7 +158,7 @@ impl Store {
     }
 
     /// The provider id a kept proof gives for a message, if any.
-    pub async fn proof_for(&self, message_id: i64) -> Result<Option<String>, StoreError> {
+    pub async fn proof_for(&self, message_id: MessageId) -> Result<Option<String>, StoreError> {
         Ok(self.proofs_for(&[message_id]).await?.remove(&message_id))
     }
 
@@ -165,8 +166,8 @@ impl Store {
     /// message id; messages without one are absent.
     pub async fn proofs_for(
         &self,
-        message_ids: &[i64],
-    ) -> Result<std::collections::HashMap<i64, String>, StoreError> {
+        message_ids: &[MessageId],
+    ) -> Result<std::collections::HashMap<MessageId, String>, StoreError> {
         let mut proofs = std::collections::HashMap::new();
         if message_ids.is_empty() {
             return Ok(proofs);
@@ -180,7 +181,7 @@ impl Store {
             .fetch_all(&self.read)
             .await?;
         for r in rows {
-            let message_id: i64 = r.try_get("message_id")?;
+            let message_id: MessageId = r.try_get("message_id")?;
             let provider_id: String = r.try_get("provider_id")?;
             // Ordered by id: the first proof of each message wins.
             proofs.entry(message_id).or_insert(provider_id);
@@ -197,10 +198,10 @@ impl Store {
     pub async fn take_in_doubt_for_lookup(
         &self,
         asker: &str,
-        ids: &[i64],
+        ids: &[MessageId],
         due_by: i64,
         until: i64,
-    ) -> Result<Vec<i64>, StoreError> {
+    ) -> Result<Vec<MessageId>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -248,7 +249,7 @@ impl Store {
     }
 
     /// Postpones the in-doubt decision for these messages until `until`.
-    pub async fn defer_in_doubt(&self, ids: &[i64], until: i64) -> Result<(), StoreError> {
+    pub async fn defer_in_doubt(&self, ids: &[MessageId], until: i64) -> Result<(), StoreError> {
         if ids.is_empty() {
             return Ok(());
         }
@@ -272,13 +273,13 @@ impl Store {
     /// match at the provider resends rather than risk calling an unsent message sent).
     pub async fn resolve_in_doubt_sent(
         &self,
-        channel_id: i64,
-        message_id: i64,
+        channel_id: ChannelId,
+        message_id: MessageId,
         provider_id: &str,
         now: i64,
     ) -> Result<bool, StoreError> {
         let mut tx = self.begin().await?;
-        let campaign: Option<i64> = sqlx::query_scalar(
+        let campaign: Option<CampaignId> = sqlx::query_scalar(
             "SELECT m.campaign_id FROM messages m JOIN campaigns c ON c.id = m.campaign_id \
              WHERE m.id = $1 AND m.status = 'in_doubt' AND c.channel_id = $2 \
              AND NOT EXISTS (SELECT 1 FROM messages o JOIN campaigns oc ON oc.id = o.campaign_id \
@@ -370,7 +371,7 @@ impl Store {
             return Ok(report);
         }
         // Keyed by campaign and whether the message has used all its attempts.
-        let mut by_campaign: BTreeMap<(i64, bool), Vec<i64>> = BTreeMap::new();
+        let mut by_campaign: BTreeMap<(CampaignId, bool), Vec<MessageId>> = BTreeMap::new();
         for r in &rows {
             let attempts: i64 = r.try_get("attempts")?;
             by_campaign
@@ -408,7 +409,7 @@ impl Store {
                  WHERE id IN {} AND status = 'in_doubt' RETURNING id",
                 self.dialect.json_ids("$4")
             );
-            let moved: Vec<i64> = sqlx::query_scalar(AssertSqlSafe(sql))
+            let moved: Vec<MessageId> = sqlx::query_scalar(AssertSqlSafe(sql))
                 .bind(to.as_str())
                 .bind(error)
                 .bind(now)

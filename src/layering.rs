@@ -323,6 +323,89 @@ mod tests {
         );
     }
 
+    /// An id is a typed id (`CampaignId`, `ChannelId`, … in crates/herald-core/src/ids.rs)
+    /// everywhere in the shipped code: a field, parameter or binding named `id`, `*_id` or
+    /// `*_ids` of a bare integer type is how a campaign id once reached a function that
+    /// wanted a channel id. Only the id machinery itself holds the row number.
+    #[test]
+    fn ids_are_typed_outside_the_id_machinery() {
+        // (file, why it may hold a bare row number).
+        const ALLOWED: &[(&str, &str)] = &[
+            (
+                "crates/herald-core/src/ids.rs",
+                "the typed ids themselves: formatting, parsing and `from_row`",
+            ),
+            (
+                "crates/herald-api/src/api/mod.rs",
+                "`encode_id`, the canonical text of a row number for any prefix",
+            ),
+        ];
+        const BARE: [&str; 6] = [
+            ": i64",
+            ": &i64",
+            ": Option<i64>",
+            ": Vec<i64>",
+            ": &[i64]",
+            ": Option<Option<i64>>",
+        ];
+        let mut wrong = Vec::new();
+        let mut names_seen = 0;
+        for (_, src) in crate_sources() {
+            let mut files = Vec::new();
+            rust_files(&src, &mut files);
+            for file in files {
+                let rel = file
+                    .strip_prefix(workspace())
+                    .unwrap_or(&file)
+                    .to_string_lossy()
+                    .replace('\\', "/");
+                if ALLOWED.iter().any(|(f, _)| *f == rel) {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&file).unwrap_or_default();
+                let code = text.split("#[cfg(test)]").next().unwrap_or("");
+                for (n, line) in code.lines().enumerate() {
+                    let line = line.trim();
+                    if line.starts_with("//") {
+                        continue;
+                    }
+                    for bare in BARE {
+                        for (at, _) in line.match_indices(bare) {
+                            // Only a type annotation ends the name: `x: i64,`, `x: i64)`,
+                            // `x: i64 =`, not `x: i64x` or a longer type.
+                            let after = line[at + bare.len()..].chars().next();
+                            if after.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+                                continue;
+                            }
+                            let name: String = line[..at]
+                                .chars()
+                                .rev()
+                                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                                .collect::<Vec<_>>()
+                                .into_iter()
+                                .rev()
+                                .collect();
+                            if name == "id" || name.ends_with("_id") || name.ends_with("_ids") {
+                                wrong.push(format!("{rel}:{}: {line}", n + 1));
+                            } else if !name.is_empty() {
+                                names_seen += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(
+            wrong.is_empty(),
+            "an id held as a bare integer: use its typed id from crates/herald-core/src/\
+             ids.rs (bound to SQL as the row number, printed as `cmp_2`), and `.get()` only \
+             where a wire format wants the number:\n{}",
+            wrong.join("\n")
+        );
+        // The scan read code: counts, times and limits are bare integers by the hundred.
+        assert!(names_seen > 100, "the scan saw {names_seen} bare integers");
+    }
+
     #[test]
     fn the_checker_sees_a_known_use() {
         // If the scan stopped reading files, the two tests above would pass on nothing.

@@ -142,7 +142,7 @@ pub fn csv_row(data: &[u8]) {
             continue;
         };
         for contact in &contacts {
-            let reparsed = Address::parse(&contact.address).map(|a| a.as_str().to_owned());
+            let reparsed = Address::parse(contact.address.as_str()).map(|a| a.as_str().to_owned());
             assert_eq!(
                 reparsed.as_deref(),
                 Ok(contact.address.as_str()),

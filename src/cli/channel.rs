@@ -314,7 +314,7 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &ChannelCommand) -> Cl
                     // A test message belongs to no campaign: no message, no campaign.
                     message_id: MessageId(0),
                     campaign_id: CampaignId(0),
-                    address: address.as_str().to_string(),
+                    address: address.clone(),
                     body: body.clone(),
                     attempt: 1,
                     unsubscribe_url: None,

@@ -862,7 +862,7 @@ async fn failures_read_as_reasons_and_suppressed_contacts_show_as_suppressed() {
     app.store
         .suppress(
             app.org,
-            &m[1].address,
+            m[1].address.as_str(),
             "replied STOP",
             &herald::store::OptSource::API,
         )
@@ -875,11 +875,11 @@ async fn failures_read_as_reasons_and_suppressed_contacts_show_as_suppressed() {
         let end = page.body[at..].find("</tr>").unwrap();
         page.body[at..at + end].to_string()
     };
-    let stopped = row(&m[1].address);
+    let stopped = row(m[1].address.as_str());
     assert!(stopped.contains(">Suppressed</span>"), "{stopped}");
     assert!(stopped.contains("replied STOP"), "{stopped}");
     assert!(!stopped.contains("Subscribed"), "{stopped}");
-    assert!(row(&m[0].address).contains(">Subscribed</span>"));
+    assert!(row(m[0].address.as_str()).contains(">Subscribed</span>"));
 }
 
 /// The channels page shows a Twilio channel's webhook URLs, to paste into Twilio's console;

@@ -4,6 +4,7 @@
 
 use crate::both_stores;
 use crate::support::{FakeTwilio, assert_counters_match, new_campaign, sandbox_channel, seed_list};
+use herald::address::Address;
 use herald::config::Settings;
 use herald::domain::{CampaignStatus, MessageStatus};
 use herald::engine::{Engine, health, instance_identity};
@@ -220,7 +221,7 @@ both_stores!(
                 small_list,
                 &(0..100)
                     .map(|i| herald::store::ContactInput {
-                        address: format!("+1311555{i:04}"),
+                        address: Address::parse(&format!("+1311555{i:04}")).unwrap(),
                         name: None,
                         attributes: Default::default(),
                         unsubscribed: None,
@@ -499,7 +500,7 @@ both_stores!(
         assert_eq!(c.counts.get(MessageStatus::Skipped), 1);
         assert_eq!(c.counts.get(MessageStatus::Sent), 49);
         let skipped = crate::support::all_messages(store, id, Some(MessageStatus::Skipped)).await;
-        assert_eq!(skipped[0].address, victim);
+        assert_eq!(skipped[0].address, victim.as_str());
         assert!(
             skipped[0]
                 .last_error

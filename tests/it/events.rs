@@ -413,7 +413,7 @@ both_stores!(
             m["contact_id"],
             format!("{}", claimed[1].contact_id.unwrap())
         );
-        assert_eq!(m["address"], claimed[1].address);
+        assert_eq!(m["address"], claimed[1].address.as_str());
         assert_eq!(m["status"], "failed");
         assert_eq!(m["error"], "twilio 21211: invalid number");
         assert_eq!(failed_events[0].campaign_id, Some(id));

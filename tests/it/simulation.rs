@@ -19,6 +19,7 @@
 //! with `HERALD_SIM_STEPS=<steps>`).
 
 use crate::support::{Backend, TestDb, sandbox_channel, seed_list};
+use herald::address::Address;
 use herald::domain::{CampaignAction, CampaignStatus, Counts, MessageStatus};
 use herald::engine::retry::RetryPolicy;
 use herald::ids::{CampaignId, ChannelId, ListId, MessageId, OrgId};
@@ -198,7 +199,7 @@ async fn fixture(backend: Backend) -> Fixture {
         .expect("ensure_list");
     let mut contacts: Vec<ContactInput> = (0..10)
         .map(|i| ContactInput {
-            address: format!("+1310000{i:04}"),
+            address: Address::parse(&format!("+1310000{i:04}")).unwrap(),
             name: Some(format!("Mixed {i}")),
             attributes: serde_json::Map::new(),
             unsubscribed: Some(i < 2),
@@ -555,7 +556,7 @@ impl<'a> Sim<'a> {
                     );
                     // No loss: Herald counts it sent only if the provider accepted it.
                     ensure!(
-                        self.pid_addr.get(p) == Some(&m.address),
+                        self.pid_addr.get(p) == Some(&m.address.to_string()),
                         "message {} ({}) is {} with provider id {p}, which the provider never accepted for that address",
                         m.id,
                         m.address,
@@ -1139,8 +1140,8 @@ impl<'a> Sim<'a> {
         let accept = |sim: &mut Self| {
             let pid = format!("sim{}-p{}", sim.seed, sim.next_pid);
             sim.next_pid += 1;
-            *sim.ledger.entry(m.address.clone()).or_default() += 1;
-            sim.pid_addr.insert(pid.clone(), m.address.clone());
+            *sim.ledger.entry(m.address.to_string()).or_default() += 1;
+            sim.pid_addr.insert(pid.clone(), m.address.to_string());
             sim.accepted.push(pid.clone());
             pid
         };

@@ -6,6 +6,7 @@ use crate::support::{
     Backend, TestDb, all_messages, assert_counters_match, message, new_campaign, new_campaign_at,
     sandbox_channel, seed_list, seeded_address,
 };
+use herald::address::Address;
 use herald::clock::now_ms;
 use herald::domain::{CampaignAction, CampaignStatus, Counts, MessageStatus};
 use herald::ids::{CampaignId, ChannelId, ListId, MessageId, OrgId};
@@ -57,7 +58,7 @@ fn expect_counts(actual: &Counts, expected: &[(MessageStatus, i64)]) {
 
 fn contact(address: &str, unsubscribed: Option<bool>) -> ContactInput {
     ContactInput {
-        address: address.to_string(),
+        address: Address::parse(address).unwrap(),
         name: None,
         attributes: serde_json::Map::new(),
         unsubscribed,
@@ -314,7 +315,7 @@ both_stores!(start_freezes_the_audience, |db| async move {
     let reasons: BTreeMap<String, Option<String>> = messages
         .iter()
         .filter(|m| m.status == Skipped)
-        .map(|m| (m.address.clone(), m.last_error.clone()))
+        .map(|m| (m.address.to_string(), m.last_error.clone()))
         .collect();
     assert_eq!(
         reasons,
@@ -2223,7 +2224,7 @@ both_stores!(sandbox_record_and_stats, |db| async move {
         channel_id: ch,
         campaign_id,
         message_id,
-        address: address.to_string(),
+        address: Address::parse(address).unwrap(),
         provider_id: format!("sb-{campaign_id}-{message_id}-{}", rand::random::<u32>()),
         body: "Hi".to_string(),
         received_at: now_ms(),

@@ -377,7 +377,7 @@ fn parse_row(
     // The same rules as `POST /contacts`, so an import stores nothing the API refuses.
     contact_rules::check_attributes(&attributes).map_err(|v| v.to_string())?;
     Ok(ContactInput {
-        address: address.as_str().to_string(),
+        address,
         name,
         attributes,
         unsubscribed,

@@ -135,6 +135,60 @@ impl FromStr for Address {
     }
 }
 
+/// An address equals its normalised text (`+14155550100`, `bob@example.com`).
+impl PartialEq<str> for Address {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Address {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+/// As its normalised text (the API, the CLI's JSON, events).
+impl serde::Serialize for Address {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+// Stored as its normalised text and read back through `Address::parse`, so a row's address
+// is an `Address` like any other: parsing a normalised address gives it back unchanged,
+// and a stored text that is no address is an error where it is read, not a string that
+// travels on.
+impl sqlx_core::types::Type<sqlx_core::any::Any> for Address {
+    fn type_info() -> sqlx_core::any::AnyTypeInfo {
+        <String as sqlx_core::types::Type<sqlx_core::any::Any>>::type_info()
+    }
+    fn compatible(ty: &sqlx_core::any::AnyTypeInfo) -> bool {
+        <String as sqlx_core::types::Type<sqlx_core::any::Any>>::compatible(ty)
+    }
+}
+
+impl<'q> sqlx_core::encode::Encode<'q, sqlx_core::any::Any> for Address {
+    fn encode_by_ref(
+        &self,
+        buf: &mut sqlx_core::any::AnyArgumentBuffer,
+    ) -> Result<sqlx_core::encode::IsNull, sqlx_core::error::BoxDynError> {
+        <String as sqlx_core::encode::Encode<'q, sqlx_core::any::Any>>::encode(
+            self.as_str().to_owned(),
+            buf,
+        )
+    }
+}
+
+impl<'r> sqlx_core::decode::Decode<'r, sqlx_core::any::Any> for Address {
+    fn decode(
+        value: sqlx_core::any::AnyValueRef<'r>,
+    ) -> Result<Self, sqlx_core::error::BoxDynError> {
+        let text = <&str as sqlx_core::decode::Decode<'r, sqlx_core::any::Any>>::decode(value)?;
+        Ok(Address::parse(text)?)
+    }
+}
+
 /// Returns the normalised number, or the reason (with the fix) it is not one.
 fn parse_phone(trimmed: &str) -> Result<String, String> {
     // "+44 (0)20 7946 0958" is the usual way to write a number that is dialled

@@ -5,6 +5,7 @@
 use super::{Auth, Reply, TestApp, api_test};
 use axum::body::{Body, HttpBody};
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use herald::address::Address;
 use herald::config::Settings;
 use herald::domain::Role;
 use herald::engine::Engine;
@@ -37,7 +38,7 @@ fn contact(address: &str, name: Option<&str>, city: Option<&str>) -> ContactInpu
         attributes.insert("city".into(), json!(c));
     }
     ContactInput {
-        address: address.into(),
+        address: Address::parse(address).unwrap(),
         name: name.map(str::to_string),
         attributes,
         unsubscribed: None,
@@ -68,7 +69,7 @@ async fn list_with(
     store.upsert_contacts(org, list, contacts).await.unwrap();
     let mut ids = Vec::new();
     for c in contacts {
-        ids.push(contact_id(app, org, &c.address).await);
+        ids.push(contact_id(app, org, c.address.as_str()).await);
     }
     (format!("{list}"), ids)
 }

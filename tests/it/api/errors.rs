@@ -4,6 +4,7 @@
 
 use super::{Auth, TestApp, api_test};
 use axum::http::{Method, StatusCode};
+use herald::address::Address;
 use herald::domain::{MessageStatus, Role};
 use herald::ids::{CampaignId, ChannelId, MessageId};
 use herald::store::{ContactInput, Outcome, OutcomeKind, Receipt};
@@ -102,7 +103,7 @@ api_test!(
             .await
             .unwrap();
         assert_eq!(m.len(), 7);
-        let addr = |i: usize| m[i].address.clone();
+        let addr = |i: usize| m[i].address.to_string();
         let report = store
             .record_outcomes(
                 "A",
@@ -261,7 +262,7 @@ api_test!(
         let viewer = Auth::Key(app.key(app.org, Role::Viewer).await);
         let list = store.ensure_list(app.org, "people").await.unwrap();
         let contact = |address: &str| ContactInput {
-            address: address.into(),
+            address: Address::parse(address).unwrap(),
             name: None,
             attributes: serde_json::Map::new(),
             unsubscribed: None,

@@ -417,7 +417,7 @@ impl From<MessageInfo> for CampaignMessage {
             next_attempt_at: (m.status == MessageStatus::RetryWait)
                 .then(|| timestamp(m.next_attempt_at)),
             status: m.status,
-            address: m.address,
+            address: m.address.to_string(),
             attempts: m.attempts,
             provider_id: m.provider_id,
             last_error: error.as_ref().map(|e| e.detail.clone()),
@@ -1475,7 +1475,7 @@ async fn render_for(
 ) -> Result<String, TemplateError> {
     render_off_thread(move || match &contact {
         Some(contact) => template.render(&ContactFields {
-            address: &contact.address,
+            address: contact.address.as_str(),
             name: contact.name.as_deref(),
             attributes: &contact.attributes,
         }),

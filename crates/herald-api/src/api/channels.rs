@@ -918,7 +918,7 @@ async fn test_channel(
     let request = SendRequest {
         message_id: MessageId(0),
         campaign_id: CampaignId(0),
-        address: address.as_str().to_string(),
+        address: address.clone(),
         body: text,
         attempt: 1,
         unsubscribe_url: None,

@@ -82,7 +82,7 @@ impl From<ContactRow> for Contact {
     fn from(c: ContactRow) -> Contact {
         Contact {
             id: c.id.to_string(),
-            address: c.address,
+            address: c.address.to_string(),
             name: c.name,
             attributes: c.attributes,
             attributes_truncated: c.attributes_truncated,
@@ -369,7 +369,7 @@ async fn create_contact(
         .create_org_contact(
             p.org_id,
             &NewContact {
-                address: address.as_str().to_string(),
+                address: address.clone(),
                 name,
                 attributes,
                 unsubscribed: body.unsubscribed.unwrap_or(false),

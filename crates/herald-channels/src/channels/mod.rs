@@ -33,7 +33,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub struct SendRequest {
     pub message_id: MessageId,
     pub campaign_id: CampaignId,
-    pub address: String,
+    pub address: crate::address::Address,
     pub body: String,
     pub attempt: i64,
     /// One-click unsubscribe URL for this recipient (email `List-Unsubscribe`), when
@@ -44,7 +44,7 @@ pub struct SendRequest {
 /// A message in doubt, as a provider would know it.
 #[derive(Debug, Clone)]
 pub struct LookupQuery {
-    pub address: String,
+    pub address: crate::address::Address,
     pub body: String,
     /// No copy of the message can be older than this (epoch ms).
     pub sent_after_ms: i64,

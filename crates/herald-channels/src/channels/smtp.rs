@@ -302,7 +302,7 @@ pub fn build_message(
     request: &SendRequest,
     message_id: &str,
 ) -> Result<Message, ChannelError> {
-    let to: Mailbox = request.address.parse().map_err(|e| {
+    let to: Mailbox = request.address.as_str().parse().map_err(|e| {
         ChannelError::Message(format!(
             "`{}` is not an email address: {e}",
             request.address
@@ -804,7 +804,7 @@ mod tests {
         SendRequest {
             message_id: MessageId(123),
             campaign_id: CampaignId(4),
-            address: to.into(),
+            address: crate::address::Address::parse(to).unwrap(),
             body: body.into(),
             attempt: 2,
             unsubscribe_url: unsubscribe.map(str::to_string),

@@ -455,7 +455,7 @@ impl TwilioChannel {
 
     /// The create request's form fields, in order.
     pub fn form(&self, request: &SendRequest) -> Result<Vec<(&'static str, String)>, ChannelError> {
-        let mut form = vec![("To", self.config.recipient_field(&request.address))];
+        let mut form = vec![("To", self.config.recipient_field(request.address.as_str()))];
         match (
             self.config.sender_field(),
             &self.config.messaging_service_sid,
@@ -681,7 +681,7 @@ impl Channel for TwilioChannel {
         query: &'a super::LookupQuery,
     ) -> Option<BoxFuture<'a, Result<Option<String>, ChannelError>>> {
         Some(Box::pin(self.find_sent(
-            &query.address,
+            query.address.as_str(),
             query.sent_after_ms,
             &query.body,
         )))
@@ -734,7 +734,7 @@ mod tests {
         SendRequest {
             message_id: MessageId(7),
             campaign_id: CampaignId(3),
-            address: "+15558675310".into(),
+            address: crate::address::Address::parse("+15558675310").unwrap(),
             body: body.into(),
             attempt: 1,
             unsubscribe_url: None,

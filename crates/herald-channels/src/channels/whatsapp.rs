@@ -374,7 +374,7 @@ impl WhatsAppChannel {
         let mut body = serde_json::json!({
             "messaging_product": "whatsapp",
             "recipient_type": "individual",
-            "to": recipient(&request.address),
+            "to": recipient(request.address.as_str()),
             // The bare row number, as statuses of messages sent before ids were typed carry it.
             "biz_opaque_callback_data": request.message_id.get().to_string(),
         });
@@ -510,7 +510,7 @@ mod tests {
         SendRequest {
             message_id: MessageId(9001),
             campaign_id: CampaignId(3),
-            address: "+16505551234".into(),
+            address: crate::address::Address::parse("+16505551234").unwrap(),
             body: body.into(),
             attempt: 1,
             unsubscribe_url: None,

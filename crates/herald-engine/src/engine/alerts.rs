@@ -99,7 +99,7 @@ pub async fn attempt(
         // An alert is not a campaign's message: no message, and its campaign when it has one.
         message_id: MessageId(0),
         campaign_id: alert.campaign_id.unwrap_or(CampaignId(0)),
-        address: address.as_str().to_string(),
+        address: address.clone(),
         body,
         attempt: alert.attempts + 1,
         unsubscribe_url: None,

@@ -4,6 +4,7 @@
 
 use super::EngineContext;
 use super::retry::RetryPolicy;
+use crate::address::Address;
 use crate::channels::{Channel, SendRequest, SendResult};
 use crate::ids::{CampaignId, ChannelId, OrgId};
 use crate::store::{ClaimedMessage, Outcome, OutcomeKind, SendableCampaign};
@@ -310,7 +311,7 @@ async fn render_claimed(
         Ok(t) => t,
         Err(e) => return claimed.iter().map(|_| Body::Refused(e.clone())).collect(),
     };
-    let contacts: Vec<(String, Option<String>, String)> = claimed
+    let contacts: Vec<(Address, Option<String>, String)> = claimed
         .iter()
         .map(|m| (m.address.clone(), m.name.clone(), m.attributes.clone()))
         .collect();
@@ -327,7 +328,7 @@ async fn render_claimed(
                     serde_json::from_str(attributes).unwrap_or_default();
                 renderer
                     .render(&ContactFields {
-                        address,
+                        address: address.as_str(),
                         name: name.as_deref(),
                         attributes: &attributes,
                     })
@@ -499,7 +500,11 @@ async fn send_one(
                 Some(channel_id),
                 provider_code(&error),
             );
-            if let Err(e) = ctx.store.suppress(org_id, &m.address, &reason, &via).await {
+            if let Err(e) = ctx
+                .store
+                .suppress(org_id, m.address.as_str(), &reason, &via)
+                .await
+            {
                 tracing::warn!(message_id = %m.id, error = %e, "could not record an opt-out; the next send will report it again");
             }
             (OutcomeKind::Failed { error: reason }, "failed")

@@ -363,7 +363,7 @@ async fn ask_providers(ctx: &EngineContext, now: i64) -> Result<u64, crate::stor
                     serde_json::from_str(attributes).unwrap_or_default();
                 template
                     .render(&crate::template::ContactFields {
-                        address,
+                        address: address.as_str(),
                         name: name.as_deref(),
                         attributes: &attributes,
                     })

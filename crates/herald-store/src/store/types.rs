@@ -1,5 +1,6 @@
 //! Rows and requests that cross the storage interface.
 
+use crate::address::Address;
 use crate::domain::{CampaignStatus, Counts, MessageStatus};
 use crate::ids::{CampaignId, ChannelId, ContactId, EventId, ListId, MessageId, OrgId};
 use serde::Serialize;
@@ -89,8 +90,7 @@ pub struct ListInfo {
 
 #[derive(Debug, Clone)]
 pub struct ContactInput {
-    /// Already normalised by `address::Address::parse`.
-    pub address: String,
+    pub address: Address,
     pub name: Option<String>,
     pub attributes: serde_json::Map<String, serde_json::Value>,
     /// None leaves an existing contact's flag as it is.
@@ -167,7 +167,7 @@ pub struct CampaignEvent {
 pub struct MessageInfo {
     pub id: MessageId,
     pub campaign_id: CampaignId,
-    pub address: String,
+    pub address: Address,
     pub status: MessageStatus,
     pub attempts: i64,
     pub next_attempt_at: i64,
@@ -231,7 +231,7 @@ pub struct ClaimedMessage {
     pub id: MessageId,
     pub campaign_id: CampaignId,
     pub contact_id: Option<ContactId>,
-    pub address: String,
+    pub address: Address,
     /// Attempts including this one.
     pub attempts: i64,
     pub name: Option<String>,
@@ -338,7 +338,7 @@ pub struct SandboxEntry {
     pub channel_id: ChannelId,
     pub campaign_id: CampaignId,
     pub message_id: MessageId,
-    pub address: String,
+    pub address: Address,
     pub provider_id: String,
     pub body: String,
     pub received_at: i64,
@@ -374,7 +374,7 @@ pub struct InDoubtCandidate {
     pub campaign_id: CampaignId,
     pub channel_id: ChannelId,
     pub channel_kind: String,
-    pub address: String,
+    pub address: Address,
     /// When the decision is due (set when it was found in doubt; deferrals move it).
     pub in_doubt_at: i64,
     /// When it was found in doubt.

@@ -41,7 +41,7 @@ impl Store {
         let addresses = serde_json::Value::from(
             contacts
                 .iter()
-                .map(|c| c.address.clone())
+                .map(|c| c.address.as_str())
                 .collect::<Vec<_>>(),
         )
         .to_string();
@@ -64,7 +64,7 @@ impl Store {
             by_address.insert(row.address.clone(), row);
         }
         for c in contacts {
-            c.suppression = by_address.remove(&c.address);
+            c.suppression = by_address.remove(c.address.as_str());
         }
         Ok(())
     }

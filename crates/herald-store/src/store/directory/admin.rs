@@ -2,6 +2,7 @@
 //! function here takes the caller's organisation and never reads or changes a row of
 //! another one (another organisation's row is simply "not found").
 
+use crate::address::Address;
 use crate::ids::{CampaignId, ContactId, ListId, OrgId};
 use crate::store::helpers::ids_json;
 use crate::store::{OptSource, Store, StoreError};
@@ -15,7 +16,7 @@ pub type Attributes = serde_json::Map<String, serde_json::Value>;
 #[derive(Debug, Clone)]
 pub struct ContactRow {
     pub id: ContactId,
-    pub address: String,
+    pub address: Address,
     pub name: Option<String>,
     pub attributes: Attributes,
     /// The stored attributes were too large to read (a row from before the contact rules):
@@ -31,10 +32,10 @@ pub struct ContactRow {
     pub updated_at: i64,
 }
 
-/// A new contact; `address` is already normalised by `address::Address::parse`.
-#[derive(Debug, Clone, Default)]
+/// A new contact.
+#[derive(Debug, Clone)]
 pub struct NewContact {
-    pub address: String,
+    pub address: Address,
     pub name: Option<String>,
     pub attributes: Attributes,
     pub unsubscribed: bool,
@@ -366,7 +367,7 @@ impl Store {
         .bind(now)
         .fetch_one(&mut *tx)
         .await
-        .map_err(|e| contact_conflict(e, &new.address))?;
+        .map_err(|e| contact_conflict(e, new.address.as_str()))?;
         if !new.list_ids.is_empty() {
             let sql = format!(
                 "INSERT INTO list_members (list_id, contact_id, added_at) \

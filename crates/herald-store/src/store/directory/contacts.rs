@@ -74,7 +74,7 @@ impl Store {
         let addresses = serde_json::Value::from(
             contacts
                 .iter()
-                .map(|c| c.address.clone())
+                .map(|c| c.address.as_str())
                 .collect::<Vec<_>>(),
         )
         .to_string();
@@ -92,7 +92,7 @@ impl Store {
         let mut report = UpsertReport::default();
         for c in contacts {
             // A later row of the same file for the same address counts as an update.
-            if existing.insert(c.address.clone()) {
+            if existing.insert(c.address.as_str().to_owned()) {
                 report.inserted += 1;
             } else {
                 report.updated += 1;

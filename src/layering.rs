@@ -41,9 +41,12 @@ pub const LAYERS: &[(&str, &str, &[&str])] = &[
     ("engine", "herald-engine", &["engine", "doctor"]),
     ("http-state", "herald-api", &["app_state"]),
     ("http-handlers", "herald-api", &["api", "webhooks"]),
+    // The command line sits below the dashboard: `herald serve` is handed the router
+    // (`cli::RouterFactory`), so a page change does not recompile the commands.
+    ("server", "herald-cli", &["server"]),
+    ("command-line", "herald-cli", &["cli"]),
     ("dashboard", "herald-web", &["web"]),
-    ("http-server", "herald", &["http", "server", "fuzzing"]),
-    ("binary", "herald", &["cli"]),
+    ("http-router", "herald", &["http", "fuzzing"]),
 ];
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 // read the same as before the workspace (tests, fuzz targets).
 pub use herald_api::{api, app_state, webhooks};
 pub use herald_channels::{channels, import};
+pub use herald_cli::{cli, server};
 pub use herald_core::{
     address, alerts, channel_kind, clock, config, contact_rules, credentials, domain, events, ids,
     optout, outbound, reasons, secrets, segments, signatures, telemetry, template,
@@ -16,9 +17,7 @@ pub use herald_engine::{doctor, engine};
 pub use herald_store::store;
 pub use herald_web::web;
 
-pub mod cli;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;
 pub mod layering;
-pub mod server;

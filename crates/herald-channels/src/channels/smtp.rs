@@ -912,7 +912,7 @@ mod tests {
             build_message(
                 &from,
                 None,
-                &request("not-an-email", "x", None),
+                &request("+14155550100", "x", None),
                 "<x@e.com>"
             )
             .is_err()

@@ -10,7 +10,9 @@ use tokio::sync::watch;
 /// first `serve` makes whatever owner you like instead).
 pub const FIRST_OWNER_EMAIL: &str = "admin@localhost";
 
-pub async fn serve(settings: Settings, with_http: bool) -> CliResult {
+/// `herald serve` (with `router`, the HTTP surface) or `herald worker` (without).
+pub async fn serve(settings: Settings, router: Option<super::RouterFactory>) -> CliResult {
+    let with_http = router.is_some();
     // Listen for SIGTERM/SIGINT before anything else: a stop requested while starting up
     // is then a graceful stop right after start, not the default kill.
     let stop = stop_signal();
@@ -31,7 +33,7 @@ pub async fn serve(settings: Settings, with_http: bool) -> CliResult {
     }
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let metrics = crate::telemetry::metrics_handle();
-    let http = if with_http {
+    let http = if let Some(router) = router {
         let listener = tokio::net::TcpListener::bind(&settings.listen)
             .await
             .map_err(|e| {
@@ -42,7 +44,7 @@ pub async fn serve(settings: Settings, with_http: bool) -> CliResult {
             })?;
         let addr = listener.local_addr()?;
         tracing::info!(%addr, store = store.dialect().name(), "listening");
-        let app = crate::http::router(crate::app_state::AppState {
+        let app = router(crate::app_state::AppState {
             store: store.clone(),
             metrics,
             context: crate::channels::BuildContext::from_settings(&settings),

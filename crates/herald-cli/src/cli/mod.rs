@@ -304,7 +304,37 @@ fn host_name() -> String {
     .unwrap_or_else(|| "localhost".into())
 }
 
-pub async fn run(cli: Cli) -> CliResult {
+/// Builds the HTTP router of `herald serve` from its shared state: the API, provider
+/// webhooks, health and metrics, and the dashboard. The binary passes
+/// `herald::http::router`: the command line never names the dashboard, so changing a page
+/// does not recompile it (docs/ARCHITECTURE.md, "Crates and layers").
+pub type RouterFactory = fn(crate::app_state::AppState) -> axum::Router;
+
+/// The `herald` binary's whole body: parse the command line, start the runtime, run the
+/// command, turn its result into the exit status. Here rather than in `main` so that the
+/// commands' async code is compiled once, in this crate, not again in the binary.
+pub fn main(router: RouterFactory) -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(cli, router)) {
+        Ok(code) => std::process::ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(e) => {
+            eprintln!("error: {}", e.message);
+            std::process::ExitCode::from(u8::try_from(e.code).unwrap_or(2))
+        }
+    }
+}
+
+pub async fn run(cli: Cli, router: RouterFactory) -> CliResult {
     let mut extra = serde_json::Map::new();
     match &cli.command {
         Command::Serve {
@@ -342,8 +372,8 @@ pub async fn run(cli: Cli) -> CliResult {
     );
     let settings = loaded.settings.clone();
     match &cli.command {
-        Command::Serve { .. } => run::serve(settings, true).await,
-        Command::Worker { .. } => run::serve(settings, false).await,
+        Command::Serve { .. } => run::serve(settings, Some(router)).await,
+        Command::Worker { .. } => run::serve(settings, None).await,
         Command::Migrate => {
             let store = Store::connect(&settings.database_url).await?;
             let applied = store.migrate().await?;

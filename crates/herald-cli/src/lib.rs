@@ -1,0 +1,20 @@
+//! Herald's command line (`herald …`, every command) and the HTTP server loop of `herald
+//! serve`. It sits below the dashboard: `serve` is handed the router by the binary
+//! (`cli::main(herald::http::router)`), so a change to a dashboard page recompiles the
+//! dashboard and the binary's small router crate, not every command (docs/ARCHITECTURE.md).
+#![forbid(unsafe_code)]
+
+// Lower layers' modules, re-exported so that `crate::<module>` paths read the same in
+// every crate (docs/ARCHITECTURE.md).
+pub use herald_api::{api, app_state, webhooks};
+pub use herald_channels::{channels, import};
+pub use herald_core::{
+    address, alerts, channel_kind, clock, config, contact_rules, credentials, domain, events, ids,
+    optout, outbound, reasons, secrets, segments, signatures, telemetry, template,
+    unsubscribe_link, webhook_admission,
+};
+pub use herald_engine::{doctor, engine};
+pub use herald_store::store;
+
+pub mod cli;
+pub mod server;

@@ -99,6 +99,27 @@ mod tests {
         }
     }
 
+    /// Every Rust file of the layered crates: its path from the workspace root and its
+    /// shipped code (the text before its first `#[cfg(test)]`).
+    fn shipped_sources() -> Vec<(PathBuf, String, String)> {
+        let mut out = Vec::new();
+        for (_, src) in crate_sources() {
+            let mut files = Vec::new();
+            rust_files(&src, &mut files);
+            for file in files {
+                let rel = file
+                    .strip_prefix(workspace())
+                    .unwrap_or(&file)
+                    .to_string_lossy()
+                    .replace('\\', "/");
+                let text = std::fs::read_to_string(&file).unwrap_or_default();
+                let code = text.split("#[cfg(test)]").next().unwrap_or("").to_string();
+                out.push((file, rel, code));
+            }
+        }
+        out
+    }
+
     /// Each top-level module, the crate its files are in, and the top-level modules its
     /// non-test code names as `crate::x`.
     fn uses() -> BTreeMap<String, (&'static str, BTreeSet<String>)> {
@@ -269,39 +290,28 @@ mod tests {
         let mut wrong = Vec::new();
         let mut own_files_seen = 0;
         let mut allowed_seen = vec![false; ALLOWED.len()];
-        for (_, src) in crate_sources() {
-            let mut files = Vec::new();
-            rust_files(&src, &mut files);
-            for file in files {
-                let rel = file
-                    .strip_prefix(workspace())
-                    .unwrap_or(&file)
-                    .to_string_lossy()
-                    .replace('\\', "/");
-                let text = std::fs::read_to_string(&file).unwrap_or_default();
-                let code = text.split("#[cfg(test)]").next().unwrap_or("");
-                let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("");
-                let dir = file
-                    .parent()
-                    .and_then(|d| d.file_name())
-                    .and_then(|d| d.to_str())
-                    .unwrap_or("");
-                for kind in crate::channel_kind::ALL {
-                    let name = kind.as_str();
-                    let literal = format!("\"{name}\"");
-                    let own = stem == name && matches!(dir, "channel_kind" | "channels");
-                    for (n, line) in code.lines().enumerate() {
-                        if !line.contains(&literal) || line.trim_start().starts_with("//") {
-                            continue;
-                        }
-                        let allowed = ALLOWED.iter().position(|(f, k, _)| *f == rel && *k == name);
-                        if own {
-                            own_files_seen += 1;
-                        } else if let Some(i) = allowed {
-                            allowed_seen[i] = true;
-                        } else {
-                            wrong.push(format!("{rel}:{}: {}", n + 1, line.trim()));
-                        }
+        for (file, rel, code) in shipped_sources() {
+            let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+            let dir = file
+                .parent()
+                .and_then(|d| d.file_name())
+                .and_then(|d| d.to_str())
+                .unwrap_or("");
+            for kind in crate::channel_kind::ALL {
+                let name = kind.as_str();
+                let literal = format!("\"{name}\"");
+                let own = stem == name && matches!(dir, "channel_kind" | "channels");
+                for (n, line) in code.lines().enumerate() {
+                    if !line.contains(&literal) || line.trim_start().starts_with("//") {
+                        continue;
+                    }
+                    let allowed = ALLOWED.iter().position(|(f, k, _)| *f == rel && *k == name);
+                    if own {
+                        own_files_seen += 1;
+                    } else if let Some(i) = allowed {
+                        allowed_seen[i] = true;
+                    } else {
+                        wrong.push(format!("{rel}:{}: {}", n + 1, line.trim()));
                     }
                 }
             }
@@ -353,46 +363,35 @@ mod tests {
         ];
         let mut wrong = Vec::new();
         let mut names_seen = 0;
-        for (_, src) in crate_sources() {
-            let mut files = Vec::new();
-            rust_files(&src, &mut files);
-            for file in files {
-                let rel = file
-                    .strip_prefix(workspace())
-                    .unwrap_or(&file)
-                    .to_string_lossy()
-                    .replace('\\', "/");
-                if ALLOWED.iter().any(|(f, _)| *f == rel) {
+        for (_, rel, code) in shipped_sources() {
+            if ALLOWED.iter().any(|(f, _)| *f == rel) {
+                continue;
+            }
+            for (n, line) in code.lines().enumerate() {
+                let line = line.trim();
+                if line.starts_with("//") {
                     continue;
                 }
-                let text = std::fs::read_to_string(&file).unwrap_or_default();
-                let code = text.split("#[cfg(test)]").next().unwrap_or("");
-                for (n, line) in code.lines().enumerate() {
-                    let line = line.trim();
-                    if line.starts_with("//") {
-                        continue;
-                    }
-                    for bare in BARE {
-                        for (at, _) in line.match_indices(bare) {
-                            // Only a type annotation ends the name: `x: i64,`, `x: i64)`,
-                            // `x: i64 =`, not `x: i64x` or a longer type.
-                            let after = line[at + bare.len()..].chars().next();
-                            if after.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
-                                continue;
-                            }
-                            let name: String = line[..at]
-                                .chars()
-                                .rev()
-                                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                                .collect::<Vec<_>>()
-                                .into_iter()
-                                .rev()
-                                .collect();
-                            if name == "id" || name.ends_with("_id") || name.ends_with("_ids") {
-                                wrong.push(format!("{rel}:{}: {line}", n + 1));
-                            } else if !name.is_empty() {
-                                names_seen += 1;
-                            }
+                for bare in BARE {
+                    for (at, _) in line.match_indices(bare) {
+                        // Only a type annotation ends the name: `x: i64,`, `x: i64)`,
+                        // `x: i64 =`, not `x: i64x` or a longer type.
+                        let after = line[at + bare.len()..].chars().next();
+                        if after.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+                            continue;
+                        }
+                        let name: String = line[..at]
+                            .chars()
+                            .rev()
+                            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                            .collect::<Vec<_>>()
+                            .into_iter()
+                            .rev()
+                            .collect();
+                        if name == "id" || name.ends_with("_id") || name.ends_with("_ids") {
+                            wrong.push(format!("{rel}:{}: {line}", n + 1));
+                        } else if !name.is_empty() {
+                            names_seen += 1;
                         }
                     }
                 }

@@ -9,7 +9,8 @@ use herald::clock::now_ms;
 use herald::domain::{CampaignAction, CampaignOutcome, CampaignStatus, MessageStatus};
 use herald::ids::CampaignId;
 use herald::store::{
-    ClaimedMessage, Outcome, OutcomeKind, Receipt, StartOutcome, Store, ThroughputMinute, minute_of,
+    ClaimedMessage, Outcome, OutcomeKind, ProviderHas, Receipt, StartOutcome, Store,
+    ThroughputMinute, minute_of,
 };
 
 const MINUTE: i64 = 60_000;
@@ -480,3 +481,104 @@ mod migration_backfills_outcomes {
         super::backfill(crate::support::Backend::Postgres).await;
     }
 }
+
+both_stores!(
+    a_pass_of_provider_answers_is_sent_in_one_batch_each_judged_alone,
+    |db| async move {
+        let store = &db.store;
+        let t = now_ms();
+        let (org, six) = seed_list(store, 6).await;
+        let (_, two) = seed_list(store, 2).await;
+        let x = sandbox_channel(store, &format!("x-{:08x}", rand::random::<u32>())).await;
+        let y = sandbox_channel(store, &format!("y-{:08x}", rand::random::<u32>())).await;
+        let a = new_campaign(store, org, six, x, "Hi").await;
+        let b = new_campaign(store, org, two, x, "Hi").await;
+        for id in [a, b] {
+            store.start_campaign(id, t, "test", None).await.unwrap();
+        }
+        let ma = claim_all(store, a, t).await;
+        let mb = claim_all(store, b, t).await;
+        let unknown = |m: &ClaimedMessage| Outcome {
+            message_id: m.id,
+            campaign_id: m.campaign_id,
+            attempt: None,
+            kind: OutcomeKind::Unknown {
+                error: "timed out".into(),
+            },
+        };
+        // a's last message was sent as "taken"; every other message is in doubt.
+        let mut outcomes: Vec<Outcome> = ma[..5].iter().chain(&mb).map(unknown).collect();
+        outcomes.push(Outcome {
+            kind: OutcomeKind::Sent {
+                provider_id: "taken".into(),
+            },
+            ..unknown(&ma[5])
+        });
+        store.record_outcomes("A", t, &outcomes).await.unwrap();
+        // A delivery receipt for p1 came before anyone knew whose message p1 was.
+        let kept = store
+            .apply_receipts(
+                &[Receipt {
+                    channel_id: x,
+                    provider_id: "p1".into(),
+                    status: MessageStatus::Delivered,
+                    error: None,
+                }],
+                t + 1,
+            )
+            .await
+            .unwrap();
+        assert_eq!(kept.kept, 1, "{kept:?}");
+        let has = |channel, m: &ClaimedMessage, pid: &str| ProviderHas {
+            channel_id: channel,
+            message_id: m.id,
+            provider_id: pid.into(),
+        };
+        let found = [
+            has(x, &ma[0], "p0"),
+            has(x, &ma[1], "p1"),
+            // One provider id for two messages of the channel names neither for sure.
+            has(x, &ma[2], "same"),
+            has(x, &ma[3], "same"),
+            // Another message of the channel already has this id.
+            has(x, &ma[4], "taken"),
+            // Another channel cannot speak for x's message.
+            has(y, &mb[0], "pb0"),
+            has(x, &mb[1], "pb1"),
+        ];
+        let sent = store
+            .resolve_in_doubt_sent_many(&found, t + 10)
+            .await
+            .unwrap();
+        let mut want = vec![ma[0].id, ma[1].id, mb[1].id];
+        want.sort_unstable();
+        assert_eq!(sent, want);
+        // Judged again, nothing moves twice.
+        assert!(
+            store
+                .resolve_in_doubt_sent_many(&found, t + 11)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let ca = assert_counters_match(store, a).await;
+        assert_eq!(ca.counts.get(MessageStatus::InDoubt), 3, "{:?}", ca.counts);
+        assert_eq!(
+            ca.counts.get(MessageStatus::Delivered),
+            1,
+            "the kept receipt applied"
+        );
+        assert_eq!(ca.counts.get(MessageStatus::Sent), 2);
+        let cb = assert_counters_match(store, b).await;
+        assert_eq!(cb.counts.get(MessageStatus::InDoubt), 1);
+        assert_eq!(cb.status, CampaignStatus::Sending);
+        // The last one found completes its campaign in the same transaction.
+        let last = store
+            .resolve_in_doubt_sent_many(&[has(x, &mb[0], "pb0")], t + 12)
+            .await
+            .unwrap();
+        assert_eq!(last, vec![mb[0].id]);
+        let cb = assert_counters_match(store, b).await;
+        assert_eq!(cb.status, CampaignStatus::Completed);
+    }
+);

@@ -298,17 +298,31 @@ async fn ask_providers(ctx: &EngineContext, now: i64) -> Result<u64, crate::stor
     // message: a kill leaves hundreds in doubt at once, and every instance's reconciler
     // goes through them.
     let ids: Vec<MessageId> = candidates.iter().map(|c| c.id).collect();
-    let mut proofs = ctx.store.proofs_for(&ids).await?;
+    let proofs = ctx.store.proofs_for(&ids).await?;
+    // A status naming the message may have come while it was still in flight: those the
+    // provider has already shown are sent, in one transaction for all of them.
+    let proven: Vec<crate::store::ProviderHas> = candidates
+        .iter()
+        .filter_map(|c| {
+            proofs
+                .get(&c.id)
+                .map(|provider_id| crate::store::ProviderHas {
+                    channel_id: c.channel_id,
+                    message_id: c.id,
+                    provider_id: provider_id.clone(),
+                })
+        })
+        .collect();
+    let resolved: std::collections::HashSet<MessageId> = ctx
+        .store
+        .resolve_in_doubt_sent_many(&proven, now)
+        .await?
+        .into_iter()
+        .collect();
+    found += resolved.len() as u64;
     let mut deferred: std::collections::BTreeMap<i64, Vec<MessageId>> = Default::default();
     for c in candidates {
-        // A status naming the message may have come while it was still in flight.
-        if let Some(provider_id) = proofs.remove(&c.id)
-            && ctx
-                .store
-                .resolve_in_doubt_sent(c.channel_id, c.id, &provider_id, now)
-                .await?
-        {
-            found += 1;
+        if resolved.contains(&c.id) {
             continue;
         }
         // The kind's wait (`ChannelKindDescriptor::in_doubt_wait`): for a status webhook
@@ -467,18 +481,16 @@ async fn ask_providers(ctx: &EngineContext, now: i64) -> Result<u64, crate::stor
     // Not at the provider (or it cannot be asked): back to when the decision was due, so
     // that the in-doubt policy decides now.
     let mut undecided: std::collections::BTreeMap<i64, Vec<MessageId>> = Default::default();
+    // What the providers have is sent in one transaction for the pass, not one each.
+    let mut had = Vec::new();
     for (c, answer) in answers {
         match answer {
             None | Some(Ok(None)) => undecided.entry(c.in_doubt_at).or_default().push(c.id),
-            Some(Ok(Some(provider_id))) => {
-                if ctx
-                    .store
-                    .resolve_in_doubt_sent(c.channel_id, c.id, &provider_id, now)
-                    .await?
-                {
-                    found += 1;
-                }
-            }
+            Some(Ok(Some(provider_id))) => had.push(crate::store::ProviderHas {
+                channel_id: c.channel_id,
+                message_id: c.id,
+                provider_id,
+            }),
             Some(Err(e)) => {
                 tracing::warn!(message_id = %c.id, campaign_id = %c.campaign_id, error = %e, "provider could not say whether it has an in-doubt message; asking again later");
                 ctx.store
@@ -487,6 +499,7 @@ async fn ask_providers(ctx: &EngineContext, now: i64) -> Result<u64, crate::stor
             }
         }
     }
+    found += ctx.store.resolve_in_doubt_sent_many(&had, now).await?.len() as u64;
     for (due, ids) in undecided {
         ctx.store.defer_in_doubt(&ids, due).await?;
     }

@@ -367,6 +367,15 @@ pub struct TokenGrant {
     pub factor: f64,
 }
 
+/// A provider has a message in doubt after all: the channel that spoke for it, the message
+/// and the provider's id for it (`Store::resolve_in_doubt_sent_many`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderHas {
+    pub channel_id: ChannelId,
+    pub message_id: MessageId,
+    pub provider_id: String,
+}
+
 /// A message in doubt, with what its provider would need to find it.
 #[derive(Debug, Clone)]
 pub struct InDoubtCandidate {

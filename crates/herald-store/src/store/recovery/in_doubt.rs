@@ -1,13 +1,13 @@
 //! Messages in doubt: in flight when their owner died, marked `in_doubt`, then resolved by
-//! asking the provider (kept proofs, `resolve_in_doubt_sent`) or by the in-doubt policy
+//! asking the provider (kept proofs, `resolve_in_doubt_sent_many`) or by the in-doubt policy
 //! (resend or fail).
 
 use crate::domain::{CampaignStatus, Counts, MessageStatus};
 use crate::ids::{CampaignId, ChannelId, MessageId};
 use crate::store::helpers::{clean, ids_json};
-use crate::store::{InDoubtCandidate, InDoubtReport, Store, StoreError, directory};
+use crate::store::{InDoubtCandidate, InDoubtReport, ProviderHas, Store, StoreError, directory};
 use sqlx::{AssertSqlSafe, Row};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 impl Store {
     /// In-flight messages whose owner is dead (heartbeat older than `stale_before`, stopped,
@@ -278,63 +278,133 @@ impl Store {
         provider_id: &str,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.begin().await?;
-        let campaign: Option<CampaignId> = sqlx::query_scalar(
-            "SELECT m.campaign_id FROM messages m JOIN campaigns c ON c.id = m.campaign_id \
-             WHERE m.id = $1 AND m.status = 'in_doubt' AND c.channel_id = $2 \
-             AND NOT EXISTS (SELECT 1 FROM messages o JOIN campaigns oc ON oc.id = o.campaign_id \
-             WHERE o.provider_id = $3 AND o.id <> m.id AND oc.channel_id = $2)",
-        )
-        .bind(message_id)
-        .bind(channel_id)
-        .bind(provider_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(campaign) = campaign else {
-            tx.rollback().await?;
-            return Ok(false);
-        };
-        self.lock_campaign(&mut tx, campaign).await?;
-        let moved = sqlx::query(
-            "UPDATE messages SET status = 'sent', provider_id = $1, sent_at = $2, updated_at = $2, \
-             last_error = 'was in doubt; the provider has it' WHERE id = $3 AND status = 'in_doubt'",
-        )
-        .bind(provider_id)
-        .bind(now)
-        .bind(message_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if moved != 1 {
-            tx.rollback().await?;
-            return Ok(false);
+        let found = [ProviderHas {
+            channel_id,
+            message_id,
+            provider_id: provider_id.to_string(),
+        }];
+        Ok(self.resolve_in_doubt_sent_many(&found, now).await? == [message_id])
+    }
+
+    /// [`Store::resolve_in_doubt_sent`] for a batch, in one transaction: what a reconciler
+    /// pass found at its providers (or in proofs kept from status webhooks). A kill leaves
+    /// hundreds of messages in doubt at once; one transaction each kept recovery waiting on
+    /// commits. Each message is judged as alone: in doubt, of a campaign on the channel that
+    /// spoke for it, and with a provider id no other message of that channel has, in the
+    /// database or elsewhere in the batch. Returns the messages now `sent`.
+    pub async fn resolve_in_doubt_sent_many(
+        &self,
+        found: &[ProviderHas],
+        now: i64,
+    ) -> Result<Vec<MessageId>, StoreError> {
+        // A provider id given for two messages of one channel names neither for sure.
+        let mut uses: HashMap<(ChannelId, &str), usize> = HashMap::new();
+        for f in found {
+            *uses
+                .entry((f.channel_id, f.provider_id.as_str()))
+                .or_default() += 1;
         }
-        let mut delta = Counts::default();
-        delta.moved(MessageStatus::InDoubt, MessageStatus::Sent);
-        self.count_throughput(&mut tx, now, &BTreeMap::from([(campaign, (1, 0))]))
-            .await?;
-        let mut deltas = BTreeMap::from([(campaign, delta)]);
-        let pending = sqlx::query(
-            "SELECT id, channel_id, provider_id, status, error FROM pending_receipts \
-             WHERE channel_id = $1 AND provider_id = $2 ORDER BY id",
-        )
-        .bind(channel_id)
-        .bind(provider_id);
+        let records: Vec<serde_json::Value> = found
+            .iter()
+            .filter(|f| uses[&(f.channel_id, f.provider_id.as_str())] == 1)
+            .map(|f| {
+                serde_json::json!({
+                    "channel_id": f.channel_id.get(),
+                    "message_id": f.message_id.get(),
+                    "provider_id": clean(&f.provider_id),
+                })
+            })
+            .collect();
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let records = serde_json::Value::from(records).to_string();
+        let recs = self.dialect.json_records(
+            "$1",
+            &[
+                ("channel_id", "int"),
+                ("message_id", "int"),
+                ("provider_id", "text"),
+            ],
+        );
+        let mut tx = self.begin().await?;
+        let eligible = sqlx::query(AssertSqlSafe(format!(
+            "SELECT m.campaign_id FROM {recs} JOIN messages m ON m.id = x.message_id \
+             JOIN campaigns c ON c.id = m.campaign_id \
+             WHERE m.status = 'in_doubt' AND c.channel_id = x.channel_id \
+             AND NOT EXISTS (SELECT 1 FROM messages o JOIN campaigns oc ON oc.id = o.campaign_id \
+             WHERE o.provider_id = x.provider_id AND o.id <> m.id AND oc.channel_id = x.channel_id)"
+        )))
+        .bind(&records)
+        .fetch_all(&mut *tx)
+        .await?;
+        let campaigns: BTreeSet<CampaignId> = eligible
+            .iter()
+            .map(|r| r.try_get("campaign_id"))
+            .collect::<Result<_, _>>()?;
+        if campaigns.is_empty() {
+            tx.rollback().await?;
+            return Ok(Vec::new());
+        }
+        // Campaign rows first, in id order, as every writer of counters locks them.
+        self.lock_campaigns(&mut tx, &campaigns).await?;
+        // The same conditions again under the locks: only what is still in doubt moves.
+        let moved = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE messages SET status = 'sent', provider_id = x.provider_id, sent_at = $2, \
+             updated_at = $2, last_error = 'was in doubt; the provider has it' \
+             FROM {recs} WHERE messages.id = x.message_id AND messages.status = 'in_doubt' \
+             AND EXISTS (SELECT 1 FROM campaigns c WHERE c.id = messages.campaign_id \
+             AND c.channel_id = x.channel_id) \
+             AND NOT EXISTS (SELECT 1 FROM messages o JOIN campaigns oc ON oc.id = o.campaign_id \
+             WHERE o.provider_id = x.provider_id AND o.id <> messages.id AND oc.channel_id = x.channel_id) \
+             RETURNING messages.id, messages.campaign_id"
+        )))
+        .bind(&records)
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut sent = Vec::with_capacity(moved.len());
+        let mut deltas: BTreeMap<CampaignId, Counts> = BTreeMap::new();
+        let mut tallies: BTreeMap<CampaignId, (i64, i64)> = BTreeMap::new();
+        for r in &moved {
+            let campaign: CampaignId = r.try_get("campaign_id")?;
+            sent.push(r.try_get::<MessageId, _>("id")?);
+            deltas
+                .entry(campaign)
+                .or_default()
+                .moved(MessageStatus::InDoubt, MessageStatus::Sent);
+            tallies.entry(campaign).or_default().0 += 1;
+        }
+        if sent.is_empty() {
+            tx.rollback().await?;
+            return Ok(sent);
+        }
+        sent.sort_unstable();
+        self.count_throughput(&mut tx, now, &tallies).await?;
+        // Receipts that came before their message was known to have this provider id.
+        let pending = sqlx::query(AssertSqlSafe(format!(
+            "SELECT p.id, p.channel_id, p.provider_id, p.status, p.error FROM pending_receipts p \
+             JOIN {recs} ON p.channel_id = x.channel_id AND p.provider_id = x.provider_id \
+             ORDER BY p.id"
+        )))
+        .bind(records.clone());
         self.apply_pending_receipts(&mut tx, pending, now, &mut deltas)
             .await?;
         for (c, d) in &deltas {
             self.apply_counts(&mut tx, *c, d, 0, Some(now)).await?;
         }
-        self.complete_if_drained(
-            &mut tx,
-            campaign,
-            now,
-            "reconciler",
-            "last in-doubt message found at the provider",
-        )
-        .await?;
+        for campaign in tallies.keys() {
+            self.complete_if_drained(
+                &mut tx,
+                *campaign,
+                now,
+                "reconciler",
+                "last in-doubt message found at the provider",
+            )
+            .await?;
+        }
         tx.commit().await?;
-        Ok(true)
+        Ok(sent)
     }
 
     /// Applies the in-doubt policy to messages in doubt since before `older_than`: resend

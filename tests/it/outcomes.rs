@@ -45,6 +45,18 @@ fn sent(m: &ClaimedMessage) -> Outcome {
     }
 }
 
+/// The provider's answer never came: the message is in doubt.
+fn timed_out(m: &ClaimedMessage) -> Outcome {
+    Outcome {
+        message_id: m.id,
+        campaign_id: m.campaign_id,
+        attempt: None,
+        kind: OutcomeKind::Unknown {
+            error: "timed out".into(),
+        },
+    }
+}
+
 fn failed(m: &ClaimedMessage) -> Outcome {
     Outcome {
         message_id: m.id,
@@ -305,16 +317,8 @@ both_stores!(in_doubt_resolutions_count_in_the_history, |db| async move {
     let id = started(store, 2, t).await;
     let channel = store.campaign(id).await.unwrap().channel_id;
     let ms = claim_all(store, id, t).await;
-    let unknown = |m: &ClaimedMessage| Outcome {
-        message_id: m.id,
-        campaign_id: m.campaign_id,
-        attempt: None,
-        kind: OutcomeKind::Unknown {
-            error: "timed out".into(),
-        },
-    };
     store
-        .record_outcomes("A", t, &[unknown(&ms[0]), unknown(&ms[1])])
+        .record_outcomes("A", t, &[timed_out(&ms[0]), timed_out(&ms[1])])
         .await
         .unwrap();
     assert!(store.campaign_throughput(id).await.unwrap().is_empty());
@@ -498,21 +502,13 @@ both_stores!(
         }
         let ma = claim_all(store, a, t).await;
         let mb = claim_all(store, b, t).await;
-        let unknown = |m: &ClaimedMessage| Outcome {
-            message_id: m.id,
-            campaign_id: m.campaign_id,
-            attempt: None,
-            kind: OutcomeKind::Unknown {
-                error: "timed out".into(),
-            },
-        };
         // a's last message was sent as "taken"; every other message is in doubt.
-        let mut outcomes: Vec<Outcome> = ma[..5].iter().chain(&mb).map(unknown).collect();
+        let mut outcomes: Vec<Outcome> = ma[..5].iter().chain(&mb).map(timed_out).collect();
         outcomes.push(Outcome {
             kind: OutcomeKind::Sent {
                 provider_id: "taken".into(),
             },
-            ..unknown(&ma[5])
+            ..timed_out(&ma[5])
         });
         store.record_outcomes("A", t, &outcomes).await.unwrap();
         // A delivery receipt for p1 came before anyone knew whose message p1 was.

@@ -37,7 +37,11 @@ pub const LAYERS: &[(&str, &str, &[&str])] = &[
         ],
     ),
     ("store", "herald-store", &["store"]),
-    ("channels", "herald-channels", &["channels", "import"]),
+    (
+        "channels",
+        "herald-channels",
+        &["channels", "export", "import"],
+    ),
     ("engine", "herald-engine", &["engine", "doctor"]),
     ("http-state", "herald-api", &["app_state"]),
     ("http-handlers", "herald-api", &["api", "webhooks"]),

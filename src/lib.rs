@@ -6,7 +6,7 @@
 // Every layer's modules, re-exported so that `herald::<module>` and `crate::<module>` paths
 // read the same as before the workspace (tests, fuzz targets).
 pub use herald_api::{api, app_state, webhooks};
-pub use herald_channels::{channels, import};
+pub use herald_channels::{channels, export, import};
 pub use herald_cli::{cli, server};
 pub use herald_core::{
     address, alerts, channel_kind, clock, config, contact_rules, credentials, domain, events, ids,

@@ -7,6 +7,7 @@ mod support;
 mod accounts;
 mod alerts;
 mod autopause;
+mod campaigns;
 mod cli;
 mod crash;
 mod ids;

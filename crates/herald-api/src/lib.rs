@@ -4,7 +4,7 @@
 
 // Lower layers' modules, re-exported so that `crate::<module>` paths read the same in
 // every crate (docs/ARCHITECTURE.md).
-pub use herald_channels::{channels, import};
+pub use herald_channels::{channels, export, import};
 pub use herald_core::{
     address, alerts, channel_kind, clock, config, contact_rules, credentials, domain, events, ids,
     optout, outbound, reasons, secrets, segments, signatures, telemetry, template,

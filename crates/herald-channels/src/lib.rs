@@ -12,4 +12,5 @@ pub use herald_core::{
 pub use herald_store::store;
 
 pub mod channels;
+pub mod export;
 pub mod import;

@@ -11,6 +11,7 @@
 //! (Twilio) and §2.6 (WhatsApp), and the SMTP reply codes of RFC 5321. A code not in a
 //! table gets a generic sentence that names it.
 
+use crate::domain::MessageStatus;
 use serde::Serialize;
 
 /// A failure explained for a reader who is not an engineer.
@@ -321,6 +322,20 @@ fn network(lower: &str) -> Option<(&'static str, &'static str)> {
         .iter()
         .find(|(needles, _, _)| needles.iter().any(|n| lower.contains(n)))
         .map(|(_, key, what)| (*key, *what))
+}
+
+/// The failure a message shows in its status, explained: none for a message that reached
+/// its recipient (an earlier attempt's failure is history, not its state) or that has no
+/// error text. The API's message items, the dashboard and the export all read it here.
+pub fn shown(status: MessageStatus, raw: Option<&str>) -> Option<Explanation> {
+    let raw = raw.filter(|r| !r.trim().is_empty())?;
+    if matches!(
+        status,
+        MessageStatus::Sent | MessageStatus::Delivered | MessageStatus::Read
+    ) {
+        return None;
+    }
+    Some(explain(raw))
 }
 
 /// Explains a message's stored error text. Never fails: text nothing recognises is

@@ -10,6 +10,7 @@ mod contacts;
 mod conventions;
 mod document_truth;
 mod errors;
+mod exports;
 mod hardening;
 mod outbound_guard;
 mod outcomes;

@@ -362,14 +362,8 @@ impl MessageError {
     /// The explained error a message shows in its status: none for a message that reached
     /// its recipient (an earlier attempt's failure is history, not its state).
     pub fn shown(status: MessageStatus, raw: Option<String>) -> Option<MessageError> {
-        let raw = raw.filter(|r| !r.trim().is_empty())?;
-        if matches!(
-            status,
-            MessageStatus::Sent | MessageStatus::Delivered | MessageStatus::Read
-        ) {
-            return None;
-        }
-        let e = crate::reasons::explain(&raw);
+        let e = crate::reasons::shown(status, raw.as_deref())?;
+        let raw = raw.unwrap_or_default();
         Some(MessageError {
             code: e.code,
             reason: e.reason,
@@ -770,7 +764,7 @@ fn action_reason(body: &Bytes) -> ApiResult<Option<String>> {
         .transpose()
 }
 
-async fn owned_status(
+pub(super) async fn owned_status(
     state: &ApiState,
     p: &Principal,
     id: &str,

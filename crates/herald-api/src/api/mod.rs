@@ -27,6 +27,7 @@ mod campaign_events;
 mod campaigns;
 mod channels;
 pub mod contacts;
+mod exports;
 mod lists;
 mod organisation;
 mod rules;
@@ -113,6 +114,7 @@ fn documented_routes() -> OpenApiRouter<ApiState> {
             .merge(channels::routes())
             .merge(campaigns::routes())
             .merge(campaign_events::routes())
+            .merge(exports::routes())
             .merge(system::routes())
             .merge(accounts::routes())
             .merge(webhooks::routes())

@@ -5,6 +5,7 @@ use super::{
 };
 use crate::config::Settings;
 use crate::domain::{CampaignAction, MessageStatus};
+use crate::export::{Export, ExportOf};
 use crate::ids::{CampaignId, OrgId};
 use crate::store::autopause::AutoPause;
 use crate::store::{Campaign, CampaignEvent, NewCampaign, Store};
@@ -95,6 +96,16 @@ pub enum CampaignCommand {
         /// Print a JSON array instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Export the campaign's messages as CSV, one row per message (docs/CAMPAIGNS.md
+    /// lists the columns).
+    Export {
+        /// Campaign id (cmp_2, or 2).
+        #[arg(value_name = "CAMPAIGN", value_parser = CampaignId::parse_lenient)]
+        id: CampaignId,
+        /// Write to this file instead of stdout (replaced only once the export is whole).
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<std::path::PathBuf>,
     },
     /// The campaign's audit trail.
     Events {
@@ -224,6 +235,13 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &CampaignCommand) -> C
                     );
                 }
             }
+            Ok(0)
+        }
+        CampaignCommand::Export { id, output } => {
+            let id = own(&store, org, *id).await?;
+            let export = Export::new(store, org, ExportOf::CampaignMessages(id));
+            let rows = super::export::write(export, output.as_deref()).await?;
+            super::report_export(rows, "messages", output.as_deref());
             Ok(0)
         }
         CampaignCommand::Events { id, json } => {

@@ -7,10 +7,12 @@ mod bench;
 mod campaign;
 mod channel;
 mod doctor;
+mod export;
 mod run;
 mod webhook;
 
 use crate::config::{LoadOptions, LoadedSettings, Settings};
+use crate::export::{Export, ExportOf};
 use crate::ids::{ChannelId, ListId, OrgId};
 use crate::store::Store;
 use clap::{Parser, Subcommand};
@@ -81,6 +83,9 @@ pub enum Command {
     /// Manage contacts.
     #[command(subcommand)]
     Contacts(ContactsCommand),
+    /// The organisation's suppression list (STOP replies, bounces, complaints).
+    #[command(subcommand)]
+    Suppressions(SuppressionsCommand),
     /// Create, run and inspect campaigns.
     #[command(subcommand)]
     Campaign(campaign::CampaignCommand),
@@ -113,6 +118,25 @@ pub enum ContactsCommand {
         /// The list to add them to, by name (created if needed).
         #[arg(long, value_name = "LIST")]
         list: String,
+    },
+    /// Export the contacts as CSV (docs/CAMPAIGNS.md lists the columns).
+    Export {
+        /// Only the members of this list: its name, or its id (lst_3).
+        #[arg(long, value_name = "LIST")]
+        list: Option<String>,
+        /// Write to this file instead of stdout (replaced only once the export is whole).
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SuppressionsCommand {
+    /// Export the suppression list as CSV: address, reason, created_at.
+    Export {
+        /// Write to this file instead of stdout (replaced only once the export is whole).
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
     },
 }
 
@@ -412,6 +436,30 @@ pub async fn run(cli: Cli, router: RouterFactory) -> CliResult {
             );
             Ok(0)
         }
+        Command::Contacts(ContactsCommand::Export { list, output }) => {
+            let store = open_store(&settings, false).await?;
+            let org = resolve_org(&store, &cli.org).await?;
+            let list_id = match list {
+                Some(l) => Some(resolve_list(&store, org, l).await?.id),
+                None => None,
+            };
+            let filter = crate::store::directory::ContactFilter {
+                list_id,
+                ..Default::default()
+            };
+            let export = Export::new(store, org, ExportOf::Contacts(filter));
+            let rows = export::write(export, output.as_deref()).await?;
+            report_export(rows, "contacts", output.as_deref());
+            Ok(0)
+        }
+        Command::Suppressions(SuppressionsCommand::Export { output }) => {
+            let store = open_store(&settings, false).await?;
+            let org = resolve_org(&store, &cli.org).await?;
+            let export = Export::new(store, org, ExportOf::Suppressions);
+            let rows = export::write(export, output.as_deref()).await?;
+            report_export(rows, "suppressed addresses", output.as_deref());
+            Ok(0)
+        }
         Command::Campaign(c) => campaign::run(&cli, &settings, c).await,
         Command::Org(c) => accounts::org(&cli, &settings, c).await,
         Command::User(c) => accounts::user(&cli, &settings, c).await,
@@ -422,6 +470,14 @@ pub async fn run(cli: Cli, router: RouterFactory) -> CliResult {
             print!("{}", crate::api::openapi_json());
             Ok(0)
         }
+    }
+}
+
+/// One line on stderr once an export is written (stdout may be the CSV itself).
+pub fn report_export(rows: u64, what: &str, output: Option<&std::path::Path>) {
+    match output {
+        Some(path) => eprintln!("exported {rows} {what} to {}", path.display()),
+        None => eprintln!("exported {rows} {what}"),
     }
 }
 

@@ -91,6 +91,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "delivery_sequence_index",
         include_str!("../../migrations/postgres/0016_delivery_sequence_index.sql"),
     ),
+    (
+        17,
+        "message_times",
+        include_str!("../../migrations/postgres/0017_message_times.sql"),
+    ),
 ];
 
 pub(super) async fn connect(url: &str) -> Result<(AnyPool, AnyPool), StoreError> {

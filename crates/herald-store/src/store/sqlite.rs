@@ -92,6 +92,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "delivery_sequence_index",
         include_str!("../../migrations/sqlite/0016_delivery_sequence_index.sql"),
     ),
+    (
+        17,
+        "message_times",
+        include_str!("../../migrations/sqlite/0017_message_times.sql"),
+    ),
 ];
 
 /// Accepts `sqlite://path`, `sqlite:path` and `sqlite::memory:`; creates the file if needed.

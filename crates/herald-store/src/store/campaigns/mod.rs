@@ -3,6 +3,7 @@
 
 mod admin;
 pub mod autopause;
+pub mod export;
 mod failures;
 pub(super) mod lifecycle;
 mod order;

@@ -258,7 +258,10 @@ impl Store {
                 ],
             );
             let sql = format!(
-                "UPDATE messages SET status = x.to_status, last_error = x.error, updated_at = $2 \
+                "UPDATE messages SET status = x.to_status, last_error = x.error, updated_at = $2, \
+                 delivered_at = CASE WHEN x.to_status IN ('delivered', 'read') THEN COALESCE(messages.delivered_at, $2) ELSE messages.delivered_at END, \
+                 read_at = CASE WHEN x.to_status = 'read' THEN COALESCE(messages.read_at, $2) ELSE messages.read_at END, \
+                 failed_at = CASE WHEN x.to_status IN ('failed', 'undelivered') THEN $2 ELSE messages.failed_at END \
                  FROM {recs} WHERE messages.id = x.id AND messages.status = x.from_status \
                  RETURNING messages.id, messages.campaign_id"
             );

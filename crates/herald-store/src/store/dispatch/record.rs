@@ -150,6 +150,7 @@ impl Store {
             "UPDATE messages SET status = x.status, provider_id = COALESCE(x.provider_id, messages.provider_id), \
              last_error = CASE WHEN x.status = 'sent' THEN NULL ELSE COALESCE(x.error, messages.last_error) END, next_attempt_at = COALESCE(x.next_attempt_at, messages.next_attempt_at), \
              attempts = messages.attempts - x.refund, sent_at = COALESCE(x.sent_at, messages.sent_at), \
+             failed_at = CASE WHEN x.status = 'failed' THEN $2 ELSE messages.failed_at END, \
              owner = CASE WHEN x.release = 1 THEN NULL ELSE messages.owner END, lease_until = NULL, updated_at = $2, \
              was_in_doubt = CASE WHEN x.doubt = 1 THEN 1 ELSE messages.was_in_doubt END, \
              in_doubt_at = CASE WHEN x.doubt = 1 THEN $2 ELSE messages.in_doubt_at END \

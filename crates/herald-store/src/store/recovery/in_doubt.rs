@@ -475,7 +475,8 @@ impl Store {
                 )
             };
             let sql = format!(
-                "UPDATE messages SET status = $1, last_error = $2, next_attempt_at = $3, owner = NULL, updated_at = $3 \
+                "UPDATE messages SET status = $1, last_error = $2, next_attempt_at = $3, owner = NULL, updated_at = $3, \
+                 failed_at = CASE WHEN $1 = 'failed' THEN $3 ELSE failed_at END \
                  WHERE id IN {} AND status = 'in_doubt' RETURNING id",
                 self.dialect.json_ids("$4")
             );

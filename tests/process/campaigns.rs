@@ -1,10 +1,12 @@
 //! What a campaign manager does after a campaign, from the command line (issue 14):
-//! export its messages, the contacts and the suppression list as CSV.
+//! export its messages, the contacts and the suppression list as CSV; resend to the
+//! recipients who failed; duplicate; schedule, edit and unschedule.
 
 use crate::both_stores;
-use crate::support::{Backend, Herald, n};
+use crate::support::{Backend, Herald, n, rfc3339_in};
+use std::collections::BTreeSet;
 
-both_stores!(export_from_the_command_line);
+both_stores!(export_and_resend_from_the_command_line);
 
 fn csv_rows(text: &str) -> (Vec<String>, Vec<csv::StringRecord>) {
     let mut reader = csv::Reader::from_reader(text.as_bytes());
@@ -18,7 +20,7 @@ fn csv_rows(text: &str) -> (Vec<String>, Vec<csv::StringRecord>) {
     (header, rows)
 }
 
-fn export_from_the_command_line(backend: Backend) {
+fn export_and_resend_from_the_command_line(backend: Backend) {
     let h = Herald::migrated(backend);
     h.import_contacts("people", 30);
     h.sandbox_channel("flaky", &["--permanent-fail-rate", "0.3"]);
@@ -26,7 +28,6 @@ fn export_from_the_command_line(backend: Backend) {
     h.ok(&["campaign", "start", &id.to_string()]);
     let worker = h.spawn(&["worker"], "worker");
     let done = h.wait_completed(id, &[&worker]);
-    drop(worker);
 
     let file = h.path("messages.csv");
     let r = h.run(&[
@@ -50,15 +51,19 @@ fn export_from_the_command_line(backend: Backend) {
     );
     assert!(!h.path("messages.csv.partial").exists());
     let written = std::fs::read_to_string(&file).unwrap();
-    let (header, rows) = csv_rows(&written);
+    let (header, message_rows) = csv_rows(&written);
     assert_eq!(header, herald::export::MESSAGE_COLUMNS);
-    assert_eq!(rows.len() as i64, n(&done, "total"));
+    assert_eq!(message_rows.len() as i64, n(&done, "total"));
     let status = header.iter().position(|c| c == "status").unwrap();
-    let failed = rows.iter().filter(|r| &r[status] == "failed").count() as i64;
+    let failed = message_rows
+        .iter()
+        .filter(|r| &r[status] == "failed")
+        .count() as i64;
     assert_eq!(failed, n(&done, "failed"), "{done}");
     let code = header.iter().position(|c| c == "error_code").unwrap();
     assert!(
-        rows.iter()
+        message_rows
+            .iter()
             .filter(|r| &r[status] == "failed")
             .all(|r| !r[code].is_empty()),
         "every failed row says why"
@@ -97,4 +102,112 @@ fn export_from_the_command_line(backend: Backend) {
     assert!(!nowhere.exists());
     let list = h.fails(&["contacts", "export", "--list", "nobody"]);
     assert!(list.stderr.contains("nobody"), "{}", list.stderr);
+
+    // Resend to the failed: exactly the addresses the export says failed.
+    let address = header_index(&written, "address");
+    let failed_addresses: BTreeSet<String> = message_rows
+        .iter()
+        .filter(|r| &r[status] == "failed")
+        .map(|r| r[address].to_string())
+        .collect();
+    assert!(
+        !failed_addresses.is_empty(),
+        "the flaky channel failed none: {done}"
+    );
+    let r = h.run(&["campaign", "resend", &id.to_string()]);
+    assert!(r.success(), "{}", r.describe());
+    let resend: i64 = r
+        .stdout
+        .trim()
+        .strip_prefix("cmp_")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("resend printed {:?}, not an id", r.stdout));
+    assert!(
+        r.stderr
+            .contains(&format!("{} recipients", failed_addresses.len())),
+        "{}",
+        r.stderr
+    );
+    let draft = h.status(resend);
+    assert_eq!(draft["status"], "draft");
+    assert_eq!(draft["parent_id"], format!("cmp_{id}"));
+    assert_eq!(draft["parent_kind"], "resend");
+    h.ok(&["campaign", "start", &resend.to_string()]);
+    let resent = h.wait_completed(resend, &[&worker]);
+    assert_eq!(n(&resent, "total") as usize, failed_addresses.len());
+    let again = h.ok(&["campaign", "export", &resend.to_string()]);
+    let (_, resent_rows) = csv_rows(&again);
+    let resent_addresses: BTreeSet<String> =
+        resent_rows.iter().map(|r| r[address].to_string()).collect();
+    assert_eq!(resent_addresses, failed_addresses);
+    drop(worker);
+    let bad = h.fails(&["campaign", "resend", &id.to_string(), "--status", "queued"]);
+    assert!(
+        bad.stderr.contains("--status") && bad.stderr.contains("queued"),
+        "{}",
+        bad.stderr
+    );
+
+    // Duplicate, schedule, edit while scheduled, unschedule: each in the audit trail.
+    let copy: i64 = h
+        .ok(&["campaign", "duplicate", &id.to_string()])
+        .trim()
+        .strip_prefix("cmp_")
+        .and_then(|n| n.parse().ok())
+        .expect("duplicate prints an id");
+    let copied = h.status(copy);
+    assert_eq!(copied["status"], "draft");
+    assert_eq!(copied["name"], "Copy of export");
+    assert_eq!(copied["parent_kind"], "duplicate");
+    let later = rfc3339_in(86_400);
+    h.ok(&["campaign", "schedule", &copy.to_string(), "--at", &later]);
+    h.ok(&[
+        "campaign",
+        "edit",
+        &copy.to_string(),
+        "--name",
+        "Copy, edited",
+    ]);
+    assert_eq!(h.status(copy)["status"], "scheduled");
+    h.ok(&["campaign", "unschedule", &copy.to_string()]);
+    assert_eq!(h.status(copy)["status"], "draft");
+    let trail: Vec<(String, String)> = h
+        .events(copy)
+        .into_iter()
+        .map(|(from, to, _)| (from, to))
+        .collect();
+    let expected: Vec<(String, String)> = [
+        ("-", "draft"),
+        ("draft", "scheduled"),
+        ("scheduled", "scheduled"),
+        ("scheduled", "draft"),
+    ]
+    .iter()
+    .map(|(f, t)| ((*f).to_string(), (*t).to_string()))
+    .collect();
+    assert_eq!(trail, expected);
+    let not_scheduled = h.fails(&["campaign", "unschedule", &copy.to_string()]);
+    assert!(
+        not_scheduled.stderr.contains("draft"),
+        "{}",
+        not_scheduled.stderr
+    );
+    let past = h.fails(&[
+        "campaign",
+        "schedule",
+        &copy.to_string(),
+        "--at",
+        "2001-01-01T00:00:00Z",
+    ]);
+    assert!(past.stderr.contains("--at"), "{}", past.stderr);
+    let nothing = h.fails(&["campaign", "edit", &copy.to_string()]);
+    assert!(nothing.stderr.contains("--name"), "{}", nothing.stderr);
+}
+
+fn header_index(text: &str, column: &str) -> usize {
+    csv_rows(text)
+        .0
+        .iter()
+        .position(|c| c == column)
+        .unwrap_or_else(|| panic!("no column {column}"))
 }

@@ -277,6 +277,33 @@ impl CampaignAction {
     }
 }
 
+/// How a campaign was made from another (docs/CAMPAIGNS.md).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Derivation {
+    /// Sent again to the recipients of the parent whose messages ended in chosen statuses.
+    Resend,
+    /// A copy of the parent's settings, as a draft.
+    Duplicate,
+}
+
+impl Derivation {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Derivation::Resend => "resend",
+            Derivation::Duplicate => "duplicate",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Derivation> {
+        [Derivation::Resend, Derivation::Duplicate]
+            .into_iter()
+            .find(|d| d.as_str() == s)
+    }
+}
+
 /// One counter per message status, indexed by `MessageStatus::index`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts(pub [i64; 11]);

@@ -683,16 +683,18 @@ api_test!(state_machine_moves_and_conflicts, |app| async move {
         herald::clock::parse_rfc3339(r.body["scheduled_at"].as_str().unwrap()).unwrap(),
         herald::clock::parse_rfc3339(&later).unwrap()
     );
-    conflict(
-        &app.call(
+    // A scheduled campaign can still be edited (issue 14); it stays scheduled.
+    let r = app
+        .call(
             Method::PATCH,
             &format!("/api/v1/campaigns/{id}"),
             &f.editor,
             Some(json!({"name": "x"})),
         )
-        .await,
-        "only a draft",
-    );
+        .await;
+    r.expect(StatusCode::OK);
+    assert_eq!(r.body["status"], "scheduled");
+    assert_eq!(r.body["name"], "x");
 
     // Start now (no engine runs here, so the messages stay queued).
     let r = act(&app, &f.editor, &id, "start").await;
@@ -780,6 +782,7 @@ api_test!(state_machine_moves_and_conflicts, |app| async move {
             "draft",
             "scheduled",
             "scheduled",
+            "scheduled",
             "sending",
             "paused",
             "sending",
@@ -793,7 +796,7 @@ api_test!(state_machine_moves_and_conflicts, |app| async move {
         "{}",
         audit.text
     );
-    assert_eq!(trail[4]["reason"], "copy needs a fix");
+    assert_eq!(trail[5]["reason"], "copy needs a fix");
     assert!(
         trail[2]["reason"]
             .as_str()
@@ -803,7 +806,7 @@ api_test!(state_machine_moves_and_conflicts, |app| async move {
 
     // The audit trail pages like every list.
     let (all, pages) = walk(&app, &f.viewer, &format!("/api/v1/campaigns/{id}/audit"), 3).await;
-    assert_eq!((all.len(), pages), (7, 3));
+    assert_eq!((all.len(), pages), (8, 3));
 
     // Only drafts are deleted.
     let draft = create(&app, &f, "Throwaway", "Hi").await;

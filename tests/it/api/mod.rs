@@ -4,6 +4,7 @@
 mod accounts;
 mod alerts;
 mod authz;
+mod campaign_derive;
 mod campaigns;
 mod channels;
 mod contacts;

@@ -7,7 +7,9 @@ use super::auth::{AsEditor, AsViewer, Principal};
 use super::problem::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, Problem};
 use super::{ApiState, Page, PageParams, decode, timestamp, timestamp_opt};
 use super::{check_name, check_text};
-use crate::domain::{CampaignAction, CampaignOutcome, CampaignStatus, Counts, MessageStatus};
+use crate::domain::{
+    CampaignAction, CampaignOutcome, CampaignStatus, Counts, Derivation, MessageStatus,
+};
 use crate::ids::{CampaignId, ChannelId, ContactId, ListId};
 use crate::segments::{Encoding, sms_segments};
 use crate::store::autopause::{AutoPause, AutoPauseSource};
@@ -154,6 +156,16 @@ pub struct Campaign {
     /// Where it comes from: the campaign's own setting, its organisation's default
     /// (`herald org set --auto-pause`), or Herald's default (20%/500).
     pub auto_pause_source: AutoPauseSource,
+    /// The campaign this one was made from (a resend or a duplicate); null otherwise.
+    pub parent: Option<CampaignParent>,
+}
+
+/// The campaign a resend or a duplicate was made from.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CampaignParent {
+    #[schema(example = "cmp_1")]
+    pub id: String,
+    pub kind: Derivation,
 }
 
 /// An `auto_pause` field: `PERCENT%/WINDOW`, `off`, or `inherit` (None: the
@@ -190,7 +202,7 @@ pub(super) fn progress(c: &CampaignRow) -> f64 {
 }
 
 /// The full view of a campaign, with the stuck detector's verdict.
-pub(super) async fn view(state: &ApiState, c: CampaignRow) -> ApiResult<Campaign> {
+pub(crate) async fn view(state: &ApiState, c: CampaignRow) -> ApiResult<Campaign> {
     let stuck = stuck(state, &c).await?;
     let paused_reason = if c.status == CampaignStatus::Paused {
         state.store.paused_reason(c.id).await?
@@ -221,6 +233,10 @@ pub(super) async fn view(state: &ApiState, c: CampaignRow) -> ApiResult<Campaign
         paused_reason,
         auto_pause: c.auto_pause.effective.to_string(),
         auto_pause_source: c.auto_pause.source,
+        parent: c.parent.map(|(id, kind)| CampaignParent {
+            id: id.to_string(),
+            kind,
+        }),
     })
 }
 
@@ -919,16 +935,16 @@ async fn get_campaign(
     Ok(axum::Json(view(&state, c).await?))
 }
 
-/// Edit a draft's name, template, channel or list. Once a campaign is scheduled or has
-/// started it cannot be edited (409), except its `auto_pause`, which can change until it
-/// ends.
+/// Edit a draft's or a scheduled campaign's name, template, channel or list (a scheduled
+/// campaign stays scheduled). Once a campaign has started it cannot be edited (409),
+/// except its `auto_pause`, which can change until it ends.
 #[utoipa::path(patch, path = "/campaigns/{id}", tag = "campaigns",
     security(("api_key" = ["editor"]), ("session" = ["editor"])),
     params(("id" = String, Path, description = "Campaign id")),
     request_body = CampaignChange,
     responses(
         (status = 200, body = Campaign),
-        (status = 409, description = "The campaign is not a draft (or, for auto_pause, has ended)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The campaign has started (or, for auto_pause, has ended)", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn update_campaign(
     State(state): State<ApiState>,
@@ -947,9 +963,13 @@ async fn update_campaign(
         || change.channel_id.is_some()
         || change.list_id.is_some();
     let mut current = state.store.api_campaign(p.org_id, id).await?;
-    if drafts_only && current.status != CampaignStatus::Draft {
+    let editable = matches!(
+        current.status,
+        CampaignStatus::Draft | CampaignStatus::Scheduled
+    );
+    if drafts_only && !editable {
         return Err(ApiError::conflict(format!(
-            "campaign {} is {}: only a draft can be edited (its auto_pause alone can change until it ends)",
+            "campaign {} is {}: only a draft or a scheduled campaign can be edited (its auto_pause alone can change until it ends)",
             id, current.status
         )));
     }
@@ -970,12 +990,7 @@ async fn update_campaign(
     if !drafts_only {
         return Ok(axum::Json(view(&state, current).await?));
     }
-    if current.status != CampaignStatus::Draft {
-        return Err(ApiError::conflict(format!(
-            "campaign {} is {}: only a draft can be edited",
-            id, current.status
-        )));
-    }
+
     let name = change
         .name
         .as_deref()

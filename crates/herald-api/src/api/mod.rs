@@ -23,6 +23,7 @@ pub mod problem;
 
 mod accounts;
 pub mod alerts;
+pub mod campaign_derive;
 mod campaign_events;
 mod campaigns;
 mod channels;
@@ -115,6 +116,7 @@ fn documented_routes() -> OpenApiRouter<ApiState> {
             .merge(campaigns::routes())
             .merge(campaign_events::routes())
             .merge(exports::routes())
+            .merge(campaign_derive::routes())
             .merge(system::routes())
             .merge(accounts::routes())
             .merge(webhooks::routes())

@@ -49,6 +49,63 @@ pub enum CampaignCommand {
         #[arg(value_name = "PERCENT%/WINDOW|off|inherit", value_parser = parse_auto_pause_or_inherit)]
         setting: Inherit,
     },
+    /// Make a new draft that resends to the recipients whose messages ended in the given
+    /// statuses (default failed,undelivered), minus anyone unsubscribed or suppressed
+    /// since; prints its id (cmp_N), and who was left out on stderr.
+    Resend {
+        /// Campaign id (cmp_2, or 2).
+        #[arg(value_name = "CAMPAIGN", value_parser = CampaignId::parse_lenient)]
+        id: CampaignId,
+        /// Comma-separated final statuses: failed, undelivered, skipped, cancelled, sent,
+        /// delivered, read.
+        #[arg(long, value_name = "STATUS,...", default_value = "failed,undelivered")]
+        status: String,
+        /// The new campaign's name (default: the parent's with " (resend)").
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Copy any campaign as a new draft (name, channel, list, template, auto-pause); prints
+    /// its id.
+    Duplicate {
+        /// Campaign id (cmp_2, or 2).
+        #[arg(value_name = "CAMPAIGN", value_parser = CampaignId::parse_lenient)]
+        id: CampaignId,
+        /// The new campaign's name (default: "Copy of " and the parent's).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Edit a draft or a scheduled campaign (a scheduled one stays scheduled).
+    Edit {
+        /// Campaign id (cmp_2, or 2).
+        #[arg(value_name = "CAMPAIGN", value_parser = CampaignId::parse_lenient)]
+        id: CampaignId,
+        #[arg(long)]
+        name: Option<String>,
+        /// The list to send to: its name, or its id (lst_3).
+        #[arg(long, value_name = "LIST")]
+        list: Option<String>,
+        /// The channel to send through: its name, or its id (chn_5).
+        #[arg(long, value_name = "CHANNEL")]
+        channel: Option<String>,
+        /// Message template, e.g. "Hi {{ name }}".
+        #[arg(long)]
+        body: Option<String>,
+    },
+    /// Schedule a draft, or move a scheduled campaign, to start at TIME (RFC 3339, in
+    /// the future).
+    Schedule {
+        /// Campaign id (cmp_2, or 2).
+        #[arg(value_name = "CAMPAIGN", value_parser = CampaignId::parse_lenient)]
+        id: CampaignId,
+        #[arg(long, value_name = "TIME")]
+        at: String,
+    },
+    /// Take a scheduled campaign back to draft.
+    Unschedule {
+        /// Campaign id (cmp_2, or 2).
+        #[arg(value_name = "CAMPAIGN", value_parser = CampaignId::parse_lenient)]
+        id: CampaignId,
+    },
     /// Start sending now.
     Start {
         /// Campaign id (cmp_2, or 2).
@@ -188,6 +245,91 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &CampaignCommand) -> C
             );
             Ok(0)
         }
+        CampaignCommand::Resend { id, status, name } => {
+            let id = own(&store, org, *id).await?;
+            let names: Vec<String> = status.split(',').map(str::to_string).collect();
+            let statuses = crate::api::campaign_derive::resend_statuses(Some(&names))
+                .map_err(|m| CliError::from(format!("--status: {m}")))?;
+            let name = name.as_deref().map(check_campaign_name).transpose()?;
+            let r = store
+                .api_campaign_resend(org, id, &statuses, name.as_deref(), &who)
+                .await?;
+            println!("{}", r.campaign_id);
+            eprintln!(
+                "{} recipients in list {} (\"{}\"); left out: {} unsubscribed or suppressed since, {} whose contact was deleted. Start it with `herald campaign start {}`.",
+                r.recipients, r.list_id, r.list_name, r.opted_out, r.no_contact, r.campaign_id
+            );
+            Ok(0)
+        }
+        CampaignCommand::Duplicate { id, name } => {
+            let id = own(&store, org, *id).await?;
+            let name = name.as_deref().map(check_campaign_name).transpose()?;
+            let new = store
+                .api_campaign_duplicate(org, id, name.as_deref(), &who)
+                .await?;
+            println!("{new}");
+            Ok(0)
+        }
+        CampaignCommand::Edit {
+            id,
+            name,
+            list,
+            channel,
+            body,
+        } => {
+            let id = own(&store, org, *id).await?;
+            if name.is_none() && list.is_none() && channel.is_none() && body.is_none() {
+                return Err(CliError::from(
+                    "nothing to change: give --name, --list, --channel or --body",
+                ));
+            }
+            let current = store.campaign(id).await?;
+            let name = name.as_deref().map(check_campaign_name).transpose()?;
+            let list = match list {
+                Some(l) => Some(resolve_list(&store, org, l).await?),
+                None => None,
+            };
+            let channel = match channel {
+                Some(c) => Some(resolve_channel(&store, org, c).await?),
+                None => None,
+            };
+            if body.is_some() || list.is_some() {
+                let template = MessageTemplate::compile(body.as_deref().unwrap_or(&current.body))?;
+                template.check_limits()?;
+                let (list_id, list_name) = match &list {
+                    Some(l) => (l.id, l.name.clone()),
+                    None => (current.list_id, current.list_name.clone()),
+                };
+                let known = store.list_attribute_keys(list_id).await?;
+                template.check_variables(&known, &list_name)?;
+            }
+            let c = store
+                .api_campaign_update_draft(
+                    org,
+                    id,
+                    name.as_deref(),
+                    body.as_deref(),
+                    channel.map(|c| c.id),
+                    list.map(|l| l.id),
+                    &who,
+                )
+                .await?;
+            print_line(&c);
+            Ok(0)
+        }
+        CampaignCommand::Schedule { id, at } => {
+            let id = own(&store, org, *id).await?;
+            let at = future_time_flag("--at", at, now)?;
+            let c = store.api_campaign_schedule(org, id, at, &who).await?;
+            print_line(&c);
+            Ok(0)
+        }
+        CampaignCommand::Unschedule { id } => {
+            let id = own(&store, org, *id).await?;
+            let c = store.api_campaign_unschedule(org, id, &who).await?;
+            print_line(&c);
+            Ok(0)
+        }
         CampaignCommand::Start { id } => {
             let id = own(&store, org, *id).await?;
             store.start_campaign(id, now, &who, None).await?;
@@ -291,6 +433,17 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &CampaignCommand) -> C
 
 /// `id` when it is a campaign of `org`; another organisation's campaign is refused with
 /// the same words as a missing one.
+/// A campaign name as the API accepts it (1 to 200 characters, no control characters).
+fn check_campaign_name(name: &str) -> Result<String, CliError> {
+    crate::api::check_name("name", name).map_err(|e| {
+        let why = e
+            .errors
+            .first()
+            .map_or(e.detail.as_str(), |f| f.detail.as_str());
+        CliError::from(format!("--name {why}"))
+    })
+}
+
 async fn own(store: &Store, org: OrgId, id: CampaignId) -> Result<CampaignId, CliError> {
     let missing = || {
         CliError::from(format!(
@@ -310,11 +463,16 @@ async fn own(store: &Store, org: OrgId, id: CampaignId) -> Result<CampaignId, Cl
 
 /// `--schedule-at`: RFC 3339 and in the future, as the API's `scheduled_at` must be.
 fn future_time(value: &str, now: i64) -> Result<i64, CliError> {
-    let at = crate::clock::parse_rfc3339(value)
-        .map_err(|e| CliError::from(format!("--schedule-at: {e}")))?;
+    future_time_flag("--schedule-at", value, now)
+}
+
+/// A time flag (`--schedule-at`, `--at`): RFC 3339 and in the future.
+fn future_time_flag(flag: &str, value: &str, now: i64) -> Result<i64, CliError> {
+    let at =
+        crate::clock::parse_rfc3339(value).map_err(|e| CliError::from(format!("{flag}: {e}")))?;
     if at <= now {
         return Err(CliError::from(format!(
-            "--schedule-at `{value}` is not in the future: give a later time, or leave it out and run `herald campaign start` to start now"
+            "{flag} `{value}` is not in the future: give a later time, or run `herald campaign start` to start now"
         )));
     }
     Ok(at)
@@ -373,6 +531,15 @@ pub fn status_json(c: &Campaign) -> serde_json::Value {
     o.insert("channel_id".into(), c.channel_id.to_string().into());
     o.insert("list".into(), c.list_name.clone().into());
     o.insert("list_id".into(), c.list_id.to_string().into());
+    // The campaign it was made from (a resend or a duplicate), as the API's `parent`.
+    o.insert(
+        "parent_id".into(),
+        c.parent.map(|(id, _)| id.to_string()).into(),
+    );
+    o.insert(
+        "parent_kind".into(),
+        c.parent.map(|(_, kind)| kind.as_str()).into(),
+    );
     o.insert("total".into(), c.total.into());
     o.insert("pending".into(), c.counts.pending().into());
     o.insert(

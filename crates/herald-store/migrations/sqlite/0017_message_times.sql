@@ -10,3 +10,4 @@ ALTER TABLE messages ADD COLUMN failed_at INTEGER;
 -- campaign it came from, shown on both campaigns' pages.
 ALTER TABLE campaigns ADD COLUMN parent_id INTEGER REFERENCES campaigns(id) ON DELETE SET NULL;
 ALTER TABLE campaigns ADD COLUMN parent_kind TEXT CHECK (parent_kind IS NULL OR parent_kind IN ('resend', 'duplicate'));
+CREATE INDEX campaigns_parent ON campaigns (parent_id) WHERE parent_id IS NOT NULL;

@@ -31,6 +31,7 @@ pub use accounts::{
     ApiKeyInfo, IdempotencyState, SessionInfo, StoredResponse, UserCredentials, UserInfo,
 };
 pub use campaigns::autopause;
+pub use campaigns::derive;
 pub use campaigns::export::ExportedMessage;
 pub use campaigns::outcomes::{ThroughputMinute, minute_of};
 pub use channels::admin as channels_admin;

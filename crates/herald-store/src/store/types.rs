@@ -150,6 +150,8 @@ pub struct Campaign {
     pub outcome: Option<crate::domain::CampaignOutcome>,
     /// Its auto-pause setting and the one in force (its own, its organisation's, Herald's).
     pub auto_pause: crate::store::autopause::AutoPauseSetting,
+    /// The campaign it was made from, and how (a resend or a duplicate).
+    pub parent: Option<(CampaignId, crate::domain::Derivation)>,
 }
 
 #[derive(Debug, Clone)]

@@ -167,7 +167,7 @@ impl Store {
 
     /// Why a conditional write on the campaign matched nothing: it is not there (for this
     /// organisation), or it is in another status.
-    async fn api_campaign_refusal(
+    pub(super) async fn api_campaign_refusal(
         &self,
         org_id: OrgId,
         id: CampaignId,
@@ -180,9 +180,11 @@ impl Store {
         }
     }
 
-    /// Edits a draft: one conditional `UPDATE … WHERE status = 'draft'`, so an edit can
-    /// never change a campaign that has started. Only the given fields change; the caller
-    /// has checked that the channel and list belong to the organisation.
+    /// Edits a draft or a scheduled campaign: one conditional `UPDATE … WHERE status = <the
+    /// status read under the lock>`, so an edit can never change a campaign that has
+    /// started (the scheduler's start waits for the lock, then sees the edit). Only the
+    /// given fields change; the caller has checked that the channel and list belong to
+    /// the organisation.
     #[allow(clippy::too_many_arguments)]
     pub async fn api_campaign_update_draft(
         &self,
@@ -196,10 +198,21 @@ impl Store {
     ) -> Result<Campaign, StoreError> {
         let now = crate::clock::now_ms();
         let mut tx = self.begin().await?;
+        let status = match self.api_campaign_lock(&mut tx, org_id, id).await {
+            Ok(s) => s,
+            Err(e) => {
+                tx.rollback().await?;
+                return Err(e);
+            }
+        };
+        if !matches!(status, CampaignStatus::Draft | CampaignStatus::Scheduled) {
+            tx.rollback().await?;
+            return Err(refused(id, status, "editing", "draft or scheduled"));
+        }
         let changed = sqlx::query(
             "UPDATE campaigns SET name = COALESCE($1, name), body = COALESCE($2, body), \
              channel_id = COALESCE($3, channel_id), list_id = COALESCE($4, list_id) \
-             WHERE org_id = $5 AND id = $6 AND status = 'draft'",
+             WHERE org_id = $5 AND id = $6 AND status = $7",
         )
         .bind(name)
         .bind(body)
@@ -207,13 +220,14 @@ impl Store {
         .bind(list_id)
         .bind(org_id)
         .bind(id)
+        .bind(status.as_str())
         .execute(&mut *tx)
         .await?
         .rows_affected();
         if changed != 1 {
             tx.rollback().await?;
             return Err(self
-                .api_campaign_refusal(org_id, id, "editing", "draft")
+                .api_campaign_refusal(org_id, id, "editing", "draft or scheduled")
                 .await);
         }
         let fields: Vec<&str> = [
@@ -226,16 +240,7 @@ impl Store {
         .flatten()
         .collect();
         let reason = format!("edited: {}", fields.join(", "));
-        insert_event(
-            &mut tx,
-            id,
-            now,
-            actor,
-            Some(CampaignStatus::Draft),
-            CampaignStatus::Draft,
-            &reason,
-        )
-        .await?;
+        insert_event(&mut tx, id, now, actor, Some(status), status, &reason).await?;
         tx.commit().await?;
         self.api_campaign(org_id, id).await
     }

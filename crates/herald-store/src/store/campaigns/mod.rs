@@ -3,6 +3,7 @@
 
 mod admin;
 pub mod autopause;
+pub mod derive;
 pub mod export;
 mod failures;
 pub(super) mod lifecycle;

@@ -2,7 +2,7 @@
 //! the audit trail, the recount and drift check of the counters, a campaign's messages, the
 //! facts the stuck-campaign detector needs, and send latencies for `herald bench`.
 
-use crate::domain::{CampaignOutcome, CampaignStatus, Counts, MessageStatus};
+use crate::domain::{CampaignOutcome, CampaignStatus, Counts, Derivation, MessageStatus};
 use crate::ids::{CampaignId, MessageId, OrgId};
 use crate::store::campaigns::autopause;
 use crate::store::helpers::{campaign_status_of, counts_from_rows, status_of};
@@ -14,7 +14,7 @@ pub(in crate::store) const CAMPAIGN_COLUMNS: &str = "c.id, c.org_id, c.name, c.c
      c.list_id, l.name AS list_name, c.body, c.status, c.scheduled_at, c.created_at, c.started_at, \
      c.completed_at, c.last_progress_at, c.total, c.queued, c.in_flight, c.retry_wait, c.sent, \
      c.delivered, c.read, c.undelivered, c.failed, c.skipped, c.cancelled, c.in_doubt, c.in_doubt_total, c.outcome, \
-     c.auto_pause_percent, c.auto_pause_window, \
+     c.auto_pause_percent, c.auto_pause_window, c.parent_id, c.parent_kind, \
      (SELECT org.auto_pause_percent FROM organisations org WHERE org.id = c.org_id) AS org_auto_pause_percent, \
      (SELECT org.auto_pause_window FROM organisations org WHERE org.id = c.org_id) AS org_auto_pause_window";
 
@@ -230,6 +230,18 @@ pub(in crate::store) fn campaign_from_row(row: &AnyRow) -> Result<Campaign, Stor
         counts,
         in_doubt_total: row.try_get("in_doubt_total")?,
         auto_pause: autopause::setting_from_row(row)?,
+        parent: match (
+            row.try_get::<Option<CampaignId>, _>("parent_id")?,
+            row.try_get::<Option<String>, _>("parent_kind")?,
+        ) {
+            (Some(id), Some(kind)) => Some((
+                id,
+                Derivation::parse(&kind).ok_or_else(|| {
+                    StoreError::Corrupt(format!("unknown campaign parent kind `{kind}`"))
+                })?,
+            )),
+            _ => None,
+        },
         outcome: match row.try_get::<Option<String>, _>("outcome")? {
             None => None,
             Some(s) => {

@@ -50,7 +50,24 @@ struct Action {
     danger: bool,
 }
 
-const ACTIONS: [Action; 5] = [
+/// The final statuses the resend dialog offers, and whether each is ticked at first.
+const RESEND_STATUSES: [(&str, bool); 7] = [
+    ("failed", true),
+    ("undelivered", true),
+    ("skipped", false),
+    ("cancelled", false),
+    ("sent", false),
+    ("delivered", false),
+    ("read", false),
+];
+
+/// Actions that make a new campaign: the dashboard goes to it afterwards.
+const MAKES_A_CAMPAIGN: [&str; 2] = ["resend", "duplicate"];
+
+/// Actions that take no reason (their API call has no `reason`).
+const NO_REASON: [&str; 4] = ["start", "unschedule", "resend", "duplicate"];
+
+const ACTIONS: [Action; 8] = [
     Action {
         name: "start",
         verb: "Start sending",
@@ -84,6 +101,37 @@ const ACTIONS: [Action; 5] = [
         danger: true,
     },
     Action {
+        name: "unschedule",
+        verb: "Unschedule",
+        from: &["scheduled"],
+        explain: "The campaign goes back to draft and will not start by itself. You can schedule or start it again later.",
+        done: "Campaign unscheduled: it is a draft again.",
+        danger: false,
+    },
+    Action {
+        name: "resend",
+        verb: "Resend",
+        from: &["sending", "paused", "completed", "cancelled"],
+        explain: "Herald makes a new draft campaign, with this one's channel and template, for the recipients whose messages ended in the statuses you tick, minus anyone unsubscribed or suppressed since. Nothing is sent until you start it.",
+        done: "Resend created as a draft",
+        danger: false,
+    },
+    Action {
+        name: "duplicate",
+        verb: "Duplicate",
+        from: &[
+            "draft",
+            "scheduled",
+            "sending",
+            "paused",
+            "completed",
+            "cancelled",
+        ],
+        explain: "Herald makes a new draft with this campaign's name, channel, list and template. Nothing is sent until you start it.",
+        done: "Duplicate created as a draft.",
+        danger: false,
+    },
+    Action {
         name: "complete",
         verb: "Mark complete",
         from: &["sending", "paused"],
@@ -105,6 +153,7 @@ fn actions_view() -> Value {
                     "when": a.from.join(" "),
                     "explain": a.explain,
                     "danger": a.danger,
+                    "reason": !NO_REASON.contains(&a.name),
                 })
             })
             .collect(),
@@ -490,12 +539,15 @@ pub async fn detail(
     );
     let stats_path = format!("{base}/stats");
     let audit_path = format!("{base}/audit?limit=500");
-    let (campaign, stats, audit, messages) = tokio::join!(
+    let derived_path = format!("{base}/derived");
+    let (campaign, stats, audit, messages, derived) = tokio::join!(
         web.get(&ctx.session, &base),
         web.get(&ctx.session, &stats_path),
         web.get(&ctx.session, &audit_path),
         web.get(&ctx.session, &messages_path),
+        web.get(&ctx.session, &derived_path),
     );
+    let children = items(&derived);
     if !campaign.ok() {
         return api_failed(&ctx, "The campaign", &campaign);
     }
@@ -549,8 +601,17 @@ pub async fn detail(
             "paged": !q.cursor.is_empty(),
             "bars": bars,
             "actions": actions_view(),
+            "resend_statuses": resend_statuses_view(),
+            "children": children,
         }),
     )
+}
+
+fn resend_statuses_view() -> Value {
+    RESEND_STATUSES
+        .iter()
+        .map(|(s, on)| json!({"status": s, "checked": on}))
+        .collect()
 }
 
 fn action(name: &str) -> Option<&'static Action> {
@@ -593,9 +654,11 @@ pub async fn confirm(
                 "verb": act.verb,
                 "explain": act.explain,
                 "danger": act.danger,
+                "reason": !NO_REASON.contains(&act.name),
                 "allowed": act.from.contains(&campaign.body["status"].as_str().unwrap_or_default()),
                 "from": act.from,
             },
+            "resend_statuses": resend_statuses_view(),
         }),
     )
 }
@@ -612,7 +675,14 @@ pub async fn act(
     };
     let id = segment(&id);
     let reason = form.get("reason");
-    let payload = if reason.is_empty() || act.name == "start" {
+    let payload = if act.name == "resend" {
+        let statuses: Vec<&str> = RESEND_STATUSES
+            .iter()
+            .map(|(s, _)| *s)
+            .filter(|s| !form.get(&format!("status_{s}")).is_empty())
+            .collect();
+        Payload::Json(json!({"statuses": statuses}))
+    } else if reason.is_empty() || NO_REASON.contains(&act.name) {
         Payload::None
     } else {
         Payload::Json(json!({"reason": reason}))
@@ -635,6 +705,26 @@ pub async fn act(
             action = act.name,
             "dashboard: campaign action"
         );
+        if MAKES_A_CAMPAIGN.contains(&act.name) {
+            let made = if act.name == "resend" {
+                &reply.body["campaign"]
+            } else {
+                &reply.body
+            };
+            let new_id = segment(made["id"].as_str().unwrap_or_default());
+            let done = if act.name == "resend" {
+                format!(
+                    "{}: {} recipients ({} left out: unsubscribed or suppressed since; {} whose contact was deleted).",
+                    act.done,
+                    reply.body["recipients"],
+                    reply.body["left_out_opted_out"],
+                    reply.body["left_out_contact_deleted"]
+                )
+            } else {
+                act.done.to_string()
+            };
+            return redirect_with(&format!("/campaigns/{new_id}"), &done, ctx.secure);
+        }
         return redirect_with(&to, act.done, ctx.secure);
     }
     if reply.status == StatusCode::NOT_FOUND {

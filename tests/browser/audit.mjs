@@ -112,6 +112,12 @@ function pages({ base, fixtures, completedUrl, stuckUrl, bigUrl, receiver, flaky
     { name: "campaign, cancelled", open: visit(bigUrl) },
     { name: "campaign, messages filtered", open: visit(`${completedUrl}?status=skipped`) },
     { name: "cancel confirmation, not allowed", open: visit(`${completedUrl}/cancel`) },
+    { name: "campaign with the Resend dialog open", open: async (page) => {
+      await page.goto(completedUrl);
+      await page.click("#action-resend");
+      await page.locator("#dialog-resend").waitFor({ state: "visible", timeout: 5000 });
+    } },
+    { name: "resend confirmation page", open: visit(`${completedUrl}/resend`) },
     { name: "new campaign", open: visit(`${base}/campaigns/new`) },
     { name: "new campaign returned with errors", open: async (page) => {
       await page.goto(`${base}/campaigns/new`);

@@ -319,6 +319,30 @@ async function main() {
     assert.match(await flash(page), /\+15550100001 is suppressed/);
     await shot(page, "suppressions");
 
+    step("export the completed campaign's messages as CSV, then resend it to its sent recipients (minus the one suppressed since)");
+    await page.goto(completedUrl);
+    const [download] = await Promise.all([page.waitForEvent("download"), page.click("#export-messages")]);
+    assert.match(download.suggestedFilename(), /^cmp_\d+-messages\.csv$/);
+    const exported = fs.readFileSync(await download.path(), "utf8").trimEnd().split("\r\n");
+    assert.equal(exported[0].split(",")[0], "message_id");
+    assert.equal(exported.length, 61, "a header and one row per message (60)");
+    assert.equal(exported.filter((l) => l.includes(",sent,")).length, 59);
+    await page.click("#action-resend");
+    await page.locator("#dialog-resend").waitFor({ state: "visible", timeout: 5000 });
+    assert.equal(await page.isChecked("#resend-failed"), true, "failed is ticked at first");
+    await page.uncheck("#resend-failed");
+    await page.uncheck("#resend-undelivered");
+    await page.check("#resend-sent");
+    await shot(page, "campaign-resend");
+    await submit(page, () => page.click("#confirm-resend"));
+    assert.match(await flash(page), /Resend created as a draft: 58 recipients \(1 left out/);
+    assert.equal(await statusText(page), "Draft");
+    assert.match(await page.locator("#parent-link").textContent(), /Resend of cmp_\d+/);
+    await page.locator("#parent-link a").click();
+    await page.locator("#derived", { hasText: "Welcome (resend)" }).waitFor();
+    const contactsExport = await page.goto(`${BASE}/contacts?q=Customer`).then(() => page.locator("#export-contacts").getAttribute("href"));
+    assert.match(contactsExport, /^\/api\/v1\/contacts\.csv\?q=Customer&/);
+
     step("lists");
     await page.goto(`${BASE}/lists`);
     assert.match(await page.locator("tbody").textContent(), /everyone/);

@@ -26,6 +26,7 @@ pub const LAYERS: &[(&str, &str, &[&str])] = &[
             "ids",
             "optout",
             "outbound",
+            "pricing",
             "reasons",
             "secrets",
             "segments",
@@ -42,7 +43,7 @@ pub const LAYERS: &[(&str, &str, &[&str])] = &[
         "herald-channels",
         &["channels", "export", "import"],
     ),
-    ("engine", "herald-engine", &["engine", "doctor"]),
+    ("engine", "herald-engine", &["engine", "doctor", "estimate"]),
     ("http-state", "herald-api", &["app_state"]),
     ("http-handlers", "herald-api", &["api", "webhooks"]),
     // The command line sits below the dashboard: `herald serve` is handed the router

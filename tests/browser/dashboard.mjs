@@ -234,6 +234,15 @@ async function main() {
     await submit(page, () => page.click("#create-button"));
     assert.equal(await statusText(page), "Draft");
 
+    step("estimate the draft before starting it: recipients, who the start skips, messages");
+    const welcomeDraftUrl = page.url();
+    await page.click("#estimate-link");
+    await page.locator("h1", { hasText: "Estimate: Welcome" }).waitFor();
+    assert.equal((await page.locator("#est-recipient-count").textContent()).trim(), "59", "60 contacts, one unsubscribed");
+    assert.equal((await page.locator("#est-units").textContent()).trim(), "59");
+    await shot(page, "campaign-estimate");
+    await page.goto(welcomeDraftUrl);
+
     step("start it and watch it reach Completed without reloading (live over SSE)");
     await act(page, "start");
     assert.match(await flash(page), /Campaign started/);

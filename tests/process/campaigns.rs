@@ -6,7 +6,10 @@ use crate::both_stores;
 use crate::support::{Backend, Herald, n, rfc3339_in};
 use std::collections::BTreeSet;
 
-both_stores!(export_and_resend_from_the_command_line);
+both_stores!(
+    export_and_resend_from_the_command_line,
+    estimate_and_prices_from_the_command_line,
+);
 
 fn csv_rows(text: &str) -> (Vec<String>, Vec<csv::StringRecord>) {
     let mut reader = csv::Reader::from_reader(text.as_bytes());
@@ -210,4 +213,58 @@ fn header_index(text: &str, column: &str) -> usize {
         .iter()
         .position(|c| c == column)
         .unwrap_or_else(|| panic!("no column {column}"))
+}
+
+fn estimate_and_prices_from_the_command_line(backend: Backend) {
+    let h = Herald::migrated(backend);
+    h.import_contacts("people", 12);
+    let priced = h.ok(&[
+        "channel",
+        "price",
+        "sandbox",
+        "--currency",
+        "eur",
+        "--per-unit",
+        "0.05",
+    ]);
+    assert!(priced.contains("EUR 0.05 per unit"), "{priced}");
+    let id = h.create_campaign("estimate", "people", "sandbox", &[]);
+
+    let text = h.ok(&["campaign", "estimate", &id.to_string()]);
+    assert!(text.contains("12 recipients of 12"), "{text}");
+    assert!(text.contains("messages: 12"), "{text}");
+    assert!(text.contains("estimated cost: EUR 0.6"), "{text}");
+    let json: serde_json::Value =
+        serde_json::from_str(&h.ok(&["campaign", "estimate", &id.to_string(), "--json"])).unwrap();
+    assert_eq!(json["recipients"], 12);
+    assert_eq!(json["cost"]["total"], "0.6");
+
+    let bad = h.fails(&[
+        "channel",
+        "price",
+        "sandbox",
+        "--currency",
+        "EUR",
+        "--per-unit",
+        "0.0000001",
+    ]);
+    assert!(bad.stderr.contains("six decimals"), "{}", bad.stderr);
+    let bad = h.fails(&[
+        "channel",
+        "price",
+        "sandbox",
+        "--currency",
+        "EUR",
+        "--prefix",
+        "44=0.1",
+    ]);
+    assert!(bad.stderr.contains("prefix"), "{}", bad.stderr);
+    let cleared = h.ok(&["channel", "price", "sandbox", "--clear"]);
+    assert!(cleared.contains("no prices"), "{cleared}");
+    let text = h.ok(&["campaign", "estimate", &id.to_string()]);
+    assert!(text.contains("estimated cost: unknown"), "{text}");
+
+    h.ok(&["campaign", "start", &id.to_string()]);
+    let started = h.fails(&["campaign", "estimate", &id.to_string()]);
+    assert!(started.stderr.contains("sending"), "{}", started.stderr);
 }

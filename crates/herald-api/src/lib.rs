@@ -7,10 +7,10 @@
 pub use herald_channels::{channels, export, import};
 pub use herald_core::{
     address, alerts, channel_kind, clock, config, contact_rules, credentials, domain, events, ids,
-    optout, outbound, reasons, secrets, segments, signatures, telemetry, template,
+    optout, outbound, pricing, reasons, secrets, segments, signatures, telemetry, template,
     unsubscribe_link, webhook_admission,
 };
-pub use herald_engine::{doctor, engine};
+pub use herald_engine::{doctor, engine, estimate};
 pub use herald_store::store;
 
 pub mod api;

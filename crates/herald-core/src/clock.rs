@@ -22,9 +22,31 @@ pub fn parse_rfc3339(s: &str) -> Result<i64, String> {
         })
 }
 
+/// A duration as a person reads it: `5.9 s`, `4 min 10 s`, `1 h 2 min 5 s`.
+pub fn human_duration(secs: f64) -> String {
+    if secs < 60.0 {
+        let tenths = (secs * 10.0).round() / 10.0;
+        return format!("{tenths} s");
+    }
+    let total = secs.ceil() as u64;
+    let (h, m, s) = (total / 3600, total % 3600 / 60, total % 60);
+    if h == 0 {
+        format!("{m} min {s} s")
+    } else {
+        format!("{h} h {m} min {s} s")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_read_as_people_say_them() {
+        assert_eq!(human_duration(5.9), "5.9 s");
+        assert_eq!(human_duration(250.0), "4 min 10 s");
+        assert_eq!(human_duration(3725.0), "1 h 2 min 5 s");
+    }
 
     #[test]
     fn round_trips_through_rfc3339() {

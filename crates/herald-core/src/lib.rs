@@ -15,6 +15,7 @@ pub mod events;
 pub mod ids;
 pub mod optout;
 pub mod outbound;
+pub mod pricing;
 pub mod reasons;
 pub mod secrets;
 pub mod segments;

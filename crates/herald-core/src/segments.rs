@@ -149,10 +149,106 @@ pub fn sms_segments(body: &str) -> SmsSegments {
     }
 }
 
+/// The characters of `body` that GSM-7 cannot carry (each forces the whole message into
+/// UCS-2), in order of first appearance, each once.
+pub fn ucs2_characters(body: &str) -> Vec<char> {
+    let mut found: Vec<char> = Vec::new();
+    for c in body.chars() {
+        if gsm7_septets(c).is_none() && !found.contains(&c) {
+            found.push(c);
+        }
+    }
+    found
+}
+
+/// A GSM-7 replacement for a character that forces UCS-2, when a common one exists: the
+/// typographic quotes, dashes, spaces and ellipsis word processors insert, and accented
+/// letters outside the GSM alphabet. Based on the substitutions Twilio's Smart Encoding
+/// documents; None for characters with no readable replacement (emoji, other scripts).
+pub fn gsm7_replacement(c: char) -> Option<&'static str> {
+    Some(match c {
+        '\u{2018}' | '\u{2019}' | '\u{201A}' | '\u{201B}' | '\u{2032}' | '\u{02BC}' | '`'
+        | '\u{00B4}' => "'",
+        '\u{201C}' | '\u{201D}' | '\u{201E}' | '\u{201F}' | '\u{2033}' | '\u{00AB}'
+        | '\u{00BB}' => "\"",
+        '\u{2010}' | '\u{2011}' | '\u{2012}' | '\u{2013}' | '\u{2014}' | '\u{2015}'
+        | '\u{2212}' => "-",
+        '\u{2026}' => "...",
+        '\u{00A0}' | '\u{2002}' | '\u{2003}' | '\u{2009}' | '\u{200A}' | '\u{202F}'
+        | '\u{3000}' => " ",
+        '\u{200B}' | '\u{FEFF}' | '\u{00AD}' => "",
+        '\u{2022}' | '\u{00B7}' => "-",
+        '\u{2039}' => "<",
+        '\u{203A}' => ">",
+        '\u{02C6}' => "^",
+        '\u{02DC}' => "~",
+        '\u{00A9}' => "(c)",
+        '\u{00AE}' => "(R)",
+        '\u{2122}' => "TM",
+        'á' | 'â' | 'ã' | 'ā' | 'ă' | 'ą' => "a",
+        'Á' | 'Â' | 'Ã' | 'À' | 'Ā' | 'Ă' | 'Ą' => "A",
+        'ç' | 'ć' | 'č' | 'ĉ' => "c",
+        'Ć' | 'Č' | 'Ĉ' => "C",
+        'ê' | 'ë' | 'ē' | 'ę' | 'ě' => "e",
+        'È' | 'Ê' | 'Ë' | 'Ē' | 'Ę' | 'Ě' => "E",
+        'í' | 'î' | 'ï' | 'ī' | 'į' => "i",
+        'Í' | 'Ì' | 'Î' | 'Ï' | 'Ī' | 'Į' => "I",
+        'ó' | 'ô' | 'õ' | 'ō' | 'ő' => "o",
+        'Ó' | 'Ò' | 'Ô' | 'Õ' | 'Ō' | 'Ő' => "O",
+        'ú' | 'û' | 'ū' | 'ű' | 'ů' | 'ų' => "u",
+        'Ú' | 'Ù' | 'Û' | 'Ū' | 'Ű' | 'Ů' | 'Ų' => "U",
+        'ý' | 'ÿ' => "y",
+        'Ý' | 'Ÿ' => "Y",
+        'ł' => "l",
+        'Ł' => "L",
+        'ń' | 'ň' => "n",
+        'Ń' | 'Ň' => "N",
+        'ś' | 'š' => "s",
+        'Ś' | 'Š' => "S",
+        'ź' | 'ż' | 'ž' => "z",
+        'Ź' | 'Ż' | 'Ž' => "Z",
+        'ř' => "r",
+        'Ř' => "R",
+        'ť' => "t",
+        'Ť' => "T",
+        'ď' => "d",
+        'Ď' => "D",
+        'œ' => "oe",
+        'Œ' => "OE",
+        _ => return None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn ucs2_characters_are_named_with_gsm7_replacements() {
+        let body = "It’s “great” — café… ❤ it’s";
+        assert_eq!(ucs2_characters(body), vec!['’', '“', '”', '—', '…', '❤']);
+        assert_eq!(sms_segments(body).encoding, Encoding::Ucs2);
+        // Every suggestion is itself GSM-7, so applying them all makes the body GSM-7.
+        let fixed: String = body
+            .chars()
+            .filter(|c| *c != '❤')
+            .map(|c| gsm7_replacement(c).map_or(c.to_string(), str::to_string))
+            .collect();
+        assert_eq!(sms_segments(&fixed).encoding, Encoding::Gsm7, "{fixed}");
+        assert_eq!(gsm7_replacement('❤'), None);
+        assert_eq!(gsm7_replacement('é'), None, "é is GSM-7 already");
+    }
+
+    proptest! {
+        #[test]
+        fn every_replacement_is_gsm7(c in any::<char>()) {
+            if let Some(r) = gsm7_replacement(c) {
+                prop_assert!(r.chars().all(|x| gsm7_septets(x).is_some()), "{c:?} -> {r:?}");
+                prop_assert!(gsm7_septets(c).is_none(), "{c:?} is GSM-7 already");
+            }
+        }
+    }
 
     fn seg(body: &str) -> (Encoding, u32, u32) {
         let s = sms_segments(body);

@@ -6,7 +6,7 @@
 // every crate (docs/ARCHITECTURE.md).
 pub use herald_core::{
     address, alerts, channel_kind, clock, config, contact_rules, credentials, domain, events, ids,
-    optout, outbound, reasons, secrets, segments, signatures, telemetry, template,
+    optout, outbound, pricing, reasons, secrets, segments, signatures, telemetry, template,
     unsubscribe_link, webhook_admission,
 };
 

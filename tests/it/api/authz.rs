@@ -173,6 +173,7 @@ fn sample_body(method: &Method, template: &str, own: &Fixture) -> Option<Value> 
         ("POST", "/api/v1/channels") => json!({"name": "another", "kind": "sandbox", "config": {}}),
         ("PATCH", "/api/v1/channels/{id}") => json!({"rate_per_sec": 10.0}),
         ("POST", "/api/v1/channels/{id}/test") => json!({"to": "+15550001234"}),
+        ("PUT", "/api/v1/channels/{id}/pricing") => json!({"currency": "USD", "per_unit": "0.01"}),
         ("POST", "/api/v1/campaigns") => {
             json!({"name": "c", "channel_id": own.ids["channel_id"], "list_id": own.ids["list_id"], "body": "hi"})
         }

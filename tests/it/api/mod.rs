@@ -11,6 +11,7 @@ mod contacts;
 mod conventions;
 mod document_truth;
 mod errors;
+mod estimate;
 mod exports;
 mod hardening;
 mod outbound_guard;

@@ -32,6 +32,7 @@ pub fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(list_channels, create_channel))
         .routes(routes!(get_channel, update_channel, delete_channel))
         .routes(routes!(test_channel))
+        .routes(routes!(set_channel_pricing, clear_channel_pricing))
 }
 
 /// The longest string accepted as a configuration value, and as a secret.
@@ -70,6 +71,39 @@ pub struct Channel {
     /// Why, in one line (null while available).
     #[schema(example = "connection refused")]
     pub unavailable_reason: Option<String>,
+    /// What a unit costs (an SMS segment on an SMS channel, a message otherwise), for the
+    /// estimate before a campaign starts; null: no prices set.
+    pub pricing: Option<ChannelPricing>,
+}
+
+/// A channel's prices, as decimal strings (kept to a millionth).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelPricing {
+    /// ISO 4217 code.
+    #[schema(example = "USD")]
+    pub currency: String,
+    /// The price per unit where no prefix matches; null: unpriced there.
+    #[schema(example = "0.0079")]
+    pub per_unit: Option<String>,
+    /// Prices by destination prefix (`+` and 1 to 8 digits); the longest match wins.
+    #[serde(default)]
+    #[schema(example = json!({"+44": "0.04"}))]
+    pub prefixes: std::collections::BTreeMap<String, String>,
+}
+
+impl From<&crate::pricing::Pricing> for ChannelPricing {
+    fn from(p: &crate::pricing::Pricing) -> ChannelPricing {
+        ChannelPricing {
+            currency: p.currency.clone(),
+            per_unit: p.default.map(|m| m.to_string()),
+            prefixes: p
+                .by_prefix
+                .iter()
+                .map(|(prefix, m)| (prefix.clone(), m.to_string()))
+                .collect(),
+        }
+    }
 }
 
 /// Whether the channel's provider can be reached.
@@ -497,6 +531,7 @@ fn view(ctx: &BuildContext, info: ChannelInfo) -> Channel {
         availability: Availability::Available,
         unavailable_since: None,
         unavailable_reason: None,
+        pricing: info.pricing.as_ref().map(ChannelPricing::from),
     }
 }
 
@@ -1051,4 +1086,61 @@ mod tests {
         );
         assert_eq!(e.field, "config.default_subject");
     }
+}
+
+/// Set the channel's prices: a currency, a price per unit (an SMS segment on an SMS
+/// channel, a message otherwise), prices by destination prefix, or both. The estimate
+/// before a campaign starts uses them; nothing is charged.
+#[utoipa::path(put, path = "/channels/{id}/pricing", tag = "channels",
+    security(("api_key" = ["admin"]), ("session" = ["admin"])),
+    params(("id" = String, Path, description = "Channel id")),
+    request_body = ChannelPricing,
+    responses(
+        (status = 200, body = Channel),
+        (status = 422, description = "A bad currency, price or prefix", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn set_channel_pricing(
+    State(state): State<ApiState>,
+    AsAdmin(p): AsAdmin,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<ChannelPricing>,
+) -> ApiResult<axum::Json<Channel>> {
+    let id = decode::<ChannelId>(&id)?;
+    let prefixes: Vec<String> = body
+        .prefixes
+        .iter()
+        .map(|(prefix, price)| format!("{prefix}={price}"))
+        .collect();
+    let pricing =
+        crate::pricing::Pricing::parse(&body.currency, body.per_unit.as_deref(), &prefixes)
+            .map_err(|m| ApiError::invalid("pricing", "format", m))?;
+    let info = state
+        .store
+        .set_org_channel_pricing(p.org_id, id, Some(&pricing))
+        .await?;
+    tracing::info!(org_id = %p.org_id, channel_id = %id, actor = p.actor, "channel prices set");
+    let outages = outage_of(&state, id).await?;
+    Ok(axum::Json(view_with(&state.context, info, &outages)))
+}
+
+/// Remove the channel's prices.
+#[utoipa::path(delete, path = "/channels/{id}/pricing", tag = "channels",
+    security(("api_key" = ["admin"]), ("session" = ["admin"])),
+    params(("id" = String, Path, description = "Channel id")),
+    responses(
+        (status = 200, body = Channel),
+    ))]
+async fn clear_channel_pricing(
+    State(state): State<ApiState>,
+    AsAdmin(p): AsAdmin,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<axum::Json<Channel>> {
+    let id = decode::<ChannelId>(&id)?;
+    let info = state
+        .store
+        .set_org_channel_pricing(p.org_id, id, None)
+        .await?;
+    tracing::info!(org_id = %p.org_id, channel_id = %id, actor = p.actor, "channel prices removed");
+    let outages = outage_of(&state, id).await?;
+    Ok(axum::Json(view_with(&state.context, info, &outages)))
 }

@@ -24,9 +24,10 @@ pub mod problem;
 mod accounts;
 pub mod alerts;
 pub mod campaign_derive;
+mod campaign_estimate;
 mod campaign_events;
 mod campaigns;
-mod channels;
+pub mod channels;
 pub mod contacts;
 mod exports;
 mod lists;
@@ -117,6 +118,7 @@ fn documented_routes() -> OpenApiRouter<ApiState> {
             .merge(campaign_events::routes())
             .merge(exports::routes())
             .merge(campaign_derive::routes())
+            .merge(campaign_estimate::routes())
             .merge(system::routes())
             .merge(accounts::routes())
             .merge(webhooks::routes())

@@ -4,7 +4,7 @@ use super::{
     Cli, CliError, CliResult, actor, open_store, resolve_channel, resolve_list, resolve_org,
 };
 use crate::config::Settings;
-use crate::domain::{CampaignAction, MessageStatus};
+use crate::domain::{CampaignAction, CampaignStatus, MessageStatus};
 use crate::export::{Export, ExportOf};
 use crate::ids::{CampaignId, OrgId};
 use crate::store::autopause::AutoPause;
@@ -79,6 +79,7 @@ pub enum CampaignCommand {
         /// Campaign id (cmp_2, or 2).
         #[arg(value_name = "CAMPAIGN", value_parser = CampaignId::parse_lenient)]
         id: CampaignId,
+        /// A new name.
         #[arg(long)]
         name: Option<String>,
         /// The list to send to: its name, or its id (lst_3).
@@ -97,6 +98,7 @@ pub enum CampaignCommand {
         /// Campaign id (cmp_2, or 2).
         #[arg(value_name = "CAMPAIGN", value_parser = CampaignId::parse_lenient)]
         id: CampaignId,
+        /// When to start (RFC 3339, e.g. 2026-12-01T09:00:00Z).
         #[arg(long, value_name = "TIME")]
         at: String,
     },
@@ -163,6 +165,17 @@ pub enum CampaignCommand {
         /// Write to this file instead of stdout (replaced only once the export is whole).
         #[arg(long, short, value_name = "FILE")]
         output: Option<std::path::PathBuf>,
+    },
+    /// Before it starts: recipients and who would be skipped, every message rendered with
+    /// its SMS segments, UCS-2 and the characters forcing it, cost at the channel's prices
+    /// (`herald channel price`), duration at its rate.
+    Estimate {
+        /// Campaign id (cmp_2, or 2).
+        #[arg(value_name = "CAMPAIGN", value_parser = CampaignId::parse_lenient)]
+        id: CampaignId,
+        /// Print JSON (what GET /api/v1/campaigns/{id}/estimate answers).
+        #[arg(long)]
+        json: bool,
     },
     /// The campaign's audit trail.
     Events {
@@ -386,6 +399,24 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &CampaignCommand) -> C
             super::report_export(rows, "messages", output.as_deref());
             Ok(0)
         }
+        CampaignCommand::Estimate { id, json } => {
+            let id = own(&store, org, *id).await?;
+            let c = store.campaign(id).await?;
+            if !matches!(c.status, CampaignStatus::Draft | CampaignStatus::Scheduled) {
+                return Err(CliError::from(format!(
+                    "campaign {id} is {}: an estimate is for a campaign that has not started; `herald campaign status {id}` has its real counts",
+                    c.status
+                )));
+            }
+            let channel = store.org_channel(org, c.channel_id).await?;
+            let e = crate::estimate::estimate(&store, &c, &channel).await?;
+            if *json {
+                println!("{}", serde_json::to_string(&e)?);
+            } else {
+                print_estimate(&c, &e);
+            }
+            Ok(0)
+        }
         CampaignCommand::Events { id, json } => {
             let id = own(&store, org, *id).await?;
             let events = store.events(id).await?;
@@ -433,6 +464,76 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &CampaignCommand) -> C
 
 /// `id` when it is a campaign of `org`; another organisation's campaign is refused with
 /// the same words as a missing one.
+/// The estimate as a person reads it.
+fn print_estimate(c: &Campaign, e: &crate::estimate::Estimate) {
+    let skipped: i64 = e.skipped.values().sum();
+    println!(
+        "{} ({}): {} recipients of {} in list {}",
+        c.name, c.id, e.recipients, e.audience, c.list_name
+    );
+    if skipped > 0 {
+        let reasons: Vec<String> = e
+            .skipped
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(r, n)| format!("{n} {}", r.replace('_', " ")))
+            .collect();
+        println!("skipped at start: {skipped} ({})", reasons.join(", "));
+    }
+    if e.render_failures > 0 {
+        println!(
+            "cannot render for {} recipients; first: {}",
+            e.render_failures,
+            e.first_render_failure.as_deref().unwrap_or("")
+        );
+    }
+    if e.counts_segments {
+        let by: Vec<String> = e
+            .recipients_by_segments
+            .iter()
+            .map(|(s, n)| format!("{n} × {s}"))
+            .collect();
+        println!("SMS segments: {} ({})", e.units, by.join(", "));
+        println!(
+            "UCS-2 (70 characters per segment): {} recipients",
+            e.ucs2_recipients
+        );
+        for u in &e.ucs2_characters {
+            match &u.replacement {
+                Some(r) => println!(
+                    "  {} ({}) in {} messages: replace with {r:?} to stay in GSM-7",
+                    u.character, u.code_point, u.recipients
+                ),
+                None => println!(
+                    "  {} ({}) in {} messages: no GSM-7 replacement",
+                    u.character, u.code_point, u.recipients
+                ),
+            }
+        }
+    } else {
+        println!("messages: {}", e.units);
+    }
+    match &e.cost {
+        Some(cost) => {
+            print!("estimated cost: {} {}", cost.currency, cost.total);
+            if cost.unpriced_recipients > 0 {
+                print!(" (+ {} recipients with no price)", cost.unpriced_recipients);
+            }
+            println!();
+        }
+        None => println!("estimated cost: unknown (set prices with `herald channel price`)"),
+    }
+    match (e.rate_per_sec, e.duration_secs) {
+        (Some(rate), Some(secs)) => println!(
+            "duration at {rate}/s: {}",
+            crate::clock::human_duration(secs)
+        ),
+        _ => println!(
+            "duration: no rate limit on the channel (bounded by the provider and concurrency)"
+        ),
+    }
+}
+
 /// A campaign name as the API accepts it (1 to 200 characters, no control characters).
 fn check_campaign_name(name: &str) -> Result<String, CliError> {
     crate::api::check_name("name", name).map_err(|e| {

@@ -32,6 +32,25 @@ pub enum ChannelCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Set the channel's prices (for `campaign estimate`): a price per unit (an SMS
+    /// segment on an SMS channel, a message otherwise), prices by number prefix, or both.
+    Price {
+        /// The channel: its name, or its id (chn_5, or 5).
+        #[arg(value_name = "CHANNEL")]
+        name: String,
+        /// ISO 4217 currency code, e.g. USD.
+        #[arg(long, required_unless_present = "clear")]
+        currency: Option<String>,
+        /// Price per unit where no prefix matches, e.g. 0.0079.
+        #[arg(long, value_name = "PRICE")]
+        per_unit: Option<String>,
+        /// A price for numbers starting with PREFIX (the longest match wins); repeat.
+        #[arg(long, value_name = "PREFIX=PRICE")]
+        prefix: Vec<String>,
+        /// Remove the channel's prices.
+        #[arg(long, conflicts_with_all = ["currency", "per_unit", "prefix"])]
+        clear: bool,
+    },
     /// Send one real message through the channel and print the provider's answer.
     Test {
         /// The channel: its name, or its id (chn_5, or 5).
@@ -240,6 +259,7 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &ChannelCommand) -> Cl
                     };
                     serde_json::json!({"id": c.id.to_string(), "name": c.name, "kind": c.kind, "config": c.config,
                         "rate_per_sec": c.rate_per_sec, "secrets": secrets,
+                        "pricing": c.pricing.as_ref().map(crate::api::channels::ChannelPricing::from),
                         "availability": if outage.is_some() { "unavailable" } else { "available" },
                         "unavailable_since": outage.map(|o| crate::clock::rfc3339(o.since)),
                         "unavailable_reason": outage.map(|o| o.reason.clone())})
@@ -277,6 +297,37 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &ChannelCommand) -> Cl
                         );
                     }
                 }
+            }
+            Ok(0)
+        }
+        ChannelCommand::Price {
+            name,
+            currency,
+            per_unit,
+            prefix,
+            clear,
+        } => {
+            let channel = resolve_channel(&store, org, name).await?;
+            let pricing = if *clear {
+                None
+            } else {
+                Some(
+                    crate::pricing::Pricing::parse(
+                        currency.as_deref().unwrap_or_default(),
+                        per_unit.as_deref(),
+                        prefix,
+                    )
+                    .map_err(|m| {
+                        CliError::from(format!("{m} (see `herald channel price --help`)"))
+                    })?,
+                )
+            };
+            let info = store
+                .set_org_channel_pricing(org, channel.id, pricing.as_ref())
+                .await?;
+            match &info.pricing {
+                None => println!("channel {}: no prices", info.id),
+                Some(p) => println!("channel {}: {}", info.id, describe_pricing(p)),
             }
             Ok(0)
         }
@@ -351,4 +402,16 @@ fn result_json(r: &channels::SendResult) -> Value {
         Unknown { error } => serde_json::json!({"result": "unknown", "error": error}),
         Unreachable { error } => serde_json::json!({"result": "unreachable", "error": error}),
     }
+}
+
+/// `USD 0.0079 per unit; +44 0.04` as `channel price` and `channel list` print it.
+pub fn describe_pricing(p: &crate::pricing::Pricing) -> String {
+    let mut parts = Vec::new();
+    if let Some(d) = p.default {
+        parts.push(format!("{} {d} per unit", p.currency));
+    }
+    for (prefix, m) in &p.by_prefix {
+        parts.push(format!("{prefix}: {} {m}", p.currency));
+    }
+    parts.join("; ")
 }

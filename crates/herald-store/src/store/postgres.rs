@@ -96,6 +96,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "message_times",
         include_str!("../../migrations/postgres/0017_message_times.sql"),
     ),
+    (
+        18,
+        "channel_pricing",
+        include_str!("../../migrations/postgres/0018_channel_pricing.sql"),
+    ),
 ];
 
 pub(super) async fn connect(url: &str) -> Result<(AnyPool, AnyPool), StoreError> {

@@ -97,6 +97,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "message_times",
         include_str!("../../migrations/sqlite/0017_message_times.sql"),
     ),
+    (
+        18,
+        "channel_pricing",
+        include_str!("../../migrations/sqlite/0018_channel_pricing.sql"),
+    ),
 ];
 
 /// Accepts `sqlite://path`, `sqlite:path` and `sqlite::memory:`; creates the file if needed.

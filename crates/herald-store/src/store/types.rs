@@ -113,6 +113,8 @@ pub struct ChannelInfo {
     /// Sealed credentials (`secrets::seal`).
     pub secrets: Option<String>,
     pub rate_per_sec: Option<f64>,
+    /// What a unit (an SMS segment, or a message) costs, for the estimate; None: unknown.
+    pub pricing: Option<crate::pricing::Pricing>,
     pub created_at: i64,
 }
 

@@ -64,6 +64,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/campaigns/new", get(pages::campaigns::new_form))
         .route("/campaigns/new/preview", post(pages::campaigns::preview))
         .route("/campaigns/{id}", get(pages::campaigns::detail))
+        .route("/campaigns/{id}/estimate", get(pages::campaigns::estimate))
         .route(
             "/campaigns/{id}/{action}",
             get(pages::campaigns::confirm).post(pages::campaigns::act),

@@ -22,6 +22,7 @@ pub const TEMPLATES: &[(&str, &str)] = &[
     ),
     ("campaign.html", include_str!("templates/campaign.html")),
     ("confirm.html", include_str!("templates/confirm.html")),
+    ("estimate.html", include_str!("templates/estimate.html")),
     ("contacts.html", include_str!("templates/contacts.html")),
     ("lists.html", include_str!("templates/lists.html")),
     (

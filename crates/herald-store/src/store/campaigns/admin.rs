@@ -102,7 +102,7 @@ impl Store {
         channel_id: ChannelId,
     ) -> Result<Option<ChannelInfo>, StoreError> {
         let row = sqlx::query(
-            "SELECT id, org_id, name, kind, config, secrets, rate_per_sec, created_at FROM channels WHERE org_id = $1 AND id = $2",
+            "SELECT id, org_id, name, kind, config, secrets, rate_per_sec, pricing, created_at FROM channels WHERE org_id = $1 AND id = $2",
         )
         .bind(org_id)
         .bind(channel_id)

@@ -6,7 +6,8 @@ use crate::secrets::SecretKey;
 use crate::store::{ChannelInfo, Store, StoreError, sql_str};
 use sqlx::Row;
 
-const CHANNEL_COLUMNS: &str = "id, org_id, name, kind, config, secrets, rate_per_sec, created_at";
+const CHANNEL_COLUMNS: &str =
+    "id, org_id, name, kind, config, secrets, rate_per_sec, pricing, created_at";
 
 /// A change to a channel, decided while its row is locked.
 #[derive(Debug, Clone, Default)]
@@ -169,6 +170,32 @@ impl Store {
             rate_per_sec: rate,
             ..current
         })
+    }
+
+    /// Sets (or, with None, removes) the organisation's channel's prices.
+    pub async fn set_org_channel_pricing(
+        &self,
+        org_id: OrgId,
+        id: ChannelId,
+        pricing: Option<&crate::pricing::Pricing>,
+    ) -> Result<ChannelInfo, StoreError> {
+        let json = pricing
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| StoreError::Invalid(format!("the prices cannot be stored: {e}")))?;
+        let changed = sqlx::query("UPDATE channels SET pricing = $1 WHERE org_id = $2 AND id = $3")
+            .bind(json)
+            .bind(org_id)
+            .bind(id)
+            .execute(&self.write)
+            .await?
+            .rows_affected();
+        if changed != 1 {
+            return Err(StoreError::NotFound(format!(
+                "there is no channel `{id}`: GET /api/v1/channels lists the channels there are"
+            )));
+        }
+        self.org_channel(org_id, id).await
     }
 
     /// Deletes a channel of the organisation unless a campaign uses it. Its rate bucket

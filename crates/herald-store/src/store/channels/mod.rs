@@ -76,13 +76,19 @@ impl Store {
                 .map_err(|e| StoreError::Corrupt(format!("channel config is not JSON: {e}")))?,
             secrets: row.try_get("secrets")?,
             rate_per_sec: row.try_get("rate_per_sec")?,
+            pricing: match row.try_get::<Option<String>, _>("pricing")? {
+                None => None,
+                Some(json) => Some(serde_json::from_str(&json).map_err(|e| {
+                    StoreError::Corrupt(format!("channel pricing is not valid: {e}"))
+                })?),
+            },
             created_at: row.try_get("created_at")?,
         })
     }
 
     pub async fn channels(&self, org_id: OrgId) -> Result<Vec<ChannelInfo>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, org_id, name, kind, config, secrets, rate_per_sec, created_at FROM channels WHERE org_id = $1 ORDER BY id",
+            "SELECT id, org_id, name, kind, config, secrets, rate_per_sec, pricing, created_at FROM channels WHERE org_id = $1 ORDER BY id",
         )
         .bind(org_id)
         .fetch_all(&self.read)
@@ -92,7 +98,7 @@ impl Store {
 
     pub async fn channel(&self, id: ChannelId) -> Result<ChannelInfo, StoreError> {
         let row = sqlx::query(
-            "SELECT id, org_id, name, kind, config, secrets, rate_per_sec, created_at FROM channels WHERE id = $1",
+            "SELECT id, org_id, name, kind, config, secrets, rate_per_sec, pricing, created_at FROM channels WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.read)
@@ -107,7 +113,7 @@ impl Store {
         name: &str,
     ) -> Result<ChannelInfo, StoreError> {
         let row = sqlx::query(
-            "SELECT id, org_id, name, kind, config, secrets, rate_per_sec, created_at FROM channels WHERE org_id = $1 AND name = $2",
+            "SELECT id, org_id, name, kind, config, secrets, rate_per_sec, pricing, created_at FROM channels WHERE org_id = $1 AND name = $2",
         )
         .bind(org_id)
         .bind(name)

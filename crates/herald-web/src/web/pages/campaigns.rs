@@ -614,6 +614,38 @@ fn resend_statuses_view() -> Value {
         .collect()
 }
 
+/// What a draft or scheduled campaign will send (GET /api/v1/campaigns/{id}/estimate),
+/// counted when the page is opened: it reads and renders every recipient.
+pub async fn estimate(State(web): State<Web>, ctx: Ctx, Path(id): Path<String>) -> Response {
+    let id = segment(&id);
+    let base = format!("/api/v1/campaigns/{id}");
+    let estimate_path = format!("{base}/estimate");
+    let (campaign, estimate) = tokio::join!(
+        web.get(&ctx.session, &base),
+        web.get(&ctx.session, &estimate_path),
+    );
+    if !campaign.ok() {
+        return api_failed(&ctx, "The campaign", &campaign);
+    }
+    let name = campaign.body["name"].as_str().unwrap_or("Campaign");
+    let title = format!("Estimate: {name}");
+    page(
+        &ctx,
+        PageMeta {
+            status: StatusCode::OK,
+            section: "campaigns",
+            title: &title,
+        },
+        "estimate.html",
+        json!({
+            "c": campaign.body,
+            "e": if estimate.ok() { estimate.body.clone() } else { Value::Null },
+            "estimate_error": (!estimate.ok()).then(|| estimate.message()),
+            "duration": estimate.body["duration_secs"].as_f64().map(crate::clock::human_duration),
+        }),
+    )
+}
+
 fn action(name: &str) -> Option<&'static Action> {
     ACTIONS.iter().find(|a| a.name == name)
 }

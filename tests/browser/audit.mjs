@@ -142,6 +142,10 @@ function pages({ base, fixtures, completedUrl, stuckUrl, bigUrl, receiver, flaky
       assert.ok(await activeMatches(page, "#dialog-start [data-close]"),
         "the Start dialog opens with focus on Go back, not on Start");
     } },
+    { name: "editor of a draft", open: async (page) => {
+      assert.ok(draftUrl, "the draft campaign was created");
+      await page.goto(`${draftUrl}/edit`);
+    } },
     { name: "estimate of a draft", open: async (page) => {
       assert.ok(draftUrl, "the draft campaign was created");
       await page.goto(`${draftUrl}/estimate`);

@@ -352,6 +352,28 @@ async function main() {
     const contactsExport = await page.goto(`${BASE}/contacts?q=Customer`).then(() => page.locator("#export-contacts").getAttribute("href"));
     assert.match(contactsExport, /^\/api\/v1\/contacts\.csv\?q=Customer&/);
 
+    step("schedule a campaign, edit it while it is scheduled, then unschedule it");
+    await page.goto(`${BASE}/campaigns/new`);
+    await page.fill("#name", "Later");
+    await choose(page, "#list_id", "customers ");
+    await choose(page, "#channel_id", "quick ");
+    await page.check('input[name="when"][value="later"]');
+    await page.fill("#scheduled_at", "2099-01-01T09:00");
+    await submit(page, () => page.click("#create-button"));
+    assert.equal(await statusText(page), "Scheduled");
+    await page.click("#edit-link");
+    await page.locator("h1", { hasText: "Edit campaign" }).waitFor();
+    assert.equal(await page.inputValue("#scheduled_at"), "2099-01-01T09:00");
+    await page.fill("#name", "Later, edited");
+    await shot(page, "campaign-edit");
+    await submit(page, () => page.click("#save-button"));
+    assert.match(await flash(page), /Changes saved/);
+    assert.equal(await statusText(page), "Scheduled");
+    await page.locator("h1", { hasText: "Later, edited" }).waitFor();
+    await act(page, "unschedule");
+    assert.match(await flash(page), /unscheduled/);
+    assert.equal(await statusText(page), "Draft");
+
     step("lists");
     await page.goto(`${BASE}/lists`);
     assert.match(await page.locator("tbody").textContent(), /everyone/);

@@ -66,6 +66,10 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/campaigns/{id}", get(pages::campaigns::detail))
         .route("/campaigns/{id}/estimate", get(pages::campaigns::estimate))
         .route(
+            "/campaigns/{id}/edit",
+            get(pages::campaigns::edit_form).post(pages::campaigns::update),
+        )
+        .route(
             "/campaigns/{id}/{action}",
             get(pages::campaigns::confirm).post(pages::campaigns::act),
         )

@@ -51,12 +51,15 @@ impl Store {
         after: ContactId,
         limit: i64,
     ) -> Result<Vec<AudienceMember>, StoreError> {
+        // The page walks the list's primary key (list_id, contact_id) from `after`:
+        // filtering and ordering on `c.id` instead made SQLite sort every member above
+        // `after` for each page (100 ms a page at 1M members).
         let sql = format!(
             "SELECT c.id, c.address, {}, c.unsubscribed, \
              CASE WHEN s.address IS NULL THEN 0 ELSE 1 END AS suppressed \
              FROM list_members lm JOIN contacts c ON c.id = lm.contact_id \
              LEFT JOIN suppressions s ON s.org_id = $1 AND s.address = c.address \
-             WHERE lm.list_id = $2 AND c.org_id = $1 AND c.id > $3 ORDER BY c.id LIMIT $4",
+             WHERE lm.list_id = $2 AND c.org_id = $1 AND lm.contact_id > $3 ORDER BY lm.contact_id LIMIT $4",
             bounded_contact_fields("c")
         );
         let rows = sqlx::query(AssertSqlSafe(sql))

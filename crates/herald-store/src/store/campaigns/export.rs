@@ -43,13 +43,17 @@ impl Store {
     ) -> Result<Vec<ExportedMessage>, StoreError> {
         // The name is read cut to the contact rules' length: a name stored before the
         // rules could be megabytes, and a page holds a thousand of them.
+        // `+m.campaign_id` keeps the planners off the (campaign_id, address) index, which
+        // would read every message of the campaign and sort them for each page (120 ms a
+        // page at 1M rows on SQLite); walking the primary key from `after` reads about one
+        // page, since a campaign's messages are inserted together at its start.
         let sql = format!(
             "SELECT m.id, m.address, m.contact_id, substr(ct.name, 1, {MAX_NAME}) AS contact_name, \
              m.status, m.attempts, m.provider_id, m.last_error, m.was_in_doubt, m.sent_at, \
              m.delivered_at, m.read_at, m.failed_at, m.updated_at \
              FROM messages m JOIN campaigns c ON c.id = m.campaign_id \
              LEFT JOIN contacts ct ON ct.id = m.contact_id AND ct.org_id = c.org_id \
-             WHERE c.org_id = $1 AND m.campaign_id = $2 AND m.id > $3 ORDER BY m.id LIMIT $4"
+             WHERE c.org_id = $1 AND +m.campaign_id = $2 AND m.id > $3 ORDER BY m.id LIMIT $4"
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
             .bind(org_id)

@@ -315,15 +315,26 @@ async fn render_editor(web: &Web, ctx: &Ctx, editor: Editor) -> Response {
             .await;
         if r.ok() { items(&r) } else { json!([]) }
     };
+    // An existing draft or scheduled campaign is edited in the same editor; the form
+    // carries its id (`_edit_id`) so a preview without JavaScript comes back to it.
+    let editing = values["_edit_id"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .map(segment);
     page(
         ctx,
         PageMeta {
             status: editor.status,
             section: "campaigns",
-            title: "New campaign",
+            title: if editing.is_some() {
+                "Edit campaign"
+            } else {
+                "New campaign"
+            },
         },
         "campaign_new.html",
         json!({
+            "editing": editing,
             "lists": lists,
             "channels": channels,
             "contacts": contacts,
@@ -351,6 +362,169 @@ pub async fn new_form(State(web): State<Web>, ctx: Ctx, Query(q): Query<NewQuery
             preview: Value::Null,
             preview_error: None,
             status: StatusCode::OK,
+        },
+    )
+    .await
+}
+
+/// The editor for an existing draft or scheduled campaign, filled with its settings.
+pub async fn edit_form(State(web): State<Web>, ctx: Ctx, Path(id): Path<String>) -> Response {
+    let id = segment(&id);
+    let c = web
+        .get(&ctx.session, &format!("/api/v1/campaigns/{id}"))
+        .await;
+    if !c.ok() {
+        return api_failed(&ctx, "The campaign", &c);
+    }
+    let status = c.body["status"].as_str().unwrap_or_default();
+    if !matches!(status, "draft" | "scheduled") {
+        return redirect_with(
+            &format!("/campaigns/{id}"),
+            &format!("!Campaign is {status}: only a draft or a scheduled campaign can be edited."),
+            ctx.secure,
+        );
+    }
+    // datetime-local wants `2026-12-01T09:00` (read back as UTC).
+    let scheduled_at: String = c.body["scheduled_at"]
+        .as_str()
+        .map(|t| t.chars().take(16).collect())
+        .unwrap_or_default();
+    render_editor(
+        &web,
+        &ctx,
+        Editor {
+            values: json!({
+                "_edit_id": id,
+                "name": c.body["name"],
+                "list_id": c.body["list_id"],
+                "channel_id": c.body["channel_id"],
+                "body": c.body["body"],
+                "when": if status == "scheduled" { "later" } else { "draft" },
+                "scheduled_at": scheduled_at,
+            }),
+            errors: FormErrors::none(),
+            preview: Value::Null,
+            preview_error: None,
+            status: StatusCode::OK,
+        },
+    )
+    .await
+}
+
+/// Saves an edit (PATCH), then the schedule: a new start time, or back to draft.
+pub async fn update(State(web): State<Web>, Path(id): Path<String>, form: PostForm) -> Response {
+    let ctx = &form.ctx;
+    let id = segment(&id);
+    let when = form.get("when");
+    let mut errors = FormErrors::none();
+    let at = schedule_time(form.get("scheduled_at"));
+    if when == "later" && at.is_empty() {
+        errors = errors.field("scheduled_at", "Choose when to start (UTC)");
+    }
+    if errors.is_empty() {
+        let base = format!("/api/v1/campaigns/{id}");
+        let current = web.get(&ctx.session, &base).await;
+        if !current.ok() {
+            return api_failed(ctx, "The campaign", &current);
+        }
+        // Only what changed is sent, so the audit trail names only that.
+        let mut change = serde_json::Map::new();
+        for (field, value) in [
+            ("name", form.get("name")),
+            ("list_id", form.get("list_id")),
+            ("channel_id", form.get("channel_id")),
+            ("body", form.raw("body")),
+        ] {
+            if current.body[field].as_str() != Some(value) {
+                change.insert(field.into(), json!(value));
+            }
+        }
+        let change = Value::Object(change);
+        let reply = web
+            .api(
+                &ctx.session,
+                Method::PATCH,
+                &base,
+                Payload::Json(change),
+                None,
+            )
+            .await;
+        if reply.ok() {
+            let was_scheduled = reply.body["status"] == "scheduled";
+            // The form shows the time to the minute: the same minute is no change.
+            let minute = |t: &str| crate::clock::parse_rfc3339(t).ok().map(|ms| ms / 60_000);
+            let same_time = reply.body["scheduled_at"].as_str().and_then(minute) == minute(&at);
+            let scheduled = if when == "later" && was_scheduled && same_time {
+                None
+            } else if when == "later" {
+                Some(
+                    web.api(
+                        &ctx.session,
+                        Method::POST,
+                        &format!("{base}/schedule"),
+                        Payload::Json(json!({"at": at})),
+                        None,
+                    )
+                    .await,
+                )
+            } else if was_scheduled {
+                Some(
+                    web.api(
+                        &ctx.session,
+                        Method::POST,
+                        &format!("{base}/unschedule"),
+                        Payload::None,
+                        None,
+                    )
+                    .await,
+                )
+            } else {
+                None
+            };
+            let to = format!("/campaigns/{id}");
+            let message = match scheduled {
+                Some(r) if !r.ok() => {
+                    format!(
+                        "!Changes saved, but the schedule was refused: {}",
+                        r.message()
+                    )
+                }
+                Some(_) if when == "later" => "Changes saved; the campaign is scheduled.".into(),
+                Some(_) => "Changes saved; the campaign is a draft again.".into(),
+                None => "Changes saved.".into(),
+            };
+            tracing::info!(
+                actor = ctx.session.actor,
+                campaign = id,
+                "dashboard: campaign edited"
+            );
+            return redirect_with(&to, &message, ctx.secure);
+        }
+        errors = FormErrors::from_reply(&reply);
+        let status = reply.status;
+        return render_editor(
+            &web,
+            ctx,
+            Editor {
+                values: editor_values(&form),
+                errors,
+                preview: Value::Null,
+                preview_error: None,
+                status,
+            },
+        )
+        .await;
+    }
+    errors.summary = Some("Please correct the form.".into());
+    render_editor(
+        &web,
+        ctx,
+        Editor {
+            values: editor_values(&form),
+            errors,
+            preview: Value::Null,
+            preview_error: None,
+            status: StatusCode::UNPROCESSABLE_ENTITY,
         },
     )
     .await

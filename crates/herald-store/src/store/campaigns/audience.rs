@@ -51,15 +51,23 @@ impl Store {
         after: ContactId,
         limit: i64,
     ) -> Result<Vec<AudienceMember>, StoreError> {
-        // The page walks the list's primary key (list_id, contact_id) from `after`:
-        // filtering and ordering on `c.id` instead made SQLite sort every member above
-        // `after` for each page (100 ms a page at 1M members).
+        // The page is the next `limit` members by the list's primary key (list_id,
+        // contact_id), taken first in a subquery, then joined: planners with statistics
+        // from before a large import otherwise hash-joined every member and contact for
+        // each page (1.4 s a page at 1M on PostgreSQL; SQLite sorted them, 100 ms). The
+        // list and the contacts are checked against the organisation in the query; the
+        // contacts' check is written `org_id + 0` so that it filters the thousand rows
+        // found by primary key instead of steering the plan to an index on org_id.
         let sql = format!(
             "SELECT c.id, c.address, {}, c.unsubscribed, \
              CASE WHEN s.address IS NULL THEN 0 ELSE 1 END AS suppressed \
-             FROM list_members lm JOIN contacts c ON c.id = lm.contact_id \
+             FROM (SELECT m.contact_id FROM list_members m \
+                   WHERE m.list_id = $2 AND m.contact_id > $3 \
+                   AND EXISTS (SELECT 1 FROM lists l WHERE l.id = $2 AND l.org_id = $1) \
+                   ORDER BY m.contact_id LIMIT $4) lm \
+             JOIN contacts c ON c.id = lm.contact_id \
              LEFT JOIN suppressions s ON s.org_id = $1 AND s.address = c.address \
-             WHERE lm.list_id = $2 AND c.org_id = $1 AND lm.contact_id > $3 ORDER BY lm.contact_id LIMIT $4",
+             WHERE c.org_id + 0 = $1 ORDER BY lm.contact_id",
             bounded_contact_fields("c")
         );
         let rows = sqlx::query(AssertSqlSafe(sql))

@@ -234,12 +234,22 @@ async function main() {
     await submit(page, () => page.click("#create-button"));
     assert.equal(await statusText(page), "Draft");
 
-    step("estimate the draft before starting it: recipients, who the start skips, messages");
+    step("price the channel, then estimate the draft before starting it: recipients, skips, messages, cost");
     const welcomeDraftUrl = page.url();
+    await page.goto(`${BASE}/channels`);
+    await choose(page, "#price-channel", "quick ");
+    await page.fill("#price-currency", "usd");
+    await page.fill("#price-unit", "0.01");
+    await page.fill("#price-prefixes", "+44=0.04");
+    await submit(page, () => page.click("#price-save"));
+    assert.match(await flash(page), /Prices of channel “quick” set/);
+    assert.match(await page.locator("tbody tr", { hasText: "quick" }).textContent(), /USD 0\.01 per unit; \+44: 0\.04/);
+    await page.goto(welcomeDraftUrl);
     await page.click("#estimate-link");
     await page.locator("h1", { hasText: "Estimate: Welcome" }).waitFor();
     assert.equal((await page.locator("#est-recipient-count").textContent()).trim(), "59", "60 contacts, one unsubscribed");
     assert.equal((await page.locator("#est-units").textContent()).trim(), "59");
+    assert.equal((await page.locator("#est-cost-total").textContent()).trim(), "USD 0.59");
     await shot(page, "campaign-estimate");
     await page.goto(welcomeDraftUrl);
 

@@ -19,36 +19,35 @@ const MAX_MICROS: i64 = 1_000_000_000;
 pub struct Micros(pub i64);
 
 impl Micros {
-    /// `0.0079` → 7,900. At most six decimals, not negative, at most 1,000.
+    /// `0.0079` → 7,900: one to four digits, optionally a point and one to six more
+    /// (the API's schema states the same, `PRICE_PATTERN`), at most 1,000.
     pub fn parse(text: &str) -> Result<Micros, String> {
-        let t = text.trim();
-        let (whole, frac) = t.split_once('.').unwrap_or((t, ""));
-        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-        let dangling_point = t.ends_with('.');
-        if !digits(whole) || !(frac.is_empty() || digits(frac)) || dangling_point {
+        let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
+        let digits = |s: &str, max: usize| {
+            !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_digit())
+        };
+        if !digits(whole, 4) || (text.contains('.') && !digits(frac, 6)) {
             return Err(format!(
-                "`{}` is not a price: write a decimal number such as 0.0079",
-                t.chars().take(40).collect::<String>()
+                "`{}` is not a price: write a decimal number with at most six decimals, such as 0.0079",
+                text.chars().take(40).collect::<String>()
             ));
         }
-        if frac.len() > 6 {
-            return Err(format!(
-                "`{t}` has more than six decimals: prices are kept to a millionth"
-            ));
-        }
-        let whole: i64 = whole
-            .parse()
-            .ok()
-            .filter(|w| *w <= MAX_MICROS / 1_000_000)
-            .ok_or_else(|| format!("`{t}` is more than 1000 per unit"))?;
+        let whole: i64 = whole.parse().unwrap_or(i64::MAX);
         let frac_micros: i64 = format!("{frac:0<6}").parse().unwrap_or(0);
-        let micros = whole * 1_000_000 + frac_micros;
+        let micros = whole.saturating_mul(1_000_000).saturating_add(frac_micros);
         if micros > MAX_MICROS {
-            return Err(format!("`{t}` is more than 1000 per unit"));
+            return Err(format!("`{text}` is more than 1000 per unit"));
         }
         Ok(Micros(micros))
     }
 }
+
+/// A price as the API's schema states it: what [`Micros::parse`] reads, before its limit.
+pub const PRICE_PATTERN: &str = r"^[0-9]{1,4}(\.[0-9]{1,6})?$";
+/// A number prefix: `+` and one to eight digits.
+pub const PREFIX_PATTERN: &str = r"^\+[0-9]{1,8}$";
+/// An ISO 4217 code, in either case.
+pub const CURRENCY_PATTERN: &str = "^[A-Za-z]{3}$";
 
 impl fmt::Display for Micros {
     /// The shortest decimal: 7,900 → `0.0079`, 2,000,000 → `2`.
@@ -76,15 +75,14 @@ pub struct Pricing {
 }
 
 impl Pricing {
-    /// From the CLI's and the API's words: a currency, a default price and `PREFIX=PRICE`
-    /// entries (`+44=0.04`).
-    pub fn parse(
+    /// From the API's fields, exactly as given: a currency (three letters), a default
+    /// price and prices by prefix (`+44`); the document's patterns state the same rules.
+    pub fn new(
         currency: &str,
         default: Option<&str>,
-        by_prefix: &[String],
+        by_prefix: &[(String, String)],
     ) -> Result<Pricing, String> {
-        let currency = currency.trim().to_ascii_uppercase();
-        if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
+        if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_alphabetic()) {
             return Err(format!(
                 "`{}` is not a currency code: use three letters (ISO 4217), e.g. USD or EUR",
                 currency.chars().take(20).collect::<String>()
@@ -94,15 +92,8 @@ impl Pricing {
         if by_prefix.len() > MAX_PREFIXES {
             return Err(format!("at most {MAX_PREFIXES} prefix prices"));
         }
-        let mut prices = Vec::with_capacity(by_prefix.len());
-        for entry in by_prefix {
-            let (prefix, price) = entry.split_once('=').ok_or_else(|| {
-                format!(
-                    "`{}` is not PREFIX=PRICE (e.g. +44=0.04)",
-                    entry.chars().take(40).collect::<String>()
-                )
-            })?;
-            let prefix = prefix.trim();
+        let mut prices: Vec<(String, Micros)> = Vec::with_capacity(by_prefix.len());
+        for (prefix, price) in by_prefix {
             let digits = prefix.strip_prefix('+').unwrap_or("");
             if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit())
             {
@@ -114,7 +105,7 @@ impl Pricing {
             if prices.iter().any(|(p, _)| p == prefix) {
                 return Err(format!("the prefix {prefix} is priced twice"));
             }
-            prices.push((prefix.to_string(), Micros::parse(price)?));
+            prices.push((prefix.clone(), Micros::parse(price)?));
         }
         // Longest first, so the first match is the most specific.
         prices.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
@@ -122,10 +113,30 @@ impl Pricing {
             return Err("give a price per unit, a prefix price, or both".into());
         }
         Ok(Pricing {
-            currency,
+            currency: currency.to_ascii_uppercase(),
             default,
             by_prefix: prices,
         })
+    }
+
+    /// From the command line's words: `PREFIX=PRICE` entries (`+44=0.04`), white space
+    /// around each part allowed.
+    pub fn parse(
+        currency: &str,
+        default: Option<&str>,
+        entries: &[String],
+    ) -> Result<Pricing, String> {
+        let mut by_prefix = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let (prefix, price) = entry.split_once('=').ok_or_else(|| {
+                format!(
+                    "`{}` is not PREFIX=PRICE (e.g. +44=0.04)",
+                    entry.chars().take(40).collect::<String>()
+                )
+            })?;
+            by_prefix.push((prefix.trim().to_string(), price.trim().to_string()));
+        }
+        Pricing::new(currency.trim(), default.map(str::trim), &by_prefix)
     }
 
     /// The price of one unit to `address`: the longest prefix that matches, else the
@@ -151,7 +162,18 @@ mod tests {
         assert_eq!(Micros(7_900).to_string(), "0.0079");
         assert_eq!(Micros(2_000_000).to_string(), "2");
         assert_eq!(Micros(12_345_678).to_string(), "12.345678");
-        for bad in ["", "-1", "1e3", "0.0000001", "abc", "1.", ".5", "1001"] {
+        for bad in [
+            "",
+            "-1",
+            "1e3",
+            "0.0000001",
+            "abc",
+            "1.",
+            ".5",
+            "1001",
+            " 1",
+            "12345",
+        ] {
             assert!(Micros::parse(bad).is_err(), "{bad:?}");
         }
     }

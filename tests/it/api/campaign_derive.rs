@@ -1,11 +1,11 @@
 //! Resend, duplicate, and editing or unscheduling a scheduled campaign, over the API
 //! (issue 14, point 2), on both stores.
 
-use super::{Auth, TestApp, api_test};
+use super::{Auth, TestApp, api_test, started_sandbox_campaign};
 use axum::http::{Method, StatusCode};
 use herald::domain::{MessageStatus, Role};
 use herald::ids::{CampaignId, ListId};
-use herald::store::{NewCampaign, Outcome, OutcomeKind, Receipt, StartOutcome};
+use herald::store::{Outcome, OutcomeKind, Receipt};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 
@@ -33,26 +33,13 @@ async fn started(app: &TestApp, editor: &Auth, n: usize) -> (CampaignId, Vec<Str
         c.expect(StatusCode::CREATED);
         contacts.push(c.body["id"].as_str().unwrap().to_string());
     }
-    let store = &app.db.store;
-    let id = store
-        .create_campaign(
-            &NewCampaign {
-                org_id: app.org,
-                name: "Spring sale".into(),
-                channel_id: store.channel_by_name(app.org, "sandbox").await.unwrap().id,
-                list_id: ListId::parse_lenient(&list_id).unwrap(),
-                body: "Hi {{ name }}".into(),
-                scheduled_at: None,
-            },
-            "test",
-        )
-        .await
-        .unwrap();
-    let started = store
-        .start_campaign(id, herald::clock::now_ms(), "test", None)
-        .await
-        .unwrap();
-    assert!(matches!(started, StartOutcome::Started { .. }));
+    let (id, _) = started_sandbox_campaign(
+        app,
+        ListId::parse_lenient(&list_id).unwrap(),
+        "Spring sale",
+        "Hi {{ name }}",
+    )
+    .await;
     (id, contacts)
 }
 

@@ -3,11 +3,11 @@
 //! and reasons in the cells; formula cells neutralised; another organisation's campaign
 //! not found.
 
-use super::{Auth, Reply, TestApp, api_test};
+use super::{Auth, Reply, TestApp, api_test, started_sandbox_campaign};
 use axum::http::StatusCode;
 use herald::domain::{MessageStatus, Role};
 use herald::ids::{CampaignId, ChannelId, ListId};
-use herald::store::{NewCampaign, Outcome, OutcomeKind, Receipt, StartOutcome};
+use herald::store::{NewCampaign, Outcome, OutcomeKind, Receipt};
 use serde_json::json;
 use std::collections::HashMap;
 
@@ -36,28 +36,7 @@ fn parse_csv(r: &Reply) -> (Vec<String>, Vec<HashMap<String, String>>) {
 }
 
 async fn started_campaign(app: &TestApp, list: ListId) -> (CampaignId, ChannelId) {
-    let store = &app.db.store;
-    let channel = store.channel_by_name(app.org, "sandbox").await.unwrap().id;
-    let id = store
-        .create_campaign(
-            &NewCampaign {
-                org_id: app.org,
-                name: "export".into(),
-                channel_id: channel,
-                list_id: list,
-                body: "Hi {{ name }}".into(),
-                scheduled_at: None,
-            },
-            "test",
-        )
-        .await
-        .unwrap();
-    let started = store
-        .start_campaign(id, herald::clock::now_ms(), "test", None)
-        .await
-        .unwrap();
-    assert!(matches!(started, StartOutcome::Started { .. }));
-    (id, channel)
+    started_sandbox_campaign(app, list, "export", "Hi {{ name }}").await
 }
 
 api_test!(

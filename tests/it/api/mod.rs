@@ -265,6 +265,41 @@ impl TestApp {
     }
 }
 
+/// A campaign of the caller's organisation on its sandbox channel to `list`, created and
+/// started (its messages queued; no engine runs); its id and the channel's.
+pub async fn started_sandbox_campaign(
+    app: &TestApp,
+    list: herald::ids::ListId,
+    name: &str,
+    body: &str,
+) -> (herald::ids::CampaignId, herald::ids::ChannelId) {
+    let store = &app.db.store;
+    let channel = store.channel_by_name(app.org, "sandbox").await.unwrap().id;
+    let id = store
+        .create_campaign(
+            &herald::store::NewCampaign {
+                org_id: app.org,
+                name: name.into(),
+                channel_id: channel,
+                list_id: list,
+                body: body.into(),
+                scheduled_at: None,
+            },
+            "test",
+        )
+        .await
+        .unwrap();
+    let started = store
+        .start_campaign(id, herald::clock::now_ms(), "test", None)
+        .await
+        .unwrap();
+    assert!(matches!(
+        started,
+        herald::store::StartOutcome::Started { .. }
+    ));
+    (id, channel)
+}
+
 /// Runs an async test body against a fresh `TestApp` on each store.
 macro_rules! api_test {
     ($name:ident, |$app:ident| $body:expr) => {

@@ -2,40 +2,21 @@
 //! ends, the same in the campaign, its stats and the live stream; the per-minute history
 //! at `/campaigns/{id}/throughput`, also once the campaign has ended.
 
-use super::{Auth, TestApp, api_test};
+use super::{Auth, TestApp, api_test, started_sandbox_campaign};
 use axum::http::StatusCode;
 use herald::domain::Role;
 use herald::ids::CampaignId;
-use herald::store::{NewCampaign, Outcome, OutcomeKind, StartOutcome};
+use herald::store::{Outcome, OutcomeKind};
 
 async fn campaign(app: &TestApp, n: i64) -> CampaignId {
-    let store = &app.db.store;
-    let channel = store.channel_by_name(app.org, "sandbox").await.unwrap().id;
-    let list = store
+    let list = app
+        .db
+        .store
         .ensure_list(app.org, &format!("l-{:08x}", rand::random::<u32>()))
         .await
         .unwrap();
-    store.seed_contacts(app.org, list, n).await.unwrap();
-    let id = store
-        .create_campaign(
-            &NewCampaign {
-                org_id: app.org,
-                name: "outcome".into(),
-                channel_id: channel,
-                list_id: list,
-                body: "Hi".into(),
-                scheduled_at: None,
-            },
-            "test",
-        )
-        .await
-        .unwrap();
-    let started = store
-        .start_campaign(id, herald::clock::now_ms(), "test", None)
-        .await
-        .unwrap();
-    assert!(matches!(started, StartOutcome::Started { .. }));
-    id
+    app.db.store.seed_contacts(app.org, list, n).await.unwrap();
+    started_sandbox_campaign(app, list, "outcome", "Hi").await.0
 }
 
 api_test!(outcome_and_throughput_over_the_api, |app| async move {

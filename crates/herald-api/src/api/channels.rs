@@ -1106,14 +1106,13 @@ async fn set_channel_pricing(
     ApiJson(body): ApiJson<ChannelPricing>,
 ) -> ApiResult<axum::Json<Channel>> {
     let id = decode::<ChannelId>(&id)?;
-    let prefixes: Vec<String> = body
+    let prefixes: Vec<(String, String)> = body
         .prefixes
         .iter()
-        .map(|(prefix, price)| format!("{prefix}={price}"))
+        .map(|(prefix, price)| (prefix.clone(), price.clone()))
         .collect();
-    let pricing =
-        crate::pricing::Pricing::parse(&body.currency, body.per_unit.as_deref(), &prefixes)
-            .map_err(|m| ApiError::invalid("pricing", "format", m))?;
+    let pricing = crate::pricing::Pricing::new(&body.currency, body.per_unit.as_deref(), &prefixes)
+        .map_err(|m| ApiError::invalid("pricing", "format", m))?;
     let info = state
         .store
         .set_org_channel_pricing(p.org_id, id, Some(&pricing))

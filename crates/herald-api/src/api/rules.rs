@@ -199,6 +199,35 @@ fn field_rules() -> Vec<(&'static str, &'static str, Value)> {
             json!({"format": "date-time"}),
         ),
         ("CampaignSchedule", "at", json!({"format": "date-time"})),
+        ("ResendRequest", "name", text_rule(MAX_NAME)),
+        ("DuplicateRequest", "name", text_rule(MAX_NAME)),
+        (
+            "ResendRequest",
+            "statuses",
+            json!({"minItems": 1, "items": {"enum": crate::store::derive::RESENDABLE
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()}}),
+        ),
+        (
+            "ChannelPricing",
+            "currency",
+            json!({"pattern": crate::pricing::CURRENCY_PATTERN}),
+        ),
+        (
+            "ChannelPricing",
+            "per_unit",
+            json!({"pattern": crate::pricing::PRICE_PATTERN}),
+        ),
+        (
+            "ChannelPricing",
+            "prefixes",
+            json!({
+                "maxProperties": crate::pricing::MAX_PREFIXES,
+                "propertyNames": {"pattern": crate::pricing::PREFIX_PATTERN},
+                "additionalProperties": {"type": "string", "pattern": crate::pricing::PRICE_PATTERN},
+            }),
+        ),
     ]
 }
 

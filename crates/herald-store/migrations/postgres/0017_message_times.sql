@@ -11,8 +11,8 @@ ALTER TABLE messages ADD COLUMN failed_at BIGINT;
 ALTER TABLE campaigns ADD COLUMN parent_id BIGINT REFERENCES campaigns(id) ON DELETE SET NULL;
 ALTER TABLE campaigns ADD COLUMN parent_kind TEXT CHECK (parent_kind IS NULL OR parent_kind IN ('resend', 'duplicate'));
 CREATE INDEX campaigns_parent ON campaigns (parent_id) WHERE parent_id IS NOT NULL;
--- A campaign's messages in id order, for the export's pages (`WHERE campaign_id + 0 = $1
--- AND id > $2 ORDER BY id LIMIT n`). Without it both planners read every message of the
+-- A campaign's messages in id order, for the export's pages and the API's message list
+-- (`WHERE campaign_id + 0 = $1 AND id > $2 ORDER BY id LIMIT n`). Without it both planners read every message of the
 -- campaign through (campaign_id, address) and sorted them, for each page (2 s a page at
 -- 1M messages on PostgreSQL). It is on `campaign_id + 0`, not `campaign_id`, so that only
 -- a query that asks for it by that expression uses it: on `campaign_id` SQLite took it for

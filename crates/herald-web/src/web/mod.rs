@@ -96,6 +96,7 @@ pub fn router(state: AppState) -> Router<AppState> {
             "/channels",
             get(pages::channels::list).post(pages::channels::create),
         )
+        .route("/channels/pricing", post(pages::channels::pricing))
         .route("/channels/{id}/test", post(pages::channels::test_send))
         .route(
             "/api-keys",

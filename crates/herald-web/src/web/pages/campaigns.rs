@@ -501,30 +501,28 @@ pub async fn update(State(web): State<Web>, Path(id): Path<String>, form: PostFo
             return redirect_with(&to, &message, ctx.secure);
         }
         errors = FormErrors::from_reply(&reply);
-        let status = reply.status;
-        return render_editor(
-            &web,
-            ctx,
-            Editor {
-                values: editor_values(&form),
-                errors,
-                preview: Value::Null,
-                preview_error: None,
-                status,
-            },
-        )
-        .await;
+        return editor_again(&web, &form, errors, reply.status).await;
     }
     errors.summary = Some("Please correct the form.".into());
+    editor_again(&web, &form, errors, StatusCode::UNPROCESSABLE_ENTITY).await
+}
+
+/// The editor again with what the form sent and why it was refused.
+async fn editor_again(
+    web: &Web,
+    form: &PostForm,
+    errors: FormErrors,
+    status: StatusCode,
+) -> Response {
     render_editor(
-        &web,
-        ctx,
+        web,
+        &form.ctx,
         Editor {
-            values: editor_values(&form),
+            values: editor_values(form),
             errors,
             preview: Value::Null,
             preview_error: None,
-            status: StatusCode::UNPROCESSABLE_ENTITY,
+            status,
         },
     )
     .await
@@ -654,32 +652,10 @@ pub async fn create(State(web): State<Web>, form: PostForm) -> Response {
             return redirect_with(&to, &message, ctx.secure);
         }
         errors = FormErrors::from_reply(&reply);
-        return render_editor(
-            &web,
-            ctx,
-            Editor {
-                values: editor_values(&form),
-                errors,
-                preview: Value::Null,
-                preview_error: None,
-                status: reply.status,
-            },
-        )
-        .await;
+        return editor_again(&web, &form, errors, reply.status).await;
     }
     errors.summary = Some("Please correct the form.".into());
-    render_editor(
-        &web,
-        ctx,
-        Editor {
-            values: editor_values(&form),
-            errors,
-            preview: Value::Null,
-            preview_error: None,
-            status: StatusCode::UNPROCESSABLE_ENTITY,
-        },
-    )
-    .await
+    editor_again(&web, &form, errors, StatusCode::UNPROCESSABLE_ENTITY).await
 }
 
 // --------------------------------------------------------------------------------------

@@ -260,3 +260,42 @@ pub async fn test_send(State(web): State<Web>, Path(id): Path<String>, form: Pos
     };
     redirect_with("/channels", &message, ctx.secure)
 }
+
+/// Sets or removes a channel's prices (PUT or DELETE /api/v1/channels/{id}/pricing) and
+/// says what happened on the channels page.
+pub async fn pricing(State(web): State<Web>, form: PostForm) -> Response {
+    let ctx = &form.ctx;
+    let id = segment(form.get("channel_id"));
+    let path = format!("/api/v1/channels/{id}/pricing");
+    let reply = if form.get("clear").is_empty() {
+        let prefixes: serde_json::Map<String, Value> = form
+            .raw("prefixes")
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(|l| match l.split_once('=') {
+                Some((prefix, price)) => (prefix.trim().to_string(), json!(price.trim())),
+                // No `=`: sent as is, so the API names the line in its refusal.
+                None => (l.to_string(), json!("")),
+            })
+            .collect();
+        let per_unit = form.get("per_unit");
+        let body = json!({
+            "currency": form.get("currency"),
+            "per_unit": (!per_unit.is_empty()).then_some(per_unit),
+            "prefixes": prefixes,
+        });
+        web.api(&ctx.session, Method::PUT, &path, Payload::Json(body), None)
+            .await
+    } else {
+        web.api(&ctx.session, Method::DELETE, &path, Payload::None, None)
+            .await
+    };
+    let name = reply.body["name"].as_str().unwrap_or_default().to_string();
+    let message = match (reply.ok(), form.get("clear").is_empty()) {
+        (true, true) => format!("Prices of channel “{name}” set."),
+        (true, false) => format!("Prices of channel “{name}” removed."),
+        (false, _) => format!("!Prices refused: {}", reply.message()),
+    };
+    redirect_with("/channels", &message, ctx.secure)
+}

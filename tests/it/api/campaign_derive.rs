@@ -222,6 +222,30 @@ api_test!(
         .await;
         assert_eq!(members, BTreeSet::from([contact_of(0), contact_of(4)]));
 
+        // Nobody to resend to: refused, and nothing is created.
+        let lists_before = app.get("/api/v1/lists", &editor).await.body["items"]
+            .as_array()
+            .unwrap()
+            .len();
+        let none = app
+            .post(
+                &format!("/api/v1/campaigns/{id}/resend"),
+                &editor,
+                json!({"statuses": ["cancelled"]}),
+            )
+            .await;
+        none.expect_problem(StatusCode::CONFLICT, "conflict");
+        assert!(
+            none.text.contains("no recipient to resend to"),
+            "{}",
+            none.text
+        );
+        let lists_after = app.get("/api/v1/lists", &editor).await.body["items"]
+            .as_array()
+            .unwrap()
+            .len();
+        assert_eq!(lists_after, lists_before);
+
         // Bad input, refusals, and another organisation.
         let bad = app
             .post(

@@ -154,7 +154,7 @@ fn created(campaign_id: CampaignId, body: impl Serialize) -> Response {
     request_body = Option<ResendRequest>,
     responses(
         (status = 201, body = ResendResult, headers(("Location" = String, description = "The new campaign"))),
-        (status = 409, description = "The campaign has not started (no messages yet)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The campaign has not started (no messages yet), or no recipient is left to resend to (nothing is created)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A status a message does not end in, or a bad name", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn resend_campaign(

@@ -142,7 +142,8 @@ impl Store {
     /// A new draft campaign with the parent's channel, body and auto-pause setting, whose
     /// audience is a new list of exactly the parent's recipients whose messages are in
     /// `statuses` now, minus those who unsubscribed or were suppressed since and those
-    /// whose contact was deleted. The parent must have started (a draft has no messages).
+    /// whose contact was deleted. The parent must have started (a draft has no messages),
+    /// and someone must be left to send to (else nothing is created: 409).
     pub async fn api_campaign_resend(
         &self,
         org_id: OrgId,
@@ -227,11 +228,19 @@ impl Store {
         .await?
         .rows_affected() as i64;
 
+        let no_contact = matched - with_contact;
+        if recipients == 0 {
+            // An empty draft and an empty list would only have to be deleted by hand.
+            tx.rollback().await?;
+            return Err(StoreError::Conflict(format!(
+                "campaign {parent_id} has no recipient to resend to: {matched} of its messages are {} ({opted_out_n} of them unsubscribed or suppressed since, {no_contact} with their contact deleted); nothing was created",
+                status_list.join(" or ")
+            )));
+        }
         let name = match name {
             Some(n) => n.to_string(),
             None => name_with(&parent.name, " (resend)"),
         };
-        let no_contact = matched - with_contact;
         let reason = format!(
             "created: resend of {parent_id} to its {} recipients ({recipients} in list {list_id}; left out: {opted_out_n} unsubscribed or suppressed since, {no_contact} whose contact was deleted)",
             status_list.join(", ")

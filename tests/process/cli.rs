@@ -526,7 +526,9 @@ fn scheduled_once_by_two_engines(backend: Backend) {
     let mut second = h.spawn(&["worker"], "worker-b");
     first.wait_log("engine started");
     second.wait_log("engine started");
-    let at = rfc3339_in(2);
+    // Far enough ahead that `campaign create` and `status` run before it is due even
+    // when the CI machine is busy (2 s was not, once: the CLI took 2 s to start).
+    let at = rfc3339_in(5);
     let id = h.create_campaign("timed", "audience", "sandbox", &["--schedule-at", &at]);
     let s = h.status(id);
     assert_eq!(s["status"], "scheduled", "{s}");

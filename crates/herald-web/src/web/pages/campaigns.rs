@@ -50,16 +50,17 @@ struct Action {
     danger: bool,
 }
 
-/// The final statuses the resend dialog offers, and whether each is ticked at first.
-const RESEND_STATUSES: [(&str, bool); 7] = [
-    ("failed", true),
-    ("undelivered", true),
-    ("skipped", false),
-    ("cancelled", false),
-    ("sent", false),
-    ("delivered", false),
-    ("read", false),
-];
+/// The statuses the resend dialog offers: the store's list of final statuses, one truth
+/// with the API's `statuses` rule. Failed and undelivered are ticked at first.
+fn resend_statuses() -> impl Iterator<Item = (&'static str, bool)> {
+    use crate::domain::MessageStatus;
+    crate::store::derive::RESENDABLE.iter().map(|s| {
+        (
+            s.as_str(),
+            matches!(s, MessageStatus::Failed | MessageStatus::Undelivered),
+        )
+    })
+}
 
 /// Actions that make a new campaign: the dashboard goes to it afterwards.
 const MAKES_A_CAMPAIGN: [&str; 2] = ["resend", "duplicate"];
@@ -119,14 +120,7 @@ const ACTIONS: [Action; 8] = [
     Action {
         name: "duplicate",
         verb: "Duplicate",
-        from: &[
-            "draft",
-            "scheduled",
-            "sending",
-            "paused",
-            "completed",
-            "cancelled",
-        ],
+        from: &CAMPAIGN_STATUSES,
         explain: "Herald makes a new draft with this campaign's name, channel, list and template. Nothing is sent until you start it.",
         done: "Duplicate created as a draft.",
         danger: false,
@@ -758,8 +752,7 @@ pub async fn detail(
 }
 
 fn resend_statuses_view() -> Value {
-    RESEND_STATUSES
-        .iter()
+    resend_statuses()
         .map(|(s, on)| json!({"status": s, "checked": on}))
         .collect()
 }
@@ -858,9 +851,8 @@ pub async fn act(
     let id = segment(&id);
     let reason = form.get("reason");
     let payload = if act.name == "resend" {
-        let statuses: Vec<&str> = RESEND_STATUSES
-            .iter()
-            .map(|(s, _)| *s)
+        let statuses: Vec<&str> = resend_statuses()
+            .map(|(s, _)| s)
             .filter(|s| !form.get(&format!("status_{s}")).is_empty())
             .collect();
         Payload::Json(json!({"statuses": statuses}))

@@ -145,6 +145,26 @@ pub fn postgres_admin(admin_url: &str, sql: &str) -> Result<(), String> {
     })
 }
 
+/// The first column (an integer) of every row `sql` returns, read straight from the
+/// scenario's database: what the CLI's counters cannot tell, such as which messages.
+pub fn query_ids(url: &str, sql: &str) -> Vec<i64> {
+    block_on(async {
+        sqlx::any::install_default_drivers();
+        let pool = AnyPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await
+            .unwrap_or_else(|e| panic!("the chaos harness cannot open {url}: {e}"));
+        let rows = sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql.to_string()))
+            .fetch_all(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("`{sql}` failed: {e}"));
+        pool.close().await;
+        rows
+    })
+}
+
 /// The scenario's database; removed when the guard goes.
 pub enum Db {
     Sqlite {
@@ -336,6 +356,22 @@ impl World {
     /// `campaign status ID --json`, or None while the database does not answer.
     pub fn try_status(&self, id: i64) -> Option<Value> {
         self.json(&["campaign", "status", &id.to_string(), "--json"])
+    }
+
+    /// Ids of campaign `id`'s messages that are in flight now.
+    pub fn in_flight_ids(&self, id: i64) -> Vec<i64> {
+        query_ids(
+            self.db.url(),
+            &format!("SELECT id FROM messages WHERE campaign_id = {id} AND status = 'in_flight'"),
+        )
+    }
+
+    /// Ids of campaign `id`'s messages that were never marked in doubt.
+    pub fn never_in_doubt_ids(&self, id: i64) -> Vec<i64> {
+        query_ids(
+            self.db.url(),
+            &format!("SELECT id FROM messages WHERE campaign_id = {id} AND was_in_doubt = 0"),
+        )
     }
 
     pub fn status(&self, id: i64) -> Value {

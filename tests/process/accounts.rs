@@ -281,11 +281,13 @@ fn schema_fuzz(backend: Backend) {
             .unwrap_or_default()
             .trim_matches(['=', ' '])
     );
+    // The report goes last: CI shows a failed suite's last lines, and schemathesis ends
+    // with its failures and summary.
     assert!(
         out.status.success(),
-        "schemathesis found problems on {}:\n{text}\n{}",
+        "schemathesis found problems on {}; the server's last lines:\n{}\n--- schemathesis report ---\n{text}",
         backend.name(),
-        serve.log_tail(80)
+        serve.log_tail(40)
     );
     serve.terminate(DEADLINE);
 }

@@ -20,6 +20,7 @@ use crate::signatures::{
 };
 use crate::store::directory::like_pattern;
 use crate::template::{ContactFields, MAX_RENDERED_BYTES, MessageTemplate, TemplateError};
+use crate::tracked_links::LinkSigner;
 use crate::webhooks::inbound::{
     TwilioStatus, inbound_sender, parse_twilio_form, parse_whatsapp_event, read_twilio_status,
 };
@@ -36,7 +37,7 @@ pub type Entry = fn(&[u8]);
 
 /// Every target, by name: what `fuzz/fuzz_targets`, `scripts/fuzz` and the replay tests
 /// iterate over. The name is also the corpus directory.
-pub const TARGETS: [(&str, Entry); 10] = [
+pub const TARGETS: [(&str, Entry); 11] = [
     ("template", template),
     ("csv_row", csv_row),
     ("twilio_form", twilio_form),
@@ -46,6 +47,7 @@ pub const TARGETS: [(&str, Entry); 10] = [
     ("contact_filter", contact_filter_query),
     ("id", id),
     ("unsubscribe_token", unsubscribe_token),
+    ("tracked_link", tracked_link),
     ("page_cursor", page_cursor),
 ];
 
@@ -523,6 +525,29 @@ pub fn unsubscribe_token(data: &[u8]) {
         assert_eq!(
             verified, None,
             "{respelled:?} verifies as another spelling of {genuine:?}"
+        );
+    }
+}
+
+/// A tracked link's code (`/l/{code}`) and a `link("…")` target. Invariants: a code decodes
+/// only in the exact spelling Herald issues for what it decodes to, and checking a target
+/// never panics and accepts only what can be a Location header.
+pub fn tracked_link(data: &[u8]) {
+    let Some(input) = text(data) else { return };
+    let Some(signer) = LinkSigner::new(Some("https://go.example"), Some(UNSUBSCRIBE_KEY)) else {
+        return;
+    };
+    if let Some((id, position)) = signer.decode(input) {
+        assert_eq!(
+            signer.code(id, position).as_deref(),
+            Some(input),
+            "{input:?} decodes as another spelling of message {id}, link {position}"
+        );
+    }
+    if crate::tracked_links::check_target(input).is_ok() {
+        assert!(
+            axum::http::HeaderValue::from_str(input).is_ok(),
+            "{input:?} passed the target check but is no Location header"
         );
     }
 }

@@ -14,6 +14,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .merge(crate::webhooks::inbound::routes())
         .merge(crate::webhooks::unsubscribe::routes())
+        .merge(crate::webhooks::links::routes())
         // Provider webhooks are small; anything larger is not one.
         .layer(axum::extract::DefaultBodyLimit::max(256 * 1024))
         .merge(crate::api::router(state.clone()))

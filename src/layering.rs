@@ -33,6 +33,7 @@ pub const LAYERS: &[(&str, &str, &[&str])] = &[
             "signatures",
             "telemetry",
             "template",
+            "tracked_links",
             "unsubscribe_link",
             "webhook_admission",
         ],

@@ -98,13 +98,14 @@ async function activeMatches(page, selector) {
 }
 
 /// Every page, each prepared by `open(page)`: a URL to visit, or an action.
-function pages({ base, fixtures, completedUrl, stuckUrl, bigUrl, receiver, flakyPath }) {
+function pages({ base, fixtures, completedUrl, stuckUrl, bigUrl, linkUrl, receiver, flakyPath }) {
   const visit = (url) => async (page) => { await page.goto(url); };
   let draftUrl = "";
   return [
     { name: "campaigns", open: visit(`${base}/campaigns`) },
     { name: "campaigns, filtered", open: visit(`${base}/campaigns?status=completed`) },
     { name: "campaign, completed", open: visit(completedUrl) },
+    { name: "campaign with link clicks", open: visit(linkUrl) },
     { name: "campaign, stuck", open: async (page) => {
       await page.goto(stuckUrl);
       await page.locator("#stuck-banner").waitFor({ state: "visible", timeout: 30000 });

@@ -9,6 +9,7 @@ import { createRequire } from "node:module";
 import assert from "node:assert/strict";
 import path from "node:path";
 import fs from "node:fs";
+import crypto from "node:crypto";
 import { checkLivePage } from "./live.mjs";
 import { auditEveryPage } from "./audit.mjs";
 
@@ -283,6 +284,42 @@ async function main() {
     await page.locator("#messages tbody tr", { hasText: "+15550100059" }).waitFor();
     assert.equal(await page.locator("#messages tbody tr").count(), 1);
 
+    step("a tracked link: the estimate counts the short link, a recipient's clicks show on the campaign page");
+    await createCampaign(page, {
+      name: "Link offer", list: "customers", channel: "quick",
+      body: "Hi {{ name }}, the sale is on: {{ link('https://shop.example/sale') }}", when: "draft",
+    });
+    const linkUrl = page.url();
+    await page.click("#estimate-link");
+    await page.locator("h1", { hasText: "Estimate: Link offer" }).waitFor();
+    const linkLength = `${BASE}/l/`.length + 16;
+    assert.match(await page.locator("#est-links").textContent(), new RegExp(`1 tracked link, each counted as ${linkLength} characters`));
+    await page.goto(linkUrl);
+    await act(page, "start");
+    await page.locator("#status-badge", { hasText: "Completed" }).waitFor({ timeout: 60000 });
+    const linkCampaign = /cmp_\d+/.exec(linkUrl)[0];
+    const firstMessage = await (await page.request.get(`${BASE}/api/v1/campaigns/${linkCampaign}/messages?status=sent&limit=1`)).json();
+    const messageNumber = Number(/^msg_(\d+)$/.exec(firstMessage.items[0].id)[1]);
+    // The code as Herald signs it: message id (6 bytes), link position, 5 bytes of HMAC-SHA256.
+    const codeBytes = Buffer.alloc(12);
+    codeBytes.writeUIntBE(messageNumber, 0, 6);
+    codeBytes[6] = 1;
+    crypto.createHmac("sha256", env("HERALD_SECRET_KEY")).update(`herald-link:${messageNumber}:1`).digest().copy(codeBytes, 7, 0, 5);
+    const code = codeBytes.toString("base64url");
+    const phone = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1";
+    for (const agent of [phone, phone, "WhatsApp/2.23.20.0 A"]) {
+      const followed = await page.request.get(`${BASE}/l/${code}`, { maxRedirects: 0, headers: { "User-Agent": agent } });
+      assert.equal(followed.status(), 302);
+      assert.equal(followed.headers()["location"], "https://shop.example/sale");
+    }
+    const altered = code.slice(0, 15) + (code[15] === "A" ? "B" : "A");
+    assert.equal((await page.request.get(`${BASE}/l/${altered}`, { maxRedirects: 0 })).status(), 404);
+    await page.goto(linkUrl);
+    assert.match(await page.locator("#clicks-summary").textContent(), /1 of 59 messages that reached the provider were clicked \(1\.7\s%\), 2 clicks in all/);
+    assert.equal((await page.locator("#clicks tbody tr td.num").first().textContent()).trim(), "1");
+    await page.locator("#clicks").scrollIntoViewIfNeeded();
+    await shot(page, "campaign-link-clicks");
+
     step("pause and resume a larger, slower campaign");
     const bigUrl = await createCampaign(page, {
       name: "Big send", list: "everyone", channel: "slow", body: "Hello {{ name }}", when: "now",
@@ -310,11 +347,11 @@ async function main() {
 
     step("the campaigns list filters by status");
     await page.goto(`${BASE}/campaigns`);
-    assert.equal(await page.locator("tbody tr").count(), 3);
+    assert.equal(await page.locator("tbody tr").count(), 4);
     await shot(page, "campaigns");
     await page.selectOption("#status-filter", "completed");
     await submit(page, () => page.locator("form.filters button").click());
-    assert.deepEqual((await page.locator("tbody tr td:first-child").allTextContents()).map((t) => t.trim()), ["Welcome"]);
+    assert.deepEqual((await page.locator("tbody tr td:first-child").allTextContents()).map((t) => t.trim()).sort(), ["Link offer", "Welcome"]);
 
     step("a stuck campaign shows a banner saying why (the server reports it after 5 s without progress)");
     await page.goto(stuckUrl);
@@ -437,12 +474,15 @@ async function main() {
     step("every page fits a phone's screen and passes axe-core (WCAG 2.1 AA) at 1280 and 390 px");
     await auditEveryPage(page, {
       base: BASE, email: EMAIL, fixtures: FIXTURES, axeCore: env("AXE_CORE"),
-      completedUrl, stuckUrl, bigUrl, step,
+      completedUrl, stuckUrl, bigUrl, linkUrl, step,
       receiver: env("HERALD_RECEIVER"), flakyPath: env("HERALD_FLAKY_PATH"),
     });
     await page.setViewportSize({ width: 390, height: 844 });
     await page.goto(completedUrl);
     await shot(page, "campaign-phone");
+    await page.goto(linkUrl);
+    await page.locator("#clicks").scrollIntoViewIfNeeded();
+    await shot(page, "campaign-link-clicks-phone");
     await page.setViewportSize({ width: 1280, height: 900 });
 
     await checkLivePage({ page, BASE, step, completedUrl });

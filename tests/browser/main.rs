@@ -285,6 +285,8 @@ fn dashboard_in_a_real_browser() {
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .env("HERALD_DATABASE_URL", &db)
         .env("HERALD_SECRET_KEY", SECRET_KEY)
+        // Tracked links point back at this server, where the test follows them.
+        .env("HERALD_PUBLIC_URL", format!("http://127.0.0.1:{port}"))
         .env("HERALD_HEARTBEAT_INTERVAL_MS", "200")
         .env("HERALD_RECONCILE_INTERVAL_MS", "300")
         .env("HERALD_SCHEDULER_INTERVAL_MS", "200")
@@ -329,6 +331,9 @@ fn dashboard_in_a_real_browser() {
         .env("HERALD_PASSWORD", PASSWORD)
         .env("HERALD_RECEIVER", &receiver)
         .env("HERALD_FLAKY_PATH", FLAKY_PATH)
+        // The recipient's side of a tracked link: the script computes a code as Herald
+        // signs it (docs/CAMPAIGNS.md, "Link tracking").
+        .env("HERALD_SECRET_KEY", SECRET_KEY)
         .env("PLAYWRIGHT_CORE", &playwright)
         .env("AXE_CORE", &axe)
         .env("CHROMIUM", &browser)

@@ -11,6 +11,7 @@ mod campaigns;
 mod cli;
 mod crash;
 mod ids;
+mod links;
 mod metrics;
 mod outage;
 mod prometheus_rules;

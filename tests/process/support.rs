@@ -154,6 +154,25 @@ pub fn query_i64(url: &str, sql: &str) -> i64 {
     })
 }
 
+/// The first column (text) of every row of a query on the test database.
+pub fn query_strings(url: &str, sql: &str) -> Vec<String> {
+    block_on(async {
+        sqlx::any::install_default_drivers();
+        let pool = AnyPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(20))
+            .connect(url)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"));
+        let rows: Vec<String> = sqlx::query_scalar(AssertSqlSafe(sql.to_string()))
+            .fetch_all(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("`{sql}` failed: {e}"));
+        pool.close().await;
+        rows
+    })
+}
+
 /// A database of the test's own: a file in a temporary directory, or a fresh PostgreSQL
 /// database dropped (WITH (FORCE)) when the guard goes.
 pub struct Db {
@@ -743,6 +762,18 @@ pub fn assert_counters_consistent(status: &Value) {
 
 /// A plain HTTP/1.1 GET over loopback: (status code, body).
 pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let (code, _, body) = http_request(addr, "GET", path, &[]);
+    (code, body)
+}
+
+/// A plain HTTP/1.1 request over loopback with extra headers: (status code, the response's
+/// head with its status line, body).
+pub fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String, String) {
     let sock: std::net::SocketAddr = addr
         .parse()
         .unwrap_or_else(|e| panic!("`{addr}` is not a socket address: {e}"));
@@ -755,9 +786,13 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
     stream
         .set_read_timeout(Some(Duration::from_secs(20)))
         .expect("set a read timeout");
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: */*\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: */*\r\n{extra}\r\n"
     )
     .expect("send the request");
     let mut raw = Vec::new();
@@ -767,13 +802,13 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
     let text = String::from_utf8_lossy(&raw).to_string();
     let (head, body) = text
         .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("GET {path}: malformed response {text:?}"));
+        .unwrap_or_else(|| panic!("{method} {path}: malformed response {text:?}"));
     let code = head
         .lines()
         .next()
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("GET {path}: no status line in {head:?}"));
+        .unwrap_or_else(|| panic!("{method} {path}: no status line in {head:?}"));
     let chunked = head
         .lines()
         .any(|l| l.to_ascii_lowercase().replace(' ', "") == "transfer-encoding:chunked");
@@ -782,7 +817,7 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
     } else {
         body.to_string()
     };
-    (code, body)
+    (code, head.to_string(), body)
 }
 
 /// The body of a `Transfer-Encoding: chunked` answer.

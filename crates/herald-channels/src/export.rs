@@ -34,6 +34,8 @@ pub const MESSAGE_COLUMNS: &[&str] = &[
     "delivered_at",
     "read_at",
     "failed_at",
+    "link_clicks",
+    "first_clicked_at",
     "updated_at",
 ];
 
@@ -121,6 +123,8 @@ pub fn message_record(m: &ExportedMessage) -> Vec<String> {
         time(m.delivered_at),
         time(m.read_at),
         time(m.failed_at),
+        m.clicks.to_string(),
+        time(m.first_clicked_at),
         time(Some(m.updated_at)),
     ]
 }

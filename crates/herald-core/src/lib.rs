@@ -22,5 +22,6 @@ pub mod segments;
 pub mod signatures;
 pub mod telemetry;
 pub mod template;
+pub mod tracked_links;
 pub mod unsubscribe_link;
 pub mod webhook_admission;

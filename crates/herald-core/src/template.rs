@@ -38,11 +38,13 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use minijinja::machinery::ast::{BinOpKind, CallArg, Expr, Stmt};
+use minijinja::machinery::ast::{BinOpKind, Call, CallArg, Expr, Spanned, Stmt};
 use minijinja::machinery::{self, Instruction, Instructions};
 use minijinja::syntax::SyntaxConfig;
 use minijinja::value::{Serde, ValueKind};
-use minijinja::{AutoEscape, Environment, Error, ErrorKind, UndefinedBehavior, Value};
+use minijinja::{AutoEscape, Environment, Error, ErrorKind, State, UndefinedBehavior, Value};
+
+use crate::tracked_links;
 use tokio::sync::Semaphore;
 
 /// Instructions one render may execute. Real message templates use a few
@@ -77,6 +79,12 @@ pub const RENDER_DEADLINE: Duration = Duration::from_secs(10);
 /// [`bounded_add`]; prefixed so no template variable collides with them.
 const BOUNDED_MUL: &str = "__herald_bounded_mul";
 const BOUNDED_ADD: &str = "__herald_bounded_add";
+
+/// The template function that makes a tracked link (`crate::tracked_links`).
+pub const LINK_FUNCTION: &str = "link";
+/// Where a render's tracked links (target to short URL) sit in its context; prefixed so
+/// no contact attribute collides with it.
+const LINKS_VARIABLE: &str = "__herald_links";
 
 /// Variables every contact has, whatever its list.
 pub const BUILTIN_VARIABLES: [&str; 3] = ["address", "name", "attributes"];
@@ -217,6 +225,9 @@ pub struct MessageTemplate {
     /// check `attributes.*` at campaign creation and to name what a contact
     /// lacks when rendering fails.
     paths: BTreeSet<String>,
+    /// The targets of its `link("…")` calls, distinct, in order of first appearance:
+    /// a link's position (1-based) is its index here plus one.
+    links: Vec<String>,
 }
 
 impl std::fmt::Debug for MessageTemplate {
@@ -239,6 +250,7 @@ impl MessageTemplate {
         env.remove_global("debug");
         env.add_function(BOUNDED_MUL, bounded_mul);
         env.add_function(BOUNDED_ADD, bounded_add);
+        env.add_function(LINK_FUNCTION, tracked_link);
         // Plain-text bodies: HTML escaping would turn "Tom & Jerry" into
         // "Tom &amp; Jerry" in an SMS.
         env.set_auto_escape_callback(|_| AutoEscape::None);
@@ -266,7 +278,24 @@ impl MessageTemplate {
                     message: e.detail().unwrap_or(&e.kind().to_string()).to_owned(),
                 }
             })?;
-        refuse_statements(std::slice::from_ref(&tree))?;
+        let mut calls = Vec::new();
+        refuse_statements(std::slice::from_ref(&tree), &mut calls)?;
+        let mut links: Vec<String> = Vec::new();
+        for target in calls {
+            if !links.contains(&target) {
+                links.push(target);
+            }
+        }
+        if links.len() > tracked_links::MAX_LINKS {
+            return Err(TemplateError::Syntax {
+                line: None,
+                message: format!(
+                    "the template has {} different link() URLs, more than {}: link one landing page that lists the rest",
+                    links.len(),
+                    tracked_links::MAX_LINKS
+                ),
+            });
+        }
         env.add_template_owned(TEMPLATE_NAME, source.to_owned())
             .map_err(|e| TemplateError::Syntax {
                 line: e.line(),
@@ -296,7 +325,14 @@ impl MessageTemplate {
             source: source.to_owned(),
             variables,
             paths,
+            links,
         })
+    }
+
+    /// The targets of the template's `link("…")` calls, distinct, in order: position
+    /// `i + 1` is `links()[i]`.
+    pub fn links(&self) -> &[String] {
+        &self.links
     }
 
     /// Variables the template reads from its context
@@ -539,7 +575,7 @@ fn resolves(path: &str, contact: &ContactFields<'_>) -> bool {
 }
 
 /// The render context for one contact.
-fn context_value(contact: &ContactFields<'_>) -> Value {
+fn context_value(contact: &ContactFields<'_>, links: Option<&BTreeMap<String, String>>) -> Value {
     let attributes: BTreeMap<String, Value> = contact
         .attributes
         .iter()
@@ -555,7 +591,28 @@ fn context_value(contact: &ContactFields<'_>) -> Value {
     ctx.insert("address".to_owned(), Value::from(contact.address));
     ctx.insert("name".to_owned(), Value::from(contact.name.unwrap_or("")));
     ctx.insert("attributes".to_owned(), Value::from(attributes));
+    if let Some(links) = links {
+        ctx.insert(
+            LINKS_VARIABLE.to_owned(),
+            Value::from_pairs(links.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+        );
+    }
     Value::from(ctx)
+}
+
+/// `link("…")`: the render's tracked URL for the target when the caller gave the links
+/// (the engine, the estimate), else the target itself (a plain preview).
+fn tracked_link(state: &State<'_, '_>, target: &str) -> Result<Value, Error> {
+    let Some(links) = state.lookup(LINKS_VARIABLE) else {
+        return Ok(Value::from(target));
+    };
+    match links.get_item(&Value::from(target)) {
+        Ok(url) if !url.is_undefined() && !url.is_none() => Ok(url),
+        _ => Err(Error::new(
+            ErrorKind::InvalidOperation,
+            format!("link({target:?}) is not one of the template's links"),
+        )),
+    }
 }
 
 /// Renders one template for many contacts with the bounded program.
@@ -566,15 +623,26 @@ pub struct Renderer<'a> {
 }
 
 impl Renderer<'_> {
-    /// See [`MessageTemplate::render`].
+    /// See [`MessageTemplate::render`]. `link("…")` prints its target unchanged.
     pub fn render(&self, contact: &ContactFields<'_>) -> Result<String, TemplateError> {
+        self.render_linked(contact, None)
+    }
+
+    /// Renders with `links` (target to tracked URL, see
+    /// [`crate::tracked_links::LinkSigner::links_for`]) standing in for each `link("…")`.
+    pub fn render_linked(
+        &self,
+        contact: &ContactFields<'_>,
+        links: Option<&BTreeMap<String, String>>,
+    ) -> Result<String, TemplateError> {
+        let context = context_value(contact, links);
         let mut rendered = String::new();
         let result = {
             let mut out = machinery::make_string_output(&mut rendered);
             machinery::eval(
                 &self.template.env,
                 &self.program,
-                context_value(contact),
+                context,
                 &self.blocks,
                 &mut out,
                 AutoEscape::None,
@@ -620,35 +688,38 @@ fn bounded_program<'s>(original: &Instructions<'s>) -> Instructions<'s> {
 
 /// Refuse the statements that let a template feed a value back into itself
 /// (and so grow it without bound) or that a message has no use for.
-fn refuse_statements(statements: &[Stmt<'_>]) -> Result<(), TemplateError> {
+fn refuse_statements(
+    statements: &[Stmt<'_>],
+    links: &mut Vec<String>,
+) -> Result<(), TemplateError> {
     for statement in statements {
         let (what, line) = match statement {
             Stmt::Template(t) => {
-                refuse_statements(&t.children)?;
+                refuse_statements(&t.children, links)?;
                 continue;
             }
             Stmt::EmitExpr(e) => {
-                check_expr(&e.expr)?;
+                check_expr(&e.expr, links)?;
                 continue;
             }
             Stmt::EmitRaw(_) => continue,
             Stmt::IfCond(c) => {
-                check_expr(&c.expr)?;
-                refuse_statements(&c.true_body)?;
-                refuse_statements(&c.false_body)?;
+                check_expr(&c.expr, links)?;
+                refuse_statements(&c.true_body, links)?;
+                refuse_statements(&c.false_body, links)?;
                 continue;
             }
             Stmt::AutoEscape(a) => {
-                refuse_statements(&a.body)?;
+                refuse_statements(&a.body, links)?;
                 continue;
             }
             Stmt::ForLoop(f) if !f.recursive => {
-                check_expr(&f.iter)?;
+                check_expr(&f.iter, links)?;
                 if let Some(filter) = &f.filter_expr {
-                    check_expr(filter)?;
+                    check_expr(filter, links)?;
                 }
-                refuse_statements(&f.body)?;
-                refuse_statements(&f.else_body)?;
+                refuse_statements(&f.body, links)?;
+                refuse_statements(&f.else_body, links)?;
                 continue;
             }
             Stmt::ForLoop(f) => ("a recursive `for` loop", f.span().start_line),
@@ -681,22 +752,22 @@ enum Folded {
 /// would scan 100 million items at compile time). So `*` and `+` on list, tuple
 /// or map literals are refused before compiling; on anything else they run
 /// through the bounded functions. Returns how `expr` folds.
-fn check_expr(expr: &Expr<'_>) -> Result<Option<Folded>, TemplateError> {
-    let check_all = |exprs: &[Expr<'_>]| -> Result<bool, TemplateError> {
+fn check_expr(expr: &Expr<'_>, links: &mut Vec<String>) -> Result<Option<Folded>, TemplateError> {
+    let check_all = |exprs: &[Expr<'_>], links: &mut Vec<String>| -> Result<bool, TemplateError> {
         let mut all_const = true;
         for e in exprs {
-            all_const &= check_expr(e)?.is_some();
+            all_const &= check_expr(e, links)?.is_some();
         }
         Ok(all_const)
     };
-    let check_args = |args: &[CallArg<'_>]| -> Result<(), TemplateError> {
+    let check_args = |args: &[CallArg<'_>], links: &mut Vec<String>| -> Result<(), TemplateError> {
         for arg in args {
             match arg {
                 CallArg::Pos(e)
                 | CallArg::Kwarg(_, e)
                 | CallArg::PosSplat(e)
                 | CallArg::KwargSplat(e) => {
-                    check_expr(e)?;
+                    check_expr(e, links)?;
                 }
             }
         }
@@ -705,16 +776,16 @@ fn check_expr(expr: &Expr<'_>) -> Result<Option<Folded>, TemplateError> {
     Ok(match expr {
         Expr::Const(_) => Some(Folded::Scalar),
         Expr::Var(_) => None,
-        Expr::List(l) => check_all(&l.items)?.then_some(Folded::Container),
-        Expr::Tuple(t) => check_all(&t.items)?.then_some(Folded::Container),
+        Expr::List(l) => check_all(&l.items, links)?.then_some(Folded::Container),
+        Expr::Tuple(t) => check_all(&t.items, links)?.then_some(Folded::Container),
         Expr::Map(m) => {
-            let keys = check_all(&m.keys)?;
-            (check_all(&m.values)? && keys).then_some(Folded::Container)
+            let keys = check_all(&m.keys, links)?;
+            (check_all(&m.values, links)? && keys).then_some(Folded::Container)
         }
-        Expr::UnaryOp(u) => check_expr(&u.expr)?.map(|_| Folded::Scalar),
+        Expr::UnaryOp(u) => check_expr(&u.expr, links)?.map(|_| Folded::Scalar),
         Expr::BinOp(b) => {
-            let left = check_expr(&b.left)?;
-            let right = check_expr(&b.right)?;
+            let left = check_expr(&b.left, links)?;
+            let right = check_expr(&b.right, links)?;
             match (left, right) {
                 (Some(l), Some(r))
                     if matches!(b.op, BinOpKind::Mul | BinOpKind::Add)
@@ -734,54 +805,81 @@ fn check_expr(expr: &Expr<'_>) -> Result<Option<Folded>, TemplateError> {
             }
         }
         Expr::Compare(c) => {
-            let mut all_const = check_expr(&c.expr)?.is_some();
+            let mut all_const = check_expr(&c.expr, links)?.is_some();
             for op in &c.ops {
-                all_const &= check_expr(&op.expr)?.is_some();
+                all_const &= check_expr(&op.expr, links)?.is_some();
             }
             all_const.then_some(Folded::Scalar)
         }
         Expr::Slice(s) => {
-            check_expr(&s.expr)?;
+            check_expr(&s.expr, links)?;
             for part in [&s.start, &s.stop, &s.step].into_iter().flatten() {
-                check_expr(part)?;
+                check_expr(part, links)?;
             }
             None
         }
         Expr::IfExpr(i) => {
-            check_expr(&i.test_expr)?;
-            check_expr(&i.true_expr)?;
+            check_expr(&i.test_expr, links)?;
+            check_expr(&i.true_expr, links)?;
             if let Some(e) = &i.false_expr {
-                check_expr(e)?;
+                check_expr(e, links)?;
             }
             None
         }
         Expr::Filter(f) => {
             if let Some(e) = &f.expr {
-                check_expr(e)?;
+                check_expr(e, links)?;
             }
-            check_args(&f.args)?;
+            check_args(&f.args, links)?;
             None
         }
         Expr::Test(t) => {
-            check_expr(&t.expr)?;
-            check_args(&t.args)?;
+            check_expr(&t.expr, links)?;
+            check_args(&t.args, links)?;
             None
         }
         Expr::GetAttr(g) => {
-            check_expr(&g.expr)?;
+            check_expr(&g.expr, links)?;
             None
         }
         Expr::GetItem(g) => {
-            check_expr(&g.expr)?;
-            check_expr(&g.subscript_expr)?;
+            check_expr(&g.expr, links)?;
+            check_expr(&g.subscript_expr, links)?;
+            None
+        }
+        Expr::Call(c) if matches!(&c.expr, Expr::Var(v) if v.id == LINK_FUNCTION) => {
+            links.push(link_target(c)?);
             None
         }
         Expr::Call(c) => {
-            check_expr(&c.expr)?;
-            check_args(&c.args)?;
+            check_expr(&c.expr, links)?;
+            check_args(&c.args, links)?;
             None
         }
     })
+}
+
+/// The target of one `link(...)` call: exactly one URL written in quotes, checked
+/// ([`tracked_links::check_target`]). A computed target would give each recipient a link
+/// no campaign-wide count could name.
+fn link_target(call: &Spanned<Call<'_>>) -> Result<String, TemplateError> {
+    let line = call.span().start_line;
+    let syntax = |message: String| TemplateError::Syntax {
+        line: Some(line as usize),
+        message,
+    };
+    let target = match call.args.as_slice() {
+        [CallArg::Pos(Expr::Const(c))] => c.value.as_str().map(str::to_owned),
+        _ => None,
+    }
+    .ok_or_else(|| {
+        syntax(
+            "link() takes one URL written in quotes, e.g. {{ link(\"https://example.com/offer\") }}"
+                .to_owned(),
+        )
+    })?;
+    tracked_links::check_target(&target).map_err(syntax)?;
+    Ok(target)
 }
 
 /// Totals of a value counted through nested lists and maps, stopping as soon
@@ -1444,6 +1542,89 @@ mod tests {
             batch,
             Ok(vec![Ok("Hi A".to_owned()), Ok("Hi B".to_owned())])
         );
+    }
+
+    #[test]
+    fn link_calls_are_collected_in_order_once_each() {
+        let t = compile(
+            "Hi {{ name }}: {{ link('https://shop.example/a') }} or {{ link(\"https://shop.example/b?x=1\") }}, again {{ link('https://shop.example/a') }}",
+        );
+        assert_eq!(
+            t.links(),
+            ["https://shop.example/a", "https://shop.example/b?x=1"]
+        );
+        // Not a variable a contact must have.
+        assert!(!t.variables().contains("link"));
+        let contact = ContactFields {
+            address: "+1",
+            name: Some("Ann"),
+            attributes: empty_map(),
+        };
+        // A plain render prints the targets.
+        assert_eq!(
+            t.render(&contact).unwrap(),
+            "Hi Ann: https://shop.example/a or https://shop.example/b?x=1, again https://shop.example/a"
+        );
+        let links = BTreeMap::from([
+            (
+                "https://shop.example/a".to_owned(),
+                "https://h.example/l/AAAA".to_owned(),
+            ),
+            (
+                "https://shop.example/b?x=1".to_owned(),
+                "https://h.example/l/BBBB".to_owned(),
+            ),
+        ]);
+        let renderer = t.renderer().unwrap();
+        assert_eq!(
+            renderer.render_linked(&contact, Some(&links)).unwrap(),
+            "Hi Ann: https://h.example/l/AAAA or https://h.example/l/BBBB, again https://h.example/l/AAAA"
+        );
+        // Links inside a branch count even when the branch is not taken.
+        let t = compile("{% if vip %}{{ link('https://shop.example/vip') }}{% endif %}");
+        assert_eq!(t.links(), ["https://shop.example/vip"]);
+    }
+
+    #[test]
+    fn link_needs_one_quoted_absolute_url() {
+        for (source, expected) in [
+            ("{{ link(url) }}", "one URL written in quotes"),
+            (
+                "{{ link('https://a.example/' ~ name) }}",
+                "one URL written in quotes",
+            ),
+            ("{{ link() }}", "one URL written in quotes"),
+            (
+                "{{ link('https://a.example', 'x') }}",
+                "one URL written in quotes",
+            ),
+            (
+                "{{ link('shop.example/offer') }}",
+                "must start with https://",
+            ),
+            (
+                "{{ link('javascript:alert(1)') }}",
+                "must start with https://",
+            ),
+            ("{{ link('https:///x') }}", "has no host"),
+        ] {
+            match MessageTemplate::compile(source) {
+                Err(TemplateError::Syntax { message, line }) => {
+                    assert!(message.contains(expected), "{source}: {message}");
+                    assert_eq!(line, Some(1), "{source}");
+                }
+                other => panic!("{source}: {other:?}"),
+            }
+        }
+        let many: String = (0..=crate::tracked_links::MAX_LINKS)
+            .map(|i| format!("{{{{ link('https://a.example/{i}') }}}} "))
+            .collect();
+        match MessageTemplate::compile(&many) {
+            Err(TemplateError::Syntax { message, .. }) => {
+                assert!(message.contains("more than 20"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     fn empty_map() -> &'static serde_json::Map<String, serde_json::Value> {

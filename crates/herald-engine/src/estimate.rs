@@ -16,6 +16,7 @@ use crate::segments::{Encoding, gsm7_replacement, sms_segments, ucs2_characters}
 use crate::store::audience::{AudienceMember, SkipReason};
 use crate::store::{Campaign, ChannelInfo, Store, StoreError};
 use crate::template::{ContactFields, MessageTemplate, TemplateError, render_off_thread};
+use crate::tracked_links::LinkSigner;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -93,6 +94,13 @@ pub struct Estimate {
     pub ucs2_recipients: i64,
     /// The characters that force UCS-2, the most frequent first (at most 50).
     pub ucs2_characters: Vec<Ucs2Character>,
+    /// The template's tracked links (`link("…")`): each is counted as a short link of
+    /// `tracked_link_length` characters, the length every recipient's has.
+    pub tracked_links: i64,
+    /// Characters of every tracked link (`public_url` + `/l/` + 16); null when the
+    /// template has none, or Herald cannot track links (then the targets are counted as
+    /// written).
+    pub tracked_link_length: Option<i64>,
     /// The cost at the channel's prices; null when the channel has none.
     pub cost: Option<CostEstimate>,
     /// The channel's rate limit (units per second); null: none.
@@ -120,6 +128,7 @@ struct PageTally {
 
 fn tally_page(
     template: &MessageTemplate,
+    links: Option<&BTreeMap<String, String>>,
     members: &[AudienceMember],
     counts_segments: bool,
     pricing: Option<&crate::pricing::Pricing>,
@@ -142,7 +151,7 @@ fn tally_page(
             attributes: &attributes,
         };
         let rendered = match &renderer {
-            Ok(r) => r.render(&fields),
+            Ok(r) => r.render_linked(&fields, links),
             Err(e) => Err(e.clone()),
         };
         let body = match rendered {
@@ -191,12 +200,24 @@ fn decimal(micros: i128) -> String {
 
 /// Estimates `campaign` (a draft or scheduled one of `channel`'s organisation) as its start
 /// would create it now.
+/// `signer` is Herald's (`tracked_links::LinkSigner`), when it can track links.
 pub async fn estimate(
     store: &Store,
     campaign: &Campaign,
     channel: &ChannelInfo,
+    signer: Option<&LinkSigner>,
 ) -> Result<Estimate, EstimateError> {
     let template = Arc::new(MessageTemplate::compile(&campaign.body)?);
+    // Every recipient's links have one length, so a stand-in of that length counts exactly.
+    let links = Arc::new(
+        signer
+            .filter(|_| !template.links().is_empty())
+            .map(|s| s.placeholder_links(template.links())),
+    );
+    let tracked_link_length = links
+        .is_some()
+        .then(|| signer.map(|s| s.placeholder_url().chars().count() as i64))
+        .flatten();
     let kind = channel.kind.parse::<ChannelKind>().ok();
     let counts_segments = kind.is_some_and(|k| k.counts_sms_segments());
     let required = kind.and_then(|k| k.address_kind());
@@ -218,9 +239,15 @@ pub async fn estimate(
         after = last.contact_id;
         let full = page.len() as i64 == PAGE_ROWS;
         audience += page.len() as i64;
-        let (template, pricing) = (template.clone(), pricing.clone());
+        let (template, pricing, links) = (template.clone(), pricing.clone(), links.clone());
         let t = render_off_thread(move || {
-            tally_page(&template, &page, counts_segments, pricing.as_ref().as_ref())
+            tally_page(
+                &template,
+                links.as_ref().as_ref(),
+                &page,
+                counts_segments,
+                pricing.as_ref().as_ref(),
+            )
         })
         .await?;
         total.recipients += t.recipients;
@@ -281,6 +308,8 @@ pub async fn estimate(
                 replacement: gsm7_replacement(c).map(str::to_string),
             })
             .collect(),
+        tracked_links: template.links().len() as i64,
+        tracked_link_length,
         cost: channel.pricing.as_ref().map(|p| CostEstimate {
             currency: p.currency.clone(),
             total: decimal(total.priced_micros),

@@ -43,7 +43,11 @@ async fn campaign_estimate(
         .org_channel(p.org_id, campaign.channel_id)
         .await?;
     let started = std::time::Instant::now();
-    let estimate = crate::estimate::estimate(&state.store, &campaign, &channel)
+    let signer = crate::tracked_links::LinkSigner::new(
+        state.settings.public_url.as_deref(),
+        state.settings.secret_key.as_deref(),
+    );
+    let estimate = crate::estimate::estimate(&state.store, &campaign, &channel, signer.as_ref())
         .await
         .map_err(|e| match e {
             EstimateError::Store(e) => ApiError::from(e),

@@ -133,6 +133,11 @@ pub struct Campaign {
     pub progress: f64,
     /// Messages ever found in doubt (at most that many recipients may get a duplicate).
     pub in_doubt_total: i64,
+    /// Messages with at least one counted click on a tracked link
+    /// (`GET /campaigns/{id}/stats` has the rate and each link's).
+    pub clicked: i64,
+    /// Every counted click on its tracked links.
+    pub clicks: i64,
     pub created_at: String,
     pub scheduled_at: Option<String>,
     pub started_at: Option<String>,
@@ -224,6 +229,8 @@ pub(crate) async fn view(state: &ApiState, c: CampaignRow) -> ApiResult<Campaign
         body: c.body,
         total: c.total,
         in_doubt_total: c.in_doubt_total,
+        clicked: c.clicked,
+        clicks: c.clicks,
         created_at: timestamp(c.created_at),
         scheduled_at: timestamp_opt(c.scheduled_at),
         started_at: timestamp_opt(c.started_at),
@@ -300,6 +307,8 @@ pub struct CampaignStats {
     /// Failed and undelivered messages grouped by reason, the largest group first; the
     /// counts add up to `counters.failed + counters.undelivered`.
     pub failures: Vec<FailureGroup>,
+    /// Clicks on the campaign's tracked links, in all and per link.
+    pub clicks: super::campaign_clicks::ClickStats,
 }
 
 fn attempted(c: &Counts) -> i64 {
@@ -354,6 +363,8 @@ pub struct CampaignMessage {
     pub next_attempt_at: Option<String>,
     pub updated_at: String,
     pub sent_at: Option<String>,
+    /// Counted clicks on its tracked links (docs/CAMPAIGNS.md, "Link tracking").
+    pub clicks: i64,
 }
 
 /// A message's failure, explained (`reasons`).
@@ -435,6 +446,7 @@ impl From<MessageInfo> for CampaignMessage {
             was_in_doubt: m.was_in_doubt,
             updated_at: timestamp(m.updated_at),
             sent_at: timestamp_opt(m.sent_at),
+            clicks: m.clicks,
         }
     }
 }
@@ -668,8 +680,14 @@ fn check_body(body: &str) -> ApiResult<MessageTemplate> {
 /// [`check_body`], then a trial render with placeholders on the render pool, so a body
 /// that runs into a render limit (`{{ (range(3)|list) * 100000000 }}`) is refused before
 /// any sender renders it: 422 with the limit as the rule.
-async fn check_body_renders(body: &str) -> ApiResult<MessageTemplate> {
+async fn check_body_renders(state: &ApiState, body: &str) -> ApiResult<MessageTemplate> {
     let template = check_body(body)?;
+    crate::tracked_links::check_trackable(
+        template.links(),
+        state.settings.public_url.as_deref(),
+        state.settings.secret_key.as_deref(),
+    )
+    .map_err(|e| ApiError::invalid("body", "link_tracking", e))?;
     let (template, limits) = render_off_thread(move || {
         let limits = template.check_limits();
         (template, limits)
@@ -866,7 +884,7 @@ async fn create_campaign(
     ApiJson(body): ApiJson<NewCampaign>,
 ) -> ApiResult<Response> {
     let name = check_name("name", &body.name)?;
-    let template = check_body_renders(&body.body).await?;
+    let template = check_body_renders(&state, &body.body).await?;
     let scheduled_at = body
         .scheduled_at
         .as_deref()
@@ -997,7 +1015,7 @@ async fn update_campaign(
         .map(|n| check_name("name", n))
         .transpose()?;
     let template = match change.body.as_deref() {
-        Some(body) => Some(check_body_renders(body).await?),
+        Some(body) => Some(check_body_renders(&state, body).await?),
         None => None,
     };
     let channel = match change.channel_id.as_deref() {
@@ -1273,6 +1291,9 @@ async fn campaign_stats(
     let (elapsed_ms, throughput_per_sec) = throughput(&c, crate::clock::now_ms());
     let stuck = stuck(&state, &c).await?;
     let failures = failure_groups(&state, c.id).await?;
+    let clicks =
+        super::campaign_clicks::click_stats(&state, p.org_id, c.id, &c.counts, c.clicked, c.clicks)
+            .await?;
     Ok(axum::Json(CampaignStats {
         id: c.id.to_string(),
         status: c.status,
@@ -1289,6 +1310,7 @@ async fn campaign_stats(
         elapsed_ms,
         stuck,
         failures,
+        clicks,
     }))
 }
 

@@ -23,6 +23,7 @@ pub mod problem;
 
 mod accounts;
 pub mod alerts;
+mod campaign_clicks;
 pub mod campaign_derive;
 mod campaign_estimate;
 mod campaign_events;

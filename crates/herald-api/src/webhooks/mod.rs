@@ -3,6 +3,7 @@
 //! events Herald sends out. `signature` is pure (no I/O, no clock); `inbound` serves the providers' callbacks.
 
 pub mod inbound;
+pub mod links;
 // Moved below the HTTP side; the old paths stay for their callers.
 pub use crate::signatures as signature;
 pub use crate::webhook_admission as limit;

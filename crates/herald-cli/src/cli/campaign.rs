@@ -221,6 +221,11 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &CampaignCommand) -> C
             // The same trial render as the API's create: a body that runs into a render
             // limit is refused here, not by every sender.
             template.check_limits()?;
+            crate::tracked_links::check_trackable(
+                template.links(),
+                settings.public_url.as_deref(),
+                settings.secret_key.as_deref(),
+            )?;
             let known = store.list_attribute_keys(list.id).await?;
             template.check_variables(&known, &list.name)?;
             let scheduled_at = schedule_at
@@ -309,6 +314,11 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &CampaignCommand) -> C
             if body.is_some() || list.is_some() {
                 let template = MessageTemplate::compile(body.as_deref().unwrap_or(&current.body))?;
                 template.check_limits()?;
+                crate::tracked_links::check_trackable(
+                    template.links(),
+                    settings.public_url.as_deref(),
+                    settings.secret_key.as_deref(),
+                )?;
                 let (list_id, list_name) = match &list {
                     Some(l) => (l.id, l.name.clone()),
                     None => (current.list_id, current.list_name.clone()),
@@ -409,7 +419,11 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &CampaignCommand) -> C
                 )));
             }
             let channel = store.org_channel(org, c.channel_id).await?;
-            let e = crate::estimate::estimate(&store, &c, &channel).await?;
+            let signer = crate::tracked_links::LinkSigner::new(
+                settings.public_url.as_deref(),
+                settings.secret_key.as_deref(),
+            );
+            let e = crate::estimate::estimate(&store, &c, &channel, signer.as_ref()).await?;
             if *json {
                 println!("{}", serde_json::to_string(&e)?);
             } else {
@@ -444,16 +458,49 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &CampaignCommand) -> C
             } else {
                 let c = store.campaign(id).await?;
                 let paused_reason = store.paused_reason(c.id).await?;
+                let links = store.campaign_links(org, c.id).await?;
+                let reached = crate::tracked_links::reached(&c.counts);
                 if *json {
                     let mut v = status_json(&c);
                     if let Some(o) = v.as_object_mut() {
                         o.insert("paused_reason".into(), paused_reason.into());
+                        let links: Vec<serde_json::Value> = links
+                            .iter()
+                            .map(|l| {
+                                serde_json::json!({
+                                    "position": l.position,
+                                    "url": l.url,
+                                    "clicks": l.clicks,
+                                    "clicked": l.clicked,
+                                    "click_rate": crate::tracked_links::click_rate(l.clicked, reached),
+                                })
+                            })
+                            .collect();
+                        o.insert("links".into(), links.into());
                     }
                     println!("{}", serde_json::to_string(&v)?);
                 } else {
                     print_status(&c);
                     if let Some(reason) = paused_reason {
                         println!("  paused: {reason}");
+                    }
+                    if !links.is_empty() {
+                        println!(
+                            "  clicked {} of {reached} reached ({:.1} %), {} clicks",
+                            c.clicked,
+                            crate::tracked_links::click_rate(c.clicked, reached) * 100.0,
+                            c.clicks
+                        );
+                        for l in &links {
+                            println!(
+                                "    link {}: {} clicked ({:.1} %), {} clicks  {}",
+                                l.position,
+                                l.clicked,
+                                crate::tracked_links::click_rate(l.clicked, reached) * 100.0,
+                                l.clicks,
+                                l.url
+                            );
+                        }
                     }
                 }
                 Ok(0)
@@ -512,6 +559,17 @@ fn print_estimate(c: &Campaign, e: &crate::estimate::Estimate) {
         }
     } else {
         println!("messages: {}", e.units);
+    }
+    match e.tracked_link_length {
+        Some(length) => println!(
+            "tracked links: {}, each counted as {length} characters",
+            e.tracked_links
+        ),
+        None if e.tracked_links > 0 => println!(
+            "tracked links: {}, counted as written (set public_url and secret_key to track them)",
+            e.tracked_links
+        ),
+        None => {}
     }
     match &e.cost {
         Some(cost) => {
@@ -663,6 +721,15 @@ pub fn status_json(c: &Campaign) -> serde_json::Value {
         o.insert(s.as_str().into(), n.into());
     }
     o.insert("in_doubt_total".into(), c.in_doubt_total.into());
+    // As the API's stats: messages with a counted click, every counted click, and the
+    // rate over the messages that reached the provider.
+    o.insert("clicked".into(), c.clicked.into());
+    o.insert("clicks".into(), c.clicks.into());
+    o.insert(
+        "click_rate".into(),
+        crate::tracked_links::click_rate(c.clicked, crate::tracked_links::reached(&c.counts))
+            .into(),
+    );
     serde_json::Value::Object(o)
 }
 

@@ -6,7 +6,7 @@ use super::EngineContext;
 use super::retry::RetryPolicy;
 use crate::address::Address;
 use crate::channels::{Channel, SendRequest, SendResult};
-use crate::ids::{CampaignId, ChannelId, OrgId};
+use crate::ids::{CampaignId, ChannelId, MessageId, OrgId};
 use crate::store::{ClaimedMessage, Outcome, OutcomeKind, SendableCampaign};
 use crate::template::{ContactFields, MessageTemplate};
 use rand::Rng;
@@ -196,7 +196,11 @@ pub async fn run(
                         .map_err(|e| e.to_string())
                 })
                 .clone();
-            let bodies = render_claimed(template, &claimed).await;
+            let signer = crate::tracked_links::LinkSigner::new(
+                ctx.settings.public_url.as_deref(),
+                ctx.settings.secret_key.as_deref(),
+            );
+            let bodies = render_claimed(template, signer, &claimed).await;
             for (message, body) in claimed.into_iter().zip(bodies) {
                 // Never waits: no more messages were claimed than there were free permits
                 // (and channel slots).
@@ -305,15 +309,23 @@ enum Body {
 /// message.
 async fn render_claimed(
     template: Result<Arc<MessageTemplate>, String>,
+    signer: Option<crate::tracked_links::LinkSigner>,
     claimed: &[ClaimedMessage],
 ) -> Vec<Body> {
     let template = match template {
         Ok(t) => t,
         Err(e) => return claimed.iter().map(|_| Body::Refused(e.clone())).collect(),
     };
-    let contacts: Vec<(Address, Option<String>, String)> = claimed
+    let contacts: Vec<(MessageId, Address, Option<String>, String)> = claimed
         .iter()
-        .map(|m| (m.address.clone(), m.name.clone(), m.attributes.clone()))
+        .map(|m| {
+            (
+                m.id,
+                m.address.clone(),
+                m.name.clone(),
+                m.attributes.clone(),
+            )
+        })
         .collect();
     let count = contacts.len();
     let rendered = crate::template::render_off_thread(move || {
@@ -323,15 +335,19 @@ async fn render_claimed(
         };
         contacts
             .iter()
-            .map(|(address, name, attributes)| {
+            .map(|(id, address, name, attributes)| {
                 let attributes: serde_json::Map<String, serde_json::Value> =
                     serde_json::from_str(attributes).unwrap_or_default();
+                let links = crate::tracked_links::links_for(signer.as_ref(), *id, template.links());
                 renderer
-                    .render(&ContactFields {
-                        address: address.as_str(),
-                        name: name.as_deref(),
-                        attributes: &attributes,
-                    })
+                    .render_linked(
+                        &ContactFields {
+                            address: address.as_str(),
+                            name: name.as_deref(),
+                            attributes: &attributes,
+                        },
+                        links.as_ref(),
+                    )
                     .map_err(|e| e.to_string())
             })
             .collect::<Vec<Result<String, String>>>()

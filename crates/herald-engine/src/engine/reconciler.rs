@@ -358,11 +358,17 @@ async fn ask_providers(ctx: &EngineContext, now: i64) -> Result<u64, crate::stor
     // Rendering is CPU work: on the render pool, in one hand-off for the whole pass. (One
     // per message queued each render behind the senders' claim-sized batches, and a pass of
     // two thousand in-doubt messages ran out of its lookup budget.)
+    // With the same tracked links the sender printed, so the provider's copy matches.
+    let signer = crate::tracked_links::LinkSigner::new(
+        settings.public_url.as_deref(),
+        settings.secret_key.as_deref(),
+    );
     let inputs: Vec<_> = to_ask
         .iter()
         .map(|(c, _, template)| {
             (
                 template.clone(),
+                c.id,
                 c.address.clone(),
                 c.name.clone(),
                 c.attributes.clone(),
@@ -372,14 +378,21 @@ async fn ask_providers(ctx: &EngineContext, now: i64) -> Result<u64, crate::stor
     let bodies = crate::template::render_off_thread(move || {
         inputs
             .iter()
-            .map(|(template, address, name, attributes)| {
+            .map(|(template, id, address, name, attributes)| {
                 let attributes: serde_json::Map<String, serde_json::Value> =
                     serde_json::from_str(attributes).unwrap_or_default();
+                let links = crate::tracked_links::links_for(signer.as_ref(), *id, template.links());
                 template
-                    .render(&crate::template::ContactFields {
-                        address: address.as_str(),
-                        name: name.as_deref(),
-                        attributes: &attributes,
+                    .renderer()
+                    .and_then(|r| {
+                        r.render_linked(
+                            &crate::template::ContactFields {
+                                address: address.as_str(),
+                                name: name.as_deref(),
+                                attributes: &attributes,
+                            },
+                            links.as_ref(),
+                        )
                     })
                     .ok()
             })

@@ -101,6 +101,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "channel_pricing",
         include_str!("../../migrations/postgres/0018_channel_pricing.sql"),
     ),
+    (
+        19,
+        "tracked_links",
+        include_str!("../../migrations/postgres/0019_tracked_links.sql"),
+    ),
 ];
 
 pub(super) async fn connect(url: &str) -> Result<(AnyPool, AnyPool), StoreError> {

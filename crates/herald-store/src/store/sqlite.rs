@@ -102,6 +102,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "channel_pricing",
         include_str!("../../migrations/sqlite/0018_channel_pricing.sql"),
     ),
+    (
+        19,
+        "tracked_links",
+        include_str!("../../migrations/sqlite/0019_tracked_links.sql"),
+    ),
 ];
 
 /// Accepts `sqlite://path`, `sqlite:path` and `sqlite::memory:`; creates the file if needed.

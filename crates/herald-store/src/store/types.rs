@@ -148,6 +148,9 @@ pub struct Campaign {
     pub total: i64,
     pub counts: Counts,
     pub in_doubt_total: i64,
+    /// Counted clicks on its tracked links, and how many of its messages were clicked.
+    pub clicks: i64,
+    pub clicked: i64,
     /// How it came out; None until it is completed or cancelled.
     pub outcome: Option<crate::domain::CampaignOutcome>,
     /// Its auto-pause setting and the one in force (its own, its organisation's, Herald's).
@@ -181,6 +184,8 @@ pub struct MessageInfo {
     pub was_in_doubt: bool,
     pub updated_at: i64,
     pub sent_at: Option<i64>,
+    /// Counted clicks on its tracked links.
+    pub clicks: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

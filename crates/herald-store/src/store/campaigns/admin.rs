@@ -393,7 +393,7 @@ impl Store {
         // `campaign_id`, SQLite sorted every message of the campaign for each page.
         let sql = format!(
             "SELECT m.id, m.campaign_id, m.address, m.status, m.attempts, m.next_attempt_at, m.owner, \
-             m.provider_id, m.last_error, m.was_in_doubt, m.updated_at, m.sent_at \
+             m.provider_id, m.last_error, m.was_in_doubt, m.updated_at, m.sent_at, m.clicks \
              FROM messages m \
              WHERE EXISTS (SELECT 1 FROM campaigns c WHERE c.id = $2 AND c.org_id = $1) \
              AND (m.campaign_id + 0) = $2 AND m.id > $3 {filter} ORDER BY m.id LIMIT $4"

@@ -28,6 +28,9 @@ pub struct ExportedMessage {
     pub delivered_at: Option<i64>,
     pub read_at: Option<i64>,
     pub failed_at: Option<i64>,
+    /// Counted clicks on its tracked links, and when the first came.
+    pub clicks: i64,
+    pub first_clicked_at: Option<i64>,
     pub updated_at: i64,
 }
 
@@ -49,7 +52,7 @@ impl Store {
         let sql = format!(
             "SELECT m.id, m.address, m.contact_id, substr(ct.name, 1, {MAX_NAME}) AS contact_name, \
              m.status, m.attempts, m.provider_id, m.last_error, m.was_in_doubt, m.sent_at, \
-             m.delivered_at, m.read_at, m.failed_at, m.updated_at \
+             m.delivered_at, m.read_at, m.failed_at, m.clicks, m.first_clicked_at, m.updated_at \
              FROM messages m LEFT JOIN contacts ct ON ct.id = m.contact_id AND ct.org_id = $1 \
              WHERE EXISTS (SELECT 1 FROM campaigns c WHERE c.id = $2 AND c.org_id = $1) \
              AND (m.campaign_id + 0) = $2 AND m.id > $3 ORDER BY m.id LIMIT $4"
@@ -77,6 +80,8 @@ impl Store {
                     delivered_at: r.try_get("delivered_at")?,
                     read_at: r.try_get("read_at")?,
                     failed_at: r.try_get("failed_at")?,
+                    clicks: r.try_get("clicks")?,
+                    first_clicked_at: r.try_get("first_clicked_at")?,
                     updated_at: r.try_get("updated_at")?,
                 })
             })

@@ -78,7 +78,7 @@ impl Store {
         let mut tx = self.begin().await?;
         let from = self.lock_campaign(&mut tx, id).await?;
         let row = sqlx::query(
-            "SELECT c.list_id, c.org_id, c.scheduled_at, ch.kind, ch.name AS channel_name FROM campaigns c JOIN channels ch ON ch.id = c.channel_id WHERE c.id = $1",
+            "SELECT c.list_id, c.org_id, c.scheduled_at, c.body, ch.kind, ch.name AS channel_name FROM campaigns c JOIN channels ch ON ch.id = c.channel_id WHERE c.id = $1",
         )
         .bind(id)
         .fetch_one(&mut *tx)
@@ -88,6 +88,7 @@ impl Store {
         let scheduled_at: Option<i64> = row.try_get("scheduled_at")?;
         let kind: String = row.try_get("kind")?;
         let channel_name: String = row.try_get("channel_name")?;
+        let body: String = row.try_get("body")?;
         if let Some(due) = due_at {
             if from != CampaignStatus::Scheduled || scheduled_at.is_none_or(|at| at > due) {
                 tx.rollback().await?;
@@ -174,6 +175,7 @@ impl Store {
             tx.rollback().await?;
             return Ok(StartOutcome::NotDue);
         }
+        self.freeze_links(&mut tx, id, &body).await?;
         let reason = format!(
             "started: {} recipients ({} queued, {} skipped)",
             inserted,

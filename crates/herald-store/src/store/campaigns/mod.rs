@@ -8,6 +8,7 @@ pub mod derive;
 pub mod export;
 mod failures;
 pub(super) mod lifecycle;
+pub mod links;
 mod order;
 pub(super) mod outcomes;
 pub(super) mod reads;

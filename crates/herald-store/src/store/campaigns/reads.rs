@@ -13,7 +13,7 @@ use sqlx::{AssertSqlSafe, Row};
 pub(in crate::store) const CAMPAIGN_COLUMNS: &str = "c.id, c.org_id, c.name, c.channel_id, ch.name AS channel_name, ch.kind AS channel_kind, \
      c.list_id, l.name AS list_name, c.body, c.status, c.scheduled_at, c.created_at, c.started_at, \
      c.completed_at, c.last_progress_at, c.total, c.queued, c.in_flight, c.retry_wait, c.sent, \
-     c.delivered, c.read, c.undelivered, c.failed, c.skipped, c.cancelled, c.in_doubt, c.in_doubt_total, c.outcome, \
+     c.delivered, c.read, c.undelivered, c.failed, c.skipped, c.cancelled, c.in_doubt, c.in_doubt_total, c.outcome, c.clicks, c.clicked, \
      c.auto_pause_percent, c.auto_pause_window, c.parent_id, c.parent_kind, \
      (SELECT org.auto_pause_percent FROM organisations org WHERE org.id = c.org_id) AS org_auto_pause_percent, \
      (SELECT org.auto_pause_window FROM organisations org WHERE org.id = c.org_id) AS org_auto_pause_window";
@@ -132,7 +132,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<MessageInfo>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, campaign_id, address, status, attempts, next_attempt_at, owner, provider_id, last_error, was_in_doubt, updated_at, sent_at \
+            "SELECT id, campaign_id, address, status, attempts, next_attempt_at, owner, provider_id, last_error, was_in_doubt, updated_at, sent_at, clicks \
              FROM messages WHERE campaign_id = $1 AND ($2 = '' OR status = $2) AND id > $3 ORDER BY id LIMIT $4",
         )
         .bind(campaign_id)
@@ -229,6 +229,8 @@ pub(in crate::store) fn campaign_from_row(row: &AnyRow) -> Result<Campaign, Stor
         total: row.try_get("total")?,
         counts,
         in_doubt_total: row.try_get("in_doubt_total")?,
+        clicks: row.try_get("clicks")?,
+        clicked: row.try_get("clicked")?,
         auto_pause: autopause::setting_from_row(row)?,
         parent: match (
             row.try_get::<Option<CampaignId>, _>("parent_id")?,
@@ -279,5 +281,6 @@ pub(in crate::store) fn message_from_row(r: &AnyRow) -> Result<MessageInfo, Stor
         was_in_doubt: r.try_get::<i64, _>("was_in_doubt")? != 0,
         updated_at: r.try_get("updated_at")?,
         sent_at: r.try_get("sent_at")?,
+        clicks: r.try_get("clicks")?,
     })
 }

@@ -36,6 +36,7 @@ pub const LAYERS: &[(&str, &str, &[&str])] = &[
             "tracked_links",
             "unsubscribe_link",
             "webhook_admission",
+            "whatsapp_template",
         ],
     ),
     ("store", "herald-store", &["store"]),

@@ -252,6 +252,23 @@ async function main() {
     assert.equal((await page.locator("#est-units").textContent()).trim(), "59");
     assert.equal((await page.locator("#est-cost-total").textContent()).trim(), "USD 0.59");
     await shot(page, "campaign-estimate");
+
+    step("a WhatsApp template on a channel that is not WhatsApp is refused next to the field, the values kept");
+    await page.goto(`${BASE}/campaigns/new`);
+    await page.fill("#name", "Template on SMS");
+    await choose(page, "#list_id", "customers ");
+    await choose(page, "#channel_id", "quick ");
+    await page.fill("#body", "Hi {{ name }}, your order has shipped.");
+    await page.locator("#wa-template summary").click();
+    await page.fill("#wa_template", "order_update");
+    await page.fill("#wa_params", "name, city");
+    await page.check('input[name="when"][value="draft"]');
+    await submit(page, () => page.click("#create-button"));
+    assert.match(await page.locator("#wa-template-error").textContent(), /needs a whatsapp channel/);
+    assert.equal(await page.locator("#wa_template").inputValue(), "order_update");
+    assert.equal(await page.locator("#wa_params").inputValue(), "name, city");
+    assert.equal(await page.locator("#wa_template").getAttribute("aria-invalid"), "true");
+    await shot(page, "campaign-template-error");
     await page.goto(welcomeDraftUrl);
 
     step("start it and watch it reach Completed without reloading (live over SSE)");

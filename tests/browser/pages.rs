@@ -654,6 +654,7 @@ async fn an_outage_shows_on_the_channels_and_campaign_pages() {
                 list_id: list,
                 body: "Hi".into(),
                 scheduled_at: None,
+                whatsapp_template: None,
             },
             "test",
         )

@@ -680,6 +680,7 @@ both_stores!(
                     body: format!("Your code is {}", m.address),
                     attempt: m.attempts,
                     unsubscribe_url: None,
+                    template: None,
                 })
                 .await;
             assert!(

@@ -1744,6 +1744,7 @@ async fn run_seed(fx: &Fixture, seed: u64, steps: usize) -> Result<Stats, Failur
                         list_id: list.id,
                         body: "Hello {{ name }}".to_string(),
                         scheduled_at: scheduled.then_some(now),
+                        whatsapp_template: None,
                     },
                     "sim",
                 )

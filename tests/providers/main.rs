@@ -50,6 +50,7 @@ both! {
     twilio_campaign_end_to_end => crate::twilio::twilio_campaign_end_to_end,
     twilio_shuffled_duplicated_callbacks => crate::twilio::twilio_shuffled_duplicated_callbacks,
     twilio_inbound_stop_start => crate::twilio::twilio_inbound_stop_start,
+    whatsapp_campaign_templates => crate::whatsapp::whatsapp_campaign_templates,
 }
 
 sqlite_only! {

@@ -185,3 +185,241 @@ pub fn whatsapp_async_opt_out_suppresses(backend: Backend) {
     assert_eq!(n(&s, "skipped"), 2, "both opt-outs are suppressed: {s}");
     drop(serve);
 }
+
+/// The fake business account's id (`herald-fakes whatsapp --waba-id`'s default).
+const WABA_ID: &str = "102290129340398";
+
+/// Issue 14, point 8: a campaign names its approved template, language and the contact
+/// field for each parameter. Checked at create, from the CLI and the API, against the
+/// list's fields and Meta's template list (the fake's); sent as that template with each
+/// recipient's values.
+pub fn whatsapp_campaign_templates(backend: Backend) {
+    let mut h = Herald::migrated(backend);
+    with_secret_key(&mut h);
+    let (port, fake_port) = (free_port(), free_port());
+    let channel = whatsapp_channel(
+        &h,
+        "wa",
+        &format!("http://127.0.0.1:{fake_port}"),
+        &["--business-account-id", WABA_ID],
+    );
+    let fake = fake_whatsapp(&h, fake_port, port, ChannelId(channel));
+    let serve = serve(&h, port, true);
+    let addr = format!("127.0.0.1:{port}");
+    let csv = h.path("orders.csv");
+    std::fs::write(
+        &csv,
+        "address,name,order_id\n+15005550101,Ada,A-1001\n+15005550102,Grace,A-1002\n+15005550103,Linus,A-1003\n",
+    )
+    .unwrap();
+    h.ok(&[
+        "contacts",
+        "import",
+        csv.to_str().unwrap(),
+        "--list",
+        "orders",
+    ]);
+    h.ok(&["channel", "create", "--name", "sms", "--kind", "sandbox"]);
+
+    let create = |channel: &str, template: &[&str]| {
+        let mut args = vec![
+            "campaign",
+            "create",
+            "--name",
+            "shipped",
+            "--list",
+            "orders",
+            "--channel",
+            channel,
+            "--body",
+            "Hi {{ name }}, your order {{ order_id }} has shipped.",
+        ];
+        args.extend_from_slice(template);
+        h.run(&args)
+    };
+    for (template, expected) in [
+        (
+            &[
+                "--whatsapp-template",
+                "order_update",
+                "--template-param",
+                "name,coupon",
+            ][..],
+            "`coupon` is no field of list \"orders\"",
+        ),
+        (
+            &[
+                "--whatsapp-template",
+                "fall_promo",
+                "--template-param",
+                "name,order_id",
+            ][..],
+            "is REJECTED, not approved",
+        ),
+        (
+            &[
+                "--whatsapp-template",
+                "order_update",
+                "--template-language",
+                "fr",
+                "--template-param",
+                "name,order_id",
+            ][..],
+            "has no fr version (it has en_US, pt_BR)",
+        ),
+        (
+            &[
+                "--whatsapp-template",
+                "order_update",
+                "--template-param",
+                "name",
+            ][..],
+            "has 2 body parameters and the campaign gives 1",
+        ),
+        (
+            &["--whatsapp-template", "nope"][..],
+            "has no template `nope`",
+        ),
+        (
+            &["--whatsapp-template", "Order Update"][..],
+            "lowercase letters, digits and underscores",
+        ),
+    ] {
+        let r = create("wa", template);
+        assert!(!r.success(), "{template:?} was accepted");
+        assert!(r.stderr.contains(expected), "{template:?}: {}", r.stderr);
+    }
+    let r = create("sms", &["--whatsapp-template", "order_update"]);
+    assert!(
+        !r.success() && r.stderr.contains("needs a whatsapp channel"),
+        "{}",
+        r.stderr
+    );
+    let listed = h.ok(&["campaign", "list"]);
+    assert_eq!(listed.lines().count(), 1, "nothing was created: {listed}");
+
+    // The API says the same, naming the field and the rule.
+    let key = h
+        .ok(&["apikey", "create", "--name", "api", "--role", "editor"])
+        .trim()
+        .to_string();
+    let auth = format!("Bearer {key}");
+    let post = |body: serde_json::Value| {
+        crate::harness::http_request(
+            &addr,
+            "POST",
+            "/api/v1/campaigns",
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
+            body.to_string().as_bytes(),
+        )
+    };
+    let (code, problem) = post(serde_json::json!({
+        "name": "api", "channel_id": format!("chn_{channel}"), "list_id": "lst_1",
+        "body": "Hi {{ name }}",
+        "whatsapp_template": {"name": "fall_promo", "language": "en_US", "parameters": ["name", "order_id"]},
+    }));
+    assert_eq!(code, 422, "{problem}");
+    assert!(
+        problem.contains("\"field\":\"whatsapp_template\"")
+            && problem.contains("template_not_approved"),
+        "{problem}"
+    );
+    let (code, created) = post(serde_json::json!({
+        "name": "api", "channel_id": format!("chn_{channel}"), "list_id": "lst_1",
+        "body": "Olá {{ name }}",
+        "whatsapp_template": {"name": "order_update", "language": "pt_BR", "parameters": ["name", "order_id"]},
+    }));
+    assert_eq!(code, 201, "{created}");
+    assert!(created.contains("\"language\":\"pt_BR\""), "{created}");
+
+    // Accepted, shown, and sent as the template with each recipient's values.
+    let r = create(
+        "wa",
+        &[
+            "--whatsapp-template",
+            "order_update",
+            "--template-param",
+            "name",
+            "--template-param",
+            "order_id",
+        ],
+    );
+    assert!(r.success(), "{}", r.describe());
+    let id: i64 = r.stdout.trim().trim_start_matches("cmp_").parse().unwrap();
+    let status = h.status(id);
+    assert_eq!(
+        status["whatsapp_template"],
+        serde_json::json!({"name": "order_update", "language": "en_US", "parameters": ["name", "order_id"]}),
+        "{status}"
+    );
+    h.ok(&["campaign", "start", &id.to_string()]);
+    let done = h.wait_completed(id, &[&serve]);
+    assert_eq!(accepted(&done), 3, "{done}");
+    let (code, messages) = http_get(&fake.addr, "/_fake/messages");
+    assert_eq!(code, 200);
+    let messages: serde_json::Value = serde_json::from_str(&messages).unwrap();
+    let mut sent: Vec<(String, Vec<String>)> = messages
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            assert_eq!(m["type"], "template", "{m}");
+            assert_eq!(m["template"]["name"], "order_update", "{m}");
+            assert_eq!(m["template"]["language"]["code"], "en_US", "{m}");
+            let values = m["template"]["components"][0]["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["text"].as_str().unwrap().to_string())
+                .collect();
+            (m["to"].as_str().unwrap().to_string(), values)
+        })
+        .collect();
+    sent.sort();
+    assert_eq!(
+        sent,
+        [
+            (
+                "15005550101".to_string(),
+                vec!["Ada".to_string(), "A-1001".to_string()]
+            ),
+            (
+                "15005550102".to_string(),
+                vec!["Grace".to_string(), "A-1002".to_string()]
+            ),
+            (
+                "15005550103".to_string(),
+                vec!["Linus".to_string(), "A-1003".to_string()]
+            ),
+        ]
+    );
+
+    // A duplicate keeps the template; an edit can drop it, and refuses one that does not fit.
+    let copy = h.ok(&["campaign", "duplicate", &id.to_string()]);
+    let copy = copy.trim().to_string();
+    assert_eq!(
+        h.status(copy.trim_start_matches("cmp_").parse().unwrap())["whatsapp_template"]["name"],
+        "order_update"
+    );
+    let wrong = h.run(&["campaign", "edit", &copy, "--channel", "sms"]);
+    assert!(
+        !wrong.success() && wrong.stderr.contains("needs a whatsapp channel"),
+        "{}",
+        wrong.stderr
+    );
+    h.ok(&[
+        "campaign",
+        "edit",
+        &copy,
+        "--no-whatsapp-template",
+        "--channel",
+        "sms",
+    ]);
+    assert!(
+        h.status(copy.trim_start_matches("cmp_").parse().unwrap())["whatsapp_template"].is_null()
+    );
+    drop(serve);
+}

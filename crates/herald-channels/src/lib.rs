@@ -7,7 +7,7 @@
 pub use herald_core::{
     address, alerts, channel_kind, clock, config, contact_rules, credentials, domain, events, ids,
     optout, outbound, pricing, reasons, secrets, segments, signatures, telemetry, template,
-    tracked_links, unsubscribe_link, webhook_admission,
+    tracked_links, unsubscribe_link, webhook_admission, whatsapp_template,
 };
 pub use herald_store::store;
 

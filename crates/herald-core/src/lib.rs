@@ -25,3 +25,4 @@ pub mod template;
 pub mod tracked_links;
 pub mod unsubscribe_link;
 pub mod webhook_admission;
+pub mod whatsapp_template;

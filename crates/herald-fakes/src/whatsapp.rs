@@ -153,6 +153,8 @@ struct Message {
     rank: u8,
     error_code: Option<u32>,
     created: i64,
+    /// The request's `template` object, for a template message.
+    template: Option<Value>,
 }
 
 #[derive(Default)]
@@ -188,6 +190,11 @@ pub fn router(args: WhatsappArgs) -> anyhow::Result<(Router, Knobs)> {
     });
     let router = Router::new()
         .route("/{version}/{phone_number_id}/messages", post(send))
+        // The business account's templates (the path's id is the WABA's, not a number's).
+        .route(
+            "/{version}/{phone_number_id}/message_templates",
+            get(message_templates),
+        )
         .route("/_fake/stats", get(stats))
         .route("/_fake/reset", post(reset))
         .route("/_fake/messages", get(all_messages))
@@ -546,6 +553,7 @@ impl Fake {
             rank: 0,
             error_code: None,
             created: chrono::Utc::now().timestamp(),
+            template: req.template.clone(),
         };
         {
             let mut store = lock(&self.store);
@@ -576,6 +584,84 @@ struct SendReq {
     wa_id: String,
     kind: String,
     biz_opaque: Option<String>,
+    template: Option<Value>,
+}
+
+/// The fake business account's message templates: `(name, language, status, body)`.
+const TEMPLATES: &[(&str, &str, &str, &str)] = &[
+    (
+        "order_update",
+        "en_US",
+        "APPROVED",
+        "Hi {{1}}, your order {{2}} has shipped.",
+    ),
+    (
+        "order_update",
+        "pt_BR",
+        "APPROVED",
+        "Olá {{1}}, o seu pedido {{2}} foi enviado.",
+    ),
+    (
+        "fall_promo",
+        "en_US",
+        "REJECTED",
+        "Hi {{1}}, use {{2}} for 25% off.",
+    ),
+    (
+        "hello_world",
+        "en_US",
+        "APPROVED",
+        "Welcome and congratulations!!",
+    ),
+];
+
+/// `GET /{version}/{waba_id}/message_templates[?name=]`: the templates above, as the Graph
+/// API lists them.
+async fn message_templates(
+    State(fake): State<Arc<Fake>>,
+    Path((version, waba_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    // Template names are lowercase letters, digits and underscores: no decoding needed.
+    let wanted = query
+        .as_deref()
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("name="));
+    if !bearer_ok(&headers, fake.access_token.as_deref()) {
+        return unauthorized();
+    }
+    if !valid_version(&version) || waba_id != fake.waba_id {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({ "error": {
+                "message": format!("Unsupported get request. Object with ID '{waba_id}' does not exist, cannot be loaded due to missing permissions, or does not support this operation."),
+                "type": "GraphMethodException",
+                "code": 100,
+                "error_subcode": 33,
+                "fbtrace_id": fbtrace_id(),
+            }})),
+        )
+            .into_response();
+    }
+    let data: Vec<Value> = TEMPLATES
+        .iter()
+        .enumerate()
+        .filter(|(_, (name, ..))| wanted.is_none_or(|n| n == *name))
+        .map(|(i, (name, language, status, body))| {
+            json!({
+                "name": name,
+                "language": language,
+                "status": status,
+                "category": "UTILITY",
+                "id": format!("{}", 1_192_339_204_654_487u64 + i as u64),
+                "components": [{"type": "BODY", "text": body}],
+            })
+        })
+        .collect();
+    Json(json!({"data": data, "paging": {"cursors": {"before": "MAZDZD", "after": "MjQZD"}}}))
+        .into_response()
 }
 
 /// Body validation; `Err` is the 400's `(code, message)`.
@@ -687,6 +773,7 @@ fn validate(body: &[u8]) -> Result<SendReq, (u32, String)> {
         wa_id: digits.to_owned(),
         kind: kind.to_owned(),
         biz_opaque,
+        template: (kind == "template").then(|| payload.clone()),
     })
 }
 
@@ -844,6 +931,7 @@ async fn all_messages(State(fake): State<Arc<Fake>>) -> Response {
                 "status": m.status,
                 "error_code": m.error_code,
                 "created": m.created,
+                "template": m.template,
             })
         })
         .collect();

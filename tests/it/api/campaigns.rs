@@ -1150,6 +1150,7 @@ api_test!(
             list_id: their_list.parse().unwrap(),
             body: "Hi {{ name }}".into(),
             scheduled_at: None,
+            whatsapp_template: None,
         };
         let draft = store
             .create_campaign(&new("their draft"), "test")

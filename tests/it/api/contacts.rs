@@ -720,6 +720,7 @@ api_test!(lists_and_their_members, |app| async move {
                 list_id: list.parse().unwrap(),
                 body: "Hi".into(),
                 scheduled_at: None,
+                whatsapp_template: None,
             },
             "test",
         )

@@ -224,6 +224,7 @@ api_test!(
                     list_id: list,
                     body: "Hi".into(),
                     scheduled_at: None,
+                    whatsapp_template: None,
                 },
                 "test",
             )

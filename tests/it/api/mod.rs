@@ -284,6 +284,7 @@ pub async fn started_sandbox_campaign(
                 list_id: list,
                 body: body.into(),
                 scheduled_at: None,
+                whatsapp_template: None,
             },
             "test",
         )

@@ -436,6 +436,7 @@ async fn run_campaign_until(store: &Store, channel: ChannelId, want: CampaignSta
                 list_id: list,
                 body: "Hi {{ name }}".into(),
                 scheduled_at: None,
+                whatsapp_template: None,
             },
             "test",
         )

@@ -332,6 +332,7 @@ pub async fn new_campaign_at(
                 list_id: list,
                 body: body.to_string(),
                 scheduled_at,
+                whatsapp_template: None,
             },
             "test",
         )

@@ -18,6 +18,7 @@ use crate::store::{
     NewCampaign as NewCampaignRow, StartOutcome,
 };
 use crate::template::{ContactFields, MessageTemplate, TemplateError, render_off_thread};
+use crate::whatsapp_template::WhatsAppTemplate;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -163,6 +164,9 @@ pub struct Campaign {
     pub auto_pause_source: AutoPauseSource,
     /// The campaign this one was made from (a resend or a duplicate); null otherwise.
     pub parent: Option<CampaignParent>,
+    /// The WhatsApp template it sends, with the contact field for each parameter; null
+    /// when it sends its body.
+    pub whatsapp_template: Option<WhatsAppTemplate>,
 }
 
 /// The campaign a resend or a duplicate was made from.
@@ -244,6 +248,7 @@ pub(crate) async fn view(state: &ApiState, c: CampaignRow) -> ApiResult<Campaign
             id: id.to_string(),
             kind,
         }),
+        whatsapp_template: c.whatsapp_template,
     })
 }
 
@@ -528,6 +533,21 @@ pub struct NewCampaign {
         pattern = r"^(off|inherit|[1-9][0-9]?%/([1-9][0-9]{1,4}|100000))$"
     )]
     pub auto_pause: Option<String>,
+    /// On a WhatsApp channel: the approved template to send and the contact field for each
+    /// of its body parameters. Checked at create (name, language, fields of the list, and,
+    /// when the channel has a `business_account_id`, with Meta: it exists in that
+    /// language, is approved and takes that many parameters). The body stays Herald's text
+    /// of the message, for previews and the estimate.
+    pub whatsapp_template: Option<WhatsAppTemplate>,
+}
+
+/// `null` as `Some(None)` (clear it) and absent as `None` (leave it).
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 /// Changes to a draft; fields left out stay as they are.
@@ -538,6 +558,10 @@ pub struct CampaignChange {
     pub body: Option<String>,
     pub channel_id: Option<String>,
     pub list_id: Option<String>,
+    /// The WhatsApp template (as at create), or null to send the body instead.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<WhatsAppTemplate>)]
+    pub whatsapp_template: Option<Option<WhatsAppTemplate>>,
     /// Auto-pause on failure rate: `PERCENT%/WINDOW`, `off`, or `inherit` (the
     /// organisation's setting). Unlike the other fields it can change until the campaign
     /// ends, e.g. to turn it off while sending; the failure window restarts.
@@ -755,6 +779,40 @@ async fn check_variables(
         .map_err(|e| ApiError::invalid(field, "unknown_variable", e.to_string()))
 }
 
+/// A campaign's WhatsApp template (`channels::template_check`), as problems of the
+/// `whatsapp_template` field; 503 when Meta could not be asked.
+async fn check_whatsapp_template(
+    state: &ApiState,
+    template: &WhatsAppTemplate,
+    channel: &ChannelInfo,
+    list_id: ListId,
+    list_name: &str,
+) -> ApiResult<()> {
+    use crate::channels::template_check::{TemplateProblem, check_whatsapp_template as check};
+    match check(
+        &state.store,
+        &state.context,
+        template,
+        channel,
+        list_id,
+        list_name,
+    )
+    .await
+    {
+        Ok(()) => Ok(()),
+        Err(TemplateProblem::Invalid { rule, message }) => {
+            Err(ApiError::invalid("whatsapp_template", rule, message))
+        }
+        Err(e @ TemplateProblem::Unavailable(_)) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "template-check-unavailable",
+            "Meta could not be asked about the template",
+            e.to_string(),
+        )),
+        Err(TemplateProblem::Store(e)) => Err(e.into()),
+    }
+}
+
 /// An RFC 3339 time in the future. A well-formed time that has passed is 409 `not-in-future`
 /// (with the field in `errors`), not 422: the document states the format, and no schema can
 /// state "after now"; the request is valid, the clock has moved past it.
@@ -899,6 +957,9 @@ async fn create_campaign(
     let channel = channel_ref(&state, &p, &body.channel_id).await?;
     let list = list_ref(&state, &p, &body.list_id).await?;
     check_variables(&state, &template, list.id, &list.name, "body").await?;
+    if let Some(t) = &body.whatsapp_template {
+        check_whatsapp_template(&state, t, &channel, list.id, &list.name).await?;
+    }
     let id = state
         .store
         .create_campaign(
@@ -909,6 +970,7 @@ async fn create_campaign(
                 list_id: list.id,
                 body: body.body,
                 scheduled_at,
+                whatsapp_template: body.whatsapp_template,
             },
             &p.actor,
         )
@@ -1042,7 +1104,35 @@ async fn update_campaign(
         };
         check_variables(&state, &template, list_id, list_name, field).await?;
     }
-    if name.is_none() && change.body.is_none() && channel.is_none() && list.is_none() {
+    // The template as it will be, checked against the channel and list as they will be.
+    let final_template = match &change.whatsapp_template {
+        Some(t) => t.as_ref(),
+        None => current.whatsapp_template.as_ref(),
+    };
+    if let Some(t) = final_template
+        && (change.whatsapp_template.is_some() || channel.is_some() || list.is_some())
+    {
+        let final_channel = match &channel {
+            Some(c) => c.clone(),
+            None => {
+                state
+                    .store
+                    .org_channel(p.org_id, current.channel_id)
+                    .await?
+            }
+        };
+        let (list_id, list_name) = match &list {
+            Some(l) => (l.id, l.name.as_str()),
+            None => (current.list_id, current.list_name.as_str()),
+        };
+        check_whatsapp_template(&state, t, &final_channel, list_id, list_name).await?;
+    }
+    if name.is_none()
+        && change.body.is_none()
+        && channel.is_none()
+        && list.is_none()
+        && change.whatsapp_template.is_none()
+    {
         return Ok(axum::Json(view(&state, current).await?));
     }
     let c = state
@@ -1054,6 +1144,7 @@ async fn update_campaign(
             change.body.as_deref(),
             channel.map(|c| c.id),
             list.map(|l| l.id),
+            change.whatsapp_template.as_ref().map(Option::as_ref),
             &p.actor,
         )
         .await?;

@@ -126,7 +126,7 @@ pub struct NewChannel {
     /// sandbox `latency_ms`, `fail_rate`, `permanent_fail_rate`, `delivery_delay_ms`;
     /// twilio `account_sid`, `from` or `messaging_service_sid`, `content_sid`, `whatsapp`,
     /// `base_url`; whatsapp `phone_number_id`, `api_version`, `template`,
-    /// `template_language`, `base_url`; smtp `host`, `port`, `tls` (none, starttls, tls),
+    /// `template_language`, `business_account_id`, `base_url`; smtp `host`, `port`, `tls` (none, starttls, tls),
     /// `from`, `username`, `default_subject`, `max_connections`, `allow_plaintext_auth`
     /// (true to send the password with `tls` none; refused otherwise).
     /// Destinations in loopback, private, link-local, unique-local, multicast and
@@ -957,6 +957,7 @@ async fn test_channel(
         body: text,
         attempt: 1,
         unsubscribe_url: None,
+        template: None,
     };
     let result = match tokio::time::timeout(TEST_SEND_TIMEOUT, channel.send(request)).await {
         Ok(r) => r,

@@ -10,6 +10,7 @@ pub mod http;
 pub mod sandbox;
 pub mod settings;
 pub mod smtp;
+pub mod template_check;
 pub mod twilio;
 pub mod whatsapp;
 
@@ -39,6 +40,27 @@ pub struct SendRequest {
     /// One-click unsubscribe URL for this recipient (email `List-Unsubscribe`), when
     /// Herald has a public URL.
     pub unsubscribe_url: Option<String>,
+    /// The campaign's WhatsApp template with this recipient's parameter values
+    /// (`whatsapp_template`); None: the body is the message (or the channel's template).
+    pub template: Option<TemplateSend>,
+}
+
+/// Why a campaign's template cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TemplateCheckError {
+    /// The provider answered: no such template, not approved, other parameters, or the
+    /// channel's credentials refused. The campaign must change.
+    Refused(String),
+    /// The provider could not be asked now.
+    Unreachable(String),
+}
+
+/// An approved WhatsApp template to send, with its body parameters' values in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateSend {
+    pub name: String,
+    pub language: String,
+    pub parameters: Vec<String>,
 }
 
 /// A message in doubt, as a provider would know it.
@@ -160,6 +182,16 @@ pub trait Channel: Send + Sync {
         None
     }
     fn send(&self, request: SendRequest) -> BoxFuture<'_, SendResult>;
+    /// Asks the provider whether `template` can be sent through this channel (it exists in
+    /// that language, is approved and takes that many parameters), when a campaign naming
+    /// it is created. None when this kind or this channel cannot ask (WhatsApp without a
+    /// business account id).
+    fn verify_template<'a>(
+        &'a self,
+        _template: &'a crate::whatsapp_template::WhatsAppTemplate,
+    ) -> Option<BoxFuture<'a, Result<(), TemplateCheckError>>> {
+        None
+    }
     /// Asks the provider whether it answers at all, sending nothing: the probe of a
     /// channel marked unavailable. `Ok` when it answers (the channel is available again),
     /// `Err(why)` while it still cannot be reached or refuses the channel's credentials.

@@ -808,6 +808,7 @@ mod tests {
             body: body.into(),
             attempt: 2,
             unsubscribe_url: unsubscribe.map(str::to_string),
+            template: None,
         }
     }
 

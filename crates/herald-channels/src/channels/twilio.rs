@@ -738,6 +738,7 @@ mod tests {
             body: body.into(),
             attempt: 1,
             unsubscribe_url: None,
+            template: None,
         }
     }
 

@@ -47,6 +47,7 @@ fn from_flags(flags: &Flags) -> Result<Checked, ChannelError> {
         api_version: flags.text("api_version"),
         template: flags.text("template"),
         template_language: flags.text("template_language"),
+        business_account_id: flags.text("business_account_id"),
     };
     let secrets = Secrets {
         access_token: flags.need("access_token", "--access-token")?,
@@ -80,6 +81,11 @@ pub struct Config {
     /// `--template-language`; [`DEFAULT_TEMPLATE_LANGUAGE`] when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template_language: Option<String>,
+    /// `--business-account-id`: the WhatsApp Business Account (WABA) the number belongs
+    /// to. With it, a campaign's template is checked with Meta when the campaign is created
+    /// (it exists in that language, is approved, takes that many parameters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub business_account_id: Option<String>,
 }
 
 /// The channel's credentials (stored sealed). `app_secret` and `verify_token` are used by
@@ -140,16 +146,8 @@ impl Config {
                 ));
             }
         }
-        if let Some(name) = &self.template
-            && (name.is_empty()
-                || name.len() > 512
-                || !name
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'))
-        {
-            return Err(format!(
-                "--template `{name}` must be a template name of lowercase letters, digits and underscores, like order_update"
-            ));
+        if let Some(name) = &self.template {
+            crate::whatsapp_template::check_name(name).map_err(|e| format!("--template: {e}"))?;
         }
         if let Some(lang) = &self.template_language {
             if self.template.is_none() {
@@ -158,17 +156,15 @@ impl Config {
                         .into(),
                 );
             }
-            let (base, region) = lang.split_once('_').unwrap_or((lang, ""));
-            let ok = (2..=3).contains(&base.len())
-                && base.bytes().all(|b| b.is_ascii_lowercase())
-                && (region.is_empty()
-                    || ((2..=4).contains(&region.len())
-                        && region.bytes().all(|b| b.is_ascii_alphanumeric())));
-            if !ok {
-                return Err(format!(
-                    "--template-language `{lang}` must be a language code like en, en_US or pt_BR"
-                ));
-            }
+            crate::whatsapp_template::check_language(lang)
+                .map_err(|e| format!("--template-language: {e}"))?;
+        }
+        if let Some(id) = &self.business_account_id
+            && (id.is_empty() || id.len() > 32 || !id.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(format!(
+                "--business-account-id `{id}` must be the WhatsApp Business Account's id from the WhatsApp Manager: digits only"
+            ));
         }
         Ok(())
     }
@@ -247,6 +243,21 @@ pub fn template_parameters(body: &str) -> Vec<String> {
         lines.pop();
     }
     lines.into_iter().map(str::to_string).collect()
+}
+
+/// How many distinct `{{N}}` placeholders a template body has.
+pub fn body_placeholders(body: &str) -> usize {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut rest = body;
+    while let Some(start) = rest.find("{{") {
+        rest = &rest[start + 2..];
+        let Some(end) = rest.find("}}") else { break };
+        if let Ok(n) = rest[..end].trim().parse::<u32>() {
+            seen.insert(n);
+        }
+        rest = &rest[end + 2..];
+    }
+    seen.len()
 }
 
 /// The recipient as the Cloud API wants it: digits only.
@@ -378,15 +389,26 @@ impl WhatsAppChannel {
             // The bare row number, as statuses of messages sent before ids were typed carry it.
             "biz_opaque_callback_data": request.message_id.get().to_string(),
         });
-        match &self.config.template {
-            Some(name) => {
-                let parameters: Vec<serde_json::Value> = template_parameters(&request.body)
+        // The campaign's template first, with its parameters from the contact's fields; then
+        // the channel's, with one parameter per line of the rendered body.
+        let chosen = match (&request.template, &self.config.template) {
+            (Some(t), _) => Some((t.name.as_str(), t.language.as_str(), t.parameters.clone())),
+            (None, Some(name)) => Some((
+                name.as_str(),
+                self.config.template_language(),
+                template_parameters(&request.body),
+            )),
+            (None, None) => None,
+        };
+        match chosen {
+            Some((name, language, parameters)) => {
+                let parameters: Vec<serde_json::Value> = parameters
                     .into_iter()
                     .map(|text| serde_json::json!({"type": "text", "text": text}))
                     .collect();
                 let mut template = serde_json::json!({
                     "name": name,
-                    "language": {"policy": "deterministic", "code": self.config.template_language()},
+                    "language": {"policy": "deterministic", "code": language},
                 });
                 if !parameters.is_empty() {
                     template["components"] =
@@ -401,6 +423,131 @@ impl WhatsAppChannel {
             }
         }
         body
+    }
+
+    /// `GET {base}/{version}/{waba}/message_templates?name=NAME`: the template must be
+    /// there in the campaign's language, `APPROVED`, with as many body placeholders
+    /// (`{{1}}`, `{{2}}`, …) as the campaign gives parameters.
+    async fn check_template(
+        &self,
+        waba: &str,
+        wanted: &crate::whatsapp_template::WhatsAppTemplate,
+    ) -> Result<(), super::TemplateCheckError> {
+        use super::TemplateCheckError::{Refused, Unreachable};
+        let url = format!(
+            "{}/{}/{waba}/message_templates",
+            self.config.base_url(),
+            self.config.api_version()
+        );
+        let request = self
+            .client
+            .get(&url)
+            .query(&[("name", wanted.name.as_str()), ("limit", "100")])
+            .bearer_auth(&self.secrets.access_token);
+        let response = self.client.send(request).await.map_err(|f| match f {
+            http::Failure::Refused(r) => Refused(format!("whatsapp: {r}")),
+            http::Failure::Transport(e) => Unreachable(format!(
+                "whatsapp: asking Meta for template `{}` failed: {}",
+                wanted.name,
+                http::describe(&e)
+            )),
+        })?;
+        let status = response.status().as_u16();
+        let (text, _) = http::read_bounded(response, 1 << 20)
+            .await
+            .map_err(|e| Unreachable(format!("whatsapp: {}", http::describe(&e))))?;
+        if !(200..300).contains(&status) {
+            let inner = serde_json::from_str::<GraphError>(&text)
+                .ok()
+                .and_then(|e| e.error)
+                .unwrap_or_default();
+            let said = inner
+                .message
+                .as_deref()
+                .map(http::provider_text)
+                .unwrap_or_else(|| format!("HTTP {status}"));
+            return Err(if status >= 500 || status == 429 {
+                Unreachable(format!(
+                    "whatsapp: Meta could not list templates now: {said}"
+                ))
+            } else {
+                Refused(format!(
+                    "whatsapp: Meta refused to list the templates of business account {waba} ({said}): check the channel's business_account_id and access token"
+                ))
+            });
+        }
+        #[derive(Deserialize)]
+        struct Listed {
+            #[serde(default)]
+            data: Vec<ListedTemplate>,
+        }
+        #[derive(Deserialize)]
+        struct ListedTemplate {
+            #[serde(default)]
+            name: String,
+            #[serde(default)]
+            language: String,
+            #[serde(default)]
+            status: String,
+            #[serde(default)]
+            components: Vec<serde_json::Value>,
+        }
+        let listed: Listed = serde_json::from_str(&text).map_err(|e| {
+            Unreachable(format!(
+                "whatsapp: Meta's template list is not what its API documents: {e}"
+            ))
+        })?;
+        let same_name: Vec<&ListedTemplate> = listed
+            .data
+            .iter()
+            .filter(|t| t.name == wanted.name)
+            .collect();
+        let Some(found) = same_name.iter().find(|t| t.language == wanted.language) else {
+            let languages: Vec<&str> = same_name.iter().map(|t| t.language.as_str()).collect();
+            return Err(Refused(if languages.is_empty() {
+                format!(
+                    "WhatsApp Business Account {waba} has no template `{}`: create it in the WhatsApp Manager, or check the name",
+                    wanted.name
+                )
+            } else {
+                format!(
+                    "template `{}` has no {} version (it has {}): pick one of those languages",
+                    wanted.name,
+                    wanted.language,
+                    languages.join(", ")
+                )
+            }));
+        };
+        if !found.status.eq_ignore_ascii_case("APPROVED") {
+            return Err(Refused(format!(
+                "template `{}` ({}) is {}, not approved: WhatsApp sends only approved templates",
+                wanted.name,
+                wanted.language,
+                if found.status.is_empty() {
+                    "of unknown status"
+                } else {
+                    &found.status
+                }
+            )));
+        }
+        let body = found
+            .components
+            .iter()
+            .find(|c| c.get("type").and_then(|t| t.as_str()) == Some("BODY"))
+            .and_then(|c| c.get("text"))
+            .and_then(|t| t.as_str())
+            .unwrap_or_default();
+        let expected = body_placeholders(body);
+        if expected != wanted.parameters.len() {
+            return Err(Refused(format!(
+                "template `{}` ({}) has {expected} body parameter{} and the campaign gives {}: name one contact field per parameter",
+                wanted.name,
+                wanted.language,
+                if expected == 1 { "" } else { "s" },
+                wanted.parameters.len()
+            )));
+        }
+        Ok(())
     }
 
     async fn send_inner(&self, request: SendRequest) -> SendResult {
@@ -450,6 +597,14 @@ impl Channel for WhatsAppChannel {
 
     fn send(&self, request: SendRequest) -> BoxFuture<'_, SendResult> {
         Box::pin(self.send_inner(request))
+    }
+
+    fn verify_template<'a>(
+        &'a self,
+        template: &'a crate::whatsapp_template::WhatsAppTemplate,
+    ) -> Option<BoxFuture<'a, Result<(), super::TemplateCheckError>>> {
+        let waba = self.config.business_account_id.as_deref()?;
+        Some(Box::pin(self.check_template(waba, template)))
     }
 
     /// An authenticated read of the sending phone number: sends nothing.
@@ -514,6 +669,7 @@ mod tests {
             body: body.into(),
             attempt: 1,
             unsubscribe_url: None,
+            template: None,
         }
     }
 
@@ -605,6 +761,42 @@ mod tests {
         let t = &reqs[1].json()["template"];
         assert!(t.get("components").is_none());
         assert_eq!(t["language"]["code"], "pt_BR");
+    }
+
+    #[tokio::test]
+    async fn a_campaigns_template_wins_with_its_own_values() {
+        let fake = FakeServer::start().await;
+        fake.reply(accepted("wamid.A"));
+        let cfg = Config {
+            template: Some("channel_default".into()),
+            ..config(&fake.base)
+        };
+        let ch = channel_with(cfg, 5000);
+        let mut req = request("Line one\nLine two");
+        req.template = Some(super::super::TemplateSend {
+            name: "order_update".into(),
+            language: "en_US".into(),
+            parameters: vec!["Ada".into(), "A-1\nwith a newline".into()],
+        });
+        assert!(matches!(ch.send(req).await, SendResult::Accepted { .. }));
+        let t = &fake.requests()[0].json()["template"];
+        assert_eq!(t["name"], "order_update");
+        assert_eq!(t["language"]["code"], "en_US");
+        assert_eq!(
+            t["components"][0]["parameters"],
+            serde_json::json!([
+                {"type": "text", "text": "Ada"},
+                {"type": "text", "text": "A-1\nwith a newline"},
+            ])
+        );
+    }
+
+    #[test]
+    fn body_placeholders_are_counted_once_each() {
+        assert_eq!(body_placeholders("Hi {{1}}, order {{2}} ({{ 1 }})"), 2);
+        assert_eq!(body_placeholders("Welcome!"), 0);
+        assert_eq!(body_placeholders("{{1}} {{2}} {{3"), 2);
+        assert_eq!(body_placeholders("{{name}}"), 0);
     }
 
     async fn outcome(reply: Reply) -> SendResult {

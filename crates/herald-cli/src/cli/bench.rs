@@ -288,6 +288,7 @@ async fn bench(settings: &Settings, args: &BenchArgs) -> Result<serde_json::Valu
                 list_id: list,
                 body: "Hello {{ name }}, this is a Herald benchmark.".into(),
                 scheduled_at: None,
+                whatsapp_template: None,
             },
             "bench",
         )

@@ -10,7 +10,7 @@ use crate::ids::{CampaignId, OrgId};
 use crate::store::autopause::AutoPause;
 use crate::store::{Campaign, CampaignEvent, NewCampaign, Store};
 use crate::template::MessageTemplate;
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use std::time::Duration;
 
 #[derive(Debug, Subcommand)]
@@ -39,6 +39,8 @@ pub enum CampaignCommand {
         /// --auto-pause`), else 20%/500.
         #[arg(long, value_name = "PERCENT%/WINDOW|off", value_parser = parse_auto_pause)]
         auto_pause: Option<AutoPause>,
+        #[command(flatten)]
+        template: TemplateFlags,
     },
     /// Change a campaign's auto-pause setting until it ends (the failure window restarts).
     AutoPause {
@@ -91,6 +93,11 @@ pub enum CampaignCommand {
         /// Message template, e.g. "Hi {{ name }}".
         #[arg(long)]
         body: Option<String>,
+        #[command(flatten)]
+        template: TemplateFlags,
+        /// Send the body again instead of the campaign's WhatsApp template.
+        #[arg(long, conflicts_with = "whatsapp_template")]
+        no_whatsapp_template: bool,
     },
     /// Schedule a draft, or move a scheduled campaign, to start at TIME (RFC 3339, in
     /// the future).
@@ -201,6 +208,61 @@ pub enum CampaignCommand {
     },
 }
 
+/// A campaign's WhatsApp template (docs/CAMPAIGNS.md, "WhatsApp templates").
+#[derive(Debug, Clone, Args)]
+pub struct TemplateFlags {
+    /// WhatsApp channels: send this approved template instead of the body (the body stays
+    /// Herald's text of the message, for previews and the estimate).
+    #[arg(long, value_name = "NAME")]
+    whatsapp_template: Option<String>,
+    /// The template's language, as approved (default en_US).
+    #[arg(long, value_name = "CODE", requires = "whatsapp_template")]
+    template_language: Option<String>,
+    /// The contact field for each body parameter, in order ({{1}} first): name, address or
+    /// one of the list's attributes; repeat the flag or separate with commas.
+    #[arg(
+        long = "template-param",
+        value_name = "FIELD",
+        value_delimiter = ',',
+        requires = "whatsapp_template"
+    )]
+    template_params: Vec<String>,
+}
+
+impl TemplateFlags {
+    fn template(&self) -> Option<crate::whatsapp_template::WhatsAppTemplate> {
+        Some(crate::whatsapp_template::WhatsAppTemplate {
+            name: self.whatsapp_template.clone()?,
+            language: self
+                .template_language
+                .clone()
+                .unwrap_or_else(|| crate::channels::whatsapp::DEFAULT_TEMPLATE_LANGUAGE.into()),
+            parameters: self.template_params.clone(),
+        })
+    }
+}
+
+/// The API's check of a campaign's WhatsApp template, with the CLI's error.
+async fn check_template(
+    store: &Store,
+    settings: &Settings,
+    template: &crate::whatsapp_template::WhatsAppTemplate,
+    channel: &crate::store::ChannelInfo,
+    list_id: crate::ids::ListId,
+    list_name: &str,
+) -> Result<(), CliError> {
+    crate::channels::template_check::check_whatsapp_template(
+        store,
+        &crate::channels::BuildContext::from_settings(settings),
+        template,
+        channel,
+        list_id,
+        list_name,
+    )
+    .await
+    .map_err(|e| CliError::from(format!("--whatsapp-template: {e}")))
+}
+
 pub async fn run(cli: &Cli, settings: &Settings, command: &CampaignCommand) -> CliResult {
     let store = open_store(settings, false).await?;
     let org = resolve_org(&store, &cli.org).await?;
@@ -214,9 +276,14 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &CampaignCommand) -> C
             body,
             schedule_at,
             auto_pause,
+            template: template_flags,
         } => {
             let list = resolve_list(&store, org, list).await?;
             let channel = resolve_channel(&store, org, channel).await?;
+            let whatsapp_template = template_flags.template();
+            if let Some(t) = &whatsapp_template {
+                check_template(&store, settings, t, &channel, list.id, &list.name).await?;
+            }
             let template = MessageTemplate::compile(body)?;
             // The same trial render as the API's create: a body that runs into a render
             // limit is refused here, not by every sender.
@@ -241,6 +308,7 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &CampaignCommand) -> C
                         list_id: list.id,
                         body: body.clone(),
                         scheduled_at,
+                        whatsapp_template,
                     },
                     &who,
                 )
@@ -294,11 +362,23 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &CampaignCommand) -> C
             list,
             channel,
             body,
+            template: template_flags,
+            no_whatsapp_template,
         } => {
             let id = own(&store, org, *id).await?;
-            if name.is_none() && list.is_none() && channel.is_none() && body.is_none() {
+            let template_change = if *no_whatsapp_template {
+                Some(None)
+            } else {
+                template_flags.template().map(Some)
+            };
+            if name.is_none()
+                && list.is_none()
+                && channel.is_none()
+                && body.is_none()
+                && template_change.is_none()
+            {
                 return Err(CliError::from(
-                    "nothing to change: give --name, --list, --channel or --body",
+                    "nothing to change: give --name, --list, --channel, --body, --whatsapp-template or --no-whatsapp-template",
                 ));
             }
             let current = store.campaign(id).await?;
@@ -326,6 +406,24 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &CampaignCommand) -> C
                 let known = store.list_attribute_keys(list_id).await?;
                 template.check_variables(&known, &list_name)?;
             }
+            // The template as it will be, against the channel and list as they will be.
+            let final_template = match &template_change {
+                Some(t) => t.clone(),
+                None => current.whatsapp_template.clone(),
+            };
+            if let Some(t) = &final_template
+                && (template_change.is_some() || channel.is_some() || list.is_some())
+            {
+                let final_channel = match &channel {
+                    Some(c) => c.clone(),
+                    None => store.org_channel(org, current.channel_id).await?,
+                };
+                let (list_id, list_name) = match &list {
+                    Some(l) => (l.id, l.name.clone()),
+                    None => (current.list_id, current.list_name.clone()),
+                };
+                check_template(&store, settings, t, &final_channel, list_id, &list_name).await?;
+            }
             let c = store
                 .api_campaign_update_draft(
                     org,
@@ -334,6 +432,7 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &CampaignCommand) -> C
                     body.as_deref(),
                     channel.map(|c| c.id),
                     list.map(|l| l.id),
+                    template_change.as_ref().map(Option::as_ref),
                     &who,
                 )
                 .await?;
@@ -723,6 +822,10 @@ pub fn status_json(c: &Campaign) -> serde_json::Value {
     o.insert("in_doubt_total".into(), c.in_doubt_total.into());
     // As the API's stats: messages with a counted click, every counted click, and the
     // rate over the messages that reached the provider.
+    o.insert(
+        "whatsapp_template".into(),
+        serde_json::to_value(&c.whatsapp_template).unwrap_or_default(),
+    );
     o.insert("clicked".into(), c.clicked.into());
     o.insert("clicks".into(), c.clicks.into());
     o.insert(
@@ -751,6 +854,18 @@ fn print_status(c: &Campaign) {
         None => println!("campaign {id} `{}`: {}", c.name, c.status),
     }
     println!("  channel {}  list {}", c.channel_name, c.list_name);
+    if let Some(t) = &c.whatsapp_template {
+        println!(
+            "  whatsapp template {} ({}), parameters: {}",
+            t.name,
+            t.language,
+            if t.parameters.is_empty() {
+                "none".to_string()
+            } else {
+                t.parameters.join(", ")
+            }
+        );
+    }
     println!(
         "  auto-pause {} ({})",
         c.auto_pause.effective,

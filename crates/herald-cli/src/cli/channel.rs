@@ -140,6 +140,10 @@ pub struct ChannelCreate {
     /// whatsapp: the template's language.
     #[arg(long)]
     pub template_language: Option<String>,
+    /// whatsapp: the WhatsApp Business Account id, to check campaigns' templates with Meta
+    /// when they are created.
+    #[arg(long)]
+    pub business_account_id: Option<String>,
 
     /// smtp: server host.
     #[arg(long)]
@@ -369,6 +373,7 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &ChannelCommand) -> Cl
                     body: body.clone(),
                     attempt: 1,
                     unsubscribe_url: None,
+                    template: None,
                 })
                 .await;
             println!("{}", serde_json::to_string(&result_json(&result))?);

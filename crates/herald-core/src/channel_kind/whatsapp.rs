@@ -38,6 +38,12 @@ pub const DESCRIPTOR: ChannelKindDescriptor = ChannelKindDescriptor {
         Field::new("verify_token", "Webhook verify token", Input::Secret).required(),
         Field::new("template", "Template name", Input::Text),
         Field::new("template_language", "Template language", Input::Text).hint("e.g. en_US"),
+        Field::new(
+            "business_account_id",
+            "WhatsApp Business Account ID",
+            Input::Text,
+        )
+        .hint("Lets Herald check a campaign's template with Meta when it is created."),
         Field::new("api_version", "Graph API version", Input::Text).hint("e.g. v21.0"),
         Field::new("base_url", "API base URL", Input::Text)
             .hint("Only to point at a test double.")

@@ -103,6 +103,7 @@ pub async fn attempt(
         body,
         attempt: alert.attempts + 1,
         unsubscribe_url: None,
+        template: None,
     };
     let timeout = Duration::from_millis(ctx.settings.send_timeout_ms);
     let result = match tokio::time::timeout(timeout, sender.send(request)).await {

@@ -200,7 +200,13 @@ pub async fn run(
                 ctx.settings.public_url.as_deref(),
                 ctx.settings.secret_key.as_deref(),
             );
-            let bodies = render_claimed(template, signer, &claimed).await;
+            let bodies = render_claimed(
+                template,
+                signer,
+                campaign.whatsapp_template.clone(),
+                &claimed,
+            )
+            .await;
             for (message, body) in claimed.into_iter().zip(bodies) {
                 // Never waits: no more messages were claimed than there were free permits
                 // (and channel slots).
@@ -299,7 +305,8 @@ async fn sleep_or_shutdown(d: Duration, shutdown: &mut watch::Receiver<bool>) {
 /// the reason), or not rendered because the render pool missed its deadline (the
 /// message is handed back unsent, for a later claim).
 enum Body {
-    Rendered(String),
+    /// The body, and the campaign's WhatsApp template with this recipient's parameters.
+    Rendered(String, Option<crate::channels::TemplateSend>),
     Refused(String),
     NotRendered,
 }
@@ -310,6 +317,7 @@ enum Body {
 async fn render_claimed(
     template: Result<Arc<MessageTemplate>, String>,
     signer: Option<crate::tracked_links::LinkSigner>,
+    whatsapp: Option<crate::whatsapp_template::WhatsAppTemplate>,
     claimed: &[ClaimedMessage],
 ) -> Vec<Body> {
     let template = match template {
@@ -339,25 +347,34 @@ async fn render_claimed(
                 let attributes: serde_json::Map<String, serde_json::Value> =
                     serde_json::from_str(attributes).unwrap_or_default();
                 let links = crate::tracked_links::links_for(signer.as_ref(), *id, template.links());
-                renderer
-                    .render_linked(
-                        &ContactFields {
-                            address: address.as_str(),
-                            name: name.as_deref(),
-                            attributes: &attributes,
-                        },
-                        links.as_ref(),
-                    )
-                    .map_err(|e| e.to_string())
+                let fields = ContactFields {
+                    address: address.as_str(),
+                    name: name.as_deref(),
+                    attributes: &attributes,
+                };
+                let body = renderer
+                    .render_linked(&fields, links.as_ref())
+                    .map_err(|e| e.to_string())?;
+                // The campaign's WhatsApp template: its parameters from this contact's
+                // fields; a contact without one fails with the field named.
+                let send = match &whatsapp {
+                    Some(t) => Some(crate::channels::TemplateSend {
+                        name: t.name.clone(),
+                        language: t.language.clone(),
+                        parameters: t.values_for(&fields)?,
+                    }),
+                    None => None,
+                };
+                Ok((body, send))
             })
-            .collect::<Vec<Result<String, String>>>()
+            .collect::<Vec<Result<(String, Option<crate::channels::TemplateSend>), String>>>()
     })
     .await;
     match rendered {
         Ok(bodies) => bodies
             .into_iter()
             .map(|b| match b {
-                Ok(body) => Body::Rendered(body),
+                Ok((body, send)) => Body::Rendered(body, send),
                 Err(e) => Body::Refused(e),
             })
             .collect(),
@@ -425,8 +442,8 @@ async fn send_one(
             "skipped",
         );
     }
-    let body = match body {
-        Body::Rendered(body) => body,
+    let (body, template) = match body {
+        Body::Rendered(body, template) => (body, template),
         Body::Refused(e) => {
             return (
                 OutcomeKind::Failed {
@@ -469,6 +486,7 @@ async fn send_one(
             ctx.settings.secret_key.as_deref(),
             m.id,
         ),
+        template,
     };
     let timeout = Duration::from_millis(ctx.settings.send_timeout_ms);
     let result = match tokio::time::timeout(timeout, channel.send(request)).await {

@@ -106,6 +106,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "tracked_links",
         include_str!("../../migrations/postgres/0019_tracked_links.sql"),
     ),
+    (
+        20,
+        "whatsapp_templates",
+        include_str!("../../migrations/postgres/0020_whatsapp_templates.sql"),
+    ),
 ];
 
 pub(super) async fn connect(url: &str) -> Result<(AnyPool, AnyPool), StoreError> {

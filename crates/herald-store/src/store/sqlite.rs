@@ -107,6 +107,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "tracked_links",
         include_str!("../../migrations/sqlite/0019_tracked_links.sql"),
     ),
+    (
+        20,
+        "whatsapp_templates",
+        include_str!("../../migrations/sqlite/0020_whatsapp_templates.sql"),
+    ),
 ];
 
 /// Accepts `sqlite://path`, `sqlite:path` and `sqlite::memory:`; creates the file if needed.

@@ -126,6 +126,9 @@ pub struct NewCampaign {
     pub list_id: ListId,
     pub body: String,
     pub scheduled_at: Option<i64>,
+    /// On a WhatsApp channel: the approved template it sends, and the contact field for
+    /// each parameter.
+    pub whatsapp_template: Option<crate::whatsapp_template::WhatsAppTemplate>,
 }
 
 #[derive(Debug, Clone)]
@@ -157,6 +160,8 @@ pub struct Campaign {
     pub auto_pause: crate::store::autopause::AutoPauseSetting,
     /// The campaign it was made from, and how (a resend or a duplicate).
     pub parent: Option<(CampaignId, crate::domain::Derivation)>,
+    /// Its WhatsApp template, when it names one.
+    pub whatsapp_template: Option<crate::whatsapp_template::WhatsAppTemplate>,
 }
 
 #[derive(Debug, Clone)]
@@ -233,6 +238,7 @@ pub struct SendableCampaign {
     pub org_id: OrgId,
     pub channel_id: ChannelId,
     pub body: String,
+    pub whatsapp_template: Option<crate::whatsapp_template::WhatsAppTemplate>,
 }
 
 #[derive(Debug, Clone)]

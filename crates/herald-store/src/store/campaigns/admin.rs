@@ -194,6 +194,7 @@ impl Store {
         body: Option<&str>,
         channel_id: Option<ChannelId>,
         list_id: Option<ListId>,
+        whatsapp_template: Option<Option<&crate::whatsapp_template::WhatsAppTemplate>>,
         actor: &str,
     ) -> Result<Campaign, StoreError> {
         let now = crate::clock::now_ms();
@@ -211,7 +212,8 @@ impl Store {
         }
         let changed = sqlx::query(
             "UPDATE campaigns SET name = COALESCE($1, name), body = COALESCE($2, body), \
-             channel_id = COALESCE($3, channel_id), list_id = COALESCE($4, list_id) \
+             channel_id = COALESCE($3, channel_id), list_id = COALESCE($4, list_id), \
+             whatsapp_template = CASE WHEN $8 = 1 THEN $9 ELSE whatsapp_template END \
              WHERE org_id = $5 AND id = $6 AND status = $7",
         )
         .bind(name)
@@ -221,6 +223,10 @@ impl Store {
         .bind(org_id)
         .bind(id)
         .bind(status.as_str())
+        .bind(i64::from(whatsapp_template.is_some()))
+        .bind(crate::store::campaigns::lifecycle::template_json(
+            whatsapp_template.flatten(),
+        ))
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -235,6 +241,7 @@ impl Store {
             body.map(|_| "body"),
             channel_id.map(|_| "channel"),
             list_id.map(|_| "list"),
+            whatsapp_template.map(|_| "whatsapp template"),
         ]
         .into_iter()
         .flatten()

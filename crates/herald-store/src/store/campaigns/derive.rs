@@ -135,6 +135,14 @@ impl Store {
         .bind(kind.as_str())
         .fetch_one(&mut **tx)
         .await?;
+        // Its WhatsApp template too: a resend must send what the parent sent.
+        sqlx::query(
+            "UPDATE campaigns SET whatsapp_template = (SELECT p.whatsapp_template FROM campaigns p WHERE p.id = $1) WHERE id = $2",
+        )
+        .bind(parent_id)
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
         insert_event(tx, id, now, actor, None, CampaignStatus::Draft, reason).await?;
         Ok(id)
     }

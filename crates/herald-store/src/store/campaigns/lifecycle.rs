@@ -36,8 +36,8 @@ impl Store {
         };
         let mut tx = self.begin().await?;
         let id: CampaignId = sqlx::query_scalar(
-            "INSERT INTO campaigns (org_id, name, channel_id, list_id, body, status, scheduled_at, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+            "INSERT INTO campaigns (org_id, name, channel_id, list_id, body, status, scheduled_at, created_at, whatsapp_template) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
         )
         .bind(new.org_id)
         .bind(&new.name)
@@ -47,6 +47,7 @@ impl Store {
         .bind(status.as_str())
         .bind(new.scheduled_at)
         .bind(now)
+        .bind(template_json(new.whatsapp_template.as_ref()))
         .fetch_one(&mut *tx)
         .await
         .map_err(|e| match &e {
@@ -547,4 +548,23 @@ pub(in crate::store) async fn insert_event(
     tx.events
         .push((campaign_id, actor.to_string(), from, to, reason.to_string()));
     Ok(())
+}
+
+/// A campaign's WhatsApp template as stored (JSON text), or null.
+pub(in crate::store) fn template_json(
+    t: Option<&crate::whatsapp_template::WhatsAppTemplate>,
+) -> Option<String> {
+    t.and_then(|t| serde_json::to_string(t).ok())
+}
+
+/// A stored WhatsApp template; a value that no longer reads is corrupt, not absent.
+pub(in crate::store) fn template_from_json(
+    text: Option<String>,
+) -> Result<Option<crate::whatsapp_template::WhatsAppTemplate>, StoreError> {
+    text.map(|t| {
+        serde_json::from_str(&t).map_err(|e| {
+            StoreError::Corrupt(format!("a campaign's whatsapp_template does not read: {e}"))
+        })
+    })
+    .transpose()
 }

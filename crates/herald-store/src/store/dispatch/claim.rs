@@ -11,7 +11,7 @@ impl Store {
     /// Sending campaigns with work due now.
     pub async fn sendable_campaigns(&self, now: i64) -> Result<Vec<SendableCampaign>, StoreError> {
         let rows = sqlx::query(
-            "SELECT c.id, c.org_id, c.channel_id, c.body FROM campaigns c WHERE c.status = 'sending' \
+            "SELECT c.id, c.org_id, c.channel_id, c.body, c.whatsapp_template FROM campaigns c WHERE c.status = 'sending' \
              AND EXISTS (SELECT 1 FROM messages m WHERE m.campaign_id = c.id AND m.status IN ('queued','retry_wait') AND m.next_attempt_at <= $1) \
              ORDER BY c.id",
         )
@@ -25,6 +25,9 @@ impl Store {
                     org_id: r.try_get("org_id")?,
                     channel_id: r.try_get("channel_id")?,
                     body: r.try_get("body")?,
+                    whatsapp_template: crate::store::campaigns::lifecycle::template_from_json(
+                        r.try_get("whatsapp_template")?,
+                    )?,
                 })
             })
             .collect()

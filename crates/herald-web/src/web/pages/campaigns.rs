@@ -383,11 +383,16 @@ pub async fn edit_form(State(web): State<Web>, ctx: Ctx, Path(id): Path<String>)
         .as_str()
         .map(|t| t.chars().take(16).collect())
         .unwrap_or_default();
+    let (wa_template, wa_language, wa_params) =
+        whatsapp_template_values(&c.body["whatsapp_template"]);
     render_editor(
         &web,
         &ctx,
         Editor {
             values: json!({
+                "wa_template": wa_template,
+                "wa_language": wa_language,
+                "wa_params": wa_params,
                 "_edit_id": id,
                 "name": c.body["name"],
                 "list_id": c.body["list_id"],
@@ -432,6 +437,10 @@ pub async fn update(State(web): State<Web>, Path(id): Path<String>, form: PostFo
             if current.body[field].as_str() != Some(value) {
                 change.insert(field.into(), json!(value));
             }
+        }
+        let template = whatsapp_template_field(&form);
+        if current.body["whatsapp_template"] != template {
+            change.insert("whatsapp_template".into(), template);
         }
         let change = Value::Object(change);
         let reply = web
@@ -584,6 +593,42 @@ fn schedule_time(value: &str) -> String {
 }
 
 /// Creates the campaign, then starts it when "send now" was chosen.
+/// The editor's WhatsApp template fields as the API's `whatsapp_template`; null when no
+/// template name is given.
+fn whatsapp_template_field(form: &PostForm) -> Value {
+    let name = form.get("wa_template").trim();
+    if name.is_empty() {
+        return Value::Null;
+    }
+    let language = match form.get("wa_language").trim() {
+        "" => crate::channels::whatsapp::DEFAULT_TEMPLATE_LANGUAGE,
+        l => l,
+    };
+    let parameters: Vec<&str> = form
+        .get("wa_params")
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect();
+    json!({"name": name, "language": language, "parameters": parameters})
+}
+
+/// The editor's WhatsApp template fields for a campaign's `whatsapp_template`.
+fn whatsapp_template_values(t: &Value) -> (Value, Value, Value) {
+    if t.is_null() {
+        return (json!(""), json!(""), json!(""));
+    }
+    let parameters: Vec<&str> = t["parameters"]
+        .as_array()
+        .map(|ps| ps.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    (
+        t["name"].clone(),
+        t["language"].clone(),
+        json!(parameters.join(", ")),
+    )
+}
+
 pub async fn create(State(web): State<Web>, form: PostForm) -> Response {
     let ctx = &form.ctx;
     let when = form.get("when");
@@ -593,6 +638,10 @@ pub async fn create(State(web): State<Web>, form: PostForm) -> Response {
         "channel_id": form.get("channel_id"),
         "body": form.raw("body"),
     });
+    let template = whatsapp_template_field(&form);
+    if !template.is_null() {
+        body["whatsapp_template"] = template;
+    }
     let mut errors = FormErrors::none();
     if when == "later" {
         let at = schedule_time(form.get("scheduled_at"));

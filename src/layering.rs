@@ -293,6 +293,11 @@ mod tests {
                 "smtp",
                 "reads stored error text, where `smtp` is the SMTP channel's own prefix",
             ),
+            (
+                "crates/herald-core/src/tracked_links.rs",
+                "whatsapp",
+                "a User-Agent fragment of WhatsApp's link-preview fetcher, not the channel kind",
+            ),
         ];
         let mut wrong = Vec::new();
         let mut own_files_seen = 0;

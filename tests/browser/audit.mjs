@@ -106,6 +106,8 @@ function pages({ base, fixtures, completedUrl, stuckUrl, bigUrl, linkUrl, receiv
     { name: "campaigns, filtered", open: visit(`${base}/campaigns?status=completed`) },
     { name: "campaign, completed", open: visit(completedUrl) },
     { name: "campaign with link clicks", open: visit(linkUrl) },
+    { name: "inbox", open: visit(`${base}/inbox`) },
+    { name: "inbox conversation", open: visit(`${base}/inbox/thread?address=%2B15550100000`) },
     { name: "campaign, stuck", open: async (page) => {
       await page.goto(stuckUrl);
       await page.locator("#stuck-banner").waitFor({ state: "visible", timeout: 30000 });

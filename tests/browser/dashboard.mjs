@@ -337,6 +337,42 @@ async function main() {
     await page.locator("#clicks").scrollIntoViewIfNeeded();
     await shot(page, "campaign-link-clicks");
 
+    step("replies arrive in the inbox: a conversation per sender, unread, searchable; HELP is answered; a conversation is marked read");
+    const twilioChannel = env("HERALD_TWILIO_CHANNEL");
+    const twilioInbound = async (from, body, sid) => {
+      const hook = `/webhooks/twilio/${twilioChannel}/inbound`;
+      const params = { From: from, To: "+15005550006", Body: body, MessageSid: sid };
+      // X-Twilio-Signature: HMAC-SHA1 of the URL and every parameter (name then value, by name).
+      const signed = `${BASE}${hook}` + Object.keys(params).sort().map((k) => k + params[k]).join("");
+      const signature = crypto.createHmac("sha1", env("HERALD_TWILIO_TOKEN")).update(signed).digest("base64");
+      const answer = await page.request.post(`${BASE}${hook}`, { form: params, headers: { "X-Twilio-Signature": signature } });
+      assert.equal(answer.status(), 200);
+      return answer.text();
+    };
+    assert.doesNotMatch(await twilioInbound("+15550100000", "Is the sale on Sunday too?", "SMbrowser1"), /<Message>/);
+    assert.match(await twilioInbound("+15550100000", "HELP", "SMbrowser2"), /<Message>Acme: call \+1 415 555 0100<\/Message>/);
+    await twilioInbound("+15550999999", "Wrong number, who is this?", "SMbrowser3");
+    await page.goto(`${BASE}/inbox`);
+    const conversations = page.locator("#conversations tbody tr");
+    assert.equal(await conversations.count(), 2);
+    assert.equal(await conversations.first().getAttribute("data-address"), "+15550999999", "the newest conversation first");
+    const ada = page.locator('#conversations tbody tr[data-address="+15550100000"]');
+    assert.match(await ada.textContent(), /Ada Lovelace/);
+    assert.equal((await ada.locator("td.num").first().textContent()).trim(), "2");
+    await shot(page, "inbox");
+    await page.fill("#inbox-q", "sunday");
+    await submit(page, () => page.locator("form.filters button").click());
+    assert.equal(await conversations.count(), 1);
+    await ada.locator("a").click();
+    await page.locator("#thread li").first().waitFor();
+    assert.equal(await page.locator("#thread li").count(), 2);
+    assert.match(await page.locator("#thread").textContent(), /Herald answered: Acme: call \+1 415 555 0100/);
+    await shot(page, "inbox-thread");
+    await submit(page, () => page.click("#mark-read"));
+    assert.match(await flash(page), /2 replies marked read/);
+    await page.goto(`${BASE}/inbox?unread=true`);
+    assert.deepEqual(await conversations.evaluateAll((rows) => rows.map((r) => r.dataset.address)), ["+15550999999"]);
+
     step("pause and resume a larger, slower campaign");
     const bigUrl = await createCampaign(page, {
       name: "Big send", list: "everyone", channel: "slow", body: "Hello {{ name }}", when: "now",
@@ -500,6 +536,8 @@ async function main() {
     await page.goto(linkUrl);
     await page.locator("#clicks").scrollIntoViewIfNeeded();
     await shot(page, "campaign-link-clicks-phone");
+    await page.goto(`${BASE}/inbox`);
+    await shot(page, "inbox-phone");
     await page.setViewportSize({ width: 1280, height: 900 });
 
     await checkLivePage({ page, BASE, step, completedUrl });

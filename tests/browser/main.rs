@@ -30,6 +30,8 @@ const EMAIL: &str = "owner@example.org";
 const PASSWORD: &str = "correct horse battery staple";
 /// Seals channel secrets (the test creates none, but the server wants a key for them).
 const SECRET_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+/// The auth token of the Twilio channel whose inbound webhook the script signs.
+const TWILIO_TOKEN: &str = "browser-test-twilio-auth-token";
 /// The whole browser script may take this long.
 /// (The accessibility audit, tests/browser/audit.mjs, takes about a minute of it.)
 const SCRIPT_DEADLINE: Duration = Duration::from_secs(540);
@@ -114,6 +116,7 @@ fn herald(db: &str, args: &[&str], stdin: Option<&str>) -> String {
     let mut child = Command::new(HERALD)
         .args(args)
         .env("HERALD_DATABASE_URL", db)
+        .env("HERALD_SECRET_KEY", SECRET_KEY)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -276,6 +279,40 @@ fn dashboard_in_a_real_browser() {
         Some(&format!("{PASSWORD}\n")),
     );
     write_fixtures(dir.path());
+    // A Twilio channel whose inbound webhook the script signs (the inbox step), and the
+    // organisation's answer to HELP.
+    let replies_channel = herald(
+        &db,
+        &[
+            "channel",
+            "create",
+            "--name",
+            "replies",
+            "--kind",
+            "twilio",
+            "--account-sid",
+            "AC0123456789abcdef0123456789abcdef",
+            "--auth-token",
+            TWILIO_TOKEN,
+            "--from",
+            "+15005550006",
+        ],
+        None,
+    )
+    .trim()
+    .to_string();
+    herald(
+        &db,
+        &[
+            "org",
+            "set",
+            "--org",
+            "default",
+            "--help-reply",
+            "Acme: call +1 415 555 0100",
+        ],
+        None,
+    );
 
     let receiver = start_receiver();
     let port = free_port();
@@ -334,6 +371,8 @@ fn dashboard_in_a_real_browser() {
         // The recipient's side of a tracked link: the script computes a code as Herald
         // signs it (docs/CAMPAIGNS.md, "Link tracking").
         .env("HERALD_SECRET_KEY", SECRET_KEY)
+        .env("HERALD_TWILIO_CHANNEL", &replies_channel)
+        .env("HERALD_TWILIO_TOKEN", TWILIO_TOKEN)
         .env("PLAYWRIGHT_CORE", &playwright)
         .env("AXE_CORE", &axe)
         .env("CHROMIUM", &browser)

@@ -728,6 +728,9 @@ both_stores!(
             from: seeded_address(1),
             body: long.clone(),
             provider_message_id: Some("SMinbound1".into()),
+            keyword: None,
+            auto_reply: None,
+            auto_reply_status: None,
         };
         for _ in 0..2 {
             store

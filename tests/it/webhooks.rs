@@ -677,3 +677,165 @@ both_stores!(
         assert_eq!(resp.status(), StatusCode::OK);
     }
 );
+
+both_stores!(
+    replies_are_kept_as_conversations_and_help_is_answered,
+    |db| async move {
+        use herald::store::replies::ReplyFilter;
+        let f = fixture(&db).await;
+        let store = &db.store;
+        let (campaign, _) = sent_campaign(store, f.twilio, 3, 3).await;
+        let who = seeded_address(1);
+        let path = format!("/webhooks/twilio/{}/inbound", f.twilio);
+        let all = ReplyFilter::default();
+
+        // An ordinary reply: kept with its contact and the campaign last sent to it, unread.
+        let (code, twiml) = post_twilio(
+            &f,
+            &path,
+            &[
+                ("From", &who),
+                ("Body", "Is the sale on Sunday too?"),
+                ("MessageSid", "SMr1"),
+            ],
+            Some("good"),
+        )
+        .await;
+        assert_eq!(code, StatusCode::OK);
+        assert!(!twiml.contains("<Message>"), "{twiml}");
+        let kept = store.replies(f.org, &all, None, 10).await.unwrap();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].campaign_id, Some(campaign));
+        assert!(kept[0].contact_id.is_some());
+        assert_eq!(kept[0].body, "Is the sale on Sunday too?");
+        assert_eq!(kept[0].keyword, None);
+        assert!(kept[0].read_at.is_none());
+        assert_eq!(store.campaign(campaign).await.unwrap().replies, 1);
+
+        // HELP without a help reply: recorded, not answered.
+        let (_, twiml) = post_twilio(
+            &f,
+            &path,
+            &[("From", &who), ("Body", "HELP"), ("MessageSid", "SMr2")],
+            Some("good"),
+        )
+        .await;
+        assert!(!twiml.contains("<Message>"), "{twiml}");
+        // With one: answered in the webhook's answer (Twilio sends it), escaped, and a
+        // provider's retry of the same message is neither kept nor answered twice.
+        store
+            .set_org_help_reply(f.org, Some("Acme <Shop> & co: call +1 415 555 0100"))
+            .await
+            .unwrap();
+        let mut answers = Vec::new();
+        for _ in 0..2 {
+            let (code, twiml) = post_twilio(
+                &f,
+                &path,
+                &[("From", &who), ("Body", " info? "), ("MessageSid", "SMr3")],
+                Some("good"),
+            )
+            .await;
+            assert_eq!(code, StatusCode::OK);
+            answers.push(twiml);
+        }
+        assert!(
+            answers[0]
+                .contains("<Message>Acme &lt;Shop&gt; &amp; co: call +1 415 555 0100</Message>"),
+            "{}",
+            answers[0]
+        );
+        assert!(!answers[1].contains("<Message>"), "{}", answers[1]);
+        // STOP: kept; Twilio confirms it itself.
+        post_twilio(
+            &f,
+            &path,
+            &[("From", &who), ("Body", "STOP"), ("MessageSid", "SMr4")],
+            Some("good"),
+        )
+        .await;
+        let kept = store.replies(f.org, &all, None, 10).await.unwrap();
+        let summary: Vec<(Option<&str>, Option<&str>, Option<&str>)> = kept
+            .iter()
+            .map(|r| {
+                (
+                    r.keyword.as_deref(),
+                    r.auto_reply.as_deref(),
+                    r.auto_reply_status.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (Some("stop"), None, Some("provider_confirms")),
+                (
+                    Some("help"),
+                    Some("Acme <Shop> & co: call +1 415 555 0100"),
+                    Some("in_webhook_answer")
+                ),
+                (Some("help"), None, None),
+                (None, None, None),
+            ]
+        );
+
+        // One conversation; filters; marking it read.
+        let conversations = store.conversations(f.org, &all, None, 10).await.unwrap();
+        assert_eq!(conversations.len(), 1);
+        assert_eq!((conversations[0].replies, conversations[0].unread), (4, 4));
+        assert_eq!(conversations[0].last.keyword.as_deref(), Some("stop"));
+        let search = ReplyFilter {
+            q: Some("SUNDAY".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            store.replies(f.org, &search, None, 10).await.unwrap().len(),
+            1
+        );
+        let of_campaign = ReplyFilter {
+            campaign_id: Some(campaign),
+            ..Default::default()
+        };
+        assert_eq!(
+            store
+                .replies(f.org, &of_campaign, None, 10)
+                .await
+                .unwrap()
+                .len(),
+            4
+        );
+        assert_eq!(store.unread_replies(f.org).await.unwrap(), 4);
+
+        // Another organisation sees none of it and cannot mark it read.
+        let other = store.create_organisation("other").await.unwrap();
+        assert!(
+            store
+                .replies(other, &all, None, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            store
+                .conversations(other, &all, None, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(store.mark_replies_read(other, &who, 1).await.unwrap(), 0);
+        assert_eq!(store.unread_replies(f.org).await.unwrap(), 4);
+
+        assert_eq!(store.mark_replies_read(f.org, &who, 1).await.unwrap(), 4);
+        let unread = ReplyFilter {
+            unread: true,
+            ..Default::default()
+        };
+        assert!(
+            store
+                .conversations(f.org, &unread, None, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+);

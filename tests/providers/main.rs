@@ -55,6 +55,7 @@ both! {
 
 sqlite_only! {
     whatsapp_campaign_end_to_end => crate::whatsapp::whatsapp_campaign_end_to_end,
+    whatsapp_replies_are_answered => crate::whatsapp::whatsapp_replies_are_answered,
     requests_match_the_openapi_specs => crate::contracts::requests_match_the_openapi_specs,
     smtp_against_a_real_server => crate::smtp::smtp_against_a_real_server,
 }

@@ -423,3 +423,102 @@ pub fn whatsapp_campaign_templates(backend: Backend) {
     );
     drop(serve);
 }
+
+/// Issue 14, point 3: replies over WhatsApp. A signed inbound message lands in the inbox
+/// with its campaign; STOP suppresses and, since WhatsApp confirms nothing itself, Herald
+/// sends the confirmation through the channel (the fake receives it as a text message);
+/// HELP gets the organisation's help reply the same way; each answer's outcome is recorded.
+pub fn whatsapp_replies_are_answered(backend: Backend) {
+    let mut h = Herald::migrated(backend);
+    with_secret_key(&mut h);
+    let (port, fake_port) = (free_port(), free_port());
+    let channel = whatsapp_channel(&h, "wa", &format!("http://127.0.0.1:{fake_port}"), &[]);
+    let fake = fake_whatsapp(&h, fake_port, port, ChannelId(channel));
+    let serve = serve(&h, port, true);
+    let addr = format!("127.0.0.1:{port}");
+    let rows = vec![("+15005550201".to_string(), "Ada".to_string())];
+    import(&h, "replies", &rows);
+    let id = campaign(&h, "news", "replies", "wa", "Hi {{ name }}, news.");
+    h.ok(&["campaign", "start", &id.to_string()]);
+    h.wait_completed(id, &[&serve]);
+    h.ok(&["org", "set", "--help-reply", "Acme: call +1 415 555 0100"]);
+
+    let post = |n: u32, text: &str| {
+        let body = serde_json::json!({
+            "object": "whatsapp_business_account",
+            "entry": [{"id": WABA_ID, "changes": [{"field": "messages", "value": {
+                "messaging_product": "whatsapp",
+                "metadata": {"display_phone_number": "15550783881", "phone_number_id": PHONE_NUMBER_ID},
+                "contacts": [{"profile": {"name": "Ada"}, "wa_id": "15005550201"}],
+                "messages": [{"from": "15005550201", "id": format!("wamid.IN{n}"),
+                    "timestamp": "1750000000", "type": "text", "text": {"body": text}}],
+            }}]}],
+        })
+        .to_string();
+        let signature = herald::signatures::meta_signature(APP_SECRET, body.as_bytes());
+        let (code, answer) = crate::harness::http_request(
+            &addr,
+            "POST",
+            &format!("/webhooks/whatsapp/chn_{channel}"),
+            &[
+                ("Content-Type", "application/json"),
+                ("X-Hub-Signature-256", &signature),
+            ],
+            body.as_bytes(),
+        );
+        assert_eq!(code, 200, "{answer}");
+    };
+    post(1, "Is the sale on Sunday too?");
+    post(2, "help");
+    post(3, "STOP");
+
+    let replies = wait_for("the answers to be sent", BOUND, || {
+        let out = h.ok(&["replies", "list", "--address", "+15005550201", "--json"]);
+        let replies: Vec<serde_json::Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let settled = replies.len() == 3
+            && replies.iter().all(|r| {
+                r["auto_reply_status"]
+                    .as_str()
+                    .is_none_or(|s| s.starts_with("sent: "))
+            });
+        if settled { Ok(replies) } else { Err(out) }
+    });
+    // Newest first: STOP, HELP, the question.
+    assert_eq!(replies[0]["keyword"], "stop");
+    assert!(
+        replies[0]["auto_reply"]
+            .as_str()
+            .unwrap()
+            .contains("Reply START")
+    );
+    assert_eq!(replies[1]["keyword"], "help");
+    assert_eq!(replies[1]["auto_reply"], "Acme: call +1 415 555 0100");
+    assert!(replies[2]["auto_reply"].is_null());
+    for r in &replies {
+        assert_eq!(r["campaign_id"], format!("cmp_{id}"), "{r}");
+    }
+    // The fake received both answers as text messages to the sender.
+    let (_, messages) = http_get(&fake.addr, "/_fake/messages");
+    let messages: Vec<serde_json::Value> = serde_json::from_str(&messages).unwrap();
+    let texts = messages
+        .iter()
+        .filter(|m| m["type"] == "text" && m["to"] == "15005550201")
+        .count();
+    assert_eq!(
+        texts, 3,
+        "the campaign's message and two answers: {messages:?}"
+    );
+    // STOP suppressed the sender; the campaign counts its replies.
+    let status = h.status(id);
+    assert_eq!(status["replies"], 3, "{status}");
+    let conversations = h.ok(&["replies", "list", "--unread"]);
+    assert!(conversations.contains("+15005550201"), "{conversations}");
+    assert!(
+        h.ok(&["replies", "read", "+15005550201"])
+            .starts_with("3 replies")
+    );
+    drop(serve);
+}

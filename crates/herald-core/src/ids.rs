@@ -243,6 +243,10 @@ typed_id!(
     AlertId, "alr", "alert"
 );
 typed_id!(
+    /// An inbound message in the replies inbox (docs/INBOX.md): `rpl_5`.
+    ReplyId, "rpl", "reply"
+);
+typed_id!(
     /// One delivery of an outbound event to one webhook endpoint: `dlv_8`. Not shown by the
     /// API (a delivery is named by its event and endpoint); in logs and errors only.
     DeliveryId, "dlv", "webhook delivery"
@@ -255,7 +259,7 @@ typed_id!(
 
 /// Every kind of id a user can see or give: (prefix, what it names). Deliveries and
 /// sessions are not among them: no surface shows or takes their ids.
-pub const KINDS: [(&str, &str); 12] = [
+pub const KINDS: [(&str, &str); 13] = [
     (CampaignId::PREFIX, CampaignId::WHAT),
     (ChannelId::PREFIX, ChannelId::WHAT),
     (ListId::PREFIX, ListId::WHAT),
@@ -268,6 +272,7 @@ pub const KINDS: [(&str, &str); 12] = [
     (NotificationId::PREFIX, NotificationId::WHAT),
     (WebhookEndpointId::PREFIX, WebhookEndpointId::WHAT),
     (AlertId::PREFIX, AlertId::WHAT),
+    (ReplyId::PREFIX, ReplyId::WHAT),
 ];
 
 #[cfg(test)]

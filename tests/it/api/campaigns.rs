@@ -469,6 +469,18 @@ api_test!(create_edit_start_and_run_to_completion, |app| async move {
         .await,
         "only a draft",
     );
+    // A WhatsApp template is a draft's setting too: a started campaign refuses it rather
+    // than answering 200 and ignoring it (schemathesis ST201, 2026-12-06).
+    conflict(
+        &app.call(
+            Method::PATCH,
+            &format!("/api/v1/campaigns/{id}"),
+            &f.editor,
+            Some(json!({"whatsapp_template": {"name": "order_update", "language": "en_US", "parameters": []}})),
+        )
+        .await,
+        "only a draft",
+    );
     conflict(
         &app.call(
             Method::DELETE,

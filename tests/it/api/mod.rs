@@ -16,6 +16,7 @@ mod exports;
 mod hardening;
 mod outbound_guard;
 mod outcomes;
+mod replies;
 mod webhooks;
 
 use crate::support::TestDb;

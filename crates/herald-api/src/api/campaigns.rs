@@ -139,6 +139,9 @@ pub struct Campaign {
     pub clicked: i64,
     /// Every counted click on its tracked links.
     pub clicks: i64,
+    /// Replies to it: inbound messages whose sender it was the last campaign sent to
+    /// (`GET /replies?campaign_id=`).
+    pub replies: i64,
     pub created_at: String,
     pub scheduled_at: Option<String>,
     pub started_at: Option<String>,
@@ -235,6 +238,7 @@ pub(crate) async fn view(state: &ApiState, c: CampaignRow) -> ApiResult<Campaign
         in_doubt_total: c.in_doubt_total,
         clicked: c.clicked,
         clicks: c.clicks,
+        replies: c.replies,
         created_at: timestamp(c.created_at),
         scheduled_at: timestamp_opt(c.scheduled_at),
         started_at: timestamp_opt(c.started_at),
@@ -1041,7 +1045,8 @@ async fn update_campaign(
     let drafts_only = change.name.is_some()
         || change.body.is_some()
         || change.channel_id.is_some()
-        || change.list_id.is_some();
+        || change.list_id.is_some()
+        || change.whatsapp_template.is_some();
     let mut current = state.store.api_campaign(p.org_id, id).await?;
     let editable = matches!(
         current.status,

@@ -261,7 +261,7 @@ pub(super) async fn check_ids<T: OrgRow + PartialEq>(
     Ok(rows)
 }
 
-fn invalid_query(field: &str, rule: &str, detail: impl Into<String>) -> ApiError {
+pub(super) fn invalid_query(field: &str, rule: &str, detail: impl Into<String>) -> ApiError {
     ApiError {
         status: StatusCode::BAD_REQUEST,
         kind: "invalid-query",

@@ -33,6 +33,7 @@ pub mod contacts;
 mod exports;
 mod lists;
 mod organisation;
+pub mod replies;
 mod rules;
 mod suppressions;
 mod system;
@@ -75,6 +76,7 @@ pub const JSON_BODY_LIMIT: usize = 1024 * 1024;
         (name = "accounts", description = "Users and API keys"),
         (name = "webhooks", description = "Endpoints Herald sends its events to, their delivery log, replays and test events"),
         (name = "alerts", description = "Who is told when a campaign is stuck or a channel is down, and the alerts sent"),
+        (name = "replies", description = "The replies inbox: inbound SMS and WhatsApp messages as conversations"),
     )
 )]
 struct ApiDoc;
@@ -124,7 +126,8 @@ fn documented_routes() -> OpenApiRouter<ApiState> {
             .merge(accounts::routes())
             .merge(webhooks::routes())
             .merge(alerts::routes())
-            .merge(organisation::routes()),
+            .merge(organisation::routes())
+            .merge(replies::routes()),
     )
 }
 

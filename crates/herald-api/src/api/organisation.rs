@@ -29,6 +29,9 @@ pub struct Organisation {
     /// `organisation` when the organisation set it, `default` when it is Herald's.
     #[schema(example = "default")]
     pub auto_pause_source: String,
+    /// What Herald answers an inbound HELP (or INFO) with; null: HELP is recorded in the
+    /// inbox and not answered (docs/INBOX.md).
+    pub help_reply: Option<String>,
 }
 
 /// Changes to the organisation's settings; fields left out stay as they are.
@@ -43,9 +46,20 @@ pub struct OrganisationChange {
         pattern = r"^(off|default|[1-9][0-9]?%/([1-9][0-9]{1,4}|100000))$"
     )]
     pub auto_pause: Option<String>,
+    /// The answer to HELP, up to 1,600 characters; the empty string removes it.
+    #[schema(
+        max_length = 1600,
+        example = "Acme Shop: questions? Call +1 415 555 0100. Reply STOP to unsubscribe."
+    )]
+    pub help_reply: Option<String>,
 }
 
-fn view(id: OrgId, name: String, setting: Option<AutoPause>) -> Organisation {
+fn view(
+    id: OrgId,
+    name: String,
+    setting: Option<AutoPause>,
+    help_reply: Option<String>,
+) -> Organisation {
     Organisation {
         id: id.to_string(),
         name,
@@ -56,6 +70,7 @@ fn view(id: OrgId, name: String, setting: Option<AutoPause>) -> Organisation {
             "default"
         }
         .to_string(),
+        help_reply,
     }
 }
 
@@ -71,16 +86,18 @@ async fn get_organisation(
 ) -> ApiResult<axum::Json<Organisation>> {
     let org = state.store.organisation(p.org_id).await?;
     let setting = state.store.org_auto_pause(p.org_id).await?;
-    Ok(axum::Json(view(org.id, org.name, setting)))
+    let help = state.store.org_help_reply(p.org_id).await?;
+    Ok(axum::Json(view(org.id, org.name, setting, help)))
 }
 
-/// Change the organisation's settings (its campaigns' auto-pause default).
+/// Change the organisation's settings (its campaigns' auto-pause default, its answer to
+/// HELP).
 #[utoipa::path(patch, path = "/organisation", tag = "accounts",
     security(("api_key" = ["admin"]), ("session" = ["admin"])),
     request_body = OrganisationChange,
     responses(
         (status = 200, body = Organisation),
-        (status = 422, description = "`auto_pause` is not PERCENT%/WINDOW, off or default", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`auto_pause` is not PERCENT%/WINDOW, off or default, or `help_reply` is too long", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn update_organisation(
     State(state): State<ApiState>,
@@ -98,7 +115,22 @@ async fn update_organisation(
         state.store.set_org_auto_pause(p.org_id, setting).await?;
         tracing::info!(org_id = %p.org_id, actor = p.actor, auto_pause = ?setting, "organisation auto-pause default changed");
     }
+    if let Some(text) = &change.help_reply {
+        let text = check_help_reply(text)?;
+        state
+            .store
+            .set_org_help_reply(p.org_id, text.as_deref())
+            .await?;
+        tracing::info!(org_id = %p.org_id, actor = p.actor, set = text.is_some(), "organisation help reply changed");
+    }
     let org = state.store.organisation(p.org_id).await?;
     let setting = state.store.org_auto_pause(p.org_id).await?;
-    Ok(axum::Json(view(org.id, org.name, setting)))
+    let help = state.store.org_help_reply(p.org_id).await?;
+    Ok(axum::Json(view(org.id, org.name, setting, help)))
+}
+
+/// A help reply as the store keeps it (`replies::help_reply_text`), or 422.
+pub fn check_help_reply(text: &str) -> ApiResult<Option<String>> {
+    crate::store::replies::help_reply_text(text)
+        .map_err(|(rule, e)| ApiError::invalid("help_reply", rule, e))
 }

@@ -148,6 +148,12 @@ fn field_rules() -> Vec<(&'static str, &'static str, Value)> {
         ("NewContactBody", "attributes", attributes_rule()),
         ("ContactChangeBody", "attributes", attributes_rule()),
         ("NewSuppression", "reason", optional_text_rule(500)),
+        // `replies::help_reply_text`: no control characters but line breaks.
+        (
+            "OrganisationChange",
+            "help_reply",
+            json!({"maxLength": 1600, "pattern": "^[^\\u0000-\\u0009\\u000b\\u000c\\u000e-\\u001f\\u007f-\\u009f]*$"}),
+        ),
         ("CampaignActionReason", "reason", text_rule(500)),
         (
             "NewChannel",
@@ -311,6 +317,7 @@ const REQUEST_SCHEMAS: &[&str] = &[
     "LoginRequest",
     "AlertSettingsUpdate",
     "OrganisationChange",
+    "MarkRead",
 ];
 
 fn is_string_schema(schema: &serde_json::Map<String, Value>) -> bool {

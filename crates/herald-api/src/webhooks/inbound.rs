@@ -17,7 +17,7 @@
 use crate::app_state::{AppState, problem};
 use crate::channel_kind::{ChannelKind, WebhookRoute, twilio, whatsapp};
 use crate::channels::classify::{twilio_status, whatsapp_status};
-use crate::ids::{ChannelId, MessageId};
+use crate::ids::{ChannelId, MessageId, ReplyId};
 use crate::optout::{Keyword, keyword};
 use crate::signatures::{verify_meta, verify_twilio};
 use crate::store::{ChannelInfo, InboundMessage, Receipt};
@@ -204,10 +204,10 @@ async fn keep_inbound(
     outcome: &str,
     body: &[u8],
     inbound: &[InboundMessage],
-) -> Result<(), Response> {
+) -> Result<Vec<Option<ReplyId>>, Response> {
     if inbound.is_empty() {
         keep(state, channel_id, kind, outcome, body).await;
-        return Ok(());
+        return Ok(Vec::new());
     }
     let text = String::from_utf8_lossy(body);
     match state
@@ -215,25 +215,108 @@ async fn keep_inbound(
         .record_webhook_with_inbound(channel_id, kind, outcome, &text, inbound)
         .await
     {
-        Ok(n) => {
-            tracing::info!(channel_id = %channel_id, events = n, "inbound messages reported");
-            Ok(())
+        Ok(r) => {
+            tracing::info!(channel_id = %channel_id, events = r.events, replies = r.replies.iter().flatten().count(), "inbound messages recorded");
+            Ok(r.replies)
         }
         Err(e) => Err(internal(e)),
     }
 }
 
-/// The inbound message to report, unless its text is only an opt-out or opt-in keyword
-/// (reported as a contact event instead; HELP is reported, someone asked something).
-fn reportable(from: &str, text: &str, provider_message_id: Option<&str>) -> Option<InboundMessage> {
-    if matches!(keyword(text), Some(Keyword::Stop | Keyword::Start)) {
-        return None;
-    }
-    Some(InboundMessage {
+/// What Herald answers a STOP on a channel whose provider does not confirm it itself
+/// (WhatsApp): the opt-out took effect, and how to undo it.
+pub const STOP_CONFIRMATION: &str =
+    "You are unsubscribed and will get no more messages from us. Reply START to subscribe again.";
+
+/// An inbound message as the inbox keeps it: every one is a reply (docs/INBOX.md); a bare
+/// STOP or START is reported as a contact event instead of `message.inbound`.
+fn inbound_message(from: &str, text: &str, provider_message_id: Option<&str>) -> InboundMessage {
+    InboundMessage {
         from: inbound_sender(from),
         body: text.to_string(),
         provider_message_id: provider_message_id.map(str::to_string),
-    })
+        keyword: keyword(text).map(|k| match k {
+            Keyword::Help => "help",
+            Keyword::Stop => "stop",
+            Keyword::Start => "start",
+        }),
+        auto_reply: None,
+        auto_reply_status: None,
+    }
+}
+
+/// The organisation's HELP answer, read before the webhook is recorded (so the answer
+/// and its record go together); a database error is the provider's cue to retry.
+async fn help_reply(state: &AppState, info: &ChannelInfo) -> Result<Option<String>, Response> {
+    state
+        .store
+        .org_help_reply(info.org_id)
+        .await
+        .map_err(internal)
+}
+
+/// Sends, after the webhook was recorded, each answer recorded as `pending` (WhatsApp has
+/// no way to answer in the webhook's response), and records how it went.
+fn send_pending_answers(
+    state: &AppState,
+    info: &ChannelInfo,
+    inbound: &[InboundMessage],
+    replies: &[Option<ReplyId>],
+) {
+    let pending: Vec<(ReplyId, String, String)> = inbound
+        .iter()
+        .zip(replies)
+        .filter_map(|(m, id)| {
+            let id = (*id)?;
+            (m.auto_reply_status.as_deref() == Some("pending"))
+                .then(|| (id, m.from.clone(), m.auto_reply.clone().unwrap_or_default()))
+        })
+        .collect();
+    if pending.is_empty() {
+        return;
+    }
+    let store = state.store.clone();
+    let context = state.context.clone();
+    let channel_id = info.id;
+    tokio::spawn(async move {
+        let registry = crate::channels::ChannelRegistry::new(store.clone(), None, context);
+        let channel = registry.get(channel_id).await;
+        for (reply, to, text) in pending {
+            let status = match (&channel, crate::address::Address::parse(&to)) {
+                (Err(e), _) => format!("failed: the channel cannot send: {e}"),
+                (_, Err(e)) => format!("failed: {e}"),
+                (Ok(channel), Ok(address)) => {
+                    // Not a campaign's message: no message row, no campaign.
+                    let request = crate::channels::SendRequest {
+                        message_id: MessageId(0),
+                        campaign_id: crate::ids::CampaignId(0),
+                        address,
+                        body: text,
+                        attempt: 1,
+                        unsubscribe_url: None,
+                        template: None,
+                    };
+                    match channel.send(request).await {
+                        crate::channels::SendResult::Accepted { provider_id, .. } => {
+                            format!("sent: {provider_id}")
+                        }
+                        other => format!("failed: {}", other.describe()),
+                    }
+                }
+            };
+            tracing::info!(channel_id = %channel_id, reply_id = %reply, status, "answer to an inbound message");
+            if let Err(e) = store.set_auto_reply_status(reply, &status).await {
+                tracing::warn!(reply_id = %reply, error = %e, "could not record how an answer went");
+            }
+        }
+    });
+}
+
+/// A TwiML text node: `&`, `<` and `>` escaped.
+fn xml_text(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// Checks `X-Twilio-Signature` over the public URL Twilio called and the form parameters.
@@ -444,18 +527,38 @@ async fn twilio_inbound(
         Ok(o) => o,
         Err(r) => return r,
     };
-    let inbound: Vec<InboundMessage> = reportable(from, text, param(&params, "MessageSid"))
-        .into_iter()
-        .collect();
-    if let Err(r) = keep_inbound(&state, channel_id, kind, outcome, &body, &inbound).await {
-        return r;
+    let mut message = inbound_message(from, text, param(&params, "MessageSid"));
+    // Twilio answers STOP itself (its opt-out handling); Herald answers HELP with the
+    // organisation's text, in the webhook's own answer (TwiML), which Twilio sends.
+    match message.keyword {
+        Some("help") => {
+            let help = match help_reply(&state, &info).await {
+                Ok(h) => h,
+                Err(r) => return r,
+            };
+            if let Some(help) = help {
+                message.auto_reply = Some(help);
+                message.auto_reply_status = Some("in_webhook_answer".into());
+            }
+        }
+        Some("stop") => message.auto_reply_status = Some("provider_confirms".into()),
+        _ => {}
     }
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/xml")],
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response></Response>",
-    )
-        .into_response()
+    let answer = message.auto_reply.clone();
+    let inbound = [message];
+    let recorded = match keep_inbound(&state, channel_id, kind, outcome, &body, &inbound).await {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    // A provider's retry of a message already recorded is not answered twice.
+    let twiml = match (answer, recorded.first().copied().flatten()) {
+        (Some(text), Some(_)) => format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Message>{}</Message></Response>",
+            xml_text(&text)
+        ),
+        _ => "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response></Response>".to_string(),
+    };
+    (StatusCode::OK, [(header::CONTENT_TYPE, "text/xml")], twiml).into_response()
 }
 
 /// Meta's subscription handshake: echo `hub.challenge` when the verify token matches.
@@ -542,12 +645,35 @@ async fn whatsapp_event(
     };
     let mut outcomes = Vec::new();
     let mut reported = Vec::new();
+    let mut help: Option<Option<String>> = None;
     for (from, text, id) in &inbound {
         match opt_out(&state, &info, from, text).await {
             Ok(o) => outcomes.push(o.to_string()),
             Err(r) => return r,
         }
-        reported.extend(reportable(from, text, id.as_deref()));
+        let mut message = inbound_message(from, text, id.as_deref());
+        // WhatsApp confirms no STOP itself and has no answer in the webhook's response:
+        // Herald sends the confirmation, and the HELP answer, once the webhook is recorded.
+        match message.keyword {
+            Some("help") => {
+                if help.is_none() {
+                    help = Some(match help_reply(&state, &info).await {
+                        Ok(h) => h,
+                        Err(r) => return r,
+                    });
+                }
+                if let Some(Some(text)) = &help {
+                    message.auto_reply = Some(text.clone());
+                    message.auto_reply_status = Some("pending".into());
+                }
+            }
+            Some("stop") => {
+                message.auto_reply = Some(STOP_CONFIRMATION.into());
+                message.auto_reply_status = Some("pending".into());
+            }
+            _ => {}
+        }
+        reported.push(message);
     }
     for address in &opted_out {
         let reason = format!(
@@ -605,9 +731,11 @@ async fn whatsapp_event(
     } else {
         outcomes.join("; ")
     };
-    if let Err(r) = keep_inbound(&state, channel_id, kind, &outcome, &body, &reported).await {
-        return r;
-    }
+    let replies = match keep_inbound(&state, channel_id, kind, &outcome, &body, &reported).await {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    send_pending_answers(&state, &info, &reported, &replies);
     StatusCode::OK.into_response()
 }
 

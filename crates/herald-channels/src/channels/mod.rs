@@ -121,6 +121,23 @@ pub enum SendResult {
     },
 }
 
+impl SendResult {
+    /// What the provider said, for a record of a send outside a campaign (an answer to an
+    /// inbound message).
+    pub fn describe(&self) -> String {
+        match self {
+            SendResult::Accepted { provider_id } => format!("accepted as {provider_id}"),
+            SendResult::Transient { error, .. }
+            | SendResult::Permanent { error }
+            | SendResult::OptOut { error }
+            | SendResult::StopCampaign { error }
+            | SendResult::Unknown { error }
+            | SendResult::Unreachable { error } => error.clone(),
+            SendResult::CredentialsRefused { reason, .. } => reason.clone(),
+        }
+    }
+}
+
 /// Builds a kind's channel from its stored row.
 pub type BuildFn = fn(&ChannelInfo, &BuildInputs<'_>) -> Result<Arc<dyn Channel>, ChannelError>;
 

@@ -19,7 +19,7 @@ pub enum OrgCommand {
     },
     /// List the organisations.
     List,
-    /// Show --org's settings (its auto-pause default).
+    /// Show --org's settings (its auto-pause default, its answer to HELP).
     Show,
     /// Change --org's settings.
     Set {
@@ -27,7 +27,11 @@ pub enum OrgCommand {
         /// campaign when more than 20 % of its last 500 outcomes failed permanently), off,
         /// or default (Herald's, 20%/500). A campaign's own setting wins.
         #[arg(long, value_name = "PERCENT%/WINDOW|off|default", value_parser = parse_org_auto_pause)]
-        auto_pause: OrgAutoPause,
+        auto_pause: Option<OrgAutoPause>,
+        /// What Herald answers an inbound HELP (or INFO) with, up to 1,600 characters; ""
+        /// removes it (HELP is then recorded in the inbox, not answered).
+        #[arg(long, value_name = "TEXT")]
+        help_reply: Option<String>,
     },
 }
 
@@ -42,6 +46,13 @@ fn parse_org_auto_pause(s: &str) -> Result<OrgAutoPause, String> {
     s.parse()
         .map(|a| OrgAutoPause(Some(a)))
         .map_err(|e| format!("{e}, or default (Herald's, {DEFAULT})"))
+}
+
+fn print_help_reply(text: Option<&str>) {
+    match text {
+        Some(t) => println!("help reply: {t}"),
+        None => println!("help reply: none (HELP is recorded in the inbox, not answered)"),
+    }
 }
 
 fn print_org_auto_pause(setting: Option<AutoPause>) {
@@ -102,12 +113,33 @@ pub async fn org(cli: &Cli, settings: &Settings, command: &OrgCommand) -> CliRes
         OrgCommand::Show => {
             let org = resolve_org(&store, &cli.org).await?;
             print_org_auto_pause(store.org_auto_pause(org).await?);
+            print_help_reply(store.org_help_reply(org).await?.as_deref());
         }
-        OrgCommand::Set { auto_pause } => {
+        OrgCommand::Set {
+            auto_pause,
+            help_reply,
+        } => {
             let org = resolve_org(&store, &cli.org).await?;
-            store.set_org_auto_pause(org, auto_pause.0).await?;
-            tracing::info!(org_id = %org, auto_pause = ?auto_pause.0, "organisation auto-pause default changed");
-            print_org_auto_pause(auto_pause.0);
+            if auto_pause.is_none() && help_reply.is_none() {
+                return Err(CliError::from(
+                    "nothing to change: give --auto-pause or --help-reply",
+                ));
+            }
+            let help = help_reply
+                .as_deref()
+                .map(crate::store::replies::help_reply_text)
+                .transpose()
+                .map_err(|(_, e)| CliError::from(format!("--help-reply: {e}")))?;
+            if let Some(auto_pause) = auto_pause {
+                store.set_org_auto_pause(org, auto_pause.0).await?;
+                tracing::info!(org_id = %org, auto_pause = ?auto_pause.0, "organisation auto-pause default changed");
+                print_org_auto_pause(auto_pause.0);
+            }
+            if let Some(help) = help {
+                store.set_org_help_reply(org, help.as_deref()).await?;
+                tracing::info!(org_id = %org, set = help.is_some(), "organisation help reply changed");
+                print_help_reply(help.as_deref());
+            }
         }
         OrgCommand::Create { name } => {
             let name = name.trim();

@@ -826,6 +826,7 @@ pub fn status_json(c: &Campaign) -> serde_json::Value {
         "whatsapp_template".into(),
         serde_json::to_value(&c.whatsapp_template).unwrap_or_default(),
     );
+    o.insert("replies".into(), c.replies.into());
     o.insert("clicked".into(), c.clicked.into());
     o.insert("clicks".into(), c.clicks.into());
     o.insert(
@@ -887,6 +888,12 @@ fn print_status(c: &Campaign) {
         if n != 0 {
             println!("  {:<12} {n}", s.as_str());
         }
+    }
+    if c.replies > 0 {
+        println!(
+            "  {} replies (`herald replies list --campaign {}`)",
+            c.replies, c.id
+        );
     }
     if c.in_doubt_total > 0 {
         println!(

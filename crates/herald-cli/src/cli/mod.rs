@@ -8,6 +8,7 @@ mod campaign;
 mod channel;
 mod doctor;
 mod export;
+mod replies;
 mod run;
 mod webhook;
 
@@ -89,6 +90,9 @@ pub enum Command {
     /// Create, run and inspect campaigns.
     #[command(subcommand)]
     Campaign(campaign::CampaignCommand),
+    /// The replies inbox: inbound SMS and WhatsApp messages, as conversations.
+    #[command(subcommand)]
+    Replies(replies::RepliesCommand),
     /// Manage organisations (tenants).
     #[command(subcommand)]
     Org(accounts::OrgCommand),
@@ -461,6 +465,7 @@ pub async fn run(cli: Cli, router: RouterFactory) -> CliResult {
             Ok(0)
         }
         Command::Campaign(c) => campaign::run(&cli, &settings, c).await,
+        Command::Replies(c) => replies::run(&cli, &settings, c).await,
         Command::Org(c) => accounts::org(&cli, &settings, c).await,
         Command::User(c) => accounts::user(&cli, &settings, c).await,
         Command::Apikey(c) => accounts::apikey(&cli, &settings, c).await,

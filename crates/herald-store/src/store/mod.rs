@@ -41,7 +41,8 @@ pub use channels::outage;
 pub use dialect::{Dialect, redact_url};
 pub use dispatch::KEPT_RECEIPT_BATCH;
 pub use events::outbox::{InboundMessage, OptSource, OutboxEvent};
-pub use events::{alerts, webhook_deliveries, webhook_endpoints};
+pub use events::provider_webhooks::RecordedInbound;
+pub use events::{alerts, replies, webhook_deliveries, webhook_endpoints};
 pub(crate) use helpers::sql_str;
 pub use types::*;
 

@@ -111,6 +111,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "whatsapp_templates",
         include_str!("../../migrations/postgres/0020_whatsapp_templates.sql"),
     ),
+    (
+        21,
+        "replies",
+        include_str!("../../migrations/postgres/0021_replies.sql"),
+    ),
 ];
 
 pub(super) async fn connect(url: &str) -> Result<(AnyPool, AnyPool), StoreError> {

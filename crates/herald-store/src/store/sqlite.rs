@@ -112,6 +112,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "whatsapp_templates",
         include_str!("../../migrations/sqlite/0020_whatsapp_templates.sql"),
     ),
+    (
+        21,
+        "replies",
+        include_str!("../../migrations/sqlite/0021_replies.sql"),
+    ),
 ];
 
 /// Accepts `sqlite://path`, `sqlite:path` and `sqlite::memory:`; creates the file if needed.

@@ -154,6 +154,8 @@ pub struct Campaign {
     /// Counted clicks on its tracked links, and how many of its messages were clicked.
     pub clicks: i64,
     pub clicked: i64,
+    /// Inbound messages whose sender it was the last campaign sent to (docs/INBOX.md).
+    pub replies: i64,
     /// How it came out; None until it is completed or cancelled.
     pub outcome: Option<crate::domain::CampaignOutcome>,
     /// Its auto-pause setting and the one in force (its own, its organisation's, Herald's).

@@ -73,6 +73,9 @@ pub fn router(state: AppState) -> Router<AppState> {
             "/campaigns/{id}/{action}",
             get(pages::campaigns::confirm).post(pages::campaigns::act),
         )
+        .route("/inbox", get(pages::inbox::list))
+        .route("/inbox/thread", get(pages::inbox::thread))
+        .route("/inbox/read", post(pages::inbox::mark_read))
         .route("/contacts", get(pages::contacts::list))
         .route("/contacts/import", post(pages::contacts::import))
         .route(

@@ -23,6 +23,11 @@ pub const TEMPLATES: &[(&str, &str)] = &[
     ("campaign.html", include_str!("templates/campaign.html")),
     ("confirm.html", include_str!("templates/confirm.html")),
     ("estimate.html", include_str!("templates/estimate.html")),
+    ("inbox.html", include_str!("templates/inbox.html")),
+    (
+        "inbox_thread.html",
+        include_str!("templates/inbox_thread.html"),
+    ),
     ("contacts.html", include_str!("templates/contacts.html")),
     ("lists.html", include_str!("templates/lists.html")),
     (

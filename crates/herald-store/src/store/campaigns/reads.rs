@@ -14,6 +14,7 @@ pub(in crate::store) const CAMPAIGN_COLUMNS: &str = "c.id, c.org_id, c.name, c.c
      c.list_id, l.name AS list_name, c.body, c.status, c.scheduled_at, c.created_at, c.started_at, \
      c.completed_at, c.last_progress_at, c.total, c.queued, c.in_flight, c.retry_wait, c.sent, \
      c.delivered, c.read, c.undelivered, c.failed, c.skipped, c.cancelled, c.in_doubt, c.in_doubt_total, c.outcome, c.clicks, c.clicked, c.whatsapp_template, \
+     (SELECT COUNT(*) FROM replies rp WHERE rp.campaign_id = c.id) AS replies, \
      c.auto_pause_percent, c.auto_pause_window, c.parent_id, c.parent_kind, \
      (SELECT org.auto_pause_percent FROM organisations org WHERE org.id = c.org_id) AS org_auto_pause_percent, \
      (SELECT org.auto_pause_window FROM organisations org WHERE org.id = c.org_id) AS org_auto_pause_window";
@@ -231,6 +232,7 @@ pub(in crate::store) fn campaign_from_row(row: &AnyRow) -> Result<Campaign, Stor
         in_doubt_total: row.try_get("in_doubt_total")?,
         clicks: row.try_get("clicks")?,
         clicked: row.try_get("clicked")?,
+        replies: row.try_get("replies")?,
         whatsapp_template: crate::store::campaigns::lifecycle::template_from_json(
             row.try_get("whatsapp_template")?,
         )?,

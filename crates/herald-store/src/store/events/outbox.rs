@@ -244,7 +244,7 @@ pub(in crate::store) async fn emit_contact_change(
     emit(tx, org_id, event_type, None, at, data).await
 }
 
-/// One inbound message a provider webhook carried (not a bare opt-out keyword).
+/// One inbound message a provider webhook carried.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InboundMessage {
     /// The sender, normalised like the suppression list keys it.
@@ -252,6 +252,14 @@ pub struct InboundMessage {
     pub body: String,
     /// Twilio's MessageSid, WhatsApp's message id: what makes a provider retry the same.
     pub provider_message_id: Option<String>,
+    /// `help`, `stop` or `start` when the whole text is that keyword (`optout::keyword`).
+    /// A STOP or START is a contact event, not `message.inbound`; every one is a reply.
+    pub keyword: Option<&'static str>,
+    /// What Herald answers, when it does.
+    pub auto_reply: Option<String>,
+    /// How the answer goes (`replies.auto_reply_status`): `in_webhook_answer`, `pending`,
+    /// or `provider_confirms` with no answer of Herald's.
+    pub auto_reply_status: Option<String>,
 }
 
 /// The longest inbound body an event carries (ten SMS segments); longer ones are cut and
@@ -267,7 +275,32 @@ pub(in crate::store) async fn emit_inbound(
     channel_id: ChannelId,
     m: &InboundMessage,
     at: i64,
+    (contact, campaign): (Option<ContactId>, Option<CampaignId>),
 ) -> Result<(), StoreError> {
+    let body: String = m.body.chars().take(INBOUND_BODY_MAX_CHARS).collect();
+    let truncated = body.len() < m.body.len();
+    let data = serde_json::json!({
+        "message": {
+            "channel_id": channel_id.to_string(),
+            "from": m.from,
+            "contact_id": contact.map(|id| id.to_string()),
+            "body": body,
+            "body_truncated": truncated,
+            "provider_message_id": m.provider_message_id,
+            "campaign_id": campaign.map(|id| id.to_string()),
+        }
+    });
+    emit(tx, org_id, EventType::MessageInbound, campaign, at, data).await
+}
+
+/// The organisation's contact with the sender's address and the campaign last sent to it
+/// on this channel (one indexed probe per campaign of the channel), when there are.
+pub(in crate::store) async fn inbound_context(
+    tx: &mut Tx,
+    org_id: OrgId,
+    channel_id: ChannelId,
+    m: &InboundMessage,
+) -> Result<(Option<ContactId>, Option<CampaignId>), StoreError> {
     let contact: Option<ContactId> =
         sqlx::query_scalar("SELECT id FROM contacts WHERE org_id = $1 AND address = $2")
             .bind(org_id)
@@ -284,20 +317,7 @@ pub(in crate::store) async fn emit_inbound(
     .bind(&m.from)
     .fetch_optional(&mut **tx)
     .await?;
-    let body: String = m.body.chars().take(INBOUND_BODY_MAX_CHARS).collect();
-    let truncated = body.len() < m.body.len();
-    let data = serde_json::json!({
-        "message": {
-            "channel_id": channel_id.to_string(),
-            "from": m.from,
-            "contact_id": contact.map(|id| id.to_string()),
-            "body": body,
-            "body_truncated": truncated,
-            "provider_message_id": m.provider_message_id,
-            "campaign_id": campaign.map(|id| id.to_string()),
-        }
-    });
-    emit(tx, org_id, EventType::MessageInbound, campaign, at, data).await
+    Ok((contact, campaign))
 }
 
 /// The JSON object of one message event, built by the database from the message row

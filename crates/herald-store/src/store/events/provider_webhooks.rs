@@ -2,16 +2,27 @@
 //! retention), with the inbound messages they carried reported once each as
 //! `message.inbound`.
 
+use crate::ids::ReplyId;
 use crate::ids::{ChannelId, OrgId};
 use crate::store::events::outbox;
 use crate::store::helpers::clean;
 use crate::store::{InboundMessage, Store, StoreError};
 
+/// What `record_webhook_with_inbound` wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedInbound {
+    /// `message.inbound` events.
+    pub events: usize,
+    /// Per inbound message, in order, its reply; None for a provider's retry of one
+    /// already recorded.
+    pub replies: Vec<Option<ReplyId>>,
+}
+
 impl Store {
-    /// Keeps a provider webhook as it arrived and, in the same transaction, reports each
-    /// inbound message it carried as `message.inbound`, once per provider message id (a
-    /// provider's retry of a message already reported writes no second event). Returns how
-    /// many events it wrote.
+    /// Keeps a provider webhook as it arrived and, in the same transaction, writes each
+    /// inbound message it carried as a reply (the inbox) and reports it as
+    /// `message.inbound` (a STOP or START is a contact event instead), once per provider
+    /// message id: a provider's retry of a message already recorded writes nothing twice.
     pub async fn record_webhook_with_inbound(
         &self,
         channel_id: ChannelId,
@@ -19,7 +30,7 @@ impl Store {
         outcome: &str,
         body: &str,
         inbound: &[InboundMessage],
-    ) -> Result<usize, StoreError> {
+    ) -> Result<RecordedInbound, StoreError> {
         let now = crate::clock::now_ms();
         let mut tx = self.begin().await?;
         sqlx::query(
@@ -33,6 +44,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         let mut written = 0;
+        let mut replies = Vec::with_capacity(inbound.len());
         if !inbound.is_empty() {
             let org_id: OrgId = sqlx::query_scalar("SELECT org_id FROM channels WHERE id = $1")
                 .bind(channel_id)
@@ -51,15 +63,26 @@ impl Store {
                     .await?
                     .rows_affected();
                     if new == 0 {
+                        replies.push(None);
                         continue;
                     }
                 }
-                outbox::emit_inbound(&mut tx, org_id, channel_id, m, now).await?;
-                written += 1;
+                let context = outbox::inbound_context(&mut tx, org_id, channel_id, m).await?;
+                if !matches!(m.keyword, Some("stop" | "start")) {
+                    outbox::emit_inbound(&mut tx, org_id, channel_id, m, now, context).await?;
+                    written += 1;
+                }
+                let reply = self
+                    .insert_reply(&mut tx, org_id, channel_id, m, context.0, context.1, now)
+                    .await?;
+                replies.push(Some(reply));
             }
         }
         tx.commit().await?;
-        Ok(written)
+        Ok(RecordedInbound {
+            events: written,
+            replies,
+        })
     }
 
     /// Keeps a provider webhook as it arrived.

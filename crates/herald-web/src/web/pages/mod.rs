@@ -6,6 +6,7 @@ pub mod auth;
 pub mod campaigns;
 pub mod channels;
 pub mod contacts;
+pub mod inbox;
 pub mod system;
 pub mod webhook_urls;
 pub mod webhooks;

@@ -11,15 +11,36 @@ both_stores!(auto_pause_from_the_command_line);
 fn auto_pause_from_the_command_line(backend: Backend) {
     let h = Herald::migrated(backend);
     h.import_contacts("people", 300);
+    const NO_HELP: &str = "help reply: none (HELP is recorded in the inbox, not answered)";
     assert_eq!(
         h.ok(&["org", "show"]).trim(),
-        "auto-pause 20%/500 (Herald's default)"
+        format!("auto-pause 20%/500 (Herald's default)\n{NO_HELP}")
     );
     assert_eq!(
         h.ok(&["org", "set", "--auto-pause", "20%/50"]).trim(),
         "auto-pause 20%/50"
     );
-    assert_eq!(h.ok(&["org", "show"]).trim(), "auto-pause 20%/50");
+    assert_eq!(
+        h.ok(&["org", "show"]).trim(),
+        format!("auto-pause 20%/50\n{NO_HELP}")
+    );
+    // The answer to HELP (docs/INBOX.md) is the other setting of `org set`.
+    assert_eq!(
+        h.ok(&["org", "set", "--help-reply", " Acme: call +1 415 555 0100 "])
+            .trim(),
+        "help reply: Acme: call +1 415 555 0100"
+    );
+    assert!(
+        h.ok(&["org", "show"])
+            .contains("help reply: Acme: call +1 415 555 0100")
+    );
+    assert_eq!(h.ok(&["org", "set", "--help-reply", ""]).trim(), NO_HELP);
+    let nothing = h.fails(&["org", "set"]);
+    assert!(
+        nothing.stderr.contains("--auto-pause or --help-reply"),
+        "{}",
+        nothing.describe()
+    );
 
     let bad = h.fails(&["org", "set", "--auto-pause", "lots"]);
     assert!(bad.stderr.contains("20%/500"), "{}", bad.describe());

@@ -127,8 +127,8 @@ pub struct ReplyQuery {
     /// Case-insensitive text in the message, the sender's address or the contact's name.
     #[param(max_length = 200)]
     pub q: Option<String>,
-    /// Only replies to this campaign (the campaign last sent to the sender).
-    #[param(example = "cmp_1")]
+    /// Only replies to this campaign (the campaign last sent to the sender); empty: all.
+    #[param(example = "cmp_1", pattern = "^(cmp_[1-9][0-9]{0,17})?$")]
     pub campaign_id: Option<String>,
     /// Only this sender's replies (its conversation), as the conversation names it.
     #[param(example = "+15005550101", max_length = 320)]
@@ -166,7 +166,7 @@ fn filter(query: ReplyQuery) -> ApiResult<ReplyFilter> {
     }
     // Empty is no filter (a form's empty choice); anything else must be a campaign id. A
     // campaign of another organisation, or none, simply has no replies here.
-    let campaign_id = match query.campaign_id.as_deref().map(str::trim) {
+    let campaign_id = match query.campaign_id.as_deref() {
         None | Some("") => None,
         Some(id) => Some(decode::<CampaignId>(id).map_err(|_| {
             invalid_query(

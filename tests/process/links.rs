@@ -254,6 +254,13 @@ fn clicks_are_counted_once_per_recipient_with_their_count(backend: Backend) {
         ]),
         "{export}"
     );
+    // The metric says the same: four counted, three redirected uncounted (the WhatsApp
+    // preview, the HEAD, the request without a User-Agent).
+    let (_, _, metrics) = http_request(&addr, "GET", "/metrics", &[]);
+    for (label, n) in [("yes", 4), ("preview", 3), ("rate_limited", 0)] {
+        let line = format!("herald_link_clicks_total{{counted=\"{label}\"}} {n}");
+        assert!(metrics.lines().any(|l| l == line), "no `{line}` in /metrics");
+    }
     // The counters agree with the rows they count.
     let recount = |sql: &str| crate::support::query_i64(h.url(), sql);
     assert_eq!(

@@ -135,8 +135,12 @@ fn postgres_admin(admin_url: &str, sql: &str) -> Result<(), String> {
     })
 }
 
-/// One integer from a query on the test database, for facts the CLI does not show.
-pub fn query_i64(url: &str, sql: &str) -> i64 {
+/// The first column of every row of a query on the test database, for facts the CLI does
+/// not show.
+pub fn query_column<T>(url: &str, sql: &str) -> Vec<T>
+where
+    T: for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any> + Send + Unpin,
+{
     block_on(async {
         sqlx::any::install_default_drivers();
         let pool = AnyPoolOptions::new()
@@ -145,32 +149,26 @@ pub fn query_i64(url: &str, sql: &str) -> i64 {
             .connect(url)
             .await
             .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"));
-        let n: i64 = sqlx::query_scalar(AssertSqlSafe(sql.to_string()))
-            .fetch_one(&pool)
-            .await
-            .unwrap_or_else(|e| panic!("`{sql}` failed: {e}"));
-        pool.close().await;
-        n
-    })
-}
-
-/// The first column (text) of every row of a query on the test database.
-pub fn query_strings(url: &str, sql: &str) -> Vec<String> {
-    block_on(async {
-        sqlx::any::install_default_drivers();
-        let pool = AnyPoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(Duration::from_secs(20))
-            .connect(url)
-            .await
-            .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"));
-        let rows: Vec<String> = sqlx::query_scalar(AssertSqlSafe(sql.to_string()))
+        let rows: Vec<T> = sqlx::query_scalar(AssertSqlSafe(sql.to_string()))
             .fetch_all(&pool)
             .await
             .unwrap_or_else(|e| panic!("`{sql}` failed: {e}"));
         pool.close().await;
         rows
     })
+}
+
+/// One integer from a query on the test database.
+pub fn query_i64(url: &str, sql: &str) -> i64 {
+    query_column::<i64>(url, sql)
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("`{sql}` returned no row"))
+}
+
+/// The first column (text) of every row of a query on the test database.
+pub fn query_strings(url: &str, sql: &str) -> Vec<String> {
+    query_column(url, sql)
 }
 
 /// A database of the test's own: a file in a temporary directory, or a fresh PostgreSQL

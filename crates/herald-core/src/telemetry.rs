@@ -172,6 +172,16 @@ pub const METRICS: &[Metric] = &[
         ],
     ),
     (
+        "herald_link_clicks_total",
+        MetricKind::Counter,
+        "Tracked links followed (docs/CAMPAIGNS.md): counted, or redirected uncounted as a link preview or past the rate",
+        &[
+            &[("counted", "yes")],
+            &[("counted", "preview")],
+            &[("counted", "rate_limited")],
+        ],
+    ),
+    (
         "herald_webhook_events_expired_total",
         MetricKind::Counter,
         "Stored provider webhook records deleted after webhook_retention_days",

@@ -270,13 +270,10 @@ pub(super) fn invalid_query(field: &str, rule: &str, detail: impl Into<String>) 
     }
 }
 
-/// The search of `GET /contacts` from its query parameters: the text trimmed and bounded,
-/// the list id decoded (whether that list is the caller's is the handler's check).
-pub fn contact_filter(query: ContactQuery) -> ApiResult<ContactFilter> {
-    let q = query
-        .q
-        .map(|q| q.trim().to_string())
-        .filter(|q| !q.is_empty());
+/// A `q` search parameter: trimmed, None when blank, at most [`MAX_QUERY`] characters, no
+/// NUL (400 naming `q` otherwise). The contacts list and the inbox share it.
+pub(super) fn search_text(q: Option<String>) -> ApiResult<Option<String>> {
+    let q = q.map(|q| q.trim().to_string()).filter(|q| !q.is_empty());
     if q.as_ref().is_some_and(|q| q.chars().count() > MAX_QUERY) {
         return Err(invalid_query(
             "q",
@@ -284,6 +281,16 @@ pub fn contact_filter(query: ContactQuery) -> ApiResult<ContactFilter> {
             format!("the search text is at most {MAX_QUERY} characters"),
         ));
     }
+    if q.as_ref().is_some_and(|q| q.contains('\0')) {
+        return Err(invalid_query("q", "format", "must not contain NUL"));
+    }
+    Ok(q)
+}
+
+/// The search of `GET /contacts` from its query parameters: the text trimmed and bounded,
+/// the list id decoded (whether that list is the caller's is the handler's check).
+pub fn contact_filter(query: ContactQuery) -> ApiResult<ContactFilter> {
+    let q = search_text(query.q)?;
     let list_id = match &query.list_id {
         Some(id) => Some(decode::<ListId>(id)?),
         None => None,

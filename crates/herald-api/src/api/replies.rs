@@ -4,7 +4,7 @@
 //! (`webhooks::inbound`); every query here is scoped by the caller's organisation.
 
 use super::auth::{AsEditor, AsViewer};
-use super::contacts::invalid_query;
+use super::contacts::{invalid_query, search_text};
 use super::problem::{ApiError, ApiJson, ApiQuery, ApiResult};
 use super::{ApiState, Page, PageParams, decode, timestamp, timestamp_opt};
 use crate::ids::{CampaignId, ReplyId};
@@ -21,9 +21,6 @@ pub fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(list_replies))
         .routes(routes!(mark_read))
 }
-
-/// The longest search text.
-const MAX_QUERY: usize = 200;
 
 /// One inbound message.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -136,20 +133,7 @@ pub struct ReplyQuery {
 }
 
 fn filter(query: ReplyQuery) -> ApiResult<ReplyFilter> {
-    let q = query
-        .q
-        .map(|q| q.trim().to_string())
-        .filter(|q| !q.is_empty());
-    if q.as_ref().is_some_and(|q| q.chars().count() > MAX_QUERY) {
-        return Err(invalid_query(
-            "q",
-            "max_length",
-            format!("the search text is at most {MAX_QUERY} characters"),
-        ));
-    }
-    if q.as_ref().is_some_and(|q| q.contains('\0')) {
-        return Err(invalid_query("q", "format", "must not contain NUL"));
-    }
+    let q = search_text(query.q)?;
     if query.address.as_ref().is_some_and(|a| a.contains('\0')) {
         return Err(invalid_query("address", "format", "must not contain NUL"));
     }

@@ -263,17 +263,29 @@ impl Store {
         );
         let q = bind_all(sqlx::query(AssertSqlSafe(sql)).bind(org_id), &values);
         let groups = q.fetch_all(&self.read).await?;
-        let mut out = Vec::with_capacity(groups.len());
-        for g in &groups {
-            let last_id: ReplyId = g.try_get("last_id")?;
-            let sql =
-                format!("SELECT {REPLY_COLUMNS} {REPLY_FROM} WHERE r.org_id = $1 AND r.id = $2");
-            let row = sqlx::query(AssertSqlSafe(sql))
+        // The page's last replies in one read, not one per conversation.
+        let last_ids = groups
+            .iter()
+            .map(|g| g.try_get::<ReplyId, _>("last_id"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let sql = format!(
+            "SELECT {REPLY_COLUMNS} {REPLY_FROM} WHERE r.org_id = $1 AND r.id IN {}",
+            self.dialect.json_ids("$2")
+        );
+        let mut last_replies: std::collections::HashMap<ReplyId, Reply> =
+            sqlx::query(AssertSqlSafe(sql))
                 .bind(org_id)
-                .bind(last_id)
-                .fetch_one(&self.read)
-                .await?;
-            let last = reply_from_row(&row)?;
+                .bind(crate::store::helpers::ids_json(last_ids.iter().copied()))
+                .fetch_all(&self.read)
+                .await?
+                .iter()
+                .map(|r| reply_from_row(r).map(|reply| (reply.id, reply)))
+                .collect::<Result<_, _>>()?;
+        let mut out = Vec::with_capacity(groups.len());
+        for (g, last_id) in groups.iter().zip(last_ids) {
+            let Some(last) = last_replies.remove(&last_id) else {
+                continue;
+            };
             out.push(Conversation {
                 address: g.try_get("address")?,
                 contact_id: last.contact_id,

@@ -259,7 +259,10 @@ fn clicks_are_counted_once_per_recipient_with_their_count(backend: Backend) {
     let (_, _, metrics) = http_request(&addr, "GET", "/metrics", &[]);
     for (label, n) in [("yes", 4), ("preview", 3), ("rate_limited", 0)] {
         let line = format!("herald_link_clicks_total{{counted=\"{label}\"}} {n}");
-        assert!(metrics.lines().any(|l| l == line), "no `{line}` in /metrics");
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no `{line}` in /metrics"
+        );
     }
     // The counters agree with the rows they count.
     let recount = |sql: &str| crate::support::query_i64(h.url(), sql);

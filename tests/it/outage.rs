@@ -383,7 +383,7 @@ both_stores!(outage_records_are_conditional, |db| async move {
     );
     assert_eq!(
         store.outage_pauses_of_available_channels().await.unwrap(),
-        vec![channel]
+        vec![(channel, "flaky".to_string())]
     );
     assert_eq!(
         store

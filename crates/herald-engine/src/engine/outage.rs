@@ -295,11 +295,13 @@ pub async fn probe_once(ctx: &EngineContext) -> Result<(), crate::store::StoreEr
             }
         }
     }
-    for channel_id in ctx.store.outage_pauses_of_available_channels().await? {
+    // Another instance's probe may have marked the channel available a moment ago and be
+    // resuming its campaigns now: this sweep names the channel just the same.
+    for (channel_id, name) in ctx.store.outage_pauses_of_available_channels().await? {
         let outage = ChannelOutage {
             channel_id,
             org_id: OrgId(0),
-            name: String::new(),
+            name,
             kind: String::new(),
             since: 0,
             reason: String::new(),
@@ -339,7 +341,10 @@ async fn resume(
             outage.reason
         )
     } else {
-        "resumed by the engine: its channel answers again".to_string()
+        format!(
+            "resumed by the engine: channel `{}` answers again",
+            outage.name
+        )
     };
     for campaign_id in ctx
         .store

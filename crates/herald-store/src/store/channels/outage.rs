@@ -443,9 +443,11 @@ impl Store {
 
     /// Channels available again that still have campaigns paused for their outage (the
     /// instance that ended the outage stopped before resuming them).
-    pub async fn outage_pauses_of_available_channels(&self) -> Result<Vec<ChannelId>, StoreError> {
-        let ids: Vec<ChannelId> = sqlx::query_scalar(
-            "SELECT DISTINCT c.outage_channel_id FROM campaigns c JOIN channels ch ON ch.id = c.outage_channel_id \
+    pub async fn outage_pauses_of_available_channels(
+        &self,
+    ) -> Result<Vec<(ChannelId, String)>, StoreError> {
+        let ids: Vec<(ChannelId, String)> = sqlx::query_as(
+            "SELECT DISTINCT c.outage_channel_id, ch.name FROM campaigns c JOIN channels ch ON ch.id = c.outage_channel_id \
              WHERE c.status = 'paused' AND ch.unavailable_since IS NULL ORDER BY c.outage_channel_id",
         )
         .fetch_all(&self.read)

@@ -19,6 +19,7 @@ pub const LAYERS: &[(&str, &str, &[&str])] = &[
             "channel_kind",
             "clock",
             "config",
+            "contact_filter",
             "contact_rules",
             "credentials",
             "domain",

@@ -474,9 +474,36 @@ async function main() {
     assert.match(await flash(page), /unscheduled/);
     assert.equal(await statusText(page), "Draft");
 
+    step("a segment: a filter counted live, saved, a bad change refused naming the field");
+    const filter = 'attributes.city = "London" or name contains "customer 1"';
+    await page.goto(`${BASE}/contacts?filter=${encodeURIComponent(filter)}`);
+    assert.equal(await page.locator("#matching-count").textContent(), "12");
+    assert.equal(await page.locator("tbody tr").count(), 12);
+    await page.fill("#segment-name", "London or 1x");
+    await submit(page, () => page.locator("form[action='/lists'] button", { hasText: "Save segment" }).click());
+    assert.match(await flash(page), /Segment “London or 1x” created: 12 contacts match it now/);
+    assert.match(await page.locator("#segment-count").textContent(), /12 contacts match its filter now/);
+    assert.equal(await page.locator("#segment-filter").textContent(), filter);
+    await page.fill("#segment-filter-input", 'city = "London"');
+    await submit(page, () => page.locator("button", { hasText: "Save the filter" }).click());
+    assert.match(await page.locator("#segment-filter-error").textContent(), /`city` at character 1: .*attributes\.city/);
+    await page.fill("#segment-filter-input", 'attributes.city = "London"');
+    await submit(page, () => page.locator("button", { hasText: "Save the filter" }).click());
+    assert.match(await flash(page), /Filter saved: 1 contact matches it now/);
+    assert.equal(await page.locator("tbody tr").count(), 1);
+    await page.fill("#segment-filter-input", 'attributes.city = "London" or name contains "customer 1"');
+    await submit(page, () => page.locator("button", { hasText: "Save the filter" }).click());
+    await shot(page, "segment");
+    await page.setViewportSize({ width: 390, height: 844 });
+    await shot(page, "segment-phone");
+    await page.setViewportSize({ width: 1280, height: 900 });
+    await page.goto(`${BASE}/campaigns/new`);
+    await choose(page, "#list_id", "London or 1x (segment, 12 match now)");
+
     step("lists");
     await page.goto(`${BASE}/lists`);
     assert.match(await page.locator("tbody").textContent(), /everyone/);
+    assert.match(await page.locator("tbody").textContent(), /London or 1x\s*Segment/);
     await shot(page, "lists");
 
     step("create an API key (shown once) and revoke it after a confirmation");

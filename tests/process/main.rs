@@ -15,6 +15,7 @@ mod links;
 mod metrics;
 mod outage;
 mod prometheus_rules;
+mod segments;
 mod slow_clients;
 mod webhooks;
 mod webhooks_out;

@@ -6,9 +6,9 @@
 // every crate (docs/ARCHITECTURE.md).
 pub use herald_channels::{channels, export, import};
 pub use herald_core::{
-    address, alerts, channel_kind, clock, config, contact_rules, credentials, domain, events, ids,
-    optout, outbound, pricing, reasons, secrets, segments, signatures, telemetry, template,
-    tracked_links, unsubscribe_link, webhook_admission, whatsapp_template,
+    address, alerts, channel_kind, clock, config, contact_filter, contact_rules, credentials,
+    domain, events, ids, optout, outbound, pricing, reasons, secrets, segments, signatures,
+    telemetry, template, tracked_links, unsubscribe_link, webhook_admission, whatsapp_template,
 };
 pub use herald_engine::{doctor, engine, estimate};
 pub use herald_store::store;

@@ -8,6 +8,7 @@ pub mod alerts;
 pub mod channel_kind;
 pub mod clock;
 pub mod config;
+pub mod contact_filter;
 pub mod contact_rules;
 pub mod credentials;
 pub mod domain;

@@ -5,9 +5,9 @@
 // Lower layers' modules, re-exported so that `crate::<module>` paths read the same in
 // every crate (docs/ARCHITECTURE.md).
 pub use herald_core::{
-    address, alerts, channel_kind, clock, config, contact_rules, credentials, domain, events, ids,
-    optout, outbound, pricing, reasons, secrets, segments, signatures, telemetry, template,
-    tracked_links, unsubscribe_link, webhook_admission, whatsapp_template,
+    address, alerts, channel_kind, clock, config, contact_filter, contact_rules, credentials,
+    domain, events, ids, optout, outbound, pricing, reasons, secrets, segments, signatures,
+    telemetry, template, tracked_links, unsubscribe_link, webhook_admission, whatsapp_template,
 };
 
 pub mod store;

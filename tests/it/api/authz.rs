@@ -171,6 +171,7 @@ fn sample_body(method: &Method, template: &str, own: &Fixture) -> Option<Value> 
         ("POST", "/api/v1/lists/{id}/members") => json!({"contact_ids": [own.ids["contact_id"]]}),
         ("POST", "/api/v1/suppressions") => json!({"address": "x@example.org"}),
         ("POST", "/api/v1/replies/read") => json!({"address": "+15550001234"}),
+        ("POST", "/api/v1/segments/count") => json!({"filter": "name exists"}),
         ("POST", "/api/v1/channels") => json!({"name": "another", "kind": "sandbox", "config": {}}),
         ("PATCH", "/api/v1/channels/{id}") => json!({"rate_per_sec": 10.0}),
         ("POST", "/api/v1/channels/{id}/test") => json!({"to": "+15550001234"}),

@@ -17,6 +17,7 @@ mod hardening;
 mod outbound_guard;
 mod outcomes;
 mod replies;
+mod segments;
 mod webhooks;
 
 use crate::support::TestDb;

@@ -164,6 +164,9 @@ pub struct ContactQuery {
     /// is on the suppression list (a STOP reply, a bounce, a complaint); false: only the
     /// subscribed ones (neither).
     pub unsubscribed: Option<bool>,
+    /// Only the contacts this segment filter matches (docs/SEGMENTS.md), for example
+    /// `attributes.plan = "gold" and created since 30d`.
+    pub filter: Option<String>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -295,11 +298,38 @@ pub fn contact_filter(query: ContactQuery) -> ApiResult<ContactFilter> {
         Some(id) => Some(decode::<ListId>(id)?),
         None => None,
     };
+    let matching = match query.filter.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(text) => Some(
+            crate::contact_filter::parse(text)
+                .map_err(|e| invalid_query("filter", "filter_syntax", e.to_string()))?,
+        ),
+    };
     Ok(ContactFilter {
         q,
         list_id,
         unsubscribed: query.unsubscribed,
+        matching,
     })
+}
+
+/// A `filter` parameter's lists checked against the organisation (400 naming `filter`).
+pub(super) async fn check_matching(
+    state: &ApiState,
+    org_id: OrgId,
+    filter: &ContactFilter,
+) -> ApiResult<()> {
+    if let Some(matching) = &filter.matching {
+        state
+            .store
+            .check_segment_filter(org_id, matching)
+            .await
+            .map_err(|e| match e {
+                crate::store::StoreError::Invalid(m) => invalid_query("filter", "unknown_list", m),
+                other => other.into(),
+            })?;
+    }
+    Ok(())
 }
 
 /// One page of contacts matching `filter`.
@@ -328,6 +358,7 @@ pub(super) async fn contacts_page(
     params(PageParams, ContactQuery),
     responses(
         (status = 200, body = Contacts),
+        (status = 400, description = "A query parameter is not valid (a `filter` that does not parse or names no list)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "The `list_id` names no list", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn list_contacts(
@@ -340,6 +371,7 @@ async fn list_contacts(
     if let Some(list_id) = filter.list_id {
         state.store.org_list(p.org_id, list_id).await?;
     }
+    check_matching(&state, p.org_id, &filter).await?;
     Ok(axum::Json(
         contacts_page(&state, p.org_id, &filter, &page).await?,
     ))

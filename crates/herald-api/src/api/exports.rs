@@ -5,7 +5,7 @@
 use super::ApiState;
 use super::auth::AsViewer;
 use super::campaigns::owned_status;
-use super::contacts::{ContactQuery, contact_filter};
+use super::contacts::{ContactQuery, check_matching, contact_filter};
 use super::problem::{ApiPath, ApiQuery, ApiResult, Problem};
 use crate::export::{Export, ExportOf};
 use axum::body::{Body, Bytes};
@@ -86,6 +86,7 @@ async fn campaign_messages_csv(
     params(ContactQuery),
     responses(
         (status = 200, description = "The contacts, header row first (docs/CAMPAIGNS.md lists the columns)", body = String, content_type = "text/csv"),
+        (status = 400, description = "A query parameter is not valid (a `filter` that does not parse or names no list)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "The `list_id` names no list", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn contacts_csv(
@@ -97,6 +98,7 @@ async fn contacts_csv(
     if let Some(list_id) = filter.list_id {
         state.store.org_list(p.org_id, list_id).await?;
     }
+    check_matching(&state, p.org_id, &filter).await?;
     tracing::info!(org_id = %p.org_id, actor = p.actor, "contacts export");
     let export = Export::new(state.store.clone(), p.org_id, ExportOf::Contacts(filter));
     Ok(csv_response(export, "contacts.csv".into()))

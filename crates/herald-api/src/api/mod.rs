@@ -31,7 +31,7 @@ mod campaigns;
 pub mod channels;
 pub mod contacts;
 mod exports;
-mod lists;
+pub mod lists;
 mod organisation;
 pub mod replies;
 mod rules;

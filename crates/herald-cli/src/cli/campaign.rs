@@ -691,15 +691,8 @@ fn print_estimate(c: &Campaign, e: &crate::estimate::Estimate) {
     }
 }
 
-/// A campaign name as the API accepts it (1 to 200 characters, no control characters).
 fn check_campaign_name(name: &str) -> Result<String, CliError> {
-    crate::api::check_name("name", name).map_err(|e| {
-        let why = e
-            .errors
-            .first()
-            .map_or(e.detail.as_str(), |f| f.detail.as_str());
-        CliError::from(format!("--name {why}"))
-    })
+    super::check_cli_name("--name", name)
 }
 
 async fn own(store: &Store, org: OrgId, id: CampaignId) -> Result<CampaignId, CliError> {

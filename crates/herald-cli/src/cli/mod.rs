@@ -10,6 +10,7 @@ mod doctor;
 mod export;
 mod replies;
 mod run;
+mod segment;
 mod webhook;
 
 use crate::config::{LoadOptions, LoadedSettings, Settings};
@@ -90,6 +91,9 @@ pub enum Command {
     /// Create, run and inspect campaigns.
     #[command(subcommand)]
     Campaign(campaign::CampaignCommand),
+    /// Segments: lists defined by a filter on the contacts (docs/SEGMENTS.md).
+    #[command(subcommand)]
+    Segment(segment::SegmentCommand),
     /// The replies inbox: inbound SMS and WhatsApp messages, as conversations.
     #[command(subcommand)]
     Replies(replies::RepliesCommand),
@@ -277,6 +281,18 @@ pub async fn resolve_channel(
 }
 
 /// Who did it, for the audit trail: `cli:USER@HOST`, the operating-system user and host.
+/// A name as the API accepts it (1 to 200 characters, no control characters), its
+/// problem said as the flag's.
+pub fn check_cli_name(flag: &str, name: &str) -> Result<String, CliError> {
+    crate::api::check_name("name", name).map_err(|e| {
+        let why = e
+            .errors
+            .first()
+            .map_or(e.detail.as_str(), |f| f.detail.as_str());
+        CliError::from(format!("{flag} {why}"))
+    })
+}
+
 pub fn actor() -> String {
     format!("cli:{}@{}", os_user(), host_name())
 }
@@ -466,6 +482,7 @@ pub async fn run(cli: Cli, router: RouterFactory) -> CliResult {
         }
         Command::Campaign(c) => campaign::run(&cli, &settings, c).await,
         Command::Replies(c) => replies::run(&cli, &settings, c).await,
+        Command::Segment(c) => segment::run(&cli, &settings, c).await,
         Command::Org(c) => accounts::org(&cli, &settings, c).await,
         Command::User(c) => accounts::user(&cli, &settings, c).await,
         Command::Apikey(c) => accounts::apikey(&cli, &settings, c).await,

@@ -36,6 +36,20 @@ pub async fn scheduler_loop(ctx: Arc<EngineContext>, shutdown: watch::Receiver<b
                         "scheduled campaign already started elsewhere"
                     );
                 }
+                // Its audience cannot be read as it stands (a segment names a list that is
+                // gone): no retry will change that, so it goes back to draft, saying why.
+                Err(crate::store::StoreError::Invalid(why)) => {
+                    match ctx.store.refuse_scheduled_start(id, &actor, &why).await {
+                        Ok(_) => tracing::warn!(
+                            campaign_id = %id,
+                            reason = %why,
+                            "scheduled start refused; campaign back to draft"
+                        ),
+                        Err(e) => {
+                            tracing::warn!(campaign_id = %id, error = %e, "scheduled start refused; will retry")
+                        }
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(campaign_id = %id, error = %e, "scheduled start failed; will retry")
                 }

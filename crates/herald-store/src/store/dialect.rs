@@ -93,6 +93,46 @@ impl Dialect {
         }
     }
 
+    /// What binds a segment filter's attribute name (docs/SEGMENTS.md).
+    pub(super) fn attribute_key(self, key: &str) -> String {
+        match self {
+            Dialect::Sqlite => sqlite::attribute_key(key),
+            Dialect::Postgres => postgres::attribute_key(key),
+        }
+    }
+
+    /// Contact `c`'s attribute, named by the parameter `key`, as text.
+    pub(super) fn attribute_text(self, key: &str) -> String {
+        match self {
+            Dialect::Sqlite => sqlite::attribute_text(key),
+            Dialect::Postgres => postgres::attribute_text(key),
+        }
+    }
+
+    /// Contact `c`'s attribute, named by the parameter `key`, as a number.
+    pub(super) fn attribute_number(self, key: &str) -> String {
+        match self {
+            Dialect::Sqlite => sqlite::attribute_number(key),
+            Dialect::Postgres => postgres::attribute_number(key),
+        }
+    }
+
+    /// The `YYYY-MM-DD` a text starts with, else NULL.
+    pub(super) fn date_prefix(self, text: &str) -> String {
+        match self {
+            Dialect::Sqlite => sqlite::date_prefix(text),
+            Dialect::Postgres => postgres::date_prefix(text),
+        }
+    }
+
+    /// A text with its ASCII letters lowered, the same on both databases.
+    pub(super) fn ascii_lower(self, text: &str) -> String {
+        match self {
+            Dialect::Sqlite => sqlite::ascii_lower(text),
+            Dialect::Postgres => postgres::ascii_lower(text),
+        }
+    }
+
     /// The texts of the JSON array bound at `param`, as a subquery (`IN …`).
     pub(super) fn json_texts(self, param: &str) -> String {
         match self {
@@ -148,6 +188,14 @@ impl Dialect {
         match self {
             Dialect::Sqlite => sqlite::ATTRIBUTE_KEYS,
             Dialect::Postgres => postgres::ATTRIBUTE_KEYS,
+        }
+    }
+
+    /// The attribute keys of a segment's contacts (`$1` org, `$2` size bound).
+    pub(super) fn attribute_keys_where(self, condition: &str) -> String {
+        match self {
+            Dialect::Sqlite => sqlite::attribute_keys_where(condition),
+            Dialect::Postgres => postgres::attribute_keys_where(condition),
         }
     }
 

@@ -116,6 +116,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "replies",
         include_str!("../../migrations/postgres/0021_replies.sql"),
     ),
+    (
+        22,
+        "segments",
+        include_str!("../../migrations/postgres/0022_segments.sql"),
+    ),
 ];
 
 pub(super) async fn connect(url: &str) -> Result<(AnyPool, AnyPool), StoreError> {
@@ -286,4 +291,45 @@ pub(super) const MIGRATIONS_TABLE_COUNT: &str = "SELECT count(*) FROM informatio
 /// A JSON object built from `members` (`'key', value, …`).
 pub(super) fn json_object(members: &str) -> String {
     format!("json_build_object({members})")
+}
+
+/// How a segment filter's attribute name is bound: the key itself.
+pub(super) fn attribute_key(key: &str) -> String {
+    key.to_string()
+}
+
+/// Contact `c`'s attribute named by the parameter `key` as text, NULL when absent.
+pub(super) fn attribute_text(key: &str) -> String {
+    format!("(c.attributes::jsonb ->> {key})")
+}
+
+/// The attribute as a number: a JSON number, or text that reads as one
+/// (`-?[0-9]+(\.[0-9]+)?` once trimmed of spaces); NULL otherwise.
+pub(super) fn attribute_number(key: &str) -> String {
+    format!(
+        "(CASE jsonb_typeof(c.attributes::jsonb -> {key}) WHEN 'number' THEN (c.attributes::jsonb ->> {key})::float8 \
+         WHEN 'string' THEN (CASE WHEN btrim(c.attributes::jsonb ->> {key}, ' ') ~ '^-?[0-9]+(\\.[0-9]+)?$' \
+              THEN btrim(c.attributes::jsonb ->> {key}, ' ')::float8 END) END)"
+    )
+}
+
+/// The first ten characters of `text` when they are a `YYYY-MM-DD` date, else NULL.
+pub(super) fn date_prefix(text: &str) -> String {
+    format!(
+        "(CASE WHEN {text} ~ '^[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}' THEN substr({text}, 1, 10) END)"
+    )
+}
+
+/// `text` with only ASCII letters lowered, as SQLite's `lower` does.
+pub(super) fn ascii_lower(text: &str) -> String {
+    format!("translate({text}, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')")
+}
+
+/// The attribute keys of the organisation's (`$1`) contacts matching `condition`, those
+/// of readable size (`$2`).
+pub(super) fn attribute_keys_where(condition: &str) -> String {
+    format!(
+        "SELECT DISTINCT jsonb_object_keys(CAST(c.attributes AS jsonb)) AS key FROM contacts c \
+         WHERE c.org_id = $1 AND octet_length(c.attributes) <= $2 AND ({condition})"
+    )
 }

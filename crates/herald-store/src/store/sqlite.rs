@@ -117,6 +117,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "replies",
         include_str!("../../migrations/sqlite/0021_replies.sql"),
     ),
+    (
+        22,
+        "segments",
+        include_str!("../../migrations/sqlite/0022_segments.sql"),
+    ),
 ];
 
 /// Accepts `sqlite://path`, `sqlite:path` and `sqlite::memory:`; creates the file if needed.
@@ -211,4 +216,54 @@ pub(super) const MIGRATIONS_TABLE_COUNT: &str =
 /// A JSON object built from `members` (`'key', value, …`).
 pub(super) fn json_object(members: &str) -> String {
     format!("json_object({members})")
+}
+
+/// How a segment filter's attribute name is bound: a JSON path (`$."plan"`); the filter
+/// language refuses names with `"` or `\`, which a path cannot quote.
+pub(super) fn attribute_key(key: &str) -> String {
+    format!("$.\"{key}\"")
+}
+
+/// Contact `c`'s attribute at the path bound to `key` as text, as PostgreSQL's `->>`
+/// gives it (booleans `true`/`false`, numbers in their shortest form), NULL when absent.
+pub(super) fn attribute_text(key: &str) -> String {
+    format!(
+        "(CASE json_type(c.attributes, {key}) WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' \
+         ELSE CAST(json_extract(c.attributes, {key}) AS TEXT) END)"
+    )
+}
+
+/// The attribute as a number: a JSON number, or text that reads as one
+/// (`-?[0-9]+(\.[0-9]+)?` once trimmed of spaces); NULL otherwise.
+pub(super) fn attribute_number(key: &str) -> String {
+    let t = format!("trim(json_extract(c.attributes, {key}))");
+    let digits = format!("ltrim({t}, '-')");
+    format!(
+        "(CASE json_type(c.attributes, {key}) WHEN 'integer' THEN json_extract(c.attributes, {key}) \
+         WHEN 'real' THEN json_extract(c.attributes, {key}) \
+         WHEN 'text' THEN (CASE WHEN {digits} GLOB '[0-9]*' AND {digits} NOT GLOB '*[^0-9.]*' \
+              AND {digits} NOT GLOB '*.*.*' AND {digits} NOT GLOB '*.' AND {t} NOT GLOB '--*' \
+              THEN CAST({t} AS REAL) END) END)"
+    )
+}
+
+/// The first ten characters of `text` when they are a `YYYY-MM-DD` date, else NULL.
+pub(super) fn date_prefix(text: &str) -> String {
+    format!(
+        "(CASE WHEN {text} GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*' THEN substr({text}, 1, 10) END)"
+    )
+}
+
+/// `text` with ASCII letters lowered (SQLite's `lower` folds only those).
+pub(super) fn ascii_lower(text: &str) -> String {
+    format!("lower({text})")
+}
+
+/// The attribute keys of the organisation's (`$1`) contacts matching `condition`, those
+/// of readable size (`$2`).
+pub(super) fn attribute_keys_where(condition: &str) -> String {
+    format!(
+        "SELECT DISTINCT j.key FROM contacts c, json_each(c.attributes) j \
+         WHERE c.org_id = $1 AND octet_length(c.attributes) <= $2 AND ({condition})"
+    )
 }

@@ -87,6 +87,7 @@ pub fn router(state: AppState) -> Router<AppState> {
             get(pages::contacts::lists).post(pages::contacts::create_list),
         )
         .route("/lists/{id}", get(pages::contacts::list_detail))
+        .route("/lists/{id}/filter", post(pages::contacts::edit_segment))
         .route(
             "/suppressions",
             get(pages::contacts::suppressions).post(pages::contacts::suppress),

@@ -381,6 +381,42 @@ impl Store {
         self.api_campaign(org_id, id).await
     }
 
+    /// A scheduled campaign whose start is refused for good (its segment's filter names a
+    /// list that is gone) goes back to draft with the reason in its audit trail, instead of
+    /// being retried unseen at every scheduler tick. False when it is no longer scheduled.
+    pub async fn refuse_scheduled_start(
+        &self,
+        id: CampaignId,
+        actor: &str,
+        why: &str,
+    ) -> Result<bool, StoreError> {
+        let now = crate::clock::now_ms();
+        let mut tx = self.begin().await?;
+        let row = sqlx::query(
+            "UPDATE campaigns SET status = 'draft', scheduled_at = NULL \
+             WHERE id = $1 AND status = 'scheduled' RETURNING id",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if row.is_none() {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        insert_event(
+            &mut tx,
+            id,
+            now,
+            actor,
+            Some(CampaignStatus::Scheduled),
+            CampaignStatus::Draft,
+            &format!("scheduled start refused, back to draft: {why}"),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
     /// The campaigns made from this one, oldest first.
     pub async fn api_campaign_children(
         &self,

@@ -5,6 +5,7 @@
 
 use crate::domain::{CampaignAction, CampaignStatus, Counts, MessageStatus};
 use crate::ids::{CampaignId, ListId, OrgId};
+use crate::store::directory::{Bind, query_with};
 use crate::store::events::outbox;
 use crate::store::helpers::{campaign_status_of, counts_from_rows, ids_json, status_of};
 use crate::store::{Campaign, NewCampaign, StartOutcome, Store, StoreError, Tx};
@@ -118,7 +119,30 @@ impl Store {
         // One row per distinct address (contacts are unique per organisation and address;
         // the unique index is the backstop). Unsubscribed, suppressed and unusable
         // addresses are frozen as `skipped` with the reason.
-        let inserted = sqlx::query(
+        // The audience: the list's members, or the contacts a segment's filter matches now
+        // (docs/SEGMENTS.md), read once here and frozen as messages.
+        let segment = self.segment_of(org_id, list_id, now).await?;
+        let mut binds = vec![
+            Bind::Int(id.get()),
+            Bind::Text(required_str.to_string()),
+            Bind::Text(mismatch_reason.clone()),
+            Bind::Int(now),
+            Bind::Int(org_id.get()),
+        ];
+        let source = match &segment {
+            Some(segment) => format!(
+                "FROM contacts c LEFT JOIN suppressions s ON s.org_id = $5 AND s.address = c.address \
+                 WHERE c.org_id = $5 AND ({})",
+                segment.condition(self.dialect, &mut binds)
+            ),
+            None => format!(
+                "FROM list_members lm JOIN contacts c ON c.id = lm.contact_id \
+                 LEFT JOIN suppressions s ON s.org_id = $5 AND s.address = c.address \
+                 WHERE lm.list_id = {} AND c.org_id = $5",
+                Bind::push(&mut binds, Bind::Int(list_id.get()))
+            ),
+        };
+        let sql = format!(
             "INSERT INTO messages (campaign_id, contact_id, address, status, last_error, next_attempt_at, updated_at) \
              SELECT $1, c.id, c.address, \
                CASE WHEN c.unsubscribed <> 0 OR s.address IS NOT NULL \
@@ -129,20 +153,13 @@ impl Store {
                     WHEN ($2 = 'phone' AND c.address NOT LIKE '+%') OR ($2 = 'email' AND c.address NOT LIKE '%@%') THEN $3 \
                     ELSE NULL END, \
                0, $4 \
-             FROM list_members lm JOIN contacts c ON c.id = lm.contact_id \
-             LEFT JOIN suppressions s ON s.org_id = $5 AND s.address = c.address \
-             WHERE lm.list_id = $6 AND c.org_id = $5 \
-             ON CONFLICT (campaign_id, address) DO NOTHING",
-        )
-        .bind(id)
-        .bind(required_str)
-        .bind(&mismatch_reason)
-        .bind(now)
-        .bind(org_id)
-        .bind(list_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+             {source} \
+             ON CONFLICT (campaign_id, address) DO NOTHING"
+        );
+        let inserted = query_with(sql, binds)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         let rows = sqlx::query(
             "SELECT status, count(*) AS n FROM messages WHERE campaign_id = $1 GROUP BY status",
         )
@@ -177,12 +194,18 @@ impl Store {
             return Ok(StartOutcome::NotDue);
         }
         self.freeze_links(&mut tx, id, &body).await?;
-        let reason = format!(
+        let mut reason = format!(
             "started: {} recipients ({} queued, {} skipped)",
             inserted,
             counts.get(MessageStatus::Queued),
             counts.get(MessageStatus::Skipped)
         );
+        if let Some(segment) = &segment {
+            reason.push_str(&format!(
+                ", the contacts matching {}",
+                segment.filter_text()
+            ));
+        }
         insert_event(
             &mut tx,
             id,

@@ -1,4 +1,4 @@
-//! Contacts, lists, list members and suppressions as the HTTP API sees them: every
+//! Contacts and suppressions as the HTTP API sees them (lists in `lists.rs`): every
 //! function here takes the caller's organisation and never reads or changes a row of
 //! another one (another organisation's row is simply "not found").
 
@@ -59,16 +59,25 @@ pub struct ContactChange {
 pub struct ContactFilter {
     /// Case-insensitive substring of the address or the name.
     pub q: Option<String>,
+    /// Members of this list, or the matches of this segment.
     pub list_id: Option<ListId>,
     pub unsubscribed: Option<bool>,
+    /// Contacts a segment filter matches (docs/SEGMENTS.md).
+    pub matching: Option<crate::contact_filter::Filter>,
 }
 
 #[derive(Debug, Clone)]
 pub struct ListRow {
     pub id: ListId,
     pub name: String,
+    /// Contacts added to the list; for a segment, the contacts its filter matches, once
+    /// [`Store::count_segment_members`] has counted them (0 before).
     pub members: i64,
     pub created_at: i64,
+    /// A segment's filter (docs/SEGMENTS.md); None for a list whose members are added.
+    pub filter: Option<String>,
+    /// Why a segment's filter cannot run now (a list it names was renamed or deleted).
+    pub filter_problem: Option<String>,
 }
 
 /// The outcome of deleting a list.
@@ -101,12 +110,21 @@ impl OrgRow for ContactId {
 }
 
 /// A value bound to a dynamically built statement.
-enum Bind {
+pub(in crate::store) enum Bind {
     Int(i64),
+    Real(f64),
     Text(String),
 }
 
-fn query_with(
+impl Bind {
+    /// Adds the value to `binds` and returns its placeholder (`$3`).
+    pub(in crate::store) fn push(binds: &mut Vec<Bind>, value: Bind) -> String {
+        binds.push(value);
+        format!("${}", binds.len())
+    }
+}
+
+pub(in crate::store) fn query_with(
     sql: String,
     binds: Vec<Bind>,
 ) -> sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments> {
@@ -114,6 +132,7 @@ fn query_with(
     for b in binds {
         q = match b {
             Bind::Int(i) => q.bind(i),
+            Bind::Real(r) => q.bind(r),
             Bind::Text(s) => q.bind(s),
         };
     }
@@ -157,7 +176,7 @@ fn contact_columns() -> String {
         bounded_contact_fields("c")
     )
 }
-const LIST_COLUMNS: &str = "l.id, l.name, l.created_at, \
+pub(super) const LIST_COLUMNS: &str = "l.id, l.name, l.created_at, l.filter, \
      (SELECT count(*) FROM list_members m WHERE m.list_id = l.id) AS members";
 
 fn contact_from_row(row: &AnyRow) -> Result<ContactRow, StoreError> {
@@ -185,12 +204,14 @@ fn contact_from_row(row: &AnyRow) -> Result<ContactRow, StoreError> {
     })
 }
 
-fn list_row(row: &AnyRow) -> Result<ListRow, StoreError> {
+pub(super) fn list_row(row: &AnyRow) -> Result<ListRow, StoreError> {
     Ok(ListRow {
         id: row.try_get("id")?,
         name: row.try_get("name")?,
         members: row.try_get("members")?,
         created_at: row.try_get("created_at")?,
+        filter: row.try_get("filter")?,
+        filter_problem: None,
     })
 }
 
@@ -222,7 +243,7 @@ fn contact_conflict(e: sqlx::Error, address: &str) -> StoreError {
     })
 }
 
-fn list_conflict(e: sqlx::Error, name: &str) -> StoreError {
+pub(super) fn list_conflict(e: sqlx::Error, name: &str) -> StoreError {
     StoreError::from_unique(e, || format!("a list named `{name}` already exists"))
 }
 
@@ -230,7 +251,7 @@ fn contact_missing(id: ContactId) -> StoreError {
     StoreError::NotFound(format!("there is no contact `{id}`"))
 }
 
-fn list_missing(id: ListId) -> StoreError {
+pub(super) fn list_missing(id: ListId) -> StoreError {
     StoreError::NotFound(format!("there is no list `{id}`"))
 }
 
@@ -275,11 +296,30 @@ impl Store {
             None => {}
         }
         if let Some(list_id) = filter.list_id {
-            binds.push(Bind::Int(list_id.get()));
-            sql.push_str(&format!(
-                " AND EXISTS (SELECT 1 FROM list_members m WHERE m.list_id = ${} AND m.contact_id = c.id)",
-                binds.len()
-            ));
+            // A segment's members are its filter's matches, read live.
+            match self
+                .segment_of(org_id, list_id, crate::clock::now_ms())
+                .await?
+            {
+                Some(segment) => {
+                    let condition = segment.condition(self.dialect, &mut binds);
+                    sql.push_str(&format!(" AND ({condition})"));
+                }
+                None => {
+                    binds.push(Bind::Int(list_id.get()));
+                    sql.push_str(&format!(
+                        " AND EXISTS (SELECT 1 FROM list_members m WHERE m.list_id = ${} AND m.contact_id = c.id)",
+                        binds.len()
+                    ));
+                }
+            }
+        }
+        if let Some(matching) = &filter.matching {
+            let segment = self
+                .segment_query(org_id, matching, crate::clock::now_ms())
+                .await?;
+            let condition = segment.condition(self.dialect, &mut binds);
+            sql.push_str(&format!(" AND ({condition})"));
         }
         binds.push(Bind::Int(limit));
         sql.push_str(&format!(" ORDER BY c.id LIMIT ${}", binds.len()));
@@ -353,6 +393,7 @@ impl Store {
         org_id: OrgId,
         new: &NewContact,
     ) -> Result<ContactRow, StoreError> {
+        self.refuse_segment_members(org_id, &new.list_ids).await?;
         let now = crate::clock::now_ms();
         let mut tx = self.begin().await?;
         let id: ContactId = sqlx::query_scalar(
@@ -371,7 +412,7 @@ impl Store {
         if !new.list_ids.is_empty() {
             let sql = format!(
                 "INSERT INTO list_members (list_id, contact_id, added_at) \
-                 SELECT l.id, $2, $3 FROM lists l WHERE l.org_id = $1 AND l.id IN {} \
+                 SELECT l.id, $2, $3 FROM lists l WHERE l.org_id = $1 AND l.filter IS NULL AND l.id IN {} \
                  ON CONFLICT (list_id, contact_id) DO NOTHING",
                 self.dialect.json_ids("$4")
             );
@@ -503,180 +544,6 @@ impl Store {
             .copied()
             .filter(|id| !found.contains(&id.row()))
             .collect())
-    }
-
-    // ----------------------------------------------------------------------------------
-    // Lists
-    // ----------------------------------------------------------------------------------
-
-    /// Lists of the organisation with an id above `after`, in id order, at most `limit`.
-    pub async fn org_lists(
-        &self,
-        org_id: OrgId,
-        after: ListId,
-        limit: i64,
-    ) -> Result<Vec<ListRow>, StoreError> {
-        let sql = format!(
-            "SELECT {LIST_COLUMNS} FROM lists l WHERE l.org_id = $1 AND l.id > $2 ORDER BY l.id LIMIT $3"
-        );
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(org_id)
-            .bind(after)
-            .bind(limit)
-            .fetch_all(&self.read)
-            .await?;
-        rows.iter().map(list_row).collect()
-    }
-
-    pub async fn org_list(&self, org_id: OrgId, id: ListId) -> Result<ListRow, StoreError> {
-        let sql = format!("SELECT {LIST_COLUMNS} FROM lists l WHERE l.org_id = $1 AND l.id = $2");
-        let row = sqlx::query(AssertSqlSafe(sql))
-            .bind(org_id)
-            .bind(id)
-            .fetch_optional(&self.read)
-            .await?
-            .ok_or_else(|| list_missing(id))?;
-        list_row(&row)
-    }
-
-    /// Creates a list; a name the organisation already uses is a conflict.
-    pub async fn create_org_list(&self, org_id: OrgId, name: &str) -> Result<ListRow, StoreError> {
-        let id: ListId = sqlx::query_scalar(
-            "INSERT INTO lists (org_id, name, created_at) VALUES ($1, $2, $3) RETURNING id",
-        )
-        .bind(org_id)
-        .bind(name)
-        .bind(crate::clock::now_ms())
-        .fetch_one(&self.write)
-        .await
-        .map_err(|e| list_conflict(e, name))?;
-        self.org_list(org_id, id).await
-    }
-
-    pub async fn rename_org_list(
-        &self,
-        org_id: OrgId,
-        id: ListId,
-        name: &str,
-    ) -> Result<ListRow, StoreError> {
-        let r = sqlx::query("UPDATE lists SET name = $3 WHERE org_id = $1 AND id = $2")
-            .bind(org_id)
-            .bind(id)
-            .bind(name)
-            .execute(&self.write)
-            .await
-            .map_err(|e| list_conflict(e, name))?;
-        if r.rows_affected() == 0 {
-            return Err(list_missing(id));
-        }
-        self.org_list(org_id, id).await
-    }
-
-    /// Deletes a list and its memberships (the contacts stay), unless a campaign uses it.
-    pub async fn delete_org_list(
-        &self,
-        org_id: OrgId,
-        id: ListId,
-    ) -> Result<ListDeletion, StoreError> {
-        let lock = self.dialect.lock_suffix();
-        let mut tx = self.begin().await?;
-        let exists: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
-            "SELECT id FROM lists WHERE org_id = $1 AND id = $2{lock}"
-        )))
-        .bind(org_id)
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if exists.is_none() {
-            tx.rollback().await?;
-            return Err(list_missing(id));
-        }
-        let rows = sqlx::query(
-            "SELECT id, name FROM campaigns WHERE org_id = $1 AND list_id = $2 ORDER BY id",
-        )
-        .bind(org_id)
-        .bind(id)
-        .fetch_all(&mut *tx)
-        .await?;
-        if !rows.is_empty() {
-            let campaigns = rows
-                .iter()
-                .map(|r| Ok((r.try_get("id")?, r.try_get("name")?)))
-                .collect::<Result<Vec<_>, StoreError>>()?;
-            tx.rollback().await?;
-            return Ok(ListDeletion::InUse(campaigns));
-        }
-        sqlx::query("DELETE FROM list_members WHERE list_id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        let deleted = sqlx::query("DELETE FROM lists WHERE org_id = $1 AND id = $2")
-            .bind(org_id)
-            .bind(id)
-            .execute(&mut *tx)
-            .await;
-        match deleted {
-            Ok(_) => {}
-            // A campaign created meanwhile refers to it.
-            Err(sqlx::Error::Database(db)) if db.is_foreign_key_violation() => {
-                return Err(StoreError::Conflict(format!(
-                    "list `{id}` is used by a campaign and cannot be deleted"
-                )));
-            }
-            Err(e) => return Err(e.into()),
-        }
-        tx.commit().await?;
-        Ok(ListDeletion::Deleted)
-    }
-
-    /// Adds contacts of the organisation to one of its lists; ids that are not its
-    /// contacts are ignored (check them first with [`Store::unknown_org_ids`]), and members
-    /// stay members. Returns how many became members.
-    pub async fn add_org_list_members(
-        &self,
-        org_id: OrgId,
-        list_id: ListId,
-        contact_ids: &[ContactId],
-    ) -> Result<u64, StoreError> {
-        let sql = format!(
-            "INSERT INTO list_members (list_id, contact_id, added_at) \
-             SELECT l.id, c.id, $3 FROM lists l JOIN contacts c ON c.org_id = l.org_id \
-             WHERE l.org_id = $1 AND l.id = $2 AND c.id IN {} \
-             ON CONFLICT (list_id, contact_id) DO NOTHING",
-            self.dialect.json_ids("$4")
-        );
-        let r = sqlx::query(AssertSqlSafe(sql))
-            .bind(org_id)
-            .bind(list_id)
-            .bind(crate::clock::now_ms())
-            .bind(ids_json(contact_ids.iter().copied()))
-            .execute(&self.write)
-            .await?;
-        Ok(r.rows_affected())
-    }
-
-    /// Removes a contact from a list; NotFound when it was not a member.
-    pub async fn remove_org_list_member(
-        &self,
-        org_id: OrgId,
-        list_id: ListId,
-        contact_id: ContactId,
-    ) -> Result<(), StoreError> {
-        let r = sqlx::query(
-            "DELETE FROM list_members WHERE list_id = $2 AND contact_id = $3 \
-             AND list_id IN (SELECT id FROM lists WHERE org_id = $1 AND id = $2)",
-        )
-        .bind(org_id)
-        .bind(list_id)
-        .bind(contact_id)
-        .execute(&self.write)
-        .await?;
-        if r.rows_affected() == 0 {
-            return Err(StoreError::NotFound(format!(
-                "contact `{contact_id}` is not a member of list `{list_id}`"
-            )));
-        }
-        Ok(())
     }
 
     // ----------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 //! made on import, contacts imported in batches (or seeded for `herald bench`), the attribute
 //! keys templates may use, and addresses suppressed and unsuppressed with their event.
 
+use super::{Bind, query_with};
 use crate::ids::{ListId, MessageId, OrgId};
 use crate::store::events::outbox;
 use crate::store::{ContactInput, ListInfo, OptSource, Store, StoreError, UpsertReport};
@@ -21,11 +22,16 @@ impl Store {
         .bind(crate::clock::now_ms())
         .execute(&mut *tx)
         .await?;
-        let id: ListId = sqlx::query_scalar("SELECT id FROM lists WHERE org_id = $1 AND name = $2")
+        let row = sqlx::query("SELECT id, filter FROM lists WHERE org_id = $1 AND name = $2")
             .bind(org_id)
             .bind(name)
             .fetch_one(&mut *tx)
             .await?;
+        if row.try_get::<Option<String>, _>("filter")?.is_some() {
+            tx.rollback().await?;
+            return Err(super::segments::segment_has_no_members(name));
+        }
+        let id: ListId = row.try_get("id")?;
         tx.commit().await?;
         Ok(id)
     }
@@ -142,6 +148,29 @@ impl Store {
         &self,
         list_id: ListId,
     ) -> Result<BTreeSet<String>, StoreError> {
+        // A segment's: the keys of the contacts its filter matches now.
+        let org_id: Option<OrgId> = sqlx::query_scalar("SELECT org_id FROM lists WHERE id = $1")
+            .bind(list_id)
+            .fetch_optional(&self.read)
+            .await?;
+        if let Some(org_id) = org_id
+            && let Some(segment) = self
+                .segment_of(org_id, list_id, crate::clock::now_ms())
+                .await?
+        {
+            let mut binds = vec![
+                Bind::Int(org_id.get()),
+                Bind::Int(crate::contact_rules::MAX_READ_ATTRIBUTES_BYTES as i64),
+            ];
+            let condition = segment.condition(self.dialect, &mut binds);
+            let rows = query_with(self.dialect.attribute_keys_where(&condition), binds)
+                .fetch_all(&self.read)
+                .await?;
+            return rows
+                .iter()
+                .map(|r| Ok(r.try_get::<String, _>("key")?))
+                .collect();
+        }
         let sql = self.dialect.attribute_keys();
         let keys: Vec<String> = sqlx::query_scalar(sql)
             .bind(list_id)

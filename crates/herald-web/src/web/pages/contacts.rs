@@ -1,5 +1,5 @@
-//! Contacts (search, CSV import with its row error report, unsubscribe), lists, and the
-//! suppression list.
+//! Contacts (search, segment filters counted live, CSV import with its row error report,
+//! unsubscribe), lists and segments, and the suppression list.
 
 use super::super::client::{query, segment};
 use super::super::forms::idempotency_token;
@@ -22,6 +22,9 @@ pub struct ContactsQuery {
     list_id: String,
     #[serde(default)]
     unsubscribed: String,
+    /// A segment filter (docs/SEGMENTS.md).
+    #[serde(default)]
+    filter: String,
     #[serde(default)]
     cursor: String,
 }
@@ -39,11 +42,26 @@ async fn contacts_data(web: &Web, ctx: &Ctx, f: &ContactsQuery) -> Result<Value,
             ("q", &f.q),
             ("list_id", &segment(&f.list_id)),
             ("unsubscribed", unsubscribed),
+            ("filter", f.filter.trim()),
             ("cursor", &f.cursor),
             ("limit", "50"),
         ])
     );
     let contacts = web.get(&ctx.session, &path).await;
+    // A filter is counted live, as a segment of it would be (`POST /segments/count`).
+    let mut matching = Value::Null;
+    if contacts.ok() && !f.filter.trim().is_empty() {
+        let count = web
+            .post(
+                &ctx.session,
+                "/api/v1/segments/count",
+                json!({"filter": f.filter.trim()}),
+            )
+            .await;
+        if count.ok() {
+            matching = count.body.clone();
+        }
+    }
     if !contacts.ok() {
         if contacts.status == StatusCode::BAD_REQUEST
             || contacts.status == StatusCode::UNPROCESSABLE_ENTITY
@@ -68,6 +86,7 @@ async fn contacts_data(web: &Web, ctx: &Ctx, f: &ContactsQuery) -> Result<Value,
             query(&[
                 ("q", &f.q),
                 ("unsubscribed", &f.unsubscribed),
+                ("filter", &f.filter),
                 ("cursor", c),
             ])
         )
@@ -77,7 +96,8 @@ async fn contacts_data(web: &Web, ctx: &Ctx, f: &ContactsQuery) -> Result<Value,
         "lists": lists,
         "next": next,
         "paged": !f.cursor.is_empty(),
-        "filters": {"q": f.q, "list_id": f.list_id, "unsubscribed": f.unsubscribed},
+        "filters": {"q": f.q, "list_id": f.list_id, "unsubscribed": f.unsubscribed, "filter": f.filter},
+        "matching": matching,
         "idem": idempotency_token(),
     }))
 }
@@ -265,16 +285,24 @@ pub async fn lists(State(web): State<Web>, ctx: Ctx, Query(q): Query<CursorQuery
 pub async fn create_list(State(web): State<Web>, form: PostForm) -> Response {
     let ctx = &form.ctx;
     let name = form.get("name");
-    let reply = web
-        .post(&ctx.session, "/api/v1/lists", json!({"name": name}))
-        .await;
+    let filter = form.get("filter").trim();
+    let body = if filter.is_empty() {
+        json!({"name": name})
+    } else {
+        json!({"name": name, "filter": filter})
+    };
+    let reply = web.post(&ctx.session, "/api/v1/lists", body).await;
     if reply.ok() {
         let id = reply.body["id"].as_str().unwrap_or_default();
-        return redirect_with(
-            &format!("/lists/{}", segment(id)),
-            &format!("List “{name}” created."),
-            ctx.secure,
-        );
+        let said = if filter.is_empty() {
+            format!("List “{name}” created.")
+        } else {
+            format!(
+                "Segment “{name}” created: {} it now. A campaign freezes its members when it starts.",
+                matches(&reply.body["members"])
+            )
+        };
+        return redirect_with(&format!("/lists/{}", segment(id)), &said, ctx.secure);
     }
     render_lists(
         &web,
@@ -291,32 +319,103 @@ pub async fn list_detail(
     State(web): State<Web>,
     ctx: Ctx,
     Path(id): Path<String>,
-    Query(mut f): Query<ContactsQuery>,
+    Query(f): Query<ContactsQuery>,
 ) -> Response {
-    let id = segment(&id);
+    render_list_detail(&web, &ctx, &id, f, FormErrors::none(), json!({})).await
+}
+
+/// A list's page (a segment's with its filter and the form that changes it) and its
+/// members, read live for a segment.
+async fn render_list_detail(
+    web: &Web,
+    ctx: &Ctx,
+    id: &str,
+    mut f: ContactsQuery,
+    errors: FormErrors,
+    values: Value,
+) -> Response {
+    let id = segment(id);
     let reply = web.get(&ctx.session, &format!("/api/v1/lists/{id}")).await;
     if !reply.ok() {
-        return api_failed(&ctx, "The list", &reply);
+        return api_failed(ctx, "The list", &reply);
     }
     f.list_id = id;
-    let mut data = match contacts_data(&web, &ctx, &f).await {
+    let mut data = match contacts_data(web, ctx, &f).await {
         Ok(d) => d,
         Err(r) => return r,
     };
     let name = reply.body["name"].as_str().unwrap_or("List").to_string();
+    let status = if errors.summary.is_some() {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
     if let Value::Object(m) = &mut data {
         m.insert("list".into(), reply.body.clone());
+        m.insert("segment_errors".into(), json!(errors));
+        m.insert("segment_values".into(), values);
     }
     page(
-        &ctx,
+        ctx,
         PageMeta {
-            status: StatusCode::OK,
+            status,
             section: "lists",
             title: &name,
         },
         "contacts.html",
         data,
     )
+}
+
+/// "1 contact matches", "12 contacts match".
+fn matches(members: &Value) -> String {
+    match members.as_i64() {
+        Some(1) => "1 contact matches".to_string(),
+        Some(n) => format!("{n} contacts match"),
+        None => "its contacts match".to_string(),
+    }
+}
+
+/// Changes a segment's filter (`PATCH /lists/{id}`); the page shows the new count.
+pub async fn edit_segment(
+    State(web): State<Web>,
+    Path(id): Path<String>,
+    form: PostForm,
+) -> Response {
+    let ctx = &form.ctx;
+    let id = segment(&id);
+    let filter = form.get("filter").trim().to_string();
+    let reply = web
+        .api(
+            &ctx.session,
+            Method::PATCH,
+            &format!("/api/v1/lists/{id}"),
+            Payload::Json(json!({ "filter": filter })),
+            None,
+        )
+        .await;
+    if reply.ok() {
+        return redirect_with(
+            &format!("/lists/{id}"),
+            &format!(
+                "Filter saved: {} it now. Campaigns already started keep their recipients.",
+                matches(&reply.body["members"])
+            ),
+            ctx.secure,
+        );
+    }
+    if reply.status == StatusCode::UNPROCESSABLE_ENTITY {
+        return render_list_detail(
+            &web,
+            ctx,
+            &id,
+            ContactsQuery::default(),
+            FormErrors::from_reply(&reply),
+            json!({ "filter": filter }),
+        )
+        .await;
+    }
+    api_failed(ctx, "Saving the filter", &reply)
 }
 
 async fn render_suppressions(

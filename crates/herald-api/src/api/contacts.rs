@@ -166,6 +166,7 @@ pub struct ContactQuery {
     pub unsubscribed: Option<bool>,
     /// Only the contacts this segment filter matches (docs/SEGMENTS.md), for example
     /// `attributes.plan = "gold" and created since 30d`.
+    #[param(max_length = 4000)]
     pub filter: Option<String>,
 }
 

@@ -92,7 +92,10 @@ fn filter_refused(field: &str, e: StoreError) -> ApiError {
 #[serde(deny_unknown_fields)]
 pub struct SegmentCountRequest {
     /// The filter to count (docs/SEGMENTS.md), at most 4000 characters.
-    #[schema(example = "attributes.plan = \"gold\" and created since 30d")]
+    #[schema(
+        example = "attributes.plan = \"gold\" and created since 30d",
+        max_length = 4000
+    )]
     pub filter: String,
 }
 
@@ -121,7 +124,7 @@ pub struct NewList {
     /// Makes a segment: the list's members are the contacts this filter matches
     /// (docs/SEGMENTS.md), counted live and frozen when a campaign starts. Omit for a list
     /// whose members are added.
-    #[schema(example = "attributes.plan = \"gold\"")]
+    #[schema(example = "attributes.plan = \"gold\"", max_length = 4000)]
     pub filter: Option<String>,
 }
 
@@ -133,6 +136,7 @@ pub struct ListChange {
     pub name: Option<String>,
     /// A segment's new filter (only a segment has one). Campaigns already started keep
     /// the recipients frozen at their start.
+    #[schema(max_length = 4000)]
     pub filter: Option<String>,
 }
 

@@ -31,6 +31,7 @@ pub const LAYERS: &[(&str, &str, &[&str])] = &[
             "reasons",
             "secrets",
             "segments",
+            "send_window",
             "signatures",
             "telemetry",
             "template",

@@ -459,8 +459,16 @@ async function main() {
     await choose(page, "#channel_id", "quick ");
     await page.check('input[name="when"][value="later"]');
     await page.fill("#scheduled_at", "2099-01-01T09:00");
+    // A send window: a wrong one is refused on its field with the fix, a right one shown.
+    await page.fill("#send_window", "9-20");
+    await submit(page, () => page.click("#create-button"));
+    assert.match(await page.locator("#send-window-error").textContent(), /two 24-hour local times, like 08:00-21:00/);
+    await page.fill("#send_window", "09:00-20:00 Europe/Lisbon");
+    await page.check('input[name="when"][value="later"]');
+    await page.fill("#scheduled_at", "2099-01-01T09:00");
     await submit(page, () => page.click("#create-button"));
     assert.equal(await statusText(page), "Scheduled");
+    assert.match(await page.locator("#send-window").textContent(), /09:00-20:00 Europe\/Lisbon \(each recipient's local time; this campaign's\)/);
     await page.click("#edit-link");
     await page.locator("h1", { hasText: "Edit campaign" }).waitFor();
     assert.equal(await page.inputValue("#scheduled_at"), "2099-01-01T09:00");

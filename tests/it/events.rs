@@ -306,6 +306,7 @@ both_stores!(events_are_scoped_to_their_organisation, |db| async move {
                 body: "Hi".into(),
                 scheduled_at: None,
                 whatsapp_template: None,
+                send_window: None,
             },
             "test",
         )

@@ -11,6 +11,7 @@ mod engine;
 mod events;
 mod outage;
 mod outcomes;
+mod send_windows;
 mod simulation;
 mod store_conformance;
 mod webhook_security;

@@ -1272,6 +1272,7 @@ impl<'a> Sim<'a> {
                     OutcomeKind::Retry { .. } => "retry",
                     OutcomeKind::Failed { .. } => "failed",
                     OutcomeKind::Released => "released",
+                    OutcomeKind::Held { .. } => "held",
                     OutcomeKind::Unknown { .. } => "unknown",
                     OutcomeKind::Skipped { .. } => "skipped",
                 };
@@ -1745,6 +1746,7 @@ async fn run_seed(fx: &Fixture, seed: u64, steps: usize) -> Result<Stats, Failur
                         body: "Hello {{ name }}".to_string(),
                         scheduled_at: scheduled.then_some(now),
                         whatsapp_template: None,
+                        send_window: None,
                     },
                     "sim",
                 )

@@ -11,7 +11,7 @@ both_stores!(auto_pause_from_the_command_line);
 fn auto_pause_from_the_command_line(backend: Backend) {
     let h = Herald::migrated(backend);
     h.import_contacts("people", 300);
-    const NO_HELP: &str = "help reply: none (HELP is recorded in the inbox, not answered)";
+    const NO_HELP: &str = "help reply: none (HELP is recorded in the inbox, not answered)\nsend window: none (campaigns send at any hour unless they set one)";
     assert_eq!(
         h.ok(&["org", "show"]).trim(),
         format!("auto-pause 20%/500 (Herald's default)\n{NO_HELP}")
@@ -34,10 +34,31 @@ fn auto_pause_from_the_command_line(backend: Backend) {
         h.ok(&["org", "show"])
             .contains("help reply: Acme: call +1 415 555 0100")
     );
-    assert_eq!(h.ok(&["org", "set", "--help-reply", ""]).trim(), NO_HELP);
+    assert_eq!(
+        h.ok(&["org", "set", "--help-reply", ""]).trim(),
+        "help reply: none (HELP is recorded in the inbox, not answered)"
+    );
+    // And the send window its campaigns inherit (docs/CAMPAIGNS.md, "Send windows").
+    let bad = h.fails(&["org", "set", "--send-window", "8:00-21:00"]);
+    assert!(bad.stderr.contains("like 08:00-21:00"), "{}", bad.stderr);
+    assert_eq!(
+        h.ok(&["org", "set", "--send-window", "08:00-21:00 Europe/Lisbon"])
+            .trim(),
+        "send window: 08:00-21:00 Europe/Lisbon (each recipient's local time)"
+    );
+    assert!(
+        h.ok(&["org", "show"])
+            .contains("send window: 08:00-21:00 Europe/Lisbon")
+    );
+    assert_eq!(
+        h.ok(&["org", "set", "--send-window", "off"]).trim(),
+        "send window: none (campaigns send at any hour unless they set one)"
+    );
     let nothing = h.fails(&["org", "set"]);
     assert!(
-        nothing.stderr.contains("--auto-pause or --help-reply"),
+        nothing
+            .stderr
+            .contains("--auto-pause, --help-reply or --send-window"),
         "{}",
         nothing.describe()
     );

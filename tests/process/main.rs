@@ -16,6 +16,7 @@ mod metrics;
 mod outage;
 mod prometheus_rules;
 mod segments;
+mod send_windows;
 mod slow_clients;
 mod webhooks;
 mod webhooks_out;

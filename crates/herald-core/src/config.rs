@@ -94,6 +94,9 @@ pub struct Settings {
     /// the first answer makes the channel available and resumes the campaigns the
     /// outage paused.
     pub outage_probe_interval_ms: u64,
+    /// Messages a send window holds are looked at again at least this often, not only at
+    /// the window's opening: a contact's `timezone` may change, or the campaign's window.
+    pub send_window_recheck_ms: u64,
     /// Days outbound events (the outbox) are kept; older events whose deliveries are all
     /// settled are deleted by the reconciler, with their deliveries and attempt log.
     pub event_retention_days: u64,
@@ -161,6 +164,7 @@ impl Default for Settings {
             metrics_token: None,
             outage_after_failures: 5,
             outage_probe_interval_ms: 10_000,
+            send_window_recheck_ms: 3_600_000,
             event_retention_days: 30,
             webhook_concurrency: 16,
             webhook_lease_ms: 60_000,
@@ -215,6 +219,7 @@ const FIELDS: &[(&str, Kind)] = &[
     ("metrics_token", Kind::Text),
     ("outage_after_failures", Kind::Number),
     ("outage_probe_interval_ms", Kind::Number),
+    ("send_window_recheck_ms", Kind::Number),
     ("event_retention_days", Kind::Number),
     ("webhook_concurrency", Kind::Number),
     ("webhook_lease_ms", Kind::Number),
@@ -467,6 +472,7 @@ impl Settings {
             &["outage_after_failures"],
         )?;
         at_least_one(self.outage_probe_interval_ms, &["outage_probe_interval_ms"])?;
+        at_least_one(self.send_window_recheck_ms, &["send_window_recheck_ms"])?;
         at_least_one(self.event_retention_days, &["event_retention_days"])?;
         at_least_one(self.webhook_concurrency, &["webhook_concurrency"])?;
         // Shorter, and a claim whose answer is merely slow could be handed back while its

@@ -20,6 +20,7 @@ pub mod pricing;
 pub mod reasons;
 pub mod secrets;
 pub mod segments;
+pub mod send_window;
 pub mod signatures;
 pub mod telemetry;
 pub mod template;

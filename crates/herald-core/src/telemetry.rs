@@ -182,6 +182,12 @@ pub const METRICS: &[Metric] = &[
         ],
     ),
     (
+        "herald_messages_held_total",
+        MetricKind::Counter,
+        "Messages a send window held (docs/CAMPAIGNS.md): claimed outside the recipient's local window and put back, no attempt spent",
+        &[&[]],
+    ),
+    (
         "herald_webhook_events_expired_total",
         MetricKind::Counter,
         "Stored provider webhook records deleted after webhook_retention_days",

@@ -1163,6 +1163,7 @@ api_test!(
             body: "Hi {{ name }}".into(),
             scheduled_at: None,
             whatsapp_template: None,
+            send_window: None,
         };
         let draft = store
             .create_campaign(&new("their draft"), "test")

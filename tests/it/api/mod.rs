@@ -18,6 +18,7 @@ mod outbound_guard;
 mod outcomes;
 mod replies;
 mod segments;
+mod send_windows;
 mod webhooks;
 
 use crate::support::TestDb;
@@ -287,6 +288,7 @@ pub async fn started_sandbox_campaign(
                 body: body.into(),
                 scheduled_at: None,
                 whatsapp_template: None,
+                send_window: None,
             },
             "test",
         )

@@ -170,6 +170,40 @@ pub struct Campaign {
     /// The WhatsApp template it sends, with the contact field for each parameter; null
     /// when it sends its body.
     pub whatsapp_template: Option<WhatsAppTemplate>,
+    /// The send window in force: the local times of each recipient (`08:00-21:00`, with the
+    /// zone of recipients whose own is unknown when not UTC); null when it sends at any
+    /// hour. docs/CAMPAIGNS.md, "Send windows".
+    #[schema(example = "08:00-21:00 Europe/Lisbon")]
+    pub send_window: Option<String>,
+    /// Where it comes from: `campaign` (its own), `organisation` (its default), or `none`.
+    #[schema(example = "organisation")]
+    pub send_window_source: String,
+    /// Messages its send window holds now (queued, no attempt spent) and when the first
+    /// of them may go; null when none waits.
+    pub waiting: Option<CampaignWaiting>,
+}
+
+/// Messages a send window holds.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CampaignWaiting {
+    pub messages: i64,
+    /// When the window opens for the first of them (RFC 3339).
+    pub until: String,
+}
+
+/// A `send_window` field: a window (returned in its canonical form), `off`, or `inherit`
+/// (None: the organisation's, for a campaign).
+pub fn send_window_field(value: &str) -> ApiResult<Option<String>> {
+    let value = value.trim();
+    if value.eq_ignore_ascii_case("inherit") {
+        return Ok(None);
+    }
+    if value.eq_ignore_ascii_case("off") {
+        return Ok(Some("off".to_string()));
+    }
+    crate::send_window::SendWindow::parse(value)
+        .map(|w| Some(w.to_string()))
+        .map_err(|e| ApiError::invalid("send_window", "send_window", e))
 }
 
 /// The campaign a resend or a duplicate was made from.
@@ -216,6 +250,20 @@ pub(super) fn progress(c: &CampaignRow) -> f64 {
 /// The full view of a campaign, with the stuck detector's verdict.
 pub(crate) async fn view(state: &ApiState, c: CampaignRow) -> ApiResult<Campaign> {
     let stuck = stuck(state, &c).await?;
+    let waiting = if matches!(c.status, CampaignStatus::Sending | CampaignStatus::Paused)
+        && c.send_window.effective().is_some()
+    {
+        let w = state
+            .store
+            .campaign_waiting(c.id, crate::clock::now_ms())
+            .await?;
+        w.until.map(|until| CampaignWaiting {
+            messages: w.messages,
+            until: timestamp(until),
+        })
+    } else {
+        None
+    };
     let paused_reason = if c.status == CampaignStatus::Paused {
         state.store.paused_reason(c.id).await?
     } else {
@@ -253,6 +301,9 @@ pub(crate) async fn view(state: &ApiState, c: CampaignRow) -> ApiResult<Campaign
             kind,
         }),
         whatsapp_template: c.whatsapp_template,
+        send_window: c.send_window.effective().map(str::to_string),
+        send_window_source: c.send_window.source().to_string(),
+        waiting,
     })
 }
 
@@ -268,6 +319,9 @@ async fn stuck(state: &ApiState, c: &CampaignRow) -> ApiResult<Option<CampaignSt
     let now = crate::clock::now_ms();
     let last = c.last_progress_at.or(c.started_at).unwrap_or(c.created_at);
     if now - last < i64::try_from(settings.stuck_after_ms).unwrap_or(i64::MAX) {
+        return Ok(None);
+    }
+    if crate::engine::health::waiting_for_window(&state.store, c.id, pending, now).await? {
         return Ok(None);
     }
     let instances = state.store.instances().await?;
@@ -543,6 +597,16 @@ pub struct NewCampaign {
     /// language, is approved and takes that many parameters). The body stays Herald's text
     /// of the message, for previews and the estimate.
     pub whatsapp_template: Option<WhatsAppTemplate>,
+    /// Send only between these local times of each recipient (docs/CAMPAIGNS.md, "Send
+    /// windows"): `HH:MM-HH:MM`, optionally followed by the IANA zone of recipients whose
+    /// own zone is unknown (else UTC); `off` for none; `inherit` (the default) for the
+    /// organisation's.
+    #[schema(
+        example = "08:00-21:00 Europe/Lisbon",
+        max_length = 80,
+        pattern = r"^(off|inherit|([01][0-9]|2[0-3]):[0-5][0-9]-(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)( [A-Za-z][A-Za-z0-9_+/-]{0,59})?)$"
+    )]
+    pub send_window: Option<String>,
 }
 
 /// `null` as `Some(None)` (clear it) and absent as `None` (leave it).
@@ -575,6 +639,15 @@ pub struct CampaignChange {
         pattern = r"^(off|inherit|[1-9][0-9]?%/([1-9][0-9]{1,4}|100000))$"
     )]
     pub auto_pause: Option<String>,
+    /// The send window (as at create: a window, `off` or `inherit`). Like `auto_pause` it
+    /// can change until the campaign ends; the messages it holds are looked at again at
+    /// once.
+    #[schema(
+        example = "09:00-20:00",
+        max_length = 80,
+        pattern = r"^(off|inherit|([01][0-9]|2[0-3]):[0-5][0-9]-(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)( [A-Za-z][A-Za-z0-9_+/-]{0,59})?)$"
+    )]
+    pub send_window: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -958,6 +1031,12 @@ async fn create_campaign(
         .map(auto_pause_field)
         .transpose()?
         .flatten();
+    let send_window = body
+        .send_window
+        .as_deref()
+        .map(send_window_field)
+        .transpose()?
+        .flatten();
     let channel = channel_ref(&state, &p, &body.channel_id).await?;
     let list = list_ref(&state, &p, &body.list_id).await?;
     check_variables(&state, &template, list.id, &list.name, "body").await?;
@@ -975,6 +1054,7 @@ async fn create_campaign(
                 body: body.body,
                 scheduled_at,
                 whatsapp_template: body.whatsapp_template,
+                send_window,
             },
             &p.actor,
         )
@@ -1028,7 +1108,7 @@ async fn get_campaign(
     request_body = CampaignChange,
     responses(
         (status = 200, body = Campaign),
-        (status = 409, description = "The campaign has started (or, for auto_pause, has ended)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The campaign has started (or, for auto_pause and send_window, has ended)", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn update_campaign(
     State(state): State<ApiState>,
@@ -1042,6 +1122,11 @@ async fn update_campaign(
         .as_deref()
         .map(auto_pause_field)
         .transpose()?;
+    let send_window = change
+        .send_window
+        .as_deref()
+        .map(send_window_field)
+        .transpose()?;
     let drafts_only = change.name.is_some()
         || change.body.is_some()
         || change.channel_id.is_some()
@@ -1054,7 +1139,7 @@ async fn update_campaign(
     );
     if drafts_only && !editable {
         return Err(ApiError::conflict(format!(
-            "campaign {} is {}: only a draft or a scheduled campaign can be edited (its auto_pause alone can change until it ends)",
+            "campaign {} is {}: only a draft or a scheduled campaign can be edited (its auto_pause and send_window alone can change until it ends)",
             id, current.status
         )));
     }
@@ -1069,6 +1154,20 @@ async fn update_campaign(
             actor = p.actor,
             auto_pause = %setting.map_or("inherit".to_string(), |s| s.to_string()),
             "campaign auto-pause setting changed"
+        );
+        current = state.store.api_campaign(p.org_id, id).await?;
+    }
+    if let Some(window) = &send_window {
+        state
+            .store
+            .set_campaign_send_window(p.org_id, id, window.as_deref(), crate::clock::now_ms())
+            .await?;
+        tracing::info!(
+            org_id = %p.org_id,
+            campaign_id = %id,
+            actor = p.actor,
+            send_window = window.as_deref().unwrap_or("inherit"),
+            "campaign send window changed"
         );
         current = state.store.api_campaign(p.org_id, id).await?;
     }

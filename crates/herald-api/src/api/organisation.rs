@@ -32,6 +32,10 @@ pub struct Organisation {
     /// What Herald answers an inbound HELP (or INFO) with; null: HELP is recorded in the
     /// inbox and not answered (docs/INBOX.md).
     pub help_reply: Option<String>,
+    /// The send window its campaigns inherit (docs/CAMPAIGNS.md, "Send windows"); null:
+    /// they send at any hour unless they set one.
+    #[schema(example = "08:00-21:00")]
+    pub send_window: Option<String>,
 }
 
 /// Changes to the organisation's settings; fields left out stay as they are.
@@ -52,6 +56,15 @@ pub struct OrganisationChange {
         example = "Acme Shop: questions? Call +1 415 555 0100. Reply STOP to unsubscribe."
     )]
     pub help_reply: Option<String>,
+    /// The send window its campaigns inherit: `HH:MM-HH:MM` in each recipient's local time,
+    /// optionally followed by the IANA zone of recipients whose own is unknown; `off`
+    /// removes it.
+    #[schema(
+        example = "08:00-21:00",
+        max_length = 80,
+        pattern = r"^(off|([01][0-9]|2[0-3]):[0-5][0-9]-(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)( [A-Za-z][A-Za-z0-9_+/-]{0,59})?)$"
+    )]
+    pub send_window: Option<String>,
 }
 
 fn view(
@@ -59,6 +72,7 @@ fn view(
     name: String,
     setting: Option<AutoPause>,
     help_reply: Option<String>,
+    send_window: Option<String>,
 ) -> Organisation {
     Organisation {
         id: id.to_string(),
@@ -71,6 +85,7 @@ fn view(
         }
         .to_string(),
         help_reply,
+        send_window,
     }
 }
 
@@ -87,17 +102,18 @@ async fn get_organisation(
     let org = state.store.organisation(p.org_id).await?;
     let setting = state.store.org_auto_pause(p.org_id).await?;
     let help = state.store.org_help_reply(p.org_id).await?;
-    Ok(axum::Json(view(org.id, org.name, setting, help)))
+    let window = state.store.org_send_window(p.org_id).await?;
+    Ok(axum::Json(view(org.id, org.name, setting, help, window)))
 }
 
-/// Change the organisation's settings (its campaigns' auto-pause default, its answer to
-/// HELP).
+/// Change the organisation's settings (its campaigns' auto-pause default and send window,
+/// its answer to HELP).
 #[utoipa::path(patch, path = "/organisation", tag = "accounts",
     security(("api_key" = ["admin"]), ("session" = ["admin"])),
     request_body = OrganisationChange,
     responses(
         (status = 200, body = Organisation),
-        (status = 422, description = "`auto_pause` is not PERCENT%/WINDOW, off or default, or `help_reply` is too long", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`auto_pause` is not PERCENT%/WINDOW, off or default, `help_reply` is too long, or `send_window` is not a window or off", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn update_organisation(
     State(state): State<ApiState>,
@@ -123,10 +139,47 @@ async fn update_organisation(
             .await?;
         tracing::info!(org_id = %p.org_id, actor = p.actor, set = text.is_some(), "organisation help reply changed");
     }
+    if let Some(value) = &change.send_window {
+        let window = match super::campaigns::send_window_field(value)? {
+            Some(w) if w == "off" => None,
+            Some(w) => Some(w),
+            None => {
+                return Err(ApiError::invalid(
+                    "send_window",
+                    "send_window",
+                    "an organisation's send window is a window like 08:00-21:00, or off",
+                ));
+            }
+        };
+        state
+            .store
+            .set_org_send_window(p.org_id, window.as_deref())
+            .await?;
+        tracing::info!(org_id = %p.org_id, actor = p.actor, send_window = window.as_deref().unwrap_or("off"), "organisation send window changed");
+    }
+    if let Some(value) = &change.send_window {
+        let window = match super::campaigns::send_window_field(value)? {
+            Some(w) if w == "off" => None,
+            Some(w) => Some(w),
+            None => {
+                return Err(ApiError::invalid(
+                    "send_window",
+                    "send_window",
+                    "an organisation's send window is a window like 08:00-21:00, or off",
+                ));
+            }
+        };
+        state
+            .store
+            .set_org_send_window(p.org_id, window.as_deref())
+            .await?;
+        tracing::info!(org_id = %p.org_id, actor = p.actor, send_window = window.as_deref().unwrap_or("off"), "organisation send window changed");
+    }
     let org = state.store.organisation(p.org_id).await?;
     let setting = state.store.org_auto_pause(p.org_id).await?;
     let help = state.store.org_help_reply(p.org_id).await?;
-    Ok(axum::Json(view(org.id, org.name, setting, help)))
+    let window = state.store.org_send_window(p.org_id).await?;
+    Ok(axum::Json(view(org.id, org.name, setting, help, window)))
 }
 
 /// A help reply as the store keeps it (`replies::help_reply_text`), or 422.

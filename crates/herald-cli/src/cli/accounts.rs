@@ -19,7 +19,7 @@ pub enum OrgCommand {
     },
     /// List the organisations.
     List,
-    /// Show --org's settings (its auto-pause default, its answer to HELP).
+    /// Show --org's settings (its auto-pause default, its answer to HELP, its send window).
     Show,
     /// Change --org's settings.
     Set {
@@ -32,6 +32,11 @@ pub enum OrgCommand {
         /// removes it (HELP is then recorded in the inbox, not answered).
         #[arg(long, value_name = "TEXT")]
         help_reply: Option<String>,
+        /// The send window its campaigns inherit: HH:MM-HH:MM in each recipient's local
+        /// time, optionally with the IANA zone of recipients whose own is unknown
+        /// ("08:00-21:00 Europe/Lisbon"); off removes it. docs/CAMPAIGNS.md, "Send windows".
+        #[arg(long, value_name = "HH:MM-HH:MM[ ZONE]|off", value_parser = super::campaign::parse_send_window)]
+        send_window: Option<String>,
     },
 }
 
@@ -52,6 +57,13 @@ fn print_help_reply(text: Option<&str>) {
     match text {
         Some(t) => println!("help reply: {t}"),
         None => println!("help reply: none (HELP is recorded in the inbox, not answered)"),
+    }
+}
+
+fn print_send_window(window: Option<&str>) {
+    match window {
+        Some(w) => println!("send window: {w} (each recipient's local time)"),
+        None => println!("send window: none (campaigns send at any hour unless they set one)"),
     }
 }
 
@@ -114,15 +126,17 @@ pub async fn org(cli: &Cli, settings: &Settings, command: &OrgCommand) -> CliRes
             let org = resolve_org(&store, &cli.org).await?;
             print_org_auto_pause(store.org_auto_pause(org).await?);
             print_help_reply(store.org_help_reply(org).await?.as_deref());
+            print_send_window(store.org_send_window(org).await?.as_deref());
         }
         OrgCommand::Set {
             auto_pause,
             help_reply,
+            send_window,
         } => {
             let org = resolve_org(&store, &cli.org).await?;
-            if auto_pause.is_none() && help_reply.is_none() {
+            if auto_pause.is_none() && help_reply.is_none() && send_window.is_none() {
                 return Err(CliError::from(
-                    "nothing to change: give --auto-pause or --help-reply",
+                    "nothing to change: give --auto-pause, --help-reply or --send-window",
                 ));
             }
             let help = help_reply
@@ -139,6 +153,12 @@ pub async fn org(cli: &Cli, settings: &Settings, command: &OrgCommand) -> CliRes
                 store.set_org_help_reply(org, help.as_deref()).await?;
                 tracing::info!(org_id = %org, set = help.is_some(), "organisation help reply changed");
                 print_help_reply(help.as_deref());
+            }
+            if let Some(window) = send_window {
+                let window = (window != "off").then_some(window.as_str());
+                store.set_org_send_window(org, window).await?;
+                tracing::info!(org_id = %org, send_window = window.unwrap_or("off"), "organisation send window changed");
+                print_send_window(window);
             }
         }
         OrgCommand::Create { name } => {

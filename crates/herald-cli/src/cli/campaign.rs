@@ -39,8 +39,24 @@ pub enum CampaignCommand {
         /// --auto-pause`), else 20%/500.
         #[arg(long, value_name = "PERCENT%/WINDOW|off", value_parser = parse_auto_pause)]
         auto_pause: Option<AutoPause>,
+        /// Send only between these local times of each recipient: HH:MM-HH:MM, optionally
+        /// with the IANA zone of recipients whose own is unknown ("08:00-21:00
+        /// Europe/Lisbon"), or off. Without it, the organisation's (`herald org set
+        /// --send-window`). docs/CAMPAIGNS.md, "Send windows".
+        #[arg(long, value_name = "HH:MM-HH:MM[ ZONE]|off", value_parser = parse_send_window)]
+        send_window: Option<String>,
         #[command(flatten)]
         template: TemplateFlags,
+    },
+    /// Change a campaign's send window until it ends; the messages it holds are looked at
+    /// again at once.
+    SendWindow {
+        /// Campaign id (cmp_2, or 2).
+        #[arg(value_name = "CAMPAIGN", value_parser = CampaignId::parse_lenient)]
+        id: CampaignId,
+        /// HH:MM-HH:MM[ ZONE], off, or inherit (the organisation's).
+        #[arg(value_name = "HH:MM-HH:MM[ ZONE]|off|inherit")]
+        window: String,
     },
     /// Change a campaign's auto-pause setting until it ends (the failure window restarts).
     AutoPause {
@@ -276,6 +292,7 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &CampaignCommand) -> C
             body,
             schedule_at,
             auto_pause,
+            send_window,
             template: template_flags,
         } => {
             let list = resolve_list(&store, org, list).await?;
@@ -309,6 +326,7 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &CampaignCommand) -> C
                         body: body.clone(),
                         scheduled_at,
                         whatsapp_template,
+                        send_window: send_window.clone(),
                     },
                     &who,
                 )
@@ -317,6 +335,25 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &CampaignCommand) -> C
                 store.set_campaign_auto_pause(org, id, *auto_pause).await?;
             }
             println!("{}", id);
+            Ok(0)
+        }
+        CampaignCommand::SendWindow { id, window } => {
+            let id = own(&store, org, *id).await?;
+            let setting = if window.trim().eq_ignore_ascii_case("inherit") {
+                None
+            } else {
+                Some(parse_send_window(window).map_err(CliError::from)?)
+            };
+            store
+                .set_campaign_send_window(org, id, setting.as_deref(), now)
+                .await?;
+            let c = store.campaign(id).await?;
+            println!(
+                "campaign {}: send window {} ({})",
+                id,
+                c.send_window.effective().unwrap_or("none: any hour"),
+                c.send_window.source()
+            );
             Ok(0)
         }
         CampaignCommand::AutoPause { id, setting } => {
@@ -559,10 +596,22 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &CampaignCommand) -> C
                 let paused_reason = store.paused_reason(c.id).await?;
                 let links = store.campaign_links(org, c.id).await?;
                 let reached = crate::tracked_links::reached(&c.counts);
+                // Messages its send window holds, as the API's `waiting`.
+                let waiting = store.campaign_waiting(c.id, now).await?;
                 if *json {
                     let mut v = status_json(&c);
                     if let Some(o) = v.as_object_mut() {
                         o.insert("paused_reason".into(), paused_reason.into());
+                        o.insert(
+                            "waiting".into(),
+                            match waiting.until {
+                                Some(until) => serde_json::json!({
+                                    "messages": waiting.messages,
+                                    "until": crate::clock::rfc3339(until),
+                                }),
+                                None => serde_json::Value::Null,
+                            },
+                        );
                         let links: Vec<serde_json::Value> = links
                             .iter()
                             .map(|l| {
@@ -580,6 +629,13 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &CampaignCommand) -> C
                     println!("{}", serde_json::to_string(&v)?);
                 } else {
                     print_status(&c);
+                    if let Some(until) = waiting.until {
+                        println!(
+                            "  waiting {} for their send window, the first at {} (not stuck: no attempt is spent)",
+                            waiting.messages,
+                            crate::clock::rfc3339(until)
+                        );
+                    }
                     if let Some(reason) = paused_reason {
                         println!("  paused: {reason}");
                     }
@@ -776,6 +832,8 @@ pub fn status_json(c: &Campaign) -> serde_json::Value {
         "auto_pause_source".into(),
         c.auto_pause.source.as_str().into(),
     );
+    o.insert("send_window".into(), c.send_window.effective().into());
+    o.insert("send_window_source".into(), c.send_window.source().into());
     // Null until the campaign is completed or cancelled (domain::CampaignOutcome).
     o.insert("outcome".into(), c.outcome.map(|o| o.as_str()).into());
     o.insert("channel".into(), c.channel_name.clone().into());
@@ -865,6 +923,9 @@ fn print_status(c: &Campaign) {
         c.auto_pause.effective,
         c.auto_pause.source.as_str()
     );
+    if let Some(w) = c.send_window.effective() {
+        println!("  send window {w} ({})", c.send_window.source());
+    }
     if let Some(t) = c.started_at {
         println!("  started   {}", crate::clock::rfc3339(t));
     }
@@ -985,6 +1046,14 @@ async fn watch_bar(store: &Store, id: CampaignId, json: bool) -> CliResult {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// `--send-window`: a window (in its canonical form) or off.
+pub fn parse_send_window(s: &str) -> Result<String, String> {
+    if s.trim().eq_ignore_ascii_case("off") {
+        return Ok("off".to_string());
+    }
+    crate::send_window::SendWindow::parse(s).map(|w| w.to_string())
 }
 
 /// `--auto-pause`: PERCENT%/WINDOW or off.

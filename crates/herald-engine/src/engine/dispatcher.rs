@@ -188,6 +188,12 @@ pub async fn run(
             if let Ok(mut known) = ctx.in_flight.lock() {
                 known.extend(claimed.iter().map(|m| m.id));
             }
+            // Recipients outside the campaign's send window go back, held, with no attempt
+            // spent; the others are sent now.
+            let claimed = hold_outside_window(&ctx, &owner, campaign, claimed).await;
+            if claimed.is_empty() {
+                continue;
+            }
             let template = templates
                 .entry(campaign.id)
                 .or_insert_with(|| {
@@ -245,6 +251,73 @@ pub async fn run(
     drop(out_tx);
     let _ = tokio::time::timeout(deadline, committer).await;
     Ok(())
+}
+
+/// Splits a claim by the campaign's send window (docs/CAMPAIGNS.md, "Send windows"): the
+/// messages whose recipient's local time is outside it are recorded held (back to
+/// `queued`, the claim's attempt refunded, due again when the window opens or at the next
+/// re-check, whichever is first); the rest are returned to be sent. A window that no
+/// longer parses holds nothing: the API and the CLI refuse one at every write.
+async fn hold_outside_window(
+    ctx: &EngineContext,
+    owner: &str,
+    campaign: &SendableCampaign,
+    claimed: Vec<ClaimedMessage>,
+) -> Vec<ClaimedMessage> {
+    let Some(text) = campaign.send_window.as_deref() else {
+        return claimed;
+    };
+    let window = match crate::send_window::SendWindow::parse(text) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(campaign_id = %campaign.id, error = %e, "send window does not parse; sending");
+            return claimed;
+        }
+    };
+    let window_now = ctx.window_clock.now_ms();
+    let real_now = crate::clock::now_ms();
+    let recheck = ctx.settings.send_window_recheck_ms.max(1) as i64;
+    let mut send = Vec::with_capacity(claimed.len());
+    let mut held = Vec::new();
+    for m in claimed {
+        let zones = crate::send_window::recipient_zones(m.address.as_str(), &m.attributes);
+        match window.next_open(&zones.zones, window_now) {
+            None => send.push(m),
+            Some(opens) => {
+                // The hold is counted on the window's clock; the claim runs on the
+                // database's (the same, but in tests).
+                let wait = opens - window_now;
+                tracing::debug!(
+                    campaign_id = %campaign.id,
+                    message_id = %m.id,
+                    opens = %crate::clock::rfc3339(real_now + wait),
+                    basis = ?zones.basis,
+                    "held by the send window"
+                );
+                held.push(Outcome {
+                    message_id: m.id,
+                    campaign_id: campaign.id,
+                    attempt: Some(m.attempts),
+                    kind: OutcomeKind::Held {
+                        until: real_now + wait,
+                        next_look: real_now + wait.min(recheck),
+                    },
+                });
+            }
+        }
+    }
+    if !held.is_empty() {
+        let count = held.len();
+        record_durably(ctx, owner, held.clone()).await;
+        if let Ok(mut known) = ctx.in_flight.lock() {
+            for o in &held {
+                known.remove(&o.message_id);
+            }
+        }
+        metrics::counter!("herald_messages_held_total").increment(count as u64);
+        tracing::debug!(campaign_id = %campaign.id, held = count, "send window holds messages");
+    }
+    send
 }
 
 /// Waits, with nothing to claim, until whichever comes first: a campaign starts or resumes

@@ -47,6 +47,9 @@ pub async fn stuck_campaigns(
         if pending == 0 || idle_for < settings.stuck_after_ms as i64 {
             continue;
         }
+        if waiting_for_window(store, c.id, pending, now).await? {
+            continue;
+        }
         let reason =
             stuck_reason(store, c.id, &c.channel_name, &c.counts, &alive, &instances).await?;
         out.push(StuckCampaign {
@@ -58,6 +61,17 @@ pub async fn stuck_campaigns(
         });
     }
     Ok(out)
+}
+
+/// Whether every pending message of a campaign waits for its send window to open:
+/// waiting, not stuck, however long it lasts (docs/CAMPAIGNS.md, "Send windows").
+pub async fn waiting_for_window(
+    store: &Store,
+    campaign_id: CampaignId,
+    pending: i64,
+    now: i64,
+) -> Result<bool, StoreError> {
+    Ok(store.campaign_waiting(campaign_id, now).await?.messages >= pending)
 }
 
 /// Why a campaign with pending work makes no progress, from what the engine knows: no live

@@ -76,6 +76,31 @@ pub struct EngineContext {
     /// Consecutive provider-side send failures per channel seen by this instance: the
     /// evidence that marks a channel unavailable (the mark itself is in the database).
     pub outages: outage::Tracker,
+    /// The clock send windows read recipients' local time from: the system's, or one a
+    /// test sets.
+    pub window_clock: WindowClock,
+}
+
+/// The time send windows judge by: the system clock plus an offset that only tests move
+/// (`Engine::with_window_clock`), so a test can see a held message sent when its window
+/// opens without waiting for the hour.
+#[derive(Debug, Clone, Default)]
+pub struct WindowClock {
+    offset_ms: Arc<std::sync::atomic::AtomicI64>,
+}
+
+impl WindowClock {
+    pub fn now_ms(&self) -> i64 {
+        crate::clock::now_ms() + self.offset_ms.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Makes `now_ms` read `at` from now on (as it moves with the system clock).
+    pub fn set(&self, at: i64) {
+        self.offset_ms.store(
+            at - crate::clock::now_ms(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
 }
 
 pub struct Engine {
@@ -100,10 +125,20 @@ impl Engine {
                 in_flight: std::sync::Mutex::new(std::collections::HashSet::new()),
                 throttle: throttle::Throttle::new(store.clone()),
                 outages: outage::Tracker::default(),
+                window_clock: WindowClock::default(),
                 store,
             }),
             receipts_rx,
         }
+    }
+
+    /// The engine with send windows judged by `clock` (tests).
+    pub fn with_window_clock(self, clock: WindowClock) -> Engine {
+        let mut engine = self;
+        if let Some(ctx) = Arc::get_mut(&mut engine.ctx) {
+            ctx.window_clock = clock;
+        }
+        engine
     }
 
     pub fn instance_id(&self) -> &str {

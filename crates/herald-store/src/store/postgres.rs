@@ -121,6 +121,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "segments",
         include_str!("../../migrations/postgres/0022_segments.sql"),
     ),
+    (
+        23,
+        "send_windows",
+        include_str!("../../migrations/postgres/0023_send_windows.sql"),
+    ),
 ];
 
 pub(super) async fn connect(url: &str) -> Result<(AnyPool, AnyPool), StoreError> {

@@ -122,6 +122,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "segments",
         include_str!("../../migrations/sqlite/0022_segments.sql"),
     ),
+    (
+        23,
+        "send_windows",
+        include_str!("../../migrations/sqlite/0023_send_windows.sql"),
+    ),
 ];
 
 /// Accepts `sqlite://path`, `sqlite:path` and `sqlite::memory:`; creates the file if needed.

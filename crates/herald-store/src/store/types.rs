@@ -129,6 +129,39 @@ pub struct NewCampaign {
     /// On a WhatsApp channel: the approved template it sends, and the contact field for
     /// each parameter.
     pub whatsapp_template: Option<crate::whatsapp_template::WhatsAppTemplate>,
+    /// Its own send window (`08:00-21:00[ ZONE]`, or `off`); None: its organisation's.
+    pub send_window: Option<String>,
+}
+
+/// A campaign's send window (docs/CAMPAIGNS.md, "Send windows"): its own setting (a window,
+/// `off`, or None to take its organisation's) and its organisation's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SendWindowSetting {
+    pub campaign: Option<String>,
+    pub organisation: Option<String>,
+}
+
+impl SendWindowSetting {
+    /// The text `off` that turns an organisation's window off for one campaign.
+    pub const OFF: &'static str = "off";
+
+    /// The window in force, if any.
+    pub fn effective(&self) -> Option<&str> {
+        match self.campaign.as_deref() {
+            Some(Self::OFF) => None,
+            Some(own) => Some(own),
+            None => self.organisation.as_deref(),
+        }
+    }
+
+    /// Where the window in force comes from: `campaign`, `organisation`, or `none`.
+    pub fn source(&self) -> &'static str {
+        match (self.campaign.as_deref(), &self.organisation) {
+            (Some(Self::OFF), _) | (None, None) => "none",
+            (Some(_), _) => "campaign",
+            (None, Some(_)) => "organisation",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -164,6 +197,8 @@ pub struct Campaign {
     pub parent: Option<(CampaignId, crate::domain::Derivation)>,
     /// Its WhatsApp template, when it names one.
     pub whatsapp_template: Option<crate::whatsapp_template::WhatsAppTemplate>,
+    /// Its send window, its own and its organisation's.
+    pub send_window: SendWindowSetting,
 }
 
 #[derive(Debug, Clone)]
@@ -241,6 +276,8 @@ pub struct SendableCampaign {
     pub channel_id: ChannelId,
     pub body: String,
     pub whatsapp_template: Option<crate::whatsapp_template::WhatsAppTemplate>,
+    /// The send window in force (its own, else its organisation's), as stored.
+    pub send_window: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -275,6 +312,12 @@ pub enum OutcomeKind {
     },
     /// Claimed but never sent (graceful shutdown): back to `queued`, attempt refunded.
     Released,
+    /// Outside its send window: back to `queued`, attempt refunded, held until the window
+    /// opens (`until`) and looked at again at `next_look` (at most `until`).
+    Held {
+        until: i64,
+        next_look: i64,
+    },
     /// The provider may or may not have the message (timed out after the request left):
     /// the message is in doubt and the in-doubt policy decides.
     Unknown {

@@ -135,9 +135,11 @@ impl Store {
         .bind(kind.as_str())
         .fetch_one(&mut **tx)
         .await?;
-        // Its WhatsApp template too: a resend must send what the parent sent.
+        // Its WhatsApp template and send window too: a resend sends what and when the
+        // parent did.
         sqlx::query(
-            "UPDATE campaigns SET whatsapp_template = (SELECT p.whatsapp_template FROM campaigns p WHERE p.id = $1) WHERE id = $2",
+            "UPDATE campaigns SET whatsapp_template = (SELECT p.whatsapp_template FROM campaigns p WHERE p.id = $1), \
+             send_window = (SELECT p.send_window FROM campaigns p WHERE p.id = $1) WHERE id = $2",
         )
         .bind(parent_id)
         .bind(id)

@@ -37,8 +37,8 @@ impl Store {
         };
         let mut tx = self.begin().await?;
         let id: CampaignId = sqlx::query_scalar(
-            "INSERT INTO campaigns (org_id, name, channel_id, list_id, body, status, scheduled_at, created_at, whatsapp_template) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+            "INSERT INTO campaigns (org_id, name, channel_id, list_id, body, status, scheduled_at, created_at, whatsapp_template, send_window) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
         )
         .bind(new.org_id)
         .bind(&new.name)
@@ -49,6 +49,7 @@ impl Store {
         .bind(new.scheduled_at)
         .bind(now)
         .bind(template_json(new.whatsapp_template.as_ref()))
+        .bind(new.send_window.as_deref())
         .fetch_one(&mut *tx)
         .await
         .map_err(|e| match &e {

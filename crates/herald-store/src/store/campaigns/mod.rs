@@ -13,3 +13,4 @@ mod order;
 pub(super) mod outcomes;
 pub(super) mod reads;
 mod stuck;
+pub mod windows;

@@ -17,7 +17,8 @@ pub(in crate::store) const CAMPAIGN_COLUMNS: &str = "c.id, c.org_id, c.name, c.c
      (SELECT COUNT(*) FROM replies rp WHERE rp.campaign_id = c.id) AS replies, \
      c.auto_pause_percent, c.auto_pause_window, c.parent_id, c.parent_kind, \
      (SELECT org.auto_pause_percent FROM organisations org WHERE org.id = c.org_id) AS org_auto_pause_percent, \
-     (SELECT org.auto_pause_window FROM organisations org WHERE org.id = c.org_id) AS org_auto_pause_window";
+     (SELECT org.auto_pause_window FROM organisations org WHERE org.id = c.org_id) AS org_auto_pause_window, \
+     c.send_window, (SELECT org.send_window FROM organisations org WHERE org.id = c.org_id) AS org_send_window";
 
 pub(in crate::store) const CAMPAIGN_FROM: &str =
     "FROM campaigns c JOIN channels ch ON ch.id = c.channel_id JOIN lists l ON l.id = c.list_id";
@@ -237,6 +238,10 @@ pub(in crate::store) fn campaign_from_row(row: &AnyRow) -> Result<Campaign, Stor
             row.try_get("whatsapp_template")?,
         )?,
         auto_pause: autopause::setting_from_row(row)?,
+        send_window: crate::store::SendWindowSetting {
+            campaign: row.try_get("send_window")?,
+            organisation: row.try_get("org_send_window")?,
+        },
         parent: match (
             row.try_get::<Option<CampaignId>, _>("parent_id")?,
             row.try_get::<Option<String>, _>("parent_kind")?,

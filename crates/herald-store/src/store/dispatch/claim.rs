@@ -11,7 +11,10 @@ impl Store {
     /// Sending campaigns with work due now.
     pub async fn sendable_campaigns(&self, now: i64) -> Result<Vec<SendableCampaign>, StoreError> {
         let rows = sqlx::query(
-            "SELECT c.id, c.org_id, c.channel_id, c.body, c.whatsapp_template FROM campaigns c WHERE c.status = 'sending' \
+            "SELECT c.id, c.org_id, c.channel_id, c.body, c.whatsapp_template, \
+             CASE WHEN c.send_window = 'off' THEN NULL \
+                  ELSE COALESCE(c.send_window, (SELECT o.send_window FROM organisations o WHERE o.id = c.org_id)) END AS send_window \
+             FROM campaigns c WHERE c.status = 'sending' \
              AND EXISTS (SELECT 1 FROM messages m WHERE m.campaign_id = c.id AND m.status IN ('queued','retry_wait') AND m.next_attempt_at <= $1) \
              ORDER BY c.id",
         )
@@ -28,6 +31,7 @@ impl Store {
                     whatsapp_template: crate::store::campaigns::lifecycle::template_from_json(
                         r.try_get("whatsapp_template")?,
                     )?,
+                    send_window: r.try_get("send_window")?,
                 })
             })
             .collect()

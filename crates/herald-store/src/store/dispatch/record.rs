@@ -70,6 +70,10 @@ impl Store {
         let mut records = Vec::with_capacity(outcomes.len());
         for o in outcomes {
             let cancelled = statuses.get(&o.campaign_id) == Some(&CampaignStatus::Cancelled);
+            let held_until = match &o.kind {
+                OutcomeKind::Held { until, .. } if !cancelled => Some(*until),
+                _ => None,
+            };
             let (status, provider_id, error, next_at, refund) = match &o.kind {
                 OutcomeKind::Sent { provider_id } => (
                     MessageStatus::Sent,
@@ -107,6 +111,17 @@ impl Store {
                 ),
                 // Handed back unsent: the attempt did not happen.
                 OutcomeKind::Released => (MessageStatus::Queued, None, None, Some(now), 1),
+                OutcomeKind::Held { .. } if cancelled => (
+                    MessageStatus::Cancelled,
+                    None,
+                    Some("campaign cancelled".to_string()),
+                    None,
+                    1,
+                ),
+                // Outside its send window: no attempt spent, due again when it opens.
+                OutcomeKind::Held { next_look, .. } => {
+                    (MessageStatus::Queued, None, None, Some(*next_look), 1)
+                }
                 OutcomeKind::Skipped { reason } => {
                     (MessageStatus::Skipped, None, Some(reason.clone()), None, 0)
                 }
@@ -126,7 +141,8 @@ impl Store {
                 "next_attempt_at": next_at,
                 "refund": refund,
                 "sent_at": if status == MessageStatus::Sent { Some(now) } else { None },
-                "release": i64::from(matches!(o.kind, OutcomeKind::Released)),
+                "release": i64::from(matches!(o.kind, OutcomeKind::Released | OutcomeKind::Held { .. })),
+                "held_until": held_until,
                 "attempt": o.attempt,
                 "doubt": i64::from(status == MessageStatus::InDoubt),
             }));
@@ -142,6 +158,7 @@ impl Store {
                 ("refund", "int"),
                 ("sent_at", "int"),
                 ("release", "int"),
+                ("held_until", "int"),
                 ("doubt", "int"),
                 ("attempt", "int"),
             ],
@@ -152,6 +169,7 @@ impl Store {
              attempts = messages.attempts - x.refund, sent_at = COALESCE(x.sent_at, messages.sent_at), \
              failed_at = CASE WHEN x.status = 'failed' THEN $2 ELSE messages.failed_at END, \
              owner = CASE WHEN x.release = 1 THEN NULL ELSE messages.owner END, lease_until = NULL, updated_at = $2, \
+             held_until = COALESCE(x.held_until, messages.held_until), \
              was_in_doubt = CASE WHEN x.doubt = 1 THEN 1 ELSE messages.was_in_doubt END, \
              in_doubt_at = CASE WHEN x.doubt = 1 THEN $2 ELSE messages.in_doubt_at END \
              FROM {recs} WHERE messages.id = x.id AND messages.status = 'in_flight' AND messages.owner = $3 \
@@ -177,6 +195,10 @@ impl Store {
             })
             .collect();
         let mut message_events = Vec::new();
+        // A claim handed back (a stop, a send window's hold) is not progress: a campaign
+        // whose every outcome here went back to `queued` keeps its last progress time.
+        let mut requeued: BTreeSet<CampaignId> = BTreeSet::new();
+        let mut moved_on: BTreeSet<CampaignId> = BTreeSet::new();
         for r in &rows {
             let id: MessageId = r.try_get("id")?;
             applied_ids.insert(id);
@@ -196,6 +218,11 @@ impl Store {
                 .entry(campaign)
                 .or_default()
                 .moved(MessageStatus::InFlight, status);
+            if status == MessageStatus::Queued {
+                requeued.insert(campaign);
+            } else {
+                moved_on.insert(campaign);
+            }
             if status == MessageStatus::InDoubt {
                 *doubts.entry(campaign).or_default() += 1;
             }
@@ -236,7 +263,12 @@ impl Store {
             .await?;
         for (campaign, delta) in &deltas {
             let doubt = doubts.get(campaign).copied().unwrap_or(0);
-            self.apply_counts(&mut tx, *campaign, delta, doubt, Some(now))
+            let progress_at = if requeued.contains(campaign) && !moved_on.contains(campaign) {
+                None
+            } else {
+                Some(now)
+            };
+            self.apply_counts(&mut tx, *campaign, delta, doubt, progress_at)
                 .await?;
             if statuses.get(campaign) != Some(&CampaignStatus::Sending) {
                 // Sends finishing after a cancel, or kept receipts of an ended campaign.

@@ -642,6 +642,11 @@ pub async fn create(State(web): State<Web>, form: PostForm) -> Response {
     if !template.is_null() {
         body["whatsapp_template"] = template;
     }
+    // Empty: the organisation's send window (the API's `inherit`).
+    let window = form.get("send_window").trim();
+    if !window.is_empty() {
+        body["send_window"] = json!(window);
+    }
     let mut errors = FormErrors::none();
     if when == "later" {
         let at = schedule_time(form.get("scheduled_at"));

@@ -1,0 +1,116 @@
+//! Send windows as stored (docs/CAMPAIGNS.md, "Send windows"): an organisation's default,
+//! a campaign's own (set while it is a draft or scheduled), and the messages a window holds,
+//! counted for the campaign's page, `status` and the API. The window itself is parsed and
+//! judged in `herald_core::send_window`; here it is text.
+
+use crate::ids::{CampaignId, OrgId};
+use crate::store::{Store, StoreError};
+use sqlx::Row;
+
+/// Messages a send window holds now, and when the first of them may go.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Waiting {
+    pub messages: i64,
+    /// The earliest opening among them; None when none waits.
+    pub until: Option<i64>,
+}
+
+impl Store {
+    /// The organisation's default send window; None: campaigns send at any hour unless
+    /// they set their own.
+    pub async fn org_send_window(&self, org_id: OrgId) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT send_window FROM organisations WHERE id = $1")
+                .bind(org_id)
+                .fetch_optional(&self.read)
+                .await?
+                .flatten(),
+        )
+    }
+
+    /// Sets (or, with None, removes) the organisation's default send window. The caller
+    /// checks the text (`SendWindow::parse`). Campaigns already sending take it at their
+    /// next claim, unless they set their own.
+    pub async fn set_org_send_window(
+        &self,
+        org_id: OrgId,
+        window: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE organisations SET send_window = $1 WHERE id = $2")
+            .bind(window)
+            .bind(org_id)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    /// The campaign's messages its send window holds at `now`: queued, with a hold that
+    /// has not ended.
+    pub async fn campaign_waiting(
+        &self,
+        campaign_id: CampaignId,
+        now: i64,
+    ) -> Result<Waiting, StoreError> {
+        let row = sqlx::query(
+            "SELECT count(*) AS n, min(held_until) AS until FROM messages \
+             WHERE campaign_id = $1 AND status = 'queued' AND held_until > $2",
+        )
+        .bind(campaign_id)
+        .bind(now)
+        .fetch_one(&self.read)
+        .await?;
+        Ok(Waiting {
+            messages: row.try_get("n")?,
+            until: row.try_get("until")?,
+        })
+    }
+
+    /// Sets a campaign's own send window (`off`: none, whatever its organisation's; None:
+    /// its organisation's), until the campaign ends. The messages it holds are looked at
+    /// again at once, in the same transaction, so a window that opens earlier sends them.
+    pub async fn set_campaign_send_window(
+        &self,
+        org_id: OrgId,
+        campaign_id: CampaignId,
+        window: Option<&str>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        let r = sqlx::query(
+            "UPDATE campaigns SET send_window = $1 \
+             WHERE id = $2 AND org_id = $3 AND status NOT IN ('completed', 'cancelled')",
+        )
+        .bind(window)
+        .bind(campaign_id)
+        .bind(org_id)
+        .execute(&mut *tx)
+        .await?;
+        if r.rows_affected() == 1 {
+            sqlx::query(
+                "UPDATE messages SET next_attempt_at = $2 \
+                 WHERE campaign_id = $1 AND status = 'queued' AND held_until > $2",
+            )
+            .bind(campaign_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            return Ok(());
+        }
+        tx.rollback().await?;
+        let status: Option<String> =
+            sqlx::query_scalar("SELECT status FROM campaigns WHERE id = $1 AND org_id = $2")
+                .bind(campaign_id)
+                .bind(org_id)
+                .fetch_optional(&self.read)
+                .await?;
+        match status {
+            None => Err(StoreError::NotFound(format!(
+                "campaign {campaign_id} does not exist: `herald campaign list` shows the campaigns there are"
+            ))),
+            Some(s) => Err(StoreError::Conflict(format!(
+                "campaign {campaign_id} is {s}: its send window can change only until it ends"
+            ))),
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! Send windows (issue 14, point 4) as a campaign manager meets them with the real binary:
+//! contacts whose `timezone` comes from a CSV column, a campaign whose window is open for
+//! one of them and closed for the other; the first is sent at once, the second waits with
+//! no attempt spent, and `status`, its JSON and the API say how many wait and until when;
+//! the campaign is not stuck; turning the window off sends the other at once. The wait
+//! until a window opens is tested with a clock the test sets, in tests/it/send_windows.rs.
+
+use crate::both_stores;
+use crate::support::{Backend, Herald, http_request, n};
+use chrono::Timelike;
+
+both_stores!(a_recipient_outside_the_window_waits_and_is_shown_waiting);
+
+fn a_recipient_outside_the_window_waits_and_is_shown_waiting(backend: Backend) {
+    let mut h = Herald::migrated(backend);
+    h.set_env("HERALD_STUCK_AFTER_MS", "1000");
+    // A window of one hour starting two hours from now (UTC): open in UTC+2, closed in UTC.
+    let hour = (chrono::Utc::now().hour() + 2) % 24;
+    let window = format!("{hour:02}:00-{:02}:00", (hour + 1) % 24);
+    std::fs::write(
+        h.path("zones.csv"),
+        "address,name,city,timezone\n+15550700001,East,Athens,Etc/GMT-2\n+15550700002,Here,London,Etc/UTC\n",
+    )
+    .unwrap();
+    h.ok(&[
+        "contacts",
+        "import",
+        h.path("zones.csv").to_str().unwrap(),
+        "--list",
+        "zones",
+    ]);
+    h.sandbox_channel("sms", &[]);
+
+    // A window that is not one is refused with the fix; nothing is created.
+    let r = h.fails(&[
+        "campaign",
+        "create",
+        "--name",
+        "w",
+        "--list",
+        "zones",
+        "--channel",
+        "sms",
+        "--body",
+        "Hi",
+        "--send-window",
+        "8-21",
+    ]);
+    assert!(r.stderr.contains("two 24-hour local times"), "{}", r.stderr);
+    let r = h.fails(&[
+        "campaign",
+        "create",
+        "--name",
+        "w",
+        "--list",
+        "zones",
+        "--channel",
+        "sms",
+        "--body",
+        "Hi",
+        "--send-window",
+        "08:00-21:00 Mars/Base",
+    ]);
+    assert!(r.stderr.contains("IANA time zone"), "{}", r.stderr);
+    assert_eq!(h.ok(&["campaign", "list"]).lines().count(), 1);
+
+    let id = h.create_campaign("windowed", "zones", "sms", &["--send-window", &window]);
+    let viewer = h
+        .ok(&["apikey", "create", "--name", "w", "--role", "viewer"])
+        .trim()
+        .to_string();
+    let mut serve = h.spawn(&["serve", "--listen", "127.0.0.1:0"], "serve");
+    let addr = serve.listen_addr();
+    h.ok(&["campaign", "start", &id.to_string()]);
+    let status = h.wait_status(
+        id,
+        "one sent, one waiting",
+        std::time::Duration::from_secs(30),
+        &[&serve],
+        |s| n(s, "sent") == 1 && n(s, "queued") == 1 && n(s, "in_flight") == 0,
+    );
+    assert_eq!(status["status"], "sending", "{status}");
+    assert_eq!(status["send_window"], window.as_str(), "{status}");
+    assert_eq!(status["send_window_source"], "campaign", "{status}");
+    assert_eq!(status["waiting"]["messages"], 1, "{status}");
+    let until = status["waiting"]["until"].as_str().unwrap().to_string();
+    assert!(
+        until.contains(&format!("T{hour:02}:00:00")),
+        "opens at {hour}:00 UTC: {until}"
+    );
+    let text = h.ok(&["campaign", "status", &id.to_string()]);
+    assert!(
+        text.contains(&format!(
+            "waiting 1 for their send window, the first at {until}"
+        )),
+        "{text}"
+    );
+    // The API says the same, and waiting is not stuck.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let (code, _, body) = http_request(
+        &addr,
+        "GET",
+        &format!("/api/v1/campaigns/cmp_{id}"),
+        &[("Authorization", &format!("Bearer {viewer}"))],
+    );
+    assert_eq!(code, 200, "{body}");
+    let api: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(api["waiting"]["messages"], 1, "{api}");
+    assert_eq!(api["waiting"]["until"], until.as_str(), "{api}");
+    assert!(api["stuck"].is_null(), "{api}");
+    let attempts = crate::support::query_i64(
+        h.url(),
+        &format!("SELECT attempts FROM messages WHERE campaign_id = {id} AND status = 'queued'"),
+    );
+    assert_eq!(attempts, 0, "the wait spent no attempt");
+
+    // Off: the waiting message is looked at again at once, and sent.
+    let out = h.ok(&["campaign", "send-window", &id.to_string(), "off"]);
+    assert!(out.contains("send window none: any hour (none)"), "{out}");
+    let done = h.wait_completed(id, &[&serve]);
+    assert_eq!(n(&done, "sent"), 2, "{done}");
+    serve.terminate(std::time::Duration::from_secs(20));
+    h.assert_healthy();
+}

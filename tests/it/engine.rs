@@ -864,3 +864,59 @@ both_stores!(another_instances_start_wakes_this_one, |db| async move {
     other.close().await;
     assert_counters_match(store, id).await;
 });
+
+// A scheduled campaign whose segment names a list that is gone (renamed after the segment
+// was saved) cannot start, and no retry would change that: the scheduler puts it back to
+// draft with the reason in its audit trail, once, instead of retrying it unseen.
+both_stores!(
+    a_scheduled_segment_that_cannot_run_goes_back_to_draft,
+    |db| async move {
+        let store = &db.store;
+        let (org, _) = seed_list(store, 3).await;
+        let channel = sandbox_channel(store, "seg-sched").await;
+        let filter = herald::contact_filter::parse("list = \"vip\"").unwrap();
+        let vip = store.ensure_list(org, "vip").await.unwrap();
+        let segment = store
+            .create_segment(org, "vip only", &filter)
+            .await
+            .unwrap();
+        store
+            .rename_org_list(org, vip, "very important")
+            .await
+            .unwrap();
+        let id = crate::support::new_campaign_at(
+            store,
+            org,
+            segment,
+            channel,
+            "Hi",
+            Some(herald::clock::now_ms() + 200),
+        )
+        .await;
+        let engine = spawn_engine(store, fast_settings());
+        wait_status(store, id, CampaignStatus::Draft, Duration::from_secs(10)).await;
+        engine.stop().await;
+        let events = store.events(id).await.unwrap();
+        let refused: Vec<_> = events
+            .iter()
+            .filter(|e| e.reason.starts_with("scheduled start refused"))
+            .collect();
+        assert_eq!(refused.len(), 1, "{events:?}");
+        assert!(
+            refused[0].reason.contains("no list named \"vip\"")
+                && refused[0].reason.contains("edit the segment's filter"),
+            "{:?}",
+            refused[0]
+        );
+        assert!(
+            refused[0].actor.starts_with("scheduler@"),
+            "{:?}",
+            refused[0]
+        );
+        let c = store.campaign(id).await.unwrap();
+        assert_eq!(
+            (c.status, c.scheduled_at, c.total),
+            (CampaignStatus::Draft, None, 0)
+        );
+    }
+);

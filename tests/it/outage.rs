@@ -4,11 +4,13 @@
 //! answers again. Recipient errors still fail only their recipient.
 
 use crate::both_stores;
-use crate::support::{FakeTwilio, all_messages, assert_counters_match, new_campaign, seed_list};
+use crate::support::{
+    FakeTwilio, all_messages, assert_counters_match, new_campaign, seed_list, wait_for,
+};
 use herald::config::Settings;
 use herald::domain::{CampaignAction, CampaignStatus, MessageStatus};
 use herald::engine::Engine;
-use herald::ids::{CampaignId, ChannelId};
+use herald::ids::ChannelId;
 use herald::store::Store;
 use herald::store::channels_admin::ChannelUpdate;
 use std::time::Duration;
@@ -57,30 +59,6 @@ async fn sandbox_with(store: &Store, name: &str, config: serde_json::Value) -> C
         .create_channel(org, name, "sandbox", &config)
         .await
         .unwrap()
-}
-
-/// Waits until `done` holds for the campaign; fails with its last state after `within`.
-async fn wait_for(
-    store: &Store,
-    id: CampaignId,
-    what: &str,
-    within: Duration,
-    done: impl Fn(&herald::store::Campaign) -> bool,
-) -> herald::store::Campaign {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let c = store.campaign(id).await.unwrap();
-        if done(&c) {
-            return c;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "campaign {id} did not reach `{what}` within {within:?}: {} with {:?}",
-            c.status,
-            c.counts
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 async fn set_config(store: &Store, channel: ChannelId, config: serde_json::Value) {

@@ -5,7 +5,7 @@
 //! window applies unless the campaign has its own, and `off` sends at any hour.
 
 use crate::both_stores;
-use crate::support::{all_messages, assert_counters_match};
+use crate::support::{all_messages, assert_counters_match, wait_for};
 use herald::address::Address;
 use herald::config::Settings;
 use herald::domain::{CampaignStatus, MessageStatus};
@@ -83,28 +83,6 @@ async fn campaign(
         .unwrap()
 }
 
-async fn wait_until(
-    store: &Store,
-    id: CampaignId,
-    what: &str,
-    done: impl Fn(&herald::store::Campaign) -> bool,
-) -> herald::store::Campaign {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let c = store.campaign(id).await.unwrap();
-        if done(&c) {
-            return c;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "campaign {id} did not reach `{what}`: {} with {:?}",
-            c.status,
-            c.counts
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 both_stores!(
     held_outside_the_window_sent_when_it_opens,
     |db| async move {
@@ -134,11 +112,17 @@ both_stores!(
             .unwrap();
 
         // Lisbon goes at once; Tokyo and New York wait, with no attempt spent.
-        let c = wait_until(store, id, "one sent, two held", |c| {
-            c.counts.get(MessageStatus::Sent) == 1
-                && c.counts.get(MessageStatus::Queued) == 2
-                && c.counts.get(MessageStatus::InFlight) == 0
-        })
+        let c = wait_for(
+            store,
+            id,
+            "one sent, two held",
+            Duration::from_secs(30),
+            |c| {
+                c.counts.get(MessageStatus::Sent) == 1
+                    && c.counts.get(MessageStatus::Queued) == 2
+                    && c.counts.get(MessageStatus::InFlight) == 0
+            },
+        )
         .await;
         assert_eq!(c.status, CampaignStatus::Sending);
         for m in all_messages(store, id, None).await {
@@ -178,7 +162,7 @@ both_stores!(
 
         // 13:30 UTC: 08:30 in New York, 22:30 in Tokyo.
         clock.set(at("2026-12-07T13:30:00Z"));
-        wait_until(store, id, "New York sent", |c| {
+        wait_for(store, id, "New York sent", Duration::from_secs(30), |c| {
             c.counts.get(MessageStatus::Sent) == 2
         })
         .await;
@@ -189,7 +173,7 @@ both_stores!(
         assert_eq!(waiting.messages, 1);
         // 23:00 UTC: 08:00 in Tokyo.
         clock.set(at("2026-12-07T23:00:00Z"));
-        let done = wait_until(store, id, "completed", |c| {
+        let done = wait_for(store, id, "completed", Duration::from_secs(30), |c| {
             c.status == CampaignStatus::Completed
         })
         .await;
@@ -226,11 +210,15 @@ both_stores!(
                 .await
                 .unwrap();
         }
-        wait_until(store, any_hour, "sent at any hour", |c| {
-            c.status == CampaignStatus::Completed
-        })
+        wait_for(
+            store,
+            any_hour,
+            "sent at any hour",
+            Duration::from_secs(30),
+            |c| c.status == CampaignStatus::Completed,
+        )
         .await;
-        let c = wait_until(store, inherits, "all held", |c| {
+        let c = wait_for(store, inherits, "all held", Duration::from_secs(30), |c| {
             c.counts.get(MessageStatus::Queued) == 3 && c.counts.get(MessageStatus::InFlight) == 0
         })
         .await;
@@ -240,9 +228,13 @@ both_stores!(
             .set_campaign_send_window(org, inherits, Some("off"), herald::clock::now_ms())
             .await
             .unwrap();
-        wait_until(store, inherits, "sent once the window is off", |c| {
-            c.status == CampaignStatus::Completed
-        })
+        wait_for(
+            store,
+            inherits,
+            "sent once the window is off",
+            Duration::from_secs(30),
+            |c| c.status == CampaignStatus::Completed,
+        )
         .await;
         let _ = stop.send(true);
         task.await.unwrap().unwrap();

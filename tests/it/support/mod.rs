@@ -441,3 +441,28 @@ impl Drop for FakeTwilio {
         let _ = self.child.wait();
     }
 }
+
+/// Polls the campaign until `done` holds; fails after `within`, naming `what` and the
+/// counters it had.
+pub async fn wait_for(
+    store: &Store,
+    id: CampaignId,
+    what: &str,
+    within: Duration,
+    done: impl Fn(&herald::store::Campaign) -> bool,
+) -> herald::store::Campaign {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let c = store.campaign(id).await.unwrap();
+        if done(&c) {
+            return c;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "campaign {id} did not reach `{what}` within {within:?}: {} with {:?}",
+            c.status,
+            c.counts
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

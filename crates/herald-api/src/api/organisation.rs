@@ -157,24 +157,6 @@ async fn update_organisation(
             .await?;
         tracing::info!(org_id = %p.org_id, actor = p.actor, send_window = window.as_deref().unwrap_or("off"), "organisation send window changed");
     }
-    if let Some(value) = &change.send_window {
-        let window = match super::campaigns::send_window_field(value)? {
-            Some(w) if w == "off" => None,
-            Some(w) => Some(w),
-            None => {
-                return Err(ApiError::invalid(
-                    "send_window",
-                    "send_window",
-                    "an organisation's send window is a window like 08:00-21:00, or off",
-                ));
-            }
-        };
-        state
-            .store
-            .set_org_send_window(p.org_id, window.as_deref())
-            .await?;
-        tracing::info!(org_id = %p.org_id, actor = p.actor, send_window = window.as_deref().unwrap_or("off"), "organisation send window changed");
-    }
     let org = state.store.organisation(p.org_id).await?;
     let setting = state.store.org_auto_pause(p.org_id).await?;
     let help = state.store.org_help_reply(p.org_id).await?;

@@ -77,7 +77,11 @@ async fn counted(store: &Store, org: OrgId, id: ListId) -> Result<ListRow, CliEr
 
 /// The segment named by `text`: refused when it is a list whose members are added.
 async fn resolve_segment(store: &Store, org: OrgId, text: &str) -> Result<ListRow, CliError> {
-    let info = resolve_list(store, org, text).await?;
+    let info = resolve_list(store, org, text).await.map_err(|_| {
+        CliError::from(format!(
+            "there is no segment `{text}` in this organisation: `herald segment list` shows them, `herald segment create NAME --filter F` makes one"
+        ))
+    })?;
     let row = counted(store, org, info.id).await?;
     if row.filter.is_none() {
         return Err(CliError::from(format!(

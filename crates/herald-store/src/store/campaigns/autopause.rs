@@ -393,18 +393,31 @@ impl Store {
         if r.rows_affected() == 1 {
             return Ok(());
         }
-        let status: Option<String> =
+        Err(self
+            .ended_refusal(org_id, campaign_id, "auto-pause setting")
+            .await)
+    }
+
+    /// Why a setting that changes until a campaign ends did not change: the campaign is not
+    /// the organisation's (not found), or it has ended (a conflict naming its status).
+    pub(in crate::store) async fn ended_refusal(
+        &self,
+        org_id: OrgId,
+        campaign_id: CampaignId,
+        setting: &str,
+    ) -> StoreError {
+        let status: Result<Option<String>, sqlx::Error> =
             sqlx::query_scalar("SELECT status FROM campaigns WHERE id = $1 AND org_id = $2")
                 .bind(campaign_id)
                 .bind(org_id)
                 .fetch_optional(&self.read)
-                .await?;
+                .await;
         match status {
-            None => Err(not_found(campaign_id)),
-            Some(s) => Err(StoreError::Conflict(format!(
-                "campaign {} is {s}: its auto-pause setting can change only until it ends",
-                campaign_id
-            ))),
+            Err(e) => e.into(),
+            Ok(None) => not_found(campaign_id),
+            Ok(Some(s)) => StoreError::Conflict(format!(
+                "campaign {campaign_id} is {s}: its {setting} can change only until it ends"
+            )),
         }
     }
 

@@ -353,33 +353,14 @@ impl Store {
         id: CampaignId,
         actor: &str,
     ) -> Result<Campaign, StoreError> {
-        let now = crate::clock::now_ms();
-        let mut tx = self.begin().await?;
-        let row = sqlx::query(
-            "UPDATE campaigns SET status = 'draft', scheduled_at = NULL \
-             WHERE org_id = $1 AND id = $2 AND status = 'scheduled' RETURNING id",
-        )
-        .bind(org_id)
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if row.is_none() {
-            tx.rollback().await?;
+        if !self
+            .scheduled_to_draft(id, Some(org_id), actor, "unscheduled: back to draft")
+            .await?
+        {
             return Err(self
                 .api_campaign_refusal(org_id, id, "`unschedule`", "scheduled")
                 .await);
         }
-        insert_event(
-            &mut tx,
-            id,
-            now,
-            actor,
-            Some(CampaignStatus::Scheduled),
-            CampaignStatus::Draft,
-            "unscheduled: back to draft",
-        )
-        .await?;
-        tx.commit().await?;
         self.api_campaign(org_id, id).await
     }
 
@@ -392,13 +373,29 @@ impl Store {
         actor: &str,
         why: &str,
     ) -> Result<bool, StoreError> {
+        let reason = format!("scheduled start refused, back to draft: {why}");
+        self.scheduled_to_draft(id, None, actor, &reason).await
+    }
+
+    /// One conditional `UPDATE … WHERE status = 'scheduled'` (of the organisation's, when
+    /// given) back to draft, with its audit event: a campaign the scheduler started first
+    /// is not unstarted. True when this call moved it.
+    async fn scheduled_to_draft(
+        &self,
+        id: CampaignId,
+        org_id: Option<OrgId>,
+        actor: &str,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
         let now = crate::clock::now_ms();
         let mut tx = self.begin().await?;
         let row = sqlx::query(
             "UPDATE campaigns SET status = 'draft', scheduled_at = NULL \
-             WHERE id = $1 AND status = 'scheduled' RETURNING id",
+             WHERE id = $1 AND status = 'scheduled' AND ($2 < 0 OR org_id = $2) RETURNING id",
         )
         .bind(id)
+        // Any organisation: -1, which no id is.
+        .bind(org_id.map_or(-1, |o| o.get()))
         .fetch_optional(&mut *tx)
         .await?;
         if row.is_none() {
@@ -412,7 +409,7 @@ impl Store {
             actor,
             Some(CampaignStatus::Scheduled),
             CampaignStatus::Draft,
-            &format!("scheduled start refused, back to draft: {why}"),
+            reason,
         )
         .await?;
         tx.commit().await?;

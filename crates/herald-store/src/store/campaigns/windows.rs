@@ -98,19 +98,6 @@ impl Store {
             return Ok(());
         }
         tx.rollback().await?;
-        let status: Option<String> =
-            sqlx::query_scalar("SELECT status FROM campaigns WHERE id = $1 AND org_id = $2")
-                .bind(campaign_id)
-                .bind(org_id)
-                .fetch_optional(&self.read)
-                .await?;
-        match status {
-            None => Err(StoreError::NotFound(format!(
-                "campaign {campaign_id} does not exist: `herald campaign list` shows the campaigns there are"
-            ))),
-            Some(s) => Err(StoreError::Conflict(format!(
-                "campaign {campaign_id} is {s}: its send window can change only until it ends"
-            ))),
-        }
+        Err(self.ended_refusal(org_id, campaign_id, "send window").await)
     }
 }

@@ -187,7 +187,7 @@ both_stores!(
 
         // The organisation's window applies to a campaign without its own; `off` overrides it.
         store
-            .set_org_send_window(org, Some("09:00-17:00 Asia/Tokyo"))
+            .set_org_send_window(org, Some("09:00-17:00 Asia/Tokyo"), herald::clock::now_ms())
             .await
             .unwrap();
         let inherits = campaign(store, org, list, channel, None).await;
@@ -228,6 +228,11 @@ both_stores!(
             .set_campaign_send_window(org, inherits, Some("off"), herald::clock::now_ms())
             .await
             .unwrap();
+        let waiting = store
+            .campaign_waiting(inherits, herald::clock::now_ms())
+            .await
+            .unwrap();
+        assert_eq!(waiting.messages, 0, "no longer held once the window is off");
         wait_for(
             store,
             inherits,

@@ -338,6 +338,18 @@ pub fn parse(text: &str) -> Result<Filter, FilterError> {
             ),
         });
     }
+    // The canonical text is what a segment stores and reads back: it must fit too (it
+    // spaces `in (…)` and writes times in full).
+    let canonical = filter.to_string().chars().count();
+    if canonical > MAX_FILTER_CHARS {
+        return Err(FilterError {
+            field: "filter".into(),
+            position: 1,
+            message: format!(
+                "written out in full the filter is {canonical} characters, over {MAX_FILTER_CHARS}: split it into segments"
+            ),
+        });
+    }
     Ok(filter)
 }
 
@@ -1026,6 +1038,11 @@ mod tests {
                 .message
                 .contains("at most")
         );
+        // Compact text whose canonical form (", " between values) is over the limit.
+        let values = vec!["\"x\""; MAX_IN_VALUES].join(",");
+        let compact = vec![format!("name in({values})"); 9].join(" or ");
+        assert!(compact.chars().count() <= MAX_FILTER_CHARS);
+        assert!(err(&compact).message.contains("written out in full"));
     }
 
     fn arb_value() -> impl Strategy<Value = Value> {

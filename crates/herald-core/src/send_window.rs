@@ -12,7 +12,9 @@
 //!
 //! Everything here is pure: the caller gives the time, so tests choose it.
 
-use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeZone, Utc};
+use chrono::{
+    DateTime, Duration, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeZone, Utc,
+};
 use chrono_tz::Tz;
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -162,13 +164,19 @@ impl SendWindow {
         if self.open_at(local.time()) {
             return at;
         }
-        let today = local.date_naive();
-        let day = if local.time() < self.opens {
-            today
-        } else {
-            today.succ_opt().unwrap_or(today)
-        };
-        local_to_utc(zone, day, self.opens).max(at)
+        // The first opening after `at`: today's or tomorrow's, either of a repeated hour's
+        // two (the night clocks go back), or the first minute after a skipped one.
+        let mut day = local.date_naive();
+        for _ in 0..3 {
+            if let Some(opening) = openings(zone, day, self.opens)
+                .into_iter()
+                .find(|o| *o > at)
+            {
+                return opening;
+            }
+            day = day.succ_opt().unwrap_or(day);
+        }
+        at + Duration::days(1)
     }
 
     /// When a recipient in `zones` may be sent to, from `now_ms`: None when the window is
@@ -214,17 +222,20 @@ impl SendWindow {
     }
 }
 
-/// `day` at `time` in `zone`, as UTC: the earlier of two (a clock set back), or the first
-/// valid minute after a gap (a clock set forward).
-fn local_to_utc(zone: Tz, day: NaiveDate, time: NaiveTime) -> DateTime<Utc> {
+/// The moments `day` at `time` happens in `zone`, as UTC: one, two when the clock is set
+/// back over it, or, when it is skipped (the clock set forward), the first minute after.
+fn openings(zone: Tz, day: NaiveDate, time: NaiveTime) -> Vec<DateTime<Utc>> {
     let mut local = NaiveDateTime::new(day, time);
     for _ in 0..180 {
-        if let Some(at) = zone.from_local_datetime(&local).earliest() {
-            return at.with_timezone(&Utc);
+        match zone.from_local_datetime(&local) {
+            LocalResult::Single(at) => return vec![at.with_timezone(&Utc)],
+            LocalResult::Ambiguous(first, second) => {
+                return vec![first.with_timezone(&Utc), second.with_timezone(&Utc)];
+            }
+            LocalResult::None => local += Duration::minutes(1),
         }
-        local += Duration::minutes(1);
     }
-    Utc.from_utc_datetime(&local)
+    vec![Utc.from_utc_datetime(&local)]
 }
 
 /// The zone whose UTC offset at `at` is the median of the candidates'.
@@ -363,6 +374,14 @@ mod tests {
             .next_open(&[zone("America/New_York")], at("2026-03-08T05:00:00Z"))
             .unwrap();
         assert_eq!(shown(next), "2026-03-08T07:00:00Z");
+        // 01:15 comes twice in New York on 2026-11-01; at the second (06:15 UTC) a window
+        // from 01:30 opens at the second 01:30 (06:30 UTC), not at once.
+        let repeated = SendWindow::parse("01:30-05:00").unwrap();
+        let ny = [zone("America/New_York")];
+        let next = repeated.next_open(&ny, at("2026-11-01T06:15:00Z")).unwrap();
+        assert_eq!(shown(next), "2026-11-01T06:30:00Z");
+        // At the first 01:45 (05:45 UTC) it is open.
+        assert_eq!(repeated.next_open(&ny, at("2026-11-01T05:45:00Z")), None);
     }
 
     #[test]

@@ -102,7 +102,8 @@ api_test!(segments_filter_count_and_freeze, |app| async move {
         &app,
         &admin,
         "+15550400006",
-        json!({"attributes": {"plan": "50%_off"}}),
+        // A 400-digit text is no number (PostgreSQL's float8 would overflow), on both.
+        json!({"attributes": {"plan": "50%_off", "score": "1".repeat(400)}}),
     )
     .await;
 

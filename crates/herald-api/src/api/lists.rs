@@ -279,16 +279,33 @@ async fn update_list(
             "give a new `name`, a segment's new `filter`, or both",
         ));
     }
-    state.store.org_list(p.org_id, id).await?;
+    // Everything that can refuse the change is checked before either write.
+    let current = state.store.org_list(p.org_id, id).await?;
+    if let Some(filter) = &filter {
+        if current.filter.is_none() {
+            return Err(ApiError::invalid(
+                "filter",
+                "segment_only",
+                format!(
+                    "list `{id}` is a list, not a segment: its members are added, so it has no filter; create a segment instead"
+                ),
+            ));
+        }
+        state
+            .store
+            .check_segment_filter(p.org_id, filter)
+            .await
+            .map_err(|e| filter_refused("filter", e))?;
+    }
+    if let Some(name) = &name {
+        state.store.rename_org_list(p.org_id, id, name).await?;
+    }
     if let Some(filter) = &filter {
         state
             .store
             .update_segment_filter(p.org_id, id, filter)
             .await
             .map_err(|e| filter_refused("filter", e))?;
-    }
-    if let Some(name) = &name {
-        state.store.rename_org_list(p.org_id, id, name).await?;
     }
     tracing::info!(
         org_id = %p.org_id,

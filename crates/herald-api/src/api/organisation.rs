@@ -153,7 +153,7 @@ async fn update_organisation(
         };
         state
             .store
-            .set_org_send_window(p.org_id, window.as_deref())
+            .set_org_send_window(p.org_id, window.as_deref(), crate::clock::now_ms())
             .await?;
         tracing::info!(org_id = %p.org_id, actor = p.actor, send_window = window.as_deref().unwrap_or("off"), "organisation send window changed");
     }

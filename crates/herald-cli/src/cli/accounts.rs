@@ -156,7 +156,9 @@ pub async fn org(cli: &Cli, settings: &Settings, command: &OrgCommand) -> CliRes
             }
             if let Some(window) = send_window {
                 let window = (window != "off").then_some(window.as_str());
-                store.set_org_send_window(org, window).await?;
+                store
+                    .set_org_send_window(org, window, crate::clock::now_ms())
+                    .await?;
                 tracing::info!(org_id = %org, send_window = window.unwrap_or("off"), "organisation send window changed");
                 print_send_window(window);
             }

@@ -194,15 +194,22 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &SegmentCommand) -> Cl
                 .as_deref()
                 .map(|n| super::check_cli_name("--name", n))
                 .transpose()?;
-            if let Some(text) = filter {
-                let filter = parse(text)?;
+            // Everything that can refuse the change is checked before either write.
+            let filter = filter.as_deref().map(parse).transpose()?;
+            if let Some(filter) = &filter {
                 store
-                    .update_segment_filter(org, row.id, &filter)
+                    .check_segment_filter(org, filter)
                     .await
                     .map_err(refused)?;
             }
             if let Some(name) = &name {
                 store.rename_org_list(org, row.id, name).await?;
+            }
+            if let Some(filter) = &filter {
+                store
+                    .update_segment_filter(org, row.id, filter)
+                    .await
+                    .map_err(refused)?;
             }
             let row = counted(&store, org, row.id).await?;
             println!(

@@ -766,9 +766,17 @@ async fn record_durably(ctx: &EngineContext, owner: &str, outcomes: Vec<Outcome>
                     }
                     return;
                 }
+                // A send whose outcome cannot be written becomes in doubt; a message that
+                // was never sent (handed back, held by its window) does not: it stays in
+                // flight until recorded or its lease runs out.
                 if failures >= 3
                     && let Some(o) = outcomes.first_mut()
-                    && !matches!(o.kind, OutcomeKind::Unknown { .. })
+                    && !matches!(
+                        o.kind,
+                        OutcomeKind::Unknown { .. }
+                            | OutcomeKind::Released
+                            | OutcomeKind::Held { .. }
+                    )
                 {
                     o.kind = OutcomeKind::Unknown {
                         error: format!("the send's outcome could not be recorded ({e})"),

@@ -308,12 +308,14 @@ pub(super) fn attribute_text(key: &str) -> String {
     format!("(c.attributes::jsonb ->> {key})")
 }
 
-/// The attribute as a number: a JSON number, or text that reads as one
-/// (`-?[0-9]+(\.[0-9]+)?` once trimmed of spaces); NULL otherwise.
+/// The attribute as a number: a JSON number, or text of at most 40 characters that reads
+/// as one (`-?[0-9]+(\.[0-9]+)?` once trimmed of spaces; longer would overflow `float8`);
+/// NULL otherwise.
 pub(super) fn attribute_number(key: &str) -> String {
     format!(
         "(CASE jsonb_typeof(c.attributes::jsonb -> {key}) WHEN 'number' THEN (c.attributes::jsonb ->> {key})::float8 \
          WHEN 'string' THEN (CASE WHEN btrim(c.attributes::jsonb ->> {key}, ' ') ~ '^-?[0-9]+(\\.[0-9]+)?$' \
+              AND length(btrim(c.attributes::jsonb ->> {key}, ' ')) <= 40 \
               THEN btrim(c.attributes::jsonb ->> {key}, ' ')::float8 END) END)"
     )
 }

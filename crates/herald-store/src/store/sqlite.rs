@@ -229,8 +229,9 @@ pub(super) fn attribute_key(key: &str) -> String {
     format!("$.\"{key}\"")
 }
 
-/// Contact `c`'s attribute at the path bound to `key` as text, as PostgreSQL's `->>`
-/// gives it (booleans `true`/`false`, numbers in their shortest form), NULL when absent.
+/// Contact `c`'s attribute at the path bound to `key` as text, NULL when absent: text as
+/// it is, booleans `true`/`false`, integers and plain decimals as PostgreSQL's `->>` writes
+/// them (a number stored in exponent form, `1e20`, reads differently on the two).
 pub(super) fn attribute_text(key: &str) -> String {
     format!(
         "(CASE json_type(c.attributes, {key}) WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' \
@@ -238,8 +239,9 @@ pub(super) fn attribute_text(key: &str) -> String {
     )
 }
 
-/// The attribute as a number: a JSON number, or text that reads as one
-/// (`-?[0-9]+(\.[0-9]+)?` once trimmed of spaces); NULL otherwise.
+/// The attribute as a number: a JSON number, or text of at most 40 characters that reads
+/// as one (`-?[0-9]+(\.[0-9]+)?` once trimmed of spaces), as on PostgreSQL; NULL
+/// otherwise.
 pub(super) fn attribute_number(key: &str) -> String {
     let t = format!("trim(json_extract(c.attributes, {key}))");
     let digits = format!("ltrim({t}, '-')");
@@ -248,6 +250,7 @@ pub(super) fn attribute_number(key: &str) -> String {
          WHEN 'real' THEN json_extract(c.attributes, {key}) \
          WHEN 'text' THEN (CASE WHEN {digits} GLOB '[0-9]*' AND {digits} NOT GLOB '*[^0-9.]*' \
               AND {digits} NOT GLOB '*.*.*' AND {digits} NOT GLOB '*.' AND {t} NOT GLOB '--*' \
+              AND length({t}) <= 40 \
               THEN CAST({t} AS REAL) END) END)"
     )
 }

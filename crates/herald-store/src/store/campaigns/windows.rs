@@ -30,17 +30,30 @@ impl Store {
 
     /// Sets (or, with None, removes) the organisation's default send window. The caller
     /// checks the text (`SendWindow::parse`). Campaigns already sending take it at their
-    /// next claim, unless they set their own.
+    /// next claim, unless they set their own; the messages the old window holds in its
+    /// sending and paused campaigns are looked at again at once, in the same transaction.
     pub async fn set_org_send_window(
         &self,
         org_id: OrgId,
         window: Option<&str>,
+        now: i64,
     ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
         sqlx::query("UPDATE organisations SET send_window = $1 WHERE id = $2")
             .bind(window)
             .bind(org_id)
-            .execute(&self.write)
+            .execute(&mut *tx)
             .await?;
+        sqlx::query(
+            "UPDATE messages SET next_attempt_at = $2, held_until = NULL \
+             WHERE status = 'queued' AND held_until > $2 AND campaign_id IN \
+             (SELECT id FROM campaigns WHERE org_id = $1 AND status IN ('sending', 'paused'))",
+        )
+        .bind(org_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -87,7 +100,7 @@ impl Store {
         .await?;
         if r.rows_affected() == 1 {
             sqlx::query(
-                "UPDATE messages SET next_attempt_at = $2 \
+                "UPDATE messages SET next_attempt_at = $2, held_until = NULL \
                  WHERE campaign_id = $1 AND status = 'queued' AND held_until > $2",
             )
             .bind(campaign_id)

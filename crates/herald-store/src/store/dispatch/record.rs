@@ -169,7 +169,7 @@ impl Store {
              attempts = messages.attempts - x.refund, sent_at = COALESCE(x.sent_at, messages.sent_at), \
              failed_at = CASE WHEN x.status = 'failed' THEN $2 ELSE messages.failed_at END, \
              owner = CASE WHEN x.release = 1 THEN NULL ELSE messages.owner END, lease_until = NULL, updated_at = $2, \
-             held_until = COALESCE(x.held_until, messages.held_until), \
+             held_until = x.held_until, \
              was_in_doubt = CASE WHEN x.doubt = 1 THEN 1 ELSE messages.was_in_doubt END, \
              in_doubt_at = CASE WHEN x.doubt = 1 THEN $2 ELSE messages.in_doubt_at END \
              FROM {recs} WHERE messages.id = x.id AND messages.status = 'in_flight' AND messages.owner = $3 \

@@ -11,6 +11,12 @@ use crate::address::{Address, AddressKind};
 use crate::api::contacts::{ContactQuery, contact_filter};
 use crate::api::problem::ApiQuery;
 use crate::api::{PageParams, cursor_after, decode_id, encode_id};
+use crate::email_feedback::{
+    EmailFeedback, FeedbackError, FeedbackKind, MAX_DETAIL_CHARS, MAX_MESSAGE_ID_LEN,
+    MAX_SENDGRID_EVENTS, MAX_SES_RECIPIENTS, SnsEnvelope, check_postmark_auth, check_sendgrid_key,
+    check_sns_cert_url, check_sns_subscribe_url, parse_postmark, parse_sendgrid, parse_ses,
+    parse_sns, verify_sendgrid, verify_sns,
+};
 use crate::ids::{ChannelId, MessageId};
 use crate::import::{Parsed, parse};
 use crate::optout::keyword;
@@ -37,7 +43,7 @@ pub type Entry = fn(&[u8]);
 
 /// Every target, by name: what `fuzz/fuzz_targets`, `scripts/fuzz` and the replay tests
 /// iterate over. The name is also the corpus directory.
-pub const TARGETS: [(&str, Entry); 11] = [
+pub const TARGETS: [(&str, Entry); 12] = [
     ("template", template),
     ("csv_row", csv_row),
     ("twilio_form", twilio_form),
@@ -49,6 +55,7 @@ pub const TARGETS: [(&str, Entry); 11] = [
     ("unsubscribe_token", unsubscribe_token),
     ("tracked_link", tracked_link),
     ("page_cursor", page_cursor),
+    ("email_feedback", email_feedback),
 ];
 
 /// Larger inputs are cut here: the HTTP layer bounds every body long before, and a fuzzer
@@ -548,6 +555,192 @@ pub fn tracked_link(data: &[u8]) {
         assert!(
             axum::http::HeaderValue::from_str(input).is_ok(),
             "{input:?} passed the target check but is no Location header"
+        );
+    }
+}
+
+const POSTMARK_TOKEN: &str = "fuzz-postmark-token";
+/// A P-256 verification key as SendGrid shows one; its private key was thrown away, so no
+/// input carries a signature it verifies.
+const SENDGRID_KEY: &str = "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEtxk/tEwu8uVg0KXKr0kNCINPhrf0\
+                            ZKp3CO8x/bZ80Rfr237uG+lcMBIlNdAcyIZAi94uomKEcUmjO8iCE+33pQ==";
+/// The channel setting for tests against a local SNS double.
+const SNS_TEST_PREFIX: &str = "http://127.0.0.1:4010/";
+
+/// An email provider's feedback webhook (Amazon SNS carrying Amazon SES, Postmark,
+/// SendGrid) and the checks of who sent it. Invariants: every [`EmailFeedback`] has a
+/// trimmed recipient, a one-line detail of at most [`MAX_DETAIL_CHARS`] characters that
+/// starts with its kind, and a Message-ID that is `None` or in angle brackets within
+/// [`MAX_MESSAGE_ID_LEN`]; lists stay within their limits; an accepted certificate or
+/// subscription URL is https to an Amazon SNS host as a URL parser reads it (or under the
+/// test prefix, which fixes nothing without its `/`); the Postmark check accepts one token
+/// per header; no SendGrid signature verifies without the key.
+pub fn email_feedback(data: &[u8]) {
+    let data = bounded(data);
+    let lossy = String::from_utf8_lossy(data);
+    if let Ok((envelope, signed)) = parse_sns(data) {
+        assert!(matches!(signed.version, 1 | 2), "{signed:?}");
+        assert!(!signed.signature.is_empty(), "{signed:?}");
+        let topic = format!("TopicArn\n{}\n", envelope.topic_arn());
+        assert!(
+            signed.string_to_sign.contains(&topic),
+            "the topic {:?} is not signed: {signed:?}",
+            envelope.topic_arn()
+        );
+        sns_url_is_sound(
+            &signed.signing_cert_url,
+            check_sns_cert_url,
+            "SigningCertURL",
+        );
+        // The body read as the certificate: PEM and X.509 reading of any bytes never panics.
+        let _ = verify_sns(&signed, data);
+        match &envelope {
+            SnsEnvelope::SubscriptionConfirmation { subscribe_url, .. } => {
+                sns_url_is_sound(subscribe_url, check_sns_subscribe_url, "SubscribeURL");
+            }
+            SnsEnvelope::Notification { message, .. } => {
+                feedback_is_sound(parse_ses(message), MAX_SES_RECIPIENTS);
+            }
+            SnsEnvelope::UnsubscribeConfirmation { .. } => {}
+        }
+    }
+    feedback_is_sound(parse_ses(&lossy), MAX_SES_RECIPIENTS);
+    feedback_is_sound(parse_postmark(data), 1);
+    feedback_is_sound(parse_sendgrid(data), MAX_SENDGRID_EVENTS);
+
+    sns_url_is_sound(&lossy, check_sns_cert_url, "SigningCertURL");
+    if check_sns_cert_url(&lossy, None).is_ok() {
+        assert!(
+            lossy.ends_with(".pem") && !lossy.contains(['?', '#']),
+            "SigningCertURL {lossy:?} accepted with a query, fragment or no .pem"
+        );
+    }
+    sns_url_is_sound(&lossy, check_sns_subscribe_url, "SubscribeURL");
+
+    if check_postmark_auth(Some(&lossy), POSTMARK_TOKEN).is_ok() {
+        assert!(
+            check_postmark_auth(Some(&lossy), "another-token").is_err(),
+            "{lossy:?} passes for two tokens"
+        );
+    }
+    assert!(
+        check_postmark_auth(Some(&lossy), "").is_err(),
+        "{lossy:?} passes for a channel without a token"
+    );
+
+    // Signature, then timestamp, one per line; the body is the whole input.
+    let mut lines = lossy.lines();
+    let (signature, timestamp) = (
+        lines.next().unwrap_or_default(),
+        lines.next().unwrap_or_default(),
+    );
+    assert!(
+        verify_sendgrid(SENDGRID_KEY, signature, timestamp, data).is_err(),
+        "a SendGrid signature made without the key verifies"
+    );
+    assert!(
+        verify_sendgrid(SENDGRID_KEY, &lossy, &lossy, data).is_err(),
+        "a SendGrid signature made without the key verifies"
+    );
+    // The input as the key: the key's own checks, never a panic.
+    let _ = check_sendgrid_key(&lossy);
+    let _ = verify_sendgrid(&lossy, signature, timestamp, data);
+}
+
+/// The parsers' promises about each [`EmailFeedback`] they return.
+fn feedback_is_sound(parsed: Result<Vec<EmailFeedback>, FeedbackError>, max: usize) {
+    let Ok(feedback) = parsed else { return };
+    assert!(
+        feedback.len() <= max,
+        "{} feedback entries, over {max}",
+        feedback.len()
+    );
+    for f in &feedback {
+        let detail = &f.detail;
+        assert!(
+            detail.chars().count() <= MAX_DETAIL_CHARS,
+            "detail over {MAX_DETAIL_CHARS} characters: {f:?}"
+        );
+        assert!(
+            detail
+                .chars()
+                .all(|c| c == ' ' || !(c.is_whitespace() || c.is_control())),
+            "detail is not one line: {f:?}"
+        );
+        let label = match f.kind {
+            FeedbackKind::Delivered => "delivered",
+            FeedbackKind::HardBounce => "hard bounce",
+            FeedbackKind::SoftBounce => "soft bounce",
+            FeedbackKind::Complaint => "complaint",
+            FeedbackKind::Dropped => "dropped",
+        };
+        assert!(
+            detail.starts_with(label),
+            "detail does not say {label}: {f:?}"
+        );
+        assert!(
+            !f.recipient.is_empty() && f.recipient.trim() == f.recipient,
+            "recipient empty or not trimmed: {f:?}"
+        );
+        if let Some(id) = &f.message_id {
+            let inner = id.strip_prefix('<').and_then(|i| i.strip_suffix('>'));
+            assert!(
+                id.len() <= MAX_MESSAGE_ID_LEN
+                    && inner.is_some_and(|i| {
+                        !i.is_empty()
+                            && i.bytes()
+                                .all(|b| b.is_ascii_graphic() && b != b'<' && b != b'>')
+                    }),
+                "message id {id:?} is not one Herald could have sent: {f:?}"
+            );
+        }
+    }
+}
+
+/// Whether `url` is fetched from an Amazon SNS host, `https://sns.<region>.amazonaws.com`
+/// or `….com.cn`, as a WHATWG URL parser (reqwest's) reads it: the authority ends at the
+/// first `/`, `?`, `#` or `\`, and an authority that is exactly such a host has no user
+/// and no port. Written apart from `email_feedback`'s own check, to hold it to account.
+fn fetched_from_sns(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("https://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#', '\\']).next().unwrap_or_default();
+    let region = authority.strip_prefix("sns.").and_then(|r| {
+        r.strip_suffix(".amazonaws.com")
+            .or_else(|| r.strip_suffix(".amazonaws.com.cn"))
+    });
+    url.bytes().all(|b| b.is_ascii_graphic())
+        && region.is_some_and(|r| {
+            !r.is_empty()
+                && r.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
+}
+
+type UrlCheck = fn(&str, Option<&str>) -> Result<(), FeedbackError>;
+
+/// An SNS URL check accepts only what is fetched from Amazon SNS, or with the test prefix
+/// also what starts with it; a prefix without its trailing `/` adds nothing.
+fn sns_url_is_sound(url: &str, check: UrlCheck, what: &str) {
+    let aws = check(url, None).is_ok();
+    if aws {
+        assert!(
+            fetched_from_sns(url),
+            "{what} {url:?} accepted, but not fetched from an Amazon SNS host"
+        );
+    }
+    if check(url, Some(SNS_TEST_PREFIX)).is_ok() {
+        assert!(
+            aws || url.starts_with(SNS_TEST_PREFIX),
+            "{what} {url:?} accepted under the test prefix {SNS_TEST_PREFIX:?}"
+        );
+    }
+    let unbounded = SNS_TEST_PREFIX.trim_end_matches('/');
+    if check(url, Some(unbounded)).is_ok() {
+        assert!(
+            aws,
+            "{what} {url:?} accepted under the test prefix {unbounded:?}, which has no `/`"
         );
     }
 }

@@ -23,6 +23,8 @@ pub const LAYERS: &[(&str, &str, &[&str])] = &[
             "contact_rules",
             "credentials",
             "domain",
+            "email_content",
+            "email_feedback",
             "events",
             "ids",
             "optout",

@@ -301,6 +301,27 @@ fn dashboard_in_a_real_browser() {
     )
     .trim()
     .to_string();
+    // An SMTP channel for the email step (its campaign stays a draft: nothing connects).
+    herald(
+        &db,
+        &[
+            "channel",
+            "create",
+            "--name",
+            "mail",
+            "--kind",
+            "smtp",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "2525",
+            "--tls",
+            "none",
+            "--from",
+            "Acme <news@acme.test>",
+        ],
+        None,
+    );
     herald(
         &db,
         &[

@@ -655,6 +655,7 @@ async fn an_outage_shows_on_the_channels_and_campaign_pages() {
                 body: "Hi".into(),
                 scheduled_at: None,
                 whatsapp_template: None,
+                email: None,
                 send_window: None,
             },
             "test",

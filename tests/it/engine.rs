@@ -681,6 +681,7 @@ both_stores!(
                     attempt: m.attempts,
                     unsubscribe_url: None,
                     template: None,
+                    email: None,
                 })
                 .await;
             assert!(

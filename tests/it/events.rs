@@ -108,7 +108,15 @@ both_stores!(campaign_changes_write_one_event_each, |db| async move {
 
     // An edit of the draft is in the audit trail but is no event.
     store
-        .api_campaign_update_draft(org, id, Some("renamed"), None, None, None, None, "test")
+        .api_campaign_update_draft(
+            org,
+            id,
+            &herald::store::DraftEdit {
+                name: Some("renamed"),
+                ..Default::default()
+            },
+            "test",
+        )
         .await
         .unwrap();
     let at = herald::clock::now_ms() + 3_600_000;
@@ -306,6 +314,7 @@ both_stores!(events_are_scoped_to_their_organisation, |db| async move {
                 body: "Hi".into(),
                 scheduled_at: None,
                 whatsapp_template: None,
+                email: None,
                 send_window: None,
             },
             "test",

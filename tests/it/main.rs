@@ -7,6 +7,7 @@ mod alerts;
 mod api;
 mod autopause;
 mod database_sockets;
+mod email_feedback;
 mod engine;
 mod events;
 mod outage;

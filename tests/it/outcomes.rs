@@ -469,7 +469,9 @@ async fn backfill(backend: crate::support::Backend) {
     pool.close().await;
     assert_eq!(
         store.migrate().await.unwrap(),
-        vec![9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23]
+        vec![
+            9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24
+        ]
     );
     for (id, row) in ids.iter().zip(rows) {
         let c = store.campaign(CampaignId(*id)).await.unwrap();

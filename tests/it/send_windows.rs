@@ -75,6 +75,7 @@ async fn campaign(
                 body: "Hi".into(),
                 scheduled_at: None,
                 whatsapp_template: None,
+                email: None,
                 send_window: window.map(str::to_string),
             },
             "test",

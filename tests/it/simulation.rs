@@ -1746,6 +1746,7 @@ async fn run_seed(fx: &Fixture, seed: u64, steps: usize) -> Result<Stats, Failur
                         body: "Hello {{ name }}".to_string(),
                         scheduled_at: scheduled.then_some(now),
                         whatsapp_template: None,
+                        email: None,
                         send_window: None,
                     },
                     "sim",

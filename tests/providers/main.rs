@@ -45,12 +45,14 @@ macro_rules! both {
     )*};
 }
 
-// The Twilio flows on both stores; the rest on SQLite.
+// The Twilio flows, WhatsApp templates and email parts with Postmark feedback on both
+// stores; the rest on SQLite.
 both! {
     twilio_campaign_end_to_end => crate::twilio::twilio_campaign_end_to_end,
     twilio_shuffled_duplicated_callbacks => crate::twilio::twilio_shuffled_duplicated_callbacks,
     twilio_inbound_stop_start => crate::twilio::twilio_inbound_stop_start,
     whatsapp_campaign_templates => crate::whatsapp::whatsapp_campaign_templates,
+    smtp_email_parts_and_postmark_feedback => crate::smtp::smtp_email_parts_and_postmark_feedback,
 }
 
 sqlite_only! {

@@ -12,6 +12,8 @@ pub mod contact_filter;
 pub mod contact_rules;
 pub mod credentials;
 pub mod domain;
+pub mod email_content;
+pub mod email_feedback;
 pub mod events;
 pub mod ids;
 pub mod optout;

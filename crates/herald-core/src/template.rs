@@ -228,6 +228,9 @@ pub struct MessageTemplate {
     /// The targets of its `link("…")` calls, distinct, in order of first appearance:
     /// a link's position (1-based) is its index here plus one.
     links: Vec<String>,
+    /// How printed values are escaped: none for text (SMS, plain email), HTML for an
+    /// email's HTML part (`compile_html`), so a contact named `<b>` prints as text.
+    escape: AutoEscape,
 }
 
 impl std::fmt::Debug for MessageTemplate {
@@ -244,6 +247,17 @@ impl MessageTemplate {
     /// Unknown filters or tests (`{{ name | uper }}`) are not syntax errors in
     /// minijinja: they only fail at render time, for every contact.
     pub fn compile(source: &str) -> Result<MessageTemplate, TemplateError> {
+        Self::compile_escaped(source, AutoEscape::None)
+    }
+
+    /// Like [`Self::compile`], for HTML: every printed value is HTML-escaped (a contact's
+    /// name `Tom & <Jerry>` prints as `Tom &amp; &lt;Jerry&gt;`, a link's `&` as `&amp;`),
+    /// unless the template marks it `| safe`.
+    pub fn compile_html(source: &str) -> Result<MessageTemplate, TemplateError> {
+        Self::compile_escaped(source, AutoEscape::Html)
+    }
+
+    fn compile_escaped(source: &str, escape: AutoEscape) -> Result<MessageTemplate, TemplateError> {
         let mut env = Environment::new();
         // No `set`, so a namespace has no use; `debug()` dumps the whole context.
         env.remove_global("namespace");
@@ -252,8 +266,9 @@ impl MessageTemplate {
         env.add_function(BOUNDED_ADD, bounded_add);
         env.add_function(LINK_FUNCTION, tracked_link);
         // Plain-text bodies: HTML escaping would turn "Tom & Jerry" into
-        // "Tom &amp; Jerry" in an SMS.
-        env.set_auto_escape_callback(|_| AutoEscape::None);
+        // "Tom &amp; Jerry" in an SMS. (The renderer passes `escape` itself.)
+        let callback_escape = escape.clone();
+        env.set_auto_escape_callback(move |_| callback_escape.clone());
         // SemiStrict: printing or iterating a missing variable fails, while
         // `{% if x %}` on a missing one is false, the usual way to write
         // optional parts of a message.
@@ -326,6 +341,7 @@ impl MessageTemplate {
             variables,
             paths,
             links,
+            escape,
         })
     }
 
@@ -603,16 +619,35 @@ fn context_value(contact: &ContactFields<'_>, links: Option<&BTreeMap<String, St
 /// `link("…")`: the render's tracked URL for the target when the caller gave the links
 /// (the engine, the estimate), else the target itself (a plain preview).
 fn tracked_link(state: &State<'_, '_>, target: &str) -> Result<Value, Error> {
-    let Some(links) = state.lookup(LINKS_VARIABLE) else {
-        return Ok(Value::from(target));
+    let url = match state.lookup(LINKS_VARIABLE) {
+        None => Value::from(target),
+        Some(links) => match links.get_item(&Value::from(target)) {
+            Ok(url) if !url.is_undefined() && !url.is_none() => url,
+            _ => {
+                return Err(Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!("link({target:?}) is not one of the template's links"),
+                ));
+            }
+        },
     };
-    match links.get_item(&Value::from(target)) {
-        Ok(url) if !url.is_undefined() && !url.is_none() => Ok(url),
-        _ => Err(Error::new(
-            ErrorKind::InvalidOperation,
-            format!("link({target:?}) is not one of the template's links"),
-        )),
+    // In HTML a URL needs only `&`, quotes and angle brackets escaped to sit in an
+    // attribute; minijinja's escaping would also write every `/` as `&#x2f;`, which is
+    // valid but reads as an obfuscated link to spam filters.
+    if matches!(state.auto_escape(), AutoEscape::Html) {
+        let text = url
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| url.to_string());
+        let escaped = text
+            .replace('&', "&amp;")
+            .replace('"', "&quot;")
+            .replace('\'', "&#39;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;");
+        return Ok(Value::from_safe_string(escaped));
     }
+    Ok(url)
 }
 
 /// Renders one template for many contacts with the bounded program.
@@ -645,7 +680,7 @@ impl Renderer<'_> {
                 context,
                 &self.blocks,
                 &mut out,
-                AutoEscape::None,
+                self.template.escape.clone(),
             )
             .map(|_| ())
         };

@@ -10,6 +10,7 @@
 //! and never hold an HTTP or engine thread.
 
 use crate::channel_kind::ChannelKind;
+use crate::email_content::EmailTemplates;
 use crate::ids::ContactId;
 use crate::pricing::Micros;
 use crate::segments::{Encoding, gsm7_replacement, sms_segments, ucs2_characters};
@@ -128,6 +129,7 @@ struct PageTally {
 
 fn tally_page(
     template: &MessageTemplate,
+    email: Option<&Result<EmailTemplates, String>>,
     links: Option<&BTreeMap<String, String>>,
     members: &[AudienceMember],
     counts_segments: bool,
@@ -135,6 +137,12 @@ fn tally_page(
 ) -> PageTally {
     let mut t = PageTally::default();
     let renderer = template.renderer();
+    // The email parts render for each recipient too: a part the sender could not render
+    // (a templated reply-to that is no address) fails that message.
+    let email_renderer = email.map(|e| match e {
+        Ok(t) => t.renderers().map_err(|e| e.to_string()),
+        Err(e) => Err(e.clone()),
+    });
     for m in members {
         if let Some(reason) = m.skip {
             *t.skipped.entry(reason).or_default() += 1;
@@ -154,9 +162,14 @@ fn tally_page(
             Ok(r) => r.render_linked(&fields, links),
             Err(e) => Err(e.clone()),
         };
-        let body = match rendered {
-            Ok(body) => body,
-            Err(e) => {
+        let email = match &email_renderer {
+            Some(Ok(r)) => r.render(&fields, links).map(|_| ()),
+            Some(Err(e)) => Err(e.clone()),
+            None => Ok(()),
+        };
+        let body = match (rendered.map_err(|e| e.to_string()), email) {
+            (Ok(body), Ok(())) => body,
+            (Err(e), _) | (_, Err(e)) => {
                 t.render_failures += 1;
                 if t.first_render_failure.is_none() {
                     t.first_render_failure = Some(format!("{}: {e}", m.contact_id));
@@ -208,11 +221,24 @@ pub async fn estimate(
     signer: Option<&LinkSigner>,
 ) -> Result<Estimate, EstimateError> {
     let template = Arc::new(MessageTemplate::compile(&campaign.body)?);
+    let email = Arc::new(
+        campaign
+            .email
+            .as_ref()
+            .map(|e| e.compile().map_err(|e| e.to_string())),
+    );
+    let targets = crate::email_content::link_targets(
+        template.links(),
+        match email.as_ref() {
+            Some(Ok(e)) => e.html_links(),
+            _ => &[],
+        },
+    );
     // Every recipient's links have one length, so a stand-in of that length counts exactly.
     let links = Arc::new(
         signer
-            .filter(|_| !template.links().is_empty())
-            .map(|s| s.placeholder_links(template.links())),
+            .filter(|_| !targets.is_empty())
+            .map(|s| s.placeholder_links(&targets)),
     );
     let tracked_link_length = links
         .is_some()
@@ -239,10 +265,16 @@ pub async fn estimate(
         after = last.contact_id;
         let full = page.len() as i64 == PAGE_ROWS;
         audience += page.len() as i64;
-        let (template, pricing, links) = (template.clone(), pricing.clone(), links.clone());
+        let (template, email, pricing, links) = (
+            template.clone(),
+            email.clone(),
+            pricing.clone(),
+            links.clone(),
+        );
         let t = render_off_thread(move || {
             tally_page(
                 &template,
+                email.as_ref().as_ref(),
                 links.as_ref().as_ref(),
                 &page,
                 counts_segments,
@@ -308,7 +340,7 @@ pub async fn estimate(
                 replacement: gsm7_replacement(c).map(str::to_string),
             })
             .collect(),
-        tracked_links: template.links().len() as i64,
+        tracked_links: targets.len() as i64,
         tracked_link_length,
         cost: channel.pricing.as_ref().map(|p| CostEstimate {
             currency: p.currency.clone(),

@@ -7,9 +7,9 @@
 pub use herald_channels::{channels, import};
 pub use herald_core::{
     address, alerts, channel_kind, clock, config, contact_filter, contact_rules, credentials,
-    domain, events, ids, optout, outbound, pricing, reasons, secrets, segments, send_window,
-    signatures, telemetry, template, tracked_links, unsubscribe_link, webhook_admission,
-    whatsapp_template,
+    domain, email_content, email_feedback, events, ids, optout, outbound, pricing, reasons,
+    secrets, segments, send_window, signatures, telemetry, template, tracked_links,
+    unsubscribe_link, webhook_admission, whatsapp_template,
 };
 pub use herald_store::store;
 

@@ -1163,6 +1163,7 @@ api_test!(
             body: "Hi {{ name }}".into(),
             scheduled_at: None,
             whatsapp_template: None,
+            email: None,
             send_window: None,
         };
         let draft = store

@@ -721,6 +721,7 @@ api_test!(lists_and_their_members, |app| async move {
                 body: "Hi".into(),
                 scheduled_at: None,
                 whatsapp_template: None,
+                email: None,
                 send_window: None,
             },
             "test",

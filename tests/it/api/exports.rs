@@ -225,6 +225,7 @@ api_test!(
                     body: "Hi".into(),
                     scheduled_at: None,
                     whatsapp_template: None,
+                    email: None,
                     send_window: None,
                 },
                 "test",

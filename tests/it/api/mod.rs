@@ -10,6 +10,7 @@ mod channels;
 mod contacts;
 mod conventions;
 mod document_truth;
+mod email;
 mod errors;
 mod estimate;
 mod exports;
@@ -288,6 +289,7 @@ pub async fn started_sandbox_campaign(
                 body: body.into(),
                 scheduled_at: None,
                 whatsapp_template: None,
+                email: None,
                 send_window: None,
             },
             "test",

@@ -437,6 +437,7 @@ async fn run_campaign_until(store: &Store, channel: ChannelId, want: CampaignSta
                 body: "Hi {{ name }}".into(),
                 scheduled_at: None,
                 whatsapp_template: None,
+                email: None,
                 send_window: None,
             },
             "test",

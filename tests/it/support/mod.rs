@@ -333,6 +333,7 @@ pub async fn new_campaign_at(
                 body: body.to_string(),
                 scheduled_at,
                 whatsapp_template: None,
+                email: None,
                 send_window: None,
             },
             "test",

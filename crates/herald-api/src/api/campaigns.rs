@@ -4,18 +4,20 @@
 //! event stream is in `campaign_events.rs`.
 
 use super::auth::{AsEditor, AsViewer, Principal};
+use super::campaign_email::{EmailPreview, check_email, render_email};
 use super::problem::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, Problem};
 use super::{ApiState, Page, PageParams, decode, timestamp, timestamp_opt};
 use super::{check_name, check_text};
 use crate::domain::{
     CampaignAction, CampaignOutcome, CampaignStatus, Counts, Derivation, MessageStatus,
 };
+use crate::email_content::EmailContent;
 use crate::ids::{CampaignId, ChannelId, ContactId, ListId};
 use crate::segments::{Encoding, sms_segments};
 use crate::store::autopause::{AutoPause, AutoPauseSource};
 use crate::store::{
-    Campaign as CampaignRow, CampaignEvent, ChannelInfo, ContactInput, ListInfo, MessageInfo,
-    NewCampaign as NewCampaignRow, StartOutcome,
+    Campaign as CampaignRow, CampaignEvent, ChannelInfo, ContactInput, DraftEdit, ListInfo,
+    MessageInfo, NewCampaign as NewCampaignRow, StartOutcome,
 };
 use crate::template::{ContactFields, MessageTemplate, TemplateError, render_off_thread};
 use crate::whatsapp_template::WhatsAppTemplate;
@@ -170,6 +172,10 @@ pub struct Campaign {
     /// The WhatsApp template it sends, with the contact field for each parameter; null
     /// when it sends its body.
     pub whatsapp_template: Option<WhatsAppTemplate>,
+    /// On an SMTP channel: the email's subject, HTML part, sender name and reply-to
+    /// (docs/EMAIL.md); null when the body is sent as plain text, its first line the
+    /// subject.
+    pub email: Option<EmailContent>,
     /// The send window in force: the local times of each recipient (`08:00-21:00`, with the
     /// zone of recipients whose own is unknown when not UTC); null when it sends at any
     /// hour. docs/CAMPAIGNS.md, "Send windows".
@@ -301,6 +307,7 @@ pub(crate) async fn view(state: &ApiState, c: CampaignRow) -> ApiResult<Campaign
             kind,
         }),
         whatsapp_template: c.whatsapp_template,
+        email: c.email,
         send_window: c.send_window.effective().map(str::to_string),
         send_window_source: c.send_window.source().to_string(),
         waiting,
@@ -597,6 +604,10 @@ pub struct NewCampaign {
     /// language, is approved and takes that many parameters). The body stays Herald's text
     /// of the message, for previews and the estimate.
     pub whatsapp_template: Option<WhatsAppTemplate>,
+    /// On an SMTP channel: the email's subject, HTML part, sender name and reply-to, each
+    /// a template (docs/EMAIL.md). The body is then the plain-text part; it may be empty
+    /// when there is an HTML part, and the text is derived from each recipient's HTML.
+    pub email: Option<EmailContent>,
     /// Send only between these local times of each recipient (docs/CAMPAIGNS.md, "Send
     /// windows"): `HH:MM-HH:MM`, optionally followed by the IANA zone of recipients whose
     /// own zone is unknown (else UTC); `off` for none; `inherit` (the default) for the
@@ -630,6 +641,10 @@ pub struct CampaignChange {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<WhatsAppTemplate>)]
     pub whatsapp_template: Option<Option<WhatsAppTemplate>>,
+    /// The email parts (as at create), or null to send the body as plain text again.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<EmailContent>)]
+    pub email: Option<Option<EmailContent>>,
     /// Auto-pause on failure rate: `PERCENT%/WINDOW`, `off`, or `inherit` (the
     /// organisation's setting). Unlike the other fields it can change until the campaign
     /// ends, e.g. to turn it off while sending; the failure window restarts.
@@ -797,6 +812,20 @@ async fn check_body_renders(state: &ApiState, body: &str) -> ApiResult<MessageTe
     .map_err(|e| render_problem("body", e))?;
     limits.map_err(|e| render_problem("body", e))?;
     Ok(template)
+}
+
+/// The body of a campaign with these email parts: [`check_body_renders`], except that an
+/// empty body is the HTML part's text when there is one.
+async fn check_campaign_body(
+    state: &ApiState,
+    body: &str,
+    email: Option<&EmailContent>,
+) -> ApiResult<MessageTemplate> {
+    if email.is_some_and(|e| e.derives_text(body)) {
+        return MessageTemplate::compile("")
+            .map_err(|e| ApiError::invalid("body", e.rule("template"), e.to_string()));
+    }
+    check_body_renders(state, body).await
 }
 
 /// A template that cannot render: 422 naming the field and, for a resource limit, the
@@ -1019,7 +1048,7 @@ async fn create_campaign(
     ApiJson(body): ApiJson<NewCampaign>,
 ) -> ApiResult<Response> {
     let name = check_name("name", &body.name)?;
-    let template = check_body_renders(&state, &body.body).await?;
+    let template = check_campaign_body(&state, &body.body, body.email.as_ref()).await?;
     let scheduled_at = body
         .scheduled_at
         .as_deref()
@@ -1043,6 +1072,9 @@ async fn create_campaign(
     if let Some(t) = &body.whatsapp_template {
         check_whatsapp_template(&state, t, &channel, list.id, &list.name).await?;
     }
+    if let Some(e) = &body.email {
+        check_email(&state, e, &channel, list.id, &list.name, template.links()).await?;
+    }
     let id = state
         .store
         .create_campaign(
@@ -1054,6 +1086,7 @@ async fn create_campaign(
                 body: body.body,
                 scheduled_at,
                 whatsapp_template: body.whatsapp_template,
+                email: body.email,
                 send_window,
             },
             &p.actor,
@@ -1131,7 +1164,8 @@ async fn update_campaign(
         || change.body.is_some()
         || change.channel_id.is_some()
         || change.list_id.is_some()
-        || change.whatsapp_template.is_some();
+        || change.whatsapp_template.is_some()
+        || change.email.is_some();
     let mut current = state.store.api_campaign(p.org_id, id).await?;
     let editable = matches!(
         current.status,
@@ -1180,10 +1214,26 @@ async fn update_campaign(
         .as_deref()
         .map(|n| check_name("name", n))
         .transpose()?;
+    // The email parts as they will be: an empty body is the HTML's text only with them.
+    let final_email = match &change.email {
+        Some(e) => e.as_ref(),
+        None => current.email.as_ref(),
+    };
     let template = match change.body.as_deref() {
-        Some(body) => Some(check_body_renders(&state, body).await?),
+        Some(body) => Some(check_campaign_body(&state, body, final_email).await?),
         None => None,
     };
+    if change.body.is_none()
+        && change.email.is_some()
+        && current.body.trim().is_empty()
+        && !final_email.is_some_and(|e| e.derives_text(&current.body))
+    {
+        return Err(ApiError::invalid(
+            "email",
+            "required",
+            "the body is empty, so the plain text comes from the HTML part: keep email.html, or give a body too",
+        ));
+    }
     let channel = match change.channel_id.as_deref() {
         Some(v) => Some(channel_ref(&state, &p, v).await?),
         None => None,
@@ -1192,11 +1242,15 @@ async fn update_campaign(
         Some(v) => Some(list_ref(&state, &p, v).await?),
         None => None,
     };
-    if template.is_some() || list.is_some() {
-        let template = match template {
-            Some(t) => t,
-            None => check_body(&current.body)?,
-        };
+    let body_changed = template.is_some();
+    // The body as it will be (the current one passed these checks when it was written; an
+    // empty one is an HTML email's derived text).
+    let template = match template {
+        Some(t) => t,
+        None => MessageTemplate::compile(&current.body)
+            .map_err(|e| ApiError::invalid("body", e.rule("template"), e.to_string()))?,
+    };
+    if body_changed || list.is_some() {
         let (list_id, list_name) = match &list {
             Some(l) => (l.id, l.name.as_str()),
             None => (current.list_id, current.list_name.as_str()),
@@ -1231,11 +1285,38 @@ async fn update_campaign(
         };
         check_whatsapp_template(&state, t, &final_channel, list_id, list_name).await?;
     }
+    if let Some(e) = final_email
+        && (change.email.is_some() || change.body.is_some() || channel.is_some() || list.is_some())
+    {
+        let final_channel = match &channel {
+            Some(c) => c.clone(),
+            None => {
+                state
+                    .store
+                    .org_channel(p.org_id, current.channel_id)
+                    .await?
+            }
+        };
+        let (list_id, list_name) = match &list {
+            Some(l) => (l.id, l.name.as_str()),
+            None => (current.list_id, current.list_name.as_str()),
+        };
+        check_email(
+            &state,
+            e,
+            &final_channel,
+            list_id,
+            list_name,
+            template.links(),
+        )
+        .await?;
+    }
     if name.is_none()
         && change.body.is_none()
         && channel.is_none()
         && list.is_none()
         && change.whatsapp_template.is_none()
+        && change.email.is_none()
     {
         return Ok(axum::Json(view(&state, current).await?));
     }
@@ -1244,11 +1325,14 @@ async fn update_campaign(
         .api_campaign_update_draft(
             p.org_id,
             id,
-            name.as_deref(),
-            change.body.as_deref(),
-            channel.map(|c| c.id),
-            list.map(|l| l.id),
-            change.whatsapp_template.as_ref().map(Option::as_ref),
+            &DraftEdit {
+                name: name.as_deref(),
+                body: change.body.as_deref(),
+                channel_id: channel.map(|c| c.id),
+                list_id: list.map(|l| l.id),
+                whatsapp_template: change.whatsapp_template.as_ref().map(Option::as_ref),
+                email: change.email.as_ref().map(Option::as_ref),
+            },
             &p.actor,
         )
         .await?;
@@ -1643,6 +1727,9 @@ pub struct TemplatePreview {
     pub segments: Option<u32>,
     /// The SMS encoding; null for channels that do not send SMS.
     pub encoding: Option<SmsEncoding>,
+    /// With email parts: the email as the recipient gets it (`rendered` is then its
+    /// plain-text part).
+    pub email: Option<EmailPreview>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -1657,6 +1744,9 @@ pub struct TemplatePreviewRequest {
     /// counted as for SMS.
     #[schema(example = "chn_1")]
     pub channel_id: Option<String>,
+    /// Email parts to render too (as a campaign's `email`); the body may then be empty
+    /// when there is an HTML part.
+    pub email: Option<EmailContent>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -1690,6 +1780,7 @@ fn preview_of(rendered: String, sms: bool) -> TemplatePreview {
         rendered,
         segments,
         encoding,
+        email: None,
     }
 }
 
@@ -1739,6 +1830,9 @@ async fn preview_campaign(
         )
     })?;
     let contact = contact_ref(&state, &p, &contact_id).await?;
+    if let Some(email) = c.email {
+        return email_preview(email, c.body, Some(contact), "contact_id").await;
+    }
     let template = MessageTemplate::compile(&c.body).map_err(|e| {
         ApiError::conflict(format!("the campaign's template does not compile: {e}"))
     })?;
@@ -1746,6 +1840,25 @@ async fn preview_campaign(
         .await
         .map_err(|e| render_problem("contact_id", e))?;
     Ok(axum::Json(preview_of(rendered, sends_sms(&c.channel_kind))))
+}
+
+/// An email preview as a [`TemplatePreview`]: `rendered` is the plain-text part.
+async fn email_preview(
+    email: EmailContent,
+    body: String,
+    contact: Option<ContactInput>,
+    field: &str,
+) -> ApiResult<axum::Json<TemplatePreview>> {
+    let preview = render_email(email, body, contact)
+        .await
+        .map_err(|e| ApiError::invalid(field, "render", e))?;
+    Ok(axum::Json(TemplatePreview {
+        characters: i64::try_from(preview.text.chars().count()).unwrap_or(i64::MAX),
+        rendered: preview.text.clone(),
+        segments: None,
+        encoding: None,
+        email: Some(preview),
+    }))
 }
 
 /// Render a template before any campaign exists (the editor's live preview): for a
@@ -1762,6 +1875,24 @@ async fn preview_template(
     AsViewer(p): AsViewer,
     ApiJson(req): ApiJson<TemplatePreviewRequest>,
 ) -> ApiResult<axum::Json<TemplatePreview>> {
+    if let Some(email) = req.email {
+        email
+            .compile()
+            .map_err(|e| ApiError::invalid(e.field, e.rule, e.message))?;
+        if !email.derives_text(&req.body) {
+            check_body(&req.body)?;
+        }
+        let contact = match req.contact_id.as_deref() {
+            Some(v) => Some(contact_ref(&state, &p, v).await?),
+            None => None,
+        };
+        let field = if contact.is_some() {
+            "contact_id"
+        } else {
+            "email"
+        };
+        return email_preview(email, req.body, contact, field).await;
+    }
     let template = check_body(&req.body)?;
     let sms = match req.channel_id.as_deref() {
         Some(v) => sends_sms(&channel_ref(&state, &p, v).await?.kind),

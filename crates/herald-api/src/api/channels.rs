@@ -958,6 +958,7 @@ async fn test_channel(
         attempt: 1,
         unsubscribe_url: None,
         template: None,
+        email: None,
     };
     let result = match tokio::time::timeout(TEST_SEND_TIMEOUT, channel.send(request)).await {
         Ok(r) => r,

@@ -25,6 +25,7 @@ mod accounts;
 pub mod alerts;
 mod campaign_clicks;
 pub mod campaign_derive;
+mod campaign_email;
 mod campaign_estimate;
 mod campaign_events;
 mod campaigns;

@@ -1,5 +1,6 @@
 //! Provider webhooks served by `herald serve`: Twilio status callbacks and inbound
-//! messages, WhatsApp verification and events.
+//! messages, WhatsApp verification and events (email bounces and complaints: `email.rs`,
+//! with the same admission, answers and record).
 //!
 //! A webhook speaks only for the channel its path names: its receipts carry that channel
 //! (`Receipt::channel_id`), so they find only that channel's messages, and its opt-outs act
@@ -15,7 +16,7 @@
 //! START-family lifts it.
 
 use crate::app_state::{AppState, problem};
-use crate::channel_kind::{ChannelKind, WebhookRoute, twilio, whatsapp};
+use crate::channel_kind::{ChannelKind, WebhookRoute, smtp, twilio, whatsapp};
 use crate::channels::classify::{twilio_status, whatsapp_status};
 use crate::ids::{ChannelId, MessageId, ReplyId};
 use crate::optout::{Keyword, keyword};
@@ -46,7 +47,28 @@ fn handlers() -> Vec<(ChannelKind, &'static WebhookRoute, MethodRouter<AppState>
             &whatsapp::EVENTS,
             get(whatsapp_verify).post(whatsapp_event),
         ),
+        // An email provider batches its reports (SendGrid up to 768 KB a request): these
+        // routes take up to `MAX_FEEDBACK_BODY`, the others the router's 256 KiB.
+        (
+            smtp::KIND,
+            &smtp::SES,
+            post(super::email::ses).layer(feedback_limit()),
+        ),
+        (
+            smtp::KIND,
+            &smtp::POSTMARK,
+            post(super::email::postmark).layer(feedback_limit()),
+        ),
+        (
+            smtp::KIND,
+            &smtp::SENDGRID,
+            post(super::email::sendgrid).layer(feedback_limit()),
+        ),
     ]
+}
+
+fn feedback_limit() -> axum::extract::DefaultBodyLimit {
+    axum::extract::DefaultBodyLimit::max(crate::email_feedback::MAX_FEEDBACK_BODY)
 }
 
 pub fn routes() -> Router<AppState> {
@@ -57,7 +79,7 @@ pub fn routes() -> Router<AppState> {
         })
 }
 
-fn internal(e: impl std::fmt::Display) -> Response {
+pub(super) fn internal(e: impl std::fmt::Display) -> Response {
     tracing::error!(error = %e, "webhook could not be processed");
     problem(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -67,7 +89,7 @@ fn internal(e: impl std::fmt::Display) -> Response {
     )
 }
 
-fn forbidden(detail: &str) -> Response {
+pub(super) fn forbidden(detail: &str) -> Response {
     problem(
         StatusCode::FORBIDDEN,
         "bad-signature",
@@ -85,18 +107,18 @@ const WHATSAPP_UNVERIFIED_TOKEN: &str = "hub.mode must be subscribe and hub.veri
 
 /// Counts a refused webhook. Labels are fixed words: never a tenant's name, and never the
 /// path's channel id, which anyone can vary to grow the metric.
-fn rejected(channel_kind: ChannelKind, reason: &'static str) {
+pub(super) fn rejected(channel_kind: ChannelKind, reason: &'static str) {
     metrics::counter!("herald_webhooks_rejected_total", "channel_kind" => channel_kind.as_str(), "reason" => reason)
         .increment(1);
 }
 
 /// The connecting address, as `herald serve` records it (`ConnectInfo`); absent for
 /// in-process callers, which then share one allowance per channel.
-type Peer = Option<Extension<ConnectInfo<SocketAddr>>>;
+pub(super) type Peer = Option<Extension<ConnectInfo<SocketAddr>>>;
 
 /// Counts one request for `channel_id` from `peer`; over the rate, the 429 answer (with
 /// `Retry-After`) to give instead of serving it.
-fn over_rate(
+pub(super) fn over_rate(
     state: &AppState,
     peer: &Peer,
     channel_id: ChannelId,
@@ -131,7 +153,7 @@ fn over_rate(
 /// The answer to a webhook path that names no channel: only `chn_5` and the bare `5` of
 /// callback URLs configured in a provider's console before ids were prefixed are ids.
 /// 404 as problem+json (the syntax of an id is public, so this tells a prober nothing).
-fn bad_path(e: &crate::ids::IdError, channel_kind: ChannelKind) -> Response {
+pub(super) fn bad_path(e: &crate::ids::IdError, channel_kind: ChannelKind) -> Response {
     rejected(channel_kind, "bad_path");
     problem(
         StatusCode::NOT_FOUND,
@@ -141,7 +163,7 @@ fn bad_path(e: &crate::ids::IdError, channel_kind: ChannelKind) -> Response {
     )
 }
 
-fn malformed(detail: &str) -> Response {
+pub(super) fn malformed(detail: &str) -> Response {
     problem(
         StatusCode::BAD_REQUEST,
         "malformed-webhook",
@@ -152,7 +174,7 @@ fn malformed(detail: &str) -> Response {
 
 /// The channel, if it exists and is of the expected kind, with its opened secrets; `None`
 /// when there is none to verify against (the caller answers as for a bad signature).
-async fn channel_with_secrets(
+pub(super) async fn channel_with_secrets(
     state: &AppState,
     channel_id: ChannelId,
     kind: ChannelKind,
@@ -174,7 +196,7 @@ async fn channel_with_secrets(
     }
 }
 
-fn secret<'a>(secrets: &'a serde_json::Value, name: &str) -> Option<&'a str> {
+pub(super) fn secret<'a>(secrets: &'a serde_json::Value, name: &str) -> Option<&'a str> {
     secrets
         .get(name)
         .and_then(|v| v.as_str())
@@ -183,7 +205,13 @@ fn secret<'a>(secrets: &'a serde_json::Value, name: &str) -> Option<&'a str> {
 
 /// Keeps a verified request as it arrived. Unverified ones are anyone's and are only
 /// counted (`rejected`): a row each would let forged traffic fill the disk.
-async fn keep(state: &AppState, channel_id: ChannelId, kind: &str, outcome: &str, body: &[u8]) {
+pub(super) async fn keep(
+    state: &AppState,
+    channel_id: ChannelId,
+    kind: &str,
+    outcome: &str,
+    body: &[u8],
+) {
     let text = String::from_utf8_lossy(body);
     if let Err(e) = state
         .store
@@ -295,6 +323,7 @@ fn send_pending_answers(
                         attempt: 1,
                         unsubscribe_url: None,
                         template: None,
+                        email: None,
                     };
                     match channel.send(request).await {
                         crate::channels::SendResult::Accepted { provider_id, .. } => {
@@ -962,7 +991,10 @@ mod tests {
             [
                 "/webhooks/twilio/{channel_id}/status",
                 "/webhooks/twilio/{channel_id}/inbound",
-                "/webhooks/whatsapp/{channel_id}"
+                "/webhooks/whatsapp/{channel_id}",
+                "/webhooks/smtp/{channel_id}/ses",
+                "/webhooks/smtp/{channel_id}/postmark",
+                "/webhooks/smtp/{channel_id}/sendgrid"
             ]
         );
         // Mounting them panics on a malformed or repeated path.

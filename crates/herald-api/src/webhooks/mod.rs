@@ -2,6 +2,7 @@
 //! genuine before it may change a message's status, and signing the Standard Webhooks
 //! events Herald sends out. `signature` is pure (no I/O, no clock); `inbound` serves the providers' callbacks.
 
+pub mod email;
 pub mod inbound;
 pub mod links;
 // Moved below the HTTP side; the old paths stay for their callers.

@@ -43,6 +43,10 @@ pub struct SendRequest {
     /// The campaign's WhatsApp template with this recipient's parameter values
     /// (`whatsapp_template`); None: the body is the message (or the channel's template).
     pub template: Option<TemplateSend>,
+    /// The campaign's email parts for this recipient (subject, HTML, sender name,
+    /// reply-to); None: an SMTP channel sends the body as plain text, its first line the
+    /// subject. The body is the plain-text part.
+    pub email: Option<crate::email_content::RenderedEmail>,
 }
 
 /// Why a campaign's template cannot be used.

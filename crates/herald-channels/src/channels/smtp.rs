@@ -30,7 +30,7 @@ use crate::channel_kind::{ChannelKind, smtp::KIND};
 use crate::outbound::{OutboundGuard, ResolveError};
 use crate::store::ChannelInfo;
 use lettre::message::header::{ContentType, HeaderName, HeaderValue, MIME_VERSION_1_0};
-use lettre::message::{Mailbox, Message};
+use lettre::message::{Mailbox, Message, MultiPart};
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
@@ -76,9 +76,13 @@ fn from_flags(flags: &Flags) -> Result<Checked, ChannelError> {
         default_subject: flags.text("default_subject"),
         max_connections: None,
         allow_plaintext_auth: flags.set("allow_plaintext_auth"),
+        ses_topic_arn: flags.text("ses_topic_arn"),
+        sns_cert_url_prefix: None,
+        sendgrid_verification_key: flags.text("sendgrid_verification_key"),
     };
     let secrets = Secrets {
         password: flags.text("password"),
+        postmark_webhook_token: flags.text("postmark_webhook_token"),
     };
     config.validate()?;
     secrets.validate()?;
@@ -151,6 +155,20 @@ pub struct Config {
     /// on a trusted network).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_plaintext_auth: bool,
+    /// `--ses-topic-arn`: the Amazon SNS topic that Amazon SES publishes this channel's
+    /// bounces and complaints to. Its notifications are accepted at
+    /// `/webhooks/smtp/{id}/ses` only from this topic (every topic's messages carry a valid
+    /// AWS signature, so the signature alone does not say whose they are).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ses_topic_arn: Option<String>,
+    /// Where SNS signing certificates may also be fetched from, besides
+    /// `https://sns.<region>.amazonaws.com/`: only to point at a test double.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sns_cert_url_prefix: Option<String>,
+    /// `--sendgrid-verification-key`: the public key of SendGrid's signed Event Webhook
+    /// (base64, as SendGrid's settings show it); enables `/webhooks/smtp/{id}/sendgrid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sendgrid_verification_key: Option<String>,
 }
 
 /// The channel's credentials (stored sealed).
@@ -160,12 +178,21 @@ pub struct Secrets {
     /// `--password`, with `--username`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
+    /// `--postmark-webhook-token`: the password of the HTTP basic auth that Postmark's
+    /// bounce, spam-complaint and delivery webhooks send; enables
+    /// `/webhooks/smtp/{id}/postmark`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postmark_webhook_token: Option<String>,
 }
 
 impl std::fmt::Debug for Secrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Secrets")
             .field("password", &self.password.as_ref().map(|_| "****"))
+            .field(
+                "postmark_webhook_token",
+                &self.postmark_webhook_token.as_ref().map(|_| "****"),
+            )
             .finish()
     }
 }
@@ -205,6 +232,20 @@ impl Config {
         {
             return Err(format!("max_connections {n} must be from 1 to 100"));
         }
+        if let Some(arn) = &self.ses_topic_arn {
+            check_topic_arn(arn)?;
+        }
+        if let Some(key) = &self.sendgrid_verification_key {
+            crate::email_feedback::check_sendgrid_key(key)
+                .map_err(|e| format!("--sendgrid-verification-key: {e}"))?;
+        }
+        if let Some(prefix) = &self.sns_cert_url_prefix
+            && !(prefix.starts_with("http://") || prefix.starts_with("https://"))
+        {
+            return Err(format!(
+                "sns_cert_url_prefix `{prefix}` must be an http(s) URL prefix (a test double only)"
+            ));
+        }
         Ok(())
     }
 
@@ -242,7 +283,38 @@ impl Validate for Secrets {
         {
             return Err(ChannelError::settings("--password must not be empty"));
         }
+        if let Some(t) = &self.postmark_webhook_token
+            && (t.len() < 16 || t.len() > 200 || !t.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(ChannelError::settings(
+                "--postmark-webhook-token must be 16 to 200 printable ASCII characters without spaces: generate one, e.g. with `openssl rand -hex 24`",
+            ));
+        }
         Ok(())
+    }
+}
+
+/// An SNS topic ARN: `arn:aws:sns:REGION:ACCOUNT:NAME` (or another AWS partition's).
+fn check_topic_arn(arn: &str) -> Result<(), String> {
+    let parts: Vec<&str> = arn.split(':').collect();
+    let ok = parts.len() == 6
+        && parts[0] == "arn"
+        && parts[1].starts_with("aws")
+        && parts[2] == "sns"
+        && !parts[3].is_empty()
+        && parts[4].len() == 12
+        && parts[4].bytes().all(|b| b.is_ascii_digit())
+        && !parts[5].is_empty()
+        && parts[5].len() <= 256
+        && parts[5]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "--ses-topic-arn `{arn}` is not an SNS topic ARN: copy it from the topic's page, like arn:aws:sns:eu-west-1:123456789012:ses-bounces"
+        ))
     }
 }
 
@@ -295,6 +367,26 @@ pub fn new_message_id(from: &Mailbox, request: &SendRequest) -> String {
     )
 }
 
+/// Where a bounce or complaint webhook finds the email's Message-ID (its provider id):
+/// Postmark returns `X-PM-Metadata-*` headers as the webhook's `Metadata`, SendGrid the
+/// `unique_args` of `X-SMTPAPI` as fields of each event. Amazon SES returns the original
+/// Message-ID header itself, so it needs none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FeedbackHeaders {
+    pub postmark: bool,
+    pub sendgrid: bool,
+}
+
+impl FeedbackHeaders {
+    /// The headers a channel's configuration calls for.
+    pub fn of(config: &Config, secrets: &Secrets) -> FeedbackHeaders {
+        FeedbackHeaders {
+            postmark: secrets.postmark_webhook_token.is_some(),
+            sendgrid: config.sendgrid_verification_key.is_some(),
+        }
+    }
+}
+
 /// The message for one attempt (module docs for the conventions).
 pub fn build_message(
     from: &Mailbox,
@@ -302,24 +394,61 @@ pub fn build_message(
     request: &SendRequest,
     message_id: &str,
 ) -> Result<Message, ChannelError> {
+    build_message_with(
+        from,
+        default_subject,
+        request,
+        message_id,
+        FeedbackHeaders::default(),
+    )
+}
+
+/// [`build_message`] with the headers a bounce webhook needs. With the campaign's email
+/// parts (`request.email`): their subject, the sender name on the channel's address, a
+/// `Reply-To`, and, with an HTML part, multipart/alternative of the body (plain text,
+/// first, as RFC 2046 orders the simplest first) and the HTML.
+pub fn build_message_with(
+    from: &Mailbox,
+    default_subject: Option<&str>,
+    request: &SendRequest,
+    message_id: &str,
+    feedback: FeedbackHeaders,
+) -> Result<Message, ChannelError> {
     let to: Mailbox = request.address.as_str().parse().map_err(|e| {
         ChannelError::Message(format!(
             "`{}` is not an email address: {e}",
             request.address
         ))
     })?;
-    let (subject, body) = split_subject(&request.body);
-    let subject = subject
-        .filter(|s| !s.is_empty())
-        .or_else(|| default_subject.map(str::to_string))
-        .unwrap_or_else(|| "(no subject)".to_string());
+    let (subject, body) = match &request.email {
+        Some(email) => (email.subject.clone(), request.body.as_str()),
+        None => {
+            let (subject, body) = split_subject(&request.body);
+            let subject = subject
+                .filter(|s| !s.is_empty())
+                .or_else(|| default_subject.map(str::to_string))
+                .unwrap_or_else(|| "(no subject)".to_string());
+            (subject, body)
+        }
+    };
+    let sender = match request.email.as_ref().and_then(|e| e.from_name.clone()) {
+        Some(name) => Mailbox::new(Some(name), from.email.clone()),
+        None => from.clone(),
+    };
     let mut builder = Message::builder()
-        .from(from.clone())
+        .from(sender)
         .to(to)
         .subject(subject)
         .message_id(Some(message_id.to_string()))
-        .header(MIME_VERSION_1_0)
-        .header(ContentType::TEXT_PLAIN);
+        .header(MIME_VERSION_1_0);
+    if let Some(reply_to) = request.email.as_ref().and_then(|e| e.reply_to.as_deref()) {
+        let mailbox: Mailbox = reply_to.parse().map_err(|e| {
+            ChannelError::Message(format!(
+                "the reply-to `{reply_to}` is not an email address: {e}"
+            ))
+        })?;
+        builder = builder.reply_to(mailbox);
+    }
     if let Some(url) = &request.unsubscribe_url {
         if url.is_empty() || url.contains(|c: char| c.is_control() || c == '<' || c == '>') {
             return Err(ChannelError::Message(format!(
@@ -336,9 +465,27 @@ pub fn build_message(
                 "List-Unsubscribe=One-Click".to_string(),
             ));
     }
-    builder
-        .body(body.to_string())
-        .map_err(|e| ChannelError::Message(format!("cannot build the email: {e}")))
+    // The Message-ID is Herald's own (`new_message_id`): no recipient data goes in these.
+    if feedback.postmark {
+        builder = builder.raw_header(HeaderValue::new(
+            HeaderName::new_from_ascii_str("X-PM-Metadata-herald_id"),
+            message_id.to_string(),
+        ));
+    }
+    if feedback.sendgrid {
+        let args = serde_json::json!({ "unique_args": { crate::email_feedback::HERALD_ID_FIELD: message_id } });
+        builder = builder.raw_header(HeaderValue::new(
+            HeaderName::new_from_ascii_str("X-SMTPAPI"),
+            args.to_string(),
+        ));
+    }
+    let built = match request.email.as_ref().and_then(|e| e.html.clone()) {
+        Some(html) => builder.multipart(MultiPart::alternative_plain_html(body.to_string(), html)),
+        None => builder
+            .header(ContentType::TEXT_PLAIN)
+            .body(body.to_string()),
+    };
+    built.map_err(|e| ChannelError::Message(format!("cannot build the email: {e}")))
 }
 
 /// The timeouts a channel applies (tests shorten them).
@@ -410,6 +557,7 @@ pub struct SmtpChannel {
     permits: Semaphore,
     timeouts: Timeouts,
     guard: OutboundGuard,
+    feedback: FeedbackHeaders,
 }
 
 impl SmtpChannel {
@@ -454,7 +602,9 @@ impl SmtpChannel {
             _ => None,
         };
         let permits = config.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS) as usize;
+        let feedback = FeedbackHeaders::of(&config, &secrets);
         Ok(SmtpChannel {
+            feedback,
             name,
             from: config.mailbox()?,
             config,
@@ -565,11 +715,12 @@ impl SmtpChannel {
 
     async fn send_inner(&self, request: SendRequest) -> SendResult {
         let message_id = new_message_id(&self.from, &request);
-        let message = match build_message(
+        let message = match build_message_with(
             &self.from,
             self.config.default_subject.as_deref(),
             &request,
             &message_id,
+            self.feedback,
         ) {
             Ok(m) => m,
             Err(error) => {
@@ -795,6 +946,9 @@ mod tests {
             from: "Herald News <news@example.com>".into(),
             username: None,
             default_subject: None,
+            ses_topic_arn: None,
+            sns_cert_url_prefix: None,
+            sendgrid_verification_key: None,
             max_connections: None,
             allow_plaintext_auth: false,
         }
@@ -809,6 +963,7 @@ mod tests {
             attempt: 2,
             unsubscribe_url: unsubscribe.map(str::to_string),
             template: None,
+            email: None,
         }
     }
 
@@ -1004,6 +1159,7 @@ mod tests {
         };
         let pw = Secrets {
             password: Some("p".into()),
+            ..Default::default()
         };
         assert!(validate_credentials(&with_user, &pw).is_ok());
         // The password in clear only when the channel says so.
@@ -1040,7 +1196,8 @@ mod tests {
         );
         assert!(
             Secrets {
-                password: Some("".into())
+                password: Some("".into()),
+                ..Default::default()
             }
             .validate()
             .unwrap_err()
@@ -1054,7 +1211,8 @@ mod tests {
             !format!(
                 "{:?}",
                 Secrets {
-                    password: Some("hunter2".into())
+                    password: Some("hunter2".into()),
+                    ..Default::default()
                 }
             )
             .contains("hunter2")
@@ -1350,6 +1508,7 @@ mod tests {
             with_user.clone(),
             Secrets {
                 password: Some("wrong".into()),
+                ..Default::default()
             },
             fast(),
             OutboundGuard::allow_all(),
@@ -1365,6 +1524,7 @@ mod tests {
             with_user,
             Secrets {
                 password: Some("secret".into()),
+                ..Default::default()
             },
             fast(),
             OutboundGuard::allow_all(),
@@ -1391,5 +1551,147 @@ mod tests {
             ch.send(request("a@example.org", "x", None)).await,
             SendResult::StopCampaign { error } if error.contains("STARTTLS")
         ));
+    }
+
+    /// An email with its parts, as an independent MIME parser (mail-parser, Stalwart's)
+    /// reads it: multipart/alternative with the text first, both bodies decoded to what
+    /// was given (non-ASCII and a line longer than SMTP's 998 octets included), the
+    /// subject, the sender's name on the channel's address, Reply-To, Message-ID and the
+    /// headers the bounce webhooks read Herald's id back from.
+    #[test]
+    fn an_email_with_parts_reads_back_with_an_independent_parser() {
+        use mail_parser::{MessageParser, MimeHeaders};
+        let from: Mailbox = "Herald News <news@example.com>".parse().unwrap();
+        let text = "Hallo Zoë,\nGrüße aus Köln — bis bald! 😀\n";
+        let html = format!(
+            "<html><body><h1>Grüße, Zoë &amp; co</h1><p>{}</p></body></html>",
+            "Ça va très bien, merci — 😀 ".repeat(80)
+        );
+        assert!(
+            html.lines().any(|l| l.len() > 998),
+            "one line longer than SMTP's limit"
+        );
+        let subject = "Ünsere Aktion für Zoë: −20 % 😀";
+        let mut req = request("zoe@example.org", text, None);
+        req.email = Some(crate::email_content::RenderedEmail {
+            subject: subject.into(),
+            html: Some(html.clone()),
+            from_name: Some("Zoë at Herald, Inc.".into()),
+            reply_to: Some("support@example.com".into()),
+        });
+        let id = new_message_id(&from, &req);
+        let feedback = FeedbackHeaders {
+            postmark: true,
+            sendgrid: true,
+        };
+        let bytes = build_message_with(&from, Some("Default"), &req, &id, feedback)
+            .unwrap()
+            .formatted();
+        assert!(
+            bytes.is_ascii(),
+            "transfer-encoded, so the message is ASCII"
+        );
+        assert!(
+            bytes.split(|&b| b == b'\n').all(|l| l.len() <= 1000),
+            "no line over 998 octets and its CRLF"
+        );
+        let raw = String::from_utf8(bytes.clone()).unwrap();
+        let m = MessageParser::default()
+            .parse(&bytes)
+            .unwrap_or_else(|| panic!("unparseable: {raw}"));
+
+        let root = m.root_part();
+        let ct = root.content_type().unwrap();
+        assert_eq!(
+            (ct.ctype(), ct.subtype()),
+            ("multipart", Some("alternative")),
+            "{raw}"
+        );
+        let parts = root.sub_parts().unwrap();
+        assert_eq!(parts.len(), 2, "{raw}");
+        let part = |i: usize| &m.parts[parts[i] as usize];
+        let kind = |i: usize| {
+            let ct = part(i).content_type().unwrap();
+            (ct.ctype().to_string(), ct.subtype().map(str::to_string))
+        };
+        assert_eq!(kind(0), ("text".into(), Some("plain".into())), "{raw}");
+        assert_eq!(kind(1), ("text".into(), Some("html".into())), "{raw}");
+        let lf = |s: &str| s.replace("\r\n", "\n");
+        assert_eq!(lf(part(0).text_contents().unwrap()), text, "{raw}");
+        assert_eq!(lf(part(1).text_contents().unwrap()), html, "{raw}");
+        assert_eq!(m.body_text(0).map(|t| lf(&t)).as_deref(), Some(text));
+        assert_eq!(
+            m.body_html(0).map(|t| lf(&t)).as_deref(),
+            Some(html.as_str())
+        );
+
+        assert_eq!(m.subject(), Some(subject));
+        let sender = m.from().and_then(|a| a.first()).unwrap();
+        assert_eq!(sender.name(), Some("Zoë at Herald, Inc."));
+        assert_eq!(sender.address(), Some("news@example.com"));
+        assert_eq!(m.from().and_then(|a| a.as_list()).map(<[_]>::len), Some(1));
+        let reply_to = m.reply_to().and_then(|a| a.first()).unwrap();
+        assert_eq!(reply_to.address(), Some("support@example.com"));
+        let to = m.to().and_then(|a| a.first()).unwrap();
+        assert_eq!(to.address(), Some("zoe@example.org"));
+        let bare_id = id.trim_start_matches('<').trim_end_matches('>');
+        assert_eq!(m.message_id(), Some(bare_id));
+
+        // Herald's id where Postmark (Metadata) and SendGrid (unique_args) return it.
+        let header_text = |name: &str| {
+            m.header(name)
+                .and_then(|v| v.as_text())
+                .map(str::trim)
+                .map(str::to_string)
+                .unwrap_or_else(|| panic!("no {name} header: {raw}"))
+        };
+        assert_eq!(header_text("X-PM-Metadata-herald_id"), id);
+        let smtpapi: serde_json::Value = serde_json::from_str(&header_text("X-SMTPAPI")).unwrap();
+        assert_eq!(
+            smtpapi["unique_args"][crate::email_feedback::HERALD_ID_FIELD],
+            serde_json::Value::String(id.clone()),
+            "{smtpapi}"
+        );
+
+        // Without the feedback headers: neither header.
+        let plain_bytes = build_message_with(&from, None, &req, &id, FeedbackHeaders::default())
+            .unwrap()
+            .formatted();
+        let plain_headers = MessageParser::default().parse(&plain_bytes).unwrap();
+        assert!(plain_headers.header("X-PM-Metadata-herald_id").is_none());
+        assert!(plain_headers.header("X-SMTPAPI").is_none());
+
+        // Without parts: one text/plain part, the subject from the body's first line.
+        let plain = request("zoe@example.org", "Subject: Grüße\n\nHallo Zoë", None);
+        let bytes = build_message_with(&from, None, &plain, &id, feedback)
+            .unwrap()
+            .formatted();
+        let m = MessageParser::default().parse(&bytes).unwrap();
+        let ct = m.root_part().content_type().unwrap();
+        assert_eq!((ct.ctype(), ct.subtype()), ("text", Some("plain")));
+        assert_eq!(m.parts.len(), 1);
+        assert_eq!(m.subject(), Some("Grüße"));
+        assert_eq!(m.body_text(0).map(|t| lf(&t)).as_deref(), Some("Hallo Zoë"));
+        let sender = m.from().and_then(|a| a.first()).unwrap();
+        assert_eq!(sender.name(), Some("Herald News"));
+        assert!(m.reply_to().is_none());
+        // With parts but no HTML: text/plain still, the parts' subject and sender.
+        req.email = Some(crate::email_content::RenderedEmail {
+            subject: "Nur Text".into(),
+            html: None,
+            from_name: None,
+            reply_to: None,
+        });
+        let bytes = build_message_with(&from, None, &req, &id, feedback)
+            .unwrap()
+            .formatted();
+        let m = MessageParser::default().parse(&bytes).unwrap();
+        let ct = m.root_part().content_type().unwrap();
+        assert_eq!((ct.ctype(), ct.subtype()), ("text", Some("plain")));
+        assert_eq!(m.subject(), Some("Nur Text"));
+        assert_eq!(m.body_text(0).map(|t| lf(&t)).as_deref(), Some(text));
+        let sender = m.from().and_then(|a| a.first()).unwrap();
+        assert_eq!(sender.name(), Some("Herald News"));
+        assert_eq!(sender.address(), Some("news@example.com"));
     }
 }

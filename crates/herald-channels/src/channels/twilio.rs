@@ -739,6 +739,7 @@ mod tests {
             attempt: 1,
             unsubscribe_url: None,
             template: None,
+            email: None,
         }
     }
 

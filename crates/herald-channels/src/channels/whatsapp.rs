@@ -670,6 +670,7 @@ mod tests {
             attempt: 1,
             unsubscribe_url: None,
             template: None,
+            email: None,
         }
     }
 

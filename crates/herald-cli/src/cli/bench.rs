@@ -289,6 +289,7 @@ async fn bench(settings: &Settings, args: &BenchArgs) -> Result<serde_json::Valu
                 body: "Hello {{ name }}, this is a Herald benchmark.".into(),
                 scheduled_at: None,
                 whatsapp_template: None,
+                email: None,
                 send_window: None,
             },
             "bench",

@@ -1,5 +1,6 @@
 //! `herald campaign …`
 
+use super::campaign_email::{EmailFlags, body_or_derived, check_email};
 use super::{
     Cli, CliError, CliResult, actor, open_store, resolve_channel, resolve_list, resolve_org,
 };
@@ -26,9 +27,10 @@ pub enum CampaignCommand {
         /// The channel to send through: its name, or its id (chn_5).
         #[arg(long, value_name = "CHANNEL")]
         channel: String,
-        /// Message template, e.g. "Hi {{ name }}".
+        /// Message template, e.g. "Hi {{ name }}" (for an email with --subject: its plain
+        /// text; leave it out with --html-file to derive the text from the HTML).
         #[arg(long)]
-        body: String,
+        body: Option<String>,
         /// Start automatically at this time, which must be in the future (RFC 3339, e.g.
         /// 2026-12-01T09:00:00Z).
         #[arg(long, value_name = "TIME")]
@@ -47,6 +49,8 @@ pub enum CampaignCommand {
         send_window: Option<String>,
         #[command(flatten)]
         template: TemplateFlags,
+        #[command(flatten)]
+        email: EmailFlags,
     },
     /// Change a campaign's send window until it ends; the messages it holds are looked at
     /// again at once.
@@ -114,6 +118,12 @@ pub enum CampaignCommand {
         /// Send the body again instead of the campaign's WhatsApp template.
         #[arg(long, conflicts_with = "whatsapp_template")]
         no_whatsapp_template: bool,
+        #[command(flatten)]
+        email: EmailFlags,
+        /// Send the body as plain text again (its first line the subject), without the
+        /// email parts.
+        #[arg(long, conflicts_with = "subject")]
+        no_email: bool,
     },
     /// Schedule a draft, or move a scheduled campaign, to start at TIME (RFC 3339, in
     /// the future).
@@ -294,6 +304,7 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &CampaignCommand) -> C
             auto_pause,
             send_window,
             template: template_flags,
+            email: email_flags,
         } => {
             let list = resolve_list(&store, org, list).await?;
             let channel = resolve_channel(&store, org, channel).await?;
@@ -301,6 +312,8 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &CampaignCommand) -> C
             if let Some(t) = &whatsapp_template {
                 check_template(&store, settings, t, &channel, list.id, &list.name).await?;
             }
+            let email = email_flags.email()?;
+            let body = &body_or_derived(body.as_deref(), email.as_ref())?;
             let template = MessageTemplate::compile(body)?;
             // The same trial render as the API's create: a body that runs into a render
             // limit is refused here, not by every sender.
@@ -312,6 +325,17 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &CampaignCommand) -> C
             )?;
             let known = store.list_attribute_keys(list.id).await?;
             template.check_variables(&known, &list.name)?;
+            if let Some(e) = &email {
+                check_email(
+                    &store,
+                    settings,
+                    e,
+                    &channel,
+                    (list.id, &list.name),
+                    template.links(),
+                )
+                .await?;
+            }
             let scheduled_at = schedule_at
                 .as_deref()
                 .map(|at| future_time(at, now))
@@ -326,6 +350,7 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &CampaignCommand) -> C
                         body: body.clone(),
                         scheduled_at,
                         whatsapp_template,
+                        email,
                         send_window: send_window.clone(),
                     },
                     &who,
@@ -401,6 +426,8 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &CampaignCommand) -> C
             body,
             template: template_flags,
             no_whatsapp_template,
+            email: email_flags,
+            no_email,
         } => {
             let id = own(&store, org, *id).await?;
             let template_change = if *no_whatsapp_template {
@@ -408,14 +435,20 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &CampaignCommand) -> C
             } else {
                 template_flags.template().map(Some)
             };
+            let email_change = if *no_email {
+                Some(None)
+            } else {
+                email_flags.email()?.map(Some)
+            };
             if name.is_none()
                 && list.is_none()
                 && channel.is_none()
                 && body.is_none()
                 && template_change.is_none()
+                && email_change.is_none()
             {
                 return Err(CliError::from(
-                    "nothing to change: give --name, --list, --channel, --body, --whatsapp-template or --no-whatsapp-template",
+                    "nothing to change: give --name, --list, --channel, --body, --whatsapp-template, --no-whatsapp-template, --subject (with --html-file, --from-name, --reply-to) or --no-email",
                 ));
             }
             let current = store.campaign(id).await?;
@@ -461,15 +494,54 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &CampaignCommand) -> C
                 };
                 check_template(&store, settings, t, &final_channel, list_id, &list_name).await?;
             }
+            // The email parts as they will be, against the body, channel and list as they
+            // will be: an empty body is the HTML's text only with an HTML part.
+            let final_email = match &email_change {
+                Some(e) => e.clone(),
+                None => current.email.clone(),
+            };
+            let final_body = body.clone().unwrap_or_else(|| current.body.clone());
+            if final_body.trim().is_empty()
+                && !final_email.as_ref().is_some_and(|e| e.derives_text(""))
+            {
+                return Err(CliError::from(
+                    "--body must not be empty: give the message, or keep --subject and --html-file so the text comes from the HTML",
+                ));
+            }
+            if let Some(e) = &final_email
+                && (email_change.is_some() || body.is_some() || channel.is_some() || list.is_some())
+            {
+                let final_channel = match &channel {
+                    Some(c) => c.clone(),
+                    None => store.org_channel(org, current.channel_id).await?,
+                };
+                let (list_id, list_name) = match &list {
+                    Some(l) => (l.id, l.name.clone()),
+                    None => (current.list_id, current.list_name.clone()),
+                };
+                let body_links = MessageTemplate::compile(&final_body)?.links().to_vec();
+                check_email(
+                    &store,
+                    settings,
+                    e,
+                    &final_channel,
+                    (list_id, &list_name),
+                    &body_links,
+                )
+                .await?;
+            }
             let c = store
                 .api_campaign_update_draft(
                     org,
                     id,
-                    name.as_deref(),
-                    body.as_deref(),
-                    channel.map(|c| c.id),
-                    list.map(|l| l.id),
-                    template_change.as_ref().map(Option::as_ref),
+                    &crate::store::DraftEdit {
+                        name: name.as_deref(),
+                        body: body.as_deref(),
+                        channel_id: channel.map(|c| c.id),
+                        list_id: list.map(|l| l.id),
+                        whatsapp_template: template_change.as_ref().map(Option::as_ref),
+                        email: email_change.as_ref().map(Option::as_ref),
+                    },
                     &who,
                 )
                 .await?;
@@ -877,6 +949,10 @@ pub fn status_json(c: &Campaign) -> serde_json::Value {
         "whatsapp_template".into(),
         serde_json::to_value(&c.whatsapp_template).unwrap_or_default(),
     );
+    o.insert(
+        "email".into(),
+        serde_json::to_value(&c.email).unwrap_or_default(),
+    );
     o.insert("replies".into(), c.replies.into());
     o.insert("clicked".into(), c.clicked.into());
     o.insert("clicks".into(), c.clicks.into());
@@ -917,6 +993,27 @@ fn print_status(c: &Campaign) {
                 t.parameters.join(", ")
             }
         );
+    }
+    if let Some(e) = &c.email {
+        println!("  email subject: {}", e.subject);
+        let text = if e.derives_text(&c.body) {
+            "derived from the HTML"
+        } else {
+            "the body"
+        };
+        match &e.html {
+            Some(html) => println!(
+                "  email HTML part: {} characters; plain text: {text}",
+                html.chars().count()
+            ),
+            None => println!("  email: plain text only (the body)"),
+        }
+        if let Some(name) = &e.from_name {
+            println!("  email from name: {name}");
+        }
+        if let Some(r) = &e.reply_to {
+            println!("  email reply-to: {r}");
+        }
     }
     println!(
         "  auto-pause {} ({})",

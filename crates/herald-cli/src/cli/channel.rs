@@ -167,6 +167,16 @@ pub struct ChannelCreate {
     /// refused otherwise, so credentials never cross a network in clear by accident).
     #[arg(long)]
     pub allow_plaintext_auth: bool,
+    /// smtp: the Amazon SNS topic (ARN) that Amazon SES sends this channel's bounces and
+    /// complaints to (docs/EMAIL.md).
+    #[arg(long)]
+    pub ses_topic_arn: Option<String>,
+    /// smtp: the basic-auth password of Postmark's bounce webhooks (sealed at rest).
+    #[arg(long)]
+    pub postmark_webhook_token: Option<String>,
+    /// smtp: the public key of SendGrid's signed Event Webhook (base64).
+    #[arg(long)]
+    pub sendgrid_verification_key: Option<String>,
 }
 
 /// A number flag as JSON, which has no `NaN` or `inf`: those as their text, so the kind's
@@ -374,6 +384,7 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &ChannelCommand) -> Cl
                     attempt: 1,
                     unsubscribe_url: None,
                     template: None,
+                    email: None,
                 })
                 .await;
             println!("{}", serde_json::to_string(&result_json(&result))?);

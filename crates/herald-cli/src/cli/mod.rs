@@ -5,6 +5,7 @@ mod accounts;
 mod alert;
 mod bench;
 mod campaign;
+mod campaign_email;
 mod channel;
 mod doctor;
 mod export;

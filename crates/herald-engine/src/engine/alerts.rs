@@ -104,6 +104,7 @@ pub async fn attempt(
         attempt: alert.attempts + 1,
         unsubscribe_url: None,
         template: None,
+        email: None,
     };
     let timeout = Duration::from_millis(ctx.settings.send_timeout_ms);
     let result = match tokio::time::timeout(timeout, sender.send(request)).await {

@@ -6,6 +6,7 @@ use super::EngineContext;
 use super::retry::RetryPolicy;
 use crate::address::Address;
 use crate::channels::{Channel, SendRequest, SendResult};
+use crate::email_content::{EmailTemplates, RenderedEmail};
 use crate::ids::{CampaignId, ChannelId, MessageId, OrgId};
 use crate::store::{ClaimedMessage, Outcome, OutcomeKind, SendableCampaign};
 use crate::template::{ContactFields, MessageTemplate};
@@ -42,7 +43,7 @@ pub async fn run(
     // Claim only when a useful batch fits: tiny claims cost a transaction each.
     let min_claim = (batch.min(concurrency) / 4).max(1);
     let idle = Duration::from_millis(settings.idle_poll_ms.max(1));
-    let mut templates: HashMap<CampaignId, Result<Arc<MessageTemplate>, String>> = HashMap::new();
+    let mut templates: HashMap<CampaignId, Result<Arc<CampaignTemplates>, String>> = HashMap::new();
     // In-flight slots per rate-limited channel (about two seconds of its rate), shared by
     // all its campaigns: a slow or rate-limited channel cannot take every send permit.
     let mut channel_slots: HashMap<ChannelId, Arc<Semaphore>> = HashMap::new();
@@ -196,11 +197,7 @@ pub async fn run(
             }
             let template = templates
                 .entry(campaign.id)
-                .or_insert_with(|| {
-                    MessageTemplate::compile(&campaign.body)
-                        .map(Arc::new)
-                        .map_err(|e| e.to_string())
-                })
+                .or_insert_with(|| CampaignTemplates::compile(campaign).map(Arc::new))
                 .clone();
             let signer = crate::tracked_links::LinkSigner::new(
                 ctx.settings.public_url.as_deref(),
@@ -378,17 +375,60 @@ async fn sleep_or_shutdown(d: Duration, shutdown: &mut watch::Receiver<bool>) {
 /// the reason), or not rendered because the render pool missed its deadline (the
 /// message is handed back unsent, for a later claim).
 enum Body {
-    /// The body, and the campaign's WhatsApp template with this recipient's parameters.
-    Rendered(String, Option<crate::channels::TemplateSend>),
+    Rendered(Rendered),
     Refused(String),
     NotRendered,
+}
+
+/// One recipient's message.
+struct Rendered {
+    /// The body (for an email with an HTML part and no body: the text derived from it).
+    body: String,
+    /// The campaign's WhatsApp template with this recipient's parameters.
+    template: Option<crate::channels::TemplateSend>,
+    /// The campaign's email parts, rendered for this recipient.
+    email: Option<RenderedEmail>,
+}
+
+/// A sending campaign's compiled templates, kept while it sends.
+pub struct CampaignTemplates {
+    body: MessageTemplate,
+    email: Option<EmailTemplates>,
+    /// Whether the plain text is derived from the HTML part (the body is empty).
+    derive_text: bool,
+    /// Its tracked links' targets, in position order (body first, then the HTML part's).
+    links: Vec<String>,
+}
+
+impl CampaignTemplates {
+    fn compile(campaign: &SendableCampaign) -> Result<CampaignTemplates, String> {
+        let body = MessageTemplate::compile(&campaign.body).map_err(|e| e.to_string())?;
+        let email = campaign
+            .email
+            .as_ref()
+            .map(|e| e.compile().map_err(|e| e.to_string()))
+            .transpose()?;
+        let links = crate::email_content::link_targets(
+            body.links(),
+            email.as_ref().map_or(&[], |e| e.html_links()),
+        );
+        Ok(CampaignTemplates {
+            derive_text: campaign
+                .email
+                .as_ref()
+                .is_some_and(|e| e.derives_text(&campaign.body)),
+            body,
+            email,
+            links,
+        })
+    }
 }
 
 /// Render every claimed message of one campaign in one task on the render pool: the
 /// sender's async threads never render, and a claim pays one hand-off, not one per
 /// message.
 async fn render_claimed(
-    template: Result<Arc<MessageTemplate>, String>,
+    template: Result<Arc<CampaignTemplates>, String>,
     signer: Option<crate::tracked_links::LinkSigner>,
     whatsapp: Option<crate::whatsapp_template::WhatsAppTemplate>,
     claimed: &[ClaimedMessage],
@@ -410,7 +450,11 @@ async fn render_claimed(
         .collect();
     let count = contacts.len();
     let rendered = crate::template::render_off_thread(move || {
-        let renderer = match template.renderer() {
+        let renderer = match template.body.renderer() {
+            Ok(r) => r,
+            Err(e) => return contacts.iter().map(|_| Err(e.to_string())).collect(),
+        };
+        let email_renderer = match template.email.as_ref().map(|e| e.renderers()).transpose() {
             Ok(r) => r,
             Err(e) => return contacts.iter().map(|_| Err(e.to_string())).collect(),
         };
@@ -419,15 +463,24 @@ async fn render_claimed(
             .map(|(id, address, name, attributes)| {
                 let attributes: serde_json::Map<String, serde_json::Value> =
                     serde_json::from_str(attributes).unwrap_or_default();
-                let links = crate::tracked_links::links_for(signer.as_ref(), *id, template.links());
+                let links = crate::tracked_links::links_for(signer.as_ref(), *id, &template.links);
                 let fields = ContactFields {
                     address: address.as_str(),
                     name: name.as_deref(),
                     attributes: &attributes,
                 };
-                let body = renderer
+                let mut body = renderer
                     .render_linked(&fields, links.as_ref())
                     .map_err(|e| e.to_string())?;
+                let email = email_renderer
+                    .as_ref()
+                    .map(|r| r.render(&fields, links.as_ref()))
+                    .transpose()?;
+                if template.derive_text
+                    && let Some(html) = email.as_ref().and_then(|e| e.html.as_deref())
+                {
+                    body = crate::email_content::text_from_html(html);
+                }
                 // The campaign's WhatsApp template: its parameters from this contact's
                 // fields; a contact without one fails with the field named.
                 let send = match &whatsapp {
@@ -438,16 +491,20 @@ async fn render_claimed(
                     }),
                     None => None,
                 };
-                Ok((body, send))
+                Ok(Rendered {
+                    body,
+                    template: send,
+                    email,
+                })
             })
-            .collect::<Vec<Result<(String, Option<crate::channels::TemplateSend>), String>>>()
+            .collect::<Vec<Result<Rendered, String>>>()
     })
     .await;
     match rendered {
         Ok(bodies) => bodies
             .into_iter()
             .map(|b| match b {
-                Ok((body, send)) => Body::Rendered(body, send),
+                Ok(rendered) => Body::Rendered(rendered),
                 Err(e) => Body::Refused(e),
             })
             .collect(),
@@ -515,8 +572,12 @@ async fn send_one(
             "skipped",
         );
     }
-    let (body, template) = match body {
-        Body::Rendered(body, template) => (body, template),
+    let Rendered {
+        body,
+        template,
+        email,
+    } = match body {
+        Body::Rendered(rendered) => rendered,
         Body::Refused(e) => {
             return (
                 OutcomeKind::Failed {
@@ -560,6 +621,7 @@ async fn send_one(
             m.id,
         ),
         template,
+        email,
     };
     let timeout = Duration::from_millis(ctx.settings.send_timeout_ms);
     let result = match tokio::time::timeout(timeout, channel.send(request)).await {

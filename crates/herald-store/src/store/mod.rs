@@ -39,7 +39,7 @@ pub use campaigns::outcomes::{ThroughputMinute, minute_of};
 pub use channels::admin as channels_admin;
 pub use channels::outage;
 pub use dialect::{Dialect, redact_url};
-pub use dispatch::KEPT_RECEIPT_BATCH;
+pub use dispatch::{FeedbackReport, KEPT_RECEIPT_BATCH};
 pub use events::outbox::{InboundMessage, OptSource, OutboxEvent};
 pub use events::provider_webhooks::RecordedInbound;
 pub use events::{alerts, replies, webhook_deliveries, webhook_endpoints};

@@ -126,6 +126,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "send_windows",
         include_str!("../../migrations/postgres/0023_send_windows.sql"),
     ),
+    (
+        24,
+        "campaign_email",
+        include_str!("../../migrations/postgres/0024_campaign_email.sql"),
+    ),
 ];
 
 pub(super) async fn connect(url: &str) -> Result<(AnyPool, AnyPool), StoreError> {

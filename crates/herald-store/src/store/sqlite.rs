@@ -127,6 +127,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "send_windows",
         include_str!("../../migrations/sqlite/0023_send_windows.sql"),
     ),
+    (
+        24,
+        "campaign_email",
+        include_str!("../../migrations/sqlite/0024_campaign_email.sql"),
+    ),
 ];
 
 /// Accepts `sqlite://path`, `sqlite:path` and `sqlite::memory:`; creates the file if needed.

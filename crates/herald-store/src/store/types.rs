@@ -129,6 +129,8 @@ pub struct NewCampaign {
     /// On a WhatsApp channel: the approved template it sends, and the contact field for
     /// each parameter.
     pub whatsapp_template: Option<crate::whatsapp_template::WhatsAppTemplate>,
+    /// On an SMTP channel: its subject, HTML part, sender name and reply-to.
+    pub email: Option<crate::email_content::EmailContent>,
     /// Its own send window (`08:00-21:00[ ZONE]`, or `off`); None: its organisation's.
     pub send_window: Option<String>,
 }
@@ -197,6 +199,8 @@ pub struct Campaign {
     pub parent: Option<(CampaignId, crate::domain::Derivation)>,
     /// Its WhatsApp template, when it names one.
     pub whatsapp_template: Option<crate::whatsapp_template::WhatsAppTemplate>,
+    /// Its email parts, when it has them.
+    pub email: Option<crate::email_content::EmailContent>,
     /// Its send window, its own and its organisation's.
     pub send_window: SendWindowSetting,
 }
@@ -276,6 +280,7 @@ pub struct SendableCampaign {
     pub channel_id: ChannelId,
     pub body: String,
     pub whatsapp_template: Option<crate::whatsapp_template::WhatsAppTemplate>,
+    pub email: Option<crate::email_content::EmailContent>,
     /// The send window in force (its own, else its organisation's), as stored.
     pub send_window: Option<String>,
 }
@@ -349,6 +354,18 @@ pub struct RecordReport {
     pub completed: Vec<CampaignId>,
     /// Campaigns the engine auto-paused in the same transaction (failure rate).
     pub auto_paused: Vec<crate::store::autopause::AutoPaused>,
+}
+
+/// What an edit of a draft or scheduled campaign changes; None leaves a field as it is
+/// (`Some(None)` clears a WhatsApp template or the email parts).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DraftEdit<'a> {
+    pub name: Option<&'a str>,
+    pub body: Option<&'a str>,
+    pub channel_id: Option<ChannelId>,
+    pub list_id: Option<ListId>,
+    pub whatsapp_template: Option<Option<&'a crate::whatsapp_template::WhatsAppTemplate>>,
+    pub email: Option<Option<&'a crate::email_content::EmailContent>>,
 }
 
 /// A provider's status for one of its message ids. Provider ids are unique per provider

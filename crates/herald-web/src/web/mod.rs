@@ -14,7 +14,8 @@
 //!   the API is called;
 //! - every response carries a strict Content-Security-Policy (no inline script or style: the
 //!   CSS and JS are files served from the binary under `/assets/`), `nosniff`, a referrer
-//!   policy and `frame-ancestors 'none'`.
+//!   policy and `frame-ancestors 'none'`; the one exception is an email's HTML preview
+//!   ([`EMAIL_PREVIEW_POLICY`]), sandboxed and framed only by the dashboard's own pages.
 
 mod assets;
 mod client;
@@ -45,6 +46,12 @@ pub struct Web {
 /// files, no inline script or style, no framing, forms post only here.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
+/// The policy of an email's HTML preview, the one document the dashboard lets a page of
+/// its own frame: a sandbox (a unique origin: no script runs, no form submits, no cookie
+/// is read), no script at all, the email's own inline styles and its images over https
+/// (as a mail client shows them), nothing else fetched, framed only by the dashboard.
+pub const EMAIL_PREVIEW_POLICY: &str = "sandbox; default-src 'none'; script-src 'none'; style-src 'unsafe-inline'; img-src https: data:; font-src https: data:; form-action 'none'; base-uri 'none'; frame-ancestors 'self'";
+
 pub fn router(state: AppState) -> Router<AppState> {
     let web = Web {
         api: crate::api::router(state.clone()).with_state(state.clone()),
@@ -63,6 +70,14 @@ pub fn router(state: AppState) -> Router<AppState> {
         )
         .route("/campaigns/new", get(pages::campaigns::new_form))
         .route("/campaigns/new/preview", post(pages::campaigns::preview))
+        .route(
+            "/campaigns/new/email-preview",
+            post(pages::campaign_email::email_preview_draft),
+        )
+        .route(
+            "/campaigns/{id}/email-preview",
+            get(pages::campaign_email::email_preview),
+        )
         .route("/campaigns/{id}", get(pages::campaigns::detail))
         .route("/campaigns/{id}/estimate", get(pages::campaigns::estimate))
         .route(
@@ -137,10 +152,17 @@ pub fn router(state: AppState) -> Router<AppState> {
 /// The headers every dashboard response carries.
 async fn security_headers(mut response: Response) -> Response {
     let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-    );
+    // An email preview brings its own, stricter-for-scripts policy (framed by the
+    // dashboard, sandboxed); every other response gets the dashboard's.
+    let framed_preview = h
+        .get(header::CONTENT_SECURITY_POLICY)
+        .is_some_and(|v| v.as_bytes() == EMAIL_PREVIEW_POLICY.as_bytes());
+    if !framed_preview {
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+        );
+    }
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -149,7 +171,10 @@ async fn security_headers(mut response: Response) -> Response {
         header::REFERRER_POLICY,
         HeaderValue::from_static("same-origin"),
     );
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::X_FRAME_OPTIONS,
+        HeaderValue::from_static(if framed_preview { "SAMEORIGIN" } else { "DENY" }),
+    );
     h.entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
     response

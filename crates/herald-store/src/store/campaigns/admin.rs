@@ -12,7 +12,8 @@ use crate::store::campaigns::reads::{
 use crate::store::directory::contacts::list_from_row;
 use crate::store::helpers::campaign_status_of;
 use crate::store::{
-    Campaign, CampaignEvent, ChannelInfo, ContactInput, ListInfo, MessageInfo, Store, StoreError,
+    Campaign, CampaignEvent, ChannelInfo, ContactInput, DraftEdit, ListInfo, MessageInfo, Store,
+    StoreError,
 };
 use sqlx::{AssertSqlSafe, Row};
 
@@ -185,16 +186,11 @@ impl Store {
     /// started (the scheduler's start waits for the lock, then sees the edit). Only the
     /// given fields change; the caller has checked that the channel and list belong to
     /// the organisation.
-    #[allow(clippy::too_many_arguments)]
     pub async fn api_campaign_update_draft(
         &self,
         org_id: OrgId,
         id: CampaignId,
-        name: Option<&str>,
-        body: Option<&str>,
-        channel_id: Option<ChannelId>,
-        list_id: Option<ListId>,
-        whatsapp_template: Option<Option<&crate::whatsapp_template::WhatsAppTemplate>>,
+        edit: &DraftEdit<'_>,
         actor: &str,
     ) -> Result<Campaign, StoreError> {
         let now = crate::clock::now_ms();
@@ -213,19 +209,24 @@ impl Store {
         let changed = sqlx::query(
             "UPDATE campaigns SET name = COALESCE($1, name), body = COALESCE($2, body), \
              channel_id = COALESCE($3, channel_id), list_id = COALESCE($4, list_id), \
-             whatsapp_template = CASE WHEN $8 = 1 THEN $9 ELSE whatsapp_template END \
+             whatsapp_template = CASE WHEN $8 = 1 THEN $9 ELSE whatsapp_template END, \
+             email = CASE WHEN $10 = 1 THEN $11 ELSE email END \
              WHERE org_id = $5 AND id = $6 AND status = $7",
         )
-        .bind(name)
-        .bind(body)
-        .bind(channel_id)
-        .bind(list_id)
+        .bind(edit.name)
+        .bind(edit.body)
+        .bind(edit.channel_id)
+        .bind(edit.list_id)
         .bind(org_id)
         .bind(id)
         .bind(status.as_str())
-        .bind(i64::from(whatsapp_template.is_some()))
+        .bind(i64::from(edit.whatsapp_template.is_some()))
         .bind(crate::store::campaigns::lifecycle::template_json(
-            whatsapp_template.flatten(),
+            edit.whatsapp_template.flatten(),
+        ))
+        .bind(i64::from(edit.email.is_some()))
+        .bind(crate::store::campaigns::lifecycle::email_json(
+            edit.email.flatten(),
         ))
         .execute(&mut *tx)
         .await?
@@ -237,11 +238,12 @@ impl Store {
                 .await);
         }
         let fields: Vec<&str> = [
-            name.map(|_| "name"),
-            body.map(|_| "body"),
-            channel_id.map(|_| "channel"),
-            list_id.map(|_| "list"),
-            whatsapp_template.map(|_| "whatsapp template"),
+            edit.name.map(|_| "name"),
+            edit.body.map(|_| "body"),
+            edit.channel_id.map(|_| "channel"),
+            edit.list_id.map(|_| "list"),
+            edit.whatsapp_template.map(|_| "whatsapp template"),
+            edit.email.map(|_| "email"),
         ]
         .into_iter()
         .flatten()

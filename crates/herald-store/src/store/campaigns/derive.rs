@@ -139,6 +139,7 @@ impl Store {
         // parent did.
         sqlx::query(
             "UPDATE campaigns SET whatsapp_template = (SELECT p.whatsapp_template FROM campaigns p WHERE p.id = $1), \
+             email = (SELECT p.email FROM campaigns p WHERE p.id = $1), \
              send_window = (SELECT p.send_window FROM campaigns p WHERE p.id = $1) WHERE id = $2",
         )
         .bind(parent_id)

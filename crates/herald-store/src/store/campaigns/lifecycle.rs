@@ -37,8 +37,8 @@ impl Store {
         };
         let mut tx = self.begin().await?;
         let id: CampaignId = sqlx::query_scalar(
-            "INSERT INTO campaigns (org_id, name, channel_id, list_id, body, status, scheduled_at, created_at, whatsapp_template, send_window) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+            "INSERT INTO campaigns (org_id, name, channel_id, list_id, body, status, scheduled_at, created_at, whatsapp_template, send_window, email) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
         )
         .bind(new.org_id)
         .bind(&new.name)
@@ -50,6 +50,7 @@ impl Store {
         .bind(now)
         .bind(template_json(new.whatsapp_template.as_ref()))
         .bind(new.send_window.as_deref())
+        .bind(email_json(new.email.as_ref()))
         .fetch_one(&mut *tx)
         .await
         .map_err(|e| match &e {
@@ -589,6 +590,24 @@ pub(in crate::store) fn template_from_json(
         serde_json::from_str(&t).map_err(|e| {
             StoreError::Corrupt(format!("a campaign's whatsapp_template does not read: {e}"))
         })
+    })
+    .transpose()
+}
+
+/// A campaign's email parts as stored (JSON text), or null.
+pub(in crate::store) fn email_json(
+    e: Option<&crate::email_content::EmailContent>,
+) -> Option<String> {
+    e.and_then(|e| serde_json::to_string(e).ok())
+}
+
+/// Stored email parts; a value that no longer reads is corrupt, not absent.
+pub(in crate::store) fn email_from_json(
+    text: Option<String>,
+) -> Result<Option<crate::email_content::EmailContent>, StoreError> {
+    text.map(|t| {
+        serde_json::from_str(&t)
+            .map_err(|e| StoreError::Corrupt(format!("a campaign's email does not read: {e}")))
     })
     .transpose()
 }

@@ -33,7 +33,8 @@ pub struct Click {
 
 impl Store {
     /// Writes the targets of the campaign's `link("…")` calls, in the start's transaction:
-    /// from then on its body cannot change, and its messages' codes name these positions.
+    /// from then on its body cannot change, and its messages' codes name these positions
+    /// (the body's links first, then its email HTML part's others).
     pub(in crate::store) async fn freeze_links(
         &self,
         tx: &mut Tx,
@@ -45,7 +46,19 @@ impl Store {
         let Ok(template) = MessageTemplate::compile(body) else {
             return Ok(());
         };
-        for (i, url) in template.links().iter().enumerate() {
+        let email: Option<String> = sqlx::query_scalar("SELECT email FROM campaigns WHERE id = $1")
+            .bind(campaign_id)
+            .fetch_one(&mut **tx)
+            .await?;
+        let html_links = match crate::store::campaigns::lifecycle::email_from_json(email)? {
+            Some(email) => email
+                .compile()
+                .map(|t| t.html_links().to_vec())
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let targets = crate::email_content::link_targets(template.links(), &html_links);
+        for (i, url) in targets.iter().enumerate() {
             sqlx::query(
                 "INSERT INTO campaign_links (campaign_id, position, url) VALUES ($1, $2, $3) \
                  ON CONFLICT (campaign_id, position) DO NOTHING",

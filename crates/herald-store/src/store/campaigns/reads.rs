@@ -13,7 +13,7 @@ use sqlx::{AssertSqlSafe, Row};
 pub(in crate::store) const CAMPAIGN_COLUMNS: &str = "c.id, c.org_id, c.name, c.channel_id, ch.name AS channel_name, ch.kind AS channel_kind, \
      c.list_id, l.name AS list_name, c.body, c.status, c.scheduled_at, c.created_at, c.started_at, \
      c.completed_at, c.last_progress_at, c.total, c.queued, c.in_flight, c.retry_wait, c.sent, \
-     c.delivered, c.read, c.undelivered, c.failed, c.skipped, c.cancelled, c.in_doubt, c.in_doubt_total, c.outcome, c.clicks, c.clicked, c.whatsapp_template, \
+     c.delivered, c.read, c.undelivered, c.failed, c.skipped, c.cancelled, c.in_doubt, c.in_doubt_total, c.outcome, c.clicks, c.clicked, c.whatsapp_template, c.email, \
      (SELECT COUNT(*) FROM replies rp WHERE rp.campaign_id = c.id) AS replies, \
      c.auto_pause_percent, c.auto_pause_window, c.parent_id, c.parent_kind, \
      (SELECT org.auto_pause_percent FROM organisations org WHERE org.id = c.org_id) AS org_auto_pause_percent, \
@@ -237,6 +237,7 @@ pub(in crate::store) fn campaign_from_row(row: &AnyRow) -> Result<Campaign, Stor
         whatsapp_template: crate::store::campaigns::lifecycle::template_from_json(
             row.try_get("whatsapp_template")?,
         )?,
+        email: crate::store::campaigns::lifecycle::email_from_json(row.try_get("email")?)?,
         auto_pause: autopause::setting_from_row(row)?,
         send_window: crate::store::SendWindowSetting {
             campaign: row.try_get("send_window")?,

@@ -11,7 +11,7 @@ impl Store {
     /// Sending campaigns with work due now.
     pub async fn sendable_campaigns(&self, now: i64) -> Result<Vec<SendableCampaign>, StoreError> {
         let rows = sqlx::query(
-            "SELECT c.id, c.org_id, c.channel_id, c.body, c.whatsapp_template, \
+            "SELECT c.id, c.org_id, c.channel_id, c.body, c.whatsapp_template, c.email, \
              CASE WHEN c.send_window = 'off' THEN NULL \
                   ELSE COALESCE(c.send_window, (SELECT o.send_window FROM organisations o WHERE o.id = c.org_id)) END AS send_window \
              FROM campaigns c WHERE c.status = 'sending' \
@@ -30,6 +30,9 @@ impl Store {
                     body: r.try_get("body")?,
                     whatsapp_template: crate::store::campaigns::lifecycle::template_from_json(
                         r.try_get("whatsapp_template")?,
+                    )?,
+                    email: crate::store::campaigns::lifecycle::email_from_json(
+                        r.try_get("email")?,
                     )?,
                     send_window: r.try_get("send_window")?,
                 })

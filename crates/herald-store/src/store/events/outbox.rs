@@ -176,7 +176,8 @@ pub(in crate::store) async fn emit_campaign_change(
 /// How an address came to be unsubscribed or resubscribed, for the contact events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OptSource<'a> {
-    /// `keyword`, `link`, `provider_code`, `provider_opt_out`, `api`, `contact_update`.
+    /// `keyword`, `link`, `provider_code`, `provider_opt_out`, `bounce`, `complaint`, `api`,
+    /// `contact_update`.
     pub source: &'a str,
     /// The channel it came through, when one did.
     pub channel_id: Option<ChannelId>,

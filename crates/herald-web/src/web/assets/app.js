@@ -131,8 +131,34 @@
     var timer = null;
     var seq = 0;
 
+    // The email parts: the subject and sender go in the preview; the HTML part is shown by
+    // the sandboxed frame ("Preview HTML"), never inserted into this page.
+    var emailField = function (id) { var el = $("#" + id); return el ? el.value : ""; };
+    var emailRequest = function () {
+      var subject = emailField("email_subject").trim();
+      var html = emailField("email_html");
+      var fromName = emailField("email_from_name").trim();
+      var replyTo = emailField("email_reply_to").trim();
+      if (!subject && !html.trim() && !fromName && !replyTo) { return null; }
+      return { subject: subject, html: html.trim() ? html : null,
+        from_name: fromName || null, reply_to: replyTo || null };
+    };
     var showPreview = function (data) {
       out.textContent = "";
+      if (data.email) {
+        var head = document.createElement("p");
+        head.className = "small";
+        head.id = "preview-email-head";
+        [["Subject", data.email.subject], ["From", data.email.from_name], ["Reply-to", data.email.reply_to]].forEach(function (kv, i) {
+          if (!kv[1]) { return; }
+          if (i > 0) { head.appendChild(document.createElement("br")); }
+          var label = document.createElement("strong");
+          label.textContent = kv[0] + ": ";
+          head.appendChild(label);
+          head.appendChild(document.createTextNode(kv[1]));
+        });
+        out.appendChild(head);
+      }
       var p = document.createElement("p");
       p.className = "rendered";
       p.textContent = data.rendered;
@@ -159,7 +185,9 @@
       var request = { body: body.value };
       if (contact && contact.value) { request.contact_id = contact.value; }
       if (channel && channel.value) { request.channel_id = channel.value; }
-      if (!body.value.trim()) { showError("Write the message to see a preview."); return; }
+      var email = emailRequest();
+      if (email) { request.email = email; }
+      if (!body.value.trim() && !(email && email.html)) { showError("Write the message to see a preview."); return; }
       var mine = ++seq;
       fetch(panel.getAttribute("data-preview-url"), {
         method: "POST",
@@ -179,7 +207,24 @@
       clearTimeout(timer);
       timer = setTimeout(refresh, 350);
     };
+    // The channel's own options open with it: the email parts for an smtp channel, the
+    // template for a WhatsApp one (closed sections keep their values).
+    var openForKind = function () {
+      if (!channel) { return; }
+      var option = channel.options[channel.selectedIndex];
+      var kind = option ? option.getAttribute("data-kind") : "";
+      var emailParts = $("#email-parts");
+      var waTemplate = $("#wa-template");
+      if (emailParts && kind === "smtp") { emailParts.open = true; }
+      if (waTemplate && kind === "whatsapp") { waTemplate.open = true; }
+    };
+    if (channel) { channel.addEventListener("change", openForKind); }
+    openForKind();
     body.addEventListener("input", soon);
+    ["email_subject", "email_html", "email_from_name", "email_reply_to"].forEach(function (id) {
+      var el = $("#" + id);
+      if (el) { el.addEventListener("input", soon); }
+    });
     if (contact) { contact.addEventListener("change", refresh); }
     if (channel) { channel.addEventListener("change", refresh); }
     if (list && contact) {

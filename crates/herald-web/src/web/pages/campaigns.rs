@@ -385,11 +385,7 @@ pub async fn edit_form(State(web): State<Web>, ctx: Ctx, Path(id): Path<String>)
         .unwrap_or_default();
     let (wa_template, wa_language, wa_params) =
         whatsapp_template_values(&c.body["whatsapp_template"]);
-    render_editor(
-        &web,
-        &ctx,
-        Editor {
-            values: json!({
+    let mut values = json!({
                 "wa_template": wa_template,
                 "wa_language": wa_language,
                 "wa_params": wa_params,
@@ -400,7 +396,13 @@ pub async fn edit_form(State(web): State<Web>, ctx: Ctx, Path(id): Path<String>)
                 "body": c.body["body"],
                 "when": if status == "scheduled" { "later" } else { "draft" },
                 "scheduled_at": scheduled_at,
-            }),
+    });
+    super::campaign_email::email_values(&c.body["email"], &mut values);
+    render_editor(
+        &web,
+        &ctx,
+        Editor {
+            values,
             errors: FormErrors::none(),
             preview: Value::Null,
             preview_error: None,
@@ -441,6 +443,10 @@ pub async fn update(State(web): State<Web>, Path(id): Path<String>, form: PostFo
         let template = whatsapp_template_field(&form);
         if current.body["whatsapp_template"] != template {
             change.insert("whatsapp_template".into(), template);
+        }
+        let email = super::campaign_email::email_field(&form);
+        if current.body["email"] != email {
+            change.insert("email".into(), email);
         }
         let change = Value::Object(change);
         let reply = web
@@ -535,6 +541,7 @@ async fn editor_again(
 fn editor_values(form: &PostForm) -> Value {
     let mut values = json!(form.values());
     values["body"] = json!(form.raw("body"));
+    values["email_html"] = json!(form.raw("email_html"));
     if let Value::Object(m) = &mut values {
         m.remove("_idem");
     }
@@ -546,6 +553,10 @@ fn editor_values(form: &PostForm) -> Value {
 pub async fn preview(State(web): State<Web>, form: PostForm) -> Response {
     let ctx = &form.ctx;
     let mut request = json!({"body": form.raw("body")});
+    let email = super::campaign_email::email_field(&form);
+    if !email.is_null() {
+        request["email"] = email;
+    }
     for (field, key) in [
         ("contact_id", "preview_contact"),
         ("channel_id", "channel_id"),
@@ -641,6 +652,10 @@ pub async fn create(State(web): State<Web>, form: PostForm) -> Response {
     let template = whatsapp_template_field(&form);
     if !template.is_null() {
         body["whatsapp_template"] = template;
+    }
+    let email = super::campaign_email::email_field(&form);
+    if !email.is_null() {
+        body["email"] = email;
     }
     // Empty: the organisation's send window (the API's `inherit`).
     let window = form.get("send_window").trim();

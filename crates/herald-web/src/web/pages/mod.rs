@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod campaign_email;
 pub mod campaigns;
 pub mod channels;
 pub mod contacts;

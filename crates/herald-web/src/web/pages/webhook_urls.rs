@@ -6,7 +6,7 @@ use crate::channel_kind::ChannelKind;
 use serde_json::{Value, json};
 
 /// `(what, url, where it goes)` for each webhook a channel of `kind` receives; none for
-/// kinds that receive none (sandbox, SMTP) or that this herald does not know. Without a
+/// kinds that receive none (sandbox) or that this herald does not know. Without a
 /// public URL the URLs start with a placeholder the page explains.
 pub fn for_channel(public_url: Option<&str>, kind: &str, id: &str) -> Vec<Value> {
     let Ok(kind) = kind.parse::<ChannelKind>() else {
@@ -46,6 +46,15 @@ mod tests {
             "https://YOUR-PUBLIC-URL/webhooks/whatsapp/chn_7"
         );
         assert!(for_channel(Some("https://h"), "sandbox", "chn_1").is_empty());
-        assert!(for_channel(Some("https://h"), "smtp", "chn_2").is_empty());
+        let smtp = for_channel(Some("https://h"), "smtp", "chn_2");
+        let urls: Vec<&str> = smtp.iter().filter_map(|h| h["url"].as_str()).collect();
+        assert_eq!(
+            urls,
+            [
+                "https://h/webhooks/smtp/chn_2/ses",
+                "https://h/webhooks/smtp/chn_2/postmark",
+                "https://h/webhooks/smtp/chn_2/sendgrid"
+            ]
+        );
     }
 }

@@ -64,7 +64,7 @@ fn sendgrid_public(which: &str) -> String {
 /// A local stand-in for Amazon SNS: serves the signing certificate under `certs/` and
 /// records each SubscribeURL fetched under `confirm`.
 struct SnsDouble {
-    /// `http://127.0.0.1:PORT/`, the channel's `sns_cert_url_prefix`.
+    /// `http://127.0.0.1:PORT/`, the app's `sns_certificate_url_prefix`.
     prefix: String,
     port: u16,
     cert_fetches: Arc<AtomicUsize>,
@@ -322,14 +322,20 @@ async fn smtp_channel(app: &TestApp, admin: &Auth, name: &str, extra: Value) -> 
     ChannelId::parse_lenient(r.body["id"].as_str().unwrap()).unwrap()
 }
 
-async fn world(app: &TestApp) -> World {
+/// The app, served with the SNS double's prefix allowed, and its channels.
+async fn world(app: TestApp) -> (TestApp, World) {
     let admin = Auth::Key(app.key(app.org, Role::Admin).await);
     let sns = SnsDouble::start().await;
+    let owned = app.with_settings(herald::config::Settings {
+        sns_certificate_url_prefix: Some(sns.prefix.clone()),
+        ..Default::default()
+    });
+    let app = &owned;
     let ses = smtp_channel(
         app,
         &admin,
         "ses",
-        json!({"config": {"ses_topic_arn": TOPIC, "sns_cert_url_prefix": sns.prefix}}),
+        json!({"config": {"ses_topic_arn": TOPIC}}),
     )
     .await;
     let postmark = smtp_channel(
@@ -366,7 +372,7 @@ async fn world(app: &TestApp) -> World {
         .unwrap()
         .id;
     let cert_url = sns.cert_url();
-    World {
+    let world = World {
         admin,
         ses,
         postmark,
@@ -376,7 +382,8 @@ async fn world(app: &TestApp) -> World {
         sandbox,
         sns,
         cert_url,
-    }
+    };
+    (owned, world)
 }
 
 fn path(channel: impl std::fmt::Display, provider: Provider) -> String {
@@ -601,7 +608,7 @@ async fn suppressions(app: &TestApp, auth: &Auth) -> Vec<(String, String)> {
 
 /// Each kind of feedback through `provider`'s webhook, applied to the message it names.
 async fn each_kind_applies(app: TestApp, provider: Provider) {
-    let w = world(&app).await;
+    let (app, w) = world(app).await;
     let store = &app.db.store;
     let channel = match provider {
         Provider::Ses => w.ses,
@@ -617,11 +624,19 @@ async fn each_kind_applies(app: TestApp, provider: Provider) {
     let (id, sent) =
         sent_campaign(store, app.org, channel, &[hard, soft, complaint, delivered]).await;
 
-    // A hard bounce: undelivered with the reason, the address suppressed.
+    // A hard bounce: undelivered with the reason, the address suppressed: the one Herald
+    // sent to, though the provider reports it with another case.
     let s = to(&sent, hard);
-    feedback(&app, &w, provider, Kind::Hard, hard, &s.herald_id)
-        .await
-        .expect(StatusCode::OK);
+    feedback(
+        &app,
+        &w,
+        provider,
+        Kind::Hard,
+        "Hard@example.org",
+        &s.herald_id,
+    )
+    .await
+    .expect(StatusCode::OK);
     let m = message(store, id, s.message).await;
     assert_eq!(m.status, MessageStatus::Undelivered, "{m:?}");
     let error = m.last_error.unwrap_or_default();
@@ -737,7 +752,7 @@ api_test!(sendgrid_feedback_is_applied, |app| async move {
 api_test!(
     sns_subscription_is_confirmed_once_for_the_channels_topic_only,
     |app| async move {
-        let w = world(&app).await;
+        let (app, w) = world(app).await;
         let confirm = format!(
             "{}confirm?Action=ConfirmSubscription&TopicArn={TOPIC}&Token=2336412f37",
             w.sns.prefix
@@ -806,7 +821,7 @@ api_test!(
 api_test!(
     unproven_email_feedback_is_refused_and_changes_nothing,
     |app| async move {
-        let w = world(&app).await;
+        let (app, w) = world(app).await;
         let store = &app.db.store;
         let victim = "victim@example.org";
         let mut sent = Vec::new();
@@ -1050,7 +1065,7 @@ fn good_auth() -> String {
 api_test!(
     another_organisations_channel_cannot_touch_these_messages,
     |app| async move {
-        let w = world(&app).await;
+        let (app, w) = world(app).await;
         let store = &app.db.store;
         let victim = "victim@example.org";
         let (id, sent) = sent_campaign(store, app.org, w.postmark, &[victim]).await;

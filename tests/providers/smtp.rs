@@ -332,8 +332,18 @@ fn basic(user: &str, password: &str) -> String {
     )
 }
 
+/// What Postmark's `Metadata.herald_id` returns of a Message-ID: its part before the `@`.
+fn metadata_id(message_id: &str) -> &str {
+    message_id
+        .trim_start_matches('<')
+        .split('@')
+        .next()
+        .unwrap()
+}
+
 /// A Postmark HardBounce for the email whose Message-ID is `message_id`.
 fn postmark_bounce(email: &str, message_id: &str) -> Value {
+    let message_id = metadata_id(message_id);
     json!({
         "RecordType": "Bounce",
         "ID": 4323372036854775807_i64,
@@ -359,6 +369,7 @@ fn postmark_bounce(email: &str, message_id: &str) -> Value {
 
 /// A Postmark SpamComplaint for the email whose Message-ID is `message_id`.
 fn postmark_complaint(email: &str, message_id: &str) -> Value {
+    let message_id = metadata_id(message_id);
     json!({
         "RecordType": "SpamComplaint",
         "ID": 4323372036854775808_i64,
@@ -454,7 +465,7 @@ pub fn smtp_email_parts_and_postmark_feedback(backend: Backend) {
         "--html-file",
         html_file.to_str().expect("utf-8 path"),
         "--from-name",
-        FROM_NAME,
+        "A first name",
         "--reply-to",
         REPLY_TO,
     ]);
@@ -463,6 +474,23 @@ pub fn smtp_email_parts_and_postmark_feedback(backend: Backend) {
         .strip_prefix("cmp_")
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("campaign create printed {out:?}, not an id (cmp_N)"));
+    // An edit changes the parts it names and keeps the others (the mails below still have
+    // the subject, HTML and reply-to of the create); a bad one names its flag.
+    let refused = h.fails(&["campaign", "edit", &id.to_string(), "--reply-to", "nobody"]);
+    assert!(
+        refused
+            .stderr
+            .contains("--reply-to: `nobody` is not an email address"),
+        "{}",
+        refused.stderr
+    );
+    h.ok(&[
+        "campaign",
+        "edit",
+        &id.to_string(),
+        "--from-name",
+        FROM_NAME,
+    ]);
     h.ok(&["campaign", "start", &id.to_string()]);
     let s = h.wait_completed(id, &[&serve]);
     assert_counters_consistent(&s);
@@ -584,9 +612,10 @@ pub fn smtp_email_parts_and_postmark_feedback(backend: Backend) {
             mid.starts_with("<herald.") && mid.ends_with("@example.test>"),
             "Message-ID {mid}"
         );
+        // Postmark keeps 80 characters of metadata: the Message-ID's part before the `@`.
         assert_eq!(
             mail["herald_id"],
-            mid.as_str(),
+            mid.trim_start_matches('<').split('@').next().unwrap(),
             "X-PM-Metadata-herald_id: {mail}"
         );
         assert!(

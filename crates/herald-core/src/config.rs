@@ -97,6 +97,11 @@ pub struct Settings {
     /// Messages a send window holds are looked at again at least this often, not only at
     /// the window's opening: a contact's `timezone` may change, or the campaign's window.
     pub send_window_recheck_ms: u64,
+    /// Where Amazon SNS signing certificates and subscription confirmations may also be
+    /// fetched from, besides `https://sns.<region>.amazonaws.com/` (docs/EMAIL.md): a URL
+    /// prefix ending in `/`, only to point at a test double. An operator's setting, not a
+    /// channel's: whoever serves the certificate decides which notifications verify.
+    pub sns_certificate_url_prefix: Option<String>,
     /// Days outbound events (the outbox) are kept; older events whose deliveries are all
     /// settled are deleted by the reconciler, with their deliveries and attempt log.
     pub event_retention_days: u64,
@@ -165,6 +170,7 @@ impl Default for Settings {
             outage_after_failures: 5,
             outage_probe_interval_ms: 10_000,
             send_window_recheck_ms: 3_600_000,
+            sns_certificate_url_prefix: None,
             event_retention_days: 30,
             webhook_concurrency: 16,
             webhook_lease_ms: 60_000,
@@ -220,6 +226,7 @@ const FIELDS: &[(&str, Kind)] = &[
     ("outage_after_failures", Kind::Number),
     ("outage_probe_interval_ms", Kind::Number),
     ("send_window_recheck_ms", Kind::Number),
+    ("sns_certificate_url_prefix", Kind::Text),
     ("event_retention_days", Kind::Number),
     ("webhook_concurrency", Kind::Number),
     ("webhook_lease_ms", Kind::Number),
@@ -473,6 +480,16 @@ impl Settings {
         )?;
         at_least_one(self.outage_probe_interval_ms, &["outage_probe_interval_ms"])?;
         at_least_one(self.send_window_recheck_ms, &["send_window_recheck_ms"])?;
+        if let Some(prefix) = &self.sns_certificate_url_prefix
+            && !((prefix.starts_with("http://") || prefix.starts_with("https://"))
+                && prefix.ends_with('/')
+                && prefix.matches('/').count() >= 3)
+        {
+            return Err(Violation {
+                rule: "sns_certificate_url_prefix must be an http(s) URL ending in `/` after its host and port, like http://127.0.0.1:4010/ (a test double only)".into(),
+                keys: &["sns_certificate_url_prefix"],
+            });
+        }
         at_least_one(self.event_retention_days, &["event_retention_days"])?;
         at_least_one(self.webhook_concurrency, &["webhook_concurrency"])?;
         // Shorter, and a claim whose answer is merely slow could be handed back while its
@@ -1052,7 +1069,28 @@ mod tests {
         assert_eq!(
             s.validate(),
             Err("batch_size must be at least 1 (got 0)".to_string())
-        );
+        ); // The SNS test prefix must fix a host and port: it ends in `/` after them.
+        for bad in [
+            "http://127.0.0.1:4010",
+            "ftp://x/",
+            "http://",
+            "sns.example/",
+        ] {
+            let s = Settings {
+                sns_certificate_url_prefix: Some(bad.into()),
+                ..Settings::default()
+            };
+            let e = s.validate().unwrap_err();
+            assert!(
+                e.starts_with("sns_certificate_url_prefix must be"),
+                "{bad}: {e}"
+            );
+        }
+        let s = Settings {
+            sns_certificate_url_prefix: Some("http://127.0.0.1:4010/".into()),
+            ..Settings::default()
+        };
+        assert_eq!(s.validate(), Ok(()));
     }
 
     #[test]

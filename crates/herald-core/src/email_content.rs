@@ -220,6 +220,13 @@ impl EmailContent {
                 .check_limits()
                 .map_err(|e| field_error(field, e.rule("render"), e.to_string()))?;
         }
+        // The text derived from the HTML, once with placeholders: markup the converter
+        // cannot take is refused now, not at every recipient.
+        if let Some(html) = &templates.html
+            && let Ok(rendered) = html.render_placeholder()
+        {
+            text_from_html(&rendered).map_err(|e| field_error("email.html", "render", e))?;
+        }
         Ok(templates)
     }
 
@@ -377,8 +384,15 @@ impl EmailRenderers<'_> {
 
 /// The plain-text alternative of an HTML part: paragraphs, lists and headings as text,
 /// each link's URL in a numbered footnote, wrapped at [`TEXT_WIDTH`] (html2text, on
-/// html5ever: the parser browsers' rules are written for).
-pub fn text_from_html(html: &str) -> String {
+/// html5ever: the parser browsers' rules are written for). A conversion that panics (a
+/// defect of the converter on some odd markup) is an error naming the part, so the one
+/// message fails with the reason instead of its whole batch being handed back forever.
+pub fn text_from_html(html: &str) -> Result<String, String> {
+    std::panic::catch_unwind(|| convert(html))
+        .map_err(|_| "email HTML: its plain-text alternative could not be derived from this HTML: give the campaign a body (the plain text) or simplify the markup".to_string())
+}
+
+fn convert(html: &str) -> String {
     match html2text::config::plain_no_decorate()
         .link_footnotes(true)
         .no_table_borders()
@@ -516,7 +530,8 @@ mod tests {
     fn text_is_derived_from_html() {
         let text = text_from_html(
             "<h1>Sale</h1><p>Hello <b>Ann</b>,</p><ul><li>one</li><li>two</li></ul><p><a href=\"https://example.com/x\">See it</a></p><script>alert(1)</script>",
-        );
+        )
+        .unwrap();
         assert!(text.contains("Sale"), "{text}");
         assert!(text.contains("Hello Ann,"), "{text}");
         assert!(text.contains("one") && text.contains("two"), "{text}");

@@ -253,6 +253,27 @@ api_test!(
             "email",
             Some("channel_kind"),
         );
+        // The write checks the rule again: an edit that passed the API's check against a
+        // campaign another edit has changed since (here: the parts removed while the body
+        // is empty) is refused, and changes nothing.
+        let campaign_id = herald::ids::CampaignId::parse_lenient(&id).unwrap();
+        let raced = app
+            .db
+            .store
+            .api_campaign_update_draft(
+                app.org,
+                campaign_id,
+                &herald::store::DraftEdit {
+                    email: Some(None),
+                    ..Default::default()
+                },
+                "test",
+            )
+            .await;
+        assert!(
+            matches!(&raced, Err(herald::store::StoreError::Invalid(m)) if m.contains("empty body")),
+            "{raced:?}"
+        );
         let unchanged = app.get(&format!("/api/v1/campaigns/{id}"), &s.admin).await;
         assert_eq!(unchanged.body["email"], full_email(), "{}", unchanged.text);
         assert_eq!(unchanged.body["channel_id"], s.smtp, "{}", unchanged.text);

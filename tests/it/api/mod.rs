@@ -139,6 +139,23 @@ impl TestApp {
         }
     }
 
+    /// The same app (database, organisations, outbound guard allowing loopback) served
+    /// with `settings`.
+    pub fn with_settings(mut self, settings: herald::config::Settings) -> TestApp {
+        self.router = herald::http::router(AppState {
+            store: self.db.store.clone(),
+            metrics: None,
+            context: BuildContext {
+                public_url: Some("http://herald.test".into()),
+                secret_key: Some(SECRET_KEY.into()),
+                outbound: OutboundGuard::allow_all(),
+            },
+            settings: std::sync::Arc::new(settings),
+            webhook_limiter: Default::default(),
+        });
+        self
+    }
+
     /// A new API key of `org` with `role`.
     pub async fn key(&self, org: OrgId, role: Role) -> String {
         let (key, prefix, digest) = credentials::new_api_key();

@@ -96,6 +96,7 @@ pub async fn render_email(
         let text = if email.derives_text(&body) {
             html.as_deref()
                 .map(crate::email_content::text_from_html)
+                .transpose()?
                 .unwrap_or_default()
         } else {
             body_template.render(&fields).map_err(|e| e.to_string())?

@@ -68,7 +68,7 @@ pub async fn ses(
         tracing::debug!(channel_id = %info.id, "SNS message from another topic refused");
         return refuse("other_topic");
     }
-    let prefix = config.sns_cert_url_prefix.as_deref();
+    let prefix = state.settings.sns_certificate_url_prefix.as_deref();
     if let Err(e) = email_feedback::check_sns_cert_url(&signed.signing_cert_url, prefix) {
         return refused_by(&e);
     }
@@ -127,7 +127,7 @@ pub async fn postmark(
         Ok(v) => v,
         Err(r) => return r,
     };
-    let Some((info, _, secrets)) = admitted else {
+    let Some((info, config, secrets)) = admitted else {
         return refuse("no_channel");
     };
     let Some(token) = secret(&secrets, "postmark_webhook_token") else {
@@ -141,7 +141,20 @@ pub async fn postmark(
     }
     let kind = smtp::POSTMARK.recorded_as;
     match email_feedback::parse_postmark(&body) {
-        Ok(feedback) => apply(&state, &info, "postmark", kind, &feedback, &body).await,
+        Ok(mut feedback) => {
+            // Postmark returns the Message-ID's part before the `@` (the header the
+            // channel adds): the domain is the channel's sender's.
+            if let Ok(from) = config.mailbox() {
+                let domain = from.email.domain().to_string();
+                for f in &mut feedback {
+                    if let Some(id) = &f.message_id {
+                        f.message_id =
+                            Some(crate::channels::smtp::message_id_from_postmark(id, &domain));
+                    }
+                }
+            }
+            apply(&state, &info, "postmark", kind, &feedback, &body).await
+        }
         Err(e) => {
             keep(&state, info.id, kind, &format!("rejected: {e}"), &body).await;
             malformed(&e.to_string())

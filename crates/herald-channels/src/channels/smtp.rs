@@ -77,7 +77,6 @@ fn from_flags(flags: &Flags) -> Result<Checked, ChannelError> {
         max_connections: None,
         allow_plaintext_auth: flags.set("allow_plaintext_auth"),
         ses_topic_arn: flags.text("ses_topic_arn"),
-        sns_cert_url_prefix: None,
         sendgrid_verification_key: flags.text("sendgrid_verification_key"),
     };
     let secrets = Secrets {
@@ -161,10 +160,6 @@ pub struct Config {
     /// AWS signature, so the signature alone does not say whose they are).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ses_topic_arn: Option<String>,
-    /// Where SNS signing certificates may also be fetched from, besides
-    /// `https://sns.<region>.amazonaws.com/`: only to point at a test double.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sns_cert_url_prefix: Option<String>,
     /// `--sendgrid-verification-key`: the public key of SendGrid's signed Event Webhook
     /// (base64, as SendGrid's settings show it); enables `/webhooks/smtp/{id}/sendgrid`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -238,13 +233,6 @@ impl Config {
         if let Some(key) = &self.sendgrid_verification_key {
             crate::email_feedback::check_sendgrid_key(key)
                 .map_err(|e| format!("--sendgrid-verification-key: {e}"))?;
-        }
-        if let Some(prefix) = &self.sns_cert_url_prefix
-            && !(prefix.starts_with("http://") || prefix.starts_with("https://"))
-        {
-            return Err(format!(
-                "sns_cert_url_prefix `{prefix}` must be an http(s) URL prefix (a test double only)"
-            ));
         }
         Ok(())
     }
@@ -387,6 +375,27 @@ impl FeedbackHeaders {
     }
 }
 
+/// What Postmark carries of a Message-ID (`<herald.12.1.00ab…@example.com>`): the part
+/// between `<` and `@` (`herald.12.1.00ab…`).
+pub fn postmark_metadata_id(message_id: &str) -> &str {
+    let id = message_id.trim_start_matches('<');
+    id.split('@').next().unwrap_or(id)
+}
+
+/// The Message-ID a Postmark report names: its metadata id completed with the channel's
+/// sender domain (`<herald.12.1.00ab…@example.com>`); an id that has a domain is kept.
+pub fn message_id_from_postmark(reported: &str, domain: &str) -> String {
+    let bare = reported
+        .trim()
+        .trim_start_matches('<')
+        .trim_end_matches('>');
+    if bare.contains('@') {
+        format!("<{bare}>")
+    } else {
+        format!("<{bare}@{domain}>")
+    }
+}
+
 /// The message for one attempt (module docs for the conventions).
 pub fn build_message(
     from: &Mailbox,
@@ -466,10 +475,12 @@ pub fn build_message_with(
             ));
     }
     // The Message-ID is Herald's own (`new_message_id`): no recipient data goes in these.
+    // Postmark keeps metadata values of at most 80 characters: its part before the `@`
+    // (under 50), which the webhook completes with the channel's domain.
     if feedback.postmark {
         builder = builder.raw_header(HeaderValue::new(
             HeaderName::new_from_ascii_str("X-PM-Metadata-herald_id"),
-            message_id.to_string(),
+            postmark_metadata_id(message_id).to_string(),
         ));
     }
     if feedback.sendgrid {
@@ -947,7 +958,6 @@ mod tests {
             username: None,
             default_subject: None,
             ses_topic_arn: None,
-            sns_cert_url_prefix: None,
             sendgrid_verification_key: None,
             max_connections: None,
             allow_plaintext_auth: false,
@@ -1645,7 +1655,11 @@ mod tests {
                 .map(str::to_string)
                 .unwrap_or_else(|| panic!("no {name} header: {raw}"))
         };
-        assert_eq!(header_text("X-PM-Metadata-herald_id"), id);
+        let pm = header_text("X-PM-Metadata-herald_id");
+        assert_eq!(pm, postmark_metadata_id(&id));
+        assert!(pm.len() <= 80 && !pm.contains('@'), "{pm}");
+        assert_eq!(message_id_from_postmark(&pm, "example.com"), id);
+        assert_eq!(message_id_from_postmark(&id, "other.org"), id);
         let smtpapi: serde_json::Value = serde_json::from_str(&header_text("X-SMTPAPI")).unwrap();
         assert_eq!(
             smtpapi["unique_args"][crate::email_feedback::HERALD_ID_FIELD],

@@ -121,8 +121,9 @@ pub enum CampaignCommand {
         #[command(flatten)]
         email: EmailFlags,
         /// Send the body as plain text again (its first line the subject), without the
-        /// email parts.
-        #[arg(long, conflicts_with = "subject")]
+        /// email parts. (--subject, --html-file, --from-name, --reply-to change one part
+        /// each and keep the others.)
+        #[arg(long, conflicts_with_all = ["subject", "html_file", "from_name", "reply_to"])]
         no_email: bool,
     },
     /// Schedule a draft, or move a scheduled campaign, to start at TIME (RFC 3339, in
@@ -435,10 +436,11 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &CampaignCommand) -> C
             } else {
                 template_flags.template().map(Some)
             };
+            let current = store.campaign(id).await?;
             let email_change = if *no_email {
                 Some(None)
             } else {
-                email_flags.email()?.map(Some)
+                email_flags.edited(current.email.as_ref())?.map(Some)
             };
             if name.is_none()
                 && list.is_none()
@@ -451,7 +453,6 @@ pub async fn run(cli: &Cli, settings: &Settings, command: &CampaignCommand) -> C
                     "nothing to change: give --name, --list, --channel, --body, --whatsapp-template, --no-whatsapp-template, --subject (with --html-file, --from-name, --reply-to) or --no-email",
                 ));
             }
-            let current = store.campaign(id).await?;
             let name = name.as_deref().map(check_campaign_name).transpose()?;
             let list = match list {
                 Some(l) => Some(resolve_list(&store, org, l).await?),

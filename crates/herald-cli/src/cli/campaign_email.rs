@@ -17,53 +17,83 @@ pub struct EmailFlags {
     /// smtp channels: the HTML part, a template read from FILE (printed values are
     /// HTML-escaped). The email is then multipart/alternative; without --body its text is
     /// derived from each recipient's HTML.
-    #[arg(long, value_name = "FILE", requires = "subject")]
+    #[arg(long, value_name = "FILE")]
     html_file: Option<std::path::PathBuf>,
     /// smtp channels: the sender's display name, a template; the address stays the
     /// channel's --from.
-    #[arg(long, value_name = "TEMPLATE", requires = "subject")]
+    #[arg(long, value_name = "TEMPLATE")]
     from_name: Option<String>,
     /// smtp channels: where replies go (Reply-To), an address or a template that renders
     /// one.
-    #[arg(long, value_name = "ADDRESS", requires = "subject")]
+    #[arg(long, value_name = "ADDRESS")]
     reply_to: Option<String>,
 }
 
 impl EmailFlags {
-    /// The email parts the flags give, the HTML read from its file; None without --subject.
+    /// Whether a part other than the subject is given.
+    fn any_part(&self) -> bool {
+        self.html_file.is_some() || self.from_name.is_some() || self.reply_to.is_some()
+    }
+
+    /// `campaign create`: the email parts the flags give, the HTML read from its file;
+    /// None without any of them.
     pub fn email(&self) -> Result<Option<EmailContent>, CliError> {
-        let Some(subject) = &self.subject else {
+        self.edited(None)
+    }
+
+    /// `campaign edit`: the flags given over the campaign's `current` parts (a part not
+    /// given stays; an empty --from-name or --reply-to removes it); None when no email
+    /// flag is given.
+    pub fn edited(&self, current: Option<&EmailContent>) -> Result<Option<EmailContent>, CliError> {
+        if self.subject.is_none() && !self.any_part() {
             return Ok(None);
+        }
+        let subject = match (&self.subject, current) {
+            (Some(s), _) => s.clone(),
+            (None, Some(c)) => c.subject.clone(),
+            (None, None) => {
+                return Err(CliError::from(
+                    "--subject is needed with --html-file, --from-name or --reply-to: the campaign has no email parts yet",
+                ));
+            }
         };
         let html = match &self.html_file {
-            Some(path) => {
-                let meta = std::fs::metadata(path)
-                    .map_err(|e| CliError::from(format!("--html-file {}: {e}", path.display())))?;
-                // Characters are checked after reading; bytes bound the read itself.
-                if meta.len() > (crate::email_content::MAX_HTML * 4) as u64 {
-                    return Err(CliError::from(format!(
-                        "--html-file {}: {} bytes is more than an HTML part may hold ({} characters)",
-                        path.display(),
-                        meta.len(),
-                        crate::email_content::MAX_HTML
-                    )));
-                }
-                Some(std::fs::read_to_string(path).map_err(|e| {
-                    CliError::from(format!(
-                        "--html-file {}: {e} (the file must be UTF-8 text)",
-                        path.display()
-                    ))
-                })?)
-            }
-            None => None,
+            Some(path) => Some(read_html(path)?),
+            None => current.and_then(|c| c.html.clone()),
+        };
+        let text = |given: &Option<String>, kept: Option<&String>| match given {
+            Some(v) if v.trim().is_empty() => None,
+            Some(v) => Some(v.clone()),
+            None => kept.cloned(),
         };
         Ok(Some(EmailContent {
-            subject: subject.clone(),
+            subject,
             html,
-            from_name: self.from_name.clone(),
-            reply_to: self.reply_to.clone(),
+            from_name: text(&self.from_name, current.and_then(|c| c.from_name.as_ref())),
+            reply_to: text(&self.reply_to, current.and_then(|c| c.reply_to.as_ref())),
         }))
     }
+}
+
+/// An HTML part from its file, bounded before it is read.
+fn read_html(path: &std::path::Path) -> Result<String, CliError> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| CliError::from(format!("--html-file {}: {e}", path.display())))?;
+    // Characters are checked after reading; bytes bound the read itself.
+    if meta.len() > (crate::email_content::MAX_HTML * 4) as u64 {
+        return Err(CliError::from(format!(
+            "--html-file {}: {} bytes is more than an HTML part may hold ({} characters)",
+            path.display(),
+            meta.len(),
+            crate::email_content::MAX_HTML
+        )));
+    }
+    std::fs::read_to_string(path).map_err(|e| {
+        CliError::from(format!(
+            "--html-file {}: {e} (the file must be UTF-8 text)",
+            path.display()
+        ))
+    })
 }
 
 /// The API's check of a campaign's email parts (`EmailContent::check_for`), with the

@@ -14,7 +14,7 @@ pub const SES: WebhookRoute = WebhookRoute {
     suffix: "/ses",
     recorded_as: "ses-notification",
     label: "Amazon SES (through SNS)",
-    hint: "Subscribe this HTTPS endpoint to the SNS topic the SES identity sends bounce, complaint and delivery notifications to, and give the channel that topic's ARN; Herald confirms the subscription itself",
+    hint: "Subscribe this HTTPS endpoint to the SNS topic the SES identity sends bounce, complaint and delivery notifications to, turn on \"Include original email headers\" for them (so a report names its message), and give the channel that topic's ARN; Herald confirms the subscription itself",
 };
 
 /// Postmark's bounce, spam complaint and delivery webhooks.
@@ -71,13 +71,6 @@ pub const DESCRIPTOR: ChannelKindDescriptor = ChannelKindDescriptor {
             Input::Text,
         )
         .hint("Bounces and complaints from SendGrid: the signed Event Webhook's public key."),
-        Field::new(
-            "sns_cert_url_prefix",
-            "Amazon SES: SNS certificate URL prefix",
-            Input::Text,
-        )
-        .hint("Only to point at a test double.")
-        .endpoint(),
         Field::new(
             "allow_plaintext_auth",
             "Send the password without TLS (TLS none, a relay on a trusted network only)",

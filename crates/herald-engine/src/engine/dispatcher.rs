@@ -479,7 +479,7 @@ async fn render_claimed(
                 if template.derive_text
                     && let Some(html) = email.as_ref().and_then(|e| e.html.as_deref())
                 {
-                    body = crate::email_content::text_from_html(html);
+                    body = crate::email_content::text_from_html(html)?;
                 }
                 // The campaign's WhatsApp template: its parameters from this contact's
                 // fields; a contact without one fails with the field named.

@@ -211,7 +211,9 @@ impl Store {
              channel_id = COALESCE($3, channel_id), list_id = COALESCE($4, list_id), \
              whatsapp_template = CASE WHEN $8 = 1 THEN $9 ELSE whatsapp_template END, \
              email = CASE WHEN $10 = 1 THEN $11 ELSE email END \
-             WHERE org_id = $5 AND id = $6 AND status = $7",
+             WHERE org_id = $5 AND id = $6 AND status = $7 \
+             AND (TRIM(COALESCE($2, body)) <> '' \
+                  OR COALESCE(CASE WHEN $10 = 1 THEN $11 ELSE email END, '') LIKE '%\"html\":%')",
         )
         .bind(edit.name)
         .bind(edit.body)
@@ -232,10 +234,14 @@ impl Store {
         .await?
         .rows_affected();
         if changed != 1 {
+            // The status was checked under the lock: what refused the write is the rule
+            // that an empty body needs an HTML part to take its text from, checked here
+            // again because two edits (one emptying the body, one removing the email
+            // parts) may each have passed it alone.
             tx.rollback().await?;
-            return Err(self
-                .api_campaign_refusal(org_id, id, "editing", "draft or scheduled")
-                .await);
+            return Err(StoreError::Invalid(format!(
+                "campaign {id} would have an empty body and no email HTML part to derive its text from: give it a body, or keep the email's HTML"
+            )));
         }
         let fields: Vec<&str> = [
             edit.name.map(|_| "name"),

@@ -52,7 +52,6 @@ impl Store {
         let mut report = FeedbackReport::default();
         let mut receipts = Vec::new();
         for f in feedback {
-            let address = Address::parse(f.recipient.trim()).ok();
             match (&f.kind, &f.message_id) {
                 (FeedbackKind::Delivered, Some(id)) => receipts.push(Receipt {
                     channel_id,
@@ -69,11 +68,12 @@ impl Store {
                     })
                 }
                 (FeedbackKind::SoftBounce, Some(id)) => {
-                    // Only a message still reported sent or delivered takes the note: a
-                    // later final status keeps its own reason.
+                    // Only a message still reported sent takes the note: a delivered or
+                    // final status keeps its own reason. (A soft bounce for a provider id
+                    // not recorded yet is not kept: it changes no status.)
                     let noted = sqlx::query(
                         "UPDATE messages SET last_error = $1, updated_at = $2 \
-                         WHERE provider_id = $3 AND status IN ('sent', 'delivered') \
+                         WHERE provider_id = $3 AND status = 'sent' \
                          AND campaign_id IN (SELECT c.id FROM campaigns c WHERE c.channel_id = $4)",
                     )
                     .bind(&f.detail)
@@ -88,6 +88,11 @@ impl Store {
                 _ => {}
             }
             let suppress = matches!(f.kind, FeedbackKind::HardBounce | FeedbackKind::Complaint);
+            let address = if suppress {
+                self.feedback_address(channel_id, f).await?
+            } else {
+                None
+            };
             match (suppress, &address) {
                 (true, Some(address)) => {
                     let (source, reason) = match f.kind {
@@ -97,10 +102,7 @@ impl Store {
                         _ => ("bounce", format!("bounced: {}", f.detail)),
                     };
                     let via = OptSource::new(source, Some(channel_id), None);
-                    if self
-                        .suppress(org_id, address.as_str(), &reason, &via)
-                        .await?
-                    {
+                    if self.suppress(org_id, address, &reason, &via).await? {
                         report.suppressed += 1;
                     }
                 }
@@ -115,5 +117,35 @@ impl Store {
             report.kept += applied.kept;
         }
         Ok(report)
+    }
+}
+
+impl Store {
+    /// The address a bounce or complaint suppresses: the one Herald sent the message to,
+    /// when the report names a message of this channel (a provider may change the case of
+    /// the local part, which the suppression list compares exactly); else the reported
+    /// recipient, when it is an email address.
+    async fn feedback_address(
+        &self,
+        channel_id: ChannelId,
+        f: &EmailFeedback,
+    ) -> Result<Option<String>, StoreError> {
+        if let Some(id) = &f.message_id {
+            let sent_to: Option<String> = sqlx::query_scalar(
+                "SELECT m.address FROM messages m JOIN campaigns c ON c.id = m.campaign_id \
+                 WHERE m.provider_id = $1 AND c.channel_id = $2 LIMIT 1",
+            )
+            .bind(id)
+            .bind(channel_id)
+            .fetch_optional(&self.read)
+            .await?;
+            if sent_to.is_some() {
+                return Ok(sent_to);
+            }
+        }
+        Ok(match Address::parse(f.recipient.trim()) {
+            Ok(Address::Email(address)) => Some(address),
+            _ => None,
+        })
     }
 }

@@ -22,13 +22,18 @@ pub fn email_field(form: &PostForm) -> Value {
     if subject.is_empty() && html.trim().is_empty() && from_name.is_empty() && reply_to.is_empty() {
         return Value::Null;
     }
-    let text = |v: &str| if v.is_empty() { Value::Null } else { json!(v) };
-    json!({
-        "subject": subject,
-        "html": if html.trim().is_empty() { Value::Null } else { json!(html) },
-        "from_name": text(from_name),
-        "reply_to": text(reply_to),
-    })
+    // Only the parts given, as the API returns a campaign's `email`: an unchanged form
+    // then compares equal to it and the edit does not send it again.
+    let mut email = json!({ "subject": subject });
+    if !html.trim().is_empty() {
+        email["html"] = json!(html);
+    }
+    for (key, value) in [("from_name", from_name), ("reply_to", reply_to)] {
+        if !value.is_empty() {
+            email[key] = json!(value);
+        }
+    }
+    email
 }
 
 /// A campaign's `email` as the editor's field values.

@@ -1262,14 +1262,18 @@ async fn update_campaign(
         };
         check_variables(&state, &template, list_id, list_name, field).await?;
     }
-    // The template as it will be, checked against the channel and list as they will be.
+    // The WhatsApp template and the email parts as they will be, checked against the
+    // channel and list as they will be, when any of them changes.
     let final_template = match &change.whatsapp_template {
         Some(t) => t.as_ref(),
         None => current.whatsapp_template.as_ref(),
     };
-    if let Some(t) = final_template
-        && (change.whatsapp_template.is_some() || channel.is_some() || list.is_some())
-    {
+    let check_template = final_template
+        .filter(|_| change.whatsapp_template.is_some() || channel.is_some() || list.is_some());
+    let check_parts = final_email.filter(|_| {
+        change.email.is_some() || change.body.is_some() || channel.is_some() || list.is_some()
+    });
+    if check_template.is_some() || check_parts.is_some() {
         let final_channel = match &channel {
             Some(c) => c.clone(),
             None => {
@@ -1283,33 +1287,20 @@ async fn update_campaign(
             Some(l) => (l.id, l.name.as_str()),
             None => (current.list_id, current.list_name.as_str()),
         };
-        check_whatsapp_template(&state, t, &final_channel, list_id, list_name).await?;
-    }
-    if let Some(e) = final_email
-        && (change.email.is_some() || change.body.is_some() || channel.is_some() || list.is_some())
-    {
-        let final_channel = match &channel {
-            Some(c) => c.clone(),
-            None => {
-                state
-                    .store
-                    .org_channel(p.org_id, current.channel_id)
-                    .await?
-            }
-        };
-        let (list_id, list_name) = match &list {
-            Some(l) => (l.id, l.name.as_str()),
-            None => (current.list_id, current.list_name.as_str()),
-        };
-        check_email(
-            &state,
-            e,
-            &final_channel,
-            list_id,
-            list_name,
-            template.links(),
-        )
-        .await?;
+        if let Some(t) = check_template {
+            check_whatsapp_template(&state, t, &final_channel, list_id, list_name).await?;
+        }
+        if let Some(e) = check_parts {
+            check_email(
+                &state,
+                e,
+                &final_channel,
+                list_id,
+                list_name,
+                template.links(),
+            )
+            .await?;
+        }
     }
     if name.is_none()
         && change.body.is_none()

@@ -105,13 +105,10 @@ pub async fn ses(
             keep(&state, info.id, kind, "unsubscribed", &body).await;
             StatusCode::OK.into_response()
         }
-        SnsEnvelope::Notification { message, .. } => match email_feedback::parse_ses(&message) {
-            Ok(feedback) => apply(&state, &info, "ses", kind, &feedback, &body).await,
-            Err(e) => {
-                keep(&state, info.id, kind, &format!("rejected: {e}"), &body).await;
-                malformed(&e.to_string())
-            }
-        },
+        SnsEnvelope::Notification { message, .. } => {
+            let parsed = email_feedback::parse_ses(&message);
+            apply(&state, &info, "ses", kind, parsed, &body).await
+        }
     }
 }
 
@@ -140,26 +137,18 @@ pub async fn postmark(
         return refused_by(&e);
     }
     let kind = smtp::POSTMARK.recorded_as;
-    match email_feedback::parse_postmark(&body) {
-        Ok(mut feedback) => {
-            // Postmark returns the Message-ID's part before the `@` (the header the
-            // channel adds): the domain is the channel's sender's.
-            if let Ok(from) = config.mailbox() {
-                let domain = from.email.domain().to_string();
-                for f in &mut feedback {
-                    if let Some(id) = &f.message_id {
-                        f.message_id =
-                            Some(crate::channels::smtp::message_id_from_postmark(id, &domain));
-                    }
-                }
+    let mut parsed = email_feedback::parse_postmark(&body);
+    // Postmark returns the Message-ID's part before the `@` (the header the channel
+    // adds): the domain is the channel's sender's.
+    if let (Ok(feedback), Ok(from)) = (&mut parsed, config.mailbox()) {
+        let domain = from.email.domain().to_string();
+        for f in feedback {
+            if let Some(id) = &f.message_id {
+                f.message_id = Some(crate::channels::smtp::message_id_from_postmark(id, &domain));
             }
-            apply(&state, &info, "postmark", kind, &feedback, &body).await
-        }
-        Err(e) => {
-            keep(&state, info.id, kind, &format!("rejected: {e}"), &body).await;
-            malformed(&e.to_string())
         }
     }
+    apply(&state, &info, "postmark", kind, parsed, &body).await
 }
 
 /// SendGrid's signed Event Webhook.
@@ -191,13 +180,8 @@ pub async fn sendgrid(
         return refused_by(&e);
     }
     let kind = smtp::SENDGRID.recorded_as;
-    match email_feedback::parse_sendgrid(&body) {
-        Ok(feedback) => apply(&state, &info, "sendgrid", kind, &feedback, &body).await,
-        Err(e) => {
-            keep(&state, info.id, kind, &format!("rejected: {e}"), &body).await;
-            malformed(&e.to_string())
-        }
-    }
+    let parsed = email_feedback::parse_sendgrid(&body);
+    apply(&state, &info, "sendgrid", kind, parsed, &body).await
 }
 
 /// The checks before any provider's proof: the path names a channel id, the request is
@@ -270,16 +254,24 @@ fn unavailable(why: &str) -> Response {
     )
 }
 
-/// Applies verified feedback, keeps the request with what it changed, and counts it.
+/// Applies a verified request's feedback, keeps the request with what it changed, and
+/// counts it; a verified body that does not read is kept with why and answered 400.
 async fn apply(
     state: &AppState,
     info: &ChannelInfo,
     provider: &'static str,
     kind: &str,
-    feedback: &[EmailFeedback],
+    parsed: Result<Vec<EmailFeedback>, FeedbackError>,
     body: &[u8],
 ) -> Response {
-    for f in feedback {
+    let feedback = match parsed {
+        Ok(feedback) => feedback,
+        Err(e) => {
+            keep(state, info.id, kind, &format!("rejected: {e}"), body).await;
+            return malformed(&e.to_string());
+        }
+    };
+    for f in &feedback {
         let label = match f.kind {
             FeedbackKind::Delivered => "delivered",
             FeedbackKind::HardBounce => "hard_bounce",
@@ -292,7 +284,7 @@ async fn apply(
     }
     match state
         .store
-        .apply_email_feedback(info.org_id, info.id, feedback, crate::clock::now_ms())
+        .apply_email_feedback(info.org_id, info.id, &feedback, crate::clock::now_ms())
         .await
     {
         Ok(report) => {

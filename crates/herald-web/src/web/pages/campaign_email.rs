@@ -36,6 +36,26 @@ pub fn email_field(form: &PostForm) -> Value {
     email
 }
 
+/// The editor's form as a `POST /api/v1/templates/preview` request: the body, the email
+/// parts when any is filled in, the contact to preview for and the channel.
+pub fn preview_request(form: &PostForm) -> Value {
+    let mut request = json!({"body": form.raw("body")});
+    let email = email_field(form);
+    if !email.is_null() {
+        request["email"] = email;
+    }
+    for (field, key) in [
+        ("contact_id", "preview_contact"),
+        ("channel_id", "channel_id"),
+    ] {
+        let v = form.get(key);
+        if !v.is_empty() {
+            request[field] = json!(v);
+        }
+    }
+    request
+}
+
 /// A campaign's `email` as the editor's field values.
 pub fn email_values(email: &Value, values: &mut Value) {
     for (field, key) in [
@@ -103,16 +123,7 @@ pub async fn email_preview_draft(State(web): State<Web>, form: PostForm) -> Resp
             StatusCode::OK,
         );
     }
-    let mut request = json!({"body": form.raw("body"), "email": email});
-    for (field, key) in [
-        ("contact_id", "preview_contact"),
-        ("channel_id", "channel_id"),
-    ] {
-        let v = form.get(key);
-        if !v.is_empty() {
-            request[field] = json!(v);
-        }
-    }
+    let request = preview_request(&form);
     let reply = web
         .post(&ctx.session, "/api/v1/templates/preview", request)
         .await;

@@ -552,20 +552,7 @@ fn editor_values(form: &PostForm) -> Value {
 /// chosen contact.
 pub async fn preview(State(web): State<Web>, form: PostForm) -> Response {
     let ctx = &form.ctx;
-    let mut request = json!({"body": form.raw("body")});
-    let email = super::campaign_email::email_field(&form);
-    if !email.is_null() {
-        request["email"] = email;
-    }
-    for (field, key) in [
-        ("contact_id", "preview_contact"),
-        ("channel_id", "channel_id"),
-    ] {
-        let v = form.get(key);
-        if !v.is_empty() {
-            request[field] = json!(v);
-        }
-    }
+    let request = super::campaign_email::preview_request(&form);
     let reply = web
         .post(&ctx.session, "/api/v1/templates/preview", request)
         .await;

@@ -510,6 +510,7 @@ async function main() {
     await page.frameLocator("#email-preview").locator("h1", { hasText: "Hello NAME" }).waitFor();
     const framed = await page.request.get(`${BASE}${await page.locator("#email-preview").getAttribute("src")}`);
     assert.match(framed.headers()["content-security-policy"], /^sandbox; default-src 'none'; script-src 'none';/);
+    await page.locator("#email-details").scrollIntoViewIfNeeded();
     await shot(page, "campaign-email");
 
     step("a segment: a filter counted live, saved, a bad change refused naming the field");

@@ -62,23 +62,7 @@ pub fn smtp_against_a_real_server(backend: Backend) {
     // No --public-url: Herald has no unsubscribe URL to offer.
     let port = free_port();
     let serve = crate::harness::serve(&h, port, false);
-    create_channel(
-        &h,
-        &[
-            "--name",
-            "mail",
-            "--kind",
-            "smtp",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &smtp_port.to_string(),
-            "--tls",
-            "none",
-            "--from",
-            "herald@example.test",
-        ],
-    );
+    smtp_channel(&h, smtp_port, "herald@example.test", &[]);
     let mut rows: Vec<(String, String)> = (0..NORMAL)
         .map(|i| (format!("reader{i}@example.test"), format!("Reader{i}")))
         .collect();
@@ -332,6 +316,28 @@ fn basic(user: &str, password: &str) -> String {
     )
 }
 
+/// An smtp channel `mail` to the test server on `port` (no TLS), sending as `from`, with
+/// `extra` flags; its id.
+fn smtp_channel(h: &Herald, port: u16, from: &str, extra: &[&str]) -> i64 {
+    let port = port.to_string();
+    let mut args = vec![
+        "--name",
+        "mail",
+        "--kind",
+        "smtp",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--tls",
+        "none",
+        "--from",
+        from,
+    ];
+    args.extend_from_slice(extra);
+    create_channel(h, &args)
+}
+
 /// What Postmark's `Metadata.herald_id` returns of a Message-ID: its part before the `@`.
 fn metadata_id(message_id: &str) -> &str {
     message_id
@@ -406,24 +412,11 @@ pub fn smtp_email_parts_and_postmark_feedback(backend: Backend) {
     let (_server, smtp_port, events_file) = start_smtp_server(&h);
     let port = free_port();
     let serve = crate::harness::serve(&h, port, false);
-    let channel = create_channel(
+    let channel = smtp_channel(
         &h,
-        &[
-            "--name",
-            "mail",
-            "--kind",
-            "smtp",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &smtp_port.to_string(),
-            "--tls",
-            "none",
-            "--from",
-            FROM,
-            "--postmark-webhook-token",
-            POSTMARK_TOKEN,
-        ],
+        smtp_port,
+        FROM,
+        &["--postmark-webhook-token", POSTMARK_TOKEN],
     );
     let rows: Vec<(String, String)> = [
         (BOUNCED, "Tom & <Jerry>"),

@@ -48,12 +48,9 @@ pub async fn ses(
     peer: Peer,
     body: Bytes,
 ) -> Response {
-    let admitted = match admitted(&state, &path_id, &peer, &body, &smtp::SES).await {
+    let (info, config, _) = match admitted(&state, &path_id, &peer, &body, &smtp::SES).await {
         Ok(v) => v,
         Err(r) => return r,
-    };
-    let Some((info, config, _)) = admitted else {
-        return refuse("no_channel");
     };
     let Some(topic) = config.ses_topic_arn.as_deref() else {
         return refuse("not_configured");
@@ -120,13 +117,11 @@ pub async fn postmark(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let admitted = match admitted(&state, &path_id, &peer, &body, &smtp::POSTMARK).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let Some((info, config, secrets)) = admitted else {
-        return refuse("no_channel");
-    };
+    let (info, config, secrets) =
+        match admitted(&state, &path_id, &peer, &body, &smtp::POSTMARK).await {
+            Ok(v) => v,
+            Err(r) => return r,
+        };
     let Some(token) = secret(&secrets, "postmark_webhook_token") else {
         return refuse("not_configured");
     };
@@ -159,12 +154,9 @@ pub async fn sendgrid(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let admitted = match admitted(&state, &path_id, &peer, &body, &smtp::SENDGRID).await {
+    let (info, config, _) = match admitted(&state, &path_id, &peer, &body, &smtp::SENDGRID).await {
         Ok(v) => v,
         Err(r) => return r,
-    };
-    let Some((info, config, _)) = admitted else {
-        return refuse("no_channel");
     };
     let Some(key) = config.sendgrid_verification_key.as_deref() else {
         return refuse("not_configured");
@@ -186,14 +178,14 @@ pub async fn sendgrid(
 
 /// The checks before any provider's proof: the path names a channel id, the request is
 /// within the rate and the size bound, and the channel exists, is an SMTP channel and its
-/// settings open. `Ok(None)`: no such channel (answered like a bad signature).
+/// settings open (no such channel is answered like a bad signature). `Err`: the answer.
 async fn admitted(
     state: &AppState,
     path_id: &str,
     peer: &Peer,
     body: &Bytes,
     route: &WebhookRoute,
-) -> Result<Option<(ChannelInfo, SmtpConfig, serde_json::Value)>, Response> {
+) -> Result<(ChannelInfo, SmtpConfig, serde_json::Value), Response> {
     let channel_id = ChannelId::parse_lenient(path_id).map_err(|e| bad_path(&e, smtp::KIND))?;
     if let Some(r) = over_rate(state, peer, channel_id, smtp::KIND) {
         return Err(r);
@@ -213,13 +205,13 @@ async fn admitted(
         ));
     }
     let Some((info, secrets)) = channel_with_secrets(state, channel_id, smtp::KIND).await? else {
-        return Ok(None);
+        return Err(refuse("no_channel"));
     };
     match SmtpConfig::from_json(&info.config) {
-        Ok(config) => Ok(Some((info, config, secrets))),
+        Ok(config) => Ok((info, config, secrets)),
         Err(e) => {
             tracing::error!(channel_id = %info.id, error = %e, "smtp channel settings do not read; its webhooks are refused");
-            Ok(None)
+            Err(refuse("no_channel"))
         }
     }
 }

@@ -372,6 +372,29 @@ pub fn explain(raw: &str) -> Explanation {
             return explanation(format!("smtp.{code}"), reason, action);
         }
     }
+    // An email provider's bounce report (crates/herald-core/src/email_feedback.rs labels
+    // its detail with the kind).
+    if lower.starts_with("hard bounce:") {
+        return explanation(
+            "email.hard_bounce".into(),
+            "The recipient's mail server refused the address (hard bounce)",
+            "Nothing to do: the address is now on the suppression list; correct it on the contact if it was mistyped.",
+        );
+    }
+    if lower.starts_with("soft bounce:") {
+        return explanation(
+            "email.soft_bounce".into(),
+            "The recipient's mail server could not take the message for now (soft bounce)",
+            "Nothing to do unless it repeats: a full mailbox or a busy server usually clears.",
+        );
+    }
+    if lower.starts_with("dropped:") {
+        return explanation(
+            "email.dropped".into(),
+            "The email provider did not send the message",
+            "See the detail for the provider's reason, then check the provider's account.",
+        );
+    }
     if lower.starts_with("template:") {
         return explanation(
             "template".into(),
@@ -666,6 +689,19 @@ mod tests {
         );
         let other = explain("something nobody foresaw");
         assert_eq!(other.code, "other");
+        // Email providers' bounce reports, as email_feedback labels them.
+        assert_eq!(
+            explain("hard bounce: 550 5.1.1 user unknown (Postmark HardBounce)").code,
+            "email.hard_bounce"
+        );
+        assert_eq!(
+            explain("soft bounce: mailbox full (Amazon SES Transient/MailboxFull)").code,
+            "email.soft_bounce"
+        );
+        assert_eq!(
+            explain("dropped: Unsubscribed Address (SendGrid)").code,
+            "email.dropped"
+        );
         assert_eq!(other.reason, "The message could not be sent");
         // A word that merely ends in a provider's name is no code.
         assert_eq!(code("nottwilio 30003"), "other");

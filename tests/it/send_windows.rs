@@ -12,7 +12,7 @@ use herald::domain::{CampaignStatus, MessageStatus};
 use herald::engine::{Engine, WindowClock};
 use herald::ids::{CampaignId, ChannelId, ListId, OrgId};
 use herald::store::directory::NewContact;
-use herald::store::{NewCampaign, Store};
+use herald::store::{NewCampaign, Outcome, OutcomeKind, Store};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -244,5 +244,78 @@ both_stores!(
         .await;
         let _ = stop.send(true);
         task.await.unwrap().unwrap();
+    }
+);
+
+// A held message is claimed again at each re-check to look at its window; in that instant
+// it is in flight, and still waiting: the campaign must not read as stuck (CI once caught
+// the health check between the claim and the renewed hold).
+both_stores!(
+    held_messages_claimed_for_a_recheck_still_wait,
+    |db| async move {
+        let store = &db.store;
+        let org = store.default_org().await.unwrap();
+        let list = store.ensure_list(org, "recheck").await.unwrap();
+        contact(store, org, list, "+351912000011", Some("Asia/Tokyo")).await;
+        contact(store, org, list, "+351912000012", Some("Asia/Tokyo")).await;
+        let channel = store
+            .create_channel(org, "sms", "sandbox", &serde_json::json!({}))
+            .await
+            .unwrap();
+        let id = campaign(store, org, list, channel, Some("08:00-21:00")).await;
+        let now = herald::clock::now_ms();
+        store.start_campaign(id, now, "test", None).await.unwrap();
+        let hold = |claimed: &[herald::store::ClaimedMessage]| -> Vec<Outcome> {
+            claimed
+                .iter()
+                .map(|m| Outcome {
+                    message_id: m.id,
+                    campaign_id: id,
+                    attempt: Some(m.attempts),
+                    kind: OutcomeKind::Held {
+                        until: now + 3_600_000,
+                        next_look: now + 200,
+                    },
+                })
+                .collect()
+        };
+
+        let claimed = store.claim(id, "w1", now, now + 60_000, 10).await.unwrap();
+        assert_eq!(claimed.len(), 2);
+        store
+            .record_outcomes("w1", now, &hold(&claimed))
+            .await
+            .unwrap();
+        assert_eq!(store.campaign_waiting(id, now).await.unwrap().messages, 2);
+
+        // The re-check's claim: in flight, still held until the window opens.
+        let later = now + 1_000;
+        let claimed = store
+            .claim(id, "w1", later, later + 60_000, 10)
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 2);
+        let c = store.campaign(id).await.unwrap();
+        assert_eq!(c.counts.get(MessageStatus::InFlight), 2);
+        let waiting = store.campaign_waiting(id, later).await.unwrap();
+        assert_eq!(
+            (waiting.messages, waiting.until),
+            (2, Some(now + 3_600_000))
+        );
+        let stuck = herald::engine::health::stuck_campaigns(store, later + 10_000, &settings())
+            .await
+            .unwrap();
+        assert!(stuck.iter().all(|s| s.campaign_id != id), "{stuck:?}");
+
+        // Held again: queued, the claim's attempt refunded, the hold unchanged.
+        store
+            .record_outcomes("w1", later, &hold(&claimed))
+            .await
+            .unwrap();
+        for m in all_messages(store, id, None).await {
+            assert_eq!((m.status, m.attempts), (MessageStatus::Queued, 0), "{m:?}");
+        }
+        assert_eq!(store.campaign_waiting(id, later).await.unwrap().messages, 2);
+        assert_counters_match(store, id).await;
     }
 );

@@ -154,11 +154,13 @@ pub(super) async fn connect(url: &str) -> Result<(AnyPool, AnyPool), StoreError>
             .acquire_timeout(Duration::from_secs(30))
             .after_connect(|conn, _meta| {
                 Box::pin(async move {
+                    // The busy timeout first: switching to WAL reads the file's header and
+                    // can meet another process's lock (a CLI beside `herald serve`).
+                    conn.execute("PRAGMA busy_timeout = 15000").await?;
                     // WAL lets readers run beside the writer; FULL makes every commit durable.
                     conn.execute("PRAGMA journal_mode = WAL").await?;
                     conn.execute("PRAGMA synchronous = FULL").await?;
                     conn.execute("PRAGMA foreign_keys = ON").await?;
-                    conn.execute("PRAGMA busy_timeout = 15000").await?;
                     Ok(())
                 })
             })

@@ -57,8 +57,10 @@ impl Store {
         Ok(())
     }
 
-    /// The campaign's messages its send window holds at `now`: queued, with a hold that
-    /// has not ended.
+    /// The campaign's messages its send window holds at `now`: queued, or claimed again
+    /// to look at the window (the claim keeps the hold until the look records its
+    /// outcome), with a hold that has not ended. Counting the claimed ones keeps a waiting
+    /// campaign from reading as stuck in the instant of a re-check.
     pub async fn campaign_waiting(
         &self,
         campaign_id: CampaignId,
@@ -66,7 +68,7 @@ impl Store {
     ) -> Result<Waiting, StoreError> {
         let row = sqlx::query(
             "SELECT count(*) AS n, min(held_until) AS until FROM messages \
-             WHERE campaign_id = $1 AND status = 'queued' AND held_until > $2",
+             WHERE campaign_id = $1 AND status IN ('queued', 'in_flight') AND held_until > $2",
         )
         .bind(campaign_id)
         .bind(now)

@@ -95,7 +95,7 @@ impl Store {
         }
         let ids_param = ids_json(ids.iter().copied());
         let update = format!(
-            "UPDATE messages SET status = 'in_flight', owner = $1, lease_until = $2, attempts = attempts + 1, updated_at = $3, held_until = NULL \
+            "UPDATE messages SET status = 'in_flight', owner = $1, lease_until = $2, attempts = attempts + 1, updated_at = $3 \
              WHERE id IN {} AND status IN ('queued','retry_wait')",
             self.dialect.json_ids("$4")
         );

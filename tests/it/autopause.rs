@@ -121,11 +121,13 @@ async fn auto_pauses_in_audit(store: &Store, id: CampaignId) -> Vec<herald::stor
 }
 
 // 60 % of sends fail permanently, threshold 20 % of the last 50: the engine pauses the
-// campaign long before its 400 messages are done, says why (counts, rate, threshold, the
-// most common reason explained), and writes exactly one event with the figures.
+// campaign long before its 1,000 messages are done, says why (counts, rate, threshold, the
+// most common reason explained), and writes exactly one event with the figures. (What was
+// claimed before the pause committed, at most twice `concurrency`, may still be sent: 400
+// here, so a campaign of 400 could end before its pause.)
 both_stores!(a_high_failure_rate_auto_pauses, |db| async move {
     let store = &db.store;
-    let (org, list) = seed_list(store, 400).await;
+    let (org, list) = seed_list(store, 1000).await;
     let channel = sandbox_with(
         store,
         "flaky",

@@ -190,15 +190,22 @@ impl Channel for SandboxChannel {
 
     fn send(&self, request: SendRequest) -> BoxFuture<'_, SendResult> {
         Box::pin(async move {
-            if self.config.latency_ms > 0 {
-                tokio::time::sleep(Duration::from_millis(self.config.latency_ms)).await;
-            }
+            // The provider's answer comes `latency_ms` after the request; an accepted
+            // message is recorded meanwhile, as a real provider stores it before it
+            // answers, so the record's commit is inside the latency, not added to it.
+            let answer_at =
+                tokio::time::Instant::now() + Duration::from_millis(self.config.latency_ms);
+            let answer = || tokio::time::sleep_until(answer_at);
             if self.config.unreachable {
+                answer().await;
                 return SendResult::Unreachable {
                     error: UNREACHABLE.to_string(),
                 };
             }
             let roll: f64 = rand::rng().random();
+            if roll < self.config.permanent_fail_rate + self.config.fail_rate {
+                answer().await;
+            }
             if roll < self.config.permanent_fail_rate {
                 return SendResult::Permanent {
                     error: format!(
@@ -230,12 +237,14 @@ impl Channel for SandboxChannel {
                 received_at: crate::clock::now_ms(),
             };
             if self.recorder.send(Pending { entry, done }).await.is_err() {
+                answer().await;
                 return SendResult::Transient {
                     error: "sandbox: provider unavailable".into(),
                     retry_after: None,
                 };
             }
-            match accepted.await {
+            let (accepted, ()) = tokio::join!(accepted, answer());
+            match accepted {
                 Ok(true) => {}
                 _ => {
                     return SendResult::Transient {

@@ -16,10 +16,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
-/// An outcome travelling to the committer, with the concurrency permit it holds: a permit
+/// An outcome travelling to the committer, with the claim permit it holds: a claim permit
 /// is returned only once the outcome is durable, so the instance never has more than
-/// `concurrency` messages in flight, which bounds what a crash can leave in doubt.
+/// [`claim_bound`] messages claimed and unrecorded, which bounds what a crash can leave in
+/// doubt. The send permit (`concurrency`) was returned at the provider's answer.
 type Pending = (Outcome, OwnedSemaphorePermit, Label);
+
+/// How many messages one instance may hold claimed and not yet durably recorded: its
+/// `concurrency` sends, plus as many claimed ahead, waiting for a send slot, so a slot
+/// freed at the provider's answer starts its next send at once instead of waiting for the
+/// next claim and for the group commit (BENCHMARKS.md, "Latency-bound sending"). A crash
+/// can leave this many in doubt; the claimed-ahead ones were never sent, which the
+/// provider's lookup shows (docs/DESIGN.md, invariant 6).
+pub fn claim_bound(concurrency: usize) -> usize {
+    concurrency.max(1) * 2
+}
 
 /// Metric labels of one outcome. The channel is labelled by id (`chn_5`), never by its
 /// name: names are tenant text, and /metrics is one page for every organisation.
@@ -36,12 +47,17 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let settings = &ctx.settings;
     let concurrency = settings.concurrency.max(1);
-    let permits = Arc::new(Semaphore::new(concurrency));
-    let (out_tx, out_rx) = mpsc::channel::<Pending>(concurrency * 2);
+    // Sends at the provider: taken by a claimed message when it starts its send, returned
+    // at the answer.
+    let send_permits = Arc::new(Semaphore::new(concurrency));
+    // Claimed and not yet recorded: taken at the claim, returned once durable.
+    let bound = claim_bound(concurrency);
+    let permits = Arc::new(Semaphore::new(bound));
+    let (out_tx, out_rx) = mpsc::channel::<Pending>(bound);
     let committer = tokio::spawn(commit_loop(ctx.clone(), out_rx));
     let batch = settings.batch_size.max(1);
     // Claim only when a useful batch fits: tiny claims cost a transaction each.
-    let min_claim = (batch.min(concurrency) / 4).max(1);
+    let min_claim = (batch.min(bound) / 4).max(1);
     let idle = Duration::from_millis(settings.idle_poll_ms.max(1));
     let mut templates: HashMap<CampaignId, Result<Arc<CampaignTemplates>, String>> = HashMap::new();
     // In-flight slots per rate-limited channel (about two seconds of its rate), shared by
@@ -186,6 +202,10 @@ pub async fn run(
             }
             claimed_any = true;
             tracing::debug!(campaign_id = %campaign.id, count = claimed.len(), "claimed");
+            // The claim found it sending, under its row's lock.
+            if let Ok(mut stopped) = ctx.not_sending.lock() {
+                stopped.remove(&campaign.id);
+            }
             if let Ok(mut known) = ctx.in_flight.lock() {
                 known.extend(claimed.iter().map(|m| m.id));
             }
@@ -224,7 +244,7 @@ pub async fn run(
                     message,
                     body,
                     channel.clone(),
-                    (permit, slot),
+                    (send_permits.clone(), permit, slot),
                     out_tx.clone(),
                     shutdown.clone(),
                 );
@@ -236,12 +256,13 @@ pub async fn run(
         }
     }
 
-    // Graceful stop: no more claims; wait for in-flight sends to finish and be recorded.
+    // Graceful stop: no more claims; wait for in-flight sends to finish and be recorded
+    // (the claimed-ahead ones are handed back unsent).
     let deadline = Duration::from_millis(settings.shutdown_deadline_ms);
-    let drained = tokio::time::timeout(deadline, permits.acquire_many(concurrency as u32)).await;
+    let drained = tokio::time::timeout(deadline, permits.acquire_many(bound as u32)).await;
     if drained.is_err() {
         tracing::warn!(
-            in_flight = concurrency - permits.available_permits(),
+            in_flight = bound - permits.available_permits(),
             "shutdown deadline passed with sends still in flight; they will be found in doubt"
         );
     }
@@ -522,17 +543,38 @@ fn spawn_send(
     message: ClaimedMessage,
     body: Body,
     channel: Result<(Arc<dyn Channel>, Option<f64>), String>,
-    (permit, slot): (OwnedSemaphorePermit, Option<OwnedSemaphorePermit>),
+    (send_permits, permit, slot): (
+        Arc<Semaphore>,
+        OwnedSemaphorePermit,
+        Option<OwnedSemaphorePermit>,
+    ),
     out: mpsc::Sender<Pending>,
-    shutdown: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
 ) {
     let ctx = ctx.clone();
     let campaign_id = campaign.id;
     let org_id = campaign.org_id;
     let channel_id = campaign.channel_id;
     tokio::spawn(async move {
-        let (kind, outcome) =
-            send_one(&ctx, org_id, channel_id, &message, body, channel, &shutdown).await;
+        // A claimed-ahead message waits for a send slot (first claimed, first served); a
+        // stop while it waits hands it back unsent.
+        let sending = tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|stop| *stop) => None,
+            slot = send_permits.acquire_owned() => slot.ok(),
+        };
+        let stopped = ctx
+            .not_sending
+            .lock()
+            .is_ok_and(|stopped| stopped.contains(&campaign_id));
+        let (kind, outcome) = match sending {
+            // Paused or cancelled while it waited: back unsent, its attempt refunded.
+            Some(_) if stopped => (OutcomeKind::Released, "released"),
+            Some(_sending) => {
+                send_one(&ctx, org_id, channel_id, &message, body, channel, &shutdown).await
+            }
+            None => (OutcomeKind::Released, "released"),
+        };
         let label = Label {
             outcome,
             channel_id,
@@ -800,6 +842,11 @@ async fn record_durably(ctx: &EngineContext, owner: &str, outcomes: Vec<Outcome>
             .await
         {
             Ok(report) => {
+                if !report.not_sending.is_empty()
+                    && let Ok(mut stopped) = ctx.not_sending.lock()
+                {
+                    stopped.extend(report.not_sending.iter().copied());
+                }
                 for paused in &report.auto_paused {
                     metrics::counter!("herald_campaigns_auto_paused_total").increment(1);
                     tracing::warn!(

@@ -72,6 +72,10 @@ pub struct EngineContext {
     /// that moment) leaves rows owned by this instance that no sender knows about; the
     /// reconciler finds them by comparing with this set and hands them back.
     pub in_flight: std::sync::Mutex<std::collections::HashSet<crate::ids::MessageId>>,
+    /// Campaigns the last group commits found not sending (paused, cancelled, completed):
+    /// their messages claimed ahead and still waiting for a send slot are handed back
+    /// unsent. A campaign leaves the set when a claim of it succeeds again.
+    pub not_sending: std::sync::Mutex<std::collections::HashSet<crate::ids::CampaignId>>,
     pub throttle: throttle::Throttle,
     /// Consecutive provider-side send failures per channel seen by this instance: the
     /// evidence that marks a channel unavailable (the mark itself is in the database).
@@ -123,6 +127,7 @@ impl Engine {
                 channels,
                 db_healthy_since: std::sync::atomic::AtomicI64::new(0),
                 in_flight: std::sync::Mutex::new(std::collections::HashSet::new()),
+                not_sending: std::sync::Mutex::new(std::collections::HashSet::new()),
                 throttle: throttle::Throttle::new(store.clone()),
                 outages: outage::Tracker::default(),
                 window_clock: WindowClock::default(),

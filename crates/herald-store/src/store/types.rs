@@ -354,6 +354,9 @@ pub struct RecordReport {
     pub completed: Vec<CampaignId>,
     /// Campaigns the engine auto-paused in the same transaction (failure rate).
     pub auto_paused: Vec<crate::store::autopause::AutoPaused>,
+    /// The batch's campaigns not sending when it committed (paused, cancelled, completed,
+    /// auto-paused): the dispatcher hands back what it claimed ahead for them, unsent.
+    pub not_sending: Vec<CampaignId>,
 }
 
 /// What an edit of a draft or scheduled campaign changes; None leaves a field as it is

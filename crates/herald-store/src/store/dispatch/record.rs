@@ -290,6 +290,13 @@ impl Store {
         report.auto_paused = self
             .judge_failure_rates(&mut tx, &failure_rates, now, &format!("instance {owner}"))
             .await?;
+        report.not_sending = statuses
+            .iter()
+            .filter(|(_, status)| **status != CampaignStatus::Sending)
+            .map(|(id, _)| *id)
+            .chain(report.auto_paused.iter().map(|p| p.campaign_id))
+            .chain(report.completed.iter().copied())
+            .collect();
         tx.commit().await?;
         Ok(report)
     }

@@ -61,7 +61,7 @@ async fn finished(store: &Store, n: i64, at: i64) -> (OrgId, CampaignId) {
         .await
         .unwrap()
         .expect("the link");
-    assert!(click.first_on_link);
+    assert!(click.first_on_link && click.counted);
     let c = store.campaign(id).await.unwrap();
     assert_eq!(c.status, CampaignStatus::Completed);
     (c.org_id, id)
@@ -236,7 +236,7 @@ both_stores!(
             .unwrap()
             .expect("an archived message's link still redirects");
         assert_eq!(click.url, "https://shop.example/sale");
-        assert!(!click.first_on_link);
+        assert!(!click.first_on_link && !click.counted);
         assert_eq!(store.campaign(old).await.unwrap().clicks, before.clicks);
         assert_eq!(
             store.message_recipient(clicked.id).await.unwrap(),

@@ -29,6 +29,9 @@ pub struct Click {
     pub url: String,
     /// This click was counted and was the message's first on this link.
     pub first_on_link: bool,
+    /// This click was counted (not a preview, not past the rate, not on a message in its
+    /// campaign's archive).
+    pub counted: bool,
 }
 
 impl Store {
@@ -104,6 +107,7 @@ impl Store {
                 campaign_id,
                 url,
                 first_on_link: false,
+                counted: false,
             }));
         }
         let mut tx = self.begin().await?;
@@ -124,6 +128,7 @@ impl Store {
                 campaign_id,
                 url,
                 first_on_link: false,
+                counted: false,
             }));
         };
         let on_link: i64 = sqlx::query_scalar(
@@ -159,6 +164,7 @@ impl Store {
             campaign_id,
             url,
             first_on_link,
+            counted: true,
         }))
     }
 
@@ -182,6 +188,7 @@ impl Store {
             campaign_id,
             url,
             first_on_link: false,
+            counted: false,
         }))
     }
 

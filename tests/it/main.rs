@@ -12,6 +12,7 @@ mod engine;
 mod events;
 mod outage;
 mod outcomes;
+mod retention;
 mod send_windows;
 mod simulation;
 mod store_conformance;

@@ -105,6 +105,10 @@ pub struct Settings {
     /// Days outbound events (the outbox) are kept; older events whose deliveries are all
     /// settled are deleted by the reconciler, with their deliveries and attempt log.
     pub event_retention_days: u64,
+    /// Days after a campaign completed or was cancelled that its message rows move to the
+    /// message archive (docs/CAMPAIGNS.md, "Retention"); the campaign keeps its counters,
+    /// outcome, failure groups and export. 0, the default: message rows are kept forever.
+    pub message_retention_days: u32,
     /// Webhook deliveries sent at once by one instance (one endpoint at a time each): a
     /// slow endpoint holds one of these, never a message sender.
     pub webhook_concurrency: u64,
@@ -172,6 +176,7 @@ impl Default for Settings {
             send_window_recheck_ms: 3_600_000,
             sns_certificate_url_prefix: None,
             event_retention_days: 30,
+            message_retention_days: 0,
             webhook_concurrency: 16,
             webhook_lease_ms: 60_000,
             webhook_retry_divisor: 1,
@@ -228,6 +233,7 @@ const FIELDS: &[(&str, Kind)] = &[
     ("send_window_recheck_ms", Kind::Number),
     ("sns_certificate_url_prefix", Kind::Text),
     ("event_retention_days", Kind::Number),
+    ("message_retention_days", Kind::Number),
     ("webhook_concurrency", Kind::Number),
     ("webhook_lease_ms", Kind::Number),
     ("webhook_retry_divisor", Kind::Number),

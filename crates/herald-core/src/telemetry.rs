@@ -174,12 +174,19 @@ pub const METRICS: &[Metric] = &[
     (
         "herald_link_clicks_total",
         MetricKind::Counter,
-        "Tracked links followed (docs/CAMPAIGNS.md): counted, or redirected uncounted as a link preview or past the rate",
+        "Tracked links followed (docs/CAMPAIGNS.md): counted, or redirected uncounted as a link preview, past the rate, or in an archived campaign",
         &[
             &[("counted", "yes")],
             &[("counted", "preview")],
             &[("counted", "rate_limited")],
+            &[("counted", "archived")],
         ],
+    ),
+    (
+        "herald_messages_archived_total",
+        MetricKind::Counter,
+        "Message rows of finished campaigns moved to the message archive after message_retention_days (docs/CAMPAIGNS.md, Retention)",
+        &[&[]],
     ),
     (
         "herald_messages_held_total",

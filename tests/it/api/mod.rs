@@ -18,6 +18,7 @@ mod hardening;
 mod outbound_guard;
 mod outcomes;
 mod replies;
+mod retention;
 mod segments;
 mod send_windows;
 mod webhooks;

@@ -187,6 +187,10 @@ pub struct Campaign {
     /// Messages its send window holds now (queued, no attempt spent) and when the first
     /// of them may go; null when none waits.
     pub waiting: Option<CampaignWaiting>,
+    /// When its message rows were archived (`message_retention_days`, docs/CAMPAIGNS.md
+    /// "Retention"): its counters, outcome, failure groups and export stay; its message
+    /// list answers 410 and points at the export. Null while it has message rows.
+    pub archived_at: Option<String>,
 }
 
 /// Messages a send window holds.
@@ -311,6 +315,7 @@ pub(crate) async fn view(state: &ApiState, c: CampaignRow) -> ApiResult<Campaign
         send_window: c.send_window.effective().map(str::to_string),
         send_window_source: c.send_window.source().to_string(),
         waiting,
+        archived_at: timestamp_opt(c.archived_at),
     })
 }
 
@@ -1642,6 +1647,7 @@ async fn campaign_throughput(
     responses(
         (status = 200, body = CampaignMessages),
         (status = 400, description = "A bad cursor, limit or status", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "The campaign's messages were archived (`message_retention_days`): its export has every one", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn campaign_messages(
     State(state): State<ApiState>,
@@ -1657,11 +1663,36 @@ async fn campaign_messages(
         .store
         .api_campaign_messages(p.org_id, id, status, params.after_id()?, limit + 1)
         .await?;
+    // After the rows: an archive that began meanwhile is seen here, so no page is ever a
+    // part of the messages that reads as all of them.
+    archived_messages_gone(&state, p.org_id, id).await?;
     let page = Page::from_rows(rows, limit, |m| m.id, CampaignMessage::from);
     Ok(axum::Json(CampaignMessages {
         items: page.items,
         next_cursor: page.next_cursor,
     }))
+}
+
+/// 410 once the campaign's message rows are (being) archived: the list reads rows, the
+/// export reads the archive.
+async fn archived_messages_gone(
+    state: &ApiState,
+    org_id: crate::ids::OrgId,
+    id: CampaignId,
+) -> ApiResult<()> {
+    let when = match state.store.archive_state(org_id, id).await? {
+        crate::store::ArchiveState::None => return Ok(()),
+        crate::store::ArchiveState::Begun => "are being archived".to_string(),
+        crate::store::ArchiveState::Archived(at) => format!("were archived at {}", timestamp(at)),
+    };
+    Err(ApiError::new(
+        StatusCode::GONE,
+        "gone",
+        "The resource was deleted",
+        format!(
+            "campaign {id}'s message rows {when} (message_retention_days); its counters, outcome and failure groups stay, and GET /api/v1/campaigns/{id}/messages.csv (`herald campaign export`) has every message"
+        ),
+    ))
 }
 
 /// The campaign's audit trail, oldest first: every change of status (and every edit of a

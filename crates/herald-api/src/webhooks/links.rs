@@ -89,16 +89,18 @@ async fn follow(
                 .into_response();
         }
     };
-    counted_metric(match (counted, person) {
-        (true, _) => "yes",
-        (false, true) => "rate_limited",
-        (false, false) => "preview",
+    counted_metric(match (counted, click.counted, person) {
+        (true, true, _) => "yes",
+        // The message is in its campaign's archive: redirected, not counted.
+        (true, false, _) => "archived",
+        (false, _, true) => "rate_limited",
+        (false, _, false) => "preview",
     });
     tracing::debug!(
         campaign_id = %click.campaign_id,
         message_id = %message_id,
         position,
-        counted,
+        counted = click.counted,
         first = click.first_on_link,
         "tracked link followed"
     );

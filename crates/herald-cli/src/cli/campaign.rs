@@ -940,6 +940,11 @@ pub fn status_json(c: &Campaign) -> serde_json::Value {
         "completed_at".into(),
         c.completed_at.map(crate::clock::rfc3339).into(),
     );
+    // When its message rows moved to the archive (docs/CAMPAIGNS.md, "Retention").
+    o.insert(
+        "archived_at".into(),
+        c.archived_at.map(crate::clock::rfc3339).into(),
+    );
     for (s, n) in c.counts.iter() {
         o.insert(s.as_str().into(), n.into());
     }
@@ -1029,6 +1034,18 @@ fn print_status(c: &Campaign) {
     }
     if let Some(t) = c.completed_at {
         println!("  ended     {}", crate::clock::rfc3339(t));
+    }
+    match c.archived_at {
+        Some(t) => println!(
+            "  archived  {} (its messages are in the archive: `herald campaign export {}` reads them)",
+            crate::clock::rfc3339(t),
+            c.id
+        ),
+        None if c.archive_begun => println!(
+            "  archiving (its message rows are moving to the archive; `herald campaign export {}` reads both)",
+            c.id
+        ),
+        None => {}
     }
     println!(
         "  total {}  processed {}  pending {}",

@@ -205,6 +205,7 @@ pub async fn reconcile_once(
     }
     expire_webhook_events(ctx, now).await?;
     super::webhooks_out::expire_events(ctx, now).await?;
+    archive_messages(ctx, now).await?;
     for id in store.finalize_drained(now).await? {
         tracing::warn!(
             campaign_id = %id,
@@ -273,6 +274,65 @@ pub async fn expire_webhook_events(
         );
     }
     Ok(deleted)
+}
+
+/// What one reconciler pass may archive: five chunks of a thousand messages, each one short
+/// transaction, so a campaign of ten million messages is archived over some 2,000 passes
+/// (about an hour at the default two-second pass) and never holds a lock for long.
+const ARCHIVE_LIMITS: crate::store::ArchiveLimits = crate::store::ArchiveLimits {
+    chunk_rows: 1_000,
+    chunks_per_pass: 5,
+};
+
+/// Moves the message rows of campaigns finished more than `message_retention_days` ago
+/// into the message archive (docs/CAMPAIGNS.md, "Retention"), `ARCHIVE_LIMITS` a pass;
+/// nothing when the setting is 0.
+pub async fn archive_messages(
+    ctx: &EngineContext,
+    now: i64,
+) -> Result<crate::store::ArchiveReport, crate::store::StoreError> {
+    archive_messages_limited(ctx, now, ARCHIVE_LIMITS).await
+}
+
+/// [`archive_messages`] with other limits (tests stop an archive half-way with these).
+pub async fn archive_messages_limited(
+    ctx: &EngineContext,
+    now: i64,
+    limits: crate::store::ArchiveLimits,
+) -> Result<crate::store::ArchiveReport, crate::store::StoreError> {
+    let days = i64::from(ctx.settings.message_retention_days);
+    if days == 0 {
+        return Ok(crate::store::ArchiveReport::default());
+    }
+    let report = ctx
+        .store
+        .archive_finished_campaigns(now, days.saturating_mul(DAY_MS), limits)
+        .await?;
+    if report.rows > 0 {
+        metrics::counter!("herald_messages_archived_total").increment(report.rows);
+        tracing::debug!(
+            chunks = report.chunks,
+            rows = report.rows,
+            bytes = report.bytes,
+            "message rows archived"
+        );
+    }
+    for c in &report.finished {
+        tracing::info!(
+            campaign_id = %c.campaign_id,
+            rows = c.rows,
+            bytes = c.bytes,
+            retention_days = days,
+            "campaign's messages archived"
+        );
+    }
+    for id in &report.refused {
+        tracing::warn!(
+            campaign_id = %id,
+            "campaign not archived: a message row is still pending although its counters say none is (see the counter drift check)"
+        );
+    }
+    Ok(report)
 }
 
 /// The most time one reconciler pass spends asking providers.

@@ -141,6 +141,14 @@ impl Dialect {
         }
     }
 
+    /// The size in bytes of a TEXT column's value, as an SQL expression.
+    pub(super) fn text_bytes(self, column: &str) -> String {
+        match self {
+            Dialect::Sqlite => sqlite::text_bytes(column),
+            Dialect::Postgres => postgres::text_bytes(column),
+        }
+    }
+
     /// How a write transaction begins.
     pub(super) fn begin_write(self) -> &'static str {
         match self {

@@ -30,6 +30,7 @@ mod types;
 pub use accounts::{
     ApiKeyInfo, IdempotencyState, SessionInfo, StoredResponse, UserCredentials, UserInfo,
 };
+pub use campaigns::archive::{ArchiveLimits, ArchiveReport, ArchiveState, ArchivedCampaign};
 pub use campaigns::audience;
 pub use campaigns::autopause;
 pub use campaigns::derive;

@@ -131,6 +131,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "campaign_email",
         include_str!("../../migrations/postgres/0024_campaign_email.sql"),
     ),
+    (
+        25,
+        "message_archives",
+        include_str!("../../migrations/postgres/0025_message_archives.sql"),
+    ),
 ];
 
 pub(super) async fn connect(url: &str) -> Result<(AnyPool, AnyPool), StoreError> {
@@ -205,6 +210,10 @@ fn nodelay_on_database_sockets(port: Option<u16>) {
 }
 
 pub(super) const BEGIN_WRITE: &str = "BEGIN";
+
+pub(super) fn text_bytes(column: &str) -> String {
+    format!("octet_length({column})")
+}
 
 /// The channel on which a committing transaction tells every instance that a campaign
 /// started or resumed sending (`Store::listen_for_work`).

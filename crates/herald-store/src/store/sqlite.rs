@@ -132,6 +132,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "campaign_email",
         include_str!("../../migrations/sqlite/0024_campaign_email.sql"),
     ),
+    (
+        25,
+        "message_archives",
+        include_str!("../../migrations/sqlite/0025_message_archives.sql"),
+    ),
 ];
 
 /// Accepts `sqlite://path`, `sqlite:path` and `sqlite::memory:`; creates the file if needed.
@@ -179,6 +184,11 @@ pub(super) async fn connect(url: &str) -> Result<(AnyPool, AnyPool), StoreError>
 }
 
 pub(super) const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
+
+/// `length` of TEXT counts characters; of a BLOB, bytes.
+pub(super) fn text_bytes(column: &str) -> String {
+    format!("length(CAST({column} AS BLOB))")
+}
 
 /// Locks nothing: the single writer connection plus `BEGIN IMMEDIATE` already serialise.
 pub(super) const LOCK_SUFFIX: &str = "";

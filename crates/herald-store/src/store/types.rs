@@ -203,6 +203,11 @@ pub struct Campaign {
     pub email: Option<crate::email_content::EmailContent>,
     /// Its send window, its own and its organisation's.
     pub send_window: SendWindowSetting,
+    /// When the last of its message rows moved to the archive (docs/CAMPAIGNS.md,
+    /// "Retention"); its messages are then read from there.
+    pub archived_at: Option<i64>,
+    /// Its archive has begun (some or all of its messages are in it).
+    pub archive_begun: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -276,6 +276,36 @@ mod tests {
     }
 
     #[test]
+    fn an_archived_campaign_shows_where_its_messages_are_instead_of_the_table() {
+        let counters = json!({"sent": 2, "delivered": 0, "read": 0, "failed": 1, "undelivered": 0,
+            "cancelled": 0, "skipped": 0, "pending": 0});
+        let archived = render(
+            "campaign.html",
+            &json!({
+                "c": {"id": "cmp_1", "status": "completed", "archived_at": "2026-11-28T11:00:00.000Z", "counters": counters},
+                "messages": [],
+                "messages_archived": "campaign cmp_1's message rows were archived at 2026-11-28T11:00:00.000Z",
+            }),
+        )
+        .unwrap();
+        assert!(archived.contains("id=\"messages-archived\""), "{archived}");
+        assert!(archived.contains("id=\"archived-at\""), "{archived}");
+        assert!(archived.contains("2026-11-28 11:00:00 UTC"), "{archived}");
+        assert!(archived.contains("id=\"export-messages\""), "{archived}");
+        assert!(!archived.contains("id=\"messages-table\""), "{archived}");
+        let live = render(
+            "campaign.html",
+            &json!({"c": {"id": "cmp_1", "status": "completed", "counters": counters}, "messages": []}),
+        )
+        .unwrap();
+        assert!(live.contains("id=\"messages-table\""), "{live}");
+        assert!(
+            !live.contains("messages-archived") && !live.contains("archived-at"),
+            "{live}"
+        );
+    }
+
+    #[test]
     fn html_is_escaped() {
         let html = render(
             "error.html",

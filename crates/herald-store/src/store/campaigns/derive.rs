@@ -61,6 +61,8 @@ struct ParentRow {
     body: String,
     auto_pause_percent: Option<i64>,
     auto_pause_window: Option<i64>,
+    /// Its archive has begun: its messages are no longer all rows.
+    archive_begun: bool,
 }
 
 /// `base` cut so that `base + suffix` fits in a name, on a character boundary.
@@ -78,7 +80,8 @@ impl Store {
         id: CampaignId,
     ) -> Result<ParentRow, StoreError> {
         let sql = format!(
-            "SELECT status, name, channel_id, list_id, body, auto_pause_percent, auto_pause_window \
+            "SELECT status, name, channel_id, list_id, body, auto_pause_percent, auto_pause_window, \
+             CAST(CASE WHEN archived_failures IS NULL THEN 0 ELSE 1 END AS BIGINT) AS archive_begun \
              FROM campaigns WHERE org_id = $1 AND id = $2{}",
             self.dialect.lock_suffix()
         );
@@ -100,6 +103,7 @@ impl Store {
             body: row.try_get("body")?,
             auto_pause_percent: row.try_get("auto_pause_percent")?,
             auto_pause_window: row.try_get("auto_pause_window")?,
+            archive_begun: row.try_get::<i64, _>("archive_begun")? != 0,
         })
     }
 
@@ -184,6 +188,14 @@ impl Store {
             return Err(StoreError::Conflict(format!(
                 "campaign {parent_id} is {}: it has no messages to resend yet; a resend applies to a campaign that has started",
                 parent.status
+            )));
+        }
+        if parent.archive_begun {
+            // Its recipients' outcomes are in the archive, one JSON chunk per thousand:
+            // a resend reads message rows (docs/CAMPAIGNS.md, "Retention").
+            tx.rollback().await?;
+            return Err(StoreError::Conflict(format!(
+                "campaign {parent_id}'s messages were archived (message_retention_days): a resend reads its message rows, which are gone; its export has every recipient and outcome, to import as a list"
             )));
         }
         let status_list: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();

@@ -11,7 +11,8 @@ impl Store {
     /// The stored error texts of a campaign's messages that ended without reaching their
     /// recipient (`failed`, `undelivered`), with how many messages have each text. The
     /// caller explains and merges them (`reasons::group`); the counts add up to
-    /// the campaign's failed and undelivered messages.
+    /// the campaign's failed and undelivered messages. Once its archive has begun, the
+    /// texts frozen then (docs/CAMPAIGNS.md, "Retention").
     pub async fn failure_texts(
         &self,
         campaign_id: CampaignId,
@@ -23,6 +24,11 @@ impl Store {
         .bind(campaign_id)
         .fetch_all(&self.read)
         .await?;
+        // The rows first: an archive that began since froze every text before its first
+        // row went, and is read instead of a part of the rows.
+        if let Some(frozen) = self.archived_failure_texts(campaign_id).await? {
+            return Ok(frozen);
+        }
         rows.iter()
             .map(|r| Ok((r.try_get("last_error")?, r.try_get("n")?)))
             .collect()

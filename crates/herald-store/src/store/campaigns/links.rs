@@ -29,6 +29,9 @@ pub struct Click {
     pub url: String,
     /// This click was counted and was the message's first on this link.
     pub first_on_link: bool,
+    /// This click was counted (not a preview, not past the rate, not on a message in its
+    /// campaign's archive).
+    pub counted: bool,
 }
 
 impl Store {
@@ -74,7 +77,9 @@ impl Store {
 
     /// A click on link `position` of message `message_id` (the code proved both): the
     /// target, or None when there is no such message or link. `counted` is false for a
-    /// link-preview bot or a HEAD request, which are redirected and not counted.
+    /// link-preview bot or a HEAD request, which are redirected and not counted. A message
+    /// in its campaign's archive (docs/CAMPAIGNS.md, "Retention") is redirected and not
+    /// counted either: an archived campaign's counters and export no longer change.
     pub async fn record_click(
         &self,
         message_id: MessageId,
@@ -93,7 +98,7 @@ impl Store {
         .fetch_optional(&self.read)
         .await?;
         let Some(found) = found else {
-            return Ok(None);
+            return self.archived_click(message_id, position).await;
         };
         let campaign_id: CampaignId = found.try_get("campaign_id")?;
         let url: String = found.try_get("url")?;
@@ -102,11 +107,30 @@ impl Store {
                 campaign_id,
                 url,
                 first_on_link: false,
+                counted: false,
             }));
         }
         let mut tx = self.begin().await?;
         // The campaign first, as every writer of a campaign's messages locks it.
         self.lock_campaign(&mut tx, campaign_id).await?;
+        // The message first: the archive may have moved it since it was read.
+        let on_message: Option<i64> = sqlx::query_scalar(
+            "UPDATE messages SET clicks = clicks + 1, first_clicked_at = COALESCE(first_clicked_at, $2) \
+             WHERE id = $1 RETURNING clicks",
+        )
+        .bind(message_id)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(on_message) = on_message else {
+            tx.rollback().await?;
+            return Ok(Some(Click {
+                campaign_id,
+                url,
+                first_on_link: false,
+                counted: false,
+            }));
+        };
         let on_link: i64 = sqlx::query_scalar(
             "INSERT INTO message_clicks (message_id, position, first_at, last_at, clicks) \
              VALUES ($1, $2, $3, $3, 1) \
@@ -115,14 +139,6 @@ impl Store {
         )
         .bind(message_id)
         .bind(position)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?;
-        let on_message: i64 = sqlx::query_scalar(
-            "UPDATE messages SET clicks = clicks + 1, first_clicked_at = COALESCE(first_clicked_at, $2) \
-             WHERE id = $1 RETURNING clicks",
-        )
-        .bind(message_id)
         .bind(now)
         .fetch_one(&mut *tx)
         .await?;
@@ -148,6 +164,31 @@ impl Store {
             campaign_id,
             url,
             first_on_link,
+            counted: true,
+        }))
+    }
+
+    /// A click on a message in its campaign's archive: redirected, not counted.
+    async fn archived_click(
+        &self,
+        message_id: MessageId,
+        position: i64,
+    ) -> Result<Option<Click>, StoreError> {
+        let Some((campaign_id, _, _)) = self.archived_message(message_id).await? else {
+            return Ok(None);
+        };
+        let url: Option<String> = sqlx::query_scalar(
+            "SELECT url FROM campaign_links WHERE campaign_id = $1 AND position = $2",
+        )
+        .bind(campaign_id)
+        .bind(position)
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(url.map(|url| Click {
+            campaign_id,
+            url,
+            first_on_link: false,
+            counted: false,
         }))
     }
 

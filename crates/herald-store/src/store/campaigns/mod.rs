@@ -2,6 +2,7 @@
 //! about how they go (outcome and throughput, failures, the stuck mark, auto-pause).
 
 mod admin;
+pub mod archive;
 pub mod audience;
 pub mod autopause;
 pub mod derive;

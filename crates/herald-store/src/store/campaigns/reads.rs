@@ -18,7 +18,8 @@ pub(in crate::store) const CAMPAIGN_COLUMNS: &str = "c.id, c.org_id, c.name, c.c
      c.auto_pause_percent, c.auto_pause_window, c.parent_id, c.parent_kind, \
      (SELECT org.auto_pause_percent FROM organisations org WHERE org.id = c.org_id) AS org_auto_pause_percent, \
      (SELECT org.auto_pause_window FROM organisations org WHERE org.id = c.org_id) AS org_auto_pause_window, \
-     c.send_window, (SELECT org.send_window FROM organisations org WHERE org.id = c.org_id) AS org_send_window";
+     c.send_window, (SELECT org.send_window FROM organisations org WHERE org.id = c.org_id) AS org_send_window, \
+     c.archived_at, CAST(CASE WHEN c.archived_failures IS NULL THEN 0 ELSE 1 END AS BIGINT) AS archive_begun";
 
 pub(in crate::store) const CAMPAIGN_FROM: &str =
     "FROM campaigns c JOIN channels ch ON ch.id = c.channel_id JOIN lists l ON l.id = c.list_id";
@@ -91,13 +92,15 @@ impl Store {
             .collect()
     }
 
-    /// Campaigns still running, or that ended after `ended_since`: the ones worth recounting.
+    /// Campaigns still running, or that ended after `ended_since`: the ones worth recounting
+    /// (never one whose archive has begun: its rows are no longer all there to count).
     pub async fn campaigns_to_check(
         &self,
         ended_since: i64,
     ) -> Result<Vec<CampaignId>, StoreError> {
         Ok(sqlx::query_scalar(
-            "SELECT id FROM campaigns WHERE status NOT IN ('completed', 'cancelled') OR completed_at >= $1 ORDER BY id",
+            "SELECT id FROM campaigns WHERE (status NOT IN ('completed', 'cancelled') OR completed_at >= $1) \
+             AND archived_failures IS NULL ORDER BY id",
         )
         .bind(ended_since)
         .fetch_all(&self.read)
@@ -114,7 +117,8 @@ impl Store {
         rows.iter().map(event_from_row).collect()
     }
 
-    /// A `GROUP BY status` over the campaign's messages: the truth the counters must equal.
+    /// A `GROUP BY status` over the campaign's messages: the truth the counters must equal
+    /// (of the rows left, once its archive has begun: `Campaign::archive_begun`).
     pub async fn recount(&self, campaign_id: CampaignId) -> Result<Counts, StoreError> {
         let rows = sqlx::query(
             "SELECT status, count(*) AS n FROM messages WHERE campaign_id = $1 GROUP BY status",
@@ -146,17 +150,26 @@ impl Store {
         rows.iter().map(message_from_row).collect()
     }
 
-    /// Campaigns whose counters differ from a recount. Reported, never silently fixed.
+    /// Campaigns whose counters differ from a recount. Reported, never silently fixed. A
+    /// campaign whose archive has begun is not recounted: the recount reads message rows,
+    /// and the archive moves its rows out without touching its counters (docs/DESIGN.md,
+    /// invariant 3).
     pub async fn drift(&self, campaign_ids: &[CampaignId]) -> Result<Vec<Drift>, StoreError> {
         let mut out = Vec::new();
         for id in campaign_ids {
             let c = self.campaign(*id).await?;
+            if c.archive_begun {
+                continue;
+            }
             let actual = self.recount(*id).await?;
             // In-flight sends may commit between the two reads; re-read once before reporting.
             if actual != c.counts {
                 let c2 = self.campaign(*id).await?;
                 let actual2 = self.recount(*id).await?;
-                if actual2 != c2.counts && c2.counts == self.campaign(*id).await?.counts {
+                if actual2 != c2.counts
+                    && !c2.archive_begun
+                    && c2.counts == self.campaign(*id).await?.counts
+                {
                     for s in MessageStatus::ALL {
                         if actual2.get(s) != c2.counts.get(s) {
                             out.push(Drift {
@@ -255,6 +268,8 @@ pub(in crate::store) fn campaign_from_row(row: &AnyRow) -> Result<Campaign, Stor
             )),
             _ => None,
         },
+        archived_at: row.try_get("archived_at")?,
+        archive_begun: row.try_get::<i64, _>("archive_begun")? != 0,
         outcome: match row.try_get::<Option<String>, _>("outcome")? {
             None => None,
             Some(s) => {

@@ -271,7 +271,8 @@ impl Store {
         Ok(n > 0)
     }
 
-    /// The organisation and address a message went to.
+    /// The organisation and address a message went to, also once the message is in its
+    /// campaign's archive (an unsubscribe link works as long as the campaign exists).
     pub async fn message_recipient(
         &self,
         message_id: MessageId,
@@ -282,8 +283,13 @@ impl Store {
         .bind(message_id)
         .fetch_optional(&self.read)
         .await?;
-        row.map(|r| Ok((r.try_get("org_id")?, r.try_get("address")?)))
-            .transpose()
+        match row {
+            Some(r) => Ok(Some((r.try_get("org_id")?, r.try_get("address")?))),
+            None => Ok(self
+                .archived_message(message_id)
+                .await?
+                .map(|(_, org_id, m)| (org_id, m.address))),
+        }
     }
 }
 

@@ -794,7 +794,11 @@ pub async fn detail(
             "audit": audit_items,
             "audit_error": (!audit.ok()).then(|| audit.message()),
             "messages": items(&messages),
-            "messages_error": (!messages.ok()).then(|| messages.message()),
+            // 410: the campaign's message rows were archived (docs/CAMPAIGNS.md,
+            // "Retention"); said as a fact with the export, not as an error.
+            "messages_archived": (messages.status == StatusCode::GONE).then(|| messages.message()),
+            "messages_error": (!messages.ok() && messages.status != StatusCode::GONE)
+                .then(|| messages.message()),
             "message_statuses": MESSAGE_STATUSES,
             "message_status": status,
             "next": next,

@@ -504,7 +504,14 @@ both_stores!(
         let (org, list) = seed_list(store, 300).await;
         let channel = sandbox_channel(store, "lost-answer").await;
         let id = new_campaign(store, org, list, channel, "Hi").await;
-        let engine = spawn_engine(store, fast_settings());
+        // The engine claims at most 2 x 100 of the 300, leaving the test's 40 to claim.
+        let engine = spawn_engine(
+            store,
+            Settings {
+                concurrency: 100,
+                ..fast_settings()
+            },
+        );
         let then = herald::clock::now_ms() - 10_000;
         store.start_campaign(id, then, "test", None).await.unwrap();
         let orphaned = store

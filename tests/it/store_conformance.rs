@@ -2278,6 +2278,67 @@ both_stores!(sandbox_record_and_stats, |db| async move {
     assert_eq!(store.sandbox_stats(other, None).await.unwrap().received, 0);
 });
 
+both_stores!(
+    sandbox_lost_counts_sends_the_provider_never_received,
+    |db| async move {
+        let store = &db.store;
+        let now = now_ms();
+        let id = started(store, 5, now).await;
+        let channel = store.campaign(id).await.unwrap().channel_id;
+        let other = sandbox_channel(store, "sb-lost-other").await;
+        let claimed = claim_all(store, id, "w1", now).await;
+        assert_eq!(claimed.len(), 5);
+        // Four recorded as sent, the fifth failed.
+        let outcomes: Vec<Outcome> = claimed
+            .iter()
+            .enumerate()
+            .map(|(i, m)| match i {
+                4 => outcome(m, failed("refused")),
+                _ => outcome(m, sent(&format!("lost-{i}"))),
+            })
+            .collect();
+        store.record_outcomes("w1", now, &outcomes).await.unwrap();
+        assert_eq!(
+            store.sandbox_lost(id).await.unwrap(),
+            4,
+            "nothing received yet"
+        );
+        let entry =
+            |channel_id: ChannelId, campaign_id: CampaignId, m: &ClaimedMessage| SandboxEntry {
+                channel_id,
+                campaign_id,
+                message_id: m.id,
+                address: m.address.clone(),
+                provider_id: format!("sb-lost-{}", rand::random::<u64>()),
+                body: "Hi".to_string(),
+                received_at: now,
+            };
+        store
+            .sandbox_record(&[
+                entry(channel, id, &claimed[0]),
+                // Received twice: still one message, not lost.
+                entry(channel, id, &claimed[1]),
+                entry(channel, id, &claimed[1]),
+                // Received by another channel, or for another campaign: still lost here.
+                entry(other, id, &claimed[2]),
+                entry(channel, CampaignId(id.get() + 1000), &claimed[3]),
+                // Received, though Herald recorded it failed: not a lost message.
+                entry(channel, id, &claimed[4]),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(store.sandbox_lost(id).await.unwrap(), 2);
+        store
+            .sandbox_record(&[
+                entry(channel, id, &claimed[2]),
+                entry(channel, id, &claimed[3]),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(store.sandbox_lost(id).await.unwrap(), 0);
+    }
+);
+
 // ------------------------------------------------------------------------------------------
 // 12. Random operation sequences keep every invariant
 // ------------------------------------------------------------------------------------------

@@ -208,10 +208,12 @@ impl Store {
         })
     }
 
-    /// Per-message times from the campaign's start to its send, for `herald bench`.
+    /// Per-message times from the campaign's start to its send, for `herald bench`. The
+    /// start is read once, not joined: statistics from the start (no message sent yet)
+    /// made PostgreSQL loop over the million sent messages (scripts/explain-plans).
     pub async fn send_latencies(&self, campaign_id: CampaignId) -> Result<Vec<i64>, StoreError> {
         Ok(sqlx::query_scalar(
-            "SELECT m.sent_at - c.started_at FROM messages m JOIN campaigns c ON c.id = m.campaign_id \
+            "SELECT m.sent_at - (SELECT c.started_at FROM campaigns c WHERE c.id = $1) FROM messages m \
              WHERE m.campaign_id = $1 AND m.sent_at IS NOT NULL ORDER BY 1",
         )
         .bind(campaign_id)

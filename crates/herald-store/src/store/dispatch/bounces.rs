@@ -70,11 +70,12 @@ impl Store {
                 (FeedbackKind::SoftBounce, Some(id)) => {
                     // Only a message still reported sent takes the note: a delivered or
                     // final status keeps its own reason. (A soft bounce for a provider id
-                    // not recorded yet is not kept: it changes no status.)
+                    // not recorded yet is not kept: it changes no status.) The channel is
+                    // checked on the rows the provider id finds, as receipts.rs does.
                     let noted = sqlx::query(
                         "UPDATE messages SET last_error = $1, updated_at = $2 \
                          WHERE provider_id = $3 AND status = 'sent' \
-                         AND campaign_id IN (SELECT c.id FROM campaigns c WHERE c.channel_id = $4)",
+                         AND (SELECT c.channel_id = $4 FROM campaigns c WHERE c.id = messages.campaign_id)",
                     )
                     .bind(&f.detail)
                     .bind(now)
@@ -131,9 +132,12 @@ impl Store {
         f: &EmailFeedback,
     ) -> Result<Option<String>, StoreError> {
         if let Some(id) = &f.message_id {
+            // One probe of the provider-id index, the channel checked on what it finds: as a
+            // join, PostgreSQL ANDed that index with every message of the channel's campaign
+            // on a table not analysed yet (dispatch/receipts.rs, scripts/explain-plans).
             let sent_to: Option<String> = sqlx::query_scalar(
-                "SELECT m.address FROM messages m JOIN campaigns c ON c.id = m.campaign_id \
-                 WHERE m.provider_id = $1 AND c.channel_id = $2 LIMIT 1",
+                "SELECT m.address FROM messages m WHERE m.provider_id = $1 \
+                 AND (SELECT c.channel_id = $2 FROM campaigns c WHERE c.id = m.campaign_id) LIMIT 1",
             )
             .bind(id)
             .bind(channel_id)

@@ -140,14 +140,19 @@ impl Store {
         )
         .to_string();
         // The channel is part of the lookup, in the SQL: a provider id another channel's
-        // message carries is not this receipt's message.
+        // message carries is not this receipt's message. Each receipt is one probe of the
+        // provider-id index, its channel checked on the rows found: as a join, PostgreSQL
+        // planned it on a messages table not analysed yet as a hash join over every message,
+        // and with the channel as a join or `EXISTS`, as the provider-id index ANDed with
+        // every message of the campaign, at each probe (scripts/explain-plans).
         let recs = self
             .dialect
             .json_records("$1", &[("channel_id", "int"), ("provider_id", "text")]);
         let sql = format!(
-            "SELECT DISTINCT m.id, m.provider_id, c.channel_id FROM {recs} \
-             JOIN messages m ON m.provider_id = x.provider_id \
-             JOIN campaigns c ON c.id = m.campaign_id AND c.channel_id = x.channel_id"
+            "SELECT x.channel_id, x.provider_id, \
+             (SELECT m.id FROM messages m WHERE m.provider_id = x.provider_id \
+              AND (SELECT c.channel_id = x.channel_id FROM campaigns c WHERE c.id = m.campaign_id) \
+              LIMIT 1) AS id FROM {recs}"
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
             .bind(&param)
@@ -155,10 +160,9 @@ impl Store {
             .await?;
         let mut by_provider: HashMap<(ChannelId, String), MessageId> = HashMap::new();
         for r in &rows {
-            by_provider.insert(
-                (r.try_get("channel_id")?, r.try_get("provider_id")?),
-                r.try_get("id")?,
-            );
+            if let Some(id) = r.try_get::<Option<MessageId>, _>("id")? {
+                by_provider.insert((r.try_get("channel_id")?, r.try_get("provider_id")?), id);
+            }
         }
 
         // The messages' rows are locked in id order (PostgreSQL; SQLite has one writer), so

@@ -279,10 +279,14 @@ mod tests {
     fn an_archived_campaign_shows_where_its_messages_are_instead_of_the_table() {
         let counters = json!({"sent": 2, "delivered": 0, "read": 0, "failed": 1, "undelivered": 0,
             "cancelled": 0, "skipped": 0, "pending": 0});
+        let actions = json!([{"name": "resend", "verb": "Resend", "from": ["completed"],
+            "when": "completed", "explain": "", "danger": false, "reason": false}]);
         let archived = render(
             "campaign.html",
             &json!({
                 "c": {"id": "cmp_1", "status": "completed", "archived_at": "2026-11-28T11:00:00.000Z", "counters": counters},
+                "me": {"can_edit": true},
+                "actions": actions,
                 "messages": [],
                 "messages_archived": "campaign cmp_1's message rows were archived at 2026-11-28T11:00:00.000Z",
             }),
@@ -293,11 +297,19 @@ mod tests {
         assert!(archived.contains("2026-11-28 11:00:00 UTC"), "{archived}");
         assert!(archived.contains("id=\"export-messages\""), "{archived}");
         assert!(!archived.contains("id=\"messages-table\""), "{archived}");
+        // Resend reads message rows: an archived campaign offers duplicate only.
+        let resend_button = |page: &str| {
+            let at = page.find("id=\"action-resend\"").expect("a resend button");
+            page[at..at + page[at..].find('>').unwrap_or(0)].to_string()
+        };
+        assert!(resend_button(&archived).contains(" hidden"), "{archived}");
+        assert!(archived.contains("cannot be resent"), "{archived}");
         let live = render(
             "campaign.html",
-            &json!({"c": {"id": "cmp_1", "status": "completed", "counters": counters}, "messages": []}),
+            &json!({"c": {"id": "cmp_1", "status": "completed", "counters": counters}, "me": {"can_edit": true}, "actions": actions, "messages": []}),
         )
         .unwrap();
+        assert!(!resend_button(&live).contains(" hidden"), "{live}");
         assert!(live.contains("id=\"messages-table\""), "{live}");
         assert!(
             !live.contains("messages-archived") && !live.contains("archived-at"),

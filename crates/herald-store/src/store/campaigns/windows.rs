@@ -66,9 +66,15 @@ impl Store {
         campaign_id: CampaignId,
         now: i64,
     ) -> Result<Waiting, StoreError> {
+        // One read per partial index (`messages_claimable`, `messages_in_flight`): as one
+        // `status IN ('queued', 'in_flight')`, which neither index matches, it read every
+        // message of the campaign, sent ones too (scripts/explain-plans).
         let row = sqlx::query(
-            "SELECT count(*) AS n, min(held_until) AS until FROM messages \
-             WHERE campaign_id = $1 AND status IN ('queued', 'in_flight') AND held_until > $2",
+            "SELECT count(*) AS n, min(w.held_until) AS until FROM ( \
+               SELECT held_until FROM messages WHERE campaign_id = $1 AND status = 'queued' AND held_until > $2 \
+               UNION ALL \
+               SELECT held_until FROM messages WHERE campaign_id = $1 AND status = 'in_flight' AND held_until > $2 \
+             ) w",
         )
         .bind(campaign_id)
         .bind(now)

@@ -2820,3 +2820,35 @@ both_stores!(
         assert_eq!(c.counts.get(Sent), 1);
     }
 );
+
+// A PostgreSQL server that never vacuums is named when an instance starts (serve, worker,
+// bench): it slows every claim of a large campaign (BENCHMARKS.md, "A 10-million-recipient
+// campaign"). The answer is compared with what the server itself says; SQLite has nothing to
+// report.
+both_stores!(a_server_without_autovacuum_is_named, |db| async move {
+    let problem = db
+        .store
+        .server_maintenance_problem()
+        .await
+        .expect("read the server's settings");
+    match db.backend {
+        Backend::Sqlite => assert_eq!(problem, None),
+        Backend::Postgres => {
+            let raw = db.raw().await;
+            let autovacuum: String =
+                sqlx::query_scalar("SELECT setting FROM pg_settings WHERE name = 'autovacuum'")
+                    .fetch_one(&raw)
+                    .await
+                    .expect("read autovacuum");
+            if autovacuum == "off" {
+                let problem = problem.expect("autovacuum off must be reported");
+                assert!(
+                    problem.contains("autovacuum is off") && problem.contains("autovacuum = on"),
+                    "{problem}"
+                );
+            } else {
+                assert_eq!(problem, None, "autovacuum is {autovacuum}");
+            }
+        }
+    }
+});

@@ -31,6 +31,11 @@ pub async fn serve(settings: Settings, router: Option<super::RouterFactory>) -> 
     } else {
         store.require_migrated().await?;
     }
+    match store.server_maintenance_problem().await {
+        Ok(Some(problem)) => tracing::warn!("{problem}"),
+        Ok(None) => {}
+        Err(e) => tracing::debug!(error = %e, "cannot read the database server's settings"),
+    }
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let metrics = crate::telemetry::metrics_handle();
     let http = if let Some(router) = router {

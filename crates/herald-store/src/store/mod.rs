@@ -182,6 +182,31 @@ impl Store {
         self.dialect
     }
 
+    /// What the database server does that will slow Herald down as it sends, in words
+    /// with the fix, or None. PostgreSQL with `autovacuum = off` never removes the old
+    /// versions of claimed and sent messages: every claim of a large campaign then reads
+    /// past all of them, so sending slows as it goes (BENCHMARKS.md, "A 10-million-recipient
+    /// campaign").
+    pub async fn server_maintenance_problem(&self) -> Result<Option<String>, StoreError> {
+        if self.dialect != Dialect::Postgres {
+            return Ok(None);
+        }
+        let autovacuum: Option<String> =
+            sqlx::query_scalar("SELECT setting FROM pg_settings WHERE name = 'autovacuum'")
+                .fetch_optional(&self.read)
+                .await?;
+        Ok(match autovacuum.as_deref() {
+            Some("off") => Some(
+                "autovacuum is off on this PostgreSQL server: the old row versions of claimed and \
+                 sent messages are never removed, so every claim of a large campaign reads past \
+                 them and sending slows down as the campaign goes on; set `autovacuum = on` in \
+                 postgresql.conf (or run `VACUUM ANALYZE messages` while campaigns send)"
+                    .to_string(),
+            ),
+            _ => None,
+        })
+    }
+
     /// The URL with any password hidden.
     pub fn url(&self) -> &str {
         &self.url

@@ -208,17 +208,42 @@ impl Store {
         })
     }
 
-    /// Per-message times from the campaign's start to its send, for `herald bench`. The
-    /// start is read once, not joined: statistics from the start (no message sent yet)
-    /// made PostgreSQL loop over the million sent messages (scripts/explain-plans).
-    pub async fn send_latencies(&self, campaign_id: CampaignId) -> Result<Vec<i64>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT m.sent_at - (SELECT c.started_at FROM campaigns c WHERE c.id = $1) FROM messages m \
-             WHERE m.campaign_id = $1 AND m.sent_at IS NOT NULL ORDER BY 1",
+    /// Times from the campaign's start to its sends, for `herald bench`: the send at each
+    /// quantile in `quantiles` (0.0 the first, 1.0 the last; nearest rank), in milliseconds,
+    /// None when nothing was sent. Ranked in the database so that a 10-million-message
+    /// campaign's latencies never come into memory. The start is read once, not joined:
+    /// statistics from the start (no message sent yet) made PostgreSQL loop over the million
+    /// sent messages (scripts/explain-plans).
+    pub async fn send_latency_quantiles(
+        &self,
+        campaign_id: CampaignId,
+        quantiles: &[f64],
+    ) -> Result<Vec<Option<i64>>, StoreError> {
+        let sent: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM messages WHERE campaign_id = $1 AND sent_at IS NOT NULL",
         )
         .bind(campaign_id)
-        .fetch_all(&self.read)
-        .await?)
+        .fetch_one(&self.read)
+        .await?;
+        let mut out = Vec::with_capacity(quantiles.len());
+        for q in quantiles {
+            if sent == 0 {
+                out.push(None);
+                continue;
+            }
+            let rank = ((sent - 1) as f64 * q.clamp(0.0, 1.0)).round() as i64;
+            let latency: Option<i64> = sqlx::query_scalar(
+                "SELECT m.sent_at - (SELECT c.started_at FROM campaigns c WHERE c.id = $1) \
+                 FROM messages m WHERE m.campaign_id = $1 AND m.sent_at IS NOT NULL \
+                 ORDER BY 1 LIMIT 1 OFFSET $2",
+            )
+            .bind(campaign_id)
+            .bind(rank)
+            .fetch_optional(&self.read)
+            .await?;
+            out.push(latency);
+        }
+        Ok(out)
     }
 }
 

@@ -16,6 +16,8 @@
 //! - `HERALD_CHAOS_OUTAGES=N`: database stops in one `db-restart` run (default 1).
 //! - `HERALD_TEST_POSTGRES_URL`: admin URL of the shared PostgreSQL server.
 //! - `HERALD_CHAOS_BIN`: the `herald` binary to drive (default: cargo's).
+//! - `HERALD_CHAOS_SOAK_CAMPAIGNS=N`, `HERALD_CHAOS_SOAK_MESSAGES=N`: `soak`'s campaigns and
+//!   their size (full: 150 of 5,000; CI: 5 of 400).
 //! - `HERALD_CHAOS_KEEP=1`: keep each world's directory (instance logs) instead of removing it.
 //!
 //! Every scenario prints one JSON line as it ends, and a table follows at the end. They go
@@ -26,6 +28,7 @@ mod cluster;
 mod harness;
 mod report;
 mod scenarios;
+mod soak;
 
 use harness::StoreKind;
 use rand::SeedableRng;
@@ -56,6 +59,10 @@ pub struct Config {
     pub kills: usize,
     /// Instances on PostgreSQL.
     pub pg_instances: usize,
+    /// Campaigns `soak` runs back to back (HERALD_CHAOS_SOAK_CAMPAIGNS).
+    pub soak_campaigns: usize,
+    /// Recipients of each of them (HERALD_CHAOS_SOAK_MESSAGES).
+    pub soak_messages: usize,
     only: Vec<(String, Option<String>)>,
 }
 
@@ -96,6 +103,14 @@ impl Config {
             concurrency: 200,
             kills: 5,
             pg_instances: 3,
+            soak_campaigns: env_usize("HERALD_CHAOS_SOAK_CAMPAIGNS")
+                .unwrap_or(if full { 150 } else { 5 })
+                .max(1),
+            soak_messages: env_usize("HERALD_CHAOS_SOAK_MESSAGES").unwrap_or(if full {
+                5_000
+            } else {
+                400
+            }),
             only,
         }
     }

@@ -21,10 +21,10 @@ pub const RECOVERY_BOUND: Duration = Duration::from_secs(10);
 /// No single wait of the harness lasts longer.
 const WAIT: Duration = Duration::from_secs(90);
 /// The channel every scenario sends through.
-const CHANNEL: &str = "provider";
-const LIST: &str = "audience";
+pub const CHANNEL: &str = "provider";
+pub const LIST: &str = "audience";
 
-pub const SCENARIOS: [&str; 8] = [
+pub const SCENARIOS: [&str; 9] = [
     "kill9",
     "kill9-twilio",
     "multi",
@@ -33,6 +33,7 @@ pub const SCENARIOS: [&str; 8] = [
     "sigterm",
     "slow-provider",
     "pause-resume-cancel",
+    "soak",
 ];
 
 pub struct Ctx<'a> {
@@ -80,6 +81,7 @@ pub fn run(scenario: &str, ctx: &mut Ctx) {
         "sigterm" => sigterm(ctx),
         "slow-provider" => slow_provider(ctx),
         "pause-resume-cancel" => pause_resume_cancel(ctx),
+        "soak" => crate::soak::soak(ctx),
         other => panic!("unknown scenario {other}"),
     }
 }
@@ -122,7 +124,7 @@ fn prepare_rated(w: &World, size: usize, latency_ms: u64, receipts: bool, rate: 
     w.import_contacts(LIST, size);
 }
 
-fn create_campaign(w: &World, extra: &[&str]) -> i64 {
+pub fn create_campaign(w: &World, extra: &[&str]) -> i64 {
     let mut args = vec![
         "campaign",
         "create",
@@ -196,7 +198,7 @@ fn wait_for(
 }
 
 /// Like [`wait_for`], failing the scenario on timeout.
-fn must_reach(
+pub fn must_reach(
     w: &World,
     id: i64,
     fleet: &mut Fleet,

@@ -392,7 +392,12 @@ fn finish(
         }
     }
 
-    // Counters equal a recount, and doctor is happy.
+    check_doctor_and_processes(r, w, fleet);
+    done
+}
+
+/// Counters equal a recount and doctor is happy; no instance crashed or panicked on the way.
+pub fn check_doctor_and_processes(r: &mut Report, w: &World, fleet: &mut Fleet) {
     let (code, doctor) = w.doctor();
     r.check(
         doctor["drift"].as_array().is_some_and(Vec::is_empty),
@@ -401,14 +406,11 @@ fn finish(
     r.check(code == Some(0) && doctor["healthy"] == true, || {
         format!("doctor exits {code:?}: {}", doctor["findings"])
     });
-
-    // No instance crashed or panicked on the way.
     fleet.check();
     let crashes = std::mem::take(&mut fleet.crashes);
     r.check(crashes.is_empty(), || crashes.join("\n"));
     let panics = w.panicked_logs();
     r.check(panics.is_empty(), || format!("panics logged in {panics:?}"));
-    done
 }
 
 // ------------------------------------------------------------------------------------------

@@ -13,7 +13,9 @@
 use crate::harness::{
     Fleet, MESSAGE_STATUSES, Role, StoreKind, TERMINAL_STATUSES, World, n, query_ids, state,
 };
-use crate::scenarios::{CHANNEL, Ctx, LIST, create_campaign, must_reach};
+use crate::scenarios::{
+    CHANNEL, Ctx, LIST, check_doctor_and_processes, create_campaign, must_reach,
+};
 use serde_json::Value;
 use std::cell::Cell;
 use std::time::Instant;
@@ -116,20 +118,8 @@ pub fn soak(ctx: &mut Ctx) {
         }
     }
 
-    let (code, doctor) = w.doctor();
     let r = &mut ctx.report;
-    r.check(
-        doctor["drift"].as_array().is_some_and(Vec::is_empty),
-        || format!("doctor reports counter drift: {}", doctor["drift"]),
-    );
-    r.check(code == Some(0) && doctor["healthy"] == true, || {
-        format!("doctor exits {code:?}: {}", doctor["findings"])
-    });
-    fleet.check();
-    let crashes = std::mem::take(&mut fleet.crashes);
-    r.check(crashes.is_empty(), || crashes.join("\n"));
-    let panics = w.panicked_logs();
-    r.check(panics.is_empty(), || format!("panics logged in {panics:?}"));
+    check_doctor_and_processes(r, &w, &mut fleet);
 
     r.duplicates = Some(duplicates);
     r.lost = Some(lost);
@@ -138,38 +128,25 @@ pub fn soak(ctx: &mut Ctx) {
     r.note("accepted", sent);
     r.note("failed", failed);
     let window = WINDOW.min(campaigns / 3).max(1);
-    let first = mean_s(&durations_ms[..window.min(durations_ms.len())]);
-    let last = mean_s(&durations_ms[durations_ms.len().saturating_sub(window)..]);
     r.note("window", window);
-    r.note("first_mean_s", round2(first));
-    r.note("last_mean_s", round2(last));
-    if first > 0.0 {
-        r.note("growth_pct", round2((last / first - 1.0) * 100.0));
-    }
-    r.note(
-        "first_pass_first_mean_s",
-        round2(mean_s(&first_pass_ms[..window.min(first_pass_ms.len())])),
-    );
-    r.note(
-        "first_pass_last_mean_s",
-        round2(mean_s(
-            &first_pass_ms[first_pass_ms.len().saturating_sub(window)..],
-        )),
-    );
-    r.note(
-        "first_pass_s",
-        first_pass_ms
-            .iter()
-            .map(|&ms| round2(ms as f64 / 1000.0))
-            .collect::<Vec<_>>(),
-    );
-    r.note(
-        "durations_s",
-        durations_ms
-            .iter()
-            .map(|&ms| round2(ms as f64 / 1000.0))
-            .collect::<Vec<_>>(),
-    );
+    // Each series: every campaign's figure in seconds, and the means of its first and last
+    // `window`.
+    let mut series = |name: &str, ms: &[i64]| {
+        let first = mean_s(&ms[..window.min(ms.len())]);
+        let last = mean_s(&ms[ms.len().saturating_sub(window)..]);
+        r.note(&format!("{name}_first_mean_s"), round2(first));
+        r.note(&format!("{name}_last_mean_s"), round2(last));
+        if first > 0.0 {
+            r.note(
+                &format!("{name}_growth_pct"),
+                round2((last / first - 1.0) * 100.0),
+            );
+        }
+        let all: Vec<f64> = ms.iter().map(|&ms| round2(ms as f64 / 1000.0)).collect();
+        r.note(&format!("{name}_s"), all);
+    };
+    series("duration", &durations_ms);
+    series("first_pass", &first_pass_ms);
     if let (Some(lo), Some(hi)) = (rss_kb.iter().min(), rss_kb.iter().max()) {
         r.note("rss_mb_min", round2(*lo as f64 / 1024.0));
         r.note("rss_mb_max", round2(*hi as f64 / 1024.0));

@@ -101,6 +101,16 @@ fn prepare(w: &World, size: usize, latency_ms: u64, receipts: bool) {
 
 /// `prepare` with the channel limited to `rate` messages per second (all instances together).
 fn prepare_rated(w: &World, size: usize, latency_ms: u64, receipts: bool, rate: Option<usize>) {
+    let rate = rate.map(|r| r.to_string());
+    let extra = match &rate {
+        Some(rate) => vec!["--rate", rate.as_str()],
+        None => Vec::new(),
+    };
+    prepare_with(w, size, latency_ms, receipts, &extra);
+}
+
+/// `prepare` with more `channel create` options (failure rates, a rate limit).
+pub fn prepare_with(w: &World, size: usize, latency_ms: u64, receipts: bool, extra: &[&str]) {
     w.ok(&["migrate"]);
     let latency = latency_ms.to_string();
     let mut args = vec![
@@ -116,10 +126,7 @@ fn prepare_rated(w: &World, size: usize, latency_ms: u64, receipts: bool, rate: 
     if receipts {
         args.extend_from_slice(&["--delivery-delay-ms", RECEIPT_DELAY_MS]);
     }
-    let rate = rate.map(|r| r.to_string());
-    if let Some(rate) = &rate {
-        args.extend_from_slice(&["--rate", rate]);
-    }
+    args.extend_from_slice(extra);
     w.ok(&args);
     w.import_contacts(LIST, size);
 }

@@ -14,7 +14,7 @@ use crate::harness::{
     Fleet, MESSAGE_STATUSES, Role, StoreKind, TERMINAL_STATUSES, World, n, query_ids, state,
 };
 use crate::scenarios::{
-    CHANNEL, Ctx, LIST, check_doctor_and_processes, create_campaign, must_reach,
+    CHANNEL, Ctx, check_doctor_and_processes, create_campaign, must_reach, prepare_with,
 };
 use serde_json::Value;
 use std::cell::Cell;
@@ -27,24 +27,13 @@ pub fn soak(ctx: &mut Ctx) {
     let campaigns = ctx.cfg.soak_campaigns;
     let size = ctx.cfg.soak_messages;
     let w = World::new(ctx.store);
-    w.ok(&["migrate"]);
-    w.ok(&[
-        "channel",
-        "create",
-        "--name",
-        CHANNEL,
-        "--kind",
-        "sandbox",
-        "--latency-ms",
-        "5",
-        "--fail-rate",
-        "0.05",
-        "--permanent-fail-rate",
-        "0.01",
-        "--delivery-delay-ms",
-        "40",
-    ]);
-    w.import_contacts(LIST, size);
+    prepare_with(
+        &w,
+        size,
+        5,
+        true,
+        &["--fail-rate", "0.05", "--permanent-fail-rate", "0.01"],
+    );
     let instances = match ctx.store {
         StoreKind::Sqlite => 1,
         StoreKind::Postgres => 2,

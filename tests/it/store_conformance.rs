@@ -2852,3 +2852,41 @@ both_stores!(a_server_without_autovacuum_is_named, |db| async move {
         }
     }
 });
+
+// `herald bench`'s latencies are ranked in the database (nearest rank), so a 10M campaign's
+// never come into memory: the first, median, 99th percentile and last send of five sends
+// 10..50 ms after the start, the unsent ones left out; nothing sent gives nothing.
+both_stores!(
+    send_latency_quantiles_rank_in_the_database,
+    |db| async move {
+        let store = &db.store;
+        let t = now_ms();
+        let id = started(store, 7, t).await;
+        let quantiles = [0.0, 0.5, 0.99, 1.0];
+        assert_eq!(
+            store.send_latency_quantiles(id, &quantiles).await.unwrap(),
+            vec![None; 4],
+            "nothing sent yet"
+        );
+        let raw = db.raw().await;
+        // Five of the seven sent, in an order unlike their ids; two never sent.
+        let ids: Vec<i64> =
+            sqlx::query_scalar("SELECT id FROM messages WHERE campaign_id = $1 ORDER BY id")
+                .bind(id)
+                .fetch_all(&raw)
+                .await
+                .unwrap();
+        for (mid, after) in ids.iter().zip([40i64, 10, 50, 20, 30]) {
+            sqlx::query("UPDATE messages SET sent_at = $1 WHERE id = $2")
+                .bind(t + after)
+                .bind(mid)
+                .execute(&raw)
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            store.send_latency_quantiles(id, &quantiles).await.unwrap(),
+            vec![Some(10), Some(30), Some(50), Some(50)]
+        );
+    }
+);

@@ -208,6 +208,15 @@ impl Dialect {
     }
 
     /// The statements that seed `n` contacts and their list memberships (bench, tests).
+    /// The query for whether the server vacuums on its own (one text row, `on` or `off`);
+    /// None where there is no server to ask (SQLite).
+    pub(super) fn autovacuum_setting(self) -> Option<&'static str> {
+        match self {
+            Dialect::Sqlite => None,
+            Dialect::Postgres => Some(postgres::AUTOVACUUM_SETTING),
+        }
+    }
+
     pub(super) fn seed_contacts(self) -> (&'static str, &'static str) {
         match self {
             Dialect::Sqlite => (sqlite::SEED_CONTACTS, sqlite::SEED_MEMBERS),

@@ -188,13 +188,10 @@ impl Store {
     /// past all of them, so sending slows as it goes (BENCHMARKS.md, "A 10-million-recipient
     /// campaign").
     pub async fn server_maintenance_problem(&self) -> Result<Option<String>, StoreError> {
-        if self.dialect != Dialect::Postgres {
+        let Some(sql) = self.dialect.autovacuum_setting() else {
             return Ok(None);
-        }
-        let autovacuum: Option<String> =
-            sqlx::query_scalar("SELECT setting FROM pg_settings WHERE name = 'autovacuum'")
-                .fetch_optional(&self.read)
-                .await?;
+        };
+        let autovacuum: Option<String> = sqlx::query_scalar(sql).fetch_optional(&self.read).await?;
         Ok(match autovacuum.as_deref() {
             Some("off") => Some(
                 "autovacuum is off on this PostgreSQL server: the old row versions of claimed and \

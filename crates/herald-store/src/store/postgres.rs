@@ -290,6 +290,9 @@ pub(super) const ATTRIBUTE_KEYS: &str = "SELECT DISTINCT jsonb_object_keys(CAST(
      FROM list_members lm JOIN contacts c ON c.id = lm.contact_id \
      WHERE lm.list_id = $1 AND octet_length(c.attributes) <= $2";
 
+pub(super) const AUTOVACUUM_SETTING: &str =
+    "SELECT setting FROM pg_settings WHERE name = 'autovacuum'";
+
 pub(super) const SEED_CONTACTS: &str = "INSERT INTO contacts (org_id, address, name, attributes, created_at, updated_at) \
      SELECT $1, '+1' || (2000000000 + i), 'Contact ' || i, '{}', $3, $3 FROM generate_series(1, $2) AS s(i) \
      ON CONFLICT (org_id, address) DO NOTHING";

@@ -30,8 +30,9 @@ impl Store {
 
     /// Sets (or, with None, removes) the organisation's default send window. The caller
     /// checks the text (`SendWindow::parse`). Campaigns already sending take it at their
-    /// next claim, unless they set their own; the messages the old window holds in its
-    /// sending and paused campaigns are looked at again at once, in the same transaction.
+    /// next claim, unless they set their own; the messages the old window holds (queued, or
+    /// claimed for a re-check) in its sending and paused campaigns are looked at again at
+    /// once, in the same transaction.
     pub async fn set_org_send_window(
         &self,
         org_id: OrgId,
@@ -44,15 +45,21 @@ impl Store {
             .bind(org_id)
             .execute(&mut *tx)
             .await?;
-        sqlx::query(
+        // The status is written out, not bound, so each statement matches its partial index.
+        for sql in [
             "UPDATE messages SET next_attempt_at = $2, held_until = NULL \
              WHERE status = 'queued' AND held_until > $2 AND campaign_id IN \
              (SELECT id FROM campaigns WHERE org_id = $1 AND status IN ('sending', 'paused'))",
-        )
-        .bind(org_id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+            "UPDATE messages SET next_attempt_at = $2, held_until = NULL \
+             WHERE status = 'in_flight' AND held_until > $2 AND campaign_id IN \
+             (SELECT id FROM campaigns WHERE org_id = $1 AND status IN ('sending', 'paused'))",
+        ] {
+            sqlx::query(sql)
+                .bind(org_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -107,14 +114,21 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         if r.rows_affected() == 1 {
-            sqlx::query(
+            // Held messages claimed for a re-check (in flight, `held_until` kept) are no
+            // longer held either: `campaign_waiting` must not count them under the new window.
+            // Written out, not bound, so each statement matches its partial index.
+            for sql in [
                 "UPDATE messages SET next_attempt_at = $2, held_until = NULL \
                  WHERE campaign_id = $1 AND status = 'queued' AND held_until > $2",
-            )
-            .bind(campaign_id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+                "UPDATE messages SET next_attempt_at = $2, held_until = NULL \
+                 WHERE campaign_id = $1 AND status = 'in_flight' AND held_until > $2",
+            ] {
+                sqlx::query(sql)
+                    .bind(campaign_id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             tx.commit().await?;
             return Ok(());
         }

@@ -3,7 +3,9 @@
 //! stuck-campaign detector's reasons.
 
 use crate::both_stores;
-use crate::support::{FakeTwilio, assert_counters_match, new_campaign, sandbox_channel, seed_list};
+use crate::support::{
+    FakeTwilio, assert_counters_match, new_campaign, sandbox_channel, seed_list, wait_for,
+};
 use herald::address::Address;
 use herald::config::Settings;
 use herald::domain::{CampaignStatus, MessageStatus};
@@ -151,19 +153,14 @@ both_stores!(receipts_follow_sends, |db| async move {
     start_now(store, id).await;
     completes(store, id, 60).await;
     // Receipts may land after completion and still move the counters.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let c = store.campaign(id).await.unwrap();
-        if c.counts.get(MessageStatus::Delivered) == 200 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "receipts not applied: {:?}",
-            c.counts
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for(
+        store,
+        id,
+        "every receipt applied",
+        Duration::from_secs(30),
+        |c| c.counts.get(MessageStatus::Delivered) == 200,
+    )
+    .await;
     engine.stop().await;
     assert_counters_match(store, id).await;
 });

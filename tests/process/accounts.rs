@@ -281,15 +281,44 @@ fn schema_fuzz(backend: Backend) {
             .unwrap_or_default()
             .trim_matches(['=', ' '])
     );
-    // The report goes last: CI shows a failed suite's last lines, and schemathesis ends
-    // with its failures and summary.
+    // The report goes last, its failures repeated at the very end: CI shows a failed
+    // suite's last lines, and a long report's warnings and summary push them out of view.
+    // The server stops first so that its log is not printed after them.
+    let server_tail = serve.log_tail(40);
+    serve.terminate(DEADLINE);
     assert!(
         out.status.success(),
-        "schemathesis found problems on {}; the server's last lines:\n{}\n--- schemathesis report ---\n{text}",
+        "schemathesis found problems on {}; the server's last lines:\n{server_tail}\n--- schemathesis report, long lines cut ---\n{}\n--- its failures again ---\n{}",
         backend.name(),
-        serve.log_tail(40)
+        cut_lines(&text),
+        cut_lines(&failures_section(&text))
     );
-    serve.terminate(DEADLINE);
+}
+
+/// Each line of `text` cut at 300 characters: a reproducing `curl` can carry megabytes.
+fn cut_lines(text: &str) -> String {
+    text.lines()
+        .map(|l| match l.char_indices().nth(300) {
+            Some((cut, _)) => format!("{} …", &l[..cut]),
+            None => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The FAILURES section of a schemathesis report (from its banner to the next banner), or
+/// a line saying there is none.
+fn failures_section(report: &str) -> String {
+    let mut lines = report
+        .lines()
+        .skip_while(|l| !(l.starts_with('=') && l.contains(" FAILURES ")));
+    let Some(banner) = lines.next() else {
+        return "(the report has no FAILURES section)".to_string();
+    };
+    std::iter::once(banner)
+        .chain(lines.take_while(|l| !(l.starts_with("===") && l.ends_with("==="))))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// `herald user create --password-stdin` with a guessable password: refused with a

@@ -2890,3 +2890,109 @@ both_stores!(
         );
     }
 );
+
+// Claims and outcome commits hold their campaign row shared (`FOR KEY SHARE`) and take it
+// exclusively only to move the counters at the end (`CampaignLock`): a claim goes through
+// while another instance's commit is writing its messages, and a pause still waits for that
+// commit and then stops claims. PostgreSQL: a transaction holding the share lock stands for
+// the commit in progress; before this split the claim waited for it (`FOR UPDATE`). SQLite
+// has one writer: the same sequence, without the concurrency.
+both_stores!(
+    claims_pass_commits_in_progress_and_a_pause_waits_for_them,
+    |db| async move {
+        let store = db.store.clone();
+        let t = now_ms();
+        let id = started(&store, 20, t).await;
+        let first = claim_all(&store, id, "A", t).await;
+        assert_eq!(first.len(), 20);
+        // Give ten back, so there is something left to claim.
+        let handed_back: Vec<Outcome> = first[..10]
+            .iter()
+            .map(|m| Outcome {
+                message_id: m.id,
+                campaign_id: id,
+                attempt: Some(m.attempts),
+                kind: OutcomeKind::Released,
+            })
+            .collect();
+        store
+            .record_outcomes("A", t + 1, &handed_back)
+            .await
+            .unwrap();
+        let hang = Duration::from_secs(30);
+        let raw = db.raw().await;
+        let mut in_progress = None;
+        if db.backend == Backend::Postgres {
+            let mut tx = raw.begin().await.unwrap();
+            sqlx::query("SELECT id FROM campaigns WHERE id = $1 FOR KEY SHARE")
+                .bind(id.get())
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            in_progress = Some(tx);
+        }
+        let claimed = tokio::time::timeout(hang, store.claim(id, "B", t + 2, t + MINUTE, 5))
+            .await
+            .expect("a claim must not wait for another instance's commit in progress")
+            .unwrap();
+        assert_eq!(claimed.len(), 5);
+        let pausing = tokio::spawn({
+            let store = store.clone();
+            async move {
+                store
+                    .transition(id, CampaignAction::Pause, t + 3, "op", None)
+                    .await
+            }
+        });
+        if let Some(tx) = in_progress {
+            // The pause waits on the row lock until the commit in progress ends (watched
+            // from another connection: the raw pool's one holds the transaction).
+            wait_for_lock_waiter(&db.raw().await, "FOR UPDATE").await;
+            assert!(
+                !pausing.is_finished(),
+                "a pause must wait for a commit in progress"
+            );
+            tx.commit().await.unwrap();
+        }
+        let paused = tokio::time::timeout(hang, pausing)
+            .await
+            .expect("the pause ends once the commit in progress has")
+            .unwrap()
+            .unwrap();
+        assert_eq!(paused.status, CampaignStatus::Paused);
+        assert!(
+            store
+                .claim(id, "B", t + 4, t + MINUTE, 5)
+                .await
+                .unwrap()
+                .is_empty(),
+            "a pause stops claims"
+        );
+        let c = assert_counters_match(&store, id).await;
+        expect_counts(&c.counts, &[(Queued, 5), (InFlight, 15)]);
+    }
+);
+
+/// Waits (at most 30 s) until a PostgreSQL backend waits for a row lock in a statement
+/// containing `fragment`.
+async fn wait_for_lock_waiter(raw: &sqlx::AnyPool, fragment: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+             AND datname = current_database() AND position($1 in query) > 0",
+        )
+        .bind(fragment)
+        .fetch_one(raw)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no statement with {fragment:?} waited for a lock within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -79,6 +79,20 @@ impl Dialect {
         }
     }
 
+    pub(super) fn share_lock_suffix(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => sqlite::SHARE_LOCK_SUFFIX,
+            Dialect::Postgres => postgres::SHARE_LOCK_SUFFIX,
+        }
+    }
+
+    pub(super) fn counter_lock_suffix(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => sqlite::COUNTER_LOCK_SUFFIX,
+            Dialect::Postgres => postgres::COUNTER_LOCK_SUFFIX,
+        }
+    }
+
     pub(super) fn skip_locked_suffix(self) -> &'static str {
         match self {
             Dialect::Sqlite => sqlite::SKIP_LOCKED_SUFFIX,

@@ -1,9 +1,12 @@
 //! The PostgreSQL store, for many instances sharing one database.
 //!
-//! Claims lock the campaign row, then pick messages with `FOR UPDATE SKIP LOCKED`; every
-//! transaction that touches counters locks its campaign rows in id order first, so claims,
-//! outcome commits, pauses and cancels never deadlock each other. Commits are durable
-//! (`synchronous_commit` is left at the server's default, `on`).
+//! Claims and outcome commits hold their campaign rows `FOR KEY SHARE` from their first
+//! statement (so they do not wait for each other) and take them `FOR NO KEY UPDATE`, in id
+//! order, only to move the counters at the end; claims pick messages with `FOR UPDATE SKIP
+//! LOCKED`. Pauses, cancels and every other transaction that writes messages of a sending
+//! campaign lock its row `FOR UPDATE` first, which waits for the claims and commits in
+//! progress: none of them deadlock each other (`CampaignLock` in campaigns/lifecycle.rs).
+//! Commits are durable (`synchronous_commit` is left at the server's default, `on`).
 
 use super::StoreError;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
@@ -252,6 +255,13 @@ pub(super) async fn listen_for_work(url: &str, shown_url: &str, wake: impl Fn())
     }
 }
 pub(super) const LOCK_SUFFIX: &str = " FOR UPDATE";
+/// Held by claims and outcome commits for their whole transaction: they do not block each
+/// other, but a pause or cancel (`FOR UPDATE`) waits for them and they wait for it.
+pub(super) const SHARE_LOCK_SUFFIX: &str = " FOR KEY SHARE";
+/// Taken by claims and outcome commits just before they move the counters, at the end of
+/// the transaction: counter updates queue here, for the commit only. Compatible with
+/// `FOR KEY SHARE`, so upgrading to it never waits behind a queued `FOR UPDATE`.
+pub(super) const COUNTER_LOCK_SUFFIX: &str = " FOR NO KEY UPDATE";
 pub(super) const SKIP_LOCKED_SUFFIX: &str = " FOR UPDATE SKIP LOCKED";
 /// Two instances starting at once must not both apply a migration.
 pub(super) const MIGRATION_LOCK: Option<&str> = Some("SELECT pg_advisory_xact_lock(7264911)");

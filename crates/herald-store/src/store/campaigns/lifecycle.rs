@@ -421,13 +421,28 @@ impl Store {
         tx: &mut Tx,
         ids: &BTreeSet<CampaignId>,
     ) -> Result<HashMap<CampaignId, CampaignStatus>, StoreError> {
+        self.lock_campaigns_as(tx, ids, CampaignLock::Exclusive)
+            .await
+    }
+
+    /// Locks the given campaigns in id order with `mode` and returns their statuses.
+    pub(in crate::store) async fn lock_campaigns_as(
+        &self,
+        tx: &mut Tx,
+        ids: &BTreeSet<CampaignId>,
+        mode: CampaignLock,
+    ) -> Result<HashMap<CampaignId, CampaignStatus>, StoreError> {
         if ids.is_empty() {
             return Ok(HashMap::new());
         }
+        let suffix = match mode {
+            CampaignLock::Exclusive => self.dialect.lock_suffix(),
+            CampaignLock::Share => self.dialect.share_lock_suffix(),
+            CampaignLock::Counters => self.dialect.counter_lock_suffix(),
+        };
         let sql = format!(
-            "SELECT id, status FROM campaigns WHERE id IN {} ORDER BY id{}",
+            "SELECT id, status FROM campaigns WHERE id IN {} ORDER BY id{suffix}",
             self.dialect.json_ids("$1"),
-            self.dialect.lock_suffix()
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
             .bind(ids_json(ids.iter().copied()))
@@ -443,8 +458,17 @@ impl Store {
         tx: &mut Tx,
         id: CampaignId,
     ) -> Result<CampaignStatus, StoreError> {
+        self.lock_campaign_as(tx, id, CampaignLock::Exclusive).await
+    }
+
+    pub(in crate::store) async fn lock_campaign_as(
+        &self,
+        tx: &mut Tx,
+        id: CampaignId,
+        mode: CampaignLock,
+    ) -> Result<CampaignStatus, StoreError> {
         let ids = BTreeSet::from([id]);
-        self.lock_campaigns(tx, &ids)
+        self.lock_campaigns_as(tx, &ids, mode)
             .await?
             .remove(&id)
             .ok_or_else(|| {
@@ -517,6 +541,22 @@ impl Store {
         }
         Ok(false)
     }
+}
+
+/// How a transaction locks campaign rows (PostgreSQL; SQLite's single writer serialises
+/// every write transaction whatever the mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(in crate::store) enum CampaignLock {
+    /// `FOR UPDATE`: pause, cancel, resume, recovery: waits for every claim and commit in
+    /// progress, and they wait for it.
+    Exclusive,
+    /// `FOR KEY SHARE`, for a claim's or an outcome commit's whole transaction: the status
+    /// it read holds until it commits, and claims and commits do not wait for each other.
+    Share,
+    /// `FOR NO KEY UPDATE`, taken by a claim or commit that holds `Share`, just before it
+    /// moves the counters: the campaign row is serialised for the end of the transaction
+    /// only, not for its message writes.
+    Counters,
 }
 
 /// `SET queued = queued + $1, ...` for a counter delta; the parameters start at `$first`.

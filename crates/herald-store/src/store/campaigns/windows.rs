@@ -5,7 +5,8 @@
 
 use crate::ids::{CampaignId, OrgId};
 use crate::store::{Store, StoreError};
-use sqlx::Row;
+use sqlx::{AssertSqlSafe, Row};
+use std::collections::BTreeSet;
 
 /// Messages a send window holds now, and when the first of them may go.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -40,6 +41,18 @@ impl Store {
         now: i64,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
+        // Claims and commits of these campaigns finish first and wait for this: it writes
+        // messages they may hold, so it must not hold those while they wait for the
+        // campaign row (`CampaignLock`).
+        let campaigns: BTreeSet<CampaignId> = sqlx::query_scalar(
+            "SELECT id FROM campaigns WHERE org_id = $1 AND status IN ('sending', 'paused') ORDER BY id",
+        )
+        .bind(org_id)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
+        self.lock_campaigns(&mut tx, &campaigns).await?;
         sqlx::query("UPDATE organisations SET send_window = $1 WHERE id = $2")
             .bind(window)
             .bind(org_id)
@@ -104,6 +117,15 @@ impl Store {
         now: i64,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
+        // As for the organisation's window: claims and commits in progress finish first.
+        sqlx::query(AssertSqlSafe(format!(
+            "SELECT id FROM campaigns WHERE id = $1 AND org_id = $2{}",
+            self.dialect.lock_suffix()
+        )))
+        .bind(campaign_id)
+        .bind(org_id)
+        .fetch_optional(&mut *tx)
+        .await?;
         let r = sqlx::query(
             "UPDATE campaigns SET send_window = $1 \
              WHERE id = $2 AND org_id = $3 AND status NOT IN ('completed', 'cancelled')",

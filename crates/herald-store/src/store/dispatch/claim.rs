@@ -3,6 +3,7 @@
 
 use crate::domain::{CampaignStatus, Counts, MessageStatus};
 use crate::ids::CampaignId;
+use crate::store::campaigns::lifecycle::CampaignLock;
 use crate::store::helpers::{ids_json, status_of};
 use crate::store::{ClaimedMessage, SendableCampaign, Store, StoreError, directory};
 use sqlx::{AssertSqlSafe, Row};
@@ -71,7 +72,11 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<ClaimedMessage>, StoreError> {
         let mut tx = self.begin().await?;
-        let status = self.lock_campaign(&mut tx, campaign_id).await?;
+        // Shared with other claims and commits, exclusive of a pause or cancel: the status
+        // read here holds until this claim commits.
+        let status = self
+            .lock_campaign_as(&mut tx, campaign_id, CampaignLock::Share)
+            .await?;
         if status != CampaignStatus::Sending {
             tx.rollback().await?;
             return Ok(Vec::new());
@@ -112,7 +117,8 @@ impl Store {
             .await?
             .rows_affected();
         if n as usize != ids.len() {
-            // Cannot happen while the campaign row is locked; refuse rather than miscount.
+            // Cannot happen: the rows picked are locked (`SKIP LOCKED` on PostgreSQL, the
+            // single writer on SQLite). Refuse rather than miscount.
             tx.rollback().await?;
             return Err(StoreError::Conflict(format!(
                 "claim of campaign {campaign_id} raced: {n} of {} rows moved",
@@ -132,6 +138,17 @@ impl Store {
             .bind(&ids_param)
             .fetch_all(&mut *tx)
             .await?;
+        // The counters last: the campaign row is serialised for this statement and the
+        // commit, not for the message writes above. Another instance's commit may have
+        // auto-paused the campaign meanwhile (its status write needs no more than this
+        // lock): then nothing is claimed.
+        let status = self
+            .lock_campaign_as(&mut tx, campaign_id, CampaignLock::Counters)
+            .await?;
+        if status != CampaignStatus::Sending {
+            tx.rollback().await?;
+            return Ok(Vec::new());
+        }
         self.apply_counts(&mut tx, campaign_id, &delta, 0, None)
             .await?;
         tx.commit().await?;

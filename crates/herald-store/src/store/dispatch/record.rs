@@ -4,6 +4,7 @@
 
 use crate::domain::{CampaignStatus, Counts, MessageStatus};
 use crate::ids::{CampaignId, MessageId};
+use crate::store::campaigns::lifecycle::CampaignLock;
 use crate::store::campaigns::{autopause, outcomes};
 use crate::store::helpers::{clean, ids_json, status_of};
 use crate::store::{Outcome, OutcomeKind, RecordReport, Store, StoreError};
@@ -27,7 +28,11 @@ impl Store {
         }
         let campaign_ids: BTreeSet<CampaignId> = outcomes.iter().map(|o| o.campaign_id).collect();
         let mut tx = self.begin().await?;
-        let statuses = self.lock_campaigns(&mut tx, &campaign_ids).await?;
+        // Shared with claims and other commits, exclusive of a pause or cancel: the statuses
+        // read here hold until this commit ends. The counters lock comes last, below.
+        let statuses = self
+            .lock_campaigns_as(&mut tx, &campaign_ids, CampaignLock::Share)
+            .await?;
         // An outcome Herald does not know (timeout) for a message the provider has already
         // named in a status is a send after all.
         let unknown: Vec<MessageId> = outcomes
@@ -258,6 +263,13 @@ impl Store {
                 .await?;
         }
         self.emit_message_events(&mut tx, now, &message_events)
+            .await?;
+        // From here the campaign rows (and their minute of throughput) are serialised with
+        // other commits, until this one commits: the message writes above were not. The
+        // statuses are read again: another commit may have auto-paused a campaign meanwhile
+        // (a pause or cancel by a person cannot have: it waits for this transaction).
+        let statuses = self
+            .lock_campaigns_as(&mut tx, &campaign_ids, CampaignLock::Counters)
             .await?;
         self.count_throughput(&mut tx, now, &recorded_per_campaign)
             .await?;

@@ -549,7 +549,12 @@ fn run_bounded(mut cmd: Command, args: String) -> Run {
         if start.elapsed() > DEADLINE {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("`herald {args}` did not finish within {DEADLINE:?}; killed");
+            // What it printed before it stopped answering says where it was.
+            panic!(
+                "`herald {args}` did not finish within {DEADLINE:?}; killed\n--- its stdout ---\n{}\n--- its stderr ---\n{}",
+                out_reader.join().unwrap_or_default(),
+                err_reader.join().unwrap_or_default()
+            );
         }
         std::thread::sleep(Duration::from_millis(5));
     };

@@ -11,9 +11,9 @@ use herald::domain::{CampaignAction, CampaignStatus, MessageStatus};
 use herald::engine::Engine;
 use herald::events::EventType;
 use herald::ids::{CampaignId, ChannelId, NotificationId};
-use herald::store::Store;
 use herald::store::autopause::{AutoPause, AutoPauseSource};
 use herald::store::channels_admin::ChannelUpdate;
+use herald::store::{Outcome, OutcomeKind, Store};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -505,4 +505,55 @@ crate::api::api_test!(the_api_sets_and_shows_auto_pause, |app| async move {
     )
     .await
     .expect_problem(StatusCode::CONFLICT, "conflict");
+});
+
+// One group commit holding every outcome of a campaign whose failures cross the threshold
+// pauses it rather than completing it: the judgement comes before completion, so whether a
+// campaign failing this much is paused (and alerted on) does not depend on how its outcomes
+// were grouped into commits (CI, 2026-12-06: 200 outcomes in one commit completed a campaign
+// that 70 % failures should have paused). A resume then completes it.
+both_stores!(a_last_batch_over_the_threshold_pauses, |db| async move {
+    let store = &db.store;
+    let (org, list) = seed_list(store, 60).await;
+    let channel = sandbox_with(store, "batch", serde_json::json!({})).await;
+    let id = new_campaign(store, org, list, channel, "Hi {{ name }}").await;
+    store
+        .set_campaign_auto_pause(org, id, rate("20%/50"))
+        .await
+        .unwrap();
+    let t = herald::clock::now_ms();
+    store.start_campaign(id, t, "test", None).await.unwrap();
+    let claimed = store.claim(id, "A", t, t + 60_000, 1000).await.unwrap();
+    assert_eq!(claimed.len(), 60);
+    let outcomes: Vec<Outcome> = claimed
+        .iter()
+        .enumerate()
+        .map(|(i, m)| Outcome {
+            message_id: m.id,
+            campaign_id: id,
+            attempt: Some(m.attempts),
+            kind: if i % 10 < 7 {
+                OutcomeKind::Failed {
+                    error: "The 'To' number is not a valid phone number.".to_string(),
+                }
+            } else {
+                OutcomeKind::Sent {
+                    provider_id: format!("p-{i}"),
+                }
+            },
+        })
+        .collect();
+    let report = store.record_outcomes("A", t + 1, &outcomes).await.unwrap();
+    assert_eq!(report.applied, 60);
+    assert!(report.completed.is_empty(), "{report:?}");
+    assert_eq!(report.auto_paused.len(), 1, "{report:?}");
+    let c = assert_counters_match(store, id).await;
+    assert_eq!(c.status, CampaignStatus::Paused, "{:?}", c.counts);
+    assert_eq!(c.counts.pending(), 0);
+    assert_eq!(auto_paused_events(store, id).await.len(), 1);
+    let resumed = store
+        .transition(id, CampaignAction::Resume, t + 2, "op", None)
+        .await
+        .unwrap();
+    assert_eq!(resumed.status, CampaignStatus::Completed);
 });

@@ -439,7 +439,8 @@ impl Store {
 
     /// Moves the failure windows of the campaigns whose outcomes `tx` just recorded
     /// (`tallies`: campaign → (outcomes, failures) that count) and auto-pauses those still
-    /// sending whose rate crossed their threshold. Runs last in the outcomes' transaction.
+    /// sending whose rate crossed their threshold. Runs in the outcomes' transaction after the
+    /// counters move and before a drained campaign completes.
     pub(in crate::store) async fn judge_failure_rates(
         &self,
         tx: &mut Tx,

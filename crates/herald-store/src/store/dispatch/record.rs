@@ -286,6 +286,15 @@ impl Store {
                 // Sends finishing after a cancel, or kept receipts of an ended campaign.
                 self.settle_outcome(&mut tx, *campaign).await?;
             }
+        }
+        // The failure rate is judged before completion: a batch that crosses the threshold
+        // pauses its campaign even when it also holds the last pending messages, so whether
+        // a campaign failing this much is paused (and alerted on) does not depend on how its
+        // outcomes were grouped into commits. A paused campaign completes on resume.
+        report.auto_paused = self
+            .judge_failure_rates(&mut tx, &failure_rates, now, &format!("instance {owner}"))
+            .await?;
+        for campaign in deltas.keys() {
             if self
                 .complete_if_drained(
                     &mut tx,
@@ -299,9 +308,6 @@ impl Store {
                 report.completed.push(*campaign);
             }
         }
-        report.auto_paused = self
-            .judge_failure_rates(&mut tx, &failure_rates, now, &format!("instance {owner}"))
-            .await?;
         report.not_sending = statuses
             .iter()
             .filter(|(_, status)| **status != CampaignStatus::Sending)

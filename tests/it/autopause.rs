@@ -11,9 +11,9 @@ use herald::domain::{CampaignAction, CampaignStatus, MessageStatus};
 use herald::engine::Engine;
 use herald::events::EventType;
 use herald::ids::{CampaignId, ChannelId, NotificationId};
+use herald::store::Store;
 use herald::store::autopause::{AutoPause, AutoPauseSource};
 use herald::store::channels_admin::ChannelUpdate;
-use herald::store::{Outcome, OutcomeKind, Store};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -525,24 +525,13 @@ both_stores!(a_last_batch_over_the_threshold_pauses, |db| async move {
     store.start_campaign(id, t, "test", None).await.unwrap();
     let claimed = store.claim(id, "A", t, t + 60_000, 1000).await.unwrap();
     assert_eq!(claimed.len(), 60);
-    let outcomes: Vec<Outcome> = claimed
-        .iter()
-        .enumerate()
-        .map(|(i, m)| Outcome {
-            message_id: m.id,
-            campaign_id: id,
-            attempt: Some(m.attempts),
-            kind: if i % 10 < 7 {
-                OutcomeKind::Failed {
-                    error: "The 'To' number is not a valid phone number.".to_string(),
-                }
-            } else {
-                OutcomeKind::Sent {
-                    provider_id: format!("p-{i}"),
-                }
-            },
-        })
-        .collect();
+    let outcomes = crate::support::sent_or_failed(
+        id,
+        &claimed,
+        "p-",
+        "The 'To' number is not a valid phone number.",
+        |i| i % 10 < 7,
+    );
     let report = store.record_outcomes("A", t + 1, &outcomes).await.unwrap();
     assert_eq!(report.applied, 60);
     assert!(report.completed.is_empty(), "{report:?}");

@@ -5,7 +5,7 @@ use super::{Auth, TestApp, api_test, started_sandbox_campaign};
 use axum::http::{Method, StatusCode};
 use herald::domain::{MessageStatus, Role};
 use herald::ids::{CampaignId, ListId};
-use herald::store::{Outcome, OutcomeKind, Receipt};
+use herald::store::Receipt;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 
@@ -74,24 +74,13 @@ api_test!(
         let claimed = store.claim(id, "A", now, now + 60_000, 100).await.unwrap();
         assert_eq!(claimed.len(), 7);
         let failed = [1, 2, 5, 6];
-        let outcomes: Vec<Outcome> = claimed
-            .iter()
-            .enumerate()
-            .map(|(i, m)| Outcome {
-                message_id: m.id,
-                campaign_id: id,
-                attempt: None,
-                kind: if failed.contains(&i) {
-                    OutcomeKind::Failed {
-                        error: "twilio 21211: Invalid 'To' Phone Number".into(),
-                    }
-                } else {
-                    OutcomeKind::Sent {
-                        provider_id: format!("SBresend{i}"),
-                    }
-                },
-            })
-            .collect();
+        let outcomes = crate::support::sent_or_failed(
+            id,
+            &claimed,
+            "SBresend",
+            "twilio 21211: Invalid 'To' Phone Number",
+            |i| failed.contains(&i),
+        );
         store.record_outcomes("A", now, &outcomes).await.unwrap();
         let receipt = |i: usize, status| Receipt {
             channel_id: channel,

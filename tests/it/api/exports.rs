@@ -7,7 +7,7 @@ use super::{Auth, Reply, TestApp, api_test, started_sandbox_campaign};
 use axum::http::StatusCode;
 use herald::domain::{MessageStatus, Role};
 use herald::ids::{CampaignId, ChannelId, ListId};
-use herald::store::{NewCampaign, Outcome, OutcomeKind, Receipt};
+use herald::store::{NewCampaign, Receipt};
 use serde_json::json;
 use std::collections::HashMap;
 
@@ -72,24 +72,13 @@ api_test!(
         let now = herald::clock::now_ms();
         let claimed = store.claim(id, "A", now, now + 60_000, 4).await.unwrap();
         assert_eq!(claimed.len(), 4);
-        let outcomes: Vec<Outcome> = claimed
-            .iter()
-            .enumerate()
-            .map(|(i, m)| Outcome {
-                message_id: m.id,
-                campaign_id: id,
-                attempt: None,
-                kind: if i == 2 {
-                    OutcomeKind::Failed {
-                        error: "twilio 30003: Unreachable destination handset".into(),
-                    }
-                } else {
-                    OutcomeKind::Sent {
-                        provider_id: format!("SBexport{i}"),
-                    }
-                },
-            })
-            .collect();
+        let outcomes = crate::support::sent_or_failed(
+            id,
+            &claimed,
+            "SBexport",
+            "twilio 30003: Unreachable destination handset",
+            |i| i == 2,
+        );
         store.record_outcomes("A", now, &outcomes).await.unwrap();
         let receipt = |i: usize, status: MessageStatus| Receipt {
             channel_id: channel,

@@ -10,7 +10,6 @@ use herald::domain::Role;
 use herald::engine::Engine;
 use herald::engine::reconciler::archive_messages;
 use herald::ids::ListId;
-use herald::store::{Outcome, OutcomeKind};
 use serde_json::json;
 
 api_test!(
@@ -48,24 +47,13 @@ api_test!(
             .claim(id, "A", then, then + 60_000, 100)
             .await
             .unwrap();
-        let outcomes: Vec<Outcome> = claimed
-            .iter()
-            .enumerate()
-            .map(|(i, m)| Outcome {
-                message_id: m.id,
-                campaign_id: id,
-                attempt: None,
-                kind: if i % 4 == 0 {
-                    OutcomeKind::Failed {
-                        error: "twilio 30003: Unreachable destination handset".into(),
-                    }
-                } else {
-                    OutcomeKind::Sent {
-                        provider_id: format!("SBret{i}"),
-                    }
-                },
-            })
-            .collect();
+        let outcomes = crate::support::sent_or_failed(
+            id,
+            &claimed,
+            "SBret",
+            "twilio 30003: Unreachable destination handset",
+            |i| i % 4 == 0,
+        );
         store.record_outcomes("A", then, &outcomes).await.unwrap();
 
         let csv_path = format!("/api/v1/campaigns/{id}/messages.csv");

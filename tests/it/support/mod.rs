@@ -10,7 +10,9 @@
 
 use herald::domain::MessageStatus;
 use herald::ids::{CampaignId, ChannelId, ListId, MessageId, OrgId};
-use herald::store::{Campaign, MessageInfo, NewCampaign, Store};
+use herald::store::{
+    Campaign, ClaimedMessage, MessageInfo, NewCampaign, Outcome, OutcomeKind, Store,
+};
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, AssertSqlSafe};
 use std::time::Duration;
@@ -466,4 +468,33 @@ pub async fn wait_for(
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Outcomes of one claim by position: message `i` failed with `error` where `failed(i)`,
+/// else sent with provider id `{provider_prefix}{i}`; `attempt` unchecked.
+pub fn sent_or_failed(
+    campaign_id: CampaignId,
+    claimed: &[ClaimedMessage],
+    provider_prefix: &str,
+    error: &str,
+    failed: impl Fn(usize) -> bool,
+) -> Vec<Outcome> {
+    claimed
+        .iter()
+        .enumerate()
+        .map(|(i, m)| Outcome {
+            message_id: m.id,
+            campaign_id,
+            attempt: None,
+            kind: if failed(i) {
+                OutcomeKind::Failed {
+                    error: error.to_string(),
+                }
+            } else {
+                OutcomeKind::Sent {
+                    provider_id: format!("{provider_prefix}{i}"),
+                }
+            },
+        })
+        .collect()
 }

@@ -6,7 +6,6 @@
 use crate::ids::{CampaignId, OrgId};
 use crate::store::{Store, StoreError};
 use sqlx::{AssertSqlSafe, Row};
-use std::collections::BTreeSet;
 
 /// Messages a send window holds now, and when the first of them may go.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -44,15 +43,13 @@ impl Store {
         // Claims and commits of these campaigns finish first and wait for this: it writes
         // messages they may hold, so it must not hold those while they wait for the
         // campaign row (`CampaignLock`).
-        let campaigns: BTreeSet<CampaignId> = sqlx::query_scalar(
-            "SELECT id FROM campaigns WHERE org_id = $1 AND status IN ('sending', 'paused') ORDER BY id",
-        )
+        sqlx::query(AssertSqlSafe(format!(
+            "SELECT id FROM campaigns WHERE org_id = $1 AND status IN ('sending', 'paused') ORDER BY id{}",
+            self.dialect.lock_suffix()
+        )))
         .bind(org_id)
         .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .collect();
-        self.lock_campaigns(&mut tx, &campaigns).await?;
+        .await?;
         sqlx::query("UPDATE organisations SET send_window = $1 WHERE id = $2")
             .bind(window)
             .bind(org_id)

@@ -470,7 +470,7 @@ async fn backfill(backend: crate::support::Backend) {
     assert_eq!(
         store.migrate().await.unwrap(),
         vec![
-            9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25
+            9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26
         ]
     );
     for (id, row) in ids.iter().zip(rows) {

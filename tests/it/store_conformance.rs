@@ -2996,3 +2996,79 @@ async fn wait_for_lock_waiter(raw: &sqlx::AnyPool, fragment: &str) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+// A campaign's message pages (the export's and the API's list) walk the primary key between
+// the ids its start recorded (migration 0026). Another campaign started at the same moment
+// can have ids in that range: the pages still hold this campaign's messages only, each
+// once, and nothing for another organisation.
+both_stores!(
+    message_pages_hold_the_campaigns_own_messages_when_ranges_overlap,
+    |db| async move {
+        let store = &db.store;
+        let now = now_ms();
+        let first = started(store, 30, now).await;
+        let second = started(store, 20, now).await;
+        let org = store.default_org().await.unwrap();
+        let other_org = store.create_organisation("elsewhere").await.unwrap();
+        for id in [first, second] {
+            // As if both starts had interleaved: each range spans every message.
+            db.raw_exec(
+                "UPDATE campaigns SET first_message_id = (SELECT min(id) FROM messages), \
+                 last_message_id = (SELECT max(id) FROM messages) WHERE id = $1",
+                id,
+            )
+            .await;
+        }
+        for (id, n) in [(first, 30), (second, 20)] {
+            let expected: Vec<MessageId> = all_messages(store, id, None)
+                .await
+                .iter()
+                .map(|m| m.id)
+                .collect();
+            assert_eq!(expected.len(), n);
+            let mut exported = Vec::new();
+            let mut after = MessageId(0);
+            loop {
+                let page = store
+                    .export_campaign_messages(org, id, after, 7)
+                    .await
+                    .unwrap();
+                let Some(last) = page.last() else { break };
+                after = last.id;
+                exported.extend(page.iter().map(|m| m.id));
+            }
+            assert_eq!(exported, expected, "export of {id}");
+            let listed = store
+                .api_campaign_messages(org, id, None, MessageId(0), 1000)
+                .await
+                .unwrap();
+            assert!(listed.iter().all(|m| m.campaign_id == id));
+            assert_eq!(
+                listed.iter().map(|m| m.id).collect::<Vec<_>>(),
+                expected,
+                "API list of {id}"
+            );
+            let queued = store
+                .api_campaign_messages(org, id, Some(Queued), MessageId(0), 1000)
+                .await
+                .unwrap();
+            assert_eq!(queued.len(), n);
+            assert!(
+                store
+                    .export_campaign_messages(other_org, id, MessageId(0), 1000)
+                    .await
+                    .unwrap()
+                    .is_empty(),
+                "another organisation exported {id}"
+            );
+            assert!(
+                store
+                    .api_campaign_messages(other_org, id, None, MessageId(0), 1000)
+                    .await
+                    .unwrap()
+                    .is_empty(),
+                "another organisation listed {id}"
+            );
+        }
+    }
+);

@@ -139,6 +139,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "message_archives",
         include_str!("../../migrations/postgres/0025_message_archives.sql"),
     ),
+    (
+        26,
+        "campaign_message_range",
+        include_str!("../../migrations/postgres/0026_campaign_message_range.sql"),
+    ),
 ];
 
 pub(super) async fn connect(url: &str) -> Result<(AnyPool, AnyPool), StoreError> {

@@ -137,6 +137,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "message_archives",
         include_str!("../../migrations/sqlite/0025_message_archives.sql"),
     ),
+    (
+        26,
+        "campaign_message_range",
+        include_str!("../../migrations/sqlite/0026_campaign_message_range.sql"),
+    ),
 ];
 
 /// Accepts `sqlite://path`, `sqlite:path` and `sqlite::memory:`; creates the file if needed.

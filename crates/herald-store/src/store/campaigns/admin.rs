@@ -403,15 +403,15 @@ impl Store {
         } else {
             ""
         };
-        // One range of the ((campaign_id + 0), id) index a page, the organisation checked
-        // by a one-time EXISTS, as the export reads (campaigns/export.rs): with a join on
-        // `campaign_id`, SQLite sorted every message of the campaign for each page.
+        // One range of the primary key a page, the organisation checked in the bounds, as
+        // the export reads (campaigns/export.rs): with a join on `campaign_id`, SQLite
+        // sorted every message of the campaign for each page.
+        let range = super::export::MESSAGE_RANGE;
         let sql = format!(
             "SELECT m.id, m.campaign_id, m.address, m.status, m.attempts, m.next_attempt_at, m.owner, \
              m.provider_id, m.last_error, m.was_in_doubt, m.updated_at, m.sent_at, m.clicks \
              FROM messages m \
-             WHERE EXISTS (SELECT 1 FROM campaigns c WHERE c.id = $2 AND c.org_id = $1) \
-             AND (m.campaign_id + 0) = $2 AND m.id > $3 {filter} ORDER BY m.id LIMIT $4"
+             WHERE {range} AND m.id > $3 {filter} ORDER BY m.id LIMIT $4"
         );
         let mut q = sqlx::query(AssertSqlSafe(sql))
             .bind(org_id)

@@ -4,7 +4,7 @@
 //! change.
 
 use crate::domain::{CampaignAction, CampaignStatus, Counts, MessageStatus};
-use crate::ids::{CampaignId, ListId, OrgId};
+use crate::ids::{CampaignId, ListId, MessageId, OrgId};
 use crate::store::directory::{Bind, query_with};
 use crate::store::events::outbox;
 use crate::store::helpers::{campaign_status_of, counts_from_rows, ids_json, status_of};
@@ -166,15 +166,27 @@ impl Store {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+        // The counts, and the range of ids the insert gave (migration 0026): the export and
+        // the message list walk it, in the same read of the rows just written.
         let rows = sqlx::query(
-            "SELECT status, count(*) AS n FROM messages WHERE campaign_id = $1 GROUP BY status",
+            "SELECT status, count(*) AS n, min(id) AS first_id, max(id) AS last_id \
+             FROM messages WHERE campaign_id = $1 GROUP BY status",
         )
         .bind(id)
         .fetch_all(&mut *tx)
         .await?;
         let counts = counts_from_rows(&rows)?;
+        let mut first_message_id: Option<MessageId> = None;
+        let mut last_message_id: Option<MessageId> = None;
+        for r in &rows {
+            let (first, last): (MessageId, MessageId) =
+                (r.try_get("first_id")?, r.try_get("last_id")?);
+            first_message_id = Some(first_message_id.map_or(first, |f| f.min(first)));
+            last_message_id = Some(last_message_id.map_or(last, |l| l.max(last)));
+        }
         let sql = format!(
-            "UPDATE campaigns SET status = 'sending', started_at = $12, last_progress_at = $12, total = $13, {} \
+            "UPDATE campaigns SET status = 'sending', started_at = $12, last_progress_at = $12, total = $13, \
+             first_message_id = $16, last_message_id = $17, {} \
              WHERE id = $14 AND status = $15",
             MessageStatus::ALL
                 .iter()
@@ -192,6 +204,8 @@ impl Store {
             .bind(counts.total())
             .bind(id)
             .bind(from.as_str())
+            .bind(first_message_id)
+            .bind(last_message_id)
             .execute(&mut *tx)
             .await?
             .rows_affected();

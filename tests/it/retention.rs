@@ -6,7 +6,7 @@
 //! right and the next pass finishes it; another organisation never reads it.
 
 use crate::both_stores;
-use crate::support::{new_campaign, sandbox_channel, seed_list};
+use crate::support::{exported, new_campaign, sandbox_channel, seed_list};
 use herald::config::Settings;
 use herald::domain::{CampaignAction, CampaignStatus, MessageStatus};
 use herald::engine::Engine;
@@ -91,25 +91,6 @@ async fn csv(store: &Store, org: OrgId, id: CampaignId) -> Vec<u8> {
     let mut out = Vec::new();
     while let Some(chunk) = export.next_chunk().await.unwrap() {
         out.extend(chunk);
-    }
-    out
-}
-
-/// Every exported message, read `page` at a time.
-async fn exported(store: &Store, org: OrgId, id: CampaignId, page: i64) -> Vec<ExportedMessage> {
-    let mut out: Vec<ExportedMessage> = Vec::new();
-    let mut after = MessageId(0);
-    loop {
-        let rows = store
-            .export_campaign_messages(org, id, after, page)
-            .await
-            .unwrap();
-        assert!(rows.len() as i64 <= page);
-        let Some(last) = rows.last() else {
-            break;
-        };
-        after = last.id;
-        out.extend(rows);
     }
     out
 }

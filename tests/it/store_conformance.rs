@@ -3,8 +3,8 @@
 
 use crate::both_stores;
 use crate::support::{
-    Backend, TestDb, all_messages, assert_counters_match, message, new_campaign, new_campaign_at,
-    sandbox_channel, seed_list, seeded_address,
+    Backend, TestDb, all_messages, assert_counters_match, exported, message, new_campaign,
+    new_campaign_at, sandbox_channel, seed_list, seeded_address,
 };
 use herald::address::Address;
 use herald::clock::now_ms;
@@ -3026,17 +3026,11 @@ both_stores!(
                 .map(|m| m.id)
                 .collect();
             assert_eq!(expected.len(), n);
-            let mut exported = Vec::new();
-            let mut after = MessageId(0);
-            loop {
-                let page = store
-                    .export_campaign_messages(org, id, after, 7)
-                    .await
-                    .unwrap();
-                let Some(last) = page.last() else { break };
-                after = last.id;
-                exported.extend(page.iter().map(|m| m.id));
-            }
+            let exported: Vec<MessageId> = exported(store, org, id, 7)
+                .await
+                .iter()
+                .map(|m| m.id)
+                .collect();
             assert_eq!(exported, expected, "export of {id}");
             let listed = store
                 .api_campaign_messages(org, id, None, MessageId(0), 1000)

@@ -386,6 +386,30 @@ pub async fn all_messages(
     out
 }
 
+/// Every exported message of the organisation's campaign, read `page` at a time.
+pub async fn exported(
+    store: &Store,
+    org: OrgId,
+    id: CampaignId,
+    page: i64,
+) -> Vec<herald::store::ExportedMessage> {
+    let mut out = Vec::new();
+    let mut after = MessageId(0);
+    loop {
+        let rows = store
+            .export_campaign_messages(org, id, after, page)
+            .await
+            .expect("export_campaign_messages");
+        assert!(rows.len() as i64 <= page);
+        let Some(last) = rows.last() else {
+            break;
+        };
+        after = last.id;
+        out.extend(rows);
+    }
+    out
+}
+
 /// One message by id.
 pub async fn message(store: &Store, campaign_id: CampaignId, id: MessageId) -> MessageInfo {
     store

@@ -292,50 +292,63 @@ both_stores!(graceful_stop_leaves_nothing_in_doubt, |db| async move {
     assert_eq!((stats.received, stats.duplicates), (600, 0));
 });
 
-// Claimed ahead: an instance holds up to `claim_bound(concurrency)` messages claimed and
-// unrecorded (its sends plus as many waiting for a send slot), never more, so what a crash
-// can leave in doubt stays bounded; and it does claim ahead, so a freed send slot does not
-// wait for the next claim (BENCHMARKS.md, "Latency-bound sending").
+// Claimed ahead: an instance holds up to `claim_bound(concurrency, claim_ahead)` messages
+// claimed and unrecorded (its sends plus `claim_ahead` times as many waiting for a send
+// slot), never more, so what a crash can leave in doubt stays bounded; and it does claim
+// ahead, so a freed send slot does not wait for the next claim (BENCHMARKS.md,
+// "Latency-bound sending"). Checked at the default depth and at a deeper one.
 both_stores!(claims_ahead_within_the_bound, |db| async move {
     let store = &db.store;
-    let (org, list) = seed_list(store, 120).await;
-    let channel = sandbox_with(store, "ahead", serde_json::json!({"latency_ms": 150})).await;
-    let id = new_campaign(store, org, list, channel, "Hi").await;
-    let settings = Settings {
-        concurrency: 10,
-        ..fast_settings()
-    };
-    let bound = herald::engine::dispatcher::claim_bound(settings.concurrency) as i64;
-    assert_eq!(bound, 20);
-    let engine = spawn_engine(store, settings);
-    start_now(store, id).await;
-    let mut most = 0;
-    let give_up = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let c = store.campaign(id).await.unwrap();
-        most = most.max(c.counts.get(MessageStatus::InFlight));
-        if c.status == CampaignStatus::Completed {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < give_up,
-            "not completed: {:?}",
-            c.counts
+    for (claim_ahead, bound) in [(1, 20), (3, 40)] {
+        let (org, list) = seed_list(store, 160).await;
+        let channel = sandbox_with(
+            store,
+            &format!("ahead-{claim_ahead}"),
+            serde_json::json!({"latency_ms": 150}),
+        )
+        .await;
+        let id = new_campaign(store, org, list, channel, "Hi").await;
+        let settings = Settings {
+            concurrency: 10,
+            claim_ahead,
+            ..fast_settings()
+        };
+        assert_eq!(
+            herald::engine::dispatcher::claim_bound(settings.concurrency, claim_ahead) as i64,
+            bound
         );
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        let engine = spawn_engine(store, settings);
+        start_now(store, id).await;
+        let mut most = 0;
+        let give_up = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let c = store.campaign(id).await.unwrap();
+            most = most.max(c.counts.get(MessageStatus::InFlight));
+            if c.status == CampaignStatus::Completed {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < give_up,
+                "not completed: {:?}",
+                c.counts
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        engine.stop().await;
+        assert!(
+            most <= bound,
+            "claim_ahead {claim_ahead}: {most} claimed at once, above the bound {bound}"
+        );
+        // More than the depth below it allows: the setting is what sets the depth.
+        let shallower = 10 * claim_ahead as i64;
+        assert!(
+            most > shallower,
+            "claim_ahead {claim_ahead}: never more than {shallower} claimed ({most})"
+        );
+        assert_counters_match(store, id).await;
+        let stats = store.sandbox_stats(channel, Some(id)).await.unwrap();
+        assert_eq!((stats.received, stats.duplicates), (160, 0));
     }
-    engine.stop().await;
-    assert!(
-        most <= bound,
-        "{most} claimed at once, above the bound {bound}"
-    );
-    assert!(
-        most > 10,
-        "never more claimed than sending ({most}): nothing was claimed ahead"
-    );
-    assert_counters_match(store, id).await;
-    let stats = store.sandbox_stats(channel, Some(id)).await.unwrap();
-    assert_eq!((stats.received, stats.duplicates), (120, 0));
 });
 
 both_stores!(two_engines_share_one_database, |db| async move {

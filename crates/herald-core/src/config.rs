@@ -21,6 +21,10 @@ pub struct Settings {
     pub listen: String,
     /// Max concurrent sends per instance.
     pub concurrency: usize,
+    /// Messages claimed ahead of the sends, waiting for a send slot, in multiples of
+    /// `concurrency`: an instance holds at most (1 + this) × `concurrency` claimed and
+    /// unrecorded, the most a crash leaves in doubt and a pause may still let start.
+    pub claim_ahead: usize,
     /// Messages claimed per claim statement.
     pub batch_size: usize,
     /// Max outcomes group-committed per transaction.
@@ -141,6 +145,7 @@ impl Default for Settings {
             database_url: "sqlite://herald.db".to_string(),
             listen: "127.0.0.1:8080".to_string(),
             concurrency: 200,
+            claim_ahead: 1,
             batch_size: 500,
             commit_max_batch: 1000,
             commit_interval_ms: 5,
@@ -198,6 +203,7 @@ const FIELDS: &[(&str, Kind)] = &[
     ("database_url", Kind::Text),
     ("listen", Kind::Text),
     ("concurrency", Kind::Number),
+    ("claim_ahead", Kind::Number),
     ("batch_size", Kind::Number),
     ("commit_max_batch", Kind::Number),
     ("commit_interval_ms", Kind::Number),
@@ -469,6 +475,15 @@ impl Settings {
         // usize/u32 -> u64 never truncates on supported targets; saturate just in case.
         let wide = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
         at_least_one(wide(self.concurrency), &["concurrency"])?;
+        // A bound on what a crash leaves in doubt: at 20 ms answers, 2 or 3 already gave
+        // 20-30 % more and deeper could only add doubt (BENCHMARKS.md, "How deep to claim
+        // ahead").
+        if self.claim_ahead > 8 {
+            return Err(Violation {
+                rule: "claim_ahead must be from 0 to 8 (messages claimed ahead of the sends, in multiples of concurrency)".into(),
+                keys: &["claim_ahead"],
+            });
+        }
         at_least_one(wide(self.batch_size), &["batch_size"])?;
         at_least_one(wide(self.commit_max_batch), &["commit_max_batch"])?;
         at_least_one(self.heartbeat_interval_ms, &["heartbeat_interval_ms"])?;
@@ -1075,7 +1090,19 @@ mod tests {
         assert_eq!(
             s.validate(),
             Err("batch_size must be at least 1 (got 0)".to_string())
-        ); // The SNS test prefix must fix a host and port: it ends in `/` after them.
+        );
+        for (claim_ahead, ok) in [(0, true), (8, true), (9, false)] {
+            let s = Settings {
+                claim_ahead,
+                ..Settings::default()
+            };
+            let r = s.validate();
+            assert_eq!(r.is_ok(), ok, "claim_ahead {claim_ahead}: {r:?}");
+            if let Err(e) = r {
+                assert!(e.starts_with("claim_ahead must be from 0 to 8"), "{e}");
+            }
+        }
+        // The SNS test prefix must fix a host and port: it ends in `/` after them.
         for bad in [
             "http://127.0.0.1:4010",
             "ftp://x/",

@@ -20,6 +20,10 @@ pub struct BenchArgs {
     /// Concurrent sends (default: the `concurrency` setting).
     #[arg(long)]
     pub concurrency: Option<usize>,
+    /// Messages claimed ahead of the sends, in multiples of the concurrency (default: the
+    /// `claim_ahead` setting, 0 to 8).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=8))]
+    pub claim_ahead: Option<u8>,
     /// Simulated provider latency (sandbox channel).
     #[arg(long, default_value_t = 0)]
     pub latency_ms: u64,
@@ -106,6 +110,9 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> CliResult {
         ));
     }
     let mut settings = settings.clone();
+    if let Some(a) = args.claim_ahead {
+        settings.claim_ahead = usize::from(a);
+    }
     if let Some(c) = args.concurrency {
         settings.concurrency = c.max(1);
     }
@@ -424,6 +431,7 @@ async fn bench(settings: &Settings, args: &BenchArgs) -> Result<serde_json::Valu
         "store": store.dialect().name(),
         "channel": args.channel,
         "concurrency": settings.concurrency,
+        "claim_ahead": settings.claim_ahead,
         "latency_ms": args.latency_ms,
         "msgs_per_s": (args.messages as f64 / elapsed_s).round(),
         "seed_ms": seed_ms,

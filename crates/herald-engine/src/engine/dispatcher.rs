@@ -23,13 +23,13 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 type Pending = (Outcome, OwnedSemaphorePermit, Label);
 
 /// How many messages one instance may hold claimed and not yet durably recorded: its
-/// `concurrency` sends, plus as many claimed ahead, waiting for a send slot, so a slot
-/// freed at the provider's answer starts its next send at once instead of waiting for the
-/// next claim and for the group commit (BENCHMARKS.md, "Latency-bound sending"). A crash
-/// can leave this many in doubt; the claimed-ahead ones were never sent, which the
-/// provider's lookup shows (docs/DESIGN.md, invariant 6).
-pub fn claim_bound(concurrency: usize) -> usize {
-    concurrency.max(1) * 2
+/// `concurrency` sends, plus `claim_ahead` times as many claimed ahead, waiting for a send
+/// slot, so a slot freed at the provider's answer starts its next send at once instead of
+/// waiting for the next claim and for the group commit (BENCHMARKS.md, "Latency-bound
+/// sending"). A crash can leave this many in doubt; the claimed-ahead ones were never
+/// sent, which the provider's lookup shows (docs/DESIGN.md, invariant 6).
+pub fn claim_bound(concurrency: usize, claim_ahead: usize) -> usize {
+    concurrency.max(1) * (1 + claim_ahead)
 }
 
 /// Metric labels of one outcome. The channel is labelled by id (`chn_5`), never by its
@@ -51,7 +51,7 @@ pub async fn run(
     // at the answer.
     let send_permits = Arc::new(Semaphore::new(concurrency));
     // Claimed and not yet recorded: taken at the claim, returned once durable.
-    let bound = claim_bound(concurrency);
+    let bound = claim_bound(concurrency, settings.claim_ahead);
     let permits = Arc::new(Semaphore::new(bound));
     let (out_tx, out_rx) = mpsc::channel::<Pending>(bound);
     let committer = tokio::spawn(commit_loop(ctx.clone(), out_rx));

@@ -815,6 +815,87 @@ both_stores!(
 // starts a campaign at once, because the start signals it; and a message deferred by a
 // second is sent when it falls due, not at the next poll. Each wait below is far shorter
 // than the poll, so only the wake-up can complete the campaign in time.
+// A rate-limited channel's sends queue for its rate, up to its slots (two seconds of the
+// rate) on each instance. A pause must stop them where they wait: before, they went on at
+// the rate after the pause, and in chaos (three instances, 500/s) a campaign sent all
+// 5,000 messages across two pauses and completed before it could be cancelled (CI, stop 28).
+both_stores!(a_pause_stops_sends_waiting_for_the_rate, |db| async move {
+    let store = &db.store;
+    let (org, list) = seed_list(store, 120).await;
+    let rate = 10.0;
+    let channel = rated_sandbox_channel(store, org, "slow-rate", rate).await;
+    let id = new_campaign(store, org, list, channel, "Hi").await;
+    let engine = spawn_engine(
+        store,
+        Settings {
+            concurrency: 50,
+            ..fast_settings()
+        },
+    );
+    start_now(store, id).await;
+    // Sending, with the channel's slots (20 here) queued for its rate.
+    wait_for(
+        store,
+        id,
+        "sending with 15 queued",
+        Duration::from_secs(30),
+        |c| c.counts.get(MessageStatus::Sent) >= 5 && c.counts.get(MessageStatus::InFlight) >= 15,
+    )
+    .await;
+    let before = store
+        .sandbox_stats(channel, Some(id))
+        .await
+        .unwrap()
+        .received;
+    store
+        .transition(
+            id,
+            herald::domain::CampaignAction::Pause,
+            herald::clock::now_ms(),
+            "test",
+            None,
+        )
+        .await
+        .unwrap();
+    wait_for(
+        store,
+        id,
+        "nothing in flight",
+        Duration::from_secs(30),
+        |c| c.counts.get(MessageStatus::InFlight) == 0,
+    )
+    .await;
+    let after = store
+        .sandbox_stats(channel, Some(id))
+        .await
+        .unwrap()
+        .received;
+    // What was at the provider or held its tokens at the pause, and the send whose record
+    // told this instance of it: a few, not the 15 or more that were queued.
+    assert!(
+        after - before <= 5,
+        "{} messages sent after the pause ({before} -> {after})",
+        after - before
+    );
+    assert_counters_match(store, id).await;
+    // The ones handed back are sent after a resume, each once.
+    store
+        .transition(
+            id,
+            herald::domain::CampaignAction::Resume,
+            herald::clock::now_ms(),
+            "test",
+            None,
+        )
+        .await
+        .unwrap();
+    completes(store, id, 60).await;
+    engine.stop().await;
+    assert_counters_match(store, id).await;
+    let stats = store.sandbox_stats(channel, Some(id)).await.unwrap();
+    assert_eq!((stats.received, stats.duplicates), (120, 0));
+});
+
 fn sleepy_settings() -> Settings {
     Settings {
         idle_poll_ms: 600_000,

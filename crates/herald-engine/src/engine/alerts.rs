@@ -89,7 +89,7 @@ pub async fn attempt(
     // Alerts share the channel's rate with its campaigns.
     if ctx
         .throttle
-        .acquire(channel.id, rate, sender.cost(&body), shutdown)
+        .acquire(channel.id, rate, sender.cost(&body), shutdown, || true)
         .await
         .is_err()
     {

@@ -563,10 +563,7 @@ fn spawn_send(
             _ = shutdown.wait_for(|stop| *stop) => None,
             slot = send_permits.acquire_owned() => slot.ok(),
         };
-        let stopped = ctx
-            .not_sending
-            .lock()
-            .is_ok_and(|stopped| stopped.contains(&campaign_id));
+        let stopped = campaign_stopped(&ctx, campaign_id);
         let (kind, outcome) = match sending {
             // Paused or cancelled while it waited: back unsent, its attempt refunded.
             Some(_) if stopped => (OutcomeKind::Released, "released"),
@@ -590,6 +587,14 @@ fn spawn_send(
         // message stays in flight, to be found in doubt.
         let _ = out.send((outcome, permit, label)).await;
     });
+}
+
+/// Whether this instance's last group commits found the campaign paused, cancelled or
+/// completed since it was last claimed: its messages not yet at the provider go back.
+fn campaign_stopped(ctx: &EngineContext, campaign_id: CampaignId) -> bool {
+    ctx.not_sending
+        .lock()
+        .is_ok_and(|stopped| stopped.contains(&campaign_id))
 }
 
 /// Sends one message and classifies the result into the outcome to record.
@@ -641,11 +646,13 @@ async fn send_one(
             );
         }
     };
-    // The channel's rate, shared with every other instance; a stop while waiting hands the
-    // message back unsent.
+    // The channel's rate, shared with every other instance; a stop, or a pause or cancel
+    // of the campaign, while waiting hands the message back unsent.
     if ctx
         .throttle
-        .acquire(channel_id, rate, channel.cost(&body), shutdown)
+        .acquire(channel_id, rate, channel.cost(&body), shutdown, || {
+            !campaign_stopped(ctx, m.campaign_id)
+        })
         .await
         .is_err()
     {

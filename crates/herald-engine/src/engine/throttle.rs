@@ -34,7 +34,8 @@ pub struct Throttle {
     local: Arc<Mutex<HashMap<ChannelId, Arc<tokio::sync::Mutex<f64>>>>>,
 }
 
-/// Shutdown was requested while waiting for tokens: the message was not sent.
+/// Shutdown was requested, or the message stopped being wanted, while waiting for tokens:
+/// the message was not sent.
 #[derive(Debug)]
 pub struct Stopped;
 
@@ -55,13 +56,17 @@ impl Throttle {
     }
 
     /// Waits until `cost` tokens (SMS segments, or 1 per message) of the channel's rate
-    /// are this instance's to spend. No rate: returns at once.
+    /// are this instance's to spend. No rate: returns at once. Gives up, spending nothing,
+    /// once `wanted` says the message is no longer to be sent (its campaign was paused or
+    /// cancelled): up to `concurrency` messages can queue here behind a slow rate, and a
+    /// pause must not wait for them to trickle out at that rate.
     pub async fn acquire(
         &self,
         channel_id: ChannelId,
         rate: Option<f64>,
         cost: f64,
         shutdown: &watch::Receiver<bool>,
+        wanted: impl Fn() -> bool,
     ) -> Result<(), Stopped> {
         let Some(rate) = rate.filter(|r| *r > 0.0) else {
             return Ok(());
@@ -70,6 +75,9 @@ impl Throttle {
         let mut tokens = bucket.lock().await;
         let mut shutdown = shutdown.clone();
         loop {
+            if !wanted() {
+                return Err(Stopped);
+            }
             if *tokens >= cost {
                 *tokens -= cost;
                 return Ok(());

@@ -678,6 +678,65 @@ both_stores!(
     }
 );
 
+// Twilio confirms a STOP itself on long codes, toll-free numbers and Messaging Services; a
+// standalone short code gets no automatic handling, so Herald answers it in the TwiML.
+both_stores!(
+    a_stop_to_a_short_code_is_confirmed_by_herald,
+    |db| async move {
+        use herald::store::replies::ReplyFilter;
+        let f = fixture(&db).await;
+        let store = &db.store;
+        let path = format!("/webhooks/twilio/{}/inbound", f.twilio);
+        let confirmation = "<Message>You are unsubscribed and will get no more messages from us. Reply START to subscribe again.</Message>";
+        // The case, the form's extra fields, whether Herald answers.
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], bool);
+        let cases: [Case; 4] = [
+            ("long code", &[("To", "+14155550100")], false),
+            ("short code", &[("To", "88222")], true),
+            (
+                "short code in a Messaging Service",
+                &[("To", "88222"), ("MessagingServiceSid", "MG0123")],
+                false,
+            ),
+            ("no To", &[], false),
+        ];
+        for (i, (case, extra, herald_answers)) in cases.into_iter().enumerate() {
+            let who = crate::support::seeded_address(10 + i as i64);
+            let sid = format!("SMstop{i}");
+            let mut params = vec![
+                ("From", who.as_str()),
+                ("Body", "Stop"),
+                ("MessageSid", &sid),
+            ];
+            params.extend_from_slice(extra);
+            let (code, twiml) = post_twilio(&f, &path, &params, Some("good")).await;
+            assert_eq!(code, StatusCode::OK, "{case}");
+            assert_eq!(
+                twiml.contains(confirmation),
+                herald_answers,
+                "{case}: {twiml}"
+            );
+            assert!(
+                store.is_suppressed(f.org, &who).await.unwrap(),
+                "{case}: the STOP suppresses"
+            );
+            let filter = ReplyFilter {
+                q: Some(who.clone()),
+                ..Default::default()
+            };
+            let kept = store.replies(f.org, &filter, None, 10).await.unwrap();
+            assert_eq!(kept.len(), 1, "{case}");
+            let want = if herald_answers {
+                "in_webhook_answer"
+            } else {
+                "provider_confirms"
+            };
+            assert_eq!(kept[0].auto_reply_status.as_deref(), Some(want), "{case}");
+            assert_eq!(kept[0].auto_reply.is_some(), herald_answers, "{case}");
+        }
+    }
+);
+
 both_stores!(
     replies_are_kept_as_conversations_and_help_is_answered,
     |db| async move {

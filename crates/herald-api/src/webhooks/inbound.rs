@@ -252,7 +252,8 @@ async fn keep_inbound(
 }
 
 /// What Herald answers a STOP on a channel whose provider does not confirm it itself
-/// (WhatsApp): the opt-out took effect, and how to undo it.
+/// (WhatsApp; a Twilio short code outside a Messaging Service): the opt-out took effect,
+/// and how to undo it.
 pub const STOP_CONFIRMATION: &str =
     "You are unsubscribed and will get no more messages from us. Reply START to subscribe again.";
 
@@ -557,8 +558,8 @@ async fn twilio_inbound(
         Err(r) => return r,
     };
     let mut message = inbound_message(from, text, param(&params, "MessageSid"));
-    // Twilio answers STOP itself (its opt-out handling); Herald answers HELP with the
-    // organisation's text, in the webhook's own answer (TwiML), which Twilio sends.
+    // Herald answers HELP with the organisation's text, and STOP where Twilio does not
+    // confirm it itself, in the webhook's own answer (TwiML), which Twilio sends.
     match message.keyword {
         Some("help") => {
             let help = match help_reply(&state, &info).await {
@@ -570,7 +571,13 @@ async fn twilio_inbound(
                 message.auto_reply_status = Some("in_webhook_answer".into());
             }
         }
-        Some("stop") => message.auto_reply_status = Some("provider_confirms".into()),
+        Some("stop") if twilio_confirms_stop(&params) => {
+            message.auto_reply_status = Some("provider_confirms".into());
+        }
+        Some("stop") => {
+            message.auto_reply = Some(STOP_CONFIRMATION.into());
+            message.auto_reply_status = Some("in_webhook_answer".into());
+        }
         _ => {}
     }
     let answer = message.auto_reply.clone();
@@ -588,6 +595,21 @@ async fn twilio_inbound(
         _ => "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response></Response>".to_string(),
     };
     (StatusCode::OK, [(header::CONTENT_TYPE, "text/xml")], twiml).into_response()
+}
+
+/// Whether Twilio confirms a STOP to its sender itself. Its opt-out handling covers long
+/// codes, toll-free numbers and every sender of a Messaging Service; a standalone short
+/// code (the message's `To`: digits only, no `+`) outside a Messaging Service gets none,
+/// so Herald must answer (docs/INBOX.md).
+fn twilio_confirms_stop(params: &[(String, String)]) -> bool {
+    let in_service = param(params, "MessagingServiceSid").is_some();
+    let short_code = param(params, "To").is_some_and(is_short_code);
+    in_service || !short_code
+}
+
+/// A short code as Twilio writes one in `To`: 3 to 8 digits, with no country prefix.
+fn is_short_code(to: &str) -> bool {
+    (3..=8).contains(&to.len()) && to.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// Meta's subscription handshake: echo `hub.challenge` when the verify token matches.

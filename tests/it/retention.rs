@@ -163,6 +163,14 @@ both_stores!(
         assert_eq!(before.counts.get(MessageStatus::Failed), 72);
         let clicked = before_rows[1].clone();
         assert_eq!(clicked.clicks, 1);
+        // Its clicks per link too, which the archive must keep (the rows compared below).
+        assert_eq!(
+            clicked.link_clicks,
+            [herald::store::LinkClicks {
+                position: 1,
+                clicks: 1
+            }]
+        );
 
         // Retention 0 (the default) archives nothing.
         let off = Engine::new(store.clone(), settings(0), "test");

@@ -230,27 +230,32 @@ fn clicks_are_counted_once_per_recipient_with_their_count(backend: Backend) {
     let mut reader = csv::Reader::from_reader(export.as_bytes());
     let header = reader.headers().unwrap().clone();
     let column = |name: &str| header.iter().position(|c| c == name).unwrap();
-    let (message, count, first_at) = (
+    let (message, count, first_at, by_link) = (
         column("message_id"),
         column("link_clicks"),
         column("first_clicked_at"),
+        column("clicks_by_link"),
     );
-    let exported: BTreeMap<i64, (i64, bool)> = reader
+    let exported: BTreeMap<i64, (i64, bool, String)> = reader
         .records()
         .map(|r| {
             let r = r.unwrap();
             (
                 r[message].trim_start_matches("msg_").parse().unwrap(),
-                (r[count].parse().unwrap(), !r[first_at].is_empty()),
+                (
+                    r[count].parse().unwrap(),
+                    !r[first_at].is_empty(),
+                    r[by_link].to_string(),
+                ),
             )
         })
         .collect();
     assert_eq!(
         exported,
         BTreeMap::from([
-            (messages[0], (3, true)),
-            (messages[1], (1, true)),
-            (messages[2], (0, false)),
+            (messages[0], (3, true, format!("{SALE} (2); {TERMS} (1)"))),
+            (messages[1], (1, true, format!("{SALE} (1)"))),
+            (messages[2], (0, false, String::new())),
         ]),
         "{export}"
     );

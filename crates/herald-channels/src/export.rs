@@ -36,6 +36,7 @@ pub const MESSAGE_COLUMNS: &[&str] = &[
     "failed_at",
     "link_clicks",
     "first_clicked_at",
+    "clicks_by_link",
     "updated_at",
 ];
 
@@ -100,8 +101,22 @@ fn csv_chunk(header: Option<&[&str]>, records: &[Vec<String>]) -> Vec<u8> {
     out.into_inner().unwrap_or_default()
 }
 
-/// One message as a record of [`MESSAGE_COLUMNS`].
-pub fn message_record(m: &ExportedMessage) -> Vec<String> {
+/// A message's clicks per link, as `URL (N)` joined by `; ` in the links' order: each
+/// link named by its target, which the campaign's `links` map from positions.
+fn clicks_by_link(m: &ExportedMessage, links: &HashMap<i64, String>) -> String {
+    m.link_clicks
+        .iter()
+        .map(|l| match links.get(&l.position) {
+            Some(url) => format!("{url} ({})", l.clicks),
+            None => format!("link {} ({})", l.position, l.clicks),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// One message as a record of [`MESSAGE_COLUMNS`]; `links` maps its campaign's tracked
+/// link positions to their targets.
+pub fn message_record(m: &ExportedMessage, links: &HashMap<i64, String>) -> Vec<String> {
     let error = crate::reasons::shown(m.status, m.last_error.as_deref());
     let (code, reason, detail) = match error {
         Some(e) => (e.code, e.reason, m.last_error.clone().unwrap_or_default()),
@@ -125,6 +140,7 @@ pub fn message_record(m: &ExportedMessage) -> Vec<String> {
         time(m.failed_at),
         m.clicks.to_string(),
         time(m.first_clicked_at),
+        clicks_by_link(m, links),
         time(Some(m.updated_at)),
     ]
 }
@@ -191,6 +207,8 @@ pub struct Export {
     done: bool,
     rows: u64,
     list_names: Option<HashMap<ListId, String>>,
+    /// The campaign's tracked links by position, read with the first page.
+    link_urls: Option<HashMap<i64, String>>,
 }
 
 impl Export {
@@ -211,6 +229,7 @@ impl Export {
             done: false,
             rows: 0,
             list_names: None,
+            link_urls: None,
         }
     }
 
@@ -249,13 +268,21 @@ impl Export {
         let store = &self.store;
         match (&self.of, &mut self.cursor) {
             (ExportOf::CampaignMessages(campaign), Cursor::Message(after)) => {
+                if self.link_urls.is_none() {
+                    let links = store.campaign_links(self.org_id, *campaign).await?;
+                    self.link_urls = Some(links.into_iter().map(|l| (l.position, l.url)).collect());
+                }
                 let page = store
                     .export_campaign_messages(self.org_id, *campaign, *after, PAGE_ROWS)
                     .await?;
                 if let Some(last) = page.last() {
                     *after = last.id;
                 }
-                Ok(page.iter().map(message_record).collect())
+                let links = self.link_urls.as_ref();
+                Ok(page
+                    .iter()
+                    .map(|m| message_record(m, links.unwrap_or(&HashMap::new())))
+                    .collect())
             }
             (ExportOf::Contacts(filter), Cursor::Contact(after)) => {
                 if self.list_names.is_none() {

@@ -34,7 +34,7 @@ pub use campaigns::archive::{ArchiveLimits, ArchiveReport, ArchiveState, Archive
 pub use campaigns::audience;
 pub use campaigns::autopause;
 pub use campaigns::derive;
-pub use campaigns::export::ExportedMessage;
+pub use campaigns::export::{ExportedMessage, LinkClicks};
 pub use campaigns::links::{CampaignLink, Click};
 pub use campaigns::outcomes::{ThroughputMinute, minute_of};
 pub use channels::admin as channels_admin;

@@ -213,10 +213,11 @@ impl Store {
             .bind(chunk_rows)
             .fetch_all(&mut *tx)
             .await?;
-        let page = rows
+        let mut page = rows
             .iter()
             .map(exported_from_row)
             .collect::<Result<Vec<_>, _>>()?;
+        self.add_link_clicks(&mut *tx, &mut page).await?;
         if page.iter().any(|m| m.status.is_pending()) {
             // The counters said nothing is pending; a row says otherwise. The drift
             // check reports it; a message that may still move is never archived.
@@ -250,7 +251,8 @@ impl Store {
         .await?;
         let ids = ids_json(page.iter().map(|m| m.id));
         let list = self.dialect.json_ids("$1");
-        // Children first: their clicks are in the chunk (`clicks`, `first_clicked_at`).
+        // Children first: their clicks are in the chunk (`clicks`, `first_clicked_at`,
+        // `link_clicks`).
         sqlx::query(AssertSqlSafe(format!(
             "DELETE FROM message_clicks WHERE message_id IN {list}"
         )))

@@ -1,7 +1,8 @@
 //! Slow and greedy clients against the real `herald serve` over loopback: a connection
 //! that never finishes its headers is closed after `http_header_timeout_ms`, a body that
 //! stops mid-way is answered 408 after `http_body_timeout_ms`, and connections beyond
-//! `http_max_connections_per_ip` are closed at once while the first ones keep working.
+//! `http_max_connections_per_ip` at work are closed at once while the first ones keep
+//! working (an idle kept-alive one gives its place to a new one instead).
 //! Connection handling comes before any database access, but the server under test runs
 //! on both stores like every other process test.
 
@@ -190,56 +191,95 @@ fn connections_beyond_the_per_address_cap_are_refused(backend: Backend) {
         ],
     );
     let mut first: Vec<TcpStream> = (0..8).map(|_| connect(addr)).collect();
-    // Each admitted connection answers, so all eight are open before the ninth comes.
+    // Each admitted connection answers, so all eight are open (and idle) before the
+    // ninth comes.
     for stream in &mut first {
         assert_eq!(get_on(stream, "/healthz"), 200);
     }
+    // At the cap, a new connection takes the place of the oldest idle one: a provider's
+    // pool of kept-alive connections does not lock its address out (stop 29: a fake
+    // Twilio's 64 idle callback connections refused the test's inbound webhook).
     let mut ninth = connect(addr);
-    match watch(&mut ninth, Duration::from_secs(5)) {
+    assert_eq!(get_on(&mut ninth, "/healthz"), 200);
+    match watch(&mut first[0], Duration::from_secs(5)) {
+        Seen::Closed(_, got) => assert!(got.is_empty(), "{got}"),
+        Seen::Open(_) => panic!("the oldest idle connection was kept over the cap of 8"),
+    }
+    first.remove(0);
+    for stream in &mut first {
+        assert_eq!(get_on(stream, "/healthz"), 200, "the others are untouched");
+    }
+    first.push(ninth);
+
+    // Eight connections at work, each waiting for a request body: its `100 Continue`
+    // shows the server is reading it. None is taken back, and one more from the address
+    // is closed at once.
+    for stream in &mut first {
+        write!(
+            stream,
+            "POST /webhooks/twilio/chn_1/status HTTP/1.1\r\nHost: herald.test\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 64\r\nExpect: 100-continue\r\n\r\n"
+        )
+        .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        while !head.ends_with(b"\r\n\r\n") {
+            stream.read_exact(&mut byte).expect("a 100 Continue");
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head);
+        assert!(head.starts_with("HTTP/1.1 100"), "{head}");
+    }
+    let mut extra = connect(addr);
+    match watch(&mut extra, Duration::from_secs(5)) {
         Seen::Closed(after, got) => {
             assert!(got.is_empty(), "{got}");
             assert!(after < Duration::from_secs(2), "closed after {after:?}");
         }
-        Seen::Open(_) => panic!("a ninth connection from one address is kept; the cap is 8"),
+        Seen::Open(_) => panic!("a ninth connection beside eight at work is kept; the cap is 8"),
     }
-    // The first ones are untouched by the refusal.
     for stream in &mut first {
-        assert_eq!(get_on(stream, "/healthz"), 200);
+        match watch(stream, Duration::from_millis(200)) {
+            Seen::Open(got) => assert!(got.is_empty(), "{got}"),
+            Seen::Closed(..) => panic!("a connection at work was closed for another"),
+        }
     }
+
     // A closed connection frees its slot.
     drop(first.pop());
     let start = Instant::now();
-    let code = loop {
+    let metrics = loop {
         let mut again = connect(addr);
-        match try_get_on(&mut again, "/metrics") {
-            Ok(code) => break code,
+        let _ = write!(
+            again,
+            "GET /metrics HTTP/1.1\r\nHost: herald.test\r\nConnection: close\r\n\r\n"
+        );
+        match watch(&mut again, Duration::from_secs(10)) {
+            Seen::Closed(_, got) if !got.is_empty() => break got,
             // The server may not have seen the close yet: the slot is freed when it does.
-            Err(e) => assert!(
+            seen => assert!(
                 start.elapsed() < Duration::from_secs(5),
-                "no slot freed within 5 s of a close: {e}"
+                "no slot freed within 5 s of a close: {seen:?}"
             ),
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    assert_eq!(code, 200);
-    let mut scrape = first.pop().unwrap();
-    write!(
-        scrape,
-        "GET /metrics HTTP/1.1\r\nHost: herald.test\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let Seen::Closed(_, metrics) = watch(&mut scrape, Duration::from_secs(10)) else {
-        panic!("no /metrics answer");
-    };
-    let refused = metrics
-        .lines()
-        .find(|l| {
-            l.starts_with("herald_http_connections_refused_total")
-                && l.contains("reason=\"per_address\"")
-        })
-        .unwrap_or_else(|| panic!("no refused-connections counter:\n{metrics}"));
-    let count: f64 = refused.rsplit(' ').next().unwrap().parse().unwrap();
-    assert!(count >= 1.0, "{refused}");
+    for (name, label) in [
+        (
+            "herald_http_connections_refused_total",
+            "reason=\"per_address\"",
+        ),
+        ("herald_http_connections_reclaimed_total", ""),
+    ] {
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with(name) && l.contains(label))
+            .unwrap_or_else(|| panic!("no {name}:\n{metrics}"));
+        let count: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(count >= 1.0, "{line}");
+    }
 }
 
 /// The figures of the docs: 2,000 connections from one address that send half a request

@@ -7,7 +7,11 @@
 //!   request is answered 408 and the connection closed;
 //! - one client address may hold `http_max_connections_per_ip` connections, and the whole
 //!   listener `MAX_OPEN_CONNECTIONS`; a connection beyond either is closed at once and
-//!   counted in `herald_http_connections_refused_total{reason}`.
+//!   counted in `herald_http_connections_refused_total{reason}`. At its address's cap, a
+//!   new connection first takes the place of one of that address's idle kept-alive
+//!   connections (one that has served a request and waits for the next), which closes:
+//!   a provider's or a proxy's pool of idle connections does not lock the address out,
+//!   and only connections at work hold the cap (as nginx's `limit_conn` counts them).
 //!
 //! Each request carries `ConnectInfo<SocketAddr>` (the peer), as `axum::serve` gave it. On
 //! shutdown the listener stops accepting and every connection finishes its in-flight request
@@ -26,7 +30,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -136,12 +140,25 @@ async fn serve_connection(
     app: Router,
     limits: Limits,
     mut shutdown: watch::Receiver<bool>,
-    _slot: Slot,
+    slot: Slot,
 ) {
     let _ = stream.set_nodelay(true);
+    let state = slot.state.clone();
+    let working = state.clone();
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let app = app.clone();
-        async move { Ok::<_, Infallible>(handle(app, request, peer, limits.body_timeout).await) }
+        // At work from the request's headers until its response body is dropped (sent or
+        // abandoned): only then is the connection idle, and may be taken back.
+        let at_work = AtWork::start(working.clone());
+        async move {
+            let response = handle(app, request, peer, limits.body_timeout).await;
+            Ok::<_, Infallible>(response.map(|body| {
+                Body::new(WorkingBody {
+                    inner: body,
+                    _at_work: at_work,
+                })
+            }))
+        }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -152,6 +169,12 @@ async fn serve_connection(
     let result = tokio::select! {
         result = connection.as_mut() => result,
         _ = async { let _ = shutdown.wait_for(|stop| *stop).await; } => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+        // Its place was given to a newer connection from its address: an idle connection
+        // closes at once, one that took a request since finishes it first.
+        _ = state.reclaim.notified() => {
             connection.as_mut().graceful_shutdown();
             connection.await
         }
@@ -252,12 +275,82 @@ struct OpenConnections {
 
 #[derive(Default)]
 struct Counts {
-    per_address: HashMap<IpAddr, usize>,
+    /// Each address's open connections, oldest first.
+    per_address: HashMap<IpAddr, Vec<Arc<ConnectionState>>>,
     total: usize,
 }
 
+/// What the listener knows of one open connection.
+#[derive(Default)]
+struct ConnectionState {
+    /// Requests whose response is not yet sent.
+    at_work: AtomicUsize,
+    /// It has answered at least one request: an idle kept-alive connection, not one
+    /// still to send its first (a slow client's is never taken back: the header timeout
+    /// closes it).
+    served: AtomicBool,
+    /// Given up for a newer connection; told through `reclaim`.
+    reclaimed: AtomicBool,
+    reclaim: tokio::sync::Notify,
+}
+
+impl ConnectionState {
+    fn idle(&self) -> bool {
+        self.served.load(Ordering::Acquire)
+            && self.at_work.load(Ordering::Acquire) == 0
+            && !self.reclaimed.load(Ordering::Acquire)
+    }
+}
+
+/// A request at work on its connection, from its headers until its response body is
+/// dropped.
+struct AtWork(Arc<ConnectionState>);
+
+impl AtWork {
+    fn start(state: Arc<ConnectionState>) -> AtWork {
+        state.at_work.fetch_add(1, Ordering::AcqRel);
+        AtWork(state)
+    }
+}
+
+impl Drop for AtWork {
+    fn drop(&mut self) {
+        self.0.served.store(true, Ordering::Release);
+        self.0.at_work.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body that keeps its request at work until hyper drops it.
+struct WorkingBody {
+    inner: Body,
+    _at_work: AtWork,
+}
+
+impl HttpBody for WorkingBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 impl OpenConnections {
-    /// A slot for one more connection from `ip`, or the limit that refuses it.
+    /// A slot for one more connection from `ip`, or the limit that refuses it. At the
+    /// address's cap, the oldest of its idle connections is told to close and the new one
+    /// takes its place (counted over the cap until it has closed, which for an idle one is
+    /// at once).
     fn admit(self: &Arc<Self>, ip: IpAddr, limits: &Limits) -> Result<Slot, &'static str> {
         // An IPv4 client reaching a dual-stack listener is one address, however spelled.
         let ip = ip.to_canonical();
@@ -265,16 +358,28 @@ impl OpenConnections {
         if counts.total >= limits.max_open {
             return Err("open_connections");
         }
-        let from_ip = counts.per_address.entry(ip).or_insert(0);
-        if *from_ip >= limits.max_per_address {
-            return Err("per_address");
+        let from_ip = counts.per_address.entry(ip).or_default();
+        let open_at_work = from_ip
+            .iter()
+            .filter(|c| !c.reclaimed.load(Ordering::Acquire))
+            .count();
+        if open_at_work >= limits.max_per_address {
+            let Some(idle) = from_ip.iter().find(|c| c.idle()) else {
+                return Err("per_address");
+            };
+            idle.reclaimed.store(true, Ordering::Release);
+            // A permit is kept if its task is not waiting at this instant.
+            idle.reclaim.notify_one();
+            metrics::counter!("herald_http_connections_reclaimed_total").increment(1);
         }
-        *from_ip += 1;
+        let state = Arc::new(ConnectionState::default());
+        from_ip.push(state.clone());
         counts.total += 1;
         metrics::gauge!("herald_http_connections_open").set(counts.total as f64);
         Ok(Slot {
             open: self.clone(),
             ip,
+            state,
         })
     }
 }
@@ -284,14 +389,15 @@ impl OpenConnections {
 struct Slot {
     open: Arc<OpenConnections>,
     ip: IpAddr,
+    state: Arc<ConnectionState>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut counts = self.open.counts.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = counts.per_address.get_mut(&self.ip) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
+        if let Some(open) = counts.per_address.get_mut(&self.ip) {
+            open.retain(|c| !Arc::ptr_eq(c, &self.state));
+            if open.is_empty() {
                 counts.per_address.remove(&self.ip);
             }
         }
@@ -313,6 +419,34 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn at_the_cap_only_an_idle_served_connection_is_taken_back() {
+        let open = Arc::new(OpenConnections::default());
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let limits = limits(2, 10);
+        let fresh = open.admit(a, &limits).unwrap();
+        let working = open.admit(a, &limits).unwrap();
+        // One never served a request, the other is at work: neither is taken back.
+        let at_work = AtWork::start(working.state.clone());
+        working.state.served.store(true, Ordering::Release);
+        assert_eq!(open.admit(a, &limits).err(), Some("per_address"));
+        // Its response sent, the second is idle: the next connection takes its place.
+        drop(at_work);
+        let newer = open.admit(a, &limits).unwrap();
+        assert!(working.state.reclaimed.load(Ordering::Acquire));
+        assert!(!fresh.state.reclaimed.load(Ordering::Acquire));
+        // Told: its task wakes (the permit waits if it was not listening yet).
+        tokio::time::timeout(Duration::from_secs(1), working.state.reclaim.notified())
+            .await
+            .unwrap();
+        // Fresh and newer fill the cap; the reclaimed one no longer counts against it.
+        assert_eq!(open.admit(a, &limits).err(), Some("per_address"));
+        drop(working);
+        drop(newer);
+        drop(fresh);
+        assert_eq!(open.counts.lock().unwrap().total, 0);
+    }
+
     #[test]
     fn slots_are_counted_per_address_and_in_all_and_given_back() {
         let open = Arc::new(OpenConnections::default());
@@ -329,6 +463,9 @@ mod tests {
         assert!(open.admit(a, &limits).is_ok());
         let counts = open.counts.lock().unwrap();
         assert_eq!(counts.total, 2, "the slot admitted last was dropped");
-        assert_eq!(counts.per_address.get(&a.to_canonical()), Some(&1));
+        assert_eq!(
+            counts.per_address.get(&a.to_canonical()).map(Vec::len),
+            Some(1)
+        );
     }
 }

@@ -86,7 +86,7 @@ fn twilio_flow(backend: Backend, fake_flags: &[&str]) {
     let port = free_port();
     let fake = fake_twilio(&h, fake_flags);
     let serve = serve(&h, port, true);
-    twilio_channel(&h, "sms", &fake.base);
+    let channel = twilio_channel(&h, "sms", &fake.base);
 
     let mut rows = phones(1, NORMAL);
     rows.extend(magic_rows(&INVALID, "Invalid"));
@@ -172,6 +172,48 @@ fn twilio_flow(backend: Backend, fake_flags: &[&str]) {
         "no request for a suppressed address: {stats2}"
     );
     assert_eq!(stats2["callbacks_failed"], 0, "{stats2}");
+
+    // A resend of the mixed campaign (delivered, failed, undelivered) reaches exactly its
+    // failed and undelivered recipients, minus those suppressed since: the opted-out ones
+    // (their 21610) and an undelivered one who replied STOP after it ended.
+    let addr = format!("127.0.0.1:{port}");
+    assert_eq!(
+        inbound(&addr, ChannelId(channel), UNDELIVERED[0], "STOP", true),
+        200
+    );
+    let r = h.run(&["campaign", "resend", &id.to_string()]);
+    assert!(r.success(), "{}", r.describe());
+    let resend: i64 = r
+        .stdout
+        .trim()
+        .strip_prefix("cmp_")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("resend printed {:?}, not an id", r.stdout));
+    let draft = h.status(resend);
+    assert_eq!(draft["status"], "draft", "{draft}");
+    assert_eq!(draft["parent_id"], format!("cmp_{id}"), "{draft}");
+    h.ok(&["campaign", "start", &resend.to_string()]);
+    h.wait_completed(resend, &[&serve]);
+    let export = h.ok(&["campaign", "export", &resend.to_string()]);
+    let mut reader = csv::Reader::from_reader(export.as_bytes());
+    let address = reader
+        .headers()
+        .unwrap()
+        .iter()
+        .position(|c| c == "address")
+        .unwrap();
+    let mut resent: Vec<String> = reader
+        .records()
+        .map(|r| r.unwrap()[address].to_string())
+        .collect();
+    resent.sort();
+    let mut wanted: Vec<String> = INVALID
+        .iter()
+        .chain(&UNDELIVERED[1..])
+        .map(|a| a.to_string())
+        .collect();
+    wanted.sort();
+    assert_eq!(resent, wanted, "{export}");
     drop(serve);
 }
 

@@ -45,19 +45,19 @@ macro_rules! both {
     )*};
 }
 
-// The Twilio flows, WhatsApp templates and email parts with Postmark feedback on both
-// stores; the rest on SQLite.
+// The Twilio flows, WhatsApp templates and replies, and email parts with Postmark feedback
+// on both stores; the rest on SQLite.
 both! {
     twilio_campaign_end_to_end => crate::twilio::twilio_campaign_end_to_end,
     twilio_shuffled_duplicated_callbacks => crate::twilio::twilio_shuffled_duplicated_callbacks,
     twilio_inbound_stop_start => crate::twilio::twilio_inbound_stop_start,
     whatsapp_campaign_templates => crate::whatsapp::whatsapp_campaign_templates,
+    whatsapp_replies_are_answered => crate::whatsapp::whatsapp_replies_are_answered,
     smtp_email_parts_and_postmark_feedback => crate::smtp::smtp_email_parts_and_postmark_feedback,
 }
 
 sqlite_only! {
     whatsapp_campaign_end_to_end => crate::whatsapp::whatsapp_campaign_end_to_end,
-    whatsapp_replies_are_answered => crate::whatsapp::whatsapp_replies_are_answered,
     requests_match_the_openapi_specs => crate::contracts::requests_match_the_openapi_specs,
     smtp_against_a_real_server => crate::smtp::smtp_against_a_real_server,
 }

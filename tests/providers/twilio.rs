@@ -230,13 +230,30 @@ pub fn twilio_shuffled_duplicated_callbacks(backend: Backend) {
     );
 }
 
-/// POSTs an inbound message to Herald's Twilio webhook, signed unless `sign` is false.
+/// POSTs an inbound message to Herald's Twilio webhook, signed unless `sign` is false:
+/// the status code.
 fn inbound(addr: &str, channel_id: ChannelId, from: &str, body: &str, sign: bool) -> u16 {
+    inbound_answer(addr, channel_id, from, body, sign).0
+}
+
+/// The same: the status code and the answer (TwiML when signed).
+fn inbound_answer(
+    addr: &str,
+    channel_id: ChannelId,
+    from: &str,
+    body: &str,
+    sign: bool,
+) -> (u16, String) {
+    // Each message its own sid, as Twilio gives them: a repeated sid is a retry, which
+    // Herald records and answers once.
+    static SENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = SENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let sid = format!("SM{n:032x}");
     let path = format!("/webhooks/twilio/{channel_id}/inbound");
     let params: Vec<(String, String)> = [
-        ("MessageSid", "SM0123456789abcdef0123456789abcdef"),
-        ("SmsSid", "SM0123456789abcdef0123456789abcdef"),
-        ("SmsMessageSid", "SM0123456789abcdef0123456789abcdef"),
+        ("MessageSid", sid.as_str()),
+        ("SmsSid", sid.as_str()),
+        ("SmsMessageSid", sid.as_str()),
         ("AccountSid", ACCOUNT_SID),
         ("From", from),
         ("To", TWILIO_FROM),
@@ -267,7 +284,7 @@ fn inbound(addr: &str, channel_id: ChannelId, from: &str, body: &str, sign: bool
             "inbound answer is not TwiML: {answer}"
         );
     }
-    code
+    (code, answer)
 }
 
 pub fn twilio_inbound_stop_start(backend: Backend) {
@@ -318,5 +335,35 @@ pub fn twilio_inbound_stop_start(backend: Backend) {
     assert_eq!(accepted(&s), 4, "{s}");
     assert_eq!(per_recipient(&fake, &stopper), Some(1));
     assert_eq!(per_recipient(&fake, &other), Some(2));
+
+    // HELP is answered with the organisation's help reply in the TwiML, which Twilio
+    // sends; every inbound message is in the inbox with the campaign last sent to it.
+    h.ok(&["org", "set", "--help-reply", "Acme: call +1 415 555 0100"]);
+    let (code, answer) = inbound_answer(&addr, ChannelId(channel), &other, "help", true);
+    assert_eq!(code, 200, "{answer}");
+    assert!(
+        answer.contains("<Message>Acme: call +1 415 555 0100</Message>"),
+        "{answer}"
+    );
+    let replies_of = |address: &str| -> Vec<serde_json::Value> {
+        h.ok(&["replies", "list", "--address", address, "--json"])
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    // The forged STOP was not kept.
+    let replies = replies_of(&other);
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    assert_eq!(replies[0]["keyword"], "help", "{replies:?}");
+    assert_eq!(replies[0]["auto_reply_status"], "in_webhook_answer");
+    assert_eq!(replies[0]["campaign_id"], format!("cmp_{second}"));
+    // Newest first; Twilio confirms the STOP to a long code itself.
+    let replies = replies_of(&stopper);
+    let keywords: Vec<&str> = replies
+        .iter()
+        .map(|r| r["keyword"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(keywords, ["start", "stop"], "{replies:?}");
+    assert_eq!(replies[1]["auto_reply_status"], "provider_confirms");
     drop(serve);
 }

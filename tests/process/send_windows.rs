@@ -14,9 +14,11 @@ both_stores!(a_recipient_outside_the_window_waits_and_is_shown_waiting);
 fn a_recipient_outside_the_window_waits_and_is_shown_waiting(backend: Backend) {
     let mut h = Herald::migrated(backend);
     h.set_env("HERALD_STUCK_AFTER_MS", "1000");
-    // A window of one hour starting two hours from now (UTC): open in UTC+2, closed in UTC.
+    // A window of two hours starting two hours from now (UTC): open in UTC+2, closed in
+    // UTC, and still so if the run crosses into the next hour (a one-hour window closed
+    // in UTC+2 too when a run started in an hour's last seconds).
     let hour = (chrono::Utc::now().hour() + 2) % 24;
-    let window = format!("{hour:02}:00-{:02}:00", (hour + 1) % 24);
+    let window = format!("{hour:02}:00-{:02}:00", (hour + 2) % 24);
     std::fs::write(
         h.path("zones.csv"),
         "address,name,city,timezone\n+15550700001,East,Athens,Etc/GMT-2\n+15550700002,Here,London,Etc/UTC\n",

@@ -472,12 +472,17 @@ async function main() {
     await page.click("#edit-link");
     await page.locator("h1", { hasText: "Edit campaign" }).waitFor();
     assert.equal(await page.inputValue("#scheduled_at"), "2099-01-01T09:00");
+    // The editor shows the campaign's window, and a change to it is saved (it was once
+    // shown empty and dropped).
+    assert.equal(await page.inputValue("#send_window"), "09:00-20:00 Europe/Lisbon");
     await page.fill("#name", "Later, edited");
+    await page.fill("#send_window", "08:00-21:00 Europe/Lisbon");
     await shot(page, "campaign-edit");
     await submit(page, () => page.click("#save-button"));
     assert.match(await flash(page), /Changes saved/);
     assert.equal(await statusText(page), "Scheduled");
     await page.locator("h1", { hasText: "Later, edited" }).waitFor();
+    assert.match(await page.locator("#send-window").textContent(), /08:00-21:00 Europe\/Lisbon \(each recipient's local time; this campaign's\)/);
     await act(page, "unschedule");
     assert.match(await flash(page), /unscheduled/);
     assert.equal(await statusText(page), "Draft");

@@ -385,7 +385,9 @@ pub async fn edit_form(State(web): State<Web>, ctx: Ctx, Path(id): Path<String>)
         .unwrap_or_default();
     let (wa_template, wa_language, wa_params) =
         whatsapp_template_values(&c.body["whatsapp_template"]);
+    let send_window = send_window_value(&web, &ctx, &c.body).await;
     let mut values = json!({
+                "send_window": send_window,
                 "wa_template": wa_template,
                 "wa_language": wa_language,
                 "wa_params": wa_params,
@@ -410,6 +412,27 @@ pub async fn edit_form(State(web): State<Web>, ctx: Ctx, Path(id): Path<String>)
         },
     )
     .await
+}
+
+/// The editor's send-window field for a campaign: its own window; `off` when it turned
+/// off the organisation's; empty when it follows the organisation's (or there is none, when
+/// `off` and empty mean the same).
+async fn send_window_value(web: &Web, ctx: &Ctx, campaign: &Value) -> String {
+    match campaign["send_window_source"].as_str() {
+        Some("campaign") => campaign["send_window"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        Some("none") => {
+            let org = web.get(&ctx.session, "/api/v1/organisation").await;
+            if org.ok() && org.body["send_window"].is_string() {
+                "off".to_string()
+            } else {
+                String::new()
+            }
+        }
+        _ => String::new(),
+    }
 }
 
 /// Saves an edit (PATCH), then the schedule: a new start time, or back to draft.
@@ -447,6 +470,12 @@ pub async fn update(State(web): State<Web>, Path(id): Path<String>, form: PostFo
         let email = super::campaign_email::email_field(&form);
         if current.body["email"] != email {
             change.insert("email".into(), email);
+        }
+        // The field as the editor showed it; emptied, the organisation's window again.
+        let window = form.get("send_window").trim();
+        if window != send_window_value(&web, ctx, &current.body).await {
+            let window = if window.is_empty() { "inherit" } else { window };
+            change.insert("send_window".into(), json!(window));
         }
         let change = Value::Object(change);
         let reply = web

@@ -411,7 +411,7 @@ impl Store {
             "SELECT m.id, m.campaign_id, m.address, m.status, m.attempts, m.next_attempt_at, m.owner, \
              m.provider_id, m.last_error, m.was_in_doubt, m.updated_at, m.sent_at, m.clicks \
              FROM messages m \
-             WHERE {range} AND m.id > $3 {filter} ORDER BY m.id LIMIT $4"
+             WHERE {range} {filter} ORDER BY m.id LIMIT $4"
         );
         let mut q = sqlx::query(AssertSqlSafe(sql))
             .bind(org_id)

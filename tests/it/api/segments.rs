@@ -72,7 +72,7 @@ api_test!(segments_filter_count_and_freeze, |app| async move {
         "attributes": {"plan": "gold", "age": 34, "renewal": "2026-03-01", "vip": true}}),
     )
     .await;
-    contact(&app, &admin, "+15550400002", json!({"name": "Bob", "list_ids": [news],
+    let bob = contact(&app, &admin, "+15550400002", json!({"name": "Bob", "list_ids": [news],
         "attributes": {"plan": "silver", "age": "29", "renewal": "2025-12-01T10:00:00Z", "vip": false}})).await;
     contact(
         &app,
@@ -167,6 +167,44 @@ api_test!(segments_filter_count_and_freeze, |app| async move {
             "{filter}"
         );
     }
+    // `updated` tells a contact changed after a moment from the others, which `created`
+    // does not: Bob's plan changes after it.
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let moment = chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    app.call(
+        Method::PATCH,
+        &format!("/api/v1/contacts/{bob}"),
+        &admin,
+        Some(json!({"attributes": {"plan": "gold"}})),
+    )
+    .await
+    .expect(StatusCode::OK);
+    for (filter, expected) in [
+        (format!("updated since {moment}"), vec!["Bob"]),
+        (
+            format!("updated < {moment}"),
+            vec!["", "Ann Lee", "Carla Ann", "Dan", "Eve"],
+        ),
+        (format!("created since {moment}"), vec![]),
+        (
+            format!("updated > {moment} and attributes.plan = \"gold\""),
+            vec!["Bob"],
+        ),
+    ] {
+        assert_eq!(matching(&app, &admin, &filter).await, expected, "{filter}");
+    }
+    // Bob's plan back, for the counts below.
+    app.call(
+        Method::PATCH,
+        &format!("/api/v1/contacts/{bob}"),
+        &admin,
+        Some(json!({"attributes": {"plan": "silver"}})),
+    )
+    .await
+    .expect(StatusCode::OK);
 
     // Bad filters: 422 naming the field, the place and the fix; the contacts list says 400.
     for (filter, field, says) in [

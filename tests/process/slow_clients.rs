@@ -196,9 +196,10 @@ fn connections_beyond_the_per_address_cap_are_refused(backend: Backend) {
     for stream in &mut first {
         assert_eq!(get_on(stream, "/healthz"), 200);
     }
-    // At the cap, a new connection takes the place of the oldest idle one: a provider's
-    // pool of kept-alive connections does not lock its address out (stop 29: a fake
-    // Twilio's 64 idle callback connections refused the test's inbound webhook).
+    // At the cap, a new connection takes the place of the longest-idle one, once idle for
+    // a second: a provider's pool of kept-alive connections does not lock its address out
+    // (a fake Twilio's 64 idle callback connections refused the test's inbound webhook).
+    std::thread::sleep(Duration::from_millis(1_100));
     let mut ninth = connect(addr);
     assert_eq!(get_on(&mut ninth, "/healthz"), 200);
     match watch(&mut first[0], Duration::from_secs(5)) {

@@ -8,8 +8,10 @@
 //! - one client address may hold `http_max_connections_per_ip` connections, and the whole
 //!   listener `MAX_OPEN_CONNECTIONS`; a connection beyond either is closed at once and
 //!   counted in `herald_http_connections_refused_total{reason}`. At its address's cap, a
-//!   new connection first takes the place of one of that address's idle kept-alive
-//!   connections (one that has served a request and waits for the next), which closes:
+//!   new connection first takes the place of the address's longest-idle kept-alive
+//!   connection (one that answered a request at least a second ago and waits for the
+//!   next), which closes; counting those still closing, an address holds at most twice
+//!   the cap:
 //!   a provider's or a proxy's pool of idle connections does not lock the address out,
 //!   and only connections at work hold the cap (as nginx's `limit_conn` counts them).
 //!
@@ -30,7 +32,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -173,10 +175,14 @@ async fn serve_connection(
             connection.await
         }
         // Its place was given to a newer connection from its address: an idle connection
-        // closes at once, one that took a request since finishes it first.
+        // closes at once, one that took a request since finishes it first, within the
+        // header timeout (a client that does not read its answer is not waited for).
         _ = state.reclaim.notified() => {
             connection.as_mut().graceful_shutdown();
-            connection.await
+            match tokio::time::timeout(limits.header_timeout, connection).await {
+                Ok(result) => result,
+                Err(_) => Ok(()),
+            }
         }
     };
     if let Err(e) = result {
@@ -285,20 +291,29 @@ struct Counts {
 struct ConnectionState {
     /// Requests whose response is not yet sent.
     at_work: AtomicUsize,
-    /// It has answered at least one request: an idle kept-alive connection, not one
-    /// still to send its first (a slow client's is never taken back: the header timeout
-    /// closes it).
-    served: AtomicBool,
+    /// When its last response was handed to hyper (ms since the epoch), 0 before the first:
+    /// a connection still to send its first request is never taken back (a slow client's
+    /// meets the header timeout instead).
+    idle_since_ms: AtomicI64,
     /// Given up for a newer connection; told through `reclaim`.
     reclaimed: AtomicBool,
     reclaim: tokio::sync::Notify,
 }
 
+/// How long a kept-alive connection must have been idle before a new connection may take
+/// its place: a client that sends its next request right after an answer is not cut off
+/// with it unread.
+const RECLAIM_AFTER_IDLE_MS: i64 = 1_000;
+
 impl ConnectionState {
-    fn idle(&self) -> bool {
-        self.served.load(Ordering::Acquire)
+    /// Since when it has been idle, if it may be taken back at `now_ms`.
+    fn idle_since(&self, now_ms: i64) -> Option<i64> {
+        let since = self.idle_since_ms.load(Ordering::Acquire);
+        (since > 0
+            && since <= now_ms - RECLAIM_AFTER_IDLE_MS
             && self.at_work.load(Ordering::Acquire) == 0
-            && !self.reclaimed.load(Ordering::Acquire)
+            && !self.reclaimed.load(Ordering::Acquire))
+        .then_some(since)
     }
 }
 
@@ -315,7 +330,9 @@ impl AtWork {
 
 impl Drop for AtWork {
     fn drop(&mut self) {
-        self.0.served.store(true, Ordering::Release);
+        self.0
+            .idle_since_ms
+            .store(crate::clock::now_ms(), Ordering::Release);
         self.0.at_work.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -359,12 +376,25 @@ impl OpenConnections {
             return Err("open_connections");
         }
         let from_ip = counts.per_address.entry(ip).or_default();
+        // Reclaimed connections still closing count too, up to twice the cap: one that
+        // finishes an answer its client does not read is bounded by its deadline, and the
+        // address by this.
+        if from_ip.len() >= limits.max_per_address.saturating_mul(2) {
+            return Err("per_address");
+        }
         let open_at_work = from_ip
             .iter()
             .filter(|c| !c.reclaimed.load(Ordering::Acquire))
             .count();
         if open_at_work >= limits.max_per_address {
-            let Some(idle) = from_ip.iter().find(|c| c.idle()) else {
+            // The one idle longest, so the likeliest to be forgotten by its client.
+            let now = crate::clock::now_ms();
+            let Some(idle) = from_ip
+                .iter()
+                .filter_map(|c| c.idle_since(now).map(|since| (since, c)))
+                .min_by_key(|(since, _)| *since)
+                .map(|(_, c)| c)
+            else {
                 return Err("per_address");
             };
             idle.reclaimed.store(true, Ordering::Release);
@@ -428,10 +458,15 @@ mod tests {
         let working = open.admit(a, &limits).unwrap();
         // One never served a request, the other is at work: neither is taken back.
         let at_work = AtWork::start(working.state.clone());
-        working.state.served.store(true, Ordering::Release);
         assert_eq!(open.admit(a, &limits).err(), Some("per_address"));
-        // Its response sent, the second is idle: the next connection takes its place.
+        // Its response just sent, the second is idle, but not for long enough.
         drop(at_work);
+        assert_eq!(open.admit(a, &limits).err(), Some("per_address"));
+        // Idle for a second: the next connection takes its place.
+        working.state.idle_since_ms.store(
+            crate::clock::now_ms() - RECLAIM_AFTER_IDLE_MS,
+            Ordering::Release,
+        );
         let newer = open.admit(a, &limits).unwrap();
         assert!(working.state.reclaimed.load(Ordering::Acquire));
         assert!(!fresh.state.reclaimed.load(Ordering::Acquire));
@@ -441,6 +476,21 @@ mod tests {
             .unwrap();
         // Fresh and newer fill the cap; the reclaimed one no longer counts against it.
         assert_eq!(open.admit(a, &limits).err(), Some("per_address"));
+        // Whatever is idle, an address never holds more than twice the cap.
+        for c in [&fresh, &newer] {
+            c.state.idle_since_ms.store(1, Ordering::Release);
+        }
+        let third = open.admit(a, &limits).unwrap();
+        assert!(
+            fresh.state.reclaimed.load(Ordering::Acquire),
+            "idle longest"
+        );
+        assert_eq!(
+            open.admit(a, &limits).err(),
+            Some("per_address"),
+            "4 = 2 × 2 open"
+        );
+        drop(third);
         drop(working);
         drop(newer);
         drop(fresh);

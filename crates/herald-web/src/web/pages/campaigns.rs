@@ -388,6 +388,9 @@ pub async fn edit_form(State(web): State<Web>, ctx: Ctx, Path(id): Path<String>)
     let send_window = send_window_value(&web, &ctx, &c.body).await;
     let mut values = json!({
                 "send_window": send_window,
+                // What the editor showed: the save sends the window only if it changed
+                // from this, whatever the organisation's default became meanwhile.
+                "_send_window_shown": send_window,
                 "wa_template": wa_template,
                 "wa_language": wa_language,
                 "wa_params": wa_params,
@@ -471,9 +474,10 @@ pub async fn update(State(web): State<Web>, Path(id): Path<String>, form: PostFo
         if current.body["email"] != email {
             change.insert("email".into(), email);
         }
-        // The field as the editor showed it; emptied, the organisation's window again.
+        // Sent only if changed from what the editor showed; emptied, the organisation's
+        // window again.
         let window = form.get("send_window").trim();
-        if window != send_window_value(&web, ctx, &current.body).await {
+        if window != form.get("_send_window_shown").trim() {
             let window = if window.is_empty() { "inherit" } else { window };
             change.insert("send_window".into(), json!(window));
         }

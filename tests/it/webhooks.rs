@@ -690,7 +690,7 @@ both_stores!(
         let confirmation = "<Message>You are unsubscribed and will get no more messages from us. Reply START to subscribe again.</Message>";
         // The case, the form's extra fields, whether Herald answers.
         type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], bool);
-        let cases: [Case; 4] = [
+        let cases: [Case; 5] = [
             ("long code", &[("To", "+14155550100")], false),
             ("short code", &[("To", "88222")], true),
             (
@@ -699,6 +699,15 @@ both_stores!(
                 false,
             ),
             ("no To", &[], false),
+            // Twilio confirms no STOP on WhatsApp, even in a Messaging Service.
+            (
+                "WhatsApp",
+                &[
+                    ("To", "whatsapp:+14155550100"),
+                    ("MessagingServiceSid", "MG0123"),
+                ],
+                true,
+            ),
         ];
         for (i, (case, extra, herald_answers)) in cases.into_iter().enumerate() {
             let who = crate::support::seeded_address(10 + i as i64);

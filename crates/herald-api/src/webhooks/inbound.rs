@@ -597,14 +597,17 @@ async fn twilio_inbound(
     (StatusCode::OK, [(header::CONTENT_TYPE, "text/xml")], twiml).into_response()
 }
 
-/// Whether Twilio confirms a STOP to its sender itself. Its opt-out handling covers long
-/// codes, toll-free numbers and every sender of a Messaging Service; a standalone short
-/// code (the message's `To`: digits only, no `+`) outside a Messaging Service gets none,
-/// so Herald must answer (docs/INBOX.md).
+/// Whether Twilio confirms a STOP to its sender itself. Its opt-out handling covers SMS
+/// long codes, toll-free numbers and every sender of a Messaging Service; a standalone
+/// short code (the message's `To`: digits only, no `+`) outside a Messaging Service gets
+/// none, and neither does WhatsApp through Twilio (`To` = `whatsapp:+…`), so Herald must
+/// answer (docs/INBOX.md).
 fn twilio_confirms_stop(params: &[(String, String)]) -> bool {
-    let in_service = param(params, "MessagingServiceSid").is_some();
-    let short_code = param(params, "To").is_some_and(is_short_code);
-    in_service || !short_code
+    let to = param(params, "To").unwrap_or_default();
+    if to.starts_with("whatsapp:") {
+        return false;
+    }
+    param(params, "MessagingServiceSid").is_some() || !is_short_code(to)
 }
 
 /// A short code as Twilio writes one in `To`: 3 to 8 digits, with no country prefix.

@@ -152,6 +152,12 @@ pub const METRICS: &[Metric] = &[
         ],
     ),
     (
+        "herald_http_connections_reclaimed_total",
+        MetricKind::Counter,
+        "Idle kept-alive HTTP connections closed to admit a new one from their address at its cap",
+        &[&[]],
+    ),
+    (
         "herald_http_body_timeouts_total",
         MetricKind::Counter,
         "Requests whose body did not arrive within the body timeout",

@@ -95,6 +95,14 @@ async fn wait_status(store: &Store, id: CampaignId, want: CampaignStatus, within
     }
 }
 
+/// Pauses, resumes or cancels the campaign now, as an operator would.
+async fn act(store: &Store, id: CampaignId, action: herald::domain::CampaignAction) {
+    store
+        .transition(id, action, herald::clock::now_ms(), "test", None)
+        .await
+        .unwrap();
+}
+
 /// Starts the campaign now, as an operator would.
 async fn start_now(store: &Store, id: CampaignId) {
     store
@@ -871,16 +879,7 @@ both_stores!(a_pause_stops_sends_waiting_for_the_rate, |db| async move {
     assert!(after <= 5, "{after} messages sent after the pause");
     assert_counters_match(store, id).await;
     // The ones handed back are sent after a resume, each once.
-    store
-        .transition(
-            id,
-            herald::domain::CampaignAction::Resume,
-            herald::clock::now_ms(),
-            "test",
-            None,
-        )
-        .await
-        .unwrap();
+    act(store, id, herald::domain::CampaignAction::Resume).await;
     completes(store, id, 60).await;
     engine.stop().await;
     assert_counters_match(store, id).await;
@@ -915,28 +914,9 @@ both_stores!(a_start_wakes_an_idle_dispatcher, |db| async move {
     let (_, big) = seed_list(store, 2_000).await;
     let id2 = new_campaign(store, org, big, channel, "Again").await;
     start_now(store, id2).await;
-    let now = herald::clock::now_ms();
-    store
-        .transition(
-            id2,
-            herald::domain::CampaignAction::Pause,
-            now,
-            "test",
-            None,
-        )
-        .await
-        .unwrap();
+    act(store, id2, herald::domain::CampaignAction::Pause).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    store
-        .transition(
-            id2,
-            herald::domain::CampaignAction::Resume,
-            herald::clock::now_ms(),
-            "test",
-            None,
-        )
-        .await
-        .unwrap();
+    act(store, id2, herald::domain::CampaignAction::Resume).await;
     completes(store, id2, 30).await;
     engine.stop().await;
     assert_counters_match(store, id).await;

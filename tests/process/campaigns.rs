@@ -117,19 +117,10 @@ fn export_and_resend_from_the_command_line(backend: Backend) {
         !failed_addresses.is_empty(),
         "the flaky channel failed none: {done}"
     );
-    let r = h.run(&["campaign", "resend", &id.to_string()]);
-    assert!(r.success(), "{}", r.describe());
-    let resend: i64 = r
-        .stdout
-        .trim()
-        .strip_prefix("cmp_")
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("resend printed {:?}, not an id", r.stdout));
+    let (resend, said) = h.resend(id, &[]);
     assert!(
-        r.stderr
-            .contains(&format!("{} recipients", failed_addresses.len())),
-        "{}",
-        r.stderr
+        said.contains(&format!("{} recipients", failed_addresses.len())),
+        "{said}"
     );
     let draft = h.status(resend);
     assert_eq!(draft["status"], "draft");

@@ -439,6 +439,23 @@ impl Herald {
             .unwrap_or_else(|| panic!("campaign create printed {out:?}, not an id (cmp_N)"))
     }
 
+    /// `campaign resend ID EXTRA…`: the new draft's id (all it prints on stdout) and what
+    /// it said on stderr (how many recipients, who was left out).
+    pub fn resend(&self, id: i64, extra: &[&str]) -> (i64, String) {
+        let id = id.to_string();
+        let mut args = vec!["campaign", "resend", id.as_str()];
+        args.extend_from_slice(extra);
+        let r = self.run(&args);
+        assert!(r.success(), "{}", r.describe());
+        let draft = r
+            .stdout
+            .trim()
+            .strip_prefix("cmp_")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("resend printed {:?}, not an id", r.stdout));
+        (draft, r.stderr)
+    }
+
     pub fn status(&self, id: i64) -> Value {
         let out = self.ok(&["campaign", "status", &id.to_string(), "--json"]);
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("status is not JSON ({e}): {out}"))

@@ -184,14 +184,7 @@ fn twilio_flow(backend: Backend, fake_flags: &[&str]) {
         inbound(&addr, ChannelId(channel), UNDELIVERED[0], "STOP", true),
         200
     );
-    let r = h.run(&["campaign", "resend", &id.to_string()]);
-    assert!(r.success(), "{}", r.describe());
-    let resend: i64 = r
-        .stdout
-        .trim()
-        .strip_prefix("cmp_")
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("resend printed {:?}, not an id", r.stdout));
+    let (resend, _) = h.resend(id, &[]);
     let draft = h.status(resend);
     assert_eq!(draft["status"], "draft", "{draft}");
     assert_eq!(draft["parent_id"], format!("cmp_{id}"), "{draft}");

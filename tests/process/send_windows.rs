@@ -2,8 +2,9 @@
 //! contacts whose `timezone` comes from a CSV column, a campaign whose window is open for
 //! one of them and closed for the other; the first is sent at once, the second waits with
 //! no attempt spent, and `status`, its JSON and the API say how many wait and until when;
-//! the campaign is not stuck; turning the window off sends the other at once. The wait
-//! until a window opens is tested with a clock the test sets, in tests/it/send_windows.rs.
+//! the campaign is not stuck; turning the window off sends the other at once; and an
+//! instance whose window clock reads the opening (a debug build's `HERALD_TEST_WINDOW_CLOCK`)
+//! sends the held one. tests/it/send_windows.rs moves the clock through several zones.
 
 use crate::both_stores;
 use crate::support::{Backend, Herald, http_request, n};
@@ -14,6 +15,8 @@ both_stores!(a_recipient_outside_the_window_waits_and_is_shown_waiting);
 fn a_recipient_outside_the_window_waits_and_is_shown_waiting(backend: Backend) {
     let mut h = Herald::migrated(backend);
     h.set_env("HERALD_STUCK_AFTER_MS", "1000");
+    // Held messages looked at again every 200 ms, so a clock that moves is seen at once.
+    h.set_env("HERALD_SEND_WINDOW_RECHECK_MS", "200");
     // A window of two hours starting two hours from now (UTC): open in UTC+2, closed in
     // UTC, and still so if the run crosses into the next hour (a one-hour window closed
     // in UTC+2 too when a run started in an hour's last seconds).
@@ -111,6 +114,36 @@ fn a_recipient_outside_the_window_waits_and_is_shown_waiting(backend: Backend) {
     assert!(out.contains("send window none: any hour (none)"), "{out}");
     let done = h.wait_completed(id, &[&serve]);
     assert_eq!(n(&done, "sent"), 2, "{done}");
+
+    // The window opening: the same campaign again, then an instance whose window clock
+    // (a debug build's HERALD_TEST_WINDOW_CLOCK) reads a minute after the opening sends
+    // the held message, having spent no attempt on the wait.
+    let again = h.create_campaign("opens", "zones", "sms", &["--send-window", &window]);
+    h.ok(&["campaign", "start", &again.to_string()]);
+    let status = h.wait_status(
+        again,
+        "one sent, one waiting",
+        std::time::Duration::from_secs(30),
+        &[&serve],
+        |s| n(s, "sent") == 1 && n(s, "queued") == 1 && n(s, "in_flight") == 0,
+    );
+    let until = status["waiting"]["until"].as_str().unwrap().to_string();
     serve.terminate(std::time::Duration::from_secs(20));
+    let opened =
+        chrono::DateTime::parse_from_rfc3339(&until).unwrap() + chrono::Duration::minutes(1);
+    let clock = opened.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let later = h.spawn_env(
+        &["worker"],
+        &[("HERALD_TEST_WINDOW_CLOCK", clock.as_str())],
+        "worker-at-the-opening",
+    );
+    let done = h.wait_completed(again, &[&later]);
+    assert_eq!(n(&done, "sent"), 2, "{done}");
+    let attempts = crate::support::query_i64(
+        h.url(),
+        &format!("SELECT max(attempts) FROM messages WHERE campaign_id = {again}"),
+    );
+    assert_eq!(attempts, 1, "each message sent on its first attempt");
+    drop(later);
     h.assert_healthy();
 }

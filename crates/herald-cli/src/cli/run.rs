@@ -10,12 +10,38 @@ use tokio::sync::watch;
 /// first `serve` makes whatever owner you like instead).
 pub const FIRST_OWNER_EMAIL: &str = "admin@localhost";
 
+/// Debug builds only: `HERALD_TEST_WINDOW_CLOCK` (an RFC 3339 time) makes send windows
+/// judged as if the clock read it at start, moving on from there, so a process test sees a
+/// held message sent when its window opens without waiting for the hour
+/// (tests/process/send_windows.rs). Release builds have no such variable.
+#[cfg(debug_assertions)]
+fn test_window_clock() -> Result<Option<crate::engine::WindowClock>, CliError> {
+    let Ok(at) = std::env::var("HERALD_TEST_WINDOW_CLOCK") else {
+        return Ok(None);
+    };
+    let ms = crate::clock::parse_rfc3339(&at).map_err(|e| {
+        CliError::from(format!(
+            "HERALD_TEST_WINDOW_CLOCK `{at}` is not an RFC 3339 time ({e}); unset it"
+        ))
+    })?;
+    let clock = crate::engine::WindowClock::default();
+    clock.set(ms);
+    tracing::warn!(at, "debug build: send windows judged by a test clock");
+    Ok(Some(clock))
+}
+
+#[cfg(not(debug_assertions))]
+fn test_window_clock() -> Result<Option<crate::engine::WindowClock>, CliError> {
+    Ok(None)
+}
+
 /// `herald serve` (with `router`, the HTTP surface) or `herald worker` (without).
 pub async fn serve(settings: Settings, router: Option<super::RouterFactory>) -> CliResult {
     let with_http = router.is_some();
     // Listen for SIGTERM/SIGINT before anything else: a stop requested while starting up
     // is then a graceful stop right after start, not the default kill.
     let stop = stop_signal();
+    let window_clock = test_window_clock()?;
     let store = Store::connect(&settings.database_url).await?;
     if with_http {
         store.migrate().await?;
@@ -67,11 +93,14 @@ pub async fn serve(settings: Settings, router: Option<super::RouterFactory>) -> 
     } else {
         None
     };
-    let engine = Engine::new(
+    let mut engine = Engine::new(
         store.clone(),
         settings.clone(),
         if with_http { "serve" } else { "worker" },
     );
+    if let Some(clock) = window_clock {
+        engine = engine.with_window_clock(clock);
+    }
     let engine_task = tokio::spawn(engine.run(shutdown_rx.clone()));
     stop.await;
     tracing::info!("stopping: no new claims; finishing in-flight sends");

@@ -523,7 +523,13 @@ fn run_bounded(mut cmd: Command, args: String) -> CliRun {
         if start.elapsed() > CLI_DEADLINE {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("`herald {args}` did not finish within {CLI_DEADLINE:?}; killed");
+            // What it printed says where it was: an answer on stdout means its work was
+            // done and it hung on the way out.
+            let stdout = out_reader.join().unwrap_or_default();
+            let stderr = err_reader.join().unwrap_or_default();
+            panic!(
+                "`herald {args}` did not finish within {CLI_DEADLINE:?}; killed\n--- its stdout ---\n{stdout}\n--- its stderr ---\n{stderr}"
+            );
         }
         std::thread::sleep(Duration::from_millis(2));
     };

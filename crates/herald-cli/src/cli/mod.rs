@@ -370,7 +370,15 @@ pub fn main(router: RouterFactory) -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    match runtime.block_on(run(cli, router)) {
+    let result = runtime.block_on(run(cli, router));
+    // The command's work is done (and `serve` has drained): a dropped runtime would wait
+    // without bound for any blocking task still running, so a command could hang after its
+    // answer. CI twice killed a command on SQLite that had not exited (a `campaign start`
+    // after 60 s, whose start had committed; a `campaign status` after 30 s). This bounds
+    // one possible cause, not a proven one; the harnesses now print what such a command
+    // had said, which will tell.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    match result {
         Ok(code) => std::process::ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(e) => {
             eprintln!("error: {}", e.message);

@@ -272,17 +272,14 @@ impl Export {
                     let links = store.campaign_links(self.org_id, *campaign).await?;
                     self.link_urls = Some(links.into_iter().map(|l| (l.position, l.url)).collect());
                 }
+                let links = self.link_urls.get_or_insert_with(HashMap::new);
                 let page = store
                     .export_campaign_messages(self.org_id, *campaign, *after, PAGE_ROWS)
                     .await?;
                 if let Some(last) = page.last() {
                     *after = last.id;
                 }
-                let links = self.link_urls.as_ref();
-                Ok(page
-                    .iter()
-                    .map(|m| message_record(m, links.unwrap_or(&HashMap::new())))
-                    .collect())
+                Ok(page.iter().map(|m| message_record(m, links)).collect())
             }
             (ExportOf::Contacts(filter), Cursor::Contact(after)) => {
                 if self.list_names.is_none() {

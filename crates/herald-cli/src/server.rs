@@ -10,10 +10,10 @@
 //!   counted in `herald_http_connections_refused_total{reason}`. At its address's cap, a
 //!   new connection first takes the place of the address's longest-idle kept-alive
 //!   connection (one that answered a request at least a second ago and waits for the
-//!   next), which closes; counting those still closing, an address holds at most twice
-//!   the cap:
-//!   a provider's or a proxy's pool of idle connections does not lock the address out,
-//!   and only connections at work hold the cap (as nginx's `limit_conn` counts them).
+//!   next), which closes. So a provider's or a proxy's pool of idle connections does not
+//!   lock the address out: only connections at work hold the cap (as nginx's
+//!   `limit_conn` counts them), and counting those still closing, an address holds at
+//!   most twice the cap.
 //!
 //! Each request carries `ConnectInfo<SocketAddr>` (the peer), as `axum::serve` gave it. On
 //! shutdown the listener stops accepting and every connection finishes its in-flight request
@@ -365,9 +365,9 @@ impl HttpBody for WorkingBody {
 
 impl OpenConnections {
     /// A slot for one more connection from `ip`, or the limit that refuses it. At the
-    /// address's cap, the oldest of its idle connections is told to close and the new one
-    /// takes its place (counted over the cap until it has closed, which for an idle one is
-    /// at once).
+    /// address's cap, its longest-idle connection (idle for `RECLAIM_AFTER_IDLE_MS` at
+    /// least) is told to close and the new one takes its place; the one closing no longer
+    /// counts against the cap, but against twice the cap.
     fn admit(self: &Arc<Self>, ip: IpAddr, limits: &Limits) -> Result<Slot, &'static str> {
         // An IPv4 client reaching a dual-stack listener is one address, however spelled.
         let ip = ip.to_canonical();

@@ -15,8 +15,6 @@ both_stores!(a_recipient_outside_the_window_waits_and_is_shown_waiting);
 fn a_recipient_outside_the_window_waits_and_is_shown_waiting(backend: Backend) {
     let mut h = Herald::migrated(backend);
     h.set_env("HERALD_STUCK_AFTER_MS", "1000");
-    // Held messages looked at again every 200 ms, so a clock that moves is seen at once.
-    h.set_env("HERALD_SEND_WINDOW_RECHECK_MS", "200");
     // A window of two hours starting two hours from now (UTC): open in UTC+2, closed in
     // UTC, and still so if the run crosses into the next hour (a one-hour window closed
     // in UTC+2 too when a run started in an hour's last seconds).
@@ -115,26 +113,33 @@ fn a_recipient_outside_the_window_waits_and_is_shown_waiting(backend: Backend) {
     let done = h.wait_completed(id, &[&serve]);
     assert_eq!(n(&done, "sent"), 2, "{done}");
 
-    // The window opening: the same campaign again, then an instance whose window clock
-    // (a debug build's HERALD_TEST_WINDOW_CLOCK) reads a minute after the opening sends
-    // the held message, having spent no attempt on the wait.
+    serve.terminate(std::time::Duration::from_secs(20));
+
+    // The window opening: the same campaign again, held by an instance that looks at held
+    // messages every 200 ms (so a clock that moves is seen at once; the checks above read
+    // the held row, which such re-looks briefly put in flight), then an instance whose
+    // window clock (a debug build's HERALD_TEST_WINDOW_CLOCK) reads a minute after the
+    // opening sends the held message, having spent no attempt on the wait.
+    let recheck = ("HERALD_SEND_WINDOW_RECHECK_MS", "200");
+    let mut holder = h.spawn_env(&["worker"], &[recheck], "worker-before-the-opening");
     let again = h.create_campaign("opens", "zones", "sms", &["--send-window", &window]);
     h.ok(&["campaign", "start", &again.to_string()]);
     let status = h.wait_status(
         again,
         "one sent, one waiting",
         std::time::Duration::from_secs(30),
-        &[&serve],
+        &[&holder],
         |s| n(s, "sent") == 1 && n(s, "queued") == 1 && n(s, "in_flight") == 0,
     );
     let until = status["waiting"]["until"].as_str().unwrap().to_string();
-    serve.terminate(std::time::Duration::from_secs(20));
+    // A graceful stop hands a held message it is re-looking at back, attempt refunded.
+    holder.terminate(std::time::Duration::from_secs(20));
     let opened =
         chrono::DateTime::parse_from_rfc3339(&until).unwrap() + chrono::Duration::minutes(1);
     let clock = opened.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let later = h.spawn_env(
         &["worker"],
-        &[("HERALD_TEST_WINDOW_CLOCK", clock.as_str())],
+        &[recheck, ("HERALD_TEST_WINDOW_CLOCK", clock.as_str())],
         "worker-at-the-opening",
     );
     let done = h.wait_completed(again, &[&later]);

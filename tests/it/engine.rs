@@ -923,6 +923,58 @@ both_stores!(a_start_wakes_an_idle_dispatcher, |db| async move {
     assert_counters_match(store, id2).await;
 });
 
+// While every claim gets all it asks for, the dispatcher claims from the list of sendable
+// campaigns it read last (for at most 50 ms) instead of listing them each round. A campaign
+// started meanwhile must still be listed and get its share at once: it finishes its fifty
+// recipients long before the big campaign sending beside it finishes its twenty thousand.
+both_stores!(
+    a_start_is_seen_while_another_campaign_claims_at_full_speed,
+    |db| async move {
+        let store = &db.store;
+        let (org, big) = seed_list(store, 20_000).await;
+        let (_, small) = seed_list(store, 50).await;
+        let channel = sandbox_channel(store, "busy").await;
+        let first = new_campaign(store, org, big, channel, "Big").await;
+        let second = new_campaign(store, org, small, channel, "Small").await;
+        let engine = spawn_engine(
+            store,
+            Settings {
+                concurrency: 20,
+                batch_size: 40,
+                ..sleepy_settings()
+            },
+        );
+        start_now(store, first).await;
+        // The big one is being claimed, round after round, when the small one starts.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while store
+            .campaign(first)
+            .await
+            .unwrap()
+            .counts
+            .get(MessageStatus::Sent)
+            < 200
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the big campaign never got going"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        start_now(store, second).await;
+        completes(store, second, 30).await;
+        let big_now = store.campaign(first).await.unwrap();
+        assert_eq!(
+            big_now.status,
+            CampaignStatus::Sending,
+            "the small campaign waited for the big one: {:?}",
+            big_now.counts
+        );
+        engine.stop().await;
+        assert_counters_match(store, second).await;
+    }
+);
+
 // A rate-limited channel holds about two seconds of its rate in flight; once its slots are
 // all taken the dispatcher claims nothing and waits. A send that ends frees a slot and must
 // wake it: before, only the idle poll did (ten minutes here), and a 20/s campaign stopped

@@ -103,6 +103,61 @@ fn peak_rss_mb() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// CPU time spent, in clock ticks (`USER_HZ`, 100 a second on Linux): this process's own
+/// (`/proc/self/stat`) and the whole machine's busy time (`/proc/stat`), which on a machine
+/// running nothing else is Herald, the database and the provider fake together. `None`
+/// where `/proc` is not there.
+#[derive(Clone, Copy)]
+struct CpuTicks {
+    own: u64,
+    machine: u64,
+}
+
+impl CpuTicks {
+    const PER_SECOND: f64 = 100.0;
+
+    fn now() -> Option<Self> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // Fields after the command name (which may hold spaces, so split after its `)`):
+        // utime and stime are the 14th and 15th of the whole line.
+        let after = stat.rsplit_once(')')?.1;
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let own = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        let machine_line = std::fs::read_to_string("/proc/stat").ok()?;
+        let cpu = machine_line.lines().next()?.strip_prefix("cpu ")?;
+        let ticks: Vec<u64> = cpu
+            .split_whitespace()
+            .filter_map(|t| t.parse().ok())
+            .collect();
+        // user nice system idle iowait irq softirq steal: busy is all but idle and iowait.
+        let busy = ticks
+            .iter()
+            .take(8)
+            .enumerate()
+            .filter(|(i, _)| *i != 3 && *i != 4)
+            .map(|(_, t)| *t)
+            .sum();
+        Some(Self { own, machine: busy })
+    }
+
+    /// Milliseconds of CPU per message between two readings: Herald's and the machine's.
+    fn per_message(from: Option<Self>, to: Option<Self>, messages: i64) -> serde_json::Value {
+        match (from, to) {
+            (Some(a), Some(b)) if messages > 0 => {
+                let ms = |ticks: u64| {
+                    let v = ticks as f64 * 1000.0 / Self::PER_SECOND / messages as f64;
+                    (v * 1000.0).round() / 1000.0
+                };
+                serde_json::json!({
+                    "herald": ms(b.own.saturating_sub(a.own)),
+                    "machine": ms(b.machine.saturating_sub(a.machine)),
+                })
+            }
+            _ => serde_json::Value::Null,
+        }
+    }
+}
+
 pub async fn run(settings: &Settings, args: &BenchArgs) -> CliResult {
     if args.messages < 1 {
         return Err(CliError::from(
@@ -166,7 +221,7 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> CliResult {
         println!("{out}");
     } else {
         println!(
-            "{} messages on {}: {:.0} msgs/s, start {} ms, p50 {} ms, p99 {} ms, completion lag {} ms, peak RSS {:.1} MB, duplicates {}, lost {}",
+            "{} messages on {}: {:.0} msgs/s, start {} ms, p50 {} ms, p99 {} ms, completion lag {} ms, peak RSS {:.1} MB, duplicates {}, lost {}, CPU per message {} ms (Herald) / {} ms (machine)",
             out["messages"],
             out["store"],
             out["msgs_per_s"].as_f64().unwrap_or(0.0),
@@ -176,7 +231,9 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> CliResult {
             out["completion_lag_ms"],
             out["peak_rss_mb"].as_f64().unwrap_or(0.0),
             out["duplicates"],
-            out["lost"]
+            out["lost"],
+            out["cpu_ms_per_message"]["herald"],
+            out["cpu_ms_per_message"]["machine"]
         );
         if !out["webhooks"].is_null() {
             println!(
@@ -326,6 +383,7 @@ async fn bench(settings: &Settings, args: &BenchArgs) -> Result<serde_json::Valu
     // Start once the dispatcher has found nothing and waits, as under `serve`: first_send_ms
     // then shows how fast a start wakes it (docs/ARCHITECTURE.md, "Waking up").
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let cpu_at_start = CpuTicks::now();
     let start_started = Instant::now();
     store
         .start_campaign(id, crate::clock::now_ms(), "bench", None)
@@ -338,6 +396,7 @@ async fn bench(settings: &Settings, args: &BenchArgs) -> Result<serde_json::Valu
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let cpu_at_completion = CpuTicks::now();
     // With receipts: the time until every receipt was applied (at most 10 minutes) after
     // the campaign completed (it completes when every message was sent); the endpoint's
     // `message.delivered` events exist only once their receipt was applied.
@@ -442,6 +501,7 @@ async fn bench(settings: &Settings, args: &BenchArgs) -> Result<serde_json::Valu
         "completion_lag_ms": (completed - last_sent).max(0),
         "receipts_applied_ms": receipts_applied_ms,
         "peak_rss_mb": (sending_peak_rss_mb * 10.0).round() / 10.0,
+        "cpu_ms_per_message": CpuTicks::per_message(cpu_at_start, cpu_at_completion, args.messages),
         "duplicates": duplicates,
         "lost": lost,
         "webhook_events": args.webhook_events,

@@ -93,6 +93,13 @@ impl Dialect {
         }
     }
 
+    /// Whether a claim picks, moves and reads its messages in one statement (a
+    /// data-modifying `WITH`): PostgreSQL has those and a round trip to save per statement;
+    /// SQLite has neither, and runs the three steps under its single writer.
+    pub(super) fn claims_in_one_statement(self) -> bool {
+        matches!(self, Dialect::Postgres)
+    }
+
     pub(super) fn skip_locked_suffix(self) -> &'static str {
         match self {
             Dialect::Sqlite => sqlite::SKIP_LOCKED_SUFFIX,

@@ -125,6 +125,9 @@ pub struct Store {
 #[derive(Clone)]
 struct WorkSignal {
     notify: std::sync::Arc<tokio::sync::Notify>,
+    /// How many wake-ups there have been, so a dispatcher that did not wait can still tell
+    /// that one came.
+    signals: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// The statement that tells other instances, on a store that has one (PostgreSQL's
     /// `NOTIFY`); SQLite has no other instance to tell.
     notify_sql: Option<&'static str>,
@@ -134,6 +137,8 @@ impl WorkSignal {
     fn signal(&self) {
         // notify_one keeps the wake-up if the dispatcher is busy right now: its next wait
         // returns at once instead of sleeping through the change.
+        self.signals
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.notify.notify_one();
     }
 }
@@ -151,6 +156,7 @@ impl Store {
             connect_url: url.into(),
             work: WorkSignal {
                 notify: std::sync::Arc::new(tokio::sync::Notify::new()),
+                signals: std::sync::Arc::default(),
                 notify_sql: dialect.notify_work_sql(),
             },
         })
@@ -161,6 +167,12 @@ impl Store {
     /// runs, of any instance). A wake-up that came while nobody waited is kept for the next.
     pub async fn work_appeared(&self) {
         self.work.notify.notified().await;
+    }
+
+    /// How many wake-ups [`Store::work_appeared`] has been given so far: a different
+    /// number later means work may have appeared in between.
+    pub fn work_signals(&self) -> u64 {
+        self.work.signals.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Tells this process's dispatcher that work may have appeared (also what the

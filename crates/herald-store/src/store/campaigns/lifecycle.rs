@@ -493,6 +493,33 @@ impl Store {
             })
     }
 
+    /// A claim's counters, written only while the campaign is still sending: the update
+    /// takes the row lock that [`CampaignLock::Counters`] would, and returns the status it
+    /// found (the counters moved in a transaction the caller rolls back when it is not
+    /// `sending`). One statement where a lock and an update would be two round trips.
+    pub(in crate::store) async fn apply_counts_while_sending(
+        &self,
+        tx: &mut Tx,
+        campaign_id: CampaignId,
+        delta: &Counts,
+    ) -> Result<CampaignStatus, StoreError> {
+        let sql = format!(
+            "UPDATE campaigns SET {} WHERE id = $12 RETURNING status",
+            counter_update_sql(1)
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for s in MessageStatus::ALL {
+            q = q.bind(delta.get(s));
+        }
+        let row = q.bind(campaign_id).fetch_optional(&mut **tx).await?;
+        match row {
+            Some(r) => campaign_status_of(&r, "status"),
+            None => Err(StoreError::NotFound(format!(
+                "campaign {campaign_id} does not exist: `herald campaign list` shows the campaigns there are"
+            ))),
+        }
+    }
+
     pub(in crate::store) async fn apply_counts(
         &self,
         tx: &mut Tx,

@@ -5,7 +5,8 @@ use crate::domain::{CampaignStatus, Counts, MessageStatus};
 use crate::ids::CampaignId;
 use crate::store::campaigns::lifecycle::CampaignLock;
 use crate::store::helpers::{ids_json, status_of};
-use crate::store::{ClaimedMessage, SendableCampaign, Store, StoreError, directory};
+use crate::store::{ClaimedMessage, SendableCampaign, Store, StoreError, Tx, directory};
+use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Row};
 
 impl Store {
@@ -63,6 +64,10 @@ impl Store {
     /// Claims up to `limit` due messages of one sending campaign for `owner`, in one
     /// transaction that also moves the counters. Returns nothing if the campaign is not
     /// sending (a pause stops claims at once).
+    ///
+    /// Four statements on PostgreSQL, each a round trip: the campaign's shared lock, the
+    /// claim itself (pick, move to `in_flight` and read the rows to render, in one
+    /// statement), the counters (which return the status they found) and the commit.
     pub async fn claim(
         &self,
         campaign_id: CampaignId,
@@ -81,6 +86,113 @@ impl Store {
             tx.rollback().await?;
             return Ok(Vec::new());
         }
+        let claimed = if self.dialect.claims_in_one_statement() {
+            self.claim_in_one_statement(&mut tx, campaign_id, owner, now, lease_until, limit)
+                .await?
+        } else {
+            self.claim_stepwise(&mut tx, campaign_id, owner, now, lease_until, limit)
+                .await?
+        };
+        let Some((rows, delta)) = claimed else {
+            tx.rollback().await?;
+            return Ok(Vec::new());
+        };
+        // The counters last: the campaign row is serialised for this statement and the
+        // commit, not for the message writes above. Another instance's commit may have
+        // auto-paused the campaign meanwhile (its status write needs no more than the row
+        // lock this update takes): then nothing is claimed.
+        if self
+            .apply_counts_while_sending(&mut tx, campaign_id, &delta)
+            .await?
+            != CampaignStatus::Sending
+        {
+            tx.rollback().await?;
+            return Ok(Vec::new());
+        }
+        tx.commit().await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ClaimedMessage {
+                    id: r.try_get("id")?,
+                    campaign_id,
+                    contact_id: r.try_get("contact_id")?,
+                    address: r.try_get("address")?,
+                    attempts: r.try_get("attempts")?,
+                    name: r.try_get("name")?,
+                    attributes: r
+                        .try_get::<Option<String>, _>("attributes")?
+                        .unwrap_or_else(|| "{}".to_string()),
+                    suppressed: r.try_get("suppressed")?,
+                })
+            })
+            .collect()
+    }
+
+    /// PostgreSQL: picks the due rows (`SKIP LOCKED`, so concurrent claims take different
+    /// ones), moves them to `in_flight` and returns them with what rendering needs, in one
+    /// statement. `None` when nothing was due.
+    async fn claim_in_one_statement(
+        &self,
+        tx: &mut Tx,
+        campaign_id: CampaignId,
+        owner: &str,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> Result<Option<(Vec<AnyRow>, Counts)>, StoreError> {
+        let sql = format!(
+            "WITH picked AS (SELECT id, status FROM messages WHERE campaign_id = $1 \
+               AND status IN ('queued','retry_wait') AND next_attempt_at <= $2 \
+               ORDER BY next_attempt_at, id LIMIT $3 FOR UPDATE SKIP LOCKED), \
+             moved AS (UPDATE messages m SET status = 'in_flight', owner = $4, lease_until = $5, \
+               attempts = m.attempts + 1, updated_at = $2 FROM picked p \
+               WHERE m.id = p.id AND m.status IN ('queued','retry_wait') \
+               RETURNING m.id, p.status AS was, m.contact_id, m.address, m.attempts) \
+             SELECT mv.id, mv.was, mv.contact_id, mv.address, mv.attempts, {}, \
+               (SELECT s.reason FROM suppressions s WHERE s.address = mv.address \
+                  AND s.org_id = (SELECT k.org_id FROM campaigns k WHERE k.id = $1)) AS suppressed, \
+               (SELECT count(*) FROM picked) AS picked \
+             FROM moved mv LEFT JOIN contacts c ON c.id = mv.contact_id ORDER BY mv.id",
+            directory::bounded_contact_fields("c"),
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(campaign_id)
+            .bind(now)
+            .bind(limit)
+            .bind(owner)
+            .bind(lease_until)
+            .fetch_all(&mut **tx)
+            .await?;
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let picked: i64 = first.try_get("picked")?;
+        if picked != rows.len() as i64 {
+            // Cannot happen: the rows picked are locked by the same statement. Refuse
+            // rather than miscount.
+            return Err(StoreError::Conflict(format!(
+                "claim of campaign {campaign_id} raced: {} of {picked} rows moved",
+                rows.len()
+            )));
+        }
+        let mut delta = Counts::default();
+        for r in &rows {
+            delta.moved(status_of(r, "was")?, MessageStatus::InFlight);
+        }
+        Ok(Some((rows, delta)))
+    }
+
+    /// SQLite: the same claim in three statements (its single writer is held for the
+    /// transaction, so nobody can claim in between; there is no round trip to save).
+    async fn claim_stepwise(
+        &self,
+        tx: &mut Tx,
+        campaign_id: CampaignId,
+        owner: &str,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> Result<Option<(Vec<AnyRow>, Counts)>, StoreError> {
         let sql = format!(
             "SELECT id, status FROM messages WHERE campaign_id = $1 AND status IN ('queued','retry_wait') \
              AND next_attempt_at <= $2 ORDER BY next_attempt_at, id LIMIT $3{}",
@@ -90,11 +202,10 @@ impl Store {
             .bind(campaign_id)
             .bind(now)
             .bind(limit)
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut **tx)
             .await?;
         if picked.is_empty() {
-            tx.rollback().await?;
-            return Ok(Vec::new());
+            return Ok(None);
         }
         let mut delta = Counts::default();
         let mut ids = Vec::with_capacity(picked.len());
@@ -113,13 +224,12 @@ impl Store {
             .bind(lease_until)
             .bind(now)
             .bind(&ids_param)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?
             .rows_affected();
         if n as usize != ids.len() {
-            // Cannot happen: the rows picked are locked (`SKIP LOCKED` on PostgreSQL, the
-            // single writer on SQLite). Refuse rather than miscount.
-            tx.rollback().await?;
+            // Cannot happen: the single writer holds the rows picked. Refuse rather than
+            // miscount.
             return Err(StoreError::Conflict(format!(
                 "claim of campaign {campaign_id} raced: {n} of {} rows moved",
                 ids.len()
@@ -128,45 +238,17 @@ impl Store {
         // Name and attributes bounded as every read of contacts is.
         let details = format!(
             "SELECT m.id, m.contact_id, m.address, m.attempts, {}, \
-             (SELECT s.reason FROM suppressions s JOIN campaigns k ON k.id = m.campaign_id \
-               WHERE s.org_id = k.org_id AND s.address = m.address) AS suppressed \
+             (SELECT s.reason FROM suppressions s WHERE s.address = m.address \
+                AND s.org_id = (SELECT k.org_id FROM campaigns k WHERE k.id = $2)) AS suppressed \
              FROM messages m LEFT JOIN contacts c ON c.id = m.contact_id WHERE m.id IN {} ORDER BY m.id",
             directory::bounded_contact_fields("c"),
             self.dialect.json_ids("$1")
         );
         let rows = sqlx::query(AssertSqlSafe(details))
             .bind(&ids_param)
-            .fetch_all(&mut *tx)
+            .bind(campaign_id)
+            .fetch_all(&mut **tx)
             .await?;
-        // The counters last: the campaign row is serialised for this statement and the
-        // commit, not for the message writes above. Another instance's commit may have
-        // auto-paused the campaign meanwhile (its status write needs no more than this
-        // lock): then nothing is claimed.
-        let status = self
-            .lock_campaign_as(&mut tx, campaign_id, CampaignLock::Counters)
-            .await?;
-        if status != CampaignStatus::Sending {
-            tx.rollback().await?;
-            return Ok(Vec::new());
-        }
-        self.apply_counts(&mut tx, campaign_id, &delta, 0, None)
-            .await?;
-        tx.commit().await?;
-        rows.iter()
-            .map(|r| {
-                Ok(ClaimedMessage {
-                    id: r.try_get("id")?,
-                    campaign_id,
-                    contact_id: r.try_get("contact_id")?,
-                    address: r.try_get("address")?,
-                    attempts: r.try_get("attempts")?,
-                    name: r.try_get("name")?,
-                    attributes: r
-                        .try_get::<Option<String>, _>("attributes")?
-                        .unwrap_or_else(|| "{}".to_string()),
-                    suppressed: r.try_get("suppressed")?,
-                })
-            })
-            .collect()
+        Ok(Some((rows, delta)))
     }
 }

@@ -500,9 +500,14 @@ impl TwilioChannel {
             Err(result) => return result,
         };
         if answer.is_success() {
-            let sid = serde_json::from_str::<serde_json::Value>(&answer.body)
+            // Only the sid is read: the rest of the message resource is skipped, not built.
+            #[derive(serde::Deserialize)]
+            struct Created {
+                sid: Option<String>,
+            }
+            let sid = serde_json::from_str::<Created>(&answer.body)
                 .ok()
-                .and_then(|v| v.get("sid").and_then(|s| s.as_str()).map(str::to_string))
+                .and_then(|created| created.sid)
                 .filter(|s| !s.is_empty());
             return match sid {
                 Some(provider_id) => SendResult::Accepted { provider_id },

@@ -11,6 +11,30 @@ use crate::store::{Outcome, OutcomeKind, RecordReport, Store, StoreError};
 use sqlx::{AssertSqlSafe, Row};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+/// One outcome as the group commit's statement reads it (`Dialect::json_records`): typed,
+/// so a batch serialises without building a JSON map per message.
+#[derive(serde::Serialize)]
+struct OutcomeRecord<'a> {
+    id: i64,
+    status: &'a str,
+    provider_id: Option<String>,
+    error: Option<String>,
+    next_attempt_at: Option<i64>,
+    refund: i64,
+    sent_at: Option<i64>,
+    release: i64,
+    held_until: Option<i64>,
+    attempt: Option<i64>,
+    doubt: i64,
+}
+
+/// A provider id just recorded, for the kept receipts' lookup.
+#[derive(serde::Serialize)]
+struct RecordedId {
+    campaign_id: i64,
+    provider_id: String,
+}
+
 impl Store {
     /// Records many send outcomes in one transaction: each is a conditional write (the
     /// message must still be in flight for this owner), counters move with them, pending
@@ -138,19 +162,26 @@ impl Store {
                     0,
                 ),
             };
-            records.push(serde_json::json!({
-                "id": o.message_id.get(),
-                "status": status.as_str(),
-                "provider_id": provider_id.map(clean),
-                "error": error.as_deref().map(clean),
-                "next_attempt_at": next_at,
-                "refund": refund,
-                "sent_at": if status == MessageStatus::Sent { Some(now) } else { None },
-                "release": i64::from(matches!(o.kind, OutcomeKind::Released | OutcomeKind::Held { .. })),
-                "held_until": held_until,
-                "attempt": o.attempt,
-                "doubt": i64::from(status == MessageStatus::InDoubt),
-            }));
+            records.push(OutcomeRecord {
+                id: o.message_id.get(),
+                status: status.as_str(),
+                provider_id: provider_id.map(clean),
+                error: error.as_deref().map(clean),
+                next_attempt_at: next_at,
+                refund,
+                sent_at: if status == MessageStatus::Sent {
+                    Some(now)
+                } else {
+                    None
+                },
+                release: i64::from(matches!(
+                    o.kind,
+                    OutcomeKind::Released | OutcomeKind::Held { .. }
+                )),
+                held_until,
+                attempt: o.attempt,
+                doubt: i64::from(status == MessageStatus::InDoubt),
+            });
         }
         let recs = self.dialect.json_records(
             "$1",
@@ -181,8 +212,11 @@ impl Store {
              AND (x.attempt IS NULL OR messages.attempts = x.attempt) \
              RETURNING messages.id, messages.campaign_id, messages.status"
         );
+        // Strings and numbers only: encoding cannot fail, but is not unwrapped.
+        let records = serde_json::to_string(&records)
+            .map_err(|e| StoreError::Invalid(format!("cannot encode outcomes: {e}")))?;
         let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(serde_json::Value::from(records).to_string())
+            .bind(records)
             .bind(now)
             .bind(owner)
             .fetch_all(&mut *tx)
@@ -236,14 +270,14 @@ impl Store {
         report.stale = outcomes.len() - report.applied;
         // Receipts that arrived before their provider id was recorded apply now: those kept
         // for the channel of the message that recorded the id, no other.
-        let recorded: Vec<serde_json::Value> = outcomes
+        let recorded: Vec<RecordedId> = outcomes
             .iter()
             .filter(|o| applied_ids.contains(&o.message_id))
             .filter_map(|o| match &o.kind {
-                OutcomeKind::Sent { provider_id } => Some(serde_json::json!({
-                    "campaign_id": o.campaign_id.get(),
-                    "provider_id": clean(provider_id),
-                })),
+                OutcomeKind::Sent { provider_id } => Some(RecordedId {
+                    campaign_id: o.campaign_id.get(),
+                    provider_id: clean(provider_id),
+                }),
                 _ => None,
             })
             .collect();
@@ -257,8 +291,9 @@ impl Store {
                  JOIN pending_receipts pr ON pr.channel_id = c.channel_id AND pr.provider_id = x.provider_id \
                  ORDER BY pr.id"
             );
-            let query =
-                sqlx::query(AssertSqlSafe(sql)).bind(serde_json::Value::from(recorded).to_string());
+            let recorded = serde_json::to_string(&recorded)
+                .map_err(|e| StoreError::Invalid(format!("cannot encode provider ids: {e}")))?;
+            let query = sqlx::query(AssertSqlSafe(sql)).bind(recorded);
             self.apply_pending_receipts(&mut tx, query, now, &mut deltas)
                 .await?;
         }

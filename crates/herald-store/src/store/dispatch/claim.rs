@@ -9,6 +9,17 @@ use crate::store::{ClaimedMessage, SendableCampaign, Store, StoreError, Tx, dire
 use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Row};
 
+/// What one claim asks for: up to `limit` due messages of a campaign, for `owner`, leased
+/// until `lease_until`.
+#[derive(Clone, Copy)]
+struct ClaimAsk<'a> {
+    campaign_id: CampaignId,
+    owner: &'a str,
+    now: i64,
+    lease_until: i64,
+    limit: i64,
+}
+
 impl Store {
     /// Sending campaigns with work due now: one probe of `messages_claimable` per sending
     /// campaign, as a scalar subquery (which no planner turns into a join). As `EXISTS`,
@@ -86,12 +97,17 @@ impl Store {
             tx.rollback().await?;
             return Ok(Vec::new());
         }
+        let ask = ClaimAsk {
+            campaign_id,
+            owner,
+            now,
+            lease_until,
+            limit,
+        };
         let claimed = if self.dialect.claims_in_one_statement() {
-            self.claim_in_one_statement(&mut tx, campaign_id, owner, now, lease_until, limit)
-                .await?
+            self.claim_in_one_statement(&mut tx, &ask).await?
         } else {
-            self.claim_stepwise(&mut tx, campaign_id, owner, now, lease_until, limit)
-                .await?
+            self.claim_stepwise(&mut tx, &ask).await?
         };
         let Some((rows, delta)) = claimed else {
             tx.rollback().await?;
@@ -134,12 +150,15 @@ impl Store {
     async fn claim_in_one_statement(
         &self,
         tx: &mut Tx,
-        campaign_id: CampaignId,
-        owner: &str,
-        now: i64,
-        lease_until: i64,
-        limit: i64,
+        ask: &ClaimAsk<'_>,
     ) -> Result<Option<(Vec<AnyRow>, Counts)>, StoreError> {
+        let ClaimAsk {
+            campaign_id,
+            owner,
+            now,
+            lease_until,
+            limit,
+        } = *ask;
         let sql = format!(
             "WITH picked AS (SELECT id, status FROM messages WHERE campaign_id = $1 \
                AND status IN ('queued','retry_wait') AND next_attempt_at <= $2 \
@@ -187,12 +206,15 @@ impl Store {
     async fn claim_stepwise(
         &self,
         tx: &mut Tx,
-        campaign_id: CampaignId,
-        owner: &str,
-        now: i64,
-        lease_until: i64,
-        limit: i64,
+        ask: &ClaimAsk<'_>,
     ) -> Result<Option<(Vec<AnyRow>, Counts)>, StoreError> {
+        let ClaimAsk {
+            campaign_id,
+            owner,
+            now,
+            lease_until,
+            limit,
+        } = *ask;
         let sql = format!(
             "SELECT id, status FROM messages WHERE campaign_id = $1 AND status IN ('queued','retry_wait') \
              AND next_attempt_at <= $2 ORDER BY next_attempt_at, id LIMIT $3{}",

@@ -15,7 +15,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 /// so a batch serialises without building a JSON map per message.
 #[derive(serde::Serialize)]
 struct OutcomeRecord<'a> {
-    id: i64,
+    #[serde(serialize_with = "row_number")]
+    id: MessageId,
     status: &'a str,
     provider_id: Option<String>,
     error: Option<String>,
@@ -28,10 +29,16 @@ struct OutcomeRecord<'a> {
     doubt: i64,
 }
 
+/// A typed id as the row number the statement joins on (its `Serialize` writes `cmp_2`).
+fn row_number<S: serde::Serializer, I: Copy + Into<i64>>(id: &I, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_i64((*id).into())
+}
+
 /// A provider id just recorded, for the kept receipts' lookup.
 #[derive(serde::Serialize)]
 struct RecordedId {
-    campaign_id: i64,
+    #[serde(serialize_with = "row_number")]
+    campaign_id: CampaignId,
     provider_id: String,
 }
 
@@ -163,7 +170,7 @@ impl Store {
                 ),
             };
             records.push(OutcomeRecord {
-                id: o.message_id.get(),
+                id: o.message_id,
                 status: status.as_str(),
                 provider_id: provider_id.map(clean),
                 error: error.as_deref().map(clean),
@@ -275,7 +282,7 @@ impl Store {
             .filter(|o| applied_ids.contains(&o.message_id))
             .filter_map(|o| match &o.kind {
                 OutcomeKind::Sent { provider_id } => Some(RecordedId {
-                    campaign_id: o.campaign_id.get(),
+                    campaign_id: o.campaign_id,
                     provider_id: clean(provider_id),
                 }),
                 _ => None,

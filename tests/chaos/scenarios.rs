@@ -539,7 +539,12 @@ fn kill9_in(ctx: &mut Ctx, w: World, concurrency: usize) {
     let mut reference = Instant::now();
 
     let wanted = ctx.cfg.kills;
-    let points = fractions(&mut ctx.rng, wanted, 0.05, 0.75);
+    // Each kill lands later than its point: the harness polls, kills, waits for the counts
+    // to settle and restarts while the recovered sends catch up. Points up to 75 % put the
+    // fifth kill of a 5,000-message PostgreSQL run at 4,525 sent (CI, 2026-12-07), and the
+    // rest went out between two polls after the restart: the campaign ended one kill
+    // short. Up to 60 % leaves the last kill room before the end.
+    let points = fractions(&mut ctx.rng, wanted, 0.05, 0.6);
     let mut kills = 0;
     // The messages in flight at the kills, by id: a message still unclaimed from an
     // earlier kill when the next one comes is one message, not two (counting the counters

@@ -2973,6 +2973,93 @@ both_stores!(
     }
 );
 
+// A pause must not be overtaken by claims that arrive after it, however they overlap
+// (docs/DESIGN.md "A pause takes effect at once"). On PostgreSQL a claim holds its campaign
+// row `FOR KEY SHARE`, and a new `FOR KEY SHARE` used to join the holders even while the
+// pause's `FOR UPDATE` waited: with several instances claiming back to back, the pause
+// waited until sending ran dry. The campaign gate queues later claims behind the pause.
+// SQLite's single writer runs the claim after the pause; the body checks the same outcome.
+both_stores!(
+    a_claim_that_arrives_after_a_waiting_pause_waits_for_it,
+    |db| async move {
+        let store = &db.store;
+        let t = now_ms();
+        let id = started(store, 50, t).await;
+        let claim = |owner: &'static str| {
+            let s = store.clone();
+            tokio::spawn(async move { s.claim(id, owner, t, t + MINUTE, 10).await })
+        };
+        let pause = || {
+            let s = store.clone();
+            tokio::spawn(async move {
+                s.transition(id, CampaignAction::Pause, t + 1, "test", None)
+                    .await
+            })
+        };
+        if db.backend == Backend::Postgres {
+            // Claim A stops at its counter update behind a raw row lock that a pause's
+            // `FOR UPDATE` also waits for but a claim's `FOR KEY SHARE` does not: A is a
+            // claim in progress when the pause arrives, and B arrives while it waits.
+            let blocker = db.raw().await;
+            let watcher = db.raw().await;
+            let mut hold = blocker.begin().await.unwrap();
+            sqlx::query("SELECT id FROM campaigns WHERE id = $1 FOR NO KEY UPDATE")
+                .bind(id)
+                .fetch_one(&mut *hold)
+                .await
+                .unwrap();
+            let a = claim("A");
+            wait_for_lock_waiters(&watcher, 1).await;
+            let paused = pause();
+            wait_for_lock_waiters(&watcher, 2).await;
+            let b = claim("B");
+            wait_for_lock_waiters(&watcher, 3).await;
+            hold.commit().await.unwrap();
+            let a = a.await.unwrap().unwrap();
+            assert_eq!(a.len(), 10, "the claim in progress before the pause completes");
+            let c = paused.await.unwrap().unwrap();
+            assert_eq!(c.status, CampaignStatus::Paused);
+            let b = b.await.unwrap().unwrap();
+            assert!(
+                b.is_empty(),
+                "a claim that arrived while the pause waited took {} messages of a campaign \
+                 being paused",
+                b.len()
+            );
+        } else {
+            let a = claim("A").await.unwrap().unwrap();
+            assert_eq!(a.len(), 10);
+            let c = pause().await.unwrap().unwrap();
+            assert_eq!(c.status, CampaignStatus::Paused);
+            assert!(claim("B").await.unwrap().unwrap().is_empty());
+        }
+        let c = assert_counters_match(store, id).await;
+        expect_counts(&c.counts, &[(Queued, 40), (InFlight, 10)]);
+    }
+);
+
+/// Waits (at most 30 s) until `n` backends of this test's database wait for a lock.
+async fn wait_for_lock_waiters(raw: &sqlx::AnyPool, n: i64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+             AND datname = current_database()",
+        )
+        .fetch_one(raw)
+        .await
+        .unwrap();
+        if waiting >= n {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{n} statements did not wait for a lock within 30 s ({waiting} did)"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Waits (at most 30 s) until a PostgreSQL backend waits for a row lock in a statement
 /// containing `fragment`.
 async fn wait_for_lock_waiter(raw: &sqlx::AnyPool, fragment: &str) {

@@ -93,6 +93,18 @@ impl Dialect {
         }
     }
 
+    /// An output column that takes the campaign gate with the campaign row lock
+    /// (PostgreSQL's `SHARED_GATE_COLUMN`); nothing on SQLite, whose single writer already
+    /// serialises.
+    pub(super) fn campaign_gate_column(self, exclusive: bool) -> &'static str {
+        match (self, exclusive) {
+            (Dialect::Sqlite, true) => sqlite::EXCLUSIVE_GATE_COLUMN,
+            (Dialect::Sqlite, false) => sqlite::SHARED_GATE_COLUMN,
+            (Dialect::Postgres, true) => postgres::EXCLUSIVE_GATE_COLUMN,
+            (Dialect::Postgres, false) => postgres::SHARED_GATE_COLUMN,
+        }
+    }
+
     /// Whether a claim picks, moves and reads its messages in one statement (a
     /// data-modifying `WITH`): PostgreSQL has those and a round trip to save per statement;
     /// SQLite has neither, and runs the three steps under its single writer.

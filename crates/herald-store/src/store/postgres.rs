@@ -1,11 +1,14 @@
 //! The PostgreSQL store, for many instances sharing one database.
 //!
-//! Claims and outcome commits hold their campaign rows `FOR KEY SHARE` from their first
-//! statement (so they do not wait for each other) and take them `FOR NO KEY UPDATE`, in id
-//! order, only to move the counters at the end; claims pick messages with `FOR UPDATE SKIP
-//! LOCKED`. Pauses, cancels and every other transaction that writes messages of a sending
-//! campaign lock its row `FOR UPDATE` first, which waits for the claims and commits in
-//! progress: none of them deadlock each other (`CampaignLock` in campaigns/lifecycle.rs).
+//! Claims and outcome commits hold their campaigns' gates shared and their rows `FOR KEY
+//! SHARE` from their first statement (so they do not wait for each other) and take the rows
+//! `FOR NO KEY UPDATE`, in id order, only to move the counters at the end; claims pick
+//! messages with `FOR UPDATE SKIP LOCKED`. Pauses, cancels and every other transaction that
+//! writes messages of a sending campaign take its gate exclusive and its row `FOR UPDATE`
+//! first, which waits for the claims and commits in progress, and claims and commits that
+//! arrive later queue behind it: none of them deadlock each other, because every
+//! transaction takes gates and rows in campaign id order (`CampaignLock` in
+//! campaigns/lifecycle.rs, `SHARED_GATE_COLUMN` below).
 //! Commits are durable (`synchronous_commit` is left at the server's default, `on`).
 
 use super::StoreError;
@@ -263,6 +266,19 @@ pub(super) const LOCK_SUFFIX: &str = " FOR UPDATE";
 /// Held by claims and outcome commits for their whole transaction: they do not block each
 /// other, but a pause or cancel (`FOR UPDATE`) waits for them and they wait for it.
 pub(super) const SHARE_LOCK_SUFFIX: &str = " FOR KEY SHARE";
+/// The campaign gate, a transaction-scoped advisory lock per campaign taken in the same
+/// statement as the row lock, before it (volatile output columns are computed after
+/// `ORDER BY`, so in id order, and below `FOR …` in the plan). Why a row lock is not
+/// enough: a new `FOR KEY SHARE` joins the current holders even while a `FOR UPDATE`
+/// waits, so overlapping claims and commits of several instances could hold a pause off
+/// until sending ran dry. The lock manager queues a shared request behind a waiting
+/// exclusive one, so a pause waits only for the claims and commits already in progress.
+/// The key is (7264920, campaign id modulo 2^31): ids that far apart share a gate, which
+/// costs a short wait and nothing else. `::text` because the driver cannot decode `void`.
+pub(super) const SHARED_GATE_COLUMN: &str =
+    ", pg_advisory_xact_lock_shared(7264920, (id % 2147483648)::int4)::text AS gate";
+pub(super) const EXCLUSIVE_GATE_COLUMN: &str =
+    ", pg_advisory_xact_lock(7264920, (id % 2147483648)::int4)::text AS gate";
 /// Taken by claims and outcome commits just before they move the counters, at the end of
 /// the transaction: counter updates queue here, for the commit only. Compatible with
 /// `FOR KEY SHARE`, so upgrading to it never waits behind a queued `FOR UPDATE`.

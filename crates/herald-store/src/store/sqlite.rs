@@ -199,6 +199,8 @@ pub(super) fn text_bytes(column: &str) -> String {
 pub(super) const LOCK_SUFFIX: &str = "";
 pub(super) const SHARE_LOCK_SUFFIX: &str = "";
 pub(super) const COUNTER_LOCK_SUFFIX: &str = "";
+pub(super) const SHARED_GATE_COLUMN: &str = "";
+pub(super) const EXCLUSIVE_GATE_COLUMN: &str = "";
 pub(super) const SKIP_LOCKED_SUFFIX: &str = "";
 pub(super) const MIGRATION_LOCK: Option<&str> = None;
 pub(super) const FAN_OUT_LOCK: Option<&str> = None;

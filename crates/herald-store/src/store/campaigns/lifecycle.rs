@@ -449,13 +449,20 @@ impl Store {
         if ids.is_empty() {
             return Ok(HashMap::new());
         }
-        let suffix = match mode {
-            CampaignLock::Exclusive => self.dialect.lock_suffix(),
-            CampaignLock::Share => self.dialect.share_lock_suffix(),
-            CampaignLock::Counters => self.dialect.counter_lock_suffix(),
+        // Counters is taken by a transaction that already holds the shared gate.
+        let (gate, suffix) = match mode {
+            CampaignLock::Exclusive => (
+                self.dialect.campaign_gate_column(true),
+                self.dialect.lock_suffix(),
+            ),
+            CampaignLock::Share => (
+                self.dialect.campaign_gate_column(false),
+                self.dialect.share_lock_suffix(),
+            ),
+            CampaignLock::Counters => ("", self.dialect.counter_lock_suffix()),
         };
         let sql = format!(
-            "SELECT id, status FROM campaigns WHERE id IN {} ORDER BY id{suffix}",
+            "SELECT id, status{gate} FROM campaigns WHERE id IN {} ORDER BY id{suffix}",
             self.dialect.json_ids("$1"),
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
@@ -588,11 +595,13 @@ impl Store {
 /// every write transaction whatever the mode).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(in crate::store) enum CampaignLock {
-    /// `FOR UPDATE`: pause, cancel, resume, recovery: waits for every claim and commit in
-    /// progress, and they wait for it.
+    /// The campaign gate exclusive, then `FOR UPDATE`: pause, cancel, resume, recovery:
+    /// waits for every claim and commit in progress, and claims and commits that come
+    /// after it wait for it (postgres.rs `SHARED_GATE_COLUMN` says why the gate).
     Exclusive,
-    /// `FOR KEY SHARE`, for a claim's or an outcome commit's whole transaction: the status
-    /// it read holds until it commits, and claims and commits do not wait for each other.
+    /// The campaign gate shared, then `FOR KEY SHARE`, for a claim's or an outcome
+    /// commit's whole transaction: the status it read holds until it commits, and claims
+    /// and commits do not wait for each other.
     Share,
     /// `FOR NO KEY UPDATE`, taken by a claim or commit that holds `Share`, just before it
     /// moves the counters: the campaign row is serialised for the end of the transaction

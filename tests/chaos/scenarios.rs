@@ -1048,12 +1048,17 @@ fn pause_resume_cancel(ctx: &mut Ctx) {
     let wanted = 3;
     let mut pauses = 0;
     let mut paused_at = Vec::new();
+    let mut pause_ms = Vec::new();
     // Each pause, and the cancel, comes a random 50–150 ms after the start or the previous
     // resume: moments by time, because the instances keep sending while the harness polls
     // and acts, and on a busy machine a poll can take longer than the whole segment.
     for _ in 0..wanted {
         std::thread::sleep(Duration::from_millis(ctx.rng.random_range(50..150)));
+        // How long the pause command took (process start included): a pause waits only
+        // for the claims and commits in progress, so this stays short under any load.
+        let asked = Instant::now();
         let paused = w.run(&["campaign", "pause", &ids, "--reason", "chaos pause"]);
+        pause_ms.push(asked.elapsed().as_millis() as u64);
         if !paused.success() {
             ctx.report
                 .check(false, || format!("pause refused: {}", paused.describe()));
@@ -1077,6 +1082,7 @@ fn pause_resume_cancel(ctx: &mut Ctx) {
         w.ok(&["campaign", "resume", &ids, "--reason", "chaos resume"]);
     }
     ctx.report.note("sent_at_pauses", paused_at);
+    ctx.report.note("pause_command_ms", pause_ms);
     std::thread::sleep(Duration::from_millis(ctx.rng.random_range(50..150)));
     let out = w.run(&["campaign", "cancel", &ids, "--reason", "chaos cancel"]);
     let reference = Instant::now();

@@ -3016,7 +3016,11 @@ both_stores!(
             wait_for_lock_waiters(&watcher, 3).await;
             hold.commit().await.unwrap();
             let a = a.await.unwrap().unwrap();
-            assert_eq!(a.len(), 10, "the claim in progress before the pause completes");
+            assert_eq!(
+                a.len(),
+                10,
+                "the claim in progress before the pause completes"
+            );
             let c = paused.await.unwrap().unwrap();
             assert_eq!(c.status, CampaignStatus::Paused);
             let b = b.await.unwrap().unwrap();

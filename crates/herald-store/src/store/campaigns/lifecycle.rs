@@ -500,25 +500,33 @@ impl Store {
             })
     }
 
-    /// A claim's counters, written only while the campaign is still sending: the update
-    /// takes the row lock that [`CampaignLock::Counters`] would, and returns the status it
-    /// found (the counters moved in a transaction the caller rolls back when it is not
-    /// `sending`). One statement where a lock and an update would be two round trips.
-    pub(in crate::store) async fn apply_counts_while_sending(
+    /// [`Self::apply_counts`] for a claim or commit that has not locked the row for its
+    /// counters yet: the update takes the lock [`CampaignLock::Counters`] would, even for a
+    /// zero delta, and returns the status it found (a claim rolls back unless `sending`).
+    /// One round trip where a lock and an update would be two.
+    pub(in crate::store) async fn apply_counts_returning_status(
         &self,
         tx: &mut Tx,
         campaign_id: CampaignId,
         delta: &Counts,
+        in_doubt_total: i64,
+        progress_at: Option<i64>,
     ) -> Result<CampaignStatus, StoreError> {
         let sql = format!(
-            "UPDATE campaigns SET {} WHERE id = $12 RETURNING status",
+            "UPDATE campaigns SET {}, in_doubt_total = in_doubt_total + $12, \
+             last_progress_at = COALESCE($13, last_progress_at) WHERE id = $14 RETURNING status",
             counter_update_sql(1)
         );
         let mut q = sqlx::query(AssertSqlSafe(sql));
         for s in MessageStatus::ALL {
             q = q.bind(delta.get(s));
         }
-        let row = q.bind(campaign_id).fetch_optional(&mut **tx).await?;
+        let row = q
+            .bind(in_doubt_total)
+            .bind(progress_at)
+            .bind(campaign_id)
+            .fetch_optional(&mut **tx)
+            .await?;
         match row {
             Some(r) => campaign_status_of(&r, "status"),
             None => Err(StoreError::NotFound(format!(

@@ -118,7 +118,7 @@ impl Store {
         // auto-paused the campaign meanwhile (its status write needs no more than the row
         // lock this update takes): then nothing is claimed.
         if self
-            .apply_counts_while_sending(&mut tx, campaign_id, &delta)
+            .apply_counts_returning_status(&mut tx, campaign_id, &delta, 0, None)
             .await?
             != CampaignStatus::Sending
         {

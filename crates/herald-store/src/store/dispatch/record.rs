@@ -308,27 +308,41 @@ impl Store {
             .await?;
         // From here the campaign rows (and their minute of throughput) are serialised with
         // other commits, until this one commits: the message writes above were not. The
-        // statuses are read again: another commit may have auto-paused a campaign meanwhile
-        // (a pause or cancel by a person cannot have: it waits for this transaction).
-        let statuses = self
-            .lock_campaigns_as(&mut tx, &campaign_ids, CampaignLock::Counters)
-            .await?;
+        // counter update takes each row lock, in id order, and returns the status again:
+        // another commit may have auto-paused a campaign meanwhile (a pause or cancel by a
+        // person cannot have: it waits for this transaction). A campaign whose outcomes were
+        // all stale has no counters to move and is only locked.
+        let mut statuses = HashMap::with_capacity(campaign_ids.len());
+        let touched: BTreeSet<CampaignId> =
+            campaign_ids.iter().chain(deltas.keys()).copied().collect();
+        for campaign in touched {
+            let status = match deltas.get(&campaign) {
+                Some(delta) => {
+                    let doubt = doubts.get(&campaign).copied().unwrap_or(0);
+                    let progress_at =
+                        if requeued.contains(&campaign) && !moved_on.contains(&campaign) {
+                            None
+                        } else {
+                            Some(now)
+                        };
+                    let status = self
+                        .apply_counts_returning_status(&mut tx, campaign, delta, doubt, progress_at)
+                        .await?;
+                    if status != CampaignStatus::Sending {
+                        // Sends finishing after a cancel, or kept receipts of an ended campaign.
+                        self.settle_outcome(&mut tx, campaign).await?;
+                    }
+                    status
+                }
+                None => {
+                    self.lock_campaign_as(&mut tx, campaign, CampaignLock::Counters)
+                        .await?
+                }
+            };
+            statuses.insert(campaign, status);
+        }
         self.count_throughput(&mut tx, now, &recorded_per_campaign)
             .await?;
-        for (campaign, delta) in &deltas {
-            let doubt = doubts.get(campaign).copied().unwrap_or(0);
-            let progress_at = if requeued.contains(campaign) && !moved_on.contains(campaign) {
-                None
-            } else {
-                Some(now)
-            };
-            self.apply_counts(&mut tx, *campaign, delta, doubt, progress_at)
-                .await?;
-            if statuses.get(campaign) != Some(&CampaignStatus::Sending) {
-                // Sends finishing after a cancel, or kept receipts of an ended campaign.
-                self.settle_outcome(&mut tx, *campaign).await?;
-            }
-        }
         // The failure rate is judged before completion: a batch that crosses the threshold
         // pauses its campaign even when it also holds the last pending messages, so whether
         // a campaign failing this much is paused (and alerted on) does not depend on how its

@@ -8,7 +8,9 @@
 //! allowed on one's own process without privileges), and every TCP socket whose peer is the
 //! database's port gets the option. Duplicating shares the socket, so the option lands on
 //! the driver's connection; the duplicate is closed at once and the driver's descriptor is
-//! untouched. Once sqlx sets the option itself, this finds it already on.
+//! untouched. Once sqlx sets the option itself, this finds it already on: the build's
+//! patched sqlx-core (vendor/README.md) does, from before the handshake, and this stays as
+//! the backstop whatever a later driver does.
 //!
 //! docs/ARCHITECTURE.md "Database sockets" tells the story; tests: this file's unit tests
 //! (the mechanism, on a loopback socket) and tests/it/store_conformance.rs

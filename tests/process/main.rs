@@ -7,6 +7,7 @@ mod support;
 mod accounts;
 mod alerts;
 mod autopause;
+mod bench;
 mod campaigns;
 mod cli;
 mod crash;

@@ -4,58 +4,16 @@
 //! port lets the probe resume the campaign, which completes with every message sent once.
 
 use crate::both_stores;
-use crate::support::{Backend, DEADLINE, Herald, Proc, assert_counters_consistent, n, query_i64};
+use crate::support::{
+    Backend, DEADLINE, FakeTwilio, Herald, Proc, assert_counters_consistent, n, query_i64,
+};
 use serde_json::Value;
-use std::io::BufRead;
 use std::time::Duration;
 
 both_stores!(twilio_on_a_closed_port_pauses_then_completes);
 
 const TOTAL: i64 = 25;
 const TOKEN: &str = "tok-outage-0123";
-
-/// `herald-fakes twilio` on `port`, killed on drop.
-struct FakeTwilio {
-    child: std::process::Child,
-    url: String,
-}
-
-impl FakeTwilio {
-    fn start(port: u16) -> FakeTwilio {
-        let listen = format!("127.0.0.1:{port}");
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_herald-fakes"))
-            .args(["twilio", "--auth-token", TOKEN, "--listen", &listen])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("herald-fakes starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("listening line");
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("herald-fakes printed {line:?}"))
-            .to_string();
-        FakeTwilio { child, url }
-    }
-
-    fn stats(&self) -> Value {
-        let addr = self.url.trim_start_matches("http://");
-        let (code, body) = crate::support::http_get(addr, "/_fake/stats?per_recipient=0");
-        assert_eq!(code, 200, "fake stats: {body}");
-        serde_json::from_str(&body).unwrap_or_else(|e| panic!("fake stats ({e}): {body}"))
-    }
-}
-
-impl Drop for FakeTwilio {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn twilio_on_a_closed_port_pauses_then_completes(backend: Backend) {
     let mut h = Herald::migrated(backend);
@@ -142,7 +100,7 @@ fn twilio_on_a_closed_port_pauses_then_completes(backend: Backend) {
     );
 
     // The provider comes back on that port: the probe resumes the campaign.
-    let fake = FakeTwilio::start(port);
+    let fake = FakeTwilio::start(port, TOKEN);
     let done = h.wait_completed(id, &[&serve]);
     assert_counters_consistent(&done);
     assert_eq!(n(&done, "sent"), TOTAL, "{done}");

@@ -319,6 +319,15 @@ async fn bench(settings: &Settings, args: &BenchArgs) -> Result<serde_json::Valu
         let url = args.provider_url.as_deref().ok_or_else(|| {
                 CliError::from("--channel twilio needs --provider-url, e.g. the address `herald-fakes twilio --auth-token herald-bench` prints")
             })?;
+        // Duplicates and losses are read from what the server received: messages of an
+        // earlier run (the same synthetic recipients) would count as duplicates of this one.
+        let (already, _) = provider_stats(url).await?;
+        if already > 0 {
+            return Err(CliError::from(format!(
+                "the provider at {url} already holds {already} messages from an earlier run, which would be counted as duplicates of this one: restart it, or empty it with `curl -X POST {}/_fake/reset`",
+                url.trim_end_matches('/')
+            )));
+        }
         let key =
             crate::secrets::SecretKey::parse(settings.secret_key.as_deref().unwrap_or_default())?;
         store

@@ -2974,7 +2974,7 @@ both_stores!(
 );
 
 // A pause must not be overtaken by claims that arrive after it, however they overlap
-// (docs/DESIGN.md "A pause takes effect at once"). On PostgreSQL a claim holds its campaign
+// (docs/DESIGN.md "Campaign lifecycle", Pause). On PostgreSQL a claim holds its campaign
 // row `FOR KEY SHARE`, and a new `FOR KEY SHARE` used to join the holders even while the
 // pause's `FOR UPDATE` waited: with several instances claiming back to back, the pause
 // waited until sending ran dry. The campaign gate queues later claims behind the pause.
@@ -3009,11 +3009,13 @@ both_stores!(
                 .await
                 .unwrap();
             let a = claim("A");
-            wait_for_lock_waiters(&watcher, 1).await;
+            wait_for_lock_waiters(&watcher, "transactionid", 1).await;
             let paused = pause();
-            wait_for_lock_waiters(&watcher, 2).await;
+            wait_for_lock_waiters(&watcher, "advisory", 1).await;
             let b = claim("B");
-            wait_for_lock_waiters(&watcher, 3).await;
+            // Before the gate, B took the row and its messages and waited on the raw lock
+            // instead: then this wait fails after 30 s, as the assertion below would.
+            wait_for_lock_waiters(&watcher, "advisory", 2).await;
             hold.commit().await.unwrap();
             let a = a.await.unwrap().unwrap();
             assert_eq!(
@@ -3042,23 +3044,25 @@ both_stores!(
     }
 );
 
-/// Waits (at most 30 s) until `n` backends of this test's database wait for a lock.
-async fn wait_for_lock_waiters(raw: &sqlx::AnyPool, n: i64) {
+/// Waits (at most 30 s) until exactly `n` other backends of this test's database wait for
+/// a lock of kind `event` (`transactionid`: a row another transaction holds; `advisory`).
+async fn wait_for_lock_waiters(raw: &sqlx::AnyPool, event: &str, n: i64) {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let waiting: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
-             AND datname = current_database()",
+             AND wait_event = $1 AND datname = current_database() AND pid <> pg_backend_pid()",
         )
+        .bind(event)
         .fetch_one(raw)
         .await
         .unwrap();
-        if waiting >= n {
+        if waiting == n {
             return;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "{n} statements did not wait for a lock within 30 s ({waiting} did)"
+            "{n} statements did not wait for a lock of kind {event} within 30 s ({waiting} did)"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -211,6 +211,18 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> CliResult {
         // a local fake): its addresses are allowed for this run only, not every private
         // destination.
         allow_provider(&mut settings, url).await?;
+        if args.channel.parse::<ChannelKind>().ok() == Some(twilio::KIND) {
+            // Duplicates and losses are read from what the server received: messages of an
+            // earlier run (the same synthetic recipients) would count as duplicates of this
+            // one. Checked before anything is seeded.
+            let (already, _) = provider_stats(url).await?;
+            if already > 0 {
+                return Err(CliError::from(format!(
+                    "the provider at {url} already holds {already} messages from an earlier run, which would be counted as duplicates of this one: restart it, or empty it with `curl -X POST {}/_fake/reset`",
+                    url.trim_end_matches('/')
+                )));
+            }
+        }
     }
     let result = bench(&settings, args).await;
     if let Some(dir) = scratch {
@@ -319,15 +331,6 @@ async fn bench(settings: &Settings, args: &BenchArgs) -> Result<serde_json::Valu
         let url = args.provider_url.as_deref().ok_or_else(|| {
                 CliError::from("--channel twilio needs --provider-url, e.g. the address `herald-fakes twilio --auth-token herald-bench` prints")
             })?;
-        // Duplicates and losses are read from what the server received: messages of an
-        // earlier run (the same synthetic recipients) would count as duplicates of this one.
-        let (already, _) = provider_stats(url).await?;
-        if already > 0 {
-            return Err(CliError::from(format!(
-                "the provider at {url} already holds {already} messages from an earlier run, which would be counted as duplicates of this one: restart it, or empty it with `curl -X POST {}/_fake/reset`",
-                url.trim_end_matches('/')
-            )));
-        }
         let key =
             crate::secrets::SecretKey::parse(settings.secret_key.as_deref().unwrap_or_default())?;
         store

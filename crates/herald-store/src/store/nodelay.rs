@@ -13,8 +13,9 @@
 //! the backstop whatever a later driver does.
 //!
 //! docs/ARCHITECTURE.md "Database sockets" tells the story; tests: this file's unit tests
-//! (the mechanism, on a loopback socket) and tests/it/store_conformance.rs
-//! `every_postgres_socket_has_tcp_nodelay` (the pool's real connections). Linux only:
+//! (the mechanism, on a loopback socket) and tests/it/database_sockets.rs:
+//! `every_postgres_socket_has_tcp_nodelay` (the pool's real connections) and
+//! `the_socket_has_tcp_nodelay_before_the_handshake` (the patch). Linux only:
 //! elsewhere `postgres.rs` reports the option as not set.
 
 use std::io;

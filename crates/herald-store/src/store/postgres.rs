@@ -4,11 +4,14 @@
 //! SHARE` from their first statement (so they do not wait for each other) and take the rows
 //! `FOR NO KEY UPDATE`, in id order, only to move the counters at the end; claims pick
 //! messages with `FOR UPDATE SKIP LOCKED`. Pauses, cancels and every other transaction that
-//! writes messages of a sending campaign take its gate exclusive and its row `FOR UPDATE`
-//! first, which waits for the claims and commits in progress, and claims and commits that
-//! arrive later queue behind it: none of them deadlock each other, because every
-//! transaction takes gates and rows in campaign id order (`CampaignLock` in
-//! campaigns/lifecycle.rs, `SHARED_GATE_COLUMN` below).
+//! writes messages of a sending campaign (and clicks, shared) take its gate exclusive and
+//! its row `FOR UPDATE` first, which waits for the claims and commits in progress, and
+//! claims and commits that arrive later queue behind it. Each transaction takes its gates
+//! and row locks in campaign id order, in one statement (`CampaignLock` in
+//! campaigns/lifecycle.rs, `SHARED_GATE_COLUMN` below). The one exception, a commit's
+//! counters for a campaign reached only through a kept receipt (not gated, locked after
+//! the others), can meet a recovery's locks in a deadlock that PostgreSQL detects and
+//! breaks by failing the commit, which is retried; docs/DESIGN.md "Gaps".
 //! Commits are durable (`synchronous_commit` is left at the server's default, `on`).
 
 use super::StoreError;
@@ -153,6 +156,8 @@ pub(super) async fn connect(url: &str) -> Result<(AnyPool, AnyPool), StoreError>
     install_default_drivers();
     // One direct attempt first: a pool would retry until its timeout and then report only
     // "pool timed out", hiding the real reason (refused, bad password, no such database).
+    // (tests/it/database_sockets.rs `the_socket_has_tcp_nodelay_before_the_handshake`
+    // relies on this being the one connection opened before any pool.)
     match tokio::time::timeout(Duration::from_secs(10), AnyConnection::connect(url)).await {
         Ok(Ok(conn)) => {
             let _ = conn.close().await;
@@ -213,7 +218,7 @@ fn nodelay_on_database_sockets(port: Option<u16>) {
                 tracing::warn!(
                     port,
                     error = %e,
-                    "cannot set TCP_NODELAY on the database sockets: over TLS each round trip may wait up to 40 ms (Nagle's algorithm); `herald doctor` shows which sockets lack it"
+                    "cannot set TCP_NODELAY on the database sockets: over TLS each round trip may wait up to 40 ms (Nagle's algorithm)"
                 );
             }
         }
@@ -273,15 +278,19 @@ pub(super) const SHARE_LOCK_SUFFIX: &str = " FOR KEY SHARE";
 /// waits, so overlapping claims and commits of several instances could hold a pause off
 /// until sending ran dry. The lock manager queues a shared request behind a waiting
 /// exclusive one, so a pause waits only for the claims and commits already in progress.
-/// The key is (7264920, campaign id modulo 2^31): ids that far apart share a gate, which
-/// costs a short wait and nothing else. `::text` because the driver cannot decode `void`.
-pub(super) const SHARED_GATE_COLUMN: &str =
-    ", pg_advisory_xact_lock_shared(7264920, (id % 2147483648)::int4)::text AS gate";
-pub(super) const EXCLUSIVE_GATE_COLUMN: &str =
-    ", pg_advisory_xact_lock(7264920, (id % 2147483648)::int4)::text AS gate";
-/// Taken by claims and outcome commits just before they move the counters, at the end of
-/// the transaction: counter updates queue here, for the commit only. Compatible with
-/// `FOR KEY SHARE`, so upgrading to it never waits behind a queued `FOR UPDATE`.
+/// The key is the campaign id split in two 31-bit halves, the high one offset by 7264920
+/// (the other advisory locks use the one-bigint form, a separate key space): one gate per
+/// campaign, ordered as ids are. Each gate held is an entry in the server's lock table
+/// (`max_locks_per_transaction` × `max_connections`, about 6,400 by default), unlike a row
+/// lock: docs/DESIGN.md "Gaps". `::text` because the driver cannot decode `void`.
+pub(super) const SHARED_GATE_COLUMN: &str = ", pg_advisory_xact_lock_shared(\
+     (7264920 + (id >> 31))::int4, (id & 2147483647)::int4)::text AS gate";
+pub(super) const EXCLUSIVE_GATE_COLUMN: &str = ", pg_advisory_xact_lock(\
+     (7264920 + (id >> 31))::int4, (id & 2147483647)::int4)::text AS gate";
+/// The row lock a counter update takes (a claim's or commit's `UPDATE … RETURNING
+/// status`), taken by this select only for a commit's campaign whose outcomes were all
+/// stale: counter updates queue here, for the commit only. Compatible with `FOR KEY
+/// SHARE`, so upgrading to it never waits behind a queued `FOR UPDATE`.
 pub(super) const COUNTER_LOCK_SUFFIX: &str = " FOR NO KEY UPDATE";
 pub(super) const SKIP_LOCKED_SUFFIX: &str = " FOR UPDATE SKIP LOCKED";
 /// Two instances starting at once must not both apply a migration.

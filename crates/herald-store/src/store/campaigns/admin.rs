@@ -269,7 +269,8 @@ impl Store {
         id: CampaignId,
     ) -> Result<CampaignStatus, StoreError> {
         let sql = format!(
-            "SELECT status FROM campaigns WHERE org_id = $1 AND id = $2{}",
+            "SELECT status{} FROM campaigns WHERE org_id = $1 AND id = $2{}",
+            self.dialect.campaign_gate_column(true),
             self.dialect.lock_suffix()
         );
         let row = sqlx::query(AssertSqlSafe(sql))

@@ -81,8 +81,9 @@ impl Store {
     ) -> Result<ParentRow, StoreError> {
         let sql = format!(
             "SELECT status, name, channel_id, list_id, body, auto_pause_percent, auto_pause_window, \
-             CAST(CASE WHEN archived_failures IS NULL THEN 0 ELSE 1 END AS BIGINT) AS archive_begun \
+             CAST(CASE WHEN archived_failures IS NULL THEN 0 ELSE 1 END AS BIGINT) AS archive_begun{} \
              FROM campaigns WHERE org_id = $1 AND id = $2{}",
+            self.dialect.campaign_gate_column(true),
             self.dialect.lock_suffix()
         );
         let row = sqlx::query(AssertSqlSafe(sql))

@@ -603,17 +603,21 @@ impl Store {
 /// every write transaction whatever the mode).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(in crate::store) enum CampaignLock {
-    /// The campaign gate exclusive, then `FOR UPDATE`: pause, cancel, resume, recovery:
-    /// waits for every claim and commit in progress, and claims and commits that come
-    /// after it wait for it (postgres.rs `SHARED_GATE_COLUMN` says why the gate).
+    /// The campaign gate exclusive, then `FOR UPDATE`: start, pause, cancel, resume, mark
+    /// complete, finalising, recovery, outage pause and resume, archive: waits for every
+    /// claim, commit and click in progress, and those that come after it wait for it
+    /// (postgres.rs `SHARED_GATE_COLUMN` says why the gate). Send-window edits, a resend's
+    /// parent and draft edits take the same two in their own selects.
     Exclusive,
-    /// The campaign gate shared, then `FOR KEY SHARE`, for a claim's or an outcome
-    /// commit's whole transaction: the status it read holds until it commits, and claims
-    /// and commits do not wait for each other.
+    /// The campaign gate shared, then `FOR KEY SHARE`, for a claim's, an outcome commit's
+    /// or a click's whole transaction: the status it read holds until it commits, and they
+    /// do not wait for each other.
     Share,
-    /// `FOR NO KEY UPDATE`, taken by a claim or commit that holds `Share`, just before it
-    /// moves the counters: the campaign row is serialised for the end of the transaction
-    /// only, not for its message writes.
+    /// `FOR NO KEY UPDATE`, the lock a counter update takes: the campaign row is serialised
+    /// for the end of a claim or commit only, not for its message writes. Claims and
+    /// commits get it from their `UPDATE … RETURNING status`
+    /// ([`Store::apply_counts_returning_status`]); this mode is for a commit's campaign
+    /// with no counter to move (every outcome stale).
     Counters,
 }
 

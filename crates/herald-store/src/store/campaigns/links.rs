@@ -5,6 +5,7 @@
 //! link's `clicked`, and its first click on any link adds one to the campaign's.
 
 use crate::ids::{CampaignId, MessageId, OrgId};
+use crate::store::campaigns::lifecycle::CampaignLock;
 use crate::store::{Store, StoreError, Tx};
 use crate::template::MessageTemplate;
 use sqlx::Row;
@@ -111,8 +112,12 @@ impl Store {
             }));
         }
         let mut tx = self.begin().await?;
-        // The campaign first, as every writer of a campaign's messages locks it.
-        self.lock_campaign(&mut tx, campaign_id).await?;
+        // The campaign first, as every writer of a campaign's messages locks it: shared, as
+        // claims and commits do (a click writes only its own message and counters, which
+        // they do not hold), so clicks during a send never hold the sending up; the archive
+        // (exclusive) still waits for it.
+        self.lock_campaign_as(&mut tx, campaign_id, CampaignLock::Share)
+            .await?;
         // The message first: the archive may have moved it since it was read.
         let on_message: Option<i64> = sqlx::query_scalar(
             "UPDATE messages SET clicks = clicks + 1, first_clicked_at = COALESCE(first_clicked_at, $2) \

@@ -44,7 +44,8 @@ impl Store {
         // messages they may hold, so it must not hold those while they wait for the
         // campaign row (`CampaignLock`).
         sqlx::query(AssertSqlSafe(format!(
-            "SELECT id FROM campaigns WHERE org_id = $1 AND status IN ('sending', 'paused') ORDER BY id{}",
+            "SELECT id{} FROM campaigns WHERE org_id = $1 AND status IN ('sending', 'paused') ORDER BY id{}",
+            self.dialect.campaign_gate_column(true),
             self.dialect.lock_suffix()
         )))
         .bind(org_id)
@@ -116,7 +117,8 @@ impl Store {
         let mut tx = self.begin().await?;
         // As for the organisation's window: claims and commits in progress finish first.
         sqlx::query(AssertSqlSafe(format!(
-            "SELECT id FROM campaigns WHERE id = $1 AND org_id = $2{}",
+            "SELECT id{} FROM campaigns WHERE id = $1 AND org_id = $2{}",
+            self.dialect.campaign_gate_column(true),
             self.dialect.lock_suffix()
         )))
         .bind(campaign_id)

@@ -335,8 +335,19 @@ impl Store {
                     status
                 }
                 None => {
-                    self.lock_campaign_as(&mut tx, campaign, CampaignLock::Counters)
+                    // Read for `not_sending`; a campaign gone meanwhile is skipped.
+                    match self
+                        .lock_campaigns_as(
+                            &mut tx,
+                            &BTreeSet::from([campaign]),
+                            CampaignLock::Counters,
+                        )
                         .await?
+                        .remove(&campaign)
+                    {
+                        Some(status) => status,
+                        None => continue,
+                    }
                 }
             };
             statuses.insert(campaign, status);

@@ -11,7 +11,7 @@ both_stores!(bench_counts_what_the_provider_received_and_refuses_a_used_one);
 
 fn bench_counts_what_the_provider_received_and_refuses_a_used_one(backend: Backend) {
     let h = Herald::new(backend);
-    let fake = FakeTwilio::start(0, "herald-bench");
+    let fake = FakeTwilio::start("herald-bench");
     let args = [
         "bench",
         "--messages",

@@ -100,7 +100,7 @@ fn twilio_on_a_closed_port_pauses_then_completes(backend: Backend) {
     );
 
     // The provider comes back on that port: the probe resumes the campaign.
-    let fake = FakeTwilio::start(port, TOKEN);
+    let fake = FakeTwilio::start_on(port, TOKEN);
     let done = h.wait_completed(id, &[&serve]);
     assert_counters_consistent(&done);
     assert_eq!(n(&done, "sent"), TOTAL, "{done}");

@@ -869,35 +869,11 @@ pub fn rfc3339_in(secs: i64) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-/// `herald-fakes twilio` on `port` (0: any free one), killed on drop.
-pub struct FakeTwilio {
-    child: std::process::Child,
-    pub url: String,
-}
+#[path = "../shared/fake_twilio.rs"]
+mod fake_twilio;
+pub use fake_twilio::FakeTwilio;
 
 impl FakeTwilio {
-    pub fn start(port: u16, token: &str) -> FakeTwilio {
-        use std::io::BufRead;
-        let listen = format!("127.0.0.1:{port}");
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_herald-fakes"))
-            .args(["twilio", "--auth-token", token, "--listen", &listen])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("herald-fakes starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("listening line");
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("herald-fakes printed {line:?}"))
-            .to_string();
-        FakeTwilio { child, url }
-    }
-
     fn addr(&self) -> &str {
         self.url.trim_start_matches("http://")
     }
@@ -912,12 +888,5 @@ impl FakeTwilio {
     pub fn reset(&self) {
         let (code, _, body) = http_request(self.addr(), "POST", "/_fake/reset", &[]);
         assert_eq!(code, 204, "fake reset: {body}");
-    }
-}
-
-impl Drop for FakeTwilio {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

@@ -421,34 +421,11 @@ pub async fn message(store: &Store, campaign_id: CampaignId, id: MessageId) -> M
         .unwrap_or_else(|| panic!("message {id} of campaign {campaign_id} not found"))
 }
 
-/// A fake Twilio server (the repository's `herald-fakes twilio`), killed on drop.
-pub struct FakeTwilio {
-    child: std::process::Child,
-    pub url: String,
-}
+#[path = "../../shared/fake_twilio.rs"]
+mod fake_twilio;
+pub use fake_twilio::FakeTwilio;
 
 impl FakeTwilio {
-    pub fn start(token: &str) -> FakeTwilio {
-        use std::io::BufRead;
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_herald-fakes"))
-            .args(["twilio", "--auth-token", token, "--listen", "127.0.0.1:0"])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("herald-fakes starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("listening line");
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .expect("listening on URL")
-            .to_string();
-        FakeTwilio { child, url }
-    }
-
     pub async fn stats(&self) -> serde_json::Value {
         herald::channels::http::try_client()
             .unwrap()
@@ -459,13 +436,6 @@ impl FakeTwilio {
             .json()
             .await
             .unwrap()
-    }
-}
-
-impl Drop for FakeTwilio {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -512,19 +512,8 @@ impl Store {
         in_doubt_total: i64,
         progress_at: Option<i64>,
     ) -> Result<CampaignStatus, StoreError> {
-        let sql = format!(
-            "UPDATE campaigns SET {}, in_doubt_total = in_doubt_total + $12, \
-             last_progress_at = COALESCE($13, last_progress_at) WHERE id = $14 RETURNING status",
-            counter_update_sql(1)
-        );
-        let mut q = sqlx::query(AssertSqlSafe(sql));
-        for s in MessageStatus::ALL {
-            q = q.bind(delta.get(s));
-        }
-        let row = q
-            .bind(in_doubt_total)
-            .bind(progress_at)
-            .bind(campaign_id)
+        let sql = format!("{} RETURNING status", counts_update_sql());
+        let row = bind_counts(&sql, campaign_id, delta, in_doubt_total, progress_at)
             .fetch_optional(&mut **tx)
             .await?;
         match row {
@@ -546,20 +535,15 @@ impl Store {
         if delta.is_zero() && in_doubt_total == 0 && progress_at.is_none() {
             return Ok(());
         }
-        let sql = format!(
-            "UPDATE campaigns SET {}, in_doubt_total = in_doubt_total + $12, \
-             last_progress_at = COALESCE($13, last_progress_at) WHERE id = $14",
-            counter_update_sql(1)
-        );
-        let mut q = sqlx::query(AssertSqlSafe(sql));
-        for s in MessageStatus::ALL {
-            q = q.bind(delta.get(s));
-        }
-        q.bind(in_doubt_total)
-            .bind(progress_at)
-            .bind(campaign_id)
-            .execute(&mut **tx)
-            .await?;
+        bind_counts(
+            &counts_update_sql(),
+            campaign_id,
+            delta,
+            in_doubt_total,
+            progress_at,
+        )
+        .execute(&mut **tx)
+        .await?;
         Ok(())
     }
 
@@ -619,6 +603,31 @@ pub(in crate::store) enum CampaignLock {
     /// ([`Store::apply_counts_returning_status`]); this mode is for a commit's campaign
     /// with no counter to move (every outcome stale).
     Counters,
+}
+
+/// The counter update of [`Store::apply_counts`] and
+/// [`Store::apply_counts_returning_status`]: the delta in `$1`–`$11`, then the in-doubt
+/// total, the progress time and the campaign id ([`bind_counts`] binds them).
+fn counts_update_sql() -> String {
+    format!(
+        "UPDATE campaigns SET {}, in_doubt_total = in_doubt_total + $12, \
+         last_progress_at = COALESCE($13, last_progress_at) WHERE id = $14",
+        counter_update_sql(1)
+    )
+}
+
+fn bind_counts<'q>(
+    sql: &'q str,
+    campaign_id: CampaignId,
+    delta: &Counts,
+    in_doubt_total: i64,
+    progress_at: Option<i64>,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    let mut q = sqlx::query(AssertSqlSafe(sql));
+    for s in MessageStatus::ALL {
+        q = q.bind(delta.get(s));
+    }
+    q.bind(in_doubt_total).bind(progress_at).bind(campaign_id)
 }
 
 /// `SET queued = queued + $1, ...` for a counter delta; the parameters start at `$first`.

@@ -9,6 +9,15 @@ use tracing_subscriber::EnvFilter;
 
 static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
 
+/// How often histogram samples are folded into their buckets. The exporter keeps each
+/// sample until it is folded, which `install_recorder` leaves to its caller (only a scrape
+/// of /metrics did it before): an instance nobody scrapes would otherwise grow by every
+/// claim's and every commit's sample for as long as it sends.
+const METRICS_UPKEEP: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The name of the thread that folds histogram samples.
+const METRICS_UPKEEP_THREAD: &str = "metrics-upkeep";
+
 /// Installs the log subscriber once. `RUST_LOG` overrides the default level (info).
 pub fn init_logging(format: LogFormat, default_level: &str) {
     let filter = EnvFilter::try_from_default_env()
@@ -48,6 +57,19 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
         .ok()?
         .install_recorder()
         .ok()?;
+    // Only the caller that installed the recorder gets here: one upkeep thread per process.
+    let upkeep = handle.clone();
+    let spawned = std::thread::Builder::new()
+        .name(METRICS_UPKEEP_THREAD.into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(METRICS_UPKEEP);
+                upkeep.run_upkeep();
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the metrics upkeep thread; histogram samples are folded only when /metrics is read");
+    }
     let handle = PROMETHEUS.get_or_init(|| handle).clone();
     describe_metrics();
     Some(handle)
@@ -122,6 +144,18 @@ pub const METRICS: &[Metric] = &[
         "herald_counter_drift",
         MetricKind::Gauge,
         "Campaigns whose stored counters disagree with their messages (0 when all is well)",
+        &[&[]],
+    ),
+    (
+        "herald_send_slots",
+        MetricKind::Gauge,
+        "Send slots of this instance (its `concurrency`): how many provider calls it makes at once at most",
+        &[&[]],
+    ),
+    (
+        "herald_send_slots_busy",
+        MetricKind::Gauge,
+        "Send slots in a provider call now; averaged over time and divided by herald_send_slots, the share of the slots busy (near 1: concurrency is the limit)",
         &[&[]],
     ),
     (
@@ -311,8 +345,37 @@ fn labels_of(labels: &[(&'static str, &'static str)]) -> Vec<metrics::Label> {
 
 #[cfg(test)]
 mod tests {
-    use super::{METRICS, colour_for};
+    use super::{METRICS, METRICS_UPKEEP_THREAD, colour_for, metrics_handle};
     use std::ffi::OsStr;
+
+    /// Histogram samples are folded by a thread of their own, not only by a scrape: an
+    /// instance nobody scrapes keeps no samples beyond a few seconds' worth.
+    #[test]
+    fn installing_the_recorder_starts_one_upkeep_thread() {
+        let threads = || -> usize {
+            std::fs::read_dir("/proc/self/task")
+                .map(|tasks| {
+                    tasks
+                        .filter_map(Result::ok)
+                        .filter(|t| {
+                            std::fs::read_to_string(t.path().join("comm"))
+                                .is_ok_and(|name| name.trim() == METRICS_UPKEEP_THREAD)
+                        })
+                        .count()
+                })
+                .unwrap_or(0)
+        };
+        assert!(
+            metrics_handle().is_some(),
+            "the recorder could not be installed"
+        );
+        assert!(metrics_handle().is_some());
+        assert_eq!(
+            threads(),
+            1,
+            "one upkeep thread, whatever the number of calls"
+        );
+    }
 
     /// Two entries for one name would describe it twice (and a merge of two branches that
     /// both list a metric would go unnoticed).

@@ -233,10 +233,13 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> CliResult {
         println!("{out}");
     } else {
         println!(
-            "{} messages on {}: {:.0} msgs/s, start {} ms, p50 {} ms, p99 {} ms, completion lag {} ms, peak RSS {:.1} MB, duplicates {}, lost {}, CPU per message {} ms (Herald) / {} ms (machine)",
+            "{} messages on {}: {:.0} msgs/s ({:.0} from the start's commit, send slots {:.1} % at the provider, {} ms a call), start {} ms, p50 {} ms, p99 {} ms, completion lag {} ms, peak RSS {:.1} MB, duplicates {}, lost {}, CPU per message {} ms (Herald) / {} ms (machine)",
             out["messages"],
             out["store"],
             out["msgs_per_s"].as_f64().unwrap_or(0.0),
+            out["sending_msgs_per_s"].as_f64().unwrap_or(0.0),
+            out["send_slots_busy"].as_f64().unwrap_or(0.0) * 100.0,
+            out["provider_call_ms"],
             out["start_ms"],
             out["p50_ms"],
             out["p99_ms"],
@@ -265,6 +268,33 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> CliResult {
         );
     }
     Ok(0)
+}
+
+/// How the send slots were used while the campaign sent: the share of `concurrency` × the
+/// sending time spent in provider calls, and the mean call. With a provider that answers
+/// in L ms the sending rate cannot pass `concurrency` / L; `busy_share` says how close the
+/// slots came (1.0: every slot always at the provider), so a rate below the bound is
+/// either a slower answer (`mean_call_ms` above L) or slots waiting for claimed messages.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct SlotReport {
+    busy_share: f64,
+    mean_call_ms: f64,
+}
+
+impl SlotReport {
+    fn new(call_time: Duration, calls: u64, concurrency: usize, sending_s: f64) -> Self {
+        let capacity_s = concurrency.max(1) as f64 * sending_s.max(0.001);
+        let round3 = |v: f64| (v * 1000.0).round() / 1000.0;
+        Self {
+            // Calls of the last instant may end after the completion was read: at most 1.
+            busy_share: round3((call_time.as_secs_f64() / capacity_s).min(1.0)),
+            mean_call_ms: round3(if calls == 0 {
+                0.0
+            } else {
+                call_time.as_secs_f64() * 1000.0 / calls as f64
+            }),
+        }
+    }
 }
 
 /// Adds the addresses `url`'s host resolves to (or its IP literal) to
@@ -391,6 +421,7 @@ async fn bench(settings: &Settings, args: &BenchArgs) -> Result<serde_json::Valu
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let engine = Engine::new(store.clone(), settings.clone(), "bench");
+    let engine_context = engine.context();
     let engine_task = tokio::spawn(engine.run(stop_rx));
     // Start once the dispatcher has found nothing and waits, as under `serve`: first_send_ms
     // then shows how fast a start wakes it (docs/ARCHITECTURE.md, "Waking up").
@@ -401,6 +432,8 @@ async fn bench(settings: &Settings, args: &BenchArgs) -> Result<serde_json::Valu
         .start_campaign(id, crate::clock::now_ms(), "bench", None)
         .await?;
     let start_ms = start_started.elapsed().as_millis();
+    // The sending phase: from the start's commit (its rows all written) to completion.
+    let sending_from = crate::clock::now_ms();
     loop {
         let c = store.campaign(id).await?;
         if c.status == CampaignStatus::Completed {
@@ -409,6 +442,7 @@ async fn bench(settings: &Settings, args: &BenchArgs) -> Result<serde_json::Valu
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let cpu_at_completion = CpuTicks::now();
+    let (provider_call_time, provider_calls) = engine_context.slot_use.snapshot();
     // With receipts: the time until every receipt was applied (at most 10 minutes) after
     // the campaign completed (it completes when every message was sent); the endpoint's
     // `message.delivered` events exist only once their receipt was applied.
@@ -479,6 +513,13 @@ async fn bench(settings: &Settings, args: &BenchArgs) -> Result<serde_json::Valu
         [0, 1, 2, 3].map(|i| latencies.get(i).copied().flatten());
     let last_sent = last_send.unwrap_or(0) + started;
     let elapsed_s = ((completed - started) as f64 / 1000.0).max(0.001);
+    let sending_s = ((completed - sending_from) as f64 / 1000.0).max(0.001);
+    let slots = SlotReport::new(
+        provider_call_time,
+        provider_calls,
+        settings.concurrency,
+        sending_s,
+    );
     let (duplicates, lost) = if kind == Some(twilio::KIND) {
         let stats = provider_stats(args.provider_url.as_deref().unwrap_or_default()).await?;
         let sent_or_later = c.counts.get(crate::domain::MessageStatus::Sent)
@@ -505,6 +546,9 @@ async fn bench(settings: &Settings, args: &BenchArgs) -> Result<serde_json::Valu
         "claim_ahead": settings.claim_ahead,
         "latency_ms": args.latency_ms,
         "msgs_per_s": (args.messages as f64 / elapsed_s).round(),
+        "sending_msgs_per_s": (args.messages as f64 / sending_s).round(),
+        "send_slots_busy": slots.busy_share,
+        "provider_call_ms": slots.mean_call_ms,
         "seed_ms": seed_ms,
         "start_ms": start_ms,
         "first_send_ms": first_send,
@@ -541,4 +585,23 @@ async fn provider_stats(url: &str) -> Result<(i64, i64), CliError> {
         .await?;
     let field = |name: &str| stats.get(name).and_then(|v| v.as_i64()).unwrap_or(0);
     Ok((field("received"), field("distinct_recipients")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SlotReport;
+    use std::time::Duration;
+
+    #[test]
+    fn slot_report_is_the_share_of_slot_time_at_the_provider() {
+        // 200 slots for 2 s is 400 slot-seconds; 20,000 calls of 18 ms fill 360 of them.
+        let r = SlotReport::new(Duration::from_secs(360), 20_000, 200, 2.0);
+        assert_eq!(r.busy_share, 0.9);
+        assert_eq!(r.mean_call_ms, 18.0);
+        // Calls that end just after the completion was read cannot make it pass 1.
+        let r = SlotReport::new(Duration::from_secs(401), 20_000, 200, 2.0);
+        assert_eq!(r.busy_share, 1.0);
+        let r = SlotReport::new(Duration::ZERO, 0, 0, 0.0);
+        assert_eq!((r.busy_share, r.mean_call_ms), (0.0, 0.0));
+    }
 }

@@ -13,6 +13,7 @@ use crate::template::{ContactFields, MessageTemplate};
 use rand::Rng;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
@@ -32,6 +33,33 @@ pub fn claim_bound(concurrency: usize, claim_ahead: usize) -> usize {
     concurrency.max(1) * (1 + claim_ahead)
 }
 
+/// How this instance's send slots are used: the time they spent in provider calls and how
+/// many calls there were, since the engine started. Divided by `concurrency` and a stretch
+/// of wall time it is the share of the slots busy at the provider, the rest being slots
+/// that waited for a claimed message (`herald bench` reports it as `send_slots_busy`).
+/// Also exported, sampled, as the gauge `herald_send_slots_busy` beside `herald_send_slots`.
+#[derive(Debug, Default)]
+pub struct SlotUse {
+    provider_call_us: AtomicU64,
+    provider_calls: AtomicU64,
+}
+
+impl SlotUse {
+    /// The total time in provider calls, and the number of calls, so far.
+    pub fn snapshot(&self) -> (Duration, u64) {
+        (
+            Duration::from_micros(self.provider_call_us.load(Ordering::Relaxed)),
+            self.provider_calls.load(Ordering::Relaxed),
+        )
+    }
+
+    fn record(&self, call: Duration) {
+        let us = u64::try_from(call.as_micros()).unwrap_or(u64::MAX);
+        self.provider_call_us.fetch_add(us, Ordering::Relaxed);
+        self.provider_calls.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// Metric labels of one outcome. The channel is labelled by id (`chn_5`), never by its
 /// name: names are tenant text, and /metrics is one page for every organisation.
 struct Label {
@@ -47,6 +75,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let settings = &ctx.settings;
     let concurrency = settings.concurrency.max(1);
+    metrics::gauge!("herald_send_slots").set(concurrency as f64);
     // Sends at the provider: taken by a claimed message when it starts its send, returned
     // at the answer.
     let send_permits = Arc::new(Semaphore::new(concurrency));
@@ -729,7 +758,12 @@ async fn send_one(
         email,
     };
     let timeout = Duration::from_millis(ctx.settings.send_timeout_ms);
-    let result = match tokio::time::timeout(timeout, channel.send(request)).await {
+    let call_started = Instant::now();
+    metrics::gauge!("herald_send_slots_busy").increment(1.0);
+    let answer = tokio::time::timeout(timeout, channel.send(request)).await;
+    metrics::gauge!("herald_send_slots_busy").decrement(1.0);
+    ctx.slot_use.record(call_started.elapsed());
+    let result = match answer {
         Ok(r) => r,
         Err(_) => {
             return (

@@ -83,6 +83,8 @@ pub struct EngineContext {
     /// The clock send windows read recipients' local time from: the system's, or one a
     /// test sets.
     pub window_clock: WindowClock,
+    /// The send slots' time at the provider (`herald bench`'s `send_slots_busy`).
+    pub slot_use: dispatcher::SlotUse,
 }
 
 /// The time send windows judge by: the system clock plus an offset that only tests move
@@ -131,6 +133,7 @@ impl Engine {
                 throttle: throttle::Throttle::new(store.clone()),
                 outages: outage::Tracker::default(),
                 window_clock: WindowClock::default(),
+                slot_use: dispatcher::SlotUse::default(),
                 store,
             }),
             receipts_rx,

@@ -122,9 +122,13 @@ impl Store {
             None => String::new(),
         };
         let required_str = required.map(|k| k.as_str()).unwrap_or("any");
-        // One row per distinct address (contacts are unique per organisation and address;
-        // the unique index is the backstop). Unsubscribed, suppressed and unusable
-        // addresses are frozen as `skipped` with the reason.
+        // One row per distinct address: contacts are unique per organisation and address,
+        // list members per list and contact, suppressions per organisation and address, so
+        // the audience holds no address twice. The unique index on (campaign_id, address)
+        // is the backstop, and a duplicate would fail the start instead of being skipped
+        // unseen; `ON CONFLICT DO NOTHING` here cost 14 to 19 % of the insert on PostgreSQL
+        // (BENCHMARKS.md, "A start without ON CONFLICT"). Unsubscribed, suppressed and
+        // unusable addresses are frozen as `skipped` with the reason.
         // The audience: the list's members, or the contacts a segment's filter matches now
         // (docs/SEGMENTS.md), read once here and frozen as messages.
         let segment = self.segment_of(org_id, list_id, now).await?;
@@ -159,8 +163,7 @@ impl Store {
                     WHEN ($2 = 'phone' AND c.address NOT LIKE '+%') OR ($2 = 'email' AND c.address NOT LIKE '%@%') THEN $3 \
                     ELSE NULL END, \
                0, $4 \
-             {source} \
-             ON CONFLICT (campaign_id, address) DO NOTHING"
+             {source}"
         );
         let inserted = query_with(sql, binds)
             .execute(&mut *tx)

@@ -370,11 +370,17 @@ mod tests {
             "the recorder could not be installed"
         );
         assert!(metrics_handle().is_some());
-        assert_eq!(
-            threads(),
-            1,
-            "one upkeep thread, whatever the number of calls"
-        );
+        // A new thread takes its name once it runs, which may be after the spawn returned:
+        // wait for it (a bounded wait, not a timing assertion).
+        let mut found = threads();
+        for _ in 0..500 {
+            if found > 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            found = threads();
+        }
+        assert_eq!(found, 1, "one upkeep thread, whatever the number of calls");
     }
 
     /// Two entries for one name would describe it twice (and a merge of two branches that

@@ -467,12 +467,12 @@ async fn backfill(backend: crate::support::Backend) {
         ids.push(id);
     }
     pool.close().await;
-    assert_eq!(
-        store.migrate().await.unwrap(),
-        vec![
-            9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26
-        ]
-    );
+    // 0027 replaces PostgreSQL's per-row foreign key on messages; SQLite has no 0027.
+    let mut later: Vec<i64> = (9..=26).collect();
+    if backend == crate::support::Backend::Postgres {
+        later.push(27);
+    }
+    assert_eq!(store.migrate().await.unwrap(), later);
     for (id, row) in ids.iter().zip(rows) {
         let c = store.campaign(CampaignId(*id)).await.unwrap();
         assert_eq!(c.outcome.map(|o| o.as_str()), row.7, "{row:?}");

@@ -476,6 +476,86 @@ both_stores!(
     }
 );
 
+// A message belongs to a campaign that exists, for as long as both do. SQLite keeps the
+// foreign key; PostgreSQL checks once per statement instead of once per row (migration
+// 0027, which made the start's insert about a third shorter). Either way: a message naming
+// no campaign is refused, its campaign never changes, and deleting a campaign deletes its
+// messages.
+both_stores!(
+    every_message_belongs_to_a_campaign_that_exists,
+    |db| async move {
+        let store = &db.store;
+        let t = now_ms();
+        let id = started(store, 3, t).await;
+        let raw = db.raw().await;
+        let fk = |e: sqlx::Error, what: &str| match e {
+            sqlx::Error::Database(d) if d.is_foreign_key_violation() => {}
+            other => panic!("{what}: expected a foreign-key violation, got {other:?}"),
+        };
+        let missing = id.get() + 1_000;
+        // One row, and a statement with a good row and a bad one: nothing of either lands.
+        let e = sqlx::query(
+            "INSERT INTO messages (campaign_id, address, status, updated_at) VALUES ($1, '+15550000001', 'queued', 0)",
+        )
+        .bind(missing)
+        .execute(&raw)
+        .await
+        .unwrap_err();
+        fk(e, "a message of a campaign that does not exist");
+        let e = sqlx::query(
+            "INSERT INTO messages (campaign_id, address, status, updated_at) \
+             VALUES ($1, '+15550000002', 'queued', 0), ($2, '+15550000003', 'queued', 0)",
+        )
+        .bind(id)
+        .bind(missing)
+        .execute(&raw)
+        .await
+        .unwrap_err();
+        fk(e, "a statement with one message of a missing campaign");
+        let count = |campaign: i64| {
+            let raw = raw.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>("SELECT count(*) FROM messages WHERE campaign_id = $1")
+                    .bind(campaign)
+                    .fetch_one(&raw)
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(
+            count(id.get()).await,
+            3,
+            "the refused statement left no row"
+        );
+        assert_eq!(count(missing).await, 0);
+        // A message cannot move to a campaign that does not exist; on PostgreSQL, not to
+        // any other campaign either (no statement of Herald's ever moves one).
+        let other = started(store, 1, t).await;
+        let mut targets = vec![missing];
+        if db.backend == Backend::Postgres {
+            targets.push(other.get());
+        }
+        for target in targets {
+            let e = sqlx::query("UPDATE messages SET campaign_id = $1 WHERE campaign_id = $2")
+                .bind(target)
+                .bind(id)
+                .execute(&raw)
+                .await
+                .unwrap_err();
+            fk(e, "moving a message to another campaign");
+        }
+        assert_eq!(count(id.get()).await, 3);
+        // Deleting a campaign deletes its messages, and only its.
+        sqlx::query("DELETE FROM campaigns WHERE id = $1")
+            .bind(id)
+            .execute(&raw)
+            .await
+            .unwrap();
+        assert_eq!(count(id.get()).await, 0);
+        assert_eq!(count(other.get()).await, 1);
+    }
+);
+
 // ------------------------------------------------------------------------------------------
 // 4. Claims
 // ------------------------------------------------------------------------------------------

@@ -150,6 +150,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "campaign_message_range",
         include_str!("../../migrations/postgres/0026_campaign_message_range.sql"),
     ),
+    (
+        27,
+        "messages_campaign_check",
+        include_str!("../../migrations/postgres/0027_messages_campaign_check.sql"),
+    ),
 ];
 
 pub(super) async fn connect(url: &str) -> Result<(AnyPool, AnyPool), StoreError> {

@@ -56,6 +56,7 @@ static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
     env.add_filter("when", when);
     env.add_filter("label", label);
     env.add_filter("num", num);
+    env.add_filter("rate", rate);
     env.add_filter("pct", pct);
     env.add_filter("urlq", urlq);
     for (name, source) in TEMPLATES {
@@ -101,6 +102,26 @@ fn num(value: JinjaValue) -> String {
         out.push(c);
     }
     if n < 0 { format!("-{out}") } else { out }
+}
+
+/// A rate per second as people read it: whole, with thousands separators, from 10 up
+/// (`12,146`); to one decimal below (`2.5`, `0.4`), where a whole number would round a
+/// slow rate-limited campaign to 0. The API keeps the exact figure.
+fn rate(value: JinjaValue) -> String {
+    let r = f64::try_from(value).unwrap_or(0.0);
+    if !r.is_finite() || r <= 0.0 {
+        return "0".into();
+    }
+    if r >= 10.0 {
+        num(JinjaValue::from(r.round() as i64))
+    } else {
+        let tenths = (r * 10.0).round() / 10.0;
+        if tenths.fract() == 0.0 {
+            format!("{tenths:.0}")
+        } else {
+            format!("{tenths:.1}")
+        }
+    }
 }
 
 /// `part|pct(total)`: a whole percentage, 0 when the total is 0.
@@ -332,6 +353,12 @@ mod tests {
     fn filters_format_for_people() {
         assert_eq!(num(JinjaValue::from(1234567)), "1,234,567");
         assert_eq!(num(JinjaValue::from(12)), "12");
+        assert_eq!(rate(JinjaValue::from(12145.75)), "12,146");
+        assert_eq!(rate(JinjaValue::from(10.0)), "10");
+        assert_eq!(rate(JinjaValue::from(2.46)), "2.5");
+        assert_eq!(rate(JinjaValue::from(3.0)), "3");
+        assert_eq!(rate(JinjaValue::from(0.04)), "0");
+        assert_eq!(rate(JinjaValue::from(0)), "0");
         assert_eq!(label(JinjaValue::from("in_flight")), "In flight");
         assert_eq!(pct(JinjaValue::from(1), JinjaValue::from(3)), 33);
         assert_eq!(pct(JinjaValue::from(1), JinjaValue::from(0)), 0);

@@ -9,8 +9,12 @@
 //! of an HTTP request").
 //!
 //! ```sh
-//! cargo run --release -p herald-fakes --example http_floor -- [REQUESTS] [CONCURRENCY]
+//! cargo run --release -p herald-fakes --example http_floor -- [REQUESTS] [CONCURRENCY] [fake]
 //! ```
+//!
+//! With `fake` as the third argument the server is `herald-fakes twilio` itself (its router,
+//! default knobs, on the same server runtime), so the server's figure is the fake's own
+//! cost per request and its distance from the floor is the fake's bookkeeping.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -88,6 +92,13 @@ fn arg(position: usize, default: usize) -> anyhow::Result<usize> {
 fn main() -> anyhow::Result<()> {
     let requests = arg(1, 200_000)?;
     let concurrency = arg(2, 200)?.max(1);
+    let fake = match std::env::args().nth(3).as_deref() {
+        None => false,
+        Some("fake") => true,
+        Some(other) => anyhow::bail!(
+            "argument 3 `{other}` is not `fake`; usage: http_floor [REQUESTS] [CONCURRENCY] [fake]"
+        ),
+    };
     // Two runtimes, each with a worker per core as `herald serve` and the fake have.
     let server = tokio::runtime::Builder::new_multi_thread()
         .thread_name("floor-server")
@@ -97,22 +108,27 @@ fn main() -> anyhow::Result<()> {
         .thread_name("floor-client")
         .enable_all()
         .build()?;
-    let app = Router::new().route("/2010-04-01/Accounts/{sid}/Messages.json", post(create));
+    let app = if fake {
+        herald_fakes::twilio_router(&["--auth-token", "token"])?
+    } else {
+        Router::new().route("/2010-04-01/Accounts/{sid}/Messages.json", post(create))
+    };
     let listener = server.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
     let url = format!(
         "http://{}/2010-04-01/Accounts/ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa/Messages.json",
         listener.local_addr()?
     );
     server.spawn(async move { axum::serve(listener, app).await });
-    client.block_on(measure(&url, requests, concurrency))
+    client.block_on(measure(&url, requests, concurrency, fake))
 }
 
-async fn measure(url: &str, requests: usize, concurrency: usize) -> anyhow::Result<()> {
+async fn measure(url: &str, requests: usize, concurrency: usize, fake: bool) -> anyhow::Result<()> {
     let client = herald_core::outbound::client::try_client().map_err(anyhow::Error::msg)?;
     let url = reqwest::Url::parse(url)?;
     let next = Arc::new(AtomicUsize::new(0));
     let form = [
-        ("To", "+15005550001"),
+        // Not one of the fake's magic numbers (`+1500555…`), which it would refuse.
+        ("To", "+15557650001"),
         ("From", "+15005550006"),
         (
             "Body",
@@ -137,8 +153,10 @@ async fn measure(url: &str, requests: usize, concurrency: usize) -> anyhow::Resu
                             .await?;
                         let status = answer.status();
                         let text = answer.text().await?;
+                        // The fake's answer has this request's own fields, not the floor's.
                         anyhow::ensure!(
-                            status == reqwest::StatusCode::CREATED && text.len() == ANSWER.len(),
+                            status == reqwest::StatusCode::CREATED
+                                && (fake || text.len() == ANSWER.len()),
                             "unexpected answer {status}"
                         );
                     }
@@ -172,6 +190,7 @@ async fn measure(url: &str, requests: usize, concurrency: usize) -> anyhow::Resu
         serde_json::json!({
             "requests": requests,
             "concurrency": concurrency,
+            "server": if fake { "herald-fakes twilio" } else { "floor" },
             "requests_per_s": (requests as f64 / elapsed).round(),
             "cpu_ms_per_request": {
                 "client": per_request(client),

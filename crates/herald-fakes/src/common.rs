@@ -112,6 +112,8 @@ pub struct Shared {
     pub client: reqwest::Client,
     /// `--callback-concurrency` permits.
     pub callback_slots: tokio::sync::Semaphore,
+    /// In-order lifecycles waiting for their next step.
+    pub timeline: crate::callbacks::Timeline,
 }
 
 /// Holds one slot of `--max-concurrency` while a send request is being answered.
@@ -125,6 +127,10 @@ impl Drop for InFlight<'_> {
 
 impl Shared {
     pub fn new(knobs: Knobs) -> anyhow::Result<Self> {
+        // reqwest is built with `rustls-no-provider`: callbacks to https URLs need one, and
+        // the client cannot be built without it. Installed once per process; later calls
+        // find it there.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let timeout = Duration::from_millis(knobs.callback_timeout_ms.max(1));
         let client = reqwest::Client::builder()
             .timeout(timeout)
@@ -138,6 +144,7 @@ impl Shared {
             counters: Mutex::new(Counters::default()),
             in_flight: AtomicUsize::new(0),
             client,
+            timeline: crate::callbacks::Timeline::default(),
         })
     }
 
@@ -235,10 +242,15 @@ pub async fn hang() {
 }
 
 pub fn random_hex(bytes: usize) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut rng = rand::rng();
-    (0..bytes)
-        .map(|_| format!("{:02x}", rng.random::<u8>()))
-        .collect()
+    let mut out = String::with_capacity(bytes * 2);
+    for _ in 0..bytes {
+        let b = rng.random::<u8>();
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
 }
 
 pub fn random_bytes(n: usize) -> Vec<u8> {

@@ -41,6 +41,17 @@ enum Cmd {
     Whatsapp(whatsapp::WhatsappArgs),
 }
 
+/// The Twilio fake's routes for the options `herald-fakes twilio` would be given, to serve
+/// in-process (the `http_floor` example measures the fake's own cost with it). Its
+/// lifecycle task starts on the first send, inside the runtime that serves it.
+pub fn twilio_router(options: &[&str]) -> anyhow::Result<axum::Router> {
+    let command = ["herald-fakes", "twilio"].iter().chain(options);
+    match Cli::try_parse_from(command)?.cmd {
+        Cmd::Twilio(args) => Ok(twilio::router(args)?.0),
+        Cmd::Whatsapp(_) => anyhow::bail!("not the Twilio fake"),
+    }
+}
+
 /// Parses the command line and runs the chosen fake until it is killed.
 #[tokio::main]
 pub async fn main() -> ExitCode {
@@ -61,8 +72,6 @@ pub async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    // reqwest is built with `rustls-no-provider`: callbacks to https URLs need one.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let (router, knobs) = match cli.cmd {
         Cmd::Twilio(args) => twilio::router(args)?,
         Cmd::Whatsapp(args) => whatsapp::router(args)?,

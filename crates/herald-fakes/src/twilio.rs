@@ -152,6 +152,39 @@ struct Message {
     status_callback: Option<String>,
 }
 
+/// `api.v2010.account.message` as the API writes it. Fields in alphabetical order, as
+/// the `serde_json::Value` it replaces serialised them; typed and borrowed, so an answer
+/// is written without building a map per message.
+#[derive(serde::Serialize)]
+struct MessageJson<'a> {
+    account_sid: &'a str,
+    api_version: &'static str,
+    body: &'a str,
+    date_created: String,
+    date_sent: Option<String>,
+    date_updated: String,
+    direction: &'static str,
+    error_code: Option<u32>,
+    error_message: Option<&'static str>,
+    from: Option<&'a str>,
+    messaging_service_sid: Option<&'a str>,
+    num_media: String,
+    num_segments: String,
+    price: Option<&'a str>,
+    price_unit: &'static str,
+    sid: &'a str,
+    status: &'static str,
+    subresource_uris: SubresourceUris,
+    to: &'a str,
+    uri: String,
+}
+
+#[derive(serde::Serialize)]
+struct SubresourceUris {
+    feedback: String,
+    media: String,
+}
+
 #[derive(Default)]
 struct Store {
     next_seq: u64,
@@ -192,8 +225,25 @@ pub fn router(args: TwilioArgs) -> anyhow::Result<(Router, Knobs)> {
 // Responses
 // ---------------------------------------------------------------------------------------
 
-fn respond(status: StatusCode, body: Value) -> Response {
-    let mut r = (status, Json(body)).into_response();
+fn respond(status: StatusCode, body: impl serde::Serialize) -> Response {
+    // Strings and numbers only: writing cannot fail; an empty body would show if it did.
+    respond_bytes(
+        status,
+        Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
+    )
+}
+
+/// A JSON answer already written, with Twilio's request id.
+fn respond_bytes(status: StatusCode, json: Bytes) -> Response {
+    let mut r = (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        json,
+    )
+        .into_response();
     if let Ok(v) = HeaderValue::from_str(&format!("RQ{}", random_hex(16))) {
         r.headers_mut().insert("twilio-request-id", v);
     }
@@ -348,21 +398,14 @@ fn rfc2822(t: DateTime<Utc>) -> String {
 // ---------------------------------------------------------------------------------------
 
 impl Message {
-    fn uri(&self) -> String {
-        format!(
-            "/2010-04-01/Accounts/{}/Messages/{}.json",
-            self.account_sid, self.sid
-        )
-    }
-
     /// `api.v2010.account.message`. `creating`: the create response, where a Messaging
     /// Service send has `from: null` and `num_segments: "0"`.
-    fn to_json(&self, creating: bool) -> Value {
+    fn to_json(&self, creating: bool) -> MessageJson<'_> {
         let via_service_only = self.from.is_none();
         let from = if creating && via_service_only {
-            Value::Null
+            None
         } else {
-            json!(self.from.as_deref().unwrap_or(&self.sender))
+            Some(self.from.as_deref().unwrap_or(&self.sender))
         };
         let segments = if creating && via_service_only {
             0
@@ -373,31 +416,38 @@ impl Message {
             "/2010-04-01/Accounts/{}/Messages/{}",
             self.account_sid, self.sid
         );
-        json!({
-            "account_sid": self.account_sid,
-            "api_version": API_VERSION,
-            "body": self.body,
-            "date_created": rfc2822(self.date_created),
-            "date_sent": self.date_sent.map(rfc2822),
-            "date_updated": rfc2822(self.date_updated),
-            "direction": "outbound-api",
-            "error_code": self.error_code,
-            "error_message": self.error_code.map(error_text),
-            "from": from,
-            "messaging_service_sid": self.messaging_service_sid,
-            "num_media": self.num_media.to_string(),
-            "num_segments": segments.to_string(),
-            "price": self.price,
-            "price_unit": "USD",
-            "sid": self.sid,
-            "status": self.status,
-            "subresource_uris": {
-                "media": format!("{base}/Media.json"),
-                "feedback": format!("{base}/Feedback.json"),
+        let date_created = rfc2822(self.date_created);
+        // A new message's three dates are one instant: formatted once.
+        let date_updated = if self.date_updated == self.date_created {
+            date_created.clone()
+        } else {
+            rfc2822(self.date_updated)
+        };
+        MessageJson {
+            account_sid: &self.account_sid,
+            api_version: API_VERSION,
+            body: &self.body,
+            date_created,
+            date_sent: self.date_sent.map(rfc2822),
+            date_updated,
+            direction: "outbound-api",
+            error_code: self.error_code,
+            error_message: self.error_code.map(error_text),
+            from,
+            messaging_service_sid: self.messaging_service_sid.as_deref(),
+            num_media: self.num_media.to_string(),
+            num_segments: segments.to_string(),
+            price: self.price.as_deref(),
+            price_unit: "USD",
+            sid: &self.sid,
+            status: self.status,
+            subresource_uris: SubresourceUris {
+                feedback: format!("{base}/Feedback.json"),
+                media: format!("{base}/Media.json"),
             },
-            "to": self.to,
-            "uri": self.uri(),
-        })
+            to: &self.to,
+            uri: format!("{base}.json"),
+        }
     }
 
     /// The time `DateSent` filters compare against.
@@ -510,8 +560,9 @@ impl Fake {
         })
     }
 
-    /// Stores a new message, counts it and starts its lifecycle. Returns its JSON.
-    fn create_message(self: &Arc<Self>, account: &str, params: &[(String, String)]) -> Value {
+    /// Stores a new message, counts it and starts its lifecycle. Returns the create
+    /// answer's JSON, written before the message moves into the store.
+    fn create_message(self: &Arc<Self>, account: &str, params: &[(String, String)]) -> Bytes {
         let to = param(params, "To").unwrap_or_default().to_owned();
         let from = param(params, "From").map(str::to_owned);
         let mss = param(params, "MessagingServiceSid").map(str::to_owned);
@@ -550,7 +601,8 @@ impl Fake {
             date_sent: None,
             status_callback: param(params, "StatusCallback").map(str::to_owned),
         };
-        let json = msg.to_json(true);
+        // Strings and numbers only: writing cannot fail; an empty body would show if it did.
+        let json = serde_json::to_vec(&msg.to_json(true)).unwrap_or_default();
         {
             let mut store = lock(&self.store);
             let seq = store.next_seq;
@@ -569,7 +621,7 @@ impl Fake {
             })
             .collect();
         callbacks::schedule(&self.shared, steps);
-        json
+        Bytes::from(json)
     }
 }
 
@@ -800,7 +852,7 @@ async fn create_inner(
         _ => {}
     }
     let json = fake.create_message(account, &params);
-    let mut r = respond(StatusCode::CREATED, json);
+    let mut r = respond_bytes(StatusCode::CREATED, json);
     r.headers_mut()
         .insert("twilio-concurrent-requests", HeaderValue::from(concurrent));
     r
@@ -970,12 +1022,22 @@ async fn reset(State(fake): State<Arc<Fake>>) -> Response {
 
 async fn all_messages(State(fake): State<Arc<Fake>>) -> Response {
     let store = lock(&fake.store);
-    let list: Vec<Value> = store
+    let list: Vec<MessageJson<'_>> = store
         .order
         .iter()
         .filter_map(|sid| store.messages.get(sid))
         .map(|m| m.to_json(false))
         .collect();
+    // Written while the store is held, so the lock is released before the answer goes out.
+    let body = serde_json::to_vec(&list).unwrap_or_default();
+    drop(list);
     drop(store);
-    Json(list).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
 }

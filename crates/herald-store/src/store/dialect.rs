@@ -112,6 +112,12 @@ impl Dialect {
         matches!(self, Dialect::Postgres)
     }
 
+    /// Whether a statement's returned rows come back cheaply (in its one answer) rather than
+    /// one by one over a channel from a database thread, as sqlx's SQLite driver sends them.
+    pub(super) fn returns_rows_cheaply(self) -> bool {
+        matches!(self, Dialect::Postgres)
+    }
+
     pub(super) fn skip_locked_suffix(self) -> &'static str {
         match self {
             Dialect::Sqlite => sqlite::SKIP_LOCKED_SUFFIX,

@@ -7,7 +7,7 @@ use crate::ids::{CampaignId, MessageId};
 use crate::store::campaigns::lifecycle::CampaignLock;
 use crate::store::campaigns::{autopause, outcomes};
 use crate::store::helpers::{clean, ids_json, status_of};
-use crate::store::{Outcome, OutcomeKind, RecordReport, Store, StoreError};
+use crate::store::{Outcome, OutcomeKind, RecordReport, Store, StoreError, Tx};
 use sqlx::{AssertSqlSafe, Row};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -53,9 +53,38 @@ impl Store {
         now: i64,
         outcomes: &[Outcome],
     ) -> Result<RecordReport, StoreError> {
+        let rows_back = self.dialect.returns_rows_cheaply();
+        match self
+            .record_outcomes_once(owner, now, outcomes, rows_back)
+            .await?
+        {
+            Some(report) => Ok(report),
+            // Some outcome was stale: that attempt rolled back, and this one reads back
+            // which applied.
+            None => self
+                .record_outcomes_once(owner, now, outcomes, true)
+                .await?
+                .ok_or_else(|| {
+                    StoreError::Invalid(
+                        "a group commit could not tell which outcomes applied".into(),
+                    )
+                }),
+        }
+    }
+
+    /// One attempt at [`Store::record_outcomes`]. With `rows_back` false (SQLite, see
+    /// [`Store::apply_outcome_records`]) it returns None, having written nothing, when an
+    /// outcome turns out stale.
+    async fn record_outcomes_once(
+        &self,
+        owner: &str,
+        now: i64,
+        outcomes: &[Outcome],
+        rows_back: bool,
+    ) -> Result<Option<RecordReport>, StoreError> {
         let mut report = RecordReport::default();
         if outcomes.is_empty() {
-            return Ok(report);
+            return Ok(Some(report));
         }
         let campaign_ids: BTreeSet<CampaignId> = outcomes.iter().map(|o| o.campaign_id).collect();
         let mut tx = self.begin().await?;
@@ -104,6 +133,9 @@ impl Store {
             &proven
         };
         let mut records = Vec::with_capacity(outcomes.len());
+        // What each outcome writes if it applies: the tally when the rows are not returned.
+        let mut planned: Vec<(MessageId, CampaignId, MessageStatus)> =
+            Vec::with_capacity(outcomes.len());
         for o in outcomes {
             let cancelled = statuses.get(&o.campaign_id) == Some(&CampaignStatus::Cancelled);
             let held_until = match &o.kind {
@@ -169,6 +201,7 @@ impl Store {
                     0,
                 ),
             };
+            planned.push((o.message_id, o.campaign_id, status));
             records.push(OutcomeRecord {
                 id: o.message_id,
                 status: status.as_str(),
@@ -216,18 +249,18 @@ impl Store {
              was_in_doubt = CASE WHEN x.doubt = 1 THEN 1 ELSE messages.was_in_doubt END, \
              in_doubt_at = CASE WHEN x.doubt = 1 THEN $2 ELSE messages.in_doubt_at END \
              FROM {recs} WHERE messages.id = x.id AND messages.status = 'in_flight' AND messages.owner = $3 \
-             AND (x.attempt IS NULL OR messages.attempts = x.attempt) \
-             RETURNING messages.id, messages.campaign_id, messages.status"
+             AND (x.attempt IS NULL OR messages.attempts = x.attempt)"
         );
         // Strings and numbers only: encoding cannot fail, but is not unwrapped.
         let records = serde_json::to_string(&records)
             .map_err(|e| StoreError::Invalid(format!("cannot encode outcomes: {e}")))?;
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(records)
-            .bind(now)
-            .bind(owner)
-            .fetch_all(&mut *tx)
-            .await?;
+        let Some(applied) = self
+            .apply_outcome_records(&mut tx, &sql, &records, (now, owner), planned, rows_back)
+            .await?
+        else {
+            // Dropped unfinished: rolled back, and its events never logged.
+            return Ok(None);
+        };
         let mut deltas: BTreeMap<CampaignId, Counts> = BTreeMap::new();
         let mut doubts: BTreeMap<CampaignId, i64> = BTreeMap::new();
         let mut applied_ids = BTreeSet::new();
@@ -245,11 +278,8 @@ impl Store {
         // whose every outcome here went back to `queued` keeps its last progress time.
         let mut requeued: BTreeSet<CampaignId> = BTreeSet::new();
         let mut moved_on: BTreeSet<CampaignId> = BTreeSet::new();
-        for r in &rows {
-            let id: MessageId = r.try_get("id")?;
+        for (id, campaign, status) in applied {
             applied_ids.insert(id);
-            let campaign: CampaignId = r.try_get("campaign_id")?;
-            let status = status_of(r, "status")?;
             if status == MessageStatus::Failed {
                 message_events.push((id, crate::events::EventType::MessageFailed));
             }
@@ -383,6 +413,61 @@ impl Store {
             .chain(report.completed.iter().copied())
             .collect();
         tx.commit().await?;
-        Ok(report)
+        Ok(Some(report))
+    }
+}
+
+impl Store {
+    /// Runs the group commit's message update (`sql`, without a `RETURNING`) and says which
+    /// outcomes applied, with their campaign and new status.
+    ///
+    /// With `rows_back`, the update returns the rows it changed: PostgreSQL sends them in
+    /// its one answer. On SQLite every returned row crosses sqlx's channel from the database
+    /// thread, which cost about 15 µs a row of the single writer's time under load
+    /// (BENCHMARKS.md, "Where a SQLite writer's time goes"), so there the update returns
+    /// none: when it changed exactly one row per outcome, every outcome applied as planned;
+    /// otherwise (an outcome stale, rare) this returns None and the caller drops the
+    /// transaction and asks again with rows back.
+    async fn apply_outcome_records(
+        &self,
+        tx: &mut Tx,
+        update: &str,
+        records: &str,
+        (now, owner): (i64, &str),
+        planned: Vec<(MessageId, CampaignId, MessageStatus)>,
+        rows_back: bool,
+    ) -> Result<Option<Vec<(MessageId, CampaignId, MessageStatus)>>, StoreError> {
+        let distinct: BTreeSet<MessageId> = planned.iter().map(|p| p.0).collect();
+        if rows_back || distinct.len() != planned.len() {
+            let rows = sqlx::query(AssertSqlSafe(format!(
+                "{update} RETURNING messages.id, messages.campaign_id, messages.status"
+            )))
+            .bind(records)
+            .bind(now)
+            .bind(owner)
+            .fetch_all(&mut **tx)
+            .await?;
+            return rows
+                .iter()
+                .map(|r| {
+                    Ok((
+                        r.try_get("id")?,
+                        r.try_get("campaign_id")?,
+                        status_of(r, "status")?,
+                    ))
+                })
+                .collect::<Result<_, StoreError>>()
+                .map(Some);
+        }
+        let updated = sqlx::query(AssertSqlSafe(update))
+            .bind(records)
+            .bind(now)
+            .bind(owner)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+        // Each outcome names a distinct message and the update changes a message at most
+        // once, so one row per outcome means none was stale.
+        Ok((usize::try_from(updated).ok() == Some(planned.len())).then_some(planned))
     }
 }

@@ -83,7 +83,7 @@ fn arg(position: usize, default: usize) -> anyhow::Result<usize> {
         None => Ok(default),
         Some(text) => text.parse().map_err(|_| {
             anyhow::anyhow!(
-                "argument {position} `{text}` is not a whole number; usage: http_floor [REQUESTS] [CONCURRENCY]"
+                "argument {position} `{text}` is not a whole number; usage: http_floor [REQUESTS] [CONCURRENCY] [fake]"
             )
         }),
     }

@@ -233,17 +233,22 @@ fn respond(status: StatusCode, body: impl serde::Serialize) -> Response {
     )
 }
 
-/// A JSON answer already written, with Twilio's request id.
-fn respond_bytes(status: StatusCode, json: Bytes) -> Response {
-    let mut r = (
+/// A JSON body already written, as a response.
+fn json_response(status: StatusCode, json: impl Into<Bytes>) -> Response {
+    (
         status,
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         )],
-        json,
+        json.into(),
     )
-        .into_response();
+        .into_response()
+}
+
+/// A JSON answer already written, with Twilio's request id.
+fn respond_bytes(status: StatusCode, json: Bytes) -> Response {
+    let mut r = json_response(status, json);
     if let Ok(v) = HeaderValue::from_str(&format!("RQ{}", random_hex(16))) {
         r.headers_mut().insert("twilio-request-id", v);
     }
@@ -1032,12 +1037,5 @@ async fn all_messages(State(fake): State<Arc<Fake>>) -> Response {
     let body = serde_json::to_vec(&list).unwrap_or_default();
     drop(list);
     drop(store);
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        body,
-    )
-        .into_response()
+    json_response(StatusCode::OK, body)
 }
